@@ -1,0 +1,50 @@
+{#- Small cross-database macros. DuckDB and Spark SQL are the two adapters we target; anything
+    that differs between engines goes through adapter.dispatch so models stay unchanged. -#}
+
+{% macro regex_matches(expr, pattern) -%}
+    {{ return(adapter.dispatch('regex_matches', 'tessera')(expr, pattern)) }}
+{%- endmacro %}
+{% macro default__regex_matches(expr, pattern) -%}regexp_matches({{ expr }}, '{{ pattern }}'){%- endmacro %}
+
+{#- Spark parses backslash escapes in string literals; DuckDB does not. -#}
+{% macro spark__regex_matches(expr, pattern) -%}({{ expr }} rlike '{{ pattern | replace("\\", "\\\\") }}'){%- endmacro %}
+
+{% macro regex_replace_all(expr, pattern, replacement) -%}
+    {{ return(adapter.dispatch('regex_replace_all', 'tessera')(expr, pattern, replacement)) }}
+{%- endmacro %}
+{% macro default__regex_replace_all(expr, pattern, replacement) -%}
+    regexp_replace({{ expr }}, '{{ pattern }}', '{{ replacement }}', 'g')
+{%- endmacro %}
+{% macro spark__regex_replace_all(expr, pattern, replacement) -%}
+    regexp_replace({{ expr }}, '{{ pattern | replace("\\", "\\\\") }}', '{{ replacement }}')
+{%- endmacro %}
+
+{% macro regex_strip(expr, pattern) -%}{{ tessera.regex_replace_all(expr, pattern, '') }}{%- endmacro %}
+
+{#- Parse an ISO 8601 text timestamp (with or without zone; no zone means UTC) into a UTC
+    timestamp without zone. Unparseable text gives NULL. -#}
+{% macro to_utc_timestamp(expr) -%}
+    {{ return(adapter.dispatch('to_utc_timestamp', 'tessera')(expr)) }}
+{%- endmacro %}
+{% macro default__to_utc_timestamp(expr) -%}
+    cast(timezone('UTC', try_cast({{ expr }} as timestamptz)) as timestamp)
+{%- endmacro %}
+{% macro spark__to_utc_timestamp(expr) -%}
+    cast(to_timestamp({{ expr }}) as timestamp)
+{%- endmacro %}
+
+{% macro try_cast(expr, type) -%}
+    {{ return(adapter.dispatch('try_cast', 'tessera')(expr, type)) }}
+{%- endmacro %}
+{% macro default__try_cast(expr, type) -%}try_cast({{ expr }} as {{ type }}){%- endmacro %}
+{% macro spark__try_cast(expr, type) -%}try_cast({{ expr }} as {{ type }}){%- endmacro %}
+
+{#- The latest non-null value of expr by order_expr within a group. -#}
+{% macro latest_value(expr, order_expr) -%}
+    max_by({{ expr }}, {{ order_expr }}) filter (where {{ expr }} is not null)
+{%- endmacro %}
+
+{#- A short, stable surrogate key from a text expression. -#}
+{% macro short_key(prefix, expr) -%}
+    {{ dbt.concat(["'" ~ prefix ~ "'", dbt.right(dbt.hash(expr), 16)]) }}
+{%- endmacro %}

@@ -1,0 +1,76 @@
+{#- Per-customer recency, frequency and monetary value as of a date, with quintile scores and the
+    named RFM segment from seeds/rfm_segment_map.csv (see docs/rfm.md).
+    Scores use cume_dist, so customers with equal values always share a score. Customers without a
+    completed order in the window get the segment 'Prospect' and no scores. -#}
+{%- set as_of = var('as_of_date') -%}
+with
+
+orders as (
+    select customer_key, order_id, ordered_at, order_total_base
+    from {{ ref('fct_orders') }}
+    where customer_key is not null and status = 'completed'
+),
+
+as_of as (
+    {% if as_of %}
+    select cast('{{ as_of }}' as date) as as_of_date
+    {% else %}
+    select cast({{ dbt.dateadd('day', 1, 'max(ordered_at)') }} as date) as as_of_date from orders
+    {% endif %}
+),
+
+per_customer as (
+    select
+        o.customer_key,
+        max(o.ordered_at) as last_order_at,
+        min(o.ordered_at) as first_order_at,
+        count(distinct o.order_id) as frequency,
+        cast(sum(o.order_total_base) as decimal(18, 2)) as monetary
+    from orders as o
+    cross join as_of as a
+    where o.ordered_at < a.as_of_date
+    group by o.customer_key
+),
+
+measured as (
+    select
+        p.*,
+        {{ dbt.datediff('p.last_order_at', 'a.as_of_date', 'day') }} as recency_days,
+        {{ dbt.datediff('p.first_order_at', 'a.as_of_date', 'day') }} as tenure_days,
+        cast(p.monetary / p.frequency as decimal(18, 2)) as average_order_value
+    from per_customer as p
+    cross join as_of as a
+),
+
+scored as (
+    select
+        *,
+        cast(ceil(5 * cume_dist() over (order by recency_days desc) - 0.000001) as integer) as r_score,
+        cast(ceil(5 * cume_dist() over (order by frequency) - 0.000001) as integer) as f_score,
+        cast(ceil(5 * cume_dist() over (order by monetary) - 0.000001) as integer) as m_score
+    from measured
+),
+
+segment_map as (
+    select r_score, fm_score, rfm_segment from {{ ref('rfm_segment_map') }}
+)
+
+select
+    c.customer_key,
+    a.as_of_date,
+    s.recency_days,
+    coalesce(s.frequency, 0) as frequency,
+    coalesce(s.monetary, 0) as monetary,
+    s.average_order_value,
+    s.tenure_days,
+    s.r_score,
+    s.f_score,
+    s.m_score,
+    cast(round((s.f_score + s.m_score) / 2.0 + 0.01, 0) as integer) as fm_score,
+    coalesce(m.rfm_segment, 'Prospect') as rfm_segment
+from {{ ref('dim_customers') }} as c
+cross join as_of as a
+left join scored as s on s.customer_key = c.customer_key
+left join segment_map as m
+    on m.r_score = s.r_score
+    and m.fm_score = cast(round((s.f_score + s.m_score) / 2.0 + 0.01, 0) as integer)

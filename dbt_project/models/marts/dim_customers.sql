@@ -1,0 +1,100 @@
+{#- The unified customer view: one row per resolved person who has at least one CRM profile.
+    Golden record: each attribute takes the most recently updated non-null value among the
+    person's profiles. -#}
+with
+
+profiles as (
+    select
+        r.customer_key,
+        c.*
+    from {{ ref('stg_customers') }} as c
+    inner join {{ ref('int_identities_resolved') }} as r on r.node_key = 'crm:' || c.customer_id
+    where c.invalid_reason is null
+),
+
+cluster_nodes as (
+    select
+        customer_key,
+        sum(case when node_type = 'cookie' then 1 else 0 end) as cookie_count,
+        sum(case when node_type = 'pos' then 1 else 0 end) as pos_receipt_count
+    from {{ ref('int_identities_resolved') }}
+    group by customer_key
+),
+
+privacy as (
+    select
+        coalesce(rc.customer_key, re.customer_key) as customer_key,
+        p.request_type,
+        p.channel,
+        p.purpose,
+        p.granted,
+        p.requested_at
+    from {{ ref('stg_privacy') }} as p
+    left join {{ ref('int_identities_resolved') }} as rc on rc.node_key = 'crm:' || p.customer_id
+    left join {{ ref('int_identities_resolved') }} as re on re.node_key = 'email:' || p.email
+    where p.invalid_reason is null
+),
+
+consent as (
+    select
+        customer_key,
+        {{ tessera.latest_value('granted', 'requested_at') }} as email_marketing_consent
+    from privacy
+    where request_type = 'consent' and channel in ('email', 'all') and purpose in ('marketing', 'all')
+    group by customer_key
+),
+
+erasure as (
+    select customer_key, max(requested_at) as erasure_requested_at
+    from privacy
+    where request_type = 'erasure'
+    group by customer_key
+),
+
+golden as (
+    select
+        customer_key,
+        min(customer_id) as anchor_customer_id,
+        count(*) as crm_profile_count,
+        {{ tessera.latest_value('first_name', 'updated_at') }} as first_name,
+        {{ tessera.latest_value('last_name', 'updated_at') }} as last_name,
+        {{ tessera.latest_value('email', 'updated_at') }} as email,
+        {{ tessera.latest_value('phone_e164', 'updated_at') }} as phone_e164,
+        {{ tessera.latest_value('birth_date', 'updated_at') }} as birth_date,
+        {{ tessera.latest_value("case when gender <> 'U' then gender end", 'updated_at') }} as gender,
+        {{ tessera.latest_value('address', 'updated_at') }} as address,
+        {{ tessera.latest_value('city', 'updated_at') }} as city,
+        {{ tessera.latest_value('postcode', 'updated_at') }} as postcode,
+        {{ tessera.latest_value('country_code', 'updated_at') }} as country_code,
+        {{ tessera.latest_value('loyalty_card', 'updated_at') }} as loyalty_card,
+        min(signup_at) as first_signup_at,
+        max(updated_at) as last_profile_update_at
+    from profiles
+    group by customer_key
+)
+
+select
+    g.customer_key,
+    g.anchor_customer_id,
+    g.crm_profile_count,
+    g.first_name,
+    g.last_name,
+    g.email,
+    g.phone_e164,
+    g.birth_date,
+    coalesce(g.gender, 'U') as gender,
+    g.address,
+    g.city,
+    g.postcode,
+    g.country_code,
+    g.loyalty_card,
+    coalesce(n.cookie_count, 0) as cookie_count,
+    coalesce(n.pos_receipt_count, 0) as pos_receipt_count,
+    coalesce(c.email_marketing_consent, false) as email_marketing_consent,
+    e.erasure_requested_at is not null as is_erasure_requested,
+    g.first_signup_at,
+    g.last_profile_update_at
+from golden as g
+left join cluster_nodes as n on n.customer_key = g.customer_key
+left join consent as c on c.customer_key = g.customer_key
+left join erasure as e on e.customer_key = g.customer_key

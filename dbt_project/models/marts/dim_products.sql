@@ -1,0 +1,45 @@
+{#- One row per product in the catalogue. When a product id is delivered more than once, the most
+    recently created row wins. price_band splits base-currency prices into quartiles. -#}
+with
+
+products as (
+    select *
+    from {{ ref('stg_products') }}
+    where invalid_reason is null
+),
+
+deduplicated as (
+    select
+        product_id,
+        {{ tessera.latest_value('product_name', 'created_at') }} as product_name,
+        {{ tessera.latest_value('category', 'created_at') }} as category,
+        {{ tessera.latest_value('brand', 'created_at') }} as brand,
+        {{ tessera.latest_value('price_base', 'created_at') }} as price_base,
+        {{ tessera.latest_value('is_active', 'created_at') }} as is_active,
+        min(created_at) as created_at
+    from products
+    group by product_id
+),
+
+banded as (
+    select
+        *,
+        cume_dist() over (order by price_base) as price_rank
+    from deduplicated
+)
+
+select
+    product_id,
+    product_name,
+    category,
+    brand,
+    price_base,
+    case
+        when price_rank <= 0.25 then 'budget'
+        when price_rank <= 0.5 then 'mid'
+        when price_rank <= 0.75 then 'upper'
+        else 'premium'
+    end as price_band,
+    is_active,
+    created_at
+from banded

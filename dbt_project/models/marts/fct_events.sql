@@ -1,0 +1,31 @@
+{#- One row per usable clickstream event. customer_key comes from the login on the event, or else
+    from the cookie: anonymous events before a login attach to the person. -#}
+with
+
+events as (
+    select * from {{ ref('stg_events') }} where invalid_reason is null
+),
+
+keys as (
+    select node_key, customer_key from {{ ref('int_identities_resolved') }}
+)
+
+select
+    e.event_id,
+    e.event_type,
+    e.event_at,
+    e.session_id,
+    e.anonymous_id,
+    coalesce(kc.customer_key, ka.customer_key) as customer_key,
+    case
+        when kc.customer_key is not null then 'login'
+        when ka.customer_key is not null then 'cookie'
+        else 'anonymous'
+    end as identified_by,
+    e.product_id,
+    e.device,
+    e.referrer,
+    e.country_code
+from events as e
+left join keys as kc on kc.node_key = 'crm:' || e.customer_id
+left join keys as ka on ka.node_key = 'cookie:' || e.anonymous_id

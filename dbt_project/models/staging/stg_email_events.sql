@@ -1,0 +1,28 @@
+with
+
+source as (
+    select * from {{ source('raw', 'email_events') }}
+),
+
+renamed as (
+    select
+        {{ tessera.clean_text('email_event_id') }} as email_event_id,
+        {{ tessera.clean_text('campaign_id') }} as campaign_id,
+        {{ tessera.normalise_email('email') }} as email,
+        lower(trim(event_type)) as event_type,
+        {{ tessera.to_utc_timestamp('event_ts') }} as event_at,
+
+        case
+            when {{ tessera.clean_text('email_event_id') }} is null then 'missing email_event_id'
+            when {{ tessera.normalise_email('email') }} is null then 'invalid email'
+            when lower(trim(event_type)) is null
+                or lower(trim(event_type)) not in ('sent', 'open', 'click', 'bounce', 'unsubscribe') then 'unknown event_type'
+            when {{ tessera.to_utc_timestamp('event_ts') }} is null then 'unparseable event_ts'
+        end as invalid_reason,
+
+        _source_file,
+        _source_row
+    from source
+)
+
+select * from renamed

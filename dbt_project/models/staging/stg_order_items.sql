@@ -1,0 +1,33 @@
+with
+
+source as (
+    select * from {{ source('raw', 'order_items') }}
+),
+
+renamed as (
+    select
+        -- ids
+        {{ tessera.clean_text('order_item_id') }} as order_item_id,
+        {{ tessera.clean_text('order_id') }} as order_id,
+        {{ tessera.clean_text('product_id') }} as product_id,
+
+        -- numerics
+        {{ tessera.try_cast('quantity', 'integer') }} as quantity,
+        {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} as unit_price,
+
+        case
+            when {{ tessera.clean_text('order_item_id') }} is null then 'missing order_item_id'
+            when {{ tessera.clean_text('order_id') }} is null then 'missing order_id'
+            when {{ tessera.clean_text('product_id') }} is null then 'missing product_id'
+            when {{ tessera.try_cast('quantity', 'integer') }} is null then 'unparseable quantity'
+            when {{ tessera.try_cast('quantity', 'integer') }} <= 0 then 'non-positive quantity'
+            when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} is null then 'unparseable unit_price'
+            when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} < 0 then 'negative unit_price'
+        end as invalid_reason,
+
+        _source_file,
+        _source_row
+    from source
+)
+
+select * from renamed

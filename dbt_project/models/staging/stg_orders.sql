@@ -1,0 +1,40 @@
+with
+
+source as (
+    select * from {{ source('raw', 'orders') }}
+),
+
+fx as (
+    select currency, rate_to_base from {{ ref('fx_rates') }}
+),
+
+renamed as (
+    select
+        -- ids
+        {{ tessera.clean_text('s.order_id') }} as order_id,
+        {{ tessera.clean_text('s.customer_id') }} as customer_id,
+
+        -- strings
+        coalesce(lower(trim(s.channel)), 'web') as channel,
+        coalesce(lower(trim(s.status)), 'completed') as status,
+        coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}') as currency,
+        fx.rate_to_base,
+
+        -- timestamps
+        {{ tessera.to_utc_timestamp('s.ordered_at') }} as ordered_at,
+
+        case
+            when {{ tessera.clean_text('s.order_id') }} is null then 'missing order_id'
+            when {{ tessera.clean_text('s.customer_id') }} is null then 'missing customer_id'
+            when {{ tessera.to_utc_timestamp('s.ordered_at') }} is null then 'unparseable ordered_at'
+            when fx.rate_to_base is null then 'unknown currency'
+            when coalesce(lower(trim(s.channel)), 'web') not in ('web', 'app') then 'unknown channel'
+        end as invalid_reason,
+
+        s._source_file,
+        s._source_row
+    from source as s
+    left join fx on fx.currency = coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}')
+)
+
+select * from renamed

@@ -1,0 +1,57 @@
+with
+
+source as (
+    select * from {{ source('raw', 'pos_transactions') }}
+),
+
+default_country as (
+    select cast(calling_code as {{ dbt.type_string() }}) as calling_code
+    from {{ ref('countries') }}
+    where country_code = '{{ var("default_country") }}'
+),
+
+fx as (
+    select currency, rate_to_base from {{ ref('fx_rates') }}
+),
+
+renamed as (
+    select
+        -- ids
+        {{ tessera.clean_text('s.transaction_line_id') }} as transaction_line_id,
+        {{ tessera.clean_text('s.receipt_id') }} as receipt_id,
+        {{ tessera.clean_text('s.store_id') }} as store_id,
+        {{ tessera.clean_text('s.product_id') }} as product_id,
+        upper({{ tessera.regex_strip('s.loyalty_card', '[^A-Za-z0-9]') }}) as loyalty_card,
+
+        -- buyer identifiers (stores are in the default country)
+        {{ tessera.normalise_email('s.email') }} as email,
+        {{ tessera.normalise_phone('s.phone', 'd.calling_code') }} as phone_e164,
+
+        -- numerics
+        {{ tessera.try_cast('s.quantity', 'integer') }} as quantity,
+        {{ tessera.try_cast('s.unit_price', 'decimal(18, 2)') }} as unit_price,
+        coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}') as currency,
+        fx.rate_to_base,
+
+        -- timestamps
+        {{ tessera.to_utc_timestamp('s.transacted_at') }} as transacted_at,
+
+        case
+            when {{ tessera.clean_text('s.transaction_line_id') }} is null then 'missing transaction_line_id'
+            when {{ tessera.clean_text('s.receipt_id') }} is null then 'missing receipt_id'
+            when {{ tessera.clean_text('s.product_id') }} is null then 'missing product_id'
+            when {{ tessera.try_cast('s.quantity', 'integer') }} is null then 'unparseable quantity'
+            when {{ tessera.try_cast('s.quantity', 'integer') }} = 0 then 'zero quantity'
+            when {{ tessera.try_cast('s.unit_price', 'decimal(18, 2)') }} is null then 'unparseable unit_price'
+            when {{ tessera.to_utc_timestamp('s.transacted_at') }} is null then 'unparseable transacted_at'
+            when fx.rate_to_base is null then 'unknown currency'
+        end as invalid_reason,
+
+        s._source_file,
+        s._source_row
+    from source as s
+    cross join default_country as d
+    left join fx on fx.currency = coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}')
+)
+
+select * from renamed
