@@ -1,0 +1,1 @@
+"""Modelling code: recommender training and evaluation, MLflow tracking. No Dagster here."""

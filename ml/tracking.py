@@ -1,0 +1,99 @@
+"""MLflow: a local tracking store, one run per training, the model logged with its id mappings."""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+
+MODEL_PIP_REQUIREMENTS = ["lightfm-next>=1.19,<2", "numpy", "scipy", "pandas"]
+
+
+class LightFMRecommender(mlflow.pyfunc.PythonModel):
+    """Loads the bundle (model + id maps + feature matrices) and returns top-k product ids.
+
+    Input: a DataFrame with a customer_key column. Output: customer_key, rank, product_id, score.
+    Unknown customers get no rows; cold-start scoring from features comes with the recommender issue.
+    """
+
+    def load_context(self, context):
+        with open(context.artifacts["bundle"], "rb") as fh:
+            self.bundle = pickle.load(fh)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        import numpy as np
+
+        b = self.bundle
+        k = int((params or {}).get("k", b["k"]))
+        known = [c for c in model_input["customer_key"].astype(str) if c in b["user_id_map"]]
+        idx = np.array([b["user_id_map"][c] for c in known], dtype=np.int64)
+        if len(idx) == 0:
+            return pd.DataFrame(columns=["customer_key", "rank", "product_id", "score"])
+        ub, ue = b["model"].get_user_representations(b["user_features"])
+        ib, ie = b["model"].get_item_representations(b["item_features"])
+        scores = ue[idx] @ ie.T + ub[idx, None] + ib[None, :]
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        items = np.asarray(b["item_ids"])
+        return pd.DataFrame(
+            {
+                "customer_key": np.repeat(known, top.shape[1]),
+                "rank": np.tile(np.arange(1, top.shape[1] + 1), len(known)),
+                "product_id": items[top.ravel()],
+                "score": np.take_along_axis(scores, top, axis=1).ravel(),
+            }
+        )
+
+
+@dataclass
+class LoggedRun:
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    run_url_path: str
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_root.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
+
+
+def log_recommender_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    params: dict,
+    metrics: dict[str, float],
+    bundle: dict,
+    tags: dict[str, str],
+    mappings: dict,
+) -> LoggedRun:
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(mappings, "id_mappings.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle_path = Path(tmp) / "bundle.pkl"
+            with open(bundle_path, "wb") as fh:
+                pickle.dump(bundle, fh)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=LightFMRecommender(),
+                artifacts={"bundle": str(bundle_path)},
+                pip_requirements=MODEL_PIP_REQUIREMENTS,
+            )
+        return LoggedRun(
+            run_id=run.info.run_id,
+            experiment_id=experiment_id,
+            model_uri=info.model_uri,
+            run_url_path=f"#/experiments/{experiment_id}/runs/{run.info.run_id}",
+        )

@@ -1,0 +1,56 @@
+"""The dbt project as Dagster assets. dbt tests surface as asset checks; dbt folders become groups."""
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera.settings import DBT_PROJECT_DIR
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+# In a checkout (`dagster dev`, tests) the manifest is parsed on load; a deployment runs
+# `dagster-dbt project prepare-and-package` at build time instead.
+dbt_project.prepare_if_dev()
+
+GROUP_BY_FOLDER = {"staging": "staging", "intermediate": "intermediate", "marts": "marts"}
+
+class TesseraDbtTranslator(DagsterDbtTranslator):
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] == "source":
+            return spec
+        fqn = props.get("fqn", [])
+        group = "reference" if props["resource_type"] == "seed" else GROUP_BY_FOLDER.get(fqn[1] if len(fqn) > 2 else "", "marts")
+        return spec.replace_attributes(group_name=group, owners=["team:data-platform"]).merge_attributes(
+            kinds={"duckdb"}
+        )
+
+translator = TesseraDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+def dbt_build_args(full_refresh: bool = False) -> list[str]:
+    args = ["build"]
+    if full_refresh:
+        args.append("--full-refresh")
+    return args
+
+class DbtBuildConfig(dg.Config):
+    full_refresh: bool = False
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator, pool=DUCKDB_POOL)
+def tessera_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource, tessera: TesseraResource, config: DbtBuildConfig):
+    """Staging, identity, marts and RFM. A failing dbt test fails this step, so nothing downstream runs."""
+    tessera.export_dbt_env()
+    yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+
+def _dbt_executable() -> str:
+    """The dbt installed beside this interpreter, so an un-activated virtualenv still finds it."""
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+dbt_resource = DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable())

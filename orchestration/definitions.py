@@ -1,0 +1,27 @@
+"""The only module workspace.yaml loads: every domain hands its assets, checks and jobs up here."""
+
+import dagster as dg
+
+from orchestration.dbt import dbt_resource, tessera_dbt_assets
+from orchestration.ml import candidates_reference_known_customers_and_active_products, recommendation_candidates
+from orchestration.publish import publish_assets
+from orchestration.quality import gx_checks
+from orchestration.resources import TesseraResource
+from orchestration.sources import source_assets
+
+ALL_JOB = "tessera_all"
+
+tessera_all = dg.define_asset_job(
+    ALL_JOB,
+    selection=dg.AssetSelection.all(),
+    description="Landing files -> raw -> quality gates -> dbt customer view -> recommender -> published outputs.",
+)
+
+defs = dg.Definitions(
+    assets=[*source_assets, tessera_dbt_assets, recommendation_candidates, *publish_assets],
+    asset_checks=[*gx_checks, candidates_reference_known_customers_and_active_products],
+    jobs=[tessera_all],
+    resources={"tessera": TesseraResource(), "dbt": dbt_resource},
+    # DuckDB allows a single writing process: run steps one after another in the run's process.
+    executor=dg.in_process_executor,
+)
