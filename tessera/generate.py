@@ -163,9 +163,8 @@ def _iso(ts: pd.Series, offset_hours: np.ndarray | int = 0, zone: bool | np.ndar
     local = ts + pd.to_timedelta(offset_hours, unit="h")
     base = local.dt.strftime("%Y-%m-%dT%H:%M:%S")
     sign = np.where(offset_hours < 0, "-", "+")
-    suffix = pd.Series(sign, index=ts.index) + pd.Series(np.abs(offset_hours), index=ts.index).map(
-        "{:02d}:00".format
-    )
+    hours = pd.Series(np.abs(offset_hours).astype(np.int64), index=ts.index).astype(str).str.zfill(2)
+    suffix = pd.Series(sign, index=ts.index).astype(str) + hours + ":00"
     zone = np.broadcast_to(np.asarray(zone), (len(ts),))
     return base.where(~zone, base + suffix)
 

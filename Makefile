@@ -1,0 +1,62 @@
+# tessera: two commands set everything up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+CUSTOMERS ?= 2000
+DAYS ?= 120
+SEED ?= 42
+ONLINE_RETAIL ?= ../shared/data/online_retail/online_retail.parquet
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export TESSERA_DATA_DIR ?= $(CURDIR)/data
+export DO_NOT_TRACK := 1
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.PHONY: install dagster-home generate demo run test ui online-retail clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# A local Dagster instance: run storage under .dagster_home, telemetry off, and one DuckDB
+# writer at a time for deployments that switch to the multiprocess executor.
+dagster-home: $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
+
+generate: install
+	$(BIN)/tessera generate --customers $(CUSTOMERS) --days $(DAYS) --seed $(SEED)
+
+run: install dagster-home
+	$(BIN)/tessera run
+
+demo: install dagster-home generate run
+
+test: install dagster-home
+	$(BIN)/python -m pytest
+
+ui: install dagster-home
+	@echo "Dagster UI: http://127.0.0.1:3000   MLflow UI: http://127.0.0.1:5000"
+	mkdir -p $(TESSERA_DATA_DIR)/mlflow
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(TESSERA_DATA_DIR)/mlflow/mlflow.db \
+		--host 127.0.0.1 --port 5000 & mlflow_pid=$$!; \
+	trap "kill $$mlflow_pid" EXIT; \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The real UCI Online Retail export through the same pipeline, in its own data directory.
+online-retail: install dagster-home
+	TESSERA_DATA_DIR=$(CURDIR)/data/online_retail $(BIN)/tessera online-retail --source $(ONLINE_RETAIL)
+	TESSERA_DATA_DIR=$(CURDIR)/data/online_retail $(BIN)/tessera run
+
+clean:
+	rm -rf data .dagster_home dbt_project/target dbt_project/logs

@@ -1,0 +1,53 @@
+"""Shared fixtures: an isolated data directory per test module, and the pipeline run on it."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+SMALL = dict(customers=300, days=60, seed=7, end_date=date(2026, 10, 31))
+
+
+def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(data_dir))
+    for name in ("TESSERA_DUCKDB_PATH", "TESSERA_LANDING_DIR", "TESSERA_TRUTH_DIR", "TESSERA_PUBLISH_DIR", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run_job(asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize the graph, or only the given assets, in-process on the current TESSERA_DATA_DIR."""
+    from orchestration.definitions import defs
+
+    return defs.get_job_def("tessera_all").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        asset_selection=asset_selection,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+
+
+def materialized_keys(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
+    return {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """The whole graph materialized once on a small generated dataset."""
+    from tessera.generate import GenerateConfig, generate
+    from tessera.settings import load_settings
+
+    data_dir = tmp_path_factory.mktemp("pipeline") / "data"
+    mp = pytest.MonkeyPatch()
+    use_data_dir(mp, data_dir)
+    settings = load_settings()
+    generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
+    result = run_job()
+    yield result, settings
+    mp.undo()

@@ -1,0 +1,154 @@
+"""The whole asset graph on a small generated dataset, with assertions on content."""
+
+from __future__ import annotations
+
+import duckdb
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.conftest import materialized_keys
+
+
+@pytest.fixture(scope="module")
+def db(pipeline):
+    _, settings = pipeline
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    yield con
+    con.close()
+
+
+def q(con, sql):
+    return con.execute(sql).fetchall()
+
+
+def test_the_whole_graph_materializes_and_every_check_passes(pipeline):
+    result, _ = pipeline
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
+    assert failed == []
+    # 8 Great Expectations gates, the candidates check, and the dbt data tests
+    assert sum(e.check_name.startswith("gx_raw_") for e in evaluations) == 8
+    assert len(evaluations) >= 40
+    keys = {k.to_user_string() for k in materialized_keys(result)}
+    assert {"publish/customer_recommendations", "publish/customer_segments", "publish/customer_scores", "marts/dim_customers"} <= keys
+
+
+def test_unified_view_has_fewer_rows_than_source_customer_records(db):
+    (raw,), (unified,) = q(db, "select count(*) from raw.customers"), q(db, "select count(*) from marts.dim_customers")
+    assert 0 < unified < raw
+    # every valid CRM profile belongs to exactly one unified customer
+    assert q(db, "select sum(crm_profile_count) from marts.dim_customers") == q(
+        db, "select count(distinct customer_id) from staging.stg_customers where invalid_reason is null"
+    )
+
+
+def test_deterministic_identity_never_merges_two_real_people(db, pipeline):
+    _, settings = pipeline
+    truth = pd.read_csv(settings.truth_dir / "record_to_person.csv")
+    crm = truth[truth["source"] == "customers"].rename(columns={"record_id": "customer_id"})
+    keys = db.execute(
+        "select substr(node_key, 5) as customer_id, customer_key from intermediate.int_identities_resolved where node_type = 'crm'"
+    ).df()
+    joined = keys.merge(crm, on="customer_id", how="inner")
+    assert len(joined) == len(keys)
+    people_per_cluster = joined.groupby("customer_key")["person_id"].nunique()
+    assert (people_per_cluster == 1).all(), people_per_cluster[people_per_cluster > 1]
+    # and it does merge: duplicate profiles sharing an email, phone or card end up together
+    assert (joined.groupby("customer_key").size() > 1).sum() > 0
+
+
+def test_anonymous_events_before_login_attach_to_the_person(db):
+    (stitched,) = q(db, "select count(*) from marts.fct_events where identified_by = 'cookie'")[0]
+    assert stitched > 0
+    # a cookie-attached event and a login event of the same session share one customer_key
+    rows = q(
+        db,
+        """
+        select count(*) from (
+            select session_id from marts.fct_events
+            where customer_key is not null
+            group by session_id having count(distinct customer_key) > 1
+        )
+        """,
+    )
+    assert rows == [(0,)]
+
+
+def test_every_recommendation_names_an_existing_customer_and_active_product(db):
+    (n,) = q(db, "select count(*) from publish.customer_recommendations")[0]
+    assert n > 0
+    orphans = q(
+        db,
+        """
+        select count(*) from publish.customer_recommendations r
+        left join marts.dim_customers c on c.customer_key = r.customer_key
+        left join marts.dim_products p on p.product_id = r.product_id
+        where c.customer_key is null or p.product_id is null or not p.is_active
+        """,
+    )
+    assert orphans == [(0,)]
+    assert q(db, "select max(n), min(n) from (select count(*) n from publish.customer_recommendations group by customer_key)") == [(10, 10)]
+    # already-bought products are not recommended again
+    rebought = q(
+        db,
+        """
+        select count(*) from publish.customer_recommendations r
+        join marts.fct_order_items i on i.customer_key = r.customer_key and i.product_id = r.product_id and i.status = 'completed'
+        """,
+    )
+    assert rebought == [(0,)]
+
+
+def test_published_tables_match_their_parquet_exports(db, pipeline):
+    _, settings = pipeline
+    for name in ("customer_recommendations", "customer_segments", "customer_scores"):
+        path = settings.publish_dir / f"{name}.parquet"
+        assert path.exists()
+        assert q(db, f"select count(*) from read_parquet('{path}')") == q(db, f"select count(*) from publish.{name}")
+
+
+def test_erased_customers_are_not_published(db):
+    erased = q(db, "select count(*) from marts.dim_customers where is_erasure_requested")[0][0]
+    leaked = q(
+        db,
+        """
+        select count(*) from publish.customer_segments s
+        join marts.dim_customers c using (customer_key) where c.is_erasure_requested
+        """,
+    )
+    assert leaked == [(0,)]
+    assert q(db, "select count(*) from publish.customer_segments")[0][0] == q(db, "select count(*) from marts.dim_customers")[0][0] - erased
+
+
+def test_rejected_rows_are_kept_with_a_reason(db):
+    reasons = dict(q(db, "select invalid_reason, count(*) from intermediate.int_rejected_records group by 1"))
+    assert reasons.get("unknown event_type", 0) > 0
+    assert reasons.get("unparseable ordered_at", 0) > 0
+    assert q(db, "select count(*) from intermediate.int_rejected_records where _source_file is null or _source_row is null") == [(0,)]
+
+
+def test_rfm_segments_use_the_documented_names(db):
+    segments = {r[0] for r in q(db, "select distinct rfm_segment from publish.customer_segments")}
+    allowed = {"Champions", "Loyal", "Potential Loyalist", "New", "Promising", "Need Attention", "About to Sleep",
+               "At Risk", "Can't Lose Them", "Hibernating", "Lost", "Prospect"}
+    assert segments <= allowed and len(segments) >= 5
+
+
+def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline):
+    _, settings = pipeline
+    (run_id,) = q(db, "select distinct model_run_id from publish.customer_recommendations")[0]
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    run = mlflow.tracking.MlflowClient().get_run(run_id)
+    for metric in ("precision_at_10", "recall_at_10", "auc", "popularity_precision_at_10", "popularity_recall_at_10", "popularity_auc"):
+        assert metric in run.data.metrics
+    assert 0.5 < run.data.metrics["auc"] <= 1.0
+    assert run.data.params["loss"] == "warp"
+    mappings = mlflow.artifacts.load_dict(f"runs:/{run_id}/id_mappings.json")
+    (n_products,) = q(db, "select count(*) from marts.dim_products")[0]
+    assert len(mappings["items"]) == n_products
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    customer = q(db, "select min(customer_key) from publish.customer_recommendations")[0][0]
+    preds = model.predict(pd.DataFrame({"customer_key": [customer]}))
+    assert len(preds) == 10 and set(preds["customer_key"]) == {customer}
