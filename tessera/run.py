@@ -57,7 +57,7 @@ def run_pipeline(job_name: str = "tessera_all") -> int:
     settings = load_settings()
     settings.ensure_dirs()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    result = defs.get_job_def(job_name).execute_in_process(
+    result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("TESSERA_LOG_LEVEL", "INFO")}}}},

@@ -25,7 +25,7 @@ def run_job(asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInPro
     """Materialize the graph, or only the given assets, in-process on the current TESSERA_DATA_DIR."""
     from orchestration.definitions import defs
 
-    return defs.get_job_def("tessera_all").execute_in_process(
+    return defs.resolve_job_def("tessera_all").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
         asset_selection=asset_selection,

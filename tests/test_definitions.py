@@ -1,0 +1,57 @@
+"""The asset graph's shape: keys, groups, blocking gates and wiring. Catches accidental rewiring."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from orchestration.definitions import defs
+from tessera.contract import LINEAGE_COLUMNS, SOURCES
+from tessera.settings import EXPECTATIONS_DIR
+
+GROUPS = {
+    "sources": {f"raw/{s.name}" for s in SOURCES},
+    "reference": {"reference/countries", "reference/country_aliases", "reference/fx_rates", "reference/rfm_segment_map"},
+    "staging": {f"staging/stg_{s.name}" for s in SOURCES},
+    "intermediate": {"intermediate/int_identity_edges", "intermediate/int_identities_resolved", "intermediate/int_order_lines_unioned", "intermediate/int_rejected_records"},
+    "marts": {"marts/dim_customers", "marts/dim_products", "marts/fct_orders", "marts/fct_order_items", "marts/fct_events", "marts/fct_customer_product_interactions", "marts/customer_rfm"},
+    "ml": {"ml/recommendation_candidates"},
+    "publish": {"publish/customer_recommendations", "publish/customer_segments", "publish/customer_scores"},
+}
+
+
+def test_asset_keys_and_groups_are_as_designed():
+    graph = defs.resolve_asset_graph()
+    actual: dict[str, set[str]] = {}
+    for key in graph.get_all_asset_keys():
+        actual.setdefault(graph.get(key).group_name, set()).add(key.to_user_string())
+    assert actual == GROUPS
+
+
+def test_every_raw_source_has_one_blocking_gate():
+    graph = defs.resolve_asset_graph()
+    gates = {k for k in graph.asset_check_keys if k.name.startswith("gx_raw_")}
+    assert {k.asset_key.to_user_string() for k in gates} == GROUPS["sources"]
+    for key in gates:
+        assert graph.get_check_spec(key).blocking, key
+
+
+def test_published_outputs_sit_downstream_of_every_gate():
+    graph = defs.resolve_asset_graph()
+    # email engagement feeds no mart yet (customer features come with the segments issue)
+    for source in [s for s in SOURCES if s.name != "email_events"]:
+        downstream = {k.to_user_string() for k in dg.AssetSelection.keys(dg.AssetKey(["raw", source.name])).downstream().resolve(graph)}
+        assert downstream & GROUPS["publish"], source.name
+    for output in ("customer_recommendations", "customer_segments", "customer_scores"):
+        upstream = {k.to_user_string() for k in dg.AssetSelection.keys(dg.AssetKey(["publish", output])).upstream().resolve(graph)}
+        assert {"raw/customers", "raw/orders", "raw/order_items", "raw/products"} <= upstream, output
+
+
+def test_expectation_suites_only_name_contract_columns():
+    for source in SOURCES:
+        suite = json.loads((EXPECTATIONS_DIR / f"raw_{source.name}.json").read_text())
+        columns = {e["kwargs"]["column"] for e in suite["expectations"] if "column" in e["kwargs"]}
+        assert columns <= set(source.column_names), (source.name, columns - set(source.column_names))
+        schema = [e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
+        assert schema[0]["kwargs"]["column_set"] == source.column_names + list(LINEAGE_COLUMNS)
