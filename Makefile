@@ -16,7 +16,10 @@ export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install dagster-home generate demo run test ui online-retail clean
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests -type f) dbt_project/dbt_project.yml
+
+.PHONY: install dagster-home manifest generate demo run test ui online-retail clean
 
 install: $(STAMP)
 
@@ -34,18 +37,25 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
 
+# dagster-dbt reads dbt's manifest when the code loads; parse the project whenever it changes.
+manifest: $(MANIFEST)
+
+$(MANIFEST): $(STAMP) $(DBT_SOURCES)
+	$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
+	touch $@
+
 generate: install
 	$(BIN)/tessera generate --customers $(CUSTOMERS) --days $(DAYS) --seed $(SEED)
 
-run: install dagster-home
+run: install dagster-home manifest
 	$(BIN)/tessera run
 
 demo: install dagster-home generate run
 
-test: install dagster-home
+test: install dagster-home manifest
 	$(BIN)/python -m pytest
 
-ui: install dagster-home
+ui: install dagster-home manifest
 	@echo "Dagster UI: http://127.0.0.1:3000   MLflow UI: http://127.0.0.1:5000"
 	mkdir -p $(TESSERA_DATA_DIR)/mlflow
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(TESSERA_DATA_DIR)/mlflow/mlflow.db \
@@ -54,7 +64,7 @@ ui: install dagster-home
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # The real UCI Online Retail export through the same pipeline, in its own data directory.
-online-retail: install dagster-home
+online-retail: install dagster-home manifest
 	TESSERA_DATA_DIR=$(CURDIR)/data/online_retail $(BIN)/tessera online-retail --source $(ONLINE_RETAIL)
 	TESSERA_DATA_DIR=$(CURDIR)/data/online_retail $(BIN)/tessera run
 
