@@ -6,11 +6,12 @@ from datetime import date
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from tessera.generate import GenerateConfig, generate
 from tessera.settings import load_settings
-from tests.conftest import materialized_keys, run_job, use_data_dir
+from tests.conftest import SMALL, materialized_keys, run_job, use_data_dir
 
 
 @pytest.fixture
@@ -62,3 +63,26 @@ def test_gate_also_blocks_a_run_that_selects_only_part_of_the_graph(corrupted):
     keys = {k.to_user_string() for k in materialized_keys(result)}
     assert keys == {"raw/customers"}
     assert "marts/dim_customers" in {k.to_user_string() for k in selection}
+
+
+def test_a_failing_dbt_test_blocks_the_recommender_and_every_published_output(tmp_path, monkeypatch):
+    """Part of an order_items file delivered twice: few enough duplicates (0.5 % of values) to pass the raw
+    gate, but the dbt uniqueness test on order lines fails, and nothing downstream of dbt runs."""
+    use_data_dir(monkeypatch, tmp_path / "data")
+    settings = load_settings()
+    generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
+
+    items = pd.read_parquet(settings.landing_dir / "order_items" / "order_items.parquet")
+    assert len(items) >= 400, "the dataset must be large enough for one duplicate to stay under 1 %"
+    items.head(len(items) // 400).to_parquet(settings.landing_dir / "order_items" / "order_items_resent.parquet")
+
+    result = run_job()
+    assert not result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert all(e.passed for e in evaluations if e.check_name.startswith("gx_raw_"))
+    failed_dbt = {e.check_name for e in evaluations if not e.passed}
+    assert "unique_int_order_lines_unioned_order_item_id" in failed_dbt
+    keys = {k.to_user_string() for k in materialized_keys(result)}
+    assert "intermediate/int_order_lines_unioned" in keys  # built, then its test failed
+    assert not {k for k in keys if k.startswith(("ml/", "publish/"))}, keys
+    assert "marts/fct_order_items" not in keys  # dbt skips children of a failing test

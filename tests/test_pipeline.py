@@ -158,3 +158,4 @@ def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline)
     customer = q(db, "select min(customer_key) from publish.customer_recommendations")[0][0]
     preds = model.predict(pd.DataFrame({"customer_key": [customer]}))
     assert len(preds) == 10 and set(preds["customer_key"]) == {customer}
+
