@@ -10,6 +10,7 @@ DAYS ?= 120
 SEED ?= 42
 ONLINE_RETAIL ?= ../shared/data/online_retail/online_retail.parquet
 
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export TESSERA_DATA_DIR ?= $(CURDIR)/data
 export DO_NOT_TRACK := 1

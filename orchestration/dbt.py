@@ -49,7 +49,7 @@ def tessera_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource, t
 
 def _dbt_executable() -> str:
     """The dbt installed beside this interpreter, so an un-activated virtualenv still finds it."""
-    candidate = Path(sys.executable).parent / "dbt"
+    candidate = Path(sys.prefix) / "bin" / "dbt"
     return str(candidate) if candidate.exists() else "dbt"
 
 
