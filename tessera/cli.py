@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--job", default="tessera_all", help="Dagster job to execute")
     r.set_defaults(func=_cmd_run)
 
+    from tessera.identity.cli import add_parser as add_identity_parser
+
+    add_identity_parser(sub)
+
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -38,6 +38,7 @@ DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
     ("surname", "postcode"),
     ("given_name", "postcode"),
     ("given_name", "surname"),
+    ("birth_date", "postcode"),
 )
 
 

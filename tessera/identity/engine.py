@@ -51,6 +51,11 @@ def _text(columns: list[str]) -> str:
     return parts[0] if len(parts) == 1 else f"concat_ws(' ', {', '.join(parts)})"
 
 
+def _person_name_key(expr: str) -> str:
+    """Letters only: O'Connor, OConnor and o connor compare equal."""
+    return f"nullif(regexp_replace(lower(strip_accents({expr})), '[^a-z]', '', 'g'), '')"
+
+
 def _name_key(expr: str, keep_digits: bool = False) -> str:
     allowed = "a-z0-9 " if keep_digits else "a-z "
     return (
@@ -64,8 +69,8 @@ def _code_key(expr: str) -> str:
 
 
 STANDARDISERS = {
-    "given_name": lambda e: _name_key(e),
-    "surname": lambda e: _name_key(e),
+    "given_name": _person_name_key,
+    "surname": _person_name_key,
     "address": lambda e: _name_key(e, keep_digits=True),
     "city": lambda e: _name_key(e, keep_digits=True),
     "state": lambda e: _name_key(e, keep_digits=True),
@@ -130,7 +135,9 @@ def deterministic_edges(con: duckdb.DuckDBPyConnection, config: IdentityConfig, 
                 [config.max_records_per_identifier, col.removeprefix("x_")],
             ).df()
         )
-    edges = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["record_l", "record_r", "evidence"])
+    edges = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if edges.empty:
+        return pd.DataFrame({"record_l": [], "record_r": [], "evidence": []}, dtype=object), {"overshared_identifier_values": overshared}
     edges = edges.groupby(["record_l", "record_r"], as_index=False)["evidence"].agg(lambda s: "+".join(sorted(set(s))))
     return edges, {"overshared_identifier_values": overshared}
 
@@ -154,6 +161,19 @@ def _level_sql(attr: str) -> str:
 
 
 LEVELS = {"given_name": 4, "surname": 4, "birth_date": 3, "postcode": 3, "address": 3, "city": 2, "state": 2}
+# Prior m-probabilities per level (0 = different ... highest = exact), typical of person data. The
+# estimate from linked pairs is blended with them as PRIOR_STRENGTH pseudo-pairs, so a table with few
+# deterministic links still gets a sensible model and a large one is driven by its own data.
+PRIOR_M = {
+    "given_name": (0.03, 0.04, 0.08, 0.85),
+    "surname": (0.03, 0.04, 0.08, 0.85),
+    "birth_date": (0.03, 0.07, 0.90),
+    "postcode": (0.06, 0.06, 0.88),
+    "address": (0.10, 0.20, 0.70),
+    "city": (0.10, 0.90),
+    "state": (0.05, 0.95),
+}
+PRIOR_STRENGTH = 20.0
 
 
 def candidate_pairs(con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str]) -> dict:
@@ -206,7 +226,7 @@ def _gamma_select(attrs: list[str]) -> str:
 def estimate_weights(
     con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str], silver: pd.DataFrame
 ) -> pd.DataFrame:
-    """m from deterministically linked pairs, u from random pairs; add-one smoothing."""
+    """m from deterministically linked pairs blended with PRIOR_M; u from random pairs, add-one smoothed."""
     fuzzy = [a for a in FUZZY_ATTRIBUTES if a in attrs]
     g = _gamma_select(fuzzy)
     n = int(config.u_sample_records)
@@ -234,7 +254,7 @@ def estimate_weights(
         m_total = sum(m_counts.get(k, 0) for k in range(levels))
         for level in range(levels):
             u = (u_counts.get(level, 0) + 1) / (u_total + levels)
-            m = (m_counts.get(level, 0) + 1) / (m_total + levels)
+            m = (m_counts.get(level, 0) + PRIOR_STRENGTH * PRIOR_M[a][level]) / (m_total + PRIOR_STRENGTH)
             rows.append({"attribute": a, "level": level, "m": m, "u": u, "weight": math.log2(m / u)})
     weights = pd.DataFrame(rows)
     weights.attrs["silver_pairs"] = len(matched)
@@ -329,10 +349,12 @@ def resolve(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig)
     names = {i: "+".join(r) for i, r in enumerate(config.blocking_rules)}
     fuzzy = scored[scored["weight"] >= config.match_weight].copy()
     fuzzy["kind"] = "fuzzy"
-    fuzzy["evidence"] = fuzzy["rule"].map(names) .map(lambda r: f"fuzzy[{r}]") + fuzzy["weight"].map(lambda w: f" w={w:.1f}")
+    fuzzy["evidence"] = [f"fuzzy[{names[int(r)]}] w={w:.1f}" for r, w in zip(fuzzy["rule"], fuzzy["weight"])]
     # a pair linked both ways keeps the deterministic edge
-    det_pairs = set(zip(det["record_l"], det["record_r"])) | set(zip(det["record_r"], det["record_l"]))
-    fuzzy = fuzzy[[p not in det_pairs for p in zip(fuzzy["record_l"], fuzzy["record_r"])]]
+    det_pairs = pd.MultiIndex.from_arrays([det["record_l"], det["record_r"]]).union(
+        pd.MultiIndex.from_arrays([det["record_r"], det["record_l"]])
+    )
+    fuzzy = fuzzy[~pd.MultiIndex.from_arrays([fuzzy["record_l"], fuzzy["record_r"]]).isin(det_pairs)]
     edges = pd.concat(
         [det[["record_l", "record_r", "kind", "evidence", "weight"]], fuzzy[["record_l", "record_r", "kind", "evidence", "weight"]]],
         ignore_index=True,

@@ -1,0 +1,142 @@
+"""The identity engine and stable ids, on small hand-made tables with known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from tessera.identity.cli import resolve_file
+from tessera.identity.config import IdentityConfig, load_mapping
+from tessera.identity.engine import RECORDS, resolve, standardise
+from tessera.identity.stable_ids import assign_stable_ids
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ALL = {a: [a] for a in ("given_name", "surname", "address", "city", "postcode", "birth_date", "phone", "email", "national_id")}
+
+
+def _resolve(rows: list[dict], **overrides):
+    con = duckdb.connect()
+    df = pd.DataFrame(rows)
+    for col in ALL:
+        if col not in df:
+            df[col] = None
+    con.register("people_df", df)
+    con.execute("create table people as select * from people_df")
+    config = IdentityConfig(record_id="record_id", columns=ALL, u_sample_records=200).with_overrides(**overrides)
+    result = resolve(con, "people", config)
+    return dict(zip(result.assignments["record_id"], result.assignments["cluster_id"])), result
+
+
+@pytest.mark.parametrize(
+    "attribute,raw,expected",
+    [
+        ("given_name", "  Zoë ", "zoe"),
+        ("surname", "O'Connor", "oconnor"),
+        ("surname", "van der Berg", "vanderberg"),
+        ("address", "12, Wattle St.", "12 wattle st"),
+        ("postcode", "sw1a 1aa", "SW1A1AA"),
+        ("birth_date", "1980-02-14", "1980-02-14"),
+        ("birth_date", "19800214", "1980-02-14"),
+        ("birth_date", "14/02/1980", "1980-02-14"),
+        ("birth_date", "not a date", None),
+        ("email", " Ann@Example.COM ", "ann@example.com"),
+        ("email", "ann@@example.com", None),
+        ("phone", "+44 7700 900123", "700900123"),
+        ("phone", "07700-900123", "700900123"),
+        ("phone", "12", None),
+        ("national_id", "12-345 678", "12345678"),
+    ],
+)
+def test_standardisers(attribute, raw, expected):
+    con = duckdb.connect()
+    con.execute("create table t (record_id varchar, v varchar)")
+    con.execute("insert into t values ('r1', ?)", [raw])
+    standardise(con, "t", IdentityConfig(record_id="record_id", columns={attribute: ["v"]}))
+    assert con.execute(f"select {attribute} from {RECORDS}").fetchone()[0] == expected
+
+
+def test_generic_command_on_a_hand_made_person_table(tmp_path):
+    out = tmp_path / "out.csv"
+    stats = resolve_file(FIXTURES / "people_small.csv", FIXTURES / "people_small_mapping.yaml", out)
+    got = pd.read_csv(out, dtype=str)
+    assert list(got.columns) == ["record_id", "person_id"]
+    clusters = sorted(sorted(records) for _, records in got.groupby("person_id")["record_id"])
+    # a1-a3 share a phone, a2 is a typo variant; b1/b2 fuzzy; c1 is another Sarah Nguyen (other
+    # birth date); d1/d2 Tom/Thomas at one address; e1/e2 differ in national id: kept apart.
+    assert clusters == [["a1", "a2", "a3"], ["b1", "b2"], ["c1"], ["d1", "d2"], ["e1"], ["e2"]]
+    assert stats["refused_links"] == 1
+
+
+def test_mapping_with_an_unknown_attribute_is_rejected(tmp_path):
+    bad = tmp_path / "m.yaml"
+    bad.write_text("record_id: id\ncolumns:\n  shoe_size: s\n")
+    with pytest.raises(ValueError, match="shoe_size"):
+        load_mapping(bad)
+
+
+def test_duplicate_record_ids_are_a_clear_error():
+    with pytest.raises(ValueError, match="must be unique"):
+        _resolve([{"record_id": "r1", "surname": "a"}, {"record_id": "r1", "surname": "b"}])
+
+
+def test_a_chain_of_weak_matches_that_would_join_two_people_is_refused():
+    # p1 and p3 are different people (different birth dates and emails). p2 has no birth date or
+    # email and fuzzy-matches both, so connected components would chain p1-p2-p3 into one cluster.
+    base = {"given_name": "jonathan", "surname": "smithson", "address": "5 elm road", "city": "leeds", "postcode": "LS12AB"}
+    clusters, result = _resolve(
+        [
+            {"record_id": "p1", **base, "birth_date": "1970-03-01", "email": "jon@a.example"},
+            {"record_id": "p2", **base},
+            {"record_id": "p3", **base, "birth_date": "1990-11-30", "email": "jonny@b.example"},
+        ],
+        match_weight=0.0,
+    )
+    assert clusters["p1"] != clusters["p3"]
+    assert (result.edges["refused_reason"].fillna("").str.startswith("conflicting")).sum() == 1
+    assert result.stats["max_cluster_size"] == 2
+
+
+def test_identifier_shared_by_too_many_records_links_nothing():
+    rows = [{"record_id": f"r{i}", "surname": f"name{i}", "phone": "0800 000000"} for i in range(6)]
+    clusters, result = _resolve(rows)
+    assert len(set(clusters.values())) == 6
+    assert result.stats["overshared_identifier_values"]["phone"] == 1
+
+
+def _ids(previous, assignments):
+    return assign_stable_ids(previous, pd.DataFrame(assignments, columns=["record_id", "cluster_id"]))
+
+
+def test_unchanged_input_keeps_every_id_and_records_no_event():
+    first = _ids(pd.DataFrame(columns=["record_id", "customer_id"]), [("a", "a"), ("b", "a"), ("c", "c")])
+    assert sorted(first.events["event_type"]) == ["created", "created"]
+    again = _ids(first.identity_map, [("a", "a"), ("b", "a"), ("c", "c")])
+    assert again.identity_map.equals(first.identity_map)
+    assert again.events.empty
+
+
+def test_a_second_run_that_adds_records_keeps_every_existing_id():
+    first = _ids(pd.DataFrame(columns=["record_id", "customer_id"]), [("b", "b"), ("c", "c")])
+    old = dict(zip(first.identity_map["record_id"], first.identity_map["customer_id"]))
+    # "a" sorts before "b", so the cluster's smallest record changes: the id must not
+    second = _ids(first.identity_map, [("a", "a"), ("b", "a"), ("c", "c"), ("d", "d")])
+    new = dict(zip(second.identity_map["record_id"], second.identity_map["customer_id"]))
+    assert all(new[r] == old[r] for r in old)
+    assert new["a"] == old["b"] and new["d"] not in old.values()
+    assert list(second.events["event_type"]) == ["created"]
+
+
+def test_merge_keeps_the_larger_id_and_split_gives_a_new_one():
+    first = _ids(pd.DataFrame(columns=["record_id", "customer_id"]), [("a", "a"), ("b", "a"), ("c", "c")])
+    old = dict(zip(first.identity_map["record_id"], first.identity_map["customer_id"]))
+    merged = _ids(first.identity_map, [("a", "a"), ("b", "a"), ("c", "a")])
+    assert set(merged.identity_map["customer_id"]) == {old["a"]}
+    event = merged.events.iloc[0]
+    assert (event.event_type, event.customer_id, event.other_customer_id) == ("merged", old["a"], old["c"])
+    split = _ids(merged.identity_map, [("a", "a"), ("b", "b"), ("c", "a")])
+    ids = dict(zip(split.identity_map["record_id"], split.identity_map["customer_id"]))
+    assert ids["a"] == ids["c"] == old["a"] and ids["b"] != old["a"]
+    assert list(split.events["event_type"]) == ["split"]
