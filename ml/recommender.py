@@ -146,9 +146,9 @@ class LightFMScorer:
         self.item_bias, self.item_emb = model.get_item_representations(data.items.matrix)
 
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
-        return (self.user_emb[user_idx] @ self.item_emb.T + self.user_bias[user_idx, None] + self.item_bias[None, :]).astype(
-            np.float64
-        )
+        return (
+            self.user_emb[user_idx] @ self.item_emb.T + self.user_bias[user_idx, None] + self.item_bias[None, :]
+        ).astype(np.float64)
 
 
 class PopularityScorer:
@@ -157,9 +157,9 @@ class PopularityScorer:
     def __init__(self, inter: pd.DataFrame, n_items: int):
         buyers = inter.loc[inter["interaction_type"] == "purchase"].drop_duplicates(["u", "i"])
         touched = inter.drop_duplicates(["u", "i"])
-        self.scores = np.bincount(buyers["i"], minlength=n_items) + 1e-3 * np.bincount(touched["i"], minlength=n_items) / max(
-            len(touched), 1
-        )
+        self.scores = np.bincount(buyers["i"], minlength=n_items) + 1e-3 * np.bincount(
+            touched["i"], minlength=n_items
+        ) / max(len(touched), 1)
 
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
         return np.tile(self.scores, (len(user_idx), 1))
@@ -209,7 +209,11 @@ def evaluate(data: RecData, params: RecommenderParams, chunk: int = 2048) -> tup
     test = inter[(inter["occurred_at"] >= split_at) & (inter["interaction_type"] == "purchase")]
     shape = (len(data.users.ids), len(data.items.ids))
     bought_before = _pairs_to_csr(train[train["interaction_type"] == "purchase"], shape)
-    test = test[~test.set_index(["u", "i"]).index.isin(train[train["interaction_type"] == "purchase"].set_index(["u", "i"]).index)]
+    test = test[
+        ~test.set_index(["u", "i"]).index.isin(
+            train[train["interaction_type"] == "purchase"].set_index(["u", "i"]).index
+        )
+    ]
     warm = np.unique(train["u"].to_numpy())
     test = test[test["u"].isin(warm)]
     positives = _pairs_to_csr(test, shape)
@@ -224,10 +228,17 @@ def evaluate(data: RecData, params: RecommenderParams, chunk: int = 2048) -> tup
             m = ranking_metrics(scorer(idx), bought_before[idx], positives[idx], params.k)
             for key in per_user:
                 per_user[key].append(m[key])
-        agg = {key: float(np.nanmean(np.concatenate(v))) if v and len(np.concatenate(v)) else float("nan") for key, v in per_user.items()}
+        agg = {
+            key: float(np.nanmean(np.concatenate(v))) if v and len(np.concatenate(v)) else float("nan")
+            for key, v in per_user.items()
+        }
         results.append(
             Evaluation(
-                metrics={f"precision_at_{params.k}": agg["precision"], f"recall_at_{params.k}": agg["recall"], "auc": agg["auc"]},
+                metrics={
+                    f"precision_at_{params.k}": agg["precision"],
+                    f"recall_at_{params.k}": agg["recall"],
+                    "auc": agg["auc"],
+                },
                 n_users=len(test_users),
                 split_at=split_at,
                 extra={"train_interactions": len(train), "test_purchases": int(positives.sum())},

@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+    get_asset_key_for_model,
+)
 
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.settings import DBT_PROJECT_DIR
@@ -18,6 +25,7 @@ dbt_project.prepare_if_dev()
 
 GROUP_BY_FOLDER = {"staging": "staging", "intermediate": "intermediate", "marts": "marts"}
 
+
 class TesseraDbtTranslator(DagsterDbtTranslator):
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
@@ -25,27 +33,78 @@ class TesseraDbtTranslator(DagsterDbtTranslator):
         if props["resource_type"] == "source":
             return spec
         fqn = props.get("fqn", [])
-        group = "reference" if props["resource_type"] == "seed" else GROUP_BY_FOLDER.get(fqn[1] if len(fqn) > 2 else "", "marts")
+        group = (
+            "reference"
+            if props["resource_type"] == "seed"
+            else GROUP_BY_FOLDER.get(fqn[1] if len(fqn) > 2 else "", "marts")
+        )
         return spec.replace_attributes(group_name=group, owners=["team:data-platform"]).merge_attributes(
             kinds={"duckdb"}
         )
 
+
 translator = TesseraDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
+
 def dbt_build_args(full_refresh: bool = False) -> list[str]:
-    args = ["build"]
+    # "buildable": a test runs with the invocation that builds all its parents (or their
+    # descendants), so a test spanning staging and marts runs once, after the marts exist.
+    args = ["build", "--indirect-selection", "buildable"]
     if full_refresh:
         args.append("--full-refresh")
     return args
 
+
 class DbtBuildConfig(dg.Config):
     full_refresh: bool = False
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator, pool=DUCKDB_POOL)
-def tessera_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource, tessera: TesseraResource, config: DbtBuildConfig):
-    """Staging, identity, marts and RFM. A failing dbt test fails this step, so nothing downstream runs."""
+
+# Identity resolution (a Python asset) sits between these two halves of the dbt project:
+# seeds, staging and the person records first; the identity-dependent models and marts after.
+BEFORE_IDENTITY = "resource_type:seed staging int_person_records"
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=translator,
+    select=BEFORE_IDENTITY,
+    name="dbt_staging",
+    pool=DUCKDB_POOL,
+)
+def dbt_staging_assets(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, tessera: TesseraResource, config: DbtBuildConfig
+):
+    """Reference seeds, staging models and the person records identity resolution reads."""
     tessera.export_dbt_env()
     yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=translator,
+    exclude=BEFORE_IDENTITY,
+    name="dbt_marts",
+    pool=DUCKDB_POOL,
+)
+def dbt_marts_assets(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, tessera: TesseraResource, config: DbtBuildConfig
+):
+    """Identity graph, golden record, facts and RFM. A failing dbt test fails this step, so nothing downstream runs."""
+    tessera.export_dbt_env()
+    yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+
+
+def model_key(name: str) -> dg.AssetKey:
+    """The asset key of a dbt model, whichever half of the project builds it."""
+    for assets in (dbt_staging_assets, dbt_marts_assets):
+        try:
+            return get_asset_key_for_model([assets], name)
+        except KeyError:
+            continue
+    raise KeyError(f"no dbt model named {name}")
+
 
 def _dbt_executable() -> str:
     """The dbt installed beside this interpreter, so an un-activated virtualenv still finds it."""

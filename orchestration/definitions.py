@@ -2,7 +2,13 @@
 
 import dagster as dg
 
-from orchestration.dbt import dbt_resource, tessera_dbt_assets
+from orchestration.dbt import dbt_marts_assets, dbt_resource, dbt_staging_assets
+from orchestration.identity import (
+    identity_cluster_size_within_limit,
+    identity_evaluation,
+    identity_map,
+    identity_merge_rate_drift_within_limit,
+)
 from orchestration.ml import candidates_reference_known_customers_and_active_products, recommendation_candidates
 from orchestration.publish import publish_assets
 from orchestration.quality import gx_checks
@@ -18,8 +24,21 @@ tessera_all = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*source_assets, tessera_dbt_assets, recommendation_candidates, *publish_assets],
-    asset_checks=[*gx_checks, candidates_reference_known_customers_and_active_products],
+    assets=[
+        *source_assets,
+        dbt_staging_assets,
+        identity_map,
+        identity_evaluation,
+        dbt_marts_assets,
+        recommendation_candidates,
+        *publish_assets,
+    ],
+    asset_checks=[
+        *gx_checks,
+        identity_cluster_size_within_limit,
+        identity_merge_rate_drift_within_limit,
+        candidates_reference_known_customers_and_active_products,
+    ],
     jobs=[tessera_all],
     resources={"tessera": TesseraResource(), "dbt": dbt_resource},
     # DuckDB allows a single writing process: run steps one after another in the run's process.

@@ -2,11 +2,10 @@
 
 import dagster as dg
 import numpy as np
-from dagster_dbt import get_asset_key_for_model
 
 from ml.recommender import RecommenderParams, build_data, evaluate, fit, purchased_matrix, recommend
 from ml.tracking import log_recommender_run
-from orchestration.dbt import tessera_dbt_assets
+from orchestration.dbt import model_key
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.settings import mlflow_artifact_root
 
@@ -15,8 +14,6 @@ PUBLISHED_K = 10  # the published contract: top 10 per customer
 USER_FEATURES = ["gender", "country_code", "age_band"]
 ITEM_FEATURES = ["category", "brand", "price_band"]
 
-def _model_key(name: str) -> dg.AssetKey:
-    return get_asset_key_for_model([tessera_dbt_assets], name)
 
 class RecommenderConfig(dg.Config):
     loss: str = "warp"
@@ -37,6 +34,7 @@ class RecommenderConfig(dg.Config):
             seed=seed,
         )
 
+
 USERS_SQL = """
 select
     customer_key,
@@ -55,9 +53,10 @@ select customer_key, product_id, interaction_type, occurred_at
 from marts.fct_customer_product_interactions
 """
 
+
 @dg.asset(
     key=RECOMMENDER_KEY,
-    deps=[_model_key(m) for m in ("dim_customers", "dim_products", "fct_customer_product_interactions", "customer_rfm")],
+    deps=[model_key(m) for m in ("dim_customers", "dim_products", "fct_customer_product_interactions", "customer_rfm")],
     group_name="ml",
     description=(
         "LightFM hybrid recommender (user features: gender, country, age band; item features: "
@@ -68,7 +67,9 @@ from marts.fct_customer_product_interactions
     owners=["team:data-science"],
     pool=DUCKDB_POOL,
 )
-def recommendation_candidates(context: dg.AssetExecutionContext, tessera: TesseraResource, config: RecommenderConfig) -> dg.MaterializeResult:
+def recommendation_candidates(
+    context: dg.AssetExecutionContext, tessera: TesseraResource, config: RecommenderConfig
+) -> dg.MaterializeResult:
     settings = tessera.settings()
     params = config.params(settings.seed)
     with tessera.duckdb(read_only=True) as con:
@@ -93,8 +94,14 @@ def recommendation_candidates(context: dg.AssetExecutionContext, tessera: Tesser
         tracking_uri=settings.mlflow_tracking_uri,
         experiment=settings.mlflow_experiment,
         artifact_root=mlflow_artifact_root(settings),
-        params={**params.as_dict(), "user_features": ",".join(USER_FEATURES), "item_features": ",".join(ITEM_FEATURES),
-                "split_at": str(lightfm_eval.split_at.date()), "n_users": len(data.users.ids), "n_items": len(data.items.ids)},
+        params={
+            **params.as_dict(),
+            "user_features": ",".join(USER_FEATURES),
+            "item_features": ",".join(ITEM_FEATURES),
+            "split_at": str(lightfm_eval.split_at.date()),
+            "n_users": len(data.users.ids),
+            "n_items": len(data.items.ids),
+        },
         metrics=metrics,
         bundle={
             "model": model,
@@ -113,7 +120,9 @@ def recommendation_candidates(context: dg.AssetExecutionContext, tessera: Tesser
     with tessera.duckdb() as con:
         con.execute("create schema if not exists ml")
         con.register("recs_df", recs)
-        con.execute("create or replace table ml.recommendation_candidates as select * from recs_df order by customer_key, rank")
+        con.execute(
+            "create or replace table ml.recommendation_candidates as select * from recs_df order by customer_key, rank"
+        )
         con.unregister("recs_df")
     return dg.MaterializeResult(
         metadata={
@@ -125,7 +134,12 @@ def recommendation_candidates(context: dg.AssetExecutionContext, tessera: Tesser
         }
     )
 
-@dg.asset_check(asset=RECOMMENDER_KEY, blocking=True, description="Every candidate names a known customer and an active product; at most k per customer, ranks 1..k.")
+
+@dg.asset_check(
+    asset=RECOMMENDER_KEY,
+    blocking=True,
+    description="Every candidate names a known customer and an active product; at most k per customer, ranks 1..k.",
+)
 def candidates_reference_known_customers_and_active_products(tessera: TesseraResource) -> dg.AssetCheckResult:
     with tessera.duckdb(read_only=True) as con:
         unknown_customers, inactive_products, over_k, bad_rank = con.execute(

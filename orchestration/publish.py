@@ -9,9 +9,8 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import get_asset_key_for_model
 
-from orchestration.dbt import tessera_dbt_assets
+from orchestration.dbt import model_key
 from orchestration.ml import RECOMMENDER_KEY
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import preview_markdown, table_schema
@@ -54,6 +53,7 @@ DESCRIPTIONS = {
     "customer_scores": "RFM values and the summed RFM score per customer.",
 }
 
+
 def publish_table(con, name: str, sql: str, publish_dir: Path) -> int:
     """Swap publish.<name> and <publish_dir>/<name>.parquet to the result of sql, atomically each."""
     con.execute("create schema if not exists publish")
@@ -74,6 +74,7 @@ def publish_table(con, name: str, sql: str, publish_dir: Path) -> int:
         raise
     os.replace(tmp, final)
     return con.execute(f"select count(*) from publish.{name}").fetchone()[0]
+
 
 def build_publish_asset(name: str, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
     @dg.asset(
@@ -103,11 +104,11 @@ def build_publish_asset(name: str, deps: list[dg.AssetKey]) -> dg.AssetsDefiniti
 
     return _publish
 
-def _model_key(name: str) -> dg.AssetKey:
-    return get_asset_key_for_model([tessera_dbt_assets], name)
 
 publish_assets = [
-    build_publish_asset("customer_recommendations", [RECOMMENDER_KEY, _model_key("dim_customers"), _model_key("dim_products")]),
-    build_publish_asset("customer_segments", [_model_key("customer_rfm"), _model_key("dim_customers")]),
-    build_publish_asset("customer_scores", [_model_key("customer_rfm"), _model_key("dim_customers")]),
+    build_publish_asset(
+        "customer_recommendations", [RECOMMENDER_KEY, model_key("dim_customers"), model_key("dim_products")]
+    ),
+    build_publish_asset("customer_segments", [model_key("customer_rfm"), model_key("dim_customers")]),
+    build_publish_asset("customer_scores", [model_key("customer_rfm"), model_key("dim_customers")]),
 ]

@@ -12,8 +12,10 @@ from tessera.contract import SOURCES, Source
 from tessera.quality import validate_table
 from tessera.settings import EXPECTATIONS_DIR
 
+
 def gx_check_name(source: Source) -> str:
     return f"gx_raw_{source.name}"
+
 
 def build_gx_check(source: Source) -> dg.AssetChecksDefinition:
     suite_path = EXPECTATIONS_DIR / f"raw_{source.name}.json"
@@ -33,7 +35,11 @@ def build_gx_check(source: Source) -> dg.AssetChecksDefinition:
             severity=dg.AssetCheckSeverity.ERROR,
             description=(
                 f"{result.evaluated - len(result.failed)}/{result.evaluated} expectations passed"
-                + (f"; failed: {', '.join(f['expectation'] + '(' + str(f['column']) + ')' for f in result.failed)}" if result.failed else "")
+                + (
+                    f"; failed: {', '.join(f['expectation'] + '(' + str(f['column']) + ')' for f in result.failed)}"
+                    if result.failed
+                    else ""
+                )
             ),
             metadata={
                 "suite": suite_path.name,
@@ -48,5 +54,6 @@ def build_gx_check(source: Source) -> dg.AssetChecksDefinition:
         )
 
     return _gate
+
 
 gx_checks = [build_gx_check(s) for s in SOURCES]

@@ -14,6 +14,7 @@ from tessera.settings import Settings, load_settings
 # that switches to the multiprocess executor limits this pool to 1 in dagster.yaml.
 DUCKDB_POOL = "duckdb"
 
+
 class TesseraResource(dg.ConfigurableResource):
     """Settings come from environment variables when a step runs, never at import time."""
 

@@ -8,17 +8,21 @@ from tessera.landing import load_source
 
 SOURCE_GROUP = "sources"
 
+
 def source_asset_key(source: Source) -> dg.AssetKey:
     # dagster-dbt names a dbt source table ["raw", "<table>"]; the loader asset owns that key.
     return dg.AssetKey(["raw", source.name])
+
 
 def preview_markdown(con, table: str, limit: int = 5) -> str:
     df = con.execute(f"select * from {table} limit {int(limit)}").df()
     return df.to_markdown(index=False) if len(df) else "(no rows)"
 
+
 def table_schema(con, table: str) -> dg.TableSchema:
     rows = con.execute(f"describe {table}").fetchall()
     return dg.TableSchema(columns=[dg.TableColumn(name=r[0], type=r[1]) for r in rows])
+
 
 def build_source_asset(source: Source) -> dg.AssetsDefinition:
     @dg.asset(
@@ -54,5 +58,6 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         )
 
     return _load
+
 
 source_assets = [build_source_asset(s) for s in SOURCES]

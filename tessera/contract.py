@@ -108,8 +108,7 @@ SOURCES: tuple[Source, ...] = (
     ),
     Source(
         "pos_transactions",
-        "Store receipts, one row per receipt line. The buyer is identified by loyalty card, "
-        "email, phone, or nothing.",
+        "Store receipts, one row per receipt line. The buyer is identified by loyalty card, email, phone, or nothing.",
         "transaction_line_id",
         (
             Column("transaction_line_id", "receipt line id", True),

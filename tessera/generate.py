@@ -195,11 +195,17 @@ def generate(config: GenerateConfig, landing_dir: Path, truth_dir: Path) -> Gene
 
     rows = {}
     rows["customers"] = _write(customers, landing_dir / "customers" / "customers.csv")
-    rows["products"] = _write(products.drop(columns=["cat_idx", "rank_in_cat"]), landing_dir / "products" / "products.parquet")
+    rows["products"] = _write(
+        products.drop(columns=["cat_idx", "rank_in_cat"]), landing_dir / "products" / "products.parquet"
+    )
     rows["orders"] = _write(orders.drop(columns=["_person_id"]), landing_dir / "orders" / "orders.csv")
     rows["order_items"] = _write(order_items, landing_dir / "order_items" / "order_items.parquet")
-    rows["pos_transactions"] = _write(pos.drop(columns=["person_id"]), landing_dir / "pos_transactions" / "pos_transactions.csv")
-    rows["email_events"] = _write(email_events.drop(columns=["person_id"]), landing_dir / "email_events" / "email_events.csv")
+    rows["pos_transactions"] = _write(
+        pos.drop(columns=["person_id"]), landing_dir / "pos_transactions" / "pos_transactions.csv"
+    )
+    rows["email_events"] = _write(
+        email_events.drop(columns=["person_id"]), landing_dir / "email_events" / "email_events.csv"
+    )
     rows["privacy"] = _write(privacy, landing_dir / "privacy" / "privacy.jsonl")
     # Clickstream arrives as one JSON Lines file per day, as a tag manager export would.
     events_out = events.drop(columns=["person_id", "ts"])
@@ -211,10 +217,18 @@ def generate(config: GenerateConfig, landing_dir: Path, truth_dir: Path) -> Gene
     truth = pd.concat(
         [
             customer_truth,
-            pd.DataFrame({"source": "pos_transactions", "record_id": pos["transaction_line_id"], "person_id": pos["person_id"]}),
+            pd.DataFrame(
+                {"source": "pos_transactions", "record_id": pos["transaction_line_id"], "person_id": pos["person_id"]}
+            ),
             pd.DataFrame({"source": "orders", "record_id": orders["order_id"], "person_id": orders["_person_id"]}),
             cookie_truth,
-            pd.DataFrame({"source": "email_events", "record_id": email_events["email_event_id"], "person_id": email_events["person_id"]}),
+            pd.DataFrame(
+                {
+                    "source": "email_events",
+                    "record_id": email_events["email_event_id"],
+                    "person_id": email_events["person_id"],
+                }
+            ),
         ],
         ignore_index=True,
     )
@@ -254,8 +268,10 @@ def _people(rng: np.random.Generator, c: GenerateConfig) -> pd.DataFrame:
     # latent taste: a concentrated Dirichlet, so each person has one or two favourite categories
     prefs = rng.dirichlet(np.full(len(CATEGORIES), 0.25), size=n)
     birth = pd.to_datetime("1950-01-01") + pd.to_timedelta(rng.integers(0, 365 * 55, size=n), unit="D")
-    signup = c.start - pd.to_timedelta(rng.integers(0, 900, size=n), unit="D") - pd.to_timedelta(
-        rng.integers(0, 86400, size=n), unit="s"
+    signup = (
+        c.start
+        - pd.to_timedelta(rng.integers(0, 900, size=n), unit="D")
+        - pd.to_timedelta(rng.integers(0, 86400, size=n), unit="s")
     )
     people = pd.DataFrame(
         {
@@ -328,7 +344,10 @@ def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFr
             "address": people["address"],
             "city": people["city"],
             "postcode": people["postcode"],
-            "country": [COUNTRY_SPELLINGS[x][k % len(COUNTRY_SPELLINGS[x])] for x, k in zip(people["country"], rng.integers(0, 12, size=n))],
+            "country": [
+                COUNTRY_SPELLINGS[x][k % len(COUNTRY_SPELLINGS[x])]
+                for x, k in zip(people["country"], rng.integers(0, 12, size=n))
+            ],
             "loyalty_card": people["loyalty_card"],
             "signup_ts": people["signup"],
             "utc_offset": people["utc_offset"],
@@ -364,11 +383,27 @@ def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFr
     upd = upd.where(upd < c.start, c.start - pd.Timedelta(days=1))
     profiles["updated_at"] = _iso(upd, 0)
     profiles = profiles.sort_values("customer_id").reset_index(drop=True)
-    truth = pd.DataFrame({"source": "customers", "record_id": profiles["customer_id"], "person_id": profiles["person_id"]})
+    truth = pd.DataFrame(
+        {"source": "customers", "record_id": profiles["customer_id"], "person_id": profiles["person_id"]}
+    )
     # The login id a person uses on the web is their first profile (lowest CRM id).
     people["login_id"] = people["person_id"].map(profiles.groupby("person_id")["customer_id"].first())
-    cols = ["customer_id", "first_name", "last_name", "email", "phone", "birth_date", "gender", "address",
-            "city", "postcode", "country", "loyalty_card", "signup_at", "updated_at"]
+    cols = [
+        "customer_id",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "birth_date",
+        "gender",
+        "address",
+        "city",
+        "postcode",
+        "country",
+        "loyalty_card",
+        "signup_at",
+        "updated_at",
+    ]
     return profiles[cols], truth
 
 
@@ -381,7 +416,11 @@ def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFra
     s_person = np.repeat(np.arange(len(people)), n_sess)
     s = len(s_person)
     s_day = rng.choice(c.days, size=s, p=day_p)
-    s_start = c.start + pd.to_timedelta(s_day, unit="D") + pd.to_timedelta(rng.integers(6 * 3600, 23 * 3600, size=s), unit="s")
+    s_start = (
+        c.start
+        + pd.to_timedelta(s_day, unit="D")
+        + pd.to_timedelta(rng.integers(6 * 3600, 23 * 3600, size=s), unit="s")
+    )
     s_cookie_idx = rng.integers(0, 1000, size=s) % people["n_cookies"].to_numpy()[s_person]
     pid = people["person_id"].to_numpy()[s_person]
     sessions = pd.DataFrame(
@@ -421,17 +460,69 @@ def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFra
     step = pd.to_timedelta(45, unit="s")
     view_pos = np.arange(v) - np.repeat(np.cumsum(n_views) - n_views, n_views)
     view_ts = sessions["start"].to_numpy()[v_sess] + (2 * view_pos + 1) * step.to_timedelta64()
-    ev.append(pd.DataFrame({"sess": np.arange(s), "event_type": "page_view", "ts": sessions["start"].to_numpy(), "product_id": None, "order": 0}))
-    ev.append(pd.DataFrame({"sess": v_sess, "event_type": "product_view", "ts": view_ts, "product_id": v_product, "order": 1}))
-    ev.append(pd.DataFrame({"sess": v_sess[v_cart], "event_type": "add_to_cart", "ts": view_ts[v_cart] + np.timedelta64(20, "s"), "product_id": v_product[v_cart], "order": 2}))
-    ev.append(pd.DataFrame({"sess": v_sess[v_removed], "event_type": "remove_from_cart", "ts": view_ts[v_removed] + np.timedelta64(40, "s"), "product_id": v_product[v_removed], "order": 3}))
+    ev.append(
+        pd.DataFrame(
+            {
+                "sess": np.arange(s),
+                "event_type": "page_view",
+                "ts": sessions["start"].to_numpy(),
+                "product_id": None,
+                "order": 0,
+            }
+        )
+    )
+    ev.append(
+        pd.DataFrame({"sess": v_sess, "event_type": "product_view", "ts": view_ts, "product_id": v_product, "order": 1})
+    )
+    ev.append(
+        pd.DataFrame(
+            {
+                "sess": v_sess[v_cart],
+                "event_type": "add_to_cart",
+                "ts": view_ts[v_cart] + np.timedelta64(20, "s"),
+                "product_id": v_product[v_cart],
+                "order": 2,
+            }
+        )
+    )
+    ev.append(
+        pd.DataFrame(
+            {
+                "sess": v_sess[v_removed],
+                "event_type": "remove_from_cart",
+                "ts": view_ts[v_removed] + np.timedelta64(40, "s"),
+                "product_id": v_product[v_removed],
+                "order": 3,
+            }
+        )
+    )
     ss = np.flatnonzero(s_search)
-    ev.append(pd.DataFrame({"sess": ss, "event_type": "search", "ts": sessions["start"].to_numpy()[ss] + np.timedelta64(10, "s"), "product_id": None, "order": 0}))
+    ev.append(
+        pd.DataFrame(
+            {
+                "sess": ss,
+                "event_type": "search",
+                "ts": sessions["start"].to_numpy()[ss] + np.timedelta64(10, "s"),
+                "product_id": None,
+                "order": 0,
+            }
+        )
+    )
     end = sessions["start"].to_numpy() + (2 * n_views + 2) * step.to_timedelta64()
     sc = np.flatnonzero(s_checkout)
     ev.append(pd.DataFrame({"sess": sc, "event_type": "checkout", "ts": end[sc], "product_id": None, "order": 4}))
     sp = np.flatnonzero(s_purchase)
-    ev.append(pd.DataFrame({"sess": sp, "event_type": "purchase", "ts": end[sp] + np.timedelta64(60, "s"), "product_id": None, "order": 5}))
+    ev.append(
+        pd.DataFrame(
+            {
+                "sess": sp,
+                "event_type": "purchase",
+                "ts": end[sp] + np.timedelta64(60, "s"),
+                "product_id": None,
+                "order": 5,
+            }
+        )
+    )
     events = pd.concat(ev, ignore_index=True).sort_values(["sess", "ts", "order"], kind="stable").reset_index(drop=True)
     events["ts"] = pd.to_datetime(events["ts"])
     n_ev = np.bincount(events["sess"], minlength=s)
@@ -460,7 +551,9 @@ def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFra
     sessions["purchase"] = s_purchase
     sessions["n_views"] = n_views
     cookie_truth = (
-        sessions[["anonymous_id", "person_id"]].drop_duplicates("anonymous_id").rename(columns={"anonymous_id": "record_id"})
+        sessions[["anonymous_id", "person_id"]]
+        .drop_duplicates("anonymous_id")
+        .rename(columns={"anonymous_id": "record_id"})
     )
     cookie_truth.insert(0, "source", "events_cookie")
     return sessions, out, cookie_truth
@@ -515,10 +608,16 @@ def _pos(rng, c: GenerateConfig, people, products):
     r_person = np.repeat(np.arange(len(people)), visits)
     n = len(r_person)
     r_day = rng.integers(0, c.days, size=n)
-    r_ts = c.start + pd.to_timedelta(r_day, unit="D") + pd.to_timedelta(rng.integers(9 * 3600, 20 * 3600, size=n), unit="s")
+    r_ts = (
+        c.start
+        + pd.to_timedelta(r_day, unit="D")
+        + pd.to_timedelta(rng.integers(9 * 3600, 20 * 3600, size=n), unit="s")
+    )
     ident = rng.random(n)
     has_card = people["has_card"].to_numpy()[r_person]
-    how = np.where(has_card & (ident < 0.75), "card", np.where(ident < 0.85, "email", np.where(ident < 0.93, "phone", "none")))
+    how = np.where(
+        has_card & (ident < 0.75), "card", np.where(ident < 0.85, "email", np.where(ident < 0.93, "phone", "none"))
+    )
     n_lines = 1 + rng.poisson(1.0, size=n)
     l_receipt = np.repeat(np.arange(n), n_lines)
     m = len(l_receipt)
@@ -526,7 +625,9 @@ def _pos(rng, c: GenerateConfig, people, products):
     cat = (prefs.cumsum(axis=1) < rng.random(m)[:, None]).sum(axis=1).clip(0, len(CATEGORIES) - 1)
     cat_sizes = products.groupby("cat_idx").size().reindex(range(len(CATEGORIES)), fill_value=0).to_numpy()
     pos_in_cat = np.floor(cat_sizes[cat] * rng.random(m) ** 2).astype(int)
-    product = products.set_index(["cat_idx", "rank_in_cat"])["product_id"].reindex(list(zip(cat, pos_in_cat))).to_numpy()
+    product = (
+        products.set_index(["cat_idx", "rank_in_cat"])["product_id"].reindex(list(zip(cat, pos_in_cat))).to_numpy()
+    )
     p_idx = r_person[l_receipt]
     l_how = how[l_receipt]
     email_variant = _case_variant(rng, people["email"].iloc[p_idx].reset_index(drop=True))
@@ -560,17 +661,40 @@ def _email(rng, c: GenerateConfig, people):
     rec_person = np.tile(optin, k)
     rec_campaign = np.repeat(np.arange(k), len(optin))
     n = len(rec_person)
-    sent_ts = c.start + pd.to_timedelta(campaign_days[rec_campaign], unit="D") + pd.to_timedelta(9 * 3600 + rng.integers(0, 1800, size=n), unit="s")
+    sent_ts = (
+        c.start
+        + pd.to_timedelta(campaign_days[rec_campaign], unit="D")
+        + pd.to_timedelta(9 * 3600 + rng.integers(0, 1800, size=n), unit="s")
+    )
     engagement = np.clip(people["activity"].to_numpy()[rec_person] * 4, 0.05, 0.6)
     bounce = _mask(rng, n, 0.02)
     opened = ~bounce & (rng.random(n) < engagement)
     clicked = opened & _mask(rng, n, 0.3)
     unsub = opened & ~clicked & _mask(rng, n, 0.01)
     frames = []
-    for kind, mask, delay in (("sent", np.ones(n, bool), 0), ("bounce", bounce, 60), ("open", opened, 3600), ("click", clicked, 3700), ("unsubscribe", unsub, 3800)):
+    for kind, mask, delay in (
+        ("sent", np.ones(n, bool), 0),
+        ("bounce", bounce, 60),
+        ("open", opened, 3600),
+        ("click", clicked, 3700),
+        ("unsubscribe", unsub, 3800),
+    ):
         idx = np.flatnonzero(mask)
-        frames.append(pd.DataFrame({"rec": idx, "event_type": kind, "ts": sent_ts[idx] + pd.to_timedelta(delay + rng.integers(0, 7200, size=len(idx)) * (delay > 0), unit="s")}))
-    ev = pd.concat(frames, ignore_index=True).sort_values(["ts", "rec", "event_type"], kind="stable").reset_index(drop=True)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "rec": idx,
+                    "event_type": kind,
+                    "ts": sent_ts[idx]
+                    + pd.to_timedelta(delay + rng.integers(0, 7200, size=len(idx)) * (delay > 0), unit="s"),
+                }
+            )
+        )
+    ev = (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(["ts", "rec", "event_type"], kind="stable")
+        .reset_index(drop=True)
+    )
     p = rec_person[ev["rec"].to_numpy()]
     return pd.DataFrame(
         {
@@ -600,14 +724,29 @@ def _privacy(rng, c: GenerateConfig, people):
     revoke = np.flatnonzero(_mask(rng, n, 0.03) & people["email_optin"].to_numpy())
     later = c.start + pd.to_timedelta(rng.integers(0, c.days, size=len(revoke)), unit="D")
     rev = pd.DataFrame(
-        {"customer_id": people["login_id"].iloc[revoke].to_numpy(), "email": None, "request_type": "consent", "channel": "email",
-         "purpose": "marketing", "granted": "false", "requested_at": _iso(pd.Series(later), 0)}
+        {
+            "customer_id": people["login_id"].iloc[revoke].to_numpy(),
+            "email": None,
+            "request_type": "consent",
+            "channel": "email",
+            "purpose": "marketing",
+            "granted": "false",
+            "requested_at": _iso(pd.Series(later), 0),
+        }
     )
     erase = np.flatnonzero(_mask(rng, n, 0.003))
     er = pd.DataFrame(
-        {"customer_id": None, "email": people["email"].iloc[erase].to_numpy(), "request_type": "erasure", "channel": "all",
-         "purpose": None, "granted": None,
-         "requested_at": _iso(pd.Series(c.start + pd.to_timedelta(rng.integers(0, c.days, size=len(erase)), unit="D")), 0)}
+        {
+            "customer_id": None,
+            "email": people["email"].iloc[erase].to_numpy(),
+            "request_type": "erasure",
+            "channel": "all",
+            "purpose": None,
+            "granted": None,
+            "requested_at": _iso(
+                pd.Series(c.start + pd.to_timedelta(rng.integers(0, c.days, size=len(erase)), unit="D")), 0
+            ),
+        }
     )
     out = pd.concat([rows, rev, er], ignore_index=True)
     out.insert(0, "request_id", [f"Q{i:08d}" for i in range(1, len(out) + 1)])

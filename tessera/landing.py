@@ -88,9 +88,7 @@ def load_source(con: duckdb.DuckDBPyConnection, source: Source, landing_dir: Pat
             if extra:
                 report.extra_columns[path.name] = extra
             if FILE_SUFFIXES[path.suffix.lower()] == "jsonl":
-                select = ", ".join(
-                    f"(_doc ->> {_sql_string(c)})::varchar as {_quote(c)}" for c in source.column_names
-                )
+                select = ", ".join(f"(_doc ->> {_sql_string(c)})::varchar as {_quote(c)}" for c in source.column_names)
             else:
                 select = ", ".join(
                     f"cast({_quote(c)} as varchar) as {_quote(c)}" if c in present else f"null::varchar as {_quote(c)}"

@@ -40,7 +40,16 @@ def _iso_london(ts: pd.Series) -> pd.Series:
 
 def map_online_retail(source: Path | str, landing_dir: Path | str) -> dict[str, int]:
     df = pd.read_parquet(source)
-    expected = {"InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"}
+    expected = {
+        "InvoiceNo",
+        "StockCode",
+        "Description",
+        "Quantity",
+        "InvoiceDate",
+        "UnitPrice",
+        "CustomerID",
+        "Country",
+    }
     missing = expected - set(df.columns)
     if missing:
         raise ValueError(f"{source}: not the Online Retail export, missing columns {sorted(missing)}")

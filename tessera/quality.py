@@ -58,7 +58,9 @@ def _summarise(result) -> dict:
     }
 
 
-def validate_table(con: duckdb.DuckDBPyConnection, table: str, suite_path: Path, max_rows: int, seed: int = 42) -> SuiteResult:
+def validate_table(
+    con: duckdb.DuckDBPyConnection, table: str, suite_path: Path, max_rows: int, seed: int = 42
+) -> SuiteResult:
     suite = load_suite(suite_path)
     total = con.execute(f"select count(*) from {table}").fetchone()[0]
     sampled = total > max_rows

@@ -29,6 +29,8 @@ class Settings:
     duckdb_threads: int
     gx_max_rows: int
     seed: int
+    identity_max_cluster_size: int
+    identity_max_merge_rate_drift: float
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -66,6 +68,8 @@ def load_settings() -> Settings:
         duckdb_threads=int(os.environ.get("TESSERA_DUCKDB_THREADS", "2")),
         gx_max_rows=int(os.environ.get("TESSERA_GX_MAX_ROWS", "2000000")),
         seed=int(os.environ.get("TESSERA_SEED", "42")),
+        identity_max_cluster_size=int(os.environ.get("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "10")),
+        identity_max_merge_rate_drift=float(os.environ.get("TESSERA_IDENTITY_MAX_MERGE_RATE_DRIFT", "0.05")),
     )
 
 

@@ -17,7 +17,13 @@ SMALL = dict(customers=300, days=60, seed=7, end_date=date(2026, 10, 31))
 
 def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
     monkeypatch.setenv("TESSERA_DATA_DIR", str(data_dir))
-    for name in ("TESSERA_DUCKDB_PATH", "TESSERA_LANDING_DIR", "TESSERA_TRUTH_DIR", "TESSERA_PUBLISH_DIR", "MLFLOW_TRACKING_URI"):
+    for name in (
+        "TESSERA_DUCKDB_PATH",
+        "TESSERA_LANDING_DIR",
+        "TESSERA_TRUTH_DIR",
+        "TESSERA_PUBLISH_DIR",
+        "MLFLOW_TRACKING_URI",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

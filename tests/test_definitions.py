@@ -12,10 +12,30 @@ from tessera.settings import EXPECTATIONS_DIR
 
 GROUPS = {
     "sources": {f"raw/{s.name}" for s in SOURCES},
-    "reference": {"reference/countries", "reference/country_aliases", "reference/fx_rates", "reference/rfm_segment_map"},
+    "reference": {
+        "reference/countries",
+        "reference/country_aliases",
+        "reference/fx_rates",
+        "reference/rfm_segment_map",
+    },
     "staging": {f"staging/stg_{s.name}" for s in SOURCES},
-    "intermediate": {"intermediate/int_identity_edges", "intermediate/int_identities_resolved", "intermediate/int_order_lines_unioned", "intermediate/int_rejected_records"},
-    "marts": {"marts/dim_customers", "marts/dim_products", "marts/fct_orders", "marts/fct_order_items", "marts/fct_events", "marts/fct_customer_product_interactions", "marts/customer_rfm"},
+    "intermediate": {
+        "intermediate/int_person_records",
+        "intermediate/int_identities_resolved",
+        "intermediate/int_customer_attributes_survived",
+        "intermediate/int_order_lines_unioned",
+        "intermediate/int_rejected_records",
+    },
+    "identity": {"identity/identity_map", "identity/identity_evaluation"},
+    "marts": {
+        "marts/dim_customers",
+        "marts/dim_products",
+        "marts/fct_orders",
+        "marts/fct_order_items",
+        "marts/fct_events",
+        "marts/fct_customer_product_interactions",
+        "marts/customer_rfm",
+    },
     "ml": {"ml/recommendation_candidates"},
     "publish": {"publish/customer_recommendations", "publish/customer_segments", "publish/customer_scores"},
 }
@@ -41,10 +61,16 @@ def test_published_outputs_sit_downstream_of_every_gate():
     graph = defs.resolve_asset_graph()
     # email engagement feeds no mart yet (customer features come with the segments issue)
     for source in [s for s in SOURCES if s.name != "email_events"]:
-        downstream = {k.to_user_string() for k in dg.AssetSelection.keys(dg.AssetKey(["raw", source.name])).downstream().resolve(graph)}
+        downstream = {
+            k.to_user_string()
+            for k in dg.AssetSelection.keys(dg.AssetKey(["raw", source.name])).downstream().resolve(graph)
+        }
         assert downstream & GROUPS["publish"], source.name
     for output in ("customer_recommendations", "customer_segments", "customer_scores"):
-        upstream = {k.to_user_string() for k in dg.AssetSelection.keys(dg.AssetKey(["publish", output])).upstream().resolve(graph)}
+        upstream = {
+            k.to_user_string()
+            for k in dg.AssetSelection.keys(dg.AssetKey(["publish", output])).upstream().resolve(graph)
+        }
         assert {"raw/customers", "raw/orders", "raw/order_items", "raw/products"} <= upstream, output
 
 
@@ -55,3 +81,12 @@ def test_expectation_suites_only_name_contract_columns():
         assert columns <= set(source.column_names), (source.name, columns - set(source.column_names))
         schema = [e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
         assert schema[0]["kwargs"]["column_set"] == source.column_names + list(LINEAGE_COLUMNS)
+
+
+def test_identity_sits_between_staging_and_marts_behind_blocking_gates():
+    graph = defs.resolve_asset_graph()
+    key = dg.AssetKey(["identity", "identity_map"])
+    assert dg.AssetKey(["intermediate", "int_person_records"]) in graph.get(key).parent_keys
+    assert dg.AssetKey(["intermediate", "int_identities_resolved"]) in graph.get(key).child_keys
+    checks = {k.name: graph.get_check_spec(k).blocking for k in graph.asset_check_keys if k.asset_key == key}
+    assert checks == {"identity_cluster_size_within_limit": True, "identity_merge_rate_drift_within_limit": True}

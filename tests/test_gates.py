@@ -19,7 +19,11 @@ def corrupted(tmp_path, monkeypatch):
     """Small demo data plus a second customers file whose header is garbage (no customer_id)."""
     use_data_dir(monkeypatch, tmp_path / "data")
     settings = load_settings()
-    generate(GenerateConfig(customers=120, days=30, seed=3, end_date=date(2026, 10, 31)), settings.landing_dir, settings.truth_dir)
+    generate(
+        GenerateConfig(customers=120, days=30, seed=3, end_date=date(2026, 10, 31)),
+        settings.landing_dir,
+        settings.truth_dir,
+    )
     bad = settings.landing_dir / "customers" / "customers_export_broken.csv"
     bad.write_text("id;name;mail\n" + "".join(f"{i};someone;x{i}@example.com\n" for i in range(200)))
     return settings
@@ -28,7 +32,9 @@ def corrupted(tmp_path, monkeypatch):
 def _published_tables(settings) -> int:
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     try:
-        return con.execute("select count(*) from information_schema.tables where table_schema in ('publish', 'ml', 'marts')").fetchone()[0]
+        return con.execute(
+            "select count(*) from information_schema.tables where table_schema in ('publish', 'ml', 'marts')"
+        ).fetchone()[0]
     finally:
         con.close()
 
@@ -53,7 +59,8 @@ def test_gate_also_blocks_a_run_that_selects_only_part_of_the_graph(corrupted):
 
     graph = defs.resolve_asset_graph()
     selection = (
-        dg.AssetSelection.keys(dg.AssetKey(["raw", "customers"])).downstream() | dg.AssetSelection.keys(dg.AssetKey(["raw", "customers"])).upstream()
+        dg.AssetSelection.keys(dg.AssetKey(["raw", "customers"])).downstream()
+        | dg.AssetSelection.keys(dg.AssetKey(["raw", "customers"])).upstream()
     ).resolve(graph)
     # the dbt models need the other raw tables to exist, so load them in an earlier, clean run
     others = [k for k in graph.get_all_asset_keys() if k.path[0] == "raw" and k.path[1] != "customers"]
@@ -86,3 +93,21 @@ def test_a_failing_dbt_test_blocks_the_recommender_and_every_published_output(tm
     assert "intermediate/int_order_lines_unioned" in keys  # built, then its test failed
     assert not {k for k in keys if k.startswith(("ml/", "publish/"))}, keys
     assert "marts/fct_order_items" not in keys  # dbt skips children of a failing test
+
+
+def test_cluster_size_explosion_blocks_the_marts(tmp_path, monkeypatch):
+    use_data_dir(monkeypatch, tmp_path / "data")
+    monkeypatch.setenv("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "1")  # any merge is now an "explosion"
+    settings = load_settings()
+    generate(
+        GenerateConfig(customers=120, days=30, seed=3, end_date=date(2026, 10, 31)),
+        settings.landing_dir,
+        settings.truth_dir,
+    )
+    result = run_job()
+    assert not result.success
+    gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "identity_cluster_size_within_limit"]
+    assert len(gate) == 1 and not gate[0].passed and gate[0].metadata["largest_cluster"].value >= 2
+    keys = {k.to_user_string() for k in materialized_keys(result)}
+    assert "identity/identity_map" in keys
+    assert not {k for k in keys if k.startswith(("marts/", "ml/", "publish/"))}, keys

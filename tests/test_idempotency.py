@@ -20,7 +20,11 @@ def test_rematerializing_unchanged_input_changes_nothing(pipeline):
                 if name == "customer_recommendations"
                 else con.execute(f"select * from publish.{name} order by all").fetchall()
                 for name in ("customer_recommendations", "customer_segments", "customer_scores")
-            } | {"keys": con.execute("select customer_key, anchor_customer_id from marts.dim_customers order by all").fetchall()}
+            } | {
+                "keys": con.execute(
+                    "select customer_key, anchor_customer_id from marts.dim_customers order by all"
+                ).fetchall()
+            }
         finally:
             con.close()
 
@@ -29,3 +33,49 @@ def test_rematerializing_unchanged_input_changes_nothing(pipeline):
     after = snapshot()
     for name in before:
         assert before[name] == after[name], name
+
+
+def test_a_second_run_that_adds_records_keeps_every_existing_id(pipeline):
+    """New CRM profiles arrive: one is a new person, one re-registers an existing person with the
+    same email. Every existing record keeps its customer id and the re-registration joins it."""
+    import pandas as pd
+
+    _, settings = pipeline
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    before = dict(con.execute("select record_id, customer_id from identity.identity_map").fetchall())
+    existing = con.execute(
+        "select customer_id, first_name, last_name, email from staging.stg_customers where email is not null order by customer_id limit 1"
+    ).fetchone()
+    con.close()
+    new = pd.DataFrame(
+        [
+            {
+                "customer_id": "C9000001",
+                "first_name": "Zed",
+                "last_name": "Newperson",
+                "email": "zed@new.example",
+                "birth_date": "1999-09-09",
+            },
+            {
+                "customer_id": "C9000002",
+                "first_name": existing[1],
+                "last_name": existing[2],
+                "email": existing[3].upper(),
+            },
+        ]
+    )
+    new.to_csv(settings.landing_dir / "customers" / "customers_new_signups.csv", index=False)
+    try:
+        assert run_job().success
+        con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+        after = dict(con.execute("select record_id, customer_id from identity.identity_map").fetchall())
+        changes = con.execute(
+            "select id_changes from identity.resolution_runs order by run_at desc limit 1"
+        ).fetchone()[0]
+        con.close()
+    finally:
+        (settings.landing_dir / "customers" / "customers_new_signups.csv").unlink()
+    assert all(after[r] == before[r] for r in before)
+    assert changes == 0
+    assert after["C9000002"] == before[existing[0]]
+    assert after["C9000001"] not in set(before.values())

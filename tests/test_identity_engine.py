@@ -14,7 +14,10 @@ from tessera.identity.engine import RECORDS, resolve, standardise
 from tessera.identity.stable_ids import assign_stable_ids
 
 FIXTURES = Path(__file__).parent / "fixtures"
-ALL = {a: [a] for a in ("given_name", "surname", "address", "city", "postcode", "birth_date", "phone", "email", "national_id")}
+ALL = {
+    a: [a]
+    for a in ("given_name", "surname", "address", "city", "postcode", "birth_date", "phone", "email", "national_id")
+}
 
 
 def _resolve(rows: list[dict], **overrides):
@@ -85,7 +88,13 @@ def test_duplicate_record_ids_are_a_clear_error():
 def test_a_chain_of_weak_matches_that_would_join_two_people_is_refused():
     # p1 and p3 are different people (different birth dates and emails). p2 has no birth date or
     # email and fuzzy-matches both, so connected components would chain p1-p2-p3 into one cluster.
-    base = {"given_name": "jonathan", "surname": "smithson", "address": "5 elm road", "city": "leeds", "postcode": "LS12AB"}
+    base = {
+        "given_name": "jonathan",
+        "surname": "smithson",
+        "address": "5 elm road",
+        "city": "leeds",
+        "postcode": "LS12AB",
+    }
     clusters, result = _resolve(
         [
             {"record_id": "p1", **base, "birth_date": "1970-03-01", "email": "jon@a.example"},

@@ -27,12 +27,16 @@ def _folder(tmp_path):
 
 def test_csv_parquet_and_jsonl_load_as_text_with_file_and_row(tmp_path, con):
     folder = _folder(tmp_path)
-    (folder / "a.csv").write_text("product_id,name,price\nP1,Mug,007.50\nP2,\"Bag, big\",3\n")
+    (folder / "a.csv").write_text('product_id,name,price\nP1,Mug,007.50\nP2,"Bag, big",3\n')
     pd.DataFrame({"product_id": ["P3"], "price": [1.25], "is_active": [True]}).to_parquet(folder / "b.parquet")
-    (folder / "c.jsonl").write_text('{"product_id": "P4", "price": "2.00", "created_at": "2026-01-01T10:00:00+01:00"}\n')
+    (folder / "c.jsonl").write_text(
+        '{"product_id": "P4", "price": "2.00", "created_at": "2026-01-01T10:00:00+01:00"}\n'
+    )
     report = load_source(con, PRODUCTS, tmp_path / "landing")
     assert report.rows == 4 and report.rows_per_file == {"a.csv": 2, "b.parquet": 1, "c.jsonl": 1}
-    rows = con.execute("select product_id, name, price, created_at, _source_file, _source_row from raw.products order by product_id").fetchall()
+    rows = con.execute(
+        "select product_id, name, price, created_at, _source_file, _source_row from raw.products order by product_id"
+    ).fetchall()
     assert rows == [
         ("P1", "Mug", "007.50", None, "a.csv", 1),  # text as delivered, not re-formatted
         ("P2", "Bag, big", "3", None, "a.csv", 2),

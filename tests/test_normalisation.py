@@ -37,7 +37,12 @@ PHONES = [
     ("7700900123", "44", None),  # no trunk prefix, no country code: ambiguous, not guessed
     (None, "44", None),
 ]
-NAMES = [("  aMELIA ", "Amelia", "amelia"), ("SMITH", "Smith", "smith"), ("van  der Berg", "Van  der berg", "van der berg"), ("", None, None)]
+NAMES = [
+    ("  aMELIA ", "Amelia", "amelia"),
+    ("SMITH", "Smith", "smith"),
+    ("van  der Berg", "Van  der berg", "van der berg"),
+    ("", None, None),
+]
 POSTCODES = [("ls1 2ab", "LS12AB"), (" SW1A-1AA ", "SW1A1AA"), ("", None)]
 TIMESTAMPS = [
     ("2026-07-04T22:30:58+01:00", dt.datetime(2026, 7, 4, 21, 30, 58)),
@@ -67,8 +72,18 @@ def results(tmp_path_factory, monkeypatch_module):
     tmp = tmp_path_factory.mktemp("normalise")
     monkeypatch_module.setenv("TESSERA_DUCKDB_PATH", str(tmp / "compile.duckdb"))
     res = dbtRunner().invoke(
-        ["compile", "--inline", SQL, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-         "--target-path", str(tmp / "target"), "--quiet"]
+        [
+            "compile",
+            "--inline",
+            SQL,
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(tmp / "target"),
+            "--quiet",
+        ]
     )
     assert res.success, res.exception
     compiled = res.result.results[0].node.compiled_code

@@ -16,7 +16,10 @@ from tessera.identity.stable_ids import assign_stable_ids
 def read_input(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        con.execute(f"create or replace table {table} as select * from read_csv(?, all_varchar = true, header = true)", [str(path)])
+        con.execute(
+            f"create or replace table {table} as select * from read_csv(?, all_varchar = true, header = true)",
+            [str(path)],
+        )
     elif suffix == ".parquet":
         con.execute(f"create or replace table {table} as select * from read_parquet(?)", [str(path)])
     else:
@@ -36,8 +39,12 @@ def resolve_file(input_path: Path, mapping_path: Path, out_path: Path, previous:
         result = resolve(con, "input_records", config)
         assignments = result.assignments.rename(columns={"cluster_id": "person_id"})
         if previous is not None:
-            con.execute("create or replace table previous_map as select * from read_csv(?, all_varchar = true)" if previous.suffix == ".csv"
-                        else "create or replace table previous_map as select * from read_parquet(?)", [str(previous)])
+            con.execute(
+                "create or replace table previous_map as select * from read_csv(?, all_varchar = true)"
+                if previous.suffix == ".csv"
+                else "create or replace table previous_map as select * from read_parquet(?)",
+                [str(previous)],
+            )
             prev = con.execute("select record_id, person_id as customer_id from previous_map").df()
             stable = assign_stable_ids(prev, result.assignments, result.edges)
             assignments = stable.identity_map.rename(columns={"customer_id": "person_id"})

@@ -26,7 +26,18 @@ from pathlib import Path
 
 import yaml
 
-ATTRIBUTES = ("given_name", "surname", "address", "city", "postcode", "state", "birth_date", "phone", "email", "national_id")
+ATTRIBUTES = (
+    "given_name",
+    "surname",
+    "address",
+    "city",
+    "postcode",
+    "state",
+    "birth_date",
+    "phone",
+    "email",
+    "national_id",
+)
 # Exact-match identifiers that link records deterministically.
 STRONG_IDENTIFIERS = ("email", "phone", "national_id")
 # Attributes the probabilistic model compares.

@@ -115,7 +115,9 @@ def _identifier_columns(config: IdentityConfig, attrs: list[str]) -> list[str]:
     return [a for a in STRONG_IDENTIFIERS if a in attrs] + [f"x_{e}" for e in config.extra_identifiers]
 
 
-def deterministic_edges(con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str]) -> tuple[pd.DataFrame, dict]:
+def deterministic_edges(
+    con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str]
+) -> tuple[pd.DataFrame, dict]:
     frames, overshared = [], {}
     for col in _identifier_columns(config, attrs):
         c = _q(col)
@@ -137,7 +139,9 @@ def deterministic_edges(con: duckdb.DuckDBPyConnection, config: IdentityConfig, 
         )
     edges = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if edges.empty:
-        return pd.DataFrame({"record_l": [], "record_r": [], "evidence": []}, dtype=object), {"overshared_identifier_values": overshared}
+        return pd.DataFrame({"record_l": [], "record_r": [], "evidence": []}, dtype=object), {
+            "overshared_identifier_values": overshared
+        }
     edges = edges.groupby(["record_l", "record_r"], as_index=False)["evidence"].agg(lambda s: "+".join(sorted(set(s))))
     return edges, {"overshared_identifier_values": overshared}
 
@@ -279,7 +283,7 @@ def score_pairs(con: duckdb.DuckDBPyConnection, attrs: list[str], weights: pd.Da
             inner join {RECORDS} l on l.record_id = p.record_l
             inner join {RECORDS} r on r.record_id = p.record_r
         )
-        select record_l, record_r, rule, {' + '.join(terms)} as weight from g
+        select record_l, record_r, rule, {" + ".join(terms)} as weight from g
         """
     ).df()
 
@@ -305,8 +309,10 @@ def _cluster(records: pd.DataFrame, edges: pd.DataFrame, conflict_cols: list[str
         return labels, refused
     # Greedy, strongest link first, inside conflicted components only.
     in_conflict = conflicted[labels[li]]
-    order = edges[in_conflict].assign(_det=(edges["kind"] == "deterministic").astype(int)).sort_values(
-        ["_det", "weight", "record_l", "record_r"], ascending=[False, False, True, True]
+    order = (
+        edges[in_conflict]
+        .assign(_det=(edges["kind"] == "deterministic").astype(int))
+        .sort_values(["_det", "weight", "record_l", "record_r"], ascending=[False, False, True, True])
     )
     parent = {}
     values = {}
@@ -325,7 +331,11 @@ def _cluster(records: pd.DataFrame, edges: pd.DataFrame, conflict_cols: list[str
         a, b = find(index[row.record_l]), find(index[row.record_r])
         if a == b:
             continue
-        clash = [c for c in conflict_cols if pd.notna(values[a][c]) and pd.notna(values[b][c]) and values[a][c] != values[b][c]]
+        clash = [
+            c
+            for c in conflict_cols
+            if pd.notna(values[a][c]) and pd.notna(values[b][c]) and values[a][c] != values[b][c]
+        ]
         if clash:
             refused.loc[idx] = "conflicting " + ", ".join(clash)
             continue
@@ -345,7 +355,11 @@ def resolve(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig)
     det = det.assign(kind="deterministic", weight=np.inf)
     block_stats = candidate_pairs(con, config, attrs)
     weights = estimate_weights(con, config, attrs, det) if any(a in attrs for a in FUZZY_ATTRIBUTES) else None
-    scored = score_pairs(con, attrs, weights) if weights is not None else pd.DataFrame(columns=["record_l", "record_r", "rule", "weight"])
+    scored = (
+        score_pairs(con, attrs, weights)
+        if weights is not None
+        else pd.DataFrame(columns=["record_l", "record_r", "rule", "weight"])
+    )
     names = {i: "+".join(r) for i, r in enumerate(config.blocking_rules)}
     fuzzy = scored[scored["weight"] >= config.match_weight].copy()
     fuzzy["kind"] = "fuzzy"
@@ -356,7 +370,10 @@ def resolve(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig)
     )
     fuzzy = fuzzy[~pd.MultiIndex.from_arrays([fuzzy["record_l"], fuzzy["record_r"]]).isin(det_pairs)]
     edges = pd.concat(
-        [det[["record_l", "record_r", "kind", "evidence", "weight"]], fuzzy[["record_l", "record_r", "kind", "evidence", "weight"]]],
+        [
+            det[["record_l", "record_r", "kind", "evidence", "weight"]],
+            fuzzy[["record_l", "record_r", "kind", "evidence", "weight"]],
+        ],
         ignore_index=True,
     )
     conflict_cols = [c for c in config.conflict_attributes if c in attrs]

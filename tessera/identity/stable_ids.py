@@ -47,7 +47,9 @@ def _evidence_between(edges: pd.DataFrame, left: set[str], right: set[str]) -> s
     return "; ".join(f"{r.record_l}~{r.record_r}: {r.evidence}" for r in hits.head(5).itertuples())
 
 
-def assign_stable_ids(previous: pd.DataFrame, assignments: pd.DataFrame, edges: pd.DataFrame | None = None) -> StableIds:
+def assign_stable_ids(
+    previous: pd.DataFrame, assignments: pd.DataFrame, edges: pd.DataFrame | None = None
+) -> StableIds:
     """previous: record_id, customer_id (may be empty); assignments: record_id, cluster_id."""
     cur = assignments[["record_id", "cluster_id"]].merge(
         previous[["record_id", "customer_id"]].rename(columns={"customer_id": "old_id"}), on="record_id", how="left"
@@ -74,21 +76,34 @@ def assign_stable_ids(previous: pd.DataFrame, assignments: pd.DataFrame, edges: 
     cur["customer_id"] = cur["cluster_id"].map(final)
 
     sizes = cur.groupby("cluster_id").size()
-    members = cur.groupby("cluster_id")["record_id"].agg(set) if (len(survivors) or new_ids) else pd.Series(dtype=object)
+    members = (
+        cur.groupby("cluster_id")["record_id"].agg(set) if (len(survivors) or new_ids) else pd.Series(dtype=object)
+    )
     old_members = known.groupby("old_id")["record_id"].agg(set)
 
     held_clusters = set(spread["cluster_id"])
     for cluster, cid in new_ids.items():
         if cluster not in held_clusters:
-            events.append({"event_type": "created", "customer_id": cid, "other_customer_id": None,
-                           "record_count": int(sizes[cluster]), "evidence": ""})
+            events.append(
+                {
+                    "event_type": "created",
+                    "customer_id": cid,
+                    "other_customer_id": None,
+                    "record_count": int(sizes[cluster]),
+                    "evidence": "",
+                }
+            )
     keeper_of = keeper.set_index("old_id")["cluster_id"]
     moved = spread[spread["cluster_id"].to_numpy() != keeper_of.loc[spread["old_id"]].to_numpy()]
     for row in moved.itertuples(index=False):  # records that left an id: a split of that id
         events.append(
-            {"event_type": "split", "customer_id": final[row.cluster_id], "other_customer_id": row.old_id,
-             "record_count": int(row.n),
-             "evidence": "no accepted link left to the records that kept " + row.old_id}
+            {
+                "event_type": "split",
+                "customer_id": final[row.cluster_id],
+                "other_customer_id": row.old_id,
+                "record_count": int(row.n),
+                "evidence": "no accepted link left to the records that kept " + row.old_id,
+            }
         )
     for cluster, group in survivors.groupby("cluster_id"):
         if len(group) < 2:
@@ -98,9 +113,13 @@ def assign_stable_ids(previous: pd.DataFrame, assignments: pd.DataFrame, edges: 
             if old == survivor:
                 continue
             events.append(
-                {"event_type": "merged", "customer_id": survivor, "other_customer_id": old,
-                 "record_count": int(sizes[cluster]),
-                 "evidence": _evidence_between(edges, old_members[old], members[cluster] - old_members[old])}
+                {
+                    "event_type": "merged",
+                    "customer_id": survivor,
+                    "other_customer_id": old,
+                    "record_count": int(sizes[cluster]),
+                    "evidence": _evidence_between(edges, old_members[old], members[cluster] - old_members[old]),
+                }
             )
     return StableIds(
         identity_map=cur[["record_id", "customer_id"]].sort_values("record_id").reset_index(drop=True),

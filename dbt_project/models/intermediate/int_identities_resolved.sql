@@ -1,62 +1,73 @@
-{#- Connected components of the identity graph by min-label propagation: every node repeatedly
-    takes the smallest label among itself and its neighbours. The number of rounds is a var; the
-    test assert_identity_labels_converged fails if a link still joins two different labels.
-    One row per node, with the customer_key of its cluster. The key is derived from the smallest
-    CRM customer_id in the cluster (its anchor), so unchanged input keeps every key. -#}
-{%- set rounds = var('identity_max_iterations') | int -%}
+{#- Every node of the identity graph with the stable customer_key it belongs to:
+      crm:<customer_id>       from the persisted identity map (deterministic + fuzzy matching)
+      email: / phone: / card: an identifier of CRM profiles that all belong to one customer
+      pos:<receipt_id>        a store receipt whose card, email or phone names exactly one customer
+      cookie:<anonymous_id>   a browser whose logins all belong to one customer: its anonymous
+                              events before the login attach to that person
+    Identifiers, receipts and cookies that point to two customers attach to neither. -#}
 with
 
-links as (
-    select record_node as node_a, identifier_node as node_b from {{ ref('int_identity_edges') }}
+identity_map as (
+    select record_id as customer_id, customer_id as customer_key
+    from {{ source('identity', 'identity_map') }}
 ),
 
-crm_nodes as (
-    select distinct 'crm:' || customer_id as node
-    from {{ ref('stg_customers') }}
-    where invalid_reason is null
+profiles as (
+    select c.customer_id, c.email, c.phone_e164, c.loyalty_card, m.customer_key
+    from {{ ref('stg_customers') }} as c
+    inner join identity_map as m on m.customer_id = c.customer_id
+    where c.invalid_reason is null
 ),
 
-nodes as (
-    select node_a as node from links
-    union
-    select node_b from links
-    union
-    select node from crm_nodes
-),
-
-neighbours as (
-    select node_a as node, node_b as neighbour from links
+profile_identifiers as (
+    select 'email' as node_type, email as node_value, customer_key from profiles where email is not null
     union all
-    select node_b, node_a from links
+    select 'phone', phone_e164, customer_key from profiles where phone_e164 is not null
     union all
-    select node, node from nodes
+    select 'card', loyalty_card, customer_key from profiles where loyalty_card is not null
 ),
 
-labels_0 as (
-    select node, node as label from nodes
+identifier_nodes as (
+    select node_type, node_value, min(customer_key) as customer_key
+    from profile_identifiers
+    group by node_type, node_value
+    having count(distinct customer_key) = 1
 ),
-{% for i in range(1, rounds + 1) %}
-labels_{{ i }} as (
-    select n.node, min(l.label) as label
-    from neighbours as n
-    inner join labels_{{ i - 1 }} as l on l.node = n.neighbour
-    group by n.node
-),
-{% endfor %}
 
-clusters as (
-    select
-        node,
-        label,
-        min(case when node like 'crm:%' then substr(node, 5) end) over (partition by label) as anchor_customer_id
-    from labels_{{ rounds }}
+receipt_identifiers as (
+    select distinct receipt_id, 'email' as node_type, email as node_value from {{ ref('stg_pos_transactions') }} where invalid_reason is null and email is not null
+    union
+    select distinct receipt_id, 'phone', phone_e164 from {{ ref('stg_pos_transactions') }} where invalid_reason is null and phone_e164 is not null
+    union
+    select distinct receipt_id, 'card', loyalty_card from {{ ref('stg_pos_transactions') }} where invalid_reason is null and loyalty_card is not null
+),
+
+receipt_nodes as (
+    select r.receipt_id, min(i.customer_key) as customer_key
+    from receipt_identifiers as r
+    inner join identifier_nodes as i on i.node_type = r.node_type and i.node_value = r.node_value
+    group by r.receipt_id
+    having count(distinct i.customer_key) = 1
+),
+
+logins as (
+    select distinct e.anonymous_id, m.customer_key
+    from {{ ref('stg_events') }} as e
+    inner join identity_map as m on m.customer_id = e.customer_id
+    where e.invalid_reason is null
+),
+
+cookie_nodes as (
+    select anonymous_id, min(customer_key) as customer_key
+    from logins
+    group by anonymous_id
+    having count(distinct customer_key) = 1
 )
 
-select
-    node as node_key,
-    substr(node, 1, {{ dbt.position("':'", "node") }} - 1) as node_type,
-    substr(node, {{ dbt.position("':'", "node") }} + 1) as node_value,
-    label as cluster_label,
-    anchor_customer_id,
-    {{ tessera.short_key('tc_', 'coalesce(anchor_customer_id, label)') }} as customer_key
-from clusters
+select 'crm:' || customer_id as node_key, 'crm' as node_type, customer_id as node_value, customer_key from identity_map
+union all
+select node_type || ':' || node_value, node_type, node_value, customer_key from identifier_nodes
+union all
+select 'pos:' || receipt_id, 'pos', receipt_id, customer_key from receipt_nodes
+union all
+select 'cookie:' || anonymous_id, 'cookie', anonymous_id, customer_key from cookie_nodes

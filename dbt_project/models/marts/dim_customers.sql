@@ -1,6 +1,6 @@
 {#- The unified customer view: one row per resolved person who has at least one CRM profile.
-    Golden record: each attribute takes the most recently updated non-null value among the
-    person's profiles. -#}
+    Golden record: each attribute follows the survivorship rule in int_customer_attributes_survived
+    (docs/identity.md), and <attribute>_source names the record that gave the value. -#}
 with
 
 profiles as (
@@ -51,26 +51,44 @@ erasure as (
     group by customer_key
 ),
 
-golden as (
+profile_counts as (
     select
         customer_key,
         min(customer_id) as anchor_customer_id,
-        count(*) as crm_profile_count,
-        {{ tessera.latest_value('first_name', 'updated_at') }} as first_name,
-        {{ tessera.latest_value('last_name', 'updated_at') }} as last_name,
-        {{ tessera.latest_value('email', 'updated_at') }} as email,
-        {{ tessera.latest_value('phone_e164', 'updated_at') }} as phone_e164,
-        {{ tessera.latest_value('birth_date', 'updated_at') }} as birth_date,
-        {{ tessera.latest_value("case when gender <> 'U' then gender end", 'updated_at') }} as gender,
-        {{ tessera.latest_value('address', 'updated_at') }} as address,
-        {{ tessera.latest_value('city', 'updated_at') }} as city,
-        {{ tessera.latest_value('postcode', 'updated_at') }} as postcode,
-        {{ tessera.latest_value('country_code', 'updated_at') }} as country_code,
-        {{ tessera.latest_value('loyalty_card', 'updated_at') }} as loyalty_card,
+        count(distinct customer_id) as crm_profile_count,
         min(signup_at) as first_signup_at,
         max(updated_at) as last_profile_update_at
     from profiles
     group by customer_key
+),
+
+golden as (
+    select
+        p.*,
+        s.first_name,
+        s.first_name_source,
+        s.last_name,
+        s.last_name_source,
+        s.email,
+        s.email_source,
+        s.phone_e164,
+        s.phone_e164_source,
+        cast(s.birth_date as date) as birth_date,
+        s.birth_date_source,
+        s.gender,
+        s.gender_source,
+        s.address,
+        s.address_source,
+        s.city,
+        s.city_source,
+        s.postcode,
+        s.postcode_source,
+        s.country_code,
+        s.country_code_source,
+        s.loyalty_card,
+        s.loyalty_card_source
+    from profile_counts as p
+    left join {{ ref('int_customer_attributes_survived') }} as s on s.customer_key = p.customer_key
 )
 
 select
@@ -93,7 +111,18 @@ select
     coalesce(c.email_marketing_consent, false) as email_marketing_consent,
     e.erasure_requested_at is not null as is_erasure_requested,
     g.first_signup_at,
-    g.last_profile_update_at
+    g.last_profile_update_at,
+    g.first_name_source,
+    g.last_name_source,
+    g.email_source,
+    g.phone_e164_source,
+    g.birth_date_source,
+    g.gender_source,
+    g.address_source,
+    g.city_source,
+    g.postcode_source,
+    g.country_code_source,
+    g.loyalty_card_source
 from golden as g
 left join cluster_nodes as n on n.customer_key = g.customer_key
 left join consent as c on c.customer_key = g.customer_key
