@@ -64,36 +64,30 @@ class DbtBuildConfig(dg.Config):
 BEFORE_IDENTITY = "resource_type:seed staging int_person_records"
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    dagster_dbt_translator=translator,
-    select=BEFORE_IDENTITY,
-    name="dbt_staging",
-    pool=DUCKDB_POOL,
-)
-def dbt_staging_assets(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, tessera: TesseraResource, config: DbtBuildConfig
-):
-    """Reference seeds, staging models and the person records identity resolution reads."""
-    tessera.export_dbt_env()
-    yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+def _dbt_half(name: str, **selection) -> dg.AssetsDefinition:
+    """One half of the dbt project as a multi-asset; `dbt build` so tests run and gate children."""
+
+    @dbt_assets(
+        manifest=dbt_project.manifest_path,
+        project=dbt_project,
+        dagster_dbt_translator=translator,
+        name=name,
+        pool=DUCKDB_POOL,
+        **selection,
+    )
+    def _build(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, tessera: TesseraResource, config: DbtBuildConfig
+    ):
+        tessera.export_dbt_env()
+        yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+
+    return _build
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    dagster_dbt_translator=translator,
-    exclude=BEFORE_IDENTITY,
-    name="dbt_marts",
-    pool=DUCKDB_POOL,
-)
-def dbt_marts_assets(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, tessera: TesseraResource, config: DbtBuildConfig
-):
-    """Identity graph, golden record, facts and RFM. A failing dbt test fails this step, so nothing downstream runs."""
-    tessera.export_dbt_env()
-    yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+# Seeds, staging and the person records identity resolution reads ...
+dbt_staging_assets = _dbt_half("dbt_staging", select=BEFORE_IDENTITY)
+# ... then the identity graph, golden record, facts and RFM.
+dbt_marts_assets = _dbt_half("dbt_marts", exclude=BEFORE_IDENTITY)
 
 
 def model_key(name: str) -> dg.AssetKey:
