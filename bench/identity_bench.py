@@ -1,0 +1,188 @@
+"""Identity resolution benchmark: quality, blocking recall, time and memory at a chosen size.
+
+    .venv/bin/python bench/identity_bench.py --people 2000            # demo size
+    .venv/bin/python bench/identity_bench.py --people 890000          # about 1,000,000 records
+
+It generates CRM profiles with the demo generator (same mess: duplicate profiles with case, typo
+and format variants, a quarter of them sharing no email, phone or card), resolves them with the
+pipeline's engine and mapping, and reports against the generator's ground truth:
+- pairwise precision / recall / F1 and cluster-level figures;
+- per blocking rule: candidate pairs, and how many true pairs the blocking keeps (with the
+  deterministic links);
+- a baseline on the same candidate pairs: Jaro-Winkler >= 0.9 on both names and equal birth date;
+- wall time of the resolve step and peak RSS of the process.
+Results go to bench/results/identity_<records>.json and are printed as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tessera.generate import GenerateConfig, _crm_profiles, _people  # noqa: E402
+from tessera.identity.config import load_mapping  # noqa: E402
+from tessera.identity.engine import PAIRS, RECORDS, resolve  # noqa: E402
+from tessera.identity.evaluate import evaluate_clusters  # noqa: E402
+
+MAPPING = ROOT / "tessera" / "identity" / "pipeline_mapping.yaml"
+
+
+def make_records(people: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    config = GenerateConfig(customers=people, days=30, seed=seed, end_date=date(2026, 10, 31))
+    rng = np.random.default_rng(seed)
+    persons = _people(rng, config)
+    profiles, truth = _crm_profiles(rng, config, persons)
+    profiles = profiles.rename(columns={"customer_id": "record_id", "phone": "phone_e164"})
+    truth = truth.rename(columns={"record_id": "record_id"})[["record_id", "person_id"]]
+    return profiles, truth
+
+
+def pair_completeness(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame, deterministic: pd.DataFrame) -> dict:
+    con.register("truth_df", truth)
+    con.register("det_df", deterministic[["record_l", "record_r"]])
+    out = con.execute(
+        f"""
+        with t as (select record_id, person_id from truth_df),
+        true_pairs as (
+            select count(*) as n from (select person_id, count(*) c from t group by 1) where c > 1
+        ),
+        total as (select sum(c * (c - 1) / 2) as n from (select count(*) c from t group by person_id)),
+        labelled as (
+            select p.rule, a.person_id = b.person_id as same
+            from {PAIRS} p join t a on a.record_id = p.record_l join t b on b.record_id = p.record_r
+        ),
+        det as (
+            select d.record_l, d.record_r from det_df d
+        ),
+        kept as (
+            select least(record_l, record_r) l, greatest(record_l, record_r) r from det
+            union
+            select record_l, record_r from {PAIRS}
+        ),
+        kept_true as (
+            select count(*) as n from kept k join t a on a.record_id = k.l join t b on b.record_id = k.r
+            where a.person_id = b.person_id
+        )
+        select
+            (select n from total) as true_pairs,
+            (select n from kept_true) as true_pairs_kept,
+            (select count(*) from labelled where same) as true_pairs_in_blocks
+        """
+    ).fetchall()[0]
+    per_rule = con.execute(
+        f"""
+        select p.rule, count(*) as pairs, count(*) filter (where a.person_id = b.person_id) as true_pairs
+        from {PAIRS} p join truth_df a on a.record_id = p.record_l join truth_df b on b.record_id = p.record_r
+        group by 1 order by 1
+        """
+    ).fetchall()
+    con.unregister("truth_df")
+    con.unregister("det_df")
+    return {
+        "true_pairs": int(out[0]),
+        "true_pairs_kept_by_blocking_and_deterministic_links": int(out[1]),
+        "pair_completeness": float(out[1]) / max(float(out[0]), 1.0),
+        "per_rule": [{"rule": int(r), "candidate_pairs": int(p), "true_pairs": int(t)} for r, p, t in per_rule],
+    }
+
+
+def baseline_rule(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame, assignments_det: pd.DataFrame) -> dict:
+    """Jaro-Winkler >= 0.9 on given name and surname and equal birth date, on the same candidates."""
+    pairs = con.execute(
+        f"""
+        select p.record_l, p.record_r from {PAIRS} p
+        join {RECORDS} l on l.record_id = p.record_l join {RECORDS} r on r.record_id = p.record_r
+        where jaro_winkler_similarity(l.given_name, r.given_name) >= 0.9
+          and jaro_winkler_similarity(l.surname, r.surname) >= 0.9
+          and l.birth_date = r.birth_date
+        """
+    ).df()
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids = pd.Series(np.arange(len(truth)), index=truth["record_id"].to_numpy())
+    li, ri = ids.loc[pairs["record_l"]].to_numpy(), ids.loc[pairs["record_r"]].to_numpy()
+    _, labels = connected_components(coo_matrix((np.ones(len(li)), (li, ri)), shape=(len(ids), len(ids))), directed=False)
+    predicted = pd.DataFrame({"record_id": truth["record_id"].to_numpy(), "cluster_id": labels})
+    return evaluate_clusters(predicted, truth)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--memory-limit", default="6GB")
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    records, truth = make_records(args.people, args.seed)
+    generated_s = time.perf_counter() - t0
+    truth["person_id"] = truth["person_id"].astype(str)
+
+    con = duckdb.connect(config={"memory_limit": args.memory_limit, "threads": 2})
+    con.register("records_df", records)
+    con.execute("create table person_records as select * from records_df")
+    con.unregister("records_df")
+    mapping = load_mapping(MAPPING)
+
+    t1 = time.perf_counter()
+    result = resolve(con, "person_records", mapping)
+    resolve_s = time.perf_counter() - t1
+    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+
+    quality = evaluate_clusters(result.assignments, truth)
+    blocking = pair_completeness(con, truth, result.edges[result.edges["kind"] == "deterministic"])
+    rule_names = {i: "+".join(r) for i, r in enumerate(mapping.blocking_rules)}
+    for row in blocking["per_rule"]:
+        row["rule"] = rule_names[row["rule"]]
+    baseline = None if args.no_baseline else baseline_rule(con, truth, result.assignments)
+
+    report = {
+        "records": len(records),
+        "people": args.people,
+        "seed": args.seed,
+        "generate_seconds": round(generated_s, 2),
+        "resolve_seconds": round(resolve_s, 2),
+        "peak_rss_gb": round(peak_rss_gb, 3),
+        "quality": quality,
+        "blocking": blocking,
+        "engine_stats": {k: v for k, v in result.stats.items() if k not in ("candidate_pairs_per_rule",)},
+        "baseline_jw_names_and_dob": baseline,
+    }
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"identity_{len(records)}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+
+    print(f"## Identity benchmark: {len(records):,} records of {args.people:,} people (seed {args.seed})\n")
+    print("| figure | value |\n| --- | --- |")
+    print(f"| resolve wall time | {resolve_s:.1f} s |")
+    print(f"| peak RSS (whole process) | {peak_rss_gb:.2f} GB |")
+    for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1", "exact_cluster_share"):
+        print(f"| {k} | {quality[k]:.4f} |")
+    print(f"| over-merged clusters / split people | {quality['over_merged_clusters']} / {quality['split_people']} |")
+    print(f"| blocking + deterministic pair completeness | {blocking['pair_completeness']:.4f} |")
+    if baseline:
+        print(f"| baseline (JW names + equal DOB) F1 | {baseline['pairwise_f1']:.4f} |")
+    print("\n| blocking rule | candidate pairs | true pairs among them |\n| --- | --- | --- |")
+    for row in blocking["per_rule"]:
+        print(f"| {row['rule']} | {row['candidate_pairs']:,} | {row['true_pairs']:,} |")
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
