@@ -51,6 +51,46 @@ def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
     return row[0], dict(mlflow.tracking.MlflowClient().get_run(row[0]).data.metrics)
 
 
+def identity_summary(settings: Settings) -> list[str]:
+    if not settings.duckdb_path.exists():
+        return []
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'identity'"
+            ).fetchall()
+        }
+        lines = []
+        if "resolution_runs" in tables:
+            row = con.execute(
+                "select records, clusters, merge_rate, deterministic_links, fuzzy_links, refused_links, id_changes "
+                "from identity.resolution_runs order by run_at desc limit 1"
+            ).fetchall()
+            if row:
+                r = row[0]
+                lines.append(
+                    f"identity: {r[0]:,} person records -> {r[1]:,} customers (merge rate {r[2]:.3f}); "
+                    f"links: {r[3]:,} deterministic, {r[4]:,} fuzzy, {r[5]:,} refused; id changes vs previous run: {r[6]:,}"
+                )
+        if "evaluation_history" in tables:
+            row = con.execute(
+                "select metrics from identity.evaluation_history order by evaluated_at desc limit 1"
+            ).fetchall()
+            if row:
+                import json
+
+                m = json.loads(row[0][0])
+                lines.append(
+                    f"identity vs ground truth: pairwise precision {m['pairwise_precision']:.4f}, "
+                    f"recall {m['pairwise_recall']:.4f}, F1 {m['pairwise_f1']:.4f}"
+                )
+        return lines
+    finally:
+        con.close()
+
+
 def run_pipeline(job_name: str = "tessera_all") -> int:
     from orchestration.definitions import defs
 
@@ -79,6 +119,8 @@ def run_pipeline(job_name: str = "tessera_all") -> int:
         print(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name} {e.description or ''}")
     if skipped:
         print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
+    for line in identity_summary(settings):
+        print(line)
     run_id, metrics = latest_model_run(settings)
     if run_id:
         print(f"MLflow run {run_id} ({settings.mlflow_tracking_uri}, experiment '{settings.mlflow_experiment}')")

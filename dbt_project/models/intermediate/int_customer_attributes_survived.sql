@@ -49,7 +49,8 @@ candidates as (
         cast({{ column }} as {{ dbt.type_string() }}) as value,
         'crm:' || customer_id as source_record,
         1 as source_trust,
-        coalesce(updated_at, signup_at) as observed_at
+        -- a profile without timestamps still competes, as the oldest observation
+        coalesce(updated_at, signup_at, cast('1900-01-01' as timestamp)) as observed_at
     from profiles
     where {{ column }} is not null
     {%- if attribute in from_receipts %}
