@@ -12,6 +12,11 @@ import mlflow.pyfunc
 import pandas as pd
 
 MODEL_PIP_REQUIREMENTS = ["lightfm-next>=1.19,<2", "numpy", "scipy", "pandas"]
+HGB_TRUSTED_TYPES = [
+    "functools.partial",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+]
 
 
 class LightFMRecommender(mlflow.pyfunc.PythonModel):
@@ -91,6 +96,41 @@ def log_recommender_run(
                 artifacts={"bundle": str(bundle_path)},
                 pip_requirements=MODEL_PIP_REQUIREMENTS,
             )
+        return LoggedRun(
+            run_id=run.info.run_id,
+            experiment_id=experiment_id,
+            model_uri=info.model_uri,
+            run_url_path=f"#/experiments/{experiment_id}/runs/{run.info.run_id}",
+        )
+
+
+def log_propensity_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    target: str,
+    params: dict,
+    metrics: dict[str, float],
+    calibration: pd.DataFrame,
+    model,
+    tags: dict[str, str],
+) -> LoggedRun:
+    """One MLflow run per propensity target: params, metrics (with the recency baseline), the
+    calibration table and the fitted model."""
+    import mlflow.sklearn
+
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=target, tags={**tags, "target": target}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict({"bins": calibration.to_dict(orient="records")}, "calibration.json")
+        info = mlflow.sklearn.log_model(
+            sk_model=model,
+            name="model",
+            pip_requirements=["scikit-learn", "pandas", "numpy"],
+            # scikit-learn's own internals of a fitted HistGradientBoostingClassifier (skops format)
+            skops_trusted_types=HGB_TRUSTED_TYPES,
+        )
         return LoggedRun(
             run_id=run.info.run_id,
             experiment_id=experiment_id,

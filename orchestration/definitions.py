@@ -9,7 +9,11 @@ from orchestration.identity import (
     identity_map,
     identity_merge_rate_drift_within_limit,
 )
-from orchestration.ml import candidates_reference_known_customers_and_active_products, recommendation_candidates
+from orchestration.ml import (
+    candidates_reference_known_customers_and_active_products,
+    propensity_scores,
+    recommendation_candidates,
+)
 from orchestration.publish import publish_assets
 from orchestration.quality import gx_checks
 from orchestration.resources import TesseraResource
@@ -31,6 +35,7 @@ defs = dg.Definitions(
         identity_evaluation,
         dbt_marts_assets,
         recommendation_candidates,
+        propensity_scores,
         *publish_assets,
     ],
     asset_checks=[

@@ -1,114 +1,228 @@
 """Published outputs: tables in the DuckDB `publish` schema, each also exported as Parquet.
 
-Publishing is a swap: the new table is built beside the old one and replaces it in one
-transaction; the Parquet file is written to a temporary name and renamed. A failed step leaves
-the last good version in place. Customers who asked for erasure are never published.
+Publishing is a swap: the new table is built beside the old one as publish.<name>__next, its
+checks run on it, and only if every check passes does it replace the published table (in one
+transaction) and the Parquet file (written to a temporary name and renamed). A failed check or
+step leaves the last good version in place. Customers who asked for erasure are never published.
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
 from orchestration.dbt import model_key
-from orchestration.ml import RECOMMENDER_KEY
+from orchestration.ml import PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import preview_markdown, table_schema
 
 PUBLISH_GROUP = "publish"
+ACTIVE_CUSTOMERS = "select customer_key from marts.dim_customers where not is_erasure_requested"
 
-PUBLISHED_SQL = {
-    "customer_recommendations": """
+
+@dataclass(frozen=True)
+class Validation:
+    """A blocking check on the candidate table `{table}`: `sql` counts violations (0 = pass)."""
+
+    name: str
+    description: str
+    sql: str
+    # compares with the currently published table: passes on the first publish
+    compares_with_published: bool = False
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    description: str
+    sql: str
+    deps: tuple[dg.AssetKey, ...]
+    validations: tuple[Validation, ...] = ()
+
+
+EVERY_ACTIVE_CUSTOMER = Validation(
+    "every_active_customer_present",
+    "Every customer in dim_customers without an erasure request has a row.",
+    f"select count(*) from ({ACTIVE_CUSTOMERS}) a where a.customer_key not in (select customer_key from {{table}})",
+)
+
+PUBLISHED = (
+    Published(
+        "customer_recommendations",
+        "Top 10 products per customer from the latest recommender run; active products only.",
+        """
         select r.customer_key, r.rank, r.product_id, p.product_name, p.category, r.score, r.model_run_id
         from ml.recommendation_candidates as r
         inner join marts.dim_customers as c on c.customer_key = r.customer_key and not c.is_erasure_requested
         inner join marts.dim_products as p on p.product_id = r.product_id and p.is_active
         order by r.customer_key, r.rank
-    """,
-    "customer_segments": """
+        """,
+        (RECOMMENDER_KEY, model_key("dim_customers"), model_key("dim_products")),
+    ),
+    Published(
+        "customer_segments",
+        "RFM segment per customer (docs/rfm.md), with its R, F and M scores.",
+        """
         select s.customer_key, s.rfm_segment, s.r_score, s.f_score, s.m_score, s.as_of_date
         from marts.customer_rfm as s
         inner join marts.dim_customers as c on c.customer_key = s.customer_key and not c.is_erasure_requested
         order by s.customer_key
-    """,
-    "customer_scores": """
+        """,
+        (model_key("customer_rfm"), model_key("dim_customers")),
+        (
+            EVERY_ACTIVE_CUSTOMER,
+            Validation(
+                "segment_sizes_do_not_collapse",
+                "No RFM segment that had at least 20 members in the last published version shrinks below half of it.",
+                """
+                select count(*) from (
+                    select p.rfm_segment, count(*) as previous_size
+                    from publish.customer_segments as p group by 1 having count(*) >= 20
+                ) as prev
+                left join (select rfm_segment, count(*) as size from {table} group by 1) as cur using (rfm_segment)
+                where coalesce(cur.size, 0) < 0.5 * prev.previous_size
+                """,
+                compares_with_published=True,
+            ),
+        ),
+    ),
+    Published(
+        "customer_scores",
+        "RFM values, purchase propensity (next 30 days) and churn risk per customer, with percentiles.",
+        """
+        with scores as (
+            select
+                s.customer_key,
+                s.recency_days,
+                s.frequency,
+                s.monetary,
+                s.average_order_value,
+                s.tenure_days,
+                s.r_score + s.f_score + s.m_score as rfm_score,
+                p.purchase_propensity_30d,
+                p.churn_risk_30d,
+                p.purchase_propensity_30d_run_id as purchase_model_run_id,
+                p.churn_risk_30d_run_id as churn_model_run_id,
+                s.as_of_date
+            from marts.customer_rfm as s
+            inner join marts.dim_customers as c on c.customer_key = s.customer_key and not c.is_erasure_requested
+            left join ml.propensity_scores as p on p.customer_key = s.customer_key
+        )
         select
-            s.customer_key,
-            s.recency_days,
-            s.frequency,
-            s.monetary,
-            s.average_order_value,
-            s.tenure_days,
-            s.r_score + s.f_score + s.m_score as rfm_score,
-            s.as_of_date
-        from marts.customer_rfm as s
-        inner join marts.dim_customers as c on c.customer_key = s.customer_key and not c.is_erasure_requested
-        order by s.customer_key
-    """,
-}
+            *,
+            round(100 * percent_rank() over (order by purchase_propensity_30d), 1) as purchase_propensity_percentile,
+            case when churn_risk_30d is not null then round(100 * percent_rank() over (
+                partition by churn_risk_30d is null order by churn_risk_30d), 1) end as churn_risk_percentile
+        from scores
+        order by customer_key
+        """,
+        (model_key("customer_rfm"), model_key("dim_customers"), PROPENSITY_KEY),
+        (
+            EVERY_ACTIVE_CUSTOMER,
+            Validation(
+                "scores_within_unit_interval",
+                "Purchase propensity and churn risk lie in [0, 1]; every customer has a purchase propensity.",
+                """
+                select count(*) from {table}
+                where purchase_propensity_30d is null
+                   or purchase_propensity_30d not between 0 and 1
+                   or (churn_risk_30d is not null and churn_risk_30d not between 0 and 1)
+                """,
+            ),
+        ),
+    ),
+)
 
-DESCRIPTIONS = {
-    "customer_recommendations": "Top 10 products per customer from the latest recommender run; active products only.",
-    "customer_segments": "RFM segment per customer (docs/rfm.md), with its R, F and M scores.",
-    "customer_scores": "RFM values and the summed RFM score per customer.",
-}
+
+def _table_exists(con, schema: str, table: str) -> bool:
+    rows = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
+    ).fetchall()
+    return bool(rows[0][0])
 
 
-def publish_table(con, name: str, sql: str, publish_dir: Path) -> int:
-    """Swap publish.<name> and <publish_dir>/<name>.parquet to the result of sql, atomically each."""
-    con.execute("create schema if not exists publish")
-    staging = f"publish.{name}__next"
-    con.execute(f"create or replace table {staging} as {sql}")
+def run_validations(con, spec: Published, candidate: str) -> list[tuple[Validation, int]]:
+    results = []
+    for v in spec.validations:
+        if v.compares_with_published and not _table_exists(con, "publish", spec.name):
+            results.append((v, 0))  # first publish: nothing to compare with
+            continue
+        results.append((v, con.execute(v.sql.format(table=candidate)).fetchall()[0][0]))
+    return results
+
+
+def swap_in(con, name: str, candidate: str, publish_dir: Path) -> int:
+    """Replace publish.<name> and <publish_dir>/<name>.parquet with the candidate, atomically each."""
     publish_dir.mkdir(parents=True, exist_ok=True)
     final = publish_dir / f"{name}.parquet"
     tmp = publish_dir / f".{name}.parquet.tmp"
-    con.execute(f"copy {staging} to '{tmp.as_posix()}' (format parquet)")
+    con.execute(f"copy {candidate} to '{tmp.as_posix()}' (format parquet)")
     con.execute("begin transaction")
     try:
         con.execute(f"drop table if exists publish.{name}")
-        con.execute(f"alter table {staging} rename to {name}")
+        con.execute(f"alter table {candidate} rename to {name}")
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, final)
-    return con.execute(f"select count(*) from publish.{name}").fetchone()[0]
+    return con.execute(f"select count(*) from publish.{name}").fetchall()[0][0]
 
 
-def build_publish_asset(name: str, deps: list[dg.AssetKey]) -> dg.AssetsDefinition:
+def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["publish", spec.name])
+
     @dg.asset(
-        key=dg.AssetKey(["publish", name]),
-        deps=deps,
+        key=key,
+        deps=list(spec.deps),
         group_name=PUBLISH_GROUP,
-        description=DESCRIPTIONS[name],
+        description=spec.description,
         kinds={"python", "duckdb", "parquet"},
         owners=["team:data-platform"],
         pool=DUCKDB_POOL,
+        check_specs=[
+            dg.AssetCheckSpec(v.name, asset=key, description=v.description, blocking=True) for v in spec.validations
+        ],
     )
-    def _publish(tessera: TesseraResource) -> dg.MaterializeResult:
+    def _publish(context: dg.AssetExecutionContext, tessera: TesseraResource):
         settings = tessera.settings()
+        candidate = f"publish.{spec.name}__next"
         with tessera.duckdb() as con:
-            rows = publish_table(con, name, PUBLISHED_SQL[name], settings.publish_dir)
-            preview = preview_markdown(con, f"publish.{name}")
-            schema = table_schema(con, f"publish.{name}")
-        return dg.MaterializeResult(
+            con.execute("create schema if not exists publish")
+            con.execute(f"create or replace table {candidate} as {spec.sql}")
+            results = run_validations(con, spec, candidate)
+            failed = [v.name for v, n in results if n]
+            if failed:
+                for v, n in results:
+                    yield dg.AssetCheckResult(
+                        check_name=v.name,
+                        passed=n == 0,
+                        severity=dg.AssetCheckSeverity.ERROR,
+                        metadata={"violations": n},
+                    )
+                con.execute(f"drop table {candidate}")
+                raise dg.Failure(
+                    description=f"publish/{spec.name} not swapped in: checks failed: {', '.join(failed)}; the last good version stays",
+                )
+            rows = swap_in(con, spec.name, candidate, settings.publish_dir)
+            preview = preview_markdown(con, f"publish.{spec.name}")
+            schema = table_schema(con, f"publish.{spec.name}")
+        yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
                 "dagster/column_schema": schema,
-                "table": f"publish.{name}",
-                "parquet": dg.MetadataValue.path(str(settings.publish_dir / f"{name}.parquet")),
+                "table": f"publish.{spec.name}",
+                "parquet": dg.MetadataValue.path(str(settings.publish_dir / f"{spec.name}.parquet")),
                 "preview": dg.MetadataValue.md(preview),
-            }
+            },
+            check_results=[
+                dg.AssetCheckResult(check_name=v.name, passed=True, metadata={"violations": n}) for v, n in results
+            ],
         )
 
     return _publish
 
 
-publish_assets = [
-    build_publish_asset(
-        "customer_recommendations", [RECOMMENDER_KEY, model_key("dim_customers"), model_key("dim_products")]
-    ),
-    build_publish_asset("customer_segments", [model_key("customer_rfm"), model_key("dim_customers")]),
-    build_publish_asset("customer_scores", [model_key("customer_rfm"), model_key("dim_customers")]),
-]
+publish_assets = [build_publish_asset(spec) for spec in PUBLISHED]

@@ -91,6 +91,36 @@ def identity_summary(settings: Settings) -> list[str]:
         con.close()
 
 
+def propensity_summary(settings: Settings) -> list[str]:
+    if not settings.duckdb_path.exists():
+        return []
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        exists = con.execute(
+            "select count(*) from information_schema.tables where table_schema = 'ml' and table_name = 'propensity_scores'"
+        ).fetchall()[0][0]
+        if not exists:
+            return []
+        runs = con.execute(
+            "select min(purchase_propensity_30d_run_id), min(churn_risk_30d_run_id) from ml.propensity_scores"
+        ).fetchall()[0]
+    finally:
+        con.close()
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = mlflow.tracking.MlflowClient()
+    lines = []
+    for label, run_id in zip(("purchase in 30 days", "churn in 30 days"), runs):
+        if run_id:
+            m = client.get_run(run_id).data.metrics
+            lines.append(
+                f"propensity ({label}), MLflow run {run_id}: AUC {m['auc']:.4f} vs recency-only {m['baseline_recency_auc']:.4f}, "
+                f"PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}"
+            )
+    return lines
+
+
 def run_pipeline(job_name: str = "tessera_all") -> int:
     from orchestration.definitions import defs
 
@@ -119,7 +149,7 @@ def run_pipeline(job_name: str = "tessera_all") -> int:
         print(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name} {e.description or ''}")
     if skipped:
         print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
-    for line in identity_summary(settings):
+    for line in identity_summary(settings) + propensity_summary(settings):
         print(line)
     run_id, metrics = latest_model_run(settings)
     if run_id:

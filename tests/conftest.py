@@ -12,7 +12,8 @@ import pytest
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-SMALL = dict(customers=300, days=60, seed=7, end_date=date(2026, 10, 31))
+# 100 days: enough history for the 60-day-old feature snapshot the propensity models train on
+SMALL = dict(customers=300, days=100, seed=7, end_date=date(2026, 10, 31))
 
 
 def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:

@@ -35,8 +35,11 @@ GROUPS = {
         "marts/fct_events",
         "marts/fct_customer_product_interactions",
         "marts/customer_rfm",
+        "marts/customer_feature_snapshots",
+        "marts/customer_features",
+        "marts/customer_propensity_labels",
     },
-    "ml": {"ml/recommendation_candidates"},
+    "ml": {"ml/recommendation_candidates", "ml/propensity_scores"},
     "publish": {"publish/customer_recommendations", "publish/customer_segments", "publish/customer_scores"},
 }
 

@@ -228,3 +228,20 @@ def test_golden_record_names_the_source_of_each_value(db):
         """,
     )
     assert orphan_sources == [(0,)]
+
+
+def test_scores_are_published_with_propensities_in_the_unit_interval(db):
+    rows = q(
+        db,
+        """
+        select count(*), count(purchase_propensity_30d), min(purchase_propensity_30d), max(purchase_propensity_30d),
+               count(churn_risk_30d), max(purchase_propensity_percentile)
+        from publish.customer_scores
+        """,
+    )[0]
+    n, with_purchase, lo, hi, with_churn, top_pct = rows
+    assert n == with_purchase > 0 and 0 <= lo <= hi <= 1
+    assert 0 < with_churn < n  # churn risk only for customers who bought before
+    assert top_pct == 100.0
+    evaluations = q(db, "select count(*) from marts.customer_feature_snapshots where last_input_at >= as_of_date")
+    assert evaluations == [(0,)]
