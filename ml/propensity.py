@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from threadpoolctl import threadpool_limits
 
 NUMERIC_FEATURES = [
     "recency_days",
@@ -86,6 +87,8 @@ def _calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
 
 
 def _fit(x: pd.DataFrame, y: np.ndarray, seed: int) -> HistGradientBoostingClassifier:
+    """One OpenMP thread: parallel histogram sums differ in the last bits from run to run, which
+    reorders near-tied customers; single-threaded training is reproducible (see train_propensity)."""
     model = HistGradientBoostingClassifier(
         max_iter=200,
         learning_rate=0.05,
@@ -109,6 +112,11 @@ def train_propensity(
     """Each frame: features joined with the label column `target` (current has no label)."""
     for frame in (train, evaluation, current):
         check_point_in_time(frame)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _train(train, evaluation, current, target, seed)
+
+
+def _train(train, evaluation, current, target, seed) -> PropensityResult:
     train = train.dropna(subset=[target])
     evaluation = evaluation.dropna(subset=[target])
     y_train = train[target].astype(int).to_numpy()

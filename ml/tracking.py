@@ -137,3 +137,31 @@ def log_propensity_run(
             model_uri=info.model_uri,
             run_url_path=f"#/experiments/{experiment_id}/runs/{run.info.run_id}",
         )
+
+
+def log_clustering_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    params: dict,
+    silhouette_by_k: dict[int, float],
+    sizes: dict[int, int],
+    profiles: pd.DataFrame,
+    z_profiles: pd.DataFrame,
+    descriptions: dict[int, str],
+    tags: dict[str, str],
+) -> str:
+    """One MLflow run per clustering: params, silhouette per k, cluster sizes, profiles, descriptions."""
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="kmeans", tags=tags) as run:
+        mlflow.log_params(params)
+        for k, score in silhouette_by_k.items():
+            mlflow.log_metric("silhouette", score, step=k)
+            mlflow.log_metric(f"silhouette_k{k}", score)
+        mlflow.log_metric("chosen_k", params["chosen_k"])
+        for cluster, size in sizes.items():
+            mlflow.log_metric(f"cluster_{cluster}_size", size)
+        mlflow.log_dict({"profiles": profiles.to_dict(orient="records")}, "cluster_profiles.json")
+        mlflow.log_dict({"z_profiles": z_profiles.to_dict(orient="records")}, "cluster_profiles_sd.json")
+        mlflow.log_dict({str(k): v for k, v in descriptions.items()}, "cluster_descriptions.json")
+        return run.info.run_id

@@ -11,6 +11,7 @@ from orchestration.identity import (
 )
 from orchestration.ml import (
     candidates_reference_known_customers_and_active_products,
+    customer_clusters,
     propensity_scores,
     recommendation_candidates,
 )
@@ -36,6 +37,7 @@ defs = dg.Definitions(
         dbt_marts_assets,
         recommendation_candidates,
         propensity_scores,
+        customer_clusters,
         *publish_assets,
     ],
     asset_checks=[

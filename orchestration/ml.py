@@ -240,3 +240,80 @@ def propensity_scores(context: dg.AssetExecutionContext, tessera: TesseraResourc
         con.execute("create or replace table ml.propensity_scores as select * from scores_df order by customer_key")
         con.unregister("scores_df")
     return dg.MaterializeResult(metadata={"dagster/row_count": len(out), **metadata})
+
+
+CLUSTERS_KEY = dg.AssetKey(["ml", "customer_clusters"])
+SEGMENTS_EXPERIMENT = "tessera-segments"
+NO_ORDER_CLUSTER = (-1, "no order yet: not clustered")
+
+
+class ClusteringConfig(dg.Config):
+    k_min: int = 2
+    k_max: int = 8
+
+
+@dg.asset(
+    key=CLUSTERS_KEY,
+    deps=[model_key("customer_features")],
+    group_name="ml",
+    description=(
+        "K-Means behavioural clusters of customers with at least one order (standardised, log-scaled "
+        "features; k chosen by silhouette), each with a description of what sets it apart. "
+        "Customers without an order get cluster -1. Tracked in MLflow."
+    ),
+    kinds={"python", "scikitlearn", "mlflow", "duckdb"},
+    owners=["team:data-science"],
+    pool=DUCKDB_POOL,
+)
+def customer_clusters(
+    context: dg.AssetExecutionContext, tessera: TesseraResource, config: ClusteringConfig
+) -> dg.MaterializeResult:
+    from ml.clustering import BEHAVIOURAL_FEATURES, cluster_customers
+    from ml.tracking import log_clustering_run
+
+    settings = tessera.settings()
+    with tessera.duckdb(read_only=True) as con:
+        features = con.execute("select * from marts.customer_features order by customer_key").df()
+    buyers = features[features["frequency"] > 0].reset_index(drop=True)
+    result = cluster_customers(buyers, k_range=range(config.k_min, config.k_max + 1), seed=settings.seed)
+    run_id = log_clustering_run(
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment=SEGMENTS_EXPERIMENT,
+        artifact_root=mlflow_artifact_root(settings),
+        params={
+            "algorithm": "KMeans",
+            "k_min": config.k_min,
+            "k_max": config.k_max,
+            "chosen_k": result.k,
+            "seed": settings.seed,
+            "features": ",".join(BEHAVIOURAL_FEATURES),
+            "customers_clustered": len(buyers),
+        },
+        silhouette_by_k=result.silhouette_by_k,
+        sizes=result.sizes,
+        profiles=result.profiles,
+        z_profiles=result.z_profiles,
+        descriptions=result.descriptions,
+        tags={"dagster_run_id": context.run_id, "source": "tessera"},
+    )
+    others = features.loc[features["frequency"] <= 0, ["customer_key"]].assign(
+        cluster_id=NO_ORDER_CLUSTER[0], cluster_description=NO_ORDER_CLUSTER[1]
+    )
+    out = pd.concat([result.labels, others], ignore_index=True).assign(clustering_run_id=run_id)
+    with tessera.duckdb() as con:
+        con.execute("create schema if not exists ml")
+        con.register("clusters_df", out)
+        con.execute("create or replace table ml.customer_clusters as select * from clusters_df order by customer_key")
+        con.unregister("clusters_df")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(out),
+            "mlflow_run_id": run_id,
+            "chosen_k": result.k,
+            "silhouette_by_k": dg.MetadataValue.json({str(k): round(v, 4) for k, v in result.silhouette_by_k.items()}),
+            "clusters": dg.MetadataValue.md(
+                "| cluster | size | what sets it apart |\n| --- | --- | --- |\n"
+                + "\n".join(f"| {c} | {result.sizes[c]} | {d} |" for c, d in result.descriptions.items())
+            ),
+        }
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.dbt import model_key
-from orchestration.ml import PROPENSITY_KEY, RECOMMENDER_KEY
+from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import preview_markdown, table_schema
 
@@ -62,14 +62,25 @@ PUBLISHED = (
     ),
     Published(
         "customer_segments",
-        "RFM segment per customer (docs/rfm.md), with its R, F and M scores.",
+        "RFM segment per customer (docs/rfm.md) with its R, F and M scores, and the behavioural K-Means "
+        "cluster with its description.",
         """
-        select s.customer_key, s.rfm_segment, s.r_score, s.f_score, s.m_score, s.as_of_date
+        select
+            s.customer_key,
+            s.rfm_segment,
+            s.r_score,
+            s.f_score,
+            s.m_score,
+            k.cluster_id,
+            k.cluster_description,
+            k.clustering_run_id,
+            s.as_of_date
         from marts.customer_rfm as s
         inner join marts.dim_customers as c on c.customer_key = s.customer_key and not c.is_erasure_requested
+        left join ml.customer_clusters as k on k.customer_key = s.customer_key
         order by s.customer_key
         """,
-        (model_key("customer_rfm"), model_key("dim_customers")),
+        (model_key("customer_rfm"), model_key("dim_customers"), CLUSTERS_KEY),
         (
             EVERY_ACTIVE_CUSTOMER,
             Validation(

@@ -39,7 +39,7 @@ GROUPS = {
         "marts/customer_features",
         "marts/customer_propensity_labels",
     },
-    "ml": {"ml/recommendation_candidates", "ml/propensity_scores"},
+    "ml": {"ml/recommendation_candidates", "ml/propensity_scores", "ml/customer_clusters"},
     "publish": {"publish/customer_recommendations", "publish/customer_segments", "publish/customer_scores"},
 }
 

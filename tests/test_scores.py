@@ -32,7 +32,9 @@ def test_a_feature_computed_after_the_cutoff_fails():
     with pytest.raises(LeakageError, match="c3"):
         check_point_in_time(frame)
     with pytest.raises(LeakageError):
-        train_propensity(frame, _snapshot("2026-11-01", 50, rng), _snapshot("2026-12-01", 50, rng), "purchased_next_30d")
+        train_propensity(
+            frame, _snapshot("2026-11-01", 50, rng), _snapshot("2026-12-01", 50, rng), "purchased_next_30d"
+        )
 
 
 def test_propensity_learns_a_planted_signal_and_reports_the_baseline():
@@ -55,8 +57,12 @@ def _segments_spec():
 def test_segment_collapse_against_the_published_version_fails_the_gate():
     con = duckdb.connect()
     con.execute("create schema marts; create schema publish")
-    con.execute("create table marts.dim_customers as select 'k' || i as customer_key, false as is_erasure_requested from range(100) t(i)")
-    con.execute("create table publish.customer_segments as select 'k' || i as customer_key, 'Champions' as rfm_segment from range(100) t(i)")
+    con.execute(
+        "create table marts.dim_customers as select 'k' || i as customer_key, false as is_erasure_requested from range(100) t(i)"
+    )
+    con.execute(
+        "create table publish.customer_segments as select 'k' || i as customer_key, 'Champions' as rfm_segment from range(100) t(i)"
+    )
     healthy = "create or replace table publish.customer_segments__next as select * from publish.customer_segments"
     con.execute(healthy)
     assert {v.name: n for v, n in run_validations(con, _segments_spec(), "publish.customer_segments__next")} == {
@@ -74,8 +80,12 @@ def test_segment_collapse_against_the_published_version_fails_the_gate():
 def test_a_missing_customer_fails_the_gate():
     con = duckdb.connect()
     con.execute("create schema marts; create schema publish")
-    con.execute("create table marts.dim_customers as select 'k' || i as customer_key, false as is_erasure_requested from range(10) t(i)")
-    con.execute("create table publish.customer_segments__next as select 'k' || i as customer_key, 'Lost' as rfm_segment from range(9) t(i)")
+    con.execute(
+        "create table marts.dim_customers as select 'k' || i as customer_key, false as is_erasure_requested from range(10) t(i)"
+    )
+    con.execute(
+        "create table publish.customer_segments__next as select 'k' || i as customer_key, 'Lost' as rfm_segment from range(9) t(i)"
+    )
     results = {v.name: n for v, n in run_validations(con, _segments_spec(), "publish.customer_segments__next")}
     assert results["every_active_customer_present"] == 1
     assert results["segment_sizes_do_not_collapse"] == 0  # first publish: nothing to compare with

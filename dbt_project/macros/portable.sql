@@ -39,10 +39,18 @@
 {% macro default__try_cast(expr, type) -%}try_cast({{ expr }} as {{ type }}){%- endmacro %}
 {% macro spark__try_cast(expr, type) -%}try_cast({{ expr }} as {{ type }}){%- endmacro %}
 
-{#- The latest non-null value of expr by order_expr within a group. -#}
+{#- The non-null value of expr with the greatest order_expr within a group. Ties on order_expr go
+    to the greatest value, so the result never depends on row order. Rows with a NULL
+    order_expr are not considered. -#}
 {% macro latest_value(expr, order_expr) -%}
-    max_by({{ expr }}, {{ order_expr }}) filter (where {{ expr }} is not null)
+    max_by({{ expr }}, {{ tessera.row_of(order_expr, expr) }}) filter (where {{ expr }} is not null and {{ order_expr }} is not null)
 {%- endmacro %}
+
+{% macro row_of(first, second) -%}
+    {{ return(adapter.dispatch('row_of', 'tessera')(first, second)) }}
+{%- endmacro %}
+{% macro default__row_of(first, second) -%}({{ first }}, {{ second }}){%- endmacro %}
+{% macro spark__row_of(first, second) -%}struct({{ first }}, {{ second }}){%- endmacro %}
 
 {#- A short, stable surrogate key from a text expression. -#}
 {% macro short_key(prefix, expr) -%}
