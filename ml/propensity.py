@@ -57,15 +57,21 @@ def check_point_in_time(features: pd.DataFrame) -> None:
         )
 
 
-def categories_of(features: pd.DataFrame) -> dict[str, list[str]]:
-    return {col: sorted(features[col].dropna().astype(str).unique()) for col in CATEGORICAL_FEATURES}
+def schema_of(features: pd.DataFrame) -> dict:
+    """The columns a model uses, decided on its training data: numeric features with at least one
+    value, and categorical features with at least two values with their categories. A feature
+    that is entirely missing or constant carries no information (and breaks the tree binning),
+    e.g. browsing features on a shop without clickstream."""
+    numeric = [c for c in NUMERIC_FEATURES if features[c].notna().any()]
+    categorical = {c: sorted(features[c].dropna().astype(str).unique()) for c in CATEGORICAL_FEATURES}
+    return {"numeric": numeric, "categorical": {c: v for c, v in categorical.items() if len(v) > 1}}
 
 
-def design_matrix(features: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFrame:
+def design_matrix(features: pd.DataFrame, schema: dict) -> pd.DataFrame:
     """Numeric features as floats; categoricals with the training set's categories (unseen -> missing)."""
-    x = features[NUMERIC_FEATURES].astype(float).copy()
-    for col in CATEGORICAL_FEATURES:
-        x[col] = pd.Categorical(features[col].astype(str), categories=categories[col])
+    x = features[schema["numeric"]].astype(float).copy()
+    for col, values in schema["categorical"].items():
+        x[col] = pd.Categorical(features[col].astype(str), categories=values)
     return x
 
 
@@ -125,7 +131,7 @@ def _train(train, evaluation, current, target, seed) -> PropensityResult:
         raise ValueError(
             f"{target}: need both classes in training and evaluation, got {np.bincount(y_train)} / {np.bincount(y_eval)}"
         )
-    cats = categories_of(train)
+    cats = schema_of(train)
     model = _fit(design_matrix(train, cats), y_train, seed)
     p_eval = model.predict_proba(design_matrix(evaluation, cats))[:, 1]
     # the naive baseline: the more recent the last order, the likelier the purchase
@@ -148,7 +154,7 @@ def _train(train, evaluation, current, target, seed) -> PropensityResult:
     }
     metrics["auc_lift_over_baseline"] = metrics["auc"] - metrics["baseline_recency_auc"]
     # refit on the latest labelled snapshot, score the current features
-    final_cats = categories_of(evaluation)
+    final_cats = schema_of(evaluation)
     final = _fit(design_matrix(evaluation, final_cats), y_eval, seed)
     scores = pd.DataFrame(
         {

@@ -89,3 +89,16 @@ def test_a_missing_customer_fails_the_gate():
     results = {v.name: n for v, n in run_validations(con, _segments_spec(), "publish.customer_segments__next")}
     assert results["every_active_customer_present"] == 1
     assert results["segment_sizes_do_not_collapse"] == 0  # first publish: nothing to compare with
+
+
+def test_training_survives_a_shop_without_clickstream():
+    # Regression: on Online Retail (no events) days_since_last_visit is all missing and device and
+    # top category are constant; scikit-learn's binning failed on them.
+    rng = np.random.default_rng(2)
+    frames = [_snapshot(d, 400, rng) for d in ("2026-09-01", "2026-10-01", "2026-11-01")]
+    for frame in frames:
+        frame["days_since_last_visit"] = np.nan
+        frame["last_device"] = "unknown"
+        frame["top_category"] = "none"
+    result = train_propensity(*frames[:2], frames[2].drop(columns=["purchased_next_30d"]), "purchased_next_30d")
+    assert result.metrics["auc"] > 0.7
