@@ -39,6 +39,47 @@ class Published:
     sql: str
     deps: tuple[dg.AssetKey, ...]
     validations: tuple[Validation, ...] = ()
+    # SQL run in the swap transaction after the new version is in place (e.g. history upkeep)
+    after_swap: tuple[str, ...] = ()
+
+
+# Segment membership history: one row per customer, segment type and segment with the as-of
+# dates it held from and until (valid_to NULL = still a member). Dates are data dates, so
+# re-publishing unchanged data changes nothing.
+SEGMENT_HISTORY = (
+    """
+    create table if not exists publish.customer_segment_history (
+        customer_key varchar, segment_type varchar, segment varchar, valid_from date, valid_to date
+    )
+    """,
+    """
+    create or replace temp table __segment_memberships as
+    select customer_key, 'rfm' as segment_type, rfm_segment as segment, cast(as_of_date as date) as as_of_date
+    from publish.customer_segments
+    union all
+    select customer_key, 'cluster', cast(cluster_id as varchar) || ': ' || cluster_description, cast(as_of_date as date)
+    from publish.customer_segments where cluster_id is not null
+    """,
+    """
+    update publish.customer_segment_history as h
+    set valid_to = (select max(as_of_date) from __segment_memberships)
+    where h.valid_to is null
+      and not exists (
+          select 1 from __segment_memberships as m
+          where m.customer_key = h.customer_key and m.segment_type = h.segment_type and m.segment = h.segment
+      )
+    """,
+    """
+    insert into publish.customer_segment_history
+    select m.customer_key, m.segment_type, m.segment, m.as_of_date, null
+    from __segment_memberships as m
+    where not exists (
+        select 1 from publish.customer_segment_history as h
+        where h.valid_to is null
+          and h.customer_key = m.customer_key and h.segment_type = m.segment_type and h.segment = m.segment
+    )
+    """,
+)
 
 
 EVERY_ACTIVE_CUSTOMER = Validation(
@@ -97,6 +138,7 @@ PUBLISHED = (
                 compares_with_published=True,
             ),
         ),
+        after_swap=SEGMENT_HISTORY,
     ),
     Published(
         "customer_scores",
@@ -163,7 +205,7 @@ def run_validations(con, spec: Published, candidate: str) -> list[tuple[Validati
     return results
 
 
-def swap_in(con, name: str, candidate: str, publish_dir: Path) -> int:
+def swap_in(con, name: str, candidate: str, publish_dir: Path, after_swap: tuple[str, ...] = ()) -> int:
     """Replace publish.<name> and <publish_dir>/<name>.parquet with the candidate, atomically each."""
     publish_dir.mkdir(parents=True, exist_ok=True)
     final = publish_dir / f"{name}.parquet"
@@ -173,6 +215,8 @@ def swap_in(con, name: str, candidate: str, publish_dir: Path) -> int:
     try:
         con.execute(f"drop table if exists publish.{name}")
         con.execute(f"alter table {candidate} rename to {name}")
+        for sql in after_swap:
+            con.execute(sql)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -217,7 +261,7 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
                 raise dg.Failure(
                     description=f"publish/{spec.name} not swapped in: checks failed: {', '.join(failed)}; the last good version stays",
                 )
-            rows = swap_in(con, spec.name, candidate, settings.publish_dir)
+            rows = swap_in(con, spec.name, candidate, settings.publish_dir, spec.after_swap)
             preview = preview_markdown(con, f"publish.{spec.name}")
             schema = table_schema(con, f"publish.{spec.name}")
         yield dg.MaterializeResult(

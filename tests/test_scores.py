@@ -102,3 +102,33 @@ def test_training_survives_a_shop_without_clickstream():
         frame["top_category"] = "none"
     result = train_propensity(*frames[:2], frames[2].drop(columns=["purchased_next_30d"]), "purchased_next_30d")
     assert result.metrics["auc"] > 0.7
+
+
+def test_segment_history_records_who_entered_and_left_and_when():
+    from orchestration.publish import SEGMENT_HISTORY
+
+    con = duckdb.connect()
+    con.execute("create schema publish")
+
+    def publish(rows, as_of):
+        con.execute(
+            "create or replace table publish.customer_segments as select * from (values "
+            + ", ".join(f"('{k}', '{s}', null::integer, null::varchar, date '{as_of}')" for k, s in rows)
+            + ") t(customer_key, rfm_segment, cluster_id, cluster_description, as_of_date)"
+        )
+        for sql in SEGMENT_HISTORY:
+            con.execute(sql)
+
+    publish([("a", "Champions"), ("b", "Lost")], "2026-10-01")
+    publish([("a", "Champions"), ("b", "Lost")], "2026-10-01")  # re-publish: nothing changes
+    publish([("a", "At Risk"), ("b", "Lost")], "2026-11-01")
+    rows = con.execute(
+        "select customer_key, segment, valid_from, valid_to from publish.customer_segment_history order by all"
+    ).fetchall()
+    import datetime as dt
+
+    assert rows == [
+        ("a", "At Risk", dt.date(2026, 11, 1), None),
+        ("a", "Champions", dt.date(2026, 10, 1), dt.date(2026, 11, 1)),
+        ("b", "Lost", dt.date(2026, 10, 1), None),
+    ]
