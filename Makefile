@@ -20,7 +20,10 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests -type f) dbt_project/dbt_project.yml
 
-.PHONY: install dagster-home manifest generate demo run test ui online-retail clean
+SEGMENT_RULES := dbt_project/segments/segment_rules.yml
+SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
+
+.PHONY: install dagster-home manifest segments generate demo run test ui online-retail clean
 
 install: $(STAMP)
 
@@ -38,10 +41,16 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
 
+# Rule-based segments: validate the marketer's YAML and compile it to a dbt model.
+segments: $(SEGMENT_MODEL)
+
+$(SEGMENT_MODEL): $(SEGMENT_RULES) tessera/segments.py $(STAMP)
+	$(BIN)/tessera segments compile
+
 # dagster-dbt reads dbt's manifest when the code loads; parse the project whenever it changes.
 manifest: $(MANIFEST)
 
-$(MANIFEST): $(STAMP) $(DBT_SOURCES)
+$(MANIFEST): $(STAMP) $(SEGMENT_MODEL) $(DBT_SOURCES)
 	$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
 	touch $@
 

@@ -16,6 +16,7 @@ from dagster_dbt import (
 )
 
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera.segments import check_model_current
 from tessera.settings import DBT_PROJECT_DIR
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -64,7 +65,7 @@ class DbtBuildConfig(dg.Config):
 BEFORE_IDENTITY = "resource_type:seed staging int_person_records"
 
 
-def _dbt_half(name: str, **selection) -> dg.AssetsDefinition:
+def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDefinition:
     """One half of the dbt project as a multi-asset; `dbt build` so tests run and gate children."""
 
     @dbt_assets(
@@ -87,7 +88,7 @@ def _dbt_half(name: str, **selection) -> dg.AssetsDefinition:
 # Seeds, staging and the person records identity resolution reads ...
 dbt_staging_assets = _dbt_half("dbt_staging", select=BEFORE_IDENTITY)
 # ... then the identity graph, golden record, facts and RFM.
-dbt_marts_assets = _dbt_half("dbt_marts", exclude=BEFORE_IDENTITY)
+dbt_marts_assets = _dbt_half("dbt_marts", check_rules=True, exclude=BEFORE_IDENTITY)
 
 
 def model_key(name: str) -> dg.AssetKey:

@@ -59,6 +59,9 @@ SEGMENT_HISTORY = (
     union all
     select customer_key, 'cluster', cast(cluster_id as varchar) || ': ' || cluster_description, cast(as_of_date as date)
     from publish.customer_segments where cluster_id is not null
+    union all
+    select customer_key, 'rule', rule_segment, cast(as_of_date as date)
+    from publish.customer_segments where rule_segment is not null
     """,
     """
     update publish.customer_segment_history as h
@@ -103,8 +106,9 @@ PUBLISHED = (
     ),
     Published(
         "customer_segments",
-        "RFM segment per customer (docs/rfm.md) with its R, F and M scores, and the behavioural K-Means "
-        "cluster with its description.",
+        "RFM segment per customer (docs/rfm.md) with its R, F and M scores, the behavioural K-Means "
+        "cluster with its description, and the winning rule-based segment (all rule flags are in "
+        "marts.customer_rule_segments).",
         """
         select
             s.customer_key,
@@ -115,13 +119,16 @@ PUBLISHED = (
             k.cluster_id,
             k.cluster_description,
             k.clustering_run_id,
+            r.rule_segment,
+            r.rule_segment_priority,
             s.as_of_date
         from marts.customer_rfm as s
         inner join marts.dim_customers as c on c.customer_key = s.customer_key and not c.is_erasure_requested
         left join ml.customer_clusters as k on k.customer_key = s.customer_key
+        left join marts.customer_rule_segments as r on r.customer_key = s.customer_key
         order by s.customer_key
         """,
-        (model_key("customer_rfm"), model_key("dim_customers"), CLUSTERS_KEY),
+        (model_key("customer_rfm"), model_key("dim_customers"), model_key("customer_rule_segments"), CLUSTERS_KEY),
         (
             EVERY_ACTIVE_CUSTOMER,
             Validation(

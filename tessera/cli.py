@@ -38,6 +38,18 @@ def _cmd_online_retail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segments(args: argparse.Namespace) -> int:
+    from tessera.segments import MODEL_FILE, RULES_FILE, SegmentRuleError, write_model
+
+    try:
+        path = write_model(args.rules or RULES_FILE, MODEL_FILE)
+    except SegmentRuleError as exc:
+        print(f"invalid segment rules: {exc}", file=sys.stderr)
+        return 2
+    print(f"segment rules compiled to {path}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from tessera.run import run_pipeline
 
@@ -58,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("online-retail", help="map the UCI Online Retail export onto the landing contract")
     o.add_argument("--source", required=True, help="path to online_retail.parquet")
     o.set_defaults(func=_cmd_online_retail)
+
+    sg = sub.add_parser("segments", help="rule-based segments")
+    sg_sub = sg.add_subparsers(dest="segments_command", required=True)
+    sc = sg_sub.add_parser("compile", help="validate the rule file and compile it to the dbt model")
+    sc.add_argument("--rules", help="rule file (default dbt_project/segments/segment_rules.yml)")
+    sc.set_defaults(func=_cmd_segments)
 
     r = sub.add_parser("run", help="materialize the asset graph in-process and print a summary")
     r.add_argument("--job", default="tessera_all", help="Dagster job to execute")

@@ -38,6 +38,7 @@ GROUPS = {
         "marts/customer_feature_snapshots",
         "marts/customer_features",
         "marts/customer_propensity_labels",
+        "marts/customer_rule_segments",
     },
     "ml": {"ml/recommendation_candidates", "ml/propensity_scores", "ml/customer_clusters"},
     "publish": {"publish/customer_recommendations", "publish/customer_segments", "publish/customer_scores"},

@@ -113,8 +113,8 @@ def test_segment_history_records_who_entered_and_left_and_when():
     def publish(rows, as_of):
         con.execute(
             "create or replace table publish.customer_segments as select * from (values "
-            + ", ".join(f"('{k}', '{s}', null::integer, null::varchar, date '{as_of}')" for k, s in rows)
-            + ") t(customer_key, rfm_segment, cluster_id, cluster_description, as_of_date)"
+            + ", ".join(f"('{k}', '{s}', null::integer, null::varchar, null::varchar, date '{as_of}')" for k, s in rows)
+            + ") t(customer_key, rfm_segment, cluster_id, cluster_description, rule_segment, as_of_date)"
         )
         for sql in SEGMENT_HISTORY:
             con.execute(sql)
