@@ -1,4 +1,4 @@
-"""The recommender asset: train LightFM on the marts, evaluate it against popularity, log to MLflow."""
+"""ML assets: the LightFM recommender, propensity scores and behavioural clusters, each tracked in MLflow."""
 
 import dagster as dg
 import pandas as pd
@@ -14,6 +14,17 @@ RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
 PUBLISHED_K = 10  # the published contract: top 10 per customer
 USER_FEATURES = ["gender", "country_code", "age_band"]
 ITEM_FEATURES = ["category", "brand", "price_band"]
+
+
+def write_ml_table(tessera: TesseraResource, name: str, frame: pd.DataFrame, order_by: str) -> None:
+    """Replace ml.<name> with a DataFrame, in a stable row order."""
+    with tessera.duckdb() as con:
+        con.execute("create schema if not exists ml")
+        con.register("frame_df", frame)
+        try:
+            con.execute(f"create or replace table ml.{name} as select * from frame_df order by {order_by}")
+        finally:
+            con.unregister("frame_df")
 
 
 class RecommenderConfig(dg.Config):
@@ -118,13 +129,7 @@ def recommendation_candidates(
         mappings={"users": data.users.ids, "items": data.items.ids},
     )
     recs["model_run_id"] = logged.run_id
-    with tessera.duckdb() as con:
-        con.execute("create schema if not exists ml")
-        con.register("recs_df", recs)
-        con.execute(
-            "create or replace table ml.recommendation_candidates as select * from recs_df order by customer_key, rank"
-        )
-        con.unregister("recs_df")
+    write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(recs),
@@ -234,11 +239,7 @@ def propensity_scores(context: dg.AssetExecutionContext, tessera: TesseraResourc
         for k, v in result.metrics.items():
             metadata[f"{target}/{k}"] = dg.MetadataValue.float(float(v))
         metadata[f"{target}/mlflow_run_id"] = logged.run_id
-    with tessera.duckdb() as con:
-        con.execute("create schema if not exists ml")
-        con.register("scores_df", out)
-        con.execute("create or replace table ml.propensity_scores as select * from scores_df order by customer_key")
-        con.unregister("scores_df")
+    write_ml_table(tessera, "propensity_scores", out, "customer_key")
     return dg.MaterializeResult(metadata={"dagster/row_count": len(out), **metadata})
 
 
@@ -300,11 +301,7 @@ def customer_clusters(
         cluster_id=NO_ORDER_CLUSTER[0], cluster_description=NO_ORDER_CLUSTER[1]
     )
     out = pd.concat([result.labels, others], ignore_index=True).assign(clustering_run_id=run_id)
-    with tessera.duckdb() as con:
-        con.execute("create schema if not exists ml")
-        con.register("clusters_df", out)
-        con.execute("create or replace table ml.customer_clusters as select * from clusters_df order by customer_key")
-        con.unregister("clusters_df")
+    write_ml_table(tessera, "customer_clusters", out, "customer_key")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(out),
