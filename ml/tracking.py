@@ -61,6 +61,10 @@ class LoggedRun:
     model_uri: str
     run_url_path: str
 
+    @classmethod
+    def of(cls, run, experiment_id: str, model_uri: str) -> LoggedRun:
+        return cls(run.info.run_id, experiment_id, model_uri, f"#/experiments/{experiment_id}/runs/{run.info.run_id}")
+
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
     mlflow.set_tracking_uri(tracking_uri)
@@ -96,12 +100,7 @@ def log_recommender_run(
                 artifacts={"bundle": str(bundle_path)},
                 pip_requirements=MODEL_PIP_REQUIREMENTS,
             )
-        return LoggedRun(
-            run_id=run.info.run_id,
-            experiment_id=experiment_id,
-            model_uri=info.model_uri,
-            run_url_path=f"#/experiments/{experiment_id}/runs/{run.info.run_id}",
-        )
+        return LoggedRun.of(run, experiment_id, info.model_uri)
 
 
 def log_propensity_run(
@@ -131,12 +130,7 @@ def log_propensity_run(
             # scikit-learn's own internals of a fitted HistGradientBoostingClassifier (skops format)
             skops_trusted_types=HGB_TRUSTED_TYPES,
         )
-        return LoggedRun(
-            run_id=run.info.run_id,
-            experiment_id=experiment_id,
-            model_uri=info.model_uri,
-            run_url_path=f"#/experiments/{experiment_id}/runs/{run.info.run_id}",
-        )
+        return LoggedRun.of(run, experiment_id, info.model_uri)
 
 
 def log_clustering_run(

@@ -79,6 +79,8 @@ def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDef
     def _build(
         context: dg.AssetExecutionContext, dbt: DbtCliResource, tessera: TesseraResource, config: DbtBuildConfig
     ):
+        if check_rules:
+            check_model_current()  # an edited rule file must be valid and compiled before it runs
         tessera.export_dbt_env()
         yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from orchestration.dbt import model_key
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera.db import table_exists
 from tessera.identity.config import load_mapping
 from tessera.identity.engine import resolve
 from tessera.identity.evaluate import evaluate_clusters
@@ -35,14 +36,6 @@ class IdentityRunConfig(dg.Config):
     match_weight: float = 8.0
     max_records_per_identifier: int = 4
     max_block_size: int = 200
-
-
-def _table_exists(con, schema: str, table: str) -> bool:
-    # fetchall, not fetchone: DuckDB 2 keeps a half-read result open, and register() then refuses
-    rows = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
-    ).fetchall()
-    return bool(rows[0][0])
 
 
 @dg.asset(
@@ -75,7 +68,7 @@ def identity_map(
             con.execute(ddl)
         previous = (
             con.execute("select record_id, customer_id, first_seen_at, assigned_at from identity.identity_map").df()
-            if _table_exists(con, "identity", "identity_map")
+            if table_exists(con, "identity", "identity_map")
             else pd.DataFrame(columns=["record_id", "customer_id", "first_seen_at", "assigned_at"])
         )
         stable = assign_stable_ids(previous, result.assignments, result.edges)

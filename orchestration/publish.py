@@ -15,6 +15,7 @@ import dagster as dg
 from orchestration.dbt import model_key
 from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera.db import table_exists
 from orchestration.sources import preview_markdown, table_schema
 
 PUBLISH_GROUP = "publish"
@@ -195,17 +196,10 @@ PUBLISHED = (
 )
 
 
-def _table_exists(con, schema: str, table: str) -> bool:
-    rows = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
-    ).fetchall()
-    return bool(rows[0][0])
-
-
 def run_validations(con, spec: Published, candidate: str) -> list[tuple[Validation, int]]:
     results = []
     for v in spec.validations:
-        if v.compares_with_published and not _table_exists(con, "publish", spec.name):
+        if v.compares_with_published and not table_exists(con, "publish", spec.name):
             results.append((v, 0))  # first publish: nothing to compare with
             continue
         results.append((v, con.execute(v.sql.format(table=candidate)).fetchall()[0][0]))

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 import duckdb
 
+from tessera.db import table_exists
 from tessera.settings import Settings, load_settings
 
 LAYERS = ("raw", "reference", "staging", "intermediate", "marts", "ml", "publish")
@@ -35,10 +36,7 @@ def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
         return None, {}
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     try:
-        exists = con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'publish' and table_name = 'customer_recommendations'"
-        ).fetchone()[0]
-        if not exists:
+        if not table_exists(con, "publish", "customer_recommendations"):
             return None, {}
         row = con.execute("select min(model_run_id) from publish.customer_recommendations").fetchone()
     finally:
@@ -96,10 +94,7 @@ def propensity_summary(settings: Settings) -> list[str]:
         return []
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     try:
-        exists = con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'ml' and table_name = 'propensity_scores'"
-        ).fetchall()[0][0]
-        if not exists:
+        if not table_exists(con, "ml", "propensity_scores"):
             return []
         runs = con.execute(
             "select min(purchase_propensity_30d_run_id), min(churn_risk_30d_run_id) from ml.propensity_scores"

@@ -267,8 +267,10 @@ def write_model(rules_path: Path = RULES_FILE, model_path: Path = MODEL_FILE) ->
     return model_path
 
 
-def check_model_current(rules_path: Path = RULES_FILE, model_path: Path = MODEL_FILE) -> None:
+def check_model_current(rules_path: Path | None = None, model_path: Path | None = None) -> None:
     """Raise if the rule file is invalid or the committed model was not recompiled after an edit."""
+    rules_path = rules_path or RULES_FILE
+    model_path = model_path or MODEL_FILE
     expected = compile_rules(load_rules(rules_path))
     if not model_path.exists() or model_path.read_text() != expected:
         raise SegmentRuleError(

@@ -111,3 +111,31 @@ def test_cluster_size_explosion_blocks_the_marts(tmp_path, monkeypatch):
     keys = {k.to_user_string() for k in materialized_keys(result)}
     assert "identity/identity_map" in keys
     assert not {k for k in keys if k.startswith(("marts/", "ml/", "publish/"))}, keys
+
+
+def test_an_edited_rule_file_that_was_not_recompiled_stops_the_marts(tmp_path, monkeypatch):
+    # Regression: the dbt_marts step once skipped this check, so an edited rule file ran stale SQL.
+    import yaml
+
+    import tessera.segments as segments
+
+    edited = tmp_path / "segment_rules.yml"
+    rules = yaml.safe_load(segments.RULES_FILE.read_text())
+    rules["segments"][0]["priority"] = 1
+    edited.write_text(yaml.safe_dump(rules))
+    monkeypatch.setattr(segments, "RULES_FILE", edited)
+    use_data_dir(monkeypatch, tmp_path / "data")
+    settings = load_settings()
+    generate(
+        GenerateConfig(customers=120, days=30, seed=3, end_date=date(2026, 10, 31)),
+        settings.landing_dir,
+        settings.truth_dir,
+    )
+    result = run_job()
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["dbt_marts"]
+    cause = failures[0].event_specific_data.error.cause
+    assert cause.cls_name == "SegmentRuleError" and "out of date" in cause.message
+    keys = {k.to_user_string() for k in materialized_keys(result)}
+    assert "identity/identity_map" in keys and not {k for k in keys if k.startswith(("marts/", "publish/"))}
