@@ -8,3 +8,24 @@
     (select cast({{ dbt.dateadd('day', 1, 'max(ordered_at)') }} as date) from {{ ref('fct_orders') }} where status = 'completed')
     {%- endif -%}
 {%- endmacro %}
+
+{#- True when `ts` falls in the trailing window of the snapshot with offset `d`: at or after
+    b.window_start_<d> and strictly before b.cutoff_<d> (columns of the model's `bounds` row). -#}
+{% macro in_snapshot_window(ts, d) -%}
+    ({{ ts }} < b.cutoff_{{ d }} and {{ ts }} >= b.window_start_{{ d }})
+{%- endmacro %}
+
+{#- One value per snapshot row: `template` with {o} replaced by the row's offset, chosen by
+    snap.offset_days (a row of the model's `offsets`). Lets a model compute per-snapshot columns
+    x_<offset> in one pass and unpivot them without reading its CTEs once per snapshot. -#}
+{% macro pick_snapshot(offsets, template) -%}
+    case snap.offset_days
+    {%- for d in offsets %} when {{ d }} then {{ template | replace('{o}', d | string) }}{% endfor %} end
+{%- endmacro %}
+
+{#- The snapshot offsets as rows of one column, offset_days. -#}
+{% macro snapshot_offsets(offsets) -%}
+    {%- for d in offsets %}
+    select {{ d }} as offset_days{{ ' union all' if not loop.last }}
+    {%- endfor %}
+{%- endmacro %}

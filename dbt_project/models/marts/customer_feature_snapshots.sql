@@ -3,122 +3,126 @@
     for any past cutoff and a model trained on it sees nothing from after the cutoff; the test
     assert_feature_snapshots_do_not_leak checks last_input_at < as_of_date.
     Cutoffs: as_of_date() minus each var('feature_snapshot_offsets_days'). Browsing and email
-    features use a trailing window of var('feature_window_days'). -#}
+    features use a trailing window of var('feature_window_days').
+
+    Shape, for scale: each source is read once and aggregated once per customer (clickstream first
+    per session-day, categories per customer and category), with one conditional aggregate per
+    snapshot: `x_<offset>` only counts rows inside that snapshot's window. Nothing is joined to
+    the snapshots before aggregating, so the cost grows with the events, not events x snapshots.
+    At the end each customer row is repeated per snapshot and picks that snapshot's columns
+    (tessera.pick_snapshot), so every aggregate is computed once and read once. -#}
 {%- set window = var('feature_window_days') | int -%}
+{%- set offsets = var('feature_snapshot_offsets_days') | map('int') | list -%}
 with
 
-offsets as (
-    {%- for d in var('feature_snapshot_offsets_days') %}
-    select {{ d | int }} as offset_days{{ ' union all' if not loop.last }}
-    {%- endfor %}
+as_of as (
+    select {{ tessera.as_of_date() }} as as_of_date
 ),
 
-snapshots as (
+-- one row: each snapshot's cutoff and the start of its trailing window
+bounds as (
     select
-        o.offset_days,
-        cast({{ dbt.dateadd('day', '-1 * o.offset_days', tessera.as_of_date()) }} as date) as as_of_date
-    from offsets as o
+        {%- for d in offsets %}
+        cast({{ dbt.dateadd('day', -d, 'a.as_of_date') }} as date) as cutoff_{{ d }},
+        cast({{ dbt.dateadd('day', -(d + window), 'a.as_of_date') }} as date) as window_start_{{ d }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from as_of as a
 ),
 
-customers as (
-    select c.customer_key, c.first_signup_at, s.offset_days, s.as_of_date
-    from {{ ref('dim_customers') }} as c
-    cross join snapshots as s
-),
-
-orders as (
-    select customer_key, order_id, channel, ordered_at, order_total_base
-    from {{ ref('fct_orders') }}
-    where customer_key is not null and status = 'completed'
-),
-
+-- fct_orders has one row per order, so counting rows counts orders. All history before the cutoff.
 order_features as (
     select
-        c.customer_key,
-        c.as_of_date,
-        max(o.ordered_at) as last_order_at,
-        min(o.ordered_at) as first_order_at,
-        count(distinct o.order_id) as frequency,
-        sum(o.order_total_base) as monetary,
-        count(distinct case when o.channel = 'web' then o.order_id end) as web_orders,
-        count(distinct case when o.channel = 'app' then o.order_id end) as app_orders,
-        count(distinct case when o.channel = 'pos' then o.order_id end) as pos_orders,
-        count(distinct case when o.ordered_at >= {{ dbt.dateadd('day', -30, 'c.as_of_date') }} then o.order_id end) as orders_last_30d,
-        count(distinct case when o.ordered_at >= {{ dbt.dateadd('day', -90, 'c.as_of_date') }} then o.order_id end) as orders_last_90d
-    from customers as c
-    inner join orders as o on o.customer_key = c.customer_key and o.ordered_at < c.as_of_date
-    group by c.customer_key, c.as_of_date
+        o.customer_key,
+        {%- for d in offsets %}
+        {%- set before = 'o.ordered_at < b.cutoff_' ~ d %}
+        max(case when {{ before }} then o.ordered_at end) as last_order_at_{{ d }},
+        min(case when {{ before }} then o.ordered_at end) as first_order_at_{{ d }},
+        sum(case when {{ before }} then 1 else 0 end) as frequency_{{ d }},
+        sum(case when {{ before }} then o.order_total_base end) as monetary_{{ d }},
+        sum(case when {{ before }} and o.channel = 'web' then 1 else 0 end) as web_orders_{{ d }},
+        sum(case when {{ before }} and o.channel = 'app' then 1 else 0 end) as app_orders_{{ d }},
+        sum(case when {{ before }} and o.channel = 'pos' then 1 else 0 end) as pos_orders_{{ d }},
+        sum(case when {{ before }} and o.ordered_at >= {{ dbt.dateadd('day', -30, 'b.cutoff_' ~ d) }} then 1 else 0 end) as orders_last_30d_{{ d }},
+        sum(case when {{ before }} and o.ordered_at >= {{ dbt.dateadd('day', -90, 'b.cutoff_' ~ d) }} then 1 else 0 end) as orders_last_90d_{{ d }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ ref('fct_orders') }} as o
+    cross join bounds as b
+    where o.customer_key is not null and o.status = 'completed'
+    group by o.customer_key
 ),
 
-events as (
-    select customer_key, session_id, event_type, event_at, device, product_id
-    from {{ ref('fct_events') }}
-    where customer_key is not null
-),
-
-windowed_events as (
-    select c.customer_key, c.as_of_date, e.*
-    from customers as c
-    inner join events as e
-        on e.customer_key = c.customer_key
-        and e.event_at < c.as_of_date
-        and e.event_at >= {{ dbt.dateadd('day', -window, 'c.as_of_date') }}
-),
-
-sessions as (
+-- Sessions are split at midnight (UTC), as Google Analytics did: a session-day is one session's
+-- events on one calendar day. Cutoffs fall on midnights, so every session-day lies wholly inside or
+-- outside each snapshot's window, and the events are read and grouped once, not once per snapshot.
+-- A session-day's device is its max(device): sessions come from one device, and a mixed one gets
+-- a fixed pick.
+session_days as (
     select
         customer_key,
-        as_of_date,
         session_id,
+        cast(event_at as date) as event_date,
         min(event_at) as started_at,
         max(event_at) as ended_at,
         max(case when event_type = 'add_to_cart' then 1 else 0 end) as had_cart,
-        max(case when event_type = 'purchase' then 1 else 0 end) as had_purchase
-    from windowed_events
-    group by customer_key, as_of_date, session_id
+        max(case when event_type = 'purchase' then 1 else 0 end) as had_purchase,
+        sum(case when event_type = 'product_view' then 1 else 0 end) as product_views,
+        sum(case when event_type = 'add_to_cart' then 1 else 0 end) as cart_adds,
+        sum(case when device = 'mobile' then 1 else 0 end) as mobile_events,
+        count(*) as events,
+        max(device) as device,
+        {{ dbt.datediff("cast('1970-01-01' as timestamp)", 'min(event_at)', 'second') }} as started_second
+    from {{ ref('fct_events') }} as e
+    where e.customer_key is not null
+    group by customer_key, session_id, cast(event_at as date)
 ),
 
 session_features as (
     select
-        customer_key,
-        as_of_date,
-        count(*) as sessions,
-        sum({{ dbt.datediff('started_at', 'ended_at', 'second') }}) as time_on_site_seconds,
-        max(ended_at) as last_visit_at,
-        {{ tessera.latest_value("case when had_purchase = 1 then 'purchased' else 'abandoned' end", "case when had_cart = 1 then started_at end") }} as last_cart_status
-    from sessions
-    group by customer_key, as_of_date
-),
-
-event_features as (
-    select
-        customer_key,
-        as_of_date,
-        count(case when event_type = 'product_view' then 1 end) as product_views,
-        count(case when event_type = 'add_to_cart' then 1 end) as cart_adds,
-        {{ tessera.latest_value('device', 'event_at') }} as last_device,
-        sum(case when device = 'mobile' then 1 else 0 end) * 1.0 / count(*) as mobile_event_share
-    from windowed_events
-    group by customer_key, as_of_date
+        d.customer_key,
+        {%- for o in offsets %}
+        {%- set w = tessera.in_snapshot_window('d.event_date', o) %}
+        sum(case when {{ w }} then 1 else 0 end) as sessions_{{ o }},
+        sum(case when {{ w }} then {{ dbt.datediff('d.started_at', 'd.ended_at', 'second') }} end) as time_on_site_seconds_{{ o }},
+        max(case when {{ w }} then d.ended_at end) as last_visit_at_{{ o }},
+        -- the latest cart session as one integer, start second * 2 + purchased: a plain max finds it
+        -- (a tie on the second prefers 'purchased', as latest_value's (time, status) order does)
+        max(case when {{ w }} and d.had_cart = 1 then d.started_second * 2 + d.had_purchase end) as last_cart_key_{{ o }},
+        sum(case when {{ w }} then d.product_views end) as product_views_{{ o }},
+        sum(case when {{ w }} then d.cart_adds end) as cart_adds_{{ o }},
+        {{ tessera.latest_value('case when ' ~ w ~ ' then d.device end', 'case when ' ~ w ~ ' then d.ended_at end') }} as last_device_{{ o }},
+        sum(case when {{ w }} then d.mobile_events end) * 1.0 / nullif(sum(case when {{ w }} then d.events end), 0) as mobile_event_share_{{ o }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from session_days as d
+    cross join bounds as b
+    group by d.customer_key
 ),
 
 category_touches as (
-    select e.customer_key, e.as_of_date, p.category, count(*) as touches
-    from windowed_events as e
+    select
+        e.customer_key,
+        p.category,
+        {%- for d in offsets %}
+        sum(case when {{ tessera.in_snapshot_window('e.event_at', d) }} then 1 else 0 end) as touches_{{ d }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ ref('fct_events') }} as e
     inner join {{ ref('dim_products') }} as p on p.product_id = e.product_id
-    where e.event_type in ('product_view', 'add_to_cart')
-    group by e.customer_key, e.as_of_date, p.category
+    cross join bounds as b
+    where e.customer_key is not null
+      and e.event_type in ('product_view', 'add_to_cart')
+    group by e.customer_key, p.category
 ),
 
 category_features as (
     select
         customer_key,
-        as_of_date,
-        {{ tessera.latest_value('category', 'touches') }} as top_category,
-        max(touches) * 1.0 / sum(touches) as top_category_share,
-        count(*) as categories_browsed
+        {%- for d in offsets %}
+        {%- set touched = 'touches_' ~ d ~ ' > 0' %}
+        {{ tessera.latest_value('case when ' ~ touched ~ ' then category end', 'case when ' ~ touched ~ ' then touches_' ~ d ~ ' end') }} as top_category_{{ d }},
+        max(touches_{{ d }}) * 1.0 / nullif(sum(touches_{{ d }}), 0) as top_category_share_{{ d }},
+        count(case when {{ touched }} then 1 end) as categories_browsed_{{ d }}{{ ',' if not loop.last }}
+        {%- endfor %}
     from category_touches
-    group by customer_key, as_of_date
+    group by customer_key
 ),
 
 email_keys as (
@@ -129,64 +133,69 @@ email_keys as (
 
 email_features as (
     select
-        c.customer_key,
-        c.as_of_date,
-        count(case when m.event_type = 'sent' then 1 end) as emails_sent,
-        count(case when m.event_type = 'open' then 1 end) as emails_opened,
-        count(case when m.event_type = 'click' then 1 end) as emails_clicked,
-        max(m.event_at) as last_email_event_at
-    from customers as c
-    inner join email_keys as k on k.customer_key = c.customer_key
-    inner join {{ ref('stg_email_events') }} as m
-        on m.email = k.email
-        and m.invalid_reason is null
-        and m.event_at < c.as_of_date
-        and m.event_at >= {{ dbt.dateadd('day', -window, 'c.as_of_date') }}
-    group by c.customer_key, c.as_of_date
+        k.customer_key,
+        {%- for d in offsets %}
+        {%- set w = tessera.in_snapshot_window('m.event_at', d) %}
+        sum(case when {{ w }} and m.event_type = 'sent' then 1 else 0 end) as emails_sent_{{ d }},
+        sum(case when {{ w }} and m.event_type = 'open' then 1 else 0 end) as emails_opened_{{ d }},
+        sum(case when {{ w }} and m.event_type = 'click' then 1 else 0 end) as emails_clicked_{{ d }},
+        max(case when {{ w }} then m.event_at end) as last_email_event_at_{{ d }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ ref('stg_email_events') }} as m
+    inner join email_keys as k on k.email = m.email
+    cross join bounds as b
+    where m.invalid_reason is null
+    group by k.customer_key
+),
+
+offsets as (
+    {{ tessera.snapshot_offsets(offsets) }}
 )
 
+{%- set pick = tessera.pick_snapshot %}
 select
     c.customer_key,
-    c.as_of_date,
-    c.offset_days,
+    {{ pick(offsets, 'b.cutoff_{o}') }} as as_of_date,
+    snap.offset_days,
     -- value
-    {{ dbt.datediff('o.last_order_at', 'c.as_of_date', 'day') }} as recency_days,
-    coalesce(o.frequency, 0) as frequency,
-    cast(coalesce(o.monetary, 0) as double) as monetary,
-    cast(o.monetary / nullif(o.frequency, 0) as double) as average_order_value,
-    {{ dbt.datediff('coalesce(o.first_order_at, c.first_signup_at)', 'c.as_of_date', 'day') }} as tenure_days,
-    coalesce(o.orders_last_30d, 0) as orders_last_30d,
-    coalesce(o.orders_last_90d, 0) as orders_last_90d,
+    {{ pick(offsets, dbt.datediff('o.last_order_at_{o}', 'b.cutoff_{o}', 'day')) }} as recency_days,
+    {{ pick(offsets, 'coalesce(o.frequency_{o}, 0)') }} as frequency,
+    {{ pick(offsets, 'cast(coalesce(o.monetary_{o}, 0) as double)') }} as monetary,
+    {{ pick(offsets, 'cast(o.monetary_{o} / nullif(o.frequency_{o}, 0) as double)') }} as average_order_value,
+    {{ pick(offsets, dbt.datediff('coalesce(o.first_order_at_{o}, c.first_signup_at)', 'b.cutoff_{o}', 'day')) }} as tenure_days,
+    {{ pick(offsets, 'coalesce(o.orders_last_30d_{o}, 0)') }} as orders_last_30d,
+    {{ pick(offsets, 'coalesce(o.orders_last_90d_{o}, 0)') }} as orders_last_90d,
     -- channel mix
-    coalesce(o.web_orders * 1.0 / nullif(o.frequency, 0), 0) as web_order_share,
-    coalesce(o.app_orders * 1.0 / nullif(o.frequency, 0), 0) as app_order_share,
-    coalesce(o.pos_orders * 1.0 / nullif(o.frequency, 0), 0) as pos_order_share,
+    {{ pick(offsets, 'coalesce(o.web_orders_{o} * 1.0 / nullif(o.frequency_{o}, 0), 0)') }} as web_order_share,
+    {{ pick(offsets, 'coalesce(o.app_orders_{o} * 1.0 / nullif(o.frequency_{o}, 0), 0)') }} as app_order_share,
+    {{ pick(offsets, 'coalesce(o.pos_orders_{o} * 1.0 / nullif(o.frequency_{o}, 0), 0)') }} as pos_order_share,
     -- browsing (trailing window)
-    coalesce(s.sessions, 0) as sessions,
-    coalesce(s.time_on_site_seconds, 0) as time_on_site_seconds,
-    coalesce(e.product_views, 0) as product_views,
-    coalesce(e.cart_adds, 0) as cart_adds,
-    coalesce(e.last_device, 'unknown') as last_device,
-    coalesce(e.mobile_event_share, 0) as mobile_event_share,
-    {{ dbt.datediff('s.last_visit_at', 'c.as_of_date', 'day') }} as days_since_last_visit,
-    coalesce(s.last_cart_status, 'none') as last_cart_status,
+    {{ pick(offsets, 'coalesce(s.sessions_{o}, 0)') }} as sessions,
+    {{ pick(offsets, 'coalesce(s.time_on_site_seconds_{o}, 0)') }} as time_on_site_seconds,
+    {{ pick(offsets, 'coalesce(s.product_views_{o}, 0)') }} as product_views,
+    {{ pick(offsets, 'coalesce(s.cart_adds_{o}, 0)') }} as cart_adds,
+    {{ pick(offsets, "coalesce(s.last_device_{o}, 'unknown')") }} as last_device,
+    {{ pick(offsets, 'coalesce(s.mobile_event_share_{o}, 0)') }} as mobile_event_share,
+    {{ pick(offsets, dbt.datediff('s.last_visit_at_{o}', 'b.cutoff_{o}', 'day')) }} as days_since_last_visit,
+    {{ pick(offsets, "case when s.last_cart_key_{o} is null then 'none' when mod(s.last_cart_key_{o}, 2) = 1 then 'purchased' else 'abandoned' end") }} as last_cart_status,
     -- category affinity
-    coalesce(cf.top_category, 'none') as top_category,
-    coalesce(cf.top_category_share, 0) as top_category_share,
-    coalesce(cf.categories_browsed, 0) as categories_browsed,
+    {{ pick(offsets, "coalesce(cf.top_category_{o}, 'none')") }} as top_category,
+    {{ pick(offsets, 'coalesce(cf.top_category_share_{o}, 0)') }} as top_category_share,
+    {{ pick(offsets, 'coalesce(cf.categories_browsed_{o}, 0)') }} as categories_browsed,
     -- email engagement (trailing window)
-    coalesce(m.emails_sent, 0) as emails_sent,
-    coalesce(m.emails_opened * 1.0 / nullif(m.emails_sent, 0), 0) as email_open_rate,
-    coalesce(m.emails_clicked * 1.0 / nullif(m.emails_sent, 0), 0) as email_click_rate,
+    {{ pick(offsets, 'coalesce(m.emails_sent_{o}, 0)') }} as emails_sent,
+    {{ pick(offsets, 'coalesce(m.emails_opened_{o} * 1.0 / nullif(m.emails_sent_{o}, 0), 0)') }} as email_open_rate,
+    {{ pick(offsets, 'coalesce(m.emails_clicked_{o} * 1.0 / nullif(m.emails_sent_{o}, 0), 0)') }} as email_click_rate,
     -- leakage guard: the latest input timestamp any feature used
-    greatest(
-        coalesce(o.last_order_at, cast('1900-01-01' as timestamp)),
-        coalesce(s.last_visit_at, cast('1900-01-01' as timestamp)),
-        coalesce(m.last_email_event_at, cast('1900-01-01' as timestamp))
-    ) as last_input_at
-from customers as c
-left join order_features as o on o.customer_key = c.customer_key and o.as_of_date = c.as_of_date
-left join session_features as s on s.customer_key = c.customer_key and s.as_of_date = c.as_of_date
-left join event_features as e on e.customer_key = c.customer_key and e.as_of_date = c.as_of_date
-left join category_features as cf on cf.customer_key = c.customer_key and cf.as_of_date = c.as_of_date
-left join email_features as m on m.customer_key = c.customer_key and m.as_of_date = c.as_of_date
+    {{ pick(offsets, "greatest(
+        coalesce(o.last_order_at_{o}, cast('1900-01-01' as timestamp)),
+        coalesce(s.last_visit_at_{o}, cast('1900-01-01' as timestamp)),
+        coalesce(m.last_email_event_at_{o}, cast('1900-01-01' as timestamp))
+    )") }} as last_input_at
+from {{ ref('dim_customers') }} as c
+cross join bounds as b
+cross join offsets as snap
+left join order_features as o on o.customer_key = c.customer_key
+left join session_features as s on s.customer_key = c.customer_key
+left join category_features as cf on cf.customer_key = c.customer_key
+left join email_features as m on m.customer_key = c.customer_key
