@@ -225,10 +225,14 @@ def _rule_sql(rule: dict) -> str:
 
 
 def compile_rules(rules: list[dict]) -> str:
+    lookback = max((r["trigger"]["within_days"] for r in rules if r["trigger"]["kind"] == "event"), default=0)
     ctes = [
         "as_of as (\n    select cast({{ tessera.as_of_date() }} as timestamp) as as_of_date\n)",
-        "events as (\n    select customer_key, event_type, event_at, product_id\n"
-        "    from {{ ref('fct_events') }}\n    where customer_key is not null\n)",
+        # only the days some rule looks back over, so a large clickstream is read once and small
+        "events as (\n    select e.customer_key, e.event_type, e.event_at, e.product_id\n"
+        "    from {{ ref('fct_events') }} as e\n    cross join as_of as a\n"
+        "    where e.customer_key is not null\n"
+        f"      and e.event_at >= {{{{ dbt.dateadd('day', {-lookback}, 'a.as_of_date') }}}}\n)",
         "products as (\n    select product_id, category from {{ ref('dim_products') }}\n)",
         "purchases as (\n    select i.customer_key, p.category, i.ordered_at\n"
         "    from {{ ref('fct_order_items') }} as i\n"

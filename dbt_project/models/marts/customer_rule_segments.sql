@@ -9,9 +9,11 @@ as_of as (
 ),
 
 events as (
-    select customer_key, event_type, event_at, product_id
-    from {{ ref('fct_events') }}
-    where customer_key is not null
+    select e.customer_key, e.event_type, e.event_at, e.product_id
+    from {{ ref('fct_events') }} as e
+    cross join as_of as a
+    where e.customer_key is not null
+      and e.event_at >= {{ dbt.dateadd('day', -7, 'a.as_of_date') }}
 ),
 
 products as (
