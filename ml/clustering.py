@@ -2,9 +2,12 @@
 
 Heavy-tailed counts and amounts are log1p-transformed, then everything is standardised. Each k in
 the range is fitted with a fixed seed; the k with the best silhouette (on a seeded sample above
-`silhouette_sample` rows) wins. Clusters are renumbered by size (0 = largest), so the same input
-and seed always give the same labels, and each gets a description built from its profile: the
-features whose cluster mean is furthest from the overall mean, in standard deviations.
+`silhouette_sample` rows) wins. Above `fit_sample` customers the centroids are fitted on a seeded
+sample and every customer is then assigned to its nearest centroid: a sample of 50,000 places
+centroids as well as a million rows do, and the silhouette is O(n^2), so it is always sampled.
+Clusters are renumbered by size (0 = largest), so the same input and seed always give the same
+labels, and each gets a description built from its profile: the features whose cluster mean is
+furthest from the overall mean, in standard deviations.
 """
 
 from __future__ import annotations
@@ -70,27 +73,34 @@ def cluster_customers(
     features: pd.DataFrame,
     k_range: range = range(2, 9),
     seed: int = 42,
-    silhouette_sample: int = 10_000,
+    silhouette_sample: int = 5_000,
     n_init: int = 5,
+    fit_sample: int = 50_000,
 ) -> ClusteringResult:
     x = prepare(features)
     scaled = StandardScaler().fit_transform(x.to_numpy())
+    if len(scaled) > fit_sample:
+        rows = np.sort(np.random.default_rng(seed).choice(len(scaled), size=fit_sample, replace=False))
+        fit_on = scaled[rows]
+    else:
+        fit_on = scaled
     scores, fits = {}, {}
     for k in k_range:
-        if k >= len(scaled):
+        if k >= len(fit_on):
             break
-        model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(scaled)
-        sample = min(silhouette_sample, len(scaled))
-        scores[k] = float(silhouette_score(scaled, model.labels_, sample_size=sample, random_state=seed))
+        model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(fit_on)
+        sample = min(silhouette_sample, len(fit_on))
+        scores[k] = float(silhouette_score(fit_on, model.labels_, sample_size=sample, random_state=seed))
         fits[k] = model
     if not scores:
         raise ValueError(f"too few customers ({len(scaled)}) to cluster")
     best = max(scores, key=lambda k: (scores[k], -k))
-    raw = fits[best].labels_
+    raw = fits[best].labels_ if fit_on is scaled else fits[best].predict(scaled)
     # renumber by size, largest first; ties by the smallest original label
     order = pd.Series(raw).value_counts().sort_index().sort_values(ascending=False, kind="stable").index
-    relabel = {old: new for new, old in enumerate(order)}
-    labels = np.array([relabel[v] for v in raw])
+    relabel = np.empty(best, dtype=int)
+    relabel[order.to_numpy()] = np.arange(len(order))
+    labels = relabel[raw]
     z = pd.DataFrame(scaled, columns=x.columns).groupby(labels).mean()
     original = features[list(BEHAVIOURAL_FEATURES)].astype(float).assign(cluster_id=labels).groupby("cluster_id").mean()
     original["size"] = pd.Series(labels).value_counts().sort_index()
@@ -99,7 +109,7 @@ def cluster_customers(
         {
             "customer_key": features["customer_key"].to_numpy(),
             "cluster_id": labels,
-            "cluster_description": [descriptions[int(c)] for c in labels],
+            "cluster_description": pd.Series(labels).map(descriptions).to_numpy(),
         }
     )
     return ClusteringResult(

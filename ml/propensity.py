@@ -6,6 +6,11 @@ so the model is scored out of time on customers' later behaviour. The final mode
 evaluation snapshot (the latest with known labels) and scores the current features.
 
 A leakage guard refuses any feature row whose latest input is at or after its cutoff.
+
+Above `max_train_rows` labelled customers, each fit uses a seeded random sample of that many:
+boosted trees on 24 features gain next to nothing from more rows, while the fit is the cost that
+grows with the customer base (single-threaded, for reproducibility). Evaluation and scoring
+always use every customer.
 """
 
 from __future__ import annotations
@@ -94,10 +99,13 @@ def _calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
 
 def _fit(x: pd.DataFrame, y: np.ndarray, seed: int) -> HistGradientBoostingClassifier:
     """One OpenMP thread: parallel histogram sums differ in the last bits from run to run, which
-    reorders near-tied customers; single-threaded training is reproducible (see train_propensity)."""
+    reorders near-tied customers; single-threaded training is reproducible. Prediction stays
+    parallel: each row is scored on its own, so threads cannot change a result."""
     model = HistGradientBoostingClassifier(
-        max_iter=200,
-        learning_rate=0.05,
+        # 100 trees at 0.1: on the demo data AUC 0.7750 vs 0.7756 for 200 at 0.05, at half the
+        # cost of fitting and of scoring every customer
+        max_iter=100,
+        learning_rate=0.1,
         max_leaf_nodes=15,
         min_samples_leaf=20,
         l2_regularization=1.0,
@@ -105,7 +113,8 @@ def _fit(x: pd.DataFrame, y: np.ndarray, seed: int) -> HistGradientBoostingClass
         early_stopping=False,
         random_state=seed,
     )
-    return model.fit(x, y)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return model.fit(x, y)
 
 
 def train_propensity(
@@ -114,16 +123,24 @@ def train_propensity(
     current: pd.DataFrame,
     target: str,
     seed: int = 42,
+    max_train_rows: int = 100_000,
 ) -> PropensityResult:
     """Each frame: features joined with the label column `target` (current has no label)."""
     for frame in (train, evaluation, current):
         check_point_in_time(frame)
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return _train(train, evaluation, current, target, seed)
+    return _train(train, evaluation, current, target, seed, max_train_rows)
 
 
-def _train(train, evaluation, current, target, seed) -> PropensityResult:
-    train = train.dropna(subset=[target])
+def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """At most max_rows rows, drawn with a fixed seed and kept in their original order."""
+    if len(frame) <= max_rows:
+        return frame
+    rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=max_rows, replace=False))
+    return frame.iloc[rows]
+
+
+def _train(train, evaluation, current, target, seed, max_train_rows) -> PropensityResult:
+    train = _sample(train.dropna(subset=[target]), max_train_rows, seed)
     evaluation = evaluation.dropna(subset=[target])
     y_train = train[target].astype(int).to_numpy()
     y_eval = evaluation[target].astype(int).to_numpy()
@@ -154,8 +171,9 @@ def _train(train, evaluation, current, target, seed) -> PropensityResult:
     }
     metrics["auc_lift_over_baseline"] = metrics["auc"] - metrics["baseline_recency_auc"]
     # refit on the latest labelled snapshot, score the current features
-    final_cats = schema_of(evaluation)
-    final = _fit(design_matrix(evaluation, final_cats), y_eval, seed)
+    refit = _sample(evaluation, max_train_rows, seed)
+    final_cats = schema_of(refit)
+    final = _fit(design_matrix(refit, final_cats), refit[target].astype(int).to_numpy(), seed)
     scores = pd.DataFrame(
         {
             "customer_key": current["customer_key"].to_numpy(),

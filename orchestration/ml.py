@@ -1,10 +1,17 @@
 """ML assets: the LightFM recommender, propensity scores and behavioural clusters, each tracked in MLflow."""
 
 import dagster as dg
-import pandas as pd
 import numpy as np
+import pandas as pd
 
-from ml.recommender import RecommenderParams, build_data, evaluate, fit, purchased_matrix, recommend
+from ml.recommender import (
+    RecommenderParams,
+    build_data,
+    evaluate,
+    fit,
+    purchased_matrix,
+    recommend,
+)
 from ml.tracking import log_recommender_run
 from orchestration.dbt import model_key
 from orchestration.resources import DUCKDB_POOL, TesseraResource
@@ -183,6 +190,10 @@ left join marts.customer_propensity_labels as l using (customer_key, as_of_date)
 """
 
 
+class PropensityConfig(dg.Config):
+    max_train_rows: int = 100_000  # each fit samples this many labelled customers at most
+
+
 @dg.asset(
     key=PROPENSITY_KEY,
     deps=[model_key("customer_feature_snapshots"), model_key("customer_propensity_labels")],
@@ -197,8 +208,10 @@ left join marts.customer_propensity_labels as l using (customer_key, as_of_date)
     owners=["team:data-science"],
     pool=DUCKDB_POOL,
 )
-def propensity_scores(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg.MaterializeResult:
-    from ml.propensity import NUMERIC_FEATURES, CATEGORICAL_FEATURES, train_propensity
+def propensity_scores(
+    context: dg.AssetExecutionContext, tessera: TesseraResource, config: PropensityConfig
+) -> dg.MaterializeResult:
+    from ml.propensity import CATEGORICAL_FEATURES, NUMERIC_FEATURES, train_propensity
     from ml.tracking import log_propensity_run
 
     settings = tessera.settings()
@@ -215,7 +228,9 @@ def propensity_scores(context: dg.AssetExecutionContext, tessera: TesseraResourc
         ("churned_next_30d", "churn_risk_30d", "frequency"),
     ):
         scored = current if population is None else current[current[population] > 0]
-        result = train_propensity(train, evaluation, scored, target, seed=settings.seed)
+        result = train_propensity(
+            train, evaluation, scored, target, seed=settings.seed, max_train_rows=config.max_train_rows
+        )
         logged = log_propensity_run(
             tracking_uri=settings.mlflow_tracking_uri,
             experiment=PROPENSITY_EXPERIMENT,
@@ -228,6 +243,7 @@ def propensity_scores(context: dg.AssetExecutionContext, tessera: TesseraResourc
                 "score_as_of": str(pd.Timestamp(snapshots[-1]).date()),
                 "features": ",".join(NUMERIC_FEATURES + CATEGORICAL_FEATURES),
                 "population": "customers with an earlier order" if population else "all customers",
+                "max_train_rows": config.max_train_rows,
             },
             metrics=result.metrics,
             calibration=result.calibration,
@@ -251,6 +267,7 @@ NO_ORDER_CLUSTER = (-1, "no order yet: not clustered")
 class ClusteringConfig(dg.Config):
     k_min: int = 2
     k_max: int = 8
+    fit_sample: int = 50_000  # centroids are fitted on at most this many customers, then all are assigned
 
 
 @dg.asset(
@@ -276,7 +293,9 @@ def customer_clusters(
     with tessera.duckdb(read_only=True) as con:
         features = con.execute("select * from marts.customer_features order by customer_key").df()
     buyers = features[features["frequency"] > 0].reset_index(drop=True)
-    result = cluster_customers(buyers, k_range=range(config.k_min, config.k_max + 1), seed=settings.seed)
+    result = cluster_customers(
+        buyers, k_range=range(config.k_min, config.k_max + 1), seed=settings.seed, fit_sample=config.fit_sample
+    )
     run_id = log_clustering_run(
         tracking_uri=settings.mlflow_tracking_uri,
         experiment=SEGMENTS_EXPERIMENT,
@@ -289,6 +308,7 @@ def customer_clusters(
             "seed": settings.seed,
             "features": ",".join(BEHAVIOURAL_FEATURES),
             "customers_clustered": len(buyers),
+            "fit_sample": min(config.fit_sample, len(buyers)),
         },
         silhouette_by_k=result.silhouette_by_k,
         sizes=result.sizes,

@@ -41,3 +41,12 @@ def test_kmeans_output_is_stable_for_a_fixed_seed():
     second = cluster_customers(_customers(), seed=7)
     pd.testing.assert_frame_equal(first.labels, second.labels)
     assert first.silhouette_by_k == second.silhouette_by_k
+
+
+def test_centroids_fitted_on_a_sample_still_assign_every_customer_to_its_group():
+    # 200 of the 600 customers place the centroids; all 600 are then assigned to the nearest one
+    result = cluster_customers(_customers(), k_range=range(2, 7), seed=42, fit_sample=200)
+    assert result.k == 3
+    assert len(result.labels) == 600
+    assert result.sizes == {0: 300, 1: 200, 2: 100}
+    assert "store" in result.descriptions[1]
