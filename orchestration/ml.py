@@ -187,6 +187,7 @@ SNAPSHOTS_SQL = """
 select f.*, l.purchased_next_30d, l.churned_next_30d
 from marts.customer_feature_snapshots as f
 left join marts.customer_propensity_labels as l using (customer_key, as_of_date)
+order by f.as_of_date, f.customer_key
 """
 
 
