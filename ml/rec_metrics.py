@@ -1,0 +1,236 @@
+"""Top-k ranking metrics from a model's full ranking over the catalogue.
+
+Plain numpy/scipy, following the conventions of `ml.recommender`: the caller scores one chunk of
+users at a time into a dense (users x items) float matrix, relevant and excluded items come as
+scipy.sparse matrices of (user index, item index) pairs, and a score of -inf marks an item that
+must not be ranked. Everything is vectorised over the rows of a chunk, so memory is
+O(chunk x n_items); looping over chunks is the caller's job, with `MetricAccumulator` collecting
+the results.
+
+Definitions, for one user with k slots, `rel_i` = 1 when the item in slot i is relevant and
+n_pos = number of relevant candidates (a candidate is an item whose score is not -inf after
+exclusion):
+
+- precision@k = hits / k, recall@k = hits / n_pos
+- ndcg@k = sum_i rel_i / log2(i + 1) divided by the same sum for min(n_pos, k) hits in the first slots
+- ap@k = sum_i precision@i * rel_i / min(n_pos, k)
+- auc = P(score of a random relevant candidate > score of a random non-relevant candidate),
+  ties counting 1/2 (the Mann-Whitney U statistic over average ranks, divided by n_pos * n_neg)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+METRICS = ("precision", "recall", "ndcg", "ap", "auc")
+
+
+def _as_scores(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be a 2-d (users x items) array, got shape {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN; use -inf for items that must not be ranked")
+    return scores
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _as_mask(pairs: sp.spmatrix | np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
+    """Dense boolean (users x items) mask of the nonzero entries (explicit zeros are not pairs)."""
+    if pairs.shape != shape:
+        raise ValueError(f"{name} has shape {pairs.shape}, scores have shape {shape}")
+    dense = pairs.toarray() if sp.issparse(pairs) else np.asarray(pairs)
+    return dense != 0
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, defined: np.ndarray) -> np.ndarray:
+    """numerator / denominator where `defined`, NaN elsewhere (and no division warnings)."""
+    out = np.full(defined.shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=defined)
+    return out
+
+
+def _count_below(sorted_rows: np.ndarray, row: np.ndarray, value: np.ndarray, inclusive: bool) -> np.ndarray:
+    """Per (row, value) pair, how many entries of sorted_rows[row] are < value (<= if inclusive).
+
+    np.searchsorted on every pair at once: a bisection vectorised over the pairs, so the loop
+    runs about log2(n_items) times whatever the number of users or items.
+    """
+    low = np.zeros(len(row), dtype=np.int64)
+    high = np.full(len(row), sorted_rows.shape[1], dtype=np.int64)
+    while (searching := low < high).any():
+        middle = (low + high) // 2
+        probe = sorted_rows[row, np.minimum(middle, sorted_rows.shape[1] - 1)]
+        right = searching & ((probe <= value) if inclusive else (probe < value))
+        low = np.where(right, middle + 1, low)
+        high = np.where(searching & ~right, middle, high)
+    return low
+
+
+def _average_ranks(scores: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """1-based rank of scores[row, col] within its row, tied entries sharing their mean rank.
+
+    The same numbers as scipy.stats.rankdata(scores, axis=1)[row, col], but only for the
+    requested entries: one sort per row instead of rankdata's much slower full ranking.
+    """
+    sorted_rows = np.sort(scores, axis=1)
+    value = scores[row, col]
+    below = _count_below(sorted_rows, row, value, inclusive=False)
+    at_most = _count_below(sorted_rows, row, value, inclusive=True)
+    return (below + 1 + at_most) / 2  # mean of the ranks below + 1 .. at_most held by the tie
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best items per row, best first.
+
+    Ties are broken by the lower item index (deterministic). Entries equal to -inf are never
+    returned as hits: if a row has fewer than k finite scores, the remaining slots are -1.
+    """
+    scores = _as_scores(scores)
+    k = _check_k(k)
+    n_users, n_items = scores.shape
+    out = np.full((n_users, k), -1, dtype=np.int64)
+    kk = min(k, n_items)
+    if n_users == 0 or kk == 0:
+        return out
+    # The kk-th best score of each row: every item above it is in the top, and the remaining
+    # slots go to the items tied with it, lowest index first (argpartition alone would pick an
+    # arbitrary subset of a tie that straddles the cut).
+    kth = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
+    above = scores > kth
+    tied = scores == kth
+    free_slots = kk - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= free_slots))
+    # exactly kk chosen per row, and nonzero() lists them row by row with ascending item index
+    items = np.nonzero(chosen)[1].reshape(n_users, kk)
+    values = np.take_along_axis(scores, items, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")  # stable: equal scores keep index order
+    items = np.take_along_axis(items, order, axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    out[:, :kk] = np.where(values == -np.inf, -1, items)
+    return out
+
+
+def user_metrics(
+    scores: np.ndarray,
+    positives: sp.csr_matrix,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-user precision, recall, ndcg, ap and auc at k, plus the `top` (users x k) item indices.
+
+    scores: n_users x n_items floats; -inf marks an item that is not ranked.
+    positives: held-out relevant items (same shape, nonzero = relevant).
+    exclude: items removed from the ranking (e.g. already bought): set to -inf before ranking.
+
+    Candidates are the items whose score is not -inf after exclusion. A relevant item that is not
+    a candidate (excluded, or scored -inf) does not count in n_pos. Users with no relevant
+    candidate get NaN for every metric; AUC is also NaN when a user has no non-relevant candidate.
+    """
+    ranked = _as_scores(scores).copy()
+    k = _check_k(k)
+    shape = ranked.shape
+    if exclude is not None:
+        ranked[_as_mask(exclude, shape, "exclude")] = -np.inf
+    candidate = ranked != -np.inf
+    relevant = _as_mask(positives, shape, "positives") & candidate
+    n_pos = relevant.sum(axis=1)
+    n_neg = candidate.sum(axis=1) - n_pos
+    has_pos = n_pos > 0
+
+    top = top_k(ranked, k)
+    filled = top >= 0
+    hit = np.take_along_axis(relevant, np.where(filled, top, 0), axis=1) & filled
+    hits = hit.sum(axis=1)
+
+    slot = np.arange(1, k + 1)
+    discount = 1.0 / np.log2(slot + 1)
+    dcg = hit @ discount
+    # ideal DCG: min(n_pos, k) hits in the first slots; ideal_dcg[j] = sum of the first j discounts
+    ideal_dcg = np.concatenate(([0.0], np.cumsum(discount)))[np.minimum(n_pos, k)]
+    precision_at_slot = np.cumsum(hit, axis=1) / slot
+    ap_sum = (precision_at_slot * hit).sum(axis=1)
+
+    # Average ranks give ties half a win. The non-candidates all score -inf, so they take the
+    # lowest n_out ranks and every candidate's rank among candidates is its rank minus n_out.
+    n_out = shape[1] - candidate.sum(axis=1)
+    user, item = np.nonzero(relevant)
+    pos_rank_sum = np.bincount(user, weights=_average_ranks(ranked, user, item), minlength=shape[0])
+    pos_rank_sum -= n_pos * n_out
+    wins = pos_rank_sum - n_pos * (n_pos + 1) / 2  # Mann-Whitney U of relevant vs non-relevant
+
+    return {
+        "precision": _ratio(hits, np.full(n_pos.shape, k), has_pos),
+        "recall": _ratio(hits, n_pos, has_pos),
+        "ndcg": _ratio(dcg, ideal_dcg, has_pos),
+        "ap": _ratio(ap_sum, np.minimum(n_pos, k), has_pos),
+        "auc": _ratio(wins, n_pos * n_neg, has_pos & (n_neg > 0)),
+        "top": top,
+    }
+
+
+def _mean(values: list[np.ndarray]) -> float:
+    """Mean of the non-NaN values, NaN when there are none."""
+    flat = np.concatenate(values) if values else np.empty(0)
+    flat = flat[~np.isnan(flat)]
+    return float(flat.mean()) if flat.size else float("nan")
+
+
+class MetricAccumulator:
+    """Aggregates `user_metrics` over user chunks into one set of numbers per model.
+
+    Means are over the users with at least one relevant candidate (the evaluated users); AUC
+    leaves out the evaluated users for whom it is undefined. Coverage and novelty are computed
+    over the top-k lists of the evaluated users, slots marked -1 left out:
+
+    - coverage_at_k = distinct recommended items / n_items
+    - novelty_at_k = mean over recommended (user, slot) pairs of -log2(max(p_i, min_popularity)),
+      p_i = item_popularity[i], the share of training users who interacted with item i.
+      Pass min_popularity = 1 / (number of training users) to floor unseen items at one user.
+    """
+
+    def __init__(self, k: int, n_items: int, item_popularity: np.ndarray, min_popularity: float = 1e-6):
+        self.k = _check_k(k)
+        self.n_items = int(n_items)
+        popularity = np.asarray(item_popularity, dtype=np.float64)
+        if popularity.shape != (self.n_items,):
+            raise ValueError(f"item_popularity has shape {popularity.shape}, expected ({self.n_items},)")
+        if not ((popularity >= 0) & (popularity <= 1)).all():
+            raise ValueError("item_popularity must be shares between 0 and 1")
+        if not 0 < min_popularity <= 1:
+            raise ValueError(f"min_popularity must be in (0, 1], got {min_popularity!r}")
+        self._self_information = -np.log2(np.maximum(popularity, min_popularity))
+        self._per_user: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
+        # integer counts, so the result does not depend on how the users were chunked
+        self._times_recommended = np.zeros(self.n_items, dtype=np.int64)
+
+    def add(self, scores: np.ndarray, positives: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> None:
+        if np.shape(scores)[-1] != self.n_items:
+            raise ValueError(f"scores have {np.shape(scores)[-1]} items, the accumulator {self.n_items}")
+        metrics = user_metrics(scores, positives, self.k, exclude)
+        evaluated = ~np.isnan(metrics["precision"])
+        for name in METRICS:
+            self._per_user[name].append(metrics[name][evaluated])
+        recommended = metrics["top"][evaluated]
+        self._times_recommended += np.bincount(recommended[recommended >= 0], minlength=self.n_items)
+
+    def result(self) -> dict[str, float]:
+        k = self.k
+        slots = int(self._times_recommended.sum())
+        novelty = float(self._times_recommended @ self._self_information / slots) if slots else float("nan")
+        return {
+            f"precision_at_{k}": _mean(self._per_user["precision"]),
+            f"recall_at_{k}": _mean(self._per_user["recall"]),
+            f"ndcg_at_{k}": _mean(self._per_user["ndcg"]),
+            f"map_at_{k}": _mean(self._per_user["ap"]),
+            "auc": _mean(self._per_user["auc"]),
+            f"coverage_at_{k}": float((self._times_recommended > 0).sum() / self.n_items),
+            f"novelty_at_{k}": novelty,
+            "users": int(sum(len(v) for v in self._per_user["precision"])),
+        }
