@@ -1,4 +1,4 @@
-"""LightFM hybrid recommender: matrices, training, scoring, time-split evaluation and a baseline.
+"""LightFM hybrid recommender: matrices, training and scoring (evaluation: ml/rec_evaluation.py).
 
 Everything here is plain numpy/scipy on arrays handed in by the caller, so it can be tested on
 tiny fixtures and reused by any orchestration. Matrices are built directly from index arrays (no
@@ -7,7 +7,7 @@ Python loop over interactions), and scoring works in user chunks so memory stays
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,15 @@ class RecommenderParams:
     weight_view: float = 1.0
     weight_cart: float = 2.0
     weight_purchase: float = 4.0
+    # weight of the metadata features relative to the identity feature (1 = as LightFM's Dataset)
+    feature_weight: float = 1.0
+    # time decay: an interaction half_life_days older than the newest training one counts half
+    # (0 = no decay)
+    half_life_days: float = 0.0
     # the last test_days of interactions form the holdout
     test_days: int = 21
+    # window of the recently-popular baseline
+    recent_days: int = 14
     k: int = 10
 
     def as_dict(self) -> dict:
@@ -54,14 +61,6 @@ class RecData:
     users: FeatureSpace
     items: FeatureSpace
     interactions: pd.DataFrame  # customer_key, product_id, interaction_type, occurred_at, u, i
-
-
-@dataclass
-class Evaluation:
-    metrics: dict[str, float]
-    n_users: int
-    split_at: pd.Timestamp
-    extra: dict = field(default_factory=dict)
 
 
 def feature_space(frame: pd.DataFrame, id_column: str, feature_columns: list[str]) -> FeatureSpace:
@@ -105,18 +104,57 @@ def build_data(
     return RecData(users=u, items=i, interactions=inter.reset_index(drop=True))
 
 
-def weighted_matrix(inter: pd.DataFrame, shape: tuple[int, int], params: RecommenderParams) -> sp.coo_matrix:
-    """Sum of interaction weights per (user, item); duplicates are summed by the COO->CSR step."""
+def with_feature_weight(data: RecData, weight: float) -> RecData:
+    """Metadata features scaled by `weight` against the identity feature, rows renormalised to 1:
+    below 1 the model leans on each id's own history, above 1 on what similar ids share."""
+    if weight == 1.0:
+        return data
+
+    def scaled(space: FeatureSpace) -> FeatureSpace:
+        n = len(space.ids)
+        if len(space.feature_names) == n:
+            return space
+        scale = np.ones(len(space.feature_names), dtype=np.float32)
+        scale[n:] = weight
+        m = space.matrix.multiply(scale[None, :]).tocsr()
+        sums = np.asarray(m.sum(axis=1)).ravel()
+        m = sp.diags(1.0 / sums).dot(m).tocsr().astype(np.float32)
+        return FeatureSpace(space.ids, space.id_map, space.feature_names, m)
+
+    return RecData(users=scaled(data.users), items=scaled(data.items), interactions=data.interactions)
+
+
+def ids_only(data: RecData) -> RecData:
+    """The same users, items and interactions with identity features only (pure collaborative
+    LightFM), to show what the metadata features add."""
+
+    def plain(space: FeatureSpace) -> FeatureSpace:
+        n = len(space.ids)
+        return FeatureSpace(space.ids, space.id_map, space.feature_names[:n], sp.identity(n, dtype=np.float32, format="csr"))
+
+    return RecData(users=plain(data.users), items=plain(data.items), interactions=data.interactions)
+
+
+def weighted_matrix(
+    inter: pd.DataFrame, shape: tuple[int, int], params: RecommenderParams, reference: pd.Timestamp | None = None
+) -> sp.coo_matrix:
+    """Sum of interaction weights per (user, item); duplicates are summed by the COO->CSR step.
+    With params.half_life_days > 0 each weight decays by half per half-life of age before
+    `reference` (default: the newest interaction)."""
     w = inter["interaction_type"].map(params.weight_of()).fillna(0.0).to_numpy(dtype=np.float32)
+    if params.half_life_days > 0 and len(inter):
+        reference = inter["occurred_at"].max() if reference is None else reference
+        age_days = (reference - inter["occurred_at"]).dt.total_seconds().to_numpy() / 86400.0
+        w = w * np.power(0.5, np.clip(age_days, 0, None) / params.half_life_days).astype(np.float32)
     m = sp.csr_matrix((w, (inter["u"].to_numpy(), inter["i"].to_numpy())), shape=shape)
     m.sum_duplicates()
     m.eliminate_zeros()
     return m.tocoo()
 
 
-def fit(data: RecData, inter: pd.DataFrame, params: RecommenderParams) -> LightFM:
+def fit(data: RecData, inter: pd.DataFrame, params: RecommenderParams, reference: pd.Timestamp | None = None) -> LightFM:
     shape = (len(data.users.ids), len(data.items.ids))
-    weights = weighted_matrix(inter, shape, params)
+    weights = weighted_matrix(inter, shape, params, reference)
     binary = sp.coo_matrix((np.ones_like(weights.data), (weights.row, weights.col)), shape=shape)
     model = LightFM(
         no_components=params.no_components,
@@ -138,113 +176,39 @@ def fit(data: RecData, inter: pd.DataFrame, params: RecommenderParams) -> LightF
     return model
 
 
-class LightFMScorer:
-    """Dense user/item representations, so scoring is a matrix product per user chunk."""
+def without_identity(space: FeatureSpace, cold: np.ndarray | None) -> sp.csr_matrix:
+    """The feature matrix with the identity feature of `cold` rows zeroed: an id never seen in
+    training has an untrained embedding, so a cold user or item is represented by what its
+    metadata features contributed in training, at the same weights. Rows with no other feature
+    keep the identity (there is nothing else)."""
+    if cold is None or not cold.any():
+        return space.matrix
+    n = len(space.ids)
+    has_features = np.diff(space.matrix[:, n:].tocsr().indptr) > 0
+    rows = np.flatnonzero(cold & has_features)
+    keep = np.ones(n, dtype=np.float32)
+    keep[rows] = 0.0
+    m = space.matrix.tocsc()
+    # the identity block is diagonal: scaling column j by keep[j] zeroes exactly row j's identity
+    m = sp.hstack([m[:, :n].multiply(keep[None, :]), m[:, n:]], format="csr")
+    m.eliminate_zeros()
+    return m.astype(np.float32)
 
-    def __init__(self, model: LightFM, data: RecData):
-        self.user_bias, self.user_emb = model.get_user_representations(data.users.matrix)
-        self.item_bias, self.item_emb = model.get_item_representations(data.items.matrix)
+
+class LightFMScorer:
+    """Dense user/item representations, so scoring is a matrix product per user chunk. Users and
+    items flagged cold (no training interaction) are represented by their features only."""
+
+    def __init__(
+        self, model: LightFM, data: RecData, cold_users: np.ndarray | None = None, cold_items: np.ndarray | None = None
+    ):
+        self.user_bias, self.user_emb = model.get_user_representations(without_identity(data.users, cold_users))
+        self.item_bias, self.item_emb = model.get_item_representations(without_identity(data.items, cold_items))
 
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
         return (
             self.user_emb[user_idx] @ self.item_emb.T + self.user_bias[user_idx, None] + self.item_bias[None, :]
         ).astype(np.float64)
-
-
-class PopularityScorer:
-    """Most popular items by number of distinct buyers (then by any interaction) in training."""
-
-    def __init__(self, inter: pd.DataFrame, n_items: int):
-        buyers = inter.loc[inter["interaction_type"] == "purchase"].drop_duplicates(["u", "i"])
-        touched = inter.drop_duplicates(["u", "i"])
-        self.scores = np.bincount(buyers["i"], minlength=n_items) + 1e-3 * np.bincount(
-            touched["i"], minlength=n_items
-        ) / max(len(touched), 1)
-
-    def __call__(self, user_idx: np.ndarray) -> np.ndarray:
-        return np.tile(self.scores, (len(user_idx), 1))
-
-
-def _pairs_to_csr(inter: pd.DataFrame, shape) -> sp.csr_matrix:
-    pairs = inter.drop_duplicates(["u", "i"])
-    return sp.csr_matrix((np.ones(len(pairs), dtype=bool), (pairs["u"], pairs["i"])), shape=shape)
-
-
-def ranking_metrics(
-    scores: np.ndarray, exclude: sp.csr_matrix, positives: sp.csr_matrix, k: int
-) -> dict[str, np.ndarray]:
-    """Per-user precision@k, recall@k and AUC from a full ranking over the catalogue.
-
-    exclude: items not to rank (already bought in training); positives: held-out items.
-    """
-    scores = scores.copy()
-    ex_r, ex_c = exclude.nonzero()
-    scores[ex_r, ex_c] = -np.inf
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    pos = positives.toarray()
-    hits = np.take_along_axis(pos, top, axis=1).sum(axis=1)
-    n_pos = pos.sum(axis=1)
-    n_ex = np.asarray(exclude.sum(axis=1)).ravel()
-    n_neg = scores.shape[1] - n_ex - n_pos
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores, axis=1) - n_ex[:, None]  # 1-based rank among ranked candidates
-    pos_rank_sum = np.where(pos, ranks, 0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (pos_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    return {"precision": hits / k, "recall": hits / np.maximum(n_pos, 1), "auc": auc}
-
-
-def evaluate(data: RecData, params: RecommenderParams, chunk: int = 2048) -> tuple[LightFM, Evaluation, Evaluation]:
-    """Train on interactions before the split, evaluate LightFM and popularity on purchases after it.
-
-    Test users are those with a held-out purchase of an item they had not bought in training and
-    with at least one training interaction (warm users). Items bought in training are excluded
-    from the ranking for both models.
-    """
-    inter = data.interactions
-    split_at = inter["occurred_at"].max().normalize() - pd.Timedelta(days=params.test_days - 1)
-    train = inter[inter["occurred_at"] < split_at]
-    test = inter[(inter["occurred_at"] >= split_at) & (inter["interaction_type"] == "purchase")]
-    shape = (len(data.users.ids), len(data.items.ids))
-    bought_before = _pairs_to_csr(train[train["interaction_type"] == "purchase"], shape)
-    test = test[
-        ~test.set_index(["u", "i"]).index.isin(
-            train[train["interaction_type"] == "purchase"].set_index(["u", "i"]).index
-        )
-    ]
-    warm = np.unique(train["u"].to_numpy())
-    test = test[test["u"].isin(warm)]
-    positives = _pairs_to_csr(test, shape)
-    test_users = np.unique(test["u"].to_numpy())
-
-    model = fit(data, train, params)
-    results = []
-    for scorer in (LightFMScorer(model, data), PopularityScorer(train, shape[1])):
-        per_user = {"precision": [], "recall": [], "auc": []}
-        for start in range(0, len(test_users), chunk):
-            idx = test_users[start : start + chunk]
-            m = ranking_metrics(scorer(idx), bought_before[idx], positives[idx], params.k)
-            for key in per_user:
-                per_user[key].append(m[key])
-        agg = {
-            key: float(np.nanmean(np.concatenate(v))) if v and len(np.concatenate(v)) else float("nan")
-            for key, v in per_user.items()
-        }
-        results.append(
-            Evaluation(
-                metrics={
-                    f"precision_at_{params.k}": agg["precision"],
-                    f"recall_at_{params.k}": agg["recall"],
-                    "auc": agg["auc"],
-                },
-                n_users=len(test_users),
-                split_at=split_at,
-                extra={"train_interactions": len(train), "test_purchases": int(positives.sum())},
-            )
-        )
-    return model, results[0], results[1]
 
 
 def recommend(
@@ -289,6 +253,12 @@ def recommend(
     return pd.concat(frames, ignore_index=True)
 
 
+def pairs_matrix(inter: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
+    """1 for every distinct (u, i) pair in `inter`."""
+    pairs = inter[["u", "i"]].drop_duplicates()
+    return sp.csr_matrix((np.ones(len(pairs), dtype=np.float32), (pairs["u"], pairs["i"])), shape=shape)
+
+
 def purchased_matrix(data: RecData) -> sp.csr_matrix:
     inter = data.interactions
-    return _pairs_to_csr(inter[inter["interaction_type"] == "purchase"], (len(data.users.ids), len(data.items.ids)))
+    return pairs_matrix(inter[inter["interaction_type"] == "purchase"], (len(data.users.ids), len(data.items.ids)))

@@ -4,13 +4,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from ml.rec_evaluation import PRIMARY_SLICE, SLICES, evaluate_split, time_split
 from ml.recommender import (
     RecommenderParams,
     build_data,
-    evaluate,
     fit,
     purchased_matrix,
     recommend,
+    with_feature_weight,
 )
 from ml.tracking import log_recommender_run
 from orchestration.dbt import model_key
@@ -34,8 +35,24 @@ def write_ml_table(tessera: TesseraResource, name: str, frame: pd.DataFrame, ord
             con.unregister("frame_df")
 
 
+def flatten_metrics(evaluation: dict) -> dict[str, float]:
+    """MLflow metric names: the hybrid on the primary slice as plain names (precision_at_10, ...),
+    each baseline on it as <model>_<metric>, every other slice as <slice>_<model>_<metric>."""
+    out = {}
+    for model, by_slice in evaluation.items():
+        for slice_name in SLICES:
+            for metric, value in by_slice[slice_name].items():
+                prefix = "" if model == "lightfm_hybrid" else f"{model}_"
+                if slice_name != PRIMARY_SLICE:
+                    prefix = f"{slice_name}_{model}_"
+                out[prefix + metric] = float(value)
+    return out
+
+
 class RecommenderConfig(dg.Config):
     loss: str = "warp"
+    feature_weight: float = 1.0
+    half_life_days: float = 0.0
     no_components: int = 32
     learning_rate: float = 0.05
     epochs: int = 30
@@ -45,6 +62,8 @@ class RecommenderConfig(dg.Config):
     def params(self, seed: int) -> RecommenderParams:
         return RecommenderParams(
             loss=self.loss,
+            feature_weight=self.feature_weight,
+            half_life_days=self.half_life_days,
             no_components=self.no_components,
             learning_rate=self.learning_rate,
             epochs=self.epochs,
@@ -79,8 +98,10 @@ from marts.fct_customer_product_interactions
     group_name="ml",
     description=(
         "LightFM hybrid recommender (user features: gender, country, age band; item features: "
-        "category, brand, price band). Evaluated on a time-based holdout against a popularity "
-        "baseline, logged to MLflow, then refit on all interactions to score top-k candidates."
+        "category, brand, price band). Evaluated on a time-based holdout against most-popular, "
+        "recently-popular, item-item and ids-only LightFM baselines (warm, re-buy, cold-user and "
+        "cold-item slices; ml/rec_evaluation.py), logged to MLflow, then refit on all interactions "
+        "to score top-k candidates."
     ),
     kinds={"python", "lightfm", "mlflow", "duckdb"},
     owners=["team:data-science"],
@@ -98,13 +119,13 @@ def recommendation_candidates(
     if interactions.empty:
         raise ValueError("fct_customer_product_interactions is empty: nothing to train on")
     data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
-    _, lightfm_eval, popularity_eval = evaluate(data, params)
-    metrics = dict(lightfm_eval.metrics)
-    metrics.update({f"popularity_{k}": v for k, v in popularity_eval.metrics.items()})
-    metrics["test_users"] = lightfm_eval.n_users
-    metrics.update({k: float(v) for k, v in lightfm_eval.extra.items()})
-    context.log.info(f"holdout from {lightfm_eval.split_at.date()}: {metrics}")
+    split = time_split(data, params.test_days)
+    evaluation = evaluate_split(data, split, params)
+    metrics = flatten_metrics(evaluation)
+    metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
+    context.log.info(f"holdout from {split.split_at.date()}: {evaluation['lightfm_hybrid'][PRIMARY_SLICE]}")
 
+    data = with_feature_weight(data, params.feature_weight)
     model = fit(data, data.interactions, params)
     active = items.set_index("product_id").loc[data.items.ids, "is_active"].to_numpy(dtype=bool)
     recs = recommend(model, data, purchased_matrix(data), active, params.k)
@@ -117,7 +138,8 @@ def recommendation_candidates(
             **params.as_dict(),
             "user_features": ",".join(USER_FEATURES),
             "item_features": ",".join(ITEM_FEATURES),
-            "split_at": str(lightfm_eval.split_at.date()),
+            "split_at": str(split.split_at.date()),
+            "primary_slice": PRIMARY_SLICE,
             "n_users": len(data.users.ids),
             "n_items": len(data.items.ids),
         },
@@ -143,7 +165,12 @@ def recommendation_candidates(
             "mlflow_run_id": logged.run_id,
             "mlflow_model_uri": logged.model_uri,
             "mlflow_run_path": logged.run_url_path,
-            **{k: dg.MetadataValue.float(float(v)) for k, v in metrics.items() if np.isfinite(v)},
+            # the primary slice only; every slice is in the MLflow run
+            **{
+                k: dg.MetadataValue.float(float(v))
+                for k, v in metrics.items()
+                if np.isfinite(v) and not k.startswith(tuple(f"{s}_" for s in SLICES if s != PRIMARY_SLICE))
+            },
         }
     )
 

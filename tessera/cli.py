@@ -50,6 +50,54 @@ def _cmd_segments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from ml.rec_evaluation import (
+        MODELS,
+        PRIMARY_SLICE,
+        SLICES,
+        evaluate_split,
+        explicit_split,
+        metric_table,
+        prepare_tables,
+        read_table,
+        time_split,
+    )
+    from ml.recommender import RecommenderParams
+
+    interactions = read_table(args.interactions)
+    test = read_table(args.test) if args.test else None
+    data = prepare_tables(
+        interactions,
+        read_table(args.user_features) if args.user_features else None,
+        read_table(args.item_features) if args.item_features else None,
+        extra_interactions=test,
+    )
+    params = RecommenderParams(
+        loss=args.loss,
+        no_components=args.components,
+        learning_rate=args.learning_rate,
+        epochs=args.epochs,
+        half_life_days=args.half_life_days,
+        feature_weight=args.feature_weight,
+        k=args.k,
+        seed=args.seed,
+    )
+    split = explicit_split(data, test) if test is not None else time_split(data, args.holdout_days)
+    models = args.models.split(",") if args.models else list(MODELS)
+    metrics = evaluate_split(data, split, params, models)
+    print(f"{split.describe()}; k = {args.k}; primary slice: {PRIMARY_SLICE}")
+    for slice_name in SLICES:
+        print(f"\n### {slice_name}{' (primary)' if slice_name == PRIMARY_SLICE else ''}\n")
+        print(metric_table(metrics, args.k, slice_name))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"split": split.describe(), "params": params.as_dict(), "metrics": metrics}, fh, indent=2)
+        print(f"\nmetrics written to {args.out}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from tessera.run import run_pipeline
 
@@ -76,6 +124,32 @@ def main(argv: list[str] | None = None) -> int:
     sc = sg_sub.add_parser("compile", help="validate the rule file and compile it to the dbt model")
     sc.add_argument("--rules", help="rule file (default dbt_project/segments/segment_rules.yml)")
     sc.set_defaults(func=_cmd_segments)
+
+    rec = sub.add_parser("recommend", help="the recommender outside Dagster")
+    rec_sub = rec.add_subparsers(dest="recommend_command", required=True)
+    ev = rec_sub.add_parser(
+        "evaluate",
+        help="LightFM hybrid vs baselines on a time split or an explicit train/test pair",
+        description="Interactions: customer_key, product_id[, interaction_type (view|cart|purchase), occurred_at]. "
+        "Feature tables: customer_key / product_id plus categorical columns. CSV or Parquet.",
+    )
+    ev.add_argument("--interactions", required=True, help="training interactions (all of them with --holdout-days)")
+    ev.add_argument("--user-features")
+    ev.add_argument("--item-features")
+    split = ev.add_mutually_exclusive_group(required=True)
+    split.add_argument("--holdout-days", type=int, help="test on purchases in the last N days")
+    split.add_argument("--test", help="explicit test file (customer_key, product_id)")
+    ev.add_argument("--k", type=int, default=10)
+    ev.add_argument("--models", help="comma-separated subset of the models (default: all)")
+    ev.add_argument("--loss", default="warp", choices=["warp", "bpr", "warp-kos", "logistic"])
+    ev.add_argument("--components", type=int, default=32)
+    ev.add_argument("--learning-rate", type=float, default=0.05)
+    ev.add_argument("--epochs", type=int, default=30)
+    ev.add_argument("--half-life-days", type=float, default=0.0, help="time decay of interaction weights (0 = off)")
+    ev.add_argument("--feature-weight", type=float, default=1.0, help="metadata features vs the identity feature")
+    ev.add_argument("--seed", type=int, default=42)
+    ev.add_argument("--out", help="write all metrics as JSON")
+    ev.set_defaults(func=_cmd_recommend_evaluate)
 
     r = sub.add_parser("run", help="materialize the asset graph in-process and print a summary")
     r.add_argument("--job", default="tessera_all", help="Dagster job to execute")

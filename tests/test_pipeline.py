@@ -181,9 +181,16 @@ def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline)
         "precision_at_10",
         "recall_at_10",
         "auc",
-        "popularity_precision_at_10",
-        "popularity_recall_at_10",
-        "popularity_auc",
+        "ndcg_at_10",
+        "map_at_10",
+        "coverage_at_10",
+        "novelty_at_10",
+        "most_popular_precision_at_10",
+        "recently_popular_ndcg_at_10",
+        "item_item_ndcg_at_10",
+        "lightfm_ids_only_ndcg_at_10",
+        "cold_users_lightfm_hybrid_precision_at_10",
+        "cold_items_most_popular_auc",
     ):
         assert metric in run.data.metrics
     assert 0.5 < run.data.metrics["auc"] <= 1.0

@@ -1,0 +1,251 @@
+"""Honest offline evaluation of the recommender: a time-ordered split, full-catalogue rankings,
+baselines on the same split, and separate warm and cold-start slices.
+
+Works on any interactions table (customer_key, product_id, interaction_type, occurred_at) plus
+optional user and item feature tables; nothing here needs Dagster or the DuckDB file.
+
+Slices (every model ranks the whole catalogue, minus what the slice excludes):
+
+- ``warm`` (**primary**): users with at least one training interaction; the relevant items are
+  their test-period purchases of items they had not bought in training, and items they bought in
+  training are excluded from the ranking. This is the question a shop asks: what new item will
+  this customer buy?
+- ``warm_all``: the same users, every test-period purchase relevant, nothing excluded (re-buys
+  count, so models that recommend the already-bought score higher).
+- ``cold_users``: users with no training interaction at all; only their features can rank.
+- ``cold_items``: warm users, ranked over the items nobody touched in training only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ml.rec_baselines import ItemItemCooccurrence, MostPopular, RecentlyPopular
+from ml.rec_metrics import MetricAccumulator
+from ml.recommender import (
+    LightFMScorer,
+    RecData,
+    RecommenderParams,
+    fit,
+    ids_only,
+    pairs_matrix,
+    with_feature_weight,
+)
+
+PRIMARY_SLICE = "warm"
+SLICES = ("warm", "warm_all", "cold_users", "cold_items")
+MODELS = ("lightfm_hybrid", "lightfm_ids_only", "most_popular", "recently_popular", "item_item")
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame  # interactions with u, i, interaction_type, occurred_at
+    test: pd.DataFrame  # held-out purchases (u, i)
+    split_at: pd.Timestamp | None  # None for an explicit train/test pair
+
+    def describe(self) -> dict:
+        return {
+            "split": "explicit" if self.split_at is None else f"time, test from {self.split_at.date()}",
+            "train_interactions": len(self.train),
+            "test_purchases": len(self.test),
+        }
+
+
+def time_split(data: RecData, holdout_days: int) -> Split:
+    """Train on everything before the last `holdout_days` calendar days, test on purchases in them."""
+    inter = data.interactions
+    split_at = inter["occurred_at"].max().normalize() - pd.Timedelta(days=holdout_days - 1)
+    train = inter[inter["occurred_at"] < split_at]
+    test = inter[(inter["occurred_at"] >= split_at) & (inter["interaction_type"] == "purchase")]
+    if train.empty or test.empty:
+        raise ValueError(f"a {holdout_days}-day holdout leaves {len(train)} training and {len(test)} test rows")
+    return Split(train=train, test=test, split_at=split_at)
+
+
+def explicit_split(data: RecData, test_keys: pd.DataFrame) -> Split:
+    """A published train/test pair: `data.interactions` is the training file; `test_keys` holds the
+    test file's (customer_key, product_id) rows (purchases only when it has interaction_type)."""
+    test = test_keys
+    if "interaction_type" in test:
+        test = test[test["interaction_type"] == "purchase"]
+    test = test.assign(
+        u=test["customer_key"].astype(str).map(data.users.id_map),
+        i=test["product_id"].astype(str).map(data.items.id_map),
+    )
+    unknown = test["u"].isna() | test["i"].isna()
+    if unknown.all():
+        raise ValueError("no test row names a known customer and product")
+    test = test[~unknown].astype({"u": np.int64, "i": np.int64})
+    return Split(train=data.interactions, test=test, split_at=None)
+
+
+@dataclass
+class SliceSpec:
+    users: np.ndarray
+    positives: sp.csr_matrix  # users x items, rows indexed like the full user space
+    exclude: sp.csr_matrix
+
+
+def slices(data: RecData, split: Split) -> dict[str, SliceSpec]:
+    shape = (len(data.users.ids), len(data.items.ids))
+    train, test = split.train, split.test
+    bought = pairs_matrix(train[train["interaction_type"] == "purchase"], shape)
+    all_test = pairs_matrix(test, shape)
+    warm_users = np.zeros(shape[0], dtype=bool)
+    warm_users[train["u"].to_numpy()] = True
+    warm_items = np.zeros(shape[1], dtype=bool)
+    warm_items[train["i"].to_numpy()] = True
+    new_test = all_test - all_test.multiply(bought)
+    new_test.eliminate_zeros()
+    nothing = sp.csr_matrix(shape, dtype=np.float32)
+    # the cold-item slice ranks cold items only: evaluate_split blanks the warm ones per chunk
+    cold_item_positives = new_test.multiply(sp.csr_matrix(~warm_items[None, :])).tocsr()
+
+    def users_with(m: sp.csr_matrix, mask: np.ndarray) -> np.ndarray:
+        has = np.diff(m.indptr) > 0
+        return np.flatnonzero(has & mask)
+
+    return {
+        "warm": SliceSpec(users_with(new_test, warm_users), new_test.tocsr(), bought),
+        "warm_all": SliceSpec(users_with(all_test, warm_users), all_test, nothing),
+        "cold_users": SliceSpec(users_with(all_test, ~warm_users), all_test, nothing),
+        "cold_items": SliceSpec(users_with(cold_item_positives, warm_users), cold_item_positives, bought),
+    }
+
+
+def item_popularity(train: pd.DataFrame, n_items: int) -> np.ndarray:
+    """Share of training users who touched each item (for novelty)."""
+    pairs = train[["u", "i"]].drop_duplicates()
+    users = max(pairs["u"].nunique(), 1)
+    return np.bincount(pairs["i"], minlength=n_items) / users
+
+
+def build_scorers(data: RecData, split: Split, params: RecommenderParams, models=MODELS) -> dict:
+    shape = (len(data.users.ids), len(data.items.ids))
+    train = split.train
+    warm_users = np.zeros(shape[0], dtype=bool)
+    warm_users[train["u"].to_numpy()] = True
+    warm_items = np.zeros(shape[1], dtype=bool)
+    warm_items[train["i"].to_numpy()] = True
+    reference = train["occurred_at"].max()
+    scorers = {}
+    for name in models:
+        if name == "lightfm_hybrid":
+            hybrid = with_feature_weight(data, params.feature_weight)
+            model = fit(hybrid, train, params, reference=reference)
+            scorers[name] = LightFMScorer(model, hybrid, cold_users=~warm_users, cold_items=~warm_items)
+        elif name == "lightfm_ids_only":
+            plain = ids_only(data)
+            model = fit(plain, train, params, reference=reference)
+            scorers[name] = LightFMScorer(model, plain)
+        elif name == "most_popular":
+            scorers[name] = MostPopular(train, shape[1])
+        elif name == "recently_popular":
+            scorers[name] = RecentlyPopular(train, shape[1], window_days=params.recent_days)
+        elif name == "item_item":
+            scorers[name] = ItemItemCooccurrence(train, shape[0], shape[1], weights=params.weight_of())
+        else:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return scorers
+
+
+def evaluate_split(
+    data: RecData,
+    split: Split,
+    params: RecommenderParams,
+    models=MODELS,
+    chunk: int = 2048,
+    scorers: dict | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """metrics[model][slice] -> {precision_at_k, recall_at_k, ndcg_at_k, map_at_k, auc,
+    coverage_at_k, novelty_at_k, users} for every model on every slice, same split, same k."""
+    n_items = len(data.items.ids)
+    popularity = item_popularity(split.train, n_items)
+    n_train_users = max(split.train["u"].nunique(), 1)
+    specs = slices(data, split)
+    warm_items = np.zeros(n_items, dtype=bool)
+    warm_items[split.train["i"].to_numpy()] = True
+    scorers = scorers or build_scorers(data, split, params, models)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, scorer in scorers.items():
+        out[name] = {}
+        for slice_name, spec in specs.items():
+            acc = MetricAccumulator(params.k, n_items, popularity, min_popularity=1.0 / n_train_users)
+            for start in range(0, len(spec.users), chunk):
+                idx = spec.users[start : start + chunk]
+                scores = scorer(idx)
+                if slice_name == "cold_items":
+                    scores[:, warm_items] = -np.inf
+                acc.add(scores, spec.positives[idx], spec.exclude[idx])
+            out[name][slice_name] = acc.result()
+    return out
+
+
+def metric_table(metrics: dict[str, dict[str, dict[str, float]]], k: int, slice_name: str = PRIMARY_SLICE) -> str:
+    """A Markdown table of every model on one slice."""
+    cols = [f"precision_at_{k}", f"recall_at_{k}", f"ndcg_at_{k}", f"map_at_{k}", "auc", f"coverage_at_{k}", f"novelty_at_{k}", "users"]
+    lines = ["| model | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+    for model, by_slice in metrics.items():
+        m = by_slice[slice_name]
+        cells = [f"{int(m[c])}" if c == "users" else f"{m[c]:.4f}" for c in cols]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def read_table(path) -> pd.DataFrame:
+    """CSV or Parquet, by extension."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if path.suffix.lower() in (".csv", ".txt"):
+        return pd.read_csv(path)
+    raise ValueError(f"{path}: expected a .csv or .parquet file")
+
+
+def prepare_tables(
+    interactions: pd.DataFrame,
+    user_features: pd.DataFrame | None = None,
+    item_features: pd.DataFrame | None = None,
+    extra_interactions: pd.DataFrame | None = None,
+) -> RecData:
+    """RecData from plain tables: interactions need customer_key and product_id (interaction_type
+    defaults to 'purchase'; occurred_at is needed for a time split); feature tables are keyed by
+    customer_key / product_id and every other column becomes a categorical feature. Users and
+    items are the union of those seen anywhere (extra_interactions: e.g. a test file)."""
+    from ml.recommender import build_data
+
+    def normalise(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+        missing = {"customer_key", "product_id"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"{name} lacks column(s) {sorted(missing)}")
+        frame = frame.copy()
+        frame["customer_key"] = frame["customer_key"].astype(str)
+        frame["product_id"] = frame["product_id"].astype(str)
+        if "interaction_type" not in frame:
+            frame["interaction_type"] = "purchase"
+        if "occurred_at" not in frame:
+            frame["occurred_at"] = pd.NaT
+        frame["occurred_at"] = pd.to_datetime(frame["occurred_at"])
+        return frame
+
+    inter = normalise(interactions, "interactions")
+    extra = normalise(extra_interactions, "test interactions") if extra_interactions is not None else inter.iloc[:0]
+    users = pd.DataFrame({"customer_key": pd.unique(pd.concat([inter["customer_key"], extra["customer_key"]]))})
+    items = pd.DataFrame({"product_id": pd.unique(pd.concat([inter["product_id"], extra["product_id"]]))})
+    user_cols: list[str] = []
+    item_cols: list[str] = []
+    if user_features is not None:
+        uf = user_features.assign(customer_key=user_features["customer_key"].astype(str)).drop_duplicates("customer_key")
+        user_cols = [c for c in uf.columns if c != "customer_key"]
+        users = users.merge(uf, on="customer_key", how="outer")
+    if item_features is not None:
+        itf = item_features.assign(product_id=item_features["product_id"].astype(str)).drop_duplicates("product_id")
+        item_cols = [c for c in itf.columns if c != "product_id"]
+        items = items.merge(itf, on="product_id", how="outer")
+    return build_data(users, items, inter, user_cols, item_cols)
