@@ -25,6 +25,7 @@ class Settings:
     publish_dir: Path
     mlflow_tracking_uri: str
     mlflow_experiment: str
+    mlflow_model_name: str
     duckdb_memory_limit: str
     duckdb_threads: int
     gx_max_rows: int
@@ -64,6 +65,7 @@ def load_settings() -> Settings:
         publish_dir=_path("TESSERA_PUBLISH_DIR", data_dir / "publish"),
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", default_uri),
         mlflow_experiment=os.environ.get("TESSERA_MLFLOW_EXPERIMENT", "tessera-recommender"),
+        mlflow_model_name=os.environ.get("TESSERA_MLFLOW_MODEL_NAME", "tessera-recommender"),
         duckdb_memory_limit=os.environ.get("TESSERA_DUCKDB_MEMORY_LIMIT", "4GB"),
         duckdb_threads=int(os.environ.get("TESSERA_DUCKDB_THREADS", "2")),
         gx_max_rows=int(os.environ.get("TESSERA_GX_MAX_ROWS", "2000000")),

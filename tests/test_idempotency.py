@@ -15,9 +15,10 @@ def test_rematerializing_unchanged_input_changes_nothing(pipeline):
     def snapshot():
         con = duckdb.connect(str(settings.duckdb_path), read_only=True)
         try:
-            # MLflow run ids differ per run by design; everything else must be identical
+            # MLflow run ids and registry versions differ per run by design; everything else must
+            # be identical
             run_ids = {
-                "customer_recommendations": "model_run_id",
+                "customer_recommendations": "model_run_id, model_version",
                 "customer_segments": "clustering_run_id",
                 "customer_scores": "purchase_model_run_id, churn_model_run_id",
             }
@@ -37,6 +38,13 @@ def test_rematerializing_unchanged_input_changes_nothing(pipeline):
     after = snapshot()
     for name in before:
         assert before[name] == after[name], name
+    # the retrained model ties the champion on the same split, so it takes the alias (newer data)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    champion = client.get_model_version_by_alias(settings.mlflow_model_name, "champion")
+    assert champion.tags["gate_decision"] == "promoted"
+    assert float(champion.tags["gate_challenger_metric"]) == float(champion.tags["gate_champion_metric"])
 
 
 def test_a_second_run_that_adds_records_keeps_every_existing_id(pipeline):
