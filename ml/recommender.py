@@ -7,7 +7,7 @@ Python loop over interactions), and scoring works in user chunks so memory stays
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,16 @@ class RecommenderParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_logged(cls, logged: dict[str, str]) -> RecommenderParams:
+        """Rebuild from MLflow params (strings); names that are not fields are ignored."""
+        values = {}
+        for f in fields(cls):
+            if f.name in logged:
+                kind = type(getattr(cls(), f.name))
+                values[f.name] = kind(float(logged[f.name])) if kind in (int, float) else kind(logged[f.name])
+        return cls(**values)
 
     def weight_of(self) -> dict[str, float]:
         return {"view": self.weight_view, "cart": self.weight_cart, "purchase": self.weight_purchase}
@@ -218,10 +228,21 @@ def recommend(
     eligible_items: np.ndarray,
     k: int,
     chunk: int = 4096,
+    cold_users: np.ndarray | None = None,
+    popular_users: np.ndarray | None = None,
+    popularity: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Top-k eligible items per user, excluding already-bought pairs; one row per recommendation."""
-    scorer = LightFMScorer(model, data)
+    """Top-k eligible items per user, `exclude` pairs left out; one row per recommendation, with
+    its source: 'personalised' (history), 'cold_start_features' (no history: ranked by the user's
+    features alone, see without_identity) or 'popularity' (rows of `popular_users` get the
+    `popularity` scores: no usable features, or no consent to personalise)."""
     n_users = len(data.users.ids)
+    cold = np.zeros(n_users, dtype=bool) if cold_users is None else cold_users
+    popular = np.zeros(n_users, dtype=bool) if popular_users is None else popular_users
+    if popular.any() and popularity is None:
+        raise ValueError("popular_users given without popularity scores")
+    scorer = LightFMScorer(model, data, cold_users=cold & ~popular)
+    source = np.where(popular, "popularity", np.where(cold, "cold_start_features", "personalised"))
     blocked = ~eligible_items
     frames = []
     item_ids = np.asarray(data.items.ids)
@@ -230,12 +251,15 @@ def recommend(
     for start in range(0, n_users, chunk):
         idx = np.arange(start, min(start + chunk, n_users))
         scores = scorer(idx)
+        rows = popular[idx]
+        if rows.any():
+            scores[rows] = popularity[None, :]
         scores[:, blocked] = -np.inf
         ex_r, ex_c = exclude[idx].nonzero()
         scores[ex_r, ex_c] = -np.inf
         top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
         top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
+        order = np.lexsort((top, -top_scores), axis=1)  # best first; ties: lower item index
         top = np.take_along_axis(top, order, axis=1)
         top_scores = np.take_along_axis(top_scores, order, axis=1)
         valid = np.isfinite(top_scores)
@@ -247,10 +271,24 @@ def recommend(
                     "rank": rank.ravel()[valid.ravel()],
                     "product_id": item_ids[top.ravel()][valid.ravel()],
                     "score": top_scores.ravel()[valid.ravel()],
+                    "source": np.repeat(source[idx], kk)[valid.ravel()],
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def apply_rules(pool: pd.DataFrame, item_category: pd.Series, top_n: int, max_per_category: int) -> pd.DataFrame:
+    """Business rules on ranked candidates: at most `max_per_category` items of one category per
+    customer (the best ones), then the first `top_n`, ranks renumbered 1..n. `item_category`
+    maps product_id -> category. Vectorised with group-wise cumulative counts."""
+    if top_n < 1 or max_per_category < 1:
+        raise ValueError(f"top_n and max_per_category must be >= 1, got {top_n} and {max_per_category}")
+    frame = pool.sort_values(["customer_key", "rank"], kind="stable").reset_index(drop=True)
+    frame["category"] = frame["product_id"].map(item_category).fillna("unknown").to_numpy()
+    frame = frame[frame.groupby(["customer_key", "category"], sort=False).cumcount() < max_per_category]
+    frame = frame.assign(rank=frame.groupby("customer_key", sort=False).cumcount() + 1)
+    return frame[frame["rank"] <= top_n].reset_index(drop=True)
 
 
 def pairs_matrix(inter: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:

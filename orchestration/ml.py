@@ -3,10 +3,12 @@
 import dagster as dg
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ml.rec_evaluation import PRIMARY_SLICE, SLICES, evaluate_split, time_split
 from ml.recommender import (
     RecommenderParams,
+    apply_rules,
     build_data,
     fit,
     purchased_matrix,
@@ -35,6 +37,59 @@ def write_ml_table(tessera: TesseraResource, name: str, frame: pd.DataFrame, ord
             con.unregister("frame_df")
 
 
+def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, active: np.ndarray, config) -> pd.DataFrame:
+    """The rules on the published list: top `k` per customer, already-bought products left out
+    (configurable), inactive products never, at most `max_per_category` per category. Customers
+    without history are ranked from their features; without usable features, or without
+    personalisation consent, they get the most popular products (and their history is not used)."""
+    from ml.rec_baselines import MostPopular
+
+    n_users = len(data.users.ids)
+    profile = users.set_index("customer_key").loc[data.users.ids]
+    has_history = np.zeros(n_users, dtype=bool)
+    has_history[data.interactions["u"].to_numpy()] = True
+    informative = (profile[USER_FEATURES].fillna("unknown").astype(str) != "unknown").any(axis=1).to_numpy()
+    consent = profile["personalization_consent"].fillna(True).astype(bool).to_numpy()
+    popular = ~consent | (~has_history & ~informative)
+    cold = ~has_history & ~popular
+    exclude = purchased_matrix(data) if config.exclude_bought else sp.csr_matrix((n_users, len(data.items.ids)))
+    exclude = sp.diags((~popular).astype(np.float32)) @ exclude  # no personal history without consent
+    pool = recommend(
+        model,
+        data,
+        exclude.tocsr(),
+        active,
+        config.k * max(config.max_per_category, 5),
+        cold_users=cold,
+        popular_users=popular,
+        popularity=MostPopular(data.interactions, len(data.items.ids)).scores,
+    )
+    recs = apply_rules(pool, items.set_index("product_id")["category"], config.k, config.max_per_category)
+    return recs.assign(top_n=config.k, max_per_category=config.max_per_category)
+
+
+def promotion_gate(settings, logged, evaluation: dict, data, split):
+    """Register the new model and let it take the `champion` alias only if it is not worse than
+    the champion's configuration refitted and evaluated on the same split (ml/registry.py)."""
+    from mlflow.tracking import MlflowClient
+
+    from ml.registry import PRIMARY_METRIC, champion, champion_params, decide, register
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    name = settings.mlflow_model_name
+    current = champion(client, name)
+    version = register(client, name, logged.model_uri, logged.run_id)
+    champion_metric = None
+    if current is not None:
+        champion_config = RecommenderParams.from_logged(champion_params(client, current))
+        again = evaluate_split(data, split, champion_config, models=["lightfm_hybrid"])
+        champion_metric = again["lightfm_hybrid"][PRIMARY_SLICE][PRIMARY_METRIC]
+    challenger_metric = evaluation["lightfm_hybrid"][PRIMARY_SLICE][PRIMARY_METRIC]
+    return decide(
+        client, name, version, challenger_metric, None if current is None else str(current.version), champion_metric
+    )
+
+
 def flatten_metrics(evaluation: dict) -> dict[str, float]:
     """MLflow metric names: the hybrid on the primary slice as plain names (precision_at_10, ...),
     each baseline on it as <model>_<metric>, every other slice as <slice>_<model>_<metric>."""
@@ -59,6 +114,9 @@ class RecommenderConfig(dg.Config):
     epochs: int = 30
     test_days: int = 21
     k: int = PUBLISHED_K
+    # rules on the published list
+    max_per_category: int = 3  # diversity cap: at most this many products of one category
+    exclude_bought: bool = True  # leave out products the customer already bought
 
     def params(self, seed: int) -> RecommenderParams:
         return RecommenderParams(
@@ -82,7 +140,8 @@ select
     case
         when birth_date is null then 'unknown'
         else cast(floor(date_diff('year', birth_date, (select max(as_of_date) from marts.customer_rfm)) / 10) * 10 as integer) || 's'
-    end as age_band
+    end as age_band,
+    personalization_consent
 from marts.dim_customers
 where not is_erasure_requested
 """
@@ -126,10 +185,11 @@ def recommendation_candidates(
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
     context.log.info(f"holdout from {split.split_at.date()}: {evaluation['lightfm_hybrid'][PRIMARY_SLICE]}")
 
+    base_data = data
     data = with_feature_weight(data, params.feature_weight)
     model = fit(data, data.interactions, params)
     active = items.set_index("product_id").loc[data.items.ids, "is_active"].to_numpy(dtype=bool)
-    recs = recommend(model, data, purchased_matrix(data), active, params.k)
+    recs = published_candidates(model, data, users, items, active, config)
 
     logged = log_recommender_run(
         tracking_uri=settings.mlflow_tracking_uri,
@@ -158,11 +218,23 @@ def recommendation_candidates(
         tags={"dagster_run_id": context.run_id, "source": "tessera"},
         mappings={"users": data.users.ids, "items": data.items.ids},
     )
-    recs["model_run_id"] = logged.run_id
-    write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
+    decision = promotion_gate(settings, logged, evaluation, base_data, split)
+    context.log.info(decision.summary())
+    if decision.promoted:
+        recs["model_run_id"] = logged.run_id
+        recs["model_version"] = decision.challenger_version
+        write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
+    else:
+        # published recommendations come only from the champion: keep its candidates
+        context.log.warning(f"{decision.summary()}; ml.recommendation_candidates left as the champion wrote them")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(recs),
+            "promoted": decision.promoted,
+            "registered_model": settings.mlflow_model_name,
+            "challenger_version": decision.challenger_version,
+            "champion_version": decision.champion_now,
+            "gate": decision.summary(),
+            "dagster/row_count": len(recs) if decision.promoted else None,
             "mlflow_run_id": logged.run_id,
             "mlflow_model_uri": logged.model_uri,
             "mlflow_run_path": logged.run_url_path,
@@ -179,34 +251,47 @@ def recommendation_candidates(
 @dg.asset_check(
     asset=RECOMMENDER_KEY,
     blocking=True,
-    description="Every candidate names a known customer and an active product; at most k per customer, ranks 1..k.",
+    description=(
+        "Every candidate names a known customer and an active product; the published rules hold: "
+        "at most top_n per customer with ranks 1..n, at most max_per_category per category, no "
+        "product the customer bought unless exclusion is off, no personalised list without consent."
+    ),
 )
 def candidates_reference_known_customers_and_active_products(tessera: TesseraResource) -> dg.AssetCheckResult:
     with tessera.duckdb(read_only=True) as con:
-        unknown_customers, inactive_products, over_k, bad_rank = con.execute(
+        row = con.execute(
             """
+            with r as (select * from ml.recommendation_candidates),
+            counts as (
+                select
+                    count(*) filter (where c.customer_key is null) as unknown_customers,
+                    count(*) filter (where p.product_id is null or not p.is_active) as inactive_products,
+                    count(*) filter (where r.rank < 1 or r.rank > r.top_n) as ranks_out_of_range,
+                    count(*) filter (where not c.personalization_consent and r.source <> 'popularity') as personalised_without_consent
+                from r
+                left join marts.dim_customers as c on c.customer_key = r.customer_key
+                left join marts.dim_products as p on p.product_id = r.product_id
+            )
             select
-                count(*) filter (where c.customer_key is null),
-                count(*) filter (where p.product_id is null or not p.is_active),
-                (select count(*) from (select customer_key from ml.recommendation_candidates group by 1 having count(*) > ?)),
-                count(*) filter (where r.rank < 1 or r.rank > ?)
-            from ml.recommendation_candidates as r
-            left join marts.dim_customers as c on c.customer_key = r.customer_key
-            left join marts.dim_products as p on p.product_id = r.product_id
-            """,
-            [PUBLISHED_K, PUBLISHED_K],
-        ).fetchone()
-    passed = unknown_customers == 0 and inactive_products == 0 and over_k == 0 and bad_rank == 0
-    return dg.AssetCheckResult(
-        passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "unknown_customers": unknown_customers,
-            "inactive_or_unknown_products": inactive_products,
-            "customers_over_k": over_k,
-            "ranks_out_of_range": bad_rank,
-        },
+                counts.*,
+                (select count(*) from (select customer_key from r group by customer_key, top_n having count(*) > top_n)) as over_top_n,
+                (select count(*) from (
+                    select r.customer_key from r inner join marts.dim_products as p using (product_id)
+                    group by r.customer_key, p.category, r.max_per_category having count(*) > r.max_per_category
+                )) as over_category_cap
+            from counts
+            """
+        ).fetchall()[0]
+    names = (
+        "unknown_customers",
+        "inactive_or_unknown_products",
+        "ranks_out_of_range",
+        "personalised_without_consent",
+        "customers_over_top_n",
+        "customer_categories_over_cap",
     )
+    metadata = dict(zip(names, (int(v) for v in row)))
+    return dg.AssetCheckResult(passed=not any(metadata.values()), severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
 
 PROPENSITY_KEY = dg.AssetKey(["ml", "propensity_scores"])

@@ -95,9 +95,13 @@ EVERY_ACTIVE_CUSTOMER = Validation(
 PUBLISHED = (
     Published(
         "customer_recommendations",
-        "Top 10 products per customer from the latest recommender run; active products only.",
+        "Top N products per customer from the champion recommender (its registry version and MLflow "
+        "run on every row); active products only, at most max_per_category per category; source says "
+        "whether a list is personalised, ranked from features (no history) or popular (no usable "
+        "features, or no personalisation consent).",
         """
-        select r.customer_key, r.rank, r.product_id, p.product_name, p.category, r.score, r.model_run_id
+        select r.customer_key, r.rank, r.product_id, p.product_name, p.category, r.score, r.source,
+            r.model_run_id, r.model_version
         from ml.recommendation_candidates as r
         inner join marts.dim_customers as c on c.customer_key = r.customer_key and not c.is_erasure_requested
         inner join marts.dim_products as p on p.product_id = r.product_id and p.is_active

@@ -179,3 +179,47 @@ def test_cli_evaluates_a_time_split_and_an_explicit_pair(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["split"]["split"] == "explicit"
     assert result["metrics"]["most_popular"]["warm"]["users"] == 1
+
+
+def test_rules_cap_each_category_then_cut_to_top_n():
+    from ml.recommender import apply_rules
+
+    pool = pd.DataFrame(
+        {"customer_key": ["c"] * 6, "rank": range(1, 7), "product_id": [f"p{i}" for i in range(1, 7)], "score": 1.0}
+    )
+    category = pd.Series({"p1": "a", "p2": "a", "p3": "a", "p4": "b", "p5": "a", "p6": "c"})
+    out = apply_rules(pool, category, top_n=3, max_per_category=2)
+    assert out["product_id"].tolist() == ["p1", "p2", "p4"]  # p3 is a third 'a'
+    assert out["rank"].tolist() == [1, 2, 3]
+    assert apply_rules(pool, category, top_n=10, max_per_category=1)["product_id"].tolist() == ["p1", "p4", "p6"]
+    with pytest.raises(ValueError):
+        apply_rules(pool, category, top_n=0, max_per_category=1)
+
+
+def test_published_lists_fall_back_to_features_then_popularity_and_respect_consent():
+    from orchestration.ml import RecommenderConfig, published_candidates
+
+    inter, users, items = _planted()
+    users = users.assign(gender="unknown", country_code="unknown", age_band=users["taste"], personalization_consent=True)
+    users = pd.concat(
+        [users, pd.DataFrame([{"customer_key": "nobody", "taste": None, "gender": "unknown", "country_code": "unknown", "age_band": "unknown", "personalization_consent": True}])]
+    )
+    users.loc[users["customer_key"] == "a1", "personalization_consent"] = False
+    items = items.assign(brand="x", price_band="low", is_active=True)
+    data = prepare_tables(inter, users[["customer_key", "gender", "country_code", "age_band"]], items[["product_id", "category", "brand", "price_band"]])
+    model = fit(data, data.interactions, PARAMS)
+    active = np.ones(len(data.items.ids), dtype=bool)
+    config = RecommenderConfig(k=3, max_per_category=2, exclude_bought=True)
+    recs = published_candidates(model, data, users, items, active, config)
+    source = recs.groupby("customer_key")["source"].first()
+    assert source["a0"] == "personalised"
+    assert source["u_new"] == "cold_start_features"  # no history, features say taste 'a'
+    assert source["nobody"] == "popularity"  # no history, no usable feature
+    assert source["a1"] == "popularity"  # no consent to personalise
+    # the cap: at most 2 items of one category in any list
+    assert recs.groupby(["customer_key", "category"]).size().max() <= 2
+    # a0's bought items are excluded; a1's history is not used at all, so popular items it bought may appear
+    a0 = set(recs.loc[recs["customer_key"] == "a0", "product_id"])
+    assert not a0 & {"a_item0", "a_item1"}
+    popular_order = recs.loc[recs["customer_key"] == "nobody", "product_id"].tolist()
+    assert recs.loc[recs["customer_key"] == "a1", "product_id"].tolist() == popular_order

@@ -44,6 +44,17 @@ consent as (
     group by customer_key
 ),
 
+-- Personalisation is opt-out: without a record it is allowed; the latest personalization (or
+-- 'all') consent record decides otherwise.
+personalization as (
+    select
+        customer_key,
+        {{ tessera.latest_value('granted', 'requested_at') }} as personalization_consent
+    from privacy
+    where request_type = 'consent' and purpose in ('personalization', 'all')
+    group by customer_key
+),
+
 erasure as (
     select customer_key, max(requested_at) as erasure_requested_at
     from privacy
@@ -109,6 +120,7 @@ select
     coalesce(n.cookie_count, 0) as cookie_count,
     coalesce(n.pos_receipt_count, 0) as pos_receipt_count,
     coalesce(c.email_marketing_consent, false) as email_marketing_consent,
+    coalesce(pz.personalization_consent, true) as personalization_consent,
     e.erasure_requested_at is not null as is_erasure_requested,
     g.first_signup_at,
     g.last_profile_update_at,
@@ -126,4 +138,5 @@ select
 from golden as g
 left join cluster_nodes as n on n.customer_key = g.customer_key
 left join consent as c on c.customer_key = g.customer_key
+left join personalization as pz on pz.customer_key = g.customer_key
 left join erasure as e on e.customer_key = g.customer_key
