@@ -98,6 +98,41 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recommend_tune(args: argparse.Namespace) -> int:
+    from ml.rec_evaluation import prepare_tables, read_table, time_split
+    from ml.rec_tuning import DEFAULT_SPACE, tune
+    from ml.recommender import RecommenderParams
+    from tessera.settings import load_settings, mlflow_artifact_root
+
+    settings = load_settings()
+    data = prepare_tables(
+        read_table(args.interactions),
+        read_table(args.user_features) if args.user_features else None,
+        read_table(args.item_features) if args.item_features else None,
+    )
+    split = time_split(data, args.holdout_days)
+    results = tune(
+        data,
+        split,
+        RecommenderParams(k=args.k, seed=args.seed),
+        DEFAULT_SPACE,
+        settings.mlflow_tracking_uri,
+        args.experiment,
+        mlflow_artifact_root(settings),
+    )
+    k = args.k
+    print(f"{len(results)} trials in MLflow experiment '{args.experiment}' ({settings.mlflow_tracking_uri}); {split.describe()}")
+    print(f"| loss | components | lr | epochs | feature weight | half-life | P@{k} | NDCG@{k} | cold-user NDCG@{k} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(
+            f"| {r['loss']} | {r['no_components']} | {r['learning_rate']} | {r['epochs']} | {r['feature_weight']} | "
+            f"{r['half_life_days']} | {r[f'precision_at_{k}']:.4f} | {r[f'ndcg_at_{k}']:.4f} | "
+            f"{r.get(f'cold_users_ndcg_at_{k}', float('nan')):.4f} |"
+        )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from tessera.run import run_pipeline
 
@@ -150,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--seed", type=int, default=42)
     ev.add_argument("--out", help="write all metrics as JSON")
     ev.set_defaults(func=_cmd_recommend_evaluate)
+
+    tu = rec_sub.add_parser("tune", help="grid search of the hybrid; every trial is an MLflow run")
+    tu.add_argument("--interactions", required=True)
+    tu.add_argument("--user-features")
+    tu.add_argument("--item-features")
+    tu.add_argument("--holdout-days", type=int, required=True)
+    tu.add_argument("--k", type=int, default=10)
+    tu.add_argument("--seed", type=int, default=42)
+    tu.add_argument("--experiment", default="tessera-recommender-tuning")
+    tu.set_defaults(func=_cmd_recommend_tune)
 
     r = sub.add_parser("run", help="materialize the asset graph in-process and print a summary")
     r.add_argument("--job", default="tessera_all", help="Dagster job to execute")
