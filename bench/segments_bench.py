@@ -60,13 +60,9 @@ TIMED_MODELS = [
 
 def _use_data_dir(path: Path) -> None:
     """Every tessera setting follows TESSERA_DATA_DIR; clear the ones that could point elsewhere."""
-    for name in (
-        "TESSERA_DUCKDB_PATH",
-        "TESSERA_LANDING_DIR",
-        "TESSERA_TRUTH_DIR",
-        "TESSERA_PUBLISH_DIR",
-        "MLFLOW_TRACKING_URI",
-    ):
+    from tessera.settings import DERIVED_LOCATION_VARS
+
+    for name in DERIVED_LOCATION_VARS:
         os.environ.pop(name, None)
     os.environ["TESSERA_DATA_DIR"] = str(path)
 

@@ -47,6 +47,17 @@ class Settings:
         }
 
 
+# Variables that override a location otherwise derived from TESSERA_DATA_DIR: clear them to point
+# everything at one data directory (tests, benchmarks).
+DERIVED_LOCATION_VARS = (
+    "TESSERA_DUCKDB_PATH",
+    "TESSERA_LANDING_DIR",
+    "TESSERA_TRUTH_DIR",
+    "TESSERA_PUBLISH_DIR",
+    "MLFLOW_TRACKING_URI",
+)
+
+
 def _path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser().resolve() if value else default.resolve()

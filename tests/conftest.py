@@ -17,14 +17,10 @@ SMALL = dict(customers=300, days=100, seed=7, end_date=date(2026, 10, 31))
 
 
 def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    from tessera.settings import DERIVED_LOCATION_VARS
+
     monkeypatch.setenv("TESSERA_DATA_DIR", str(data_dir))
-    for name in (
-        "TESSERA_DUCKDB_PATH",
-        "TESSERA_LANDING_DIR",
-        "TESSERA_TRUTH_DIR",
-        "TESSERA_PUBLISH_DIR",
-        "MLFLOW_TRACKING_URI",
-    ):
+    for name in DERIVED_LOCATION_VARS:
         monkeypatch.delenv(name, raising=False)
 
 
