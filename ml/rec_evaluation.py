@@ -83,6 +83,15 @@ def explicit_split(data: RecData, test_keys: pd.DataFrame) -> Split:
     return Split(train=data.interactions, test=test, split_at=None)
 
 
+def seen(train: pd.DataFrame, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the users and the items with at least one training interaction."""
+    users = np.zeros(shape[0], dtype=bool)
+    users[train["u"].to_numpy()] = True
+    items = np.zeros(shape[1], dtype=bool)
+    items[train["i"].to_numpy()] = True
+    return users, items
+
+
 @dataclass
 class SliceSpec:
     users: np.ndarray
@@ -95,10 +104,7 @@ def slices(data: RecData, split: Split) -> dict[str, SliceSpec]:
     train, test = split.train, split.test
     bought = pairs_matrix(train[train["interaction_type"] == "purchase"], shape)
     all_test = pairs_matrix(test, shape)
-    warm_users = np.zeros(shape[0], dtype=bool)
-    warm_users[train["u"].to_numpy()] = True
-    warm_items = np.zeros(shape[1], dtype=bool)
-    warm_items[train["i"].to_numpy()] = True
+    warm_users, warm_items = seen(train, shape)
     new_test = all_test - all_test.multiply(bought)
     new_test.eliminate_zeros()
     nothing = sp.csr_matrix(shape, dtype=np.float32)
@@ -127,10 +133,7 @@ def item_popularity(train: pd.DataFrame, n_items: int) -> np.ndarray:
 def build_scorers(data: RecData, split: Split, params: RecommenderParams, models=MODELS) -> dict:
     shape = (len(data.users.ids), len(data.items.ids))
     train = split.train
-    warm_users = np.zeros(shape[0], dtype=bool)
-    warm_users[train["u"].to_numpy()] = True
-    warm_items = np.zeros(shape[1], dtype=bool)
-    warm_items[train["i"].to_numpy()] = True
+    warm_users, warm_items = seen(train, shape)
     reference = train["occurred_at"].max()
     scorers = {}
     for name in models:
@@ -167,8 +170,7 @@ def evaluate_split(
     popularity = item_popularity(split.train, n_items)
     n_train_users = max(split.train["u"].nunique(), 1)
     specs = slices(data, split)
-    warm_items = np.zeros(n_items, dtype=bool)
-    warm_items[split.train["i"].to_numpy()] = True
+    _, warm_items = seen(split.train, (len(data.users.ids), n_items))
     scorers = scorers or build_scorers(data, split, params, models)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, scorer in scorers.items():

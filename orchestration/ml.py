@@ -68,9 +68,11 @@ def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, 
     return recs.assign(top_n=config.k, max_per_category=config.max_per_category)
 
 
-def promotion_gate(settings, logged, evaluation: dict, data, split):
+def promotion_gate(settings, logged, params: RecommenderParams, evaluation: dict, data, split):
     """Register the new model and let it take the `champion` alias only if it is not worse than
-    the champion's configuration refitted and evaluated on the same split (ml/registry.py)."""
+    the champion's configuration refitted and evaluated on the same split (ml/registry.py). Fits
+    are deterministic, so a champion with the challenger's own configuration scores exactly what
+    the challenger scored: it is not refitted."""
     from mlflow.tracking import MlflowClient
 
     from ml.registry import PRIMARY_METRIC, champion, champion_params, decide, register
@@ -79,12 +81,15 @@ def promotion_gate(settings, logged, evaluation: dict, data, split):
     name = settings.mlflow_model_name
     current = champion(client, name)
     version = register(client, name, logged.model_uri, logged.run_id)
+    challenger_metric = evaluation["lightfm_hybrid"][PRIMARY_SLICE][PRIMARY_METRIC]
     champion_metric = None
     if current is not None:
         champion_config = RecommenderParams.from_logged(champion_params(client, current))
-        again = evaluate_split(data, split, champion_config, models=["lightfm_hybrid"])
-        champion_metric = again["lightfm_hybrid"][PRIMARY_SLICE][PRIMARY_METRIC]
-    challenger_metric = evaluation["lightfm_hybrid"][PRIMARY_SLICE][PRIMARY_METRIC]
+        if champion_config == params:
+            champion_metric = challenger_metric
+        else:
+            again = evaluate_split(data, split, champion_config, models=["lightfm_hybrid"])
+            champion_metric = again["lightfm_hybrid"][PRIMARY_SLICE][PRIMARY_METRIC]
     return decide(
         client, name, version, challenger_metric, None if current is None else str(current.version), champion_metric
     )
@@ -218,7 +223,7 @@ def recommendation_candidates(
         tags={"dagster_run_id": context.run_id, "source": "tessera"},
         mappings={"users": data.users.ids, "items": data.items.ids},
     )
-    decision = promotion_gate(settings, logged, evaluation, base_data, split)
+    decision = promotion_gate(settings, logged, params, evaluation, base_data, split)
     context.log.info(decision.summary())
     if decision.promoted:
         recs["model_run_id"] = logged.run_id

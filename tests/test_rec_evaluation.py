@@ -251,3 +251,11 @@ def test_every_tuning_trial_is_an_mlflow_run_on_the_same_split(tmp_path):
     assert all("ndcg_at_3" in r.data.metrics and "cold_users_ndcg_at_3" in r.data.metrics for r in runs)
     assert len({r.data.tags["split"] for r in runs}) == 1  # one split for every trial
     assert {r.info.run_id for r in runs} == {r["run_id"] for r in results}
+
+
+def test_logged_params_rebuild_the_same_configuration():
+    # the promotion gate relies on this to skip refitting a champion with the challenger's settings
+    params = RecommenderParams(no_components=64, half_life_days=30.0, feature_weight=0.1, item_alpha=1e-6)
+    logged = {k: str(v) for k, v in params.as_dict().items()} | {"user_features": "gender"}
+    assert RecommenderParams.from_logged(logged) == params
+    assert RecommenderParams.from_logged(logged | {"epochs": "5"}) != params
