@@ -51,7 +51,7 @@ $(SEGMENT_MODEL): $(SEGMENT_RULES) tessera/segments.py $(STAMP)
 manifest: $(MANIFEST)
 
 $(MANIFEST): $(STAMP) $(SEGMENT_MODEL) $(DBT_SOURCES)
-	$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
+	$(BIN)/dbt parse --quiet --project-dir $(CURDIR)/dbt_project --profiles-dir $(CURDIR)/dbt_project
 	touch $@
 
 generate: install

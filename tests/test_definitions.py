@@ -36,6 +36,7 @@ GROUPS = {
         "marts/fct_customer_product_interactions",
         "marts/customer_rfm",
         "marts/customer_feature_snapshots",
+        "marts/customer_rec_user_features",
         "marts/customer_features",
         "marts/customer_propensity_labels",
         "marts/customer_rule_segments",

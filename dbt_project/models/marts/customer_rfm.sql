@@ -45,9 +45,9 @@ measured as (
 scored as (
     select
         *,
-        cast(ceil(5 * cume_dist() over (order by recency_days desc) - 0.000001) as integer) as r_score,
-        cast(ceil(5 * cume_dist() over (order by frequency) - 0.000001) as integer) as f_score,
-        cast(ceil(5 * cume_dist() over (order by monetary) - 0.000001) as integer) as m_score
+        {{ tessera.rfm_score('recency_days', 'desc') }} as r_score,
+        {{ tessera.rfm_score('frequency') }} as f_score,
+        {{ tessera.rfm_score('monetary') }} as m_score
     from measured
 ),
 
@@ -66,11 +66,11 @@ select
     s.r_score,
     s.f_score,
     s.m_score,
-    cast(round((s.f_score + s.m_score) / 2.0 + 0.01, 0) as integer) as fm_score,
+    {{ tessera.fm_score('s.f_score', 's.m_score') }} as fm_score,
     coalesce(m.rfm_segment, 'Prospect') as rfm_segment
 from {{ ref('dim_customers') }} as c
 cross join as_of as a
 left join scored as s on s.customer_key = c.customer_key
 left join segment_map as m
     on m.r_score = s.r_score
-    and m.fm_score = cast(round((s.f_score + s.m_score) / 2.0 + 0.01, 0) as integer)
+    and m.fm_score = {{ tessera.fm_score('s.f_score', 's.m_score') }}
