@@ -20,7 +20,8 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ml.rec_evaluation import evaluate_split, prepare_tables, read_table, time_split  # noqa: E402
+from ml.rec_evaluation import evaluate_split, evaluation_as_of, prepare_tables, read_table, time_split  # noqa: E402
+from orchestration.ml import USER_FEATURES  # noqa: E402
 from ml.recommender import RecommenderParams  # noqa: E402
 
 GRID = [  # components, half-life days, feature weight, loss
@@ -43,10 +44,10 @@ def export(db: Path, out: Path) -> None:
             "copy (select customer_key, product_id, interaction_type, occurred_at "
             f"from marts.fct_customer_product_interactions) to '{out / 'interactions.parquet'}'"
         )
+        # point in time (as_of_date): the CLI and prepare_tables pick the rows as of the holdout start
         con.execute(
-            "copy (select customer_key, gender, country_code, case when birth_date is null then 'unknown' "
-            "else cast(floor(date_diff('year', birth_date, (select max(as_of_date) from marts.customer_rfm)) / 10) * 10 as integer) || 's' end as age_band "
-            f"from marts.dim_customers) to '{out / 'users.parquet'}'"
+            f"copy (select {', '.join(['customer_key', 'as_of_date', *USER_FEATURES])} "
+            f"from marts.customer_rec_user_features) to '{out / 'users.parquet'}'"
         )
         con.execute(
             f"copy (select product_id, category, brand, price_band from marts.dim_products) to '{out / 'items.parquet'}'"
@@ -62,7 +63,8 @@ def main() -> int:
     args = parser.parse_args()
     out = ROOT / "bench" / "results" / f"recommender_tables_{args.db.parent.name}"
     export(args.db, out)
-    data = prepare_tables(*(read_table(out / f) for f in ("interactions.parquet", "users.parquet", "items.parquet")))
+    interactions, users, items = (read_table(out / f) for f in ("interactions.parquet", "users.parquet", "items.parquet"))
+    data = prepare_tables(interactions, users, items, as_of=evaluation_as_of(interactions, args.holdout_days))
     split = time_split(data, args.holdout_days)
     print(f"tables in {out}; {split.describe()}")
     print("| components | half-life | feature weight | loss | warm P@10 | warm NDCG@10 | cold-user P@10 | seconds |")

@@ -55,10 +55,33 @@ class Split:
         }
 
 
+def holdout_start(occurred_at: pd.Series, holdout_days: int) -> pd.Timestamp:
+    """Midnight starting the last `holdout_days` calendar days of `occurred_at`."""
+    if holdout_days < 1:
+        raise ValueError(f"holdout_days must be >= 1, got {holdout_days}")
+    return pd.to_datetime(occurred_at).max().normalize() - pd.Timedelta(days=holdout_days - 1)
+
+
+def features_as_of(frame: pd.DataFrame, key: str, at: pd.Timestamp | None) -> pd.DataFrame:
+    """Point-in-time features. A table with an ``as_of_date`` column holds a row per key per
+    snapshot, each built only from inputs before its as_of_date (marts.customer_rec_user_features);
+    this keeps, per key, the latest row with as_of_date <= `at` (None: the latest row), so a model
+    evaluated on a holdout from `at` sees no feature computed from the holdout. Keys with no row
+    by `at` are dropped: they get no features ('unknown') when merged onto the user list. A table
+    without ``as_of_date`` is static and returned as is."""
+    if "as_of_date" not in frame.columns:
+        return frame
+    snapshot = pd.to_datetime(frame["as_of_date"])
+    keep = frame if at is None else frame[snapshot <= pd.Timestamp(at)]
+    keep = keep.assign(_as_of=pd.to_datetime(keep["as_of_date"]))
+    keep = keep.sort_values([key, "_as_of"], kind="stable").drop_duplicates(key, keep="last")
+    return keep.drop(columns=["as_of_date", "_as_of"]).reset_index(drop=True)
+
+
 def time_split(data: RecData, holdout_days: int) -> Split:
     """Train on everything before the last `holdout_days` calendar days, test on purchases in them."""
     inter = data.interactions
-    split_at = inter["occurred_at"].max().normalize() - pd.Timedelta(days=holdout_days - 1)
+    split_at = holdout_start(inter["occurred_at"], holdout_days)
     train = inter[inter["occurred_at"] < split_at]
     test = inter[(inter["occurred_at"] >= split_at) & (inter["interaction_type"] == "purchase")]
     if train.empty or test.empty:
@@ -215,11 +238,14 @@ def prepare_tables(
     user_features: pd.DataFrame | None = None,
     item_features: pd.DataFrame | None = None,
     extra_interactions: pd.DataFrame | None = None,
+    as_of: pd.Timestamp | None = None,
 ) -> RecData:
     """RecData from plain tables: interactions need customer_key and product_id (interaction_type
     defaults to 'purchase'; occurred_at is needed for a time split); feature tables are keyed by
     customer_key / product_id and every other column becomes a categorical feature. Users and
-    items are the union of those seen anywhere (extra_interactions: e.g. a test file)."""
+    items are the union of those seen anywhere (extra_interactions: e.g. a test file).
+    A feature table with an ``as_of_date`` column is point-in-time: its rows as of `as_of` are
+    used (features_as_of; pass evaluation_as_of(...) so the holdout cannot leak in)."""
     from ml.recommender import build_data
 
     def normalise(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -243,11 +269,27 @@ def prepare_tables(
     user_cols: list[str] = []
     item_cols: list[str] = []
     if user_features is not None:
+        user_features = features_as_of(user_features, "customer_key", as_of)
         uf = user_features.assign(customer_key=user_features["customer_key"].astype(str)).drop_duplicates("customer_key")
         user_cols = [c for c in uf.columns if c != "customer_key"]
         users = users.merge(uf, on="customer_key", how="outer")
     if item_features is not None:
+        item_features = features_as_of(item_features, "product_id", as_of)
         itf = item_features.assign(product_id=item_features["product_id"].astype(str)).drop_duplicates("product_id")
         item_cols = [c for c in itf.columns if c != "product_id"]
         items = items.merge(itf, on="product_id", how="outer")
     return build_data(users, items, inter, user_cols, item_cols)
+
+
+def evaluation_as_of(
+    interactions: pd.DataFrame, holdout_days: int | None = None, test: pd.DataFrame | None = None
+) -> pd.Timestamp | None:
+    """The time point-in-time features must be taken at for an evaluation: the start of the
+    holdout for a time split; for an explicit pair, the first test interaction (or, when the test
+    file has no times, the last training interaction). None when there is no time at all."""
+    if holdout_days is not None:
+        return holdout_start(interactions["occurred_at"], holdout_days)
+    for frame, pick in ((test, "min"), (interactions, "max")):
+        if frame is not None and "occurred_at" in frame and pd.to_datetime(frame["occurred_at"]).notna().any():
+            return getattr(pd.to_datetime(frame["occurred_at"]), pick)()
+    return None

@@ -18,7 +18,7 @@ DEFAULT_SPACE = {
     "no_components": [32, 64],
     "learning_rate": [0.05],
     "epochs": [30],
-    "feature_weight": [0.1, 0.3, 1.0],
+    "feature_weight": [0.03, 0.1, 0.3, 1.0],
     "half_life_days": [0.0, 30.0],
 }
 

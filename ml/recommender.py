@@ -38,6 +38,13 @@ class RecommenderParams:
     # window of the recently-popular baseline
     recent_days: int = 14
     k: int = 10
+    # LightFM threads. 1 is reproducible (same data and seed, same model); more is faster, but
+    # LightFM's lock-free parallel updates make every run differ a little.
+    num_threads: int = 1
+    # compute budget: at most this many (pair, epoch) updates. With more distinct (user, item)
+    # pairs than max_updates / epochs, fewer epochs run: each pass already makes more updates.
+    # 40M leaves the demo and Online Retail (<300k pairs) at `epochs`; 4.5M pairs get 8 epochs.
+    max_updates: int = 40_000_000
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +58,10 @@ class RecommenderParams:
                 kind = type(getattr(cls(), f.name))
                 values[f.name] = kind(float(logged[f.name])) if kind in (int, float) else kind(logged[f.name])
         return cls(**values)
+
+    def epochs_for(self, n_pairs: int) -> int:
+        """Epochs a fit on `n_pairs` distinct pairs runs: `epochs`, cut to the update budget."""
+        return max(1, min(self.epochs, self.max_updates // max(n_pairs, 1)))
 
     def weight_of(self) -> dict[str, float]:
         return {"view": self.weight_view, "cart": self.weight_cart, "purchase": self.weight_purchase}
@@ -174,14 +185,13 @@ def fit(data: RecData, inter: pd.DataFrame, params: RecommenderParams, reference
         user_alpha=params.user_alpha,
         random_state=np.random.RandomState(params.seed),
     )
-    # One thread: LightFM's Hogwild updates are not reproducible across threads.
     model.fit(
         binary,
         user_features=data.users.matrix,
         item_features=data.items.matrix,
         sample_weight=weights,
-        epochs=params.epochs,
-        num_threads=1,
+        epochs=params.epochs_for(weights.nnz),
+        num_threads=params.num_threads,
     )
     return model
 
@@ -207,18 +217,98 @@ def without_identity(space: FeatureSpace, cold: np.ndarray | None) -> sp.csr_mat
 
 class LightFMScorer:
     """Dense user/item representations, so scoring is a matrix product per user chunk. Users and
-    items flagged cold (no training interaction) are represented by their features only."""
+    items flagged cold (no training interaction) are represented by their features only.
+    Scores are float64 for evaluation (exact ties); `recommend` asks for float32, half the memory
+    traffic when ranking a whole customer base."""
 
     def __init__(
-        self, model: LightFM, data: RecData, cold_users: np.ndarray | None = None, cold_items: np.ndarray | None = None
+        self,
+        model: LightFM,
+        data: RecData,
+        cold_users: np.ndarray | None = None,
+        cold_items: np.ndarray | None = None,
+        dtype=np.float64,
     ):
         self.user_bias, self.user_emb = model.get_user_representations(without_identity(data.users, cold_users))
         self.item_bias, self.item_emb = model.get_item_representations(without_identity(data.items, cold_items))
+        self.dtype = dtype
+        if dtype == np.float32:  # one product, item side transposed once
+            self.item_emb_t = np.ascontiguousarray(self.item_emb.T, dtype=np.float32)
+            self.user_emb = self.user_emb.astype(np.float32)
 
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
+        if self.dtype == np.float32:
+            scores = self.user_emb[user_idx] @ self.item_emb_t
+            scores += self.item_bias[None, :].astype(np.float32)
+            scores += self.user_bias[user_idx, None].astype(np.float32)
+            return scores
         return (
             self.user_emb[user_idx] @ self.item_emb.T + self.user_bias[user_idx, None] + self.item_bias[None, :]
         ).astype(np.float64)
+
+
+def top_candidates(scores: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The `pool` best items of each row of `scores` (users x items), best first, ties broken by
+    the lower item index; -inf scores are never candidates. Returns (top, top_scores, valid),
+    each rows x pool; `valid` is False where a row has fewer than `pool` finite scores.
+
+    A full argpartition of every row costs ~28 ns per score; this prunes first: the items are
+    cut into blocks, and the pool-th largest block maximum is a lower bound for the pool-th best
+    score (the `pool` blocks at or above it each hold an item at least that good). Only the
+    scores at or above that bound (typically a few hundred per row) are sorted."""
+    rows, n = scores.shape
+    pool = min(pool, n)
+    width = max(1, n // (4 * pool))
+    full = (n // width) * width
+    block_max = scores[:, :full].reshape(rows, -1, width).max(axis=2)
+    if full < n:
+        block_max = np.concatenate([block_max, scores[:, full:].max(axis=1, keepdims=True)], axis=1)
+    kth = min(pool, block_max.shape[1])
+    bound = np.partition(block_max, block_max.shape[1] - kth, axis=1)[:, block_max.shape[1] - kth]
+    r, c = np.nonzero((scores >= bound[:, None]) & np.isfinite(scores))
+    v = scores[r, c]
+    order = np.lexsort((c, -v, r))  # by row, best first, lower item index on ties
+    r, c, v = r[order], c[order], v[order]
+    starts = np.searchsorted(r, np.arange(rows))
+    position = np.arange(len(r)) - starts[r]
+    chosen = position < pool
+    top = np.zeros((rows, pool), dtype=np.int64)
+    top_scores = np.full((rows, pool), -np.inf, dtype=scores.dtype)
+    valid = np.zeros((rows, pool), dtype=bool)
+    top[r[chosen], position[chosen]] = c[chosen]
+    top_scores[r[chosen], position[chosen]] = v[chosen]
+    valid[r[chosen], position[chosen]] = True
+    return top, top_scores, valid
+
+
+def cap_per_group(top: np.ndarray, valid: np.ndarray, group: np.ndarray | None, top_n: int, max_per_group: int | None) -> np.ndarray:
+    """The published-list rules on ranked candidates, vectorised over a chunk of users.
+
+    `top` holds item indices (users x candidates, best first), `valid` marks real candidates
+    (invalid ones sort last), `group` maps an item index to its group code (its category).
+    Returns a mask over `top`: per row, a candidate is kept when fewer than `max_per_group`
+    better ones of its group were kept before it (None: no cap), and only the first `top_n`
+    kept candidates remain."""
+    if top_n < 1 or (max_per_group is not None and max_per_group < 1):
+        raise ValueError(f"top_n and max_per_group must be >= 1, got {top_n} and {max_per_group}")
+    keep = valid.copy()
+    if max_per_group is not None and top.size:
+        rows, width = top.shape
+        codes = group[top].astype(np.int64)
+        key = (np.arange(rows, dtype=np.int64)[:, None] * (int(group.max()) + 1) + codes).ravel()
+        position = np.arange(key.size)
+        # an invalid candidate gets a key of its own, so it never uses up its group's cap
+        key = np.where(valid.ravel(), key, -1 - position)
+        # occurrence number of each (row, group) in rank order: position within its run after a
+        # stable sort by key
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        run_start = np.maximum.accumulate(np.where(np.r_[True, sorted_key[1:] != sorted_key[:-1]], position, 0))
+        occurrence = np.empty(key.size, dtype=np.int64)
+        occurrence[order] = position - run_start
+        keep &= (occurrence < max_per_group).reshape(rows, width)
+    keep &= np.cumsum(keep, axis=1) <= top_n
+    return keep
 
 
 def recommend(
@@ -227,68 +317,91 @@ def recommend(
     exclude: sp.csr_matrix,
     eligible_items: np.ndarray,
     k: int,
-    chunk: int = 4096,
+    chunk: int = 2048,
     cold_users: np.ndarray | None = None,
     popular_users: np.ndarray | None = None,
     popularity: np.ndarray | None = None,
+    item_group: np.ndarray | None = None,
+    max_per_group: int | None = None,
+    zero_identity: bool = True,
 ) -> pd.DataFrame:
-    """Top-k eligible items per user, `exclude` pairs left out; one row per recommendation, with
-    its source: 'personalised' (history), 'cold_start_features' (no history: ranked by the user's
-    features alone, see without_identity) or 'popularity' (rows of `popular_users` get the
-    `popularity` scores: no usable features, or no consent to personalise)."""
+    """Top-k eligible items per user, `exclude` pairs left out, at most `max_per_group` items of
+    one `item_group` (category codes per item index) per user; one row per recommendation with
+    rank 1..n and its source: 'personalised' (history), 'cold_start_features' (no history: ranked
+    by the user's features alone, see without_identity) or 'popularity' (rows of `popular_users`
+    get the `popularity` scores: no usable features, or no consent to personalise).
+
+    zero_identity=False: the user rows carry no identity feature (unseen_user_rows), so cold
+    users are scored from the rows as they are.
+
+    Everything runs per chunk of users in numpy (float32 scores, top_candidates for a candidate
+    pool, the cap by cap_per_group); ids are attached once at the end."""
     n_users = len(data.users.ids)
     cold = np.zeros(n_users, dtype=bool) if cold_users is None else cold_users
     popular = np.zeros(n_users, dtype=bool) if popular_users is None else popular_users
     if popular.any() and popularity is None:
         raise ValueError("popular_users given without popularity scores")
-    scorer = LightFMScorer(model, data, cold_users=cold & ~popular)
-    source = np.where(popular, "popularity", np.where(cold, "cold_start_features", "personalised"))
+    if max_per_group is not None and item_group is None:
+        raise ValueError("max_per_group given without item_group")
+    scorer = LightFMScorer(model, data, cold_users=(cold & ~popular) if zero_identity else None, dtype=np.float32)
+    source_names = np.array(["personalised", "cold_start_features", "popularity"])
+    source = np.where(popular, 2, np.where(cold, 1, 0)).astype(np.int8)
     blocked = ~eligible_items
-    frames = []
-    item_ids = np.asarray(data.items.ids)
-    user_ids = np.asarray(data.users.ids)
-    kk = min(k, int(eligible_items.sum()))
+    n_eligible = int(eligible_items.sum())
+    # the candidate pool: wide enough that the category cap still leaves k (unless the eligible
+    # catalogue is mostly one category)
+    pool = min(n_eligible, k if max_per_group is None else k * max(max_per_group, 5))
+    popular_scores = None if popularity is None else popularity.astype(np.float32)
+    out_user, out_item, out_rank, out_score = [], [], [], []
     for start in range(0, n_users, chunk):
         idx = np.arange(start, min(start + chunk, n_users))
         scores = scorer(idx)
         rows = popular[idx]
         if rows.any():
-            scores[rows] = popularity[None, :]
+            scores[rows] = popular_scores[None, :]
         scores[:, blocked] = -np.inf
         ex_r, ex_c = exclude[idx].nonzero()
         scores[ex_r, ex_c] = -np.inf
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=1)  # best first; ties: lower item index
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
-        valid = np.isfinite(top_scores)
-        rank = np.tile(np.arange(1, kk + 1), (len(idx), 1))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "customer_key": np.repeat(user_ids[idx], kk)[valid.ravel()],
-                    "rank": rank.ravel()[valid.ravel()],
-                    "product_id": item_ids[top.ravel()][valid.ravel()],
-                    "score": top_scores.ravel()[valid.ravel()],
-                    "source": np.repeat(source[idx], kk)[valid.ravel()],
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+        top, top_scores, valid = top_candidates(scores, pool)
+        keep = cap_per_group(top, valid, item_group, k, max_per_group)
+        r, c = np.nonzero(keep)
+        out_user.append(idx[r])
+        out_item.append(top[r, c])
+        out_rank.append(np.cumsum(keep, axis=1)[r, c])
+        out_score.append(top_scores[r, c])
+    users = np.concatenate(out_user)
+    return pd.DataFrame(
+        {
+            "customer_key": np.asarray(data.users.ids, dtype=object)[users],
+            "rank": np.concatenate(out_rank).astype(np.int64),
+            "product_id": np.asarray(data.items.ids, dtype=object)[np.concatenate(out_item)],
+            "score": np.concatenate(out_score).astype(np.float64),
+            "source": source_names[source[users]],
+        }
+    )
 
 
-def apply_rules(pool: pd.DataFrame, item_category: pd.Series, top_n: int, max_per_category: int) -> pd.DataFrame:
-    """Business rules on ranked candidates: at most `max_per_category` items of one category per
-    customer (the best ones), then the first `top_n`, ranks renumbered 1..n. `item_category`
-    maps product_id -> category. Vectorised with group-wise cumulative counts."""
-    if top_n < 1 or max_per_category < 1:
-        raise ValueError(f"top_n and max_per_category must be >= 1, got {top_n} and {max_per_category}")
-    frame = pool.sort_values(["customer_key", "rank"], kind="stable").reset_index(drop=True)
-    frame["category"] = frame["product_id"].map(item_category).fillna("unknown").to_numpy()
-    frame = frame[frame.groupby(["customer_key", "category"], sort=False).cumcount() < max_per_category]
-    frame = frame.assign(rank=frame.groupby("customer_key", sort=False).cumcount() + 1)
-    return frame[frame["rank"] <= top_n].reset_index(drop=True)
+def unseen_user_rows(feature_names: list[str], users: pd.DataFrame, feature_weight: float) -> sp.csr_matrix:
+    """Rows, in a trained model's user feature space (`feature_names`: 'id:<key>' then
+    'column:value'), for users the model never saw: each of their 'column:value' features the
+    vocabulary knows, at the weight it had in training once the identity is dropped
+    (feature_space + with_feature_weight + without_identity: w / (1 + w * columns)). Values the
+    vocabulary does not know add nothing. `users` is one row per user, in output order."""
+    index = {name: j for j, name in enumerate(feature_names)}
+    columns = sorted({n.split(":", 1)[0] for n in feature_names if not n.startswith("id:")})
+    value = feature_weight / (1.0 + feature_weight * len(columns))
+    rows, cols = [], []
+    for column in columns:
+        if column not in users:
+            continue
+        j = (column + ":" + users[column].fillna("unknown").astype(str)).map(index).to_numpy(dtype=float)
+        known = ~np.isnan(j)
+        rows.append(np.flatnonzero(known))
+        cols.append(j[known].astype(np.int64))
+    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    data = np.full(len(r), value, dtype=np.float32)
+    return sp.csr_matrix((data, (r, c)), shape=(len(users), len(feature_names)))
 
 
 def pairs_matrix(inter: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:

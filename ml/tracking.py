@@ -22,8 +22,9 @@ HGB_TRUSTED_TYPES = [
 class LightFMRecommender(mlflow.pyfunc.PythonModel):
     """Loads the bundle (model + id maps + feature matrices) and returns top-k product ids.
 
-    Input: a DataFrame with a customer_key column. Output: customer_key, rank, product_id, score.
-    Unknown customers get no rows; cold-start scoring from features comes with the recommender issue.
+    Input: a DataFrame with a customer_key column. Output: customer_key, rank, product_id, score
+    over the whole catalogue (the published rules are applied by the pipeline, not here).
+    Customers not in the bundle's id map get no rows.
     """
 
     def load_context(self, context):
@@ -84,12 +85,23 @@ def log_recommender_run(
     bundle: dict,
     tags: dict[str, str],
     mappings: dict,
+    baselines: dict[str, dict[str, float]] | None = None,
+    shared_params: dict | None = None,
 ) -> LoggedRun:
+    """The hybrid's run (params, metrics, the model bundle) plus, nested under it, one run per
+    baseline evaluated on the same split, with the same metric names as the hybrid's primary and
+    slice metrics: the MLflow UI compares them as rows of one table."""
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
-    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name="lightfm_hybrid", tags={**tags, "model": "lightfm_hybrid"}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(mappings, "id_mappings.json")
+        for name, values in (baselines or {}).items():
+            with mlflow.start_run(
+                experiment_id=experiment_id, run_name=name, nested=True, tags={**tags, "model": name, "role": "baseline"}
+            ):
+                mlflow.log_params({**(shared_params or {}), "model": name})
+                mlflow.log_metrics(values)
         with tempfile.TemporaryDirectory() as tmp:
             bundle_path = Path(tmp) / "bundle.pkl"
             with open(bundle_path, "wb") as fh:

@@ -5,10 +5,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ml.rec_evaluation import PRIMARY_SLICE, SLICES, evaluate_split, time_split
+from ml.rec_evaluation import PRIMARY_SLICE, SLICES, evaluate_split, features_as_of, holdout_start, time_split
 from ml.recommender import (
     RecommenderParams,
-    apply_rules,
     build_data,
     fit,
     purchased_matrix,
@@ -22,7 +21,9 @@ from tessera.settings import mlflow_artifact_root
 
 RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
 PUBLISHED_K = 10  # the published contract: top 10 per customer
-USER_FEATURES = ["gender", "country_code", "age_band"]
+# marts.customer_rec_user_features, point in time: demographics, then behaviour as of a snapshot
+STATIC_USER_FEATURES = ["gender", "country_code", "region", "age_band"]
+USER_FEATURES = [*STATIC_USER_FEATURES, "r_bin", "f_bin", "m_bin", "rfm_segment", "last_device"]
 ITEM_FEATURES = ["category", "brand", "price_band"]
 
 
@@ -37,35 +38,131 @@ def write_ml_table(tessera: TesseraResource, name: str, frame: pd.DataFrame, ord
             con.unregister("frame_df")
 
 
-def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, active: np.ndarray, config) -> pd.DataFrame:
-    """The rules on the published list: top `k` per customer, already-bought products left out
-    (configurable), inactive products never, at most `max_per_category` per category. Customers
-    without history are ranked from their features; without usable features, or without
-    personalisation consent, they get the most popular products (and their history is not used)."""
-    from ml.rec_baselines import MostPopular
+def usable_features(profile: pd.DataFrame) -> np.ndarray:
+    """Customers with at least one known demographic: a customer without history has no
+    behaviour to speak of, so only these can be ranked from features."""
+    static = profile[STATIC_USER_FEATURES].fillna("unknown").astype(str)
+    return ((static != "unknown") & (static != "U")).any(axis=1).to_numpy()
 
-    n_users = len(data.users.ids)
-    profile = users.set_index("customer_key").loc[data.users.ids]
-    has_history = np.zeros(n_users, dtype=bool)
-    has_history[data.interactions["u"].to_numpy()] = True
-    informative = (profile[USER_FEATURES].fillna("unknown").astype(str) != "unknown").any(axis=1).to_numpy()
+
+def ranked_lists(
+    model, data, profile: pd.DataFrame, cold: np.ndarray, bought: sp.csr_matrix, popularity, items, config, zero_identity=True
+):
+    """The rules on the published list: top `k` per customer, already-bought products left out
+    (configurable), inactive products never, at most `max_per_category` per category. `cold`
+    customers are ranked from their features; without usable features, or without
+    personalisation consent, customers get the most popular products (their history unused).
+    `profile` is aligned with data.users.ids; `bought` with (users, items). zero_identity=False
+    when the user rows have no identity feature to drop (ml.recommender.recommend)."""
     consent = profile["personalization_consent"].fillna(True).astype(bool).to_numpy()
-    popular = ~consent | (~has_history & ~informative)
-    cold = ~has_history & ~popular
-    exclude = purchased_matrix(data) if config.exclude_bought else sp.csr_matrix((n_users, len(data.items.ids)))
+    popular = ~consent | (cold & ~usable_features(profile))
+    exclude = bought if config.exclude_bought else sp.csr_matrix(bought.shape, dtype=np.float32)
     exclude = sp.diags((~popular).astype(np.float32)) @ exclude  # no personal history without consent
-    pool = recommend(
+    by_id = items.set_index("product_id")
+    active = by_id["is_active"].reindex(data.items.ids).fillna(False).to_numpy(dtype=bool)
+    category = by_id["category"].reindex(data.items.ids).fillna("unknown")
+    codes, _ = pd.factorize(category, sort=True)
+    recs = recommend(
         model,
         data,
         exclude.tocsr(),
         active,
-        config.k * max(config.max_per_category, 5),
-        cold_users=cold,
+        config.k,
+        cold_users=cold & ~popular,
         popular_users=popular,
-        popularity=MostPopular(data.interactions, len(data.items.ids)).scores,
+        popularity=popularity,
+        item_group=codes,
+        max_per_group=config.max_per_category,
+        zero_identity=zero_identity,
     )
-    recs = apply_rules(pool, items.set_index("product_id")["category"], config.k, config.max_per_category)
+    recs["category"] = recs["product_id"].map(category).to_numpy()
     return recs.assign(top_n=config.k, max_per_category=config.max_per_category)
+
+
+def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, config) -> pd.DataFrame:
+    """Every customer's list from the model just trained (ranked_lists); customers without any
+    interaction are cold."""
+    from ml.rec_baselines import MostPopular
+
+    profile = users.set_index("customer_key").loc[data.users.ids]
+    has_history = np.zeros(len(data.users.ids), dtype=bool)
+    has_history[data.interactions["u"].to_numpy()] = True
+    popularity = MostPopular(data.interactions, len(data.items.ids)).scores
+    return ranked_lists(model, data, profile, ~has_history, purchased_matrix(data), popularity, items, config)
+
+
+def model_bundle(model, data, k: int) -> dict:
+    """What the registered artifact holds: the model, id maps, feature matrices and names, and the
+    customers without any interaction at training time (ranked from features, champion_lists_for)."""
+    return {
+        "model": model,
+        "user_id_map": data.users.id_map,
+        "item_ids": data.items.ids,
+        "user_features": data.users.matrix,
+        "item_features": data.items.matrix,
+        "user_feature_names": data.users.feature_names,
+        "item_feature_names": data.items.feature_names,
+        "k": k,
+        "cold_user_ids": sorted(set(data.users.ids) - set(data.interactions["customer_key"].astype(str))),
+    }
+
+
+def champion_lists_for(bundle: dict, feature_weight: float, customers: pd.DataFrame, items, interactions, config) -> pd.DataFrame:
+    """Today's lists from a registered model (its MLflow bundle), under today's rules: customers
+    the model was trained on keep their trained rows (identity and features, as in training);
+    customers it never saw, or saw without history (bundle "cold_user_ids"), are ranked from
+    today's features in the model's own feature space (ml.recommender.unseen_user_rows); the
+    popularity fallback, consent, purchases and active products are today's."""
+    from ml.rec_baselines import MostPopular
+    from ml.recommender import FeatureSpace, RecData, pairs_matrix, unseen_user_rows
+
+    keys = customers["customer_key"].astype(str).tolist()
+    names = bundle["user_feature_names"]
+    trained = bundle["user_id_map"]
+    cold_ids = set(bundle.get("cold_user_ids", ()))
+    row_in_model = np.array([trained.get(k, -1) if k not in cold_ids else -1 for k in keys], dtype=np.int64)
+    warm = row_in_model >= 0
+    pick = sp.csr_matrix(
+        (np.ones(int(warm.sum()), dtype=np.float32), (np.flatnonzero(warm), row_in_model[warm])),
+        shape=(len(keys), bundle["user_features"].shape[0]),
+    )
+    unseen = sp.diags((~warm).astype(np.float32)) @ unseen_user_rows(names, customers, feature_weight)
+    rows = (pick @ bundle["user_features"] + unseen).tocsr().astype(np.float32)
+
+    item_ids = [str(i) for i in bundle["item_ids"]]
+    users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows)
+    items_space = FeatureSpace(item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], bundle["item_features"])
+    inter = interactions.assign(
+        u=interactions["customer_key"].astype(str).map(users_space.id_map),
+        i=interactions["product_id"].astype(str).map(items_space.id_map),
+    )
+    mine = inter.dropna(subset=["u", "i"]).astype({"u": np.int64, "i": np.int64})
+    data = RecData(users=users_space, items=items_space, interactions=mine)
+    bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], (len(keys), len(item_ids)))
+    popularity = MostPopular(mine, len(item_ids)).scores
+    profile = customers.set_index("customer_key").loc[keys]
+    return ranked_lists(bundle["model"], data, profile, ~warm, bought, popularity, items, config, zero_identity=False)
+
+
+def lists_from_champion(settings, version: str, users: pd.DataFrame, items, interactions, config) -> pd.DataFrame:
+    """After a rejected challenger: every customer's list from the champion (champion_lists_for)
+    with today's rules, so consent withdrawn, products deactivated, purchases made and customers
+    arrived since the champion was trained are all honoured. Deterministic: a re-run writes the
+    same table."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.registry import champion_params
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    registered = client.get_model_version(settings.mlflow_model_name, version)
+    feature_weight = RecommenderParams.from_logged(champion_params(client, registered)).feature_weight
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    bundle = mlflow.pyfunc.load_model(f"models:/{settings.mlflow_model_name}/{version}").unwrap_python_model().bundle
+    recs = champion_lists_for(bundle, feature_weight, users, items, interactions, config)
+    recs["model_run_id"] = registered.run_id
+    recs["model_version"] = str(version)
+    return recs
 
 
 def promotion_gate(settings, logged, params: RecommenderParams, evaluation: dict, data, split):
@@ -109,10 +206,19 @@ def flatten_metrics(evaluation: dict) -> dict[str, float]:
     return out
 
 
+def model_metrics(evaluation: dict, model: str) -> dict[str, float]:
+    """One model's metrics under the hybrid's own names: primary slice plain, others <slice>_<metric>."""
+    out = {}
+    for slice_name in SLICES:
+        prefix = "" if slice_name == PRIMARY_SLICE else f"{slice_name}_"
+        out.update({prefix + metric: float(value) for metric, value in evaluation[model][slice_name].items()})
+    return out
+
+
 class RecommenderConfig(dg.Config):
     loss: str = "warp"
     # tuned on the Online Retail and demo holdouts (README, "Recommender evaluation")
-    feature_weight: float = 0.1
+    feature_weight: float = 0.03
     half_life_days: float = 30.0
     no_components: int = 64
     learning_rate: float = 0.05
@@ -122,6 +228,12 @@ class RecommenderConfig(dg.Config):
     # rules on the published list
     max_per_category: int = 3  # diversity cap: at most this many products of one category
     exclude_bought: bool = True  # leave out products the customer already bought
+    # LightFM threads: 1 gives the same model on every run (the tests and the gate rely on it);
+    # more trains faster, but parallel updates make runs differ slightly
+    num_threads: int = 1
+    # at most this many (pair, epoch) updates per fit: large data gets fewer epochs (see
+    # RecommenderParams.max_updates; the epochs run are logged as epochs_used)
+    max_updates: int = 40_000_000
 
     def params(self, seed: int) -> RecommenderParams:
         return RecommenderParams(
@@ -133,22 +245,21 @@ class RecommenderConfig(dg.Config):
             epochs=self.epochs,
             test_days=self.test_days,
             k=self.k,
+            num_threads=self.num_threads,
+            max_updates=self.max_updates,
             seed=seed,
         )
 
 
-USERS_SQL = """
-select
-    customer_key,
-    gender,
-    country_code,
-    case
-        when birth_date is null then 'unknown'
-        else cast(floor(date_diff('year', birth_date, (select max(as_of_date) from marts.customer_rfm)) / 10) * 10 as integer) || 's'
-    end as age_band,
-    personalization_consent
+CUSTOMERS_SQL = """
+select customer_key, personalization_consent
 from marts.dim_customers
 where not is_erasure_requested
+"""
+USER_FEATURES_SQL = f"""
+select customer_key, as_of_date, {", ".join(USER_FEATURES)}
+from marts.customer_rec_user_features
+where customer_key in (select customer_key from marts.dim_customers where not is_erasure_requested)
 """
 ITEMS_SQL = "select product_id, category, brand, price_band, is_active from marts.dim_products"
 INTERACTIONS_SQL = """
@@ -159,11 +270,15 @@ from marts.fct_customer_product_interactions
 
 @dg.asset(
     key=RECOMMENDER_KEY,
-    deps=[model_key(m) for m in ("dim_customers", "dim_products", "fct_customer_product_interactions", "customer_rfm")],
+    deps=[
+        model_key(m)
+        for m in ("dim_customers", "dim_products", "fct_customer_product_interactions", "customer_rec_user_features")
+    ],
     group_name="ml",
     description=(
-        "LightFM hybrid recommender (user features: gender, country, age band; item features: "
-        "category, brand, price band). Evaluated on a time-based holdout against most-popular, "
+        "LightFM hybrid recommender (user features, point in time: gender, country, region, age "
+        "band, RFM bins and segment, last device; item features: category, brand, price band). "
+        "Evaluated with user features as of the holdout start on a time-based holdout against most-popular, "
         "recently-popular, item-item and ids-only LightFM baselines (warm, re-buy, cold-user and "
         "cold-item slices; ml/rec_evaluation.py), logged to MLflow, then refit on all interactions "
         "to score top-k candidates."
@@ -178,23 +293,36 @@ def recommendation_candidates(
     settings = tessera.settings()
     params = config.params(settings.seed)
     with tessera.duckdb(read_only=True) as con:
-        users = con.execute(USERS_SQL).df()
+        customers = con.execute(CUSTOMERS_SQL).df()
+        snapshots = con.execute(USER_FEATURES_SQL).df()
         items = con.execute(ITEMS_SQL).df()
         interactions = con.execute(INTERACTIONS_SQL).df()
     if interactions.empty:
         raise ValueError("fct_customer_product_interactions is empty: nothing to train on")
-    data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
-    split = time_split(data, params.test_days)
-    evaluation = evaluate_split(data, split, params)
+
+    # evaluation: user features as of the holdout start, so the holdout cannot leak in through them
+    split_at = holdout_start(interactions["occurred_at"], params.test_days)
+    features_then = features_as_of(snapshots, "customer_key", split_at)
+    if features_then.empty:
+        context.log.warning(f"no user feature snapshot on or before {split_at.date()}: evaluated without user features")
+    eval_users = customers[["customer_key"]].merge(features_then, on="customer_key", how="left")
+    eval_data = build_data(eval_users, items, interactions, USER_FEATURES, ITEM_FEATURES)
+    split = time_split(eval_data, params.test_days)
+    evaluation = evaluate_split(eval_data, split, params)
     metrics = flatten_metrics(evaluation)
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
-    context.log.info(f"holdout from {split.split_at.date()}: {evaluation['lightfm_hybrid'][PRIMARY_SLICE]}")
+    features_at = snapshots.loc[pd.to_datetime(snapshots["as_of_date"]) <= split_at, "as_of_date"].max()
+    context.log.info(
+        f"holdout from {split.split_at.date()}, user features as of {features_at}: "
+        f"{evaluation['lightfm_hybrid'][PRIMARY_SLICE]}"
+    )
 
-    base_data = data
+    # the published model: every interaction, today's features
+    users = customers.merge(features_as_of(snapshots, "customer_key", None), on="customer_key", how="left")
+    data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
     data = with_feature_weight(data, params.feature_weight)
     model = fit(data, data.interactions, params)
-    active = items.set_index("product_id").loc[data.items.ids, "is_active"].to_numpy(dtype=bool)
-    recs = published_candidates(model, data, users, items, active, config)
+    recs = published_candidates(model, data, users, items, config)
 
     logged = log_recommender_run(
         tracking_uri=settings.mlflow_tracking_uri,
@@ -205,33 +333,35 @@ def recommendation_candidates(
             "user_features": ",".join(USER_FEATURES),
             "item_features": ",".join(ITEM_FEATURES),
             "split_at": str(split.split_at.date()),
+            "user_features_as_of": str(features_at),
+            "epochs_used": params.epochs_for(int(data.interactions[["u", "i"]].drop_duplicates().shape[0])),
             "primary_slice": PRIMARY_SLICE,
             "n_users": len(data.users.ids),
             "n_items": len(data.items.ids),
         },
         metrics=metrics,
-        bundle={
-            "model": model,
-            "user_id_map": data.users.id_map,
-            "item_ids": data.items.ids,
-            "user_features": data.users.matrix,
-            "item_features": data.items.matrix,
-            "user_feature_names": data.users.feature_names,
-            "item_feature_names": data.items.feature_names,
-            "k": params.k,
-        },
+        bundle=model_bundle(model, data, params.k),
         tags={"dagster_run_id": context.run_id, "source": "tessera"},
         mappings={"users": data.users.ids, "items": data.items.ids},
+        baselines={m: model_metrics(evaluation, m) for m in evaluation if m != "lightfm_hybrid"},
+        shared_params={
+            "split_at": str(split.split_at.date()),
+            "primary_slice": PRIMARY_SLICE,
+            "k": params.k,
+            "test_days": params.test_days,
+            "recent_days": params.recent_days,
+        },
     )
-    decision = promotion_gate(settings, logged, params, evaluation, base_data, split)
+    decision = promotion_gate(settings, logged, params, evaluation, eval_data, split)
     context.log.info(decision.summary())
     if decision.promoted:
         recs["model_run_id"] = logged.run_id
         recs["model_version"] = decision.challenger_version
-        write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
     else:
-        # published recommendations come only from the champion: keep its candidates
-        context.log.warning(f"{decision.summary()}; ml.recommendation_candidates left as the champion wrote them")
+        # published recommendations come only from the champion: it scores today's customers
+        recs = lists_from_champion(settings, decision.champion_now, users, items, interactions, config)
+        context.log.warning(f"{decision.summary()}; every list rewritten by champion version {decision.champion_now}")
+    write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
     return dg.MaterializeResult(
         metadata={
             "promoted": decision.promoted,
@@ -239,7 +369,8 @@ def recommendation_candidates(
             "challenger_version": decision.challenger_version,
             "champion_version": decision.champion_now,
             "gate": decision.summary(),
-            "dagster/row_count": len(recs) if decision.promoted else None,
+            "dagster/row_count": len(recs),
+            "lists_from_version": decision.champion_now,
             "mlflow_run_id": logged.run_id,
             "mlflow_model_uri": logged.model_uri,
             "mlflow_run_path": logged.run_url_path,

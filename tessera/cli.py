@@ -58,6 +58,7 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
         PRIMARY_SLICE,
         SLICES,
         evaluate_split,
+        evaluation_as_of,
         explicit_split,
         metric_table,
         prepare_tables,
@@ -73,6 +74,7 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
         read_table(args.user_features) if args.user_features else None,
         read_table(args.item_features) if args.item_features else None,
         extra_interactions=test,
+        as_of=evaluation_as_of(interactions, None if test is not None else args.holdout_days, test),
     )
     params = RecommenderParams(
         loss=args.loss,
@@ -99,16 +101,18 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend_tune(args: argparse.Namespace) -> int:
-    from ml.rec_evaluation import prepare_tables, read_table, time_split
+    from ml.rec_evaluation import evaluation_as_of, prepare_tables, read_table, time_split
     from ml.rec_tuning import DEFAULT_SPACE, tune
     from ml.recommender import RecommenderParams
     from tessera.settings import load_settings, mlflow_artifact_root
 
     settings = load_settings()
+    interactions = read_table(args.interactions)
     data = prepare_tables(
-        read_table(args.interactions),
+        interactions,
         read_table(args.user_features) if args.user_features else None,
         read_table(args.item_features) if args.item_features else None,
+        as_of=evaluation_as_of(interactions, args.holdout_days),
     )
     split = time_split(data, args.holdout_days)
     results = tune(
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate",
         help="LightFM hybrid vs baselines on a time split or an explicit train/test pair",
         description="Interactions: customer_key, product_id[, interaction_type (view|cart|purchase), occurred_at]. "
-        "Feature tables: customer_key / product_id plus categorical columns. CSV or Parquet.",
+        "Feature tables: customer_key / product_id plus categorical columns; with an as_of_date column a "
+        "table is point-in-time and the rows as of the holdout start are used. CSV or Parquet.",
     )
     ev.add_argument("--interactions", required=True, help="training interactions (all of them with --holdout-days)")
     ev.add_argument("--user-features")
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--learning-rate", type=float, default=0.05)
     ev.add_argument("--epochs", type=int, default=30)
     ev.add_argument("--half-life-days", type=float, default=30.0, help="time decay of interaction weights (0 = off)")
-    ev.add_argument("--feature-weight", type=float, default=0.1, help="metadata features vs the identity feature")
+    ev.add_argument("--feature-weight", type=float, default=0.03, help="metadata features vs the identity feature")
     ev.add_argument("--seed", type=int, default=42)
     ev.add_argument("--out", help="write all metrics as JSON")
     ev.set_defaults(func=_cmd_recommend_evaluate)

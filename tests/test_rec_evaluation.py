@@ -12,6 +12,9 @@ from ml.rec_evaluation import (
     MODELS,
     SLICES,
     evaluate_split,
+    evaluation_as_of,
+    features_as_of,
+    holdout_start,
     prepare_tables,
     slices,
     time_split,
@@ -182,35 +185,55 @@ def test_cli_evaluates_a_time_split_and_an_explicit_pair(tmp_path, capsys):
 
 
 def test_rules_cap_each_category_then_cut_to_top_n():
-    from ml.recommender import apply_rules
+    from ml.recommender import cap_per_group
 
-    pool = pd.DataFrame(
-        {"customer_key": ["c"] * 6, "rank": range(1, 7), "product_id": [f"p{i}" for i in range(1, 7)], "score": 1.0}
-    )
-    category = pd.Series({"p1": "a", "p2": "a", "p3": "a", "p4": "b", "p5": "a", "p6": "c"})
-    out = apply_rules(pool, category, top_n=3, max_per_category=2)
-    assert out["product_id"].tolist() == ["p1", "p2", "p4"]  # p3 is a third 'a'
-    assert out["rank"].tolist() == [1, 2, 3]
-    assert apply_rules(pool, category, top_n=10, max_per_category=1)["product_id"].tolist() == ["p1", "p4", "p6"]
+    # two customers' ranked candidates (item indices, best first); item -> category a=0 b=1 c=2
+    group = np.array([0, 0, 0, 1, 0, 2])  # items 0..5: a a a b a c
+    top = np.array([[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0]])
+    valid = np.ones_like(top, dtype=bool)
+    keep = cap_per_group(top, valid, group, top_n=3, max_per_group=2)
+    assert top[0][keep[0]].tolist() == [0, 1, 3]  # item 2 is a third 'a'
+    assert top[1][keep[1]].tolist() == [5, 4, 3]
+    one_each = cap_per_group(top, valid, group, top_n=10, max_per_group=1)
+    assert top[0][one_each[0]].tolist() == [0, 3, 5]
+    # invalid (excluded) candidates neither appear nor use up the cap
+    valid[0, 0] = False
+    assert top[0][cap_per_group(top, valid, group, top_n=10, max_per_group=2)[0]].tolist() == [1, 2, 3, 5]
+    assert cap_per_group(top, np.ones_like(valid), group, top_n=4, max_per_group=None).sum(axis=1).tolist() == [4, 4]
     with pytest.raises(ValueError):
-        apply_rules(pool, category, top_n=0, max_per_category=1)
+        cap_per_group(top, valid, group, top_n=0, max_per_group=1)
+
+
+def test_pruned_top_candidates_equal_a_full_sort_with_ties_and_exclusions():
+    from ml.recommender import top_candidates
+
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        rows, n, pool = rng.integers(1, 12), rng.integers(1, 400), rng.integers(1, 60)
+        scores = rng.integers(0, rng.integers(2, 40), (rows, n)).astype(np.float32)  # many ties
+        scores[rng.random((rows, n)) < rng.random()] = -np.inf  # excluded / inactive
+        top, top_scores, valid = top_candidates(scores, pool)
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(pool, n)]  # ties: lower index
+        expected_scores = np.take_along_axis(scores, expected, axis=1)
+        np.testing.assert_array_equal(valid, np.isfinite(expected_scores))
+        np.testing.assert_array_equal(np.where(valid, top, -1), np.where(valid, expected, -1))
+        np.testing.assert_array_equal(top_scores[valid], expected_scores[valid])
 
 
 def test_published_lists_fall_back_to_features_then_popularity_and_respect_consent():
     from orchestration.ml import RecommenderConfig, published_candidates
 
     inter, users, items = _planted()
-    users = users.assign(gender="unknown", country_code="unknown", age_band=users["taste"], personalization_consent=True)
+    users = users.assign(gender="U", country_code="unknown", region="unknown", age_band=users["taste"], personalization_consent=True)
     users = pd.concat(
-        [users, pd.DataFrame([{"customer_key": "nobody", "taste": None, "gender": "unknown", "country_code": "unknown", "age_band": "unknown", "personalization_consent": True}])]
+        [users, pd.DataFrame([{"customer_key": "nobody", "taste": None, "gender": "U", "country_code": "unknown", "region": "unknown", "age_band": "unknown", "personalization_consent": True}])]
     )
     users.loc[users["customer_key"] == "a1", "personalization_consent"] = False
     items = items.assign(brand="x", price_band="low", is_active=True)
     data = prepare_tables(inter, users[["customer_key", "gender", "country_code", "age_band"]], items[["product_id", "category", "brand", "price_band"]])
     model = fit(data, data.interactions, PARAMS)
-    active = np.ones(len(data.items.ids), dtype=bool)
     config = RecommenderConfig(k=3, max_per_category=2, exclude_bought=True)
-    recs = published_candidates(model, data, users, items, active, config)
+    recs = published_candidates(model, data, users, items, config)
     source = recs.groupby("customer_key")["source"].first()
     assert source["a0"] == "personalised"
     assert source["u_new"] == "cold_start_features"  # no history, features say taste 'a'
@@ -259,3 +282,90 @@ def test_logged_params_rebuild_the_same_configuration():
     logged = {k: str(v) for k, v in params.as_dict().items()} | {"user_features": "gender"}
     assert RecommenderParams.from_logged(logged) == params
     assert RecommenderParams.from_logged(logged | {"epochs": "5"}) != params
+
+
+def test_point_in_time_features_take_the_snapshot_before_the_holdout():
+    snapshots = pd.DataFrame(
+        {
+            "customer_key": ["x", "x", "x", "y", "z"],
+            "as_of_date": pd.to_datetime(["2026-09-01", "2026-10-01", "2026-11-01", "2026-09-01", "2026-11-01"]),
+            "segment": ["New", "Loyal", "Champions", "Lost", "New"],
+        }
+    )
+    then = features_as_of(snapshots, "customer_key", pd.Timestamp("2026-10-10"))
+    # x's latest snapshot by 10 October is October's; y has only September's; z did not exist yet
+    assert then.set_index("customer_key")["segment"].to_dict() == {"x": "Loyal", "y": "Lost"}
+    assert "as_of_date" not in then
+    # a snapshot dated the holdout's first day only saw inputs before it: it is allowed
+    assert features_as_of(snapshots, "customer_key", pd.Timestamp("2026-11-01")).set_index("customer_key").loc["x", "segment"] == "Champions"
+    assert features_as_of(snapshots, "customer_key", None).set_index("customer_key")["segment"].to_dict() == {
+        "x": "Champions", "y": "Lost", "z": "New"
+    }
+    static = snapshots.drop(columns="as_of_date")
+    assert features_as_of(static, "customer_key", pd.Timestamp("2026-10-10")) is static
+
+
+def test_evaluation_reads_user_features_as_of_the_holdout_start():
+    inter, users, items = _planted()
+    # every user's 'segment' is 'early' before the holdout and 'late' (learnt from it) after
+    days = [T0, T0 + pd.Timedelta(days=9)]
+    snapshots = pd.concat(
+        [users.assign(as_of_date=day, segment=label) for day, label in zip(days, ["early", "late"])], ignore_index=True
+    )
+    at = evaluation_as_of(inter, holdout_days=3)
+    assert at == holdout_start(inter["occurred_at"], 3) == inter["occurred_at"].max().normalize() - pd.Timedelta(days=2)
+    assert at < days[1]
+    data = prepare_tables(inter, snapshots, items, as_of=at)
+    assert "segment:early" in data.users.feature_names and "segment:late" not in data.users.feature_names
+    assert "as_of_date" not in " ".join(data.users.feature_names)
+    latest = prepare_tables(inter, snapshots, items)
+    assert "segment:late" in latest.users.feature_names
+    # an explicit pair: features as of the first test interaction; without test times, the last training one
+    test = pd.DataFrame({"customer_key": ["a0"], "product_id": ["a_item2"], "occurred_at": [T0 + pd.Timedelta(days=30)]})
+    assert evaluation_as_of(inter, test=test) == T0 + pd.Timedelta(days=30)
+    assert evaluation_as_of(inter, test=test.drop(columns="occurred_at")) == inter["occurred_at"].max()
+
+
+def test_rows_for_unseen_users_weigh_features_as_training_did():
+    from ml.recommender import unseen_user_rows, without_identity
+
+    inter, users, items = _planted()
+    data = with_feature_weight(prepare_tables(inter, users, items), 0.25)
+    expected = without_identity(data.users, np.ones(len(data.users.ids), dtype=bool)).toarray()
+    frame = users.set_index("customer_key").loc[data.users.ids].reset_index()
+    got = unseen_user_rows(data.users.feature_names, frame, 0.25).toarray()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[0].sum() == pytest.approx(0.25 / 1.25)  # one feature column at weight 0.25
+    # a value the model's vocabulary does not know adds nothing
+    assert unseen_user_rows(data.users.feature_names, pd.DataFrame({"taste": ["c"]}), 0.25).nnz == 0
+
+
+def test_a_registered_model_lists_customers_it_never_saw_from_their_features():
+    from orchestration.ml import RecommenderConfig, champion_lists_for, model_bundle, published_candidates
+
+    inter, users, items = _planted()
+    users = users.assign(gender="F", country_code="GB", region="Northern Europe", age_band=users["taste"], personalization_consent=True)
+    items = items.assign(brand="x", price_band="low", is_active=True)
+    features = ["gender", "country_code", "region", "age_band"]
+    data = with_feature_weight(prepare_tables(inter, users[["customer_key", *features]], items[["product_id", "category", "brand", "price_band"]]), 0.5)
+    model = fit(data, data.interactions, PARAMS)
+    config = RecommenderConfig(k=3, max_per_category=3)
+    bundle = model_bundle(model, data, 3)
+    assert bundle["cold_user_ids"] == ["u_new"]
+    # today: a customer the model never saw (taste 'b' by age band), and a0 withdrew consent
+    today = pd.concat(
+        [users, pd.DataFrame([{"customer_key": "fresh", "taste": "b", "gender": "F", "country_code": "GB", "region": "Northern Europe", "age_band": "b", "personalization_consent": True}])],
+        ignore_index=True,
+    )
+    today.loc[today["customer_key"] == "a0", "personalization_consent"] = False
+    lists = champion_lists_for(bundle, 0.5, today, items, inter, config)
+    source = lists.groupby("customer_key")["source"].first()
+    assert source["fresh"] == "cold_start_features" and source["u_new"] == "cold_start_features"
+    assert source["a0"] == "popularity" and source["b1"] == "personalised"
+    assert set(lists.loc[lists["customer_key"] == "fresh", "product_id"]) == {"b_item0", "b_item1", "b_item2"}
+    # customers the model was trained on get exactly the lists it published at training time
+    published = published_candidates(model, data, users, items, config)
+    for customer in ("b1", "a3", "u_new"):
+        mine = lists[lists["customer_key"] == customer][["rank", "product_id"]].reset_index(drop=True)
+        then = published[published["customer_key"] == customer][["rank", "product_id"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, then)

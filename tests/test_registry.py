@@ -63,6 +63,17 @@ def test_a_worse_challenger_does_not_replace_the_champion_or_its_recommendations
 
     before, published_versions = candidates()
     assert published_versions == [(str(champion.version),)]
+    # two customers whose lists went missing (as if new since the champion was trained): one
+    # ranked by the model, one who withdrew personalisation consent
+    con = duckdb.connect(str(settings.duckdb_path))
+    try:
+        (with_history,) = con.execute(
+            "select min(customer_key) from ml.recommendation_candidates where source = 'personalised'"
+        ).fetchall()[0]
+        (no_consent,) = con.execute("select min(customer_key) from marts.dim_customers where not personalization_consent").fetchall()[0]
+        con.execute("delete from ml.recommendation_candidates where customer_key in (?, ?)", [with_history, no_consent])
+    finally:
+        con.close()
     result = defs.resolve_job_def("tessera_all").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -76,7 +87,21 @@ def test_a_worse_challenger_does_not_replace_the_champion_or_its_recommendations
     assert float(challenger.tags["gate_challenger_metric"]) < float(challenger.tags["gate_champion_metric"])
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == str(champion.version)
     after, _ = candidates()
-    assert after == before
+    # the champion rewrote every list with today's rules: the same lists as before (the data did
+    # not change), the two missing ones back, every row from the champion's version
+    assert len(after) == len(before)
+    key = lambda row: row[:3]  # customer_key, rank, product_id  # noqa: E731
+    assert [key(r) for r in after] == [key(r) for r in before]
+    columns = ["customer_key", "rank", "product_id", "score", "source", "category", "top_n", "max_per_category", "model_run_id", "model_version"]
+    frame = pd.DataFrame(after, columns=columns)
+    assert set(frame["model_version"]) == {str(champion.version)}
+    by_customer = frame.groupby("customer_key")
+    assert by_customer.size()[[with_history, no_consent]].tolist() == [10, 10]
+    assert by_customer["source"].agg(set)[[with_history, no_consent]].tolist() == [{"personalised"}, {"popularity"}]
+    before_scores = pd.DataFrame(before, columns=columns)["score"].to_numpy()
+    assert abs(frame["score"].to_numpy() - before_scores).max() < 1e-4
+    check = result.get_asset_check_evaluations()
+    assert check and all(e.passed for e in check)
 
 
 RELOAD = """
