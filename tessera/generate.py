@@ -708,6 +708,21 @@ def _email(rng, c: GenerateConfig, people):
     )
 
 
+def _withdrawals(customer_ids, channel: str, purpose: str, at) -> pd.DataFrame:
+    """Consent-withdrawn privacy records (granted = false) for customer ids at times `at`."""
+    return pd.DataFrame(
+        {
+            "customer_id": customer_ids,
+            "email": None,
+            "request_type": "consent",
+            "channel": channel,
+            "purpose": purpose,
+            "granted": "false",
+            "requested_at": _iso(pd.Series(at), 0),
+        }
+    )
+
+
 def _privacy(rng, c: GenerateConfig, people):
     n = len(people)
     rows = pd.DataFrame(
@@ -723,17 +738,7 @@ def _privacy(rng, c: GenerateConfig, people):
     )
     revoke = np.flatnonzero(_mask(rng, n, 0.03) & people["email_optin"].to_numpy())
     later = c.start + pd.to_timedelta(rng.integers(0, c.days, size=len(revoke)), unit="D")
-    rev = pd.DataFrame(
-        {
-            "customer_id": people["login_id"].iloc[revoke].to_numpy(),
-            "email": None,
-            "request_type": "consent",
-            "channel": "email",
-            "purpose": "marketing",
-            "granted": "false",
-            "requested_at": _iso(pd.Series(later), 0),
-        }
-    )
+    rev = _withdrawals(people["login_id"].iloc[revoke].to_numpy(), "email", "marketing", later)
     erase = np.flatnonzero(_mask(rng, n, 0.003))
     er = pd.DataFrame(
         {
@@ -748,7 +753,13 @@ def _privacy(rng, c: GenerateConfig, people):
             ),
         }
     )
-    out = pd.concat([rows, rev, er], ignore_index=True)
+    # ~2 % withdraw consent to personalisation (opt-out: no record means allowed). Drawn from a
+    # generator of its own so adding these rows left every other generated row as it was.
+    own = np.random.default_rng([c.seed, 711])
+    opt_out = np.flatnonzero(own.random(n) < 0.02)
+    later = c.start + pd.to_timedelta(own.integers(0, c.days, size=len(opt_out)), unit="D")
+    po = _withdrawals(people["login_id"].iloc[opt_out].to_numpy(), "all", "personalization", later)
+    out = pd.concat([rows, rev, er, po], ignore_index=True)
     out.insert(0, "request_id", [f"Q{i:08d}" for i in range(1, len(out) + 1)])
     return out
 

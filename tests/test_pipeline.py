@@ -98,15 +98,48 @@ def test_every_recommendation_names_an_existing_customer_and_active_product(db):
     assert q(
         db, "select max(n), min(n) from (select count(*) n from publish.customer_recommendations group by customer_key)"
     ) == [(10, 10)]
-    # already-bought products are not recommended again
+    # already-bought products are not recommended again, except to customers who withdrew
+    # personalisation consent: their list is the plain popularity list, their history unused
     rebought = q(
         db,
         """
-        select count(*) from publish.customer_recommendations r
+        select c.personalization_consent, count(*) from publish.customer_recommendations r
         join marts.fct_order_items i on i.customer_key = r.customer_key and i.product_id = r.product_id and i.status = 'completed'
+        join marts.dim_customers c on c.customer_key = r.customer_key
+        group by all
         """,
     )
-    assert rebought == [(0,)]
+    assert (True, 0) not in rebought and dict(rebought).get(True, 0) == 0
+
+
+def test_customers_who_withdrew_personalisation_consent_get_only_popular_products(db):
+    # the generator withdraws personalisation consent for ~2 % of people
+    (opted_out,) = q(db, "select count(*) from marts.dim_customers where not personalization_consent")[0]
+    assert opted_out > 0
+    by_source = dict(
+        q(
+            db,
+            """
+            select case when c.personalization_consent then 'consent' else 'no consent' end, string_agg(distinct r.source, ',')
+            from publish.customer_recommendations r join marts.dim_customers c using (customer_key)
+            group by 1
+            """,
+        )
+    )
+    assert by_source["no consent"] == "popularity"
+    assert "personalised" in by_source["consent"]
+    # and they all get the same list: nothing of their own history shapes it
+    (lists,) = q(
+        db,
+        """
+        select count(distinct products) from (
+            select customer_key, string_agg(product_id, ',' order by rank) as products
+            from publish.customer_recommendations r join marts.dim_customers c using (customer_key)
+            where not c.personalization_consent group by customer_key
+        )
+        """,
+    )[0]
+    assert lists == 1
 
 
 def test_published_tables_match_their_parquet_exports(db, pipeline):
@@ -195,6 +228,17 @@ def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline)
         assert metric in run.data.metrics
     assert 0.5 < run.data.metrics["auc"] <= 1.0
     assert run.data.params["loss"] == "warp"
+    # each baseline is a run of its own nested under the hybrid's, with the hybrid's metric names
+    client = mlflow.tracking.MlflowClient()
+    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+    by_model = {c.data.tags["model"]: c for c in children}
+    assert set(by_model) == {"lightfm_ids_only", "most_popular", "recently_popular", "item_item"}
+    for name, child in by_model.items():
+        assert child.data.params["split_at"] == run.data.params["split_at"]
+        assert child.data.metrics["ndcg_at_10"] == run.data.metrics[f"{name}_ndcg_at_10"]
+        assert child.data.metrics["cold_users_precision_at_10"] == run.data.metrics[f"cold_users_{name}_precision_at_10"]
+    # user features were taken as of the holdout start, never after it
+    assert run.data.params["user_features_as_of"] <= run.data.params["split_at"]
     mappings = mlflow.artifacts.load_dict(f"runs:/{run_id}/id_mappings.json")
     (n_products,) = q(db, "select count(*) from marts.dim_products")[0]
     assert len(mappings["items"]) == n_products
