@@ -48,6 +48,9 @@ defs = dg.Definitions(
     ],
     jobs=[tessera_all],
     resources={"tessera": TesseraResource(), "dbt": dbt_resource},
-    # DuckDB allows a single writing process: run steps one after another in the run's process.
+    # Every step that opens the DuckDB file is in the `duckdb` pool, limited to one at a time
+    # across runs (orchestration/resources.py), so Dagster's default multiprocess executor is safe
+    # too (bench/concurrency.py --executor multiprocess); but its steps would take turns anyway,
+    # and each would pay a process start (15-30 s here) while holding the pool's slot.
     executor=dg.in_process_executor,
 )

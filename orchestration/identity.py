@@ -143,6 +143,7 @@ def identity_map(
 
 
 @dg.asset_check(
+    pool=DUCKDB_POOL,  # it reads the DuckDB file: never beside another run's writer
     asset=IDENTITY_MAP_KEY,
     blocking=True,
     description="No customer holds more person records than TESSERA_IDENTITY_MAX_CLUSTER_SIZE (an over-merge guard).",
@@ -166,6 +167,7 @@ def identity_cluster_size_within_limit(tessera: TesseraResource) -> dg.AssetChec
 
 
 @dg.asset_check(
+    pool=DUCKDB_POOL,  # it reads the DuckDB file: never beside another run's writer
     asset=IDENTITY_MAP_KEY,
     blocking=True,
     description="The merge rate moved by at most TESSERA_IDENTITY_MAX_MERGE_RATE_DRIFT since the previous run.",

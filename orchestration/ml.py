@@ -385,6 +385,7 @@ def recommendation_candidates(
 
 
 @dg.asset_check(
+    pool=DUCKDB_POOL,  # it reads the DuckDB file: never beside another run's writer
     asset=RECOMMENDER_KEY,
     blocking=True,
     description=(

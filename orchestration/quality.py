@@ -6,7 +6,7 @@ downstream of that source in the same run: dbt models, the recommender and the p
 
 import dagster as dg
 
-from orchestration.resources import TesseraResource
+from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
 from tessera.contract import SOURCES, Source
 from tessera.quality import validate_table
@@ -24,6 +24,7 @@ def build_gx_check(source: Source) -> dg.AssetChecksDefinition:
         asset=source_asset_key(source),
         name=gx_check_name(source),
         blocking=True,
+        pool=DUCKDB_POOL,  # it reads the DuckDB file: never beside another run's writer
         description=f"Great Expectations suite expectations/{suite_path.name} on raw.{source.name}.",
     )
     def _gate(tessera: TesseraResource) -> dg.AssetCheckResult:

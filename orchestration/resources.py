@@ -7,11 +7,14 @@ from contextlib import contextmanager
 import dagster as dg
 import duckdb
 
+from tessera.db import connect
+
 from tessera.settings import Settings, load_settings
 
-# Every asset that opens the DuckDB file for writing runs in this pool. DuckDB allows one writing
-# process; with the default in-process executor steps already run one at a time, and a deployment
-# that switches to the multiprocess executor limits this pool to 1 in dagster.yaml.
+# Every asset and check that opens the DuckDB file runs in this pool. DuckDB allows one process
+# to hold the file while it writes (and readers in other processes are refused meanwhile), so the
+# instance limits the pool to 1 (dagster.yaml: concurrency.pools.default_limit: 1): steps of
+# overlapping runs, and parallel steps of one run under the multiprocess executor, take turns.
 DUCKDB_POOL = "duckdb"
 
 
@@ -26,13 +29,12 @@ class TesseraResource(dg.ConfigurableResource):
     @contextmanager
     def duckdb(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         settings = self.settings()
-        con = duckdb.connect(
-            str(settings.duckdb_path),
+        con = connect(
+            settings.duckdb_path,
             read_only=read_only,
-            config={
-                "memory_limit": settings.duckdb_memory_limit,
-                "threads": settings.duckdb_threads,
-            },
+            config={"memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads},
+            wait_seconds=settings.duckdb_lock_wait_seconds,
+            log=dg.get_dagster_logger().warning,
         )
         try:
             # After connecting: the ICU extension that owns TimeZone loads lazily.

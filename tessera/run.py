@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import dagster as dg
-import duckdb
 
-from tessera.db import table_exists
+from tessera.db import connect, table_exists
 from tessera.settings import Settings, load_settings
 
 LAYERS = ("raw", "reference", "staging", "intermediate", "marts", "ml", "publish")
 
 
+def _read_only(settings: Settings):
+    """The summary reads after the run; another run may hold the file meanwhile: wait for it."""
+    return connect(
+        settings.duckdb_path,
+        read_only=True,
+        wait_seconds=settings.duckdb_lock_wait_seconds,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+
+
 def layer_row_counts(settings: Settings) -> dict[str, dict[str, int]]:
     if not settings.duckdb_path.exists():
         return {}
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = _read_only(settings)
     try:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "
@@ -34,7 +44,7 @@ def layer_row_counts(settings: Settings) -> dict[str, dict[str, int]]:
 def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
     if not settings.duckdb_path.exists():
         return None, {}
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = _read_only(settings)
     try:
         if not table_exists(con, "publish", "customer_recommendations"):
             return None, {}
@@ -52,7 +62,7 @@ def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
 def identity_summary(settings: Settings) -> list[str]:
     if not settings.duckdb_path.exists():
         return []
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = _read_only(settings)
     try:
         tables = {
             r[0]
@@ -92,7 +102,7 @@ def identity_summary(settings: Settings) -> list[str]:
 def propensity_summary(settings: Settings) -> list[str]:
     if not settings.duckdb_path.exists():
         return []
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = _read_only(settings)
     try:
         if not table_exists(con, "ml", "propensity_scores"):
             return []

@@ -28,6 +28,7 @@ class Settings:
     mlflow_model_name: str
     duckdb_memory_limit: str
     duckdb_threads: int
+    duckdb_lock_wait_seconds: float
     gx_max_rows: int
     seed: int
     identity_max_cluster_size: int
@@ -79,6 +80,8 @@ def load_settings() -> Settings:
         mlflow_model_name=os.environ.get("TESSERA_MLFLOW_MODEL_NAME", "tessera-recommender"),
         duckdb_memory_limit=os.environ.get("TESSERA_DUCKDB_MEMORY_LIMIT", "4GB"),
         duckdb_threads=int(os.environ.get("TESSERA_DUCKDB_THREADS", "2")),
+        # how long to wait for a DuckDB file another process (outside Dagster's pool) holds
+        duckdb_lock_wait_seconds=float(os.environ.get("TESSERA_DUCKDB_LOCK_WAIT_SECONDS", "600")),
         gx_max_rows=int(os.environ.get("TESSERA_GX_MAX_ROWS", "2000000")),
         seed=int(os.environ.get("TESSERA_SEED", "42")),
         identity_max_cluster_size=int(os.environ.get("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "10")),

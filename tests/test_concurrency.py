@@ -1,0 +1,60 @@
+"""Overlapping runs on one DuckDB file never fail on its lock.
+
+DuckDB lets one process hold the file while it writes; every tessera step that opens it (loads,
+gates, dbt, ML, publishing, checks) is in the `duckdb` concurrency pool, which the instance limits
+to one step at a time across runs. bench/concurrency.py runs the same experiment at any size, and
+with --control shows what happens without the pool (every run failed on the lock).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tessera.db import DuckDBLockTimeout, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("concurrency_bench", ROOT / "bench" / "concurrency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_four_overlapping_runs_never_meet_a_duckdb_lock(tmp_path):
+    selection = ["raw/products", "raw/orders", "raw/order_items"]  # each load with its blocking gate
+    result = _bench().overlapping_runs(4, "inprocess", selection, 300, tmp_path)
+    assert result["succeeded"] == 4, result["failed_output_tails"]
+    assert result["lock_errors"] == 0
+    assert result["lock_waits"] == 0  # no step even found the file locked: the pool took turns
+    assert result["raw_rows_equal_landing_rows"] == {"products": True, "orders": True, "order_items": True}
+
+
+HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+def test_a_process_outside_dagster_holding_the_file_is_waited_for_then_named(tmp_path):
+    path = tmp_path / "held.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DuckDBLockTimeout, match="stayed locked by another process"):
+            connect(path, read_only=True, wait_seconds=0.5)
+        waits: list[str] = []
+        con = connect(path, read_only=True, wait_seconds=30, log=waits.append)
+        con.close()
+        assert waits and all("locked by another process" in w for w in waits)
+    finally:
+        holder.wait(timeout=30)
