@@ -139,3 +139,44 @@ def test_an_edited_rule_file_that_was_not_recompiled_stops_the_marts(tmp_path, m
     assert cause.cls_name == "SegmentRuleError" and "out of date" in cause.message
     keys = {k.to_user_string() for k in materialized_keys(result)}
     assert "identity/identity_map" in keys and not {k for k in keys if k.startswith(("marts/", "publish/"))}
+
+
+def _published_fingerprint(settings) -> dict[str, object]:
+    """Each published table's rows (order-independent hash and count) and its Parquet file's bytes."""
+    import hashlib
+
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        names = [r[0] for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'publish' order by 1"
+        ).fetchall()]
+        out: dict[str, object] = {}
+        for name in names:
+            out[name] = con.execute(
+                f"select count(*), sum(hash(columns(*))) from (select * from publish.{name}) as t"
+            ).fetchall()[0]
+    finally:
+        con.close()
+    for path in sorted(settings.publish_dir.glob("*.parquet")):
+        out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def test_a_failed_gate_leaves_the_last_good_published_version_in_place(tmp_path, monkeypatch):
+    use_data_dir(monkeypatch, tmp_path / "data")
+    settings = load_settings()
+    generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
+    assert run_job().success
+    good = _published_fingerprint(settings)
+    assert {"customer_recommendations", "customer_segments", "customer_scores"} <= set(good)
+    assert "customer_recommendations.parquet" in good
+
+    # the next delivery carries a broken customers file: its gate fails ...
+    bad = settings.landing_dir / "customers" / "customers_export_broken.csv"
+    bad.write_text("id;name;mail\n" + "".join(f"{i};someone;x{i}@example.com\n" for i in range(400)))
+    result = run_job()
+    assert not result.success
+    assert not [e for e in result.get_asset_check_evaluations() if e.check_name == "gx_raw_customers"][0].passed
+    assert not {k.to_user_string() for k in materialized_keys(result) if k.path[0] in ("ml", "publish")}
+    # ... and every published table and Parquet file is exactly the last good version
+    assert _published_fingerprint(settings) == good
