@@ -8,6 +8,7 @@ import sys
 import dagster as dg
 
 from tessera.db import connect, table_exists
+from tessera.recovery import recover_abandoned_runs, run_tags
 from tessera.settings import Settings, load_settings
 
 LAYERS = ("raw", "reference", "staging", "intermediate", "marts", "ml", "publish")
@@ -132,9 +133,12 @@ def run_pipeline(job_name: str = "tessera_all") -> int:
     settings = load_settings()
     settings.ensure_dirs()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    # a run killed earlier (SIGKILL, OOM) may still hold the duckdb pool slot: free it first
+    recover_abandoned_runs(instance, log=lambda message: print(message, file=sys.stderr))
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
         raise_on_error=False,
+        tags=run_tags(),
         run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("TESSERA_LOG_LEVEL", "INFO")}}}},
     )
     evaluations = result.get_asset_check_evaluations()

@@ -54,3 +54,31 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     result = run_job()
     yield result, settings
     mp.undo()
+
+
+def published_fingerprint(settings, ignore_run_ids: bool = False) -> dict[str, object]:
+    """Each published table's rows (count and an order-independent hash) and each Parquet file's
+    bytes; with ignore_run_ids, tables only, without the columns naming MLflow runs and model
+    versions (they differ between otherwise identical runs)."""
+    import hashlib
+
+    import duckdb
+
+    columns = "columns(lambda c: c not like '%run_id' and c <> 'model_version')" if ignore_run_ids else "columns(*)"
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        names = [
+            r[0]
+            for r in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'publish' order by 1"
+            ).fetchall()
+        ]
+        out: dict[str, object] = {
+            name: con.execute(f"select count(*), sum(hash({columns})) from publish.{name}").fetchall()[0] for name in names
+        }
+    finally:
+        con.close()
+    if not ignore_run_ids:
+        for path in sorted(settings.publish_dir.glob("*.parquet")):
+            out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

@@ -11,7 +11,7 @@ import pytest
 
 from tessera.generate import GenerateConfig, generate
 from tessera.settings import load_settings
-from tests.conftest import SMALL, materialized_keys, run_job, use_data_dir
+from tests.conftest import SMALL, materialized_keys, published_fingerprint, run_job, use_data_dir
 
 
 @pytest.fixture
@@ -141,33 +141,12 @@ def test_an_edited_rule_file_that_was_not_recompiled_stops_the_marts(tmp_path, m
     assert "identity/identity_map" in keys and not {k for k in keys if k.startswith(("marts/", "publish/"))}
 
 
-def _published_fingerprint(settings) -> dict[str, object]:
-    """Each published table's rows (order-independent hash and count) and its Parquet file's bytes."""
-    import hashlib
-
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
-    try:
-        names = [r[0] for r in con.execute(
-            "select table_name from information_schema.tables where table_schema = 'publish' order by 1"
-        ).fetchall()]
-        out: dict[str, object] = {}
-        for name in names:
-            out[name] = con.execute(
-                f"select count(*), sum(hash(columns(*))) from (select * from publish.{name}) as t"
-            ).fetchall()[0]
-    finally:
-        con.close()
-    for path in sorted(settings.publish_dir.glob("*.parquet")):
-        out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
 def test_a_failed_gate_leaves_the_last_good_published_version_in_place(tmp_path, monkeypatch):
     use_data_dir(monkeypatch, tmp_path / "data")
     settings = load_settings()
     generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
     assert run_job().success
-    good = _published_fingerprint(settings)
+    good = published_fingerprint(settings)
     assert {"customer_recommendations", "customer_segments", "customer_scores"} <= set(good)
     assert "customer_recommendations.parquet" in good
 
@@ -179,4 +158,4 @@ def test_a_failed_gate_leaves_the_last_good_published_version_in_place(tmp_path,
     assert not [e for e in result.get_asset_check_evaluations() if e.check_name == "gx_raw_customers"][0].passed
     assert not {k.to_user_string() for k in materialized_keys(result) if k.path[0] in ("ml", "publish")}
     # ... and every published table and Parquet file is exactly the last good version
-    assert _published_fingerprint(settings) == good
+    assert published_fingerprint(settings) == good
