@@ -4,6 +4,11 @@ DuckDB lets one process hold the file while it writes; every tessera step that o
 gates, dbt, ML, publishing, checks) is in the `duckdb` concurrency pool, which the instance limits
 to one step at a time across runs. bench/concurrency.py runs the same experiment at any size, and
 with --control shows what happens without the pool (every run failed on the lock).
+
+The pool is not airtight on the SQLite storage of a local instance: its slot claim is a read then
+a write without a row lock, so two runs starting together can both get the slot (CI met this once
+in a batch of four). The step that loses then waits on DuckDB's own lock instead of failing, which
+is why a wait is allowed here and a lock *error* is not.
 """
 
 from __future__ import annotations
@@ -27,12 +32,11 @@ def _bench():
     return module
 
 
-def test_four_overlapping_runs_never_meet_a_duckdb_lock(tmp_path):
+def test_four_overlapping_runs_never_fail_on_the_duckdb_lock(tmp_path):
     selection = ["raw/products", "raw/orders", "raw/order_items"]  # each load with its blocking gate
     result = _bench().overlapping_runs(4, "inprocess", selection, 300, tmp_path)
     assert result["succeeded"] == 4, result["failed_output_tails"]
-    assert result["lock_errors"] == 0
-    assert result["lock_waits"] == 0  # no step even found the file locked: the pool took turns
+    assert result["lock_errors"] == 0  # no step failed on the lock (waits, if any, are logged)
     assert result["raw_rows_equal_landing_rows"] == {"products": True, "orders": True, "order_items": True}
 
 
