@@ -18,7 +18,7 @@ from orchestration.ml import (
 from orchestration.publish import publish_assets
 from orchestration.quality import gx_checks
 from orchestration.resources import TesseraResource
-from orchestration.sources import source_assets
+from orchestration.sources import load_tables, source_assets
 
 ALL_JOB = "tessera_all"
 
@@ -31,6 +31,7 @@ tessera_all = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[
         *source_assets,
+        *load_tables,
         dbt_staging_assets,
         identity_map,
         identity_evaluation,

@@ -36,16 +36,31 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
     def _load(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg.MaterializeResult:
         settings = tessera.settings()
         with tessera.duckdb() as con:
-            report = load_source(con, source, settings.landing_dir)
+            report = load_source(
+                con,
+                source,
+                settings.landing_dir,
+                max_line_bytes=settings.max_line_bytes,
+                max_field_chars=settings.max_field_chars,
+            )
             preview = preview_markdown(con, source.raw_table)
             schema = table_schema(con, source.raw_table)
         if report.missing_columns:
             context.log.warning(f"{source.name}: files lack contract columns {report.missing_columns}")
+        if report.rejected:
+            context.log.warning(
+                f"{source.name}: {report.rejected} records could not be parsed and went to raw.load_rejects "
+                f"{report.rejected_per_file}"
+            )
         if report.extra_columns:
             context.log.warning(f"{source.name}: files carry columns outside the contract {report.extra_columns}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": report.rows,
+                # nothing lost: records in the files = rows loaded + records quarantined at load
+                "landing_records": report.records_read,
+                "quarantined_at_load": report.rejected,
+                "quarantined_per_file": dg.MetadataValue.json(report.rejected_per_file),
                 "dagster/column_schema": schema,
                 "table": source.raw_table,
                 "files": len(report.files),
@@ -61,3 +76,21 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
 
 
 source_assets = [build_source_asset(s) for s in SOURCES]
+
+# Tables every source asset writes its own rows of, declared so the graph shows where the dbt
+# quarantine and reconciliation models read them from (no asset materializes them on its own).
+load_tables = [
+    dg.AssetSpec(
+        ["raw", "load_rejects"],
+        group_name=SOURCE_GROUP,
+        description="Records the loaders could not parse or that hold a value over the size limit: "
+        "source, file, record number, reason and the content as delivered (tessera/landing.py).",
+        kinds={"duckdb"},
+    ),
+    dg.AssetSpec(
+        ["raw", "load_audit"],
+        group_name=SOURCE_GROUP,
+        description="Per landing file and load: records in the file (counted without DuckDB), loaded, quarantined.",
+        kinds={"duckdb"},
+    ),
+]

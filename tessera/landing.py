@@ -5,11 +5,27 @@ file lacks becomes NULL (the source's quality gate decides whether that is accep
 file has but the contract does not name is reported, not loaded. Each row keeps the file it came
 from and its row number in that file, so a bad value can always be traced back.
 
-The table is replaced inside one transaction: a failed load leaves the previous raw table intact.
+CSV records DuckDB cannot parse (too many or too few fields, bytes that are not UTF-8, an
+unterminated quote) and JSON lines that are not a JSON object do not fail the file: each goes to
+`raw.load_rejects` with its file, its record number, the reason and the line as delivered, and
+the file's other records load. So does a readable record with a value longer than
+max_field_chars (the record kept whole, as JSON). Record numbers keep counting the rejected
+records, so `_source_row` is always the record's position in its file. A file that cannot be read
+at all (not Parquet, JSON Lines that are not UTF-8 text, a CSV line over max_line_bytes) is a
+LandingError: the load stops with the file named and the previous tables kept.
+
+Every file is reconciled before its load commits: the records it holds, counted independently of
+DuckDB's scanner (Python's csv module for CSV, non-blank lines for JSON Lines, the footer for
+Parquet), must equal the records loaded plus the records quarantined, or the load fails with both
+counts named. The counts per file go to `raw.load_audit`.
+
+The raw table and the source's rows in `raw.load_rejects` and `raw.load_audit` are replaced inside
+one transaction: a failed load leaves the previous version of all three intact.
 """
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +48,37 @@ class LoadReport:
     skipped_empty_files: list[str] = field(default_factory=list)
     missing_columns: dict[str, list[str]] = field(default_factory=dict)
     extra_columns: dict[str, list[str]] = field(default_factory=dict)
+    rejected: int = 0
+    rejected_per_file: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def records_read(self) -> int:
+        """Every record the files delivered: loaded into raw plus quarantined at load."""
+        return self.rows + self.rejected
+
+
+REJECTS_TABLE = "load_rejects"
+AUDIT_TABLE = "load_audit"
+# DuckDB writes the records a CSV scan rejected to these temporary tables (dropped before each scan).
+_SCAN_REJECTS, _SCAN_SCANS = "tessera_scan_rejects", "tessera_scan_scans"
+_CSV_OPTIONS = (
+    "all_varchar = true, header = true, auto_detect = true, max_line_size = {max_line_bytes}, "
+    f"store_rejects = true, rejects_table = '{_SCAN_REJECTS}', rejects_scan = '{_SCAN_SCANS}'"
+)
+# Limits on what one record may hold (settings: TESSERA_MAX_LINE_BYTES, TESSERA_MAX_FIELD_CHARS).
+# A CSV line over max_line_bytes cannot be read at all (DuckDB refuses the file: LandingError); a
+# readable record with a value over max_field_chars is quarantined with its content.
+DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_FIELD_CHARS = 100_000
+# DuckDB quotes the offending line in its errors; a huge line must not flood logs and metadata.
+_MAX_ERROR_LINE_CHARS = 300
+
+
+def _short(exc: BaseException) -> str:
+    return "\n".join(
+        line if len(line) <= _MAX_ERROR_LINE_CHARS else f"{line[:_MAX_ERROR_LINE_CHARS]}... [{len(line):,} characters]"
+        for line in str(exc).splitlines()
+    )
 
 
 def landing_files(source_dir: Path) -> list[Path]:
@@ -45,41 +92,95 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _file_relation(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, list[str], list]:
+def _file_relation(
+    con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> tuple[str, list[str], list]:
     """SQL for a relation over one file, its column names, and the query parameters."""
     kind = FILE_SUFFIXES[path.suffix.lower()]
     if kind == "csv":
-        sql = "select * from read_csv(?, all_varchar = true, header = true, auto_detect = true)"
+        sql = f"select * from read_csv(?, {_CSV_OPTIONS.format(max_line_bytes=int(max_line_bytes))})"
     elif kind == "parquet":
         sql = "select * from read_parquet(?)"
     else:
-        # read_json would infer types (and reformat timestamps); keep the text as delivered.
-        sql = "select json as _doc from read_ndjson_objects(?)"
+        # JSON Lines are staged line by line (see _stage_json_lines); read_json would also infer
+        # types and reformat timestamps, and we keep the text as delivered.
+        _stage_json_lines(con, path)
+        sql = f"select _line, json(line) as _doc from {_JSON_LINES} where {_JSON_OBJECT}"
+        keys = con.execute(f"select distinct unnest(json_keys(_doc)) from ({sql})").fetchall()
+        return sql, sorted(k[0] for k in keys), []
     try:
         columns = [d[0] for d in con.execute(f"{sql} limit 0", [str(path)]).description]
     except duckdb.Error as exc:
-        raise LandingError(f"cannot read landing file {path}: {exc}") from exc
-    if kind == "jsonl":
-        keys = con.execute(
-            "select distinct unnest(json_keys(json)) from read_ndjson_objects(?)", [str(path)]
-        ).fetchall()
-        columns = sorted(k[0] for k in keys)
+        raise LandingError(f"cannot read landing file {path}: {_short(exc)}") from exc
     return sql, columns, [str(path)]
 
 
-def load_source(con: duckdb.DuckDBPyConnection, source: Source, landing_dir: Path, schema: str = "raw") -> LoadReport:
+_JSON_LINES = "_landing_json_lines"
+# json_type raises on text that is not JSON, and DuckDB does not short-circuit `and`
+_JSON_TYPE = "json_type(case when json_valid(line) then line end)"
+_JSON_OBJECT = f"coalesce({_JSON_TYPE} = 'OBJECT', false)"
+
+
+def _stage_json_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Every non-blank line of a JSON Lines file with its record number (the count of non-blank
+    lines up to it), so a line that is not a JSON object can be quarantined and its neighbours
+    go on. A file that is not UTF-8 text cannot be split into lines: LandingError."""
+    try:
+        con.execute(
+            f"create or replace temp table {_JSON_LINES} as "
+            "select row_number() over () as _line, line from ("
+            "select rtrim(unnest(string_split(content, chr(10))), chr(13)) as line from read_text(?)"
+            ") where trim(line) <> ''",
+            [str(path)],
+        )
+    except duckdb.Error as exc:
+        raise LandingError(f"cannot read landing file {path}: {_short(exc)}") from exc
+
+
+def _quarantine_json_rejects(con: duckdb.DuckDBPyConnection, rejects: str, source: str, file_name: str) -> int:
+    con.execute(
+        f"insert into {rejects} select ?, ?, _line, "
+        f"case when json_valid(line) then 'NOT A JSON OBJECT: the line holds a JSON ' || lower({_JSON_TYPE}) "
+        "else 'INVALID JSON: the line does not parse as JSON' end, line "
+        f"from {_JSON_LINES} where not ({_JSON_OBJECT}) order by _line",
+        [source, file_name],
+    )
+    return con.execute(f"select count(*) from {_JSON_LINES} where not ({_JSON_OBJECT})").fetchall()[0][0]
+
+
+def load_source(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    landing_dir: Path,
+    schema: str = "raw",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+) -> LoadReport:
     table = f"{schema}.{source.name}"
+    rejects = f"{schema}.{REJECTS_TABLE}"
     report = LoadReport(source=source.name, table=table)
     column_defs = ", ".join(f"{_quote(c)} varchar" for c in source.column_names)
     con.execute(f"create schema if not exists {schema}")
+    con.execute(
+        f"create table if not exists {rejects} (source varchar, _source_file varchar, _source_row bigint, "
+        "reason varchar, raw_content varchar)"
+    )
+    audit = f"{schema}.{AUDIT_TABLE}"
+    con.execute(
+        f"create table if not exists {audit} (source varchar, _source_file varchar, landing_records bigint, "
+        "loaded_rows bigint, quarantined_rows bigint)"
+    )
     con.execute("begin transaction")
     try:
         con.execute(f"create or replace table {table} ({column_defs}, _source_file varchar, _source_row bigint)")
+        con.execute(f"delete from {rejects} where source = ?", [source.name])
+        con.execute(f"delete from {audit} where source = ?", [source.name])
         for path in landing_files(Path(landing_dir) / source.name):
             if path.stat().st_size == 0:
                 report.skipped_empty_files.append(path.name)
                 continue
-            sql, columns, params = _file_relation(con, path)
+            kind = FILE_SUFFIXES[path.suffix.lower()]
+            sql, columns, params = _file_relation(con, path, max_line_bytes)
             present = set(columns)
             missing = [c for c in source.column_names if c not in present]
             extra = [c for c in columns if c not in set(source.column_names) and c != "_doc"]
@@ -87,30 +188,145 @@ def load_source(con: duckdb.DuckDBPyConnection, source: Source, landing_dir: Pat
                 report.missing_columns[path.name] = missing
             if extra:
                 report.extra_columns[path.name] = extra
-            if FILE_SUFFIXES[path.suffix.lower()] == "jsonl":
+            if kind == "jsonl":
                 select = ", ".join(f"(_doc ->> {_sql_string(c)})::varchar as {_quote(c)}" for c in source.column_names)
             else:
                 select = ", ".join(
                     f"cast({_quote(c)} as varchar) as {_quote(c)}" if c in present else f"null::varchar as {_quote(c)}"
                     for c in source.column_names
                 )
-            insert = (
-                f"insert into {table} select {select}, ? as _source_file, "
-                f"row_number() over () as _source_row from ({sql}) as f"
-            )
             try:
-                con.execute(insert, [path.name, *params])
+                # _kept: the record's rank among those read; JSON lines already carry their number
+                kept = "f._line" if kind == "jsonl" else "row_number() over ()"
+                # DuckDB leaves an earlier scan's rejects in place when this one has none
+                con.execute(f"drop table if exists {_SCAN_REJECTS}")
+                con.execute(f"drop table if exists {_SCAN_SCANS}")
+                con.execute(
+                    f"create or replace temp table _landing_batch as select {select}, {kept} as _kept from ({sql}) as f",
+                    params,
+                )
             except duckdb.Error as exc:
-                raise LandingError(f"cannot load landing file {path}: {exc}") from exc
-            n = con.execute(f"select count(*) from {table} where _source_file = ?", [path.name]).fetchone()[0]
+                raise LandingError(f"cannot load landing file {path}: {_short(exc)}") from exc
+            n_scan_rejected = 0
+            if kind == "csv":
+                n_scan_rejected = _quarantine_scan_rejects(con, rejects, source.name, path.name)
+            con.execute(
+                "create or replace temp table _landing_numbered as "
+                f"select b.*, {_record_number_sql(n_scan_rejected)} as _record from _landing_batch as b"
+            )
+            if kind == "jsonl":
+                n_scan_rejected = _quarantine_json_rejects(con, rejects, source.name, path.name)
+            n_too_long = _quarantine_long_values(con, rejects, source, path.name, max_field_chars)
+            con.execute(
+                f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, ? as _source_file, "
+                "_record as _source_row from _landing_numbered where not _too_long order by _record",
+                [path.name],
+            )
+            n = con.execute("select count(*) from _landing_numbered where not _too_long").fetchall()[0][0]
+            n_rejected = n_scan_rejected + n_too_long
+            con.execute("drop table _landing_batch")
+            con.execute("drop table _landing_numbered")
+            landing = count_landing_records(con, path, max_line_bytes)
+            if landing != n + n_rejected:
+                raise LandingError(
+                    f"{path} does not reconcile: it holds {landing} records but {n} loaded and {n_rejected} "
+                    "were quarantined; nothing from this load is kept"
+                )
+            con.execute(f"insert into {audit} values (?, ?, ?, ?, ?)", [source.name, path.name, landing, n, n_rejected])
             report.files.append(path.name)
             report.rows_per_file[path.name] = n
             report.rows += n
+            if n_rejected:
+                report.rejected_per_file[path.name] = n_rejected
+                report.rejected += n_rejected
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
     return report
+
+
+def _quarantine_scan_rejects(con: duckdb.DuckDBPyConnection, rejects: str, source: str, file_name: str) -> int:
+    """Copy the records the last CSV scan rejected into `rejects`, one row per record.
+
+    DuckDB numbers a rejected record by its line in the file counting the header as line 1 and a
+    quoted multi-line field as one line, so the record's position among the data rows is line - 1.
+    A record with several faults (a short row that also holds bad bytes) gets them all in `reason`.
+    """
+    con.execute(
+        f"""
+        create or replace temp table _landing_rejected as
+        select
+            cast(line as bigint) - 1 as record,
+            string_agg(cast(error_type as varchar) || ': ' || error_message, '; ' order by column_idx) as reason,
+            coalesce(min(csv_line), '(DuckDB kept no copy of this line)') as raw_content
+        from {_SCAN_REJECTS}
+        group by line
+        """
+    )
+    con.execute(
+        f"insert into {rejects} select ?, ?, record, reason, raw_content from _landing_rejected order by record",
+        [source, file_name],
+    )
+    return con.execute("select count(*) from _landing_rejected").fetchall()[0][0]
+
+
+def _quarantine_long_values(
+    con: duckdb.DuckDBPyConnection, rejects: str, source: Source, file_name: str, max_field_chars: int
+) -> int:
+    """Flag (column `_too_long`) and quarantine records with a value over max_field_chars characters;
+    the reason names the first such column, raw_content keeps the whole record as JSON."""
+    limit = int(max_field_chars)
+    first_long = " ".join(
+        f"when length({_quote(c)}) > {limit} then {_sql_string(c)}" for c in source.column_names
+    )
+    con.execute("alter table _landing_numbered add column _too_long_column varchar")
+    con.execute(f"update _landing_numbered set _too_long_column = case {first_long} end")
+    con.execute("alter table _landing_numbered add column _too_long boolean")
+    con.execute("update _landing_numbered set _too_long = _too_long_column is not null")
+    struct = ", ".join(f"{_sql_string(c)}: {_quote(c)}" for c in source.column_names)
+    con.execute(
+        f"insert into {rejects} select ?, ?, _record, "
+        f"'VALUE TOO LONG: ' || _too_long_column || ' holds ' || length_by_column || ' characters, over the limit of {limit}', "
+        f"to_json({{{struct}}}) "
+        f"from (select *, case {' '.join(f'when _too_long_column = {_sql_string(c)} then length({_quote(c)})' for c in source.column_names)} end as length_by_column "
+        "from _landing_numbered where _too_long) order by _record",
+        [source.name, file_name],
+    )
+    return con.execute("select count(*) from _landing_numbered where _too_long").fetchall()[0][0]
+
+
+def _record_number_sql(n_rejected: int) -> str:
+    """The file position of the _kept-th loaded record, counting the rejected records before it.
+
+    With rejected positions r_1 < r_2 < ..., r_j - j records were kept before r_j, so the k-th kept
+    record sits at k + #{j : r_j - j < k}."""
+    if not n_rejected:
+        return "b._kept"
+    return (
+        "b._kept + (select count(*) from (select record - row_number() over (order by record) as kept_before "
+        "from _landing_rejected) as r where r.kept_before < b._kept)"
+    )
+
+
+def count_landing_records(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> int:
+    """Records in a landing file, counted without DuckDB's scanner.
+
+    CSV: records as Python's csv module splits them (quoted newlines stay inside their record;
+    blank lines are not records), less the header; bytes that are not UTF-8 are counted, not
+    decoded. JSON Lines: non-blank lines. Parquet: the row count its footer declares."""
+    kind = FILE_SUFFIXES[path.suffix.lower()]
+    if kind == "parquet":
+        rows = con.execute("select sum(num_rows) from parquet_file_metadata(?)", [str(path)]).fetchall()
+        return int(rows[0][0] or 0)
+    if kind == "jsonl":
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    # the csv module refuses fields over 128 KiB by default; the loader accepts lines up to max_line_bytes
+    csv.field_size_limit(max(csv.field_size_limit(), int(max_line_bytes)))
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        records = sum(1 for record in csv.reader(fh) if record)
+    return max(records - 1, 0)
 
 
 def _sql_string(value: str) -> str:

@@ -33,6 +33,12 @@ class Settings:
     seed: int
     identity_max_cluster_size: int
     identity_max_merge_rate_drift: float
+    quarantine_max_rate: float
+    shop_first_day: str
+    max_line_bytes: int
+    max_field_chars: int
+    gx_docs_dir: Path | None
+    gx_max_row_count_change: float
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -45,6 +51,9 @@ class Settings:
             "TESSERA_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "TESSERA_DUCKDB_THREADS": str(self.duckdb_threads),
             "DO_NOT_TRACK": "1",
+            # read by the quarantine_rate test and the timestamp range checks of staging
+            "TESSERA_QUARANTINE_MAX_RATE": str(self.quarantine_max_rate),
+            "TESSERA_SHOP_FIRST_DAY": self.shop_first_day,
         }
 
 
@@ -86,7 +95,41 @@ def load_settings() -> Settings:
         seed=int(os.environ.get("TESSERA_SEED", "42")),
         identity_max_cluster_size=int(os.environ.get("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "10")),
         identity_max_merge_rate_drift=float(os.environ.get("TESSERA_IDENTITY_MAX_MERGE_RATE_DRIFT", "0.05")),
+        quarantine_max_rate=_rate("TESSERA_QUARANTINE_MAX_RATE", "0.05"),
+        shop_first_day=_day("TESSERA_SHOP_FIRST_DAY", "2000-01-01"),
+        # a CSV line longer than this cannot be read (the file fails to load, named); a value
+        # longer than max_field_chars in a readable record sends the record to quarantine
+        max_line_bytes=int(os.environ.get("TESSERA_MAX_LINE_BYTES", str(64 * 1024 * 1024))),
+        max_field_chars=int(os.environ.get("TESSERA_MAX_FIELD_CHARS", "100000")),
+        # Great Expectations Data Docs of every gate; TESSERA_GX_DOCS_DIR="" turns them off
+        gx_docs_dir=_optional_path("TESSERA_GX_DOCS_DIR", data_dir / "quality" / "data_docs"),
+        # a gated table may shrink or grow by this share between passing runs (0.5: half to 1.5x)
+        gx_max_row_count_change=float(os.environ.get("TESSERA_GX_MAX_ROW_COUNT_CHANGE", "0.5")),
     )
+
+
+def _optional_path(name: str, default: Path) -> Path | None:
+    if os.environ.get(name) == "":
+        return None
+    return _path(name, default)
+
+
+def _rate(name: str, default: str) -> float:
+    value = float(os.environ.get(name, default))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a share between 0 and 1, got {value}")
+    return value
+
+
+def _day(name: str, default: str) -> str:
+    from datetime import date
+
+    value = os.environ.get(name, default)
+    try:
+        date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from exc
+    return value
 
 
 def mlflow_artifact_root(settings: Settings) -> Path:

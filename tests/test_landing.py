@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import duckdb
 import pandas as pd
 import pytest
 
@@ -10,13 +9,6 @@ from tessera.contract import SOURCES_BY_NAME
 from tessera.landing import LandingError, load_source
 
 PRODUCTS = SOURCES_BY_NAME["products"]
-
-
-@pytest.fixture
-def con():
-    c = duckdb.connect()
-    yield c
-    c.close()
 
 
 def _folder(tmp_path):
