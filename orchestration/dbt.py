@@ -24,7 +24,7 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 # `dagster-dbt project prepare-and-package` at build time instead.
 dbt_project.prepare_if_dev()
 
-GROUP_BY_FOLDER = {"staging": "staging", "intermediate": "intermediate", "marts": "marts"}
+GROUP_BY_FOLDER = {"staging": "staging", "intermediate": "intermediate", "marts": "marts", "quarantine": "quarantine"}
 
 
 class TesseraDbtTranslator(DagsterDbtTranslator):
@@ -83,8 +83,31 @@ def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDef
             check_model_current()  # an edited rule file must be valid and compiled before it runs
         tessera.export_dbt_env()
         yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+        if model_key(RECONCILIATION_MODEL) in context.selected_asset_keys:
+            context.log_event(reconciliation_observation(tessera))
 
     return _build
+
+
+RECONCILIATION_MODEL = "source_reconciliation"
+
+
+def reconciliation_observation(tessera: TesseraResource) -> dg.AssetObservation:
+    """Quarantine counts per source as metadata on quarantine/source_reconciliation, read once
+    dbt has released the DuckDB file."""
+    with tessera.duckdb(read_only=True) as con:
+        df = con.execute(f"select * from quarantine.{RECONCILIATION_MODEL} order by source").df()
+    return dg.AssetObservation(
+        asset_key=model_key(RECONCILIATION_MODEL),
+        metadata={
+            "sources_reconciled": int(df["reconciles"].sum()),
+            "sources": len(df),
+            "landing_records": int(df["landing_records"].sum()),
+            "quarantined_records": int(df["quarantined_records"].sum()),
+            "max_quarantine_rate": float(df["quarantine_rate"].max()) if len(df) else 0.0,
+            "per_source": dg.MetadataValue.md(df.to_markdown(index=False)),
+        },
+    )
 
 
 # Seeds, staging and the person records identity resolution reads ...

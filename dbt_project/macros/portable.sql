@@ -56,3 +56,21 @@
 {% macro short_key(prefix, expr) -%}
     {{ dbt.concat(["'" ~ prefix ~ "'", dbt.right(dbt.hash(expr), 16)]) }}
 {%- endmacro %}
+
+{#- One row of a relation as a JSON object text, every column but the lineage ones, values as
+    stored (raw tables hold text exactly as delivered). Used to keep a quarantined row's content. -#}
+{% macro row_as_json(relation, alias) -%}
+    {%- set columns = [] -%}
+    {%- if execute -%}
+        {%- for column in adapter.get_columns_in_relation(relation) if column.name not in ('_source_file', '_source_row') -%}
+            {%- do columns.append(column.name) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{ return(adapter.dispatch('row_as_json', 'tessera')(columns, alias)) }}
+{%- endmacro %}
+{% macro default__row_as_json(columns, alias) -%}
+    cast(to_json(struct_pack({% for c in columns %}{{ adapter.quote(c) }} := {{ alias }}.{{ adapter.quote(c) }}{{ ", " if not loop.last }}{% endfor %})) as {{ dbt.type_string() }})
+{%- endmacro %}
+{% macro spark__row_as_json(columns, alias) -%}
+    to_json(named_struct({% for c in columns %}'{{ c }}', {{ alias }}.{{ adapter.quote(c) }}{{ ", " if not loop.last }}{% endfor %}))
+{%- endmacro %}

@@ -3,7 +3,9 @@
 with
 
 orders as (
+    -- the first delivery of each order: a repeated order row is quarantined, not joined again
     select * from {{ ref('stg_orders') }}
+    where coalesce(invalid_reason, '') not like 'duplicate %'
 ),
 
 items as (

@@ -1,9 +1,15 @@
 {#- One row per product in the catalogue. When a product id is delivered more than once, the most
-    recently created row wins. price_band splits base-currency prices into quartiles. -#}
+    recently created row wins; rows without created_at rank below those with one, in delivery order
+    (so a product delivered without created_at still has its name). price_band splits
+    base-currency prices into quartiles. -#}
 with
 
 products as (
-    select *
+    select
+        *,
+        row_number() over (
+            partition by product_id order by created_at nulls first, _source_file, _source_row
+        ) as version_rank
     from {{ ref('stg_products') }}
     where invalid_reason is null
 ),
@@ -11,11 +17,11 @@ products as (
 deduplicated as (
     select
         product_id,
-        {{ tessera.latest_value('product_name', 'created_at') }} as product_name,
-        {{ tessera.latest_value('category', 'created_at') }} as category,
-        {{ tessera.latest_value('brand', 'created_at') }} as brand,
-        {{ tessera.latest_value('price_base', 'created_at') }} as price_base,
-        {{ tessera.latest_value('is_active', 'created_at') }} as is_active,
+        {{ tessera.latest_value('product_name', 'version_rank') }} as product_name,
+        {{ tessera.latest_value('category', 'version_rank') }} as category,
+        {{ tessera.latest_value('brand', 'version_rank') }} as brand,
+        {{ tessera.latest_value('price_base', 'version_rank') }} as price_base,
+        {{ tessera.latest_value('is_active', 'version_rank') }} as is_active,
         min(created_at) as created_at
     from products
     group by product_id

@@ -12,13 +12,16 @@ renamed as (
         lower(trim(event_type)) as event_type,
         {{ tessera.to_utc_timestamp('event_ts') }} as event_at,
 
-        case
+        coalesce(case
             when {{ tessera.clean_text('email_event_id') }} is null then 'missing email_event_id'
             when {{ tessera.normalise_email('email') }} is null then 'invalid email'
             when lower(trim(event_type)) is null
                 or lower(trim(event_type)) not in ('sent', 'open', 'click', 'bounce', 'unsubscribe') then 'unknown event_type'
             when {{ tessera.to_utc_timestamp('event_ts') }} is null then 'unparseable event_ts'
-        end as invalid_reason,
+        end,
+            {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('event_ts'), 'event_ts') }},
+            {{ tessera.duplicate_reason(tessera.clean_text('email_event_id'), 'email_event_id') }}
+        ) as invalid_reason,
 
         _source_file,
         _source_row

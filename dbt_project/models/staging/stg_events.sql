@@ -27,13 +27,16 @@ renamed as (
         -- timestamps
         {{ tessera.to_utc_timestamp('s.event_ts') }} as event_at,
 
-        case
+        coalesce(case
             when {{ tessera.clean_text('s.event_id') }} is null then 'missing event_id'
             when lower(trim(s.event_type)) is null
                 or lower(trim(s.event_type)) not in ('{{ event_types | join("', '") }}') then 'unknown event_type'
             when {{ tessera.to_utc_timestamp('s.event_ts') }} is null then 'unparseable event_ts'
             when {{ tessera.clean_text('s.anonymous_id') }} is null then 'missing anonymous_id'
-        end as invalid_reason,
+        end,
+            {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.event_ts'), 'event_ts') }},
+            {{ tessera.duplicate_reason(tessera.clean_text('s.event_id'), 'event_id', 's') }}
+        ) as invalid_reason,
 
         s._source_file,
         s._source_row

@@ -15,7 +15,7 @@ renamed as (
         {{ tessera.try_cast('quantity', 'integer') }} as quantity,
         {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} as unit_price,
 
-        case
+        coalesce(case
             when {{ tessera.clean_text('order_item_id') }} is null then 'missing order_item_id'
             when {{ tessera.clean_text('order_id') }} is null then 'missing order_id'
             when {{ tessera.clean_text('product_id') }} is null then 'missing product_id'
@@ -23,7 +23,9 @@ renamed as (
             when {{ tessera.try_cast('quantity', 'integer') }} <= 0 then 'non-positive quantity'
             when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} is null then 'unparseable unit_price'
             when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} < 0 then 'negative unit_price'
-        end as invalid_reason,
+        end,
+            {{ tessera.duplicate_reason(tessera.clean_text('order_item_id'), 'order_item_id') }}
+        ) as invalid_reason,
 
         _source_file,
         _source_row

@@ -23,13 +23,16 @@ renamed as (
         -- timestamps
         {{ tessera.to_utc_timestamp('s.ordered_at') }} as ordered_at,
 
-        case
+        coalesce(case
             when {{ tessera.clean_text('s.order_id') }} is null then 'missing order_id'
             when {{ tessera.clean_text('s.customer_id') }} is null then 'missing customer_id'
             when {{ tessera.to_utc_timestamp('s.ordered_at') }} is null then 'unparseable ordered_at'
             when fx.rate_to_base is null then 'unknown currency'
             when coalesce(lower(trim(s.channel)), 'web') not in ('web', 'app') then 'unknown channel'
-        end as invalid_reason,
+        end,
+            {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.ordered_at'), 'ordered_at') }},
+            {{ tessera.duplicate_reason(tessera.clean_text('s.order_id'), 'order_id', 's') }}
+        ) as invalid_reason,
 
         s._source_file,
         s._source_row

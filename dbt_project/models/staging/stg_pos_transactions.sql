@@ -36,7 +36,7 @@ renamed as (
         -- timestamps
         {{ tessera.to_utc_timestamp('s.transacted_at') }} as transacted_at,
 
-        case
+        coalesce(case
             when {{ tessera.clean_text('s.transaction_line_id') }} is null then 'missing transaction_line_id'
             when {{ tessera.clean_text('s.receipt_id') }} is null then 'missing receipt_id'
             when {{ tessera.clean_text('s.product_id') }} is null then 'missing product_id'
@@ -46,7 +46,10 @@ renamed as (
             when {{ tessera.try_cast('s.unit_price', 'decimal(18, 2)') }} < 0 then 'negative unit_price'
             when {{ tessera.to_utc_timestamp('s.transacted_at') }} is null then 'unparseable transacted_at'
             when fx.rate_to_base is null then 'unknown currency'
-        end as invalid_reason,
+        end,
+            {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.transacted_at'), 'transacted_at') }},
+            {{ tessera.duplicate_reason(tessera.clean_text('s.transaction_line_id'), 'transaction_line_id', 's') }}
+        ) as invalid_reason,
 
         s._source_file,
         s._source_row

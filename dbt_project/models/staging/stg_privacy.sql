@@ -15,13 +15,16 @@ renamed as (
         case lower(trim(granted)) when 'true' then true when 'false' then false end as granted,
         {{ tessera.to_utc_timestamp('requested_at') }} as requested_at,
 
-        case
+        coalesce(case
             when {{ tessera.clean_text('request_id') }} is null then 'missing request_id'
             when lower(trim(request_type)) is null or lower(trim(request_type)) not in ('consent', 'erasure') then 'unknown request_type'
             when {{ tessera.clean_text('customer_id') }} is null and {{ tessera.normalise_email('email') }} is null then 'no customer_id or email'
             when lower(trim(request_type)) = 'consent' and lower(trim(granted)) not in ('true', 'false') then 'consent without granted true/false'
             when {{ tessera.to_utc_timestamp('requested_at') }} is null then 'unparseable requested_at'
-        end as invalid_reason,
+        end,
+            {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('requested_at'), 'requested_at') }},
+            {{ tessera.duplicate_reason(tessera.clean_text('request_id'), 'request_id') }}
+        ) as invalid_reason,
 
         _source_file,
         _source_row

@@ -1,0 +1,348 @@
+"""The bad-input matrix: every case gets a clear error or a quarantine row with its reason, and
+nothing valid is lost.
+
+Loader cases run on the loader alone. Value cases are injected together into one small generated
+dataset, each in rows of its own, and the graph up to the quarantine and the facts is materialized
+once with its gates; each test then looks at its own rows: the reason and raw content in
+`quarantine.quarantined_records`, the valid neighbours in the marts, and reconciliation per source.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import date, datetime
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+import tessera.landing as landing
+from tessera.contract import SOURCES_BY_NAME
+from tessera.generate import GenerateConfig, generate
+from tessera.landing import LandingError, load_source
+from tessera.settings import load_settings
+from tests.conftest import materialized_keys, run_job, use_data_dir
+
+PRODUCTS = SOURCES_BY_NAME["products"]
+ORDER_ITEMS = SOURCES_BY_NAME["order_items"]
+
+
+# ---------------------------------------------------------------- loader cases
+
+
+def _landing(tmp_path, source: str = "products"):
+    folder = tmp_path / "landing" / source
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _rejects(con) -> list[tuple]:
+    return con.execute(
+        "select source, _source_file, _source_row, reason, raw_content from raw.load_rejects order by _source_file, _source_row"
+    ).fetchall()
+
+
+def test_header_only_file_loads_nothing_and_is_audited_as_zero_records(tmp_path, con):
+    folder = _landing(tmp_path)
+    (folder / "header_only.csv").write_text("product_id,name,price\n")
+    (folder / "ok.csv").write_text("product_id,price\nP1,1\n")
+    report = load_source(con, PRODUCTS, tmp_path / "landing")
+    assert report.rows == 1 and report.rows_per_file == {"header_only.csv": 0, "ok.csv": 1}
+    audit = con.execute("select _source_file, landing_records, loaded_rows, quarantined_rows from raw.load_audit order by 1")
+    assert audit.fetchall() == [("header_only.csv", 0, 0, 0), ("ok.csv", 1, 1, 0)]
+
+
+def test_non_utf8_bytes_quarantine_their_record_and_the_rest_of_the_file_loads(tmp_path, con):
+    folder = _landing(tmp_path)
+    (folder / "latin1.csv").write_bytes(b"product_id,name,price\nP1,Mug,1\nP2,Caf\xe9 cup,2\nP3,Bowl,3\n")
+    report = load_source(con, PRODUCTS, tmp_path / "landing")
+    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [("P1", 1), ("P3", 3)]
+    [(source, file, row, reason, content)] = _rejects(con)
+    assert (source, file, row) == ("products", "latin1.csv", 2)
+    assert reason.startswith("INVALID ENCODING") and content.startswith("P2,Caf")
+    assert report.rejected == 1 and report.records_read == 3
+
+
+def test_quoted_newlines_stay_inside_their_record_and_rows_keep_their_positions(tmp_path, con):
+    folder = _landing(tmp_path)
+    (folder / "a.csv").write_text('product_id,name,price\nP1,"Mug\nlarge, blue",1\nP2,"say ""hi""",2\nP3,Bowl,3\n')
+    report = load_source(con, PRODUCTS, tmp_path / "landing")
+    rows = con.execute("select product_id, name, _source_row from raw.products order by 3").fetchall()
+    assert rows == [("P1", "Mug\nlarge, blue", 1), ("P2", 'say "hi"', 2), ("P3", "Bowl", 3)]
+    assert report.rejected == 0
+
+
+def test_records_with_too_many_or_too_few_fields_are_quarantined_with_position_and_line(tmp_path, con):
+    folder = _landing(tmp_path)
+    (folder / "a.csv").write_text("product_id,name,price\nP1,Mug,1\nP2,Short\nP3,Bowl,3,extra\nP4,Plate,4\n")
+    load_source(con, PRODUCTS, tmp_path / "landing")
+    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [("P1", 1), ("P4", 4)]
+    rejects = _rejects(con)
+    assert [(r[2], r[3].split(":")[0], r[4]) for r in rejects] == [
+        (2, "MISSING COLUMNS", "P2,Short"),
+        (3, "TOO MANY COLUMNS", "P3,Bowl,3,extra"),
+    ]
+
+
+def test_a_huge_value_is_quarantined_whole_and_an_unreadable_line_is_a_short_clear_error(tmp_path, con):
+    folder = _landing(tmp_path)
+    huge = "x" * 150_000
+    (folder / "a.csv").write_text(f"product_id,name,price\nP1,Mug,1\nP2,{huge},2\nP3,Bowl,3\n")
+    report = load_source(con, PRODUCTS, tmp_path / "landing")
+    assert con.execute("select product_id from raw.products order by 1").fetchall() == [("P1",), ("P3",)]
+    [(_, _, row, reason, content)] = _rejects(con)
+    assert row == 2 and reason == "VALUE TOO LONG: name holds 150000 characters, over the limit of 100000"
+    assert len(content) > 150_000 and huge in content  # the whole record is kept
+    assert report.records_read == 3
+
+    # a line longer than the reader accepts fails the load, naming the file, without quoting 150 kB
+    with pytest.raises(LandingError, match="a.csv") as caught:
+        load_source(con, PRODUCTS, tmp_path / "landing", max_line_bytes=100_000)
+    assert len(str(caught.value)) < 5_000 and "Maximum line size" in str(caught.value)
+    assert con.execute("select count(*) from raw.products").fetchall() == [(2,)]  # previous load kept
+
+
+def test_json_lines_that_are_not_objects_are_quarantined_and_non_utf8_json_fails_the_load(tmp_path, con):
+    folder = _landing(tmp_path)
+    (folder / "a.jsonl").write_text('{"product_id": "P1", "price": "1"}\n\n{"product_id": "P2", "pri\n[1, 2]\n{"product_id": "P3"}\n')
+    report = load_source(con, PRODUCTS, tmp_path / "landing")
+    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [("P1", 1), ("P3", 4)]
+    assert [(r[2], r[3].split(":")[0], r[4]) for r in _rejects(con)] == [
+        (2, "INVALID JSON", '{"product_id": "P2", "pri'),
+        (3, "NOT A JSON OBJECT", "[1, 2]"),
+    ]
+    assert report.records_read == 4  # the blank line is not a record
+
+    (folder / "b.jsonl").write_bytes(b'{"product_id": "P4", "name": "Caf\xe9"}\n')
+    with pytest.raises(LandingError, match="b.jsonl"):
+        load_source(con, PRODUCTS, tmp_path / "landing")
+    assert con.execute("select count(*) from raw.products").fetchall() == [(2,)]
+
+
+def test_a_file_that_does_not_reconcile_is_refused_and_nothing_of_the_load_is_kept(tmp_path, con, monkeypatch):
+    folder = _landing(tmp_path)
+    (folder / "a.csv").write_text("product_id,price\nP1,1\nP2,2\n")
+    load_source(con, PRODUCTS, tmp_path / "landing")
+    (folder / "b.csv").write_text("product_id,price\nP3,3\n")
+    # as if DuckDB had silently dropped a record: the independent count says one more
+    real = landing.count_landing_records
+    monkeypatch.setattr(landing, "count_landing_records", lambda c, p, m=0: real(c, p) + (p.name == "b.csv"))
+    with pytest.raises(LandingError, match="b.csv does not reconcile: it holds 2 records but 1 loaded and 0"):
+        load_source(con, PRODUCTS, tmp_path / "landing")
+    assert con.execute("select count(*) from raw.products").fetchall() == [(2,)]
+    assert con.execute("select count(*) from raw.load_audit").fetchall() == [(1,)]
+
+
+def test_independent_record_count_agrees_with_csv_semantics(tmp_path, con):
+    path = tmp_path / "a.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["product_id", "name"])
+        w.writerows([["P1", "two\nlines"], ["P2", ""], ["P3", 'quote " inside']])
+        fh.write("\n")  # a trailing blank line is not a record
+    assert landing.count_landing_records(con, path) == 3
+
+
+# ---------------------------------------------------------------- value cases, through the graph
+
+END = date(2026, 10, 31)
+
+
+def _write_csv(path, header: list[str], rows: list[list[str]]) -> None:
+    path.write_text("\n".join([",".join(header)] + [",".join(r) for r in rows]) + "\n")
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    use_data_dir(mp, tmp_path_factory.mktemp("bad_input") / "data")
+    settings = load_settings()
+    generate(GenerateConfig(customers=300, days=100, seed=7, end_date=END), settings.landing_dir, settings.truth_dir)
+    land = settings.landing_dir
+    customer = pd.read_csv(land / "customers" / "customers.csv", dtype=str)["customer_id"].iloc[0]
+    product = pd.read_parquet(land / "products" / "products.parquet")["product_id"].iloc[0]
+
+    order_cols = ["order_id", "customer_id", "channel", "status", "currency", "ordered_at", "coupon"]
+    _write_csv(
+        land / "orders" / "orders_matrix.csv",
+        order_cols,  # `coupon` is outside the contract: reported, not loaded
+        [
+            ["M0001", customer, "web", "completed", "GBP", "2026-10-20 08:30:00", "X"],  # no zone: UTC
+            ["M0002", customer, "web", "completed", "GBP", "2031-01-01T00:00:00+00:00", ""],
+            ["M0003", customer, "web", "completed", "GBP", "1999-12-31T23:00:00+00:00", ""],
+            ["M0004", customer, "app", "completed", "GBP", "2026-10-21T10:00:00+02:00", ""],
+            ["M0004", customer, "app", "completed", "GBP", "2026-10-21T10:00:00+02:00", ""],  # repeated row
+        ],
+    )
+    resent = [
+        ["M0010", customer, "web", "completed", "GBP", "2026-10-22T09:00:00Z"],
+        ["M0011", customer, "web", "completed", "GBP", "2026-10-22T09:05:00Z"],
+    ]
+    _write_csv(land / "orders" / "orders_resent_a.csv", order_cols[:-1], resent)
+    _write_csv(land / "orders" / "orders_resent_b.csv", order_cols[:-1], resent)  # the same file again
+
+    item_cols = ["order_item_id", "order_id", "product_id", "quantity", "unit_price"]
+    items = "\n".join(
+        [
+            ",".join(item_cols),
+            f"L0001,M0001,{product},2,9.99",
+            f"L0002,M0001,{product},-1,9.99",
+            f"L0003,M0001,{product},1,-5.00",
+            f"L0004,M0001,{product},two,9.99",
+            "L0005,M0001,SKU_DOES_NOT_EXIST,1,9.99",
+            f"L0006,M_NO_SUCH_ORDER,{product},1,9.99",
+            f"L0007,M0001,{product},1,9.99",  # replaced by bad bytes below
+            f"L0008,M0001,{product},1,9.99,surplus",
+            f"L0009,M0004,{product},3,4.50",
+            f"L0010,M0002,{product},1,9.99",
+        ]
+    ).encode() + b"\n"
+    items = items.replace(f"L0007,M0001,{product}".encode(), b"L0007,M0001,SKU\xff\xfe")
+    (land / "order_items" / "order_items_matrix.csv").write_bytes(items)
+    _write_csv(land / "order_items" / "order_items_no_product.csv", ["order_item_id", "order_id", "quantity"], [["L0020", "M0001", "1"]])
+
+    (land / "products" / "products_header_only.csv").write_text("product_id,name,price,currency\n")
+    (land / "products" / "products_matrix.csv").write_text(
+        "product_id,name,price,currency\n"
+        'SKU_NL,"Mug\nlarge",4.00,GBP\n'
+        f"SKU_HUGE,{'y' * 120_000},4.00,GBP\n"
+    )
+    (land / "privacy" / "privacy_empty.csv").write_bytes(b"")
+
+    events = pd.read_json(sorted((land / "events").glob("*.jsonl"))[-1], lines=True, dtype=False).head(2)
+    late, future = events.iloc[0].copy(), events.iloc[1].copy()
+    late["event_id"], late["event_ts"] = "E_LATE", "2026-10-02T12:00:00+00:00"
+    future["event_id"], future["event_ts"] = "E_FUTURE", "2031-06-01T12:00:00+00:00"
+    # delivered after everything else (the name sorts last), about a day a month old
+    pd.DataFrame([late, future]).to_json(land / "events" / "events_zz_late.jsonl", orient="records", lines=True)
+
+    from orchestration.dbt import model_key
+    from orchestration.definitions import defs
+
+    targets = [
+        model_key(m) for m in ("source_reconciliation", "fct_orders", "fct_order_items", "fct_events", "dim_products", "dim_customers")
+    ]
+    selection = dg.AssetSelection.keys(*targets).upstream().resolve(defs.resolve_asset_graph())
+    result = run_job(sorted(selection, key=str))
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    yield result, con
+    con.close()
+    mp.undo()
+
+
+def _quarantined(con, source: str, record_id: str | None = None, file: str | None = None, row: int | None = None):
+    sql = "select stage, reason, raw_content, _source_file, _source_row from quarantine.quarantined_records where source = ?"
+    params: list = [source]
+    if record_id is not None:
+        sql, params = sql + " and record_id = ?", params + [record_id]
+    if file is not None:
+        sql, params = sql + " and _source_file = ? and _source_row = ?", params + [file, row]
+    return con.execute(sql + " order by _source_file, _source_row", params).fetchall()
+
+
+def test_the_matrix_run_passes_every_gate_and_reconciles_every_source(matrix):
+    result, con = matrix
+    assert result.success, [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    rows = con.execute("select source, reconciles, landing_records, quarantined_records from quarantine.source_reconciliation")
+    by_source = {r[0]: r[1:] for r in rows.fetchall()}
+    assert len(by_source) == 8 and all(ok for ok, *_ in by_source.values()), by_source
+    # the three order_items records the loader rejected (bad bytes, surplus field) or quarantined later
+    assert by_source["order_items"][2] > 0
+
+
+def test_missing_required_column_quarantines_its_rows(matrix):
+    _, con = matrix
+    assert [r[1] for r in _quarantined(con, "order_items", "L0020")] == ["missing product_id"]
+
+
+def test_extra_unknown_column_is_reported_and_its_rows_go_on(matrix):
+    result, con = matrix
+    [load] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["raw", "orders"])]
+    assert load.materialization.metadata["extra_columns"].value == {"orders_matrix.csv": ["coupon"]}
+    assert con.execute("select count(*) from marts.fct_orders where order_id = 'M0001'").fetchall() == [(1,)]
+
+
+def test_wrong_types_and_negative_values_are_quarantined_with_their_reason_and_content(matrix):
+    _, con = matrix
+    expected = {"L0002": "non-positive quantity", "L0003": "negative unit_price", "L0004": "unparseable quantity"}
+    for line, reason in expected.items():
+        [(stage, got, content, file, _)] = _quarantined(con, "order_items", line)
+        assert (stage, got, file) == ("staging", reason, "order_items_matrix.csv")
+        assert f'"order_item_id":"{line}"' in content
+    assert '"quantity":"two"' in _quarantined(con, "order_items", "L0004")[0][2]
+
+
+def test_unknown_products_and_orphan_order_items_are_quarantined(matrix):
+    _, con = matrix
+    assert _quarantined(con, "order_items", "L0005")[0][1] == "unknown product"
+    assert _quarantined(con, "order_items", "L0006")[0][1] == "order not found"
+    assert _quarantined(con, "order_items", "L0010")[0][1] == "order rejected: ordered_at in the future"
+
+
+def test_non_utf8_and_malformed_records_are_quarantined_at_load_and_their_neighbours_go_on(matrix):
+    _, con = matrix
+    [bad_bytes] = _quarantined(con, "order_items", file="order_items_matrix.csv", row=7)
+    assert bad_bytes[0] == "load" and bad_bytes[1].startswith("INVALID ENCODING") and bad_bytes[2].startswith("L0007,M0001,SKU")
+    [surplus] = _quarantined(con, "order_items", file="order_items_matrix.csv", row=8)
+    assert surplus[0] == "load" and surplus[1].startswith("TOO MANY COLUMNS") and surplus[2].endswith(",surplus")
+    lines = con.execute(
+        "select order_item_id, quantity from marts.fct_order_items where order_item_id in ('L0001', 'L0009') order by 1"
+    ).fetchall()
+    assert lines == [("L0001", 2), ("L0009", 3)]
+
+
+def test_future_and_too_old_timestamps_are_quarantined_and_a_zoneless_one_is_read_as_utc(matrix):
+    _, con = matrix
+    assert _quarantined(con, "orders", "M0002")[0][1] == "ordered_at in the future"
+    assert _quarantined(con, "orders", "M0003")[0][1] == "ordered_at before the shop's first day"
+    assert _quarantined(con, "events", "E_FUTURE")[0][1] == "event_ts in the future"
+    got = con.execute("select ordered_at from marts.fct_orders where order_id in ('M0001', 'M0004') order by 1").fetchall()
+    assert got == [(datetime(2026, 10, 20, 8, 30),), (datetime(2026, 10, 21, 8, 0),)]
+
+
+def test_duplicated_rows_and_a_file_delivered_twice_keep_the_first_delivery_only(matrix):
+    _, con = matrix
+    [(stage, reason, content, file, row)] = _quarantined(con, "orders", "M0004")
+    assert (stage, reason, file, row) == (
+        "staging",
+        "duplicate order_id (first delivered in orders_matrix.csv row 4)",
+        "orders_matrix.csv",
+        5,
+    )
+    assert '"order_id":"M0004"' in content
+    resent = _quarantined(con, "orders", file="orders_resent_b.csv", row=1) + _quarantined(
+        con, "orders", file="orders_resent_b.csv", row=2
+    )
+    assert [r[1] for r in resent] == [
+        "duplicate order_id (first delivered in orders_resent_a.csv row 1)",
+        "duplicate order_id (first delivered in orders_resent_a.csv row 2)",
+    ]
+    passed_on = con.execute(
+        "select order_id, count(*) from staging.stg_orders where invalid_reason is null "
+        "and order_id in ('M0004', 'M0010', 'M0011') group by 1 order by 1"
+    ).fetchall()
+    assert passed_on == [("M0004", 1), ("M0010", 1), ("M0011", 1)]  # the first delivery of each goes on
+    assert con.execute("select count(*) from marts.fct_orders where order_id = 'M0004'").fetchall() == [(1,)]
+    # the duplicated order's line was joined once, not once per delivery
+    assert con.execute("select count(*) from marts.fct_order_items where order_item_id = 'L0009'").fetchall() == [(1,)]
+
+
+def test_a_late_arriving_event_is_accepted_at_its_own_time(matrix):
+    _, con = matrix
+    got = con.execute("select event_at from marts.fct_events where event_id = 'E_LATE'").fetchall()
+    assert got == [(datetime(2026, 10, 2, 12, 0),)]
+
+
+def test_huge_values_quoted_newlines_header_only_and_empty_files_through_the_graph(matrix):
+    result, con = matrix
+    [huge] = _quarantined(con, "products", file="products_matrix.csv", row=2)
+    assert huge[0] == "load" and huge[1].startswith("VALUE TOO LONG: name holds 120000 characters")
+    assert con.execute("select product_name from marts.dim_products where product_id = 'SKU_NL'").fetchall() == [
+        ("Mug\nlarge",)
+    ]
+    loads = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "raw"}
+    assert loads["privacy"]["skipped_empty_files"].value == ["privacy_empty.csv"]
+    assert loads["products"]["rows_per_file"].value["products_header_only.csv"] == 0
+    assert loads["products"]["quarantined_at_load"].value == 1
+    assert materialized_keys(result) >= {dg.AssetKey(["quarantine", "quarantined_records"])}
