@@ -16,8 +16,16 @@ from ml.recommender import (
 )
 from ml.tracking import log_recommender_run
 from orchestration.dbt import model_key
+from orchestration.quality import gated_marts_upstream
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.settings import mlflow_artifact_root
+
+
+def gated_deps(*models: str) -> list[dg.AssetKey]:
+    """The dbt models an ML asset reads, plus the gated marts upstream of them (see
+    orchestration.quality.gated_marts_upstream): a failing marts gate holds the asset back."""
+    keys = [model_key(m) for m in models]
+    return keys + [k for k in gated_marts_upstream(models) if k not in keys]
 
 RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
 PUBLISHED_K = 10  # the published contract: top 10 per customer
@@ -255,25 +263,27 @@ CUSTOMERS_SQL = """
 select customer_key, personalization_consent
 from marts.dim_customers
 where not is_erasure_requested
+order by customer_key
 """
 USER_FEATURES_SQL = f"""
 select customer_key, as_of_date, {", ".join(USER_FEATURES)}
 from marts.customer_rec_user_features
 where customer_key in (select customer_key from marts.dim_customers where not is_erasure_requested)
+order by customer_key, as_of_date
 """
-ITEMS_SQL = "select product_id, category, brand, price_band, is_active from marts.dim_products"
+ITEMS_SQL = "select product_id, category, brand, price_band, is_active from marts.dim_products order by product_id"
+# Every input in a fixed order: a table's physical row order may change between builds (parallel
+# joins and windows), and LightFM's fit depends on the order interactions arrive in.
 INTERACTIONS_SQL = """
 select customer_key, product_id, interaction_type, occurred_at
 from marts.fct_customer_product_interactions
+order by customer_key, product_id, occurred_at, interaction_type
 """
 
 
 @dg.asset(
     key=RECOMMENDER_KEY,
-    deps=[
-        model_key(m)
-        for m in ("dim_customers", "dim_products", "fct_customer_product_interactions", "customer_rec_user_features")
-    ],
+    deps=gated_deps("dim_customers", "dim_products", "fct_customer_product_interactions", "customer_rec_user_features"),
     group_name="ml",
     description=(
         "LightFM hybrid recommender (user features, point in time: gender, country, region, age "
@@ -447,7 +457,7 @@ class PropensityConfig(dg.Config):
 
 @dg.asset(
     key=PROPENSITY_KEY,
-    deps=[model_key("customer_feature_snapshots"), model_key("customer_propensity_labels")],
+    deps=gated_deps("customer_feature_snapshots", "customer_propensity_labels"),
     group_name="ml",
     description=(
         "Purchase-in-30-days propensity and churn risk from gradient-boosted trees trained point in time: "
@@ -523,7 +533,7 @@ class ClusteringConfig(dg.Config):
 
 @dg.asset(
     key=CLUSTERS_KEY,
-    deps=[model_key("customer_features")],
+    deps=gated_deps("customer_features"),
     group_name="ml",
     description=(
         "K-Means behavioural clusters of customers with at least one order (standardised, log-scaled "

@@ -1,7 +1,8 @@
 """Published outputs: tables in the DuckDB `publish` schema, each also exported as Parquet.
 
 Publishing is a swap: the new table is built beside the old one as publish.<name>__next, its
-checks run on it, and only if every check passes does it replace the published table (in one
+checks run on it (the SQL validations below and the Great Expectations suite
+expectations/publish_<name>.json, check gx_publish_<name>), and only if every check passes does it replace the published table (in one
 transaction) and the Parquet file (written to a temporary name and renamed). A failed check or
 step leaves the last good version in place. Customers who asked for erasure are never published.
 """
@@ -14,6 +15,8 @@ import dagster as dg
 
 from orchestration.dbt import model_key
 from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
+from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
+from tessera.quality import record_pass
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.db import table_exists
 from orchestration.sources import preview_markdown, table_schema
@@ -233,10 +236,17 @@ def swap_in(con, name: str, candidate: str, publish_dir: Path, after_swap: tuple
 
 def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
     key = dg.AssetKey(["publish", spec.name])
+    gx_name = f"gx_publish_{spec.name}"
 
     @dg.asset(
         key=key,
-        deps=list(spec.deps),
+        # plus the gated marts upstream of its dbt inputs: a failing marts gate holds it back
+        deps=list(spec.deps)
+        + [
+            k
+            for k in gated_marts_upstream(d.path[-1] for d in spec.deps if d.path[0] in ("marts", "intermediate"))
+            if k not in spec.deps
+        ],
         group_name=PUBLISH_GROUP,
         description=spec.description,
         kinds={"python", "duckdb", "parquet"},
@@ -244,6 +254,14 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
         pool=DUCKDB_POOL,
         check_specs=[
             dg.AssetCheckSpec(v.name, asset=key, description=v.description, blocking=True) for v in spec.validations
+        ]
+        + [
+            dg.AssetCheckSpec(
+                gx_name,
+                asset=key,
+                description=f"Great Expectations suite expectations/publish_{spec.name}.json on the candidate table.",
+                blocking=True,
+            )
         ],
     )
     def _publish(context: dg.AssetExecutionContext, tessera: TesseraResource):
@@ -253,8 +271,20 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
             con.execute("create schema if not exists publish")
             con.execute(f"create or replace table {candidate} as {spec.sql}")
             results = run_validations(con, spec, candidate)
-            failed = [v.name for v, n in results if n]
+            # recorded as the row-count baseline only once this version is published
+            suite = run_suite(
+                con, settings, gx_name, candidate, f"publish_{spec.name}", context.run.run_id, record=False
+            )
+            gx_result = dg.AssetCheckResult(
+                check_name=gx_name,
+                passed=suite.success,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=suite.describe(),
+                metadata=suite_metadata(suite),
+            )
+            failed = [v.name for v, n in results if n] + ([] if suite.success else [gx_name])
             if failed:
+                yield gx_result
                 for v, n in results:
                     yield dg.AssetCheckResult(
                         check_name=v.name,
@@ -267,6 +297,7 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
                     description=f"publish/{spec.name} not swapped in: checks failed: {', '.join(failed)}; the last good version stays",
                 )
             rows = swap_in(con, spec.name, candidate, settings.publish_dir, spec.after_swap)
+            record_pass(con, gx_name, f"publish.{spec.name}", rows, context.run.run_id)
             preview = preview_markdown(con, f"publish.{spec.name}")
             schema = table_schema(con, f"publish.{spec.name}")
         yield dg.MaterializeResult(
@@ -279,7 +310,8 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
             },
             check_results=[
                 dg.AssetCheckResult(check_name=v.name, passed=True, metadata={"violations": n}) for v, n in results
-            ],
+            ]
+            + [gx_result],
         )
 
     return _publish

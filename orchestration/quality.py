@@ -1,60 +1,127 @@
-"""Quality gates: one blocking Great Expectations check per raw source.
+"""Quality gates: blocking Great Expectations checks on every raw source and on the key marts.
 
 A failing gate is an ERROR-severity check with blocking=True, so Dagster skips every asset
-downstream of that source in the same run: dbt models, the recommender and the published outputs.
+downstream of the checked asset in the same run: after a raw gate, the dbt models, the recommender
+and the published outputs; after a marts gate, the models and the published outputs. The published
+outputs run their own suites on the candidate table before it is swapped in (orchestration/publish.py).
+
+Each gate validates with the suite parameters of tessera/quality.py: the row-count bounds come
+from the last run in which this same gate passed on this warehouse (quality.gate_history), so a
+table that suddenly halves or doubles stops the run; TESSERA_GX_MAX_ROW_COUNT_CHANGE sets how much change is
+normal. Every validation is rendered as Great Expectations Data Docs under TESSERA_GX_DOCS_DIR,
+linked from the check's metadata.
 """
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
 
 import dagster as dg
 
+from orchestration.dbt import dbt_project, model_key
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
-from tessera.contract import SOURCES, Source
-from tessera.quality import validate_table
-from tessera.settings import EXPECTATIONS_DIR
+from tessera.contract import SOURCES
+from tessera.quality import SuiteResult, gate_parameters, last_passing_rows, record_pass, suite_spec, validate_table
+from tessera.settings import EXPECTATIONS_DIR, Settings
+
+# dbt models with a suite expectations/marts_<model>.json
+GATED_MARTS = ("dim_customers", "dim_products", "fct_orders", "fct_order_items", "fct_events")
 
 
-def gx_check_name(source: Source) -> str:
-    return f"gx_raw_{source.name}"
+def gated_marts_upstream(models: Iterable[str]) -> list[dg.AssetKey]:
+    """The gated marts among the given dbt models and their dbt ancestors.
+
+    A blocking check holds back the assets that depend on its asset directly. A Python asset
+    reading customer_features depends on dim_customers only through dbt models built in the same
+    dbt step, which has already run when the check fails; so Python assets also name the gated
+    marts they descend from, and a failing marts gate holds them back too."""
+    parents = json.loads(Path(dbt_project.manifest_path).read_text())["parent_map"]
+    todo = [f"model.tessera.{m}" for m in models]
+    seen: set[str] = set()
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(p for p in parents.get(node, []) if p.startswith("model."))
+    return [model_key(m) for m in GATED_MARTS if f"model.tessera.{m}" in seen]
 
 
-def build_gx_check(source: Source) -> dg.AssetChecksDefinition:
-    suite_path = EXPECTATIONS_DIR / f"raw_{source.name}.json"
+def run_suite(
+    con, settings: Settings, gate: str, table: str, suite_name: str, run_id: str, record: bool = True
+) -> SuiteResult:
+    """Validate `table` with expectations/<suite_name>.json, row counts judged against the last
+    time `gate` passed on this warehouse; with `record`, a pass is recorded for the next run."""
+    result = validate_table(
+        con,
+        table,
+        EXPECTATIONS_DIR / f"{suite_name}.json",
+        settings.gx_max_rows,
+        settings.seed,
+        parameters=gate_parameters(
+            last_passing_rows(con, gate), settings.gx_max_row_count_change, settings.shop_first_day
+        ),
+        docs_dir=settings.gx_docs_dir,
+        run_name=f"{gate}-{run_id[:8]}",
+    )
+    if result.success and record:
+        record_pass(con, gate, table, result.rows_in_table, run_id)
+    return result
+
+
+def suite_metadata(result: SuiteResult) -> dict:
+    metadata = {
+        "suite": f"{result.suite}.json",
+        "rows_validated": result.rows_validated,
+        "rows_in_table": result.rows_in_table,
+        "sampled": result.sampled,
+        "expectations_evaluated": result.evaluated,
+        "expectations_failed": len(result.failed),
+        "row_count_bounds_vs_last_run": dg.MetadataValue.json(
+            [result.parameters.get("min_rows_vs_last_run"), result.parameters.get("max_rows_vs_last_run")]
+        ),
+        "failed_expectations": dg.MetadataValue.json(result.failed),
+        "results": dg.MetadataValue.json(result.results),
+    }
+    if result.docs_page is not None:
+        metadata["data_docs"] = dg.MetadataValue.path(str(result.docs_page))
+        metadata["data_docs_index"] = dg.MetadataValue.path(str(result.docs_index))
+    return metadata
+
+
+def build_gx_check(asset_key: dg.AssetKey, suite_name: str, name: str) -> dg.AssetChecksDefinition:
+    meta = suite_spec(EXPECTATIONS_DIR / f"{suite_name}.json")["meta"]
+    table = meta["table"]
+    # the tables its referential-integrity expectations read (marts.<model> -> the model's asset)
+    referenced = [model_key(r["table"].split(".")[-1]) for r in meta.get("references", [])]
 
     @dg.asset_check(
-        asset=source_asset_key(source),
-        name=gx_check_name(source),
+        asset=asset_key,
+        name=name,
         blocking=True,
+        additional_deps=[k for k in referenced if k != asset_key],
         pool=DUCKDB_POOL,  # it reads the DuckDB file: never beside another run's writer
-        description=f"Great Expectations suite expectations/{suite_path.name} on raw.{source.name}.",
+        description=f"Great Expectations suite expectations/{suite_name}.json on {table}.",
     )
-    def _gate(tessera: TesseraResource) -> dg.AssetCheckResult:
+    def _gate(context: dg.AssetCheckExecutionContext, tessera: TesseraResource) -> dg.AssetCheckResult:
         settings = tessera.settings()
-        with tessera.duckdb(read_only=True) as con:
-            result = validate_table(con, source.raw_table, suite_path, settings.gx_max_rows, settings.seed)
+        with tessera.duckdb() as con:  # writes quality.gate_history when it passes
+            result = run_suite(con, settings, name, table, suite_name, context.run.run_id)
         return dg.AssetCheckResult(
             passed=result.success,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=(
-                f"{result.evaluated - len(result.failed)}/{result.evaluated} expectations passed"
-                + (
-                    f"; failed: {', '.join(f['expectation'] + '(' + str(f['column']) + ')' for f in result.failed)}"
-                    if result.failed
-                    else ""
-                )
-            ),
-            metadata={
-                "suite": suite_path.name,
-                "rows_validated": result.rows_validated,
-                "rows_in_table": result.rows_in_table,
-                "sampled": result.sampled,
-                "expectations_evaluated": result.evaluated,
-                "expectations_failed": len(result.failed),
-                "failed_expectations": dg.MetadataValue.json(result.failed),
-                "results": dg.MetadataValue.json(result.results),
-            },
+            description=result.describe(),
+            metadata=suite_metadata(result),
         )
 
     return _gate
 
 
-gx_checks = [build_gx_check(s) for s in SOURCES]
+def gx_check_name(source) -> str:
+    return f"gx_raw_{source.name}"
+
+
+gx_checks = [build_gx_check(source_asset_key(s), f"raw_{s.name}", gx_check_name(s)) for s in SOURCES] + [
+    build_gx_check(model_key(m), f"marts_{m}", f"gx_marts_{m}") for m in GATED_MARTS
+]

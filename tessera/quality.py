@@ -3,6 +3,25 @@
 Great Expectations' SQL datasource does not work reliably on DuckDB, so the table (or, above a
 row cap, a seeded reservoir sample of it) is pulled into a pandas batch and validated there.
 Whole-table invariants that a sample cannot prove also live in dbt tests.
+
+What a suite file holds besides its expectations (`meta`):
+- `table`: the table it describes (a caller may validate another, e.g. a publish candidate).
+- `references`: foreign keys, each {"as", "column", "table", "key"}. The batch gets a boolean
+  column named `as`: true when `column` is NULL or its value is a `key` of `table`, so referential
+  integrity is an ordinary expectation on that column.
+
+Derived columns the batch always carries (added to a suite's exact column set automatically):
+- `_gx_table_rows`: the whole table's row count, so a row-count expectation holds on a sample.
+
+Suite parameters (`{"$PARAMETER": name}` in kwargs), supplied on every validation:
+- `min_rows_vs_last_run`, `max_rows_vs_last_run`: the last passing row count ± the allowed change
+  (0 and unbounded on a first run);
+- `shop_first_day`, `latest_plausible_time`: the range business timestamps must lie in.
+
+With `docs_dir`, the validation is also rendered as Great Expectations Data Docs HTML there.
+
+`quality.gate_history` in the warehouse keeps the row count of every passing validation, so "the
+last run" is the last one on this warehouse (a second data directory has its own history).
 """
 
 from __future__ import annotations
@@ -10,8 +29,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import duckdb
 
@@ -22,6 +45,11 @@ from great_expectations.core import ExpectationSuite  # noqa: E402
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+TABLE_ROWS = "_gx_table_rows"
+SCHEMA_EXPECTATION = "expect_table_columns_to_match_set"
+# Data Docs keep this many validations per suite; older result files (and their pages) are pruned.
+DOCS_KEEP_PER_SUITE = 10
 
 
 @dataclass
@@ -34,51 +62,154 @@ class SuiteResult:
     evaluated: int
     failed: list[dict] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)
+    docs_index: Path | None = None
+    docs_page: Path | None = None
+
+    def describe(self) -> str:
+        text = f"{self.evaluated - len(self.failed)}/{self.evaluated} expectations passed"
+        if self.failed:
+            text += "; failed: " + ", ".join(f"{f['expectation']}({f['column']})" for f in self.failed)
+        return text
 
 
-def load_suite(path: Path) -> ExpectationSuite:
-    spec = json.loads(Path(path).read_text())
-    return ExpectationSuite(
-        name=spec["name"],
-        expectations=[ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"]) for e in spec["expectations"]],
-        meta=spec.get("meta", {}),
+def suite_spec(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def load_suite(path: Path, derived_columns: list[str] | None = None) -> ExpectationSuite:
+    """The suite in a file; `derived_columns` join the column set of its schema expectation."""
+    spec = suite_spec(path)
+    expectations = []
+    for e in spec["expectations"]:
+        kwargs = dict(e["kwargs"])
+        if e["type"] == SCHEMA_EXPECTATION and derived_columns:
+            kwargs["column_set"] = list(kwargs["column_set"]) + list(derived_columns)
+        expectations.append(ExpectationConfiguration(type=e["type"], kwargs=kwargs, meta=e.get("meta", {})))
+    return ExpectationSuite(name=spec["name"], expectations=expectations, meta=spec.get("meta", {}))
+
+
+HISTORY_TABLE = "quality.gate_history"
+
+
+def last_passing_rows(con: duckdb.DuckDBPyConnection, gate: str) -> int | None:
+    """Row count of the table when this gate last passed on this warehouse, if it ever did."""
+    if not con.execute(
+        "select count(*) from information_schema.tables where table_schema = 'quality' and table_name = 'gate_history'"
+    ).fetchall()[0][0]:
+        return None
+    rows = con.execute(
+        f"select rows_in_table from {HISTORY_TABLE} where gate = ? order by validated_at desc limit 1", [gate]
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def record_pass(con: duckdb.DuckDBPyConnection, gate: str, table: str, rows_in_table: int, run_id: str) -> None:
+    con.execute("create schema if not exists quality")
+    con.execute(
+        f"create table if not exists {HISTORY_TABLE} "
+        "(gate varchar, table_name varchar, rows_in_table bigint, run_id varchar, validated_at timestamp)"
     )
+    con.execute(
+        f"insert into {HISTORY_TABLE} values (?, ?, ?, ?, cast(now() as timestamp))", [gate, table, rows_in_table, run_id]
+    )
+
+
+def gate_parameters(
+    previous_rows: int | None, max_change: float, shop_first_day: str, now: datetime | None = None
+) -> dict:
+    """Values for the suite parameters, from the last passing row count and the shop's dates."""
+    now = now or datetime.now(timezone.utc)
+    return {
+        # Great Expectations refuses a range with neither bound: a first run gets [0, unbounded)
+        "min_rows_vs_last_run": 0 if previous_rows is None else int(previous_rows * (1 - max_change)),
+        "max_rows_vs_last_run": None if previous_rows is None else int(previous_rows * (1 + max_change)) + 1,
+        "shop_first_day": datetime.fromisoformat(shop_first_day),
+        # timestamps in the warehouse are UTC without zone
+        "latest_plausible_time": (now + timedelta(days=1)).astimezone(timezone.utc).replace(tzinfo=None),
+    }
+
+
+def _batch_sql(table: str, references: list[dict], total: int, sample_rows: int | None, seed: int) -> str:
+    base = (
+        f"(select * from {table} using sample reservoir({int(sample_rows)} rows) repeatable ({int(seed)}))"
+        if sample_rows
+        else table
+    )
+    derived = [f"{int(total)} as {TABLE_ROWS}"]
+    joins = []
+    for i, ref in enumerate(references):
+        column, alias = _ident(ref["column"]), _ident(ref["as"])
+        # coalesce: `false or NULL` is NULL, and expectations skip NULLs
+        derived.append(f"coalesce(t.{column} is null or r{i}.found, false) as {alias}")
+        joins.append(
+            f"left join (select distinct {_ident(ref['key'])} as k, true as found from {ref['table']}) as r{i} "
+            f"on r{i}.k = t.{column}"
+        )
+    return f"select t.*, {', '.join(derived)} from {base} as t {' '.join(joins)}"
+
+
+def _relation_exists(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
+    schema, _, name = relation.rpartition(".")
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema or "main", name],
+        ).fetchall()[0][0]
+    )
+
+
+def _ident(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"not a plain column name: {name!r}")
+    return name
 
 
 def _summarise(result) -> dict:
     cfg = result.expectation_config
     r = result.result or {}
+    observed = r.get("observed_value")
     return {
         "expectation": cfg.type,
-        "column": cfg.kwargs.get("column"),
+        "column": cfg.kwargs.get("column") or cfg.kwargs.get("column_list"),
         "success": bool(result.success),
-        "observed": r.get("observed_value"),
+        "observed": observed if isinstance(observed, (int, float, str, bool, type(None), list)) else str(observed),
         "unexpected_percent": r.get("unexpected_percent"),
         "unexpected_sample": [str(v) for v in (r.get("partial_unexpected_list") or [])[:5]],
     }
 
 
 def validate_table(
-    con: duckdb.DuckDBPyConnection, table: str, suite_path: Path, max_rows: int, seed: int = 42
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    suite_path: Path,
+    max_rows: int,
+    seed: int = 42,
+    parameters: dict | None = None,
+    docs_dir: Path | None = None,
+    run_name: str = "tessera",
 ) -> SuiteResult:
-    suite = load_suite(suite_path)
-    total = con.execute(f"select count(*) from {table}").fetchone()[0]
+    spec = suite_spec(suite_path)
+    references = spec.get("meta", {}).get("references", [])
+    suite = load_suite(suite_path, derived_columns=[TABLE_ROWS] + [r["as"] for r in references])
+    total = con.execute(f"select count(*) from {table}").fetchall()[0][0]
+    missing = [r for r in references if not _relation_exists(con, r["table"])]
+    if missing:
+        # integrity cannot be shown against a table that was never built: the gate fails, saying so
+        failed = [
+            {"expectation": "referenced table exists", "column": r["column"], "success": False,
+             "observed": f"{r['table']} does not exist; materialize it first", "unexpected_percent": None,
+             "unexpected_sample": []}
+            for r in missing
+        ]
+        return SuiteResult(spec["name"], False, 0, total, False, len(failed), failed, failed)
     sampled = total > max_rows
-    if sampled:
-        df = con.execute(
-            f"select * from {table} using sample reservoir({int(max_rows)} rows) repeatable ({int(seed)})"
-        ).df()
+    df = con.execute(_batch_sql(table, references, total, max_rows if sampled else None, seed)).df()
+    parameters = parameters if parameters is not None else gate_parameters(None, 0.0, "1900-01-01")
+    if docs_dir is None:
+        validation, index, page = _validate(df, suite, parameters), None, None
     else:
-        df = con.execute(f"select * from {table}").df()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    datasource = context.data_sources.add_pandas("tessera")
-    batch = (
-        datasource.add_dataframe_asset(suite.name)
-        .add_batch_definition_whole_dataframe("batch")
-        .get_batch(batch_parameters={"dataframe": df})
-    )
-    validation = batch.validate(suite)
+        validation, index, page = _validate_with_docs(df, suite, parameters, Path(docs_dir), run_name)
     results = [_summarise(r) for r in validation.results]
     return SuiteResult(
         suite=suite.name,
@@ -89,4 +220,94 @@ def validate_table(
         evaluated=len(results),
         failed=[r for r in results if not r["success"]],
         results=results,
+        parameters={k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in parameters.items()},
+        docs_index=index,
+        docs_page=page,
     )
+
+
+def _batch(context, suite: ExpectationSuite, df):
+    return (
+        context.data_sources.add_pandas("tessera")
+        .add_dataframe_asset(suite.name)
+        .add_batch_definition_whole_dataframe("batch")
+        .get_batch(batch_parameters={"dataframe": df})
+    )
+
+
+def _validate(df, suite: ExpectationSuite, parameters: dict):
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    return _batch(context, suite, df).validate(suite, expectation_parameters=parameters)
+
+
+def _validate_with_docs(df, suite: ExpectationSuite, parameters: dict, docs_dir: Path, run_name: str):
+    """Validate, and render this validation and the suite as Data Docs under docs_dir.
+
+    The context is ephemeral (no gx/ project); its expectation and validation-result stores are
+    files under docs_dir/_gx_state, because Data Docs rebuild the index from them and delete
+    pages whose result is gone. Returns (validation, index.html, this validation's page)."""
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    docs_dir = docs_dir.resolve()
+
+    def files(sub: str) -> dict:
+        return {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir / sub)}
+
+    defaults = InMemoryStoreBackendDefaults()
+    defaults.stores[defaults.expectations_store_name]["store_backend"] = files("_gx_state/expectations")
+    defaults.stores[defaults.validation_results_store_name]["store_backend"] = files("_gx_state/validations")
+    config = DataContextConfig(
+        store_backend_defaults=defaults,
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+        data_docs_sites={
+            "local_site": {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": files(""),
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                # by default run names containing "profiling" would leave the validations section
+                "site_section_builders": {
+                    "validations": {"run_name_filter": {"matches_regex": ".*"}},
+                    "profiling": "None",
+                },
+            }
+        },
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    context.suites.add_or_update(suite)
+    batch = _batch(context, suite, df)
+    validation = batch.validate(suite, expectation_parameters=parameters)
+    run_id = RunIdentifier(run_name=re.sub(r"[/\\]", "_", run_name))
+    validation.meta["run_id"] = run_id
+    suite_id = ExpectationSuiteIdentifier(name=suite.name)
+    result_id = ValidationResultIdentifier(
+        expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier=batch.id
+    )
+    _prune_results(docs_dir / "_gx_state" / "validations" / suite.name, keep=DOCS_KEEP_PER_SUITE - 1)
+    context.validation_results_store.set(result_id, validation)
+    context.build_data_docs(site_names=["local_site"], resource_identifiers=[result_id, suite_id])
+    url = context.get_docs_sites_urls(resource_identifier=result_id, site_name="local_site")[0]["site_url"]
+    index = docs_dir / "index.html"
+    if not url or not index.is_file():  # Great Expectations logs rendering errors instead of raising
+        raise RuntimeError(f"Data Docs for {suite.name} were not written under {docs_dir}")
+    return validation, index, Path(url2pathname(urlparse(url).path))
+
+
+def _prune_results(suite_dir: Path, keep: int) -> None:
+    """Keep the newest `keep` stored results of a suite (their file names end in the UTC run time)."""
+    if not suite_dir.is_dir():
+        return
+    stored = sorted(suite_dir.rglob("*.json"), key=lambda p: p.stat().st_mtime)
+    for old in stored[: max(len(stored) - keep, 0)]:
+        old.unlink()

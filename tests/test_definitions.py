@@ -8,10 +8,11 @@ import dagster as dg
 
 from orchestration.definitions import defs
 from tessera.contract import LINEAGE_COLUMNS, SOURCES
+from tessera.quality import TABLE_ROWS
 from tessera.settings import EXPECTATIONS_DIR
 
 GROUPS = {
-    "sources": {f"raw/{s.name}" for s in SOURCES},
+    "sources": {f"raw/{s.name}" for s in SOURCES} | {"raw/load_rejects", "raw/load_audit"},
     "reference": {
         "reference/countries",
         "reference/country_aliases",
@@ -41,6 +42,7 @@ GROUPS = {
         "marts/customer_propensity_labels",
         "marts/customer_rule_segments",
     },
+    "quarantine": {"quarantine/quarantined_records", "quarantine/source_reconciliation"},
     "ml": {"ml/recommendation_candidates", "ml/propensity_scores", "ml/customer_clusters"},
     "publish": {"publish/customer_recommendations", "publish/customer_segments", "publish/customer_scores"},
 }
@@ -57,7 +59,7 @@ def test_asset_keys_and_groups_are_as_designed():
 def test_every_raw_source_has_one_blocking_gate():
     graph = defs.resolve_asset_graph()
     gates = {k for k in graph.asset_check_keys if k.name.startswith("gx_raw_")}
-    assert {k.asset_key.to_user_string() for k in gates} == GROUPS["sources"]
+    assert {k.asset_key.to_user_string() for k in gates} == {f"raw/{s.name}" for s in SOURCES}
     for key in gates:
         assert graph.get_check_spec(key).blocking, key
 
@@ -83,7 +85,8 @@ def test_expectation_suites_only_name_contract_columns():
     for source in SOURCES:
         suite = json.loads((EXPECTATIONS_DIR / f"raw_{source.name}.json").read_text())
         columns = {e["kwargs"]["column"] for e in suite["expectations"] if "column" in e["kwargs"]}
-        assert columns <= set(source.column_names), (source.name, columns - set(source.column_names))
+        allowed = set(source.column_names) | {TABLE_ROWS}  # the derived whole-table row count
+        assert columns <= allowed, (source.name, columns - allowed)
         schema = [e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
         assert schema[0]["kwargs"]["column_set"] == source.column_names + list(LINEAGE_COLUMNS)
 
@@ -95,3 +98,15 @@ def test_identity_sits_between_staging_and_marts_behind_blocking_gates():
     assert dg.AssetKey(["intermediate", "int_identities_resolved"]) in graph.get(key).child_keys
     checks = {k.name: graph.get_check_spec(k).blocking for k in graph.asset_check_keys if k.asset_key == key}
     assert checks == {"identity_cluster_size_within_limit": True, "identity_merge_rate_drift_within_limit": True}
+
+
+def test_key_marts_and_published_outputs_have_blocking_suites_and_every_suite_is_used():
+    from orchestration.quality import GATED_MARTS
+
+    graph = defs.resolve_asset_graph()
+    gates = {k: graph.get_check_spec(k) for k in graph.asset_check_keys if k.name.startswith(("gx_marts_", "gx_publish_"))}
+    assert {k.asset_key.to_user_string() for k in gates} == {f"marts/{m}" for m in GATED_MARTS} | GROUPS["publish"]
+    assert all(spec.blocking for spec in gates.values())
+    suites = {p.stem for p in EXPECTATIONS_DIR.glob("*.json")}
+    expected = {f"raw_{s.name}" for s in SOURCES} | {f"marts_{m}" for m in GATED_MARTS}
+    assert suites == expected | {f"publish_{k.split('/')[1]}" for k in GROUPS["publish"]}

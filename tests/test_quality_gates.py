@@ -1,0 +1,174 @@
+"""Great Expectations suites on marts and published outputs: what they catch, that a failing one
+blocks what is downstream, that row counts are judged against the last passing run, and that
+every validation is rendered as Data Docs linked from the check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from tessera.generate import GenerateConfig, generate
+from tessera.quality import TABLE_ROWS, gate_parameters, validate_table
+from tessera.settings import EXPECTATIONS_DIR, load_settings
+from tests.conftest import materialized_keys, use_data_dir
+
+SMALL_GATE_DATA = dict(customers=120, days=30, seed=3, end_date=date(2026, 10, 31))
+
+
+def _suite(tmp_path, expectations: list[dict], references: list[dict] | None = None):
+    meta = {"table": "shop.orders", **({"references": references} if references else {})}
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"name": "test_orders", "meta": meta, "expectations": expectations}))
+    return path
+
+
+@pytest.fixture
+def con():
+    c = duckdb.connect()
+    c.execute("create schema shop")
+    c.execute("create table shop.customers as select * from (values ('c1'), ('c2')) as t(customer_key)")
+    c.execute(
+        """create table shop.orders as select * from (values
+            ('o1', 'c1', timestamp '2026-10-01 10:00:00'),
+            ('o2', 'c2', timestamp '2026-10-02 10:00:00'),
+            ('o3', null, timestamp '2026-10-03 10:00:00'),
+            ('o4', 'c9', timestamp '2031-01-01 00:00:00')
+        ) as t(order_id, customer_key, ordered_at)"""
+    )
+    yield c
+    c.close()
+
+
+def _results(result) -> dict[str, bool]:
+    return {f"{r['expectation']}:{r['column']}": r["success"] for r in result.results}
+
+
+def test_referential_integrity_and_timestamp_range_catch_the_bad_rows_only(tmp_path, con):
+    path = _suite(
+        tmp_path,
+        [
+            {"type": "expect_table_columns_to_match_set",
+             "kwargs": {"column_set": ["order_id", "customer_key", "ordered_at"], "exact_match": True}},
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "_customer_found", "value_set": [True]}},
+            {"type": "expect_column_values_to_be_between",
+             "kwargs": {"column": "ordered_at", "min_value": {"$PARAMETER": "shop_first_day"},
+                        "max_value": {"$PARAMETER": "latest_plausible_time"}}},
+        ],
+        references=[{"as": "_customer_found", "column": "customer_key", "table": "shop.customers", "key": "customer_key"}],
+    )
+    params = gate_parameters(None, 0.5, "2026-01-01", now=datetime(2026, 11, 1))
+    result = validate_table(con, "shop.orders", path, 1000, parameters=params)
+    assert not result.success
+    # the schema expectation passes although the batch carries derived columns
+    assert _results(result) == {
+        "expect_table_columns_to_match_set:None": True,
+        "expect_column_values_to_be_in_set:_customer_found": False,
+        "expect_column_values_to_be_between:ordered_at": False,
+    }
+    by_type = {r["expectation"]: r for r in result.failed}
+    assert by_type["expect_column_values_to_be_in_set"]["unexpected_percent"] == 25.0  # only c9; NULL is no orphan
+    assert by_type["expect_column_values_to_be_between"]["unexpected_sample"] == ["2031-01-01 00:00:00"]
+
+    con.execute("delete from shop.orders where order_id = 'o4'")
+    assert validate_table(con, "shop.orders", path, 1000, parameters=params).success
+
+
+def test_row_count_is_judged_against_the_last_passing_run_even_on_a_sample(tmp_path, con):
+    path = _suite(
+        tmp_path,
+        [{"type": "expect_column_values_to_be_between",
+          "kwargs": {"column": TABLE_ROWS, "min_value": {"$PARAMETER": "min_rows_vs_last_run"},
+                     "max_value": {"$PARAMETER": "max_rows_vs_last_run"}}}],
+    )
+    # first run: no bound
+    assert validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(None, 0.5, "2000-01-01")).success
+    # 4 rows against a last run of 4, 7 (within ±50 %) and 10 (at least 5 expected)
+    assert validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(4, 0.5, "2000-01-01")).success
+    assert validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(7, 0.5, "2000-01-01")).success
+    shrunk = validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(10, 0.5, "2000-01-01"))
+    assert not shrunk.success and shrunk.failed[0]["unexpected_sample"][0] == "4"
+    # a 2-row sample of the table still knows the table holds 4
+    sampled = validate_table(con, "shop.orders", path, 2, parameters=gate_parameters(10, 0.5, "2000-01-01"))
+    assert sampled.sampled and sampled.rows_validated == 2 and not sampled.success
+
+
+def test_data_docs_are_written_and_keep_every_suite_in_one_index(tmp_path, con):
+    path = _suite(tmp_path, [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "order_id"}}])
+    docs = tmp_path / "docs"
+    first = validate_table(con, "shop.orders", path, 1000, docs_dir=docs, run_name="run-1")
+    raw = validate_table(
+        con, "shop.customers", EXPECTATIONS_DIR / "marts_dim_products.json", 1000, docs_dir=docs, run_name="run-2"
+    )  # another suite into the same site (it fails: wrong table, which the page shows)
+    assert first.docs_page.is_file() and first.docs_index == docs / "index.html"
+    assert "order_id" in first.docs_page.read_text()
+    index = first.docs_index.read_text()
+    assert "test_orders" in index and "marts_dim_products" in index and not raw.success
+
+
+# ---------------------------------------------------------------- through Dagster
+
+
+@pytest.fixture
+def small_data(tmp_path, monkeypatch):
+    use_data_dir(monkeypatch, tmp_path / "data")
+    settings = load_settings()
+    generate(GenerateConfig(**SMALL_GATE_DATA), settings.landing_dir, settings.truth_dir)
+    return settings
+
+
+def _execute(instance, selection=None):
+    from orchestration.definitions import defs
+
+    return defs.resolve_job_def("tessera_all").execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        asset_selection=selection,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+
+
+def test_a_failing_marts_suite_blocks_the_recommender_and_every_published_output(small_data, tmp_path, monkeypatch):
+    suites = tmp_path / "expectations"
+    shutil.copytree(EXPECTATIONS_DIR, suites)
+    spec = json.loads((suites / "marts_dim_customers.json").read_text())
+    spec["expectations"].append(
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "gender", "value_set": ["F"]}}
+    )
+    (suites / "marts_dim_customers.json").write_text(json.dumps(spec))
+    monkeypatch.setattr("orchestration.quality.EXPECTATIONS_DIR", suites)
+
+    result = _execute(dg.DagsterInstance.ephemeral())
+    assert not result.success
+    [gate] = [e for e in result.get_asset_check_evaluations() if e.check_name == "gx_marts_dim_customers"]
+    assert not gate.passed and "expect_column_values_to_be_in_set(gender)" in gate.description
+    page = Path(gate.metadata["data_docs"].value)
+    assert page.suffix == ".html" and "gender" in page.read_text()
+    keys = {k.to_user_string() for k in materialized_keys(result)}
+    assert "marts/dim_customers" in keys
+    assert not {k for k in keys if k.startswith(("ml/", "publish/"))}, keys
+
+
+def test_a_source_that_suddenly_shrinks_fails_its_gate_on_the_next_run(small_data):
+    instance = dg.DagsterInstance.ephemeral()
+    orders = dg.AssetKey(["raw", "orders"])
+    first = _execute(instance, [orders])
+    assert first.success
+
+    path = small_data.landing_dir / "orders" / "orders.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.head(len(frame) // 3).to_csv(path, index=False)  # two thirds of the orders went missing
+    second = _execute(instance, [orders])
+    assert not second.success
+    [gate] = [e for e in second.get_asset_check_evaluations() if e.check_name == "gx_raw_orders"]
+    assert not gate.passed and f"expect_column_values_to_be_between({TABLE_ROWS})" in gate.description
+    previous = [e for e in first.get_asset_check_evaluations() if e.check_name == "gx_raw_orders"][0]
+    bounds = gate.metadata["row_count_bounds_vs_last_run"].value
+    assert bounds[0] == int(previous.metadata["rows_in_table"].value * 0.5)
+    assert gate.metadata["rows_in_table"].value == len(frame) // 3
