@@ -90,11 +90,17 @@ def suite_metadata(result: SuiteResult) -> dict:
     return metadata
 
 
+def _asset_of(table: str) -> dg.AssetKey:
+    """raw.<source> is a source asset; any other schema.<name> a dbt model."""
+    schema, name = table.split(".")
+    return dg.AssetKey(["raw", name]) if schema == "raw" else model_key(name)
+
+
 def build_gx_check(asset_key: dg.AssetKey, suite_name: str, name: str) -> dg.AssetChecksDefinition:
     meta = suite_spec(EXPECTATIONS_DIR / f"{suite_name}.json")["meta"]
     table = meta["table"]
-    # the tables its referential-integrity expectations read (marts.<model> -> the model's asset)
-    referenced = [model_key(r["table"].split(".")[-1]) for r in meta.get("references", [])]
+    # the tables its referential-integrity expectations read, as assets
+    referenced = [_asset_of(r["table"]) for r in meta.get("references", [])]
 
     @dg.asset_check(
         asset=asset_key,

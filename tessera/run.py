@@ -11,7 +11,7 @@ from tessera.db import connect, table_exists
 from tessera.recovery import recover_abandoned_runs, run_tags
 from tessera.settings import Settings, load_settings
 
-LAYERS = ("raw", "reference", "staging", "intermediate", "marts", "ml", "publish")
+LAYERS = ("raw", "reference", "staging", "intermediate", "marts", "quarantine", "ml", "publish")
 
 
 def _read_only(settings: Settings):
@@ -58,6 +58,30 @@ def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     return row[0], dict(mlflow.tracking.MlflowClient().get_run(row[0]).data.metrics)
+
+
+def quarantine_summary(settings: Settings) -> list[str]:
+    """Per source: landing records, quarantined, and whether they reconcile (nothing lost)."""
+    if not settings.duckdb_path.exists():
+        return []
+    con = _read_only(settings)
+    try:
+        if not table_exists(con, "quarantine", "source_reconciliation"):
+            return []
+        rows = con.execute(
+            "select source, landing_records, quarantined_records, quarantine_rate, reconciles "
+            "from quarantine.source_reconciliation order by source"
+        ).fetchall()
+    finally:
+        con.close()
+    ok = sum(1 for r in rows if r[4])
+    lines = [f"reconciliation: {ok}/{len(rows)} sources reconcile (landing = loaded + quarantined = passed on + quarantined)"]
+    lines += [
+        f"  {s:<17} {n:>9,} records, {q:>6,} quarantined ({rate:.2%}){'' if good else '  DOES NOT RECONCILE'}"
+        for s, n, q, rate, good in rows
+    ]
+    lines.append("  every quarantined record, with reason and raw content: quarantine.quarantined_records")
+    return lines
 
 
 def identity_summary(settings: Settings) -> list[str]:
@@ -158,7 +182,7 @@ def run_pipeline(job_name: str = "tessera_all") -> int:
         print(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name} {e.description or ''}")
     if skipped:
         print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
-    for line in identity_summary(settings) + propensity_summary(settings):
+    for line in quarantine_summary(settings) + identity_summary(settings) + propensity_summary(settings):
         print(line)
     run_id, metrics = latest_model_run(settings)
     if run_id:

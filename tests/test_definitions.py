@@ -85,7 +85,9 @@ def test_expectation_suites_only_name_contract_columns():
     for source in SOURCES:
         suite = json.loads((EXPECTATIONS_DIR / f"raw_{source.name}.json").read_text())
         columns = {e["kwargs"]["column"] for e in suite["expectations"] if "column" in e["kwargs"]}
-        allowed = set(source.column_names) | {TABLE_ROWS}  # the derived whole-table row count
+        # plus the derived whole-table row count and one flag per referential-integrity reference
+        allowed = set(source.column_names) | {TABLE_ROWS} | {r["as"] for r in suite["meta"].get("references", [])}
+        assert {r["column"] for r in suite["meta"].get("references", [])} <= set(source.column_names)
         assert columns <= allowed, (source.name, columns - allowed)
         schema = [e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
         assert schema[0]["kwargs"]["column_set"] == source.column_names + list(LINEAGE_COLUMNS)

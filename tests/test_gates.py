@@ -73,37 +73,36 @@ def test_gate_also_blocks_a_run_that_selects_only_part_of_the_graph(corrupted):
 
 
 def test_a_quarantine_rate_over_the_limit_blocks_the_recommender_and_every_published_output(tmp_path, monkeypatch):
-    """8 % of order lines name products the catalogue does not know. The raw gate cannot see that
-    (the values are well formed); the lines are quarantined in int_order_lines_unioned, and its
-    quarantine_rate dbt test (limit 5 %) fails: dbt skips its children and nothing downstream of
-    dbt runs."""
+    """8 % of orders are dated in 2031. The raw gate cannot see that (the timestamps are well
+    formed); staging quarantines them ('ordered_at in the future'), and the quarantine_rate dbt
+    test on stg_orders (limit 5 %) fails: the dbt step fails and nothing downstream of it runs."""
     use_data_dir(monkeypatch, tmp_path / "data")
     settings = load_settings()
     generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
 
-    path = settings.landing_dir / "order_items" / "order_items.parquet"
-    items = pd.read_parquet(path)
-    unknown = items.sample(frac=0.08, random_state=1).index
-    items.loc[unknown, "product_id"] = [f"SKU_GONE_{i}" for i in range(len(unknown))]
-    items.to_parquet(path)
+    path = settings.landing_dir / "orders" / "orders.csv"
+    orders = pd.read_csv(path, dtype=str, keep_default_na=False)
+    future = orders.sample(frac=0.08, random_state=1).index
+    orders.loc[future, "ordered_at"] = "2031-03-01T10:00:00+00:00"
+    orders.to_csv(path, index=False)
 
     result = run_job()
     assert not result.success
     evaluations = result.get_asset_check_evaluations()
     assert all(e.passed for e in evaluations if e.check_name.startswith("gx_raw_"))
     failed_dbt = {e.check_name for e in evaluations if not e.passed}
-    assert any("quarantine_rate" in name and "order_items" in name for name in failed_dbt), failed_dbt
+    assert any("quarantine_rate" in name and "stg_orders" in name for name in failed_dbt), failed_dbt
     keys = {k.to_user_string() for k in materialized_keys(result)}
-    assert "intermediate/int_order_lines_unioned" in keys  # built, then its test failed
-    assert not {k for k in keys if k.startswith(("ml/", "publish/"))}, keys
-    assert "marts/fct_order_items" not in keys  # dbt skips children of a failing test
+    assert "staging/stg_orders" in keys  # built, then its test failed
+    assert not {k for k in keys if k.startswith(("identity/", "intermediate/int_order", "marts/", "ml/", "publish/"))}, keys
 
     # with the limit raised for this delivery, the same data goes through to the order facts
     from orchestration.definitions import defs
 
     monkeypatch.setenv("TESSERA_QUARANTINE_MAX_RATE", "0.2")
-    # (with fct_orders and dim_products, which the order-lines gate checks ids against)
-    facts = dg.AssetSelection.keys(*(dg.AssetKey(["marts", m]) for m in ("fct_order_items", "fct_orders", "dim_products"))).upstream()
+    # (with the tables the order gates check ids against)
+    targets = [dg.AssetKey(["marts", m]) for m in ("fct_order_items", "fct_orders", "dim_products", "dim_customers")]
+    facts = dg.AssetSelection.keys(*targets).upstream()
     rerun = run_job(sorted(facts.resolve(defs.resolve_asset_graph()), key=str))
     assert rerun.success and dg.AssetKey(["marts", "fct_order_items"]) in materialized_keys(rerun)
 
