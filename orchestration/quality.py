@@ -12,6 +12,7 @@ normal. Every validation is rendered as Great Expectations Data Docs under TESSE
 linked from the check's metadata.
 """
 
+import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,11 @@ from tessera.settings import EXPECTATIONS_DIR, Settings
 GATED_MARTS = ("dim_customers", "dim_products", "fct_orders", "fct_order_items", "fct_events")
 
 
+@functools.cache
+def _dbt_parent_map() -> dict[str, list[str]]:
+    return json.loads(Path(dbt_project.manifest_path).read_text())["parent_map"]
+
+
 def gated_marts_upstream(models: Iterable[str]) -> list[dg.AssetKey]:
     """The gated marts among the given dbt models and their dbt ancestors.
 
@@ -36,7 +42,7 @@ def gated_marts_upstream(models: Iterable[str]) -> list[dg.AssetKey]:
     reading customer_features depends on dim_customers only through dbt models built in the same
     dbt step, which has already run when the check fails; so Python assets also name the gated
     marts they descend from, and a failing marts gate holds them back too."""
-    parents = json.loads(Path(dbt_project.manifest_path).read_text())["parent_map"]
+    parents = _dbt_parent_map()
     todo = [f"model.tessera.{m}" for m in models]
     seen: set[str] = set()
     while todo:

@@ -212,17 +212,18 @@ def load_source(
                 n_scan_rejected = _quarantine_scan_rejects(con, rejects, source.name, path.name)
             con.execute(
                 "create or replace temp table _landing_numbered as "
-                f"select b.*, {_record_number_sql(n_scan_rejected)} as _record from _landing_batch as b"
+                f"select b.*, {_record_number_sql(n_scan_rejected)} as _record, "
+                f"{_first_long_column_sql(source, max_field_chars)} as _too_long_column from _landing_batch as b"
             )
             if kind == "jsonl":
                 n_scan_rejected = _quarantine_json_rejects(con, rejects, source.name, path.name)
             n_too_long = _quarantine_long_values(con, rejects, source, path.name, max_field_chars)
             con.execute(
                 f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, ? as _source_file, "
-                "_record as _source_row from _landing_numbered where not _too_long order by _record",
+                "_record as _source_row from _landing_numbered where _too_long_column is null order by _record",
                 [path.name],
             )
-            n = con.execute("select count(*) from _landing_numbered where not _too_long").fetchall()[0][0]
+            n = con.execute("select count(*) from _landing_numbered where _too_long_column is null").fetchall()[0][0]
             n_rejected = n_scan_rejected + n_too_long
             con.execute("drop table _landing_batch")
             con.execute("drop table _landing_numbered")
@@ -271,29 +272,30 @@ def _quarantine_scan_rejects(con: duckdb.DuckDBPyConnection, rejects: str, sourc
     return con.execute("select count(*) from _landing_rejected").fetchall()[0][0]
 
 
+def _first_long_column_sql(source: Source, max_field_chars: int) -> str:
+    """SQL naming the first column whose value is longer than max_field_chars (NULL if none)."""
+    limit = int(max_field_chars)
+    cases = " ".join(f"when length({_quote(c)}) > {limit} then {_sql_string(c)}" for c in source.column_names)
+    return f"case {cases} end"
+
+
 def _quarantine_long_values(
     con: duckdb.DuckDBPyConnection, rejects: str, source: Source, file_name: str, max_field_chars: int
 ) -> int:
-    """Flag (column `_too_long`) and quarantine records with a value over max_field_chars characters;
+    """Quarantine the records of _landing_numbered with a value over max_field_chars characters;
     the reason names the first such column, raw_content keeps the whole record as JSON."""
-    limit = int(max_field_chars)
-    first_long = " ".join(
-        f"when length({_quote(c)}) > {limit} then {_sql_string(c)}" for c in source.column_names
-    )
-    con.execute("alter table _landing_numbered add column _too_long_column varchar")
-    con.execute(f"update _landing_numbered set _too_long_column = case {first_long} end")
-    con.execute("alter table _landing_numbered add column _too_long boolean")
-    con.execute("update _landing_numbered set _too_long = _too_long_column is not null")
     struct = ", ".join(f"{_sql_string(c)}: {_quote(c)}" for c in source.column_names)
+    length = " ".join(
+        f"when _too_long_column = {_sql_string(c)} then length({_quote(c)})" for c in source.column_names
+    )
     con.execute(
         f"insert into {rejects} select ?, ?, _record, "
-        f"'VALUE TOO LONG: ' || _too_long_column || ' holds ' || length_by_column || ' characters, over the limit of {limit}', "
-        f"to_json({{{struct}}}) "
-        f"from (select *, case {' '.join(f'when _too_long_column = {_sql_string(c)} then length({_quote(c)})' for c in source.column_names)} end as length_by_column "
-        "from _landing_numbered where _too_long) order by _record",
+        f"'VALUE TOO LONG: ' || _too_long_column || ' holds ' || (case {length} end) || "
+        f"' characters, over the limit of {int(max_field_chars)}', to_json({{{struct}}}) "
+        "from _landing_numbered where _too_long_column is not null order by _record",
         [source.name, file_name],
     )
-    return con.execute("select count(*) from _landing_numbered where _too_long").fetchall()[0][0]
+    return con.execute("select count(*) from _landing_numbered where _too_long_column is not null").fetchall()[0][0]
 
 
 def _record_number_sql(n_rejected: int) -> str:
