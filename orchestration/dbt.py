@@ -82,6 +82,7 @@ def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDef
         if check_rules:
             check_model_current()  # an edited rule file must be valid and compiled before it runs
         tessera.export_dbt_env()
+        tessera.wait_until_free()
         yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
         if model_key(RECONCILIATION_MODEL) in context.selected_asset_keys:
             context.log_event(reconciliation_observation(tessera))

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from orchestration.automation import JOBS, SCHEDULES, SENSORS, freshness_checks
 from orchestration.dbt import dbt_marts_assets, dbt_resource, dbt_staging_assets
 from orchestration.identity import (
     identity_cluster_size_within_limit,
@@ -19,14 +20,6 @@ from orchestration.publish import publish_assets
 from orchestration.quality import gx_checks
 from orchestration.resources import TesseraResource
 from orchestration.sources import load_tables, source_assets
-
-ALL_JOB = "tessera_all"
-
-tessera_all = dg.define_asset_job(
-    ALL_JOB,
-    selection=dg.AssetSelection.all(),
-    description="Landing files -> raw -> quality gates -> dbt customer view -> recommender -> published outputs.",
-)
 
 defs = dg.Definitions(
     assets=[
@@ -46,8 +39,11 @@ defs = dg.Definitions(
         identity_cluster_size_within_limit,
         identity_merge_rate_drift_within_limit,
         candidates_reference_known_customers_and_active_products,
+        *freshness_checks,
     ],
-    jobs=[tessera_all],
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=SENSORS,
     resources={"tessera": TesseraResource(), "dbt": dbt_resource},
     # Every step that opens the DuckDB file is in the `duckdb` pool, limited to one at a time
     # across runs (orchestration/resources.py), so Dagster's default multiprocess executor is safe

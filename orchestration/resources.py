@@ -7,8 +7,7 @@ from contextlib import contextmanager
 import dagster as dg
 import duckdb
 
-from tessera.db import connect
-
+from tessera.db import DuckDBLockTimeout, connect
 from tessera.settings import Settings, load_settings
 
 # Every asset and check that opens the DuckDB file runs in this pool. DuckDB allows one process
@@ -29,19 +28,34 @@ class TesseraResource(dg.ConfigurableResource):
     @contextmanager
     def duckdb(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         settings = self.settings()
-        con = connect(
-            settings.duckdb_path,
-            read_only=read_only,
-            config={"memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads},
-            wait_seconds=settings.duckdb_lock_wait_seconds,
-            log=dg.get_dagster_logger().warning,
-        )
+        try:
+            con = connect(
+                settings.duckdb_path,
+                read_only=read_only,
+                config={"memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads},
+                wait_seconds=settings.duckdb_lock_wait_seconds,
+                log=dg.get_dagster_logger().warning,
+            )
+        except DuckDBLockTimeout as exc:
+            # transient: whoever holds the file (a notebook, the DuckDB CLI) will let go; the step
+            # is retried later. Any other failure is not retried: it would fail the same way.
+            raise dg.RetryRequested(
+                max_retries=settings.step_retries, seconds_to_wait=settings.step_retry_seconds
+            ) from exc
         try:
             # After connecting: the ICU extension that owns TimeZone loads lazily.
             con.execute("set TimeZone = 'UTC'")
             yield con
         finally:
             con.close()
+
+    def wait_until_free(self) -> None:
+        """Before a step hands the file to another process (dbt): wait while something outside
+        Dagster holds it, and ask for a retry past the wait (dbt would fail on the lock at once)."""
+        if not self.settings().duckdb_path.exists():
+            return
+        with self.duckdb(read_only=True):
+            pass
 
     def export_dbt_env(self) -> None:
         """Point the dbt profile at the same database the Python assets use."""

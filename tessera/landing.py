@@ -88,6 +88,15 @@ def landing_files(source_dir: Path) -> list[Path]:
     return sorted(p for p in source_dir.iterdir() if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
 
 
+def landing_state(landing_dir: Path, sources) -> dict[str, dict[str, list[int]]]:
+    """Per source, each landing file's [size, mtime in ns]: what a sensor compares between ticks."""
+    state = {}
+    for source in sources:
+        stats = {p.name: p.stat() for p in landing_files(landing_dir / source.name)}
+        state[source.name] = {name: [st.st_size, st.st_mtime_ns] for name, st in stats.items()}
+    return state
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 

@@ -39,6 +39,9 @@ class Settings:
     max_field_chars: int
     gx_docs_dir: Path | None
     gx_max_row_count_change: float
+    step_retries: int
+    step_retry_seconds: float
+    landing_settle_seconds: float
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -105,6 +108,37 @@ def load_settings() -> Settings:
         gx_docs_dir=_optional_path("TESSERA_GX_DOCS_DIR", data_dir / "quality" / "data_docs"),
         # a gated table may shrink or grow by this share between passing runs (0.5: half to 1.5x)
         gx_max_row_count_change=float(os.environ.get("TESSERA_GX_MAX_ROW_COUNT_CHANGE", "0.5")),
+        # a step that failed on something transient (the DuckDB file held past the wait) is
+        # retried this many times, this many seconds apart; other failures are not retried
+        step_retries=int(os.environ.get("TESSERA_STEP_RETRIES", "2")),
+        step_retry_seconds=float(os.environ.get("TESSERA_STEP_RETRY_SECONDS", "30")),
+        # the landing sensor leaves a file alone until it has not changed for this long
+        landing_settle_seconds=float(os.environ.get("TESSERA_LANDING_SETTLE_SECONDS", "30")),
+    )
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """Read when the Dagster definitions load (a schedule's cron is part of its definition)."""
+
+    daily_cron: str
+    timezone: str
+    default_running: bool
+    sensor_interval_seconds: int
+    freshness_hours: float
+
+
+def load_automation_settings() -> AutomationSettings:
+    status = os.environ.get("TESSERA_AUTOMATION_DEFAULT_STATUS", "stopped").lower()
+    if status not in ("running", "stopped"):
+        raise ValueError(f"TESSERA_AUTOMATION_DEFAULT_STATUS must be running or stopped, got {status!r}")
+    return AutomationSettings(
+        daily_cron=os.environ.get("TESSERA_DAILY_CRON", "0 3 * * *"),
+        timezone=os.environ.get("TESSERA_SCHEDULE_TIMEZONE", "UTC"),
+        default_running=status == "running",
+        sensor_interval_seconds=int(os.environ.get("TESSERA_SENSOR_INTERVAL_SECONDS", "60")),
+        # the customer view and the published outputs are overdue this long after their last update
+        freshness_hours=float(os.environ.get("TESSERA_FRESHNESS_HOURS", "26")),
     )
 
 

@@ -1,0 +1,186 @@
+"""How the platform runs itself: named jobs, the daily schedule, the landing-files sensor and the
+freshness checks on the customer view and the published outputs.
+
+- `daily_full_refresh` materializes the whole graph once a day (TESSERA_DAILY_CRON, UTC).
+- `landing_files_sensor` compares each landing folder with what it saw at its last tick (file
+  names, sizes and modification times, kept in the sensor's cursor). For the sources whose files
+  changed it requests one run of everything downstream of them, except the recommender's
+  training and the recommendations it publishes: retraining LightFM (an evaluation, a gate and up
+  to three fits) on every file drop would cost more than it gains, so it follows the daily
+  schedule or the `retrain_recommender` job. A file still being written (changed in the last
+  TESSERA_LANDING_SETTLE_SECONDS) waits for a later tick.
+- Freshness checks fail when the customer view or a published output has not been updated for
+  TESSERA_FRESHNESS_HOURS (default 26: a daily schedule plus slack); their own sensor runs them.
+
+Schedules and sensors start stopped, as Dagster's do, unless TESSERA_AUTOMATION_DEFAULT_STATUS is
+`running`; a toggle in the UI is kept by the instance either way.
+"""
+
+import hashlib
+import json
+import time
+import warnings
+from datetime import timedelta
+
+import dagster as dg
+
+from orchestration.dbt import model_key
+from orchestration.ml import RECOMMENDER_KEY
+from orchestration.publish import PUBLISH_GROUP
+from orchestration.sources import SOURCE_GROUP, source_asset_key
+from tessera.contract import SOURCES
+from tessera.landing import landing_state
+from tessera.settings import load_automation_settings, load_settings
+
+ALL_JOB = "tessera_all"
+CUSTOMER_VIEW_JOB = "refresh_customer_view"
+RETRAIN_JOB = "retrain_recommender"
+PUBLISH_JOB = "publish"
+
+# The unified customer view and every published output: overdue when not updated in time.
+FRESHNESS_MODELS = ("dim_customers", "customer_features", "customer_rfm", "customer_rule_segments")
+
+
+def freshness_assets() -> list[dg.AssetKey]:
+    from orchestration.publish import publish_assets
+
+    return [model_key(m) for m in FRESHNESS_MODELS] + [a.key for a in publish_assets]
+
+
+def build_freshness_checks(hours: float) -> list[dg.AssetChecksDefinition]:
+    # Dagster 1.13 calls these checks superseded by FreshnessPolicy, but its new policies are a
+    # preview, off by default in open source (dagster.yaml `freshness: enabled`); the checks are
+    # stable, testable (tests/test_automation.py), and show pass/fail history in the UI.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*superseded.*")
+        return list(
+            dg.build_last_update_freshness_checks(assets=freshness_assets(), lower_bound_delta=timedelta(hours=hours))
+        )
+
+
+_automation = load_automation_settings()
+freshness_checks = build_freshness_checks(_automation.freshness_hours)
+# Freshness checks judge runs from outside: they run on their own sensor, never inside a job.
+_no_freshness = dg.AssetSelection.checks(*freshness_checks)
+
+CUSTOMER_VIEW_GROUPS = (SOURCE_GROUP, "reference", "staging", "intermediate", "identity", "marts", "quarantine")
+customer_view = dg.AssetSelection.groups(*CUSTOMER_VIEW_GROUPS)
+# the recommender's training and what publishes its lists: daily, or on demand
+recommender_and_after = dg.AssetSelection.assets(RECOMMENDER_KEY).downstream()
+
+tessera_all = dg.define_asset_job(
+    ALL_JOB,
+    selection=dg.AssetSelection.all() - _no_freshness,
+    description="Landing files -> raw -> quality gates -> dbt customer view -> models -> published outputs.",
+)
+refresh_customer_view = dg.define_asset_job(
+    CUSTOMER_VIEW_JOB,
+    selection=customer_view - _no_freshness,
+    description="Load every landing folder and rebuild the unified customer view (raw, staging, identity, "
+    "golden record, facts, features, RFM, quarantine) with their gates. No model training, nothing published.",
+)
+retrain_recommender = dg.define_asset_job(
+    RETRAIN_JOB,
+    selection=dg.AssetSelection.assets(RECOMMENDER_KEY),
+    description="Evaluate and retrain the LightFM recommender on the current customer view; the registry "
+    "gate decides whether it becomes the champion. Publishes nothing.",
+)
+publish = dg.define_asset_job(
+    PUBLISH_JOB,
+    selection=dg.AssetSelection.groups(PUBLISH_GROUP) - _no_freshness,
+    description="Publish scores, segments and recommendations from the current model tables, each "
+    "validated before it replaces the published version.",
+)
+JOBS = [tessera_all, refresh_customer_view, retrain_recommender, publish]
+
+
+def _status(running: bool) -> dg.DefaultScheduleStatus:
+    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+
+
+def _sensor_status(running: bool) -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+
+
+daily_full_refresh = dg.ScheduleDefinition(
+    name="daily_full_refresh",
+    job=tessera_all,
+    cron_schedule=_automation.daily_cron,
+    execution_timezone=_automation.timezone,
+    default_status=_status(_automation.default_running),
+    description="The whole graph once a day: every source, the customer view, model training and publishing.",
+)
+
+
+def changed_sources(
+    previous: dict[str, dict[str, list[int]]], current: dict[str, dict[str, list[int]]], now_ns: int, settle_ns: int
+) -> tuple[list[str], dict[str, dict[str, list[int]]]]:
+    """Sources whose files differ from the previous tick (added, changed or removed), and the
+    cursor to keep. A source with a file modified within the settle time is left for a later tick:
+    its previous state stays in the cursor so the change is seen again."""
+    changed, cursor = [], {}
+    for source, files in current.items():
+        before = previous.get(source, {})
+        if files == before:
+            cursor[source] = files
+        elif any(now_ns - mtime < settle_ns for _, mtime in files.values()):
+            cursor[source] = before
+        else:
+            changed.append(source)
+            cursor[source] = files
+    return changed, cursor
+
+
+def sensor_selection(sources: list[str]) -> dg.AssetSelection:
+    """Everything downstream of the changed sources, but not the recommender's training."""
+    raw = dg.AssetSelection.assets(*(source_asset_key(s) for s in SOURCES if s.name in sources))
+    return raw.downstream() - recommender_and_after
+
+
+@dg.sensor(
+    name="landing_files_sensor",
+    minimum_interval_seconds=_automation.sensor_interval_seconds,
+    default_status=_sensor_status(_automation.default_running),
+    asset_selection=dg.AssetSelection.all() - recommender_and_after - _no_freshness,
+    description="New, changed or removed files in a landing folder -> one run of everything downstream "
+    "of those sources (not the recommender's training, which is daily).",
+)
+def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    settings = load_settings()
+    previous = json.loads(context.cursor) if context.cursor else {}
+    current = landing_state(settings.landing_dir, SOURCES)
+    changed, cursor = changed_sources(
+        previous, current, time.time_ns(), int(settings.landing_settle_seconds * 1e9)
+    )
+    new_cursor = json.dumps(cursor, sort_keys=True)
+    if not changed:
+        waiting = sorted(s for s in current if cursor[s] != current[s])
+        reason = f"files still settling in {waiting}" if waiting else "no landing folder changed"
+        return dg.SensorResult(skip_reason=reason, cursor=new_cursor)
+    state = json.dumps({s: cursor[s] for s in changed}, sort_keys=True)
+    graph = context.repository_def.asset_graph
+    selection = sensor_selection(changed).resolve(graph)
+    keys = sorted((k for k in selection if graph.get(k).is_executable), key=lambda k: k.to_user_string())
+    context.log.info(f"landing files changed in {changed}: {len(keys)} assets requested")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                # the same files never trigger twice, even if the cursor were lost
+                run_key=hashlib.sha256(state.encode()).hexdigest()[:24],
+                asset_selection=keys,
+                tags={"tessera/trigger": "landing_files", "tessera/sources": ",".join(changed)},
+            )
+        ],
+        cursor=new_cursor,
+    )
+
+
+freshness_sensor = dg.build_sensor_for_freshness_checks(
+    freshness_checks=freshness_checks,
+    name="freshness_checks_sensor",
+    minimum_interval_seconds=max(_automation.sensor_interval_seconds, 60),
+    default_status=_sensor_status(_automation.default_running),
+)
+
+SCHEDULES = [daily_full_refresh]
+SENSORS = [landing_files_sensor, freshness_sensor]
