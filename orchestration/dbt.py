@@ -1,5 +1,7 @@
 """The dbt project as Dagster assets. dbt tests surface as asset checks; dbt folders become groups."""
 
+import functools
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +17,7 @@ from dagster_dbt import (
     get_asset_key_for_model,
 )
 
+from orchestration.metadata import PERSONAL_COLUMN_NAMES, with_dbt_table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.segments import check_model_current
 from tessera.settings import DBT_PROJECT_DIR
@@ -23,6 +26,9 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 # In a checkout (`dagster dev`, tests) the manifest is parsed on load; a deployment runs
 # `dagster-dbt project prepare-and-package` at build time instead.
 dbt_project.prepare_if_dev()
+
+# dbt models with a Great Expectations suite expectations/marts_<model>.json (orchestration/quality.py)
+GATED_MARTS = ("dim_customers", "dim_products", "fct_orders", "fct_order_items", "fct_events")
 
 GROUP_BY_FOLDER = {"staging": "staging", "intermediate": "intermediate", "marts": "marts", "quarantine": "quarantine"}
 
@@ -39,9 +45,28 @@ class TesseraDbtTranslator(DagsterDbtTranslator):
             if props["resource_type"] == "seed"
             else GROUP_BY_FOLDER.get(fqn[1] if len(fqn) > 2 else "", "marts")
         )
+        gated = props["resource_type"] == "model" and props["name"] in GATED_MARTS
         return spec.replace_attributes(group_name=group, owners=["team:data-platform"]).merge_attributes(
-            kinds={"duckdb"}
+            kinds={"duckdb", "great_expectations"} if gated else {"duckdb"}
         )
+
+
+@functools.cache
+def dbt_manifest() -> dict[str, Any]:
+    """dbt's manifest, read once per process (it is over 1 MB)."""
+    return json.loads(Path(dbt_project.manifest_path).read_text())
+
+
+@functools.cache
+def dbt_relations() -> dict[str, tuple[str, frozenset[str]]]:
+    """Each model's and seed's relation (schema.alias) and personal columns (`meta.pii`)."""
+    relations = {}
+    for uid, node in dbt_manifest()["nodes"].items():
+        if node["resource_type"] not in ("model", "seed") or node.get("config", {}).get("materialized") == "ephemeral":
+            continue
+        personal = {name for name, col in node.get("columns", {}).items() if col.get("meta", {}).get("pii")}
+        relations[uid] = (f'{node["schema"]}.{node["alias"]}', frozenset(personal | PERSONAL_COLUMN_NAMES))
+    return relations
 
 
 translator = TesseraDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
@@ -83,7 +108,9 @@ def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDef
             check_model_current()  # an edited rule file must be valid and compiled before it runs
         tessera.export_dbt_env()
         tessera.wait_until_free()
-        yield from dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+        events = dbt.cli(dbt_build_args(config.full_refresh), context=context).stream()
+        # each model's row count, schema, preview and duration, read once dbt has let go of the file
+        yield from with_dbt_table_metadata(events, lambda: tessera.duckdb(read_only=True), dbt_relations())
         if model_key(RECONCILIATION_MODEL) in context.selected_asset_keys:
             context.log_event(reconciliation_observation(tessera))
 

@@ -1,12 +1,14 @@
 """Identity resolution between the two halves of the dbt project, its gates and its evaluation."""
 
 import json
+import time
 from datetime import datetime, timezone
 
 import dagster as dg
 import pandas as pd
 
 from orchestration.dbt import model_key
+from orchestration.metadata import run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.db import table_exists
 from tessera.identity.config import load_mapping
@@ -61,6 +63,7 @@ def identity_map(
         max_block_size=config.max_block_size,
         seed=tessera.settings().seed,
     )
+    started = time.perf_counter()
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with tessera.duckdb() as con:
         result = resolve(con, "intermediate.int_person_records", mapping)
@@ -120,12 +123,14 @@ def identity_map(
         finally:
             for name in ("map_df", "events_df", "links_df"):
                 con.unregister(name)
+        table = table_metadata(con, "identity.identity_map")
     weights = (
         result.weights.round(3).to_markdown(index=False) if result.weights is not None else "(no fuzzy attributes)"
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(current),
+            **table,
+            **run_metadata(started, len(current)),
             "customers": stats["clusters"],
             "merge_rate": dg.MetadataValue.float(float(stats["merge_rate"])),
             "id_changes": stats["id_changes"],
@@ -202,6 +207,7 @@ def identity_merge_rate_drift_within_limit(tessera: TesseraResource) -> dg.Asset
     pool=DUCKDB_POOL,
 )
 def identity_evaluation(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg.MaterializeResult:
+    started = time.perf_counter()
     settings = tessera.settings()
     truth_path = settings.truth_dir / "record_to_person.csv"
     if not truth_path.exists():
@@ -221,6 +227,7 @@ def identity_evaluation(context: dg.AssetExecutionContext, tessera: TesseraResou
         history = con.execute(
             "select evaluated_at, metrics from identity.evaluation_history order by evaluated_at desc limit 10"
         ).fetchall()
+        table_meta = table_metadata(con, "identity.evaluation_history")
     table = "| evaluated at | precision | recall | F1 |\n| --- | --- | --- | --- |\n" + "\n".join(
         f"| {at:%Y-%m-%d %H:%M} | {json.loads(m)['pairwise_precision']:.4f} | {json.loads(m)['pairwise_recall']:.4f} | {json.loads(m)['pairwise_f1']:.4f} |"
         for at, m in history
@@ -229,5 +236,7 @@ def identity_evaluation(context: dg.AssetExecutionContext, tessera: TesseraResou
         metadata={
             **{k: (dg.MetadataValue.float(float(v)) if isinstance(v, float) else v) for k, v in metrics.items()},
             "history": dg.MetadataValue.md(table),
+            **table_meta,
+            **run_metadata(started, len(predicted)),
         }
     )

@@ -1,11 +1,20 @@
 """ML assets: the LightFM recommender, propensity scores and behavioural clusters, each tracked in MLflow."""
 
+import time
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ml.rec_evaluation import PRIMARY_SLICE, SLICES, evaluate_split, features_as_of, holdout_start, time_split
+from ml.rec_evaluation import (
+    PRIMARY_SLICE,
+    SLICES,
+    evaluate_split,
+    features_as_of,
+    holdout_start,
+    time_split,
+)
 from ml.recommender import (
     RecommenderParams,
     build_data,
@@ -14,8 +23,10 @@ from ml.recommender import (
     recommend,
     with_feature_weight,
 )
+from ml.plots import grouped_bar_png
 from ml.tracking import log_recommender_run
 from orchestration.dbt import model_key
+from orchestration.metadata import run_metadata, table_metadata
 from orchestration.quality import gated_marts_upstream
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.settings import mlflow_artifact_root
@@ -35,8 +46,8 @@ USER_FEATURES = [*STATIC_USER_FEATURES, "r_bin", "f_bin", "m_bin", "rfm_segment"
 ITEM_FEATURES = ["category", "brand", "price_band"]
 
 
-def write_ml_table(tessera: TesseraResource, name: str, frame: pd.DataFrame, order_by: str) -> None:
-    """Replace ml.<name> with a DataFrame, in a stable row order."""
+def write_ml_table(tessera: TesseraResource, name: str, frame: pd.DataFrame, order_by: str) -> dict:
+    """Replace ml.<name> with a DataFrame, in a stable row order; the table's UI metadata."""
     with tessera.duckdb() as con:
         con.execute("create schema if not exists ml")
         con.register("frame_df", frame)
@@ -44,6 +55,31 @@ def write_ml_table(tessera: TesseraResource, name: str, frame: pd.DataFrame, ord
             con.execute(f"create or replace table ml.{name} as select * from frame_df order by {order_by}")
         finally:
             con.unregister("frame_df")
+        return table_metadata(con, f"ml.{name}")
+
+
+def mlflow_run_metadata(settings, run_id: str, plot: bytes | None = None, plot_name: str = "plot") -> dict:
+    """A link to the MLflow run in its UI and, given a PNG, the chart: logged to the run under
+    plots/ and shown inline in the Dagster UI."""
+    import base64
+    import tempfile
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    metadata = {
+        "mlflow_run": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}")
+    }
+    if plot is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{plot_name}.png"
+            path.write_bytes(plot)
+            client.log_artifact(run_id, str(path), artifact_path="plots")
+        encoded = base64.b64encode(plot).decode()
+        metadata["plot"] = dg.MetadataValue.md(f"![{plot_name}](data:image/png;base64,{encoded})")
+    return metadata
 
 
 def usable_features(profile: pd.DataFrame) -> np.ndarray:
@@ -300,6 +336,7 @@ order by customer_key, product_id, occurred_at, interaction_type
 def recommendation_candidates(
     context: dg.AssetExecutionContext, tessera: TesseraResource, config: RecommenderConfig
 ) -> dg.MaterializeResult:
+    started = time.perf_counter()
     settings = tessera.settings()
     params = config.params(settings.seed)
     with tessera.duckdb(read_only=True) as con:
@@ -371,19 +408,26 @@ def recommendation_candidates(
         # published recommendations come only from the champion: it scores today's customers
         recs = lists_from_champion(settings, decision.champion_now, users, items, interactions, config)
         context.log.warning(f"{decision.summary()}; every list rewritten by champion version {decision.champion_now}")
-    write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
+    table = write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
+    ndcg = f"ndcg_at_{params.k}"
+    plot = grouped_bar_png(
+        {s: {m: evaluation[m][s].get(ndcg, float("nan")) for m in evaluation} for s in SLICES},
+        f"NDCG@{params.k} per slice: LightFM hybrid vs baselines (holdout from {split.split_at.date()})",
+        f"NDCG@{params.k}",
+    )
     return dg.MaterializeResult(
         metadata={
+            **table,
+            **run_metadata(started, len(interactions)),
+            **mlflow_run_metadata(settings, logged.run_id, plot, "ndcg_by_slice"),
             "promoted": decision.promoted,
             "registered_model": settings.mlflow_model_name,
             "challenger_version": decision.challenger_version,
             "champion_version": decision.champion_now,
             "gate": decision.summary(),
-            "dagster/row_count": len(recs),
             "lists_from_version": decision.champion_now,
             "mlflow_run_id": logged.run_id,
             "mlflow_model_uri": logged.model_uri,
-            "mlflow_run_path": logged.run_url_path,
             # the primary slice only; every slice is in the MLflow run
             **{
                 k: dg.MetadataValue.float(float(v))
@@ -475,6 +519,7 @@ def propensity_scores(
     from ml.propensity import CATEGORICAL_FEATURES, NUMERIC_FEATURES, train_propensity
     from ml.tracking import log_propensity_run
 
+    started = time.perf_counter()
     settings = tessera.settings()
     with tessera.duckdb(read_only=True) as con:
         frames = con.execute(SNAPSHOTS_SQL).df()
@@ -483,7 +528,7 @@ def propensity_scores(
         raise ValueError(f"need 3 feature snapshots (train, evaluate, current), found {len(snapshots)}")
     train, evaluation, current = (frames[frames["as_of_date"] == d] for d in snapshots[-3:])
     out = current[["customer_key", "as_of_date"]].copy()
-    metadata = {}
+    metadata, runs, comparison = {}, {}, {}
     for target, column, population in (
         ("purchased_next_30d", "purchase_propensity_30d", None),
         ("churned_next_30d", "churn_risk_30d", "frequency"),
@@ -516,8 +561,20 @@ def propensity_scores(
         for k, v in result.metrics.items():
             metadata[f"{target}/{k}"] = dg.MetadataValue.float(float(v))
         metadata[f"{target}/mlflow_run_id"] = logged.run_id
-    write_ml_table(tessera, "propensity_scores", out, "customer_key")
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(out), **metadata})
+        runs[target] = logged.run_id
+        comparison[target] = {
+            "model AUC": result.metrics["auc"],
+            "recency-only AUC": result.metrics["baseline_recency_auc"],
+            "model PR-AUC": result.metrics["pr_auc"],
+            "recency-only PR-AUC": result.metrics["baseline_recency_pr_auc"],
+        }
+    table = write_ml_table(tessera, "propensity_scores", out, "customer_key")
+    plot = grouped_bar_png(comparison, "Propensity models vs the recency-only baseline (evaluation snapshot)", "score")
+    for target, run_id in runs.items():
+        linked = mlflow_run_metadata(settings, run_id, plot, "propensity_vs_baseline")
+        metadata[f"{target}/mlflow_run"] = linked["mlflow_run"]
+    metadata["plot"] = linked["plot"]
+    return dg.MaterializeResult(metadata={**table, **run_metadata(started, len(frames)), **metadata})
 
 
 CLUSTERS_KEY = dg.AssetKey(["ml", "customer_clusters"])
@@ -550,6 +607,7 @@ def customer_clusters(
     from ml.clustering import BEHAVIOURAL_FEATURES, cluster_customers
     from ml.tracking import log_clustering_run
 
+    started = time.perf_counter()
     settings = tessera.settings()
     with tessera.duckdb(read_only=True) as con:
         features = con.execute("select * from marts.customer_features order by customer_key").df()
@@ -582,10 +640,17 @@ def customer_clusters(
         cluster_id=NO_ORDER_CLUSTER[0], cluster_description=NO_ORDER_CLUSTER[1]
     )
     out = pd.concat([result.labels, others], ignore_index=True).assign(clustering_run_id=run_id)
-    write_ml_table(tessera, "customer_clusters", out, "customer_key")
+    table = write_ml_table(tessera, "customer_clusters", out, "customer_key")
+    plot = grouped_bar_png(
+        {f"k={k}": {"silhouette": v} for k, v in result.silhouette_by_k.items()},
+        f"Silhouette per number of clusters (chosen k={result.k})",
+        "silhouette",
+    )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(out),
+            **table,
+            **run_metadata(started, len(features)),
+            **mlflow_run_metadata(settings, run_id, plot, "silhouette_by_k"),
             "mlflow_run_id": run_id,
             "chosen_k": result.k,
             "silhouette_by_k": dg.MetadataValue.json({str(k): round(v, 4) for k, v in result.silhouette_by_k.items()}),

@@ -8,18 +8,19 @@ step leaves the last good version in place. Customers who asked for erasure are 
 """
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
 from orchestration.dbt import model_key
+from orchestration.metadata import run_metadata, table_metadata
 from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
-from tessera.quality import record_pass
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.db import table_exists
-from orchestration.sources import preview_markdown, table_schema
+from tessera.quality import record_pass
 
 PUBLISH_GROUP = "publish"
 ACTIVE_CUSTOMERS = "select customer_key from marts.dim_customers where not is_erasure_requested"
@@ -249,7 +250,7 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
         ],
         group_name=PUBLISH_GROUP,
         description=spec.description,
-        kinds={"python", "duckdb", "parquet"},
+        kinds={"python", "duckdb", "parquet", "great_expectations"},
         owners=["team:data-platform"],
         pool=DUCKDB_POOL,
         check_specs=[
@@ -265,6 +266,7 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
         ],
     )
     def _publish(context: dg.AssetExecutionContext, tessera: TesseraResource):
+        started = time.perf_counter()
         settings = tessera.settings()
         candidate = f"publish.{spec.name}__next"
         with tessera.duckdb() as con:
@@ -298,15 +300,12 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
                 )
             rows = swap_in(con, spec.name, candidate, settings.publish_dir, spec.after_swap)
             record_pass(con, gx_name, f"publish.{spec.name}", rows, context.run.run_id)
-            preview = preview_markdown(con, f"publish.{spec.name}")
-            schema = table_schema(con, f"publish.{spec.name}")
+            table = table_metadata(con, f"publish.{spec.name}")
         yield dg.MaterializeResult(
             metadata={
-                "dagster/row_count": rows,
-                "dagster/column_schema": schema,
-                "table": f"publish.{spec.name}",
+                **table,
+                **run_metadata(started, rows),
                 "parquet": dg.MetadataValue.path(str(settings.publish_dir / f"{spec.name}.parquet")),
-                "preview": dg.MetadataValue.md(preview),
             },
             check_results=[
                 dg.AssetCheckResult(check_name=v.name, passed=True, metadata={"violations": n}) for v, n in results

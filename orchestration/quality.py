@@ -12,27 +12,24 @@ normal. Every validation is rendered as Great Expectations Data Docs under TESSE
 linked from the check's metadata.
 """
 
-import functools
-import json
 from collections.abc import Iterable
-from pathlib import Path
 
 import dagster as dg
 
-from orchestration.dbt import dbt_project, model_key
+from orchestration.dbt import GATED_MARTS, dbt_manifest, model_key
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
 from tessera.contract import SOURCES
-from tessera.quality import SuiteResult, gate_parameters, last_passing_rows, record_pass, suite_spec, validate_table
+from tessera.quality import (
+    SuiteResult,
+    gate_parameters,
+    last_passing_rows,
+    record_pass,
+    suite_spec,
+    validate_table,
+)
 from tessera.settings import EXPECTATIONS_DIR, Settings
 
-# dbt models with a suite expectations/marts_<model>.json
-GATED_MARTS = ("dim_customers", "dim_products", "fct_orders", "fct_order_items", "fct_events")
-
-
-@functools.cache
-def _dbt_parent_map() -> dict[str, list[str]]:
-    return json.loads(Path(dbt_project.manifest_path).read_text())["parent_map"]
 
 
 def gated_marts_upstream(models: Iterable[str]) -> list[dg.AssetKey]:
@@ -42,7 +39,7 @@ def gated_marts_upstream(models: Iterable[str]) -> list[dg.AssetKey]:
     reading customer_features depends on dim_customers only through dbt models built in the same
     dbt step, which has already run when the check fails; so Python assets also name the gated
     marts they descend from, and a failing marts gate holds them back too."""
-    parents = _dbt_parent_map()
+    parents = dbt_manifest()["parent_map"]
     todo = [f"model.tessera.{m}" for m in models]
     seen: set[str] = set()
     while todo:
@@ -88,12 +85,32 @@ def suite_metadata(result: SuiteResult) -> dict:
             [result.parameters.get("min_rows_vs_last_run"), result.parameters.get("max_rows_vs_last_run")]
         ),
         "failed_expectations": dg.MetadataValue.json(result.failed),
+        "expectations": dg.MetadataValue.md(expectations_table(result.results)),
         "results": dg.MetadataValue.json(result.results),
     }
     if result.docs_page is not None:
         metadata["data_docs"] = dg.MetadataValue.path(str(result.docs_page))
         metadata["data_docs_index"] = dg.MetadataValue.path(str(result.docs_index))
     return metadata
+
+
+def expectations_table(results: list[dict]) -> str:
+    """Great Expectations' results as a table the check's page shows: failures first."""
+
+    def cell(value) -> str:
+        text = "" if value is None else str(value)
+        text = text if len(text) <= 80 else text[:77] + "..."
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = sorted(results, key=lambda r: r["success"])
+    lines = ["| result | expectation | column | observed | unexpected % | unexpected sample |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        share = r.get("unexpected_percent")
+        lines.append(
+            f"| {'pass' if r['success'] else '**FAIL**'} | {r['expectation']} | {cell(r['column'])} | {cell(r['observed'])} | "
+            f"{'' if share is None else f'{share:.2f}'} | {cell(', '.join(r.get('unexpected_sample') or []))} |"
+        )
+    return "\n".join(lines)
 
 
 def _asset_of(table: str) -> dg.AssetKey:

@@ -1,7 +1,10 @@
 """Source extraction: one asset per landing source, loading its files into raw.<source>."""
 
+import time
+
 import dagster as dg
 
+from orchestration.metadata import run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.contract import SOURCES, Source
 from tessera.landing import load_source
@@ -14,26 +17,17 @@ def source_asset_key(source: Source) -> dg.AssetKey:
     return dg.AssetKey(["raw", source.name])
 
 
-def preview_markdown(con, table: str, limit: int = 5) -> str:
-    df = con.execute(f"select * from {table} limit {int(limit)}").df()
-    return df.to_markdown(index=False) if len(df) else "(no rows)"
-
-
-def table_schema(con, table: str) -> dg.TableSchema:
-    rows = con.execute(f"describe {table}").fetchall()
-    return dg.TableSchema(columns=[dg.TableColumn(name=r[0], type=r[1]) for r in rows])
-
-
 def build_source_asset(source: Source) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_asset_key(source),
         group_name=SOURCE_GROUP,
         description=f"{source.description} Landing folder: <landing>/{source.name}/ (CSV, Parquet, JSON Lines).",
-        kinds={"python", "duckdb"},
+        kinds={"python", "duckdb", "great_expectations"},
         owners=["team:data-platform"],
         pool=DUCKDB_POOL,
     )
     def _load(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg.MaterializeResult:
+        started = time.perf_counter()
         settings = tessera.settings()
         with tessera.duckdb() as con:
             report = load_source(
@@ -43,8 +37,7 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
                 max_line_bytes=settings.max_line_bytes,
                 max_field_chars=settings.max_field_chars,
             )
-            preview = preview_markdown(con, source.raw_table)
-            schema = table_schema(con, source.raw_table)
+            table = table_metadata(con, source.raw_table)
         if report.missing_columns:
             context.log.warning(f"{source.name}: files lack contract columns {report.missing_columns}")
         if report.rejected:
@@ -56,19 +49,18 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
             context.log.warning(f"{source.name}: files carry columns outside the contract {report.extra_columns}")
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": report.rows,
+                **table,
+                # every record the files delivered was read: loaded or quarantined
+                **run_metadata(started, report.records_read),
                 # nothing lost: records in the files = rows loaded + records quarantined at load
                 "landing_records": report.records_read,
                 "quarantined_at_load": report.rejected,
                 "quarantined_per_file": dg.MetadataValue.json(report.rejected_per_file),
-                "dagster/column_schema": schema,
-                "table": source.raw_table,
                 "files": len(report.files),
                 "rows_per_file": dg.MetadataValue.json(report.rows_per_file),
                 "skipped_empty_files": dg.MetadataValue.json(report.skipped_empty_files),
                 "missing_columns": dg.MetadataValue.json(report.missing_columns),
                 "extra_columns": dg.MetadataValue.json(report.extra_columns),
-                "preview": dg.MetadataValue.md(preview),
             }
         )
 
@@ -86,11 +78,13 @@ load_tables = [
         description="Records the loaders could not parse or that hold a value over the size limit: "
         "source, file, record number, reason and the content as delivered (tessera/landing.py).",
         kinds={"duckdb"},
+        owners=["team:data-platform"],
     ),
     dg.AssetSpec(
         ["raw", "load_audit"],
         group_name=SOURCE_GROUP,
         description="Per landing file and load: records in the file (counted without DuckDB), loaded, quarantined.",
         kinds={"duckdb"},
+        owners=["team:data-platform"],
     ),
 ]

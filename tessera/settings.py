@@ -42,6 +42,7 @@ class Settings:
     step_retries: int
     step_retry_seconds: float
     landing_settle_seconds: float
+    mlflow_ui_url: str
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -114,6 +115,8 @@ def load_settings() -> Settings:
         step_retry_seconds=float(os.environ.get("TESSERA_STEP_RETRY_SECONDS", "30")),
         # the landing sensor leaves a file alone until it has not changed for this long
         landing_settle_seconds=float(os.environ.get("TESSERA_LANDING_SETTLE_SECONDS", "30")),
+        # where the MLflow UI is served (`make ui`): Dagster metadata links each model to its run there
+        mlflow_ui_url=os.environ.get("TESSERA_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/"),
     )
 
 

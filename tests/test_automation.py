@@ -9,7 +9,6 @@ import time
 from datetime import timedelta
 
 import dagster as dg
-import pytest
 
 from orchestration.automation import (
     build_freshness_checks,

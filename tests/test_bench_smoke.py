@@ -16,7 +16,7 @@ def test_recommender_speed_bench_runs_the_asset_code_at_a_tiny_size(tmp_path):
     args = ["--interactions", "20000", "--customers", "2000", "--items", "300", "--out", str(out)]
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "recommender_speed.py"), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
