@@ -23,7 +23,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/se
 SEGMENT_RULES := dbt_project/segments/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
-.PHONY: install dagster-home manifest segments generate demo run test ui online-retail clean
+.PHONY: install dagster-home manifest segments generate demo run test ui ui-smoke online-retail clean
 
 install: $(STAMP)
 
@@ -72,6 +72,15 @@ ui: install dagster-home manifest
 		--host 127.0.0.1 --port 5000 & mlflow_pid=$$!; \
 	trap "kill $$mlflow_pid" EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Headless-browser smoke check of both UIs: Debian's Chromium (installed by the project's script)
+# opens the Dagster asset graph and the MLflow experiment page and saves screenshots. Runs the demo
+# first on a machine that has no results yet. Not part of `make test` (it installs a browser).
+ui-smoke: install dagster-home manifest
+	bash scripts/install_chromium.sh
+	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install --quiet 'playwright>=1.50,<2'
+	test -f $(TESSERA_DATA_DIR)/mlflow/mlflow.db || $(MAKE) demo
+	$(BIN)/python scripts/ui_smoke.py
 
 # The real UCI Online Retail export through the same pipeline, in its own data directory.
 online-retail: install dagster-home manifest

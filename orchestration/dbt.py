@@ -2,6 +2,8 @@
 
 import functools
 import json
+import os
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +24,16 @@ from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.segments import check_model_current
 from tessera.settings import DBT_PROJECT_DIR
 
+def _put_dbt_on_path() -> None:
+    """dagster-dbt's dev-time parse runs whatever `dbt` PATH names; an un-activated virtualenv
+    (`.venv/bin/dagster dev`) has dbt only beside its interpreter, and the code location then
+    fails to load."""
+    venv_bin = Path(sys.prefix) / "bin"
+    if shutil.which("dbt") is None and (venv_bin / "dbt").exists():
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_put_dbt_on_path()
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 # In a checkout (`dagster dev`, tests) the manifest is parsed on load; a deployment runs
 # `dagster-dbt project prepare-and-package` at build time instead.

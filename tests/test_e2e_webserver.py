@@ -100,10 +100,13 @@ def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
     generate(GenerateConfig(**SMALL), data_dir / "landing", data_dir / "truth")
     env = {k: v for k, v in os.environ.items() if k not in DERIVED_LOCATION_VARS}
+    # as `.venv/bin/dagster dev` from a shell without the virtualenv activated: dbt is not on PATH
+    venv_bin = Path(sys.executable).parent.resolve()
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin]
     env.update(
         DAGSTER_HOME=str(home),
         TESSERA_DATA_DIR=str(data_dir),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PATH=os.pathsep.join(path),
         DO_NOT_TRACK="1",
         GX_ANALYTICS_ENABLED="false",
         TESSERA_AUTOMATION_DEFAULT_STATUS="stopped",
