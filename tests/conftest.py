@@ -67,8 +67,40 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     settings = load_settings()
     generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
     result = run_job()
+    # later tests change this data directory; what the run itself left is kept for comparison
+    _PIPELINE_TABLES[str(data_dir)] = table_snapshot(settings.duckdb_path)
     yield result, settings
     mp.undo()
+
+
+_PIPELINE_TABLES: dict[str, dict[str, tuple[int, list[str]]]] = {}
+
+
+def table_snapshot(duckdb_path) -> dict[str, tuple[int, list[str]]]:
+    """Every table and view: its row count and column names."""
+    import duckdb
+
+    con = duckdb.connect(str(duckdb_path), read_only=True)
+    try:
+        names = con.execute(
+            "select table_schema || '.' || table_name from information_schema.tables where table_catalog = current_database()"
+        ).fetchall()
+        return {
+            name: (
+                con.execute(f"select count(*) from {name}").fetchall()[0][0],
+                [r[0] for r in con.execute(f"describe {name}").fetchall()],
+            )
+            for (name,) in names
+        }
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="session")
+def pipeline_tables(pipeline) -> dict[str, tuple[int, list[str]]]:
+    """Row counts and columns of every table right after the `pipeline` run."""
+    _, settings = pipeline
+    return _PIPELINE_TABLES[str(settings.data_dir)]
 
 
 def published_fingerprint(settings, ignore_run_ids: bool = False) -> dict[str, object]:
