@@ -131,6 +131,17 @@ def changed_sources(
     return changed, cursor
 
 
+def gates_of(graph, keys) -> list[dg.AssetCheckKey]:
+    """The checks a run of `keys` carries: every check on those assets but the freshness checks
+    (a run that names its assets would otherwise pick those up too)."""
+    freshness = {c.key for d in freshness_checks for c in d.check_specs}
+    wanted = set(keys)
+    return sorted(
+        (c for c in graph.asset_check_keys if c.asset_key in wanted and c not in freshness),
+        key=lambda c: (c.asset_key.to_user_string(), c.name),
+    )
+
+
 def sensor_selection(sources: list[str]) -> dg.AssetSelection:
     """Everything downstream of the changed sources, but not the recommender's training."""
     raw = dg.AssetSelection.assets(*(source_asset_key(s) for s in SOURCES if s.name in sources))
@@ -168,6 +179,7 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
                 # the same files never trigger twice, even if the cursor were lost
                 run_key=hashlib.sha256(state.encode()).hexdigest()[:24],
                 asset_selection=keys,
+                asset_check_keys=gates_of(graph, keys),
                 tags={"tessera/trigger": "landing_files", "tessera/sources": ",".join(changed)},
             )
         ],

@@ -17,16 +17,23 @@ def source_asset_key(source: Source) -> dg.AssetKey:
     return dg.AssetKey(["raw", source.name])
 
 
+class LoadConfig(dg.Config):
+    """full_refresh: read every landing file again instead of only new and changed ones."""
+
+    full_refresh: bool = False
+
+
 def build_source_asset(source: Source) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_asset_key(source),
         group_name=SOURCE_GROUP,
-        description=f"{source.description} Landing folder: <landing>/{source.name}/ (CSV, Parquet, JSON Lines).",
+        description=f"{source.description} Landing folder: <landing>/{source.name}/ (CSV, Parquet, JSON Lines); "
+        "only new or changed files are read (config full_refresh reads them all).",
         kinds={"python", "duckdb", "great_expectations"},
         owners=["team:data-platform"],
         pool=DUCKDB_POOL,
     )
-    def _load(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg.MaterializeResult:
+    def _load(context: dg.AssetExecutionContext, tessera: TesseraResource, config: LoadConfig) -> dg.MaterializeResult:
         started = time.perf_counter()
         settings = tessera.settings()
         with tessera.duckdb() as con:
@@ -36,6 +43,7 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
                 settings.landing_dir,
                 max_line_bytes=settings.max_line_bytes,
                 max_field_chars=settings.max_field_chars,
+                full_refresh=config.full_refresh,
             )
             table = table_metadata(con, source.raw_table)
         if report.missing_columns:
@@ -50,8 +58,12 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 **table,
-                # every record the files delivered was read: loaded or quarantined
-                **run_metadata(started, report.records_read),
+                # records in the files read this run (new or changed files only)
+                **run_metadata(started, report.records_scanned),
+                "files_read": dg.MetadataValue.json(report.files_read),
+                "files_unchanged": len(report.files_unchanged),
+                "files_removed": dg.MetadataValue.json(report.files_removed),
+                "full_refresh": report.full_refresh,
                 # nothing lost: records in the files = rows loaded + records quarantined at load
                 "landing_records": report.records_read,
                 "quarantined_at_load": report.rejected,

@@ -140,7 +140,7 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tessera.run import run_pipeline
 
-    return run_pipeline(job_name=args.job)
+    return run_pipeline(job_name=args.job, full_refresh=args.full_refresh)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
 
     r = sub.add_parser("run", help="materialize the asset graph in-process and print a summary")
     r.add_argument("--job", default="tessera_all", help="Dagster job to execute")
+    r.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="read every landing file again and rebuild dbt incremental models from scratch",
+    )
     r.set_defaults(func=_cmd_run)
 
     from tessera.identity.cli import add_parser as add_identity_parser

@@ -19,19 +19,28 @@ DuckDB's scanner (Python's csv module for CSV, non-blank lines for JSON Lines, t
 Parquet), must equal the records loaded plus the records quarantined, or the load fails with both
 counts named. The counts per file go to `raw.load_audit`.
 
-The raw table and the source's rows in `raw.load_rejects` and `raw.load_audit` are replaced inside
-one transaction: a failed load leaves the previous version of all three intact.
+Loads are incremental by file. `raw.load_audit` keeps each loaded file's size and content hash;
+a file whose content is unchanged since it was loaded is not read again, a new or changed file is
+(its earlier rows, rejects and audit row replaced), and the rows of a file no longer in the folder
+are removed. So the raw table always holds exactly what the landing folder holds, and a new day of
+events costs the reading of that day's file. `full_refresh=True` reads every file again (also
+done by itself when the raw table's columns differ from the contract's).
+
+The source's rows in the raw table, `raw.load_rejects` and `raw.load_audit` change inside one
+transaction: a failed load leaves the previous version of all three intact.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from tessera.contract import FILE_SUFFIXES, Source
+from tessera.db import table_exists
 
 
 class LandingError(RuntimeError):
@@ -50,6 +59,12 @@ class LoadReport:
     extra_columns: dict[str, list[str]] = field(default_factory=dict)
     rejected: int = 0
     rejected_per_file: dict[str, int] = field(default_factory=dict)
+    # this run: files read (new or changed), left as loaded before, and removed from raw
+    files_read: list[str] = field(default_factory=list)
+    files_unchanged: list[str] = field(default_factory=list)
+    files_removed: list[str] = field(default_factory=list)
+    records_scanned: int = 0
+    full_refresh: bool = False
 
     @property
     def records_read(self) -> int:
@@ -157,6 +172,49 @@ def _quarantine_json_rejects(con: duckdb.DuckDBPyConnection, rejects: str, sourc
     return con.execute(f"select count(*) from {_JSON_LINES} where not ({_JSON_OBJECT})").fetchall()[0][0]
 
 
+def file_fingerprint(path: Path, limits: str = "") -> tuple[int, str]:
+    """Size and BLAKE2b hash of a file's bytes and of the load's limits: whether the file, or how
+    it would load, changed since it was loaded."""
+    digest = hashlib.blake2b(limits.encode(), digest_size=16)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return path.stat().st_size, digest.hexdigest()
+
+
+def _ensure_tables(con: duckdb.DuckDBPyConnection, source: Source, schema: str, full_refresh: bool) -> bool:
+    """Create the raw, rejects and audit tables if missing; True if the raw table is (re)built empty."""
+    table, rejects, audit = f"{schema}.{source.name}", f"{schema}.{REJECTS_TABLE}", f"{schema}.{AUDIT_TABLE}"
+    con.execute(f"create schema if not exists {schema}")
+    con.execute(
+        f"create table if not exists {rejects} (source varchar, _source_file varchar, _source_row bigint, "
+        "reason varchar, raw_content varchar)"
+    )
+    con.execute(
+        f"create table if not exists {audit} (source varchar, _source_file varchar, landing_records bigint, "
+        "loaded_rows bigint, quarantined_rows bigint)"
+    )
+    # databases from before incremental loads: no fingerprint, so every file is read once more
+    con.execute(f"alter table {audit} add column if not exists file_bytes bigint")
+    con.execute(f"alter table {audit} add column if not exists file_hash varchar")
+    expected = [*source.column_names, "_source_file", "_source_row"]
+    exists = table_exists(con, schema, source.name)
+    current = [r[0] for r in con.execute(f"describe {table}").fetchall()] if exists else []
+    if full_refresh or current != expected:
+        column_defs = ", ".join(f"{_quote(c)} varchar" for c in source.column_names)
+        con.execute(f"create or replace table {table} ({column_defs}, _source_file varchar, _source_row bigint)")
+        con.execute(f"delete from {rejects} where source = ?", [source.name])
+        con.execute(f"delete from {audit} where source = ?", [source.name])
+        return True
+    return False
+
+
+def _forget_file(con: duckdb.DuckDBPyConnection, source: Source, schema: str, file_name: str) -> None:
+    con.execute(f"delete from {schema}.{source.name} where _source_file = ?", [file_name])
+    for name in (REJECTS_TABLE, AUDIT_TABLE):
+        con.execute(f"delete from {schema}.{name} where source = ? and _source_file = ?", [source.name, file_name])
+
+
 def load_source(
     con: duckdb.DuckDBPyConnection,
     source: Source,
@@ -164,96 +222,134 @@ def load_source(
     schema: str = "raw",
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    full_refresh: bool = False,
 ) -> LoadReport:
     table = f"{schema}.{source.name}"
     rejects = f"{schema}.{REJECTS_TABLE}"
-    report = LoadReport(source=source.name, table=table)
-    column_defs = ", ".join(f"{_quote(c)} varchar" for c in source.column_names)
-    con.execute(f"create schema if not exists {schema}")
-    con.execute(
-        f"create table if not exists {rejects} (source varchar, _source_file varchar, _source_row bigint, "
-        "reason varchar, raw_content varchar)"
-    )
     audit = f"{schema}.{AUDIT_TABLE}"
-    con.execute(
-        f"create table if not exists {audit} (source varchar, _source_file varchar, landing_records bigint, "
-        "loaded_rows bigint, quarantined_rows bigint)"
-    )
+    report = LoadReport(source=source.name, table=table)
     con.execute("begin transaction")
     try:
-        con.execute(f"create or replace table {table} ({column_defs}, _source_file varchar, _source_row bigint)")
-        con.execute(f"delete from {rejects} where source = ?", [source.name])
-        con.execute(f"delete from {audit} where source = ?", [source.name])
-        for path in landing_files(Path(landing_dir) / source.name):
+        report.full_refresh = _ensure_tables(con, source, schema, full_refresh)
+        loaded = {
+            name: (size, digest)
+            for name, size, digest in con.execute(
+                f"select _source_file, file_bytes, file_hash from {audit} where source = ?", [source.name]
+            ).fetchall()
+        }
+        files = landing_files(Path(landing_dir) / source.name)
+        present = {p.name for p in files}
+        for name in sorted(set(loaded) - present):
+            _forget_file(con, source, schema, name)
+            report.files_removed.append(name)
+        for path in files:
             if path.stat().st_size == 0:
+                if path.name in loaded:
+                    _forget_file(con, source, schema, path.name)
                 report.skipped_empty_files.append(path.name)
                 continue
-            kind = FILE_SUFFIXES[path.suffix.lower()]
-            sql, columns, params = _file_relation(con, path, max_line_bytes)
-            present = set(columns)
-            missing = [c for c in source.column_names if c not in present]
-            extra = [c for c in columns if c not in set(source.column_names) and c != "_doc"]
-            if missing:
-                report.missing_columns[path.name] = missing
-            if extra:
-                report.extra_columns[path.name] = extra
-            if kind == "jsonl":
-                select = ", ".join(f"(_doc ->> {_sql_string(c)})::varchar as {_quote(c)}" for c in source.column_names)
-            else:
-                select = ", ".join(
-                    f"cast({_quote(c)} as varchar) as {_quote(c)}" if c in present else f"null::varchar as {_quote(c)}"
-                    for c in source.column_names
-                )
-            try:
-                # _kept: the record's rank among those read; JSON lines already carry their number
-                kept = "f._line" if kind == "jsonl" else "row_number() over ()"
-                # DuckDB leaves an earlier scan's rejects in place when this one has none
-                con.execute(f"drop table if exists {_SCAN_REJECTS}")
-                con.execute(f"drop table if exists {_SCAN_SCANS}")
-                con.execute(
-                    f"create or replace temp table _landing_batch as select {select}, {kept} as _kept from ({sql}) as f",
-                    params,
-                )
-            except duckdb.Error as exc:
-                raise LandingError(f"cannot load landing file {path}: {_short(exc)}") from exc
-            n_scan_rejected = 0
-            if kind == "csv":
-                n_scan_rejected = _quarantine_scan_rejects(con, rejects, source.name, path.name)
-            con.execute(
-                "create or replace temp table _landing_numbered as "
-                f"select b.*, {_record_number_sql(n_scan_rejected)} as _record, "
-                f"{_first_long_column_sql(source, max_field_chars)} as _too_long_column from _landing_batch as b"
-            )
-            if kind == "jsonl":
-                n_scan_rejected = _quarantine_json_rejects(con, rejects, source.name, path.name)
-            n_too_long = _quarantine_long_values(con, rejects, source, path.name, max_field_chars)
-            con.execute(
-                f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, ? as _source_file, "
-                "_record as _source_row from _landing_numbered where _too_long_column is null order by _record",
-                [path.name],
-            )
-            n = con.execute("select count(*) from _landing_numbered where _too_long_column is null").fetchall()[0][0]
-            n_rejected = n_scan_rejected + n_too_long
-            con.execute("drop table _landing_batch")
-            con.execute("drop table _landing_numbered")
-            landing = count_landing_records(con, path, max_line_bytes)
-            if landing != n + n_rejected:
-                raise LandingError(
-                    f"{path} does not reconcile: it holds {landing} records but {n} loaded and {n_rejected} "
-                    "were quarantined; nothing from this load is kept"
-                )
-            con.execute(f"insert into {audit} values (?, ?, ?, ?, ?)", [source.name, path.name, landing, n, n_rejected])
-            report.files.append(path.name)
-            report.rows_per_file[path.name] = n
-            report.rows += n
-            if n_rejected:
-                report.rejected_per_file[path.name] = n_rejected
-                report.rejected += n_rejected
+            fingerprint = file_fingerprint(path, f"max_line_bytes={max_line_bytes};max_field_chars={max_field_chars}")
+            if loaded.get(path.name) == fingerprint:
+                report.files_unchanged.append(path.name)
+                continue
+            if path.name in loaded:
+                _forget_file(con, source, schema, path.name)
+            _load_file(con, source, path, table, rejects, audit, fingerprint, report, max_line_bytes, max_field_chars)
+            report.files_read.append(path.name)
+        _report_totals(con, source, audit, report)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
         raise
     return report
+
+
+def _report_totals(con: duckdb.DuckDBPyConnection, source: Source, audit: str, report: LoadReport) -> None:
+    """Per-file and total counts over every file now loaded, read or not in this run."""
+    for name, loaded_rows, quarantined in con.execute(
+        f"select _source_file, loaded_rows, quarantined_rows from {audit} where source = ? order by _source_file",
+        [source.name],
+    ).fetchall():
+        report.files.append(name)
+        report.rows_per_file[name] = loaded_rows
+        report.rows += loaded_rows
+        if quarantined:
+            report.rejected_per_file[name] = quarantined
+            report.rejected += quarantined
+
+
+def _load_file(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    path: Path,
+    table: str,
+    rejects: str,
+    audit: str,
+    fingerprint: tuple[int, str],
+    report: LoadReport,
+    max_line_bytes: int,
+    max_field_chars: int,
+) -> None:
+    kind = FILE_SUFFIXES[path.suffix.lower()]
+    sql, columns, params = _file_relation(con, path, max_line_bytes)
+    present = set(columns)
+    missing = [c for c in source.column_names if c not in present]
+    extra = [c for c in columns if c not in set(source.column_names) and c != "_doc"]
+    if missing:
+        report.missing_columns[path.name] = missing
+    if extra:
+        report.extra_columns[path.name] = extra
+    if kind == "jsonl":
+        select = ", ".join(f"(_doc ->> {_sql_string(c)})::varchar as {_quote(c)}" for c in source.column_names)
+    else:
+        select = ", ".join(
+            f"cast({_quote(c)} as varchar) as {_quote(c)}" if c in present else f"null::varchar as {_quote(c)}"
+            for c in source.column_names
+        )
+    try:
+        # _kept: the record's rank among those read; JSON lines already carry their number
+        kept = "f._line" if kind == "jsonl" else "row_number() over ()"
+        # DuckDB leaves an earlier scan's rejects in place when this one has none
+        con.execute(f"drop table if exists {_SCAN_REJECTS}")
+        con.execute(f"drop table if exists {_SCAN_SCANS}")
+        con.execute(
+            f"create or replace temp table _landing_batch as select {select}, {kept} as _kept from ({sql}) as f",
+            params,
+        )
+    except duckdb.Error as exc:
+        raise LandingError(f"cannot load landing file {path}: {_short(exc)}") from exc
+    n_scan_rejected = 0
+    if kind == "csv":
+        n_scan_rejected = _quarantine_scan_rejects(con, rejects, source.name, path.name)
+    con.execute(
+        "create or replace temp table _landing_numbered as "
+        f"select b.*, {_record_number_sql(n_scan_rejected)} as _record, "
+        f"{_first_long_column_sql(source, max_field_chars)} as _too_long_column from _landing_batch as b"
+    )
+    if kind == "jsonl":
+        n_scan_rejected = _quarantine_json_rejects(con, rejects, source.name, path.name)
+    n_too_long = _quarantine_long_values(con, rejects, source, path.name, max_field_chars)
+    con.execute(
+        f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, ? as _source_file, "
+        "_record as _source_row from _landing_numbered where _too_long_column is null order by _record",
+        [path.name],
+    )
+    n = con.execute("select count(*) from _landing_numbered where _too_long_column is null").fetchall()[0][0]
+    n_rejected = n_scan_rejected + n_too_long
+    con.execute("drop table _landing_batch")
+    con.execute("drop table _landing_numbered")
+    landing = count_landing_records(con, path, max_line_bytes)
+    if landing != n + n_rejected:
+        raise LandingError(
+            f"{path} does not reconcile: it holds {landing} records but {n} loaded and {n_rejected} "
+            "were quarantined; nothing from this load is kept"
+        )
+    con.execute(
+        f"insert into {audit} (source, _source_file, landing_records, loaded_rows, quarantined_rows, file_bytes, file_hash) "
+        "values (?, ?, ?, ?, ?, ?, ?)",
+        [source.name, path.name, landing, n, n_rejected, *fingerprint],
+    )
+    report.records_scanned += landing
 
 
 def _quarantine_scan_rejects(con: duckdb.DuckDBPyConnection, rejects: str, source: str, file_name: str) -> int:

@@ -151,7 +151,19 @@ def propensity_summary(settings: Settings) -> list[str]:
     return lines
 
 
-def run_pipeline(job_name: str = "tessera_all") -> int:
+def full_refresh_config(job: dg.JobDefinition) -> dict:
+    """Run config setting `full_refresh: true` on every step of the job that takes it (the
+    loaders and both dbt steps)."""
+    ops = {}
+    for node in job.graph.node_dict.values():
+        schema = node.definition.config_schema
+        fields = getattr(schema.config_type, "fields", None) if schema is not None else None
+        if fields and "full_refresh" in fields:
+            ops[node.name] = {"config": {"full_refresh": True}}
+    return {"ops": ops}
+
+
+def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> int:
     from orchestration.definitions import defs
 
     settings = load_settings()
@@ -159,11 +171,15 @@ def run_pipeline(job_name: str = "tessera_all") -> int:
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     # a run killed earlier (SIGKILL, OOM) may still hold the duckdb pool slot: free it first
     recover_abandoned_runs(instance, log=lambda message: print(message, file=sys.stderr))
-    result = defs.resolve_job_def(job_name).execute_in_process(
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(
         instance=instance,
         raise_on_error=False,
         tags=run_tags(),
-        run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("TESSERA_LOG_LEVEL", "INFO")}}}},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": os.environ.get("TESSERA_LOG_LEVEL", "INFO")}}},
+            **(full_refresh_config(job) if full_refresh else {}),
+        },
     )
     evaluations = result.get_asset_check_evaluations()
     passed = [e for e in evaluations if e.passed]

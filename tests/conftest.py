@@ -36,17 +36,19 @@ def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
 
 def run_job(asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
     """Materialize the graph, or only the given assets, in-process on the current TESSERA_DATA_DIR."""
+    from orchestration.automation import gates_of
     from orchestration.definitions import defs
 
+    job = defs.resolve_job_def("tessera_all")
     if asset_selection is not None:
         # an upstream selection also names raw/load_rejects and raw/load_audit, which the source
         # assets write but no asset materializes on its own
         graph = defs.resolve_asset_graph()
-        asset_selection = [k for k in asset_selection if graph.get(k).is_executable]
-    return defs.resolve_job_def("tessera_all").execute_in_process(
+        keys = {k for k in asset_selection if graph.get(k).is_executable}
+        job = job.get_subset(asset_selection=keys, asset_check_selection=set(gates_of(graph, keys)))
+    return job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
-        asset_selection=asset_selection,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
 

@@ -43,6 +43,16 @@ def test_named_jobs_select_their_part_of_the_graph():
     assert schedule.execution_timezone == "UTC"
 
 
+def test_full_refresh_reaches_every_loader_and_both_dbt_steps():
+    from tessera.run import full_refresh_config
+
+    ops = full_refresh_config(defs.resolve_job_def("tessera_all"))["ops"]
+    assert set(ops) == {f"raw__{s}" for s in (
+        "customers", "products", "orders", "order_items", "pos_transactions", "events", "email_events", "privacy"
+    )} | {"dbt_staging", "dbt_marts"}
+    assert all(v == {"config": {"full_refresh": True}} for v in ops.values())
+
+
 def test_changed_sources_sees_added_changed_and_removed_files_and_waits_for_settling_ones():
     now = 1_000 * SECOND
     before = {"events": {"a.csv": [10, 1 * SECOND]}, "orders": {"o.csv": [5, 1 * SECOND]}, "products": {}}
@@ -83,6 +93,11 @@ def test_landing_sensor_requests_what_depends_on_the_new_files_once(tmp_path, mo
     assert not {"raw/customers", "raw/orders", "ml/recommendation_candidates"} & selected
     assert "publish/customer_recommendations" not in selected
     assert request.tags["tessera/sources"] == "events"
+    # the run carries the gates of what it builds, never the freshness checks
+    checks = {(c.asset_key.to_user_string(), c.name) for c in request.asset_check_keys}
+    assert ("raw/events", "gx_raw_events") in checks and ("marts/fct_events", "gx_marts_fct_events") in checks
+    assert not [c for c in checks if "freshness" in c[1]]
+    assert {a for a, _ in checks} <= selected
 
     # nothing new: skipped, and the same files never make a second run request
     second = _evaluate(first.cursor)

@@ -69,3 +69,95 @@ def test_unreadable_file_raises_a_clear_error_and_keeps_the_previous_table(tmp_p
     with pytest.raises(LandingError, match="z.parquet"):
         load_source(con, PRODUCTS, tmp_path / "landing")
     assert con.execute("select product_id from raw.products").fetchall() == [("P1",)]
+
+
+EVENTS = SOURCES_BY_NAME["events"]
+
+
+def _day(folder, day: int, ids: list[str]) -> None:
+    lines = "".join(f"{i},cookie,page_view,2026-11-{day:02d}T10:00:00Z\n" for i in ids)
+    (folder / f"events_2026-11-{day:02d}.csv").write_text("event_id,anonymous_id,event_type,event_ts\n" + lines)
+
+
+def _raw_events(con) -> list[tuple]:
+    return con.execute("select event_id, _source_file, _source_row from raw.events order by all").fetchall()
+
+
+def _audit(con) -> list[tuple]:
+    return con.execute(
+        "select _source_file, landing_records, loaded_rows, quarantined_rows from raw.load_audit "
+        "where source = 'events' order by 1"
+    ).fetchall()
+
+
+def test_loads_are_incremental_by_file_and_raw_always_equals_the_folder(tmp_path, con):
+    folder = tmp_path / "landing" / "events"
+    folder.mkdir(parents=True)
+    _day(folder, 1, ["e1", "e2"])
+    _day(folder, 2, ["e3"])
+    first = load_source(con, EVENTS, tmp_path / "landing")
+    assert first.files_read == ["events_2026-11-01.csv", "events_2026-11-02.csv"] and first.records_scanned == 3
+
+    # nothing new: no file is read, nothing changes
+    before = (_raw_events(con), _audit(con))
+    again = load_source(con, EVENTS, tmp_path / "landing")
+    assert again.files_read == [] and again.records_scanned == 0
+    assert again.files_unchanged == ["events_2026-11-01.csv", "events_2026-11-02.csv"]
+    assert (_raw_events(con), _audit(con)) == before and again.rows == 3
+
+    # a new day: only its file is read, and appended
+    _day(folder, 3, ["e4", "e5"])
+    third = load_source(con, EVENTS, tmp_path / "landing")
+    assert third.files_read == ["events_2026-11-03.csv"] and third.records_scanned == 2
+    assert third.rows == 5 and third.rows_per_file["events_2026-11-01.csv"] == 2
+    assert [r[0] for r in _raw_events(con)] == ["e1", "e2", "e3", "e4", "e5"]
+
+    # a file delivered again with other content replaces its own rows, and a bad record in it
+    # replaces its rejects; other files are not read
+    (folder / "events_2026-11-02.csv").write_text(
+        "event_id,anonymous_id,event_type,event_ts\ne3,c,page_view,2026-11-02T10:00:00Z\ne6,c,search,2026-11-02T11:00:00Z\nbad,row\n"
+    )
+    fourth = load_source(con, EVENTS, tmp_path / "landing")
+    assert fourth.files_read == ["events_2026-11-02.csv"]
+    assert [r[0] for r in _raw_events(con)] == ["e1", "e2", "e3", "e4", "e5", "e6"]
+    assert ("events_2026-11-02.csv", 3, 2, 1) in _audit(con)
+    assert con.execute("select count(*) from raw.load_rejects where source = 'events'").fetchall() == [(1,)]
+
+    # a file taken out of the folder takes its rows, rejects and audit row with it
+    (folder / "events_2026-11-02.csv").unlink()
+    fifth = load_source(con, EVENTS, tmp_path / "landing")
+    assert fifth.files_removed == ["events_2026-11-02.csv"] and fifth.files_read == []
+    assert [r[0] for r in _raw_events(con)] == ["e1", "e2", "e4", "e5"]
+    assert con.execute("select count(*) from raw.load_rejects where source = 'events'").fetchall() == [(0,)]
+    assert [a[0] for a in _audit(con)] == ["events_2026-11-01.csv", "events_2026-11-03.csv"]
+
+    # a full refresh reads everything and ends where the incremental loads did
+    incremental = (_raw_events(con), _audit(con))
+    full = load_source(con, EVENTS, tmp_path / "landing", full_refresh=True)
+    assert full.full_refresh and full.files_read == ["events_2026-11-01.csv", "events_2026-11-03.csv"]
+    assert (_raw_events(con), _audit(con)) == incremental
+
+
+def test_changed_limits_or_an_audit_without_fingerprints_read_files_again(tmp_path, con):
+    folder = tmp_path / "landing" / "events"
+    folder.mkdir(parents=True)
+    _day(folder, 1, ["e1"])
+    load_source(con, EVENTS, tmp_path / "landing")
+    assert load_source(con, EVENTS, tmp_path / "landing", max_field_chars=5).files_read == ["events_2026-11-01.csv"]
+    # a database written before loads were incremental has no fingerprints: every file once more
+    con.execute("update raw.load_audit set file_bytes = null, file_hash = null")
+    assert load_source(con, EVENTS, tmp_path / "landing").files_read == ["events_2026-11-01.csv"]
+    assert load_source(con, EVENTS, tmp_path / "landing").files_read == []
+    assert [r[0] for r in _raw_events(con)] == ["e1"]
+
+
+def test_a_bad_new_file_leaves_every_earlier_file_loaded(tmp_path, con):
+    folder = tmp_path / "landing" / "events"
+    folder.mkdir(parents=True)
+    _day(folder, 1, ["e1"])
+    load_source(con, EVENTS, tmp_path / "landing")
+    (folder / "events_2026-11-02.parquet").write_bytes(b"not parquet")
+    with pytest.raises(LandingError, match="events_2026-11-02.parquet"):
+        load_source(con, EVENTS, tmp_path / "landing")
+    assert [r[0] for r in _raw_events(con)] == ["e1"]
+    assert [a[0] for a in _audit(con)] == ["events_2026-11-01.csv"]
