@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -51,6 +55,27 @@ def run_job(asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInPro
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
+
+
+_HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+@contextmanager
+def duckdb_held(path: Path, seconds: float) -> Iterator[None]:
+    """Another process holds the DuckDB file at `path` (created if missing) for `seconds`,
+    counted from when this block starts; the block runs while it holds it."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.wait(timeout=30)
 
 
 def materialized_keys(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:

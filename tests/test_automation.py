@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -17,7 +15,7 @@ from orchestration.automation import (
     landing_files_sensor,
 )
 from orchestration.definitions import defs
-from tests.conftest import run_job, use_data_dir
+from tests.conftest import duckdb_held, run_job, use_data_dir
 
 SECOND = 1_000_000_000
 
@@ -153,15 +151,6 @@ def test_freshness_checks_cover_the_customer_view_and_published_outputs_and_fail
         assert not checks & set(node.asset_layer.asset_graph.asset_check_keys)
 
 
-HOLD = """
-import sys, time, duckdb
-con = duckdb.connect(sys.argv[1])
-print("held", flush=True)
-time.sleep(float(sys.argv[2]))
-con.close()
-"""
-
-
 def test_a_step_meeting_a_held_file_is_retried_and_a_broken_file_is_not(tmp_path, monkeypatch):
     from tessera.generate import GenerateConfig, generate
     from tessera.settings import load_settings
@@ -172,14 +161,8 @@ def test_a_step_meeting_a_held_file_is_retried_and_a_broken_file_is_not(tmp_path
     settings = load_settings()
     generate(GenerateConfig(customers=50, days=10, seed=3), settings.landing_dir, settings.truth_dir)
     settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(settings.duckdb_path), "3"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with duckdb_held(settings.duckdb_path, 3):
         result = run_job([key("raw/products")])
-    finally:
-        holder.wait(timeout=30)
     assert result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) >= 1

@@ -14,13 +14,12 @@ is why a wait is allowed here and a lock *error* is not.
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tessera.db import DuckDBLockTimeout, connect
+from tests.conftest import duckdb_held
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,25 +39,12 @@ def test_four_overlapping_runs_never_fail_on_the_duckdb_lock(tmp_path):
     assert result["raw_rows_equal_landing_rows"] == {"products": True, "orders": True, "order_items": True}
 
 
-HOLD = """
-import sys, time, duckdb
-con = duckdb.connect(sys.argv[1])
-print("held", flush=True)
-time.sleep(float(sys.argv[2]))
-con.close()
-"""
-
-
 def test_a_process_outside_dagster_holding_the_file_is_waited_for_then_named(tmp_path):
     path = tmp_path / "held.duckdb"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), "3"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with duckdb_held(path, 3):
         with pytest.raises(DuckDBLockTimeout, match="stayed locked by another process"):
             connect(path, read_only=True, wait_seconds=0.5)
         waits: list[str] = []
         con = connect(path, read_only=True, wait_seconds=30, log=waits.append)
         con.close()
         assert waits and all("locked by another process" in w for w in waits)
-    finally:
-        holder.wait(timeout=30)
