@@ -24,6 +24,19 @@ def _read_only(settings: Settings):
     )
 
 
+def _rows_if_table(settings: Settings, schema: str, table: str, sql: str) -> list[tuple] | None:
+    """The query's rows, or None while the database or `schema.table` does not exist yet."""
+    if not settings.duckdb_path.exists():
+        return None
+    con = _read_only(settings)
+    try:
+        if not table_exists(con, schema, table):
+            return None
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def layer_row_counts(settings: Settings) -> dict[str, dict[str, int]]:
     if not settings.duckdb_path.exists():
         return {}
@@ -43,15 +56,10 @@ def layer_row_counts(settings: Settings) -> dict[str, dict[str, int]]:
 
 
 def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
-    if not settings.duckdb_path.exists():
-        return None, {}
-    con = _read_only(settings)
-    try:
-        if not table_exists(con, "publish", "customer_recommendations"):
-            return None, {}
-        row = con.execute("select min(model_run_id) from publish.customer_recommendations").fetchone()
-    finally:
-        con.close()
+    rows = _rows_if_table(
+        settings, "publish", "customer_recommendations", "select min(model_run_id) from publish.customer_recommendations"
+    )
+    row = rows[0] if rows else None
     if not row or not row[0]:
         return None, {}
     import mlflow
@@ -62,18 +70,15 @@ def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
 
 def quarantine_summary(settings: Settings) -> list[str]:
     """Per source: landing records, quarantined, and whether they reconcile (nothing lost)."""
-    if not settings.duckdb_path.exists():
+    rows = _rows_if_table(
+        settings,
+        "quarantine",
+        "source_reconciliation",
+        "select source, landing_records, quarantined_records, quarantine_rate, reconciles "
+        "from quarantine.source_reconciliation order by source",
+    )
+    if rows is None:
         return []
-    con = _read_only(settings)
-    try:
-        if not table_exists(con, "quarantine", "source_reconciliation"):
-            return []
-        rows = con.execute(
-            "select source, landing_records, quarantined_records, quarantine_rate, reconciles "
-            "from quarantine.source_reconciliation order by source"
-        ).fetchall()
-    finally:
-        con.close()
     ok = sum(1 for r in rows if r[4])
     lines = [f"reconciliation: {ok}/{len(rows)} sources reconcile (landing = loaded + quarantined = passed on + quarantined)"]
     lines += [
@@ -125,17 +130,15 @@ def identity_summary(settings: Settings) -> list[str]:
 
 
 def propensity_summary(settings: Settings) -> list[str]:
-    if not settings.duckdb_path.exists():
+    rows = _rows_if_table(
+        settings,
+        "ml",
+        "propensity_scores",
+        "select min(purchase_propensity_30d_run_id), min(churn_risk_30d_run_id) from ml.propensity_scores",
+    )
+    if not rows:
         return []
-    con = _read_only(settings)
-    try:
-        if not table_exists(con, "ml", "propensity_scores"):
-            return []
-        runs = con.execute(
-            "select min(purchase_propensity_30d_run_id), min(churn_risk_30d_run_id) from ml.propensity_scores"
-        ).fetchall()[0]
-    finally:
-        con.close()
+    runs = rows[0]
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)

@@ -76,11 +76,16 @@ def _evaluate(cursor: str | None) -> dg.SensorResult:
         return landing_files_sensor(context)
 
 
-def test_landing_sensor_requests_what_depends_on_the_new_files_once(tmp_path, monkeypatch):
+def _landing_folder(tmp_path, monkeypatch, source: str, settle_seconds: int):
     use_data_dir(monkeypatch, tmp_path / "data")
-    monkeypatch.setenv("TESSERA_LANDING_SETTLE_SECONDS", "0")
-    events = tmp_path / "data" / "landing" / "events"
-    events.mkdir(parents=True)
+    monkeypatch.setenv("TESSERA_LANDING_SETTLE_SECONDS", str(settle_seconds))
+    folder = tmp_path / "data" / "landing" / source
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_landing_sensor_requests_what_depends_on_the_new_files_once(tmp_path, monkeypatch):
+    events = _landing_folder(tmp_path, monkeypatch, "events", settle_seconds=0)
     (events / "events_2026-11-01.csv").write_text("event_id\ne1\n")
 
     first = _evaluate(None)
@@ -109,10 +114,7 @@ def test_landing_sensor_requests_what_depends_on_the_new_files_once(tmp_path, mo
 
 
 def test_landing_sensor_leaves_a_file_being_written_for_a_later_tick(tmp_path, monkeypatch):
-    use_data_dir(monkeypatch, tmp_path / "data")
-    monkeypatch.setenv("TESSERA_LANDING_SETTLE_SECONDS", "3600")
-    orders = tmp_path / "data" / "landing" / "orders"
-    orders.mkdir(parents=True)
+    orders = _landing_folder(tmp_path, monkeypatch, "orders", settle_seconds=3600)
     (orders / "orders.csv").write_text("order_id\no1\n")
     result = _evaluate(None)
     assert not result.run_requests and "settling" in result.skip_reason.skip_message and "orders" in result.skip_reason.skip_message
