@@ -1,3 +1,5 @@
+{#- Reads several models; Dagster shows it as a check on fct_order_items (dagster-dbt needs the name). -#}
+{{ config(meta={'dagster': {'ref': {'name': 'fct_order_items'}}}) }}
 -- Reconciliation: each staged order line lands in fct_order_items or in int_rejected_records.
 with staged as (
     select order_item_id from {{ ref('stg_order_items') }}

@@ -1,3 +1,5 @@
+{#- Reads several models; Dagster shows it as a check on customer_rec_user_features (dagster-dbt needs the name). -#}
+{{ config(meta={'dagster': {'ref': {'name': 'customer_rec_user_features'}}}) }}
 -- The recommender's point-in-time RFM bins and segment at today's snapshot are customer_rfm's:
 -- both use the rfm_score / fm_score macros over the same completed orders before the same date.
 -- Fails too when no snapshot shares customer_rfm's as_of_date (nothing would be compared).
