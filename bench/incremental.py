@@ -8,9 +8,11 @@
 2. Full run: the whole graph (`tessera_all`) on the other days, timed.
 3. Puts the last day's file in the landing folder, asks `landing_files_sensor` what to run (as
    the deployed sensor would), and runs exactly that selection, timed.
-4. Reports both wall times, their ratio (the issue's target: <= 10 %), the raw/events load in
-   each run (files read, records scanned, seconds), and every step of the incremental run with
-   its duration, so it is clear where the time goes.
+4. Checks the new day is in intermediate.int_events and marts.fct_events (every usable event of
+   the file, once); a fast but wrong run fails the bench.
+5. Reports both wall times, their ratio (the issue's target: <= 10 %), the raw/events load in
+   each run (files read, records scanned, seconds), and the steps of both runs with their
+   durations, so it is clear where the time goes.
 
 Results go to bench/results/incremental_<customers>x<days>.json and are printed as Markdown.
 """
@@ -114,6 +116,20 @@ def main() -> int:
     incremental_s = time.perf_counter() - started
     if not incremental.success:
         raise SystemExit("the incremental run failed")
+    # a fast run is worth nothing unless it is right: the new day is in the facts, once
+    import duckdb
+
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        usable, processed, in_facts = con.execute(
+            """select
+                (select count(*) from staging.stg_events where _source_file = $f and invalid_reason is null),
+                (select count(*) from intermediate.int_events where _source_file = $f),
+                (select count(*) from marts.fct_events f join intermediate.int_events i using (event_id)
+                 where i._source_file = $f)""",
+            {"f": last_day.name},
+        ).fetchone()
+    if not (usable > 0 and usable == processed == in_facts):
+        raise SystemExit(f"the new day is not processed right: {usable=} {processed=} {in_facts=}")
 
     result = {
         "customers": args.customers,
@@ -127,6 +143,8 @@ def main() -> int:
         "assets_in_incremental_run": len(selection),
         "events_load_full": events_load(full),
         "events_load_incremental": events_load(incremental),
+        "new_day_events_processed": processed,
+        "full_steps_s": step_seconds(instance, full),
         "incremental_steps_s": step_seconds(instance, incremental),
         "cpus": os.cpu_count(),
     }
@@ -141,6 +159,10 @@ def main() -> int:
         (f"new day ({len(selection)} assets the sensor asks for)", incremental_s, result["events_load_incremental"]),
     ):
         print(f"| {name} | {seconds:.1f} | {load['files_read']} | {load['records_scanned']:,} | {load['seconds']:.2f} |")
+    print("slowest steps of the full run:")
+    for step, seconds in sorted(result["full_steps_s"].items(), key=lambda kv: -kv[1])[:6]:
+        print(f"  {step:<60} {seconds:6.2f} s")
+    print(f"new day: {processed:,} usable events processed, all of them in marts.fct_events")
     print(f"incremental / full = {result['ratio']:.1%} (target <= 10 %); slowest steps of the incremental run:")
     for step, seconds in sorted(result["incremental_steps_s"].items(), key=lambda kv: -kv[1])[:8]:
         print(f"  {step:<60} {seconds:6.2f} s")

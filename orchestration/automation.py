@@ -5,9 +5,10 @@ freshness checks on the customer view and the published outputs.
 - `landing_files_sensor` compares each landing folder with what it saw at its last tick (file
   names, sizes and modification times, kept in the sensor's cursor). For the sources whose files
   changed it requests one run of everything downstream of them, except the recommender's
-  training and the recommendations it publishes: retraining LightFM (an evaluation, a gate and up
-  to three fits) on every file drop would cost more than it gains, so it follows the daily
-  schedule or the `retrain_recommender` job. A file still being written (changed in the last
+  training and the recommendations it publishes: retraining LightFM (an evaluation, a gate and
+  up to three fits) on every file drop would cost more than it gains, so it follows the daily
+  schedule or the `retrain_recommender` job. A clickstream file alone runs only up to the
+  incremental `int_events` (INCREMENT_ONLY). A file still being written (changed in the last
   TESSERA_LANDING_SETTLE_SECONDS) waits for a later tick.
 - Freshness checks fail when the customer view or a published output has not been updated for
   TESSERA_FRESHNESS_HOURS (default 26: a daily schedule plus slack); their own sensor runs them.
@@ -24,7 +25,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from orchestration.dbt import model_key
+from orchestration.dbt import model_key, view_model_keys
 from orchestration.ml import RECOMMENDER_KEY
 from orchestration.publish import PUBLISH_GROUP
 from orchestration.sources import SOURCE_GROUP, source_asset_key
@@ -142,10 +143,27 @@ def gates_of(graph, keys) -> list[dg.AssetCheckKey]:
     )
 
 
+# Sources processed incrementally (dbt incremental models, macros/incremental.sql): a file of
+# theirs alone starts a run of its load and its incremental model, not of everything downstream.
+# Views between them (stg_events) and after (fct_events) show the new rows without a rebuild.
+# The aggregates over the whole history (identity links from logins, features, RFM, segments,
+# scores) follow the daily schedule: recomputing them for every clickstream file would rebuild
+# history each time.
+INCREMENT_ONLY = {"events": "int_events"}
+
+
 def sensor_selection(sources: list[str]) -> dg.AssetSelection:
-    """Everything downstream of the changed sources, but not the recommender's training."""
-    raw = dg.AssetSelection.assets(*(source_asset_key(s) for s in SOURCES if s.name in sources))
-    return raw.downstream() - recommender_and_after
+    """What a change in `sources` requests: for an incrementally processed source, its load and
+    the tables up to its incremental model; for any other source, everything downstream. Never
+    the recommender's training."""
+    selection = dg.AssetSelection.assets()
+    for source in (s for s in SOURCES if s.name in sources):
+        downstream = dg.AssetSelection.assets(source_asset_key(source)).downstream()
+        if source.name in INCREMENT_ONLY:
+            boundary = dg.AssetSelection.assets(model_key(INCREMENT_ONLY[source.name])).upstream()
+            downstream = (downstream & boundary) - dg.AssetSelection.assets(*view_model_keys())
+        selection = selection | downstream
+    return selection - recommender_and_after
 
 
 @dg.sensor(

@@ -91,14 +91,14 @@ def test_landing_sensor_requests_what_depends_on_the_new_files_once(tmp_path, mo
     first = _evaluate(None)
     [request] = first.run_requests
     selected = {k.to_user_string() for k in request.asset_selection}
-    assert {"raw/events", "staging/stg_events", "marts/fct_events", "publish/customer_scores"} <= selected
-    # other sources are not reloaded; the recommender retrains on its own schedule
-    assert not {"raw/customers", "raw/orders", "ml/recommendation_candidates"} & selected
-    assert "publish/customer_recommendations" not in selected
+    # clickstream is processed incrementally: its load and the incremental int_events. The views
+    # on either side (stg_events, fct_events) need no rebuild; nothing that aggregates history runs
+    assert selected == {"raw/events", "intermediate/int_events"}
     assert request.tags["tessera/sources"] == "events"
     # the run carries the gates of what it builds, never the freshness checks
     checks = {(c.asset_key.to_user_string(), c.name) for c in request.asset_check_keys}
-    assert ("raw/events", "gx_raw_events") in checks and ("marts/fct_events", "gx_marts_fct_events") in checks
+    assert ("raw/events", "gx_raw_events") in checks
+    assert ("intermediate/int_events", "unique_int_events_event_id") in checks
     assert not [c for c in checks if "freshness" in c[1]]
     assert {a for a, _ in checks} <= selected
 
@@ -111,6 +111,33 @@ def test_landing_sensor_requests_what_depends_on_the_new_files_once(tmp_path, mo
     [again] = third.run_requests
     assert again.run_key != request.run_key
     assert json.loads(third.cursor)["events"].keys() == {"events_2026-11-01.csv", "events_2026-11-02.csv"}
+
+
+def test_landing_sensor_requests_everything_downstream_of_a_source_not_processed_incrementally(
+    tmp_path, monkeypatch
+):
+    customers = _landing_folder(tmp_path, monkeypatch, "customers", settle_seconds=0)
+    (customers / "customers.csv").write_text("customer_id\nc1\n")
+    events = tmp_path / "data" / "landing" / "events"
+    events.mkdir()
+    (events / "events_2026-11-01.csv").write_text("event_id\ne1\n")
+
+    [request] = _evaluate(None).run_requests
+    selected = {k.to_user_string() for k in request.asset_selection}
+    assert {
+        "raw/customers",
+        "raw/events",
+        "identity/identity_map",
+        "marts/dim_customers",
+        "marts/fct_events",
+        "marts/customer_features",
+        "publish/customer_scores",
+    } <= selected
+    # other sources are not reloaded; the recommender retrains on its own schedule
+    assert not {"raw/orders", "ml/recommendation_candidates", "publish/customer_recommendations"} & selected
+    assert request.tags["tessera/sources"] == "customers,events"
+    checks = {(c.asset_key.to_user_string(), c.name) for c in request.asset_check_keys}
+    assert ("marts/fct_events", "gx_marts_fct_events") in checks
 
 
 def test_landing_sensor_leaves_a_file_being_written_for_a_later_tick(tmp_path, monkeypatch):

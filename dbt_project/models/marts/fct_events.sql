@@ -1,9 +1,15 @@
 {#- One row per usable clickstream event. customer_key comes from the login on the event, or else
-    from the cookie: anonymous events before a login attach to the person. -#}
+    from the cookie: anonymous events before a login attach to the person.
+
+    A view: the events themselves are processed once (int_events, incremental by file), and the
+    keys they attach to are always the current identity graph's. A merge of two customers, or a
+    cookie that logs in today, re-attaches old events without rewriting them. -#}
+{{ config(materialized='view') }}
+
 with
 
 events as (
-    select * from {{ ref('stg_events') }} where invalid_reason is null
+    select * from {{ ref('int_events') }}
 ),
 
 keys as (

@@ -1,0 +1,51 @@
+{#- Every usable clickstream event, processed once: incremental by landing file (macros/incremental.sql).
+    A new day of events reads that day's file and appends it; history is not rebuilt.
+
+    Validity (including "duplicate event_id") comes from stg_events, the one place the rules live,
+    so the quarantine and this model always agree. One case only an incremental run meets: a file
+    that sorts before one already processed and repeats its events (a late re-delivery). The full
+    rule would keep the earlier file's copy; here the copy already processed stays and the
+    newcomer is skipped, so an event is still counted once. -#}
+-- It reads raw events through the stg_events view. The direct dependency keeps a run that
+-- selects only the load and this model (the landing sensor's, views need no rebuild) in order.
+-- depends_on: {{ source('raw', 'events') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    post_hook="{{ tessera.delete_superseded_files('events') }}",
+) }}
+
+with
+
+files as (
+    {{ tessera.files_to_process('events') }}
+),
+
+events as (
+    select e.*, f.file_hash as _file_hash
+    from {{ ref('stg_events') }} as e
+    inner join files as f on f._source_file = e._source_file
+    where e.invalid_reason is null
+)
+
+select
+    event_id,
+    event_type,
+    event_at,
+    session_id,
+    anonymous_id,
+    customer_id,
+    product_id,
+    device,
+    referrer,
+    country_code,
+    _source_file,
+    _source_row,
+    _file_hash
+from events as e
+{%- if is_incremental() %}
+where not exists (
+    select 1 from {{ this }} as t where t.event_id = e.event_id and t._source_file <> e._source_file
+)
+{%- endif %}
