@@ -25,6 +25,7 @@ GROUPS = {
         "intermediate/int_identities_resolved",
         "intermediate/int_customer_attributes_survived",
         "intermediate/int_order_lines_unioned",
+        "intermediate/int_events",
         "intermediate/int_rejected_records",
     },
     "identity": {"identity/identity_map", "identity/identity_evaluation"},
