@@ -22,9 +22,12 @@ from orchestration.sources import source_asset_key
 from tessera.contract import SOURCES
 from tessera.quality import (
     SuiteResult,
+    files_to_validate,
     gate_parameters,
     last_passing_rows,
+    record_files,
     record_pass,
+    suite_fingerprint,
     suite_spec,
     validate_table,
 )
@@ -55,11 +58,34 @@ def run_suite(
     con, settings: Settings, gate: str, table: str, suite_name: str, run_id: str, record: bool = True
 ) -> SuiteResult:
     """Validate `table` with expectations/<suite_name>.json, row counts judged against the last
-    time `gate` passed on this warehouse; with `record`, a pass is recorded for the next run."""
+    time `gate` passed on this warehouse; with `record`, a pass is recorded for the next run.
+
+    A suite with `meta.validate: "new_files"` validates only the rows of the landing files this
+    gate has not passed yet (tessera/quality.py); with none, there is nothing to validate."""
+    path = EXPECTATIONS_DIR / f"{suite_name}.json"
+    spec = suite_spec(path)
+    meta = spec["meta"]
+    files, row_filter, batch = None, None, "the whole table"
+    if meta.get("validate") == "new_files":
+        suite_hash = suite_fingerprint(path)
+        files = files_to_validate(con, gate, meta["source"], suite_hash)
+        if not files:
+            total = con.execute(f"select count(*) from {table}").fetchall()[0][0]
+            return SuiteResult(
+                spec["name"], True, 0, total, False, 0,
+                batch="every landing file was validated before (same content, same suite)",
+                rows_from_new_files=0,
+            )
+        names = ", ".join("'" + name.replace("'", "''") + "'" for name, _ in files)
+        row_filter = f"_source_file in ({names})"
+        batch = (
+            f"the rows of {len(files)} landing file(s) not validated before, with a sample of validated "
+            f"rows up to {settings.gx_min_batch_rows:,} rows"
+        )
     result = validate_table(
         con,
         table,
-        EXPECTATIONS_DIR / f"{suite_name}.json",
+        path,
         settings.gx_max_rows,
         settings.seed,
         parameters=gate_parameters(
@@ -67,15 +93,21 @@ def run_suite(
         ),
         docs_dir=settings.gx_docs_dir,
         run_name=f"{gate}-{run_id[:8]}",
+        row_filter=row_filter,
+        min_batch_rows=settings.gx_min_batch_rows,
     )
+    result.batch = batch
     if result.success and record:
         record_pass(con, gate, table, result.rows_in_table, run_id)
+        if files:
+            record_files(con, gate, suite_fingerprint(path), files, run_id)
     return result
 
 
 def suite_metadata(result: SuiteResult) -> dict:
     metadata = {
         "suite": f"{result.suite}.json",
+        "batch": result.batch,
         "rows_validated": result.rows_validated,
         "rows_in_table": result.rows_in_table,
         "sampled": result.sampled,
@@ -88,6 +120,8 @@ def suite_metadata(result: SuiteResult) -> dict:
         "expectations": dg.MetadataValue.md(expectations_table(result.results)),
         "results": dg.MetadataValue.json(result.results),
     }
+    if result.rows_from_new_files is not None:
+        metadata["rows_from_new_files"] = result.rows_from_new_files
     if result.docs_page is not None:
         metadata["data_docs"] = dg.MetadataValue.path(str(result.docs_page))
         metadata["data_docs_index"] = dg.MetadataValue.path(str(result.docs_index))

@@ -18,6 +18,15 @@ Suite parameters (`{"$PARAMETER": name}` in kwargs), supplied on every validatio
   (0 and unbounded on a first run);
 - `shop_first_day`, `latest_plausible_time`: the range business timestamps must lie in.
 
+- `validate: "new_files"` with `source`: the batch is the rows of the landing files (by name and
+  content hash, from raw.load_audit) this gate has not passed yet with this suite, instead of the
+  whole table. For append-only clickstream: each file is validated once, when it arrives, at the
+  cost of its own size. A file whose batch fails is not recorded, so it is validated again on
+  the next run, even if the loader no longer reads it; an edited suite validates every file again.
+  A batch smaller than `TESSERA_GX_MIN_BATCH_ROWS` is made up with a seeded sample of rows
+  validated before (`mostly` thresholds are shares: one bad row in a 70-row file is 1.4 %). The
+  row-count expectation still sees the whole table (`_gx_table_rows`).
+
 With `docs_dir`, the validation is also rendered as Great Expectations Data Docs HTML there.
 
 `quality.gate_history` in the warehouse keeps the row count of every passing validation, so "the
@@ -26,6 +35,7 @@ last run" is the last one on this warehouse (a second data directory has its own
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -65,8 +75,12 @@ class SuiteResult:
     parameters: dict = field(default_factory=dict)
     docs_index: Path | None = None
     docs_page: Path | None = None
+    batch: str = "the whole table"
+    rows_from_new_files: int | None = None
 
     def describe(self) -> str:
+        if self.evaluated == 0 and self.success:
+            return f"nothing to validate: {self.batch}"
         text = f"{self.evaluated - len(self.failed)}/{self.evaluated} expectations passed"
         if self.failed:
             text += "; failed: " + ", ".join(f"{f['expectation']}({f['column']})" for f in self.failed)
@@ -90,6 +104,45 @@ def load_suite(path: Path, derived_columns: list[str] | None = None) -> Expectat
 
 
 HISTORY_TABLE = "quality.gate_history"
+FILES_TABLE = "quality.gate_files"
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
+    return bool(con.execute(sql, [schema, name]).fetchall()[0][0])
+
+
+def suite_fingerprint(path: Path) -> str:
+    """The suite file's content hash: a file validated with another version of the suite is not
+    validated with this one."""
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+
+
+def files_to_validate(con: duckdb.DuckDBPyConnection, gate: str, source: str, suite_hash: str) -> list[tuple[str, str]]:
+    """Landing files of `source` (name, content hash) this gate has not passed with this suite."""
+    loaded = "select _source_file, file_hash from raw.load_audit where source = ?"
+    if not _table_exists(con, "quality", "gate_files"):
+        return sorted(con.execute(loaded, [source]).fetchall())
+    return sorted(
+        con.execute(
+            f"{loaded} except select source_file, file_hash from {FILES_TABLE} where gate = ? and suite_hash = ?",
+            [source, gate, suite_hash],
+        ).fetchall()
+    )
+
+
+def record_files(
+    con: duckdb.DuckDBPyConnection, gate: str, suite_hash: str, files: list[tuple[str, str]], run_id: str
+) -> None:
+    con.execute("create schema if not exists quality")
+    con.execute(
+        f"create table if not exists {FILES_TABLE} "
+        "(gate varchar, suite_hash varchar, source_file varchar, file_hash varchar, run_id varchar, validated_at timestamp)"
+    )
+    con.executemany(
+        f"insert into {FILES_TABLE} values (?, ?, ?, ?, ?, cast(now() as timestamp))",
+        [[gate, suite_hash, name, digest, run_id] for name, digest in files],
+    )
 
 
 def last_passing_rows(con: duckdb.DuckDBPyConnection, gate: str) -> int | None:
@@ -130,12 +183,28 @@ def gate_parameters(
     }
 
 
-def _batch_sql(table: str, references: list[dict], total: int, sample_rows: int | None, seed: int) -> str:
+def _batch_sql(
+    table: str,
+    references: list[dict],
+    total: int,
+    sample_rows: int | None,
+    seed: int,
+    row_filter: str | None = None,
+    context_rows: int = 0,
+) -> str:
+    rows = f"(select * from {table} where {row_filter})" if row_filter else table
     base = (
-        f"(select * from {table} using sample reservoir({int(sample_rows)} rows) repeatable ({int(seed)}))"
+        f"(select * from {rows} using sample reservoir({int(sample_rows)} rows) repeatable ({int(seed)}))"
         if sample_rows
-        else table
+        else rows
     )
+    if row_filter and context_rows > 0:
+        # rows validated before, a seeded sample of them: a small batch is judged among them
+        context = (
+            f"(select * from (select * from {table} where not ({row_filter})) "
+            f"using sample reservoir({int(context_rows)} rows) repeatable ({int(seed)}))"
+        )
+        base = f"(select * from {base} union all select * from {context})"
     derived = [f"{int(total)} as {TABLE_ROWS}"]
     joins = []
     for i, ref in enumerate(references):
@@ -188,7 +257,12 @@ def validate_table(
     parameters: dict | None = None,
     docs_dir: Path | None = None,
     run_name: str = "tessera",
+    row_filter: str | None = None,
+    min_batch_rows: int = 0,
 ) -> SuiteResult:
+    """Validate `table` with a suite file. With the SQL `row_filter`, only the matching rows, made
+    up to `min_batch_rows` with a seeded sample of the other rows when fewer match: a `mostly`
+    threshold is a share, and on a small file one bad row would be a large one."""
     spec = suite_spec(suite_path)
     references = spec.get("meta", {}).get("references", [])
     suite = load_suite(suite_path, derived_columns=[TABLE_ROWS] + [r["as"] for r in references])
@@ -203,8 +277,12 @@ def validate_table(
             for r in missing
         ]
         return SuiteResult(spec["name"], False, 0, total, False, len(failed), failed, failed)
-    sampled = total > max_rows
-    df = con.execute(_batch_sql(table, references, total, max_rows if sampled else None, seed)).df()
+    in_batch = con.execute(f"select count(*) from {table} where {row_filter}").fetchall()[0][0] if row_filter else total
+    sampled = in_batch > max_rows
+    context_rows = max(0, min(min_batch_rows, max_rows) - in_batch) if row_filter else 0
+    df = con.execute(
+        _batch_sql(table, references, total, max_rows if sampled else None, seed, row_filter, context_rows)
+    ).df()
     parameters = parameters if parameters is not None else gate_parameters(None, 0.0, "1900-01-01")
     if docs_dir is None:
         validation, index, page = _validate(df, suite, parameters), None, None
@@ -223,6 +301,7 @@ def validate_table(
         parameters={k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in parameters.items()},
         docs_index=index,
         docs_page=page,
+        rows_from_new_files=in_batch if row_filter else None,
     )
 
 

@@ -30,6 +30,7 @@ class Settings:
     duckdb_threads: int
     duckdb_lock_wait_seconds: float
     gx_max_rows: int
+    gx_min_batch_rows: int
     seed: int
     identity_max_cluster_size: int
     identity_max_merge_rate_drift: float
@@ -96,6 +97,8 @@ def load_settings() -> Settings:
         # how long to wait for a DuckDB file another process (outside Dagster's pool) holds
         duckdb_lock_wait_seconds=float(os.environ.get("TESSERA_DUCKDB_LOCK_WAIT_SECONDS", "600")),
         gx_max_rows=int(os.environ.get("TESSERA_GX_MAX_ROWS", "2000000")),
+        # a gate validating new files only judges them among at least this many rows
+        gx_min_batch_rows=int(os.environ.get("TESSERA_GX_MIN_BATCH_ROWS", "20000")),
         seed=int(os.environ.get("TESSERA_SEED", "42")),
         identity_max_cluster_size=int(os.environ.get("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "10")),
         identity_max_merge_rate_drift=float(os.environ.get("TESSERA_IDENTITY_MAX_MERGE_RATE_DRIFT", "0.05")),

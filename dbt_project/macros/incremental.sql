@@ -22,12 +22,31 @@
     {%- endif %}
 {%- endmacro %}
 
-{% macro delete_superseded_files(source_name) -%}
+{#- The rows' source: `source_name` for a model of one source, or `source_column`, a column of
+    the model that names each row's source. -#}
+{% macro delete_superseded_files(source_name=none, source_column=none) -%}
     delete from {{ this }}
     where not exists (
         select 1 from {{ source('raw', 'load_audit') }} as a
-        where a.source = '{{ source_name }}'
+        where a.source = {{ this ~ '.' ~ source_column if source_column else "'" ~ source_name ~ "'" }}
             and a._source_file = {{ this }}._source_file
             and a.file_hash = {{ this }}._file_hash
     )
+{%- endmacro %}
+
+{#- The identity-graph node an order line belongs to: the CRM customer of a web or app order, the
+    receipt of a store sale (int_identities_resolved links receipts to customers). -#}
+{% macro order_line_node_key(alias) -%}
+    case
+        when {{ alias }}.source_table = 'pos_transactions' then {{ dbt.concat(["'pos:'", alias ~ ".order_id"]) }}
+        else {{ dbt.concat(["'crm:'", alias ~ ".source_customer_id"]) }}
+    end
+{%- endmacro %}
+
+{#- One value for the catalogue as loaded: its files and their content hashes. An order line's
+    validity depends on the catalogue, so a change here re-derives every line. -#}
+{% macro catalogue_hash() -%}
+    select {{ dbt.hash(dbt.listagg(dbt.concat(['_source_file', "':'", 'file_hash']), "','", 'order by _source_file')) }} as catalogue_hash
+    from {{ source('raw', 'load_audit') }}
+    where source = 'products'
 {%- endmacro %}

@@ -25,5 +25,5 @@ select
     invalid_reason,
     _source_file,
     _source_row
-from {{ ref('int_order_lines_unioned') }}
+from {{ ref('int_order_lines') }}
 where invalid_reason is not null

@@ -1,16 +1,27 @@
-{#- One row per order line, web, app and store together, in the base currency. -#}
+{#- One row per order line, web, app and store together, in the base currency, attached to the
+    current identity graph's customer (see fct_orders). -#}
+with
+
+lines as (
+    select * from {{ ref('int_order_lines') }} where invalid_reason is null
+),
+
+keys as (
+    select node_key, customer_key from {{ ref('int_identities_resolved') }}
+)
+
 select
-    order_item_id,
-    order_id,
-    channel,
-    customer_key,
-    product_id,
-    quantity,
-    unit_price,
-    currency,
-    unit_price_base,
-    cast(quantity * unit_price_base as decimal(18, 2)) as line_total_base,
-    status,
-    ordered_at
-from {{ ref('int_order_lines_unioned') }}
-where invalid_reason is null
+    l.order_item_id,
+    l.order_id,
+    l.channel,
+    k.customer_key,
+    l.product_id,
+    l.quantity,
+    l.unit_price,
+    l.currency,
+    l.unit_price_base,
+    cast(l.quantity * l.unit_price_base as decimal(18, 2)) as line_total_base,
+    l.status,
+    l.ordered_at
+from lines as l
+left join keys as k on k.node_key = {{ tessera.order_line_node_key('l') }}

@@ -3,15 +3,15 @@
     raw_rows          records loaded into raw.<source>
     quarantined_at_load, quarantined_in_staging   rows of quarantined_records by stage
     valid_rows        rows the staging layer passes on (invalid_reason NULL; order lines as in
-                      int_order_lines_unioned, which also rejects orphan lines and unknown products)
+                      int_order_lines, which also rejects orphan lines and unknown products)
     reconciles        landing = raw + quarantined at load, and raw = valid + quarantined in staging
     A singular test fails the build when a source does not reconcile. -#}
 {%- set staged = [
     ('customers', ref('stg_customers'), none),
     ('products', ref('stg_products'), none),
     ('orders', ref('stg_orders'), none),
-    ('order_items', ref('int_order_lines_unioned'), 'order_items'),
-    ('pos_transactions', ref('int_order_lines_unioned'), 'pos_transactions'),
+    ('order_items', ref('int_order_lines'), 'order_items'),
+    ('pos_transactions', ref('int_order_lines'), 'pos_transactions'),
     ('events', ref('stg_events'), none),
     ('email_events', ref('stg_email_events'), none),
     ('privacy', ref('stg_privacy'), none),
