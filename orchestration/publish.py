@@ -20,6 +20,7 @@ from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.db import table_exists
+from tessera.holdout import holdout_group_sql
 from tessera.quality import record_pass
 
 PUBLISH_GROUP = "publish"
@@ -41,6 +42,7 @@ class Validation:
 class Published:
     name: str
     description: str
+    # may name the parameters of sql_parameters() as {name}
     sql: str
     deps: tuple[dg.AssetKey, ...]
     validations: tuple[Validation, ...] = ()
@@ -117,7 +119,8 @@ PUBLISHED = (
         "customer_segments",
         "RFM segment per customer (docs/rfm.md) with its R, F and M scores, the behavioural K-Means "
         "cluster with its description, and the winning rule-based segment (all rule flags are in "
-        "marts.customer_rule_segments).",
+        "marts.customer_rule_segments). rfm_holdout_group / rule_holdout_group: the customer's group "
+        "(control or treatment) in a campaign on that segment, a deterministic holdout_share in control.",
         """
         select
             s.customer_key,
@@ -130,6 +133,10 @@ PUBLISHED = (
             k.clustering_run_id,
             r.rule_segment,
             r.rule_segment_priority,
+            -- campaigns target a segment; each leaves a deterministic share of it out (tessera/holdout.py)
+            {rfm_holdout} as rfm_holdout_group,
+            {rule_holdout} as rule_holdout_group,
+            {holdout_share} as holdout_share,
             s.as_of_date
         from marts.customer_rfm as s
         inner join marts.dim_customers as c on c.customer_key = s.customer_key and not c.is_erasure_requested
@@ -204,6 +211,15 @@ PUBLISHED = (
 )
 
 
+def sql_parameters(settings) -> dict[str, str]:
+    """What a published table's SQL may refer to as {name}."""
+    return {
+        "rfm_holdout": holdout_group_sql("'rfm:' || s.rfm_segment", "s.customer_key", settings.holdout_share),
+        "rule_holdout": holdout_group_sql("'rule:' || r.rule_segment", "s.customer_key", settings.holdout_share),
+        "holdout_share": f"cast({float(settings.holdout_share)!r} as double)",
+    }
+
+
 def run_validations(con, spec: Published, candidate: str) -> list[tuple[Validation, int]]:
     results = []
     for v in spec.validations:
@@ -271,7 +287,7 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
         candidate = f"publish.{spec.name}__next"
         with tessera.duckdb() as con:
             con.execute("create schema if not exists publish")
-            con.execute(f"create or replace table {candidate} as {spec.sql}")
+            con.execute(f"create or replace table {candidate} as {spec.sql.format(**sql_parameters(settings))}")
             results = run_validations(con, spec, candidate)
             # recorded as the row-count baseline only once this version is published
             suite = run_suite(

@@ -35,6 +35,7 @@ class Settings:
     identity_max_cluster_size: int
     identity_max_merge_rate_drift: float
     quarantine_max_rate: float
+    holdout_share: float
     shop_first_day: str
     max_line_bytes: int
     max_field_chars: int
@@ -103,6 +104,8 @@ def load_settings() -> Settings:
         identity_max_cluster_size=int(os.environ.get("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "10")),
         identity_max_merge_rate_drift=float(os.environ.get("TESSERA_IDENTITY_MAX_MERGE_RATE_DRIFT", "0.05")),
         quarantine_max_rate=_rate("TESSERA_QUARANTINE_MAX_RATE", "0.05"),
+        # the share of each published audience held out of a campaign (tessera/holdout.py)
+        holdout_share=_rate("TESSERA_HOLDOUT_SHARE", "0.10"),
         shop_first_day=_day("TESSERA_SHOP_FIRST_DAY", "2000-01-01"),
         # a CSV line longer than this cannot be read (the file fails to load, named); a value
         # longer than max_field_chars in a readable record sends the record to quarantine

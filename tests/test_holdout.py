@@ -1,0 +1,64 @@
+"""Holdout groups (tessera/holdout.py): the control share is the configured one, a customer's
+group is stable across runs and independent between campaigns, and the published segments carry
+the groups."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from tessera.holdout import holdout_group_sql
+
+MILLION = "(select 'C' || lpad(cast(range as varchar), 7, '0') as k from range(1000000))"
+
+
+def _control_share(con, campaign: str, share: float) -> float:
+    group = holdout_group_sql(f"'{campaign}'", "k", share)
+    return con.execute(f"select avg(case when {group} = 'control' then 1.0 else 0 end) from {MILLION}").fetchone()[0]
+
+
+@pytest.mark.parametrize("share", [0.10, 0.05, 0.25])
+def test_the_control_share_is_the_configured_one_within_half_a_point(con, share):
+    for campaign in ("rfm:Champions", "rfm:At Risk", "rule:cart_abandoners"):
+        assert abs(_control_share(con, campaign, share) - share) <= 0.005
+
+
+def test_a_customers_group_is_stable_and_independent_between_campaigns(con):
+    a = holdout_group_sql("'rfm:Champions'", "k", 0.10)
+    b = holdout_group_sql("'rfm:Loyal'", "k", 0.10)
+    con.execute(f"create table g as select k, {a} as a, {b} as b from {MILLION}")
+    # the same expression in a second connection (another "run") gives every customer the same group
+    other = duckdb.connect()
+    again = other.execute(f"select k, {a} as a from {MILLION} order by k").fetchall()
+    assert again == con.execute("select k, a from g order by k").fetchall()
+    # independent: control in both campaigns is about 10 % of 10 %, not 10 %
+    both = con.execute("select avg(case when a = 'control' and b = 'control' then 1.0 else 0 end) from g").fetchone()[0]
+    assert 0.008 <= both <= 0.012
+
+
+def test_no_campaign_no_group_and_a_share_out_of_range_is_refused(con):
+    assert con.execute(f"select {holdout_group_sql('null', chr(39) + 'C1' + chr(39), 0.1)}").fetchone()[0] is None
+    for share in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="holdout share"):
+            holdout_group_sql("'c'", "k", share)
+
+
+def test_published_segments_carry_each_customers_group(pipeline):
+    _, settings = pipeline
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as db:
+        rows = db.execute(
+            "select customer_key, rfm_segment, rule_segment, rfm_holdout_group, rule_holdout_group, holdout_share "
+            "from publish.customer_segments"
+        ).fetchall()
+        expected = db.execute(
+            f"select customer_key, {holdout_group_sql(chr(39) + 'rfm:' + chr(39) + ' || rfm_segment', 'customer_key', 0.1)}, "
+            f"{holdout_group_sql(chr(39) + 'rule:' + chr(39) + ' || rule_segment', 'customer_key', 0.1)} "
+            "from publish.customer_segments"
+        ).fetchall()
+    assert len(rows) > 100
+    assert {r[5] for r in rows} == {0.1}
+    assert {r[3] for r in rows} == {"control", "treatment"}
+    assert all((r[4] is None) == (r[2] is None) for r in rows)
+    assert [(r[0], r[3], r[4]) for r in rows] == expected
+    control = sum(r[3] == "control" for r in rows) / len(rows)
+    assert 0.05 < control < 0.15  # a few hundred customers: the share holds only roughly
