@@ -66,8 +66,9 @@ def run_suite(
     spec = suite_spec(path)
     meta = spec["meta"]
     files, row_filter, batch = None, None, "the whole table"
-    if meta.get("validate") == "new_files":
-        suite_hash = suite_fingerprint(path)
+    by_file = meta.get("validate") == "new_files"
+    suite_hash = suite_fingerprint(path) if by_file else None
+    if by_file:
         files = files_to_validate(con, gate, meta["source"], suite_hash)
         if not files:
             total = con.execute(f"select count(*) from {table}").fetchall()[0][0]
@@ -100,7 +101,7 @@ def run_suite(
     if result.success and record:
         record_pass(con, gate, table, result.rows_in_table, run_id)
         if files:
-            record_files(con, gate, suite_fingerprint(path), files, run_id)
+            record_files(con, gate, suite_hash, files, run_id)
     return result
 
 

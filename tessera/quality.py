@@ -107,11 +107,6 @@ HISTORY_TABLE = "quality.gate_history"
 FILES_TABLE = "quality.gate_files"
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
-    return bool(con.execute(sql, [schema, name]).fetchall()[0][0])
-
-
 def suite_fingerprint(path: Path) -> str:
     """The suite file's content hash: a file validated with another version of the suite is not
     validated with this one."""
@@ -121,7 +116,7 @@ def suite_fingerprint(path: Path) -> str:
 def files_to_validate(con: duckdb.DuckDBPyConnection, gate: str, source: str, suite_hash: str) -> list[tuple[str, str]]:
     """Landing files of `source` (name, content hash) this gate has not passed with this suite."""
     loaded = "select _source_file, file_hash from raw.load_audit where source = ?"
-    if not _table_exists(con, "quality", "gate_files"):
+    if not _relation_exists(con, FILES_TABLE):
         return sorted(con.execute(loaded, [source]).fetchall())
     return sorted(
         con.execute(

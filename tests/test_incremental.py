@@ -80,9 +80,13 @@ def _processed(settings, source_file: str) -> int:
     return _query(settings, "select count(*) from intermediate.int_events where _source_file = ?", [source_file])[0][0]
 
 
-def _check(result, name: str) -> bool:
+def _evaluation(result, name: str):
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
-    return evaluation.passed
+    return evaluation
+
+
+def _check(result, name: str) -> bool:
+    return _evaluation(result, name).passed
 
 
 def test_a_new_day_is_appended_without_rewriting_history(landing):
@@ -109,11 +113,6 @@ def test_a_new_day_is_appended_without_rewriting_history(landing):
     # fct_events is a view: the new day is in the facts without rebuilding them
     in_facts = "select count(*) from marts.fct_events f join intermediate.int_events i using (event_id) where i._source_file = ?"
     assert _query(settings, in_facts, [held.name])[0][0] == new
-
-
-def _evaluation(result, name: str):
-    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
-    return evaluation
 
 
 def test_the_clickstream_gate_validates_each_file_once_and_a_failed_file_until_it_is_fixed(landing):
