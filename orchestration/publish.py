@@ -1,16 +1,17 @@
-"""Published outputs: tables in the DuckDB `publish` schema, each also exported as Parquet.
+"""Published outputs: tables in the DuckDB `publish` schema, each also a versioned snapshot.
 
 Publishing is a swap: the new table is built beside the old one as publish.<name>__next, its
 checks run on it (the SQL validations below and the Great Expectations suite
-expectations/publish_<name>.json, check gx_publish_<name>), and only if every check passes does it replace the published table (in one
-transaction) and the Parquet file (written to a temporary name and renamed). A failed check or
-step leaves the last good version in place. Customers who asked for erasure are never published.
+expectations/publish_<name>.json, check gx_publish_<name>). Only if every check passes is it
+written as a new snapshot version (Parquet, exports and a manifest, tessera/snapshots.py), swapped
+in for the published table (one transaction), and made the snapshot's `current` version. A failed
+check or step leaves the last good version in place everywhere. Versions older than
+TESSERA_PUBLISH_RETENTION_DAYS are removed. Customers who asked for erasure are never published.
 """
 
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -19,9 +20,11 @@ from orchestration.metadata import run_metadata, table_metadata
 from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera import snapshots
 from tessera.db import table_exists
 from tessera.holdout import holdout_group_sql
 from tessera.quality import record_pass
+from tessera.snapshots import Export
 
 PUBLISH_GROUP = "publish"
 ACTIVE_CUSTOMERS = "select customer_key from marts.dim_customers where not is_erasure_requested"
@@ -48,6 +51,8 @@ class Published:
     validations: tuple[Validation, ...] = ()
     # SQL run in the swap transaction after the new version is in place (e.g. history upkeep)
     after_swap: tuple[str, ...] = ()
+    # files written into each snapshot version beside the Parquet (docs/publishing.md)
+    exports: tuple[Export, ...] = ()
 
 
 # Segment membership history: one row per customer, segment type and segment with the as-of
@@ -92,6 +97,87 @@ SEGMENT_HISTORY = (
 )
 
 
+# Email audiences: the one export that carries contact details (email, first name), because an
+# email tool needs them. Treatment group only (the control group is held out of the campaign),
+# with email-marketing consent and an address. One CSV per segment.
+def email_audience(kind: str) -> Export:
+    return Export(
+        f"email_audience_{kind}",
+        f"Customers of each {kind} segment to email: treatment group, email-marketing consent, with an address.",
+        f"""
+        select s.customer_key, c.email, c.first_name, s.{kind}_segment as segment, s.{kind}_holdout_group as holdout_group
+        from {{table}} as s
+        inner join marts.dim_customers as c on c.customer_key = s.customer_key
+        where s.{kind}_segment is not null
+          and s.{kind}_holdout_group = 'treatment'
+          and c.email_marketing_consent
+          and c.email is not null
+        order by s.customer_key
+        """,
+        "csv",
+        per="segment",
+        pii=("email", "first_name"),
+    )
+
+
+RECOMMENDATION_FEED = Export(
+    "recommendations",
+    "One JSON object per customer: source, model version and the ranked items.",
+    """
+    select
+        customer_key,
+        any_value(source) as source,
+        any_value(model_version) as model_version,
+        list(
+            struct_pack(rank := rank, product_id := product_id, product_name := product_name, category := category, score := score)
+            order by rank
+        ) as items
+    from {table}
+    group by customer_key
+    order by customer_key
+    """,
+    "jsonl",
+)
+
+# What a storefront shows a customer it does not know (the serving API's fallback): active
+# products by distinct buyers, ties by distinct customers with any interaction, then product id,
+# with the recommender's diversity cap per category.
+POPULAR_PRODUCTS = Export(
+    "popular_products",
+    "Active products ranked by distinct buyers, at most max_per_category per category (the recommender's cap).",
+    """
+    with counts as (
+        select
+            i.product_id,
+            count(distinct i.customer_key) filter (where i.interaction_type = 'purchase') as buyers,
+            count(distinct i.customer_key) as customers
+        from marts.fct_customer_product_interactions as i
+        group by i.product_id
+    ),
+    ranked as (
+        select
+            p.product_id, p.product_name, p.category,
+            coalesce(c.buyers, 0) as buyers,
+            coalesce(c.customers, 0) as customers,
+            row_number() over (
+                partition by p.category order by coalesce(c.buyers, 0) desc, coalesce(c.customers, 0) desc, p.product_id
+            ) as rank_in_category
+        from marts.dim_products as p
+        left join counts as c on c.product_id = p.product_id
+        where p.is_active
+    )
+    select
+        row_number() over (order by buyers desc, customers desc, product_id) as rank,
+        product_id, product_name, category, buyers
+    from ranked
+    where rank_in_category <= (select coalesce(max(max_per_category), 3) from ml.recommendation_candidates)
+    order by rank
+    limit 100
+    """,
+    "jsonl",
+)
+
+
 EVERY_ACTIVE_CUSTOMER = Validation(
     "every_active_customer_present",
     "Every customer in dim_customers without an erasure request has a row.",
@@ -114,6 +200,7 @@ PUBLISHED = (
         order by r.customer_key, r.rank
         """,
         (RECOMMENDER_KEY, model_key("dim_customers"), model_key("dim_products")),
+        exports=(RECOMMENDATION_FEED, POPULAR_PRODUCTS),
     ),
     Published(
         "customer_segments",
@@ -162,6 +249,7 @@ PUBLISHED = (
             ),
         ),
         after_swap=SEGMENT_HISTORY,
+        exports=(email_audience("rfm"), email_audience("rule")),
     ),
     Published(
         "customer_scores",
@@ -230,12 +318,8 @@ def run_validations(con, spec: Published, candidate: str) -> list[tuple[Validati
     return results
 
 
-def swap_in(con, name: str, candidate: str, publish_dir: Path, after_swap: tuple[str, ...] = ()) -> int:
-    """Replace publish.<name> and <publish_dir>/<name>.parquet with the candidate, atomically each."""
-    publish_dir.mkdir(parents=True, exist_ok=True)
-    final = publish_dir / f"{name}.parquet"
-    tmp = publish_dir / f".{name}.parquet.tmp"
-    con.execute(f"copy {candidate} to '{tmp.as_posix()}' (format parquet)")
+def swap_in(con, name: str, candidate: str, after_swap: tuple[str, ...] = ()) -> int:
+    """Replace publish.<name> with the candidate in one transaction."""
     con.execute("begin transaction")
     try:
         con.execute(f"drop table if exists publish.{name}")
@@ -245,10 +329,61 @@ def swap_in(con, name: str, candidate: str, publish_dir: Path, after_swap: tuple
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
-        tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, final)
     return con.execute(f"select count(*) from publish.{name}").fetchall()[0][0]
+
+
+def publish_version(con, spec: Published, candidate: str, settings, run_id: str, checks: list[dict], log) -> dict:
+    """Snapshot, swap and point `current` at the new version; then prune old versions.
+
+    The snapshot is written first (complete or not at all) and discarded if the swap fails, so
+    `current` only ever names a version that is also the published table."""
+    now = datetime.now(UTC)
+    version = snapshots.new_version(now, run_id)
+    snap = snapshots.write_snapshot(
+        con,
+        settings.publish_dir,
+        spec.name,
+        candidate,
+        version,
+        published_at=now,
+        run_id=run_id,
+        checks=checks,
+        exports=spec.exports,
+    )
+    try:
+        rows = swap_in(con, spec.name, candidate, spec.after_swap)
+    except BaseException:
+        snapshots.discard(settings.publish_dir, spec.name, version)
+        raise
+    snapshots.set_current(settings.publish_dir, spec.name, version)
+    removed = snapshots.prune(settings.publish_dir, spec.name, settings.publish_retention_days, now)
+    if removed:
+        log.info(
+            f"publish/{spec.name}: removed {len(removed)} version(s) older than "
+            f"{settings.publish_retention_days} days: {', '.join(removed)}"
+        )
+    # the flat <name>.parquet of releases before versioned snapshots would go stale: remove it
+    legacy = settings.publish_dir / f"{spec.name}.parquet"
+    if legacy.exists():
+        legacy.unlink()
+        log.info(f"removed {legacy}: consumers read {spec.name}/current (docs/publishing.md)")
+    return {
+        "rows": rows,
+        "version": version,
+        "snapshot": snap,
+        "versions_kept": len(snapshots.versions(settings.publish_dir, spec.name)),
+        "versions_removed": len(removed),
+    }
+
+
+def exports_table(manifest: dict) -> str:
+    rows = [f for f in manifest["files"] if f["format"] != "parquet"]
+    if not rows:
+        return "no exports"
+    lines = ["| file | rows | personal data |", "| --- | ---: | --- |"]
+    lines += [f"| {f['path']} | {f['rows']} | {', '.join(f['pii']) or 'none'} |" for f in rows]
+    return "\n".join(lines)
 
 
 def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
@@ -314,14 +449,30 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
                 raise dg.Failure(
                     description=f"publish/{spec.name} not swapped in: checks failed: {', '.join(failed)}; the last good version stays",
                 )
-            rows = swap_in(con, spec.name, candidate, settings.publish_dir, spec.after_swap)
+            checks = [{"name": v.name, "passed": True, "violations": n} for v, n in results] + [
+                {
+                    "name": gx_name,
+                    "passed": True,
+                    "suite": f"expectations/publish_{spec.name}.json",
+                    "expectations_evaluated": suite.evaluated,
+                    "rows_validated": suite.rows_validated,
+                }
+            ]
+            published = publish_version(con, spec, candidate, settings, context.run.run_id, checks, context.log)
+            rows = published["rows"]
             record_pass(con, gx_name, f"publish.{spec.name}", rows, context.run.run_id)
             table = table_metadata(con, f"publish.{spec.name}")
+        snap = published["snapshot"]
         yield dg.MaterializeResult(
             metadata={
                 **table,
                 **run_metadata(started, rows),
-                "parquet": dg.MetadataValue.path(str(settings.publish_dir / f"{spec.name}.parquet")),
+                "snapshot_version": snap.version,
+                "snapshot": dg.MetadataValue.path(str(snap.path)),
+                "parquet": dg.MetadataValue.path(str(snap.parquet)),
+                "exports": dg.MetadataValue.md(exports_table(snap.manifest)),
+                "versions_kept": published["versions_kept"],
+                "versions_removed": published["versions_removed"],
             },
             check_results=[
                 dg.AssetCheckResult(check_name=v.name, passed=True, metadata={"violations": n}) for v, n in results

@@ -209,6 +209,13 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
         secondary = ("warm_all_", "cold_users_", "cold_items_")  # every slice is in MLflow
         for name in sorted(m for m in metrics if not m.startswith(secondary)):
             print(f"  {name:<40} {metrics[name]:.4f}")
-    print(f"published outputs: DuckDB schema 'publish' and Parquet files in {settings.publish_dir}")
+    print(f"published outputs: DuckDB schema 'publish' and versioned snapshots in {settings.publish_dir}")
+    from tessera import snapshots
+
+    for name in sorted(p.name for p in settings.publish_dir.iterdir() if (p / snapshots.POINTER).exists()):
+        snap = snapshots.current_snapshot(settings.publish_dir, name)
+        exports = sum(1 for f in snap.manifest["files"] if f["format"] != "parquet")
+        print(f"  {name:<26} {snap.manifest['rows']:>8,} rows, {exports} export file(s): {snap.path}")
+    print("serving API over the current snapshots: `make serve` (http://127.0.0.1:8000/docs)")
     print("UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
     return 0 if result.success else 1

@@ -131,11 +131,9 @@ def pipeline_tables(pipeline) -> dict[str, tuple[int, list[str]]]:
 
 
 def published_fingerprint(settings, ignore_run_ids: bool = False) -> dict[str, object]:
-    """Each published table's rows (count and an order-independent hash) and each Parquet file's
-    bytes; with ignore_run_ids, tables only, without the columns naming MLflow runs and model
-    versions (they differ between otherwise identical runs)."""
-    import hashlib
-
+    """Each published table's rows (count and an order-independent hash) and the sha256 of each
+    file of its current snapshot; with ignore_run_ids, tables only, without the columns naming
+    MLflow runs and model versions (they differ between otherwise identical runs)."""
     import duckdb
 
     columns = "columns(lambda c: c not like '%run_id' and c <> 'model_version')" if ignore_run_ids else "columns(*)"
@@ -153,6 +151,12 @@ def published_fingerprint(settings, ignore_run_ids: bool = False) -> dict[str, o
     finally:
         con.close()
     if not ignore_run_ids:
-        for path in sorted(settings.publish_dir.glob("*.parquet")):
-            out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        from tessera import snapshots
+
+        for name in names:
+            if snapshots.current_version(settings.publish_dir, name) is None:
+                continue  # a table that is not a snapshot (segment history)
+            snap = snapshots.current_snapshot(settings.publish_dir, name)
+            for f in snap.manifest["files"]:
+                out[f"{name}/{f['path']}"] = f["sha256"]
     return out

@@ -160,7 +160,7 @@ def test_a_failed_gate_leaves_the_last_good_published_version_in_place(tmp_path,
     assert run_job().success
     good = published_fingerprint(settings)
     assert {"customer_recommendations", "customer_segments", "customer_scores"} <= set(good)
-    assert "customer_recommendations.parquet" in good
+    assert "customer_recommendations/customer_recommendations.parquet" in good
 
     # the next delivery carries a broken customers file: its gate fails ...
     bad = settings.landing_dir / "customers" / "customers_export_broken.csv"

@@ -1,0 +1,124 @@
+"""Publishing as consumers see it: versioned snapshots, their manifests and exports, retention."""
+
+import json
+
+import duckdb
+import pytest
+
+from orchestration.publish import PUBLISHED
+from tessera import snapshots
+from tests.conftest import published_fingerprint, run_job
+
+NAMES = [spec.name for spec in PUBLISHED]
+
+
+def query(settings, sql):
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_each_manifest_names_its_rows_checks_models_and_files(pipeline):
+    _, settings = pipeline
+    for spec in PUBLISHED:
+        manifest = snapshots.current_snapshot(settings.publish_dir, spec.name).manifest
+        assert manifest["rows"] == query(settings, f"select count(*) from publish.{spec.name}")[0][0] > 0
+        assert {c["name"] for c in manifest["checks"]} == {v.name for v in spec.validations} | {
+            f"gx_publish_{spec.name}"
+        }
+        assert all(c["passed"] for c in manifest["checks"])
+        assert manifest["files"][0]["path"] == f"{spec.name}.parquet"
+    recs = snapshots.current_snapshot(settings.publish_dir, "customer_recommendations").manifest
+    assert recs["models"]["model_version"] == [
+        r[0] for r in query(settings, "select distinct model_version from publish.customer_recommendations")
+    ]
+
+
+def test_email_audiences_hold_only_treatment_customers_with_email_consent(pipeline):
+    _, settings = pipeline
+    snap = snapshots.current_snapshot(settings.publish_dir, "customer_segments")
+    audiences = [f for f in snap.manifest["files"] if f.get("export") == "email_audience_rfm"]
+    assert {f["value"] for f in audiences} == {
+        r[0] for r in query(settings, "select distinct rfm_segment from publish.customer_segments")
+    } - {
+        # a segment whose every member is in control or without consent has no file
+        r[0]
+        for r in query(
+            settings,
+            """select s.rfm_segment from publish.customer_segments s join marts.dim_customers c using (customer_key)
+               group by 1 having count(*) filter (where s.rfm_holdout_group = 'treatment' and c.email_marketing_consent and c.email is not null) = 0""",
+        )
+    }
+    assert all(f["pii"] == ["email", "first_name"] for f in audiences)
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        files = [str(snap.path / f["path"]) for f in audiences]
+        con.execute(f"create temp table sent as select * from read_csv({files}, header = true, all_varchar = true)")
+        assert con.execute("select count(*) from sent").fetchall()[0][0] == sum(f["rows"] for f in audiences)
+        # nobody in control, nobody without consent; everyone eligible is there
+        assert con.execute("select count(*) from sent where holdout_group <> 'treatment'").fetchall() == [(0,)]
+        # each file holds its own segment
+        assert con.execute(
+            "select count(*) from sent join publish.customer_segments s using (customer_key) where s.rfm_segment <> sent.segment"
+        ).fetchall() == [(0,)]
+        expected = con.execute(
+            """select count(*) from publish.customer_segments s join marts.dim_customers c using (customer_key)
+               where s.rfm_holdout_group = 'treatment' and c.email_marketing_consent and c.email is not null"""
+        ).fetchall()[0][0]
+        assert expected > 0
+        assert (
+            con.execute(
+                "select count(*) from sent join marts.dim_customers c using (customer_key) where c.email_marketing_consent and c.email = sent.email"
+            ).fetchall()[0][0]
+            == expected
+        )
+        excluded = con.execute(
+            """select count(*) from publish.customer_segments s join marts.dim_customers c using (customer_key)
+               where s.rfm_holdout_group = 'control' or not c.email_marketing_consent"""
+        ).fetchall()[0][0]
+        assert excluded > 0
+    finally:
+        con.close()
+
+
+def test_the_recommendations_feed_has_one_line_per_customer_in_rank_order(pipeline):
+    _, settings = pipeline
+    snap = snapshots.current_snapshot(settings.publish_dir, "customer_recommendations")
+    lines = [json.loads(line) for line in (snap.path / "exports" / "recommendations.jsonl").read_text().splitlines()]
+    assert (
+        len(lines) == query(settings, "select count(distinct customer_key) from publish.customer_recommendations")[0][0]
+    )
+    first = lines[0]
+    expected = query(
+        settings,
+        f"select product_id from publish.customer_recommendations where customer_key = '{first['customer_key']}' order by rank",
+    )
+    assert [i["product_id"] for i in first["items"]] == [r[0] for r in expected]
+    assert [i["rank"] for i in first["items"]] == list(range(1, len(expected) + 1))
+
+
+def test_republishing_adds_a_version_with_the_same_content_and_prunes_by_retention(pipeline, monkeypatch):
+    _, settings = pipeline
+    before = {n: snapshots.current_version(settings.publish_dir, n) for n in NAMES}
+    content = published_fingerprint(settings)
+    # retention 0 days: every version but the new current one goes
+    monkeypatch.setenv("TESSERA_PUBLISH_RETENTION_DAYS", "0")
+    import dagster as dg
+
+    assert run_job([dg.AssetKey(["publish", n]) for n in NAMES]).success
+    for n in NAMES:
+        after = snapshots.current_version(settings.publish_dir, n)
+        assert after != before[n] and after > before[n]
+        assert snapshots.versions(settings.publish_dir, n) == [after]
+    # same inputs, same published bytes: only the version name moved
+    assert published_fingerprint(settings) == content
+
+
+def test_a_negative_retention_is_refused(monkeypatch):
+    from tessera.settings import load_settings
+
+    monkeypatch.setenv("TESSERA_PUBLISH_RETENTION_DAYS", "-1")
+    with pytest.raises(ValueError, match="TESSERA_PUBLISH_RETENTION_DAYS"):
+        load_settings()
