@@ -23,7 +23,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/se
 SEGMENT_RULES := dbt_project/segments/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
-.PHONY: install dagster-home manifest segments generate demo run test ui ui-smoke online-retail clean
+.PHONY: install dagster-home manifest segments generate demo run test serve ui ui-smoke online-retail clean
 
 install: $(STAMP)
 
@@ -64,6 +64,10 @@ demo: install dagster-home generate run
 
 test: install dagster-home manifest
 	$(BIN)/python -m pytest
+
+# the read-only API over the current published snapshots (docs/publishing.md); run `make demo` first
+serve: install
+	$(BIN)/tessera serve
 
 ui: install dagster-home manifest
 	@echo "Dagster UI: http://127.0.0.1:3000   MLflow UI: http://127.0.0.1:5000"

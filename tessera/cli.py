@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
+from pathlib import Path
 
 from tessera.settings import load_settings
 
@@ -143,6 +144,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_pipeline(job_name=args.job, full_refresh=args.full_refresh)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tessera.serving import serve
+
+    settings = load_settings()
+    serve(
+        args.publish_dir or settings.publish_dir,
+        args.host or settings.serve_host,
+        args.port or settings.serve_port,
+        settings.serve_reload_seconds if args.reload_seconds is None else args.reload_seconds,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     tu.add_argument("--seed", type=int, default=42)
     tu.add_argument("--experiment", default="tessera-recommender-tuning")
     tu.set_defaults(func=_cmd_recommend_tune)
+
+    sv = sub.add_parser("serve", help="the read-only API over the current published snapshots")
+    sv.add_argument("--host", help="default TESSERA_SERVE_HOST or 127.0.0.1")
+    sv.add_argument("--port", type=int, help="default TESSERA_SERVE_PORT or 8000")
+    sv.add_argument("--publish-dir", type=Path, help="default TESSERA_PUBLISH_DIR or data/publish")
+    sv.add_argument(
+        "--reload-seconds",
+        type=float,
+        help="look for new versions this often; 0 never (TESSERA_SERVE_RELOAD_SECONDS, 60)",
+    )
+    sv.set_defaults(func=_cmd_serve)
 
     r = sub.add_parser("run", help="materialize the asset graph in-process and print a summary")
     r.add_argument("--job", default="tessera_all", help="Dagster job to execute")

@@ -36,6 +36,7 @@ class Settings:
     identity_max_merge_rate_drift: float
     quarantine_max_rate: float
     holdout_share: float
+    publish_retention_days: float
     shop_first_day: str
     max_line_bytes: int
     max_field_chars: int
@@ -45,6 +46,9 @@ class Settings:
     step_retry_seconds: float
     landing_settle_seconds: float
     mlflow_ui_url: str
+    serve_host: str
+    serve_port: int
+    serve_reload_seconds: float
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -106,6 +110,8 @@ def load_settings() -> Settings:
         quarantine_max_rate=_rate("TESSERA_QUARANTINE_MAX_RATE", "0.05"),
         # the share of each published audience held out of a campaign (tessera/holdout.py)
         holdout_share=_rate("TESSERA_HOLDOUT_SHARE", "0.10"),
+        # published snapshot versions older than this are removed (the current one never is)
+        publish_retention_days=_non_negative("TESSERA_PUBLISH_RETENTION_DAYS", "30"),
         shop_first_day=_day("TESSERA_SHOP_FIRST_DAY", "2000-01-01"),
         # a CSV line longer than this cannot be read (the file fails to load, named); a value
         # longer than max_field_chars in a readable record sends the record to quarantine
@@ -123,6 +129,10 @@ def load_settings() -> Settings:
         landing_settle_seconds=float(os.environ.get("TESSERA_LANDING_SETTLE_SECONDS", "30")),
         # where the MLflow UI is served (`make ui`): Dagster metadata links each model to its run there
         mlflow_ui_url=os.environ.get("TESSERA_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/"),
+        # `tessera serve`: where it listens, and how often it looks for a newly published version
+        serve_host=os.environ.get("TESSERA_SERVE_HOST", "127.0.0.1"),
+        serve_port=int(os.environ.get("TESSERA_SERVE_PORT", "8000")),
+        serve_reload_seconds=_non_negative("TESSERA_SERVE_RELOAD_SECONDS", "60"),
     )
 
 
@@ -161,6 +171,13 @@ def _rate(name: str, default: str) -> float:
     value = float(os.environ.get(name, default))
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a share between 0 and 1, got {value}")
+    return value
+
+
+def _non_negative(name: str, default: str) -> float:
+    value = float(os.environ.get(name, default))
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
     return value
 
 

@@ -1,0 +1,331 @@
+"""The read-only serving API (`tessera serve`): recommendations, segments and scores per customer.
+
+It serves the *current* published snapshots (tessera/snapshots.py), never the warehouse: a
+storefront keeps working while the pipeline runs, and it only ever sees versions that passed
+every publish check. At start, and whenever a `current` pointer moves, DuckDB turns each
+snapshot's Parquet into one JSON body per customer; a request is then a dictionary lookup.
+That keeps the per-request cost independent of the number of customers, at the price of memory
+(about 2 GB for 1,000,000 customers, measured by bench/serving.py) and a reload of a few seconds
+per million customers. An unknown customer id gets the popular products of the
+recommendations snapshot (`known: false`); segments and scores answer 404 for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import orjson
+from fastapi import FastAPI, Query, Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from tessera import snapshots
+
+log = logging.getLogger("tessera.serving")
+
+RECOMMENDATIONS = "customer_recommendations"
+SEGMENTS = "customer_segments"
+SCORES = "customer_scores"
+SERVED = (RECOMMENDATIONS, SEGMENTS, SCORES)
+MAX_KEY_LENGTH = 128
+MAX_LIMIT = 100
+
+
+# The response shapes: they document the API (OpenAPI) and the contract tests validate every
+# body against them. Bodies are built by DuckDB (below), so a column renamed upstream fails those
+# tests rather than silently changing the API.
+class RecommendedItem(BaseModel):
+    rank: int = Field(ge=1)
+    product_id: str
+    product_name: str | None
+    category: str | None
+    score: float | None = Field(description="The model's score; null in the popular fallback.")
+
+
+class Recommendations(BaseModel):
+    customer_key: str
+    known: bool = Field(description="False: the id is not in the published snapshot; items are the popular fallback.")
+    source: str = Field(description="personalised, cold_start_features, popularity or popular_fallback")
+    model_version: str | None
+    items: list[RecommendedItem]
+
+
+class Segments(BaseModel):
+    customer_key: str
+    rfm_segment: str
+    # R, F and M scores are null for prospects (no order yet): docs/rfm.md
+    r_score: int | None
+    f_score: int | None
+    m_score: int | None
+    cluster_id: int | None
+    cluster_description: str | None
+    rule_segment: str | None
+    rule_segment_priority: int | None
+    rfm_holdout_group: str = Field(description="control or treatment in a campaign on the RFM segment")
+    rule_holdout_group: str | None
+    as_of_date: str
+
+
+class Scores(BaseModel):
+    customer_key: str
+    recency_days: int | None
+    frequency: int
+    monetary: float
+    average_order_value: float | None
+    tenure_days: int | None
+    rfm_score: int | None
+    purchase_propensity_30d: float
+    purchase_propensity_percentile: float
+    churn_risk_30d: float | None
+    churn_risk_percentile: float | None
+    as_of_date: str
+
+
+class SnapshotInfo(BaseModel):
+    version: str
+    published_at: str
+    rows: int
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok")
+    customers: int
+    snapshots: dict[str, SnapshotInfo]
+    loaded_at: str
+    last_reload_error: str | None
+
+
+class NotFound(BaseModel):
+    detail: str
+
+
+BODY_SQL = {
+    RECOMMENDATIONS: """
+        select customer_key, to_json(struct_pack(
+            customer_key := customer_key,
+            known := true,
+            source := any_value(source),
+            model_version := any_value(model_version),
+            items := list(struct_pack(
+                rank := rank, product_id := product_id, product_name := product_name,
+                category := category, score := score) order by rank)
+        ))
+        from read_parquet(?) group by customer_key
+    """,
+    SEGMENTS: """
+        select customer_key, to_json(struct_pack(
+            customer_key := customer_key, rfm_segment := rfm_segment,
+            r_score := r_score, f_score := f_score, m_score := m_score,
+            cluster_id := cluster_id, cluster_description := cluster_description,
+            rule_segment := rule_segment, rule_segment_priority := rule_segment_priority,
+            rfm_holdout_group := rfm_holdout_group, rule_holdout_group := rule_holdout_group,
+            as_of_date := cast(as_of_date as varchar)
+        ))
+        from read_parquet(?)
+    """,
+    SCORES: """
+        select customer_key, to_json(struct_pack(
+            customer_key := customer_key, recency_days := recency_days, frequency := frequency,
+            monetary := cast(monetary as double), average_order_value := cast(average_order_value as double),
+            tenure_days := tenure_days, rfm_score := rfm_score,
+            purchase_propensity_30d := purchase_propensity_30d,
+            purchase_propensity_percentile := purchase_propensity_percentile,
+            churn_risk_30d := churn_risk_30d, churn_risk_percentile := churn_risk_percentile,
+            as_of_date := cast(as_of_date as varchar)
+        ))
+        from read_parquet(?)
+    """,
+}
+
+
+@dataclass
+class Index:
+    """Every response body of one set of snapshot versions, ready to send."""
+
+    bodies: dict[str, dict[str, bytes]]
+    popular: list[dict]
+    versions: dict[str, snapshots.Snapshot]
+    loaded_at: str
+
+    @property
+    def customers(self) -> int:
+        return len(self.bodies[SEGMENTS])
+
+
+def load_index(publish_dir: Path) -> Index:
+    """Read the current snapshot of each served table; raises if one was never published."""
+    current = {name: snapshots.current_snapshot(publish_dir, name) for name in SERVED}
+    con = duckdb.connect()
+    try:
+        bodies = {}
+        for name, snap in current.items():
+            rows = con.execute(BODY_SQL[name], [str(snap.parquet)]).fetchall()
+            bodies[name] = {key: body.encode() for key, body in rows}
+    finally:
+        con.close()
+    popular_file = current[RECOMMENDATIONS].path / "exports" / "popular_products.jsonl"
+    if not popular_file.exists():
+        raise FileNotFoundError(f"{popular_file} missing: republish customer_recommendations")
+    popular = [orjson.loads(line) for line in popular_file.read_bytes().splitlines() if line.strip()]
+    popular = [
+        {
+            "rank": p["rank"],
+            "product_id": p["product_id"],
+            "product_name": p["product_name"],
+            "category": p["category"],
+            "score": None,
+        }
+        for p in popular
+    ]
+    return Index(bodies, popular, current, datetime.now(UTC).isoformat())
+
+
+def _pointers(publish_dir: Path) -> dict[str, str | None]:
+    return {name: snapshots.current_version(publish_dir, name) for name in SERVED}
+
+
+class Server:
+    """The index behind the app, swapped whole when a pointer moves (readers never see a mix)."""
+
+    def __init__(self, publish_dir: Path, default_limit: int = 10):
+        self.publish_dir = publish_dir
+        self.default_limit = default_limit
+        self.index = load_index(publish_dir)
+        self.last_reload_error: str | None = None
+        self._lock = threading.Lock()
+
+    def reload_if_moved(self) -> bool:
+        """Load the new versions if any pointer moved; keeps serving the old index on failure."""
+        with self._lock:
+            seen = {name: snap.version for name, snap in self.index.versions.items()}
+            if _pointers(self.publish_dir) == seen:
+                return False
+            try:
+                started = time.perf_counter()
+                self.index = load_index(self.publish_dir)
+                self.last_reload_error = None
+                log.info("loaded snapshots %s in %.1f s", _pointers(self.publish_dir), time.perf_counter() - started)
+                return True
+            except Exception as exc:  # reported on /health; the previous versions stay served
+                self.last_reload_error = f"{type(exc).__name__}: {exc}"
+                log.exception("reload failed; still serving %s", seen)
+                return False
+
+    def fallback(self, customer_key: str, limit: int) -> bytes:
+        return orjson.dumps(
+            {
+                "customer_key": customer_key,
+                "known": False,
+                "source": "popular_fallback",
+                "model_version": None,
+                "items": self.index.popular[:limit],
+            }
+        )
+
+
+def _json(body: bytes, version: str) -> Response:
+    return Response(content=body, media_type="application/json", headers={"x-tessera-snapshot": version})
+
+
+def create_app(publish_dir: Path, reload_seconds: float = 60.0, default_limit: int = 10) -> FastAPI:
+    server = Server(publish_dir, default_limit)
+
+    async def watch():
+        while True:
+            await asyncio.sleep(reload_seconds)
+            await asyncio.to_thread(server.reload_if_moved)
+
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(watch()) if reload_seconds > 0 else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    app = FastAPI(
+        title="tessera serving API",
+        version="1",
+        description="Read-only: the current published snapshots of recommendations, segments and scores.",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    customer_key = PathParam(min_length=1, max_length=MAX_KEY_LENGTH, description="The published customer_key")
+    not_found = {404: {"model": NotFound, "description": "The customer is not in the published snapshot"}}
+
+    @app.get("/health", response_model=Health, tags=["operations"])
+    async def health() -> Health:
+        index = server.index
+        return Health(
+            status="ok",
+            customers=index.customers,
+            snapshots={
+                name: SnapshotInfo(version=s.version, published_at=s.manifest["published_at"], rows=s.manifest["rows"])
+                for name, s in index.versions.items()
+            },
+            loaded_at=index.loaded_at,
+            last_reload_error=server.last_reload_error,
+        )
+
+    @app.get("/v1/customers/{customer_key}/recommendations", response_model=Recommendations, tags=["customers"])
+    async def recommendations(
+        customer_key: str = customer_key,
+        limit: int | None = Query(None, ge=1, le=MAX_LIMIT, description="At most this many items"),
+    ) -> Response:
+        index = server.index
+        version = index.versions[RECOMMENDATIONS].version
+        body = index.bodies[RECOMMENDATIONS].get(customer_key)
+        if body is None:
+            return _json(server.fallback(customer_key, limit or server.default_limit), version)
+        if limit is not None:
+            parsed = orjson.loads(body)
+            if len(parsed["items"]) > limit:
+                parsed["items"] = parsed["items"][:limit]
+                body = orjson.dumps(parsed)
+        return _json(body, version)
+
+    def lookup(name: str, customer_key: str) -> Response:
+        index = server.index
+        body = index.bodies[name].get(customer_key)
+        if body is None:
+            return JSONResponse({"detail": f"customer {customer_key!r} is not in the published {name}"}, 404)
+        return _json(body, index.versions[name].version)
+
+    def row_endpoint(name: str):
+        async def endpoint(customer_key: str = customer_key) -> Response:
+            return lookup(name, customer_key)
+
+        endpoint.__name__ = name.removeprefix("customer_")
+        return endpoint
+
+    for name, model in ((SEGMENTS, Segments), (SCORES, Scores)):
+        app.add_api_route(
+            f"/v1/customers/{{customer_key}}/{name.removeprefix('customer_')}",
+            row_endpoint(name),
+            methods=["GET"],
+            response_model=model,
+            responses=not_found,
+            tags=["customers"],
+        )
+
+    return app
+
+
+def serve(publish_dir: Path, host: str, port: int, reload_seconds: float) -> None:
+    import uvicorn
+
+    started = time.perf_counter()
+    app = create_app(publish_dir, reload_seconds)
+    server: Server = app.state.server
+    print(
+        f"loaded {server.index.customers:,} customers from {publish_dir} in {time.perf_counter() - started:.1f} s; "
+        f"serving on http://{host}:{port} (OpenAPI: /docs, /openapi.json)",
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
