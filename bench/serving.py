@@ -20,7 +20,7 @@
 
 The generator runs on the same machine (2 cores here), so it competes with the server for CPU:
 the figures are an upper bound on what the server alone would show.
-Results: bench/results/serving_<customers>.json, printed as Markdown.
+Results: bench/results/serving_<customers>_<rate>rps.json, printed as Markdown.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ async def load(port: int, plan: list[tuple[str, str, bool]], rate: float, connec
     for _ in range(connections):
         pool.put_nowait(Connection(*await asyncio.open_connection("127.0.0.1", port)))
     latencies: list[float] = []
+    slowest: list[tuple[float, float, str]] = []  # (latency, seconds into the run, path)
     statuses: dict[str, int] = {}
     unexpected: list[str] = []
 
@@ -147,6 +148,10 @@ async def load(port: int, plan: list[tuple[str, str, bool]], rate: float, connec
         if i < warmup:
             return
         latencies.append(done - due)
+        slowest.append((done - due, due - start, path))
+        if len(slowest) > 200:
+            slowest.sort(reverse=True)
+            del slowest[20:]
         statuses[str(status)] = statuses.get(str(status), 0) + 1
         ok = status == 200 if known else (status == 404 or (status == 200 and b'"known":false' in body))
         if known and status == 200 and name == RECOMMENDATIONS and b'"known":true' not in body:
@@ -155,18 +160,24 @@ async def load(port: int, plan: list[tuple[str, str, bool]], rate: float, connec
             unexpected.append(f"{status} {path}")
 
     start = time.perf_counter() + 0.5
-    tasks = []
+    # only requests in flight are held: gathering every task at the end would stall the loop
+    # (tens of ms for ~20,000 tasks) while the last answers arrive, and count against them
+    pending: set[asyncio.Task] = set()
     for i, (name, path, known) in enumerate(plan):
         due = start + i / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, due, name, path, known)))
-    await asyncio.gather(*tasks)
+        task = asyncio.create_task(one(i, due, name, path, known))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    while pending:
+        await asyncio.wait(set(pending))
     elapsed = time.perf_counter() - (start + warmup / rate)
     while not pool.empty():
         pool.get_nowait().writer.close()
-    return latencies, statuses, unexpected, elapsed
+    slowest.sort(reverse=True)
+    return latencies, statuses, unexpected, elapsed, slowest[:10]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -182,6 +193,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, help="default bench/results/serving_<customers>_<rate>rps.json")
     args = parser.parse_args()
 
     settings = load_settings()
@@ -218,7 +230,7 @@ def main() -> int:
         rss_before = rss_mb(proc.pid)
         import uvloop
 
-        latencies, statuses, unexpected, elapsed = uvloop.run(
+        latencies, statuses, unexpected, elapsed, slowest = uvloop.run(
             load(args.port, plan, args.rate, args.connections, warmup)
         )
         rss_after = rss_mb(proc.pid)
@@ -237,6 +249,7 @@ def main() -> int:
         "connections": args.connections,
         "latency_ms": {**ms, "max": round(1000 * lat[-1], 2), "mean": round(1000 * sum(lat) / len(lat), 2)},
         "statuses": statuses,
+        "slowest": [{"ms": round(1000 * ms, 2), "at_second": round(at, 2), "path": p} for ms, at, p in slowest],
         "unexpected_answers": unexpected,
         "server_start_seconds": round(start_seconds, 1),
         "server_rss_mb": {"after_load": round(rss_before), "after_requests": round(rss_after)},
@@ -246,7 +259,7 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "command": "bench/serving.py " + " ".join(sys.argv[1:]),
     }
-    out = ROOT / "bench" / "results" / f"serving_{args.customers}.json"
+    out = args.out or ROOT / "bench" / "results" / f"serving_{args.customers}_{args.rate:.0f}rps.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("\n| customers | rate req/s | achieved | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | start s | RSS MB |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -5,14 +5,15 @@ storefront keeps working while the pipeline runs, and it only ever sees versions
 every publish check. At start, and whenever a `current` pointer moves, DuckDB turns each
 snapshot's Parquet into one JSON body per customer; a request is then a dictionary lookup.
 That keeps the per-request cost independent of the number of customers, at the price of memory
-(about 2 GB for 1,000,000 customers, measured by bench/serving.py) and a reload of a few seconds
-per million customers. An unknown customer id gets the popular products of the
+(about 3 GB for 1,000,000 customers, measured by bench/serving.py) and a load of about 20 s
+per million customers (the old index is served meanwhile, so a reload briefly needs twice the memory). An unknown customer id gets the popular products of the
 recommendations snapshot (`known: false`); segments and scores answer 404 for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -185,7 +186,12 @@ def load_index(publish_dir: Path) -> Index:
         }
         for p in popular
     ]
-    return Index(bodies, popular, current, datetime.now(UTC).isoformat())
+    index = Index(bodies, popular, current, datetime.now(UTC).isoformat())
+    # millions of long-lived bytes objects: take them out of the cyclic collector's scans, or a
+    # full collection pauses every request for tens of milliseconds (bench/serving.py's max)
+    gc.collect()
+    gc.freeze()
+    return index
 
 
 def _pointers(publish_dir: Path) -> dict[str, str | None]:
