@@ -295,6 +295,9 @@ class RecommenderConfig(dg.Config):
         )
 
 
+# Customers who asked for erasure are not trained on, by any model: their history would shape other
+# customers' recommendations, the popularity fallback, the propensity models and the clusters.
+NOT_ERASED = "customer_key not in (select customer_key from marts.dim_customers where is_erasure_requested)"
 CUSTOMERS_SQL = """
 select customer_key, personalization_consent
 from marts.dim_customers
@@ -310,9 +313,10 @@ order by customer_key, as_of_date
 ITEMS_SQL = "select product_id, category, brand, price_band, is_active from marts.dim_products order by product_id"
 # Every input in a fixed order: a table's physical row order may change between builds (parallel
 # joins and windows), and LightFM's fit depends on the order interactions arrive in.
-INTERACTIONS_SQL = """
+INTERACTIONS_SQL = f"""
 select customer_key, product_id, interaction_type, occurred_at
 from marts.fct_customer_product_interactions
+where {NOT_ERASED}
 order by customer_key, product_id, occurred_at, interaction_type
 """
 
@@ -487,10 +491,11 @@ def candidates_reference_known_customers_and_active_products(tessera: TesseraRes
 
 PROPENSITY_KEY = dg.AssetKey(["ml", "propensity_scores"])
 PROPENSITY_EXPERIMENT = "tessera-propensity"
-SNAPSHOTS_SQL = """
+SNAPSHOTS_SQL = f"""
 select f.*, l.purchased_next_30d, l.churned_next_30d
 from marts.customer_feature_snapshots as f
 left join marts.customer_propensity_labels as l using (customer_key, as_of_date)
+where f.{NOT_ERASED}
 order by f.as_of_date, f.customer_key
 """
 
@@ -610,7 +615,7 @@ def customer_clusters(
     started = time.perf_counter()
     settings = tessera.settings()
     with tessera.duckdb(read_only=True) as con:
-        features = con.execute("select * from marts.customer_features order by customer_key").df()
+        features = con.execute(f"select * from marts.customer_features where {NOT_ERASED} order by customer_key").df()
     buyers = features[features["frequency"] > 0].reset_index(drop=True)
     result = cluster_customers(
         buyers, k_range=range(config.k_min, config.k_max + 1), seed=settings.seed, fit_sample=config.fit_sample

@@ -17,7 +17,7 @@ import dagster as dg
 
 from orchestration.dbt import model_key
 from orchestration.metadata import run_metadata, table_metadata
-from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
+from orchestration.ml import CLUSTERS_KEY, NOT_ERASED, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import snapshots
@@ -97,6 +97,14 @@ SEGMENT_HISTORY = (
 )
 
 
+def consented(channel: str, purpose: str, customer_key: str) -> str:
+    """SQL: the customer has granted `purpose` on `channel` (marts.customer_consents, docs/privacy.md)."""
+    return f"""exists (
+        select 1 from marts.customer_consents as k
+        where k.customer_key = {customer_key} and k.channel = '{channel}' and k.purpose = '{purpose}' and k.granted
+    )"""
+
+
 # Email audiences: the one export that carries contact details (email, first name), because an
 # email tool needs them. Treatment group only (the control group is held out of the campaign),
 # with email-marketing consent and an address. One CSV per segment.
@@ -110,20 +118,23 @@ def email_audience(kind: str) -> Export:
         inner join marts.dim_customers as c on c.customer_key = s.customer_key
         where s.{kind}_segment is not null
           and s.{kind}_holdout_group = 'treatment'
-          and c.email_marketing_consent
+          and {consented("email", "marketing", "s.customer_key")}
           and c.email is not null
         order by s.customer_key
         """,
         "csv",
         per="segment",
         pii=("email", "first_name"),
+        consent=("email", "marketing"),
     )
 
 
+# The personalised feed: customers who have not consented to personalisation are left out (the
+# serving API gives them the popular products instead).
 RECOMMENDATION_FEED = Export(
     "recommendations",
-    "One JSON object per customer: source, model version and the ranked items.",
-    """
+    "One JSON object per customer with web-personalisation consent: source, model version and the ranked items.",
+    f"""
     select
         customer_key,
         any_value(source) as source,
@@ -132,11 +143,13 @@ RECOMMENDATION_FEED = Export(
             struct_pack(rank := rank, product_id := product_id, product_name := product_name, category := category, score := score)
             order by rank
         ) as items
-    from {table}
+    from {{table}} as r
+    where {consented("web", "personalization", "r.customer_key")}
     group by customer_key
     order by customer_key
     """,
     "jsonl",
+    consent=("web", "personalization"),
 )
 
 # What a storefront shows a customer it does not know (the serving API's fallback): active
@@ -145,13 +158,14 @@ RECOMMENDATION_FEED = Export(
 POPULAR_PRODUCTS = Export(
     "popular_products",
     "Active products ranked by distinct buyers, at most max_per_category per category (the recommender's cap).",
-    """
+    f"""
     with counts as (
         select
             i.product_id,
             count(distinct i.customer_key) filter (where i.interaction_type = 'purchase') as buyers,
             count(distinct i.customer_key) as customers
         from marts.fct_customer_product_interactions as i
+        where i.{NOT_ERASED}
         group by i.product_id
     ),
     ranked as (
@@ -199,7 +213,7 @@ PUBLISHED = (
         inner join marts.dim_products as p on p.product_id = r.product_id and p.is_active
         order by r.customer_key, r.rank
         """,
-        (RECOMMENDER_KEY, model_key("dim_customers"), model_key("dim_products")),
+        (RECOMMENDER_KEY, model_key("dim_customers"), model_key("dim_products"), model_key("customer_consents")),
         exports=(RECOMMENDATION_FEED, POPULAR_PRODUCTS),
     ),
     Published(
@@ -231,7 +245,13 @@ PUBLISHED = (
         left join marts.customer_rule_segments as r on r.customer_key = s.customer_key
         order by s.customer_key
         """,
-        (model_key("customer_rfm"), model_key("dim_customers"), model_key("customer_rule_segments"), CLUSTERS_KEY),
+        (
+            model_key("customer_rfm"),
+            model_key("dim_customers"),
+            model_key("customer_rule_segments"),
+            CLUSTERS_KEY,
+            model_key("customer_consents"),
+        ),
         (
             EVERY_ACTIVE_CUSTOMER,
             Validation(

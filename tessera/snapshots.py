@@ -43,6 +43,8 @@ class Export:
     format: str  # "csv" or "jsonl"
     per: str | None = None  # one file per distinct value of this column of the result
     pii: tuple[str, ...] = ()
+    # the (channel, purpose) consent every customer in it has; the SQL applies it, the manifest says it
+    consent: tuple[str, str] | None = None
 
     def __post_init__(self):
         if self.format not in ("csv", "jsonl"):
@@ -119,6 +121,7 @@ def _export_file(export: Export, path: Path, rows: int, directory: Path, value=N
         **({"per": export.per, "value": value} if export.per else {}),
         "rows": rows,
         "pii": list(export.pii),
+        "consent": "/".join(export.consent) if export.consent else None,
         "description": export.description,
     }
 

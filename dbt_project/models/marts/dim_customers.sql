@@ -21,44 +21,22 @@ cluster_nodes as (
     group by customer_key
 ),
 
-privacy as (
-    select
-        coalesce(rc.customer_key, re.customer_key) as customer_key,
-        p.request_type,
-        p.channel,
-        p.purpose,
-        p.granted,
-        p.requested_at
-    from {{ ref('stg_privacy') }} as p
-    left join {{ ref('int_identities_resolved') }} as rc on rc.node_key = 'crm:' || p.customer_id
-    left join {{ ref('int_identities_resolved') }} as re on re.node_key = 'email:' || p.email
-    where p.invalid_reason is null
-),
-
-consent as (
+-- consent per channel and purpose as columns consent_<channel>_<purpose> (customer_consents)
+consents as (
     select
         customer_key,
-        {{ tessera.latest_value('granted', 'requested_at') }} as email_marketing_consent
-    from privacy
-    where request_type = 'consent' and channel in ('email', 'all') and purpose in ('marketing', 'all')
-    group by customer_key
-),
-
--- Personalisation is opt-out: without a record it is allowed; the latest personalization (or
--- 'all') consent record decides otherwise.
-personalization as (
-    select
-        customer_key,
-        {{ tessera.latest_value('granted', 'requested_at') }} as personalization_consent
-    from privacy
-    where request_type = 'consent' and purpose in ('personalization', 'all')
+        {%- for c in var('consent_purposes') %}
+        max(case when channel = '{{ c.channel }}' and purpose = '{{ c.purpose }}' and granted then 1 else 0 end) = 1
+            as consent_{{ c.channel }}_{{ c.purpose }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ ref('customer_consents') }}
     group by customer_key
 ),
 
 erasure as (
     select customer_key, max(requested_at) as erasure_requested_at
-    from privacy
-    where request_type = 'erasure'
+    from {{ ref('int_privacy_requests_resolved') }}
+    where request_type = 'erasure' and customer_key is not null
     group by customer_key
 ),
 
@@ -119,8 +97,12 @@ select
     g.loyalty_card,
     coalesce(n.cookie_count, 0) as cookie_count,
     coalesce(n.pos_receipt_count, 0) as pos_receipt_count,
-    coalesce(c.email_marketing_consent, false) as email_marketing_consent,
-    coalesce(pz.personalization_consent, true) as personalization_consent,
+    -- the two every output uses; every pair of var('consent_purposes') follows as its own column
+    coalesce(k.consent_email_marketing, false) as email_marketing_consent,
+    coalesce(k.consent_web_personalization, true) as personalization_consent,
+    {%- for c in var('consent_purposes') %}
+    k.consent_{{ c.channel }}_{{ c.purpose }},
+    {%- endfor %}
     e.erasure_requested_at is not null as is_erasure_requested,
     g.first_signup_at,
     g.last_profile_update_at,
@@ -137,6 +119,5 @@ select
     g.loyalty_card_source
 from golden as g
 left join cluster_nodes as n on n.customer_key = g.customer_key
-left join consent as c on c.customer_key = g.customer_key
-left join personalization as pz on pz.customer_key = g.customer_key
+left join consents as k on k.customer_key = g.customer_key
 left join erasure as e on e.customer_key = g.customer_key

@@ -20,6 +20,8 @@ renamed as (
             when lower(trim(request_type)) is null or lower(trim(request_type)) not in ('consent', 'erasure') then 'unknown request_type'
             when {{ tessera.clean_text('customer_id') }} is null and {{ tessera.normalise_email('email') }} is null then 'no customer_id or email'
             when lower(trim(request_type)) = 'consent' and lower(trim(granted)) not in ('true', 'false') then 'consent without granted true/false'
+            when lower(trim(request_type)) = 'consent' and coalesce(lower(trim(channel)), 'all') not in {{ tessera.consent_values('channel') }} then 'unknown consent channel'
+            when lower(trim(request_type)) = 'consent' and coalesce(lower(trim(purpose)), 'all') not in {{ tessera.consent_values('purpose') }} then 'unknown consent purpose'
             when {{ tessera.to_utc_timestamp('requested_at') }} is null then 'unparseable requested_at'
         end,
             {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('requested_at'), 'requested_at') }},
