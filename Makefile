@@ -15,6 +15,9 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export TESSERA_DATA_DIR ?= $(CURDIR)/data
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := false
+# demo mode: publishing with the built-in pseudonym salt is allowed (docs/privacy.md); a deployment
+# sets TESSERA_MODE=production and a secret TESSERA_PSEUDONYM_SALT
+export TESSERA_MODE ?= demo
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 MANIFEST := dbt_project/target/manifest.json

@@ -6,7 +6,7 @@
 
 1. Scales the demo's current published snapshots (recommendations, segments, scores, from
    TESSERA_PUBLISH_DIR or data/publish) to `--customers` by copying each customer under new keys
-   (`<key>-<copy>`). The rows keep the real published schema; the copies are not new behaviour.
+   (`<customer_pkey>-<copy>`). The rows keep the real published schema; the copies are not new behaviour.
    They are written with tessera/snapshots.py into a bench publish directory, as a publish would.
 2. Starts `tessera serve` on 127.0.0.1 as a separate process and times its start (the load of
    every snapshot into memory); records its resident memory.
@@ -68,9 +68,9 @@ def scale_snapshots(source_dir: Path, target_dir: Path, customers: int) -> list[
     con.execute(
         f"""
         create table keys as
-        select customer_key as source_key, customer_key || '-' || c.copy as customer_key
+        select customer_pkey as source_key, customer_pkey || '-' || c.copy as customer_pkey
         from read_parquet('{seg}') cross join range({copies}) as c(copy)
-        order by c.copy, customer_key limit {customers}
+        order by c.copy, customer_pkey limit {customers}
         """
     )
     now = datetime.now(UTC)
@@ -79,8 +79,8 @@ def scale_snapshots(source_dir: Path, target_dir: Path, customers: int) -> list[
         con.execute(
             f"""
             create or replace table scaled as
-            select t.* replace (k.customer_key as customer_key)
-            from read_parquet('{snap.parquet}') as t inner join keys as k on k.source_key = t.customer_key
+            select t.* replace (k.customer_pkey as customer_pkey)
+            from read_parquet('{snap.parquet}') as t inner join keys as k on k.source_key = t.customer_pkey
             """
         )
         exports = ()
@@ -91,7 +91,7 @@ def scale_snapshots(source_dir: Path, target_dir: Path, customers: int) -> list[
             con, target_dir, name, "scaled", version, published_at=now, run_id="bench", checks=[], exports=exports
         )
         snapshots.set_current(target_dir, name, version)
-    keys = [r[0] for r in con.execute("select customer_key from keys").fetchall()]
+    keys = [r[0] for r in con.execute("select customer_pkey from keys").fetchall()]
     con.close()
     return keys
 

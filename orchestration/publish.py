@@ -20,7 +20,7 @@ from orchestration.metadata import run_metadata, table_metadata
 from orchestration.ml import CLUSTERS_KEY, NOT_ERASED, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
-from tessera import snapshots
+from tessera import pseudonym, snapshots
 from tessera.db import table_exists
 from tessera.holdout import holdout_group_sql
 from tessera.quality import record_pass
@@ -61,18 +61,18 @@ class Published:
 SEGMENT_HISTORY = (
     """
     create table if not exists publish.customer_segment_history (
-        customer_key varchar, segment_type varchar, segment varchar, valid_from date, valid_to date
+        customer_pkey varchar, segment_type varchar, segment varchar, valid_from date, valid_to date
     )
     """,
     """
     create or replace temp table __segment_memberships as
-    select customer_key, 'rfm' as segment_type, rfm_segment as segment, cast(as_of_date as date) as as_of_date
+    select customer_pkey, 'rfm' as segment_type, rfm_segment as segment, cast(as_of_date as date) as as_of_date
     from publish.customer_segments
     union all
-    select customer_key, 'cluster', cast(cluster_id as varchar) || ': ' || cluster_description, cast(as_of_date as date)
+    select customer_pkey, 'cluster', cast(cluster_id as varchar) || ': ' || cluster_description, cast(as_of_date as date)
     from publish.customer_segments where cluster_id is not null
     union all
-    select customer_key, 'rule', rule_segment, cast(as_of_date as date)
+    select customer_pkey, 'rule', rule_segment, cast(as_of_date as date)
     from publish.customer_segments where rule_segment is not null
     """,
     """
@@ -81,27 +81,29 @@ SEGMENT_HISTORY = (
     where h.valid_to is null
       and not exists (
           select 1 from __segment_memberships as m
-          where m.customer_key = h.customer_key and m.segment_type = h.segment_type and m.segment = h.segment
+          where m.customer_pkey = h.customer_pkey and m.segment_type = h.segment_type and m.segment = h.segment
       )
     """,
     """
-    insert into publish.customer_segment_history
-    select m.customer_key, m.segment_type, m.segment, m.as_of_date, null
+    insert into publish.customer_segment_history (customer_pkey, segment_type, segment, valid_from, valid_to)
+    select m.customer_pkey, m.segment_type, m.segment, m.as_of_date, null
     from __segment_memberships as m
     where not exists (
         select 1 from publish.customer_segment_history as h
         where h.valid_to is null
-          and h.customer_key = m.customer_key and h.segment_type = m.segment_type and h.segment = m.segment
+          and h.customer_pkey = m.customer_pkey and h.segment_type = m.segment_type and h.segment = m.segment
     )
     """,
 )
 
 
-def consented(channel: str, purpose: str, customer_key: str) -> str:
-    """SQL: the customer has granted `purpose` on `channel` (marts.customer_consents, docs/privacy.md)."""
+def consented(channel: str, purpose: str, customer_pkey: str) -> str:
+    """SQL: the customer with this published key has granted `purpose` on `channel`
+    (marts.customer_consents, docs/privacy.md)."""
     return f"""exists (
         select 1 from marts.customer_consents as k
-        where k.customer_key = {customer_key} and k.channel = '{channel}' and k.purpose = '{purpose}' and k.granted
+        where customer_pkey(k.customer_key) = {customer_pkey}
+          and k.channel = '{channel}' and k.purpose = '{purpose}' and k.granted
     )"""
 
 
@@ -113,14 +115,14 @@ def email_audience(kind: str) -> Export:
         f"email_audience_{kind}",
         f"Customers of each {kind} segment to email: treatment group, email-marketing consent, with an address.",
         f"""
-        select s.customer_key, c.email, c.first_name, s.{kind}_segment as segment, s.{kind}_holdout_group as holdout_group
+        select s.customer_pkey, c.email, c.first_name, s.{kind}_segment as segment, s.{kind}_holdout_group as holdout_group
         from {{table}} as s
-        inner join marts.dim_customers as c on c.customer_key = s.customer_key
+        inner join marts.dim_customers as c on customer_pkey(c.customer_key) = s.customer_pkey
         where s.{kind}_segment is not null
           and s.{kind}_holdout_group = 'treatment'
-          and {consented("email", "marketing", "s.customer_key")}
+          and {consented("email", "marketing", "s.customer_pkey")}
           and c.email is not null
-        order by s.customer_key
+        order by s.customer_pkey
         """,
         "csv",
         per="segment",
@@ -136,7 +138,7 @@ RECOMMENDATION_FEED = Export(
     "One JSON object per customer with web-personalisation consent: source, model version and the ranked items.",
     f"""
     select
-        customer_key,
+        customer_pkey,
         any_value(source) as source,
         any_value(model_version) as model_version,
         list(
@@ -144,9 +146,9 @@ RECOMMENDATION_FEED = Export(
             order by rank
         ) as items
     from {{table}} as r
-    where {consented("web", "personalization", "r.customer_key")}
-    group by customer_key
-    order by customer_key
+    where {consented("web", "personalization", "r.customer_pkey")}
+    group by customer_pkey
+    order by customer_pkey
     """,
     "jsonl",
     consent=("web", "personalization"),
@@ -195,7 +197,7 @@ POPULAR_PRODUCTS = Export(
 EVERY_ACTIVE_CUSTOMER = Validation(
     "every_active_customer_present",
     "Every customer in dim_customers without an erasure request has a row.",
-    f"select count(*) from ({ACTIVE_CUSTOMERS}) a where a.customer_key not in (select customer_key from {{table}})",
+    f"select count(*) from ({ACTIVE_CUSTOMERS}) a where customer_pkey(a.customer_key) not in (select customer_pkey from {{table}})",
 )
 
 PUBLISHED = (
@@ -206,12 +208,12 @@ PUBLISHED = (
         "whether a list is personalised, ranked from features (no history) or popular (no usable "
         "features, or no personalisation consent).",
         """
-        select r.customer_key, r.rank, r.product_id, p.product_name, p.category, r.score, r.source,
+        select customer_pkey(r.customer_key) as customer_pkey, r.rank, r.product_id, p.product_name, p.category, r.score, r.source,
             r.model_run_id, r.model_version
         from ml.recommendation_candidates as r
         inner join marts.dim_customers as c on c.customer_key = r.customer_key and not c.is_erasure_requested
         inner join marts.dim_products as p on p.product_id = r.product_id and p.is_active
-        order by r.customer_key, r.rank
+        order by customer_pkey, r.rank
         """,
         (RECOMMENDER_KEY, model_key("dim_customers"), model_key("dim_products"), model_key("customer_consents")),
         exports=(RECOMMENDATION_FEED, POPULAR_PRODUCTS),
@@ -224,7 +226,7 @@ PUBLISHED = (
         "(control or treatment) in a campaign on that segment, a deterministic holdout_share in control.",
         """
         select
-            s.customer_key,
+            customer_pkey(s.customer_key) as customer_pkey,
             s.rfm_segment,
             s.r_score,
             s.f_score,
@@ -243,7 +245,7 @@ PUBLISHED = (
         inner join marts.dim_customers as c on c.customer_key = s.customer_key and not c.is_erasure_requested
         left join ml.customer_clusters as k on k.customer_key = s.customer_key
         left join marts.customer_rule_segments as r on r.customer_key = s.customer_key
-        order by s.customer_key
+        order by customer_pkey
         """,
         (
             model_key("customer_rfm"),
@@ -277,7 +279,7 @@ PUBLISHED = (
         """
         with scores as (
             select
-                s.customer_key,
+                customer_pkey(s.customer_key) as customer_pkey,
                 s.recency_days,
                 s.frequency,
                 s.monetary,
@@ -299,7 +301,7 @@ PUBLISHED = (
             case when churn_risk_30d is not null then round(100 * percent_rank() over (
                 partition by churn_risk_30d is null order by churn_risk_30d), 1) end as churn_risk_percentile
         from scores
-        order by customer_key
+        order by customer_pkey
         """,
         (model_key("customer_rfm"), model_key("dim_customers"), PROPENSITY_KEY),
         (
@@ -326,6 +328,19 @@ def sql_parameters(settings) -> dict[str, str]:
         "rule_holdout": holdout_group_sql("'rule:' || r.rule_segment", "s.customer_key", settings.holdout_share),
         "holdout_share": f"cast({float(settings.holdout_share)!r} as double)",
     }
+
+
+def rekey_published_tables(con, log) -> None:
+    """Published tables keyed by customer_key (written before pseudonymous keys) are re-keyed in
+    place: customer_key is replaced by customer_pkey, so no internal key stays published."""
+    rows = con.execute(
+        "select table_name from information_schema.columns where table_schema = 'publish' and column_name = 'customer_key'"
+    ).fetchall()
+    for (table,) in rows:
+        con.execute(f"alter table publish.{table} add column if not exists customer_pkey varchar")
+        con.execute(f"update publish.{table} set customer_pkey = customer_pkey(customer_key)")
+        con.execute(f"alter table publish.{table} drop column customer_key")
+        log.info(f"publish.{table}: customer_key replaced by customer_pkey (docs/privacy.md)")
 
 
 def run_validations(con, spec: Published, candidate: str) -> list[tuple[Validation, int]]:
@@ -439,9 +454,13 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
     def _publish(context: dg.AssetExecutionContext, tessera: TesseraResource):
         started = time.perf_counter()
         settings = tessera.settings()
+        # refuses the public demo salt outside demo mode, before anything is built
+        pseudonym.check_salt(settings.pseudonym_salt, settings.mode)
         candidate = f"publish.{spec.name}__next"
         with tessera.duckdb() as con:
+            pseudonym.install(con, settings.pseudonym_salt)
             con.execute("create schema if not exists publish")
+            rekey_published_tables(con, context.log)
             con.execute(f"create or replace table {candidate} as {spec.sql.format(**sql_parameters(settings))}")
             results = run_validations(con, spec, candidate)
             # recorded as the row-count baseline only once this version is published

@@ -8,7 +8,8 @@ What a suite file holds besides its expectations (`meta`):
 - `table`: the table it describes (a caller may validate another, e.g. a publish candidate).
 - `references`: foreign keys, each {"as", "column", "table", "key"}. The batch gets a boolean
   column named `as`: true when `column` is NULL or its value is a `key` of `table`, so referential
-  integrity is an ordinary expectation on that column.
+  integrity is an ordinary expectation on that column. With "key_function" (a SQL macro's name,
+  e.g. customer_pkey), the batch's value is compared with key_function(key).
 
 Derived columns the batch always carries (added to a suite's exact column set automatically):
 - `_gx_table_rows`: the whole table's row count, so a row-count expectation holds on a sample.
@@ -206,8 +207,11 @@ def _batch_sql(
         column, alias = _ident(ref["column"]), _ident(ref["as"])
         # coalesce: `false or NULL` is NULL, and expectations skip NULLs
         derived.append(f"coalesce(t.{column} is null or r{i}.found, false) as {alias}")
+        key = _ident(ref["key"])
+        if ref.get("key_function"):
+            key = f"{_ident(ref['key_function'])}({key})"
         joins.append(
-            f"left join (select distinct {_ident(ref['key'])} as k, true as found from {ref['table']}) as r{i} "
+            f"left join (select distinct {key} as k, true as found from {ref['table']}) as r{i} "
             f"on r{i}.k = t.{column}"
         )
     return f"select t.*, {', '.join(derived)} from {base} as t {' '.join(joins)}"

@@ -52,7 +52,7 @@ class RecommendedItem(BaseModel):
 
 
 class Recommendations(BaseModel):
-    customer_key: str
+    customer_pkey: str
     known: bool = Field(description="False: the id is not in the published snapshot; items are the popular fallback.")
     source: str = Field(description="personalised, cold_start_features, popularity or popular_fallback")
     model_version: str | None
@@ -60,7 +60,7 @@ class Recommendations(BaseModel):
 
 
 class Segments(BaseModel):
-    customer_key: str
+    customer_pkey: str
     rfm_segment: str
     # R, F and M scores are null for prospects (no order yet): docs/rfm.md
     r_score: int | None
@@ -76,7 +76,7 @@ class Segments(BaseModel):
 
 
 class Scores(BaseModel):
-    customer_key: str
+    customer_pkey: str
     recency_days: int | None
     frequency: int
     monetary: float
@@ -110,8 +110,8 @@ class NotFound(BaseModel):
 
 BODY_SQL = {
     RECOMMENDATIONS: """
-        select customer_key, to_json(struct_pack(
-            customer_key := customer_key,
+        select customer_pkey, to_json(struct_pack(
+            customer_pkey := customer_pkey,
             known := true,
             source := any_value(source),
             model_version := any_value(model_version),
@@ -119,11 +119,11 @@ BODY_SQL = {
                 rank := rank, product_id := product_id, product_name := product_name,
                 category := category, score := score) order by rank)
         ))
-        from read_parquet(?) group by customer_key
+        from read_parquet(?) group by customer_pkey
     """,
     SEGMENTS: """
-        select customer_key, to_json(struct_pack(
-            customer_key := customer_key, rfm_segment := rfm_segment,
+        select customer_pkey, to_json(struct_pack(
+            customer_pkey := customer_pkey, rfm_segment := rfm_segment,
             r_score := r_score, f_score := f_score, m_score := m_score,
             cluster_id := cluster_id, cluster_description := cluster_description,
             rule_segment := rule_segment, rule_segment_priority := rule_segment_priority,
@@ -133,8 +133,8 @@ BODY_SQL = {
         from read_parquet(?)
     """,
     SCORES: """
-        select customer_key, to_json(struct_pack(
-            customer_key := customer_key, recency_days := recency_days, frequency := frequency,
+        select customer_pkey, to_json(struct_pack(
+            customer_pkey := customer_pkey, recency_days := recency_days, frequency := frequency,
             monetary := cast(monetary as double), average_order_value := cast(average_order_value as double),
             tenure_days := tenure_days, rfm_score := rfm_score,
             purchase_propensity_30d := purchase_propensity_30d,
@@ -225,10 +225,10 @@ class Server:
                 log.exception("reload failed; still serving %s", seen)
                 return False
 
-    def fallback(self, customer_key: str, limit: int) -> bytes:
+    def fallback(self, customer_pkey: str, limit: int) -> bytes:
         return orjson.dumps(
             {
-                "customer_key": customer_key,
+                "customer_pkey": customer_pkey,
                 "known": False,
                 "source": "popular_fallback",
                 "model_version": None,
@@ -262,7 +262,7 @@ def create_app(publish_dir: Path, reload_seconds: float = 60.0, default_limit: i
         lifespan=lifespan,
     )
     app.state.server = server
-    customer_key = PathParam(min_length=1, max_length=MAX_KEY_LENGTH, description="The published customer_key")
+    customer_pkey = PathParam(min_length=1, max_length=MAX_KEY_LENGTH, description="The published customer_pkey")
     not_found = {404: {"model": NotFound, "description": "The customer is not in the published snapshot"}}
 
     @app.get("/health", response_model=Health, tags=["operations"])
@@ -279,16 +279,16 @@ def create_app(publish_dir: Path, reload_seconds: float = 60.0, default_limit: i
             last_reload_error=server.last_reload_error,
         )
 
-    @app.get("/v1/customers/{customer_key}/recommendations", response_model=Recommendations, tags=["customers"])
+    @app.get("/v1/customers/{customer_pkey}/recommendations", response_model=Recommendations, tags=["customers"])
     async def recommendations(
-        customer_key: str = customer_key,
+        customer_pkey: str = customer_pkey,
         limit: int | None = Query(None, ge=1, le=MAX_LIMIT, description="At most this many items"),
     ) -> Response:
         index = server.index
         version = index.versions[RECOMMENDATIONS].version
-        body = index.bodies[RECOMMENDATIONS].get(customer_key)
+        body = index.bodies[RECOMMENDATIONS].get(customer_pkey)
         if body is None:
-            return _json(server.fallback(customer_key, limit or server.default_limit), version)
+            return _json(server.fallback(customer_pkey, limit or server.default_limit), version)
         if limit is not None:
             parsed = orjson.loads(body)
             if len(parsed["items"]) > limit:
@@ -296,23 +296,23 @@ def create_app(publish_dir: Path, reload_seconds: float = 60.0, default_limit: i
                 body = orjson.dumps(parsed)
         return _json(body, version)
 
-    def lookup(name: str, customer_key: str) -> Response:
+    def lookup(name: str, customer_pkey: str) -> Response:
         index = server.index
-        body = index.bodies[name].get(customer_key)
+        body = index.bodies[name].get(customer_pkey)
         if body is None:
-            return JSONResponse({"detail": f"customer {customer_key!r} is not in the published {name}"}, 404)
+            return JSONResponse({"detail": f"customer {customer_pkey!r} is not in the published {name}"}, 404)
         return _json(body, index.versions[name].version)
 
     def row_endpoint(name: str):
-        async def endpoint(customer_key: str = customer_key) -> Response:
-            return lookup(name, customer_key)
+        async def endpoint(customer_pkey: str = customer_pkey) -> Response:
+            return lookup(name, customer_pkey)
 
         endpoint.__name__ = name.removeprefix("customer_")
         return endpoint
 
     for name, model in ((SEGMENTS, Segments), (SCORES, Scores)):
         app.add_api_route(
-            f"/v1/customers/{{customer_key}}/{name.removeprefix('customer_')}",
+            f"/v1/customers/{{customer_pkey}}/{name.removeprefix('customer_')}",
             row_endpoint(name),
             methods=["GET"],
             response_model=model,

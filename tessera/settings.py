@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tessera.pseudonym import DEMO_SALT
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
@@ -49,6 +51,8 @@ class Settings:
     serve_host: str
     serve_port: int
     serve_reload_seconds: float
+    pseudonym_salt: str
+    mode: str
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -133,6 +137,10 @@ def load_settings() -> Settings:
         serve_host=os.environ.get("TESSERA_SERVE_HOST", "127.0.0.1"),
         serve_port=int(os.environ.get("TESSERA_SERVE_PORT", "8000")),
         serve_reload_seconds=_non_negative("TESSERA_SERVE_RELOAD_SECONDS", "60"),
+        # published keys are salted hashes (tessera/pseudonym.py); the built-in salt is refused
+        # outside demo mode. `make` targets run in demo mode; a deployment sets both.
+        pseudonym_salt=os.environ.get("TESSERA_PSEUDONYM_SALT") or DEMO_SALT,
+        mode=_choice("TESSERA_MODE", "production", ("demo", "production")),
     )
 
 
@@ -171,6 +179,13 @@ def _rate(name: str, default: str) -> float:
     value = float(os.environ.get(name, default))
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a share between 0 and 1, got {value}")
+    return value
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 

@@ -15,6 +15,8 @@ import pytest
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# as under `make test`: the built-in pseudonym salt is allowed on generated data
+os.environ.setdefault("TESSERA_MODE", "demo")
 
 # 100 days: enough history for the 60-day-old feature snapshot the propensity models train on
 SMALL = dict(customers=300, days=100, seed=7, end_date=date(2026, 10, 31))
@@ -28,6 +30,16 @@ def con():
     c = duckdb.connect()
     yield c
     c.close()
+
+
+def with_pkeys(con):
+    """Define customer_pkey(customer_key) on `con` with the salt the pipeline publishes with, so
+    tests can join published tables (keyed by customer_pkey) with the marts."""
+    from tessera import pseudonym
+    from tessera.settings import load_settings
+
+    pseudonym.install(con, load_settings().pseudonym_salt)
+    return con
 
 
 def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:

@@ -11,13 +11,13 @@ import yaml
 from tessera import snapshots
 from tessera.generate import GenerateConfig, generate
 from tessera.settings import load_settings
-from tests.conftest import SMALL, run_job, use_data_dir
+from tests.conftest import SMALL, run_job, use_data_dir, with_pkeys
 
 DBT_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project" / "dbt_project.yml"
 
 
 def frame(settings, sql) -> pd.DataFrame:
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = with_pkeys(duckdb.connect(str(settings.duckdb_path), read_only=True))
     try:
         return con.execute(sql).df()
     finally:
@@ -135,12 +135,10 @@ def revoked(tmp_path_factory):
 
 
 def keys_of(settings, ids) -> set[str]:
+    """The published (pseudonymous) keys of the people with these CRM ids."""
     nodes = ", ".join(f"'crm:{i}'" for i in ids)
-    return set(
-        frame(settings, f"select customer_key from intermediate.int_identities_resolved where node_key in ({nodes})")[
-            "customer_key"
-        ]
-    )
+    sql = f"select customer_pkey(customer_key) as k from intermediate.int_identities_resolved where node_key in ({nodes})"
+    return set(frame(settings, sql)["k"])
 
 
 def test_revoked_marketing_consent_keeps_customers_out_of_every_email_audience(revoked):
@@ -152,14 +150,16 @@ def test_revoked_marketing_consent_keeps_customers_out_of_every_email_audience(r
     audiences = [f for f in snap.manifest["files"] if f.get("export", "").startswith("email_audience")]
     assert audiences and all(f["consent"] == "email/marketing" for f in audiences)
     sent = pd.concat([pd.read_csv(snap.path / f["path"]) for f in audiences])
-    assert not keys & set(sent["customer_key"])
+    assert not keys & set(sent["customer_pkey"])
     # they are still published (segments, scores): consent limits what is sent, not who is counted
-    published = frame(settings, "select customer_key, rfm_holdout_group from publish.customer_segments")
-    mine = published[published["customer_key"].isin(keys)]
+    published = frame(settings, "select customer_pkey, rfm_holdout_group from publish.customer_segments")
+    mine = published[published["customer_pkey"].isin(keys)]
     assert len(mine) == len(keys)
     # and most of them would have been emailed: treatment group, with an address
-    emailable = frame(settings, "select customer_key from marts.dim_customers where email is not null")
-    would = set(mine[mine["rfm_holdout_group"] == "treatment"]["customer_key"]) & set(emailable["customer_key"])
+    emailable = frame(
+        settings, "select customer_pkey(customer_key) as customer_pkey from marts.dim_customers where email is not null"
+    )
+    would = set(mine[mine["rfm_holdout_group"] == "treatment"]["customer_pkey"]) & set(emailable["customer_pkey"])
     assert len(would) >= 15
 
 
@@ -169,19 +169,20 @@ def test_revoked_personalisation_keeps_customers_out_of_the_feed_and_off_persona
     assert len(keys) >= 25
     snap = snapshots.current_snapshot(settings.publish_dir, "customer_recommendations")
     feed = [json.loads(line) for line in (snap.path / "exports" / "recommendations.jsonl").read_text().splitlines()]
-    fed = {line["customer_key"] for line in feed}
+    fed = {line["customer_pkey"] for line in feed}
     assert not keys & fed
     # everyone else who consents is in it
-    published = set(frame(settings, "select customer_key from publish.customer_recommendations")["customer_key"])
+    published = set(frame(settings, "select customer_pkey from publish.customer_recommendations")["customer_pkey"])
     consenting = set(
         frame(
             settings,
-            "select customer_key from marts.customer_consents where channel = 'web' and purpose = 'personalization' and granted",
-        )["customer_key"]
+            "select customer_pkey(customer_key) as customer_pkey from marts.customer_consents "
+            "where channel = 'web' and purpose = 'personalization' and granted",
+        )["customer_pkey"]
     )
     assert fed == published & consenting
-    sources = frame(settings, "select distinct customer_key, source from publish.customer_recommendations")
-    assert set(sources[sources["customer_key"].isin(keys)]["source"]) == {"popularity"}
+    sources = frame(settings, "select distinct customer_pkey, source from publish.customer_recommendations")
+    assert set(sources[sources["customer_pkey"].isin(keys)]["source"]) == {"popularity"}
 
 
 def test_consent_records_naming_an_unknown_channel_or_purpose_are_quarantined(revoked):

@@ -95,7 +95,7 @@ def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(t
             """
             select
                 (select count(*) - count(distinct (customer_key, rank)) from ml.recommendation_candidates),
-                (select count(*) - count(distinct (customer_key, rank)) from publish.customer_recommendations),
+                (select count(*) - count(distinct (customer_pkey, rank)) from publish.customer_recommendations),
                 (select count(*) - count(distinct order_id) from marts.fct_orders),
                 (select count(*) - count(distinct (_source_file, _source_row)) from raw.orders)
             """

@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 from tessera.holdout import holdout_group_sql
+from tests.conftest import with_pkeys
 
 MILLION = "(select 'C' || lpad(cast(range as varchar), 7, '0') as k from range(1000000))"
 
@@ -46,14 +47,18 @@ def test_no_campaign_no_group_and_a_share_out_of_range_is_refused(con):
 def test_published_segments_carry_each_customers_group(pipeline):
     _, settings = pipeline
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as db:
+        with_pkeys(db)
+        # the groups are drawn on the internal customer_key; the table carries the pseudonymous key
         rows = db.execute(
-            "select customer_key, rfm_segment, rule_segment, rfm_holdout_group, rule_holdout_group, holdout_share "
-            "from publish.customer_segments"
+            "select customer_pkey, rfm_segment, rule_segment, rfm_holdout_group, rule_holdout_group, holdout_share "
+            "from publish.customer_segments order by 1"
         ).fetchall()
         expected = db.execute(
-            f"select customer_key, {holdout_group_sql(chr(39) + 'rfm:' + chr(39) + ' || rfm_segment', 'customer_key', 0.1)}, "
-            f"{holdout_group_sql(chr(39) + 'rule:' + chr(39) + ' || rule_segment', 'customer_key', 0.1)} "
-            "from publish.customer_segments"
+            f"select customer_pkey(c.customer_key), "
+            f"{holdout_group_sql(chr(39) + 'rfm:' + chr(39) + ' || s.rfm_segment', 'c.customer_key', 0.1)}, "
+            f"{holdout_group_sql(chr(39) + 'rule:' + chr(39) + ' || s.rule_segment', 'c.customer_key', 0.1)} "
+            "from publish.customer_segments s join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey "
+            "order by 1"
         ).fetchall()
     assert len(rows) > 100
     assert {r[5] for r in rows} == {0.1}

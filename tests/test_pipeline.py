@@ -7,13 +7,13 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import materialized_keys
+from tests.conftest import materialized_keys, with_pkeys
 
 
 @pytest.fixture(scope="module")
 def db(pipeline):
     _, settings = pipeline
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = with_pkeys(duckdb.connect(str(settings.duckdb_path), read_only=True))
     yield con
     con.close()
 
@@ -89,14 +89,14 @@ def test_every_recommendation_names_an_existing_customer_and_active_product(db):
         db,
         """
         select count(*) from publish.customer_recommendations r
-        left join marts.dim_customers c on c.customer_key = r.customer_key
+        left join marts.dim_customers c on customer_pkey(c.customer_key) = r.customer_pkey
         left join marts.dim_products p on p.product_id = r.product_id
         where c.customer_key is null or p.product_id is null or not p.is_active
         """,
     )
     assert orphans == [(0,)]
     assert q(
-        db, "select max(n), min(n) from (select count(*) n from publish.customer_recommendations group by customer_key)"
+        db, "select max(n), min(n) from (select count(*) n from publish.customer_recommendations group by customer_pkey)"
     ) == [(10, 10)]
     # already-bought products are not recommended again, except to customers who withdrew
     # personalisation consent: their list is the plain popularity list, their history unused
@@ -104,8 +104,8 @@ def test_every_recommendation_names_an_existing_customer_and_active_product(db):
         db,
         """
         select c.personalization_consent, count(*) from publish.customer_recommendations r
-        join marts.fct_order_items i on i.customer_key = r.customer_key and i.product_id = r.product_id and i.status = 'completed'
-        join marts.dim_customers c on c.customer_key = r.customer_key
+        join marts.dim_customers c on customer_pkey(c.customer_key) = r.customer_pkey
+        join marts.fct_order_items i on i.customer_key = c.customer_key and i.product_id = r.product_id and i.status = 'completed'
         group by all
         """,
     )
@@ -121,7 +121,7 @@ def test_customers_who_withdrew_personalisation_consent_get_only_popular_product
             db,
             """
             select case when c.personalization_consent then 'consent' else 'no consent' end, string_agg(distinct r.source, ',')
-            from publish.customer_recommendations r join marts.dim_customers c using (customer_key)
+            from publish.customer_recommendations r join marts.dim_customers c on customer_pkey(c.customer_key) = r.customer_pkey
             group by 1
             """,
         )
@@ -133,9 +133,9 @@ def test_customers_who_withdrew_personalisation_consent_get_only_popular_product
         db,
         """
         select count(distinct products) from (
-            select customer_key, string_agg(product_id, ',' order by rank) as products
-            from publish.customer_recommendations r join marts.dim_customers c using (customer_key)
-            where not c.personalization_consent group by customer_key
+            select r.customer_pkey, string_agg(product_id, ',' order by rank) as products
+            from publish.customer_recommendations r join marts.dim_customers c on customer_pkey(c.customer_key) = r.customer_pkey
+            where not c.personalization_consent group by r.customer_pkey
         )
         """,
     )[0]
@@ -166,7 +166,7 @@ def test_erased_customers_are_not_published(db):
         db,
         """
         select count(*) from publish.customer_segments s
-        join marts.dim_customers c using (customer_key) where c.is_erasure_requested
+        join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey where c.is_erasure_requested
         """,
     )
     assert leaked == [(0,)]
@@ -253,7 +253,7 @@ def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline)
     (n_products,) = q(db, "select count(*) from marts.dim_products")[0]
     assert len(mappings["items"]) == n_products
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    customer = q(db, "select min(customer_key) from publish.customer_recommendations")[0][0]
+    customer = q(db, "select min(customer_key) from ml.recommendation_candidates")[0][0]
     preds = model.predict(pd.DataFrame({"customer_key": [customer]}))
     assert len(preds) == 10 and set(preds["customer_key"]) == {customer}
 

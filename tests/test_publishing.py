@@ -7,13 +7,13 @@ import pytest
 
 from orchestration.publish import PUBLISHED
 from tessera import snapshots
-from tests.conftest import published_fingerprint, run_job
+from tests.conftest import published_fingerprint, run_job, with_pkeys
 
 NAMES = [spec.name for spec in PUBLISHED]
 
 
 def query(settings, sql):
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = with_pkeys(duckdb.connect(str(settings.duckdb_path), read_only=True))
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -47,35 +47,38 @@ def test_email_audiences_hold_only_treatment_customers_with_email_consent(pipeli
         r[0]
         for r in query(
             settings,
-            """select s.rfm_segment from publish.customer_segments s join marts.dim_customers c using (customer_key)
+            """select s.rfm_segment from publish.customer_segments s join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
                group by 1 having count(*) filter (where s.rfm_holdout_group = 'treatment' and c.email_marketing_consent and c.email is not null) = 0""",
         )
     }
     assert all(f["pii"] == ["email", "first_name"] for f in audiences)
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = with_pkeys(duckdb.connect(str(settings.duckdb_path), read_only=True))
     try:
         files = [str(snap.path / f["path"]) for f in audiences]
         con.execute(f"create temp table sent as select * from read_csv({files}, header = true, all_varchar = true)")
-        assert con.execute("select count(*) from sent").fetchall()[0][0] == sum(f["rows"] for f in audiences)
+        assert con.execute("select count(*), count(distinct customer_pkey) from sent").fetchall()[0] == (
+            (sum(f["rows"] for f in audiences),) * 2
+        )
         # nobody in control, nobody without consent; everyone eligible is there
         assert con.execute("select count(*) from sent where holdout_group <> 'treatment'").fetchall() == [(0,)]
         # each file holds its own segment
         assert con.execute(
-            "select count(*) from sent join publish.customer_segments s using (customer_key) where s.rfm_segment <> sent.segment"
+            "select count(*) from sent join publish.customer_segments s using (customer_pkey) where s.rfm_segment <> sent.segment"
         ).fetchall() == [(0,)]
         expected = con.execute(
-            """select count(*) from publish.customer_segments s join marts.dim_customers c using (customer_key)
+            """select count(*) from publish.customer_segments s join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
                where s.rfm_holdout_group = 'treatment' and c.email_marketing_consent and c.email is not null"""
         ).fetchall()[0][0]
         assert expected > 0
         assert (
             con.execute(
-                "select count(*) from sent join marts.dim_customers c using (customer_key) where c.email_marketing_consent and c.email = sent.email"
+                "select count(*) from sent join marts.dim_customers c on customer_pkey(c.customer_key) = sent.customer_pkey "
+                "where c.email_marketing_consent and c.email = sent.email"
             ).fetchall()[0][0]
             == expected
         )
         excluded = con.execute(
-            """select count(*) from publish.customer_segments s join marts.dim_customers c using (customer_key)
+            """select count(*) from publish.customer_segments s join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
                where s.rfm_holdout_group = 'control' or not c.email_marketing_consent"""
         ).fetchall()[0][0]
         assert excluded > 0
@@ -90,17 +93,17 @@ def test_the_recommendations_feed_has_one_line_per_consenting_customer_in_rank_o
     # every published customer with web-personalisation consent, once (docs/privacy.md)
     expected_keys = query(
         settings,
-        """select distinct r.customer_key from publish.customer_recommendations r
-           join marts.customer_consents k using (customer_key)
+        """select distinct r.customer_pkey from publish.customer_recommendations r
+           join marts.customer_consents k on customer_pkey(k.customer_key) = r.customer_pkey
            where k.channel = 'web' and k.purpose = 'personalization' and k.granted order by 1""",
     )
-    assert [line["customer_key"] for line in lines] == [r[0] for r in expected_keys]
-    published = query(settings, "select count(distinct customer_key) from publish.customer_recommendations")[0][0]
+    assert [line["customer_pkey"] for line in lines] == [r[0] for r in expected_keys]
+    published = query(settings, "select count(distinct customer_pkey) from publish.customer_recommendations")[0][0]
     assert 0 < len(lines) < published  # the demo has customers without that consent
     first = lines[0]
     expected = query(
         settings,
-        f"select product_id from publish.customer_recommendations where customer_key = '{first['customer_key']}' order by rank",
+        f"select product_id from publish.customer_recommendations where customer_pkey = '{first['customer_pkey']}' order by rank",
     )
     assert [i["product_id"] for i in first["items"]] == [r[0] for r in expected]
     assert [i["rank"] for i in first["items"]] == list(range(1, len(expected) + 1))

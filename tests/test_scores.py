@@ -15,6 +15,7 @@ from ml.propensity import (
     train_propensity,
 )
 from orchestration.publish import PUBLISHED, run_validations
+from tests.conftest import with_pkeys
 
 
 def _snapshot(as_of: str, n: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -73,13 +74,14 @@ def _segments_spec():
 
 
 def test_segment_collapse_against_the_published_version_fails_the_gate():
-    con = duckdb.connect()
+    con = with_pkeys(duckdb.connect())
     con.execute("create schema marts; create schema publish")
     con.execute(
         "create table marts.dim_customers as select 'k' || i as customer_key, false as is_erasure_requested from range(100) t(i)"
     )
     con.execute(
-        "create table publish.customer_segments as select 'k' || i as customer_key, 'Champions' as rfm_segment from range(100) t(i)"
+        "create table publish.customer_segments as "
+        "select customer_pkey('k' || i) as customer_pkey, 'Champions' as rfm_segment from range(100) t(i)"
     )
     healthy = "create or replace table publish.customer_segments__next as select * from publish.customer_segments"
     con.execute(healthy)
@@ -89,20 +91,22 @@ def test_segment_collapse_against_the_published_version_fails_the_gate():
     }
     con.execute(
         "create or replace table publish.customer_segments__next as "
-        "select customer_key, case when customer_key < 'k2' then 'Champions' else 'Lost' end as rfm_segment from publish.customer_segments"
+        "select customer_pkey('k' || i) as customer_pkey, case when i < 20 then 'Champions' else 'Lost' end as rfm_segment "
+        "from range(100) t(i)"
     )
     results = {v.name: n for v, n in run_validations(con, _segments_spec(), "publish.customer_segments__next")}
     assert results["segment_sizes_do_not_collapse"] == 1
 
 
 def test_a_missing_customer_fails_the_gate():
-    con = duckdb.connect()
+    con = with_pkeys(duckdb.connect())
     con.execute("create schema marts; create schema publish")
     con.execute(
         "create table marts.dim_customers as select 'k' || i as customer_key, false as is_erasure_requested from range(10) t(i)"
     )
     con.execute(
-        "create table publish.customer_segments__next as select 'k' || i as customer_key, 'Lost' as rfm_segment from range(9) t(i)"
+        "create table publish.customer_segments__next as "
+        "select customer_pkey('k' || i) as customer_pkey, 'Lost' as rfm_segment from range(9) t(i)"
     )
     results = {v.name: n for v, n in run_validations(con, _segments_spec(), "publish.customer_segments__next")}
     assert results["every_active_customer_present"] == 1
@@ -132,7 +136,7 @@ def test_segment_history_records_who_entered_and_left_and_when():
         con.execute(
             "create or replace table publish.customer_segments as select * from (values "
             + ", ".join(f"('{k}', '{s}', null::integer, null::varchar, null::varchar, date '{as_of}')" for k, s in rows)
-            + ") t(customer_key, rfm_segment, cluster_id, cluster_description, rule_segment, as_of_date)"
+            + ") t(customer_pkey, rfm_segment, cluster_id, cluster_description, rule_segment, as_of_date)"
         )
         for sql in SEGMENT_HISTORY:
             con.execute(sql)
@@ -141,7 +145,7 @@ def test_segment_history_records_who_entered_and_left_and_when():
     publish([("a", "Champions"), ("b", "Lost")], "2026-10-01")  # re-publish: nothing changes
     publish([("a", "At Risk"), ("b", "Lost")], "2026-11-01")
     rows = con.execute(
-        "select customer_key, segment, valid_from, valid_to from publish.customer_segment_history order by all"
+        "select customer_pkey, segment, valid_from, valid_to from publish.customer_segment_history order by all"
     ).fetchall()
     import datetime as dt
 

@@ -16,9 +16,9 @@ from tessera import snapshots
 from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, create_app
 
 PATHS = {
-    RECOMMENDATIONS: "/v1/customers/{customer_key}/recommendations",
-    SEGMENTS: "/v1/customers/{customer_key}/segments",
-    SCORES: "/v1/customers/{customer_key}/scores",
+    RECOMMENDATIONS: "/v1/customers/{customer_pkey}/recommendations",
+    SEGMENTS: "/v1/customers/{customer_pkey}/segments",
+    SCORES: "/v1/customers/{customer_pkey}/scores",
 }
 
 
@@ -63,7 +63,7 @@ def sample_keys(publish_dir) -> list[str]:
     # customers of every recommendation source, with and without a rule segment and a churn risk
     keys = set()
     for name, column in ((RECOMMENDATIONS, "source"), (SEGMENTS, "rule_segment"), (SCORES, "churn_risk_30d is null")):
-        for r in rows(publish_dir, name, f"select {column} as v, min(customer_key) as k from t group by 1"):
+        for r in rows(publish_dir, name, f"select {column} as v, min(customer_pkey) as k from t group by 1"):
             keys.add(r["k"])
     return sorted(keys)
 
@@ -81,11 +81,11 @@ def test_every_response_conforms_to_the_spec(client, spec, published):
     assert len(keys) >= 4
     for key in [*keys, "no-such-customer"]:
         for path in PATHS.values():
-            response = client.get(path.format(customer_key=key))
+            response = client.get(path.format(customer_pkey=key))
             conforms(spec, path, response)
     conforms(spec, "/health", client.get("/health"))
     # a limit out of range is refused with the declared validation error
-    bad = client.get(PATHS[RECOMMENDATIONS].format(customer_key=keys[0]), params={"limit": 0})
+    bad = client.get(PATHS[RECOMMENDATIONS].format(customer_pkey=keys[0]), params={"limit": 0})
     assert bad.status_code == 422
     conforms(spec, PATHS[RECOMMENDATIONS], bad)
 
@@ -93,25 +93,25 @@ def test_every_response_conforms_to_the_spec(client, spec, published):
 def test_a_known_customer_gets_the_published_rows(client, published):
     key = sample_keys(published.publish_dir)[0]
     expected = rows(
-        published.publish_dir, RECOMMENDATIONS, f"select * from t where customer_key = '{key}' order by rank"
+        published.publish_dir, RECOMMENDATIONS, f"select * from t where customer_pkey = '{key}' order by rank"
     )
-    body = client.get(PATHS[RECOMMENDATIONS].format(customer_key=key)).json()
+    body = client.get(PATHS[RECOMMENDATIONS].format(customer_pkey=key)).json()
     assert body["known"] is True and body["source"] == expected[0]["source"]
     assert [i["product_id"] for i in body["items"]] == [r["product_id"] for r in expected]
     assert [i["score"] for i in body["items"]] == pytest.approx([r["score"] for r in expected])
     assert body["model_version"] == expected[0]["model_version"]
-    assert len(client.get(PATHS[RECOMMENDATIONS].format(customer_key=key), params={"limit": 2}).json()["items"]) == 2
+    assert len(client.get(PATHS[RECOMMENDATIONS].format(customer_pkey=key), params={"limit": 2}).json()["items"]) == 2
 
-    segment = rows(published.publish_dir, SEGMENTS, f"select * from t where customer_key = '{key}'")[0]
-    got = client.get(PATHS[SEGMENTS].format(customer_key=key))
+    segment = rows(published.publish_dir, SEGMENTS, f"select * from t where customer_pkey = '{key}'")[0]
+    got = client.get(PATHS[SEGMENTS].format(customer_pkey=key))
     assert got.headers["x-tessera-snapshot"] == snapshots.current_version(published.publish_dir, SEGMENTS)
     got = got.json()
     for column in ("rfm_segment", "r_score", "cluster_id", "rule_segment", "rfm_holdout_group", "rule_holdout_group"):
         assert got[column] == segment[column]
     assert got["as_of_date"] == segment["as_of_date"].isoformat()
 
-    score = rows(published.publish_dir, SCORES, f"select * from t where customer_key = '{key}'")[0]
-    got = client.get(PATHS[SCORES].format(customer_key=key)).json()
+    score = rows(published.publish_dir, SCORES, f"select * from t where customer_pkey = '{key}'")[0]
+    got = client.get(PATHS[SCORES].format(customer_pkey=key)).json()
     assert got["purchase_propensity_30d"] == pytest.approx(score["purchase_propensity_30d"])
     assert got["monetary"] == pytest.approx(float(score["monetary"]))
 
@@ -119,9 +119,9 @@ def test_a_known_customer_gets_the_published_rows(client, published):
 def test_an_unknown_customer_gets_the_popular_products_and_404_elsewhere(client, published):
     snap = snapshots.current_snapshot(published.publish_dir, RECOMMENDATIONS)
     popular = [json.loads(line) for line in (snap.path / "exports" / "popular_products.jsonl").read_text().splitlines()]
-    body = client.get(PATHS[RECOMMENDATIONS].format(customer_key="someone-new"), params={"limit": 5}).json()
+    body = client.get(PATHS[RECOMMENDATIONS].format(customer_pkey="someone-new"), params={"limit": 5}).json()
     assert body == {
-        "customer_key": "someone-new",
+        "customer_pkey": "someone-new",
         "known": False,
         "source": "popular_fallback",
         "model_version": None,
@@ -136,8 +136,8 @@ def test_an_unknown_customer_gets_the_popular_products_and_404_elsewhere(client,
             for p in popular[:5]
         ],
     }
-    assert client.get(PATHS[SEGMENTS].format(customer_key="someone-new")).status_code == 404
-    assert client.get(PATHS[SCORES].format(customer_key="someone-new")).status_code == 404
+    assert client.get(PATHS[SEGMENTS].format(customer_pkey="someone-new")).status_code == 404
+    assert client.get(PATHS[SCORES].format(customer_pkey="someone-new")).status_code == 404
 
 
 def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published, tmp_path):
@@ -147,15 +147,15 @@ def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published,
     server = app.state.server
     with TestClient(app) as c:
         key, gone = sample_keys(publish_dir)[:2]
-        before = c.get(PATHS[SEGMENTS].format(customer_key=key)).json()
-        assert c.get(PATHS[SEGMENTS].format(customer_key=gone)).status_code == 200
+        before = c.get(PATHS[SEGMENTS].format(customer_pkey=key)).json()
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey=gone)).status_code == 200
         assert server.reload_if_moved() is False  # nothing moved
 
         con = duckdb.connect()
         current = snapshots.current_snapshot(publish_dir, SEGMENTS).parquet
         con.execute(
-            f"create table t as select * replace (case when customer_key = '{key}' then 'Reloaded' else rfm_segment end as rfm_segment) "
-            f"from read_parquet('{current}') where customer_key <> '{gone}'"
+            f"create table t as select * replace (case when customer_pkey = '{key}' then 'Reloaded' else rfm_segment end as rfm_segment) "
+            f"from read_parquet('{current}') where customer_pkey <> '{gone}'"
         )
         now = datetime.now(UTC)
         snapshots.write_snapshot(
@@ -164,10 +164,10 @@ def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published,
         con.close()
         snapshots.set_current(publish_dir, SEGMENTS, "v-reloaded")
         assert server.reload_if_moved() is True
-        after = c.get(PATHS[SEGMENTS].format(customer_key=key))
+        after = c.get(PATHS[SEGMENTS].format(customer_pkey=key))
         assert after.json()["rfm_segment"] == "Reloaded" != before["rfm_segment"]
         assert after.headers["x-tessera-snapshot"] == "v-reloaded"
-        assert c.get(PATHS[SEGMENTS].format(customer_key=gone)).status_code == 404
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey=gone)).status_code == 404
 
         # a version whose Parquet is unreadable: the last good index stays, and /health says why
         broken = publish_dir / SEGMENTS / "versions" / "v-broken"
@@ -175,7 +175,7 @@ def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published,
         (broken / f"{SEGMENTS}.parquet").write_bytes(b"not parquet")
         snapshots.set_current(publish_dir, SEGMENTS, "v-broken")
         assert server.reload_if_moved() is False
-        assert c.get(PATHS[SEGMENTS].format(customer_key=key)).json()["rfm_segment"] == "Reloaded"
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey=key)).json()["rfm_segment"] == "Reloaded"
         health = c.get("/health").json()
         assert health["snapshots"][SEGMENTS]["version"] == "v-reloaded"
         assert "v-broken" in health["last_reload_error"] or "parquet" in health["last_reload_error"].lower()
