@@ -25,6 +25,7 @@ from tessera.db import table_exists
 from tessera.holdout import holdout_group_sql
 from tessera.quality import record_pass
 from tessera.snapshots import Export
+from tessera.uplift import uplift_sql
 
 PUBLISH_GROUP = "publish"
 ACTIVE_CUSTOMERS = "select customer_key from marts.dim_customers where not is_erasure_requested"
@@ -194,6 +195,38 @@ POPULAR_PRODUCTS = Export(
 )
 
 
+# Campaign assignments: who was in treatment or control of each segment's campaign on the day its
+# audience was published, kept internally with customer_key (never published) so the uplift can
+# follow their orders. Re-publishing the same day adds nothing.
+CAMPAIGN_ASSIGNMENTS = (
+    "create schema if not exists campaigns",
+    """
+    create table if not exists campaigns.assignments (
+        campaign varchar, customer_key varchar, holdout_group varchar, assigned_on date
+    )
+    """,
+    """
+    insert into campaigns.assignments
+    select n.campaign, n.customer_key, n.holdout_group, n.assigned_on
+    from (
+        select 'rfm:' || s.rfm_segment as campaign, c.customer_key, s.rfm_holdout_group as holdout_group,
+            cast(s.as_of_date as date) as assigned_on
+        from publish.customer_segments as s
+        inner join marts.dim_customers as c on customer_pkey(c.customer_key) = s.customer_pkey
+        union all
+        select 'rule:' || s.rule_segment, c.customer_key, s.rule_holdout_group, cast(s.as_of_date as date)
+        from publish.customer_segments as s
+        inner join marts.dim_customers as c on customer_pkey(c.customer_key) = s.customer_pkey
+        where s.rule_segment is not null
+    ) as n
+    where not exists (
+        select 1 from campaigns.assignments as a
+        where a.campaign = n.campaign and a.customer_key = n.customer_key and a.assigned_on = n.assigned_on
+    )
+    """,
+)
+
+
 EVERY_ACTIVE_CUSTOMER = Validation(
     "every_active_customer_present",
     "Every customer in dim_customers without an erasure request has a row.",
@@ -270,7 +303,7 @@ PUBLISHED = (
                 compares_with_published=True,
             ),
         ),
-        after_swap=SEGMENT_HISTORY,
+        after_swap=SEGMENT_HISTORY + CAMPAIGN_ASSIGNMENTS,
         exports=(email_audience("rfm"), email_audience("rule")),
     ),
     Published(
@@ -318,6 +351,27 @@ PUBLISHED = (
             ),
         ),
     ),
+    Published(
+        "campaign_uplift",
+        "Per campaign (a segment on the day its audience was published) whose window has ended: conversion "
+        "and revenue per customer of treatment against control, intention-to-treat, with confidence "
+        "intervals (tessera/uplift.py, docs/segments_and_scores.md).",
+        "{campaign_uplift}",
+        (dg.AssetKey(["publish", "customer_segments"]), model_key("fct_orders")),
+        (
+            Validation(
+                "uplift_intervals_hold_their_estimates",
+                "Each interval contains its estimate, conversions lie in [0, 1] and both groups have customers.",
+                """
+                select count(*) from {table}
+                where not (conversion_uplift between conversion_uplift_low and conversion_uplift_high)
+                   or not (revenue_uplift_per_customer between revenue_uplift_low and revenue_uplift_high)
+                   or treatment_conversion not between 0 and 1 or control_conversion not between 0 and 1
+                   or treatment_customers < 2 or control_customers < 2
+                """,
+            ),
+        ),
+    ),
 )
 
 
@@ -327,6 +381,12 @@ def sql_parameters(settings) -> dict[str, str]:
         "rfm_holdout": holdout_group_sql("'rfm:' || s.rfm_segment", "s.customer_key", settings.holdout_share),
         "rule_holdout": holdout_group_sql("'rule:' || r.rule_segment", "s.customer_key", settings.holdout_share),
         "holdout_share": f"cast({float(settings.holdout_share)!r} as double)",
+        "campaign_uplift": uplift_sql(
+            "select campaign, customer_key, holdout_group, assigned_on from campaigns.assignments",
+            "select customer_key, ordered_at, order_total_base as revenue from marts.fct_orders where status = 'completed'",
+            settings.uplift_window_days,
+            settings.uplift_confidence,
+        ),
     }
 
 

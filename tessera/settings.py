@@ -53,6 +53,8 @@ class Settings:
     serve_reload_seconds: float
     pseudonym_salt: str
     mode: str
+    uplift_window_days: int
+    uplift_confidence: float
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -141,6 +143,10 @@ def load_settings() -> Settings:
         # outside demo mode. `make` targets run in demo mode; a deployment sets both.
         pseudonym_salt=os.environ.get("TESSERA_PSEUDONYM_SALT") or DEMO_SALT,
         mode=_choice("TESSERA_MODE", "production", ("demo", "production")),
+        # campaign uplift (tessera/uplift.py): days after an audience is published that count,
+        # and the confidence level of the intervals
+        uplift_window_days=int(os.environ.get("TESSERA_UPLIFT_WINDOW_DAYS", "14")),
+        uplift_confidence=float(os.environ.get("TESSERA_UPLIFT_CONFIDENCE", "0.95")),
     )
 
 

@@ -48,7 +48,12 @@ GROUPS = {
     },
     "quarantine": {"quarantine/quarantined_records", "quarantine/source_reconciliation"},
     "ml": {"ml/recommendation_candidates", "ml/propensity_scores", "ml/customer_clusters"},
-    "publish": {"publish/customer_recommendations", "publish/customer_segments", "publish/customer_scores"},
+    "publish": {
+        "publish/customer_recommendations",
+        "publish/customer_segments",
+        "publish/customer_scores",
+        "publish/campaign_uplift",
+    },
 }
 
 
