@@ -16,6 +16,7 @@ from orchestration.ml import (
     propensity_scores,
     recommendation_candidates,
 )
+from orchestration.privacy import erasure_asset
 from orchestration.publish import publish_assets
 from orchestration.quality import gx_checks
 from orchestration.resources import TesseraResource
@@ -32,6 +33,7 @@ defs = dg.Definitions(
         recommendation_candidates,
         propensity_scores,
         customer_clusters,
+        erasure_asset,
         *publish_assets,
     ],
     asset_checks=[

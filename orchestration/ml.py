@@ -24,6 +24,7 @@ from ml.recommender import (
     with_feature_weight,
 )
 from ml.plots import grouped_bar_png
+from orchestration.privacy import ERASURE_KEY
 from ml.tracking import log_recommender_run
 from orchestration.dbt import model_key
 from orchestration.metadata import run_metadata, table_metadata
@@ -36,7 +37,8 @@ def gated_deps(*models: str) -> list[dg.AssetKey]:
     """The dbt models an ML asset reads, plus the gated marts upstream of them (see
     orchestration.quality.gated_marts_upstream): a failing marts gate holds the asset back."""
     keys = [model_key(m) for m in models]
-    return keys + [k for k in gated_marts_upstream(models) if k not in keys]
+    # after erasure: nothing of a person who asked for it is trained on (orchestration/privacy.py)
+    return keys + [k for k in gated_marts_upstream(models) if k not in keys] + [ERASURE_KEY]
 
 RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
 PUBLISHED_K = 10  # the published contract: top 10 per customer

@@ -18,6 +18,7 @@ import dagster as dg
 from orchestration.dbt import model_key
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.ml import CLUSTERS_KEY, NOT_ERASED, PROPENSITY_KEY, RECOMMENDER_KEY
+from orchestration.privacy import ERASURE_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import pseudonym, snapshots
@@ -489,6 +490,7 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
         key=key,
         # plus the gated marts upstream of its dbt inputs: a failing marts gate holds it back
         deps=list(spec.deps)
+        + [ERASURE_KEY]
         + [
             k
             for k in gated_marts_upstream(d.path[-1] for d in spec.deps if d.path[0] in ("marts", "intermediate"))

@@ -83,20 +83,22 @@ source_assets = [build_source_asset(s) for s in SOURCES]
 
 # Tables every source asset writes its own rows of, declared so the graph shows where the dbt
 # quarantine and reconciliation models read them from (no asset materializes them on its own).
+def _side_table(name: str, description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        ["raw", name], group_name=SOURCE_GROUP, description=description, kinds={"duckdb"}, owners=["team:data-platform"]
+    )
+
+
 load_tables = [
-    dg.AssetSpec(
-        ["raw", "load_rejects"],
-        group_name=SOURCE_GROUP,
-        description="Records the loaders could not parse or that hold a value over the size limit: "
+    _side_table(
+        "load_rejects",
+        "Records the loaders could not parse or that hold a value over the size limit: "
         "source, file, record number, reason and the content as delivered (tessera/landing.py).",
-        kinds={"duckdb"},
-        owners=["team:data-platform"],
     ),
-    dg.AssetSpec(
-        ["raw", "load_audit"],
-        group_name=SOURCE_GROUP,
-        description="Per landing file and load: records in the file (counted without DuckDB), loaded, quarantined.",
-        kinds={"duckdb"},
-        owners=["team:data-platform"],
+    _side_table(
+        "erased_rows", "Positions of raw rows and rejected lines an erasure request removed (tessera/erasure.py)."
+    ),
+    _side_table(
+        "load_audit", "Per landing file and load: records in the file (counted without DuckDB), loaded, quarantined."
     ),
 ]

@@ -74,6 +74,9 @@ class LoadReport:
 
 REJECTS_TABLE = "load_rejects"
 AUDIT_TABLE = "load_audit"
+# rows removed by an erasure request (tessera/erasure.py): positions only, no content; a file that
+# is loaded again is erased again
+ERASED_TABLE = "erased_rows"
 # DuckDB writes the records a CSV scan rejected to these temporary tables (dropped before each scan).
 _SCAN_REJECTS, _SCAN_SCANS = "tessera_scan_rejects", "tessera_scan_scans"
 _CSV_OPTIONS = (
@@ -194,6 +197,10 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection, source: Source, schema: str, 
         f"create table if not exists {audit} (source varchar, _source_file varchar, landing_records bigint, "
         "loaded_rows bigint, quarantined_rows bigint)"
     )
+    con.execute(
+        f"create table if not exists {schema}.{ERASED_TABLE} (source varchar, _source_file varchar, "
+        "_source_row bigint, stage varchar, request_id varchar)"
+    )
     # databases from before incremental loads: no fingerprint, so every file is read once more
     con.execute(f"alter table {audit} add column if not exists file_bytes bigint")
     con.execute(f"alter table {audit} add column if not exists file_hash varchar")
@@ -205,13 +212,14 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection, source: Source, schema: str, 
         con.execute(f"create or replace table {table} ({column_defs}, _source_file varchar, _source_row bigint)")
         con.execute(f"delete from {rejects} where source = ?", [source.name])
         con.execute(f"delete from {audit} where source = ?", [source.name])
+        con.execute(f"delete from {schema}.{ERASED_TABLE} where source = ?", [source.name])
         return True
     return False
 
 
 def _forget_file(con: duckdb.DuckDBPyConnection, source: Source, schema: str, file_name: str) -> None:
     con.execute(f"delete from {schema}.{source.name} where _source_file = ?", [file_name])
-    for name in (REJECTS_TABLE, AUDIT_TABLE):
+    for name in (REJECTS_TABLE, AUDIT_TABLE, ERASED_TABLE):
         con.execute(f"delete from {schema}.{name} where source = ? and _source_file = ?", [source.name, file_name])
 
 

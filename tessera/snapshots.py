@@ -68,7 +68,7 @@ def new_version(now: datetime, run_id: str) -> str:
     return now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + re.sub(r"[^0-9a-zA-Z]", "", run_id)[:8]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -167,7 +167,7 @@ def write_snapshot(
         for export in exports:
             files.extend(_write_export(con, export, table, tmp / "exports"))
         for f in files:
-            f["sha256"] = _sha256(tmp / f["path"])
+            f["sha256"] = file_sha256(tmp / f["path"])
             f["bytes"] = (tmp / f["path"]).stat().st_size
         manifest = {
             "format": MANIFEST_FORMAT,

@@ -12,7 +12,7 @@ from tessera.quality import TABLE_ROWS
 from tessera.settings import EXPECTATIONS_DIR
 
 GROUPS = {
-    "sources": {f"raw/{s.name}" for s in SOURCES} | {"raw/load_rejects", "raw/load_audit"},
+    "sources": {f"raw/{s.name}" for s in SOURCES} | {"raw/load_rejects", "raw/load_audit", "raw/erased_rows"},
     "reference": {
         "reference/countries",
         "reference/country_aliases",
@@ -48,6 +48,7 @@ GROUPS = {
     },
     "quarantine": {"quarantine/quarantined_records", "quarantine/source_reconciliation"},
     "ml": {"ml/recommendation_candidates", "ml/propensity_scores", "ml/customer_clusters"},
+    "privacy": {"privacy/erasure"},
     "publish": {
         "publish/customer_recommendations",
         "publish/customer_segments",

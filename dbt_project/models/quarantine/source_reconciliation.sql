@@ -4,7 +4,9 @@
     quarantined_at_load, quarantined_in_staging   rows of quarantined_records by stage
     valid_rows        rows the staging layer passes on (invalid_reason NULL; order lines as in
                       int_order_lines, which also rejects orphan lines and unknown products)
-    reconciles        landing = raw + quarantined at load, and raw = valid + quarantined in staging
+    erased_rows, erased_rejects   raw rows and rejected lines removed by an erasure request
+                      (raw.erased_rows, tessera/erasure.py)
+    reconciles        landing = raw + quarantined at load + erased, and raw = valid + quarantined in staging
     A singular test fails the build when a source does not reconcile. -#}
 {%- set staged = [
     ('customers', ref('stg_customers'), none),
@@ -51,6 +53,15 @@ quarantined as (
     group by source
 ),
 
+erased as (
+    select
+        source,
+        cast(sum(case when stage = 'raw' then 1 else 0 end) as bigint) as erased_rows,
+        cast(sum(case when stage = 'load_reject' then 1 else 0 end) as bigint) as erased_rejects
+    from {{ source('raw', 'erased_rows') }}
+    group by source
+),
+
 joined as (
     select
         c.source,
@@ -59,10 +70,13 @@ joined as (
         coalesce(q.quarantined_at_load, 0) as quarantined_at_load,
         c.valid_rows,
         coalesce(q.quarantined_in_staging, 0) as quarantined_in_staging,
-        coalesce(a.rejected_by_loader, 0) as rejected_by_loader
+        coalesce(a.rejected_by_loader, 0) as rejected_by_loader,
+        coalesce(e.erased_rows, 0) as erased_rows,
+        coalesce(e.erased_rejects, 0) as erased_rejects
     from counts as c
     left join audit as a on a.source = c.source
     left join quarantined as q on q.source = c.source
+    left join erased as e on e.source = c.source
 )
 
 select
@@ -77,7 +91,9 @@ select
         when landing_records = 0 then 0.0
         else cast(quarantined_at_load + quarantined_in_staging as double precision) / landing_records
     end as quarantine_rate,
-    landing_records = raw_rows + quarantined_at_load
-        and quarantined_at_load = rejected_by_loader
+    erased_rows,
+    erased_rejects,
+    landing_records = raw_rows + quarantined_at_load + erased_rows + erased_rejects
+        and quarantined_at_load + erased_rejects = rejected_by_loader
         and raw_rows = valid_rows + quarantined_in_staging as reconciles
 from joined

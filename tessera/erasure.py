@@ -1,0 +1,336 @@
+"""Right to erasure: remove a person from every layer, log it, and prove nothing is left.
+
+Runs after the customer view is built (the identity graph of this run knows every record of the
+person) and before any model is trained or anything is published:
+
+1. **Identifiers.** For each erasure request (intermediate.int_privacy_requests_resolved) the
+   person's customer_key, its published customer_pkey, and every node the identity graph gave it
+   (CRM ids, emails, phones, loyalty cards, store receipts, cookies), plus the request's own
+   CRM id and email, plus the ids of the person's orders. Identifiers the graph refused to
+   attach to anyone (an email two people share) are not the person's alone and are not used.
+2. **Suppression list.** privacy.erased_identifiers keeps sha256(salt:value) of each identifier,
+   never the value. Every later run matches raw rows against it too, so a landing file delivered
+   again, or a new event carrying an erased CRM id, is erased as well.
+3. **Raw.** Matching rows are found through the staging views (which normalise emails and
+   phones) and deleted from raw by file and row; their positions go to raw.erased_rows, which the
+   source reconciliation counts. Rejected lines (raw.load_rejects) mentioning an identifier go
+   too.
+4. **Everything built from raw.** Every base table in the other schemas loses the rows whose
+   identifier columns (customer_key, customer_pkey, customer_id, email, anonymous_id, order_id,
+   record ids, graph nodes...) hold an identifier, and rows whose free text (a quarantined line,
+   merge evidence) mentions one. dbt rebuilds the same from the cleaned raw next run.
+5. **Published snapshots.** Every retained version's files are rewritten without the person's
+   customer_pkey (and email, for audiences); the manifest records the rewrite.
+6. **Audit log.** privacy.erasure_log: request, when requested, when processed, the run, how many
+   identifiers of each kind, and the rows removed per table. No identifier is logged.
+
+The residue check (`residue`) hashes every text value of every table and every published file and
+counts those on the suppression list: it must be 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tessera import snapshots
+
+# how each raw source's rows are matched: the staging view and its identifier columns by kind
+RAW_MATCHES: dict[str, tuple[str, dict[str, str]]] = {
+    "customers": (
+        "stg_customers",
+        {"customer_id": "crm", "email": "email", "phone_e164": "phone", "loyalty_card": "card"},
+    ),
+    "orders": ("stg_orders", {"customer_id": "crm", "order_id": "order"}),
+    "order_items": ("stg_order_items", {"order_id": "order"}),
+    "pos_transactions": (
+        "stg_pos_transactions",
+        {"receipt_id": "pos", "loyalty_card": "card", "email": "email", "phone_e164": "phone"},
+    ),
+    "events": ("stg_events", {"customer_id": "crm", "anonymous_id": "cookie"}),
+    "email_events": ("stg_email_events", {"email": "email"}),
+    "privacy": ("stg_privacy", {"customer_id": "crm", "email": "email"}),
+}
+# columns of built tables that hold an identifier (any kind), and free-text columns that may quote one
+IDENTIFIER_COLUMNS = (
+    "customer_key",
+    "customer_pkey",
+    "customer_id",
+    "other_customer_id",
+    "source_customer_id",
+    "anchor_customer_id",
+    "email",
+    "phone_e164",
+    "loyalty_card",
+    "anonymous_id",
+    "order_id",
+    "receipt_id",
+    "record_id",
+    "record_l",
+    "record_r",
+    "node_value",
+)
+TEXT_COLUMNS = ("raw_content", "evidence")
+SKIPPED_SCHEMAS = ("raw", "privacy", "information_schema", "pg_catalog")
+# shorter values are not searched for inside free text (a substring of something else)
+MIN_TEXT_MATCH_CHARS = 6
+
+
+def value_hash(salt: str, value: str) -> str:
+    return hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()
+
+
+def ensure_tables(con) -> None:
+    con.execute("create schema if not exists privacy")
+    con.execute(
+        "create table if not exists privacy.erased_identifiers (request_id varchar, kind varchar, value_hash varchar)"
+    )
+    con.execute(
+        "create table if not exists privacy.erasure_log (request_id varchar, requested_at timestamp, "
+        "processed_at timestamp, run_id varchar, identifiers varchar, rows_removed varchar)"
+    )
+
+
+def _base_tables(con) -> list[tuple[str, str, list[str]]]:
+    rows = con.execute(
+        """
+        select c.table_schema, c.table_name, list(c.column_name order by c.ordinal_position)
+        from information_schema.columns as c
+        inner join information_schema.tables as t using (table_schema, table_name)
+        where t.table_type = 'BASE TABLE' and c.data_type = 'VARCHAR'
+        group by 1, 2 order by 1, 2
+        """
+    ).fetchall()
+    return [(s, t, cols) for s, t, cols in rows]
+
+
+def collect_identifiers(con, salt: str) -> int:
+    """Fill the temp table __erase(request_id, kind, value) and add new hashes to the suppression
+    list; returns the number of requests."""
+    con.execute(
+        """
+        create or replace temp table __requests as
+        select r.request_id, r.customer_key, r.requested_at, p.customer_id, p.email
+        from intermediate.int_privacy_requests_resolved as r
+        inner join staging.stg_privacy as p on p.request_id = r.request_id
+        where r.request_type = 'erasure'
+        """
+    )
+    con.execute(
+        """
+        create or replace temp table __erase as
+        select request_id, 'key' as kind, customer_key as value from __requests where customer_key is not null
+        union all
+        select request_id, 'pkey', customer_pkey(customer_key) from __requests where customer_key is not null
+        union all
+        select q.request_id, n.node_type, n.node_value
+        from __requests as q inner join intermediate.int_identities_resolved as n on n.customer_key = q.customer_key
+        union all
+        select request_id, 'crm', customer_id from __requests where customer_id is not null
+        union all
+        select request_id, 'email', email from __requests where email is not null
+        """
+    )
+    con.execute(
+        """
+        insert into __erase
+        select distinct e.request_id, 'order', o.order_id
+        from __erase as e inner join staging.stg_orders as o on o.customer_id = e.value
+        where e.kind = 'crm' and o.order_id is not null
+        """
+    )
+    con.execute("create or replace temp table __erase as select distinct * from __erase where value is not null")
+    con.execute("set variable tessera_erasure_salt = ?", [salt])
+    con.execute(
+        """
+        insert into privacy.erased_identifiers
+        select distinct e.request_id, e.kind, sha256(getvariable('tessera_erasure_salt') || ':' || e.value)
+        from __erase as e
+        where not exists (
+            select 1 from privacy.erased_identifiers as h
+            where h.value_hash = sha256(getvariable('tessera_erasure_salt') || ':' || e.value)
+        )
+        """
+    )
+    return con.execute("select count(*) from __requests").fetchall()[0][0]
+
+
+def _hashed(column: str) -> str:
+    return f"sha256(getvariable('tessera_erasure_salt') || ':' || {column})"
+
+
+def erase_raw(con) -> dict[str, int]:
+    """Delete raw rows holding an identifier of this run's requests or of the suppression list."""
+    removed: dict[str, int] = {}
+    con.execute(
+        "create or replace temp table __raw_rows (source varchar, _source_file varchar, _source_row bigint, "
+        "request_id varchar)"
+    )
+    for source, (view, columns) in RAW_MATCHES.items():
+        for column in columns:
+            con.execute(
+                f"""
+                insert into __raw_rows
+                select '{source}', s._source_file, s._source_row, min(h.request_id)
+                from staging.{view} as s
+                inner join privacy.erased_identifiers as h on h.value_hash = {_hashed(f"s.{column}")}
+                where s.{column} is not null
+                group by 1, 2, 3
+                """
+            )
+    con.execute(
+        "create or replace temp table __raw_rows as select distinct on (source, _source_file, _source_row) * from __raw_rows"
+    )
+    for source in RAW_MATCHES:
+        n = con.execute(
+            f"""
+            delete from raw.{source} as r using __raw_rows as x
+            where x.source = '{source}' and x._source_file = r._source_file and x._source_row = r._source_row
+            """
+        ).fetchall()[0][0]
+        removed[f"raw.{source}"] = n
+    con.execute(
+        "insert into raw.erased_rows select source, _source_file, _source_row, 'raw', request_id from __raw_rows"
+    )
+    # rejected lines are not parsed: search their text for the values of this run's requests
+    con.execute(
+        f"""
+        create or replace temp table __reject_rows as
+        select distinct r.source, r._source_file, r._source_row, min(e.request_id) as request_id
+        from raw.load_rejects as r inner join __erase as e
+            on length(e.value) >= {MIN_TEXT_MATCH_CHARS} and contains(lower(r.raw_content), lower(e.value))
+        group by 1, 2, 3
+        """
+    )
+    removed["raw.load_rejects"] = con.execute(
+        """
+        delete from raw.load_rejects as r using __reject_rows as x
+        where x.source = r.source and x._source_file = r._source_file and x._source_row = r._source_row
+        """
+    ).fetchall()[0][0]
+    con.execute(
+        "insert into raw.erased_rows select source, _source_file, _source_row, 'load_reject', request_id from __reject_rows"
+    )
+    return removed
+
+
+def erase_built(con) -> dict[str, int]:
+    """Delete the person's rows from every base table outside raw: identifier columns by value,
+    graph node keys, free text by substring."""
+    removed: dict[str, int] = {}
+    con.execute("create or replace temp table __values as select distinct value from __erase")
+    con.execute("create or replace temp table __node_keys as select distinct kind || ':' || value as k from __erase")
+    for schema, table, columns in _base_tables(con):
+        if schema in SKIPPED_SCHEMAS or table.startswith("__"):
+            continue
+        conditions = [f"{c} in (select value from __values)" for c in columns if c in IDENTIFIER_COLUMNS]
+        if "node_key" in columns:
+            conditions.append("node_key in (select k from __node_keys)")
+        conditions += [
+            f"exists (select 1 from __values as v where length(v.value) >= {MIN_TEXT_MATCH_CHARS} "
+            f"and contains({c}, v.value))"
+            for c in columns
+            if c in TEXT_COLUMNS
+        ]
+        if not conditions:
+            continue
+        n = con.execute(f"delete from {schema}.{table} where {' or '.join(conditions)}").fetchall()[0][0]
+        if n:
+            removed[f"{schema}.{table}"] = n
+    return removed
+
+
+READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
+WRITERS = {"parquet": "format parquet", "csv": "format csv, header true", "jsonl": "format json"}
+
+
+def _snapshot_files(publish_dir: Path):
+    """(name, version, version directory, manifest, file entry) of every retained version."""
+    if not publish_dir.exists():
+        return
+    for name_dir in sorted(p for p in publish_dir.iterdir() if (p / snapshots.POINTER).exists()):
+        for version in snapshots.versions(publish_dir, name_dir.name):
+            path = name_dir / "versions" / version
+            manifest = json.loads((path / snapshots.MANIFEST).read_text())
+            for f in manifest["files"]:
+                yield name_dir.name, version, path, manifest, f
+
+
+def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
+    """Rewrite every retained snapshot version without the person (by customer_pkey, and email)."""
+    removed: dict[str, int] = {}
+    changed: dict[Path, dict] = {}
+    for name, version, path, manifest, f in _snapshot_files(publish_dir):
+        file = path / f["path"]
+        reader = f"{READERS[f['format']]}('{file.as_posix()}')"
+        columns = [r[0] for r in con.execute(f"describe select * from {reader}").fetchall()]
+        where = " or ".join(f"{c} in (select value from __values)" for c in ("customer_pkey", "email") if c in columns)
+        if not where or not (n := con.execute(f"select count(*) from {reader} where {where}").fetchall()[0][0]):
+            continue
+        tmp = file.with_name(f".{file.name}.erasure.tmp")
+        con.execute(f"copy (select * from {reader} where not ({where})) to '{tmp.as_posix()}' ({WRITERS[f['format']]})")
+        os.replace(tmp, file)
+        f.update(rows=f["rows"] - n, sha256=snapshots.file_sha256(file), bytes=file.stat().st_size)
+        if f["path"] == f"{name}.parquet":
+            manifest["rows"] -= n
+        removed[f"{name}/{version}/{f['path']}"] = n
+        changed[path] = manifest
+    for path, manifest in changed.items():
+        manifest.setdefault("erasures", []).append({"rewritten_at": now.isoformat()})
+        tmp = path / f".{snapshots.MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        os.replace(tmp, path / snapshots.MANIFEST)
+    return removed
+
+
+def apply_erasures(con, salt: str, publish_dir: Path, run_id: str, now: datetime | None = None) -> dict:
+    """Steps 1-6 of the module docstring; the connection needs pseudonym.install()."""
+    now = now or datetime.now(UTC)
+    ensure_tables(con)
+    requests = collect_identifiers(con, salt)
+    removed = {**erase_raw(con), **erase_built(con), **erase_snapshots(con, publish_dir, now)}
+    kinds = dict(con.execute("select kind, count(*) from __erase group by 1 order by 1").fetchall())
+    # a request is processed once: its own record is erased with the rest (a re-delivered one
+    # comes back, is processed again, and logged again)
+    for request_id, requested_at in con.execute("select request_id, requested_at from __requests").fetchall():
+        per_request = dict(
+            con.execute(
+                "select kind, count(*) from __erase where request_id = ? group by 1 order by 1", [request_id]
+            ).fetchall()
+        )
+        con.execute(
+            "insert into privacy.erasure_log values (?, ?, ?, ?, ?, ?)",
+            [request_id, requested_at, now, run_id, json.dumps(per_request), json.dumps(removed)],
+        )
+    return {"requests": requests, "identifiers": kinds, "removed": removed}
+
+
+def _count_listed(con, relation: str, column: str) -> int:
+    """Values of `column` in `relation` whose hash, as is or lower-cased and trimmed, is listed."""
+    listed = "in (select value_hash from __hashes)"
+    return con.execute(
+        f"select count(*) from {relation} as t where t.{column} is not null "
+        f"and ({_hashed(f't.{column}')} {listed} or {_hashed(f'lower(trim(t.{column}))')} {listed})"
+    ).fetchall()[0][0]
+
+
+def residue(con, publish_dir: Path) -> dict[str, int]:
+    """Every text value of every table (raw included) and every published file whose hash is on the
+    suppression list, counted per place. Empty: nothing of an erased person is left."""
+    found: dict[str, int] = {}
+    con.execute("create or replace temp table __hashes as select distinct value_hash from privacy.erased_identifiers")
+    for schema, table, columns in _base_tables(con):
+        if schema == "privacy" or table.startswith("__"):
+            continue
+        for c in columns:
+            if n := _count_listed(con, f"{schema}.{table}", c):
+                found[f"{schema}.{table}.{c}"] = n
+    for name, version, path, _, f in _snapshot_files(publish_dir):
+        reader = f"{READERS[f['format']]}('{(path / f['path']).as_posix()}')"
+        for column, kind, *_ in con.execute(f"describe select * from {reader}").fetchall():
+            if kind == "VARCHAR" and (n := _count_listed(con, reader, column)):
+                found[f"{name}/{version}/{f['path']}:{column}"] = n
+    return found

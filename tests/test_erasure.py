@@ -1,0 +1,174 @@
+"""Right to erasure end to end: requests in a privacy delivery remove three people from every
+table and published file, the audit log says what went, and a re-delivered file brings nothing
+back. The identifiers checked are read from the landing files here, independently of the code
+under test."""
+
+import json
+
+import duckdb
+import pandas as pd
+import pytest
+
+from tessera import snapshots
+from tessera.generate import GenerateConfig, generate
+from tessera.settings import load_settings
+from tests.conftest import SMALL, run_job, use_data_dir
+
+READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
+
+
+def landing_identifiers(landing, ids: list[str]) -> set[str]:
+    """Every identifier of these CRM customers in the landing files: ids, emails, cards, order
+    ids, cookies they logged in with, store receipts with their card or email."""
+    customers = pd.read_csv(landing / "customers" / "customers.csv", dtype=str)
+    mine = customers[customers["customer_id"].isin(ids)]
+    emails = set(mine["email"].dropna().str.strip().str.lower())
+    cards = set(mine["loyalty_card"].dropna())
+    orders = pd.read_csv(landing / "orders" / "orders.csv", dtype=str)
+    order_ids = set(orders[orders["customer_id"].isin(ids)]["order_id"])
+    events = pd.concat(pd.read_json(p, lines=True, dtype=str) for p in sorted((landing / "events").glob("*.jsonl")))
+    cookies = set(events[events["customer_id"].isin(ids)]["anonymous_id"].dropna())
+    pos = pd.read_csv(landing / "pos_transactions" / "pos_transactions.csv", dtype=str)
+    receipts = set(
+        pos[pos["loyalty_card"].isin(cards) | pos["email"].str.strip().str.lower().isin(emails)]["receipt_id"]
+    )
+    return set(ids) | emails | cards | order_ids | cookies | receipts
+
+
+def residue(settings, identifiers: set[str]) -> dict[str, int]:
+    """Every text value of every table and every published file, compared case-insensitively."""
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    found = {}
+    try:
+        con.execute("create temp table ids as select unnest(?) as v", [sorted(identifiers)])
+        tables = con.execute(
+            """select c.table_schema, c.table_name, c.column_name from information_schema.columns c
+               join information_schema.tables t using (table_schema, table_name)
+               where t.table_type = 'BASE TABLE' and c.data_type = 'VARCHAR' and c.table_schema <> 'temp'"""
+        ).fetchall()
+        for schema, table, column in tables:
+            n = con.execute(
+                f'select count(*) from {schema}.{table} where lower(trim("{column}")) in (select v from ids)'
+            ).fetchall()[0][0]
+            if n:
+                found[f"{schema}.{table}.{column}"] = n
+        for name_dir in settings.publish_dir.iterdir():
+            for version in snapshots.versions(settings.publish_dir, name_dir.name):
+                path = name_dir / "versions" / version
+                for f in json.loads((path / "manifest.json").read_text())["files"]:
+                    text = (path / f["path"]).read_bytes().lower()
+                    hits = [i for i in identifiers if i.encode() in text and len(i) >= 6]
+                    if hits and f["format"] != "parquet":
+                        found[f"{name_dir.name}/{version}/{f['path']}"] = len(hits)
+                    if f["format"] == "parquet":
+                        reader = f"read_parquet('{path / f['path']}')"
+                        for column, kind, *_ in con.execute(f"describe select * from {reader}").fetchall():
+                            if kind == "VARCHAR":
+                                n = con.execute(
+                                    f'select count(*) from {reader} where lower(trim("{column}")) in (select v from ids)'
+                                ).fetchall()[0][0]
+                                if n:
+                                    found[f"{name_dir.name}/{version}/{f['path']}:{column}"] = n
+    finally:
+        con.close()
+    return found
+
+
+@pytest.fixture(scope="module")
+def erased(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    use_data_dir(mp, tmp_path_factory.mktemp("erasure") / "data")
+    settings = load_settings()
+    generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
+    # a first run publishes everyone: the retained snapshot versions must be cleaned too
+    assert run_job().success
+    customers = pd.read_csv(settings.landing_dir / "customers" / "customers.csv", dtype=str)
+    emails = customers["email"].str.strip().str.lower()
+    unique = customers[emails.map(emails.value_counts()) == 1]
+    orders = pd.read_csv(settings.landing_dir / "orders" / "orders.csv", dtype=str)
+    buyers = [c for c in unique["customer_id"] if c in set(orders["customer_id"])][:3]
+    assert len(buyers) == 3
+    people = landing_identifiers(settings.landing_dir, buyers)
+    email_of_third = unique.set_index("customer_id").loc[buyers[2], "email"]
+    requests = [
+        {"request_id": "ER1", "customer_id": buyers[0], "email": None},
+        {"request_id": "ER2", "customer_id": buyers[1], "email": None},
+        {"request_id": "ER3", "customer_id": None, "email": email_of_third},  # by email only
+    ]
+    lines = [
+        {
+            **r,
+            "request_type": "erasure",
+            "channel": None,
+            "purpose": None,
+            "granted": None,
+            "requested_at": "2026-10-30T09:00:00+00:00",
+        }
+        for r in requests
+    ]
+    (settings.landing_dir / "privacy" / "erasure_requests.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in lines)
+    )
+    before = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    customers_before = before.execute("select count(*) from marts.dim_customers").fetchall()[0][0]
+    before.close()
+    first = run_job()
+    yield settings, people, first, customers_before
+    mp.undo()
+
+
+def test_the_erasure_run_succeeds_and_its_residue_check_passes(erased):
+    _, people, first, _ = erased
+    assert first.success
+    checks = {e.check_name: e for e in first.get_asset_check_evaluations()}
+    assert checks["no_erased_identifier_remains"].passed
+    assert len(people) >= 10  # ids, emails, orders, cookies...
+
+
+def test_no_identifier_of_an_erased_person_remains_in_any_table_or_published_file(erased):
+    settings, people, _, _ = erased
+    assert residue(settings, people) == {}
+
+
+def test_the_audit_log_records_each_request_without_its_identifiers(erased):
+    settings, people, _, _ = erased
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        log = con.execute("select request_id, identifiers, rows_removed from privacy.erasure_log order by 1").fetchall()
+        hashes = con.execute("select count(*) from privacy.erased_identifiers").fetchall()[0][0]
+    finally:
+        con.close()
+    requests = {r[0] for r in log}
+    assert {"ER1", "ER2", "ER3"} <= requests
+    removed = json.loads(log[0][2])
+    assert removed["raw.customers"] >= 3 and removed["raw.orders"] > 0 and removed["marts.dim_customers"] >= 3
+    assert hashes >= len(people)
+    assert not any(p in "".join(map(str, log)) for p in people if len(p) >= 6)
+
+
+def test_a_second_run_reconciles_and_a_redelivered_file_brings_nobody_back(erased):
+    settings, people, _, customers_before = erased
+    # the erased people's orders delivered again, in a new file
+    orders = pd.read_csv(settings.landing_dir / "orders" / "orders.csv", dtype=str)
+    again = orders[orders["order_id"].isin(people)]
+    assert len(again) > 0
+    again.to_csv(settings.landing_dir / "orders" / "orders_redelivered.csv", index=False)
+    second = run_job()
+    assert second.success
+    assert residue(settings, people) == {}
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        reconciliation = con.execute(
+            "select source, reconciles, erased_rows from quarantine.source_reconciliation order by 1"
+        ).fetchall()
+        redelivered = con.execute(
+            "select count(*) from raw.erased_rows where _source_file = 'orders_redelivered.csv'"
+        ).fetchall()[0][0]
+        customers_after = con.execute("select count(*) from marts.dim_customers").fetchall()[0][0]
+    finally:
+        con.close()
+    assert all(r[1] for r in reconciliation), reconciliation
+    assert {r[0]: r[2] for r in reconciliation}["orders"] > 0
+    assert redelivered == len(again)
+    # the three people are gone from the customer view, nobody else is
+    assert customers_after == customers_before - 3
