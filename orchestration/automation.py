@@ -64,7 +64,8 @@ freshness_checks = build_freshness_checks(_automation.freshness_hours)
 # Freshness checks judge runs from outside: they run on their own sensor, never inside a job.
 _no_freshness = dg.AssetSelection.checks(*freshness_checks)
 
-CUSTOMER_VIEW_GROUPS = (SOURCE_GROUP, "reference", "staging", "intermediate", "identity", "marts", "quarantine")
+# privacy: the erasure step belongs to the customer view (erased people leave it in the same run)
+CUSTOMER_VIEW_GROUPS = (SOURCE_GROUP, "reference", "staging", "intermediate", "identity", "marts", "quarantine", "privacy")
 customer_view = dg.AssetSelection.groups(*CUSTOMER_VIEW_GROUPS)
 # the recommender's training and what publishes its lists: daily, or on demand
 recommender_and_after = dg.AssetSelection.assets(RECOMMENDER_KEY).downstream()
@@ -78,7 +79,7 @@ refresh_customer_view = dg.define_asset_job(
     CUSTOMER_VIEW_JOB,
     selection=customer_view - _no_freshness,
     description="Load every landing folder and rebuild the unified customer view (raw, staging, identity, "
-    "golden record, facts, features, RFM, quarantine) with their gates. No model training, nothing published.",
+    "golden record, facts, features, RFM, quarantine, erasures) with their gates. No model training, nothing published.",
 )
 retrain_recommender = dg.define_asset_job(
     RETRAIN_JOB,

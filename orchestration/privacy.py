@@ -12,7 +12,7 @@ import time
 import dagster as dg
 
 from orchestration.dbt import dbt_marts_assets, dbt_staging_assets
-from orchestration.metadata import run_metadata
+from orchestration.metadata import run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import erasure, pseudonym
 
@@ -51,10 +51,13 @@ def erasure_asset(context: dg.AssetExecutionContext, tessera: TesseraResource):
         done = erasure.apply_erasures(con, settings.pseudonym_salt, settings.publish_dir, context.run.run_id)
         found = erasure.residue(con, settings.publish_dir)
         erased_people = con.execute("select count(distinct request_id) from privacy.erasure_log").fetchall()[0][0]
+        # what the asset keeps: the audit log (no identifiers in it, so its preview is safe)
+        table = table_metadata(con, "privacy.erasure_log")
     removed = sum(done["removed"].values())
     context.log.info(f"erasure: {done['requests']} request(s), {removed} row(s) removed, residue {found or 'none'}")
     yield dg.MaterializeResult(
         metadata={
+            **table,
             **run_metadata(started, removed),
             "requests_this_run": done["requests"],
             "requests_ever": erased_people,

@@ -31,10 +31,21 @@ def test_named_jobs_select_their_part_of_the_graph():
     view, retrain, publish, everything = (
         assets(j) for j in ("refresh_customer_view", "retrain_recommender", "publish", "tessera_all")
     )
-    assert {"raw/events", "identity/identity_map", "marts/dim_customers", "quarantine/quarantined_records"} <= view
+    assert {
+        "raw/events",
+        "identity/identity_map",
+        "marts/dim_customers",
+        "quarantine/quarantined_records",
+        "privacy/erasure",
+    } <= view
     assert not any(a.startswith(("ml/", "publish/")) for a in view)
     assert retrain == {"ml/recommendation_candidates"}
-    assert publish == {"publish/customer_recommendations", "publish/customer_scores", "publish/customer_segments"}
+    assert publish == {
+        "publish/customer_recommendations",
+        "publish/customer_scores",
+        "publish/customer_segments",
+        "publish/campaign_uplift",
+    }
     assert view | retrain | publish <= everything
     schedule = defs.resolve_schedule_def("daily_full_refresh")
     assert schedule.job_name == "tessera_all" and schedule.cron_schedule == "0 3 * * *"
