@@ -22,7 +22,8 @@ HGB_TRUSTED_TYPES = [
 class LightFMRecommender(mlflow.pyfunc.PythonModel):
     """Loads the bundle (model + id maps + feature matrices) and returns top-k product ids.
 
-    Input: a DataFrame with a customer_key column. Output: customer_key, rank, product_id, score
+    Input: a DataFrame with a customer_key column holding the customer's published customer_pkey
+    (the pipeline trains on pseudonymous keys, docs/privacy.md). Output: customer_key, rank, product_id, score
     over the whole catalogue (the published rules are applied by the pipeline, not here).
     Customers not in the bundle's id map get no rows.
     """

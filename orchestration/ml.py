@@ -24,6 +24,7 @@ from ml.recommender import (
     with_feature_weight,
 )
 from ml.plots import grouped_bar_png
+from tessera import pseudonym
 from orchestration.privacy import ERASURE_KEY
 from ml.tracking import log_recommender_run
 from orchestration.dbt import model_key
@@ -312,6 +313,12 @@ from marts.customer_rec_user_features
 where customer_key in (select customer_key from marts.dim_customers where not is_erasure_requested)
 order by customer_key, as_of_date
 """
+def pseudonymised(sql: str, order_by: str) -> str:
+    """`sql` with customer_key replaced by customer_pkey(customer_key) (tessera/pseudonym.py), in a
+    fixed order: what the recommender trains on and logs to MLflow carries no internal key."""
+    return f"select * replace (customer_pkey(customer_key) as customer_key) from ({sql}) order by {order_by}"
+
+
 ITEMS_SQL = "select product_id, category, brand, price_band, is_active from marts.dim_products order by product_id"
 # Every input in a fixed order: a table's physical row order may change between builds (parallel
 # joins and windows), and LightFM's fit depends on the order interactions arrive in.
@@ -345,11 +352,19 @@ def recommendation_candidates(
     started = time.perf_counter()
     settings = tessera.settings()
     params = config.params(settings.seed)
+    pseudonym.check_salt(settings.pseudonym_salt, settings.mode)
     with tessera.duckdb(read_only=True) as con:
-        customers = con.execute(CUSTOMERS_SQL).df()
-        snapshots = con.execute(USER_FEATURES_SQL).df()
+        # the training set, and so every MLflow artifact, knows customers only by customer_pkey
+        pseudonym.install(con, settings.pseudonym_salt)
+        customers = con.execute(pseudonymised(CUSTOMERS_SQL, "customer_key")).df()
+        snapshots = con.execute(pseudonymised(USER_FEATURES_SQL, "customer_key, as_of_date")).df()
         items = con.execute(ITEMS_SQL).df()
-        interactions = con.execute(INTERACTIONS_SQL).df()
+        interactions = con.execute(
+            pseudonymised(INTERACTIONS_SQL, "customer_key, product_id, occurred_at, interaction_type")
+        ).df()
+        internal_keys = dict(
+            con.execute(f"select customer_pkey(customer_key), customer_key from marts.dim_customers where {NOT_ERASED}").fetchall()
+        )
     if interactions.empty:
         raise ValueError("fct_customer_product_interactions is empty: nothing to train on")
 
@@ -414,6 +429,10 @@ def recommendation_candidates(
         # published recommendations come only from the champion: it scores today's customers
         recs = lists_from_champion(settings, decision.champion_now, users, items, interactions, config)
         context.log.warning(f"{decision.summary()}; every list rewritten by champion version {decision.champion_now}")
+    # back to the internal key for the warehouse (the published tables pseudonymise it again)
+    recs["customer_key"] = recs["customer_key"].map(internal_keys)
+    if recs["customer_key"].isna().any():
+        raise ValueError("a recommended customer_pkey maps to no customer in dim_customers")
     table = write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
     ndcg = f"ndcg_at_{params.k}"
     plot = grouped_bar_png(

@@ -253,7 +253,9 @@ def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline)
     (n_products,) = q(db, "select count(*) from marts.dim_products")[0]
     assert len(mappings["items"]) == n_products
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    customer = q(db, "select min(customer_key) from ml.recommendation_candidates")[0][0]
+    # the model knows customers only by their pseudonymous key
+    customer = q(db, "select min(customer_pkey) from publish.customer_recommendations")[0][0]
+    assert all(u.startswith("pk_") for u in mappings["users"])
     preds = model.predict(pd.DataFrame({"customer_key": [customer]}))
     assert len(preds) == 10 and set(preds["customer_key"]) == {customer}
 

@@ -14,6 +14,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ml.registry import CHALLENGER, CHAMPION, decide, register
+from tests.conftest import with_pkeys
 
 
 def _logged_model(client: MlflowClient) -> tuple[str, str]:
@@ -119,8 +120,10 @@ def test_the_champion_reloads_in_a_new_process_with_identical_scores(pipeline, t
     _, settings = pipeline
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     try:
+        # the model knows customers by their pseudonymous key (orchestration/ml.py, pseudonymised)
+        with_pkeys(con)
         customers = [r[0] for r in con.execute(
-            "select distinct customer_key from ml.recommendation_candidates order by 1 limit 5"
+            "select distinct customer_pkey(customer_key) from ml.recommendation_candidates order by 1 limit 5"
         ).fetchall()]
     finally:
         con.close()
