@@ -74,3 +74,35 @@ def test_publishing_with_the_demo_salt_is_refused_outside_demo_mode(pipeline, mo
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failures and all("TESSERA_PSEUDONYM_SALT" in e.event_specific_data.error.cause.message for e in failures)
     assert published_fingerprint(settings) == before
+
+
+def test_every_personal_column_of_a_dbt_model_is_tagged_pii(pipeline):
+    """Issue 8: PII columns are tagged in dbt (meta.pii), on every model that carries one."""
+    from orchestration.dbt import dbt_manifest
+    from orchestration.metadata import PERSONAL_COLUMN_NAMES
+
+    _, settings = pipeline
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    untagged = {}
+    try:
+        for node in dbt_manifest()["nodes"].values():
+            if node["resource_type"] != "model":
+                continue
+            columns = con.execute(
+                "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+                [node["schema"], node["alias"]],
+            ).fetchall()
+            tagged = {n for n, c in node.get("columns", {}).items() if c.get("meta", {}).get("pii")}
+            missing = [c for (c,) in columns if c in PERSONAL_COLUMN_NAMES and c not in tagged]
+            if missing:
+                untagged[node["name"]] = missing
+    finally:
+        con.close()
+    assert untagged == {}
+    assert {"email", "phone_e164", "loyalty_card"} <= {
+        n
+        for node in dbt_manifest()["nodes"].values()
+        if node["name"] == "dim_customers"
+        for n, c in node["columns"].items()
+        if c.get("meta", {}).get("pii")
+    }
