@@ -165,6 +165,8 @@ def _hashed(column: str) -> str:
 def erase_raw(con) -> dict[str, int]:
     """Delete raw rows holding an identifier of this run's requests or of the suppression list."""
     removed: dict[str, int] = {}
+    if not con.execute("select count(*) from privacy.erased_identifiers").fetchall()[0][0]:
+        return removed  # nobody was ever erased: no raw row to hash and match
     con.execute(
         "create or replace temp table __raw_rows (source varchar, _source_file varchar, _source_row bigint, "
         "request_id varchar)"
@@ -217,6 +219,25 @@ def erase_raw(con) -> dict[str, int]:
     return removed
 
 
+def add_listed_values(con) -> None:
+    """Add to __erase the values of built tables' identifier columns that hash to the suppression
+    list: a re-delivered record of a person erased earlier comes back through this run's dbt
+    build and identity step (same CRM id, so the same customer_key) with no request to name it."""
+    con.execute("create or replace temp table __hashes as select distinct value_hash from privacy.erased_identifiers")
+    if not con.execute("select count(*) from __hashes").fetchall()[0][0]:
+        return
+    for schema, table, columns in _base_tables(con):
+        if schema in SKIPPED_SCHEMAS or table.startswith("__"):
+            continue
+        for c in columns:
+            if c in IDENTIFIER_COLUMNS:
+                con.execute(
+                    f"insert into __erase select distinct 'suppression list', 'listed', t.{c} "
+                    f"from {schema}.{table} as t where t.{c} is not null "
+                    f"and {_hashed(f't.{c}')} in (select value_hash from __hashes)"
+                )
+
+
 def erase_built(con) -> dict[str, int]:
     """Delete the person's rows from every base table outside raw: identifier columns by value,
     graph node keys, free text by substring."""
@@ -263,6 +284,8 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
     """Rewrite every retained snapshot version without the person (by customer_pkey, and email)."""
     removed: dict[str, int] = {}
     changed: dict[Path, dict] = {}
+    if not con.execute("select count(*) from __values").fetchall()[0][0]:
+        return removed  # no request this run: the files were cleaned when each request came
     for name, version, path, manifest, f in _snapshot_files(publish_dir):
         file = path / f["path"]
         reader = f"{READERS[f['format']]}('{file.as_posix()}')"
@@ -291,7 +314,10 @@ def apply_erasures(con, salt: str, publish_dir: Path, run_id: str, now: datetime
     now = now or datetime.now(UTC)
     ensure_tables(con)
     requests = collect_identifiers(con, salt)
-    removed = {**erase_raw(con), **erase_built(con), **erase_snapshots(con, publish_dir, now)}
+    removed = erase_raw(con)
+    add_listed_values(con)
+    removed.update(erase_built(con))
+    removed.update(erase_snapshots(con, publish_dir, now))
     kinds = dict(con.execute("select kind, count(*) from __erase group by 1 order by 1").fetchall())
     # a request is processed once: its own record is erased with the rest (a re-delivered one
     # comes back, is processed again, and logged again)
@@ -322,6 +348,8 @@ def residue(con, publish_dir: Path) -> dict[str, int]:
     suppression list, counted per place. Empty: nothing of an erased person is left."""
     found: dict[str, int] = {}
     con.execute("create or replace temp table __hashes as select distinct value_hash from privacy.erased_identifiers")
+    if not con.execute("select count(*) from __hashes").fetchall()[0][0]:
+        return found  # nobody was ever erased
     for schema, table, columns in _base_tables(con):
         if schema == "privacy" or table.startswith("__"):
             continue

@@ -146,13 +146,18 @@ def test_the_audit_log_records_each_request_without_its_identifiers(erased):
     assert not any(p in "".join(map(str, log)) for p in people if len(p) >= 6)
 
 
-def test_a_second_run_reconciles_and_a_redelivered_file_brings_nobody_back(erased):
+def test_a_second_run_reconciles_and_redelivered_files_bring_nobody_back(erased):
     settings, people, _, customers_before = erased
-    # the erased people's orders delivered again, in a new file
+    # the erased people's CRM profiles and orders delivered again, in new files: their profiles
+    # come back through this run's dbt build and identity step (same CRM ids, same customer_key)
     orders = pd.read_csv(settings.landing_dir / "orders" / "orders.csv", dtype=str)
     again = orders[orders["order_id"].isin(people)]
     assert len(again) > 0
     again.to_csv(settings.landing_dir / "orders" / "orders_redelivered.csv", index=False)
+    customers = pd.read_csv(settings.landing_dir / "customers" / "customers.csv", dtype=str)
+    profiles = customers[customers["customer_id"].isin(people)]
+    assert len(profiles) == 3
+    profiles.to_csv(settings.landing_dir / "customers" / "customers_redelivered.csv", index=False)
     second = run_job()
     assert second.success
     assert residue(settings, people) == {}
@@ -164,11 +169,15 @@ def test_a_second_run_reconciles_and_a_redelivered_file_brings_nobody_back(erase
         redelivered = con.execute(
             "select count(*) from raw.erased_rows where _source_file = 'orders_redelivered.csv'"
         ).fetchall()[0][0]
+        erased_profiles = con.execute(
+            "select count(*) from raw.erased_rows where _source_file = 'customers_redelivered.csv'"
+        ).fetchall()[0][0]
         customers_after = con.execute("select count(*) from marts.dim_customers").fetchall()[0][0]
     finally:
         con.close()
     assert all(r[1] for r in reconciliation), reconciliation
     assert {r[0]: r[2] for r in reconciliation}["orders"] > 0
     assert redelivered == len(again)
+    assert erased_profiles == 3
     # the three people are gone from the customer view, nobody else is
     assert customers_after == customers_before - 3
