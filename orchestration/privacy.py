@@ -48,7 +48,7 @@ def erasure_asset(context: dg.AssetExecutionContext, tessera: TesseraResource):
     pseudonym.check_salt(settings.pseudonym_salt, settings.mode)
     with tessera.duckdb() as con:
         pseudonym.install(con, settings.pseudonym_salt)
-        done = erasure.apply_erasures(con, settings.pseudonym_salt, settings.publish_dir, context.run.run_id)
+        done = erasure.apply_erasures(con, settings.publish_dir, context.run.run_id)
         found = erasure.residue(con, settings.publish_dir)
         erased_people = con.execute("select count(distinct request_id) from privacy.erasure_log").fetchall()[0][0]
         # what the asset keeps: the audit log (no identifiers in it, so its preview is safe)

@@ -30,13 +30,13 @@ counts those on the suppression list: it must be 0.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tessera import snapshots
+from tessera.pseudonym import SALT_VARIABLE
 
 # how each raw source's rows are matched: the staging view and its identifier columns by kind
 RAW_MATCHES: dict[str, tuple[str, dict[str, str]]] = {
@@ -79,10 +79,6 @@ SKIPPED_SCHEMAS = ("raw", "privacy", "information_schema", "pg_catalog")
 MIN_TEXT_MATCH_CHARS = 6
 
 
-def value_hash(salt: str, value: str) -> str:
-    return hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()
-
-
 def ensure_tables(con) -> None:
     con.execute("create schema if not exists privacy")
     con.execute(
@@ -107,7 +103,7 @@ def _base_tables(con) -> list[tuple[str, str, list[str]]]:
     return [(s, t, cols) for s, t, cols in rows]
 
 
-def collect_identifiers(con, salt: str) -> int:
+def collect_identifiers(con) -> int:
     """Fill the temp table __erase(request_id, kind, value) and add new hashes to the suppression
     list; returns the number of requests."""
     con.execute(
@@ -143,23 +139,19 @@ def collect_identifiers(con, salt: str) -> int:
         """
     )
     con.execute("create or replace temp table __erase as select distinct * from __erase where value is not null")
-    con.execute("set variable tessera_erasure_salt = ?", [salt])
     con.execute(
-        """
+        f"""
         insert into privacy.erased_identifiers
-        select distinct e.request_id, e.kind, sha256(getvariable('tessera_erasure_salt') || ':' || e.value)
+        select distinct e.request_id, e.kind, {_hashed("e.value")}
         from __erase as e
-        where not exists (
-            select 1 from privacy.erased_identifiers as h
-            where h.value_hash = sha256(getvariable('tessera_erasure_salt') || ':' || e.value)
-        )
+        where not exists (select 1 from privacy.erased_identifiers as h where h.value_hash = {_hashed("e.value")})
         """
     )
     return con.execute("select count(*) from __requests").fetchall()[0][0]
 
 
 def _hashed(column: str) -> str:
-    return f"sha256(getvariable('tessera_erasure_salt') || ':' || {column})"
+    return f"sha256(getvariable('{SALT_VARIABLE}') || ':' || {column})"
 
 
 def erase_raw(con) -> dict[str, int]:
@@ -309,11 +301,11 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
     return removed
 
 
-def apply_erasures(con, salt: str, publish_dir: Path, run_id: str, now: datetime | None = None) -> dict:
+def apply_erasures(con, publish_dir: Path, run_id: str, now: datetime | None = None) -> dict:
     """Steps 1-6 of the module docstring; the connection needs pseudonym.install()."""
     now = now or datetime.now(UTC)
     ensure_tables(con)
-    requests = collect_identifiers(con, salt)
+    requests = collect_identifiers(con)
     removed = erase_raw(con)
     add_listed_values(con)
     removed.update(erase_built(con))
