@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -81,6 +81,17 @@ class GenerateConfig:
     products: int | None = None
     duplicate_rate: float = 0.12
     malformed_rate: float = 0.005
+    # A large data set is generated in shards of `customers` people each (bench/scale.py), so memory
+    # stays that of one shard. Shard k > 0 draws from its own seed, tags every id with "k-" and
+    # suffixes its files with "_k"; all shards share shard 0's product catalogue.
+    shard: int = 0
+    # multiplies everyone's web sessions per day (1.0: the demo); bench/scale.py uses 0.4 for about
+    # 30 clickstream events per customer over 120 days
+    session_scale: float = 1.0
+
+    @property
+    def tag(self) -> str:
+        return f"{self.shard}-" if self.shard else ""
 
     @property
     def n_products(self) -> int:
@@ -174,16 +185,22 @@ def _iso(ts: pd.Series, offset_hours: np.ndarray | int = 0, zone: bool | np.ndar
 
 
 def generate(config: GenerateConfig, landing_dir: Path, truth_dir: Path) -> GenerateResult:
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.seed if config.shard == 0 else [config.seed, config.shard])
     landing_dir = Path(landing_dir)
     truth_dir = Path(truth_dir)
+    sfx = f"_{config.shard}" if config.shard else ""
     for folder in (landing_dir, truth_dir):
-        if folder.exists():
+        if folder.exists() and config.shard == 0:
             shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
 
     people = _people(rng, config)
-    products = _products(rng, config)
+    if config.shard == 0:
+        products = _products(rng, config)
+    else:  # shard 0's catalogue: replay its draws up to the products
+        first = np.random.default_rng(config.seed)
+        _people(first, replace(config, shard=0))
+        products = _products(first, config)
     customers, customer_truth = _crm_profiles(rng, config, people)
     sessions, events, cookie_truth = _clickstream(rng, config, people, products)
     orders, order_items = _web_orders(rng, config, people, products, sessions, events)
@@ -194,25 +211,26 @@ def generate(config: GenerateConfig, landing_dir: Path, truth_dir: Path) -> Gene
     _malform(rng, config, customers, orders, order_items, events)
 
     rows = {}
-    rows["customers"] = _write(customers, landing_dir / "customers" / "customers.csv")
-    rows["products"] = _write(
-        products.drop(columns=["cat_idx", "rank_in_cat"]), landing_dir / "products" / "products.parquet"
-    )
-    rows["orders"] = _write(orders.drop(columns=["_person_id"]), landing_dir / "orders" / "orders.csv")
-    rows["order_items"] = _write(order_items, landing_dir / "order_items" / "order_items.parquet")
+    rows["customers"] = _write(customers, landing_dir / "customers" / f"customers{sfx}.csv")
+    if config.shard == 0:
+        rows["products"] = _write(
+            products.drop(columns=["cat_idx", "rank_in_cat"]), landing_dir / "products" / "products.parquet"
+        )
+    rows["orders"] = _write(orders.drop(columns=["_person_id"]), landing_dir / "orders" / f"orders{sfx}.csv")
+    rows["order_items"] = _write(order_items, landing_dir / "order_items" / f"order_items{sfx}.parquet")
     rows["pos_transactions"] = _write(
-        pos.drop(columns=["person_id"]), landing_dir / "pos_transactions" / "pos_transactions.csv"
+        pos.drop(columns=["person_id"]), landing_dir / "pos_transactions" / f"pos_transactions{sfx}.csv"
     )
     rows["email_events"] = _write(
-        email_events.drop(columns=["person_id"]), landing_dir / "email_events" / "email_events.csv"
+        email_events.drop(columns=["person_id"]), landing_dir / "email_events" / f"email_events{sfx}.csv"
     )
-    rows["privacy"] = _write(privacy, landing_dir / "privacy" / "privacy.jsonl")
+    rows["privacy"] = _write(privacy, landing_dir / "privacy" / f"privacy{sfx}.jsonl")
     # Clickstream arrives as one JSON Lines file per day, as a tag manager export would.
     events_out = events.drop(columns=["person_id", "ts"])
     day = events["ts"].dt.strftime("%Y-%m-%d")
     rows["events"] = 0
     for d, part in events_out.groupby(day.values, sort=True):
-        rows["events"] += _write(part, landing_dir / "events" / f"events_{d}.jsonl")
+        rows["events"] += _write(part, landing_dir / "events" / f"events_{d}{sfx}.jsonl")
 
     truth = pd.concat(
         [
@@ -233,11 +251,11 @@ def generate(config: GenerateConfig, landing_dir: Path, truth_dir: Path) -> Gene
         ignore_index=True,
     )
     truth["person_id"] = truth["person_id"].map(lambda p: f"P{int(p):07d}")
-    truth.to_csv(truth_dir / "record_to_person.csv", index=False)
+    truth.to_csv(truth_dir / f"record_to_person{sfx}.csv", index=False)
     people_out = people[["person_id", "pref_top_category", "activity"]].copy()
     people_out["person_id"] = people_out["person_id"].map(lambda p: f"P{int(p):07d}")
-    people_out.to_csv(truth_dir / "people.csv", index=False)
-    (truth_dir / "manifest.json").write_text(
+    people_out.to_csv(truth_dir / f"people{sfx}.csv", index=False)
+    (truth_dir / f"manifest{sfx}.json").write_text(
         json.dumps({"config": {k: str(v) for k, v in config.__dict__.items()}, "rows": rows}, indent=2)
     )
     return GenerateResult(landing_dir=landing_dir, truth_dir=truth_dir, rows=rows)
@@ -262,7 +280,7 @@ def _people(rng: np.random.Generator, c: GenerateConfig) -> pd.DataFrame:
     city_idx = rng.integers(0, 4, size=n)
     first = _pick(rng, FIRST_NAMES, n)
     last = _pick(rng, LAST_NAMES, n)
-    pid = np.arange(1, n + 1)
+    pid = np.arange(1, n + 1) + c.shard * c.customers
     email_local = pd.Series(first).str.lower() + "." + pd.Series(last).str.lower() + pid.astype(str)
     national = pd.Series(rng.integers(7_000_000_000, 7_999_999_999, size=n)).astype(str)
     # latent taste: a concentrated Dirichlet, so each person has one or two favourite categories
@@ -372,7 +390,7 @@ def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFr
     dup["signup_ts"] = dup["signup_ts"] + pd.to_timedelta(rng.integers(1, 300, size=m), unit="D")
     profiles = pd.concat([base, dup], ignore_index=True)
     k = len(profiles)
-    profiles["customer_id"] = [f"C{i:07d}" for i in rng.permutation(np.arange(1, k + 1))]
+    profiles["customer_id"] = [f"C{c.tag}{i:07d}" for i in rng.permutation(np.arange(1, k + 1))]
     # missing values
     for col, rate in (("phone", 0.08), ("birth_date", 0.1), ("gender", 0.05), ("address", 0.04)):
         profiles.loc[_mask(rng, k, rate), col] = None
@@ -412,7 +430,7 @@ def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFra
     weekday = np.array([(c.start + timedelta(days=int(d))).weekday() for d in day_idx])
     day_w = WEEKDAY_WEIGHT[weekday]
     day_p = day_w / day_w.sum()
-    n_sess = rng.poisson(people["activity"].to_numpy() * c.days)
+    n_sess = rng.poisson(people["activity"].to_numpy() * c.days * c.session_scale)
     s_person = np.repeat(np.arange(len(people)), n_sess)
     s = len(s_person)
     s_day = rng.choice(c.days, size=s, p=day_p)
@@ -425,7 +443,7 @@ def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFra
     pid = people["person_id"].to_numpy()[s_person]
     sessions = pd.DataFrame(
         {
-            "session_id": [f"S{i:09d}" for i in range(1, s + 1)],
+            "session_id": [f"S{c.tag}{i:09d}" for i in range(1, s + 1)],
             "person_idx": s_person,
             "person_id": pid,
             "start": s_start,
@@ -534,7 +552,7 @@ def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFra
     login_ids = people["login_id"].to_numpy()[sess["person_idx"].to_numpy()]
     out = pd.DataFrame(
         {
-            "event_id": [f"E{i:010d}" for i in range(1, len(events) + 1)],
+            "event_id": [f"E{c.tag}{i:010d}" for i in range(1, len(events) + 1)],
             "event_type": events["event_type"],
             "event_ts": _iso(events["ts"], sess["utc_offset"].to_numpy()),
             "anonymous_id": sess["anonymous_id"],
@@ -569,7 +587,7 @@ def _web_orders(rng, c: GenerateConfig, people, products, sessions, events):
     r = rng.random(n)
     orders = pd.DataFrame(
         {
-            "order_id": [f"W{i:08d}" for i in range(1, n + 1)],
+            "order_id": [f"W{c.tag}{i:08d}" for i in range(1, n + 1)],
             "customer_id": people["login_id"].to_numpy()[person_idx],
             "channel": np.where((sess["device"].to_numpy() != "desktop") & (rng.random(n) < 0.6), "app", "web"),
             "status": np.where(r < 0.02, "cancelled", np.where(r < 0.07, "returned", "completed")),
@@ -592,7 +610,7 @@ def _web_orders(rng, c: GenerateConfig, people, products, sessions, events):
     cur = orders.set_index("order_id")["currency"].loc[kept["order_id"]].map(FX_TO_GBP).to_numpy()
     items = pd.DataFrame(
         {
-            "order_item_id": [f"WI{i:09d}" for i in range(1, m + 1)],
+            "order_item_id": [f"WI{c.tag}{i:09d}" for i in range(1, m + 1)],
             "order_id": kept["order_id"],
             "product_id": kept["product_id"],
             "quantity": (1 + rng.poisson(0.3, size=m)).astype(str),
@@ -637,8 +655,8 @@ def _pos(rng, c: GenerateConfig, people, products):
     price = products.set_index("product_id")["price"].astype(float)
     df = pd.DataFrame(
         {
-            "transaction_line_id": [f"PL{i:09d}" for i in range(1, m + 1)],
-            "receipt_id": [f"R{i:08d}" for i in l_receipt + 1],
+            "transaction_line_id": [f"PL{c.tag}{i:09d}" for i in range(1, m + 1)],
+            "receipt_id": [f"R{c.tag}{i:08d}" for i in l_receipt + 1],
             "store_id": [f"ST{k:02d}" for k in (p_idx % 12) + 1],
             "loyalty_card": np.where(l_how == "card", people["loyalty_card"].to_numpy()[p_idx], None),
             "email": np.where(l_how == "email", email_variant, None),
@@ -698,7 +716,7 @@ def _email(rng, c: GenerateConfig, people):
     p = rec_person[ev["rec"].to_numpy()]
     return pd.DataFrame(
         {
-            "email_event_id": [f"M{i:010d}" for i in range(1, len(ev) + 1)],
+            "email_event_id": [f"M{c.tag}{i:010d}" for i in range(1, len(ev) + 1)],
             "campaign_id": [f"CMP{campaign_days[rec_campaign[r]]:04d}" for r in ev["rec"]],
             "email": _case_variant(rng, people["email"].iloc[p].reset_index(drop=True)),
             "event_type": ev["event_type"],
@@ -755,12 +773,12 @@ def _privacy(rng, c: GenerateConfig, people):
     )
     # ~2 % withdraw consent to personalisation (opt-out: no record means allowed). Drawn from a
     # generator of its own so adding these rows left every other generated row as it was.
-    own = np.random.default_rng([c.seed, 711])
+    own = np.random.default_rng([c.seed, 711] + ([c.shard] if c.shard else []))
     opt_out = np.flatnonzero(own.random(n) < 0.02)
     later = c.start + pd.to_timedelta(own.integers(0, c.days, size=len(opt_out)), unit="D")
     po = _withdrawals(people["login_id"].iloc[opt_out].to_numpy(), "all", "personalization", later)
     out = pd.concat([rows, rev, er, po], ignore_index=True)
-    out.insert(0, "request_id", [f"Q{i:08d}" for i in range(1, len(out) + 1)])
+    out.insert(0, "request_id", [f"Q{c.tag}{i:08d}" for i in range(1, len(out) + 1)])
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import date
 
 import pandas as pd
@@ -69,3 +70,51 @@ def test_people_show_up_with_format_variants_of_the_same_identity(tmp_path):
     assert (customers["email"].dropna() != customers["email"].dropna().str.strip().str.lower()).any()
     assert customers["country"].isin(["GB", "GBR", "United Kingdom", "uk"]).sum() > 0
     assert customers["country"].nunique() > 5
+
+
+def test_shards_add_people_with_disjoint_ids_and_share_one_catalogue(tmp_path):
+    """bench/scale.py generates 1M customers in shards: shard 1 must add other people (no id,
+    email or cookie shared with shard 0) over the same products, and leave shard 0's files alone."""
+    import duckdb
+
+    landing, truth = tmp_path / "landing", tmp_path / "truth"
+    generate(CONFIG, landing, truth)
+    before = _digest(landing)
+    result = generate(replace(CONFIG, shard=1), landing, truth)
+    assert "products" not in result.rows  # written once, by shard 0
+    assert sorted(p.name for p in (landing / "customers").iterdir()) == ["customers.csv", "customers_1.csv"]
+    con = duckdb.connect()
+
+    def ids(sql: str, pattern: str) -> tuple[set, set]:
+        a = {r[0] for r in con.execute(sql.format(f=f"{landing}/{pattern}")).fetchall()}
+        b = {r[0] for r in con.execute(sql.format(f=f"{landing}/{pattern.replace('.', '_1.')}")).fetchall()}
+        return a, b
+
+    for sql, pattern in [
+        ("select customer_id from read_csv('{f}', all_varchar=true)", "customers/customers.csv"),
+        ("select lower(trim(email)) from read_csv('{f}', all_varchar=true) where email is not null", "customers/customers.csv"),
+        ("select order_id from read_csv('{f}', all_varchar=true)", "orders/orders.csv"),
+        ("select receipt_id from read_csv('{f}', all_varchar=true)", "pos_transactions/pos_transactions.csv"),
+        ("select request_id from read_json('{f}', format='newline_delimited')", "privacy/privacy.jsonl"),
+    ]:
+        a, b = ids(sql, pattern)
+        assert a and b and not (a & b), pattern
+    events = lambda glob: {  # noqa: E731
+        r[0] for r in con.execute(f"select anonymous_id from read_json('{landing}/events/{glob}', format='newline_delimited')").fetchall()
+    }
+    assert not events("events_????-??-??.jsonl") & events("events_*_1.jsonl")
+    # every product an order of shard 1 names is in the one catalogue
+    catalogue = {r[0] for r in con.execute(f"select product_id from read_parquet('{landing}/products/products.parquet')").fetchall()}
+    bought = {r[0] for r in con.execute(f"select product_id from read_parquet('{landing}/order_items/order_items_1.parquet')").fetchall()}
+    assert bought and bought <= catalogue | {None, ""}
+    # shard 1 wrote only new files: shard 0's bytes are as they were
+    assert _digest_without(landing, "_1.") == before
+
+
+def _digest_without(folder, marker: str) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and marker not in path.name:
+            h.update(path.relative_to(folder).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
