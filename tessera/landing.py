@@ -131,8 +131,8 @@ def _file_relation(
     else:
         # JSON Lines are staged line by line (see _stage_json_lines); read_json would also infer
         # types and reformat timestamps, and we keep the text as delivered.
-        _stage_json_lines(con, path)
-        sql = f"select _line, json(line) as _doc from {_JSON_LINES} where {_JSON_OBJECT}"
+        _stage_json_lines(con, path, max_line_bytes)
+        sql = f"select _line, line as _doc from {_JSON_LINES} where _is_object"
         keys = con.execute(f"select distinct unnest(json_keys(_doc)) from ({sql})").fetchall()
         return sql, sorted(k[0] for k in keys), []
     try:
@@ -145,19 +145,28 @@ def _file_relation(
 _JSON_LINES = "_landing_json_lines"
 # json_type raises on text that is not JSON, and DuckDB does not short-circuit `and`
 _JSON_TYPE = "json_type(case when json_valid(line) then line end)"
-_JSON_OBJECT = f"coalesce({_JSON_TYPE} = 'OBJECT', false)"
 
 
-def _stage_json_lines(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _stage_json_lines(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
     """Every non-blank line of a JSON Lines file with its record number (the count of non-blank
-    lines up to it), so a line that is not a JSON object can be quarantined and its neighbours
-    go on. A file that is not UTF-8 text cannot be split into lines: LandingError."""
+    lines up to it) and whether it holds a JSON object, so a line that is not one can be
+    quarantined and its neighbours go on. A file that is not UTF-8 text cannot be split into
+    lines: LandingError.
+
+    The lines are read by DuckDB's CSV scanner with one column, no quoting and NUL as the
+    separator (valid JSON never holds a raw NUL; a line that does is invalid JSON and is quarantined
+    up to its first NUL). It is five times faster than splitting the file's text (string_split),
+    which mattered at 30 million events."""
     try:
         con.execute(
             f"create or replace temp table {_JSON_LINES} as "
+            f"select _line, line, coalesce({_JSON_TYPE} = 'OBJECT', false) as _is_object from ("
             "select row_number() over () as _line, line from ("
-            "select rtrim(unnest(string_split(content, chr(10))), chr(13)) as line from read_text(?)"
-            ") where trim(line) <> ''",
+            "select rtrim(line, chr(13)) as line from read_csv(?, columns={'line': 'VARCHAR'}, header=false, "
+            "delim=chr(0), quote='', escape='', auto_detect=false, strict_mode=false, "
+            f"max_line_size={int(max_line_bytes)})"
+            ") where trim(line) <> ''"
+            ")",
             [str(path)],
         )
     except duckdb.Error as exc:
@@ -169,10 +178,10 @@ def _quarantine_json_rejects(con: duckdb.DuckDBPyConnection, rejects: str, sourc
         f"insert into {rejects} select ?, ?, _line, "
         f"case when json_valid(line) then 'NOT A JSON OBJECT: the line holds a JSON ' || lower({_JSON_TYPE}) "
         "else 'INVALID JSON: the line does not parse as JSON' end, line "
-        f"from {_JSON_LINES} where not ({_JSON_OBJECT}) order by _line",
+        f"from {_JSON_LINES} where not _is_object order by _line",
         [source, file_name],
     )
-    return con.execute(f"select count(*) from {_JSON_LINES} where not ({_JSON_OBJECT})").fetchall()[0][0]
+    return con.execute(f"select count(*) from {_JSON_LINES} where not _is_object").fetchall()[0][0]
 
 
 def file_fingerprint(path: Path, limits: str = "") -> tuple[int, str]:
@@ -308,7 +317,11 @@ def _load_file(
     if extra:
         report.extra_columns[path.name] = extra
     if kind == "jsonl":
-        select = ", ".join(f"(_doc ->> {_sql_string(c)})::varchar as {_quote(c)}" for c in source.column_names)
+        # one json_extract_string with every path parses each line once (->> per column parsed it
+        # once per column)
+        paths = ", ".join(_sql_string("$." + _quote(c)) for c in source.column_names)
+        select = ", ".join(f"_v[{i}]::varchar as {_quote(c)}" for i, c in enumerate(source.column_names, start=1))
+        sql = f"select *, json_extract_string(_doc, [{paths}]) as _v from ({sql})"
     else:
         select = ", ".join(
             f"cast({_quote(c)} as varchar) as {_quote(c)}" if c in present else f"null::varchar as {_quote(c)}"
