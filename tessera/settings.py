@@ -30,6 +30,7 @@ class Settings:
     mlflow_model_name: str
     duckdb_memory_limit: str
     duckdb_threads: int
+    duckdb_temp_dir: Path
     duckdb_lock_wait_seconds: float
     gx_max_rows: int
     gx_min_batch_rows: int
@@ -66,6 +67,7 @@ class Settings:
             "TESSERA_DUCKDB_PATH": str(self.duckdb_path),
             "TESSERA_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
             "TESSERA_DUCKDB_THREADS": str(self.duckdb_threads),
+            "TESSERA_DUCKDB_TEMP_DIR": str(self.duckdb_temp_dir),
             "DO_NOT_TRACK": "1",
             # read by the quarantine_rate test and the timestamp range checks of staging
             "TESSERA_QUARANTINE_MAX_RATE": str(self.quarantine_max_rate),
@@ -105,9 +107,13 @@ def load_settings() -> Settings:
         mlflow_model_name=os.environ.get("TESSERA_MLFLOW_MODEL_NAME", "tessera-recommender"),
         duckdb_memory_limit=os.environ.get("TESSERA_DUCKDB_MEMORY_LIMIT", "4GB"),
         duckdb_threads=int(os.environ.get("TESSERA_DUCKDB_THREADS", "2")),
+        # where DuckDB spills what does not fit in memory_limit (joins, sorts, windows over big tables)
+        duckdb_temp_dir=_path("TESSERA_DUCKDB_TEMP_DIR", duckdb_path.parent / "duckdb_tmp"),
         # how long to wait for a DuckDB file another process (outside Dagster's pool) holds
         duckdb_lock_wait_seconds=float(os.environ.get("TESSERA_DUCKDB_LOCK_WAIT_SECONDS", "600")),
-        gx_max_rows=int(os.environ.get("TESSERA_GX_MAX_ROWS", "2000000")),
+        # GE validates rows in pandas at ~20 µs a row: above this many rows a gate validates a seeded
+        # sample; row-level invariants over every row are dbt tests (docs/quality.md)
+        gx_max_rows=int(os.environ.get("TESSERA_GX_MAX_ROWS", "250000")),
         # a gate validating new files only judges them among at least this many rows
         gx_min_batch_rows=int(os.environ.get("TESSERA_GX_MIN_BATCH_ROWS", "20000")),
         seed=int(os.environ.get("TESSERA_SEED", "42")),
