@@ -181,3 +181,33 @@ def test_a_second_run_reconciles_and_redelivered_files_bring_nobody_back(erased)
     assert erased_profiles == 3
     # the three people are gone from the customer view, nobody else is
     assert customers_after == customers_before - 3
+
+
+def test_the_residue_check_finds_a_planted_identifier_in_tables_and_published_files(tmp_path):
+    """The production check hashes identifier columns only (erasure.residue_columns): a value left
+    in one of them, as delivered (raw) or cleaned, in a table or a published file, is found; the
+    same value in a free column of a published file is not that check's business (the end-to-end
+    test above scans every column)."""
+    from tessera import erasure, pseudonym
+
+    con = duckdb.connect()
+    pseudonym.install(con, pseudonym.DEMO_SALT)
+    con.execute("create schema privacy; create schema raw; create schema marts")
+    con.execute("create table privacy.erased_identifiers (request_id varchar, kind varchar, value_hash varchar)")
+    con.execute(
+        "insert into privacy.erased_identifiers values ('Q1', 'email', sha256(getvariable(?) || ':' || 'ann@example.com'))",
+        [pseudonym.SALT_VARIABLE],
+    )
+    con.execute("create table raw.customers as select ' Ann@Example.com ' as email, 'x' as first_name")
+    con.execute("create table marts.dim_customers as select 'ann@example.com' as email, 'ann@example.com' as note")
+    con.execute("create table marts.fct_orders as select 'W1' as order_id")  # nothing listed
+    version = tmp_path / "publish" / "exports" / "versions" / "v1"
+    version.mkdir(parents=True)
+    con.execute(f"copy (select 'ann@example.com' as email) to '{version / 'audience.csv'}' (format csv, header true)")
+    (version / snapshots.MANIFEST).write_text(json.dumps({"files": [{"path": "audience.csv", "format": "csv"}]}))
+    (tmp_path / "publish" / "exports" / snapshots.POINTER).write_text(json.dumps({"version": "v1"}))
+    found = erasure.residue(con, tmp_path / "publish")
+    assert found == {"raw.customers.email": 1, "marts.dim_customers.email": 1, "exports/v1/audience.csv:email": 1}
+    con.execute("delete from marts.dim_customers")
+    con.execute("delete from raw.customers")
+    assert erasure.residue(con, tmp_path / "publish") == {"exports/v1/audience.csv:email": 1}
