@@ -122,7 +122,7 @@ class SliceSpec:
     exclude: sp.csr_matrix
 
 
-def slices(data: RecData, split: Split) -> dict[str, SliceSpec]:
+def slices(data: RecData, split: Split, max_users: int | None = None, seed: int = 0) -> dict[str, SliceSpec]:
     shape = (len(data.users.ids), len(data.items.ids))
     train, test = split.train, split.test
     bought = pairs_matrix(train[train["interaction_type"] == "purchase"], shape)
@@ -136,7 +136,10 @@ def slices(data: RecData, split: Split) -> dict[str, SliceSpec]:
 
     def users_with(m: sp.csr_matrix, mask: np.ndarray) -> np.ndarray:
         has = np.diff(m.indptr) > 0
-        return np.flatnonzero(has & mask)
+        users = np.flatnonzero(has & mask)
+        if max_users and len(users) > max_users:  # a seeded sample, in user order
+            users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+        return users
 
     return {
         "warm": SliceSpec(users_with(new_test, warm_users), new_test.tocsr(), bought),
@@ -192,7 +195,7 @@ def evaluate_split(
     n_items = len(data.items.ids)
     popularity = item_popularity(split.train, n_items)
     n_train_users = max(split.train["u"].nunique(), 1)
-    specs = slices(data, split)
+    specs = slices(data, split, params.eval_max_users, params.seed)
     _, warm_items = seen(split.train, (len(data.users.ids), n_items))
     scorers = scorers or build_scorers(data, split, params, models)
     out: dict[str, dict[str, dict[str, float]]] = {}

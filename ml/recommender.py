@@ -45,6 +45,11 @@ class RecommenderParams:
     # pairs than max_updates / epochs, fewer epochs run: each pass already makes more updates.
     # 40M leaves the demo and Online Retail (<300k pairs) at `epochs`; 4.5M pairs get 8 epochs.
     max_updates: int = 40_000_000
+    # evaluation fits models and scores every item for each evaluated user: above this many
+    # customers it runs on a seeded sample of them (orchestration/ml.py), and above this many users
+    # a slice is judged on a seeded sample, so it costs the same at 100k and at 1M customers.
+    # Metrics are estimates then; `eval_customers` and each slice's `users` say on how many.
+    eval_max_users: int = 20_000
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -373,12 +373,18 @@ def recommendation_candidates(
     features_then = features_as_of(snapshots, "customer_key", split_at)
     if features_then.empty:
         context.log.warning(f"no user feature snapshot on or before {split_at.date()}: evaluated without user features")
-    eval_users = customers[["customer_key"]].merge(features_then, on="customer_key", how="left")
+    eval_users = customers[["customer_key"]]
+    if len(eval_users) > params.eval_max_users:
+        # evaluation fits two models and scores every item per user: on a seeded sample of
+        # customers (and their interactions) it costs the same at 100k and at 1M customers
+        eval_users = eval_users.sample(n=params.eval_max_users, random_state=params.seed).sort_values("customer_key")
+    eval_users = eval_users.merge(features_then, on="customer_key", how="left")
     eval_data = build_data(eval_users, items, interactions, USER_FEATURES, ITEM_FEATURES)
     split = time_split(eval_data, params.test_days)
     evaluation = evaluate_split(eval_data, split, params)
     metrics = flatten_metrics(evaluation)
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
+    metrics["eval_customers"] = float(len(eval_users))
     features_at = snapshots.loc[pd.to_datetime(snapshots["as_of_date"]) <= split_at, "as_of_date"].max()
     context.log.info(
         f"holdout from {split.split_at.date()}, user features as of {features_at}: "

@@ -106,6 +106,11 @@ def test_time_split_slices_warm_cold_and_rebuys():
     assert sorted(s["warm_all"].positives[uid["u1"]].indices.tolist()) == sorted([iid["p1"], iid["p2"]])
     assert set(s["cold_users"].users) == {uid["u3"]}
     assert set(s["cold_items"].users) == {uid["u2"]}
+    # above max_users a slice is judged on a seeded sample of its users, the same one every time
+    sampled = slices(data, split, max_users=1, seed=7)
+    assert len(sampled["warm"].users) == 1 and set(sampled["warm"].users) <= set(s["warm"].users)
+    assert sampled["warm"].users.tolist() == slices(data, split, max_users=1, seed=7)["warm"].users.tolist()
+    assert set(slices(data, split, max_users=2)["warm"].users) == set(s["warm"].users)  # not above: all
 
 
 def test_every_model_is_scored_on_every_slice():
