@@ -1,0 +1,63 @@
+"""Bounded memory: every DuckDB connection tessera opens, in Python steps and in dbt, runs under
+TESSERA_DUCKDB_MEMORY_LIMIT and spills to TESSERA_DUCKDB_TEMP_DIR (issue 9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from orchestration.resources import TesseraResource
+from tessera.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_python_steps_open_duckdb_with_the_configured_memory_limit_and_spill_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
+    for name in ("TESSERA_DUCKDB_PATH", "TESSERA_DUCKDB_TEMP_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TESSERA_DUCKDB_MEMORY_LIMIT", "1GB")
+    monkeypatch.setenv("TESSERA_DUCKDB_THREADS", "1")
+    spill = tmp_path / "spill"
+    monkeypatch.setenv("TESSERA_DUCKDB_TEMP_DIR", str(spill))
+    with TesseraResource().duckdb() as con:
+        limit, threads, temp = con.execute(
+            "select current_setting('memory_limit'), current_setting('threads'), current_setting('temp_directory')"
+        ).fetchall()[0]
+        # a sort larger than the limit spills there instead of failing
+        con.execute("set memory_limit = '64MB'")
+        n = con.execute(
+            "select count(*) from (select i, md5(i::varchar) as h from range(3000000) t(i) order by h)"
+        ).fetchall()[0][0]
+    assert limit in ("1.0 GiB", "953.6 MiB") and threads == 1 and Path(temp) == spill
+    assert n == 3_000_000
+    assert load_settings().dbt_env()["TESSERA_DUCKDB_TEMP_DIR"] == str(spill)
+
+
+def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path):
+    profile = yaml.safe_load((ROOT / "dbt_project" / "profiles.yml").read_text())
+    settings = profile["tessera"]["outputs"]["duckdb"]["settings"]
+    assert "TESSERA_DUCKDB_MEMORY_LIMIT" in settings["memory_limit"]
+    assert "TESSERA_DUCKDB_TEMP_DIR" in settings["temp_directory"]
+    # and dbt's own connection runs with them
+    spill = tmp_path / "spill"
+    env = {
+        **os.environ,
+        "TESSERA_DUCKDB_PATH": str(tmp_path / "t.duckdb"),
+        "TESSERA_DUCKDB_TEMP_DIR": str(spill),
+        "TESSERA_DUCKDB_MEMORY_LIMIT": "1GB",
+        "DO_NOT_TRACK": "1",
+    }
+    sql = "select current_setting('temp_directory') as t, current_setting('memory_limit') as m"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dbt"), "show", "--inline", sql, "--output", "json", "--log-format", "json",
+         "--project-dir", str(ROOT / "dbt_project"), "--profiles-dir", str(ROOT / "dbt_project"),
+         "--target-path", str(tmp_path / "target")],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert str(spill) in done.stdout and ("1.0 GiB" in done.stdout or "953.6 MiB" in done.stdout)
