@@ -26,7 +26,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/se
 SEGMENT_RULES := dbt_project/segments/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
-.PHONY: install dagster-home manifest segments generate demo run test serve ui ui-smoke online-retail clean
+.PHONY: install dagster-home manifest segments generate demo run test bench serve ui ui-smoke online-retail clean
 
 install: $(STAMP)
 
@@ -67,6 +67,13 @@ demo: install dagster-home generate run
 
 test: install dagster-home manifest
 	$(BIN)/python -m pytest
+
+# cost against size (bench/scale.py): generates SIZE=10k|100k|1m under data/bench/scale/<size>,
+# materialises the whole graph, and writes bench/results/scale_<size>.{json,md} and scale.md
+SIZE ?= 10k
+BENCH_ARGS ?=
+bench: install manifest
+	$(BIN)/python bench/scale.py --size $(SIZE) $(BENCH_ARGS)
 
 # the read-only API over the current published snapshots (docs/publishing.md); run `make demo` first
 serve: install

@@ -41,3 +41,32 @@ def test_serving_bench_loads_the_published_snapshots_and_answers_every_request(p
     assert result["customers"] == 1500
     assert result["requests_measured"] == 400 and result["unexpected_answers"] == []
     assert sum(result["statuses"].values()) == 400 and set(result["statuses"]) <= {"200", "404"}
+
+
+def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_path):
+    """`make bench` at 300 customers: the whole graph runs, every step gets wall, CPU and memory
+    figures, loaders' rows in are their landing records, and the plain dbt build and the DuckDB
+    floor are measured over the same data."""
+    import os
+
+    env = {**os.environ, "TESSERA_BENCH_DIR": str(tmp_path / "work")}
+    args = ["--customers", "300", "--days", "100", "--results-dir", str(tmp_path / "results")]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "scale_300.json").read_text())
+    assert result["pipeline"]["status"] == "success" and result["customers"] == 300
+    steps = {s["step"]: s for s in result["steps"]}
+    assert {"raw__events", "dbt_staging", "dbt_marts", "privacy__erasure", "ml__recommendation_candidates"} <= set(steps)
+    for s in steps.values():
+        assert s["status"] == "success" and s["wall_s"] >= 0 and s["cpu_s"] is not None and s["peak_rss_gb"] > 0, s
+    landing = result["landing"]
+    assert steps["raw__events"]["rows_in"] == landing["events"]["records"] > 0
+    assert steps["raw__events"]["rows_out_total"] <= landing["events"]["records"]
+    # the floor read every landing record
+    assert result["floor"]["records"] == {k: v["records"] for k, v in landing.items()}
+    assert result["orchestration"]["plain_dbt_wall_s"] > 0 and result["orchestration"]["ratio"] > 0
+    assert set(result["orchestration"]["dagster_dbt_steps"]) >= {"dbt_staging", "dbt_marts"}
+    assert "| raw__events |" in (tmp_path / "results" / "scale_300.md").read_text()
