@@ -10,8 +10,8 @@
 -- selects only the load and this model (the landing sensor's, views need no rebuild) in order.
 -- depends_on: {{ source('raw', 'events') }}
 {#- On Spark both settings below are target conditions, and only there: the session target keeps
-    tables as plain Parquet, which has neither DELETE (the post-hook) nor the delete+insert
-    strategy, so Spark rebuilds the model as a table on every run. The rows are the same: a full
+    tables as plain Parquet, which has no DELETE for the post-hook (appending without it would keep
+    the rows of changed files), so Spark rebuilds the model as a table on every run. The rows are the same: a full
     build reads only files in raw.load_audit at their current hash, the rows the hook would keep.
     Incremental runs on Spark need Delta Lake (not set up here). -#}
 {{ config(
