@@ -46,7 +46,7 @@
 {#- One value for the catalogue as loaded: its files and their content hashes. An order line's
     validity depends on the catalogue, so a change here re-derives every line. -#}
 {% macro catalogue_hash() -%}
-    select {{ dbt.hash(dbt.listagg(dbt.concat(['_source_file', "':'", 'file_hash']), "','", 'order by _source_file')) }} as catalogue_hash
+    select {{ dbt.hash(tessera.ordered_listagg(dbt.concat(['_source_file', "':'", 'file_hash']), "','", '_source_file')) }} as catalogue_hash
     from {{ source('raw', 'load_audit') }}
     where source = 'products'
 {%- endmacro %}

@@ -71,6 +71,20 @@
 {% macro default__row_as_json(columns, alias) -%}
     cast(to_json(struct_pack({% for c in columns %}{{ adapter.quote(c) }} := {{ alias }}.{{ adapter.quote(c) }}{{ ", " if not loop.last }}{% endfor %})) as {{ dbt.type_string() }})
 {%- endmacro %}
+{#- Spark's to_json leaves out NULL fields unless told; DuckDB's writes them as null. -#}
 {% macro spark__row_as_json(columns, alias) -%}
-    to_json(named_struct({% for c in columns %}'{{ c }}', {{ alias }}.{{ adapter.quote(c) }}{{ ", " if not loop.last }}{% endfor %}))
+    to_json(named_struct({% for c in columns %}'{{ c }}', {{ alias }}.{{ adapter.quote(c) }}{{ ", " if not loop.last }}{% endfor %}), map('ignoreNullFields', 'false'))
+{%- endmacro %}
+
+{#- The values of `measure` joined with `delimiter_text` in the order of `order_expr`.
+    dbt.listagg's Spark implementation ignores its order clause (collect_list has no order), so
+    the result would depend on the query plan; Spark sorts (order, value) pairs instead. -#}
+{% macro ordered_listagg(measure, delimiter_text, order_expr) -%}
+    {{ return(adapter.dispatch('ordered_listagg', 'tessera')(measure, delimiter_text, order_expr)) }}
+{%- endmacro %}
+{% macro default__ordered_listagg(measure, delimiter_text, order_expr) -%}
+    {{ dbt.listagg(measure, delimiter_text, 'order by ' ~ order_expr) }}
+{%- endmacro %}
+{% macro spark__ordered_listagg(measure, delimiter_text, order_expr) -%}
+    array_join(transform(array_sort(collect_list(struct({{ order_expr }} as k, {{ measure }} as v))), x -> x.v), {{ delimiter_text }})
 {%- endmacro %}

@@ -20,9 +20,10 @@ with flagged as (
 rejected_at_load as (
     {#- Named directly, not through source(): a test with a second parent only skips the models
         that descend from both, so through source() a failure would no longer stop the tested
-        model's children in `dbt build`. The loader writes this table before any dbt runs. -#}
+        model's children in `dbt build`. The loader writes this table before any dbt runs. A
+        Spark target has no database (two-level names), hence target.get. -#}
     select count(*) as rejected_rows
-    from {{ api.Relation.create(database=target.database, schema='raw', identifier='load_rejects') }}
+    from {{ api.Relation.create(database=target.get('database'), schema='raw', identifier='load_rejects') }}
     where source = '{{ source_name }}'
 ),
 

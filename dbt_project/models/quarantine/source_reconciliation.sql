@@ -89,7 +89,7 @@ select
     quarantined_at_load + quarantined_in_staging as quarantined_records,
     case
         when landing_records = 0 then 0.0
-        else cast(quarantined_at_load + quarantined_in_staging as double precision) / landing_records
+        else cast(quarantined_at_load + quarantined_in_staging as double) / landing_records
     end as quarantine_rate,
     erased_rows,
     erased_rejects,
