@@ -340,9 +340,11 @@ def apply_erasures(con, publish_dir: Path, run_id: str, now: datetime | None = N
 def _count_listed(con, relation: str, column: str) -> int:
     """Values of `column` in `relation` whose hash, as is or lower-cased and trimmed, is listed."""
     listed = "in (select value_hash from __hashes)"
+    # the second hash only where cleaning changes the value (a few rows): otherwise it is the first
+    cleaned = f"lower(trim(t.{column}))"
     return con.execute(
         f"select count(*) from {relation} as t where t.{column} is not null "
-        f"and ({_hashed(f't.{column}')} {listed} or {_hashed(f'lower(trim(t.{column}))')} {listed})"
+        f"and ({_hashed(f't.{column}')} {listed} or ({cleaned} <> t.{column} and {_hashed(cleaned)} {listed}))"
     ).fetchall()[0][0]
 
 
