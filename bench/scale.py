@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,21 +171,54 @@ def generate(customers: int, days: int, seed: int, env: dict, work: Path) -> dic
     per_shard = customers // shards
     started = time.time()
     for shard in range(shards):
-        code = (
-            "import sys; from pathlib import Path; from datetime import date; "
-            "from tessera.generate import GenerateConfig, generate; from tessera.settings import load_settings; "
-            f"s = load_settings(); r = generate(GenerateConfig(customers={per_shard}, days={days}, seed={seed}, "
-            f"products={products}, shard={shard}, session_scale={SESSION_SCALE}), s.landing_dir, s.truth_dir); "
-            "import json; print(json.dumps(r.rows))"
+        # one process per shard: its memory is returned to the system before the next one
+        args = [
+            "--shard",
+            str(shard),
+            "--customers",
+            str(per_shard),
+            "--products",
+            str(products),
+            "--days",
+            str(days),
+            "--seed",
+            str(seed),
+        ]
+        out = subprocess.run(
+            [sys.executable, __file__, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
         )
-        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"generating shard {shard} failed:\n{out.stderr[-3000:]}")
         print(f"  shard {shard + 1}/{shards}: {out.stdout.strip()}", flush=True)
-    manifest = {"customers": customers, "days": days, "seed": seed, "products": products, "shards": shards,
-                "session_scale": SESSION_SCALE}
+    manifest = {
+        "customers": customers,
+        "days": days,
+        "seed": seed,
+        "products": products,
+        "shards": shards,
+        "session_scale": SESSION_SCALE,
+    }
     (work / "generated.json").write_text(json.dumps(manifest, indent=2))
     return {**manifest, "generate_s": round(time.time() - started, 1)}
+
+
+def generate_shard(args: argparse.Namespace) -> int:
+    """The child process of generate(): one shard into the data directory of the environment."""
+    from tessera.generate import GenerateConfig
+    from tessera.generate import generate as write_shard
+    from tessera.settings import load_settings
+
+    settings = load_settings()
+    config = GenerateConfig(
+        customers=args.customers,
+        days=args.days,
+        seed=args.seed,
+        products=args.products,
+        shard=args.shard,
+        session_scale=SESSION_SCALE,
+    )
+    print(json.dumps(write_shard(config, settings.landing_dir, settings.truth_dir).rows))
+    return 0
 
 
 def landing_volume(landing: Path) -> dict:
@@ -236,7 +270,9 @@ def step_metrics(run: dict, dagster_home: Path) -> tuple[list[dict], list[dict],
                 peak_rss_gb=None if rss is None else round(rss / 1024**3, 2),
             )
         elif kind == "STEP_SKIPPED":
-            steps.setdefault(event.step_key, {"step": event.step_key, "assets": [], "rows_out": {}})["status"] = "skipped"
+            steps.setdefault(event.step_key, {"step": event.step_key, "assets": [], "rows_out": {}})["status"] = (
+                "skipped"
+            )
         elif kind == "ASSET_MATERIALIZATION":
             m = event.event_specific_data.materialization
             key = m.asset_key.to_user_string()
@@ -281,7 +317,9 @@ def fill_rows(steps: list[dict], duckdb_path: Path, landing: dict) -> None:
             upstream |= {p.to_user_string() for p in node.parent_keys}
         upstream -= set(step["assets"])
         step["rows_in"] = sum(rows_of.get(k, 0) for k in upstream) + sum(
-            landing[k.split("/", 1)[1]]["records"] for k in step["assets"] if k.startswith("raw/") and k.split("/", 1)[1] in landing
+            landing[k.split("/", 1)[1]]["records"]
+            for k in step["assets"]
+            if k.startswith("raw/") and k.split("/", 1)[1] in landing
         )
         step["rows_out_total"] = sum(step["rows_out"].values())
 
@@ -298,8 +336,19 @@ def _asset_key(user_string: str):
 
 def plain_dbt_build(env: dict, work: Path) -> dict:
     dbt = str(Path(sys.executable).parent / "dbt")
-    cmd = [dbt, "build", "--full-refresh", "--indirect-selection", "buildable", "--project-dir", str(ROOT / "dbt_project"),
-           "--profiles-dir", str(ROOT / "dbt_project"), "--target-path", str(work / "dbt_target")]
+    cmd = [
+        dbt,
+        "build",
+        "--full-refresh",
+        "--indirect-selection",
+        "buildable",
+        "--project-dir",
+        str(ROOT / "dbt_project"),
+        "--profiles-dir",
+        str(ROOT / "dbt_project"),
+        "--target-path",
+        str(work / "dbt_target"),
+    ]
     env = {**env, "TESSERA_DUCKDB_PATH": str(work / "data" / "tessera.duckdb")}
     result = run_measured(cmd, env, work / "plain_dbt.log")
     result.pop("sampler")
@@ -400,8 +449,13 @@ def markdown(result: dict) -> str:
             f"{_num(s.get('peak_rss_gb'), 2)} | {s.get('rows_in', 0):,} | {s.get('rows_out_total', 0):,} |"
         )
     if result["dbt_models"]:
-        lines += ["", "Slowest dbt models (their own duration inside the dbt steps):", "", "| model | wall s |",
-                  "| --- | ---: |"]
+        lines += [
+            "",
+            "Slowest dbt models (their own duration inside the dbt steps):",
+            "",
+            "| model | wall s |",
+            "| --- | ---: |",
+        ]
         for m in sorted(result["dbt_models"], key=lambda m: -m["wall_s"])[:15]:
             lines.append(f"| {m['asset']} | {m['wall_s']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -431,9 +485,13 @@ def summary(results: Path = RESULTS) -> str:
             f"| {r['size']} | {r['customers']:,} | {r['landing'].get('events', {}).get('records', 0):,} | {p['wall_s']:.1f} | "
             f"{p['cpu_s']:.1f} | {p['peak_tree_rss_gb']:.2f} | {r['orchestration']['ratio']:.2f}x | {r['floor']['pipeline_ratio']:.1f}x |"
         )
-    lines += ["", "Scaling exponent b (cost = a * size^b) between consecutive sizes; target b <= 1.1 from 100k to 1m:", ""]
+    lines += [
+        "",
+        "Scaling exponent b (cost = a * size^b) between consecutive sizes; target b <= 1.1 from 100k to 1m:",
+        "",
+    ]
     lines += ["| from | to | b (wall) | b (CPU) |", "| --- | --- | ---: | ---: |"]
-    for a, b in zip(runs, runs[1:]):
+    for a, b in pairwise(runs):
         lines.append(
             f"| {a['size']} | {b['size']} | {exponent(a['pipeline']['wall_s'], b['pipeline']['wall_s'], a['customers'], b['customers'])} | "
             f"{exponent(a['pipeline']['cpu_s'], b['pipeline']['cpu_s'], a['customers'], b['customers'])} |"
@@ -441,13 +499,20 @@ def summary(results: Path = RESULTS) -> str:
     if len(runs) >= 2:
         a, b = runs[-2], runs[-1]
         steps_a = {s["step"]: s for s in a["steps"]}
-        lines += ["", f"Per step, {a['size']} to {b['size']} (steps taking at least 1 s at {b['size']}):", "",
-                  "| step | wall s small | wall s large | b (wall) |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"Per step, {a['size']} to {b['size']} (steps taking at least 1 s at {b['size']}):",
+            "",
+            "| step | wall s small | wall s large | b (wall) |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for s in sorted(b["steps"], key=lambda s: -s.get("wall_s", 0)):
             small = steps_a.get(s["step"], {}).get("wall_s")
             if s.get("wall_s", 0) >= 1 and small:
-                lines.append(f"| {s['step']} | {small:.1f} | {s['wall_s']:.1f} | "
-                             f"{exponent(small, s['wall_s'], a['customers'], b['customers'])} |")
+                lines.append(
+                    f"| {s['step']} | {small:.1f} | {s['wall_s']:.1f} | "
+                    f"{exponent(small, s['wall_s'], a['customers'], b['customers'])} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -463,7 +528,11 @@ def main() -> int:
     parser.add_argument("--summary", action="store_true", help="only rebuild bench/results/scale.md")
     parser.add_argument("--customers", type=int, help="another number of customers (tests); results named by it")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--shard", type=int, help=argparse.SUPPRESS)  # generate one shard (child process)
+    parser.add_argument("--products", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.shard is not None:
+        return generate_shard(args)
     results = args.results_dir
     results.mkdir(parents=True, exist_ok=True)
     if args.summary:
@@ -514,7 +583,10 @@ def main() -> int:
     fill_rows(steps, settings.duckdb_path, volume)
     run.pop("sampler")
     status = "success" if run["exit_code"] == 0 else "failed"
-    print(f"  pipeline {status}: {run['wall_s']} s wall, {run['cpu_s']} s CPU, {run['peak_tree_rss_gb']} GB peak", flush=True)
+    print(
+        f"  pipeline {status}: {run['wall_s']} s wall, {run['cpu_s']} s CPU, {run['peak_tree_rss_gb']} GB peak",
+        flush=True,
+    )
 
     dbt_steps = [s for s in steps if s["step"].startswith("dbt_") and "wall_s" in s]
     print("  plain dbt build of the same project ...", flush=True)
@@ -539,7 +611,7 @@ def main() -> int:
         "settings": {
             "duckdb_memory_limit": settings.duckdb_memory_limit,
             "duckdb_threads": settings.duckdb_threads,
-            "duckdb_temp_dir": str(getattr(settings, "duckdb_temp_dir", "")),
+            "duckdb_temp_dir": str(settings.duckdb_temp_dir),
             "gx_max_rows": settings.gx_max_rows,
         },
         "generation": generation,

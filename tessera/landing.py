@@ -155,8 +155,8 @@ def _stage_json_lines(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes
 
     The lines are read by DuckDB's CSV scanner with one column, no quoting and NUL as the
     separator (valid JSON never holds a raw NUL; a line that does is invalid JSON and is quarantined
-    up to its first NUL). It is five times faster than splitting the file's text (string_split),
-    which mattered at 30 million events."""
+    up to its first NUL). Splitting the file's text with string_split took 0.9 s for 59k lines
+    here; this takes 0.2 s."""
     try:
         con.execute(
             f"create or replace temp table {_JSON_LINES} as "

@@ -54,10 +54,27 @@ def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path)
     }
     sql = "select current_setting('temp_directory') as t, current_setting('memory_limit') as m"
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "dbt"), "show", "--inline", sql, "--output", "json", "--log-format", "json",
-         "--project-dir", str(ROOT / "dbt_project"), "--profiles-dir", str(ROOT / "dbt_project"),
-         "--target-path", str(tmp_path / "target")],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            "show",
+            "--inline",
+            sql,
+            "--output",
+            "json",
+            "--log-format",
+            "json",
+            "--project-dir",
+            str(ROOT / "dbt_project"),
+            "--profiles-dir",
+            str(ROOT / "dbt_project"),
+            "--target-path",
+            str(tmp_path / "target"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert str(spill) in done.stdout and ("1.0 GiB" in done.stdout or "953.6 MiB" in done.stdout)
