@@ -171,25 +171,20 @@ def generate(customers: int, days: int, seed: int, env: dict, work: Path) -> dic
     per_shard = customers // shards
     started = time.time()
     for shard in range(shards):
-        # one process per shard: its memory is returned to the system before the next one
-        args = [
-            "--shard",
-            str(shard),
-            "--customers",
-            str(per_shard),
-            "--products",
-            str(products),
-            "--days",
-            str(days),
-            "--seed",
-            str(seed),
-        ]
+        # `tessera generate`, one process per shard: its memory is returned before the next one
+        args = ["--shard", shard, "--customers", per_shard, "--products", products, "--days", days, "--seed", seed]
         out = subprocess.run(
-            [sys.executable, __file__, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+            [str(Path(sys.executable).parent / "tessera"), "generate", "--session-scale", str(SESSION_SCALE)]
+            + [str(a) for a in args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if out.returncode != 0:
             raise SystemExit(f"generating shard {shard} failed:\n{out.stderr[-3000:]}")
-        print(f"  shard {shard + 1}/{shards}: {out.stdout.strip()}", flush=True)
+        print(f"  shard {shard + 1}/{shards}: generated", flush=True)
     manifest = {
         "customers": customers,
         "days": days,
@@ -200,25 +195,6 @@ def generate(customers: int, days: int, seed: int, env: dict, work: Path) -> dic
     }
     (work / "generated.json").write_text(json.dumps(manifest, indent=2))
     return {**manifest, "generate_s": round(time.time() - started, 1)}
-
-
-def generate_shard(args: argparse.Namespace) -> int:
-    """The child process of generate(): one shard into the data directory of the environment."""
-    from tessera.generate import GenerateConfig
-    from tessera.generate import generate as write_shard
-    from tessera.settings import load_settings
-
-    settings = load_settings()
-    config = GenerateConfig(
-        customers=args.customers,
-        days=args.days,
-        seed=args.seed,
-        products=args.products,
-        shard=args.shard,
-        session_scale=SESSION_SCALE,
-    )
-    print(json.dumps(write_shard(config, settings.landing_dir, settings.truth_dir).rows))
-    return 0
 
 
 def landing_volume(landing: Path) -> dict:
@@ -528,11 +504,7 @@ def main() -> int:
     parser.add_argument("--summary", action="store_true", help="only rebuild bench/results/scale.md")
     parser.add_argument("--customers", type=int, help="another number of customers (tests); results named by it")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--shard", type=int, help=argparse.SUPPRESS)  # generate one shard (child process)
-    parser.add_argument("--products", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.shard is not None:
-        return generate_shard(args)
     results = args.results_dir
     results.mkdir(parents=True, exist_ok=True)
     if args.summary:

@@ -19,6 +19,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         days=args.days,
         seed=args.seed,
         end_date=date.fromisoformat(args.end_date),
+        products=args.products,
+        session_scale=args.session_scale,
+        shard=args.shard,
     )
     result = generate(config, settings.landing_dir, settings.truth_dir)
     print(f"landing files written to {result.landing_dir}")
@@ -126,7 +129,9 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
         mlflow_artifact_root(settings),
     )
     k = args.k
-    print(f"{len(results)} trials in MLflow experiment '{args.experiment}' ({settings.mlflow_tracking_uri}); {split.describe()}")
+    print(
+        f"{len(results)} trials in MLflow experiment '{args.experiment}' ({settings.mlflow_tracking_uri}); {split.describe()}"
+    )
     print(f"| loss | components | lr | epochs | feature weight | half-life | P@{k} | NDCG@{k} | cold-user NDCG@{k} |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
@@ -166,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--days", type=int, default=120)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--end-date", default="2026-10-31", help="last day of generated activity")
+    g.add_argument("--products", type=int, help="catalogue size (default: customers / 8, 60 to 50,000)")
+    g.add_argument("--session-scale", type=float, default=1.0, help="multiplies everyone's web sessions")
+    g.add_argument(
+        "--shard", type=int, default=0, help="add shard k > 0 of --customers more people beside shard 0 (make bench)"
+    )
     g.set_defaults(func=_cmd_generate)
 
     o = sub.add_parser("online-retail", help="map the UCI Online Retail export onto the landing contract")
