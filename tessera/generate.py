@@ -89,6 +89,21 @@ class GenerateConfig:
     # 30 clickstream events per customer over 120 days
     session_scale: float = 1.0
 
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be {rule}, got {value!r}"
+            for name, value, ok, rule in (
+                ("customers", self.customers, self.customers >= 1, "at least 1"),
+                ("days", self.days, self.days >= 1, "at least 1"),
+                ("products", self.products, self.products is None or self.products >= 1, "at least 1"),
+                ("shard", self.shard, self.shard >= 0, "0 or more"),
+                ("session_scale", self.session_scale, self.session_scale > 0, "above 0"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError("invalid generator settings: " + "; ".join(problems))
+
     @property
     def tag(self) -> str:
         return f"{self.shard}-" if self.shard else ""

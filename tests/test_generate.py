@@ -118,3 +118,14 @@ def _digest_without(folder, marker: str) -> str:
             h.update(path.relative_to(folder).as_posix().encode())
             h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def test_invalid_settings_are_refused_naming_each_problem():
+    import pytest
+
+    with pytest.raises(ValueError) as err:
+        GenerateConfig(customers=0, days=10, shard=-1, session_scale=0)
+    message = str(err.value)
+    assert "customers must be at least 1, got 0" in message
+    assert "shard must be 0 or more, got -1" in message and "session_scale must be above 0" in message
+    assert "days" not in message
