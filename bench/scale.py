@@ -220,10 +220,9 @@ def landing_volume(landing: Path) -> dict:
 
 def step_metrics(run: dict, dagster_home: Path) -> tuple[list[dict], list[dict], str]:
     """Per step: wall, CPU, peak RSS, assets, rows out; dbt models' durations; the run id."""
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
     import dagster as dg
 
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
     record = instance.get_runs(limit=1)[0]
     sampler: TreeSampler = run["sampler"]
     started, steps, models = {}, {}, []

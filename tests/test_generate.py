@@ -99,9 +99,10 @@ def test_shards_add_people_with_disjoint_ids_and_share_one_catalogue(tmp_path):
     ]:
         a, b = ids(sql, pattern)
         assert a and b and not (a & b), pattern
-    events = lambda glob: {  # noqa: E731
-        r[0] for r in con.execute(f"select anonymous_id from read_json('{landing}/events/{glob}', format='newline_delimited')").fetchall()
-    }
+    def events(glob: str) -> set:
+        sql = f"select anonymous_id from read_json('{landing}/events/{glob}', format='newline_delimited')"
+        return {r[0] for r in con.execute(sql).fetchall()}
+
     assert not events("events_????-??-??.jsonl") & events("events_*_1.jsonl")
     # every product an order of shard 1 names is in the one catalogue
     catalogue = {r[0] for r in con.execute(f"select product_id from read_parquet('{landing}/products/products.parquet')").fetchall()}
