@@ -32,6 +32,7 @@ from orchestration.metadata import run_metadata, table_metadata
 from orchestration.quality import gated_marts_upstream
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.settings import mlflow_artifact_root
+from tessera.timing import Phases
 
 
 def gated_deps(*models: str) -> list[dg.AssetKey]:
@@ -350,10 +351,11 @@ def recommendation_candidates(
     context: dg.AssetExecutionContext, tessera: TesseraResource, config: RecommenderConfig
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
+    phase = Phases()
     settings = tessera.settings()
     params = config.params(settings.seed)
     pseudonym.check_salt(settings.pseudonym_salt, settings.mode)
-    with tessera.duckdb(read_only=True) as con:
+    with phase("read"), tessera.duckdb(read_only=True) as con:
         # the training set, and so every MLflow artifact, knows customers only by customer_pkey
         pseudonym.install(con, settings.pseudonym_salt)
         customers = con.execute(pseudonymised(CUSTOMERS_SQL, "customer_key")).df()
@@ -379,9 +381,10 @@ def recommendation_candidates(
         # customers (and their interactions) it costs the same at 100k and at 1M customers
         eval_users = eval_users.sample(n=params.eval_max_users, random_state=params.seed).sort_values("customer_key")
     eval_users = eval_users.merge(features_then, on="customer_key", how="left")
-    eval_data = build_data(eval_users, items, interactions, USER_FEATURES, ITEM_FEATURES)
-    split = time_split(eval_data, params.test_days)
-    evaluation = evaluate_split(eval_data, split, params)
+    with phase("evaluate"):
+        eval_data = build_data(eval_users, items, interactions, USER_FEATURES, ITEM_FEATURES)
+        split = time_split(eval_data, params.test_days)
+        evaluation = evaluate_split(eval_data, split, params)
     metrics = flatten_metrics(evaluation)
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
     metrics["eval_customers"] = float(len(eval_users))
@@ -393,53 +396,60 @@ def recommendation_candidates(
 
     # the published model: every interaction, today's features
     users = customers.merge(features_as_of(snapshots, "customer_key", None), on="customer_key", how="left")
-    data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
-    data = with_feature_weight(data, params.feature_weight)
-    model = fit(data, data.interactions, params)
-    recs = published_candidates(model, data, users, items, config)
+    with phase("build"):
+        data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
+        data = with_feature_weight(data, params.feature_weight)
+    with phase("fit"):
+        model = fit(data, data.interactions, params)
+    with phase("score"):
+        recs = published_candidates(model, data, users, items, config)
 
-    logged = log_recommender_run(
-        tracking_uri=settings.mlflow_tracking_uri,
-        experiment=settings.mlflow_experiment,
-        artifact_root=mlflow_artifact_root(settings),
-        params={
-            **params.as_dict(),
-            "user_features": ",".join(USER_FEATURES),
-            "item_features": ",".join(ITEM_FEATURES),
-            "split_at": str(split.split_at.date()),
-            "user_features_as_of": str(features_at),
-            "epochs_used": params.epochs_for(int(data.interactions[["u", "i"]].drop_duplicates().shape[0])),
-            "primary_slice": PRIMARY_SLICE,
-            "n_users": len(data.users.ids),
-            "n_items": len(data.items.ids),
-        },
-        metrics=metrics,
-        bundle=model_bundle(model, data, params.k),
-        tags={"dagster_run_id": context.run_id, "source": "tessera"},
-        mappings={"users": data.users.ids, "items": data.items.ids},
-        baselines={m: model_metrics(evaluation, m) for m in evaluation if m != "lightfm_hybrid"},
-        shared_params={
-            "split_at": str(split.split_at.date()),
-            "primary_slice": PRIMARY_SLICE,
-            "k": params.k,
-            "test_days": params.test_days,
-            "recent_days": params.recent_days,
-        },
-    )
-    decision = promotion_gate(settings, logged, params, evaluation, eval_data, split)
+    with phase("mlflow_log"):
+        logged = log_recommender_run(
+            tracking_uri=settings.mlflow_tracking_uri,
+            experiment=settings.mlflow_experiment,
+            artifact_root=mlflow_artifact_root(settings),
+            params={
+                **params.as_dict(),
+                "user_features": ",".join(USER_FEATURES),
+                "item_features": ",".join(ITEM_FEATURES),
+                "split_at": str(split.split_at.date()),
+                "user_features_as_of": str(features_at),
+                "epochs_used": params.epochs_for(int(data.interactions[["u", "i"]].drop_duplicates().shape[0])),
+                "primary_slice": PRIMARY_SLICE,
+                "n_users": len(data.users.ids),
+                "n_items": len(data.items.ids),
+            },
+            metrics=metrics,
+            bundle=model_bundle(model, data, params.k),
+            tags={"dagster_run_id": context.run_id, "source": "tessera"},
+            mappings={"users": data.users.ids, "items": data.items.ids},
+            baselines={m: model_metrics(evaluation, m) for m in evaluation if m != "lightfm_hybrid"},
+            shared_params={
+                "split_at": str(split.split_at.date()),
+                "primary_slice": PRIMARY_SLICE,
+                "k": params.k,
+                "test_days": params.test_days,
+                "recent_days": params.recent_days,
+            },
+        )
+    with phase("promotion_gate"):
+        decision = promotion_gate(settings, logged, params, evaluation, eval_data, split)
     context.log.info(decision.summary())
     if decision.promoted:
         recs["model_run_id"] = logged.run_id
         recs["model_version"] = decision.challenger_version
     else:
         # published recommendations come only from the champion: it scores today's customers
-        recs = lists_from_champion(settings, decision.champion_now, users, items, interactions, config)
+        with phase("champion_lists"):
+            recs = lists_from_champion(settings, decision.champion_now, users, items, interactions, config)
         context.log.warning(f"{decision.summary()}; every list rewritten by champion version {decision.champion_now}")
     # back to the internal key for the warehouse (the published tables pseudonymise it again)
     recs["customer_key"] = recs["customer_key"].map(internal_keys)
     if recs["customer_key"].isna().any():
         raise ValueError("a recommended customer_pkey maps to no customer in dim_customers")
-    table = write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
+    with phase("write"):
+        table = write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
     ndcg = f"ndcg_at_{params.k}"
     plot = grouped_bar_png(
         {s: {m: evaluation[m][s].get(ndcg, float("nan")) for m in evaluation} for s in SLICES},
@@ -452,6 +462,7 @@ def recommendation_candidates(
             **run_metadata(started, len(interactions)),
             **mlflow_run_metadata(settings, logged.run_id, plot, "ndcg_by_slice"),
             "promoted": decision.promoted,
+            "seconds_by_phase": dg.MetadataValue.json(phase.seconds),
             "registered_model": settings.mlflow_model_name,
             "challenger_version": decision.challenger_version,
             "champion_version": decision.champion_now,

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tessera import snapshots
 from tessera.pseudonym import SALT_VARIABLE
+from tessera.timing import Phases
 
 # how each raw source's rows are matched: the staging view and its identifier columns by kind
 RAW_MATCHES: dict[str, tuple[str, dict[str, str]]] = {
@@ -307,20 +307,18 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
 def apply_erasures(con, publish_dir: Path, run_id: str, now: datetime | None = None) -> dict:
     """Steps 1-6 of the module docstring; the connection needs pseudonym.install()."""
     now = now or datetime.now(UTC)
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, step, *args):
-        started = time.perf_counter()
-        out = step(*args)
-        seconds[name] = round(time.perf_counter() - started, 2)
-        return out
-
+    phase = Phases()
     ensure_tables(con)
-    requests = timed("collect_identifiers", collect_identifiers, con)
-    removed = timed("erase_raw", erase_raw, con)
-    timed("add_listed_values", add_listed_values, con)
-    removed.update(timed("erase_built", erase_built, con))
-    removed.update(timed("erase_snapshots", erase_snapshots, con, publish_dir, now))
+    with phase("collect_identifiers"):
+        requests = collect_identifiers(con)
+    with phase("erase_raw"):
+        removed = erase_raw(con)
+    with phase("add_listed_values"):
+        add_listed_values(con)
+    with phase("erase_built"):
+        removed.update(erase_built(con))
+    with phase("erase_snapshots"):
+        removed.update(erase_snapshots(con, publish_dir, now))
     kinds = dict(con.execute("select kind, count(*) from __erase group by 1 order by 1").fetchall())
     # a request is processed once: its own record is erased with the rest (a re-delivered one
     # comes back, is processed again, and logged again)
@@ -334,7 +332,7 @@ def apply_erasures(con, publish_dir: Path, run_id: str, now: datetime | None = N
             "insert into privacy.erasure_log values (?, ?, ?, ?, ?, ?)",
             [request_id, requested_at, now, run_id, json.dumps(per_request), json.dumps(removed)],
         )
-    return {"requests": requests, "identifiers": kinds, "removed": removed, "seconds": seconds}
+    return {"requests": requests, "identifiers": kinds, "removed": removed, "seconds": phase.seconds}
 
 
 def _count_listed(con, relation: str, column: str) -> int:
