@@ -223,8 +223,8 @@ def without_identity(space: FeatureSpace, cold: np.ndarray | None) -> sp.csr_mat
 class LightFMScorer:
     """Dense user/item representations, so scoring is a matrix product per user chunk. Users and
     items flagged cold (no training interaction) are represented by their features only.
-    Scores are float64 for evaluation (exact ties); `recommend` asks for float32, half the memory
-    traffic when ranking a whole customer base."""
+    Scores are float64 for evaluation (exact ties); `recommend` asks for float32 (half the memory
+    traffic when ranking a whole customer base) and multiplies by `item_emb_t` itself."""
 
     def __init__(
         self,
@@ -242,14 +242,9 @@ class LightFMScorer:
             self.user_emb = self.user_emb.astype(np.float32)
 
     def __call__(self, user_idx: np.ndarray) -> np.ndarray:
-        if self.dtype == np.float32:
-            scores = self.user_emb[user_idx] @ self.item_emb_t
-            scores += self.item_bias[None, :].astype(np.float32)
-            scores += self.user_bias[user_idx, None].astype(np.float32)
-            return scores
         return (
             self.user_emb[user_idx] @ self.item_emb.T + self.user_bias[user_idx, None] + self.item_bias[None, :]
-        ).astype(np.float64)
+        ).astype(self.dtype)
 
 
 def top_candidates(scores: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -258,21 +253,39 @@ def top_candidates(scores: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarra
     each rows x pool; `valid` is False where a row has fewer than `pool` finite scores.
 
     A full argpartition of every row costs ~28 ns per score; this prunes first: the items are
-    cut into blocks, and the pool-th largest block maximum is a lower bound for the pool-th best
-    score (the `pool` blocks at or above it each hold an item at least that good). Only the
-    scores at or above that bound (typically a few hundred per row) are sorted."""
+    cut into about 4 x pool blocks, and the pool-th largest block maximum is a lower bound for
+    the pool-th best score (the `pool` blocks at or above it each hold an item at least that
+    good). Only blocks whose maximum reaches the bound can hold a candidate, so only they are
+    copied out and compared, and only their items at or above the bound are sorted (typically
+    a few per block). A row's scores are read in full once, for the block maxima."""
     rows, n = scores.shape
     pool = min(pool, n)
     width = max(1, n // (4 * pool))
-    full = (n // width) * width
-    block_max = scores[:, :full].reshape(rows, -1, width).max(axis=2)
+    blocks = n // width
+    full = blocks * width
+    view = scores[:, :full].reshape(rows, blocks, width)
+    block_max = view.max(axis=2)
+    tail = scores[:, full:]  # fewer than `width` items: one more block
     if full < n:
-        block_max = np.concatenate([block_max, scores[:, full:].max(axis=1, keepdims=True)], axis=1)
+        block_max = np.concatenate([block_max, tail.max(axis=1, keepdims=True)], axis=1)
     kth = min(pool, block_max.shape[1])
     bound = np.partition(block_max, block_max.shape[1] - kth, axis=1)[:, block_max.shape[1] - kth]
-    r, c = np.nonzero((scores >= bound[:, None]) & np.isfinite(scores))
-    v = scores[r, c]
-    order = np.lexsort((c, -v, r))  # by row, best first, lower item index on ties
+    # a row short of `pool` finite scores has bound -inf: the lowest finite value keeps -inf out
+    bound = np.maximum(bound, np.finfo(scores.dtype).min)
+    block_row, block = np.nonzero(block_max[:, :blocks] >= bound[:, None])  # by row, then block
+    values = view[block_row, block]
+    hit = np.flatnonzero(values >= bound[block_row, None])
+    r = block_row[hit // width]
+    c = block[hit // width] * width + hit % width  # ascending within a row
+    v = values.ravel()[hit]
+    if full < n:
+        tail_r, tail_c = np.nonzero(tail >= bound[:, None])
+        r = np.concatenate([r, tail_r])
+        c = np.concatenate([c, tail_c + full])
+        v = np.concatenate([v, tail[tail_r, tail_c]])
+    # by row, best first; lexsort is stable, and within a row the items are ascending (the tail's
+    # come after every block's), so ties keep the lower item index first
+    order = np.lexsort((-v, r))
     r, c, v = r[order], c[order], v[order]
     starts = np.searchsorted(r, np.arange(rows))
     position = np.arange(len(r)) - starts[r]
@@ -322,7 +335,7 @@ def recommend(
     exclude: sp.csr_matrix,
     eligible_items: np.ndarray,
     k: int,
-    chunk: int = 2048,
+    chunk: int | None = None,
     cold_users: np.ndarray | None = None,
     popular_users: np.ndarray | None = None,
     popularity: np.ndarray | None = None,
@@ -340,7 +353,10 @@ def recommend(
     users are scored from the rows as they are.
 
     Everything runs per chunk of users in numpy (float32 scores, top_candidates for a candidate
-    pool, the cap by cap_per_group); ids are attached once at the end."""
+    pool, the cap by cap_per_group); ids are attached once at the end. Only eligible items are
+    scored, and a user's own bias, which cannot change the order of their list, is added to
+    their chosen scores only. A chunk's scores (`chunk` users; by default about 16 MB of them)
+    stay in the CPU cache while they are ranked."""
     n_users = len(data.users.ids)
     cold = np.zeros(n_users, dtype=bool) if cold_users is None else cold_users
     popular = np.zeros(n_users, dtype=bool) if popular_users is None else popular_users
@@ -348,30 +364,41 @@ def recommend(
         raise ValueError("popular_users given without popularity scores")
     if max_per_group is not None and item_group is None:
         raise ValueError("max_per_group given without item_group")
+    columns = np.flatnonzero(eligible_items)  # eligible item indices, in order
+    if len(columns) == 0:
+        raise ValueError("no eligible (active) item to recommend")
     scorer = LightFMScorer(model, data, cold_users=(cold & ~popular) if zero_identity else None, dtype=np.float32)
+    item_emb_t = np.ascontiguousarray(scorer.item_emb_t[:, columns])
+    item_bias = scorer.item_bias[columns].astype(np.float32)
+    user_bias = scorer.user_bias.astype(np.float32)
+    position = np.full(len(data.items.ids), -1, dtype=np.int64)  # item index -> scored column
+    position[columns] = np.arange(len(columns))
     source_names = np.array(["personalised", "cold_start_features", "popularity"])
     source = np.where(popular, 2, np.where(cold, 1, 0)).astype(np.int8)
-    blocked = ~eligible_items
-    n_eligible = int(eligible_items.sum())
     # the candidate pool: wide enough that the category cap still leaves k (unless the eligible
     # catalogue is mostly one category)
-    pool = min(n_eligible, k if max_per_group is None else k * max(max_per_group, 5))
-    popular_scores = None if popularity is None else popularity.astype(np.float32)
+    pool = min(len(columns), k if max_per_group is None else k * max(max_per_group, 5))
+    chunk = chunk or max(16, min(2048, 4_000_000 // len(columns)))
+    popular_scores = None if popularity is None else popularity[columns].astype(np.float32)
+    group = None if item_group is None else item_group[columns]
     out_user, out_item, out_rank, out_score = [], [], [], []
     for start in range(0, n_users, chunk):
         idx = np.arange(start, min(start + chunk, n_users))
-        scores = scorer(idx)
+        scores = scorer.user_emb[idx] @ item_emb_t
+        scores += item_bias[None, :]
         rows = popular[idx]
         if rows.any():
             scores[rows] = popular_scores[None, :]
-        scores[:, blocked] = -np.inf
         ex_r, ex_c = exclude[idx].nonzero()
-        scores[ex_r, ex_c] = -np.inf
+        ex_c = position[ex_c]
+        scores[ex_r[ex_c >= 0], ex_c[ex_c >= 0]] = -np.inf
         top, top_scores, valid = top_candidates(scores, pool)
-        keep = cap_per_group(top, valid, item_group, k, max_per_group)
+        # the user bias: the same float32 addition as scoring with it, on the chosen scores only
+        top_scores[~rows] += user_bias[idx[~rows], None]
+        keep = cap_per_group(top, valid, group, k, max_per_group)
         r, c = np.nonzero(keep)
         out_user.append(idx[r])
-        out_item.append(top[r, c])
+        out_item.append(columns[top[r, c]])
         out_rank.append(np.cumsum(keep, axis=1)[r, c])
         out_score.append(top_scores[r, c])
     users = np.concatenate(out_user)

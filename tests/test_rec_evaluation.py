@@ -374,3 +374,57 @@ def test_a_registered_model_lists_customers_it_never_saw_from_their_features():
         mine = lists[lists["customer_key"] == customer][["rank", "product_id"]].reset_index(drop=True)
         then = published[published["customer_key"] == customer][["rank", "product_id"]].reset_index(drop=True)
         pd.testing.assert_frame_equal(mine, then)
+
+
+def test_recommend_equals_ranking_every_item_by_its_full_score():
+    """recommend() scores only eligible items, in chunks, and adds a user's bias after ranking;
+    its lists must equal a plain ranking of every item by its full score (float64, user bias
+    included) under the same rules: inactive and excluded items never, popularity rows, a cap of
+    two per category, top 4."""
+    import scipy.sparse as sp
+
+    from ml.recommender import recommend
+
+    rng = np.random.default_rng(11)
+    n_users, n_items = 40, 300
+    inter = pd.DataFrame(
+        {
+            "customer_key": [f"c{u}" for u in rng.integers(0, n_users, 900)],
+            "product_id": [f"p{i}" for i in rng.integers(0, n_items, 900)],
+            "interaction_type": rng.choice(["view", "cart", "purchase"], 900),
+            "occurred_at": T0 + pd.to_timedelta(rng.integers(0, 60, 900), unit="D"),
+        }
+    )
+    users = pd.DataFrame({"customer_key": [f"c{u}" for u in range(n_users)], "taste": rng.choice(list("xyz"), n_users)})
+    items = pd.DataFrame({"product_id": [f"p{i}" for i in range(n_items)], "category": rng.choice(list("abcd"), n_items)})
+    data = prepare_tables(inter, users, items)
+    model = fit(data, data.interactions, PARAMS)
+    n_users, n_items = len(data.users.ids), len(data.items.ids)
+    eligible = rng.random(n_items) < 0.8
+    exclude = sp.random(n_users, n_items, density=0.2, random_state=5, format="csr")
+    popular = rng.random(n_users) < 0.2
+    popularity = rng.random(n_items)
+    group = rng.integers(0, 4, n_items)
+    recs = recommend(
+        model, data, exclude, eligible, k=4, chunk=7, popular_users=popular, popularity=popularity,
+        item_group=group, max_per_group=2,
+    )  # fmt: skip
+
+    full = LightFMScorer(model, data)(np.arange(n_users))  # float64, every item, user bias included
+    excluded = exclude.toarray() > 0
+    for u, key in enumerate(data.users.ids):
+        score = np.where(popular[u], popularity, full[u])
+        allowed = eligible & ~excluded[u]
+        ranked = [i for i in np.argsort(-score, kind="stable") if allowed[i]]
+        kept, per_group = [], {}
+        for i in ranked:
+            if per_group.get(group[i], 0) < 2:
+                per_group[group[i]] = per_group.get(group[i], 0) + 1
+                kept.append(i)
+            if len(kept) == 4:
+                break
+        mine = recs[recs["customer_key"] == key].sort_values("rank")
+        assert mine["rank"].tolist() == list(range(1, len(kept) + 1))
+        assert mine["product_id"].tolist() == [data.items.ids[i] for i in kept], key
+        np.testing.assert_allclose(mine["score"].to_numpy(), score[kept], rtol=1e-5)
+        assert set(mine["source"]) == {"popularity" if popular[u] else "personalised"}
