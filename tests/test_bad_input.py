@@ -120,6 +120,20 @@ def test_json_lines_that_are_not_objects_are_quarantined_and_non_utf8_json_fails
     assert con.execute("select count(*) from raw.products").fetchall() == [(2,)]
 
 
+def test_json_lines_blank_means_ascii_whitespace_only_as_the_independent_count_says(tmp_path, con):
+    """Lines of spaces, tabs or form feeds are not records; a no-break space is text (invalid
+    JSON, quarantined); CRLF line ends are cut. The load and count_landing_records agree, so the
+    file reconciles."""
+    folder = _landing(tmp_path)
+    (folder / "a.jsonl").write_bytes(
+        b'{"product_id": "P1"}\r\n \t \r\n\t\n\x0b\x0c\n\xc2\xa0\n{"product_id": "P2"}\r\n  \n'
+    )
+    report = load_source(con, PRODUCTS, tmp_path / "landing")
+    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [("P1", 1), ("P2", 3)]
+    assert [(r[2], r[3].split(":")[0], r[4]) for r in _rejects(con)] == [(2, "INVALID JSON", "\xa0")]
+    assert report.records_read == 3 == landing.count_landing_records(con, folder / "a.jsonl")
+
+
 def test_a_file_that_does_not_reconcile_is_refused_and_nothing_of_the_load_is_kept(tmp_path, con, monkeypatch):
     folder = _landing(tmp_path)
     (folder / "a.csv").write_text("product_id,price\nP1,1\nP2,2\n")
