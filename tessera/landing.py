@@ -338,28 +338,38 @@ def _load_file(
             f"cast({_quote(c)} as varchar) as {_quote(c)}" if c in present else f"null::varchar as {_quote(c)}"
             for c in source.column_names
         )
+    long_column = _first_long_column_sql(source, max_field_chars)
     try:
-        # _kept: the record's rank among those read; JSON lines already carry their number
-        kept = "f._line" if kind == "jsonl" else "row_number() over ()"
         # DuckDB leaves an earlier scan's rejects in place when this one has none
         con.execute(f"drop table if exists {_SCAN_REJECTS}")
         con.execute(f"drop table if exists {_SCAN_SCANS}")
-        con.execute(
-            f"create or replace temp table _landing_batch as select {select}, {kept} as _kept from ({sql}) as f",
-            params,
-        )
+        if kind == "jsonl":
+            # a JSON line's record number is its line number, rejected lines included: one pass
+            con.execute(
+                "create or replace temp table _landing_numbered as "
+                f"select b.*, b._kept as _record, {long_column} as _too_long_column "
+                f"from (select {select}, f._line as _kept from ({sql}) as f) as b",
+                params,
+            )
+        else:
+            # _kept: the record's rank among those the scanner read
+            con.execute(
+                "create or replace temp table _landing_batch as "
+                f"select {select}, row_number() over () as _kept from ({sql}) as f",
+                params,
+            )
     except duckdb.Error as exc:
         raise LandingError(f"cannot load landing file {path}: {_short(exc)}") from exc
-    n_scan_rejected = 0
-    if kind == "csv":
-        n_scan_rejected = _quarantine_scan_rejects(con, rejects, source.name, path.name)
-    con.execute(
-        "create or replace temp table _landing_numbered as "
-        f"select b.*, {_record_number_sql(n_scan_rejected)} as _record, "
-        f"{_first_long_column_sql(source, max_field_chars)} as _too_long_column from _landing_batch as b"
-    )
     if kind == "jsonl":
         n_scan_rejected = _quarantine_json_rejects(con, rejects, source.name, path.name)
+    else:
+        n_scan_rejected = _quarantine_scan_rejects(con, rejects, source.name, path.name) if kind == "csv" else 0
+        con.execute(
+            "create or replace temp table _landing_numbered as "
+            f"select b.*, {_record_number_sql(n_scan_rejected)} as _record, {long_column} as _too_long_column "
+            "from _landing_batch as b"
+        )
+        con.execute("drop table _landing_batch")
     n_too_long = _quarantine_long_values(con, rejects, source, path.name, max_field_chars)
     con.execute(
         f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, ? as _source_file, "
@@ -368,7 +378,6 @@ def _load_file(
     )
     n = con.execute("select count(*) from _landing_numbered where _too_long_column is null").fetchall()[0][0]
     n_rejected = n_scan_rejected + n_too_long
-    con.execute("drop table _landing_batch")
     con.execute("drop table _landing_numbered")
     landing = count_landing_records(con, path, max_line_bytes)
     if landing != n + n_rejected:
