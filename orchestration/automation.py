@@ -146,7 +146,8 @@ def gates_of(graph, keys) -> list[dg.AssetCheckKey]:
 
 # Sources processed incrementally (dbt incremental models, macros/incremental.sql): a file of
 # theirs alone starts a run of its load and its incremental model, not of everything downstream.
-# Views between them (stg_events) and after (fct_events) show the new rows without a rebuild.
+# Views after them (fct_events) show the new rows without a rebuild; tables between them
+# (stg_events) are rebuilt in the same run.
 # The aggregates over the whole history (identity links from logins, features, RFM, segments,
 # scores) follow the daily schedule: recomputing them for every clickstream file would rebuild
 # history each time.

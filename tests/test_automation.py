@@ -102,9 +102,10 @@ def test_landing_sensor_requests_what_depends_on_the_new_files_once(tmp_path, mo
     first = _evaluate(None)
     [request] = first.run_requests
     selected = {k.to_user_string() for k in request.asset_selection}
-    # clickstream is processed incrementally: its load and the incremental int_events. The views
-    # on either side (stg_events, fct_events) need no rebuild; nothing that aggregates history runs
-    assert selected == {"raw/events", "intermediate/int_events"}
+    # clickstream is processed incrementally: its load, the stg_events table and the incremental
+    # int_events. The view after them (fct_events) needs no rebuild; nothing that aggregates
+    # history runs
+    assert selected == {"raw/events", "staging/stg_events", "intermediate/int_events"}
     assert request.tags["tessera/sources"] == "events"
     # the run carries the gates of what it builds, never the freshness checks
     checks = {(c.asset_key.to_user_string(), c.name) for c in request.asset_check_keys}

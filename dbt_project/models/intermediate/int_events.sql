@@ -6,8 +6,8 @@
     that sorts before one already processed and repeats its events (a late re-delivery). The full
     rule would keep the earlier file's copy; here the copy already processed stays and the
     newcomer is skipped, so an event is still counted once. -#}
--- It reads raw events through the stg_events view. The direct dependency keeps a run that
--- selects only the load and this model (the landing sensor's, views need no rebuild) in order.
+-- It reads raw events through the stg_events table; the direct dependency on the raw source
+-- keeps the load, stg_events and this model in order in any run that selects them.
 -- depends_on: {{ source('raw', 'events') }}
 {#- On Spark both settings below are target conditions, and only there: the session target keeps
     tables as plain Parquet, which has no DELETE for the post-hook (appending without it would keep
