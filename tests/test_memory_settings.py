@@ -39,10 +39,9 @@ def test_python_steps_open_duckdb_with_the_configured_memory_limit_and_spill_dir
 
 
 def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path):
-    profile = yaml.safe_load((ROOT / "dbt_project" / "profiles.yml").read_text())
-    settings = profile["tessera"]["outputs"]["duckdb"]["settings"]
-    assert "TESSERA_DUCKDB_MEMORY_LIMIT" in settings["memory_limit"]
-    assert "TESSERA_DUCKDB_TEMP_DIR" in settings["temp_directory"]
+    profile = yaml.safe_load((ROOT / "dbt_project" / "profiles.yml").read_text())["tessera"]["outputs"]["duckdb"]
+    assert "TESSERA_DUCKDB_MEMORY_LIMIT" in profile["settings"]["memory_limit"]
+    assert "TESSERA_DUCKDB_TEMP_DIR" in profile["config_options"]["temp_directory"]
     # and dbt's own connection runs with them
     spill = tmp_path / "spill"
     env = {
@@ -78,3 +77,41 @@ def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path)
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert str(spill) in done.stdout and ("1.0 GiB" in done.stdout or "953.6 MiB" in done.stdout)
+
+
+def test_a_dbt_build_goes_on_after_a_model_spilled(tmp_path):
+    """At 1M customers a staging model spilled, and every later model failed: dbt-duckdb SETs its
+    `settings` on each new cursor, and DuckDB refuses to switch the temp directory once it holds
+    data ("Cannot switch temporary directory after the current one has been used"). The profile
+    sets it once, when the database opens. Here: a sort four times the memory limit, then a model
+    on it, through the real profile."""
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: spill\nprofile: tessera\nconfig-version: 2\nversion: '1.0.0'\n")
+    (project / "models" / "sorted.sql").write_text(
+        "{{ config(materialized='table') }} select i, md5(i::varchar) as h from range(3000000) t(i) order by h"
+    )
+    (project / "models" / "after.sql").write_text("{{ config(materialized='table') }} select count(*) as n from {{ ref('sorted') }}")
+    spill = tmp_path / "spill"
+    env = {
+        **os.environ,
+        "TESSERA_DUCKDB_PATH": str(tmp_path / "t.duckdb"),
+        "TESSERA_DUCKDB_TEMP_DIR": str(spill),
+        "TESSERA_DUCKDB_MEMORY_LIMIT": "64MB",
+        "TESSERA_DUCKDB_THREADS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(project)]
+        + ["--profiles-dir", str(ROOT / "dbt_project")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
+        assert con.execute("select n from main.after").fetchall() == [(3_000_000,)]
