@@ -41,7 +41,10 @@ def test_python_steps_open_duckdb_with_the_configured_memory_limit_and_spill_dir
 def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path):
     profile = yaml.safe_load((ROOT / "dbt_project" / "profiles.yml").read_text())["tessera"]["outputs"]["duckdb"]
     assert "TESSERA_DUCKDB_MEMORY_LIMIT" in profile["settings"]["memory_limit"]
+    assert "TESSERA_DUCKDB_THREADS" in profile["settings"]["threads"]
     assert "TESSERA_DUCKDB_TEMP_DIR" in profile["config_options"]["temp_directory"]
+    # one model at a time: it has the whole memory limit
+    assert profile["threads"] == 1
     # and dbt's own connection runs with them
     spill = tmp_path / "spill"
     env = {
@@ -49,9 +52,13 @@ def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path)
         "TESSERA_DUCKDB_PATH": str(tmp_path / "t.duckdb"),
         "TESSERA_DUCKDB_TEMP_DIR": str(spill),
         "TESSERA_DUCKDB_MEMORY_LIMIT": "1GB",
+        "TESSERA_DUCKDB_THREADS": "1",
         "DO_NOT_TRACK": "1",
     }
-    sql = "select current_setting('temp_directory') as t, current_setting('memory_limit') as m"
+    sql = (
+        "select current_setting('temp_directory') as t, current_setting('memory_limit') as m, "
+        "current_setting('threads') || ' threads' as n"
+    )
     done = subprocess.run(
         [
             str(Path(sys.executable).parent / "dbt"),
@@ -77,6 +84,7 @@ def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path)
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert str(spill) in done.stdout and ("1.0 GiB" in done.stdout or "953.6 MiB" in done.stdout)
+    assert "1 threads" in done.stdout  # DuckDB's default would be every core (2 here)
 
 
 def test_a_dbt_build_goes_on_after_a_model_spilled(tmp_path):
