@@ -27,14 +27,14 @@ profiles as (
         c.*,
         case when c.gender in ('F', 'M') then c.gender end as known_gender
     from {{ ref('stg_customers') }} as c
-    inner join {{ ref('int_identities_resolved') }} as r on r.node_key = 'crm:' || c.customer_id
+    inner join {{ tessera.identity_nodes(['crm']) }} as r on r.node_key = 'crm:' || c.customer_id
     where c.invalid_reason is null
 ),
 
 receipts as (
     select r.customer_key, t.receipt_id, t.email, t.phone_e164, t.loyalty_card, max(t.transacted_at) as transacted_at
     from {{ ref('stg_pos_transactions') }} as t
-    inner join {{ ref('int_identities_resolved') }} as r on r.node_key = 'pos:' || t.receipt_id
+    inner join {{ tessera.identity_nodes(['pos']) }} as r on r.node_key = 'pos:' || t.receipt_id
     where t.invalid_reason is null
     group by r.customer_key, t.receipt_id, t.email, t.phone_e164, t.loyalty_card
 ),

@@ -10,6 +10,6 @@ select
     p.granted,
     p.requested_at
 from {{ ref('stg_privacy') }} as p
-left join {{ ref('int_identities_resolved') }} as rc on rc.node_key = 'crm:' || p.customer_id
-left join {{ ref('int_identities_resolved') }} as re on re.node_key = 'email:' || p.email
+left join {{ tessera.identity_nodes(['crm']) }} as rc on rc.node_key = 'crm:' || p.customer_id
+left join {{ tessera.identity_nodes(['email']) }} as re on re.node_key = 'email:' || p.email
 where p.invalid_reason is null

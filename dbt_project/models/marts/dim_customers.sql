@@ -8,7 +8,7 @@ profiles as (
         r.customer_key,
         c.*
     from {{ ref('stg_customers') }} as c
-    inner join {{ ref('int_identities_resolved') }} as r on r.node_key = 'crm:' || c.customer_id
+    inner join {{ tessera.identity_nodes(['crm']) }} as r on r.node_key = 'crm:' || c.customer_id
     where c.invalid_reason is null
 ),
 

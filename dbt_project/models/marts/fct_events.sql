@@ -10,10 +10,6 @@ with
 
 events as (
     select * from {{ ref('int_events') }}
-),
-
-keys as (
-    select node_key, customer_key from {{ ref('int_identities_resolved') }}
 )
 
 select
@@ -33,5 +29,5 @@ select
     e.referrer,
     e.country_code
 from events as e
-left join keys as kc on kc.node_key = 'crm:' || e.customer_id
-left join keys as ka on ka.node_key = 'cookie:' || e.anonymous_id
+left join {{ tessera.identity_nodes(['crm']) }} as kc on kc.node_key = 'crm:' || e.customer_id
+left join {{ tessera.identity_nodes(['cookie']) }} as ka on ka.node_key = 'cookie:' || e.anonymous_id

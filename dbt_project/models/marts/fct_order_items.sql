@@ -7,7 +7,7 @@ lines as (
 ),
 
 keys as (
-    select node_key, customer_key from {{ ref('int_identities_resolved') }}
+    select node_key, customer_key from {{ tessera.identity_nodes(['crm', 'pos']) }} as n
 )
 
 select
