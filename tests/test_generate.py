@@ -72,6 +72,20 @@ def test_people_show_up_with_format_variants_of_the_same_identity(tmp_path):
     assert customers["country"].nunique() > 5
 
 
+def test_no_profile_signs_up_or_is_updated_after_the_data_window(tmp_path):
+    """Duplicate profiles sign up again later than the original, but never after the window's
+    last day: a 120-day window once gave signups up to 300 days past its start."""
+    config = replace(CONFIG, customers=2_000, days=120)
+    result = generate(config, tmp_path / "landing", tmp_path / "truth")
+    customers = pd.read_csv(result.landing_dir / "customers" / "customers.csv", dtype=str)
+    end = pd.Timestamp(config.end_date, tz="UTC") + pd.Timedelta(days=1)
+    for column in ("signup_at", "updated_at"):
+        stamps = pd.to_datetime(customers[column], utc=True, format="mixed")
+        assert stamps.notna().all() and (stamps < end).all(), column
+    truth = pd.read_csv(result.truth_dir / "record_to_person.csv")
+    assert truth[truth["source"] == "customers"]["person_id"].duplicated().sum() > 50  # duplicates exist
+
+
 def test_shards_add_people_with_disjoint_ids_and_share_one_catalogue(tmp_path):
     """bench/scale.py generates 1M customers in shards: shard 1 must add other people (no id,
     email or cookie shared with shard 0) over the same products, and leave shard 0's files alone."""
