@@ -38,6 +38,23 @@ def test_python_steps_open_duckdb_with_the_configured_memory_limit_and_spill_dir
     assert load_settings().dbt_env()["TESSERA_DUCKDB_TEMP_DIR"] == str(spill)
 
 
+def _dbt(tmp_path, memory_limit: str, *args: str) -> subprocess.CompletedProcess:
+    """The dbt CLI with the real profile, on a scratch database that spills to tmp_path/spill,
+    one DuckDB thread."""
+    env = {
+        **os.environ,
+        "TESSERA_DUCKDB_PATH": str(tmp_path / "t.duckdb"),
+        "TESSERA_DUCKDB_TEMP_DIR": str(tmp_path / "spill"),
+        "TESSERA_DUCKDB_MEMORY_LIMIT": memory_limit,
+        "TESSERA_DUCKDB_THREADS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    command = [str(Path(sys.executable).parent / "dbt"), *args, "--profiles-dir", str(ROOT / "dbt_project")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return done
+
+
 def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path):
     profile = yaml.safe_load((ROOT / "dbt_project" / "profiles.yml").read_text())["tessera"]["outputs"]["duckdb"]
     assert "TESSERA_DUCKDB_MEMORY_LIMIT" in profile["settings"]["memory_limit"]
@@ -46,44 +63,15 @@ def test_the_dbt_profile_takes_the_same_limits_from_the_same_variables(tmp_path)
     # one model at a time: it has the whole memory limit
     assert profile["threads"] == 1
     # and dbt's own connection runs with them
-    spill = tmp_path / "spill"
-    env = {
-        **os.environ,
-        "TESSERA_DUCKDB_PATH": str(tmp_path / "t.duckdb"),
-        "TESSERA_DUCKDB_TEMP_DIR": str(spill),
-        "TESSERA_DUCKDB_MEMORY_LIMIT": "1GB",
-        "TESSERA_DUCKDB_THREADS": "1",
-        "DO_NOT_TRACK": "1",
-    }
     sql = (
         "select current_setting('temp_directory') as t, current_setting('memory_limit') as m, "
         "current_setting('threads') || ' threads' as n"
     )
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "show",
-            "--inline",
-            sql,
-            "--output",
-            "json",
-            "--log-format",
-            "json",
-            "--project-dir",
-            str(ROOT / "dbt_project"),
-            "--profiles-dir",
-            str(ROOT / "dbt_project"),
-            "--target-path",
-            str(tmp_path / "target"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert str(spill) in done.stdout and ("1.0 GiB" in done.stdout or "953.6 MiB" in done.stdout)
+    done = _dbt(
+        tmp_path, "1GB", "show", "--inline", sql, "--output", "json", "--log-format", "json",
+        "--project-dir", str(ROOT / "dbt_project"), "--target-path", str(tmp_path / "target"),
+    )  # fmt: skip
+    assert str(tmp_path / "spill") in done.stdout and ("1.0 GiB" in done.stdout or "953.6 MiB" in done.stdout)
     assert "1 threads" in done.stdout  # DuckDB's default would be every core (2 here)
 
 
@@ -93,6 +81,8 @@ def test_a_dbt_build_goes_on_after_a_model_spilled(tmp_path):
     data ("Cannot switch temporary directory after the current one has been used"). The profile
     sets it once, when the database opens. Here: a sort four times the memory limit, then a model
     on it, through the real profile."""
+    import duckdb
+
     project = tmp_path / "project"
     (project / "models").mkdir(parents=True)
     (project / "dbt_project.yml").write_text("name: spill\nprofile: tessera\nconfig-version: 2\nversion: '1.0.0'\n")
@@ -100,26 +90,6 @@ def test_a_dbt_build_goes_on_after_a_model_spilled(tmp_path):
         "{{ config(materialized='table') }} select i, md5(i::varchar) as h from range(3000000) t(i) order by h"
     )
     (project / "models" / "after.sql").write_text("{{ config(materialized='table') }} select count(*) as n from {{ ref('sorted') }}")
-    spill = tmp_path / "spill"
-    env = {
-        **os.environ,
-        "TESSERA_DUCKDB_PATH": str(tmp_path / "t.duckdb"),
-        "TESSERA_DUCKDB_TEMP_DIR": str(spill),
-        "TESSERA_DUCKDB_MEMORY_LIMIT": "64MB",
-        "TESSERA_DUCKDB_THREADS": "1",
-        "DO_NOT_TRACK": "1",
-    }
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(project)]
-        + ["--profiles-dir", str(ROOT / "dbt_project")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    import duckdb
-
+    _dbt(tmp_path, "64MB", "build", "--project-dir", str(project))
     with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
         assert con.execute("select n from main.after").fetchall() == [(3_000_000,)]
