@@ -145,8 +145,8 @@ def _file_relation(
 _JSON_LINES = "_landing_json_lines"
 # json_type raises on text that is not JSON, and DuckDB does not short-circuit `and`
 _JSON_TYPE = "json_type(case when json_valid(line) then line end)"
-# not null (an empty line), not empty and not ASCII whitespace only (bytes.strip's set); CASE evaluates the pattern only
-# for a line that starts with whitespace
+# not null (an empty line), not empty and not ASCII whitespace only (bytes.strip's set); CASE
+# evaluates the pattern only for a line that starts with whitespace
 _NOT_BLANK = (
     "case when line is null or line = '' then false when ord(line) in (32, 9, 11, 12, 13) "
     "then not regexp_full_match(line, '[ \\t\\x0B\\x0C\\r]*') else true end"
