@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ml.recommender import type_weights
+
 # Largest dense block (rows x n_items) materialised while building the item-item similarity:
 # 2**22 float64 cells = 32 MiB, plus a few same-sized temporaries for the top-k selection.
 _BLOCK_CELLS = 2**22
@@ -130,7 +132,7 @@ def _user_item_matrix(
     else:
         if any(v < 0 for v in weights.values()):
             raise ValueError(f"interaction weights must not be negative, got {weights!r}")
-        w_all = train["interaction_type"].map(weights).fillna(0.0).astype(np.float64)
+        w_all = pd.Series(type_weights(train["interaction_type"], weights), index=train.index)
         strongest = w_all.groupby([train["u"], train["i"]], sort=False).max()
         u = strongest.index.get_level_values(0).to_numpy(dtype=np.int64)
         i = strongest.index.get_level_values(1).to_numpy(dtype=np.int64)

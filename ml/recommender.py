@@ -111,6 +111,27 @@ def feature_space(frame: pd.DataFrame, id_column: str, feature_columns: list[str
     return FeatureSpace(ids=ids, id_map={k: i for i, k in enumerate(ids)}, feature_names=names, matrix=m)
 
 
+def index_of(keys: pd.Series, id_map: dict[str, int]) -> np.ndarray:
+    """id_map[key] for every key, -1 for a key not in id_map (or missing). A categorical column
+    (as the recommender asset reads its 26M interactions) is looked up once per category, not
+    once per row."""
+    if isinstance(keys.dtype, pd.CategoricalDtype):
+        categories = keys.cat.categories
+        by_category = np.fromiter((id_map.get(c, -1) for c in categories), dtype=np.int64, count=len(categories))
+        codes = keys.cat.codes.to_numpy()
+        return np.where(codes >= 0, by_category[codes], -1)  # code -1 is a missing key
+    return keys.map(id_map).fillna(-1).to_numpy(dtype=np.int64)
+
+
+def type_weights(types: pd.Series, weights: dict[str, float]) -> np.ndarray:
+    """weights[type] per row as float64, 0 for a type without a weight (or missing); a categorical
+    column is looked up once per category."""
+    if isinstance(types.dtype, pd.CategoricalDtype):
+        by_category = np.array([float(weights.get(c, 0.0)) for c in types.cat.categories] + [0.0])
+        return by_category[types.cat.codes.to_numpy()]  # code -1 (missing) takes the trailing 0
+    return types.map(weights).fillna(0.0).to_numpy(dtype=np.float64)
+
+
 def build_data(
     users: pd.DataFrame,
     items: pd.DataFrame,
@@ -118,16 +139,17 @@ def build_data(
     user_feature_columns: list[str],
     item_feature_columns: list[str],
 ) -> RecData:
+    """Feature spaces of `users` and `items`, and the interactions of those users with those items
+    (others dropped) with their indices u and i. The key columns may be categorical."""
     u = feature_space(users, "customer_key", user_feature_columns)
     i = feature_space(items, "product_id", item_feature_columns)
-    inter = interactions.copy()
-    inter["u"] = inter["customer_key"].map(u.id_map)
-    inter["i"] = inter["product_id"].map(i.id_map)
-    inter = inter.dropna(subset=["u", "i"])
-    inter["u"] = inter["u"].astype(np.int64)
-    inter["i"] = inter["i"].astype(np.int64)
-    inter["occurred_at"] = pd.to_datetime(inter["occurred_at"])
-    return RecData(users=u, items=i, interactions=inter.reset_index(drop=True))
+    user_idx = index_of(interactions["customer_key"], u.id_map)
+    item_idx = index_of(interactions["product_id"], i.id_map)
+    known = (user_idx >= 0) & (item_idx >= 0)
+    # only the known rows are copied: an evaluation sample keeps a few percent of them
+    inter = interactions[known].reset_index(drop=True) if not known.all() else interactions.reset_index(drop=True)
+    inter = inter.assign(u=user_idx[known], i=item_idx[known], occurred_at=pd.to_datetime(inter["occurred_at"]))
+    return RecData(users=u, items=i, interactions=inter)
 
 
 def with_feature_weight(data: RecData, weight: float) -> RecData:
@@ -167,7 +189,7 @@ def weighted_matrix(
     """Sum of interaction weights per (user, item); duplicates are summed by the COO->CSR step.
     With params.half_life_days > 0 each weight decays by half per half-life of age before
     `reference` (default: the newest interaction)."""
-    w = inter["interaction_type"].map(params.weight_of()).fillna(0.0).to_numpy(dtype=np.float32)
+    w = type_weights(inter["interaction_type"], params.weight_of()).astype(np.float32)
     if params.half_life_days > 0 and len(inter):
         reference = inter["occurred_at"].max() if reference is None else reference
         age_days = (reference - inter["occurred_at"]).dt.total_seconds().to_numpy() / 86400.0

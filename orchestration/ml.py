@@ -11,7 +11,6 @@ from ml.rec_evaluation import (
     PRIMARY_SLICE,
     SLICES,
     evaluate_split,
-    features_as_of,
     holdout_start,
     time_split,
 )
@@ -133,10 +132,15 @@ def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, 
     from ml.rec_baselines import MostPopular
 
     profile = users.set_index("customer_key").loc[data.users.ids]
-    has_history = np.zeros(len(data.users.ids), dtype=bool)
-    has_history[data.interactions["u"].to_numpy()] = True
     popularity = MostPopular(data.interactions, len(data.items.ids)).scores
-    return ranked_lists(model, data, profile, ~has_history, purchased_matrix(data), popularity, items, config)
+    return ranked_lists(model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, config)
+
+
+def has_history(data) -> np.ndarray:
+    """Per user index: has at least one interaction in data.interactions."""
+    has = np.zeros(len(data.users.ids), dtype=bool)
+    has[data.interactions["u"].to_numpy()] = True
+    return has
 
 
 def model_bundle(model, data, k: int) -> dict:
@@ -151,7 +155,7 @@ def model_bundle(model, data, k: int) -> dict:
         "user_feature_names": data.users.feature_names,
         "item_feature_names": data.items.feature_names,
         "k": k,
-        "cold_user_ids": sorted(set(data.users.ids) - set(data.interactions["customer_key"].astype(str))),
+        "cold_user_ids": sorted(np.asarray(data.users.ids, dtype=object)[~has_history(data)].tolist()),
     }
 
 
@@ -162,7 +166,7 @@ def champion_lists_for(bundle: dict, feature_weight: float, customers: pd.DataFr
     today's features in the model's own feature space (ml.recommender.unseen_user_rows); the
     popularity fallback, consent, purchases and active products are today's."""
     from ml.rec_baselines import MostPopular
-    from ml.recommender import FeatureSpace, RecData, pairs_matrix, unseen_user_rows
+    from ml.recommender import FeatureSpace, RecData, index_of, pairs_matrix, unseen_user_rows
 
     keys = customers["customer_key"].astype(str).tolist()
     names = bundle["user_feature_names"]
@@ -181,10 +185,10 @@ def champion_lists_for(bundle: dict, feature_weight: float, customers: pd.DataFr
     users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows)
     items_space = FeatureSpace(item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], bundle["item_features"])
     inter = interactions.assign(
-        u=interactions["customer_key"].astype(str).map(users_space.id_map),
-        i=interactions["product_id"].astype(str).map(items_space.id_map),
+        u=index_of(interactions["customer_key"], users_space.id_map),
+        i=index_of(interactions["product_id"], items_space.id_map),
     )
-    mine = inter.dropna(subset=["u", "i"]).astype({"u": np.int64, "i": np.int64})
+    mine = inter[(inter["u"] >= 0) & (inter["i"] >= 0)]
     data = RecData(users=users_space, items=items_space, interactions=mine)
     bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], (len(keys), len(item_ids)))
     popularity = MostPopular(mine, len(item_ids)).scores
@@ -308,11 +312,20 @@ from marts.dim_customers
 where not is_erasure_requested
 order by customer_key
 """
-USER_FEATURES_SQL = f"""
-select customer_key, as_of_date, {", ".join(USER_FEATURES)}
+# A customer's features as of a date: their latest snapshot on or before it (NULL: the latest one),
+# the point-in-time rule of ml.rec_evaluation.features_as_of, applied in SQL so that only one row
+# per customer reaches pandas, not every snapshot.
+USER_FEATURES_AS_OF_SQL = f"""
+select customer_key, {", ".join(USER_FEATURES)}
 from marts.customer_rec_user_features
 where customer_key in (select customer_key from marts.dim_customers where not is_erasure_requested)
-order by customer_key, as_of_date
+  and ($as_of is null or as_of_date <= $as_of)
+qualify row_number() over (partition by customer_key order by as_of_date desc) = 1
+"""
+FEATURES_DATE_SQL = """
+select max(as_of_date) from marts.customer_rec_user_features
+where customer_key in (select customer_key from marts.dim_customers where not is_erasure_requested)
+  and as_of_date <= $as_of
 """
 def pseudonymised(sql: str, order_by: str) -> str:
     """`sql` with customer_key replaced by customer_pkey(customer_key) (tessera/pseudonym.py), in a
@@ -321,14 +334,47 @@ def pseudonymised(sql: str, order_by: str) -> str:
 
 
 ITEMS_SQL = "select product_id, category, brand, price_band, is_active from marts.dim_products order by product_id"
-# Every input in a fixed order: a table's physical row order may change between builds (parallel
-# joins and windows), and LightFM's fit depends on the order interactions arrive in.
-INTERACTIONS_SQL = f"""
-select customer_key, product_id, interaction_type, occurred_at
-from marts.fct_customer_product_interactions
-where {NOT_ERASED}
-order by customer_key, product_id, occurred_at, interaction_type
+# The interactions (26M rows at 1M customers) arrive as integer codes, each key column labelled
+# once: as strings in pandas they took several GB. Codes follow the labels' sort order, so the
+# rows come in the same fixed order as sorting by the keys themselves: a table's physical row
+# order may change between builds (parallel joins and windows), and LightFM's fit depends on the
+# order interactions arrive in. Customers are known by customer_pkey (the order is the pkeys').
+INTERACTION_CODES = """
+with customer_codes as (
+    select customer_key, customer_pkey(customer_key) as label,
+        cast(row_number() over (order by customer_pkey(customer_key)) - 1 as integer) as code
+    from marts.dim_customers
+    where not is_erasure_requested
+),
+product_codes as (
+    select product_id as label, product_id, cast(row_number() over (order by product_id) - 1 as integer) as code
+    from (select distinct product_id from marts.fct_customer_product_interactions where product_id is not null)
+),
+type_codes as (
+    select interaction_type as label, interaction_type,
+        cast(row_number() over (order by interaction_type) - 1 as smallint) as code
+    from (select distinct interaction_type from marts.fct_customer_product_interactions where interaction_type is not null)
+)
 """
+INTERACTIONS_SQL = f"""{INTERACTION_CODES}
+select c.code as customer_key, p.code as product_id, t.code as interaction_type, f.occurred_at
+from marts.fct_customer_product_interactions as f
+join customer_codes as c using (customer_key)
+join product_codes as p using (product_id)
+join type_codes as t using (interaction_type)
+order by c.code, p.code, f.occurred_at, t.code
+"""
+
+
+def read_interactions(con) -> pd.DataFrame:
+    """customer_key (as customer_pkey), product_id, interaction_type and occurred_at of every
+    interaction of a customer not asking for erasure, in key order, the three keys categorical.
+    Needs pseudonym.install on `con`."""
+    frame = con.execute(INTERACTIONS_SQL).df()
+    for column, codes in (("customer_key", "customer_codes"), ("product_id", "product_codes"), ("interaction_type", "type_codes")):
+        labels = [label for (label,) in con.execute(f"{INTERACTION_CODES} select label from {codes} order by code").fetchall()]
+        frame[column] = pd.Categorical.from_codes(frame[column].to_numpy(), categories=pd.Index(labels, dtype=object))
+    return frame
 
 
 @dg.asset(
@@ -359,20 +405,19 @@ def recommendation_candidates(
         # the training set, and so every MLflow artifact, knows customers only by customer_pkey
         pseudonym.install(con, settings.pseudonym_salt)
         customers = con.execute(pseudonymised(CUSTOMERS_SQL, "customer_key")).df()
-        snapshots = con.execute(pseudonymised(USER_FEATURES_SQL, "customer_key, as_of_date")).df()
         items = con.execute(ITEMS_SQL).df()
-        interactions = con.execute(
-            pseudonymised(INTERACTIONS_SQL, "customer_key, product_id, occurred_at, interaction_type")
-        ).df()
+        interactions = read_interactions(con)
         internal_keys = dict(
             con.execute(f"select customer_pkey(customer_key), customer_key from marts.dim_customers where {NOT_ERASED}").fetchall()
         )
-    if interactions.empty:
-        raise ValueError("fct_customer_product_interactions is empty: nothing to train on")
-
-    # evaluation: user features as of the holdout start, so the holdout cannot leak in through them
-    split_at = holdout_start(interactions["occurred_at"], params.test_days)
-    features_then = features_as_of(snapshots, "customer_key", split_at)
+        if interactions.empty:
+            raise ValueError("fct_customer_product_interactions is empty: nothing to train on")
+        # evaluation: user features as of the holdout start, so the holdout cannot leak in through them
+        split_at = holdout_start(interactions["occurred_at"], params.test_days)
+        as_of = {"as_of": split_at.to_pydatetime()}
+        features_then = con.execute(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), as_of).df()
+        features_now = con.execute(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), {"as_of": None}).df()
+        features_at = con.execute(FEATURES_DATE_SQL, as_of).fetchone()[0]
     if features_then.empty:
         context.log.warning(f"no user feature snapshot on or before {split_at.date()}: evaluated without user features")
     eval_users = customers[["customer_key"]]
@@ -388,14 +433,13 @@ def recommendation_candidates(
     metrics = flatten_metrics(evaluation)
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
     metrics["eval_customers"] = float(len(eval_users))
-    features_at = snapshots.loc[pd.to_datetime(snapshots["as_of_date"]) <= split_at, "as_of_date"].max()
     context.log.info(
         f"holdout from {split.split_at.date()}, user features as of {features_at}: "
         f"{evaluation['lightfm_hybrid'][PRIMARY_SLICE]}"
     )
 
     # the published model: every interaction, today's features
-    users = customers.merge(features_as_of(snapshots, "customer_key", None), on="customer_key", how="left")
+    users = customers.merge(features_now, on="customer_key", how="left")
     with phase("build"):
         data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
         data = with_feature_weight(data, params.feature_weight)
