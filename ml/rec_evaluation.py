@@ -36,6 +36,10 @@ from ml.recommender import (
     with_feature_weight,
 )
 
+# Scores per evaluation chunk (users x items): 2M float64 = 16 MB, and user_metrics makes a few
+# same-sized copies (exclusion, masks, partition). 2048 users x 50,000 items made GBs.
+EVAL_CELLS = 2**21
+
 PRIMARY_SLICE = "warm"
 SLICES = ("warm", "warm_all", "cold_users", "cold_items")
 MODELS = ("lightfm_hybrid", "lightfm_ids_only", "most_popular", "recently_popular", "item_item")
@@ -187,12 +191,17 @@ def evaluate_split(
     split: Split,
     params: RecommenderParams,
     models=MODELS,
-    chunk: int = 2048,
+    chunk: int | None = None,
     scorers: dict | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """metrics[model][slice] -> {precision_at_k, recall_at_k, ndcg_at_k, map_at_k, auc,
-    coverage_at_k, novelty_at_k, users} for every model on every slice, same split, same k."""
+    coverage_at_k, novelty_at_k, users} for every model on every slice, same split, same k.
+
+    Users are scored `chunk` at a time; by default as many as make EVAL_CELLS scores, so the
+    dense (users x items) blocks and the metrics' copies of them stay in the tens of MB whatever
+    the catalogue (the metrics do not depend on the chunking)."""
     n_items = len(data.items.ids)
+    chunk = chunk or max(16, min(2048, EVAL_CELLS // max(n_items, 1)))
     popularity = item_popularity(split.train, n_items)
     n_train_users = max(split.train["u"].nunique(), 1)
     specs = slices(data, split, params.eval_max_users, params.seed)
