@@ -6,9 +6,10 @@ purchase and an `occurred_at` Timestamp), then called with an array of user indi
 dense float64 (users x items) matrix where higher is better.
 
 Everything is built from index arrays with bincount and scipy.sparse (no Python loop over
-interactions, users or items); only the item-item similarity is built in item chunks so that a
-dense block never exceeds `_BLOCK_CELLS` cells. The scores carry their own tie-breaks, so a full
-ranking does not depend on how the ranking code orders equal scores:
+interactions, users or items); only the item-item similarity is built in item chunks, so that a
+block of the sparse product spans at most `_BLOCK_CELLS` (rows x n_items) cells. The scores
+carry their own tie-breaks, so a full ranking does not depend on how the ranking code orders
+equal scores:
 
 - MostPopular: buyers + position / n_items, where position (0 .. n_items - 1) orders the items by
   distinct users with any interaction, then lower index first. The fraction is below 1, so
@@ -30,8 +31,8 @@ import scipy.sparse as sp
 
 from ml.recommender import type_weights
 
-# Largest dense block (rows x n_items) materialised while building the item-item similarity:
-# 2**22 float64 cells = 32 MiB, plus a few same-sized temporaries for the top-k selection.
+# Rows of the item-item similarity built at once: as many as make 2**22 (rows x n_items) cells,
+# so a block of the sparse product holds at most that many nonzeros.
 _BLOCK_CELLS = 2**22
 
 
@@ -143,24 +144,30 @@ def _user_item_matrix(
     return x
 
 
-def _neighbours(block: np.ndarray, k: int | None) -> np.ndarray:
-    """Mask of the k largest positive entries per row; a tie at the cut keeps the lower indices."""
-    positive = block > 0
-    if k is None or k >= block.shape[1]:
-        return positive
-    kth = -np.partition(-block, k - 1, axis=1)[:, k - 1 : k]
-    above = block > kth
-    at = block == kth
-    room = k - above.sum(axis=1, keepdims=True)
-    return (above | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= room))) & positive
+def _top_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int | None) -> np.ndarray:
+    """Mask of the entries to keep: per row, the k largest positive values; a tie at the cut keeps
+    the lower column indices. One lexsort over the entries (row, then value descending, then
+    column), so no dense row is ever built."""
+    keep = vals > 0
+    if k is None:
+        return keep
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    order = np.lexsort((cols, -vals, rows))  # the last key is the primary one
+    sorted_rows = rows[order]
+    first = np.searchsorted(sorted_rows, sorted_rows, side="left")  # where each entry's row starts
+    within = np.empty(len(order), dtype=np.int64)
+    within[order] = np.arange(len(order)) - first  # 0 for a row's largest value
+    out = np.zeros(len(keep), dtype=bool)
+    out[np.flatnonzero(keep)] = within < k
+    return out
 
 
 def cosine_similarity(x: sp.csr_matrix, top_neighbours: int | None = None) -> sp.csr_matrix:
     """Item x item cosine similarity of the columns of x, zero diagonal, as a sparse matrix.
 
     S[i, j] = x_i . x_j / (|x_i| |x_j|). With top_neighbours, row i keeps only its top_neighbours
-    largest positive similarities. Built in chunks of rows so no dense n_items x n_items array
-    (and no dense copy of x) is ever made.
+    largest positive similarities. Built in chunks of rows of the sparse product, each pruned on
+    its nonzero entries: no dense n_items-wide row (and no dense copy of x) is ever made.
     """
     if top_neighbours is not None and top_neighbours < 1:
         raise ValueError(f"top_neighbours must be a positive integer or None, got {top_neighbours!r}")
@@ -173,12 +180,14 @@ def cosine_similarity(x: sp.csr_matrix, top_neighbours: int | None = None) -> sp
     rows, cols, vals = [], [], []
     for start in range(0, n_items, chunk):
         stop = min(start + chunk, n_items)
-        block = (unit_t[start:stop] @ unit).toarray()
-        block[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        r, c = np.nonzero(_neighbours(block, top_neighbours))
-        rows.append(r + start)
-        cols.append(c)
-        vals.append(block[r, c])
+        block = (unit_t[start:stop] @ unit).tocoo()
+        r, c, v = block.row.astype(np.int64), block.col.astype(np.int64), block.data
+        off_diagonal = c != r + start
+        r, c, v = r[off_diagonal], c[off_diagonal], v[off_diagonal]
+        keep = _top_per_row(r, c, v, top_neighbours)
+        rows.append(r[keep] + start)
+        cols.append(c[keep])
+        vals.append(v[keep])
     return sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items)
     )
