@@ -64,6 +64,15 @@ CHECKS = """query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ..
   assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { runId status } } } } } } }"""
 
 
+def _default_signal_handling() -> None:
+    """In the child, before exec: SIGINT and SIGTERM back to their defaults, as a service manager
+    starts a process. A shell running the suite in the background (`make test &`, nohup) ignores
+    SIGINT, children inherit that, and `dagster dev` maps SIGTERM to its SIGINT handler: it then
+    ignores SIGTERM and this test would wait for a shutdown that was never asked for."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _wait_until_loaded(api: Dagster, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -121,6 +130,7 @@ def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the test can see every child is gone
+            preexec_fn=_default_signal_handling,
         )
     api = Dagster(port)
     try:
