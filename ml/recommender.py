@@ -269,17 +269,26 @@ class LightFMScorer:
         ).astype(self.dtype)
 
 
-def top_candidates(scores: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The `pool` best items of each row of `scores` (users x items), best first, ties broken by
-    the lower item index; -inf scores are never candidates. Returns (top, top_scores, valid),
-    each rows x pool; `valid` is False where a row has fewer than `pool` finite scores.
+def top_candidates(
+    scores: np.ndarray, pool: int, tie_key: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The `pool` best items (columns) of each row of `scores` (users x items), best first, ties
+    broken by the lower `tie_key` of the column (default: the column index); -inf scores are
+    never candidates. Returns (top, top_scores, valid), each rows x pool; `valid` is False where
+    a row has fewer than `pool` finite scores.
 
     A full argpartition of every row costs ~28 ns per score; this prunes first: the items are
     cut into about 4 x pool blocks, and the pool-th largest block maximum is a lower bound for
     the pool-th best score (the `pool` blocks at or above it each hold an item at least that
     good). Only blocks whose maximum reaches the bound can hold a candidate, so only they are
     copied out and compared, and only their items at or above the bound are sorted (typically
-    a few per block). A row's scores are read in full once, for the block maxima."""
+    a few per block). A row's scores are read in full once, for the block maxima.
+
+    The bound only prunes when a block's items are a fair sample of the row. Columns in catalogue
+    order put a category's products side by side, and similar products score alike: at 1M
+    customers the best category's blocks passed whole, 3,600 candidates a row, and sorting them
+    took 85 % of the scoring. `recommend` therefore scores the columns in a fixed shuffled order
+    and passes the item index as `tie_key`."""
     rows, n = scores.shape
     pool = min(pool, n)
     width = max(1, n // (4 * pool))
@@ -305,9 +314,8 @@ def top_candidates(scores: np.ndarray, pool: int) -> tuple[np.ndarray, np.ndarra
         r = np.concatenate([r, tail_r])
         c = np.concatenate([c, tail_c + full])
         v = np.concatenate([v, tail[tail_r, tail_c]])
-    # by row, best first; lexsort is stable, and within a row the items are ascending (the tail's
-    # come after every block's), so ties keep the lower item index first
-    order = np.lexsort((-v, r))
+    # by row, best first, ties by the lower key
+    order = np.lexsort((c if tie_key is None else tie_key[c], -v, r))
     r, c, v = r[order], c[order], v[order]
     starts = np.searchsorted(r, np.arange(rows))
     position = np.arange(len(r)) - starts[r]
@@ -386,9 +394,12 @@ def recommend(
         raise ValueError("popular_users given without popularity scores")
     if max_per_group is not None and item_group is None:
         raise ValueError("max_per_group given without item_group")
-    columns = np.flatnonzero(eligible_items)  # eligible item indices, in order
+    columns = np.flatnonzero(eligible_items)  # eligible item indices
     if len(columns) == 0:
         raise ValueError("no eligible (active) item to recommend")
+    # scored in a fixed shuffled order, so that top_candidates' blocks are fair samples of the
+    # catalogue; ties still go to the lower item index (tie_key)
+    columns = columns[np.random.default_rng(0).permutation(len(columns))]
     scorer = LightFMScorer(model, data, cold_users=(cold & ~popular) if zero_identity else None, dtype=np.float32)
     item_emb_t = np.ascontiguousarray(scorer.item_emb_t[:, columns])
     item_bias = scorer.item_bias[columns].astype(np.float32)
@@ -414,7 +425,7 @@ def recommend(
         ex_r, ex_c = exclude[idx].nonzero()
         ex_c = position[ex_c]
         scores[ex_r[ex_c >= 0], ex_c[ex_c >= 0]] = -np.inf
-        top, top_scores, valid = top_candidates(scores, pool)
+        top, top_scores, valid = top_candidates(scores, pool, tie_key=columns)
         # the user bias: the same float32 addition as scoring with it, on the chosen scores only
         top_scores[~rows] += user_bias[idx[~rows], None]
         keep = cap_per_group(top, valid, group, k, max_per_group)

@@ -213,11 +213,17 @@ def test_pruned_top_candidates_equal_a_full_sort_with_ties_and_exclusions():
     from ml.recommender import top_candidates
 
     rng = np.random.default_rng(7)
-    for _ in range(100):
+    for trial in range(110):
         rows, n, pool = rng.integers(1, 12), rng.integers(1, 400), rng.integers(1, 60)
         scores = rng.integers(0, rng.integers(2, 40), (rows, n)).astype(np.float32)  # many ties
+        if trial >= 100:  # wide rows, nearly all one value: thousands of ties at the bound
+            n = rng.integers(5_000, 20_000)
+            scores = np.where(rng.random((rows, n)) < 0.002, rng.random((rows, n)), 0.5).astype(np.float32)
         scores[rng.random((rows, n)) < rng.random()] = -np.inf  # excluded / inactive
-        top, top_scores, valid = top_candidates(scores, pool)
+        # columns in a shuffled order, as recommend scores them, ties still by the item's index
+        perm = rng.permutation(n) if trial % 2 else np.arange(n)
+        top, top_scores, valid = top_candidates(scores[:, perm], pool, tie_key=perm)
+        top = perm[top]
         expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(pool, n)]  # ties: lower index
         expected_scores = np.take_along_axis(scores, expected, axis=1)
         np.testing.assert_array_equal(valid, np.isfinite(expected_scores))
