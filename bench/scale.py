@@ -324,7 +324,12 @@ def plain_dbt_build(env: dict, work: Path) -> dict:
         "--target-path",
         str(work / "dbt_target"),
     ]
-    env = {**env, "TESSERA_DUCKDB_PATH": str(work / "data" / "tessera.duckdb")}
+    from tessera.settings import load_settings
+
+    # what the Dagster dbt steps give dbt (Settings.dbt_env): the same database, memory limit,
+    # threads and spill directory. Without the spill directory the profile's relative default
+    # does not exist from here, and at 1m, where models spill, the plain build failed.
+    env = {**env, **load_settings().dbt_env(), "TESSERA_DUCKDB_PATH": str(work / "data" / "tessera.duckdb")}
     result = run_measured(cmd, env, work / "plain_dbt.log")
     result.pop("sampler")
     if result["exit_code"] != 0:
