@@ -223,6 +223,18 @@ def matrix(tmp_path_factory):
         f"SKU_HUGE,{'y' * 120_000},4.00,GBP\n"
     )
     (land / "privacy" / "privacy_empty.csv").write_bytes(b"")
+    customer_cols = pd.read_csv(land / "customers" / "customers.csv", dtype=str, nrows=0).columns.tolist()
+    profile = {c: "" for c in customer_cols} | {"first_name": "Ada", "last_name": "Future", "country": "GB"}
+    _write_csv(
+        land / "customers" / "customers_matrix.csv",
+        customer_cols,
+        [
+            [{**profile, "customer_id": "CFUTURE1", "email": "ada.future1@example.com", "signup_at": "2031-01-01T00:00:00Z",
+              "updated_at": "2026-10-01T00:00:00Z"}[c] for c in customer_cols],
+            [{**profile, "customer_id": "CFUTURE2", "email": "ada.future2@example.com", "signup_at": "2026-09-01T00:00:00Z",
+              "updated_at": "2031-01-01T00:00:00Z"}[c] for c in customer_cols],
+        ],
+    )
 
     events = pd.read_json(sorted((land / "events").glob("*.jsonl"))[-1], lines=True, dtype=False).head(2)
     late, future = events.iloc[0].copy(), events.iloc[1].copy()
@@ -311,6 +323,13 @@ def test_future_and_too_old_timestamps_are_quarantined_and_a_zoneless_one_is_rea
     assert _quarantined(con, "orders", "M0002")[0][1] == "ordered_at in the future"
     assert _quarantined(con, "orders", "M0003")[0][1] == "ordered_at before the shop's first day"
     assert _quarantined(con, "events", "E_FUTURE")[0][1] == "event_ts in the future"
+    # a CRM profile signing up, or updated, in the future: quarantined at the row, not at the mart's gate
+    assert _quarantined(con, "customers", "CFUTURE1")[0][1] == "signup_at in the future"
+    assert _quarantined(con, "customers", "CFUTURE2")[0][1] == "updated_at in the future"
+    assert con.execute(
+        "select count(*) from marts.dim_customers "
+        "where first_signup_at > current_timestamp or anchor_customer_id in ('CFUTURE1', 'CFUTURE2')"
+    ).fetchone()[0] == 0
     got = con.execute("select ordered_at from marts.fct_orders where order_id in ('M0001', 'M0004') order by 1").fetchall()
     assert got == [(datetime(2026, 10, 20, 8, 30),), (datetime(2026, 10, 21, 8, 0),)]
 

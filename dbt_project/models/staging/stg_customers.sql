@@ -46,9 +46,15 @@ renamed as (
         -- quality flags
         s.email is not null and trim(s.email) <> '' and {{ tessera.normalise_email('s.email') }} is null as has_invalid_email,
         s.country is not null and c.country_code is null as has_unknown_country,
-        case
-            when {{ tessera.clean_text('s.customer_id') }} is null then 'missing customer_id'
-        end as invalid_reason,
+        -- a signup or update in the future would become the golden record's first signup or its
+        -- most recent (winning) attributes: the profile is quarantined at the row, with the reason
+        coalesce(
+            case
+                when {{ tessera.clean_text('s.customer_id') }} is null then 'missing customer_id'
+            end,
+            {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.signup_at'), 'signup_at') }},
+            {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.updated_at'), 'updated_at') }}
+        ) as invalid_reason,
 
         -- lineage
         s._source_file,
