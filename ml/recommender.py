@@ -287,7 +287,7 @@ def top_candidates(
     The bound only prunes when a block's items are a fair sample of the row. Columns in catalogue
     order put a category's products side by side, and similar products score alike: at 1M
     customers the best category's blocks passed whole, 3,600 candidates a row, and sorting them
-    took 85 % of the scoring. `recommend` therefore scores the columns in a fixed shuffled order
+    took 72 % of the scoring (py-spy). `recommend` therefore scores the columns in a fixed shuffled order
     and passes the item index as `tie_key`."""
     rows, n = scores.shape
     pool = min(pool, n)
