@@ -30,6 +30,7 @@ from orchestration.dbt import model_key
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.quality import gated_marts_upstream
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera.memory import release_unused
 from tessera.settings import mlflow_artifact_root
 from tessera.timing import Phases
 
@@ -50,15 +51,26 @@ ITEM_FEATURES = ["category", "brand", "price_band"]
 
 
 def write_ml_table(tessera: TesseraResource, name: str, frame: pd.DataFrame, order_by: str) -> dict:
-    """Replace ml.<name> with a DataFrame, in a stable row order; the table's UI metadata."""
+    """Replace ml.<name> with a DataFrame, in a stable row order; the table's UI metadata.
+    Categorical columns are written as text (DuckDB would make them ENUMs), and sorted as text."""
+    categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    columns = f"* replace ({', '.join(f'cast({c} as varchar) as {c}' for c in categorical)})" if categorical else "*"
     with tessera.duckdb() as con:
         con.execute("create schema if not exists ml")
         con.register("frame_df", frame)
         try:
-            con.execute(f"create or replace table ml.{name} as select * from frame_df order by {order_by}")
+            con.execute(
+                f"create or replace table ml.{name} as select * from (select {columns} from frame_df) order by {order_by}"
+            )
         finally:
             con.unregister("frame_df")
         return table_metadata(con, f"ml.{name}")
+
+
+def constant_column(value: str, n: int) -> pd.Categorical:
+    """`value` on each of `n` rows, as a categorical: one byte a row where a text column repeats
+    the string (10M rows at 1M customers)."""
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=pd.Index([value]))
 
 
 def mlflow_run_metadata(settings, run_id: str, plot: bytes | None = None, plot_name: str = "plot") -> dict:
@@ -108,7 +120,7 @@ def ranked_lists(
     by_id = items.set_index("product_id")
     active = by_id["is_active"].reindex(data.items.ids).fillna(False).to_numpy(dtype=bool)
     category = by_id["category"].reindex(data.items.ids).fillna("unknown")
-    codes, _ = pd.factorize(category, sort=True)
+    codes, uniques = pd.factorize(category, sort=True)
     recs = recommend(
         model,
         data,
@@ -122,7 +134,8 @@ def ranked_lists(
         max_per_group=config.max_per_category,
         zero_identity=zero_identity,
     )
-    recs["category"] = recs["product_id"].map(category).to_numpy()
+    # product_id's codes are item indices (recommend): the category by code, as a categorical too
+    recs["category"] = pd.Categorical.from_codes(codes[recs["product_id"].cat.codes.to_numpy()], categories=uniques)
     return recs.assign(top_n=config.k, max_per_category=config.max_per_category)
 
 
@@ -212,8 +225,8 @@ def lists_from_champion(settings, version: str, users: pd.DataFrame, items, inte
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     bundle = mlflow.pyfunc.load_model(f"models:/{settings.mlflow_model_name}/{version}").unwrap_python_model().bundle
     recs = champion_lists_for(bundle, feature_weight, users, items, interactions, config)
-    recs["model_run_id"] = registered.run_id
-    recs["model_version"] = str(version)
+    recs["model_run_id"] = constant_column(registered.run_id, len(recs))
+    recs["model_version"] = constant_column(str(version), len(recs))
     return recs
 
 
@@ -426,6 +439,9 @@ def recommendation_candidates(
         # customers (and their interactions) it costs the same at 100k and at 1M customers
         eval_users = eval_users.sample(n=params.eval_max_users, random_state=params.seed).sort_values("customer_key")
     eval_users = eval_users.merge(features_then, on="customer_key", how="left")
+    # at 1M customers each of these frames, and the training data below, is hundreds of MB: each
+    # is let go once used, so the process is small again when the lists are written (docs/scaling.md)
+    del features_then
     with phase("evaluate"):
         eval_data = build_data(eval_users, items, interactions, USER_FEATURES, ITEM_FEATURES)
         split = time_split(eval_data, params.test_days)
@@ -440,6 +456,7 @@ def recommendation_candidates(
 
     # the published model: every interaction, today's features
     users = customers.merge(features_now, on="customer_key", how="left")
+    del customers, features_now
     with phase("build"):
         data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
         data = with_feature_weight(data, params.feature_weight)
@@ -481,13 +498,16 @@ def recommendation_candidates(
         decision = promotion_gate(settings, logged, params, evaluation, eval_data, split)
     context.log.info(decision.summary())
     if decision.promoted:
-        recs["model_run_id"] = logged.run_id
-        recs["model_version"] = decision.challenger_version
+        recs["model_run_id"] = constant_column(logged.run_id, len(recs))
+        recs["model_version"] = constant_column(decision.challenger_version, len(recs))
     else:
         # published recommendations come only from the champion: it scores today's customers
         with phase("champion_lists"):
             recs = lists_from_champion(settings, decision.champion_now, users, items, interactions, config)
         context.log.warning(f"{decision.summary()}; every list rewritten by champion version {decision.champion_now}")
+    n_interactions = len(interactions)
+    del interactions, data, model, users, eval_data
+    release_unused()
     # back to the internal key for the warehouse (the published tables pseudonymise it again)
     recs["customer_key"] = recs["customer_key"].map(internal_keys)
     if recs["customer_key"].isna().any():
@@ -503,7 +523,7 @@ def recommendation_candidates(
     return dg.MaterializeResult(
         metadata={
             **table,
-            **run_metadata(started, len(interactions)),
+            **run_metadata(started, n_interactions),
             **mlflow_run_metadata(settings, logged.run_id, plot, "ndcg_by_slice"),
             "promoted": decision.promoted,
             "seconds_by_phase": dg.MetadataValue.json(phase.seconds),

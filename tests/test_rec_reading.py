@@ -133,3 +133,29 @@ def test_point_in_time_features_in_sql_equal_features_as_of():
         ["gender-c1-10", "gender-c4-09"], key=lambda v: pseudonym.pseudonym(SALT, v.split("-")[1])
     )
     assert con.execute(FEATURES_DATE_SQL, {"as_of": pd.Timestamp("2026-10-10").to_pydatetime()}).fetchone()[0] == pd.Timestamp("2026-10-01").date()
+
+
+def test_categorical_lists_are_written_as_text_in_text_order(tmp_path, monkeypatch):
+    """recommend() returns its keys as categoricals (codes, not 10M strings); ml tables still get
+    VARCHAR columns, sorted by the text, not by the categories' order (DuckDB would otherwise
+    make ENUMs and sort by category position)."""
+    from orchestration.ml import constant_column, write_ml_table
+    from orchestration.resources import TesseraResource
+
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))
+    # categories deliberately not in text order: position order would put "b" first
+    keys = pd.Categorical.from_codes(np.array([0, 0, 1, 2, 1]), categories=pd.Index(["b", "a", "c"]))
+    frame = pd.DataFrame(
+        {
+            "customer_key": keys,
+            "rank": [2, 1, 1, 1, 2],
+            "source": pd.Categorical.from_codes(np.array([1, 1, 0, 0, 0], dtype=np.int8), categories=pd.Index(["x", "y"])),
+            "model_run_id": constant_column("run-1", 5),
+        }
+    )
+    write_ml_table(TesseraResource(), "lists", frame, "customer_key, rank")
+    with duckdb.connect(str(tmp_path / "tessera.duckdb"), read_only=True) as con:
+        types = dict(con.execute("select column_name, data_type from information_schema.columns where table_name = 'lists'").fetchall())
+        rows = con.execute("select * from ml.lists").fetchall()  # physical order
+    assert types == {"customer_key": "VARCHAR", "rank": "BIGINT", "source": "VARCHAR", "model_run_id": "VARCHAR"}
+    assert rows == [("a", 1, "x", "run-1"), ("a", 2, "x", "run-1"), ("b", 1, "y", "run-1"), ("b", 2, "y", "run-1"), ("c", 1, "x", "run-1")]
