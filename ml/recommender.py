@@ -14,6 +14,8 @@ import pandas as pd
 import scipy.sparse as sp
 from lightfm import LightFM
 
+from ml.rec_metrics import top_candidates
+
 
 @dataclass(frozen=True)
 class RecommenderParams:
@@ -267,66 +269,6 @@ class LightFMScorer:
         return (
             self.user_emb[user_idx] @ self.item_emb.T + self.user_bias[user_idx, None] + self.item_bias[None, :]
         ).astype(self.dtype)
-
-
-def top_candidates(
-    scores: np.ndarray, pool: int, tie_key: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The `pool` best items (columns) of each row of `scores` (users x items), best first, ties
-    broken by the lower `tie_key` of the column (default: the column index); -inf scores are
-    never candidates. Returns (top, top_scores, valid), each rows x pool; `valid` is False where
-    a row has fewer than `pool` finite scores.
-
-    A full argpartition of every row costs ~28 ns per score; this prunes first: the items are
-    cut into about 4 x pool blocks, and the pool-th largest block maximum is a lower bound for
-    the pool-th best score (the `pool` blocks at or above it each hold an item at least that
-    good). Only blocks whose maximum reaches the bound can hold a candidate, so only they are
-    copied out and compared, and only their items at or above the bound are sorted (typically
-    a few per block). A row's scores are read in full once, for the block maxima.
-
-    The bound only prunes when a block's items are a fair sample of the row. Columns in catalogue
-    order put a category's products side by side, and similar products score alike: at 1M
-    customers the best category's blocks passed whole, 3,600 candidates a row, and sorting them
-    took 72 % of the scoring (py-spy). `recommend` therefore scores the columns in a fixed shuffled order
-    and passes the item index as `tie_key`."""
-    rows, n = scores.shape
-    pool = min(pool, n)
-    width = max(1, n // (4 * pool))
-    blocks = n // width
-    full = blocks * width
-    view = scores[:, :full].reshape(rows, blocks, width)
-    block_max = view.max(axis=2)
-    tail = scores[:, full:]  # fewer than `width` items: one more block
-    if full < n:
-        block_max = np.concatenate([block_max, tail.max(axis=1, keepdims=True)], axis=1)
-    kth = min(pool, block_max.shape[1])
-    bound = np.partition(block_max, block_max.shape[1] - kth, axis=1)[:, block_max.shape[1] - kth]
-    # a row short of `pool` finite scores has bound -inf: the lowest finite value keeps -inf out
-    bound = np.maximum(bound, np.finfo(scores.dtype).min)
-    block_row, block = np.nonzero(block_max[:, :blocks] >= bound[:, None])  # by row, then block
-    values = view[block_row, block]
-    hit = np.flatnonzero(values >= bound[block_row, None])
-    r = block_row[hit // width]
-    c = block[hit // width] * width + hit % width  # ascending within a row
-    v = values.ravel()[hit]
-    if full < n:
-        tail_r, tail_c = np.nonzero(tail >= bound[:, None])
-        r = np.concatenate([r, tail_r])
-        c = np.concatenate([c, tail_c + full])
-        v = np.concatenate([v, tail[tail_r, tail_c]])
-    # by row, best first, ties by the lower key
-    order = np.lexsort((c if tie_key is None else tie_key[c], -v, r))
-    r, c, v = r[order], c[order], v[order]
-    starts = np.searchsorted(r, np.arange(rows))
-    position = np.arange(len(r)) - starts[r]
-    chosen = position < pool
-    top = np.zeros((rows, pool), dtype=np.int64)
-    top_scores = np.full((rows, pool), -np.inf, dtype=scores.dtype)
-    valid = np.zeros((rows, pool), dtype=bool)
-    top[r[chosen], position[chosen]] = c[chosen]
-    top_scores[r[chosen], position[chosen]] = v[chosen]
-    valid[r[chosen], position[chosen]] = True
-    return top, top_scores, valid
 
 
 def cap_per_group(top: np.ndarray, valid: np.ndarray, group: np.ndarray | None, top_n: int, max_per_group: int | None) -> np.ndarray:
