@@ -143,6 +143,7 @@ def test_categorical_lists_are_written_as_text_in_text_order(tmp_path, monkeypat
     from orchestration.resources import TesseraResource
 
     monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TESSERA_DUCKDB_PATH", str(tmp_path / "tessera.duckdb"))  # CI sets it for the suite
     # categories deliberately not in text order: position order would put "b" first
     keys = pd.Categorical.from_codes(np.array([0, 0, 1, 2, 1]), categories=pd.Index(["b", "a", "c"]))
     frame = pd.DataFrame(
