@@ -336,13 +336,17 @@ def apply_erasures(con, publish_dir: Path, run_id: str, now: datetime | None = N
 
 
 def _count_listed(con, relation: str, column: str) -> int:
-    """Values of `column` in `relation` whose hash, as is or lower-cased and trimmed, is listed."""
+    """Rows of `relation` whose `column`, as is or lower-cased and trimmed, hashes to a listed value.
+    Each distinct value is hashed once and its rows counted: 30M event rows hold about 2M distinct
+    cookies, and sha256 per row was most of the check's time at 1M customers."""
     listed = "in (select value_hash from __hashes)"
-    # the second hash only where cleaning changes the value (a few rows): otherwise it is the first
-    cleaned = f"lower(trim(t.{column}))"
+    # the second hash only where cleaning changes the value (a few values): otherwise it is the first
+    cleaned = "lower(trim(v.value))"
     return con.execute(
-        f"select count(*) from {relation} as t where t.{column} is not null "
-        f"and ({_hashed(f't.{column}')} {listed} or ({cleaned} <> t.{column} and {_hashed(cleaned)} {listed}))"
+        f"with v as (select t.{column} as value, count(*) as n from {relation} as t "
+        f"where t.{column} is not null group by t.{column}) "
+        f"select coalesce(sum(v.n), 0) from v "
+        f"where {_hashed('v.value')} {listed} or ({cleaned} <> v.value and {_hashed(cleaned)} {listed})"
     ).fetchall()[0][0]
 
 

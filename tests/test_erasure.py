@@ -199,7 +199,11 @@ def test_the_residue_check_finds_a_planted_identifier_in_tables_and_published_fi
         [pseudonym.SALT_VARIABLE],
     )
     con.execute("create table raw.customers as select ' Ann@Example.com ' as email, 'x' as first_name")
-    con.execute("create table marts.dim_customers as select 'ann@example.com' as email, 'ann@example.com' as note")
+    # two rows with the same value: the check hashes distinct values but counts rows
+    con.execute(
+        "create table marts.dim_customers as select 'ann@example.com' as email, 'ann@example.com' as note "
+        "from range(2)"
+    )
     con.execute("create table marts.fct_orders as select 'W1' as order_id")  # nothing listed
     version = tmp_path / "publish" / "exports" / "versions" / "v1"
     version.mkdir(parents=True)
@@ -207,7 +211,7 @@ def test_the_residue_check_finds_a_planted_identifier_in_tables_and_published_fi
     (version / snapshots.MANIFEST).write_text(json.dumps({"files": [{"path": "audience.csv", "format": "csv"}]}))
     (tmp_path / "publish" / "exports" / snapshots.POINTER).write_text(json.dumps({"version": "v1"}))
     found = erasure.residue(con, tmp_path / "publish")
-    assert found == {"raw.customers.email": 1, "marts.dim_customers.email": 1, "exports/v1/audience.csv:email": 1}
+    assert found == {"raw.customers.email": 1, "marts.dim_customers.email": 2, "exports/v1/audience.csv:email": 1}
     con.execute("delete from marts.dim_customers")
     con.execute("delete from raw.customers")
     assert erasure.residue(con, tmp_path / "publish") == {"exports/v1/audience.csv:email": 1}
