@@ -134,6 +134,67 @@ def test_json_lines_blank_means_ascii_whitespace_only_as_the_independent_count_s
     assert report.records_read == 3 == landing.count_landing_records(con, folder / "a.jsonl")
 
 
+def test_json_lines_files_loaded_in_one_batch_keep_each_files_own_record_numbers(tmp_path):
+    """JSON Lines files are loaded several per statement (landing.JSON_BATCH_BYTES). Whether the
+    files go one by one or all together, the raw table, the rejects, the audit and the report are
+    the same, and every row's file and record number are those Python counts line by line."""
+    folder = _landing(tmp_path)
+    (folder / "a.jsonl").write_bytes(
+        b'{"product_id": "A1", "name": "x"}\n\n  \n[1, 2]\n{"product_id": "A2", "name": "' + b"y" * 50 + b'"}\r\n'
+        b'{"product_id": "A3"\n{"product_id": "A4", "colour": "red"}\n'
+    )
+    (folder / "b.jsonl").write_text("".join(f'{{"product_id": "B{i}", "price": "{i}"}}\n' for i in range(1, 3001)))
+    (folder / "c.csv").write_text("product_id,price\nC1,1\n")  # a CSV between JSON files
+    (folder / "d.jsonl").write_text('"text"\n{"product_id": "D2"}\n')
+
+    def load(batch_bytes):
+        con = duckdb.connect()
+        report = load_source(con, PRODUCTS, tmp_path / "landing", max_field_chars=20, json_batch_bytes=batch_bytes)
+        tables = [
+            con.execute(sql).fetchall()
+            for sql in (
+                "select * from raw.products",
+                "select * from raw.load_rejects order by _source_file, _source_row",
+                "select * exclude (file_hash) from raw.load_audit order by _source_file",
+            )
+        ]
+        return tables, report.missing_columns, report.extra_columns, report.records_read, report.files_read
+
+    one_by_one, together = load(1), load(10**9)
+    assert one_by_one == together
+    (rows, rejects, audit), missing, extra, records_read, files_read = together
+    expected = []
+    for name in ("a.jsonl", "b.jsonl", "d.jsonl"):
+        lines = [line for line in (folder / name).read_bytes().splitlines() if line.strip()]
+        expected += [(name, n, line) for n, line in enumerate(lines, start=1)]
+    loaded = {(f, n): pid for pid, *_, f, n in rows}
+    for name, n, line in expected:
+        if (name, n) in loaded:
+            assert f'"product_id": "{loaded[name, n]}"'.encode() in line
+    assert [(f, n, reason.split(":")[0]) for _, f, n, reason, _ in rejects] == [
+        ("a.jsonl", 2, "NOT A JSON OBJECT"),
+        ("a.jsonl", 3, "VALUE TOO LONG"),
+        ("a.jsonl", 4, "INVALID JSON"),
+        ("d.jsonl", 1, "NOT A JSON OBJECT"),
+    ]
+    assert len(rows) == 2 + 3000 + 1 + 1 and records_read == len(expected) + 1 == 5 + 3000 + 1 + 2
+    assert [row[1:5] for row in audit] == [("a.jsonl", 5, 2, 3), ("b.jsonl", 3000, 3000, 0), ("c.csv", 1, 1, 0), ("d.jsonl", 2, 1, 1)]
+    assert extra == {"a.jsonl": ["colour"]} and "price" in missing["a.jsonl"] and "price" not in missing.get("b.jsonl", [])
+    assert files_read == ["a.jsonl", "b.jsonl", "c.csv", "d.jsonl"]
+    # rows go in file order, each file's in record order, whatever the batching
+    assert [(f, n) for *_, f, n in rows] == sorted((f, n) for *_, f, n in rows)
+
+
+def test_a_file_that_is_not_utf8_is_named_when_it_is_loaded_in_a_batch(tmp_path, con):
+    folder = _landing(tmp_path)
+    (folder / "a.jsonl").write_text('{"product_id": "P1"}\n')
+    (folder / "b.jsonl").write_bytes(b'{"product_id": "P2", "name": "Caf\xe9"}\n')
+    (folder / "c.jsonl").write_text('{"product_id": "P3"}\n')
+    with pytest.raises(LandingError, match="b.jsonl"):
+        load_source(con, PRODUCTS, tmp_path / "landing")
+    assert not con.execute("select count(*) from information_schema.tables where table_name = 'products'").fetchall()[0][0]
+
+
 def test_a_file_that_does_not_reconcile_is_refused_and_nothing_of_the_load_is_kept(tmp_path, con, monkeypatch):
     folder = _landing(tmp_path)
     (folder / "a.csv").write_text("product_id,price\nP1,1\nP2,2\n")
