@@ -298,11 +298,12 @@ def matrix(tmp_path_factory):
     )
 
     events = pd.read_json(sorted((land / "events").glob("*.jsonl"))[-1], lines=True, dtype=False).head(2)
-    late, future = events.iloc[0].copy(), events.iloc[1].copy()
+    late, future, again = events.iloc[0].copy(), events.iloc[1].copy(), events.iloc[0].copy()
     late["event_id"], late["event_ts"] = "E_LATE", "2026-10-02T12:00:00+00:00"
     future["event_id"], future["event_ts"] = "E_FUTURE", "2031-06-01T12:00:00+00:00"
     # delivered after everything else (the name sorts last), about a day a month old
-    pd.DataFrame([late, future]).to_json(land / "events" / "events_zz_late.jsonl", orient="records", lines=True)
+    # `again`: the first event of the last day's file, delivered a second time (row 3)
+    pd.DataFrame([late, future, again]).to_json(land / "events" / "events_zz_late.jsonl", orient="records", lines=True)
 
     from orchestration.dbt import model_key
     from orchestration.definitions import defs
@@ -418,6 +419,24 @@ def test_duplicated_rows_and_a_file_delivered_twice_keep_the_first_delivery_only
     ).fetchall()
     assert passed_on == [("M0004", 1), ("M0010", 1), ("M0011", 1)]  # the first delivery of each goes on
     assert con.execute("select count(*) from marts.fct_orders where order_id = 'M0004'").fetchall() == [(1,)]
+    # the clickstream ranks only repeated event ids (stg_events): the same reason, the first delivery kept
+    first_file = con.execute(
+        "select max(_source_file) from raw.events where _source_file <> 'events_zz_late.jsonl'"
+    ).fetchall()[0][0]
+    [(event_id,)] = con.execute(
+        "select event_id from raw.events where _source_file = ? and _source_row = 1", [first_file]
+    ).fetchall()
+    [(stage, reason, _, file, row)] = _quarantined(con, "events", event_id)
+    assert (stage, reason, file, row) == (
+        "staging",
+        f"duplicate event_id (first delivered in {first_file} row 1)",
+        "events_zz_late.jsonl",
+        3,
+    )
+    assert con.execute(
+        "select _source_file, _source_row from staging.stg_events where event_id = ? and invalid_reason is null",
+        [event_id],
+    ).fetchall() == [(first_file, 1)]
     # the duplicated order's line was joined once, not once per delivery
     assert con.execute("select count(*) from marts.fct_order_items where order_item_id = 'L0009'").fetchall() == [(1,)]
 
