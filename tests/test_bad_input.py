@@ -271,6 +271,7 @@ def matrix(tmp_path_factory):
             f"L0008,M0001,{product},1,9.99,surplus",
             f"L0009,M0004,{product},3,4.50",
             f"L0010,M0002,{product},1,9.99",
+            f"L0001,M0001,{product},2,9.99",  # row 11: line L0001 again
         ]
     ).encode() + b"\n"
     items = items.replace(f"L0007,M0001,{product}".encode(), b"L0007,M0001,SKU\xff\xfe")
@@ -296,6 +297,10 @@ def matrix(tmp_path_factory):
               "updated_at": "2031-01-01T00:00:00Z"}[c] for c in customer_cols],
         ],
     )
+
+    # an email event delivered again in a later file (its name sorts last)
+    email = pd.read_csv(min((land / "email_events").glob("*.csv")), dtype=str, keep_default_na=False)
+    email.head(1).to_csv(land / "email_events" / "email_events_zz_again.csv", index=False)
 
     events = pd.read_json(sorted((land / "events").glob("*.jsonl"))[-1], lines=True, dtype=False).head(2)
     late, future, again = events.iloc[0].copy(), events.iloc[1].copy(), events.iloc[0].copy()
@@ -437,6 +442,30 @@ def test_duplicated_rows_and_a_file_delivered_twice_keep_the_first_delivery_only
         "select _source_file, _source_row from staging.stg_events where event_id = ? and invalid_reason is null",
         [event_id],
     ).fetchall() == [(first_file, 1)]
+    # every source words its duplicates the same way (tessera.repeated_deliveries)
+    [(stage, reason, _, file, row)] = _quarantined(con, "order_items", file="order_items_matrix.csv", row=11)
+    assert (stage, reason) == ("staging", "duplicate order_item_id (first delivered in order_items_matrix.csv row 1)")
+    email_file = con.execute(
+        "select min(_source_file) from raw.email_events where _source_file <> 'email_events_zz_again.csv'"
+    ).fetchall()[0][0]
+    [(stage, reason, _, file, row)] = _quarantined(con, "email_events", file="email_events_zz_again.csv", row=1)
+    assert (stage, reason) == ("staging", f"duplicate email_event_id (first delivered in {email_file} row 1)")
+    [(email_event_id,)] = con.execute(
+        "select email_event_id from staging.stg_email_events where _source_file = 'email_events_zz_again.csv'"
+    ).fetchall()
+    assert con.execute(
+        "select _source_file, _source_row from staging.stg_email_events where email_event_id = ? and invalid_reason is null",
+        [email_event_id],
+    ).fetchall() == [(email_file, 1)]
+    # no staging row was multiplied by the join to the repeated deliveries
+    for source, model in (("orders", "stg_orders"), ("order_items", "stg_order_items"), ("events", "stg_events"),
+                          ("email_events", "stg_email_events"), ("pos_transactions", "stg_pos_transactions"),
+                          ("privacy", "stg_privacy")):
+        counts = con.execute(
+            f"select (select count(*) from raw.{source}), (select count(*) from staging.{model}), "
+            f"(select count(*) from (select distinct _source_file, _source_row from staging.{model}))"
+        ).fetchone()
+        assert counts[0] > 0 and counts[0] == counts[1] == counts[2], (source, counts)
     # the duplicated order's line was joined once, not once per delivery
     assert con.execute("select count(*) from marts.fct_order_items where order_item_id = 'L0009'").fetchall() == [(1,)]
 

@@ -4,6 +4,10 @@ source as (
     select * from {{ source('raw', 'email_events') }}
 ),
 
+repeats as (
+    {{ tessera.repeated_deliveries('source', tessera.clean_text('email_event_id')) }}
+),
+
 renamed as (
     select
         {{ tessera.clean_text('email_event_id') }} as email_event_id,
@@ -20,12 +24,13 @@ renamed as (
             when {{ tessera.to_utc_timestamp('event_ts') }} is null then 'unparseable event_ts'
         end,
             {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('event_ts'), 'event_ts') }},
-            {{ tessera.duplicate_reason(tessera.clean_text('email_event_id'), 'email_event_id') }}
+            {{ tessera.duplicate_reason('dup', 'email_event_id') }}
         ) as invalid_reason,
 
-        _source_file,
-        _source_row
-    from source
+        s._source_file,
+        s._source_row
+    from source as s
+    left join repeats as dup on dup._source_file = s._source_file and dup._source_row = s._source_row
 )
 
 select * from renamed

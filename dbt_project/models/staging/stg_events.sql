@@ -40,27 +40,8 @@ cleaned as (
     left join countries as c on c.alias = {{ tessera.country_alias_key('s.country') }}
 ),
 
-{#- Duplicate event_ids, as tessera.duplicate_reason words them, but ranked only among the rows
-    whose id occurs more than once: the window over every event (a sort of 30M rows at 1M
-    customers) was 35 of the 47 s this model's query took; a grouping finds the few repeated
-    ids. -#}
-repeated_ids as (
-    select event_id
-    from cleaned
-    where event_id is not null
-    group by event_id
-    having count(*) > 1
-),
-
 repeats as (
-    select
-        r._source_file,
-        r._source_row,
-        row_number() over (partition by r.event_id order by r._source_file, r._source_row) as delivery,
-        first_value(r._source_file) over (partition by r.event_id order by r._source_file, r._source_row) as first_file,
-        first_value(r._source_row) over (partition by r.event_id order by r._source_file, r._source_row) as first_row
-    from cleaned as r
-    inner join repeated_ids as i on i.event_id = r.event_id
+    {{ tessera.repeated_deliveries('cleaned', 'event_id') }}
 ),
 
 renamed as (
@@ -84,19 +65,13 @@ renamed as (
             when e.anonymous_id is null then 'missing anonymous_id'
         end,
             {{ tessera.timestamp_range_reason('e.event_at', 'event_ts') }},
-            case when d.delivery > 1 then {{ dbt.concat([
-                "'duplicate event_id (first delivered in '",
-                "d.first_file",
-                "' row '",
-                "cast(d.first_row as " ~ dbt.type_string() ~ ")",
-                "')'",
-            ]) }} end
+            {{ tessera.duplicate_reason('dup', 'event_id') }}
         ) as invalid_reason,
 
         e._source_file,
         e._source_row
     from cleaned as e
-    left join repeats as d on d._source_file = e._source_file and d._source_row = e._source_row
+    left join repeats as dup on dup._source_file = e._source_file and dup._source_row = e._source_row
 )
 
 select * from renamed

@@ -4,6 +4,10 @@ source as (
     select * from {{ source('raw', 'order_items') }}
 ),
 
+repeats as (
+    {{ tessera.repeated_deliveries('source', tessera.clean_text('order_item_id')) }}
+),
+
 renamed as (
     select
         -- ids
@@ -24,12 +28,13 @@ renamed as (
             when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} is null then 'unparseable unit_price'
             when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} < 0 then 'negative unit_price'
         end,
-            {{ tessera.duplicate_reason(tessera.clean_text('order_item_id'), 'order_item_id') }}
+            {{ tessera.duplicate_reason('dup', 'order_item_id') }}
         ) as invalid_reason,
 
-        _source_file,
-        _source_row
-    from source
+        s._source_file,
+        s._source_row
+    from source as s
+    left join repeats as dup on dup._source_file = s._source_file and dup._source_row = s._source_row
 )
 
 select * from renamed

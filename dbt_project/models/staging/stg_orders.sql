@@ -8,6 +8,10 @@ fx as (
     select currency, rate_to_base from {{ ref('fx_rates') }}
 ),
 
+repeats as (
+    {{ tessera.repeated_deliveries('source', tessera.clean_text('order_id')) }}
+),
+
 renamed as (
     select
         -- ids
@@ -31,13 +35,14 @@ renamed as (
             when coalesce(lower(trim(s.channel)), 'web') not in ('web', 'app') then 'unknown channel'
         end,
             {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.ordered_at'), 'ordered_at') }},
-            {{ tessera.duplicate_reason(tessera.clean_text('s.order_id'), 'order_id', 's') }}
+            {{ tessera.duplicate_reason('dup', 'order_id') }}
         ) as invalid_reason,
 
         s._source_file,
         s._source_row
     from source as s
     left join fx on fx.currency = coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}')
+    left join repeats as dup on dup._source_file = s._source_file and dup._source_row = s._source_row
 )
 
 select * from renamed

@@ -14,6 +14,10 @@ fx as (
     select currency, rate_to_base from {{ ref('fx_rates') }}
 ),
 
+repeats as (
+    {{ tessera.repeated_deliveries('source', tessera.clean_text('transaction_line_id')) }}
+),
+
 renamed as (
     select
         -- ids
@@ -48,7 +52,7 @@ renamed as (
             when fx.rate_to_base is null then 'unknown currency'
         end,
             {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.transacted_at'), 'transacted_at') }},
-            {{ tessera.duplicate_reason(tessera.clean_text('s.transaction_line_id'), 'transaction_line_id', 's') }}
+            {{ tessera.duplicate_reason('dup', 'transaction_line_id') }}
         ) as invalid_reason,
 
         s._source_file,
@@ -56,6 +60,7 @@ renamed as (
     from source as s
     cross join default_country as d
     left join fx on fx.currency = coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}')
+    left join repeats as dup on dup._source_file = s._source_file and dup._source_row = s._source_row
 )
 
 select * from renamed

@@ -4,6 +4,10 @@ source as (
     select * from {{ source('raw', 'privacy') }}
 ),
 
+repeats as (
+    {{ tessera.repeated_deliveries('source', tessera.clean_text('request_id')) }}
+),
+
 renamed as (
     select
         {{ tessera.clean_text('request_id') }} as request_id,
@@ -25,12 +29,13 @@ renamed as (
             when {{ tessera.to_utc_timestamp('requested_at') }} is null then 'unparseable requested_at'
         end,
             {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('requested_at'), 'requested_at') }},
-            {{ tessera.duplicate_reason(tessera.clean_text('request_id'), 'request_id') }}
+            {{ tessera.duplicate_reason('dup', 'request_id') }}
         ) as invalid_reason,
 
-        _source_file,
-        _source_row
-    from source
+        s._source_file,
+        s._source_row
+    from source as s
+    left join repeats as dup on dup._source_file = s._source_file and dup._source_row = s._source_row
 )
 
 select * from renamed
