@@ -7,12 +7,15 @@ Python loop over interactions), and scoring works in user chunks so memory stays
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from lightfm import LightFM
+from threadpoolctl import threadpool_limits
 
 from ml.rec_metrics import top_candidates
 
@@ -314,6 +317,7 @@ def recommend(
     item_group: np.ndarray | None = None,
     max_per_group: int | None = None,
     zero_identity: bool = True,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Top-k eligible items per user, `exclude` pairs left out, at most `max_per_group` items of
     one `item_group` (category codes per item index) per user; one row per recommendation with
@@ -329,8 +333,11 @@ def recommend(
     pool, the cap by cap_per_group); ids are attached once at the end. Only eligible items are
     scored, and a user's own bias, which cannot change the order of their list, is added to
     their chosen scores only. A chunk's scores (`chunk` users; by default about 16 MB of them)
-    stay in the CPU cache while they are ranked."""
+    stay in the CPU cache while they are ranked; `threads` chunks are ranked at once (default: one
+    per CPU), with the same result as one at a time."""
     n_users = len(data.users.ids)
+    if n_users == 0:
+        raise ValueError("no user to recommend for")
     cold = np.zeros(n_users, dtype=bool) if cold_users is None else cold_users
     popular = np.zeros(n_users, dtype=bool) if popular_users is None else popular_users
     if popular.any() and popularity is None:
@@ -357,8 +364,8 @@ def recommend(
     chunk = chunk or max(16, min(2048, 4_000_000 // len(columns)))
     popular_scores = None if popularity is None else popularity[columns].astype(np.float32)
     group = None if item_group is None else item_group[columns]
-    out_user, out_item, out_rank, out_score = [], [], [], []
-    for start in range(0, n_users, chunk):
+
+    def rank_chunk(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         idx = np.arange(start, min(start + chunk, n_users))
         scores = scorer.user_emb[idx] @ item_emb_t
         scores += item_bias[None, :]
@@ -373,10 +380,20 @@ def recommend(
         top_scores[~rows] += user_bias[idx[~rows], None]
         keep = cap_per_group(top, valid, group, k, max_per_group)
         r, c = np.nonzero(keep)
-        out_user.append(idx[r])
-        out_item.append(columns[top[r, c]])
-        out_rank.append(np.cumsum(keep, axis=1)[r, c])
-        out_score.append(top_scores[r, c])
+        return idx[r], columns[top[r, c]], np.cumsum(keep, axis=1)[r, c], top_scores[r, c]
+
+    # Chunks are independent, so `threads` of them are ranked at once (numpy releases the GIL in
+    # its array operations) and collected in order: the same rows as one at a time. Each product
+    # then runs on one BLAS thread; two BLAS threads per product left the ranking on one core
+    # (synthetic 1M x 50,000 items: 156 s one chunk at a time).
+    starts = range(0, n_users, chunk)
+    threads = max(1, threads if threads is not None else (os.cpu_count() or 1))
+    if threads == 1:
+        parts = [rank_chunk(start) for start in starts]
+    else:
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as workers:
+            parts = list(workers.map(rank_chunk, starts))
+    out_user, out_item, out_rank, out_score = (list(column) for column in zip(*parts, strict=True))
     users = np.concatenate(out_user)
     # the key columns are categorical (codes: the user and item indices): 10M rows of strings at
     # 1M customers took GBs to build, where codes take 4 bytes a row

@@ -1,6 +1,7 @@
 """ML assets: the LightFM recommender, propensity scores and behavioural clusters, each tracked in MLflow."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import numpy as np
@@ -379,6 +380,11 @@ order by c.code, p.code, f.occurred_at, t.code
 """
 
 
+def _timed(phase: Phases, name: str, function, *args):
+    with phase(name):
+        return function(*args)
+
+
 def read_interactions(con) -> pd.DataFrame:
     """customer_key (as customer_pkey), product_id, interaction_type and occurred_at of every
     interaction of a customer not asking for erasure, in key order, the three keys categorical.
@@ -442,10 +448,28 @@ def recommendation_candidates(
     # at 1M customers each of these frames, and the training data below, is hundreds of MB: each
     # is let go once used, so the process is small again when the lists are written (docs/scaling.md)
     del features_then
-    with phase("evaluate"):
+    with phase("evaluate_prepare"):
         eval_data = build_data(eval_users, items, interactions, USER_FEATURES, ITEM_FEATURES)
         split = time_split(eval_data, params.test_days)
-        evaluation = evaluate_split(eval_data, split, params)
+    # The evaluation (two fits and full-catalogue rankings on the sample) and the published model's
+    # build, fit and scoring share nothing: the evaluation runs in a second thread meanwhile. The fit
+    # runs on one LightFM thread (reproducible) and releases the GIL, as numpy's large array
+    # operations do, so the two use both cores; each computes exactly what it did alone.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender-evaluation") as background:
+        evaluating = background.submit(_timed, phase, "evaluate", evaluate_split, eval_data, split, params)
+
+        # the published model: every interaction, today's features
+        users = customers.merge(features_now, on="customer_key", how="left")
+        del customers, features_now
+        with phase("build"):
+            data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
+            data = with_feature_weight(data, params.feature_weight)
+        with phase("fit"):
+            model = fit(data, data.interactions, params)
+        with phase("score"):
+            recs = published_candidates(model, data, users, items, config)
+        with phase("evaluate_wait"):  # what the evaluation took beyond the published model's work
+            evaluation = evaluating.result()  # raises the evaluation's error, if any
     metrics = flatten_metrics(evaluation)
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
     metrics["eval_customers"] = float(len(eval_users))
@@ -453,17 +477,6 @@ def recommendation_candidates(
         f"holdout from {split.split_at.date()}, user features as of {features_at}: "
         f"{evaluation['lightfm_hybrid'][PRIMARY_SLICE]}"
     )
-
-    # the published model: every interaction, today's features
-    users = customers.merge(features_now, on="customer_key", how="left")
-    del customers, features_now
-    with phase("build"):
-        data = build_data(users, items, interactions, USER_FEATURES, ITEM_FEATURES)
-        data = with_feature_weight(data, params.feature_weight)
-    with phase("fit"):
-        model = fit(data, data.interactions, params)
-    with phase("score"):
-        recs = published_candidates(model, data, users, items, config)
 
     with phase("mlflow_log"):
         logged = log_recommender_run(

@@ -434,3 +434,10 @@ def test_recommend_equals_ranking_every_item_by_its_full_score():
         assert mine["product_id"].tolist() == [data.items.ids[i] for i in kept], key
         np.testing.assert_allclose(mine["score"].to_numpy(), score[kept], rtol=1e-5)
         assert set(mine["source"]) == {"popularity" if popular[u] else "personalised"}
+    # chunks ranked in parallel threads give the same frame as one at a time, in the same row order
+    for threads in (1, 3):
+        again = recommend(
+            model, data, exclude, eligible, k=4, chunk=7, popular_users=popular, popularity=popularity,
+            item_group=group, max_per_group=2, threads=threads,
+        )  # fmt: skip
+        pd.testing.assert_frame_equal(again, recs)
