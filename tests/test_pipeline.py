@@ -308,3 +308,15 @@ def test_scores_are_published_with_propensities_in_the_unit_interval(db):
     assert top_pct == 100.0
     evaluations = q(db, "select count(*) from marts.customer_feature_snapshots where last_input_at >= as_of_date")
     assert evaluations == [(0,)]
+
+
+def test_the_run_summary_counts_tables_and_lists_views_without_running_them(db, pipeline):
+    from tessera.run import layer_row_counts
+
+    _, settings = pipeline
+    counts = layer_row_counts(settings)
+    # a view's count would run its query (34 s and 6 GB at 1M customers): listed, not counted
+    assert counts["marts"]["fct_events"] is None and counts["staging"]["stg_orders"] is None
+    assert counts["marts"]["dim_customers"] == q(db, "select count(*) from marts.dim_customers")[0][0] > 0
+    tables = q(db, "select count(*) from information_schema.tables where table_schema = 'raw' and table_type = 'BASE TABLE'")
+    assert sum(n is not None for n in counts["raw"].values()) == tables[0][0]
