@@ -5,7 +5,7 @@ source as (
 ),
 
 repeats as (
-    {{ tessera.repeated_deliveries('source', tessera.clean_text('email_event_id')) }}
+    {{ tessera.repeated_deliveries(source('raw', 'email_events'), tessera.clean_text('email_event_id')) }}
 ),
 
 renamed as (

@@ -41,7 +41,7 @@ cleaned as (
 ),
 
 repeats as (
-    {{ tessera.repeated_deliveries('cleaned', 'event_id') }}
+    {{ tessera.repeated_deliveries(source('raw', 'events'), tessera.clean_text('event_id')) }}
 ),
 
 renamed as (

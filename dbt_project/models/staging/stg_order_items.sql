@@ -5,7 +5,7 @@ source as (
 ),
 
 repeats as (
-    {{ tessera.repeated_deliveries('source', tessera.clean_text('order_item_id')) }}
+    {{ tessera.repeated_deliveries(source('raw', 'order_items'), tessera.clean_text('order_item_id')) }}
 ),
 
 renamed as (

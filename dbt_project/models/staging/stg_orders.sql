@@ -9,7 +9,7 @@ fx as (
 ),
 
 repeats as (
-    {{ tessera.repeated_deliveries('source', tessera.clean_text('order_id')) }}
+    {{ tessera.repeated_deliveries(source('raw', 'orders'), tessera.clean_text('order_id')) }}
 ),
 
 renamed as (

@@ -15,7 +15,7 @@ fx as (
 ),
 
 repeats as (
-    {{ tessera.repeated_deliveries('source', tessera.clean_text('transaction_line_id')) }}
+    {{ tessera.repeated_deliveries(source('raw', 'pos_transactions'), tessera.clean_text('transaction_line_id')) }}
 ),
 
 renamed as (

@@ -5,7 +5,7 @@ source as (
 ),
 
 repeats as (
-    {{ tessera.repeated_deliveries('source', tessera.clean_text('request_id')) }}
+    {{ tessera.repeated_deliveries(source('raw', 'privacy'), tessera.clean_text('request_id')) }}
 ),
 
 renamed as (
