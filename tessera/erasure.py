@@ -11,7 +11,7 @@ person) and before any model is trained or anything is published:
 2. **Suppression list.** privacy.erased_identifiers keeps sha256(salt:value) of each identifier,
    never the value. Every later run matches raw rows against it too, so a landing file delivered
    again, or a new event carrying an erased CRM id, is erased as well.
-3. **Raw.** Matching rows are found through the staging views (which normalise emails and
+3. **Raw.** Matching rows are found through the staging models (which normalise emails and
    phones) and deleted from raw by file and row; their positions go to raw.erased_rows, which the
    source reconciliation counts. Rejected lines (raw.load_rejects) mentioning an identifier go
    too.
@@ -39,7 +39,7 @@ from tessera import snapshots
 from tessera.pseudonym import SALT_VARIABLE
 from tessera.timing import Phases
 
-# how each raw source's rows are matched: the staging view and its identifier columns by kind
+# how each raw source's rows are matched: the staging model and its identifier columns by kind
 RAW_MATCHES: dict[str, tuple[str, dict[str, str]]] = {
     "customers": (
         "stg_customers",

@@ -1,3 +1,9 @@
+{#- A table, like stg_events: 6M receipts at 1M customers, whose validity and normalised
+    contacts (emails, E.164 phones) are read by int_identities_resolved, int_order_lines_current,
+    int_customer_attributes_survived, int_rejected_records, source_reconciliation, the
+    quarantine-rate test and the erasure's raw pass; as a view each reading computed them again
+    (5.7 s per full reading at 1M customers, issue 9). -#}
+{{ config(materialized='table') }}
 with
 
 source as (
