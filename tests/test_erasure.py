@@ -215,3 +215,70 @@ def test_the_residue_check_finds_a_planted_identifier_in_tables_and_published_fi
     con.execute("delete from marts.dim_customers")
     con.execute("delete from raw.customers")
     assert erasure.residue(con, tmp_path / "publish") == {"exports/v1/audience.csv:email": 1}
+
+
+def test_free_text_search_finds_exactly_the_values_each_text_contains_ignoring_case():
+    """erasure.mentions (gram join, then contains) against the plain definition, every value tried
+    on every text: random texts over a small alphabet, so that many grams match and the full value
+    does not; values planted in random case, at the start, inside and at the very end; values
+    shorter than MIN_TEXT_MATCH_CHARS never searched; NULL and short texts."""
+    import random
+
+    from tessera import erasure
+
+    n = erasure.MIN_TEXT_MATCH_CHARS
+    rng = random.Random(11)
+    alphabet = "abAB01@.-"
+    values = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(n - 2, n + 4))) for _ in range(300)})
+    texts: list[str | None] = [None, "", "ab", values[0][:n - 1]]
+    for _ in range(400):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        if rng.random() < 0.5:
+            v = rng.choice(values)
+            v = "".join(c.upper() if rng.random() < 0.5 else c.lower() for c in v)
+            at = rng.choice([0, len(text), rng.randint(0, len(text))])
+            text = text[:at] + v + text[at:]
+        texts.append(text)
+    con = duckdb.connect()
+    con.execute("create table notes (id integer, raw_content varchar)")
+    con.executemany("insert into notes values (?, ?)", list(enumerate(texts)))
+    con.execute("create temp table __erase (request_id varchar, kind varchar, value varchar)")
+    con.executemany("insert into __erase values (?, 'email', ?)", [(f"R{i % 7}", v) for i, v in enumerate(values)])
+    erasure.text_values(con)
+    got = set(
+        con.execute(f"select n.id, m.value from ({erasure.mentions('notes', 'raw_content')}) as m join notes as n on n.rowid = m.rid").fetchall()
+    )
+    searched = {v.lower() for v in values if len(v) >= n}
+    expected = {(i, v) for i, t in enumerate(texts) if t for v in searched if v in t.lower()}
+    assert len(expected) > 150 and len(searched) < len(values)  # the data really exercises it
+    assert got == expected
+    # each match carries the first request that named the value
+    first = {}
+    for i, v in enumerate(values):
+        first.setdefault(v.lower(), f"R{i % 7}")
+        first[v.lower()] = min(first[v.lower()], f"R{i % 7}")
+    rows = con.execute(f"select distinct value, request_id from ({erasure.mentions('notes', 'raw_content')})").fetchall()
+    assert rows and all(first[value] == request for value, request in rows)
+
+
+def test_erase_built_deletes_quarantined_lines_that_mention_an_identifier_in_any_case():
+    from tessera import erasure
+
+    con = duckdb.connect()
+    con.execute("create schema quarantine")
+    con.execute(
+        "create table quarantine.quarantined_records as select * from (values "
+        "('crm', '{\"email\": \"Ann.Lee@Example.com\", \"age\": 300}'), "  # another case: erased
+        "('crm', 'C0001234,ann.lee@example.com,1990-13-45'), "  # inside a CSV line: erased
+        "('crm', 'C0001,bob@example.com,1990-13-45'), "  # C0001 is shorter than 6: not searched
+        "('pos', 'R-99,ann.lee@example.co,12.5'), "  # a different value: kept
+        "('pos', NULL)) as t(source_name, raw_content)"
+    )
+    con.execute("create temp table __erase (request_id varchar, kind varchar, value varchar)")
+    con.execute("insert into __erase values ('ER1', 'email', 'ann.lee@example.com'), ('ER1', 'crm', 'C0001')")
+    assert erasure.erase_built(con) == {"quarantine.quarantined_records": 2}
+    assert con.execute("select raw_content from quarantine.quarantined_records order by 1 nulls last").fetchall() == [
+        ("C0001,bob@example.com,1990-13-45",),
+        ("R-99,ann.lee@example.co,12.5",),
+        (None,),
+    ]
