@@ -218,20 +218,33 @@ def erase_raw(con) -> dict[str, int]:
 def add_listed_values(con) -> None:
     """Add to __erase the values of built tables' identifier columns that hash to the suppression
     list: a re-delivered record of a person erased earlier comes back through this run's dbt
-    build and identity step (same CRM id, so the same customer_key) with no request to name it."""
+    build and identity step (same CRM id, so the same customer_key) with no request to name it.
+    Each distinct value is hashed once, however many tables hold it (_distinct_values)."""
     con.execute("create or replace temp table __hashes as select distinct value_hash from privacy.erased_identifiers")
     if not con.execute("select count(*) from __hashes").fetchall()[0][0]:
         return
-    for schema, table, columns in _base_tables(con):
-        if schema in SKIPPED_SCHEMAS or table.startswith("__"):
-            continue
-        for c in columns:
-            if c in IDENTIFIER_COLUMNS:
-                con.execute(
-                    f"insert into __erase select distinct 'suppression list', 'listed', t.{c} "
-                    f"from {schema}.{table} as t where t.{c} is not null "
-                    f"and {_hashed(f't.{c}')} in (select value_hash from __hashes)"
-                )
+    places = [
+        (f"{schema}.{table}", c)
+        for schema, table, columns in _base_tables(con)
+        if schema not in SKIPPED_SCHEMAS and not table.startswith("__")
+        for c in columns
+        if c in IDENTIFIER_COLUMNS
+    ]
+    if places:
+        con.execute(
+            f"insert into __erase select 'suppression list', 'listed', v.value from ({_distinct_values(places)}) as v "
+            f"where {_hashed('v.value')} in (select value_hash from __hashes)"
+        )
+
+
+def _distinct_values(places: list[tuple[str, str]]) -> str:
+    """SQL: every distinct non-null value of the (relation, column) places, once. At 1M customers
+    the identifier columns of every table hold 82.7M per-column distinct values but 14.4M distinct
+    ones (a customer_key is in a dozen tables): sha256 is the expensive part, so the checks hash
+    this set rather than each column's (issue 9)."""
+    return "select distinct value from (" + " union all ".join(
+        f"select distinct {c} as value from {relation} where {c} is not null" for relation, c in places
+    ) + ")"
 
 
 def text_values(con) -> None:
@@ -372,21 +385,6 @@ def apply_erasures(con, publish_dir: Path, run_id: str, now: datetime | None = N
     return {"requests": requests, "identifiers": kinds, "removed": removed, "seconds": phase.seconds}
 
 
-def _count_listed(con, relation: str, column: str) -> int:
-    """Rows of `relation` whose `column`, as is or lower-cased and trimmed, hashes to a listed value.
-    Each distinct value is hashed once and its rows counted: 30M event rows hold about 2M distinct
-    cookies, and sha256 per row was most of the check's time at 1M customers."""
-    listed = "in (select value_hash from __hashes)"
-    # the second hash only where cleaning changes the value (a few values): otherwise it is the first
-    cleaned = "lower(trim(v.value))"
-    return con.execute(
-        f"with v as (select t.{column} as value, count(*) as n from {relation} as t "
-        f"where t.{column} is not null group by t.{column}) "
-        f"select coalesce(sum(v.n), 0) from v "
-        f"where {_hashed('v.value')} {listed} or ({cleaned} <> v.value and {_hashed(cleaned)} {listed})"
-    ).fetchall()[0][0]
-
-
 def residue_columns(schema: str, columns: list[str]) -> list[str]:
     """The columns the residue check hashes: those that hold an identifier. Hashing every text
     value of every table took minutes at 1M customers (30M events x 10 text columns, two sha256
@@ -399,20 +397,39 @@ def residue_columns(schema: str, columns: list[str]) -> list[str]:
 def residue(con, publish_dir: Path) -> dict[str, int]:
     """Every identifier-holding value (residue_columns) of every table, raw included, and of every
     published file whose hash is on the suppression list, counted per place. Empty: nothing of an
-    erased person is left."""
+    erased person is left.
+
+    The distinct values of all those places are hashed once (_distinct_values), as they are and,
+    where that changes them, lower-cased and trimmed; only when some value is listed are the
+    places searched for it, to say where and how many rows."""
     found: dict[str, int] = {}
     con.execute("create or replace temp table __hashes as select distinct value_hash from privacy.erased_identifiers")
     if not con.execute("select count(*) from __hashes").fetchall()[0][0]:
         return found  # nobody was ever erased
-    for schema, table, columns in _base_tables(con):
-        if schema == "privacy" or table.startswith("__"):
-            continue
-        for c in residue_columns(schema, columns):
-            if n := _count_listed(con, f"{schema}.{table}", c):
-                found[f"{schema}.{table}.{c}"] = n
+    places: list[tuple[str, str, str]] = [
+        (f"{schema}.{table}", c, f"{schema}.{table}.{c}")
+        for schema, table, columns in _base_tables(con)
+        if schema != "privacy" and not table.startswith("__")
+        for c in residue_columns(schema, columns)
+    ]
     for name, version, path, _, f in _snapshot_files(publish_dir):
         reader = f"{READERS[f['format']]}('{(path / f['path']).as_posix()}')"
         for column, kind, *_ in con.execute(f"describe select * from {reader}").fetchall():
-            if kind == "VARCHAR" and residue_columns("publish", [column]) and (n := _count_listed(con, reader, column)):
-                found[f"{name}/{version}/{f['path']}:{column}"] = n
+            if kind == "VARCHAR" and residue_columns("publish", [column]):
+                places.append((reader, column, f"{name}/{version}/{f['path']}:{column}"))
+    if not places:
+        return found
+    listed = "in (select value_hash from __hashes)"
+    cleaned = "lower(trim(v.value))"
+    con.execute(
+        "create or replace temp table __listed as select v.value "
+        f"from ({_distinct_values([(relation, column) for relation, column, _ in places])}) as v "
+        f"where {_hashed('v.value')} {listed} or ({cleaned} <> v.value and {_hashed(cleaned)} {listed})"
+    )
+    if not con.execute("select count(*) from __listed").fetchall()[0][0]:
+        return found
+    for relation, column, label in places:
+        n = con.execute(f"select count(*) from {relation} where {column} in (select value from __listed)").fetchall()[0][0]
+        if n:
+            found[label] = n
     return found
