@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from ml.rec_evaluation import (
     PRIMARY_SLICE,
@@ -454,8 +455,13 @@ def recommendation_candidates(
     # The evaluation (two fits and full-catalogue rankings on the sample) and the published model's
     # build, fit and scoring share nothing: the evaluation runs in a second thread meanwhile. The fit
     # runs on one LightFM thread (reproducible) and releases the GIL, as numpy's large array
-    # operations do, so the two use both cores; each computes exactly what it did alone.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender-evaluation") as background:
+    # operations do, so the two use both cores; each computes exactly what it did alone. Matrix
+    # products run on one BLAS thread meanwhile: the evaluation's rankings on two would take cycles
+    # from the fit, the longest part (the scoring ranks chunks on one BLAS thread each anyway).
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender-evaluation") as background,
+    ):
         evaluating = background.submit(_timed, phase, "evaluate", evaluate_split, eval_data, split, params)
 
         # the published model: every interaction, today's features
