@@ -558,11 +558,29 @@ def count_landing_records(con: duckdb.DuckDBPyConnection, path: Path, max_line_b
     if kind == "jsonl":
         with open(path, "rb") as fh:
             return sum(1 for line in fh if line.strip())
-    # the csv module refuses fields over 128 KiB by default; the loader accepts lines up to max_line_bytes
-    csv.field_size_limit(max(csv.field_size_limit(), int(max_line_bytes)))
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        records = sum(1 for record in csv.reader(fh) if record)
+    records = _count_plain_lines(path)
+    if records is None:
+        # the csv module refuses fields over 128 KiB by default; the loader accepts lines up to max_line_bytes
+        csv.field_size_limit(max(csv.field_size_limit(), int(max_line_bytes)))
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            records = sum(1 for record in csv.reader(fh) if record)
     return max(records - 1, 0)
+
+
+def _count_plain_lines(path: Path, chunk_bytes: int = 1 << 24) -> int | None:
+    """The lines of a CSV file without quotes, carriage returns, NULs or empty lines: there, each
+    line is one record to the csv module, so counting newlines counts what csv.reader would (5x
+    faster: 19.7M email events took 13.2 s through csv.reader, issue 9). None for any other file,
+    which csv.reader splits."""
+    lines = 0
+    last = b"\n"  # as if a newline came before the file: an empty first line is an empty line
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            if b'"' in chunk or b"\r" in chunk or b"\x00" in chunk or b"\n\n" in chunk or last + chunk[:1] == b"\n\n":
+                return None
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")  # a last line without its newline is a line too
 
 
 def _sql_string(value: str) -> str:

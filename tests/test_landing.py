@@ -161,3 +161,43 @@ def test_a_bad_new_file_leaves_every_earlier_file_loaded(tmp_path, con):
         load_source(con, EVENTS, tmp_path / "landing")
     assert [r[0] for r in _raw_events(con)] == ["e1"]
     assert [a[0] for a in _audit(con)] == ["events_2026-11-01.csv"]
+
+
+def test_the_independent_csv_count_equals_the_csv_modules_for_any_bytes(tmp_path):
+    """count_landing_records counts plain CSV files (no quote, carriage return, NUL or empty line)
+    by their newlines and splits any other with csv.reader: on random files over the bytes that
+    decide it, in chunks as small as 3 bytes so that every pattern also straddles a chunk border,
+    it equals the csv module's count; and both ways of counting are really taken."""
+    import csv
+    import random
+
+    import duckdb
+
+    from tessera import landing
+
+    def reference(path) -> int:
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            return max(sum(1 for record in csv.reader(fh) if record) - 1, 0)
+
+    rng = random.Random(5)
+    symbols = [b"a", b"b", b",", b" ", b"\n", b"\n", b"\n", b"\r", b'"', b"\x00", "é".encode(), b"\xff"]
+    plain = other = 0
+    con = duckdb.connect()
+    for i in range(600):
+        if i % 2:  # any bytes
+            data = b"".join(rng.choices(symbols, k=rng.randint(0, 60)))
+        else:  # lines of text, some with a rare byte, some ending without a newline
+            rare = [rng.choice([0, 0, 0, 0.05]) for _ in range(3)]  # carriage return, quote, NUL
+            lines = [b"".join(rng.choices(symbols[:4] + symbols[7:], weights=[1] * 4 + rare + [1, 1], k=rng.randint(1, 8))) for _ in range(rng.randint(0, 6))]
+            data = b"\n".join(lines) + rng.choice([b"", b"\n"])
+        path = tmp_path / f"f{i}.csv"
+        path.write_bytes(data)
+        expected = reference(path)
+        for chunk in (3, 1 << 24):
+            fast = landing._count_plain_lines(path, chunk_bytes=chunk)
+            if fast is not None:
+                assert max(fast - 1, 0) == expected, data
+        plain += landing._count_plain_lines(path) is not None
+        other += landing._count_plain_lines(path) is None
+        assert landing.count_landing_records(con, path) == expected, data
+    assert plain > 100 and other > 100
