@@ -76,10 +76,12 @@ def assign_stable_ids(
     cur["customer_id"] = cur["cluster_id"].map(final)
 
     sizes = cur.groupby("cluster_id").size()
-    members = (
-        cur.groupby("cluster_id")["record_id"].agg(set) if (len(survivors) or new_ids) else pd.Series(dtype=object)
-    )
-    old_members = known.groupby("old_id")["record_id"].agg(set)
+    # merges: clusters that kept two or more earlier ids. They are few, and only their records are
+    # gathered into sets for the evidence: sets for every cluster and every earlier id took 30 s
+    # of a rerun at 1M customers, and a loop over every cluster's survivors 12 s more (issue 9).
+    merging = survivors[survivors.duplicated("cluster_id", keep=False)]
+    members = cur[cur["cluster_id"].isin(merging["cluster_id"])].groupby("cluster_id")["record_id"].agg(set)
+    old_members = known[known["old_id"].isin(merging["old_id"])].groupby("old_id")["record_id"].agg(set)
 
     held_clusters = set(spread["cluster_id"])
     for cluster, cid in new_ids.items():
@@ -105,9 +107,7 @@ def assign_stable_ids(
                 "evidence": "no accepted link left to the records that kept " + row.old_id,
             }
         )
-    for cluster, group in survivors.groupby("cluster_id"):
-        if len(group) < 2:
-            continue
+    for cluster, group in merging.groupby("cluster_id"):
         survivor = survivor_of[cluster]
         for old in group["old_id"]:
             if old == survivor:
