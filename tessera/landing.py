@@ -212,12 +212,14 @@ def _quarantine_json_rejects(con: duckdb.DuckDBPyConnection, rejects: str, sourc
 
 
 def file_fingerprint(path: Path, limits: str = "") -> tuple[int, str]:
-    """Size and BLAKE2b hash of a file's bytes and of the load's limits: whether the file, or how
-    it would load, changed since it was loaded."""
-    digest = hashlib.blake2b(limits.encode(), digest_size=16)
+    """Size and SHA-256 hash of a file's bytes and of the load's limits: whether the file, or how
+    it would load, changed since it was loaded. SHA-256 rather than BLAKE2b (used before, issue
+    9): OpenSSL's SHA-256 runs on the CPU's SHA instructions, 1.2 GB/s here against 0.7 GB/s, and
+    the events alone are 7.8 GB at 1M customers. A warehouse loaded with the old hash reads every
+    file once more on its next load (a changed fingerprint is a changed file), then skips them."""
+    seeded = hashlib.sha256(limits.encode())
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
+        digest = hashlib.file_digest(fh, lambda: seeded)
     return path.stat().st_size, digest.hexdigest()
 
 
@@ -449,9 +451,12 @@ def _insert_numbered(
     """Quarantine the over-long records of _landing_numbered, insert the others into the raw table,
     then reconcile each file against its independent count and write its audit row."""
     too_long = _quarantine_long_values(con, rejects, source, max_field_chars)
+    # _landing_numbered holds its files in name order (landing_files) and each file's records in
+    # order, and DuckDB keeps insertion order (preserve_insertion_order, on by default): the rows
+    # land by (_source_file, _source_row) without a sort, which cost 1.3 s per 6M events (issue 9)
     con.execute(
         f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, _source_file, "
-        "_record as _source_row from _landing_numbered where _too_long_column is null order by _source_file, _record"
+        "_record as _source_row from _landing_numbered where _too_long_column is null"
     )
     loaded = dict(
         con.execute(
