@@ -304,6 +304,42 @@ def cap_per_group(top: np.ndarray, valid: np.ndarray, group: np.ndarray | None, 
     return keep
 
 
+def list_owners(
+    user_emb: np.ndarray, user_bias: np.ndarray, cold: np.ndarray, popular: np.ndarray, exclude: sp.csr_matrix
+) -> np.ndarray:
+    """Per user index, the user whose ranked list it gets (recommend): its own, unless its list
+    equals an earlier user's by construction. Among users without excluded items, every `popular`
+    user gets the same list (the popularity scores), and `cold` users (ranked by their features)
+    with byte-identical representations (embedding row and bias) get the same list; each such
+    group is owned by its first user."""
+    n = len(user_bias)
+    owner = np.arange(n)
+    nothing_excluded = np.diff(exclude.indptr) == 0
+    same_popular = np.flatnonzero(popular & nothing_excluded)
+    if len(same_popular):
+        owner[same_popular] = same_popular[0]
+    same_cold = np.flatnonzero(cold & ~popular & nothing_excluded)
+    if len(same_cold):
+        rows = np.hstack([user_emb[same_cold], user_bias[same_cold, None]])
+        rows = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+        _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+        owner[same_cold] = same_cold[first[inverse.ravel()]]
+    return owner
+
+
+def shared_rows(users: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`users` holds the ranked users' indices of some rows, grouped by user in ascending order.
+    Returns, for every user index in order, the user index repeated per row of its owner's list,
+    and the positions of those rows in `users`."""
+    n = len(owner)
+    counts = np.bincount(users, minlength=n)
+    first = np.cumsum(counts) - counts  # position of each ranked user's first row
+    taken = counts[owner]
+    out_start = np.cumsum(taken) - taken
+    rows = np.repeat(first[owner] - out_start, taken) + np.arange(int(taken.sum()))
+    return np.repeat(np.arange(n), taken), rows
+
+
 def recommend(
     model: LightFM,
     data: RecData,
@@ -334,7 +370,8 @@ def recommend(
     scored, and a user's own bias, which cannot change the order of their list, is added to
     their chosen scores only. A chunk's scores (`chunk` users; by default about 16 MB of them)
     stay in the CPU cache while they are ranked; `threads` chunks are ranked at once (default: one
-    per CPU), with the same result as one at a time."""
+    per CPU), with the same result as one at a time. Users whose lists are equal by construction
+    (list_owners) are ranked once and share the rows."""
     n_users = len(data.users.ids)
     if n_users == 0:
         raise ValueError("no user to recommend for")
@@ -365,8 +402,13 @@ def recommend(
     popular_scores = None if popularity is None else popularity[columns].astype(np.float32)
     group = None if item_group is None else item_group[columns]
 
+    # Users whose lists cannot differ are ranked once (list_owners): at 1M customers, 98k cold
+    # customers share a few thousand feature combinations and 20k get the popular list.
+    owner = list_owners(scorer.user_emb, user_bias, cold & ~popular, popular, exclude)
+    ranked_users = np.flatnonzero(owner == np.arange(n_users))
+
     def rank_chunk(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        idx = np.arange(start, min(start + chunk, n_users))
+        idx = ranked_users[start : start + chunk]
         scores = scorer.user_emb[idx] @ item_emb_t
         scores += item_bias[None, :]
         rows = popular[idx]
@@ -386,23 +428,25 @@ def recommend(
     # its array operations) and collected in order: the same rows as one at a time. Each product
     # then runs on one BLAS thread; two BLAS threads per product left the ranking on one core
     # (synthetic 1M x 50,000 items: 156 s one chunk at a time).
-    starts = range(0, n_users, chunk)
+    starts = range(0, len(ranked_users), chunk)
     threads = max(1, threads if threads is not None else (os.cpu_count() or 1))
     if threads == 1:
         parts = [rank_chunk(start) for start in starts]
     else:
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as workers:
             parts = list(workers.map(rank_chunk, starts))
-    out_user, out_item, out_rank, out_score = (list(column) for column in zip(*parts, strict=True))
-    users = np.concatenate(out_user)
+    users, items, ranks, scores = (np.concatenate(column) for column in zip(*parts, strict=True))
+    if len(ranked_users) < n_users:  # every user gets its owner's rows, in user order
+        users, rows = shared_rows(users, owner)
+        items, ranks, scores = items[rows], ranks[rows], scores[rows]
     # the key columns are categorical (codes: the user and item indices): 10M rows of strings at
     # 1M customers took GBs to build, where codes take 4 bytes a row
     return pd.DataFrame(
         {
             "customer_key": pd.Categorical.from_codes(users, categories=pd.Index(data.users.ids)),
-            "rank": np.concatenate(out_rank).astype(np.int64),
-            "product_id": pd.Categorical.from_codes(np.concatenate(out_item), categories=pd.Index(data.items.ids)),
-            "score": np.concatenate(out_score).astype(np.float64),
+            "rank": ranks.astype(np.int64),
+            "product_id": pd.Categorical.from_codes(items, categories=pd.Index(data.items.ids)),
+            "score": scores.astype(np.float64),
             "source": pd.Categorical.from_codes(source[users], categories=pd.Index(source_names)),
         }
     )

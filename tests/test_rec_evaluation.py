@@ -441,3 +441,66 @@ def test_recommend_equals_ranking_every_item_by_its_full_score():
             item_group=group, max_per_group=2, threads=threads,
         )  # fmt: skip
         pd.testing.assert_frame_equal(again, recs)
+
+
+def test_recommend_ranks_users_with_identical_lists_once_and_gives_each_the_same_rows(monkeypatch):
+    """Cold users with the same features and popular users without exclusions are ranked once
+    per group (list_owners); the frame must equal ranking every user on its own, row for row."""
+    import scipy.sparse as sp
+
+    import ml.recommender as recommender
+    from ml.recommender import list_owners, recommend
+
+    rng = np.random.default_rng(5)
+    n_warm, n_cold, n_items = 30, 40, 200
+    inter = pd.DataFrame(
+        {
+            "customer_key": [f"w{u:02d}" for u in rng.integers(0, n_warm, 700)],
+            "product_id": [f"p{i:03d}" for i in rng.integers(0, n_items, 700)],
+            "interaction_type": rng.choice(["view", "cart", "purchase"], 700),
+            "occurred_at": T0 + pd.to_timedelta(rng.integers(0, 60, 700), unit="D"),
+        }
+    )
+    keys = [f"w{u:02d}" for u in range(n_warm)] + [f"c{u:02d}" for u in range(n_cold)]
+    users = pd.DataFrame({"customer_key": keys, "taste": rng.choice(list("xyz"), len(keys))})
+    items = pd.DataFrame({"product_id": [f"p{i:03d}" for i in range(n_items)], "category": rng.choice(list("abcd"), n_items)})
+    data = prepare_tables(inter, users, items)
+    model = fit(data, data.interactions, PARAMS)
+    n_users = len(data.users.ids)
+    cold = np.array([k.startswith("c") for k in data.users.ids])
+    popular = rng.random(n_users) < 0.3
+    # no exclusions for cold users (no history) and half the popular ones: the others keep their own lists
+    exclude = sp.random(n_users, n_items, density=0.05, random_state=2, format="lil")
+    exclude[np.flatnonzero(cold)] = 0
+    exclude[np.flatnonzero(popular & ~cold)[::2]] = 0
+    exclude = exclude.tocsr()
+    exclude.eliminate_zeros()
+    kwargs = dict(
+        k=4, chunk=7, cold_users=cold, popular_users=popular, popularity=rng.random(n_items),
+        item_group=rng.integers(0, 4, n_items), max_per_group=2,
+    )  # fmt: skip
+    eligible = rng.random(n_items) < 0.9
+
+    shared = recommend(model, data, exclude, eligible, **kwargs)
+    calls = []
+    monkeypatch.setattr(recommender, "list_owners", lambda *a: calls.append(list_owners(*a)) or np.arange(n_users))
+    alone = recommend(model, data, exclude, eligible, **kwargs)
+    owners = calls[0]
+    # the sharing happened: 40 cold users of 3 tastes, one popular list
+    assert len(np.unique(owners)) <= n_warm + 3 + 1
+    shares = popular & (np.diff(exclude.indptr) == 0)
+    assert shares.sum() > 1 and (owners[shares] == np.flatnonzero(shares)[0]).all()
+    pd.testing.assert_frame_equal(shared, alone)
+    for threads in (1, 3):
+        monkeypatch.undo()
+        pd.testing.assert_frame_equal(recommend(model, data, exclude, eligible, threads=threads, **kwargs), alone)
+
+
+def test_shared_rows_copies_the_owner_rows_in_user_order():
+    from ml.recommender import shared_rows
+
+    # users 0 and 2 were ranked: 0 has two rows, 2 has one; 1 and 3 take 0's list, 4 takes 2's
+    users = np.array([0, 0, 2])
+    out_users, rows = shared_rows(users, np.array([0, 0, 2, 0, 2]))
+    assert out_users.tolist() == [0, 0, 1, 1, 2, 3, 3, 4]
+    assert rows.tolist() == [0, 1, 0, 1, 2, 0, 1, 2]
