@@ -172,3 +172,25 @@ def test_a_source_that_suddenly_shrinks_fails_its_gate_on_the_next_run(small_dat
     bounds = gate.metadata["row_count_bounds_vs_last_run"].value
     assert bounds[0] == int(previous.metadata["rows_in_table"].value * 0.5)
     assert gate.metadata["rows_in_table"].value == len(frame) // 3
+
+
+def test_a_sample_is_the_requested_size_and_depends_on_the_rows_not_their_order():
+    """_seeded_sample: exactly `rows` rows, the same ones whatever the physical order and thread
+    count, another seed gives another sample, and a sample of the whole population is all of it."""
+    from tessera.quality import _seeded_sample
+
+    c = duckdb.connect()
+    c.execute("create table a as select i, 'v' || i as v from range(50000) as t(i)")
+    c.execute("create table b as select * from a order by hash(i * 7919)")  # same rows, shuffled
+    picks = {}
+    for table in ("a", "b"):
+        for threads in (1, 2):
+            c.execute(f"set threads = {threads}")
+            picks[table, threads] = c.execute(f"select i from {_seeded_sample(table, 700, 50000, 42)} order by i").fetchall()
+    assert len(picks["a", 1]) == 700 and len(set(picks["a", 1])) == 700
+    assert all(p == picks["a", 1] for p in picks.values())
+    other = c.execute(f"select i from {_seeded_sample('a', 700, 50000, 43)} order by i").fetchall()
+    assert len(other) == 700 and len(set(other) & set(picks["a", 1])) < 100
+    assert c.execute(f"select count(*) from {_seeded_sample('a', 50000, 50000, 42)}").fetchone()[0] == 50000
+    # the sample is spread over the table, not its first rows
+    assert c.execute(f"select max(i) > 45000 and min(i) < 5000 from {_seeded_sample('a', 700, 50000, 42)}").fetchone()[0]
