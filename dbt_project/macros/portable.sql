@@ -52,31 +52,6 @@
 {% macro default__row_of(first, second) -%}({{ first }}, {{ second }}){%- endmacro %}
 {% macro spark__row_of(first, second) -%}struct({{ first }}, {{ second }}){%- endmacro %}
 
-{#- A row value of any number of expressions (compared field by field, in order). -#}
-{% macro tuple_of(exprs) -%}
-    {{ return(adapter.dispatch('tuple_of', 'tessera')(exprs)) }}
-{%- endmacro %}
-{% macro default__tuple_of(exprs) -%}({{ exprs | join(', ') }}){%- endmacro %}
-{% macro spark__tuple_of(exprs) -%}struct({{ exprs | join(', ') }}){%- endmacro %}
-
-{#- A struct with named fields ({name: expr}), read back as <column>.<name> on both engines. -#}
-{% macro named_row(fields) -%}
-    {{ return(adapter.dispatch('named_row', 'tessera')(fields)) }}
-{%- endmacro %}
-{% macro default__named_row(fields) -%}
-    struct_pack({% for name, expr in fields.items() %}{{ name }} := {{ expr }}{{ ", " if not loop.last }}{% endfor %})
-{%- endmacro %}
-{% macro spark__named_row(fields) -%}
-    named_struct({% for name, expr in fields.items() %}'{{ name }}', {{ expr }}{{ ", " if not loop.last }}{% endfor %})
-{%- endmacro %}
-
-{#- Microseconds since 1970-01-01 of a timestamp, as an integer (exact). -#}
-{% macro epoch_microseconds(expr) -%}
-    {{ return(adapter.dispatch('epoch_microseconds', 'tessera')(expr)) }}
-{%- endmacro %}
-{% macro default__epoch_microseconds(expr) -%}epoch_us({{ expr }}){%- endmacro %}
-{% macro spark__epoch_microseconds(expr) -%}unix_micros({{ expr }}){%- endmacro %}
-
 {#- A short, stable surrogate key from a text expression. -#}
 {% macro short_key(prefix, expr) -%}
     {{ dbt.concat(["'" ~ prefix ~ "'", dbt.right(dbt.hash(expr), 16)]) }}
