@@ -448,7 +448,7 @@ def test_recommend_ranks_users_with_identical_lists_once_and_gives_each_the_same
     per group (list_owners); the frame must equal ranking every user on its own, row for row."""
     import scipy.sparse as sp
 
-    import ml.recommender as recommender
+    from ml import recommender
     from ml.recommender import list_owners, recommend
 
     rng = np.random.default_rng(5)
@@ -475,10 +475,10 @@ def test_recommend_ranks_users_with_identical_lists_once_and_gives_each_the_same
     exclude[np.flatnonzero(popular & ~cold)[::2]] = 0
     exclude = exclude.tocsr()
     exclude.eliminate_zeros()
-    kwargs = dict(
-        k=4, chunk=7, cold_users=cold, popular_users=popular, popularity=rng.random(n_items),
-        item_group=rng.integers(0, 4, n_items), max_per_group=2,
-    )  # fmt: skip
+    kwargs = {
+        "k": 4, "chunk": 7, "cold_users": cold, "popular_users": popular, "popularity": rng.random(n_items),
+        "item_group": rng.integers(0, 4, n_items), "max_per_group": 2,
+    }  # fmt: skip
     eligible = rng.random(n_items) < 0.9
 
     shared = recommend(model, data, exclude, eligible, **kwargs)
