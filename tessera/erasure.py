@@ -264,8 +264,9 @@ def text_values(con) -> None:
 
 
 def mentions(relation: str, column: str) -> str:
-    """SQL: (rid, request_id) of each row of `relation` (its rowid) whose free-text `column`
-    contains, ignoring case, a value of __text_values (text_values), once per value it contains.
+    """SQL: (rid, request_id, value) of each row of `relation` (rid: its rowid) whose free-text
+    `column` contains, ignoring case, a value of __text_values (text_values), once per value it
+    contains.
 
     The same rows as `contains(lower(column), value)` tried for every value, without trying every
     value: each text is cut into its overlapping MIN_TEXT_MATCH_CHARS-character grams, a hash join
