@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration.automation import JOBS, SCHEDULES, SENSORS, freshness_checks
+from orchestration.decisioning import decisioning_assets
 from orchestration.dbt import dbt_marts_assets, dbt_resource, dbt_staging_assets
 from orchestration.identity import (
     identity_cluster_size_within_limit,
@@ -34,6 +35,7 @@ defs = dg.Definitions(
         propensity_scores,
         customer_clusters,
         erasure_asset,
+        *decisioning_assets,
         *publish_assets,
     ],
     asset_checks=[

@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from orchestration.dbt import model_key
+from orchestration.decisioning import DECISIONS_KEY, MESSAGES_KEY
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.ml import CLUSTERS_KEY, NOT_ERASED, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.privacy import ERASURE_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import pseudonym, snapshots
+from tessera.decisioning.catalogue import CHANNELS
 from tessera.db import table_exists
 from tessera.holdout import holdout_group_sql
 from tessera.quality import record_pass
@@ -234,6 +236,121 @@ EVERY_ACTIVE_CUSTOMER = Validation(
     f"select count(*) from ({ACTIVE_CUSTOMERS}) a where customer_pkey(a.customer_key) not in (select customer_pkey from {{table}})",
 )
 
+# channel -> the consent a message on it needs (tessera/decisioning/catalogue.py), as a relation
+CHANNEL_CONSENT = " union all ".join(
+    f"select '{ch}' as channel, '{c}' as consent_channel, '{p}' as consent_purpose" for ch, (c, p) in CHANNELS.items()
+)
+
+# The outbox records what it sent: decisioning.sends feeds frequency caps and the bandit. A re-publish
+# on the same decision day replaces that day's sends.
+RECORD_SENDS = (
+    """
+    create table if not exists decisioning.sends (
+        message_id varchar, customer_key varchar, action_id varchar, variant_id varchar, channel varchar, decided_on date
+    )
+    """,
+    "delete from decisioning.sends where decided_on in (select distinct decided_on from decisioning.decisions)",
+    """
+    insert into decisioning.sends
+    select m.message_id, m.customer_key, m.action_id, m.variant_id, m.channel, m.decided_on
+    from decisioning.messages as m
+    where m.message_id in (select message_id from publish.campaign_outbox)
+    """,
+)
+
+MESSAGE_BODIES = Export(
+    "message_bodies",
+    "The rendered body of every message in the outbox, once per body_ref (HTML-escaped HTML or JSON).",
+    """
+    select b.body_ref, b.content_type, b.body
+    from decisioning.message_bodies as b
+    where b.body_ref in (select body_ref from {table})
+    order by b.body_ref
+    """,
+    "jsonl",
+    pii=("body",),  # a greeting by first name
+)
+
+DECISIONING = (
+    Published(
+        "next_best_actions",
+        "For each customer and channel with an eligible action: the chosen action and, when sent, its variant; "
+        "decision (send, holdout, no_consent, capped), decided_by (explicit_rule or weighted_score), score, "
+        "holdout group and the reason in words (docs/decisioning.md).",
+        """
+        select customer_pkey(d.customer_key) as customer_pkey, d.channel, d.action_id, d.variant_id, d.decision,
+            d.decided_by, d.priority, d.score, d.holdout_group, d.eligible_actions, d.reason, d.message_id,
+            d.bandit_state_version, d.decided_on
+        from decisioning.decisions as d
+        inner join marts.dim_customers as c on c.customer_key = d.customer_key and not c.is_erasure_requested
+        order by customer_pkey, d.channel
+        """,
+        (DECISIONS_KEY, model_key("dim_customers"), model_key("customer_consents")),
+        (
+            Validation(
+                "every_decision_has_a_reason",
+                "Every decision records why it was made.",
+                "select count(*) from {table} where reason is null or length(trim(reason)) = 0",
+            ),
+            Validation(
+                "one_decision_per_customer_and_channel",
+                "At most one action per customer and channel.",
+                "select count(*) from (select customer_pkey, channel from {table} group by all having count(*) > 1)",
+            ),
+            Validation(
+                "sends_have_consent_and_are_in_treatment",
+                "A 'send' has the channel's consent (marts.customer_consents) and is in the treatment group; "
+                "only sends have a variant and a message id.",
+                f"""
+                select count(*) from {{table}} as t
+                inner join ({CHANNEL_CONSENT}) as m on m.channel = t.channel
+                inner join marts.dim_customers as c on customer_pkey(c.customer_key) = t.customer_pkey
+                left join marts.customer_consents as k
+                    on k.customer_key = c.customer_key and k.channel = m.consent_channel and k.purpose = m.consent_purpose
+                where (t.decision = 'send' and (not coalesce(k.granted, false) or t.holdout_group <> 'treatment'
+                        or t.variant_id is null or t.message_id is null))
+                   or (t.decision <> 'send' and (t.variant_id is not null or t.message_id is not null))
+                """,
+            ),
+        ),
+    ),
+    Published(
+        "campaign_outbox",
+        "One row per message to send: channel, pseudonymous customer key, action, variant, subject "
+        "(HTML-escaped) and body_ref, the sha256 of the rendered body in the snapshot's message_bodies "
+        "export. Only customers with the channel's consent and in the treatment group.",
+        f"""
+        select m.message_id, customer_pkey(m.customer_key) as customer_pkey, m.channel, m.action_id, m.variant_id,
+            m.subject, m.body_ref, m.content_type, m.decided_on
+        from decisioning.messages as m
+        inner join decisioning.decisions as d
+            on d.message_id = m.message_id and d.decision = 'send' and d.holdout_group = 'treatment'
+        inner join marts.dim_customers as c on c.customer_key = m.customer_key and not c.is_erasure_requested
+        inner join ({CHANNEL_CONSENT}) as x on x.channel = m.channel
+        inner join marts.customer_consents as k
+            on k.customer_key = m.customer_key and k.channel = x.consent_channel and k.purpose = x.consent_purpose
+            and k.granted
+        order by m.message_id
+        """,
+        (MESSAGES_KEY, DECISIONS_KEY, model_key("dim_customers"), model_key("customer_consents")),
+        (
+            Validation(
+                "every_rendered_message_published",
+                "Every rendered message passed the consent, holdout and erasure filters: none was dropped "
+                "here, which would mean a decision to send broke one of them.",
+                "select count(*) from decisioning.messages where message_id not in (select message_id from {table})",
+            ),
+            Validation(
+                "every_body_stored",
+                "Every body_ref names a stored body.",
+                "select count(*) from {table} where body_ref not in (select body_ref from decisioning.message_bodies)",
+            ),
+        ),
+        after_swap=RECORD_SENDS,
+        exports=(MESSAGE_BODIES,),
+    ),
+)
+
 PUBLISHED = (
     Published(
         "customer_recommendations",
@@ -373,7 +490,7 @@ PUBLISHED = (
             ),
         ),
     ),
-)
+) + DECISIONING
 
 
 def sql_parameters(settings) -> dict[str, str]:

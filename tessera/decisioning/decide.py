@@ -1,0 +1,289 @@
+"""Next best actions: for each customer and channel, the action to take, and why.
+
+The catalogue compiles to SQL run on the warehouse (the work is set-based: one pass per action over
+the customers, then one ranking), and the bandit assigns variants in NumPy. The steps:
+
+1. Eligible: every (customer, action) whose trigger and conditions hold, with its weighted score
+   and the reason in words. Customers who asked for erasure are not in the base.
+2. Frequency cap: an action sent to the customer `frequency_cap_per_week` times in the 7 days
+   before the decision day (decisioning.sends) is skipped; the next eligible one is taken.
+3. Choice per customer and channel: explicit rules first, highest priority first (ties: score,
+   then action id); otherwise the highest weighted score. Only when every eligible action is
+   capped is a capped one recorded (decision 'capped').
+4. Consent and holdout: the chosen action is sent only with the channel's consent
+   (catalogue.CHANNELS) and when the customer is in the treatment group of the action's campaign
+   'nba:<action id>' (tessera/holdout.py); otherwise it is recorded as 'no_consent' or 'holdout'
+   and nothing is sent.
+5. Variants of the messages to send, by Thompson sampling (tessera/decisioning/bandit.py).
+
+The weighted score, each term in [0, 1]:
+
+    score = w_priority * priority / 100
+          + w_propensity * the action's propensity score (ml.propensity_scores)
+          + w_recommendation * recommendation affinity
+
+with the weights of the catalogue's `scoring` block (summing to 1). Recommendation affinity is the
+percentile, among customers with a personalised list, of the mean score of their top three
+recommendations (0 without a personalised list).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from tessera.decisioning import bandit
+from tessera.decisioning.catalogue import CHANNELS, Action, Catalogue
+from tessera.holdout import holdout_group_sql
+
+AS_OF = "(select cast(max(as_of_date) as date) from marts.customer_rfm)"
+SENDS_DDL = """
+create table if not exists decisioning.sends (
+    message_id varchar, customer_key varchar, action_id varchar, variant_id varchar, channel varchar, decided_on date
+)
+"""
+
+
+def _literal(value) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+def _number(expr: str, digits: int = 3) -> str:
+    """SQL text of a number rounded for a reason string ('n/a' when NULL)."""
+    return f"coalesce(cast(round({expr}, {digits}) as varchar), 'n/a')"
+
+
+def _test_sql(test: dict) -> tuple[str, str]:
+    column = f"b.{test['feature']}" if test["kind"] == "feature" else f"b.{test['score']}"
+    sql = f"{column} {test['op']} {_literal(test['value'])}"
+    name = test.get("feature") or test["score"]
+    value = f"coalesce(cast({column} as varchar), 'n/a')"
+    bound = _literal(f" {test['op']} {test['value']}")
+    return sql, f"{_literal(name + ' ')} || {value} || {bound}"
+
+
+def trigger_sql(action: Action) -> tuple[str, str]:
+    """The trigger as a condition on the base row `b`, and a SQL text expression saying why it holds."""
+    t = action.trigger
+    if t["kind"] == "segment":
+        return f"coalesce(b.in_{t['segment']}, false)", _literal(f"in segment {t['segment']}")
+    if t["kind"] == "rfm_segment":
+        return f"b.rfm_segment in ({', '.join(_literal(s) for s in t['segments'])})", "'in RFM segment ' || b.rfm_segment"
+    if t["kind"] == "event":
+        follow = ""
+        said = f"{t['event']} in the last {t['within_hours']} hours"
+        if t["not_followed_by"]:
+            follow = f"""
+              and not exists (
+                  select 1 from __nba_events as x
+                  where x.customer_key = e.customer_key and x.event_type = {_literal(t["not_followed_by"])}
+                    and x.event_at >= e.event_at
+              )"""
+            said += f" and no {t['not_followed_by']} since"
+        sql = f"""exists (
+              select 1 from __nba_events as e
+              where e.customer_key = b.customer_key and e.event_type = {_literal(t["event"])}
+                and e.event_at >= b.as_of_ts - interval '{t["within_hours"]} hours' and e.event_at < b.as_of_ts{follow}
+          )"""
+        return sql, _literal(said)
+    return _test_sql({**t, "kind": "feature"})
+
+
+def eligible_sql(action: Action, catalogue: Catalogue) -> str:
+    w = catalogue.weights
+    trigger, trigger_why = trigger_sql(action)
+    tests = [_test_sql(c) for c in action.conditions]
+    where = " and ".join([trigger, *(f"coalesce({sql}, false)" for sql, _ in tests)])
+    why = " || '; ' || ".join([trigger_why, *(w for _, w in tests)])
+    prop = f"coalesce(b.{action.propensity}, 0)"
+    score = (
+        f"{w['priority']!r} * {action.priority / 100!r} + {w['propensity']!r} * {prop}"
+        f" + {w['recommendation']!r} * coalesce(b.recommendation_affinity, 0)"
+    )
+    breakdown = (
+        f"'score ' || {_number(score)} || ' = {w['priority']:g} x priority {action.priority / 100:g}"
+        f" + {w['propensity']:g} x {action.propensity} ' || {_number(prop)}"
+        f" || ' + {w['recommendation']:g} x recommendation affinity ' || {_number('coalesce(b.recommendation_affinity, 0)')}"
+    )
+    rule = (
+        f"explicit rule {action.id} (priority {action.priority})" if action.explicit else f"weighted score, action {action.id}"
+    )
+    return f"""
+    select
+        b.customer_key, b.as_of_date, {_literal(action.id)} as action_id, {_literal(action.channel)} as channel,
+        {str(action.explicit).lower()} as explicit, {action.priority} as priority,
+        {action.frequency_cap_per_week} as frequency_cap_per_week,
+        {score} as score,
+        {_literal(rule)} || ': ' || {why} || '; ' || {breakdown} || '; RFM segment ' || coalesce(b.rfm_segment, 'none') as reason
+    from __nba_base as b
+    where {where}"""
+
+
+def build_base(con, catalogue: Catalogue) -> None:
+    """One row per customer (no erasure request) with everything a trigger, condition or score reads."""
+    features = sorted(
+        {t["feature"] for a in catalogue.actions for t in (a.trigger, *a.conditions) if t.get("kind") == "feature"}
+    )
+    events = {a.trigger["event"] for a in catalogue.actions if a.trigger["kind"] == "event"}
+    events |= {a.trigger["not_followed_by"] for a in catalogue.actions if a.trigger["kind"] == "event"} - {None}
+    hours = max([a.trigger["within_hours"] for a in catalogue.actions if a.trigger["kind"] == "event"] or [0])
+    con.execute(f"""
+        create or replace temp table __nba_base as
+        with affinity as (
+            select customer_key, percent_rank() over (order by avg(score)) as recommendation_affinity
+            from ml.recommendation_candidates
+            where rank <= 3 and source = 'personalised'
+            group by customer_key
+        )
+        select
+            c.customer_key,
+            {AS_OF} as as_of_date,
+            cast({AS_OF} as timestamp) as as_of_ts,
+            r.rfm_segment,
+            s.* exclude (customer_key, rule_segment, rule_segment_priority),
+            {"".join(f"f.{name}, " for name in features)}
+            p.purchase_propensity_30d,
+            p.churn_risk_30d,
+            a.recommendation_affinity
+        from marts.dim_customers as c
+        left join marts.customer_rfm as r on r.customer_key = c.customer_key
+        left join marts.customer_rule_segments as s on s.customer_key = c.customer_key
+        left join marts.customer_features as f on f.customer_key = c.customer_key
+        left join ml.propensity_scores as p on p.customer_key = c.customer_key
+        left join affinity as a on a.customer_key = c.customer_key
+        where not c.is_erasure_requested
+    """)
+    # the clickstream an event trigger reads: its event types, inside the longest trigger window
+    event_list = ", ".join(_literal(e) for e in sorted(events)) or "''"
+    con.execute(f"""
+        create or replace temp table __nba_events as
+        select customer_key, event_type, event_at
+        from marts.fct_events
+        where customer_key is not null and event_type in ({event_list})
+          and event_at >= cast({AS_OF} as timestamp) - interval '{hours} hours'
+          and event_at < cast({AS_OF} as timestamp)
+    """)
+
+
+def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
+    consent = " union all ".join(
+        f"select {_literal(ch)} as channel, {_literal(c)} as consent_channel, {_literal(p)} as consent_purpose"
+        for ch, (c, p) in CHANNELS.items()
+    )
+    holdout = holdout_group_sql("'nba:' || r.action_id", "r.customer_key", holdout_share)
+    eligible = "\n    union all\n".join(eligible_sql(a, catalogue) for a in catalogue.actions)
+    return f"""
+    with eligible as ({eligible}
+    ),
+    sent as (
+        select customer_key, action_id, count(*) as sent_last_7_days
+        from decisioning.sends
+        where decided_on >= {AS_OF} - interval '7 days' and decided_on < {AS_OF}
+        group by customer_key, action_id
+    ),
+    capped as (
+        select e.*, coalesce(s.sent_last_7_days, 0) as sent_last_7_days,
+            coalesce(s.sent_last_7_days, 0) >= e.frequency_cap_per_week as is_capped
+        from eligible as e
+        left join sent as s on s.customer_key = e.customer_key and s.action_id = e.action_id
+    ),
+    ranked as (
+        select *,
+            row_number() over (
+                partition by customer_key, channel
+                order by is_capped, explicit desc, case when explicit then priority end desc nulls last, score desc, action_id
+            ) as choice,
+            count(*) over (partition by customer_key, channel) as eligible_actions,
+            string_agg(case when is_capped then action_id || ' (' || sent_last_7_days || ' sent in 7 days, cap '
+                || frequency_cap_per_week || ')' end, ', ') over (partition by customer_key, channel) as capped_actions
+        from capped
+    ),
+    chosen as (
+        select r.*, coalesce(k.granted, false) as consented, {holdout} as holdout_group,
+            m.consent_channel, m.consent_purpose
+        from ranked as r
+        inner join ({consent}) as m on m.channel = r.channel
+        left join marts.customer_consents as k
+            on k.customer_key = r.customer_key and k.channel = m.consent_channel and k.purpose = m.consent_purpose
+        where r.choice = 1
+    )
+    select
+        customer_key,
+        channel,
+        action_id,
+        case
+            when is_capped then 'capped'
+            when not consented then 'no_consent'
+            when holdout_group = 'control' then 'holdout'
+            else 'send'
+        end as decision,
+        case when explicit then 'explicit_rule' else 'weighted_score' end as decided_by,
+        priority,
+        score,
+        holdout_group,
+        eligible_actions,
+        reason
+            || case when capped_actions is not null then '; skipped at its frequency cap: ' || capped_actions else '' end
+            || case
+                when is_capped then '; not sent: every eligible action is at its frequency cap'
+                when not consented then '; not sent: no ' || consent_channel || ' ' || consent_purpose || ' consent'
+                when holdout_group = 'control' then '; not sent: control group of campaign nba:' || action_id
+                else ''
+            end as reason,
+        as_of_date as decided_on
+    from chosen
+    """
+
+
+def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], state_version: int, seed: int,
+           holdout_share: float) -> dict:  # fmt: skip
+    """Build decisioning.decisions (customer_pkey() must be installed on `con`, tessera/pseudonym.py);
+    returns each action's realised variant counts."""
+    con.execute("create schema if not exists decisioning")
+    con.execute(SENDS_DDL)
+    build_base(con, catalogue)
+    con.execute(f"create or replace temp table __nba_decisions as {decisions_sql(catalogue, holdout_share)}")
+    day = con.execute(f"select {AS_OF}").fetchall()[0][0]
+    keys, actions, variants, why = [], [], [], []
+    shares: dict[str, dict[str, int]] = {}
+    for action in catalogue.actions:
+        customers = [
+            r[0]
+            for r in con.execute(
+                "select customer_key from __nba_decisions where action_id = ? and decision = 'send' order by customer_key",
+                [action.id],
+            ).fetchall()
+        ]
+        posterior = posteriors[action.id]
+        picks = bandit.assign(posterior, len(customers), bandit.rng_for(seed, state_version, day.toordinal(), action.id))
+        names = np.asarray([v.id for v in action.variants], dtype=object)
+        keys += customers
+        actions += [action.id] * len(customers)
+        variants += list(names[picks])
+        # the posterior means behind the draw, for the reason
+        means = ", ".join(f"{v} {m:.3f}" for v, m in zip(posterior.variants, posterior.mean, strict=True))
+        why += [f"; variant by Thompson sampling (bandit state v{state_version}; posterior means {means})"] * len(customers)
+        shares[action.id] = {v: int(n) for v, n in zip(names, np.bincount(picks, minlength=len(names)), strict=True)}
+    assigned = pa.table({"customer_key": keys, "action_id": actions, "variant_id": variants, "variant_reason": why},
+                        schema=pa.schema([("customer_key", pa.string()), ("action_id", pa.string()),
+                                          ("variant_id", pa.string()), ("variant_reason", pa.string())]))  # fmt: skip
+    con.register("__nba_variants", assigned)
+    try:
+        con.execute(f"""
+            create or replace table decisioning.decisions as
+            select d.customer_key, d.channel, d.action_id, v.variant_id, d.decision, d.decided_by, d.priority,
+                d.score, d.holdout_group, d.eligible_actions, d.reason || coalesce(v.variant_reason, '') as reason,
+                d.decided_on, {int(state_version)} as bandit_state_version,
+                -- stable across re-runs; from the published key, so it reveals nothing of the internal one
+                case when d.decision = 'send' then md5(customer_pkey(d.customer_key) || ':' || d.action_id || ':'
+                    || cast(d.decided_on as varchar)) end as message_id
+            from __nba_decisions as d
+            left join __nba_variants as v on v.customer_key = d.customer_key and v.action_id = d.action_id
+                and d.decision = 'send'
+            order by d.customer_key, d.channel
+        """)
+    finally:
+        con.unregister("__nba_variants")
+    return shares

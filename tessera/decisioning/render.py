@@ -1,0 +1,265 @@
+"""Render the messages of the decisions to send: subject and body per message, bodies stored once.
+
+For each action and variant, one query gathers the render context of its messages (customer
+attributes, top recommendations, cart items: only the parts its templates read), streamed in
+Arrow batches; each message is rendered by the compiled template. A body is referenced by the
+sha256 of its text (`body_ref`), so identical bodies (a banner shown to everyone in a category)
+are stored once.
+
+Tables written:
+- decisioning.messages: message_id, customer_key, channel, action_id, variant_id, subject,
+  body_ref, content_type, decided_on.
+- decisioning.message_bodies: body_ref, content_type, body.
+
+message_id comes from the decision (tessera/decisioning/decide.py). An email tool reports clicks with it as the campaign_id
+(docs/decisioning.md), which is how the bandit learns.
+
+Recommendations in a message are the customer's own only with the channel's personalisation
+consent (email: email/personalization; web banner and push: web/personalization); otherwise the
+popular products (the serving API's fallback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from tessera.decisioning.catalogue import Action, Catalogue, Variant
+
+CONTENT_TYPES = {"html": "text/html", "json": "application/json"}
+PERSONALISATION = {"email": "email", "web_banner": "web", "push": "web"}
+BATCH_ROWS = 50_000
+RECOMMENDATIONS = 3
+CART_ITEMS = 5
+CART_DAYS = 7
+
+# a list of products in the shape templates read (templates.PRODUCT), best first
+PRODUCT_LIST = (
+    "list(struct_pack(product_id := product_id, product_name := product_name, category := category, rank := rank) "
+    "order by rank) as items"
+)
+
+MESSAGES_SCHEMA = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("customer_key", pa.string()),
+        ("channel", pa.string()),
+        ("action_id", pa.string()),
+        ("variant_id", pa.string()),
+        ("subject", pa.string()),
+        ("body_ref", pa.string()),
+        ("content_type", pa.string()),
+        ("decided_on", pa.date32()),
+    ]
+)
+BODIES_SCHEMA = pa.schema([("body_ref", pa.string()), ("content_type", pa.string()), ("body", pa.string())])
+
+
+def prepare_lists(con, catalogue: Catalogue) -> None:
+    """Scratch tables (decisioning.render_*, dropped after rendering) of the lists templates read: each customer's top recommended active products,
+    the popular ones, and the products in each cart."""
+    con.execute(f"""
+        create or replace table decisioning.render_recommendations as
+        select customer_key,
+            {PRODUCT_LIST}
+        from (
+            select r.customer_key, r.product_id, p.product_name, p.category,
+                row_number() over (partition by r.customer_key order by r.rank) as rank
+            from ml.recommendation_candidates as r
+            inner join marts.dim_products as p on p.product_id = r.product_id and p.is_active
+            where r.customer_key in (select customer_key from decisioning.decisions where decision = 'send')
+        )
+        where rank <= {RECOMMENDATIONS}
+        group by customer_key
+    """)
+    con.execute(f"""
+        create or replace table decisioning.render_popular as
+        select {PRODUCT_LIST}
+        from (
+            select p.product_id, p.product_name, p.category,
+                row_number() over (order by count(distinct i.customer_key) desc, p.product_id) as rank
+            from marts.dim_products as p
+            left join marts.fct_customer_product_interactions as i
+                on i.product_id = p.product_id and i.interaction_type = 'purchase'
+            where p.is_active
+            group by p.product_id, p.product_name, p.category
+        )
+        where rank <= {RECOMMENDATIONS}
+    """)
+    uses_cart = any("cart_items" in a.uses() for a in catalogue.actions)
+    con.execute(f"""
+        create or replace table decisioning.render_cart as
+        select customer_key,
+            {PRODUCT_LIST}
+        from (
+            select e.customer_key, e.product_id, p.product_name, p.category,
+                row_number() over (partition by e.customer_key order by max(e.event_at) desc, e.product_id) as rank
+            from marts.fct_events as e
+            inner join marts.dim_products as p on p.product_id = e.product_id and p.is_active
+            where {str(uses_cart).lower()}
+              and e.event_type = 'add_to_cart'
+              and e.customer_key in (select customer_key from decisioning.decisions where decision = 'send')
+              and e.event_at >= (select cast(max(decided_on) as timestamp) from decisioning.decisions) - interval '{CART_DAYS} days'
+              and e.event_at < (select cast(max(decided_on) as timestamp) from decisioning.decisions)
+              and not exists (
+                  select 1 from marts.fct_order_items as o
+                  where o.customer_key = e.customer_key and o.product_id = e.product_id and o.ordered_at >= e.event_at
+              )
+            group by e.customer_key, e.product_id, p.product_name, p.category
+        )
+        where rank <= {CART_ITEMS}
+        group by customer_key
+    """)
+
+
+def context_sql(action: Action, variant: Variant) -> str:
+    purpose_channel = PERSONALISATION[action.channel]
+    return f"""
+        select
+            d.message_id, d.customer_key, d.decided_on,
+            c.first_name, s.rfm_segment, g.rule_segment, k.cluster_description, f.top_category, f.last_device,
+            case when coalesce(pc.granted, false) then coalesce(rec.items, pop.items) else pop.items end as recommendations,
+            coalesce(cart.items, []) as cart_items
+        from decisioning.decisions as d
+        inner join marts.dim_customers as c on c.customer_key = d.customer_key
+        left join marts.customer_rfm as s on s.customer_key = d.customer_key
+        left join marts.customer_rule_segments as g on g.customer_key = d.customer_key
+        left join ml.customer_clusters as k on k.customer_key = d.customer_key
+        left join marts.customer_features as f on f.customer_key = d.customer_key
+        left join marts.customer_consents as pc
+            on pc.customer_key = d.customer_key and pc.channel = '{purpose_channel}' and pc.purpose = 'personalization'
+        left join decisioning.render_recommendations as rec on rec.customer_key = d.customer_key
+        cross join decisioning.render_popular as pop
+        left join decisioning.render_cart as cart on cart.customer_key = d.customer_key
+        where d.decision = 'send' and d.action_id = '{action.id}' and d.variant_id = '{variant.id}'
+        order by message_id
+    """
+
+
+@dataclass
+class Rendered:
+    messages: int = 0
+    bodies: int = 0
+    per_variant: dict | None = None
+    previews: list | None = None  # (action, variant, message_id, subject, path)
+
+
+def render_messages(con, catalogue: Catalogue, preview_dir: Path | None, previews_per_variant: int = 3) -> Rendered:
+    """Render every message to send into decisioning.messages and decisioning.message_bodies;
+    write the first `previews_per_variant` of each variant (by message_id) as files."""
+    con.execute(
+        "create or replace table decisioning.messages (message_id varchar, customer_key varchar, channel varchar, "
+        "action_id varchar, variant_id varchar, subject varchar, body_ref varchar, content_type varchar, decided_on date)"
+    )
+    con.execute("create or replace table decisioning.message_bodies (body_ref varchar, content_type varchar, body varchar)")
+    prepare_lists(con, catalogue)
+    out = Rendered(per_variant={}, previews=[])
+    seen: set[str] = set()
+    for action in catalogue.actions:
+        for variant in action.variants:
+            content_type = CONTENT_TYPES[variant.template.kind]
+            static = {
+                "action": {"id": action.id, "channel": action.channel},
+                "variant": {"id": variant.id},
+                "offer": None
+                if action.offer is None
+                else {
+                    "code": action.offer.code,
+                    "description": action.offer.description,
+                    "discount_percent": action.offer.discount_percent,
+                },
+            }
+            count = 0
+            # read on a cursor (its own connection to the same database) while writing on `con`
+            cursor = con.cursor()
+            reader = cursor.sql(context_sql(action, variant)).to_arrow_reader(BATCH_ROWS)
+            for batch in reader:
+                rows = batch.to_pylist()
+                ids, keys, days, subjects, refs = [], [], [], [], []
+                new_refs, new_bodies = [], []
+                for row in rows:
+                    context = {
+                        **static,
+                        "customer": {
+                            "first_name": row["first_name"],
+                            "rfm_segment": row["rfm_segment"],
+                            "rule_segment": row["rule_segment"],
+                            "cluster_description": row["cluster_description"],
+                            "top_category": row["top_category"],
+                            "last_device": row["last_device"],
+                        },
+                        "recommendations": row["recommendations"] or [],
+                        "cart_items": row["cart_items"],
+                    }
+                    body = variant.template.render(context)
+                    ref = "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+                    if ref not in seen:
+                        seen.add(ref)
+                        new_refs.append(ref)
+                        new_bodies.append(body)
+                    subject = variant.subject.render(context) if variant.subject else None
+                    ids.append(row["message_id"])
+                    keys.append(row["customer_key"])
+                    days.append(row["decided_on"])
+                    subjects.append(subject)
+                    refs.append(ref)
+                    if preview_dir is not None and count < previews_per_variant:
+                        out.previews.append(
+                            _write_preview(preview_dir, action, variant, row["message_id"], subject, body)
+                        )
+                    count += 1
+                n = len(ids)
+                messages = pa.table(
+                    [ids, keys, [action.channel] * n, [action.id] * n, [variant.id] * n, subjects, refs,
+                     [content_type] * n, days],
+                    schema=MESSAGES_SCHEMA,
+                )  # fmt: skip
+                bodies = pa.table([new_refs, [content_type] * len(new_refs), new_bodies], schema=BODIES_SCHEMA)
+                con.register("__render_messages", messages)
+                con.register("__render_bodies", bodies)
+                try:
+                    con.execute("insert into decisioning.messages select * from __render_messages")
+                    con.execute("insert into decisioning.message_bodies select * from __render_bodies")
+                finally:
+                    con.unregister("__render_messages")
+                    con.unregister("__render_bodies")
+                out.messages += n
+                out.bodies += len(new_refs)
+            cursor.close()
+            out.per_variant[f"{action.id}/{variant.id}"] = count
+    for name in ("recommendations", "popular", "cart"):
+        con.execute(f"drop table decisioning.render_{name}")
+    if preview_dir is not None:
+        _write_index(preview_dir, out.previews)
+    return out
+
+
+def _write_preview(root: Path, action: Action, variant: Variant, message_id: str, subject, body: str):
+    suffix = "html" if variant.template.kind == "html" else "json"
+    path = root / action.id / variant.id / f"{message_id}.{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body, encoding="utf-8")
+    return (action.id, variant.id, message_id, subject, path)
+
+
+def _write_index(root: Path, previews: list) -> Path:
+    """index.html: every preview with its action, variant and subject (escaped), linked."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = "\n".join(
+        f"<tr><td>{html.escape(a)}</td><td>{html.escape(v)}</td><td>{html.escape(s or '')}</td>"
+        f'<td><a href="{html.escape(str(p.relative_to(root)))}">{html.escape(m)}</a></td></tr>'
+        for a, v, m, s, p in previews
+    )
+    index = root / "index.html"
+    index.write_text(
+        "<html><head><meta charset='utf-8'><title>tessera message previews</title></head><body>\n"
+        "<h1>Message previews</h1>\n<p>The first messages of each action and variant, by message id.</p>\n"
+        "<table border='1'><tr><th>action</th><th>variant</th><th>subject</th><th>body</th></tr>\n"
+        f"{rows}\n</table></body></html>\n",
+        encoding="utf-8",
+    )
+    return index
