@@ -54,6 +54,37 @@ def _cmd_segments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_decisioning_validate(args: argparse.Namespace) -> int:
+    from tessera.decisioning.catalogue import CatalogueError, load_catalogue
+
+    try:
+        catalogue = load_catalogue(args.file)
+    except CatalogueError as exc:
+        print(f"invalid action catalogue: {exc}", file=sys.stderr)
+        return 2
+    print(f"{catalogue.path}: {len(catalogue.actions)} actions, every template valid")
+    for a in catalogue.actions:
+        kind = "explicit rule" if a.explicit else "weighted score"
+        variants = ", ".join(v.id for v in a.variants)
+        print(f"  {a.id:<28} {a.channel:<10} priority {a.priority:>3}  {kind:<14} variants: {variants}")
+    return 0
+
+
+def _cmd_decisioning_simulate(args: argparse.Namespace) -> int:
+    from tessera.decisioning.bandit import simulate
+
+    rates = tuple(float(r) for r in args.rates.split(","))
+    names = tuple(f"variant_{i + 1}" for i in range(len(rates)))
+    sim = simulate(names, rates, args.audience, args.rounds, args.seed)
+    best = names[sim.best]
+    print(f"{len(rates)} variants, conversion rates {rates}; {args.audience} messages a round, {args.rounds} rounds")
+    for i, share in enumerate(sim.share_best_by_round, 1):
+        print(f"  round {i:>3}: {share:6.1%} of messages to {best}")
+    reached = sim.first_round_at(0.8)
+    print(f"{best} holds >= 80 % of traffic from round {reached}" if reached else f"{best} never held >= 80 %")
+    return 0 if reached else 1
+
+
 def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -187,6 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     sc = sg_sub.add_parser("compile", help="validate the rule file and compile it to the dbt model")
     sc.add_argument("--rules", help="rule file (default dbt_project/segments/segment_rules.yml)")
     sc.set_defaults(func=_cmd_segments)
+
+    dc = sub.add_parser("decisioning", help="the action catalogue and the variant bandit")
+    dc_sub = dc.add_subparsers(dest="decisioning_command", required=True)
+    dv = dc_sub.add_parser("validate", help="validate the action catalogue and every template it names")
+    dv.add_argument("--file", type=Path, help="catalogue (default TESSERA_ACTIONS_FILE or decisioning/actions.yml)")
+    dv.set_defaults(func=_cmd_decisioning_validate)
+    ds = dc_sub.add_parser("simulate", help="the Thompson bandit against known conversion rates")
+    ds.add_argument("--rates", default="0.05,0.05,0.08", help="comma-separated conversion rate of each variant")
+    ds.add_argument("--audience", type=int, default=1000, help="messages per round")
+    ds.add_argument("--rounds", type=int, default=28)
+    ds.add_argument("--seed", type=int, default=42)
+    ds.set_defaults(func=_cmd_decisioning_simulate)
 
     rec = sub.add_parser("recommend", help="the recommender outside Dagster")
     rec_sub = rec.add_subparsers(dest="recommend_command", required=True)

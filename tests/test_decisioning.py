@@ -1,0 +1,519 @@
+"""Decisioning (issue 10): catalogue and template validation, escaping, rule precedence,
+frequency caps, consent and holdout, reasons, the bandit's updates and convergence, and what the
+pipeline publishes."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import yaml
+
+from tessera import pseudonym
+from tessera.decisioning import bandit, decide, render, state
+from tessera.decisioning.catalogue import DEFAULT_FILE, CatalogueError, load_catalogue, validate_catalogue
+from tessera.decisioning.templates import TemplateError, load_template
+
+HOSTILE = "<script>alert('x')</script> \"Deluxe\" \\ Mug"
+AS_OF = date(2026, 11, 1)
+RULE_SEGMENTS = {"cart_abandoned_2h", "vip_lapsing", "category_browser_no_purchase", "email_engaged"}
+
+
+# --- a catalogue of our own, so each rule is exactly what the test says -------------------------
+
+TEMPLATES = {
+    "body.html.j2": "<p>Hi {{ customer.first_name }}</p>{% for i in cart_items %}<li>{{ i.product_name }}</li>{% endfor %}"
+    "{% for i in recommendations %}<li>{{ i.product_name }}</li>{% endfor %}",
+    "banner.json.j2": '{"headline": "{{ recommendations[0].product_name if recommendations else customer.top_category }}"}',
+}
+
+
+def actions_data() -> dict:
+    email = {"channel": "email", "variants": [{"id": "a", "template": "body.html.j2", "subject": "Hi {{ customer.first_name }}"}]}
+    return {
+        "version": 1,
+        "scoring": {"priority": 0.3, "propensity": 0.4, "recommendation": 0.3},
+        "actions": [
+            {"id": "cart", "description": "cart", "explicit": True, "trigger": {"segment": "cart_abandoned_2h"},
+             "priority": 90, "frequency_cap_per_week": 1, **email},
+            {"id": "vip", "description": "vip", "explicit": True, "trigger": {"segment": "vip_lapsing"},
+             "priority": 95, "frequency_cap_per_week": 1, **email},
+            # scored, with a higher priority than both explicit rules: it must still lose to them
+            {"id": "picks", "description": "picks", "trigger": {"feature": "frequency", "op": ">=", "value": 1},
+             "priority": 100, "frequency_cap_per_week": 2, **email},
+            {"id": "browse", "description": "browse", "trigger": {"feature": "categories_browsed", "op": ">=", "value": 1},
+             "priority": 10, "frequency_cap_per_week": 2, **email},
+            {"id": "banner", "description": "banner", "trigger": {"feature": "categories_browsed", "op": ">=", "value": 1},
+             "channel": "web_banner", "priority": 50, "frequency_cap_per_week": 7,
+             "variants": [{"id": "x", "template": "banner.json.j2"}, {"id": "y", "template": "banner.json.j2"}]},
+        ],
+    }  # fmt: skip
+
+
+@pytest.fixture
+def templates_dir(tmp_path) -> Path:
+    d = tmp_path / "templates"
+    d.mkdir()
+    for name, text in TEMPLATES.items():
+        (d / name).write_text(text)
+    return d
+
+
+@pytest.fixture
+def catalogue(templates_dir):
+    return validate_catalogue(actions_data(), templates_dir, RULE_SEGMENTS)
+
+
+# --- a small warehouse with exactly the relations decisioning reads -----------------------------
+
+# customer -> (cart segment, vip segment, frequency, categories browsed, propensity, affinity score)
+CUSTOMERS = {
+    "c_cart_and_picks": (True, False, 3, 0, 0.9, 0.9),  # explicit cart beats the scored picks
+    "c_two_explicit": (True, True, 3, 2, 0.1, 0.1),  # vip (95) beats cart (90)
+    "c_scored_high": (False, False, 2, 4, 0.8, 0.8),  # picks (0.3 + ...) beats browse (0.03 + ...)
+    "c_cart_capped": (True, False, 1, 0, 0.5, 0.5),  # cart sent yesterday: falls to picks
+    "c_all_capped": (True, False, 0, 0, 0.5, 0.5),  # only cart, sent yesterday: capped
+    "c_no_consent": (True, False, 0, 0, 0.5, 0.5),
+    "c_nothing": (False, False, 0, 0, 0.5, 0.5),
+    "c_erased": (True, False, 1, 1, 0.5, 0.5),
+}
+
+
+def build_warehouse(con, product_name: str = "Plain Mug") -> None:
+    for schema in ("marts", "ml", "staging", "decisioning"):
+        con.execute(f"create schema if not exists {schema}")
+    keys = list(CUSTOMERS)
+    con.execute("create table marts.dim_customers (customer_key varchar, first_name varchar, is_erasure_requested boolean)")
+    con.executemany(
+        "insert into marts.dim_customers values (?, ?, ?)", [(k, f"<b>{k}</b>", k == "c_erased") for k in keys]
+    )
+    con.execute("create table marts.customer_rfm (customer_key varchar, rfm_segment varchar, as_of_date date)")
+    con.executemany("insert into marts.customer_rfm values (?, 'Loyal', ?)", [(k, AS_OF) for k in keys])
+    con.execute(
+        "create table marts.customer_rule_segments (customer_key varchar, in_cart_abandoned_2h boolean, in_vip_lapsing boolean, "
+        "in_category_browser_no_purchase boolean, in_email_engaged boolean, rule_segment varchar, rule_segment_priority int)"
+    )
+    con.executemany(
+        "insert into marts.customer_rule_segments values (?, ?, ?, false, false, null, null)",
+        [(k, v[0], v[1]) for k, v in CUSTOMERS.items()],
+    )
+    con.execute(
+        "create table marts.customer_features (customer_key varchar, frequency int, categories_browsed int, "
+        "top_category varchar, last_device varchar)"
+    )
+    con.executemany(
+        "insert into marts.customer_features values (?, ?, ?, 'kitchen', 'mobile')", [(k, v[2], v[3]) for k, v in CUSTOMERS.items()]
+    )
+    con.execute("create table ml.propensity_scores (customer_key varchar, purchase_propensity_30d double, churn_risk_30d double)")
+    con.executemany("insert into ml.propensity_scores values (?, ?, 0.5)", [(k, v[4]) for k, v in CUSTOMERS.items()])
+    con.execute(
+        "create table ml.recommendation_candidates (customer_key varchar, rank bigint, product_id varchar, score double, source varchar)"
+    )
+    con.executemany(
+        "insert into ml.recommendation_candidates values (?, 1, 'P1', ?, 'personalised')", [(k, v[5]) for k, v in CUSTOMERS.items()]
+    )
+    con.execute("create table ml.customer_clusters (customer_key varchar, cluster_description varchar)")
+    con.execute("create table marts.dim_products (product_id varchar, product_name varchar, category varchar, is_active boolean)")
+    con.execute("insert into marts.dim_products values ('P1', ?, 'kitchen', true), ('P2', 'Spoon', 'kitchen', true)", [product_name])
+    con.execute(
+        "create table marts.fct_events (customer_key varchar, event_type varchar, event_at timestamp, product_id varchar)"
+    )
+    added = datetime(2026, 10, 30, 12)
+    con.executemany(
+        "insert into marts.fct_events values (?, 'add_to_cart', ?, 'P1')", [(k, added) for k, v in CUSTOMERS.items() if v[0]]
+    )
+    con.execute("create table marts.fct_order_items (customer_key varchar, product_id varchar, ordered_at timestamp)")
+    con.execute(
+        "create table marts.fct_customer_product_interactions (customer_key varchar, product_id varchar, interaction_type varchar)"
+    )
+    con.execute("create table marts.customer_consents (customer_key varchar, channel varchar, purpose varchar, granted boolean)")
+    for k in keys:
+        for channel, purpose in (("email", "marketing"), ("web", "personalization"), ("email", "personalization")):
+            con.execute("insert into marts.customer_consents values (?, ?, ?, ?)", [k, channel, purpose, k != "c_no_consent"])
+    con.execute(decide.SENDS_DDL)
+    yesterday = AS_OF - timedelta(days=1)
+    con.executemany(
+        "insert into decisioning.sends values (?, ?, 'cart', 'a', 'email', ?)",
+        [(f"m_{k}", k, yesterday) for k in ("c_cart_capped", "c_all_capped")],
+    )
+    # a send 8 days ago is outside the 7-day cap window
+    con.execute("insert into decisioning.sends values ('m_old', 'c_cart_and_picks', 'cart', 'a', 'email', ?)", [AS_OF - timedelta(days=8)])
+
+
+@pytest.fixture
+def warehouse(con):
+    build_warehouse(con)
+    pseudonym.install(con, pseudonym.DEMO_SALT)
+    return con
+
+
+def run_decide(con, catalogue, holdout_share: float = 0.0):
+    posteriors = {a.id: bandit.empty(tuple(v.id for v in a.variants)) for a in catalogue.actions}
+    decide.decide(con, catalogue, posteriors, 1, 42, holdout_share)
+    rows = con.execute(
+        "select customer_key, channel, action_id, decision, decided_by, variant_id, reason, message_id, holdout_group "
+        "from decisioning.decisions"
+    ).fetchall()
+    return {(r[0], r[1]): dict(zip(["action", "decision", "decided_by", "variant", "reason", "message_id", "holdout"], r[2:], strict=True)) for r in rows}
+
+
+# --- catalogue and templates ------------------------------------------------------------------
+
+
+def test_the_shipped_catalogue_and_its_templates_validate():
+    catalogue = load_catalogue()
+    assert len(catalogue.actions) >= 5
+    assert {a.channel for a in catalogue.actions} == {"email", "web_banner", "push"}
+    assert any(a.explicit for a in catalogue.actions) and any(not a.explicit for a in catalogue.actions)
+    assert abs(sum(catalogue.weights.values()) - 1) < 1e-9
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["actions"][0].update(channel="fax"), "action 'cart': field 'channel': must be one of"),
+        (lambda d: d["actions"][1].update(frequency_cap_per_week=0), "action 'vip': field 'frequency_cap_per_week'"),
+        (lambda d: d["actions"][2].update(trigger={"segment": "nope"}), "action 'picks': field 'trigger.segment': no rule segment 'nope'"),
+        (lambda d: d["actions"][2].update(variants=[]), "action 'picks': field 'variants': needs at least one"),
+        (lambda d: d["actions"][3].update(colour="red"), "action 'browse': field 'colour': unknown field"),
+        (lambda d: d["actions"][4]["variants"][0].update(template="body.html.j2"), "action 'banner': field 'variants[0].template': a web_banner template is a .json.j2 file"),
+        (lambda d: d["actions"][0]["variants"][0].pop("subject"), "action 'cart': field 'variants[0].subject': is required on the email channel"),
+        (lambda d: d["actions"][0].update(offer={"code": "X1", "description": "d", "discount_percent": 200}), "action 'cart': field 'offer.discount_percent'"),
+        (lambda d: d["actions"].append(dict(d["actions"][0])), "action 'cart': field 'id': is used twice"),
+        (lambda d: d.update(scoring={"priority": 1, "propensity": 1, "recommendation": 1}), "weights must sum to 1"),
+    ],
+)  # fmt: skip
+def test_an_invalid_catalogue_names_the_action_and_the_field(templates_dir, change, message):
+    data = actions_data()
+    change(data)
+    with pytest.raises(CatalogueError) as err:
+        validate_catalogue(data, templates_dir, RULE_SEGMENTS)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("{{ customer.loyalty_points }}", "uses 'customer.loyalty_points', which no customer record provides"),
+        ("{{ coupon_code }}", "uses variable 'coupon_code', which no customer record provides"),
+        # in a branch no test customer would reach: still caught, before anything is sent
+        ("{% if customer.first_name == 'zz' %}{{ customer.shoe_size }}{% endif %}", "customer.shoe_size"),
+        ("{% for p in recommendations %}{{ p.price }}{% endfor %}", "uses 'p.price'"),
+        ("{{ recommendations[0].price }}", "recommendations[...].price"),
+        ("{{ offer.code }}", "uses 'offer', which this action does not provide"),
+        ("{{ customer.first_name }", "line 1"),
+    ],
+)
+def test_a_template_reading_what_no_customer_record_provides_fails_at_validation(templates_dir, source, message):
+    (templates_dir / "body.html.j2").write_text(source)
+    with pytest.raises(CatalogueError) as err:
+        validate_catalogue(actions_data(), templates_dir, RULE_SEGMENTS)
+    assert "action 'cart': field 'variants[0].template'" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_a_subject_is_validated_like_a_template(templates_dir):
+    data = actions_data()
+    data["actions"][0]["variants"][0]["subject"] = "Hi {{ customer.nickname }}"
+    with pytest.raises(CatalogueError, match=r"action 'cart': field 'variants\[0\].subject'.*customer.nickname"):
+        validate_catalogue(data, templates_dir, RULE_SEGMENTS)
+
+
+def context(name: str) -> dict:
+    product = {"product_id": "P1", "product_name": name, "category": "kitchen", "rank": 1}
+    return {
+        "customer": {"first_name": name, "rfm_segment": None, "rule_segment": None, "cluster_description": None,
+                     "top_category": name, "last_device": None},
+        "recommendations": [product], "cart_items": [product], "offer": None,
+        "action": {"id": "a", "channel": "email"}, "variant": {"id": "v"},
+    }  # fmt: skip
+
+
+def test_a_hostile_product_name_is_escaped_in_html_json_and_subjects(catalogue):
+    ctx = context(HOSTILE)
+    variant = catalogue.action("cart").variants[0]
+    body = variant.template.render(ctx)
+    subject = variant.subject.render(ctx)
+    banner = catalogue.action("banner").variants[0].template.render(ctx)
+    for text in (body, subject, banner):
+        assert "<script>" not in text and "&lt;script&gt;" in text
+    # the banner is still valid JSON, with the quote and backslash intact inside the escaped value
+    headline = json.loads(banner)["headline"]
+    assert headline == "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &#34;Deluxe&#34; \\ Mug"
+
+
+def test_a_subject_cannot_carry_a_line_break(catalogue):
+    subject = catalogue.action("cart").variants[0].subject.render(context("Ann\r\nBcc: all@example.com"))
+    assert "\n" not in subject and "\r" not in subject
+
+
+def test_rendering_fails_loudly_on_a_missing_value_instead_of_printing_nothing(templates_dir):
+    template = load_template(templates_dir / "body.html.j2", {"customer", "recommendations", "cart_items"})
+    ctx = context("x")
+    del ctx["customer"]["first_name"]
+    with pytest.raises(Exception, match="first_name"):
+        template.render(ctx)
+
+
+def test_an_unknown_template_kind_is_refused(tmp_path):
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(TemplateError, match=r"\.html\.j2"):
+        load_template(tmp_path / "x.txt", set())
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+
+def test_explicit_rules_win_over_scored_actions_and_caps_skip_to_the_next_action(warehouse, catalogue):
+    d = run_decide(warehouse, catalogue)
+    email = {k: v for (k, ch), v in d.items() if ch == "email"}
+    # explicit beats a scored action with a higher priority and score
+    assert email["c_cart_and_picks"]["action"] == "cart"
+    assert email["c_cart_and_picks"]["decided_by"] == "explicit_rule"
+    # between explicit rules, the higher priority
+    assert email["c_two_explicit"]["action"] == "vip"
+    # between scored actions, the higher weighted score
+    assert email["c_scored_high"]["action"] == "picks"
+    assert email["c_scored_high"]["decided_by"] == "weighted_score"
+    # cart was sent yesterday (cap 1 a week): the next eligible action is taken, and the reason says so
+    assert email["c_cart_capped"]["action"] == "picks"
+    assert "skipped at its frequency cap: cart (1 sent in 7 days, cap 1)" in email["c_cart_capped"]["reason"]
+    # only a capped action is eligible: recorded, not sent
+    assert email["c_all_capped"]["decision"] == "capped" and email["c_all_capped"]["message_id"] is None
+    # a send 8 days ago does not count against the weekly cap
+    assert email["c_cart_and_picks"]["decision"] == "send"
+    assert "c_nothing" not in email
+    assert "c_erased" not in {k for k, _ in d}
+
+
+def test_every_decision_records_a_reason_with_its_rule_segment_and_score(warehouse, catalogue):
+    d = run_decide(warehouse, catalogue)
+    assert d and all(v["reason"] and len(v["reason"]) > 40 for v in d.values())
+    cart = d[("c_cart_and_picks", "email")]["reason"]
+    assert cart.startswith("explicit rule cart (priority 90): in segment cart_abandoned_2h; score ")
+    assert "RFM segment Loyal" in cart and "variant by Thompson sampling (bandit state v1" in cart
+    picks = d[("c_scored_high", "email")]["reason"]
+    assert picks.startswith("weighted score, action picks: frequency 2 >= 1; score ")
+    assert "0.3 x priority 1 + 0.4 x purchase_propensity_30d 0.8" in picks
+
+
+def test_customers_without_consent_or_in_the_holdout_receive_nothing(warehouse, catalogue):
+    d = run_decide(warehouse, catalogue, holdout_share=0.5)
+    assert d[("c_no_consent", "email")]["decision"] == "no_consent"
+    assert "not sent: no email marketing consent" in d[("c_no_consent", "email")]["reason"]
+    expected_control = {
+        (k, a)
+        for k, a in warehouse.execute(
+            "select customer_key, action_id from decisioning.decisions "
+            "where md5_number('nba:' || action_id || ':' || customer_key) % 10000 < 5000"
+        ).fetchall()
+    }
+    assert expected_control  # half of the customers: some are in control
+    for (key, _), v in d.items():
+        if (key, v["action"]) in expected_control:
+            assert v["decision"] in ("holdout", "capped", "no_consent") and v["message_id"] is None
+            assert v["holdout"] == "control"
+        elif v["decision"] == "send":
+            assert v["holdout"] == "treatment" and key != "c_no_consent"
+    render.render_messages(warehouse, catalogue, None)
+    sent_to = {r[0] for r in warehouse.execute("select distinct customer_key from decisioning.messages").fetchall()}
+    held = {k for (k, _), v in d.items() if v["decision"] in ("holdout", "no_consent", "capped")}
+    sending = {k for (k, _), v in d.items() if v["decision"] == "send"}
+    assert sent_to == sending
+    assert "c_no_consent" not in sent_to
+    assert all(k not in sent_to or k in sending for k in held)
+
+
+def test_rendered_messages_escape_a_hostile_product_and_store_each_body_once(con, catalogue, tmp_path):
+    build_warehouse(con, product_name=HOSTILE)
+    pseudonym.install(con, pseudonym.DEMO_SALT)
+    run_decide(con, catalogue)
+    out = render.render_messages(con, catalogue, tmp_path / "previews")
+    bodies = con.execute("select body_ref, body from decisioning.message_bodies").fetchall()
+    assert out.messages == con.execute("select count(*) from decisioning.messages").fetchall()[0][0] > 0
+    assert all("<script>" not in b and "&lt;script&gt;" in b for _, b in bodies)
+    assert len({r for r, _ in bodies}) == len(bodies) == out.bodies
+    # the two banner variants render the same JSON for everyone: stored once each distinct text
+    refs = con.execute("select count(distinct body_ref), count(*) from decisioning.messages where channel = 'web_banner'").fetchall()[0]
+    assert refs[0] < refs[1]
+    # previews: files for the first messages of each variant, and an index linking them
+    index = (tmp_path / "previews" / "index.html").read_text()
+    for action, variant, message_id, _, path in out.previews:
+        assert path.is_file() and f"{message_id}" in index
+    assert {(a, v) for a, v, *_ in out.previews} == {
+        tuple(r) for r in con.execute("select distinct action_id, variant_id from decisioning.messages").fetchall()
+    }
+
+
+def test_deciding_and_rendering_again_gives_the_same_rows(warehouse, catalogue):
+    run_decide(warehouse, catalogue)
+    render.render_messages(warehouse, catalogue, None)
+    first = warehouse.execute("select * from decisioning.messages order by message_id").fetchall()
+    run_decide(warehouse, catalogue)
+    render.render_messages(warehouse, catalogue, None)
+    assert warehouse.execute("select * from decisioning.messages order by message_id").fetchall() == first
+
+
+# --- the bandit -------------------------------------------------------------------------------
+
+
+def test_thompson_sampling_converges_on_the_better_variant_in_a_seeded_simulation():
+    sim = bandit.simulate(("a", "b", "c"), (0.05, 0.05, 0.08), audience=1000, rounds=28, seed=7)
+    assert sim.best == 2
+    assert sim.share_best_by_round[0] < 0.5  # it starts by exploring
+    assert sim.share_best_by_round[-1] >= 0.8
+    assert sim.first_round_at(0.8) is not None and sim.first_round_at(0.8) <= 14
+    assert sim.final_posterior.mean.argmax() == 2
+
+
+def test_equal_posteriors_split_traffic_and_assignment_is_reproducible():
+    p = bandit.empty(("a", "b"))
+    picks = bandit.assign(p, 20_000, bandit.rng_for(42, 1, 1, "x"))
+    assert abs(picks.mean() - 0.5) < 0.02
+    assert np.array_equal(picks, bandit.assign(p, 20_000, bandit.rng_for(42, 1, 1, "x")))
+    certain = bandit.Posterior(("a", "b"), np.array([10_000, 10_000]), np.array([100, 900]))
+    assert bandit.allocation(certain, bandit.rng_for(1, 0, 0, "y"))[1] == 1.0
+    assert bandit.exploration_share(certain, np.array([0.0, 1.0])) == 0.0
+
+
+def outcome_tables(con) -> None:
+    con.execute("create schema staging; create schema marts; create schema decisioning")
+    con.execute("create table marts.customer_rfm (customer_key varchar, as_of_date date)")
+    con.execute("insert into marts.customer_rfm values ('c1', ?)", [AS_OF])
+    con.execute(
+        "create table staging.stg_email_events (campaign_id varchar, event_type varchar, event_at timestamp, invalid_reason varchar)"
+    )
+    con.execute("create table marts.fct_orders (customer_key varchar, status varchar, ordered_at timestamp)")
+    con.execute(decide.SENDS_DDL)
+
+
+def test_the_state_counts_clicks_and_purchases_inside_the_window_of_closed_messages_only(con, catalogue):
+    outcome_tables(con)
+    day = AS_OF - timedelta(days=10)  # closed: 10 days ago, window 7
+    sends = [
+        ("m_click", "c1", "banner", "x", day), ("m_invalid_click", "c2", "banner", "x", day),
+        ("m_late_click", "c3", "banner", "x", day), ("m_bought", "c4", "banner", "y", day),
+        ("m_cancelled", "c5", "banner", "y", day), ("m_nothing", "c6", "banner", "y", day),
+        ("m_open", "c7", "banner", "y", AS_OF - timedelta(days=2)),  # window still open: not counted
+    ]  # fmt: skip
+    con.executemany("insert into decisioning.sends values (?, ?, ?, ?, 'web_banner', ?)", sends)
+    at = datetime.combine(day, datetime.min.time())
+    con.executemany(
+        "insert into staging.stg_email_events values (?, 'click', ?, ?)",
+        [("m_click", at + timedelta(days=1), None), ("m_invalid_click", at + timedelta(days=1), "bad"),
+         ("m_late_click", at + timedelta(days=8), None), ("m_open", at + timedelta(days=9), None)],
+    )  # fmt: skip
+    con.executemany(
+        "insert into marts.fct_orders values (?, ?, ?)",
+        [("c4", "completed", at + timedelta(days=3)), ("c5", "cancelled", at + timedelta(days=3)),
+         ("c7", "completed", at + timedelta(days=9))],
+    )  # fmt: skip
+    counts = state.outcome_counts(con, 7).set_index("variant_id")
+    assert counts.loc["x", "trials"] == 3 and counts.loc["x", "conversions"] == 1
+    assert counts.loc["y", "trials"] == 3 and counts.loc["y", "conversions"] == 1
+    posteriors = state.posteriors_from(state.outcome_counts(con, 7), catalogue)
+    assert list(posteriors["banner"].alpha) == [2.0, 2.0] and list(posteriors["banner"].beta) == [3.0, 3.0]
+    assert posteriors["cart"].trials.sum() == 0
+
+
+def test_a_new_state_version_only_when_the_counts_change(con, catalogue):
+    outcome_tables(con)
+    v1, new1, _, _ = state.update_state(con, catalogue, 42)
+    v1_again, new_again, _, _ = state.update_state(con, catalogue, 42)
+    assert (v1, new1, v1_again, new_again) == (1, True, 1, False)
+    con.execute("insert into decisioning.sends values ('m1', 'c1', 'banner', 'x', 'web_banner', ?)", [AS_OF - timedelta(days=9)])
+    v2, new2, rows, posteriors = state.update_state(con, catalogue, 42)
+    assert (v2, new2) == (2, True)
+    assert posteriors["banner"].trials.tolist() == [1, 0]
+    kept = con.execute("select version, count(*) from decisioning.bandit_state_versions group by 1 order by 1").fetchall()
+    assert [v for v, _ in kept] == [1, 2]  # the first version is kept
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+
+def test_the_pipeline_publishes_actions_and_an_outbox_within_consent_and_holdout(pipeline):
+    from tests.conftest import with_pkeys
+
+    result, settings = pipeline
+    con = with_pkeys(duckdb.connect(str(settings.duckdb_path), read_only=True))
+    try:
+        nba = con.execute("select count(*), count(*) filter (where decision = 'send') from publish.next_best_actions").fetchall()[0]
+        outbox = con.execute("select count(*) from publish.campaign_outbox").fetchall()[0][0]
+        assert nba[0] > 0 and nba[1] == outbox > 0
+        assert con.execute("select count(*) from publish.next_best_actions where reason is null or reason = ''").fetchall()[0][0] == 0
+        # independently of the decisions: every outbox customer has the channel's consent ...
+        violations = con.execute("""
+            select count(*) from publish.campaign_outbox as o
+            inner join marts.dim_customers as c on customer_pkey(c.customer_key) = o.customer_pkey
+            left join marts.customer_consents as k on k.customer_key = c.customer_key
+                and k.channel = case o.channel when 'email' then 'email' when 'push' then 'push' else 'web' end
+                and k.purpose = case o.channel when 'web_banner' then 'personalization' else 'marketing' end
+            where not coalesce(k.granted, false)
+        """).fetchall()[0][0]
+        assert violations == 0
+        # ... and is in the treatment group of the action's campaign (tessera/holdout.py, share 0.10)
+        control = con.execute("""
+            select count(*) from publish.campaign_outbox as o
+            inner join marts.dim_customers as c on customer_pkey(c.customer_key) = o.customer_pkey
+            where md5_number('nba:' || o.action_id || ':' || c.customer_key) % 10000 < 1000
+        """).fetchall()[0][0]
+        assert control == 0
+        held = con.execute("select count(*) from publish.next_best_actions where decision = 'holdout'").fetchall()[0][0]
+        assert held > 0
+        # the bodies the outbox refers to are in its snapshot
+        from tessera import snapshots
+
+        snap = snapshots.current_snapshot(settings.publish_dir, "campaign_outbox")
+        bodies_file = next(f for f in snap.manifest["files"] if f.get("export") == "message_bodies")
+        lines = (snap.path / bodies_file["path"]).read_text().splitlines()
+        refs = {json.loads(line)["body_ref"] for line in lines}
+        assert refs == {r[0] for r in con.execute("select distinct body_ref from publish.campaign_outbox").fetchall()}
+        sends = con.execute("select count(*) from decisioning.sends").fetchall()[0][0]
+        assert sends == outbox
+    finally:
+        con.close()
+    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    previews = Path(metadata["decisioning/rendered_messages"]["previews"].value)
+    assert previews.is_file() and previews.parent.joinpath("cart_abandonment_email").is_dir()
+    bandit_md = metadata["decisioning/bandit_state"]
+    assert bandit_md["state_version"].value == 1 and "posterior mean" in bandit_md["posteriors"].value
+    assert set(bandit_md["exploration_share"].value) == {"cart_abandonment_email", "vip_winback_email", "favourite_category_banner"}
+
+
+def test_the_bandit_state_is_an_mlflow_run_with_posterior_means(pipeline):
+    from mlflow import MlflowClient
+
+    result, settings = pipeline
+    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    run = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(metadata["decisioning/bandit_state"]["mlflow_run_id"].value)
+    assert run.data.metrics["posterior_mean.favourite_category_banner.top_pick"] == pytest.approx(0.5)
+    assert 0.3 < run.data.metrics["exploration_share.favourite_category_banner"] < 0.7  # no outcomes yet: uniform
+    assert run.data.params["version"] == "1"
+
+
+def test_an_invalid_catalogue_fails_the_decision_step_and_nothing_is_published(tmp_path, monkeypatch, pipeline):
+    import dagster as dg
+
+    from tests.conftest import run_job
+
+    _, settings = pipeline
+    data = yaml.safe_load(DEFAULT_FILE.read_text())
+    data["actions"][0]["channel"] = "carrier_pigeon"
+    bad = tmp_path / "actions.yml"
+    bad.write_text(yaml.safe_dump(data))
+    (tmp_path / "templates").symlink_to(DEFAULT_FILE.parent / "templates")
+    monkeypatch.setenv("TESSERA_ACTIONS_FILE", str(bad))
+    before = settings.publish_dir.joinpath("campaign_outbox")
+    versions = sorted(p.name for p in before.joinpath("versions").iterdir())
+    keys = [dg.AssetKey(["decisioning", "bandit_state"]), dg.AssetKey(["decisioning", "decisions"]),
+            dg.AssetKey(["decisioning", "rendered_messages"]), dg.AssetKey(["publish", "campaign_outbox"])]  # fmt: skip
+    result = run_job(keys)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "action 'cart_abandonment_email': field 'channel'" in str(failure.event_specific_data.error)
+    assert sorted(p.name for p in before.joinpath("versions").iterdir()) == versions
