@@ -260,15 +260,15 @@ RECORD_SENDS = (
 
 MESSAGE_BODIES = Export(
     "message_bodies",
-    "The rendered body of every message in the outbox, once per body_ref (HTML-escaped HTML or JSON).",
+    "The rendered body of every message in the outbox (HTML-escaped HTML or JSON), by message_id; body_ref is its sha256.",
     """
-    select b.body_ref, b.content_type, b.body
-    from decisioning.message_bodies as b
-    where b.body_ref in (select body_ref from {table})
-    order by b.body_ref
+    select t.message_id, t.customer_pkey, t.body_ref, t.content_type, m.body
+    from {table} as t
+    inner join decisioning.messages as m on m.message_id = t.message_id
+    order by t.message_id
     """,
     "jsonl",
-    pii=("body",),  # a greeting by first name
+    pii=("body",),  # a greeting by first name; customer_pkey lets an erasure remove it (tessera/erasure.py)
 )
 
 DECISIONING = (
@@ -317,8 +317,8 @@ DECISIONING = (
     Published(
         "campaign_outbox",
         "One row per message to send: channel, pseudonymous customer key, action, variant, subject "
-        "(HTML-escaped) and body_ref, the sha256 of the rendered body in the snapshot's message_bodies "
-        "export. Only customers with the channel's consent and in the treatment group.",
+        "(HTML-escaped) and body_ref, the sha256 of the rendered body, which is in the snapshot's "
+        "message_bodies export by message_id. Only customers with the channel's consent and in the treatment group.",
         f"""
         select m.message_id, customer_pkey(m.customer_key) as customer_pkey, m.channel, m.action_id, m.variant_id,
             m.subject, m.body_ref, m.content_type, m.decided_on
@@ -341,9 +341,13 @@ DECISIONING = (
                 "select count(*) from decisioning.messages where message_id not in (select message_id from {table})",
             ),
             Validation(
-                "every_body_stored",
-                "Every body_ref names a stored body.",
-                "select count(*) from {table} where body_ref not in (select body_ref from decisioning.message_bodies)",
+                "every_body_matches_its_ref",
+                "Every message's stored body hashes to its body_ref.",
+                """
+                select count(*) from {table} as t
+                inner join decisioning.messages as m on m.message_id = t.message_id
+                where t.body_ref <> 'sha256:' || sha256(m.body)
+                """,
             ),
         ),
         after_swap=RECORD_SENDS,

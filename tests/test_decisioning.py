@@ -4,6 +4,7 @@ pipeline publishes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -328,18 +329,19 @@ def test_customers_without_consent_or_in_the_holdout_receive_nothing(warehouse, 
     assert all(k not in sent_to or k in sending for k in held)
 
 
-def test_rendered_messages_escape_a_hostile_product_and_store_each_body_once(con, catalogue, tmp_path):
+def test_rendered_messages_escape_a_hostile_product_and_reference_their_bodies_by_hash(con, catalogue, tmp_path):
     build_warehouse(con, product_name=HOSTILE)
     pseudonym.install(con, pseudonym.DEMO_SALT)
     run_decide(con, catalogue)
     out = render.render_messages(con, catalogue, tmp_path / "previews")
-    bodies = con.execute("select body_ref, body from decisioning.message_bodies").fetchall()
-    assert out.messages == con.execute("select count(*) from decisioning.messages").fetchall()[0][0] > 0
+    bodies = con.execute("select body_ref, body from decisioning.messages").fetchall()
+    assert out.messages == len(bodies) > 0
     assert all("<script>" not in b and "&lt;script&gt;" in b for _, b in bodies)
-    assert len({r for r, _ in bodies}) == len(bodies) == out.bodies
-    # the two banner variants render the same JSON for everyone: stored once each distinct text
+    assert all(r == "sha256:" + hashlib.sha256(b.encode()).hexdigest() for r, b in bodies)
+    # the banners render the same JSON for everyone here: one distinct text, one ref
     refs = con.execute("select count(distinct body_ref), count(*) from decisioning.messages where channel = 'web_banner'").fetchall()[0]
-    assert refs[0] < refs[1]
+    assert refs[0] == 1 < refs[1]
+    assert out.bodies == len({r for r, _ in bodies})
     # previews: files for the first messages of each variant, and an index linking them
     index = (tmp_path / "previews" / "index.html").read_text()
     for action, variant, message_id, _, path in out.previews:
@@ -470,9 +472,11 @@ def test_the_pipeline_publishes_actions_and_an_outbox_within_consent_and_holdout
 
         snap = snapshots.current_snapshot(settings.publish_dir, "campaign_outbox")
         bodies_file = next(f for f in snap.manifest["files"] if f.get("export") == "message_bodies")
-        lines = (snap.path / bodies_file["path"]).read_text().splitlines()
-        refs = {json.loads(line)["body_ref"] for line in lines}
-        assert refs == {r[0] for r in con.execute("select distinct body_ref from publish.campaign_outbox").fetchall()}
+        lines = [json.loads(line) for line in (snap.path / bodies_file["path"]).read_text().splitlines()]
+        assert {(b["message_id"], b["customer_pkey"], b["body_ref"]) for b in lines} == set(
+            con.execute("select message_id, customer_pkey, body_ref from publish.campaign_outbox").fetchall()
+        )
+        assert all(b["body_ref"] == "sha256:" + hashlib.sha256(b["body"].encode()).hexdigest() for b in lines)
         sends = con.execute("select count(*) from decisioning.sends").fetchall()[0][0]
         assert sends == outbox
     finally:

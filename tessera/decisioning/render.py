@@ -1,15 +1,15 @@
-"""Render the messages of the decisions to send: subject and body per message, bodies stored once.
+"""Render the messages of the decisions to send: subject and body per message.
 
 For each action and variant, one query gathers the render context of its messages (customer
 attributes, top recommendations, cart items: only the parts its templates read), streamed in
-Arrow batches; each message is rendered by the compiled template. A body is referenced by the
-sha256 of its text (`body_ref`), so identical bodies (a banner shown to everyone in a category)
-are stored once.
+Arrow batches; each message is rendered by the compiled template.
 
-Tables written:
-- decisioning.messages: message_id, customer_key, channel, action_id, variant_id, subject,
-  body_ref, content_type, decided_on.
-- decisioning.message_bodies: body_ref, content_type, body.
+Written: decisioning.messages (message_id, customer_key, channel, action_id, variant_id, subject,
+body_ref, content_type, body, decided_on). body_ref is the sha256 of the body, the reference the
+published outbox carries; the bodies themselves go to the outbox snapshot's message_bodies export.
+A body is kept with its message, not once per distinct text: it greets a person by name, so it
+must leave with that person's rows on erasure (tessera/erasure.py removes rows by customer_key and
+customer_pkey), which a body shared by several customers could not.
 
 message_id comes from the decision (tessera/decisioning/decide.py). An email tool reports clicks with it as the campaign_id
 (docs/decisioning.md), which is how the bandit learns.
@@ -53,10 +53,10 @@ MESSAGES_SCHEMA = pa.schema(
         ("subject", pa.string()),
         ("body_ref", pa.string()),
         ("content_type", pa.string()),
+        ("body", pa.string()),
         ("decided_on", pa.date32()),
     ]
 )
-BODIES_SCHEMA = pa.schema([("body_ref", pa.string()), ("content_type", pa.string()), ("body", pa.string())])
 
 
 def prepare_lists(con, catalogue: Catalogue) -> None:
@@ -143,19 +143,19 @@ def context_sql(action: Action, variant: Variant) -> str:
 @dataclass
 class Rendered:
     messages: int = 0
-    bodies: int = 0
+    bodies: int = 0  # distinct body texts
     per_variant: dict | None = None
     previews: list | None = None  # (action, variant, message_id, subject, path)
 
 
 def render_messages(con, catalogue: Catalogue, preview_dir: Path | None, previews_per_variant: int = 3) -> Rendered:
-    """Render every message to send into decisioning.messages and decisioning.message_bodies;
+    """Render every message to send into decisioning.messages;
     write the first `previews_per_variant` of each variant (by message_id) as files."""
     con.execute(
         "create or replace table decisioning.messages (message_id varchar, customer_key varchar, channel varchar, "
-        "action_id varchar, variant_id varchar, subject varchar, body_ref varchar, content_type varchar, decided_on date)"
+        "action_id varchar, variant_id varchar, subject varchar, body_ref varchar, content_type varchar, body varchar, "
+        "decided_on date)"
     )
-    con.execute("create or replace table decisioning.message_bodies (body_ref varchar, content_type varchar, body varchar)")
     prepare_lists(con, catalogue)
     out = Rendered(per_variant={}, previews=[])
     seen: set[str] = set()
@@ -179,8 +179,7 @@ def render_messages(con, catalogue: Catalogue, preview_dir: Path | None, preview
             reader = cursor.sql(context_sql(action, variant)).to_arrow_reader(BATCH_ROWS)
             for batch in reader:
                 rows = batch.to_pylist()
-                ids, keys, days, subjects, refs = [], [], [], [], []
-                new_refs, new_bodies = [], []
+                ids, keys, days, subjects, refs, bodies = [], [], [], [], [], []
                 for row in rows:
                     context = {
                         **static,
@@ -197,16 +196,14 @@ def render_messages(con, catalogue: Catalogue, preview_dir: Path | None, preview
                     }
                     body = variant.template.render(context)
                     ref = "sha256:" + hashlib.sha256(body.encode()).hexdigest()
-                    if ref not in seen:
-                        seen.add(ref)
-                        new_refs.append(ref)
-                        new_bodies.append(body)
+                    seen.add(ref)
                     subject = variant.subject.render(context) if variant.subject else None
                     ids.append(row["message_id"])
                     keys.append(row["customer_key"])
                     days.append(row["decided_on"])
                     subjects.append(subject)
                     refs.append(ref)
+                    bodies.append(body)
                     if preview_dir is not None and count < previews_per_variant:
                         out.previews.append(
                             _write_preview(preview_dir, action, variant, row["message_id"], subject, body)
@@ -215,24 +212,20 @@ def render_messages(con, catalogue: Catalogue, preview_dir: Path | None, preview
                 n = len(ids)
                 messages = pa.table(
                     [ids, keys, [action.channel] * n, [action.id] * n, [variant.id] * n, subjects, refs,
-                     [content_type] * n, days],
+                     [content_type] * n, bodies, days],
                     schema=MESSAGES_SCHEMA,
                 )  # fmt: skip
-                bodies = pa.table([new_refs, [content_type] * len(new_refs), new_bodies], schema=BODIES_SCHEMA)
                 con.register("__render_messages", messages)
-                con.register("__render_bodies", bodies)
                 try:
                     con.execute("insert into decisioning.messages select * from __render_messages")
-                    con.execute("insert into decisioning.message_bodies select * from __render_bodies")
                 finally:
                     con.unregister("__render_messages")
-                    con.unregister("__render_bodies")
                 out.messages += n
-                out.bodies += len(new_refs)
             cursor.close()
             out.per_variant[f"{action.id}/{variant.id}"] = count
     for name in ("recommendations", "popular", "cart"):
         con.execute(f"drop table decisioning.render_{name}")
+    out.bodies = len(seen)
     if preview_dir is not None:
         _write_index(preview_dir, out.previews)
     return out
