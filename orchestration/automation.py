@@ -26,6 +26,7 @@ from datetime import timedelta
 import dagster as dg
 
 from orchestration.dbt import model_key, view_model_keys
+from orchestration.decisioning import DECISIONING_GROUP
 from orchestration.ml import RECOMMENDER_KEY
 from orchestration.publish import PUBLISH_GROUP
 from orchestration.sources import SOURCE_GROUP, source_asset_key
@@ -89,9 +90,10 @@ retrain_recommender = dg.define_asset_job(
 )
 publish = dg.define_asset_job(
     PUBLISH_JOB,
-    selection=dg.AssetSelection.groups(PUBLISH_GROUP) - _no_freshness,
-    description="Publish scores, segments and recommendations from the current model tables, each "
-    "validated before it replaces the published version.",
+    selection=dg.AssetSelection.groups(DECISIONING_GROUP, PUBLISH_GROUP) - _no_freshness,
+    description="Publish scores, segments and recommendations from the current model tables, and decide "
+    "and render the next best actions and the campaign outbox; each output validated before it replaces "
+    "the published version.",
 )
 JOBS = [tessera_all, refresh_customer_view, retrain_recommender, publish]
 

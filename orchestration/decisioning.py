@@ -107,10 +107,12 @@ def bandit_state(context: dg.AssetExecutionContext, tessera: TesseraResource) ->
             )
             bandit_state_store.record_run(con, version, run_id)
         versions = con.execute("select count(distinct version) from decisioning.bandit_state_versions").fetchall()[0][0]
+        table = table_metadata(con, "decisioning.bandit_state_versions")
     from orchestration.ml import mlflow_run_metadata
 
     return dg.MaterializeResult(
         metadata={
+            **table,
             **run_metadata(started, int(state["trials"].sum())),
             **mlflow_run_metadata(settings, run_id),
             "state_version": version,
@@ -189,10 +191,10 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
     group_name=DECISIONING_GROUP,
     description=(
         "The messages to send, rendered: subject and body (Jinja2, HTML-escaped) of every 'send' decision "
-        "into decisioning.messages, each body stored once by its sha256 in decisioning.message_bodies. "
+        "into decisioning.messages, with body_ref, the sha256 of the body. "
         "Previews of the first messages of each variant are written as files (metadata: previews)."
     ),
-    kinds={"python", "duckdb", "jinja"},
+    kinds={"python", "duckdb"},
     owners=["team:data-platform"],
     pool=DUCKDB_POOL,
 )
@@ -208,7 +210,8 @@ def rendered_messages(context: dg.AssetExecutionContext, tessera: TesseraResourc
         if preview_dir.exists():
             shutil.rmtree(preview_dir)  # this day's previews are rewritten, not added to
         rendered = render_messages(con, catalogue, preview_dir)
-        table = table_metadata(con, "decisioning.messages", personal=("customer_key",))
+        # subjects and bodies greet customers by name: masked in the UI's preview
+        table = table_metadata(con, "decisioning.messages", personal=("customer_key", "subject", "body"))
     seconds = time.perf_counter() - started
     previews = "\n".join(
         ["| action | variant | message | file |", "| --- | --- | --- | --- |"]

@@ -45,6 +45,12 @@ def test_named_jobs_select_their_part_of_the_graph():
         "publish/customer_scores",
         "publish/customer_segments",
         "publish/campaign_uplift",
+        "publish/next_best_actions",
+        "publish/campaign_outbox",
+        # decided and rendered from the current model tables whenever the outbox is published
+        "decisioning/bandit_state",
+        "decisioning/decisions",
+        "decisioning/rendered_messages",
     }
     assert view | retrain | publish <= everything
     schedule = defs.resolve_schedule_def("daily_full_refresh")

@@ -54,7 +54,10 @@ GROUPS = {
         "publish/customer_segments",
         "publish/customer_scores",
         "publish/campaign_uplift",
+        "publish/next_best_actions",
+        "publish/campaign_outbox",
     },
+    "decisioning": {"decisioning/bandit_state", "decisioning/decisions", "decisioning/rendered_messages"},
 }
 
 
