@@ -158,6 +158,26 @@ def propensity_summary(settings: Settings) -> list[str]:
     return lines
 
 
+def decisioning_summary(settings: Settings) -> list[str]:
+    """Next best actions by decision, the bandit's state version and where the previews are."""
+    rows = _rows_if_table(
+        settings,
+        "decisioning",
+        "decisions",
+        "select decision, count(*), max(decided_on), max(bandit_state_version) from decisioning.decisions "
+        "group by decision order by decision",
+    )
+    if not rows:
+        return []
+    day, version = max(r[2] for r in rows), max(r[3] for r in rows)
+    counts = ", ".join(f"{decision} {n:,}" for decision, n, _, _ in rows)
+    lines = [f"next best actions for {day} (customer x channel): {counts}; bandit state v{version}"]
+    index = settings.data_dir / "decisioning" / "previews" / str(day) / "index.html"
+    if index.exists():
+        lines.append(f"  rendered message previews: {index}")
+    return lines
+
+
 def full_refresh_config(job: dg.JobDefinition) -> dict:
     """Run config setting `full_refresh: true` on every step of the job that takes it (the
     loaders and both dbt steps)."""
@@ -205,7 +225,8 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
         print(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name} {e.description or ''}")
     if skipped:
         print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
-    for line in quarantine_summary(settings) + identity_summary(settings) + propensity_summary(settings):
+    summaries = quarantine_summary(settings) + identity_summary(settings) + propensity_summary(settings)
+    for line in summaries + decisioning_summary(settings):
         print(line)
     run_id, metrics = latest_model_run(settings)
     if run_id:
