@@ -83,11 +83,11 @@ def bench_bandit(args) -> dict:
 
 def bandit_markdown(r: dict) -> str:
     lines = [
-        f"Bandit on demo audiences: {r['rounds']} daily rounds, {r['seeds']} seeds, best variant "
-        f"{r['high_rate']:.0%} vs {r['low_rate']:.0%}.",
+        (f"Bandit on demo audiences: {r['rounds']} daily rounds, {r['seeds']} seeds, best variant "
+        f"{r['high_rate']:.0%} vs {r['low_rate']:.0%}."),
         "",
-        "| action | variants | messages a round | best share, last round (median / min) | best share over the horizon "
-        "(median) | seeds holding >= 80 % | round it holds >= 80 % from (median / max) |",
+        ("| action | variants | messages a round | best share, last round (median / min) | best share over the horizon "
+        "(median) | seeds holding >= 80 % | round it holds >= 80 % from (median / max) |"),
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for action_id, a in r["actions"].items():

@@ -190,7 +190,7 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
     deps=[DECISIONS_KEY, *gated_deps("dim_customers", "dim_products", "customer_consents"), RECOMMENDER_KEY, CLUSTERS_KEY],
     group_name=DECISIONING_GROUP,
     description=(
-        "The messages to send, rendered: subject and body (Jinja2, HTML-escaped) of every 'send' decision "
+        "The messages to send, rendered: subject (plain text) and body (Jinja2, HTML-escaped) of every 'send' decision "
         "into decisioning.messages, with body_ref, the sha256 of the body. "
         "Previews of the first messages of each variant are written as files (metadata: previews)."
     ),

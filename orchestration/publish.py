@@ -23,8 +23,8 @@ from orchestration.privacy import ERASURE_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import pseudonym, snapshots
-from tessera.decisioning.catalogue import CHANNELS
 from tessera.db import table_exists
+from tessera.decisioning.catalogue import CHANNELS
 from tessera.holdout import holdout_group_sql
 from tessera.quality import record_pass
 from tessera.snapshots import Export
@@ -299,15 +299,16 @@ DECISIONING = (
             ),
             Validation(
                 "sends_have_consent_and_are_in_treatment",
-                "A 'send' has the channel's consent (marts.customer_consents) and is in the treatment group; "
-                "only sends have a variant and a message id.",
+                "A 'send' has the channel's consent (marts.customer_consents) and is in the treatment group of "
+                "campaign nba:<action>, both recomputed here (tessera/holdout.py); only sends have a variant and "
+                "a message id.",
                 f"""
                 select count(*) from {{table}} as t
                 inner join ({CHANNEL_CONSENT}) as m on m.channel = t.channel
                 inner join marts.dim_customers as c on customer_pkey(c.customer_key) = t.customer_pkey
                 left join marts.customer_consents as k
                     on k.customer_key = c.customer_key and k.channel = m.consent_channel and k.purpose = m.consent_purpose
-                where (t.decision = 'send' and (not coalesce(k.granted, false) or t.holdout_group <> 'treatment'
+                where (t.decision = 'send' and (not coalesce(k.granted, false) or {{nba_holdout}} <> 'treatment'
                         or t.variant_id is null or t.message_id is null))
                    or (t.decision <> 'send' and (t.variant_id is not null or t.message_id is not null))
                 """,
@@ -317,7 +318,7 @@ DECISIONING = (
     Published(
         "campaign_outbox",
         "One row per message to send: channel, pseudonymous customer key, action, variant, subject "
-        "(HTML-escaped) and body_ref, the sha256 of the rendered body, which is in the snapshot's "
+        "(plain text, one line) and body_ref, the sha256 of the rendered body, which is in the snapshot's "
         "message_bodies export by message_id. Only customers with the channel's consent and in the treatment group.",
         f"""
         select m.message_id, customer_pkey(m.customer_key) as customer_pkey, m.channel, m.action_id, m.variant_id,
@@ -339,6 +340,22 @@ DECISIONING = (
                 "Every rendered message passed the consent, holdout and erasure filters: none was dropped "
                 "here, which would mean a decision to send broke one of them.",
                 "select count(*) from decisioning.messages where message_id not in (select message_id from {table})",
+            ),
+            Validation(
+                "every_send_rendered",
+                "Every decision to send has its message in the outbox.",
+                "select count(*) from decisioning.decisions where decision = 'send' "
+                "and message_id not in (select message_id from {table})",
+            ),
+            Validation(
+                "no_message_to_the_holdout",
+                "No message goes to a customer in the control group of its campaign nba:<action>, recomputed "
+                "here from the customer key (tessera/holdout.py).",
+                """
+                select count(*) from {table} as t
+                inner join marts.dim_customers as c on customer_pkey(c.customer_key) = t.customer_pkey
+                where {nba_holdout} <> 'treatment'
+                """,
             ),
             Validation(
                 "every_body_matches_its_ref",
@@ -503,6 +520,8 @@ def sql_parameters(settings) -> dict[str, str]:
         "rfm_holdout": holdout_group_sql("'rfm:' || s.rfm_segment", "s.customer_key", settings.holdout_share),
         "rule_holdout": holdout_group_sql("'rule:' || r.rule_segment", "s.customer_key", settings.holdout_share),
         "holdout_share": f"cast({float(settings.holdout_share)!r} as double)",
+        # a next-best action's campaign group, recomputed by the validations (t: the candidate, c: dim_customers)
+        "nba_holdout": holdout_group_sql("'nba:' || t.action_id", "c.customer_key", settings.holdout_share),
         "campaign_uplift": uplift_sql(
             "select campaign, customer_key, holdout_group, assigned_on from campaigns.assignments",
             "select customer_key, ordered_at, order_total_base as revenue from marts.fct_orders where status = 'completed'",
@@ -525,13 +544,14 @@ def rekey_published_tables(con, log) -> None:
         log.info(f"publish.{table}: customer_key replaced by customer_pkey (docs/privacy.md)")
 
 
-def run_validations(con, spec: Published, candidate: str) -> list[tuple[Validation, int]]:
+def run_validations(con, spec: Published, candidate: str, params: dict[str, str] | None = None) -> list[tuple[Validation, int]]:
+    """Each validation's violation count; `params` are what its SQL may name besides {table}."""
     results = []
     for v in spec.validations:
         if v.compares_with_published and not table_exists(con, "publish", spec.name):
             results.append((v, 0))  # first publish: nothing to compare with
             continue
-        results.append((v, con.execute(v.sql.format(table=candidate)).fetchall()[0][0]))
+        results.append((v, con.execute(v.sql.format(table=candidate, **(params or {}))).fetchall()[0][0]))
     return results
 
 
@@ -645,7 +665,7 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
             con.execute("create schema if not exists publish")
             rekey_published_tables(con, context.log)
             con.execute(f"create or replace table {candidate} as {spec.sql.format(**sql_parameters(settings))}")
-            results = run_validations(con, spec, candidate)
+            results = run_validations(con, spec, candidate, sql_parameters(settings))
             # recorded as the row-count baseline only once this version is published
             suite = run_suite(
                 con, settings, gx_name, candidate, f"publish_{spec.name}", context.run.run_id, record=False

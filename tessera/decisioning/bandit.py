@@ -8,9 +8,10 @@ nothing; the posterior is recomputed from every closed message each time (no run
 drift or double-count), and a new state version is written only when the counts change.
 
 Assignment draws one sample from each variant's posterior for every message and sends the variant
-with the largest draw: a variant gets traffic in proportion to the chance that it is the best.
-Draws are seeded from the seed, the state version, the day and the action, over messages in key
-order, so a re-run assigns the same variants.
+with the largest draw: a variant gets traffic in proportion to the chance that it is the best. A
+draw is the posterior's quantile at a uniform number; in the pipeline the uniforms are hashed from
+the message id, the seed and the state version (tessera/decisioning/decide.py), so a re-run
+assigns the same variants, and a message keeps its variant when other customers come or go.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import betaincinv
 
+UNIFORM_BUCKETS = 2**53  # hashed uniforms: md5 modulo this, divided by it (exact in a double)
 PRIOR = (1.0, 1.0)  # Beta(1, 1): uniform before any outcome
 
 
@@ -56,19 +59,20 @@ def rng_for(seed: int, version: int, day_ordinal: int, action_id: str) -> np.ran
     return np.random.default_rng([seed, version, day_ordinal, zlib.crc32(action_id.encode())])
 
 
-def assign(posterior: Posterior, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Thompson sampling: for each of n messages, the index of the variant with the largest draw
-    from its posterior. Vectorised: one (n, variants) array of Beta draws."""
+def assign(posterior: Posterior, uniforms: np.ndarray) -> np.ndarray:
+    """Thompson sampling: for each row of `uniforms` (one message; a number in [0, 1) per variant),
+    the index of the variant whose posterior draw, the Beta quantile at that number, is largest.
+    Vectorised over all messages."""
     if len(posterior.variants) == 1:
-        return np.zeros(n, dtype=np.int64)
-    draws = rng.beta(posterior.alpha[None, :], posterior.beta[None, :], size=(n, len(posterior.variants)))
+        return np.zeros(len(uniforms), dtype=np.int64)
+    draws = betaincinv(posterior.alpha[None, :], posterior.beta[None, :], uniforms)
     return np.argmax(draws, axis=1)
 
 
 def allocation(posterior: Posterior, rng: np.random.Generator, draws: int = 20_000) -> np.ndarray:
     """The share of traffic Thompson sampling sends to each variant now: P(variant's draw is the
     largest), by Monte Carlo."""
-    picks = assign(posterior, draws, rng)
+    picks = assign(posterior, rng.random((draws, len(posterior.variants))))
     return np.bincount(picks, minlength=len(posterior.variants)) / draws
 
 
@@ -105,7 +109,8 @@ def simulate(
     best = int(np.argmax(rates))
     shares = []
     for r in range(rounds):
-        picks = assign(posterior, audience, rng_for(seed, r, r, "simulation"))
+        uniforms = rng_for(seed, r, r, "simulation").random((audience, len(variants)))
+        picks = assign(posterior, uniforms)
         converted = outcomes.random(audience) < np.asarray(rates)[picks]
         trials = np.bincount(picks, minlength=len(variants))
         conversions = np.bincount(picks, weights=converted, minlength=len(variants)).astype(np.int64)

@@ -8,6 +8,7 @@ no customer record provides fails when the catalogue is loaded, never at send ti
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -16,8 +17,21 @@ from pathlib import Path
 import yaml
 
 from tessera.contract import EVENT_TYPES
-from tessera.decisioning.templates import Line, Template, TemplateError, load_line, load_template
-from tessera.segments import FEATURES, OPS, RFM_SEGMENTS, SegmentRuleError, _feature_test, load_rules
+from tessera.decisioning.templates import (
+    Line,
+    Template,
+    TemplateError,
+    load_line,
+    load_template,
+)
+from tessera.segments import (
+    FEATURES,
+    OPS,
+    RFM_SEGMENTS,
+    SegmentRuleError,
+    _feature_test,
+    load_rules,
+)
 from tessera.settings import PROJECT_ROOT
 
 DEFAULT_FILE = PROJECT_ROOT / "decisioning" / "actions.yml"
@@ -100,10 +114,16 @@ def _int(action: str, field: str, value, low: int, high: int) -> int:
 def _test(action: str, where: str, spec) -> dict:
     if not isinstance(spec, dict):
         _fail(action, where, "must be a mapping")
+    if "cart" in spec:
+        if spec != {"cart": "not_empty"}:
+            _fail(action, where, "a cart test is exactly 'cart: not_empty'")
+        return {"kind": "cart"}
+    if isinstance(spec.get("value"), float) and not math.isfinite(spec["value"]):
+        _fail(action, f"{where}.value", f"must be a finite number, got {spec['value']!r}")
     if "score" in spec:
         extra = set(spec) - {"score", "op", "value"}
         if extra:
-            _fail(action, f"{where}.{sorted(extra)[0]}", "unknown field; a score test has score, op and value")
+            _fail(action, f"{where}.{min(extra)}", "unknown field; a score test has score, op and value")
         if spec["score"] not in SCORES:
             _fail(action, f"{where}.score", f"must be one of {list(SCORES)}, got {spec['score']!r}")
         if spec.get("op") not in OPS:
@@ -117,10 +137,12 @@ def _test(action: str, where: str, spec) -> dict:
             return {"kind": "feature", **_feature_test(action, where, spec)}
         except SegmentRuleError as e:
             raise CatalogueError(str(e).replace("segment rule", "action", 1)) from e
-    _fail(action, where, "must be a feature test (feature, op, value) or a score test (score, op, value)")
+    _fail(action, where, "must be a feature test (feature, op, value), a score test (score, op, value) or 'cart: not_empty'")
 
 
 def _trigger(action: str, raw, rule_segments: set[str]) -> dict:
+    if isinstance(raw, dict) and isinstance(raw.get("value"), float) and not math.isfinite(raw["value"]):
+        _fail(action, "trigger.value", f"must be a finite number, got {raw['value']!r}")
     if not isinstance(raw, dict):
         _fail(action, "trigger", "is required: segment, rfm_segment, event or feature")
     kinds = [k for k in ("segment", "rfm_segment", "event", "feature") if k in raw]
@@ -129,13 +151,13 @@ def _trigger(action: str, raw, rule_segments: set[str]) -> dict:
     kind = kinds[0]
     if kind == "segment":
         if set(raw) != {"segment"}:
-            _fail(action, f"trigger.{sorted(set(raw) - {'segment'})[0]}", "unknown field for a segment trigger")
+            _fail(action, f"trigger.{min(set(raw) - {'segment'})}", "unknown field for a segment trigger")
         if raw["segment"] not in rule_segments:
             _fail(action, "trigger.segment", f"no rule segment {raw['segment']!r}; known: {sorted(rule_segments)}")
         return {"kind": "segment", "segment": raw["segment"]}
     if kind == "rfm_segment":
         if set(raw) != {"rfm_segment"}:
-            _fail(action, f"trigger.{sorted(set(raw) - {'rfm_segment'})[0]}", "unknown field for an rfm_segment trigger")
+            _fail(action, f"trigger.{min(set(raw) - {'rfm_segment'})}", "unknown field for an rfm_segment trigger")
         segments = raw["rfm_segment"]
         if not isinstance(segments, list) or not segments or not set(segments) <= set(RFM_SEGMENTS):
             _fail(action, "trigger.rfm_segment", f"must be a list of RFM segment names from {list(RFM_SEGMENTS)}")
@@ -143,7 +165,7 @@ def _trigger(action: str, raw, rule_segments: set[str]) -> dict:
     if kind == "event":
         extra = set(raw) - {"event", "within_hours", "not_followed_by"}
         if extra:
-            _fail(action, f"trigger.{sorted(extra)[0]}", "unknown field for an event trigger")
+            _fail(action, f"trigger.{min(extra)}", "unknown field for an event trigger")
         if raw["event"] not in EVENT_TYPES:
             _fail(action, "trigger.event", f"must be one of {list(EVENT_TYPES)}, got {raw['event']!r}")
         follow = raw.get("not_followed_by")
@@ -164,7 +186,7 @@ def _offer(action: str, raw) -> Offer | None:
         _fail(action, "offer", "must be a mapping with code, description and discount_percent")
     extra = set(raw) - {"code", "description", "discount_percent"}
     if extra:
-        _fail(action, f"offer.{sorted(extra)[0]}", "unknown field")
+        _fail(action, f"offer.{min(extra)}", "unknown field")
     if not isinstance(raw.get("code"), str) or not re.fullmatch(r"[A-Z0-9_-]{2,32}", raw["code"]):
         _fail(action, "offer.code", f"must be 2-32 capital letters, digits, - or _; got {raw.get('code')!r}")
     if not isinstance(raw.get("description"), str) or not raw["description"].strip():
@@ -185,7 +207,7 @@ def _variants(action: str, raw, channel: str, provided: set[str], templates_dir:
             _fail(action, where, "must be a mapping with id, template and (email, push) subject")
         extra = set(v) - {"id", "template", "subject"}
         if extra:
-            _fail(action, f"{where}.{sorted(extra)[0]}", "unknown field")
+            _fail(action, f"{where}.{min(extra)}", "unknown field")
         vid = v.get("id")
         if not isinstance(vid, str) or not NAME.match(vid):
             _fail(action, f"{where}.id", f"must be lower_snake_case, got {vid!r}")
@@ -218,7 +240,7 @@ def validate_catalogue(data, templates_dir: Path, rule_segments: set[str], path:
         raise CatalogueError(f"{path}: the catalogue must have a non-empty list under 'actions'")
     extra = set(data) - {"version", "scoring", "attribution", "actions"}
     if extra:
-        raise CatalogueError(f"{path}: unknown top-level field '{sorted(extra)[0]}'")
+        raise CatalogueError(f"{path}: unknown top-level field '{min(extra)}'")
     scoring = data.get("scoring") or {"priority": 0.3, "propensity": 0.4, "recommendation": 0.3}
     if not isinstance(scoring, dict) or set(scoring) != set(SIGNALS):
         raise CatalogueError(f"{path}: 'scoring' must give a weight to each of {list(SIGNALS)}")
@@ -239,7 +261,7 @@ def validate_catalogue(data, templates_dir: Path, rule_segments: set[str], path:
             _fail(label, "(action)", "each action must be a mapping")
         unknown = set(raw) - ACTION_FIELDS
         if unknown:
-            _fail(label, sorted(unknown)[0], f"unknown field; an action has {sorted(ACTION_FIELDS)}")
+            _fail(label, min(unknown), f"unknown field; an action has {sorted(ACTION_FIELDS)}")
         if not isinstance(aid, str) or not NAME.match(aid):
             _fail(label, "id", "must be lower_snake_case, starting with a letter, at most 48 characters")
         if aid in seen:

@@ -14,7 +14,8 @@ the customers, then one ranking), and the bandit assigns variants in NumPy. The 
    (catalogue.CHANNELS) and when the customer is in the treatment group of the action's campaign
    'nba:<action id>' (tessera/holdout.py); otherwise it is recorded as 'no_consent' or 'holdout'
    and nothing is sent.
-5. Variants of the messages to send, by Thompson sampling (tessera/decisioning/bandit.py).
+5. Variants of the messages to send, by Thompson sampling (tessera/decisioning/bandit.py), with
+   each message's draws hashed from its message id.
 
 The weighted score, each term in [0, 1]:
 
@@ -55,7 +56,29 @@ def _number(expr: str, digits: int = 3) -> str:
     return f"coalesce(cast(round({expr}, {digits}) as varchar), 'n/a')"
 
 
+CART_DAYS = 7
+
+
+def cart_sql(as_of_ts: str) -> str:
+    """Each customer's cart as of `as_of_ts` (a SQL timestamp): the active products they added in the
+    CART_DAYS before it and have not ordered since, with when each was last added. Decisions
+    (condition `cart: not_empty`) and rendering (`cart_items`) read the same definition."""
+    return f"""
+        select e.customer_key, e.product_id, max(e.event_at) as added_at
+        from marts.fct_events as e
+        inner join marts.dim_products as p on p.product_id = e.product_id and p.is_active
+        where e.event_type = 'add_to_cart' and e.customer_key is not null
+          and e.event_at >= {as_of_ts} - interval '{CART_DAYS} days' and e.event_at < {as_of_ts}
+          and not exists (
+              select 1 from marts.fct_order_items as o
+              where o.customer_key = e.customer_key and o.product_id = e.product_id and o.ordered_at >= e.event_at
+          )
+        group by e.customer_key, e.product_id"""
+
+
 def _test_sql(test: dict) -> tuple[str, str]:
+    if test["kind"] == "cart":
+        return "b.cart_items > 0", "'cart holds ' || b.cart_items || ' product(s)'"
     column = f"b.{test['feature']}" if test["kind"] == "feature" else f"b.{test['score']}"
     sql = f"{column} {test['op']} {_literal(test['value'])}"
     name = test.get("feature") or test["score"]
@@ -129,9 +152,15 @@ def build_base(con, catalogue: Catalogue) -> None:
     events = {a.trigger["event"] for a in catalogue.actions if a.trigger["kind"] == "event"}
     events |= {a.trigger["not_followed_by"] for a in catalogue.actions if a.trigger["kind"] == "event"} - {None}
     hours = max([a.trigger["within_hours"] for a in catalogue.actions if a.trigger["kind"] == "event"] or [0])
+    flags = sorted({a.trigger["segment"] for a in catalogue.actions if a.trigger["kind"] == "segment"})
+    uses_cart = any(c["kind"] == "cart" for a in catalogue.actions for c in a.conditions)
+    cart = cart_sql(f"cast({AS_OF} as timestamp)") if uses_cart else "select null as customer_key where false"
     con.execute(f"""
         create or replace temp table __nba_base as
-        with affinity as (
+        with cart as (
+            select customer_key, count(*) as cart_items from ({cart}) group by customer_key
+        ),
+        affinity as (
             select customer_key, percent_rank() over (order by avg(score)) as recommendation_affinity
             from ml.recommendation_candidates
             where rank <= 3 and source = 'personalised'
@@ -142,8 +171,9 @@ def build_base(con, catalogue: Catalogue) -> None:
             {AS_OF} as as_of_date,
             cast({AS_OF} as timestamp) as as_of_ts,
             r.rfm_segment,
-            s.* exclude (customer_key, rule_segment, rule_segment_priority),
+            {"".join(f"s.in_{name}, " for name in flags)}
             {"".join(f"f.{name}, " for name in features)}
+            coalesce(k.cart_items, 0) as cart_items,
             p.purchase_propensity_30d,
             p.churn_risk_30d,
             a.recommendation_affinity
@@ -153,6 +183,7 @@ def build_base(con, catalogue: Catalogue) -> None:
         left join marts.customer_features as f on f.customer_key = c.customer_key
         left join ml.propensity_scores as p on p.customer_key = c.customer_key
         left join affinity as a on a.customer_key = c.customer_key
+        left join cart as k on k.customer_key = c.customer_key
         where not c.is_erasure_requested
     """)
     # the clickstream an event trigger reads: its event types, inside the longest trigger window
@@ -189,16 +220,24 @@ def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
         from eligible as e
         left join sent as s on s.customer_key = e.customer_key and s.action_id = e.action_id
     ),
-    ranked as (
-        select *,
-            row_number() over (
-                partition by customer_key, channel
-                order by is_capped, explicit desc, case when explicit then priority end desc nulls last, score desc, action_id
-            ) as choice,
-            count(*) over (partition by customer_key, channel) as eligible_actions,
-            string_agg(case when is_capped then action_id || ' (' || sent_last_7_days || ' sent in 7 days, cap '
-                || frequency_cap_per_week || ')' end, ', ') over (partition by customer_key, channel) as capped_actions
+    capped_list as (
+        select customer_key, channel,
+            string_agg(action_id || ' (' || sent_last_7_days || ' sent in 7 days, cap ' || frequency_cap_per_week || ')',
+                       ', ' order by action_id) as capped_actions
         from capped
+        where is_capped
+        group by customer_key, channel
+    ),
+    ranked as (
+        select c.*, l.capped_actions,
+            row_number() over (
+                partition by c.customer_key, c.channel
+                order by c.is_capped, c.explicit desc, case when c.explicit then c.priority end desc nulls last,
+                    c.score desc, c.action_id
+            ) as choice,
+            count(*) over (partition by c.customer_key, c.channel) as eligible_actions
+        from capped as c
+        left join capped_list as l on l.customer_key = c.customer_key and l.channel = c.channel
     ),
     chosen as (
         select r.*, coalesce(k.granted, false) as consented, {holdout} as holdout_group,
@@ -232,7 +271,10 @@ def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
                 when holdout_group = 'control' then '; not sent: control group of campaign nba:' || action_id
                 else ''
             end as reason,
-        as_of_date as decided_on
+        as_of_date as decided_on,
+        -- stable across re-runs; from the published key, so it reveals nothing of the internal one
+        case when not is_capped and consented and holdout_group = 'treatment'
+            then md5(customer_pkey(customer_key) || ':' || action_id || ':' || cast(as_of_date as varchar)) end as message_id
     from chosen
     """
 
@@ -245,20 +287,26 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
     con.execute(SENDS_DDL)
     build_base(con, catalogue)
     con.execute(f"create or replace temp table __nba_decisions as {decisions_sql(catalogue, holdout_share)}")
-    day = con.execute(f"select {AS_OF}").fetchall()[0][0]
     keys, actions, variants, why = [], [], [], []
     shares: dict[str, dict[str, int]] = {}
     for action in catalogue.actions:
-        customers = [
-            r[0]
-            for r in con.execute(
-                "select customer_key from __nba_decisions where action_id = ? and decision = 'send' order by customer_key",
-                [action.id],
-            ).fetchall()
-        ]
         posterior = posteriors[action.id]
-        picks = bandit.assign(posterior, len(customers), bandit.rng_for(seed, state_version, day.toordinal(), action.id))
         names = np.asarray([v.id for v in action.variants], dtype=object)
+        # one uniform per message and variant, hashed from the message id: a message keeps its
+        # draws however many other customers are decided alongside it
+        uniforms = ", ".join(
+            f"cast(md5_number(message_id || ':{int(seed)}:{int(state_version)}:{k}') % {bandit.UNIFORM_BUCKETS} as double)"
+            f" / {bandit.UNIFORM_BUCKETS} as u{k}"
+            for k in range(len(names))
+        )
+        rows = con.execute(
+            f"select customer_key, {uniforms} from __nba_decisions "
+            "where action_id = ? and decision = 'send' order by customer_key",
+            [action.id],
+        ).fetchnumpy()
+        customers = list(rows["customer_key"])
+        u = np.column_stack([rows[f"u{k}"] for k in range(len(names))]) if customers else np.zeros((0, len(names)))
+        picks = bandit.assign(posterior, u)
         keys += customers
         actions += [action.id] * len(customers)
         variants += list(names[picks])
@@ -275,10 +323,7 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
             create or replace table decisioning.decisions as
             select d.customer_key, d.channel, d.action_id, v.variant_id, d.decision, d.decided_by, d.priority,
                 d.score, d.holdout_group, d.eligible_actions, d.reason || coalesce(v.variant_reason, '') as reason,
-                d.decided_on, {int(state_version)} as bandit_state_version,
-                -- stable across re-runs; from the published key, so it reveals nothing of the internal one
-                case when d.decision = 'send' then md5(customer_pkey(d.customer_key) || ':' || d.action_id || ':'
-                    || cast(d.decided_on as varchar)) end as message_id
+                d.decided_on, {int(state_version)} as bandit_state_version, d.message_id
             from __nba_decisions as d
             left join __nba_variants as v on v.customer_key = d.customer_key and v.action_id = d.action_id
                 and d.decision = 'send'

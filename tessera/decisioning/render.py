@@ -29,13 +29,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from tessera.decisioning.catalogue import Action, Catalogue, Variant
+from tessera.decisioning.decide import cart_sql
 
 CONTENT_TYPES = {"html": "text/html", "json": "application/json"}
 PERSONALISATION = {"email": "email", "web_banner": "web", "push": "web"}
 BATCH_ROWS = 50_000
 RECOMMENDATIONS = 3
 CART_ITEMS = 5
-CART_DAYS = 7
 
 # a list of products in the shape templates read (templates.PRODUCT), best first
 PRODUCT_LIST = (
@@ -91,25 +91,18 @@ def prepare_lists(con, catalogue: Catalogue) -> None:
         where rank <= {RECOMMENDATIONS}
     """)
     uses_cart = any("cart_items" in a.uses() for a in catalogue.actions)
+    as_of = "(select cast(max(decided_on) as timestamp) from decisioning.decisions)"
+    carts = cart_sql(as_of) if uses_cart else "select null as customer_key, null as product_id, null as added_at where false"
     con.execute(f"""
         create or replace table decisioning.render_cart as
         select customer_key,
             {PRODUCT_LIST}
         from (
-            select e.customer_key, e.product_id, p.product_name, p.category,
-                row_number() over (partition by e.customer_key order by max(e.event_at) desc, e.product_id) as rank
-            from marts.fct_events as e
-            inner join marts.dim_products as p on p.product_id = e.product_id and p.is_active
-            where {str(uses_cart).lower()}
-              and e.event_type = 'add_to_cart'
-              and e.customer_key in (select customer_key from decisioning.decisions where decision = 'send')
-              and e.event_at >= (select cast(max(decided_on) as timestamp) from decisioning.decisions) - interval '{CART_DAYS} days'
-              and e.event_at < (select cast(max(decided_on) as timestamp) from decisioning.decisions)
-              and not exists (
-                  select 1 from marts.fct_order_items as o
-                  where o.customer_key = e.customer_key and o.product_id = e.product_id and o.ordered_at >= e.event_at
-              )
-            group by e.customer_key, e.product_id, p.product_name, p.category
+            select c.customer_key, c.product_id, p.product_name, p.category,
+                row_number() over (partition by c.customer_key order by c.added_at desc, c.product_id) as rank
+            from ({carts}) as c
+            inner join marts.dim_products as p on p.product_id = c.product_id
+            where c.customer_key in (select customer_key from decisioning.decisions where decision = 'send')
         )
         where rank <= {CART_ITEMS}
         group by customer_key

@@ -8,8 +8,10 @@ Two kinds, by file name:
   expressions. Each string is rendered on its own (HTML-escaped, because banners are put into web
   pages) and the document is written with `json.dumps`, so a value can never break the JSON.
 
-Subject lines (email) and titles (push) are one-line Jinja strings, HTML-escaped as well, with
-line breaks removed so a value cannot inject a mail header.
+Subject lines (email) and titles (push) are one-line Jinja strings rendered as plain text: an
+email header and a notification title are not HTML, so escaping them would show `&amp;` to the
+customer. Line breaks and other control characters are removed, so a value cannot add a mail
+header; whoever shows a subject inside HTML escapes it (the preview index does).
 
 Validation happens when the catalogue is loaded, not when a message is sent: every variable a
 template or subject reads must be one the render context provides (CONTEXT below), attribute by
@@ -21,11 +23,12 @@ printing an empty string.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from jinja2 import meta, nodes
+from jinja2 import nodes
 
 # What the render context provides. A dict is a record (its keys are the attributes a template
 # may read); a list holds records of the given shape. Values may be None (printed as "").
@@ -40,7 +43,7 @@ CONTEXT: dict[str, tuple[str, ...] | list[tuple[str, ...]]] = {
     "variant": ("id",),
 }
 # names Jinja itself provides inside templates
-BUILTINS = {"loop", "range", "true", "false", "none", "True", "False", "None"}
+BUILTINS = {"range", "true", "false", "none", "True", "False", "None"}
 
 
 class TemplateError(ValueError):
@@ -63,62 +66,218 @@ def environment(autoescape: bool) -> jinja2.Environment:
 
 
 HTML_ENV = environment(autoescape=True)
+TEXT_ENV = environment(autoescape=False)
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# shapes: ("record", fields), ("list", element shape), SCALAR; None = unknown (nothing may be read from it)
+SCALAR = ("scalar",)
+LOOP = ("record", ("index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0",
+                   "previtem", "nextitem", "cycle", "changed"))  # fmt: skip
+# filters whose result is the list they were given (filtered or reordered), or one of its elements
+SAME_LIST = {"reverse", "sort", "selectattr", "rejectattr", "unique", "list"}
+ELEMENT = {"first", "last", "min", "max", "random"}
+# filters naming an attribute of the elements: where the name is (keyword, or position among the args)
+ATTRIBUTE_ARGS = {"map": ("attribute", None), "selectattr": (None, 0), "rejectattr": (None, 0), "sort": ("attribute", None),
+                  "sum": ("attribute", None), "groupby": ("attribute", 0), "unique": ("attribute", None),
+                  "min": ("attribute", None), "max": ("attribute", None)}  # fmt: skip
+# template features that would read what validation cannot see, or switch escaping off
+FORBIDDEN = {
+    nodes.Include: "{% include %}", nodes.Import: "{% import %}", nodes.FromImport: "{% from ... import %}",
+    nodes.Extends: "{% extends %}", nodes.Block: "{% block %}", nodes.Macro: "{% macro %}",
+    nodes.CallBlock: "{% call %}", nodes.FilterBlock: "{% filter %}",
+    nodes.EvalContextModifier: "{% autoescape %}",  # also ScopedEvalContextModifier
+}  # fmt: skip
+
+
+def _shape_of(name: str):
+    value = CONTEXT[name]
+    return ("list", ("record", value[0])) if isinstance(value, list) else ("record", value)
+
+
+def _label(node) -> str:
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        return f"{_label(node.node)}.{node.attr}"
+    if isinstance(node, nodes.Getitem):
+        if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            return f"{_label(node.node)}.{node.arg.value}"
+        return f"{_label(node.node)}[...]"
+    if isinstance(node, nodes.Filter):
+        return f"({_label(node.node)}|{node.name})" if node.node is not None else f"|{node.name}"
+    return "(expression)"
+
+
+class _Checker:
+    """Walks a template's syntax tree with scopes: every value read must come from the render
+    context (CONTEXT), attribute by attribute, or from a name the template bound to one."""
+
+    def __init__(self, where: str, provided: set[str]):
+        self.where, self.provided, self.uses = where, provided, set()
+
+    def fail(self, problem: str):
+        raise TemplateError(f"{self.where}: {problem}")
+
+    def statements(self, body, scope: dict) -> None:
+        for node in body:
+            self.statement(node, scope)
+
+    def statement(self, node, scope: dict) -> None:
+        for kind, said in FORBIDDEN.items():
+            if isinstance(node, kind):
+                self.fail(f"line {node.lineno}: {said} is not allowed in a template (validation could not follow it)")
+        if isinstance(node, nodes.For):
+            items = self.expr(node.iter, scope)
+            if items is not None and items[0] != "list":
+                self.fail(f"line {node.lineno}: {{% for %}} loops over a list; '{_label(node.iter)}' is not one")
+            inner = dict(scope)
+            targets = [node.target] if isinstance(node.target, nodes.Name) else list(node.target.find_all(nodes.Name))
+            for t in targets:
+                inner[t.name] = items[1] if items is not None and isinstance(node.target, nodes.Name) else None
+            inner["loop"] = LOOP
+            if node.test is not None:
+                self.expr(node.test, inner)
+            self.statements(node.body, inner)
+            self.statements(node.else_, scope)
+        elif isinstance(node, nodes.Assign):
+            shape = self.expr(node.node, scope)
+            targets = [node.target] if isinstance(node.target, nodes.Name) else list(node.target.find_all(nodes.Name))
+            for t in targets:
+                scope[t.name] = shape if isinstance(node.target, nodes.Name) else None
+        elif isinstance(node, nodes.AssignBlock):
+            self.statements(node.body, scope)
+            scope[node.target.name] = SCALAR
+        elif isinstance(node, nodes.With):
+            inner = dict(scope)
+            for target, value in zip(node.targets, node.values, strict=True):
+                inner[target.name] = self.expr(value, scope)
+            self.statements(node.body, inner)
+        elif isinstance(node, nodes.If):
+            self.expr(node.test, scope)
+            self.statements(node.body, scope)
+            self.statements(node.elif_, scope)
+            self.statements(node.else_, scope)
+        elif isinstance(node, nodes.Output):
+            for child in node.nodes:
+                if not isinstance(child, nodes.TemplateData):
+                    self.expr(child, scope)
+        else:
+            for child in node.iter_child_nodes():
+                if isinstance(child, nodes.Expr):
+                    self.expr(child, scope)
+                else:
+                    self.statement(child, scope)
+
+    def attribute(self, base, name: str, node):
+        where = f"line {node.lineno}: uses '{_label(node)}'"
+        if base is None:
+            self.fail(f"{where}: '{_label(node.node)}' has no fields validation knows of")
+        if base[0] == "record":
+            if name not in base[1]:
+                self.fail(f"{where}, which no customer record provides; {_label(node.node)} has: {', '.join(base[1])}")
+            return SCALAR
+        if base[0] == "list":
+            self.fail(f"{where}: '{_label(node.node)}' is a list; loop over it or index it")
+        self.fail(f"{where}: '{_label(node.node)}' is a single value, without fields")
+
+    def expr(self, node, scope: dict):
+        if isinstance(node, nodes.Name):
+            if node.name in scope:
+                return scope[node.name]
+            if node.name in CONTEXT:
+                if node.name not in self.provided:
+                    self.fail(f"uses '{node.name}', which this action does not provide (it has no {node.name})")
+                self.uses.add(node.name)
+                return _shape_of(node.name)
+            if node.name in BUILTINS:
+                return ("list", SCALAR) if node.name == "range" else SCALAR
+            self.fail(
+                f"line {node.lineno}: uses variable '{node.name}', which no customer record provides; "
+                f"available: {', '.join(sorted(CONTEXT))}"
+            )
+        if isinstance(node, (nodes.Const, nodes.TemplateData)):
+            return SCALAR
+        if isinstance(node, nodes.Getattr):
+            return self.attribute(self.expr(node.node, scope), node.attr, node)
+        if isinstance(node, nodes.Getitem):
+            base = self.expr(node.node, scope)
+            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                return self.attribute(base, node.arg.value, node)
+            self.expr(node.arg, scope) if not isinstance(node.arg, nodes.Slice) else self.walk(node.arg, scope)
+            if base is None or base[0] != "list":
+                self.fail(f"line {node.lineno}: '{_label(node.node)}' is not a list; it cannot be indexed")
+            return base if isinstance(node.arg, nodes.Slice) else base[1]
+        if isinstance(node, nodes.Filter):
+            return self.filter(node, scope)
+        if isinstance(node, nodes.CondExpr):
+            self.expr(node.test, scope)
+            first = self.expr(node.expr1, scope)
+            second = self.expr(node.expr2, scope) if node.expr2 is not None else first
+            return first if first == second else None
+        if isinstance(node, (nodes.List, nodes.Tuple, nodes.Dict)):
+            self.walk(node, scope)
+            return None
+        self.walk(node, scope)
+        return SCALAR
+
+    def walk(self, node, scope: dict) -> None:
+        for child in node.iter_child_nodes():
+            self.expr(child, scope) if isinstance(child, nodes.Expr) else self.walk(child, scope)
+
+    def filter(self, node, scope: dict):
+        if node.name == "safe":
+            self.fail(f"line {node.lineno}: the safe filter would print '{_label(node.node)}' unescaped")
+        base = self.expr(node.node, scope) if node.node is not None else None
+        for arg in node.args:
+            self.expr(arg, scope)
+        for kw in node.kwargs:
+            self.expr(kw.value, scope)
+        attribute = None
+        if node.name in ATTRIBUTE_ARGS:
+            keyword, position = ATTRIBUTE_ARGS[node.name]
+            kwargs = {kw.key: kw.value for kw in node.kwargs}
+            given = kwargs.get(keyword) if keyword else None
+            if given is None and position is not None and len(node.args) > position:
+                given = node.args[position]
+            if given is not None:
+                if not isinstance(given, nodes.Const) or not isinstance(given.value, str):
+                    self.fail(f"line {node.lineno}: the {node.name} filter's attribute must be a plain name")
+                attribute = given.value
+        if node.name == "attr":
+            name = node.args[0] if node.args else None
+            if not isinstance(name, nodes.Const) or not isinstance(name.value, str):
+                self.fail(f"line {node.lineno}: the attr filter's attribute must be a plain name")
+            return self.attribute(base, name.value, nodes.Getattr(node.node, name.value, "load", lineno=node.lineno))
+        if attribute is not None:
+            element = base[1] if base is not None and base[0] == "list" else None
+            if element is None or element[0] != "record" or attribute.split(".")[0] not in element[1]:
+                fields = ", ".join(element[1]) if element and element[0] == "record" else "no known fields"
+                self.fail(
+                    f"line {node.lineno}: the {node.name} filter reads '{attribute}' of the elements of "
+                    f"'{_label(node.node)}', which no customer record provides; an element has: {fields}"
+                )
+            if node.name == "map":
+                return ("list", SCALAR)
+        if node.name in SAME_LIST:
+            return base
+        if node.name in ELEMENT:
+            return base[1] if base is not None and base[0] == "list" else None
+        if node.name in ("default", "d"):
+            return base
+        return SCALAR
 
 
 def _check_names(source: str, where: str, provided: set[str], env: jinja2.Environment = HTML_ENV) -> set[str]:
-    """Raise TemplateError if `source` reads a variable or attribute CONTEXT does not provide.
-    Returns the top-level context names it reads."""
+    """Raise TemplateError if `source` reads a variable or attribute CONTEXT does not provide, or
+    uses a feature validation cannot follow. Returns the top-level context names it reads."""
     try:
         ast = env.parse(source)
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(f"{where}: line {e.lineno}: {e.message}") from e
-    # names bound inside the template (loop targets, {% set %}) and what they stand for
-    bound: dict[str, tuple[str, ...] | None] = {}
-    for node in ast.find_all(nodes.For):
-        shape = None
-        if isinstance(node.iter, nodes.Name) and isinstance(CONTEXT.get(node.iter.name), list):
-            shape = CONTEXT[node.iter.name][0]
-        for target in node.target.find_all(nodes.Name) if not isinstance(node.target, nodes.Name) else [node.target]:
-            bound[target.name] = shape
-    for node in ast.find_all(nodes.Assign):
-        for target in node.target.find_all(nodes.Name) if not isinstance(node.target, nodes.Name) else [node.target]:
-            bound[target.name] = None
-    used = meta.find_undeclared_variables(ast)
-    unknown = sorted(used - set(CONTEXT) - BUILTINS - set(bound))
-    if unknown:
-        raise TemplateError(
-            f"{where}: uses variable '{unknown[0]}', which no customer record provides; "
-            f"available: {', '.join(sorted(CONTEXT))}"
-        )
-    missing = sorted((used & set(CONTEXT)) - provided)
-    if missing:
-        raise TemplateError(f"{where}: uses '{missing[0]}', which this action does not provide (it has no {missing[0]})")
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        base = node.node
-        if not isinstance(base, nodes.Name):
-            continue
-        attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
-        if not isinstance(attr, str):
-            continue  # an index into a list (recommendations[0]): checked by the attribute read from it
-        shape = CONTEXT.get(base.name) if base.name not in bound else bound[base.name]
-        if isinstance(shape, list):
-            raise TemplateError(f"{where}: '{base.name}.{attr}': {base.name} is a list; loop over it")
-        if shape is not None and attr not in shape:
-            raise TemplateError(
-                f"{where}: uses '{base.name}.{attr}', which no customer record provides; "
-                f"{base.name} has: {', '.join(shape)}"
-            )
-    # recommendations[0].product_name: an attribute of an indexed list element
-    for node in ast.find_all(nodes.Getattr):
-        inner = node.node
-        if isinstance(inner, nodes.Getitem) and isinstance(inner.node, nodes.Name):
-            shape = CONTEXT.get(inner.node.name)
-            if isinstance(shape, list) and node.attr not in shape[0]:
-                raise TemplateError(
-                    f"{where}: uses '{inner.node.name}[...].{node.attr}', which no customer record provides; "
-                    f"an element has: {', '.join(shape[0])}"
-                )
-    return used & set(CONTEXT)
+    checker = _Checker(where, provided)
+    checker.statements(ast.body, {})
+    return checker.uses
 
 
 @dataclass(frozen=True)
@@ -208,13 +367,19 @@ def load_template(path: Path, provided: set[str]) -> Template:
 
 @dataclass(frozen=True)
 class Line:
-    """A one-line template (subject, title): escaped, line breaks removed."""
+    """A one-line template (subject, title): plain text, control characters and line breaks removed."""
 
     source: str
     uses: frozenset[str]
 
     def render(self, context: dict) -> str:
-        return " ".join(_compiled_html(self.source).render(context).split())
+        template = _TEXT_CACHE.get(self.source)
+        if template is None:
+            template = _TEXT_CACHE[self.source] = TEXT_ENV.from_string(self.source)
+        return " ".join(CONTROL.sub(" ", template.render(context)).split())
+
+
+_TEXT_CACHE: dict[str, jinja2.Template] = {}
 
 
 def load_line(source: str, where: str, provided: set[str]) -> Line:
