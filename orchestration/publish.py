@@ -24,7 +24,7 @@ from orchestration.quality import gated_marts_upstream, run_suite, suite_metadat
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import pseudonym, snapshots
 from tessera.db import table_exists
-from tessera.decisioning.catalogue import CHANNELS
+from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL
 from tessera.holdout import holdout_group_sql
 from tessera.quality import record_pass
 from tessera.snapshots import Export
@@ -236,10 +236,8 @@ EVERY_ACTIVE_CUSTOMER = Validation(
     f"select count(*) from ({ACTIVE_CUSTOMERS}) a where customer_pkey(a.customer_key) not in (select customer_pkey from {{table}})",
 )
 
-# channel -> the consent a message on it needs (tessera/decisioning/catalogue.py), as a relation
-CHANNEL_CONSENT = " union all ".join(
-    f"select '{ch}' as channel, '{c}' as consent_channel, '{p}' as consent_purpose" for ch, (c, p) in CHANNELS.items()
-)
+# channel -> the consent a message on it needs, as a relation
+CHANNEL_CONSENT = CHANNEL_CONSENT_SQL
 
 # The outbox records what it sent: decisioning.sends feeds frequency caps and the bandit. A re-publish
 # on the same decision day replaces that day's sends.

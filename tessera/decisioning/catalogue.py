@@ -38,6 +38,10 @@ DEFAULT_FILE = PROJECT_ROOT / "decisioning" / "actions.yml"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 # channel -> the consent (marts.customer_consents channel, purpose) a message on it needs
 CHANNELS = {"email": ("email", "marketing"), "push": ("push", "marketing"), "web_banner": ("web", "personalization")}
+# the same mapping as a relation (channel, consent_channel, consent_purpose), for SQL joins
+CHANNEL_CONSENT_SQL = " union all ".join(
+    f"select '{ch}' as channel, '{c}' as consent_channel, '{p}' as consent_purpose" for ch, (c, p) in CHANNELS.items()
+)
 SCORES = ("purchase_propensity_30d", "churn_risk_30d")  # ml.propensity_scores columns
 SIGNALS = ("priority", "propensity", "recommendation")
 ACTION_FIELDS = {

@@ -34,8 +34,9 @@ import numpy as np
 import pyarrow as pa
 
 from tessera.decisioning import bandit
-from tessera.decisioning.catalogue import CHANNELS, Action, Catalogue
+from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL, Action, Catalogue
 from tessera.holdout import holdout_group_sql
+from tessera.segments import _literal
 
 AS_OF = "(select cast(max(as_of_date) as date) from marts.customer_rfm)"
 SENDS_DDL = """
@@ -43,12 +44,6 @@ create table if not exists decisioning.sends (
     message_id varchar, customer_key varchar, action_id varchar, variant_id varchar, channel varchar, decided_on date
 )
 """
-
-
-def _literal(value) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return repr(value)
 
 
 def _number(expr: str, digits: int = 3) -> str:
@@ -199,10 +194,7 @@ def build_base(con, catalogue: Catalogue) -> None:
 
 
 def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
-    consent = " union all ".join(
-        f"select {_literal(ch)} as channel, {_literal(c)} as consent_channel, {_literal(p)} as consent_purpose"
-        for ch, (c, p) in CHANNELS.items()
-    )
+    consent = CHANNEL_CONSENT_SQL
     holdout = holdout_group_sql("'nba:' || r.action_id", "r.customer_key", holdout_share)
     eligible = "\n    union all\n".join(eligible_sql(a, catalogue) for a in catalogue.actions)
     return f"""
