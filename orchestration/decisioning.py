@@ -13,7 +13,13 @@ import dagster as dg
 
 from orchestration.dbt import model_key
 from orchestration.metadata import run_metadata, table_metadata
-from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY, gated_deps
+from orchestration.ml import (
+    CLUSTERS_KEY,
+    PROPENSITY_KEY,
+    RECOMMENDER_KEY,
+    gated_deps,
+    mlflow_run_metadata,
+)
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import pseudonym
 from tessera.decisioning.catalogue import CatalogueError, load_catalogue
@@ -108,8 +114,6 @@ def bandit_state(context: dg.AssetExecutionContext, tessera: TesseraResource) ->
             bandit_state_store.record_run(con, version, run_id)
         versions = con.execute("select count(distinct version) from decisioning.bandit_state_versions").fetchall()[0][0]
         table = table_metadata(con, "decisioning.bandit_state_versions")
-    from orchestration.ml import mlflow_run_metadata
-
     return dg.MaterializeResult(
         metadata={
             **table,

@@ -18,7 +18,7 @@ import dagster as dg
 from orchestration.dbt import model_key
 from orchestration.decisioning import DECISIONS_KEY, MESSAGES_KEY
 from orchestration.metadata import run_metadata, table_metadata
-from orchestration.ml import CLUSTERS_KEY, NOT_ERASED, PROPENSITY_KEY, RECOMMENDER_KEY
+from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.privacy import ERASURE_KEY
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
@@ -26,6 +26,7 @@ from tessera import pseudonym, snapshots
 from tessera.db import table_exists
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL
 from tessera.holdout import holdout_group_sql
+from tessera.popular import POPULAR_PRODUCTS_SQL
 from tessera.quality import record_pass
 from tessera.snapshots import Export
 from tessera.uplift import uplift_sql
@@ -158,42 +159,11 @@ RECOMMENDATION_FEED = Export(
     consent=("web", "personalization"),
 )
 
-# What a storefront shows a customer it does not know (the serving API's fallback): active
-# products by distinct buyers, ties by distinct customers with any interaction, then product id,
-# with the recommender's diversity cap per category.
+# What a storefront shows a customer it does not know (the serving API's fallback, tessera/popular.py).
 POPULAR_PRODUCTS = Export(
     "popular_products",
     "Active products ranked by distinct buyers, at most max_per_category per category (the recommender's cap).",
-    f"""
-    with counts as (
-        select
-            i.product_id,
-            count(distinct i.customer_key) filter (where i.interaction_type = 'purchase') as buyers,
-            count(distinct i.customer_key) as customers
-        from marts.fct_customer_product_interactions as i
-        where i.{NOT_ERASED}
-        group by i.product_id
-    ),
-    ranked as (
-        select
-            p.product_id, p.product_name, p.category,
-            coalesce(c.buyers, 0) as buyers,
-            coalesce(c.customers, 0) as customers,
-            row_number() over (
-                partition by p.category order by coalesce(c.buyers, 0) desc, coalesce(c.customers, 0) desc, p.product_id
-            ) as rank_in_category
-        from marts.dim_products as p
-        left join counts as c on c.product_id = p.product_id
-        where p.is_active
-    )
-    select
-        row_number() over (order by buyers desc, customers desc, product_id) as rank,
-        product_id, product_name, category, buyers
-    from ranked
-    where rank_in_category <= (select coalesce(max(max_per_category), 3) from ml.recommendation_candidates)
-    order by rank
-    limit 100
-    """,
+    f"select * from ({POPULAR_PRODUCTS_SQL}) order by rank limit 100",
     "jsonl",
 )
 

@@ -118,10 +118,11 @@ def build_warehouse(con, product_name: str = "Plain Mug") -> None:
     con.execute("create table ml.propensity_scores (customer_key varchar, purchase_propensity_30d double, churn_risk_30d double)")
     con.executemany("insert into ml.propensity_scores values (?, ?, 0.5)", [(k, v[4]) for k, v in CUSTOMERS.items()])
     con.execute(
-        "create table ml.recommendation_candidates (customer_key varchar, rank bigint, product_id varchar, score double, source varchar)"
+        "create table ml.recommendation_candidates (customer_key varchar, rank bigint, product_id varchar, score double, "
+        "source varchar, max_per_category bigint)"
     )
     con.executemany(
-        "insert into ml.recommendation_candidates values (?, 1, 'P1', ?, 'personalised')", [(k, v[5]) for k, v in CUSTOMERS.items()]
+        "insert into ml.recommendation_candidates values (?, 1, 'P1', ?, 'personalised', 3)", [(k, v[5]) for k, v in CUSTOMERS.items()]
     )
     con.execute("create table ml.customer_clusters (customer_key varchar, cluster_description varchar)")
     con.execute("create table marts.dim_products (product_id varchar, product_name varchar, category varchar, is_active boolean)")

@@ -16,7 +16,7 @@ message_id comes from the decision (tessera/decisioning/decide.py). An email too
 
 Recommendations in a message are the customer's own only with the channel's personalisation
 consent (email: email/personalization; web banner and push: web/personalization); otherwise the
-popular products (the serving API's fallback).
+popular products, ranked as the serving API's fallback (tessera/popular.py).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from tessera.decisioning.catalogue import Action, Catalogue, Variant
 from tessera.decisioning.decide import cart_sql
+from tessera.popular import POPULAR_PRODUCTS_SQL
 
 CONTENT_TYPES = {"html": "text/html", "json": "application/json"}
 PERSONALISATION = {"email": "email", "web_banner": "web", "push": "web"}
@@ -79,15 +80,7 @@ def prepare_lists(con, catalogue: Catalogue) -> None:
     con.execute(f"""
         create or replace table decisioning.render_popular as
         select {PRODUCT_LIST}
-        from (
-            select p.product_id, p.product_name, p.category,
-                row_number() over (order by count(distinct i.customer_key) desc, p.product_id) as rank
-            from marts.dim_products as p
-            left join marts.fct_customer_product_interactions as i
-                on i.product_id = p.product_id and i.interaction_type = 'purchase'
-            where p.is_active
-            group by p.product_id, p.product_name, p.category
-        )
+        from ({POPULAR_PRODUCTS_SQL})
         where rank <= {RECOMMENDATIONS}
     """)
     uses_cart = any("cart_items" in a.uses() for a in catalogue.actions)

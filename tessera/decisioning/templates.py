@@ -22,6 +22,7 @@ printing an empty string.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -295,15 +296,15 @@ class Template:
         return json.dumps(_render_json(_compiled_json(self.source), context), ensure_ascii=False, sort_keys=False)
 
 
-_HTML_CACHE: dict[str, jinja2.Template] = {}
-_JSON_CACHE: dict[str, object] = {}
-
-
+# each template source is compiled once per process, then rendered per message
+@functools.cache
 def _compiled_html(source: str) -> jinja2.Template:
-    t = _HTML_CACHE.get(source)
-    if t is None:
-        t = _HTML_CACHE[source] = HTML_ENV.from_string(source)
-    return t
+    return HTML_ENV.from_string(source)
+
+
+@functools.cache
+def _compiled_text(source: str) -> jinja2.Template:
+    return TEXT_ENV.from_string(source)
 
 
 def _compile_tree(value):
@@ -316,11 +317,9 @@ def _compile_tree(value):
     return value
 
 
+@functools.cache
 def _compiled_json(source: str):
-    t = _JSON_CACHE.get(source)
-    if t is None:
-        t = _JSON_CACHE[source] = _compile_tree(json.loads(source))
-    return t
+    return _compile_tree(json.loads(source))
 
 
 def _render_json(tree, context: dict):
@@ -373,13 +372,7 @@ class Line:
     uses: frozenset[str]
 
     def render(self, context: dict) -> str:
-        template = _TEXT_CACHE.get(self.source)
-        if template is None:
-            template = _TEXT_CACHE[self.source] = TEXT_ENV.from_string(self.source)
-        return " ".join(CONTROL.sub(" ", template.render(context)).split())
-
-
-_TEXT_CACHE: dict[str, jinja2.Template] = {}
+        return " ".join(CONTROL.sub(" ", _compiled_text(self.source).render(context)).split())
 
 
 def load_line(source: str, where: str, provided: set[str]) -> Line:
