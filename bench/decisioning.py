@@ -127,7 +127,9 @@ def bench_render(args) -> dict:
     decided = time.perf_counter() - started
     decisions = con.execute("select count(*), count(*) filter (where decision = 'send') from decisioning.decisions").fetchall()[0]
     started = time.perf_counter()
-    rendered = render_messages(con, catalogue, Path(args.preview_dir) if args.preview_dir else None)
+    rendered = render_messages(
+        con, catalogue, Path(args.preview_dir) if args.preview_dir else None, workers=settings.render_workers
+    )
     seconds = time.perf_counter() - started
     bodies_mb = con.execute("select sum(strlen(body)) / 1e6 from decisioning.messages").fetchall()[0][0]
     con.close()
@@ -140,9 +142,12 @@ def bench_render(args) -> dict:
         "distinct_bodies": rendered.bodies,
         "bodies_mb": round(bodies_mb or 0, 1),
         "render_seconds": round(seconds, 1),
+        "render_workers": settings.render_workers,
         "messages_per_second": round(rendered.messages / seconds),
         "seconds_per_million": round(seconds / rendered.messages * 1e6, 1) if rendered.messages else None,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+        # the largest render worker (TESSERA_RENDER_WORKERS processes)
+        "peak_rss_gb_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6, 2),
         "per_variant": rendered.per_variant,
     }
 
@@ -158,10 +163,10 @@ def render_markdown(r: dict) -> str:
             f"| messages rendered | {r['messages']:,} |",
             f"| distinct bodies | {r['distinct_bodies']:,} |",
             f"| bodies stored | {r['bodies_mb']} MB |",
-            f"| rendering | {r['render_seconds']} s |",
+            f"| rendering ({r['render_workers']} worker processes) | {r['render_seconds']} s |",
             f"| messages per second | {r['messages_per_second']:,} |",
             f"| seconds per 1,000,000 messages | {r['seconds_per_million']} |",
-            f"| peak RSS | {r['peak_rss_gb']} GB |",
+            f"| peak RSS (this process / largest render worker) | {r['peak_rss_gb']} / {r['peak_rss_gb_worker']} GB |",
         ]
     )
 

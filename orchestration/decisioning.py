@@ -213,7 +213,7 @@ def rendered_messages(context: dg.AssetExecutionContext, tessera: TesseraResourc
         preview_dir = settings.data_dir / "decisioning" / "previews" / str(day)
         if preview_dir.exists():
             shutil.rmtree(preview_dir)  # this day's previews are rewritten, not added to
-        rendered = render_messages(con, catalogue, preview_dir)
+        rendered = render_messages(con, catalogue, preview_dir, workers=settings.render_workers)
         # subjects and bodies greet customers by name: masked in the UI's preview
         table = table_metadata(con, "decisioning.messages", personal=("customer_key", "subject", "body"))
     seconds = time.perf_counter() - started

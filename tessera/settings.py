@@ -56,6 +56,7 @@ class Settings:
     mode: str
     uplift_window_days: int
     uplift_confidence: float
+    render_workers: int
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -153,6 +154,9 @@ def load_settings() -> Settings:
         # and the confidence level of the intervals
         uplift_window_days=int(os.environ.get("TESSERA_UPLIFT_WINDOW_DAYS", "14")),
         uplift_confidence=float(os.environ.get("TESSERA_UPLIFT_CONFIDENCE", "0.95")),
+        # processes that render campaign messages (tessera/decisioning/render.py); 1 renders in the
+        # step's own process
+        render_workers=_positive_int("TESSERA_RENDER_WORKERS", str(os.cpu_count() or 1)),
     )
 
 
@@ -205,6 +209,17 @@ def _non_negative(name: str, default: str) -> float:
     value = float(os.environ.get(name, default))
     if value < 0:
         raise ValueError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _positive_int(name: str, default: str) -> int:
+    raw = os.environ.get(name, default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
     return value
 
 

@@ -449,6 +449,43 @@ def test_deciding_and_rendering_again_gives_the_same_rows(warehouse, catalogue):
     assert warehouse.execute("select * from decisioning.messages order by message_id").fetchall() == first
 
 
+def test_rendering_in_worker_processes_gives_the_same_rows_previews_and_counts(warehouse, catalogue, tmp_path, monkeypatch):
+    # batches of 2 contexts, so each variant spans several batches and the workers finish them in any order
+    monkeypatch.setattr(render, "BATCH_ROWS", 2)
+    # 20 copies of every customer, in every table keyed by customer: several batches per variant
+    tables = warehouse.execute(
+        "select c.table_schema, c.table_name from information_schema.columns as c "
+        "inner join information_schema.tables as t using (table_schema, table_name) "
+        "where c.column_name = 'customer_key' and t.table_type = 'BASE TABLE' and c.table_schema <> 'decisioning'"
+    ).fetchall()
+    for schema, name in tables:
+        columns = [c[0] for c in warehouse.execute(f"describe {schema}.{name}").fetchall()]
+        select = ", ".join("t.customer_key || '_' || r.n" if c == "customer_key" else f"t.{c}" for c in columns)
+        warehouse.execute(f"insert into {schema}.{name} select {select} from {schema}.{name} as t, range(1, 21) as r(n)")
+    run_decide(warehouse, catalogue)
+    table = "select * from decisioning.messages order by rowid"  # the order rows were inserted in
+    alone = render.render_messages(warehouse, catalogue, tmp_path / "alone", workers=1)
+    first = warehouse.execute(table).fetchall()
+    pooled = render.render_messages(warehouse, catalogue, tmp_path / "pooled", workers=2)
+    assert len(first) > 2 * len(alone.per_variant), (len(first), alone.per_variant)  # several batches per variant on average
+    assert warehouse.execute(table).fetchall() == first
+    assert (pooled.messages, pooled.bodies, pooled.per_variant) == (alone.messages, alone.bodies, alone.per_variant)
+    assert [p[:4] for p in pooled.previews] == [p[:4] for p in alone.previews]
+    for a, p in zip(alone.previews, pooled.previews, strict=True):
+        assert a[4].read_text() == p[4].read_text()
+
+
+def test_render_workers_setting_is_a_positive_whole_number(monkeypatch):
+    from tessera.settings import load_settings
+
+    monkeypatch.setenv("TESSERA_RENDER_WORKERS", "3")
+    assert load_settings().render_workers == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("TESSERA_RENDER_WORKERS", bad)
+        with pytest.raises(ValueError, match="TESSERA_RENDER_WORKERS"):
+            load_settings()
+
+
 # --- the bandit -------------------------------------------------------------------------------
 
 
