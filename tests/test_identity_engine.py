@@ -149,3 +149,41 @@ def test_merge_keeps_the_larger_id_and_split_gives_a_new_one():
     ids = dict(zip(split.identity_map["record_id"], split.identity_map["customer_id"]))
     assert ids["a"] == ids["c"] == old["a"] and ids["b"] != old["a"]
     assert list(split.events["event_type"]) == ["split"]
+
+
+def test_u_probabilities_do_not_depend_on_the_order_the_records_are_stored_in():
+    # a parallel build can store the same records in another order; the u sample is chosen by
+    # hashed record id, so the weights (and every match) stay the same. A reservoir sample, even
+    # `repeatable`, picked by position: reversing the table changed the 1m sample.
+    from tessera.identity.engine import estimate_weights
+
+    names = ["ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal", "ivy", "jon"]
+    rows = [
+        {
+            "record_id": f"r{i:04d}",
+            "given_name": names[i % 10],
+            "surname": names[(i * 7) % 10] + "son",
+            "postcode": f"P{i % 37}",
+            "birth_date": f"19{50 + i % 40}-0{1 + i % 9}-1{i % 10}",
+            "city": names[(i * 3) % 10] + "ville",
+        }
+        for i in range(600)
+    ]
+    weights = []
+    for order in ("record_id", "record_id desc"):
+        con = duckdb.connect()
+        df = pd.DataFrame(rows)
+        for col in ALL:
+            if col not in df:
+                df[col] = None
+        con.register("people_df", df)
+        con.execute(f"create table people as select * from people_df order by {order}")
+        config = IdentityConfig(record_id="record_id", columns=ALL, u_sample_records=50)
+        attrs = standardise(con, "people", config)
+        assert con.execute(f"select min(record_id) from (select record_id from {RECORDS} limit 1)").fetchall()[0][0] == (
+            "r0000" if order == "record_id" else "r0599"
+        )  # stored in that order
+        silver = pd.DataFrame({"record_l": ["r0000"], "record_r": ["r0010"]})
+        weights.append(estimate_weights(con, config, attrs, silver).sort_values(["attribute", "level"]).reset_index(drop=True))
+    assert weights[0].attrs["random_pairs"] == 50 * 49 // 2
+    pd.testing.assert_frame_equal(weights[0], weights[1])
