@@ -20,14 +20,20 @@ ALL = {
 }
 
 
-def _resolve(rows: list[dict], **overrides):
+def _people(rows: list[dict], order: str = "") -> duckdb.DuckDBPyConnection:
+    """A connection holding `rows` as table people (every mapped column), stored in `order`."""
     con = duckdb.connect()
     df = pd.DataFrame(rows)
     for col in ALL:
         if col not in df:
             df[col] = None
     con.register("people_df", df)
-    con.execute("create table people as select * from people_df")
+    con.execute(f"create table people as select * from people_df {order}")
+    return con
+
+
+def _resolve(rows: list[dict], **overrides):
+    con = _people(rows)
     config = IdentityConfig(record_id="record_id", columns=ALL, u_sample_records=200).with_overrides(**overrides)
     result = resolve(con, "people", config)
     return dict(zip(result.assignments["record_id"], result.assignments["cluster_id"])), result
@@ -171,13 +177,7 @@ def test_u_probabilities_do_not_depend_on_the_order_the_records_are_stored_in():
     ]
     weights = []
     for order in ("record_id", "record_id desc"):
-        con = duckdb.connect()
-        df = pd.DataFrame(rows)
-        for col in ALL:
-            if col not in df:
-                df[col] = None
-        con.register("people_df", df)
-        con.execute(f"create table people as select * from people_df order by {order}")
+        con = _people(rows, f"order by {order}")
         config = IdentityConfig(record_id="record_id", columns=ALL, u_sample_records=50)
         attrs = standardise(con, "people", config)
         assert con.execute(f"select min(record_id) from (select record_id from {RECORDS} limit 1)").fetchall()[0][0] == (
