@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from tessera.decisioning.catalogue import Action, Catalogue, Variant
 from tessera.decisioning.decide import cart_sql
-from tessera.decisioning.templates import Line, Template
+from tessera.decisioning.templates import CUSTOMER, Line, Template
 from tessera.popular import POPULAR_PRODUCTS_SQL
 
 CONTENT_TYPES = {"html": "text/html", "json": "application/json"}
@@ -144,12 +144,11 @@ def render_batch(template: Template, subject: Line | None, static: dict, channel
     pure function of its arguments, so a worker process gives the same rows as the caller would."""
     subjects, refs, bodies = [], [], []
     columns = batch.to_pydict()
-    customer_fields = ("first_name", "rfm_segment", "rule_segment", "cluster_description", "top_category", "last_device")
-    customers = zip(*(columns[f] for f in customer_fields), strict=True)
+    customers = zip(*(columns[f] for f in CUSTOMER), strict=True)  # the customer fields templates may read
     for values, recommendations, cart_items in zip(customers, columns["recommendations"], columns["cart_items"], strict=True):
         context = {
             **static,
-            "customer": dict(zip(customer_fields, values, strict=True)),
+            "customer": dict(zip(CUSTOMER, values, strict=True)),
             "recommendations": recommendations or [],
             "cart_items": cart_items,
         }
