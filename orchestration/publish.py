@@ -206,9 +206,6 @@ EVERY_ACTIVE_CUSTOMER = Validation(
     f"select count(*) from ({ACTIVE_CUSTOMERS}) a where customer_pkey(a.customer_key) not in (select customer_pkey from {{table}})",
 )
 
-# channel -> the consent a message on it needs, as a relation
-CHANNEL_CONSENT = CHANNEL_CONSENT_SQL
-
 # The outbox records what it sent: decisioning.sends feeds frequency caps and the bandit. A re-publish
 # on the same decision day replaces that day's sends.
 RECORD_SENDS = (
@@ -272,7 +269,7 @@ DECISIONING = (
                 "a message id.",
                 f"""
                 select count(*) from {{table}} as t
-                inner join ({CHANNEL_CONSENT}) as m on m.channel = t.channel
+                inner join ({CHANNEL_CONSENT_SQL}) as m on m.channel = t.channel
                 inner join marts.dim_customers as c on customer_pkey(c.customer_key) = t.customer_pkey
                 left join marts.customer_consents as k
                     on k.customer_key = c.customer_key and k.channel = m.consent_channel and k.purpose = m.consent_purpose
@@ -295,7 +292,7 @@ DECISIONING = (
         inner join decisioning.decisions as d
             on d.message_id = m.message_id and d.decision = 'send' and d.holdout_group = 'treatment'
         inner join marts.dim_customers as c on c.customer_key = m.customer_key and not c.is_erasure_requested
-        inner join ({CHANNEL_CONSENT}) as x on x.channel = m.channel
+        inner join ({CHANNEL_CONSENT_SQL}) as x on x.channel = m.channel
         inner join marts.customer_consents as k
             on k.customer_key = m.customer_key and k.channel = x.consent_channel and k.purpose = x.consent_purpose
             and k.granted

@@ -36,7 +36,7 @@ import pyarrow as pa
 from tessera.decisioning import bandit
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL, Action, Catalogue
 from tessera.holdout import holdout_group_sql
-from tessera.segments import _literal
+from tessera.segments import sql_literal
 
 AS_OF = "(select cast(max(as_of_date) as date) from marts.customer_rfm)"
 SENDS_DDL = """
@@ -75,20 +75,20 @@ def _test_sql(test: dict) -> tuple[str, str]:
     if test["kind"] == "cart":
         return "b.cart_items > 0", "'cart holds ' || b.cart_items || ' product(s)'"
     column = f"b.{test['feature']}" if test["kind"] == "feature" else f"b.{test['score']}"
-    sql = f"{column} {test['op']} {_literal(test['value'])}"
+    sql = f"{column} {test['op']} {sql_literal(test['value'])}"
     name = test.get("feature") or test["score"]
     value = f"coalesce(cast({column} as varchar), 'n/a')"
-    bound = _literal(f" {test['op']} {test['value']}")
-    return sql, f"{_literal(name + ' ')} || {value} || {bound}"
+    bound = sql_literal(f" {test['op']} {test['value']}")
+    return sql, f"{sql_literal(name + ' ')} || {value} || {bound}"
 
 
 def trigger_sql(action: Action) -> tuple[str, str]:
     """The trigger as a condition on the base row `b`, and a SQL text expression saying why it holds."""
     t = action.trigger
     if t["kind"] == "segment":
-        return f"coalesce(b.in_{t['segment']}, false)", _literal(f"in segment {t['segment']}")
+        return f"coalesce(b.in_{t['segment']}, false)", sql_literal(f"in segment {t['segment']}")
     if t["kind"] == "rfm_segment":
-        return f"b.rfm_segment in ({', '.join(_literal(s) for s in t['segments'])})", "'in RFM segment ' || b.rfm_segment"
+        return f"b.rfm_segment in ({', '.join(sql_literal(s) for s in t['segments'])})", "'in RFM segment ' || b.rfm_segment"
     if t["kind"] == "event":
         follow = ""
         said = f"{t['event']} in the last {t['within_hours']} hours"
@@ -96,16 +96,16 @@ def trigger_sql(action: Action) -> tuple[str, str]:
             follow = f"""
               and not exists (
                   select 1 from __nba_events as x
-                  where x.customer_key = e.customer_key and x.event_type = {_literal(t["not_followed_by"])}
+                  where x.customer_key = e.customer_key and x.event_type = {sql_literal(t["not_followed_by"])}
                     and x.event_at >= e.event_at
               )"""
             said += f" and no {t['not_followed_by']} since"
         sql = f"""exists (
               select 1 from __nba_events as e
-              where e.customer_key = b.customer_key and e.event_type = {_literal(t["event"])}
+              where e.customer_key = b.customer_key and e.event_type = {sql_literal(t["event"])}
                 and e.event_at >= b.as_of_ts - interval '{t["within_hours"]} hours' and e.event_at < b.as_of_ts{follow}
           )"""
-        return sql, _literal(said)
+        return sql, sql_literal(said)
     return _test_sql({**t, "kind": "feature"})
 
 
@@ -130,11 +130,11 @@ def eligible_sql(action: Action, catalogue: Catalogue) -> str:
     )
     return f"""
     select
-        b.customer_key, b.as_of_date, {_literal(action.id)} as action_id, {_literal(action.channel)} as channel,
+        b.customer_key, b.as_of_date, {sql_literal(action.id)} as action_id, {sql_literal(action.channel)} as channel,
         {str(action.explicit).lower()} as explicit, {action.priority} as priority,
         {action.frequency_cap_per_week} as frequency_cap_per_week,
         {score} as score,
-        {_literal(rule)} || ': ' || {why} || '; ' || {breakdown} || '; RFM segment ' || coalesce(b.rfm_segment, 'none') as reason
+        {sql_literal(rule)} || ': ' || {why} || '; ' || {breakdown} || '; RFM segment ' || coalesce(b.rfm_segment, 'none') as reason
     from __nba_base as b
     where {where}"""
 
@@ -182,7 +182,7 @@ def build_base(con, catalogue: Catalogue) -> None:
         where not c.is_erasure_requested
     """)
     # the clickstream an event trigger reads: its event types, inside the longest trigger window
-    event_list = ", ".join(_literal(e) for e in sorted(events)) or "''"
+    event_list = ", ".join(sql_literal(e) for e in sorted(events)) or "''"
     con.execute(f"""
         create or replace temp table __nba_events as
         select customer_key, event_type, event_at
@@ -194,7 +194,6 @@ def build_base(con, catalogue: Catalogue) -> None:
 
 
 def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
-    consent = CHANNEL_CONSENT_SQL
     holdout = holdout_group_sql("'nba:' || r.action_id", "r.customer_key", holdout_share)
     eligible = "\n    union all\n".join(eligible_sql(a, catalogue) for a in catalogue.actions)
     return f"""
@@ -235,7 +234,7 @@ def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
         select r.*, coalesce(k.granted, false) as consented, {holdout} as holdout_group,
             m.consent_channel, m.consent_purpose
         from ranked as r
-        inner join ({consent}) as m on m.channel = r.channel
+        inner join ({CHANNEL_CONSENT_SQL}) as m on m.channel = r.channel
         left join marts.customer_consents as k
             on k.customer_key = r.customer_key and k.channel = m.consent_channel and k.purpose = m.consent_purpose
         where r.choice = 1
