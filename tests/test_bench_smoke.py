@@ -70,3 +70,34 @@ def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_p
     assert result["orchestration"]["plain_dbt_wall_s"] > 0 and result["orchestration"]["ratio"] > 0
     assert set(result["orchestration"]["dagster_dbt_steps"]) >= {"dbt_staging", "dbt_marts"}
     assert "| raw__events |" in (tmp_path / "results" / "scale_300.md").read_text()
+
+
+def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tmp_path):
+    """bench/fingerprint.py, which compares two builds of the same landing files: a second build
+    that wrote the same rows in another order under other run ids is identical; one changed score
+    is a difference, named by its table."""
+    import duckdb
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fingerprint import main
+
+    def build(name: str, rows: list[tuple], run_id: str) -> Path:
+        path = tmp_path / f"{name}.duckdb"
+        with duckdb.connect(str(path)) as con:
+            con.execute("create schema marts; create schema publish")
+            for table in ("dim_customers", "customer_rfm", "customer_features"):
+                con.execute(f"create table marts.{table} as select 'c1' as customer_key")
+            con.execute("create table publish.scores (customer_key varchar, score double, model_run_id varchar, created_at timestamp)")
+            con.executemany("insert into publish.scores values (?, ?, ?, now())", [(*row, run_id) for row in rows])
+        assert main([str(path), "--out", str(tmp_path / f"{name}.json")]) == 0
+        return tmp_path / f"{name}.json"
+
+    rows = [("c1", 0.5), ("c2", 0.25), ("c3", 0.125)]
+    first = build("first", rows, "run-a")
+    assert json.loads(first.read_text())["publish.scores"]["left_out"] == ["created_at", "model_run_id"]
+    second = build("second", rows[::-1], "run-b")
+    assert main(["--compare", str(first), str(second)]) == 0
+    changed = build("changed", [("c1", 0.5), ("c2", 0.25), ("c3", 0.126)], "run-a")
+    assert main(["--compare", str(first), str(changed)]) == 1
+    fewer = build("fewer", rows[:2], "run-a")
+    assert main(["--compare", str(first), str(fewer)]) == 1
