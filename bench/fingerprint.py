@@ -3,6 +3,9 @@
     .venv/bin/python bench/fingerprint.py data/bench/scale/1m/data/tessera.duckdb --out run1.json
     .venv/bin/python bench/fingerprint.py --compare run1.json run2.json
 
+`make bench` records the same fingerprint in bench/results/scale_<size>.json, taken right after the
+pipeline: keep a copy of that file, run the bench again, and compare the two files.
+
 A fingerprint holds, per table, its row count and an order-independent hash of its rows: the sum
 of DuckDB's `hash` of each row (every column packed in a struct). Tables: every table in the
 `publish`, `ml`, `decisioning` and `identity` schemas, and the customer marts the models read
@@ -95,6 +98,16 @@ def differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
     return lines
 
 
+def load(path: Path) -> dict[str, dict]:
+    """A fingerprint written by --out, or the one in a scale bench result (scale_<size>.json)."""
+    data = json.loads(path.read_text())
+    if "steps" in data:  # bench/scale.py's result
+        if not data.get("fingerprint"):
+            raise SystemExit(f"{path}: the bench run failed or predates fingerprints: nothing to compare")
+        return data["fingerprint"]
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -106,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.compare:
-        a, b = (json.loads(path.read_text()) for path in args.compare)
+        a, b = (load(path) for path in args.compare)
         lines = differences(a, b)
         print("\n".join(lines) if lines else f"identical: {len(a)} tables")
         return 1 if lines else 0

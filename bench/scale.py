@@ -566,6 +566,15 @@ def main() -> int:
     fill_rows(steps, settings.duckdb_path, volume)
     run.pop("sampler")
     status = "success" if run["exit_code"] == 0 else "failed"
+    # what the run built, table by table: two runs of the same landing files must be equal
+    # (bench/fingerprint.py --compare A B, with A and B two copies of scale_<size>.json)
+    built = None
+    if status == "success":
+        import duckdb
+        from fingerprint import fingerprint  # bench/, beside this script
+
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            built = fingerprint(con)
     print(
         f"  pipeline {status}: {run['wall_s']} s wall, {run['cpu_s']} s CPU, {run['peak_tree_rss_gb']} GB peak",
         flush=True,
@@ -610,6 +619,7 @@ def main() -> int:
             "ratio": round(dagster_dbt / plain["wall_s"], 3),
         },
         "floor": {**floor, "pipeline_ratio": round(run["wall_s"] / floor["wall_s"], 2)},
+        "fingerprint": built,
     }
     (results / f"scale_{args.size}.json").write_text(json.dumps(result, indent=2, default=str))
     (results / f"scale_{args.size}.md").write_text(markdown(result))

@@ -70,6 +70,12 @@ def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_p
     assert result["orchestration"]["plain_dbt_wall_s"] > 0 and result["orchestration"]["ratio"] > 0
     assert set(result["orchestration"]["dagster_dbt_steps"]) >= {"dbt_staging", "dbt_marts"}
     assert "| raw__events |" in (tmp_path / "results" / "scale_300.md").read_text()
+    # what the run built, fingerprinted right after it (bench/fingerprint.py): the published
+    # tables hold the rows the publishing steps reported
+    built = result["fingerprint"]
+    for name in ("customer_segments", "customer_scores", "customer_recommendations"):
+        rows = steps[f"publish__{name}"]["rows_out"][f"publish/{name}"]
+        assert built[f"publish.{name}"]["rows"] == rows > 0, name
 
 
 def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tmp_path):
