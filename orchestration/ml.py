@@ -26,6 +26,7 @@ from ml.recommender import (
 )
 from ml.plots import grouped_bar_png
 from tessera import pseudonym
+from tessera.erasure import NOT_ERASED
 from orchestration.privacy import ERASURE_KEY
 from ml.tracking import log_recommender_run
 from orchestration.dbt import model_key
@@ -318,9 +319,6 @@ class RecommenderConfig(dg.Config):
         )
 
 
-# Customers who asked for erasure are not trained on, by any model: their history would shape other
-# customers' recommendations, the popularity fallback, the propensity models and the clusters.
-NOT_ERASED = "customer_key not in (select customer_key from marts.dim_customers where is_erasure_requested)"
 CUSTOMERS_SQL = """
 select customer_key, personalization_consent
 from marts.dim_customers

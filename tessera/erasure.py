@@ -80,6 +80,11 @@ RAW_IDENTIFIER_COLUMNS = ("customer_id", "email", "phone", "loyalty_card", "anon
 SKIPPED_SCHEMAS = ("raw", "privacy", "information_schema", "pg_catalog")
 # shorter values are not searched for inside free text (a substring of something else)
 MIN_TEXT_MATCH_CHARS = 6
+# Customers who asked for erasure are not trained on, by any model, nor counted in any ranking:
+# their history would shape other customers' recommendations, the popularity fallback, the
+# propensity models and the clusters. A condition on a relation's customer_key (prefix it with
+# the relation's alias: f"i.{NOT_ERASED}").
+NOT_ERASED = "customer_key not in (select customer_key from marts.dim_customers where is_erasure_requested)"
 
 
 def ensure_tables(con) -> None:
