@@ -32,17 +32,11 @@ import duckdb
 SCHEMAS = ("publish", "ml", "decisioning", "identity")
 MARTS = ("dim_customers", "customer_rfm", "customer_features")
 # when the row was written, not what it says
-VOLATILE_COLUMNS = frozenset(
-    {"created_at", "evaluated_at", "assigned_at", "first_seen_at", "event_at", "run_at"}
-)
+VOLATILE_COLUMNS = frozenset({"created_at", "evaluated_at", "assigned_at", "first_seen_at", "event_at", "run_at"})
 
 
 def volatile(column: str) -> bool:
-    return (
-        column.endswith("run_id")
-        or column == "model_version"
-        or column in VOLATILE_COLUMNS
-    )
+    return column.endswith("run_id") or column == "model_version" or column in VOLATILE_COLUMNS
 
 
 def quoted(name: str) -> str:
@@ -58,18 +52,9 @@ def fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
     tables += [("marts", name) for name in MARTS]
     result = {}
     for schema, name in tables:
-        columns = [
-            row[0]
-            for row in con.execute(
-                f"describe {quoted(schema)}.{quoted(name)}"
-            ).fetchall()
-        ]
+        columns = [row[0] for row in con.execute(f"describe {quoted(schema)}.{quoted(name)}").fetchall()]
         kept = [c for c in columns if not volatile(c)]
-        row = (
-            "struct_pack("
-            + ", ".join(f"{quoted(c)} := {quoted(c)}" for c in kept)
-            + ")"
-        )
+        row = "struct_pack(" + ", ".join(f"{quoted(c)} := {quoted(c)}" for c in kept) + ")"
         # hash is a UBIGINT: summed as HUGEINT so that no table overflows it
         rows, digest = con.execute(
             f"select count(*), coalesce(sum(cast(hash({row}) as hugeint)), 0) from {quoted(schema)}.{quoted(name)}"
@@ -86,13 +71,9 @@ def differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
     lines = []
     for table in sorted(set(a) | set(b)):
         if table not in a or table not in b:
-            lines.append(
-                f"{table}: only in {'the first' if table in a else 'the second'}"
-            )
+            lines.append(f"{table}: only in {'the first' if table in a else 'the second'}")
         elif a[table]["rows"] != b[table]["rows"]:
-            lines.append(
-                f"{table}: {a[table]['rows']:,} rows against {b[table]['rows']:,}"
-            )
+            lines.append(f"{table}: {a[table]['rows']:,} rows against {b[table]['rows']:,}")
         elif a[table]["hash"] != b[table]["hash"]:
             lines.append(f"{table}: same {a[table]['rows']:,} rows, different contents")
     return lines
@@ -110,13 +91,9 @@ def load(path: Path) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "warehouse", nargs="?", type=Path, help="DuckDB file to fingerprint"
-    )
+    parser.add_argument("warehouse", nargs="?", type=Path, help="DuckDB file to fingerprint")
     parser.add_argument("--out", type=Path, help="where the fingerprint goes (JSON)")
-    parser.add_argument(
-        "--compare", nargs=2, type=Path, metavar=("A", "B"), help="two fingerprints"
-    )
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="two fingerprints")
     args = parser.parse_args(argv)
     if args.compare:
         a, b = (load(path) for path in args.compare)
@@ -130,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     with duckdb.connect(str(args.warehouse), read_only=True) as con:
         result = fingerprint(con)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(
-        f"{len(result)} tables, {sum(t['rows'] for t in result.values()):,} rows -> {args.out}"
-    )
+    print(f"{len(result)} tables, {sum(t['rows'] for t in result.values()):,} rows -> {args.out}")
     return 0
 
 
