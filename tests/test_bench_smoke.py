@@ -78,13 +78,13 @@ def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_p
         assert built[f"publish.{name}"]["rows"] == rows > 0, name
 
 
-def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tmp_path):
+def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tmp_path, monkeypatch):
     """bench/fingerprint.py, which compares two builds of the same landing files: a second build
     that wrote the same rows in another order under other run ids is identical; one changed score
     is a difference, named by its table."""
     import duckdb
 
-    sys.path.insert(0, str(ROOT / "bench"))
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # for this test only
     from fingerprint import main
 
     def build(name: str, rows: list[tuple], run_id: str) -> Path:
