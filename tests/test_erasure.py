@@ -217,6 +217,63 @@ def test_the_residue_check_finds_a_planted_identifier_in_tables_and_published_fi
     assert erasure.residue(con, tmp_path / "publish") == {"exports/v1/audience.csv:email": 1}
 
 
+def test_one_hashing_pass_feeds_the_listed_values_and_the_residue_check_after_deletes(tmp_path):
+    """erasure.list_values hashes each value once: add_listed_values takes only the values that are
+    listed exactly and held by a built table (not raw, not a file), and the residue check reusing
+    that pass after rows are deleted counts exactly what a fresh pass counts."""
+    from tessera import erasure, pseudonym
+
+    con = duckdb.connect()
+    pseudonym.install(con, pseudonym.DEMO_SALT)
+    con.execute("create schema privacy; create schema raw; create schema marts")
+    con.execute("create table privacy.erased_identifiers (request_id varchar, kind varchar, value_hash varchar)")
+    for value in ("ann@example.com", "C1", "C9"):
+        con.execute(
+            "insert into privacy.erased_identifiers values ('Q1', 'x', sha256(getvariable(?) || ':' || ?))",
+            [pseudonym.SALT_VARIABLE, value],
+        )
+    # raw: the email as delivered (listed once cleaned) and C9, a CRM id no built table holds
+    con.execute(
+        "create table raw.customers as select * from (values (' Ann@Example.com ', 'C9'), ('bo@example.com', 'C2')) "
+        "as t(email, customer_id)"
+    )
+    con.execute(
+        "create table marts.dim_customers as select * from (values ('ann@example.com', 'C1'), "
+        "('ann@example.com', 'C1'), ('bo@example.com', 'C2')) as t(email, customer_id)"
+    )
+    version = tmp_path / "publish" / "exports" / "versions" / "v1"
+    version.mkdir(parents=True)
+    con.execute(f"copy (select 'C1' as customer_id) to '{version / 'audience.csv'}' (format csv, header true)")
+    (version / snapshots.MANIFEST).write_text(json.dumps({"files": [{"path": "audience.csv", "format": "csv"}]}))
+    (tmp_path / "publish" / "exports" / snapshots.POINTER).write_text(json.dumps({"version": "v1"}))
+
+    assert erasure.list_values(con, tmp_path / "publish") == 4
+    assert set(con.execute("select value, exact, in_built from __listed").fetchall()) == {
+        ("ann@example.com", True, True),
+        ("C1", True, True),
+        (" Ann@Example.com ", False, False),
+        ("C9", True, False),
+    }
+    con.execute("create temp table __erase (request_id varchar, kind varchar, value varchar)")
+    erasure.add_listed_values(con)
+    added = con.execute("select kind, value from __erase").fetchall()
+    assert sorted(added) == [("listed", "C1"), ("listed", "ann@example.com")]
+
+    before = {
+        "raw.customers.email": 1,
+        "raw.customers.customer_id": 1,
+        "marts.dim_customers.email": 2,
+        "marts.dim_customers.customer_id": 2,
+        "exports/v1/audience.csv:customer_id": 1,
+    }
+    assert erasure.residue(con, tmp_path / "publish", reuse_listed=True) == before
+    con.execute("delete from marts.dim_customers where customer_id = 'C1'")
+    con.execute("delete from raw.customers where customer_id = 'C9'")
+    after = {"exports/v1/audience.csv:customer_id": 1}
+    assert erasure.residue(con, tmp_path / "publish", reuse_listed=True) == after
+    assert erasure.residue(con, tmp_path / "publish") == after
+
+
 def test_free_text_search_finds_exactly_the_values_each_text_contains_ignoring_case():
     """erasure.mentions (gram join, then contains) against the plain definition, every value tried
     on every text: random texts over a small alphabet, so that many grams match and the full value
