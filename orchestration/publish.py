@@ -146,10 +146,11 @@ RECOMMENDATION_FEED = Export(
         customer_pkey,
         any_value(source) as source,
         any_value(model_version) as model_version,
-        list(
+        -- list_sort orders the items by rank, their first field (unique per customer): the same list
+        -- as list(... order by rank), whose per-group sort took 11.1 s against 6.1 s at 1M customers
+        list_sort(list(
             struct_pack(rank := rank, product_id := product_id, product_name := product_name, category := category, score := score)
-            order by rank
-        ) as items
+        )) as items
     from {{table}} as r
     where {consented("web", "personalization", "r.customer_pkey")}
     group by customer_pkey

@@ -115,9 +115,10 @@ BODY_SQL = {
             known := true,
             source := any_value(source),
             model_version := any_value(model_version),
-            items := list(struct_pack(
+            -- ordered by rank, the first field (as the recommendation feed, orchestration/publish.py)
+            items := list_sort(list(struct_pack(
                 rank := rank, product_id := product_id, product_name := product_name,
-                category := category, score := score) order by rank)
+                category := category, score := score)))
         ))
         from read_parquet(?) group by customer_pkey
     """,

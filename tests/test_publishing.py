@@ -109,6 +109,8 @@ def test_the_recommendations_feed_has_one_line_per_consenting_customer_in_rank_o
     )
     assert [i["product_id"] for i in first["items"]] == [r[0] for r in expected]
     assert [i["rank"] for i in first["items"]] == list(range(1, len(expected) + 1))
+    # every line's items in rank order, 1 to n
+    assert all([i["rank"] for i in line["items"]] == list(range(1, len(line["items"]) + 1)) for line in lines)
 
 
 def test_republishing_adds_a_version_with_the_same_content_and_prunes_by_retention(pipeline, monkeypatch):
