@@ -32,12 +32,20 @@ transaction: a failed load leaves the previous version of all three intact.
 JSON Lines files are read one statement per file, and then processed in batches of up to
 JSON_BATCH_BYTES (quarantine, extraction, insert): one statement per step per batch instead of per
 file. Per-file numbering, rejects, audit rows and reconciliation are the same either way.
+
+A background thread reads each file ahead of the load (READ_AHEAD_BYTES at most): its fingerprint
+and, for a file that will load, its independent record count. The load's own statements then find
+the file in the page cache, and the disk reads and hashing run beside DuckDB's work instead of
+before it.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,9 +166,14 @@ _NOT_BLANK = (
 # the clickstream is 1,200 files of 33k lines; file by file, ~15 statements each on one core took
 # 256 s (issue 9).
 JSON_BATCH_BYTES = 256 * 1024 * 1024
+# How far the read-ahead thread may run ahead of the load, in file bytes (at least one file). It
+# only has to stay ahead; a bound keeps the files it read in the page cache until DuckDB reads them.
+READ_AHEAD_BYTES = 512 * 1024 * 1024
 
 
-def _stage_json_lines(con: duckdb.DuckDBPyConnection, paths: list[Path], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+def _stage_json_lines(
+    con: duckdb.DuckDBPyConnection, paths: list[Path], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> None:
     """Every non-blank line of some JSON Lines files with its file, its record number (the count
     of non-blank lines of its file up to it) and whether it holds a JSON object, so a line that is
     not one can be quarantined and its neighbours go on. A file that is not UTF-8 text cannot be
@@ -261,6 +274,40 @@ def _forget_file(con: duckdb.DuckDBPyConnection, source: Source, schema: str, fi
         con.execute(f"delete from {schema}.{name} where source = ? and _source_file = ?", [source.name, file_name])
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A landing file about to load: its fingerprint, and its independent record count when the
+    read-ahead thread could take it (None: count it at reconciliation)."""
+
+    path: Path
+    fingerprint: tuple[int, str]
+    records: int | None
+
+
+def read_ahead(paths: list[Path], work: Callable[[Path], object], ahead_bytes: int) -> Iterator[tuple[Path, object]]:
+    """(path, work(path)) for each path in order, work running in one background thread that stays
+    at most `ahead_bytes` of file sizes (and at least one file) ahead of the consumer. work's
+    exception is raised when its path's turn comes. Close the generator to stop early: work not
+    yet started is cancelled, and the one running is waited for."""
+    sizes = [p.stat().st_size for p in paths]
+    pending: deque = deque()
+    queued = 0
+    submitted = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing-read-ahead") as pool:
+        try:
+            for i, path in enumerate(paths):
+                while submitted < len(paths) and (submitted <= i or queued + sizes[submitted] <= ahead_bytes):
+                    pending.append(pool.submit(work, paths[submitted]))
+                    queued += sizes[submitted]
+                    submitted += 1
+                result = pending.popleft().result()
+                queued -= sizes[i]
+                yield path, result
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def load_source(
     con: duckdb.DuckDBPyConnection,
     source: Source,
@@ -270,12 +317,13 @@ def load_source(
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
     full_refresh: bool = False,
     json_batch_bytes: int = JSON_BATCH_BYTES,
+    read_ahead_bytes: int = READ_AHEAD_BYTES,
 ) -> LoadReport:
     table = f"{schema}.{source.name}"
     rejects = f"{schema}.{REJECTS_TABLE}"
     audit = f"{schema}.{AUDIT_TABLE}"
     report = LoadReport(source=source.name, table=table)
-    json_batch: list[tuple[Path, tuple[int, str]]] = []
+    json_batch: list[_Pending] = []
 
     def load_json_batch() -> None:
         if json_batch:
@@ -296,26 +344,52 @@ def load_source(
         for name in sorted(set(loaded) - present):
             _forget_file(con, source, schema, name)
             report.files_removed.append(name)
-        for path in files:
+        limits = f"max_line_bytes={max_line_bytes};max_field_chars={max_field_chars}"
+
+        def examine(path: Path) -> tuple[tuple[int, str], int | None] | None:
+            """Runs in the read-ahead thread: None for an empty file, else its fingerprint and, if
+            it will load, its record count (None for Parquet, whose count needs the connection)."""
             if path.stat().st_size == 0:
+                return None
+            fingerprint = file_fingerprint(path, limits)
+            if loaded.get(path.name) == fingerprint:
+                return fingerprint, None
+            return fingerprint, count_text_records(path, max_line_bytes)
+
+        scans = read_ahead(files, examine, read_ahead_bytes)
+        try:
+            for path, examined in scans:
+                if examined is None:
+                    if path.name in loaded:
+                        _forget_file(con, source, schema, path.name)
+                    report.skipped_empty_files.append(path.name)
+                    continue
+                fingerprint, records = examined
+                if loaded.get(path.name) == fingerprint:
+                    report.files_unchanged.append(path.name)
+                    continue
                 if path.name in loaded:
                     _forget_file(con, source, schema, path.name)
-                report.skipped_empty_files.append(path.name)
-                continue
-            fingerprint = file_fingerprint(path, f"max_line_bytes={max_line_bytes};max_field_chars={max_field_chars}")
-            if loaded.get(path.name) == fingerprint:
-                report.files_unchanged.append(path.name)
-                continue
-            if path.name in loaded:
-                _forget_file(con, source, schema, path.name)
-            if FILE_SUFFIXES[path.suffix.lower()] == "jsonl":
-                json_batch.append((path, fingerprint))
-                if sum(fp[0] for _, fp in json_batch) >= json_batch_bytes:
-                    load_json_batch()
-            else:
-                load_json_batch()  # files load in folder order
-                _load_file(con, source, path, table, rejects, audit, fingerprint, report, max_line_bytes, max_field_chars)
-            report.files_read.append(path.name)
+                if FILE_SUFFIXES[path.suffix.lower()] == "jsonl":
+                    json_batch.append(_Pending(path, fingerprint, records))
+                    if sum(p.fingerprint[0] for p in json_batch) >= json_batch_bytes:
+                        load_json_batch()
+                else:
+                    load_json_batch()  # files load in folder order
+                    _load_file(
+                        con,
+                        source,
+                        _Pending(path, fingerprint, records),
+                        table,
+                        rejects,
+                        audit,
+                        report,
+                        max_line_bytes,
+                        max_field_chars,
+                    )
+                report.files_read.append(path.name)
+        finally:
+            scans.close()  # stops the read-ahead thread when the load fails
         load_json_batch()
         _report_totals(con, source, audit, report)
         con.execute("commit")
@@ -342,16 +416,16 @@ def _report_totals(con: duckdb.DuckDBPyConnection, source: Source, audit: str, r
 def _load_file(
     con: duckdb.DuckDBPyConnection,
     source: Source,
-    path: Path,
+    pending: _Pending,
     table: str,
     rejects: str,
     audit: str,
-    fingerprint: tuple[int, str],
     report: LoadReport,
     max_line_bytes: int,
     max_field_chars: int,
 ) -> None:
     """Load one CSV or Parquet file."""
+    path = pending.path
     kind = FILE_SUFFIXES[path.suffix.lower()]
     sql, columns, params = _file_relation(con, path, max_line_bytes)
     _report_columns(report, source, path.name, columns)
@@ -382,14 +456,14 @@ def _load_file(
     con.execute("drop table _landing_batch")
     scan_rejected = {path.name: n_scan_rejected}
     _insert_numbered(
-        con, source, table, rejects, audit, [(path, fingerprint)], scan_rejected, report, max_line_bytes, max_field_chars
+        con, source, table, rejects, audit, [pending], scan_rejected, report, max_line_bytes, max_field_chars
     )
 
 
 def _load_json_batch(
     con: duckdb.DuckDBPyConnection,
     source: Source,
-    batch: list[tuple[Path, tuple[int, str]]],
+    batch: list[_Pending],
     table: str,
     rejects: str,
     audit: str,
@@ -400,7 +474,7 @@ def _load_json_batch(
     """Load some JSON Lines files with one statement per step. Each line is staged as text
     (read_json would infer types and reformat timestamps; we keep the text as delivered); a JSON
     line's record number is its line number, rejected lines included."""
-    paths = [path for path, _ in batch]
+    paths = [p.path for p in batch]
     _stage_json_lines(con, paths, max_line_bytes)
     keys: dict[str, list[str]] = {path.name: [] for path in paths}
     for name, key in con.execute(
@@ -442,7 +516,7 @@ def _insert_numbered(
     table: str,
     rejects: str,
     audit: str,
-    batch: list[tuple[Path, tuple[int, str]]],
+    batch: list[_Pending],
     scan_rejected: dict[str, int],
     report: LoadReport,
     max_line_bytes: int,
@@ -464,10 +538,11 @@ def _insert_numbered(
         ).fetchall()
     )
     con.execute("drop table _landing_numbered")
-    for path, fingerprint in batch:
+    for pending in batch:
+        path, fingerprint = pending.path, pending.fingerprint
         n = loaded.get(path.name, 0)
         n_rejected = scan_rejected.get(path.name, 0) + too_long.get(path.name, 0)
-        landing = count_landing_records(con, path, max_line_bytes)
+        landing = pending.records if pending.records is not None else count_landing_records(con, path, max_line_bytes)
         if landing != n + n_rejected:
             raise LandingError(
                 f"{path} does not reconcile: it holds {landing} records but {n} loaded and {n_rejected} "
@@ -520,9 +595,7 @@ def _quarantine_long_values(
     the reason names the first such column, raw_content keeps the whole record as JSON. How many,
     per file."""
     struct = ", ".join(f"{_sql_string(c)}: {_quote(c)}" for c in source.column_names)
-    length = " ".join(
-        f"when _too_long_column = {_sql_string(c)} then length({_quote(c)})" for c in source.column_names
-    )
+    length = " ".join(f"when _too_long_column = {_sql_string(c)} then length({_quote(c)})" for c in source.column_names)
     con.execute(
         f"insert into {rejects} select ?, _source_file, _record, "
         f"'VALUE TOO LONG: ' || _too_long_column || ' holds ' || (case {length} end) || "
@@ -550,16 +623,26 @@ def _record_number_sql(n_rejected: int) -> str:
     )
 
 
-def count_landing_records(con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> int:
+def count_landing_records(
+    con: duckdb.DuckDBPyConnection, path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> int:
     """Records in a landing file, counted without DuckDB's scanner.
 
     CSV: records as Python's csv module splits them (quoted newlines stay inside their record;
     blank lines are not records), less the header; bytes that are not UTF-8 are counted, not
     decoded. JSON Lines: non-blank lines. Parquet: the row count its footer declares."""
-    kind = FILE_SUFFIXES[path.suffix.lower()]
-    if kind == "parquet":
+    if FILE_SUFFIXES[path.suffix.lower()] == "parquet":
         rows = con.execute("select sum(num_rows) from parquet_file_metadata(?)", [str(path)]).fetchall()
         return int(rows[0][0] or 0)
+    return count_text_records(path, max_line_bytes)
+
+
+def count_text_records(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> int | None:
+    """count_landing_records for a CSV or JSON Lines file, without a connection (the read-ahead
+    thread calls it); None for Parquet."""
+    kind = FILE_SUFFIXES[path.suffix.lower()]
+    if kind == "parquet":
+        return None
     if kind == "jsonl":
         with open(path, "rb") as fh:
             return sum(1 for line in fh if line.strip())

@@ -201,3 +201,48 @@ def test_the_independent_csv_count_equals_the_csv_modules_for_any_bytes(tmp_path
         other += landing._count_plain_lines(path) is None
         assert landing.count_landing_records(con, path) == expected, data
     assert plain > 100 and other > 100
+
+
+def test_read_ahead_keeps_order_stays_within_its_bound_and_stops_when_closed(tmp_path):
+    import threading
+    import time
+
+    from tessera.landing import read_ahead
+
+    sizes = [300, 100, 100, 250, 50, 400, 100, 100]
+    paths = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"f{i}.csv"
+        path.write_bytes(b"x" * size)
+        paths.append(path)
+    consumed = [0]
+    started: list[tuple[int, int]] = []  # (file index, files consumed when its work began)
+    lock = threading.Lock()
+
+    def work(path):
+        k = paths.index(path)
+        with lock:
+            started.append((k, consumed[0]))
+        if path.name == "f6.csv":
+            raise ValueError("f6 is unreadable")
+        return path.stat().st_size
+
+    got = []
+    with pytest.raises(ValueError, match="f6 is unreadable"):
+        for path, size in read_ahead(paths, work, ahead_bytes=400):
+            got.append((path.name, size))
+            time.sleep(0.02)  # a slow consumer: the worker runs as far ahead as it may
+            consumed[0] += 1
+    # results in order, each with its own path, until the failing file's turn
+    assert got == [(f"f{i}.csv", sizes[i]) for i in range(6)]
+    # at most 400 bytes of unconsumed files queued, or a single file (f5 alone is 400, f0 300)
+    for k, position in started:
+        assert k == position or sum(sizes[position : k + 1]) <= 400, (k, position)
+    assert max(k - position for k, position in started) >= 2  # it did run ahead
+
+    # closed early: work not yet begun is cancelled, so a failed load does not read on
+    began = []
+    scans = read_ahead(paths, lambda p: began.append(p.name) or time.sleep(0.05) or p.name, ahead_bytes=10_000)
+    assert next(scans) == (paths[0], "f0.csv")
+    scans.close()
+    assert began[0] == "f0.csv" and len(began) <= 2  # f0, and f1 if it had begun when closed
