@@ -190,8 +190,10 @@ def test_a_file_that_is_not_utf8_is_named_when_it_is_loaded_in_a_batch(tmp_path,
     (folder / "a.jsonl").write_text('{"product_id": "P1"}\n')
     (folder / "b.jsonl").write_bytes(b'{"product_id": "P2", "name": "Caf\xe9"}\n')
     (folder / "c.jsonl").write_text('{"product_id": "P3"}\n')
-    with pytest.raises(LandingError, match="b.jsonl"):
+    with pytest.raises(LandingError, match="b.jsonl") as caught:
         load_source(con, PRODUCTS, tmp_path / "landing")
+    # the one file, though the batch's files are read by one statement
+    assert f"cannot read landing file {folder / 'b.jsonl'}:" in str(caught.value)
     assert not con.execute("select count(*) from information_schema.tables where table_name = 'products'").fetchall()[0][0]
 
 
