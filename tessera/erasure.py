@@ -291,8 +291,8 @@ def list_values(con, publish_dir: Path) -> int:
         if f"staging.{view}" in relations
         for column in columns
     ]
-    if not con.execute("select count(*) from __hashes").fetchall()[0][0]:
-        return 0  # nobody was ever erased
+    if not places or not con.execute("select count(*) from __hashes").fetchall()[0][0]:
+        return 0  # nothing built to read yet, or nobody was ever erased
     listed = "in (select value_hash from __hashes)"
     cleaned = "lower(trim(v.value))"
     con.execute(

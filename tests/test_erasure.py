@@ -201,8 +201,7 @@ def test_the_residue_check_finds_a_planted_identifier_in_tables_and_published_fi
     con.execute("create table raw.customers as select ' Ann@Example.com ' as email, 'x' as first_name")
     # two rows with the same value: the check hashes distinct values but counts rows
     con.execute(
-        "create table marts.dim_customers as select 'ann@example.com' as email, 'ann@example.com' as note "
-        "from range(2)"
+        "create table marts.dim_customers as select 'ann@example.com' as email, 'ann@example.com' as note from range(2)"
     )
     con.execute("create table marts.fct_orders as select 'W1' as order_id")  # nothing listed
     version = tmp_path / "publish" / "exports" / "versions" / "v1"
@@ -274,6 +273,21 @@ def test_one_hashing_pass_feeds_the_listed_values_and_the_residue_check_after_de
     assert erasure.residue(con, tmp_path / "publish") == after
 
 
+def test_a_listed_person_and_nothing_built_yet_lists_nothing_and_leaves_no_residue(tmp_path):
+    """Before dbt has built anything (only the privacy schema exists), a suppression list that is
+    not empty has no place to be found in: no values, no residue, not a SQL error."""
+    from tessera import erasure, pseudonym
+
+    con = duckdb.connect()
+    pseudonym.install(con, pseudonym.DEMO_SALT)
+    con.execute("create schema privacy")
+    con.execute("create table privacy.erased_identifiers (request_id varchar, kind varchar, value_hash varchar)")
+    con.execute("insert into privacy.erased_identifiers values ('Q1', 'email', 'h')")
+    assert erasure.list_values(con, tmp_path / "publish") == 0
+    assert con.execute("select count(*) from __listed").fetchall() == [(0,)]
+    assert erasure.residue(con, tmp_path / "publish") == {}
+
+
 def test_free_text_search_finds_exactly_the_values_each_text_contains_ignoring_case():
     """erasure.mentions (gram join, then contains) against the plain definition, every value tried
     on every text: random texts over a small alphabet, so that many grams match and the full value
@@ -287,7 +301,7 @@ def test_free_text_search_finds_exactly_the_values_each_text_contains_ignoring_c
     rng = random.Random(11)
     alphabet = "abAB01@.-"
     values = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(n - 2, n + 4))) for _ in range(300)})
-    texts: list[str | None] = [None, "", "ab", values[0][:n - 1]]
+    texts: list[str | None] = [None, "", "ab", values[0][: n - 1]]
     for _ in range(400):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         if rng.random() < 0.5:
@@ -303,7 +317,9 @@ def test_free_text_search_finds_exactly_the_values_each_text_contains_ignoring_c
     con.executemany("insert into __erase values (?, 'email', ?)", [(f"R{i % 7}", v) for i, v in enumerate(values)])
     erasure.text_values(con)
     got = set(
-        con.execute(f"select n.id, m.value from ({erasure.mentions('notes', 'raw_content')}) as m join notes as n on n.rowid = m.rid").fetchall()
+        con.execute(
+            f"select n.id, m.value from ({erasure.mentions('notes', 'raw_content')}) as m join notes as n on n.rowid = m.rid"
+        ).fetchall()
     )
     searched = {v.lower() for v in values if len(v) >= n}
     expected = {(i, v) for i, t in enumerate(texts) if t for v in searched if v in t.lower()}
@@ -314,7 +330,9 @@ def test_free_text_search_finds_exactly_the_values_each_text_contains_ignoring_c
     for i, v in enumerate(values):
         first.setdefault(v.lower(), f"R{i % 7}")
         first[v.lower()] = min(first[v.lower()], f"R{i % 7}")
-    rows = con.execute(f"select distinct value, request_id from ({erasure.mentions('notes', 'raw_content')})").fetchall()
+    rows = con.execute(
+        f"select distinct value, request_id from ({erasure.mentions('notes', 'raw_content')})"
+    ).fetchall()
     assert rows and all(first[value] == request for value, request in rows)
 
 
@@ -325,7 +343,7 @@ def test_erase_built_deletes_quarantined_lines_that_mention_an_identifier_in_any
     con.execute("create schema quarantine")
     con.execute(
         "create table quarantine.quarantined_records as select * from (values "
-        "('crm', '{\"email\": \"Ann.Lee@Example.com\", \"age\": 300}'), "  # another case: erased
+        '(\'crm\', \'{"email": "Ann.Lee@Example.com", "age": 300}\'), '  # another case: erased
         "('crm', 'C0001234,ann.lee@example.com,1990-13-45'), "  # inside a CSV line: erased
         "('crm', 'C0001,bob@example.com,1990-13-45'), "  # C0001 is shorter than 6: not searched
         "('pos', 'R-99,ann.lee@example.co,12.5'), "  # a different value: kept
