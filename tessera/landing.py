@@ -370,23 +370,14 @@ def load_source(
                     continue
                 if path.name in loaded:
                     _forget_file(con, source, schema, path.name)
+                pending = _Pending(path, fingerprint, records)
                 if FILE_SUFFIXES[path.suffix.lower()] == "jsonl":
-                    json_batch.append(_Pending(path, fingerprint, records))
+                    json_batch.append(pending)
                     if sum(p.fingerprint[0] for p in json_batch) >= json_batch_bytes:
                         load_json_batch()
                 else:
                     load_json_batch()  # files load in folder order
-                    _load_file(
-                        con,
-                        source,
-                        _Pending(path, fingerprint, records),
-                        table,
-                        rejects,
-                        audit,
-                        report,
-                        max_line_bytes,
-                        max_field_chars,
-                    )
+                    _load_file(con, source, pending, table, rejects, audit, report, max_line_bytes, max_field_chars)
                 report.files_read.append(path.name)
         finally:
             scans.close()  # stops the read-ahead thread when the load fails
