@@ -482,6 +482,10 @@ def recommendation_candidates(
         f"{evaluation['lightfm_hybrid'][PRIMARY_SLICE]}"
     )
 
+    published_pairs = int(data.interactions[["u", "i"]].drop_duplicates().shape[0])
+    evaluated_pairs = int(split.train[["u", "i"]].drop_duplicates().shape[0])
+    if note := params.budget_note(published_pairs, evaluated_pairs):
+        context.log.warning(note)
     with phase("mlflow_log"):
         logged = log_recommender_run(
             tracking_uri=settings.mlflow_tracking_uri,
@@ -493,7 +497,8 @@ def recommendation_candidates(
                 "item_features": ",".join(ITEM_FEATURES),
                 "split_at": str(split.split_at.date()),
                 "user_features_as_of": str(features_at),
-                "epochs_used": params.epochs_for(int(data.interactions[["u", "i"]].drop_duplicates().shape[0])),
+                "epochs_used": params.epochs_for(published_pairs),
+                "eval_epochs_used": params.epochs_for(evaluated_pairs),
                 "primary_slice": PRIMARY_SLICE,
                 "n_users": len(data.users.ids),
                 "n_items": len(data.items.ids),

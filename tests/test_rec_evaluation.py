@@ -295,6 +295,22 @@ def test_logged_params_rebuild_the_same_configuration():
     assert RecommenderParams.from_logged(logged | {"epochs": "5"}) != params
 
 
+def test_the_budget_note_names_a_published_fit_given_fewer_epochs_than_the_evaluation():
+    params = RecommenderParams(epochs=30, max_updates=40_000_000)
+    # the 1m run: 21,066,322 published pairs allow 1 epoch; the sample's 436,799 pairs get all 30
+    note = params.budget_note(21_066_322, 436_799)
+    assert "published fit ran 1 epoch(s) over 21,066,322 pairs" in note
+    assert "the evaluation's fit 30 over 436,799" in note
+    assert "max_updates >= 42,132,644 gives the published fit 2" in note
+    assert RecommenderParams(epochs=30, max_updates=42_132_644).epochs_for(21_066_322) == 2
+    # 100k: 2.1M pairs allow 19 epochs
+    assert "ran 19 epoch(s)" in params.budget_note(2_100_000, 420_000)
+    # the budget leaves both fits at every epoch (the demo), or gives the published fit as many
+    assert params.budget_note(300_000, 250_000) is None
+    assert params.budget_note(1_300_000, 400_000) is None
+    assert params.budget_note(436_799, 1_000_000) is None
+
+
 def test_point_in_time_features_take_the_snapshot_before_the_holdout():
     snapshots = pd.DataFrame(
         {
