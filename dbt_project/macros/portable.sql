@@ -47,23 +47,10 @@
 {%- endmacro %}
 
 {% macro row_of(first, second) -%}
-    {{ tessera.sort_key([first, second]) }}
+    {{ return(adapter.dispatch('row_of', 'tessera')(first, second)) }}
 {%- endmacro %}
-
-{#- A value made of `parts` that compares part by part, the first part first: an ordering for
-    min_by / max_by. -#}
-{% macro sort_key(parts) -%}
-    {{ return(adapter.dispatch('sort_key', 'tessera')(parts)) }}
-{%- endmacro %}
-{% macro default__sort_key(parts) -%}({{ parts | join(', ') }}){%- endmacro %}
-{% macro spark__sort_key(parts) -%}struct({{ parts | join(', ') }}){%- endmacro %}
-
-{#- Microseconds since 1970-01-01 00:00:00 of a timestamp, as a big integer. -#}
-{% macro epoch_microseconds(expr) -%}
-    {{ return(adapter.dispatch('epoch_microseconds', 'tessera')(expr)) }}
-{%- endmacro %}
-{% macro default__epoch_microseconds(expr) -%}epoch_us({{ expr }}){%- endmacro %}
-{% macro spark__epoch_microseconds(expr) -%}unix_micros({{ expr }}){%- endmacro %}
+{% macro default__row_of(first, second) -%}({{ first }}, {{ second }}){%- endmacro %}
+{% macro spark__row_of(first, second) -%}struct({{ first }}, {{ second }}){%- endmacro %}
 
 {#- A short, stable surrogate key from a text expression. -#}
 {% macro short_key(prefix, expr) -%}

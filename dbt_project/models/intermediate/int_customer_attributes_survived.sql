@@ -18,13 +18,6 @@
     'postcode': 'recent',
     'country_code': 'recent',
 } -%}
-{#- the preference order as one sort key (see `preferred` below) -#}
-{%- set preference = tessera.sort_key([
-    "case when rule = 'trusted_recent' then source_trust else 0 end",
-    "case when rule = 'most_frequent' then -support else 0 end",
-    "coalesce(-" ~ tessera.epoch_microseconds('last_observed_at') ~ ", 9223372036854775807)",
-    "value",
-]) -%}
 {%- set from_receipts = {'email': 'email', 'phone_e164': 'phone_e164', 'loyalty_card': 'loyalty_card'} -%}
 with
 
@@ -93,19 +86,18 @@ value_stats as (
     group by customer_key, attribute, rule, value
 ),
 
--- The value each rule prefers, as one sort key for min_by: the rule's order, then the most recent
--- observation (no time counts as the oldest), then the smallest value. The key is unique within a
--- (customer_key, attribute) group (the value is part of it), so both min_by pick the same row.
--- An aggregate, not a row_number() window over every value: at 1M customers 18.9 -> 14.1 s,
--- the same rows (issue 9).
-preferred as (
+ranked as (
     select
-        customer_key,
-        attribute,
-        min_by(value, {{ preference }}) as value,
-        min_by(source_record, {{ preference }}) as source_record
+        *,
+        row_number() over (
+            partition by customer_key, attribute
+            order by
+                case when rule = 'trusted_recent' then source_trust else 0 end,
+                case when rule = 'most_frequent' then support else 0 end desc,
+                last_observed_at desc nulls last,
+                value
+        ) as preference
     from value_stats
-    group by customer_key, attribute
 )
 
 select
@@ -114,5 +106,6 @@ select
     max(case when attribute = '{{ attribute }}' then value end) as {{ attribute }},
     max(case when attribute = '{{ attribute }}' then source_record end) as {{ attribute }}_source{{ ',' if not loop.last }}
     {%- endfor %}
-from preferred
+from ranked
+where preference = 1
 group by customer_key
