@@ -9,6 +9,7 @@ CUSTOMERS ?= 2000
 DAYS ?= 120
 SEED ?= 42
 ONLINE_RETAIL ?= ../shared/data/online_retail/online_retail.parquet
+COMPLETE_JOURNEY ?= ../shared/data/complete_journey
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
@@ -26,7 +27,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/se
 SEGMENT_RULES := dbt_project/segments/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
-.PHONY: install dagster-home manifest segments generate demo run test bench serve ui ui-smoke online-retail clean
+.PHONY: install dagster-home manifest segments generate demo run test bench serve ui ui-smoke online-retail complete-journey clean
 
 install: $(STAMP)
 
@@ -100,6 +101,11 @@ ui-smoke: install dagster-home manifest
 online-retail: install dagster-home manifest
 	TESSERA_DATA_DIR=$(CURDIR)/data/online_retail $(BIN)/tessera online-retail --source $(ONLINE_RETAIL)
 	TESSERA_DATA_DIR=$(CURDIR)/data/online_retail $(BIN)/tessera run
+
+# The Complete Journey (a US grocery retailer's households and baskets), in its own data directory.
+complete-journey: install dagster-home manifest
+	TESSERA_DATA_DIR=$(CURDIR)/data/complete_journey $(BIN)/tessera complete-journey --source-dir $(COMPLETE_JOURNEY)
+	TESSERA_DATA_DIR=$(CURDIR)/data/complete_journey $(BIN)/tessera run
 
 clean:
 	rm -rf data .dagster_home dbt_project/target dbt_project/logs

@@ -42,6 +42,21 @@ def _cmd_online_retail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_complete_journey(args: argparse.Namespace) -> int:
+    from tessera.complete_journey import CompleteJourneyError, map_complete_journey
+
+    settings = load_settings()
+    try:
+        rows = map_complete_journey(args.source_dir, settings.landing_dir)
+    except CompleteJourneyError as exc:
+        print(f"cannot map the Complete Journey export: {exc}", file=sys.stderr)
+        return 2
+    print(f"The Complete Journey mapped onto the landing contract in {settings.landing_dir}")
+    for source, n in rows.items():
+        print(f"  {source:<18} {n:>10,} rows")
+    return 0
+
+
 def _cmd_segments(args: argparse.Namespace) -> int:
     from tessera.segments import MODEL_FILE, RULES_FILE, SegmentRuleError, write_model
 
@@ -212,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("online-retail", help="map the UCI Online Retail export onto the landing contract")
     o.add_argument("--source", required=True, help="path to online_retail.parquet")
     o.set_defaults(func=_cmd_online_retail)
+
+    cj = sub.add_parser("complete-journey", help="map The Complete Journey export onto the landing contract")
+    cj.add_argument(
+        "--source-dir",
+        required=True,
+        type=Path,
+        help="folder with transactions(_sample).parquet, products.parquet and demographics.parquet",
+    )
+    cj.set_defaults(func=_cmd_complete_journey)
 
     sg = sub.add_parser("segments", help="rule-based segments")
     sg_sub = sg.add_subparsers(dest="segments_command", required=True)
