@@ -16,10 +16,11 @@ GROUPS = {
     "reference": {
         "reference/countries",
         "reference/country_aliases",
+        "reference/currencies",
         "reference/fx_rates",
         "reference/rfm_segment_map",
     },
-    "staging": {f"staging/stg_{s.name}" for s in SOURCES},
+    "staging": {f"staging/stg_{s.name}" for s in SOURCES} | {"staging/stg_fx_rates"},
     "intermediate": {
         "intermediate/int_person_records",
         "intermediate/int_identities_resolved",

@@ -1,3 +1,5 @@
+{%- set currency = "coalesce(upper(trim(s.currency)), '" ~ var('base_currency') ~ "')" -%}
+{%- set ordered_at = tessera.to_utc_timestamp('s.ordered_at') -%}
 with
 
 source as (
@@ -5,7 +7,11 @@ source as (
 ),
 
 fx as (
-    select currency, rate_to_base from {{ ref('fx_rates') }}
+    select currency, valid_from, valid_to, rate_to_base from {{ ref('stg_fx_rates') }}
+),
+
+iso_currencies as (
+    select code from {{ ref('currencies') }}
 ),
 
 repeats as (
@@ -31,17 +37,23 @@ renamed as (
             when {{ tessera.clean_text('s.order_id') }} is null then 'missing order_id'
             when {{ tessera.clean_text('s.customer_id') }} is null then 'missing customer_id'
             when {{ tessera.to_utc_timestamp('s.ordered_at') }} is null then 'unparseable ordered_at'
-            when fx.rate_to_base is null then 'unknown currency'
             when coalesce(lower(trim(s.channel)), 'web') not in ('web', 'app') then 'unknown channel'
         end,
             {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.ordered_at'), 'ordered_at') }},
-            {{ tessera.duplicate_reason('dup', 'order_id') }}
+            {{ tessera.duplicate_reason('dup', 'order_id') }},
+            -- last: an order quarantined for another reason does not stop the build for its rate
+            {{ tessera.currency_reason(
+                's.currency', currency, 'iso', 'fx.rate_to_base', 'cast(' ~ ordered_at ~ ' as date)', 's._source_file'
+            ) }}
         ) as invalid_reason,
 
         s._source_file,
         s._source_row
     from source as s
-    left join fx on fx.currency = coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}')
+    left join iso_currencies as iso on iso.code = {{ currency }}
+    -- the rate that holds on the order's (UTC) day
+    left join fx on fx.currency = {{ currency }}
+        and {{ tessera.fx_rate_holds('fx', 'cast(' ~ ordered_at ~ ' as date)') }}
     left join repeats as dup on dup._source_file = s._source_file and dup._source_row = s._source_row
 )
 

@@ -1,11 +1,17 @@
+{%- set currency = "coalesce(upper(trim(s.currency)), '" ~ var('base_currency') ~ "')" -%}
 with
 
 source as (
     select * from {{ source('raw', 'products') }}
 ),
 
+-- a catalogue price is today's price: it converts with each currency's latest rate
 fx as (
-    select currency, rate_to_base from {{ ref('fx_rates') }}
+    select currency, rate_to_base from {{ ref('stg_fx_rates') }} where valid_to is null
+),
+
+iso_currencies as (
+    select code from {{ ref('currencies') }}
 ),
 
 renamed as (
@@ -29,17 +35,19 @@ renamed as (
         -- timestamps
         {{ tessera.to_utc_timestamp('s.created_at') }} as created_at,
 
-        case
+        coalesce(case
             when {{ tessera.clean_text('s.product_id') }} is null then 'missing product_id'
             when {{ tessera.try_cast('s.price', 'decimal(18, 2)') }} is null then 'unparseable price'
             when {{ tessera.try_cast('s.price', 'decimal(18, 2)') }} < 0 then 'negative price'
-            when fx.rate_to_base is null then 'unknown currency'
-        end as invalid_reason,
+        end,
+            {{ tessera.currency_reason('s.currency', currency, 'iso', 'fx.rate_to_base', none, 's._source_file') }}
+        ) as invalid_reason,
 
         s._source_file,
         s._source_row
     from source as s
-    left join fx on fx.currency = coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}')
+    left join iso_currencies as iso on iso.code = {{ currency }}
+    left join fx on fx.currency = {{ currency }}
 )
 
 select * from renamed
