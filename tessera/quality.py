@@ -18,6 +18,10 @@ Suite parameters (`{"$PARAMETER": name}` in kwargs), supplied on every validatio
 - `min_rows_vs_last_run`, `max_rows_vs_last_run`: the last passing row count ± the allowed change
   (0 and unbounded on a first run);
 - `shop_first_day`, `latest_plausible_time`: the range business timestamps must lie in.
+- a reference list (REFERENCE_SETS), named as a `value_set`: the codes of the one seed that holds
+  them, read at validation time, so no suite repeats a list (currencies: the ISO 4217 seed, and
+  the codes fx_rates.csv has a rate for). A failure of such an expectation says which values,
+  in which landing files, and which seed decides (`fix` in the failed expectation).
 
 - `validate: "new_files"` with `source`: the batch is the rows of the landing files (by name and
   content hash, from raw.load_audit) this gate has not passed yet with this suite, instead of the
@@ -36,6 +40,7 @@ last run" is the last one on this warehouse (a second data directory has its own
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -54,6 +59,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import great_expectations as gx  # noqa: E402  (analytics must be off before import)
 from great_expectations.core import ExpectationSuite  # noqa: E402
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
+
+from tessera.settings import PROJECT_ROOT  # noqa: E402
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
@@ -85,7 +92,86 @@ class SuiteResult:
         text = f"{self.evaluated - len(self.failed)}/{self.evaluated} expectations passed"
         if self.failed:
             text += "; failed: " + ", ".join(f"{f['expectation']}({f['column']})" for f in self.failed)
+            text += "".join(f". {f['fix']}" for f in self.failed if f.get("fix"))
         return text
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """A list of accepted values kept in one seed: `column` of `seed`, relative to the project."""
+
+    seed: str
+    column: str
+    normalise: bool  # upper-case and trim, as the staging models read the seed
+    fix: str  # what to do about a value outside it
+
+    def values(self) -> list[str]:
+        path = PROJECT_ROOT / self.seed
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            if self.column not in (reader.fieldnames or []):
+                raise ValueError(f"{self.seed} has no column {self.column!r} (columns: {reader.fieldnames})")
+            values = []
+            for row_number, row in enumerate(reader, start=1):
+                value = (row[self.column] or "").strip().upper() if self.normalise else row[self.column]
+                if not value:
+                    raise ValueError(f"{self.seed} row {row_number}: column {self.column!r} is empty")
+                values.append(value)
+        return sorted(set(values))
+
+
+# Value sets a suite names as {"$PARAMETER": name} instead of listing values.
+REFERENCE_SETS = {
+    "iso_4217_currencies": ReferenceSet(
+        "dbt_project/seeds/currencies.csv", "code", False,
+        "They are not ISO 4217 codes (dbt_project/seeds/currencies.csv): correct the delivered files.",
+    ),
+    "currencies_with_fx_rate": ReferenceSet(
+        "dbt_project/seeds/fx_rates.csv", "currency", True,
+        "They have no rate in dbt_project/seeds/fx_rates.csv: add a row currency,valid_from,rate_to_base.",
+    ),
+}
+
+
+def _reference_names(spec: dict) -> dict[tuple[str, str], str]:
+    """(expectation type, column) -> the reference set its value_set names, for a suite spec."""
+    named = {}
+    for e in spec["expectations"]:
+        value_set = e["kwargs"].get("value_set")
+        if isinstance(value_set, dict) and value_set.get("$PARAMETER") in REFERENCE_SETS:
+            named[(e["type"], e["kwargs"].get("column"))] = value_set["$PARAMETER"]
+    return named
+
+
+def reference_parameters(spec: dict) -> dict[str, list[str]]:
+    """The values of every reference set the suite names, read from their seeds now."""
+    return {name: REFERENCE_SETS[name].values() for name in set(_reference_names(spec).values())}
+
+
+def _where_unexpected(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, accepted: list[str], row_filter: str | None, shown: int = 10
+) -> str:
+    """"'EURO' (orders_b.csv: 3 rows), ...": the values of `column` outside `accepted`, most
+    frequent first, with the landing files holding each when the table has _source_file."""
+    column = _ident(column)
+    schema, _, name = table.rpartition(".")
+    has_files = con.execute(
+        "select count(*) from information_schema.columns where table_schema = ? and table_name = ? "
+        "and column_name = '_source_file'",
+        [schema or "main", name],
+    ).fetchall()[0][0]
+    files = "string_agg(distinct _source_file, ', ' order by _source_file)" if has_files else "null"
+    rows = con.execute(
+        f"select cast({column} as varchar), {files}, count(*) from {table} "
+        f"where {column} is not null and cast({column} as varchar) not in (select unnest(?::varchar[])) "
+        f"{'and (' + row_filter + ')' if row_filter else ''} group by 1 order by 3 desc, 1",
+        [accepted],
+    ).fetchall()
+    text = ", ".join(
+        f"'{value}' ({where + ': ' if where else ''}{count} row{'s' if count != 1 else ''})"
+        for value, where, count in rows[:shown]
+    )
+    return text + (f" and {len(rows) - shown} more values" if len(rows) > shown else "")
 
 
 def suite_spec(path: Path) -> dict:
@@ -277,6 +363,7 @@ def validate_table(
     up to `min_batch_rows` with a seeded sample of the other rows when fewer match: a `mostly`
     threshold is a share, and on a small file one bad row would be a large one."""
     spec = suite_spec(suite_path)
+    reference_sets = _reference_names(spec)
     references = spec.get("meta", {}).get("references", [])
     suite = load_suite(suite_path, derived_columns=[TABLE_ROWS] + [r["as"] for r in references])
     total = con.execute(f"select count(*) from {table}").fetchall()[0][0]
@@ -297,11 +384,17 @@ def validate_table(
         _batch_sql(table, references, total, max_rows if sampled else None, seed, row_filter, context_rows, in_batch)
     ).df()
     parameters = parameters if parameters is not None else gate_parameters(None, 0.0, "1900-01-01")
+    parameters = {**reference_parameters(spec), **parameters}
     if docs_dir is None:
         validation, index, page = _validate(df, suite, parameters), None, None
     else:
         validation, index, page = _validate_with_docs(df, suite, parameters, Path(docs_dir), run_name)
     results = [_summarise(r) for r in validation.results]
+    for r in results:
+        name = reference_sets.get((r["expectation"], r["column"]))
+        if name and not r["success"]:
+            where = _where_unexpected(con, table, r["column"], parameters[name], row_filter)
+            r["fix"] = f"{r['column']}: {where}. {REFERENCE_SETS[name].fix}"
     return SuiteResult(
         suite=suite.name,
         success=bool(validation.success),
@@ -311,7 +404,11 @@ def validate_table(
         evaluated=len(results),
         failed=[r for r in results if not r["success"]],
         results=results,
-        parameters={k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in parameters.items()},
+        parameters={
+            k: (v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in parameters.items()
+            if k not in REFERENCE_SETS  # the seeds' values: their files say what they were
+        },
         docs_index=index,
         docs_page=page,
         rows_from_new_files=in_batch if row_filter else None,
