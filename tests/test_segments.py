@@ -90,3 +90,13 @@ def test_a_file_that_is_not_yaml_is_a_clear_error(tmp_path):
     broken.write_text("segments: [unclosed")
     with pytest.raises(SegmentRuleError, match="not valid YAML"):
         load_rules(broken)
+
+
+def test_the_shipped_vip_rule_needs_two_orders_so_a_one_time_buyer_is_never_a_vip():
+    # Regression (issue 32): on a shop where most customers bought once, one-time buyers were
+    # scored Champions / Loyal / Can't Lose Them and 48 % of all customers became vip_lapsing.
+    # customer_rfm no longer gives them those segments; the rule says so on its own as well.
+    vip = next(r for r in load_rules() if r["name"] == "vip_lapsing")
+    assert set(vip["trigger"]["segments"]) == {"Champions", "Loyal", "Can't Lose Them"}
+    assert {"kind": "feature", "feature": "frequency", "op": ">=", "value": 2} in vip["conditions"]
+    assert "where f.frequency >= 2 and f.recency_days >= 60" in compile_rules(load_rules())

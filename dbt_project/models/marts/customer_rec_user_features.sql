@@ -5,9 +5,10 @@
 
     - demographics: gender, country, region (UN M49 sub-region, seed `countries`), age band at
       the snapshot date (full years, in tens);
-    - behaviour as of the snapshot: RFM quintile bins and the named RFM segment, scored among the
+    - behaviour as of the snapshot: RFM score bins and the named RFM segment, scored among the
       customers with an order before that snapshot (the same macros as customer_rfm, which is
-      today's snapshot; 'none' / 'Prospect' without an order), and the last device seen.
+      today's snapshot: ties to the lower score, one order is F = 1 and a recency-only segment;
+      'none' / 'Prospect' without an order), and the last device seen.
 
     Rule segments are not here: they are computed for today only. -#}
 with
@@ -22,7 +23,7 @@ scored as (
         customer_key,
         as_of_date,
         {{ tessera.rfm_score('recency_days', 'desc', 'as_of_date') }} as r_score,
-        {{ tessera.rfm_score('frequency', 'asc', 'as_of_date') }} as f_score,
+        {{ tessera.frequency_score('frequency', 'as_of_date') }} as f_score,
         {{ tessera.rfm_score('monetary', 'asc', 'as_of_date') }} as m_score
     from snapshots
     where frequency > 0
@@ -45,7 +46,7 @@ select
     coalesce(cast(r.r_score as {{ dbt.type_string() }}), 'none') as r_bin,
     coalesce(cast(r.f_score as {{ dbt.type_string() }}), 'none') as f_bin,
     coalesce(cast(r.m_score as {{ dbt.type_string() }}), 'none') as m_bin,
-    coalesce(m.rfm_segment, 'Prospect') as rfm_segment,
+    {{ tessera.rfm_segment('s.frequency', 'r.r_score', 'm.rfm_segment') }} as rfm_segment,
     s.last_device
 from snapshots as s
 inner join {{ ref('dim_customers') }} as c on c.customer_key = s.customer_key

@@ -1,7 +1,9 @@
-{#- Per-customer recency, frequency and monetary value as of a date, with quintile scores and the
-    named RFM segment from seeds/rfm_segment_map.csv (see docs/rfm.md).
-    Scores use cume_dist, so customers with equal values always share a score. Customers without a
-    completed order in the window get the segment 'Prospect' and no scores. -#}
+{#- Per-customer recency, frequency and monetary value as of a date, with scores 1..5 and the
+    named RFM segment (macros/rfm.sql, docs/rfm.md). Customers with equal values share the lower
+    score of their tie; one order is always F = 1. One-time buyers get a segment by recency alone
+    (never Champions, Loyal or Can't Lose Them); repeat buyers the (R, FM) cell of
+    seeds/rfm_segment_map.csv. Customers without a completed order before the as-of date get the
+    segment 'Prospect' and no scores. -#}
 {%- set as_of = var('as_of_date') -%}
 with
 
@@ -46,7 +48,7 @@ scored as (
     select
         *,
         {{ tessera.rfm_score('recency_days', 'desc') }} as r_score,
-        {{ tessera.rfm_score('frequency') }} as f_score,
+        {{ tessera.frequency_score('frequency') }} as f_score,
         {{ tessera.rfm_score('monetary') }} as m_score
     from measured
 ),
@@ -67,7 +69,7 @@ select
     s.f_score,
     s.m_score,
     {{ tessera.fm_score('s.f_score', 's.m_score') }} as fm_score,
-    coalesce(m.rfm_segment, 'Prospect') as rfm_segment
+    {{ tessera.rfm_segment('s.frequency', 's.r_score', 'm.rfm_segment') }} as rfm_segment
 from {{ ref('dim_customers') }} as c
 cross join as_of as a
 left join scored as s on s.customer_key = c.customer_key

@@ -71,13 +71,13 @@ rule_category_browser_no_purchase as (
 ),
 
 rule_vip_lapsing as (
-    -- A Champions, Loyal or Can't Lose Them customer with no purchase in 60 days.
+    -- A repeat customer (2 or more orders) in Champions, Loyal or Can't Lose Them with no purchase in 60 days.
     select m.customer_key from (
     select r.customer_key from rfm as r
     where r.rfm_segment in ('Champions', 'Loyal', 'Can''t Lose Them')
     ) as m
     inner join features as f on f.customer_key = m.customer_key
-    where f.recency_days >= 60
+    where f.frequency >= 2 and f.recency_days >= 60
 ),
 
 rule_email_engaged as (
