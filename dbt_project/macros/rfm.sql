@@ -18,11 +18,9 @@
     strictly fewer orders), ties to the lower score. -#}
 {% macro frequency_score(column, partition_by=none) -%}
     {%- set partition = 'partition by ' ~ (partition_by ~ ', ' if partition_by else '') ~ column ~ ' > 1' -%}
-    case
-        when {{ column }} = 1 then 1
+    (case when {{ column }} = 1 then 1
         else 2 + cast(floor(4 * cast(rank() over ({{ partition }} order by {{ column }}) - 1 as double)
-            / count(*) over ({{ partition }})) as integer)
-    end
+            / count(*) over ({{ partition }})) as integer) end)
 {%- endmacro %}
 
 {#- The combined frequency-monetary score of seeds/rfm_segment_map (docs/rfm.md). -#}
