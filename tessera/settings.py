@@ -57,6 +57,10 @@ class Settings:
     uplift_window_days: int
     uplift_confidence: float
     render_workers: int
+    phone_default_country: str
+    gx_max_null_share_increase: float
+    gx_null_share_min_rows: int
+    gx_accepted_missing_columns: frozenset[str]
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -73,6 +77,8 @@ class Settings:
             # read by the quarantine_rate test and the timestamp range checks of staging
             "TESSERA_QUARANTINE_MAX_RATE": str(self.quarantine_max_rate),
             "TESSERA_SHOP_FIRST_DAY": self.shop_first_day,
+            # var default_country of dbt_project.yml: national-format phones without a country
+            "TESSERA_PHONE_DEFAULT_COUNTRY": self.phone_default_country,
         }
 
 
@@ -157,6 +163,16 @@ def load_settings() -> Settings:
         # processes that render campaign messages (tessera/decisioning/render.py); 1 renders in the
         # step's own process
         render_workers=_positive_int("TESSERA_RENDER_WORKERS", str(os.cpu_count() or 1)),
+        # the country whose calling code a national-format phone number takes when its record names
+        # no country (store receipts; a CRM profile without a country); never anyone's country
+        phone_default_country=_country_code("TESSERA_PHONE_DEFAULT_COUNTRY", "GB"),
+        # a raw gate fails when a key attribute's empty share, in a file or over the table, rises by
+        # more than this since the gate's last pass (0.2: e.g. email empty in 2 % of rows, then 22 %)
+        gx_max_null_share_increase=_rate("TESSERA_GX_MAX_NULL_SHARE_INCREASE", "0.2"),
+        # a file is judged on its own from this many rows (smaller files count in the table's share)
+        gx_null_share_min_rows=_positive_int("TESSERA_GX_NULL_SHARE_MIN_ROWS", "200"),
+        # "source.column" pairs a source may stop sending without failing its gate (an intended change)
+        gx_accepted_missing_columns=_column_list("TESSERA_GX_ACCEPTED_MISSING_COLUMNS"),
     )
 
 
@@ -221,6 +237,25 @@ def _positive_int(name: str, default: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def _country_code(name: str, default: str) -> str:
+    value = os.environ.get(name, default).strip()
+    if not (len(value) == 2 and value.isascii() and value.isalpha() and value.isupper()):
+        raise ValueError(f"{name} must be an ISO 3166-1 alpha-2 code in capitals (e.g. GB), got {value!r}")
+    return value
+
+
+def _column_list(name: str) -> frozenset[str]:
+    """Comma-separated "source.column" pairs of the landing contract."""
+    from tessera.contract import SOURCES_BY_NAME
+
+    pairs = frozenset(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
+    for pair in sorted(pairs):
+        source, _, column = pair.partition(".")
+        if source not in SOURCES_BY_NAME or column not in SOURCES_BY_NAME[source].column_names:
+            raise ValueError(f"{name}: {pair!r} is not a source.column of the landing contract (tessera/contract.py)")
+    return pairs
 
 
 def _day(name: str, default: str) -> str:

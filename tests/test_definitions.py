@@ -47,7 +47,11 @@ GROUPS = {
         "marts/customer_rule_segments",
         "marts/customer_consents",
     },
-    "quarantine": {"quarantine/quarantined_records", "quarantine/source_reconciliation"},
+    "quarantine": {
+        "quarantine/quarantined_records",
+        "quarantine/source_reconciliation",
+        "quarantine/flagged_values",
+    },
     "ml": {"ml/recommendation_candidates", "ml/propensity_scores", "ml/customer_clusters"},
     "privacy": {"privacy/erasure"},
     "publish": {

@@ -49,7 +49,20 @@
     nullif(upper({{ tessera.regex_strip(expr, "[^A-Za-z0-9]") }}), '')
 {%- endmacro %}
 
-{#- Join target to turn any accepted country spelling into ISO 3166-1 alpha-2. -#}
+{#- Join target to turn any accepted country spelling into ISO 3166-1 alpha-2 (seed
+    country_aliases: every code and English name of the 249 ISO 3166-1 countries, written by
+    scripts/country_seeds.py). -#}
 {% macro country_alias_key(expr) -%}
     lower(trim({{ expr }}))
+{%- endmacro %}
+
+{#- Why a delivered country did not become a country code: NULL when it did, or when none was
+    delivered. `raw_expr` is the value as delivered, `code_expr` the code its alias join found.
+    Nothing takes the place of an unknown country: the code stays NULL and this says why. -#}
+{% macro country_issue(raw_expr, code_expr) -%}
+    case
+        when {{ tessera.clean_text(raw_expr) }} is not null and {{ code_expr }} is null
+            then 'unknown country ''' || substr(trim({{ raw_expr }}), 1, 60)
+                || ''': not an ISO 3166-1 code or English name (seed country_aliases), country_code left empty'
+    end
 {%- endmacro %}

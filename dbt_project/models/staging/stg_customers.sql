@@ -1,3 +1,8 @@
+{#- National-format phones take the calling code of the profile's country; of the default country
+    (TESSERA_PHONE_DEFAULT_COUNTRY) only when the profile names none. A profile whose country is
+    unknown gets no guess: its national-format number stays empty. -#}
+{%- set phone_calling_code = "case when c.country_code is not null then c.calling_code when "
+    ~ tessera.clean_text('s.country') ~ " is null then d.calling_code end" -%}
 with
 
 source as (
@@ -13,6 +18,10 @@ countries as (
     inner join {{ ref('countries') }} as c on c.country_code = a.country_code
 ),
 
+-- the calling code of a national-format phone number on a profile that names no country
+-- (TESSERA_PHONE_DEFAULT_COUNTRY, var default_country): a left join, so a code missing from the
+-- seed leaves such numbers empty instead of emptying the model (test
+-- assert_phone_default_country_is_known fails the build then)
 default_country as (
     select cast(calling_code as {{ dbt.type_string() }}) as calling_code
     from {{ ref('countries') }}
@@ -31,12 +40,12 @@ renamed as (
         {{ tessera.name_key('s.first_name') }} as first_name_key,
         {{ tessera.name_key('s.last_name') }} as last_name_key,
         {{ tessera.normalise_email('s.email') }} as email,
-        {{ tessera.normalise_phone('s.phone', 'coalesce(c.calling_code, d.calling_code)') }} as phone_e164,
+        {{ tessera.normalise_phone('s.phone', phone_calling_code) }} as phone_e164,
         case upper(trim(s.gender)) when 'F' then 'F' when 'M' then 'M' else 'U' end as gender,
         {{ tessera.clean_text('s.address') }} as address,
         {{ tessera.clean_text('s.city') }} as city,
         {{ tessera.postcode_key('s.postcode') }} as postcode,
-        coalesce(c.country_code, '{{ var("default_country") }}') as country_code,
+        c.country_code,
 
         -- dates and timestamps (UTC)
         {{ tessera.try_cast('s.birth_date', 'date') }} as birth_date,
@@ -45,7 +54,14 @@ renamed as (
 
         -- quality flags
         s.email is not null and trim(s.email) <> '' and {{ tessera.normalise_email('s.email') }} is null as has_invalid_email,
-        s.country is not null and c.country_code is null as has_unknown_country,
+        {{ tessera.country_issue('s.country', 'c.country_code') }} is not null as has_unknown_country,
+        {{ tessera.country_issue('s.country', 'c.country_code') }} as country_issue,
+        -- a national-format number read with the default country's calling code: the profile
+        -- names no country, and the number carries no country code of its own
+        {{ tessera.clean_text('s.country') }} is null
+            and {{ tessera.normalise_phone('s.phone', phone_calling_code) }} is not null
+            and not ltrim(s.phone) like '+%'
+            and not {{ tessera.regex_strip('s.phone', '[^0-9]') }} like '00%' as phone_country_assumed,
         -- a signup or update in the future would become the golden record's first signup or its
         -- most recent (winning) attributes: the profile is quarantined at the row, with the reason
         coalesce(
@@ -61,7 +77,7 @@ renamed as (
         s._source_row
     from source as s
     left join countries as c on c.alias = {{ tessera.country_alias_key('s.country') }}
-    cross join default_country as d
+    left join default_country as d on 1 = 1
 ),
 
 checked as (
@@ -84,6 +100,8 @@ checked as (
         updated_at,
         has_invalid_email,
         has_unknown_country,
+        country_issue,
+        phone_country_assumed and {{ tessera.valid_e164('phone_e164') }} as phone_country_assumed,
         invalid_reason,
         _source_file,
         _source_row
