@@ -9,7 +9,10 @@ CSV records DuckDB cannot parse (too many or too few fields, bytes that are not 
 unterminated quote) and JSON lines that are not a JSON object do not fail the file: each goes to
 `raw.load_rejects` with its file, its record number, the reason and the line as delivered, and
 the file's other records load. So does a readable record with a value longer than
-max_field_chars (the record kept whole, as JSON). Record numbers keep counting the rejected
+max_field_chars (the record kept whole, as JSON), and a CSV record that repeats the file's header
+(every value equal to its column's name: a header line written again mid-file, e.g. by
+concatenating exports), which would otherwise load as a customer called "first_name". Record
+numbers keep counting the rejected
 records, so `_source_row` is always the record's position in its file. A file that cannot be read
 at all (not Parquet, JSON Lines that are not UTF-8 text, a CSV line over max_line_bytes) is a
 LandingError: the load stops with the file named and the previous tables kept.
@@ -17,7 +20,9 @@ LandingError: the load stops with the file named and the previous tables kept.
 Every file is reconciled before its load commits: the records it holds, counted independently of
 DuckDB's scanner (Python's csv module for CSV, non-blank lines for JSON Lines, the footer for
 Parquet), must equal the records loaded plus the records quarantined, or the load fails with both
-counts named. The counts per file go to `raw.load_audit`.
+counts named. The counts per file go to `raw.load_audit`, with the contract columns the file
+lacked (`missing_columns`, a JSON list): the source's quality gate compares them with what the
+source sent before (tessera/delivery.py).
 
 Loads are incremental by file. `raw.load_audit` keeps each loaded file's size and content hash;
 a file whose content is unchanged since it was loaded is not read again, a new or changed file is
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -255,6 +261,8 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection, source: Source, schema: str, 
     # databases from before incremental loads: no fingerprint, so every file is read once more
     con.execute(f"alter table {audit} add column if not exists file_bytes bigint")
     con.execute(f"alter table {audit} add column if not exists file_hash varchar")
+    # the contract columns each file lacked (JSON list); NULL for files loaded before it was kept
+    con.execute(f"alter table {audit} add column if not exists missing_columns varchar")
     expected = [*source.column_names, "_source_file", "_source_row"]
     exists = table_exists(con, schema, source.name)
     current = [r[0] for r in con.execute(f"describe {table}").fetchall()] if exists else []
@@ -425,6 +433,7 @@ def _load_file(
         f"cast({_quote(c)} as varchar) as {_quote(c)}" if c in present else f"null::varchar as {_quote(c)}"
         for c in source.column_names
     )
+    repeats_header = _repeats_header_sql(columns) if kind == "csv" else "false"
     try:
         # DuckDB leaves an earlier scan's rejects in place when this one has none
         con.execute(f"drop table if exists {_SCAN_REJECTS}")
@@ -432,7 +441,7 @@ def _load_file(
         # _kept: the record's rank among those the scanner read
         con.execute(
             "create or replace temp table _landing_batch as "
-            f"select {select}, row_number() over () as _kept from ({sql}) as f",
+            f"select {select}, {repeats_header} as _repeats_header, row_number() over () as _kept from ({sql}) as f",
             params,
         )
     except duckdb.Error as exc:
@@ -482,7 +491,7 @@ def _load_json_batch(
     con.execute(
         "create or replace temp table _landing_numbered as "
         f"select b.*, {_first_long_column_sql(source, max_field_chars)} as _too_long_column from ("
-        f"select {select}, _source_file, _line as _record from ("
+        f"select {select}, false as _repeats_header, _source_file, _line as _record from ("
         f"select _source_file, _line, json_extract_string(line, [{paths_sql}]) as _v from {_JSON_LINES} where _is_object"
         ")) as b"
     )
@@ -516,23 +525,22 @@ def _insert_numbered(
     """Quarantine the over-long records of _landing_numbered, insert the others into the raw table,
     then reconcile each file against its independent count and write its audit row."""
     too_long = _quarantine_long_values(con, rejects, source, max_field_chars)
+    headers = _quarantine_repeated_headers(con, rejects, source)
     # _landing_numbered holds its files in name order (landing_files) and each file's records in
     # order, and DuckDB keeps insertion order (preserve_insertion_order, on by default): the rows
     # land by (_source_file, _source_row) without a sort, which cost 1.3 s per 6M events (issue 9)
     con.execute(
         f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, _source_file, "
-        "_record as _source_row from _landing_numbered where _too_long_column is null"
+        f"_record as _source_row from _landing_numbered where {_LOADS}"
     )
     loaded = dict(
-        con.execute(
-            "select _source_file, count(*) from _landing_numbered where _too_long_column is null group by 1"
-        ).fetchall()
+        con.execute(f"select _source_file, count(*) from _landing_numbered where {_LOADS} group by 1").fetchall()
     )
     con.execute("drop table _landing_numbered")
     for pending in batch:
         path, fingerprint = pending.path, pending.fingerprint
         n = loaded.get(path.name, 0)
-        n_rejected = scan_rejected.get(path.name, 0) + too_long.get(path.name, 0)
+        n_rejected = scan_rejected.get(path.name, 0) + too_long.get(path.name, 0) + headers.get(path.name, 0)
         landing = pending.records if pending.records is not None else count_landing_records(con, path, max_line_bytes)
         if landing != n + n_rejected:
             raise LandingError(
@@ -540,9 +548,10 @@ def _insert_numbered(
                 "were quarantined; nothing from this load is kept"
             )
         con.execute(
-            f"insert into {audit} (source, _source_file, landing_records, loaded_rows, quarantined_rows, file_bytes, file_hash) "
-            "values (?, ?, ?, ?, ?, ?, ?)",
-            [source.name, path.name, landing, n, n_rejected, *fingerprint],
+            f"insert into {audit} (source, _source_file, landing_records, loaded_rows, quarantined_rows, file_bytes, "
+            "file_hash, missing_columns) values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [source.name, path.name, landing, n, n_rejected, *fingerprint,
+             json.dumps(report.missing_columns.get(path.name, []))],  # fmt: skip
         )
         report.records_scanned += landing
 
@@ -599,6 +608,33 @@ def _quarantine_long_values(
             "select _source_file, count(*) from _landing_numbered where _too_long_column is not null group by 1"
         ).fetchall()
     )
+
+
+# the records of _landing_numbered that load: not too long, not a repeated header
+_LOADS = "_too_long_column is null and not _repeats_header"
+
+
+def _repeats_header_sql(columns: list[str]) -> str:
+    """SQL: whether a CSV record's every value is its own column's name (trimmed, any case): the
+    header line repeated inside the file. NULL values make it false."""
+    if not columns:
+        return "false"
+    tests = " and ".join(f"lower(trim({_quote(c)})) = {_sql_string(c.strip().lower())}" for c in columns)
+    return f"coalesce({tests}, false)"
+
+
+def _quarantine_repeated_headers(con: duckdb.DuckDBPyConnection, rejects: str, source: Source) -> dict[str, int]:
+    """Quarantine the records of _landing_numbered that repeat their file's header line (and are not
+    already quarantined as too long); raw_content keeps the record as JSON. How many, per file."""
+    struct = ", ".join(f"{_sql_string(c)}: {_quote(c)}" for c in source.column_names)
+    where = "_repeats_header and _too_long_column is null"
+    con.execute(
+        f"insert into {rejects} select ?, _source_file, _record, "
+        "'REPEATED HEADER: every value of the record is its column''s name: the header line again, not data', "
+        f"to_json({{{struct}}}) from _landing_numbered where {where} order by _source_file, _record",
+        [source.name],
+    )
+    return dict(con.execute(f"select _source_file, count(*) from _landing_numbered where {where} group by 1").fetchall())
 
 
 def _record_number_sql(n_rejected: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -246,3 +248,50 @@ def test_read_ahead_keeps_order_stays_within_its_bound_and_stops_when_closed(tmp
     assert next(scans) == (paths[0], "f0.csv")
     scans.close()
     assert began[0] == "f0.csv" and len(began) <= 2  # f0, and f1 if it had begun when closed
+
+
+CUSTOMERS = SOURCES_BY_NAME["customers"]
+
+
+def test_a_header_line_repeated_mid_file_is_quarantined_with_its_reason_and_counted(tmp_path, con):
+    # regression (issue 32): a customers file with its header written again in the middle (two
+    # exports concatenated) loaded that line as a customer called "first_name", who was then
+    # published with segments, scores and recommendations
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True)
+    (folder / "crm.csv").write_text(
+        "customer_id,first_name,email,country\n"
+        "C1,Ada,ada@example.com,GB\n"
+        " Customer_ID , first_name,EMAIL,country\n"  # the header again, padded and in another case
+        "C2,Bob,bob@example.com,DE\n"
+        "customer_id,Carol,carol@example.com,FR\n"  # one value equal to its name is a real record
+    )
+    report = load_source(con, CUSTOMERS, tmp_path / "landing")
+    assert report.rows_per_file == {"crm.csv": 3} and report.rejected_per_file == {"crm.csv": 1}
+    assert con.execute("select customer_id, _source_row from raw.customers order by _source_row").fetchall() == [
+        ("C1", 1),
+        ("C2", 3),
+        ("customer_id", 4),
+    ]
+    [(row, reason, content)] = con.execute(
+        "select _source_row, reason, raw_content from raw.load_rejects where source = 'customers'"
+    ).fetchall()
+    assert row == 2 and reason.startswith("REPEATED HEADER:")
+    assert '"first_name":" first_name"' in content
+    audit = con.execute(
+        "select landing_records, loaded_rows, quarantined_rows from raw.load_audit where _source_file = 'crm.csv'"
+    ).fetchall()
+    assert audit == [(4, 3, 1)]
+
+
+def test_each_files_missing_contract_columns_are_kept_in_the_audit(tmp_path, con):
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("customer_id,email\nC1,a@example.com\n")
+    (folder / "b.csv").write_text("customer_id\nC2\n")
+    load_source(con, CUSTOMERS, tmp_path / "landing")
+    kept = dict(con.execute("select _source_file, missing_columns from raw.load_audit where source = 'customers'").fetchall())
+    others = [c for c in CUSTOMERS.column_names if c not in ("customer_id", "email")]
+    assert json.loads(kept["a.csv"]) == others
+    assert json.loads(kept["b.csv"]) == [c for c in CUSTOMERS.column_names if c != "customer_id"]
+    assert "email" in json.loads(kept["b.csv"])
