@@ -41,6 +41,11 @@ class Source:
 
 FILE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
+# What a catalogue row sells (products.product_type). Only merchandise is a customer product: lines
+# of the others are kept as order lines of their own type, never published as products, never
+# counted as purchases (dbt macro product_types() lists the same values).
+PRODUCT_TYPES = ("merchandise", "shipping", "fee", "voucher", "adjustment", "test", "service")
+
 # Lineage columns the loader adds to every raw table.
 LINEAGE_COLUMNS = ("_source_file", "_source_row")
 
@@ -78,6 +83,11 @@ SOURCES: tuple[Source, ...] = (
             Column("price", "list price, decimal point"),
             Column("currency", "ISO 4217 code of price"),
             Column("is_active", "true/false: still sold"),
+            Column(
+                "product_type",
+                "merchandise (the default when absent), or a line that is not a customer sale: "
+                + ", ".join(t for t in PRODUCT_TYPES if t != "merchandise"),
+            ),
             Column("created_at", "ISO 8601 timestamp"),
         ),
     ),

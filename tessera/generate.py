@@ -809,7 +809,8 @@ def _malform(rng, c: GenerateConfig, customers, orders, order_items, events) -> 
     bad = _mask(rng, len(orders), rate)
     orders.loc[bad, "ordered_at"] = "not-a-date"
     bad = _mask(rng, len(order_items), rate)
-    order_items.loc[bad, "quantity"] = "-1"
+    # a zero quantity is an error; a negative one would be a returned line (a business fact)
+    order_items.loc[bad, "quantity"] = "0"
     bad = _mask(rng, len(order_items), rate)
     order_items.loc[bad, "product_id"] = "SKU-UNKNOWN"
     bad = _mask(rng, len(events), rate)

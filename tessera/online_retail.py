@@ -8,13 +8,19 @@ Mapping decisions (documented in docs/online_retail.md):
   export carries no names, emails or phones; none are invented.
 - products: one per StockCode; name = most frequent description; category = the description's last
   word when at least 20 products share it (e.g. "holder", "bag", "mug"), else "other"; price =
-  median positive unit price; active = sold in the last 180 days of the export. Service codes
-  (POST, DOT, M, BANK CHARGES, ...) are not products: their lines are rejected in staging with the
-  reason "unknown product", so they are counted, not lost.
+  median positive unit price (0 for a code never sold at a positive price); active = sold in the
+  last 180 days of the export. Service codes are in the catalogue with the product_type that says
+  what they are (SERVICE_TYPES: postage and carriage are shipping; bank charges, marketplace fees
+  and charity commission are fees; manual lines, discounts, samples and bad-debt adjustments are
+  adjustments; gift vouchers are vouchers), so their lines are kept as lines that are not customer
+  sales, never published as products and never counted as quarantined.
 - orders / order_items: invoices with a CustomerID. An invoice number starting with "C" is a
-  cancellation (status cancelled; its negative quantities are rejected as order lines).
+  credit note: an order with status returned whose lines keep their negative quantities, so
+  revenue is net of it.
 - pos_transactions: invoices without a CustomerID become unidentified receipts (no card, email
-  or phone), because the contract's orders need a customer; returns keep negative quantities.
+  or phone), because the contract's orders need a customer; returns keep negative quantities, and
+  negative lines at price 0 (stock write-offs: "damaged", "lost", "check") become stock
+  adjustments in the pipeline, not returns.
 - events, email_events, privacy: not in the export; their folders stay empty.
 InvoiceDate is UK local time and is written with its Europe/London offset.
 """
@@ -27,7 +33,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SERVICE_CODES = {"POST", "DOT", "M", "C2", "D", "S", "B", "CRUK", "PADS", "AMAZONFEE", "BANK CHARGES", "ADJUST"}
+# Stock codes that are not goods, with the contract's product_type (tessera.contract.PRODUCT_TYPES).
+# PADS ("pads to match all cushions") is sold like any product and stays merchandise.
+SERVICE_TYPES = {
+    "POST": "shipping",
+    "DOT": "shipping",
+    "C2": "shipping",
+    "BANK CHARGES": "fee",
+    "AMAZONFEE": "fee",
+    "CRUK": "fee",
+    "M": "adjustment",
+    "D": "adjustment",
+    "S": "adjustment",
+    "B": "adjustment",
+    "ADJUST": "adjustment",
+}
+# gift vouchers: gift_0001_10 ... gift_0001_50 (stock codes are upper-cased on reading)
+VOUCHER_PREFIX = "GIFT_"
 MIN_CATEGORY_PRODUCTS = 20
 ACTIVE_DAYS = 180
 
@@ -81,16 +103,19 @@ def map_online_retail(source: Path | str, landing_dir: Path | str) -> dict[str, 
     )
     rows["customers"] = _write(customers, landing_dir / "customers" / "customers.csv")
 
-    goods = df[~df["StockCode"].isin(SERVICE_CODES)]
-    name = goods.groupby("StockCode")["Description"].agg(lambda s: s.value_counts().index[0])
+    name = df.groupby("StockCode")["Description"].agg(lambda s: s.value_counts().index[0])
     last_word = name.str.lower().str.replace(r"[^a-z ]", " ", regex=True).str.split().str[-1].fillna("other")
     counts = last_word.value_counts()
     category = last_word.where(last_word.map(counts) >= MIN_CATEGORY_PRODUCTS, "other")
-    positive = goods[(goods["Quantity"] > 0) & (goods["UnitPrice"] > 0)]
-    price = positive.groupby("StockCode")["UnitPrice"].median().reindex(name.index)
+    positive = df[(df["Quantity"] > 0) & (df["UnitPrice"] > 0)]
+    price = positive.groupby("StockCode")["UnitPrice"].median().reindex(name.index).fillna(0.0)
+    codes = pd.Series(name.index, index=name.index)
+    product_type = codes.map(SERVICE_TYPES)
+    product_type = product_type.where(product_type.notna() | ~codes.str.startswith(VOUCHER_PREFIX), "voucher")
+    product_type = product_type.fillna("merchandise")
     cutoff = df["InvoiceDate"].max() - pd.Timedelta(days=ACTIVE_DAYS)
-    last_sold = goods.groupby("StockCode")["InvoiceDate"].max().reindex(name.index)
-    first_sold = goods.groupby("StockCode")["InvoiceDate"].min().reindex(name.index)
+    last_sold = df.groupby("StockCode")["InvoiceDate"].max().reindex(name.index)
+    first_sold = df.groupby("StockCode")["InvoiceDate"].min().reindex(name.index)
     products = pd.DataFrame(
         {
             "product_id": name.index,
@@ -101,11 +126,9 @@ def map_online_retail(source: Path | str, landing_dir: Path | str) -> dict[str, 
             "currency": "GBP",
             "is_active": np.where(last_sold >= cutoff, "true", "false"),
             "created_at": _iso_london(first_sold.reset_index(drop=True)).to_numpy(),
+            "product_type": product_type.to_numpy(),
         }
     )
-    # A product that never sold at a positive price has no list price: leave it out of the
-    # catalogue, so its lines are counted as unknown products in staging.
-    products = products[products["price"].notna()]
     rows["products"] = _write(products, landing_dir / "products" / "products.csv")
 
     invoices = known.drop_duplicates("InvoiceNo")
@@ -114,7 +137,7 @@ def map_online_retail(source: Path | str, landing_dir: Path | str) -> dict[str, 
             "order_id": invoices["InvoiceNo"],
             "customer_id": invoices["customer_id"],
             "channel": "web",
-            "status": np.where(invoices["InvoiceNo"].str.startswith("C"), "cancelled", "completed"),
+            "status": np.where(invoices["InvoiceNo"].str.startswith("C"), "returned", "completed"),
             "currency": "GBP",
             "ordered_at": invoices["ts"],
         }

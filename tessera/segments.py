@@ -238,7 +238,7 @@ def compile_rules(rules: list[dict]) -> str:
         "purchases as (\n    select i.customer_key, p.category, i.ordered_at\n"
         "    from {{ ref('fct_order_items') }} as i\n"
         "    inner join {{ ref('dim_products') }} as p on p.product_id = i.product_id\n"
-        "    where i.customer_key is not null and i.status = 'completed'\n)",
+        "    where i.customer_key is not null and i.status = 'completed' and i.line_type = 'sale'\n)",
         "rfm as (\n    select customer_key, rfm_segment from {{ ref('customer_rfm') }}\n)",
         "features as (\n    select * from {{ ref('customer_features') }}\n)",
     ]

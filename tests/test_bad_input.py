@@ -274,6 +274,7 @@ def matrix(tmp_path_factory):
             f"L0009,M0004,{product},3,4.50",
             f"L0010,M0002,{product},1,9.99",
             f"L0001,M0001,{product},2,9.99",  # row 11: line L0001 again
+            f"L0011,M0001,{product},0,9.99",
         ]
     ).encode() + b"\n"
     items = items.replace(f"L0007,M0001,{product}".encode(), b"L0007,M0001,SKU\xff\xfe")
@@ -360,12 +361,26 @@ def test_extra_unknown_column_is_reported_and_its_rows_go_on(matrix):
 
 def test_wrong_types_and_negative_values_are_quarantined_with_their_reason_and_content(matrix):
     _, con = matrix
-    expected = {"L0002": "non-positive quantity", "L0003": "negative unit_price", "L0004": "unparseable quantity"}
+    expected = {"L0011": "zero quantity", "L0003": "negative unit_price", "L0004": "unparseable quantity"}
     for line, reason in expected.items():
         [(stage, got, content, file, _)] = _quarantined(con, "order_items", line)
         assert (stage, got, file) == ("staging", reason, "order_items_matrix.csv")
         assert f'"order_item_id":"{line}"' in content
     assert '"quantity":"two"' in _quarantined(con, "order_items", "L0004")[0][2]
+
+
+def test_a_negative_quantity_is_a_returned_line_netted_against_its_order_not_a_quarantined_one(matrix):
+    # issue 32: returned lines were quarantined as 'non-positive quantity' and never netted
+    _, con = matrix
+    assert _quarantined(con, "order_items", "L0002") == []
+    [(quantity, line_type)] = con.execute(
+        "select quantity, line_type from marts.fct_order_items where order_item_id = 'L0002'"
+    ).fetchall()
+    assert (quantity, line_type) == (-1, "return")
+    gross, returned, net = con.execute(
+        "select gross_sales_base, returned_base, net_revenue_base from marts.fct_orders where order_id = 'M0001'"
+    ).fetchone()
+    assert returned > 0 and net == gross - returned
 
 
 def test_unknown_products_and_orphan_order_items_are_quarantined(matrix):

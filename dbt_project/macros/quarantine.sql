@@ -57,3 +57,10 @@
             then '{{ column_name }} before the shop''s first day'
     end
 {%- endmacro %}
+
+{#- The product types of the landing contract (tessera/contract.py PRODUCT_TYPES), as a SQL list.
+    Only 'merchandise' is a customer product: the others (postage, fees, vouchers, adjustments,
+    test items, services) are order lines that are not customer sales. -#}
+{% macro product_types() -%}
+    'merchandise', 'shipping', 'fee', 'voucher', 'adjustment', 'test', 'service'
+{%- endmacro %}

@@ -1,6 +1,7 @@
 {#- Every web, app and store order line as the landing files define it now, each with the reason
     it cannot be used (NULL when it can): a line of a rejected order, or of a product the
-    catalogue does not know. A view: int_order_lines stores it, processing only the
+    catalogue does not know. Quantities are signed (negative: returned units), and line_type says
+    what a usable line is: sale, return, stock_adjustment or non_sale. A view: int_order_lines stores it, processing only the
     orders whose inputs changed. The provenance columns say what each line was derived from:
     its own file (_source_file, _file_hash), its order's header (_header_file, _header_hash) and
     the catalogue (_catalogue_hash). -#}
@@ -22,8 +23,13 @@ items as (
     select * from {{ ref('stg_order_items') }}
 ),
 
+-- a product delivered several times with different types takes the first in type order, so a
+-- line is never counted as a sale and as something else
 products as (
-    select distinct product_id from {{ ref('stg_products') }} where invalid_reason is null
+    select product_id, min(product_type) as product_type
+    from {{ ref('stg_products') }}
+    where invalid_reason is null
+    group by product_id
 ),
 
 files as (
@@ -46,6 +52,7 @@ web_lines as (
         o.currency,
         cast(i.unit_price * o.rate_to_base as decimal(18, 2)) as unit_price_base,
         o.status,
+        p.product_type,
         o.ordered_at,
         coalesce(
             i.invalid_reason,
@@ -75,11 +82,13 @@ pos_lines as (
         'pos' as channel,
         cast(null as {{ dbt.type_string() }}) as source_customer_id,
         t.product_id,
-        abs(t.quantity) as quantity,
+        t.quantity,
         t.unit_price,
         t.currency,
         cast(t.unit_price * t.rate_to_base as decimal(18, 2)) as unit_price_base,
-        case when t.quantity < 0 then 'returned' else 'completed' end as status,
+        -- a receipt of returned lines only becomes a 'returned' order in fct_orders
+        'completed' as status,
+        p.product_type,
         t.transacted_at as ordered_at,
         coalesce(t.invalid_reason, case when p.product_id is null then 'unknown product' end) as invalid_reason,
         'pos_transactions' as source_table,
@@ -101,6 +110,16 @@ lines as (
 
 select
     l.*,
+    -- what the line is (NULL for an unusable line): a customer sale, a returned sale (negative
+    -- quantity), a stock adjustment (negative quantity at price 0: a write-off, no money moved), or a
+    -- line that is not a customer sale (postage, fees, vouchers, adjustments, test items)
+    case
+        when l.invalid_reason is not null then null
+        when l.product_type <> 'merchandise' then 'non_sale'
+        when l.quantity < 0 and l.unit_price = 0 then 'stock_adjustment'
+        when l.quantity < 0 then 'return'
+        else 'sale'
+    end as line_type,
     -- the unit processed together: an order with all its lines (a line without an order id alone)
     {{ dbt.concat(["l.source_table", "':'", "coalesce(l.order_id, " ~ dbt.concat(["'row:'", "l._source_file", "'#'", "cast(l._source_row as " ~ dbt.type_string() ~ ")"]) ~ ")"]) }} as _order_key,
     c.catalogue_hash as _catalogue_hash

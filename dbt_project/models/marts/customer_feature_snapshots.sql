@@ -2,6 +2,9 @@
     is filtered to events strictly before its snapshot's as_of_date, so a snapshot can be rebuilt
     for any past cutoff and a model trained on it sees nothing from after the cutoff; the test
     assert_feature_snapshots_do_not_leak checks last_input_at < as_of_date.
+    The population is point in time too: a customer is in a snapshot only if first known (signup
+    or order; a visit or email event only for a profile with neither) strictly before its cutoff (first_known_at; the test
+    assert_feature_snapshots_hold_only_known_customers). tenure_days counts from first_known_at.
     Cutoffs: as_of_date() minus each var('feature_snapshot_offsets_days'). Browsing and email
     features use a trailing window of var('feature_window_days').
 
@@ -30,24 +33,31 @@ bounds as (
 ),
 
 -- fct_orders has one row per order, so counting rows counts orders. All history before the cutoff.
+-- Orders are the completed ones; value is net of returns (net_revenue_base of every order: a
+-- credit note or a returned order takes back what its sale added), and return_rate is the share of
+-- sold value given back.
 order_features as (
     select
         o.customer_key,
         {%- for d in offsets %}
         {%- set before = 'o.ordered_at < b.cutoff_' ~ d %}
-        max(case when {{ before }} then o.ordered_at end) as last_order_at_{{ d }},
-        min(case when {{ before }} then o.ordered_at end) as first_order_at_{{ d }},
-        sum(case when {{ before }} then 1 else 0 end) as frequency_{{ d }},
-        sum(case when {{ before }} then o.order_total_base end) as monetary_{{ d }},
-        sum(case when {{ before }} and o.channel = 'web' then 1 else 0 end) as web_orders_{{ d }},
-        sum(case when {{ before }} and o.channel = 'app' then 1 else 0 end) as app_orders_{{ d }},
-        sum(case when {{ before }} and o.channel = 'pos' then 1 else 0 end) as pos_orders_{{ d }},
-        sum(case when {{ before }} and o.ordered_at >= {{ dbt.dateadd('day', -30, 'b.cutoff_' ~ d) }} then 1 else 0 end) as orders_last_30d_{{ d }},
-        sum(case when {{ before }} and o.ordered_at >= {{ dbt.dateadd('day', -90, 'b.cutoff_' ~ d) }} then 1 else 0 end) as orders_last_90d_{{ d }}{{ ',' if not loop.last }}
+        {%- set sale = before ~ " and o.status = 'completed'" %}
+        max(case when {{ sale }} then o.ordered_at end) as last_order_at_{{ d }},
+        min(case when {{ sale }} then o.ordered_at end) as first_order_at_{{ d }},
+        sum(case when {{ sale }} then 1 else 0 end) as frequency_{{ d }},
+        sum(case when {{ before }} then o.net_revenue_base end) as monetary_{{ d }},
+        sum(case when {{ before }} then o.gross_sales_base end) as gross_sales_{{ d }},
+        sum(case when {{ before }} then o.returned_base end) as returned_{{ d }},
+        sum(case when {{ sale }} and o.channel = 'web' then 1 else 0 end) as web_orders_{{ d }},
+        sum(case when {{ sale }} and o.channel = 'app' then 1 else 0 end) as app_orders_{{ d }},
+        sum(case when {{ sale }} and o.channel = 'pos' then 1 else 0 end) as pos_orders_{{ d }},
+        sum(case when {{ sale }} and o.ordered_at >= {{ dbt.dateadd('day', -30, 'b.cutoff_' ~ d) }} then 1 else 0 end) as orders_last_30d_{{ d }},
+        sum(case when {{ sale }} and o.ordered_at >= {{ dbt.dateadd('day', -90, 'b.cutoff_' ~ d) }} then 1 else 0 end) as orders_last_90d_{{ d }},
+        max(case when {{ before }} then o.ordered_at end) as last_document_at_{{ d }}{{ ',' if not loop.last }}
         {%- endfor %}
     from {{ ref('fct_orders') }} as o
     cross join bounds as b
-    where o.customer_key is not null and o.status = 'completed'
+    where o.customer_key is not null and o.status in ('completed', 'returned')
     group by o.customer_key
 ),
 
@@ -148,6 +158,35 @@ email_features as (
     group by k.customer_key
 ),
 
+-- When each customer became a customer: the earliest of the CRM signup and any order (whatever
+-- its status: a cancelled order still proves the customer existed). Only for a profile with
+-- neither, the first identified visit or email event. A customer is in a snapshot only if known
+-- strictly before its cutoff, so no snapshot holds a customer who did not exist yet (whose negative
+-- tenure gave the propensity label away). Browsing before signing up does not count: at the
+-- cutoff, that cookie was nobody's yet.
+known as (
+    select
+        customer_key,
+        coalesce(
+            min(case when evidence = 'customer' then known_at end),
+            min(case when evidence = 'activity' then known_at end)
+        ) as first_known_at
+    from (
+        select customer_key, 'customer' as evidence, first_signup_at as known_at from {{ ref('dim_customers') }}
+        union all
+        select customer_key, 'customer', min(ordered_at) from {{ ref('fct_orders') }} where customer_key is not null group by customer_key
+        union all
+        select customer_key, 'activity', min(event_at) from {{ ref('fct_events') }} where customer_key is not null group by customer_key
+        union all
+        select k.customer_key, 'activity', min(m.event_at)
+        from {{ ref('stg_email_events') }} as m
+        inner join email_keys as k on k.email = m.email
+        where m.invalid_reason is null
+        group by k.customer_key
+    ) as first_seen
+    group by customer_key
+),
+
 offsets as (
     {{ tessera.snapshot_offsets(offsets) }}
 )
@@ -162,7 +201,8 @@ select
     {{ pick(offsets, 'coalesce(o.frequency_{o}, 0)') }} as frequency,
     {{ pick(offsets, 'cast(coalesce(o.monetary_{o}, 0) as double)') }} as monetary,
     {{ pick(offsets, 'cast(o.monetary_{o} / nullif(o.frequency_{o}, 0) as double)') }} as average_order_value,
-    {{ pick(offsets, dbt.datediff('coalesce(o.first_order_at_{o}, c.first_signup_at)', 'b.cutoff_{o}', 'day')) }} as tenure_days,
+    {{ pick(offsets, 'coalesce(cast(o.returned_{o} / nullif(o.gross_sales_{o}, 0) as double), 0)') }} as return_rate,
+    {{ pick(offsets, dbt.datediff('k.first_known_at', 'b.cutoff_{o}', 'day')) }} as tenure_days,
     {{ pick(offsets, 'coalesce(o.orders_last_30d_{o}, 0)') }} as orders_last_30d,
     {{ pick(offsets, 'coalesce(o.orders_last_90d_{o}, 0)') }} as orders_last_90d,
     -- channel mix
@@ -188,14 +228,19 @@ select
     {{ pick(offsets, 'coalesce(m.emails_clicked_{o} * 1.0 / nullif(m.emails_sent_{o}, 0), 0)') }} as email_click_rate,
     -- leakage guard: the latest input timestamp any feature used
     {{ pick(offsets, "greatest(
-        coalesce(o.last_order_at_{o}, cast('1900-01-01' as timestamp)),
+        coalesce(o.last_document_at_{o}, cast('1900-01-01' as timestamp)),
         coalesce(s.last_visit_at_{o}, cast('1900-01-01' as timestamp)),
         coalesce(m.last_email_event_at_{o}, cast('1900-01-01' as timestamp))
-    )") }} as last_input_at
+    )") }} as last_input_at,
+    k.first_known_at
 from {{ ref('dim_customers') }} as c
 cross join bounds as b
 cross join offsets as snap
+left join known as k on k.customer_key = c.customer_key
 left join order_features as o on o.customer_key = c.customer_key
 left join session_features as s on s.customer_key = c.customer_key
 left join category_features as cf on cf.customer_key = c.customer_key
 left join email_features as m on m.customer_key = c.customer_key
+-- a customer with no timestamp at all (no signup date, order, visit or email) is known today, by
+-- the delivery that holds them, and at no earlier cutoff
+where coalesce(k.first_known_at < {{ pick(offsets, 'b.cutoff_{o}') }}, snap.offset_days = 0)

@@ -1,37 +1,40 @@
 {#- Per-customer recency, frequency and monetary value as of a date, with scores 1..5 and the
     named RFM segment (macros/rfm.sql, docs/rfm.md). Customers with equal values share the lower
-    score of their tie; one order is always F = 1. One-time buyers get a segment by recency alone
+    score of their tie; one order is always F = 1. Monetary is net of returns. One-time buyers get a segment by recency alone
     (never Champions, Loyal or Can't Lose Them); repeat buyers the (R, FM) cell of
     seeds/rfm_segment_map.csv. Customers without a completed order before the as-of date get the
     segment 'Prospect' and no scores. -#}
 {%- set as_of = var('as_of_date') -%}
 with
 
+-- completed orders count and date; monetary is net of returns: every order's net_revenue_base, so
+-- a credit note or a returned order takes back what its sale added (fct_orders)
 orders as (
-    select customer_key, order_id, ordered_at, order_total_base
+    select customer_key, order_id, status, ordered_at, net_revenue_base
     from {{ ref('fct_orders') }}
-    where customer_key is not null and status = 'completed'
+    where customer_key is not null and status in ('completed', 'returned')
 ),
 
 as_of as (
     {% if as_of %}
     select cast('{{ as_of }}' as date) as as_of_date
     {% else %}
-    select cast({{ dbt.dateadd('day', 1, 'max(ordered_at)') }} as date) as as_of_date from orders
+    select cast({{ dbt.dateadd('day', 1, 'max(ordered_at)') }} as date) as as_of_date from orders where status = 'completed'
     {% endif %}
 ),
 
 per_customer as (
     select
         o.customer_key,
-        max(o.ordered_at) as last_order_at,
-        min(o.ordered_at) as first_order_at,
-        count(distinct o.order_id) as frequency,
-        cast(sum(o.order_total_base) as decimal(18, 2)) as monetary
+        max(case when o.status = 'completed' then o.ordered_at end) as last_order_at,
+        min(case when o.status = 'completed' then o.ordered_at end) as first_order_at,
+        count(distinct case when o.status = 'completed' then o.order_id end) as frequency,
+        cast(sum(o.net_revenue_base) as decimal(18, 2)) as monetary
     from orders as o
     cross join as_of as a
     where o.ordered_at < a.as_of_date
     group by o.customer_key
+    having count(distinct case when o.status = 'completed' then o.order_id end) > 0
 ),
 
 measured as (

@@ -24,7 +24,7 @@ purchases as (
     select i.customer_key, p.category, i.ordered_at
     from {{ ref('fct_order_items') }} as i
     inner join {{ ref('dim_products') }} as p on p.product_id = i.product_id
-    where i.customer_key is not null and i.status = 'completed'
+    where i.customer_key is not null and i.status = 'completed' and i.line_type = 'sale'
 ),
 
 rfm as (

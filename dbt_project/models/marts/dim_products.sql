@@ -1,7 +1,8 @@
 {#- One row per product in the catalogue. When a product id is delivered more than once, the most
     recently created row wins; rows without created_at rank below those with one, in delivery order
     (so a product delivered without created_at still has its name). price_band splits
-    base-currency prices into quartiles. -#}
+    base-currency prices into quartiles. product_type says what the row sells (only merchandise
+    is a customer product); is_active is true only for merchandise still sold. -#}
 with
 
 products as (
@@ -21,7 +22,8 @@ deduplicated as (
         {{ tessera.latest_value('category', 'version_rank') }} as category,
         {{ tessera.latest_value('brand', 'version_rank') }} as brand,
         {{ tessera.latest_value('price_base', 'version_rank') }} as price_base,
-        {{ tessera.latest_value('is_active', 'version_rank') }} as is_active,
+        {{ tessera.latest_value('is_active', 'version_rank') }} as is_delivered_active,
+        {{ tessera.latest_value('product_type', 'version_rank') }} as product_type,
         min(created_at) as created_at
     from products
     group by product_id
@@ -46,6 +48,9 @@ select
         when price_rank <= 0.75 then 'upper'
         else 'premium'
     end as price_band,
-    is_active,
+    product_type,
+    -- recommendable: still sold, and a customer product. Postage, fees, vouchers, adjustments and
+    -- test items are never active, so no output publishes them as products.
+    is_delivered_active and product_type = 'merchandise' as is_active,
     created_at
 from banded

@@ -1,10 +1,10 @@
 {#- Implicit feedback for the recommender: one row per identified customer x product touch.
-    Views and cart adds come from the clickstream, purchases from completed order lines of every
-    channel. Weights and time decay are decided in ml/, not here. -#}
+    Views and cart adds come from the clickstream, purchases from the sale lines of completed
+    orders of every channel (not returns, write-offs, postage or fees), of merchandise only. Weights and time decay are decided in ml/, not here. -#}
 with
 
 products as (
-    select product_id from {{ ref('dim_products') }}
+    select product_id from {{ ref('dim_products') }} where product_type = 'merchandise'
 ),
 
 clicks as (
@@ -28,7 +28,7 @@ purchases as (
         ordered_at as occurred_at,
         quantity
     from {{ ref('fct_order_items') }}
-    where customer_key is not null and status = 'completed'
+    where customer_key is not null and status = 'completed' and line_type = 'sale'
 ),
 
 unioned as (

@@ -1,5 +1,8 @@
 {#- One row per order line, web, app and store together, in the base currency, attached to the
-    current identity graph's customer (see fct_orders). -#}
+    current identity graph's customer (see fct_orders). Quantities are signed: a returned line has
+    a negative quantity and a negative line_total_base. line_type: sale, return, stock_adjustment
+    (returned at price 0: a write-off) or non_sale (postage, fees, vouchers, adjustments, test
+    items); only sale lines are purchases. -#}
 with
 
 lines as (
@@ -21,6 +24,7 @@ select
     l.currency,
     l.unit_price_base,
     cast(l.quantity * l.unit_price_base as decimal(18, 2)) as line_total_base,
+    l.line_type,
     l.status,
     l.ordered_at
 from lines as l

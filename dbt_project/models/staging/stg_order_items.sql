@@ -24,7 +24,8 @@ renamed as (
             when {{ tessera.clean_text('order_id') }} is null then 'missing order_id'
             when {{ tessera.clean_text('product_id') }} is null then 'missing product_id'
             when {{ tessera.try_cast('quantity', 'integer') }} is null then 'unparseable quantity'
-            when {{ tessera.try_cast('quantity', 'integer') }} <= 0 then 'non-positive quantity'
+            -- a negative quantity is a returned line (int_order_lines_current: line_type 'return')
+            when {{ tessera.try_cast('quantity', 'integer') }} = 0 then 'zero quantity'
             when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} is null then 'unparseable unit_price'
             when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} < 0 then 'negative unit_price'
         end,

@@ -23,6 +23,8 @@ renamed as (
         {{ tessera.clean_text('s.name') }} as product_name,
         coalesce(lower({{ tessera.clean_text('s.category') }}), 'unknown') as category,
         coalesce({{ tessera.clean_text('s.brand') }}, 'unknown') as brand,
+        -- what the line sells: only 'merchandise' is a customer product (docs/landing_contract.md)
+        coalesce(lower({{ tessera.clean_text('s.product_type') }}), 'merchandise') as product_type,
         coalesce(upper(trim(s.currency)), '{{ var("base_currency") }}') as currency,
 
         -- numerics
@@ -39,6 +41,8 @@ renamed as (
             when {{ tessera.clean_text('s.product_id') }} is null then 'missing product_id'
             when {{ tessera.try_cast('s.price', 'decimal(18, 2)') }} is null then 'unparseable price'
             when {{ tessera.try_cast('s.price', 'decimal(18, 2)') }} < 0 then 'negative price'
+            when coalesce(lower({{ tessera.clean_text('s.product_type') }}), 'merchandise')
+                not in ({{ tessera.product_types() }}) then 'unknown product_type'
         end,
             {{ tessera.currency_reason('s.currency', currency, 'iso', 'fx.rate_to_base', none, 's._source_file') }}
         ) as invalid_reason,
