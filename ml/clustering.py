@@ -69,6 +69,18 @@ def describe(z_row: pd.Series, top: int = 3) -> str:
     return "; ".join(parts)
 
 
+def clustering_shortfall(features: pd.DataFrame, k_min: int) -> str | None:
+    """Why these customers cannot be clustered into at least `k_min` clusters (too few customers,
+    or too few distinct behaviours), or None when they can. The clusters asset skips with this
+    reason instead of failing (thin data, issue 32)."""
+    if len(features) <= k_min:
+        return f"{len(features)} customers with an order: at least {k_min + 1} are needed for {k_min} clusters"
+    distinct = len(np.unique(prepare(features).to_numpy(), axis=0))
+    if distinct <= k_min:
+        return f"{len(features)} customers with an order but {distinct} distinct behaviours: at least {k_min + 1} are needed for {k_min} clusters"
+    return None
+
+
 def cluster_customers(
     features: pd.DataFrame,
     k_range: range = range(2, 9),
@@ -85,8 +97,10 @@ def cluster_customers(
     else:
         fit_on = scaled
     scores, fits = {}, {}
+    # k must leave two customers in a cluster somewhere: fewer distinct rows than k + 1 cannot
+    distinct = len(np.unique(fit_on, axis=0))
     for k in k_range:
-        if k >= len(fit_on):
+        if k >= len(fit_on) or k >= distinct:
             break
         model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(fit_on)
         sample = min(silhouette_sample, len(fit_on))

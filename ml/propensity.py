@@ -117,6 +117,28 @@ def _fit(x: pd.DataFrame, y: np.ndarray, seed: int) -> HistGradientBoostingClass
         return model.fit(x, y)
 
 
+# a model needs at least this many labelled customers of each class to train on, and the
+# evaluation snapshot both classes to score an AUC: below that the asset skips the target
+MIN_PER_CLASS = 10
+
+
+def training_shortfall(train: pd.DataFrame, evaluation: pd.DataFrame, target: str) -> str | None:
+    """Why `target` cannot be trained and evaluated on these snapshots (one label class, too few
+    customers of a class), or None when it can. The propensity asset skips the target with this
+    reason instead of failing (thin data, issue 32)."""
+    counts = []
+    for name, frame in (("training", train), ("evaluation", evaluation)):
+        labels = frame[target].dropna().astype(int)
+        counts.append((name, int((labels == 1).sum()), int((labels == 0).sum())))
+    (_, train_pos, train_neg), (_, eval_pos, eval_neg) = counts
+    described = "; ".join(f"{name} snapshot: {pos} positive, {neg} negative" for name, pos, neg in counts)
+    if min(train_pos, train_neg) < MIN_PER_CLASS:
+        return f"{target}: fewer than {MIN_PER_CLASS} labelled customers of a class to train on ({described})"
+    if min(eval_pos, eval_neg) < 1:
+        return f"{target}: one label class only in the evaluation snapshot ({described})"
+    return None
+
+
 def train_propensity(
     train: pd.DataFrame,
     evaluation: pd.DataFrame,

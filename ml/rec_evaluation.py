@@ -82,14 +82,32 @@ def features_as_of(frame: pd.DataFrame, key: str, at: pd.Timestamp | None) -> pd
     return keep.drop(columns=["as_of_date", "_as_of"]).reset_index(drop=True)
 
 
+def holdout_shortfall(interactions: pd.DataFrame, holdout_days: int) -> str | None:
+    """Why a `holdout_days` time split of these interactions cannot evaluate a model (no
+    interaction, no training row before the holdout, no purchase in it), or None when it can.
+    The recommender asset skips its model with this reason instead of failing (thin data)."""
+    if interactions.empty:
+        return "no customer-product interaction yet"
+    split_at = holdout_start(interactions["occurred_at"], holdout_days)
+    before = interactions["occurred_at"] < split_at
+    train = int(before.sum())
+    test = int((~before & (interactions["interaction_type"] == "purchase")).sum())
+    if train == 0 or test == 0:
+        return (
+            f"a {holdout_days}-day holdout from {split_at.date()} leaves {train} training interactions "
+            f"and {test} purchases to test on: a model cannot be evaluated"
+        )
+    return None
+
+
 def time_split(data: RecData, holdout_days: int) -> Split:
     """Train on everything before the last `holdout_days` calendar days, test on purchases in them."""
     inter = data.interactions
+    if reason := holdout_shortfall(inter, holdout_days):
+        raise ValueError(reason)
     split_at = holdout_start(inter["occurred_at"], holdout_days)
     train = inter[inter["occurred_at"] < split_at]
     test = inter[(inter["occurred_at"] >= split_at) & (inter["interaction_type"] == "purchase")]
-    if train.empty or test.empty:
-        raise ValueError(f"a {holdout_days}-day holdout leaves {len(train)} training and {len(test)} test rows")
     return Split(train=train, test=test, split_at=split_at)
 
 
@@ -199,7 +217,22 @@ def evaluate_split(
 
     Users are scored `chunk` at a time; by default as many as make EVAL_CELLS scores, so the
     dense (users x items) blocks and the metrics' copies of them stay in the tens of MB whatever
-    the catalogue (the metrics do not depend on the chunking)."""
+    the catalogue (the metrics do not depend on the chunking). A slice without users has
+    users = 0 and NaN means (see loggable_metrics)."""
+    return evaluate_per_user(data, split, params, models, chunk, scorers)[0]
+
+
+def evaluate_per_user(
+    data: RecData,
+    split: Split,
+    params: RecommenderParams,
+    models=MODELS,
+    chunk: int | None = None,
+    scorers: dict | None = None,
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, pd.Series]]]:
+    """evaluate_split's metrics, and per_user[model][slice]: each evaluated user's NDCG@k (a
+    Series indexed by user index, ascending). Every model is scored on the same users of a
+    slice, so two models' Series pair up user by user (the promotion gate, ml/promotion.py)."""
     n_items = len(data.items.ids)
     chunk = chunk or max(16, min(2048, EVAL_CELLS // max(n_items, 1)))
     popularity = item_popularity(split.train, n_items)
@@ -208,8 +241,9 @@ def evaluate_split(
     _, warm_items = seen(split.train, (len(data.users.ids), n_items))
     scorers = scorers or build_scorers(data, split, params, models)
     out: dict[str, dict[str, dict[str, float]]] = {}
+    per_user: dict[str, dict[str, pd.Series]] = {}
     for name, scorer in scorers.items():
-        out[name] = {}
+        out[name], per_user[name] = {}, {}
         for slice_name, spec in specs.items():
             acc = MetricAccumulator(params.k, n_items, popularity, min_popularity=1.0 / n_train_users)
             for start in range(0, len(spec.users), chunk):
@@ -217,9 +251,27 @@ def evaluate_split(
                 scores = scorer(idx)
                 if slice_name == "cold_items":
                     scores[:, warm_items] = -np.inf
-                acc.add(scores, spec.positives[idx], spec.exclude[idx])
+                acc.add(scores, spec.positives[idx], spec.exclude[idx], users=idx)
             out[name][slice_name] = acc.result()
-    return out
+            users, ndcg = acc.per_user("ndcg")
+            per_user[name][slice_name] = pd.Series(ndcg, index=pd.Index(users, name="u"), name=f"ndcg_at_{params.k}").sort_index()
+    return out, per_user
+
+
+def loggable_metrics(by_slice: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """One model's metrics per slice, without the slices no user was evaluated on and without
+    undefined (NaN) values: an empty slice has no metrics to log, only NaN means (issue 32: ~40
+    NaN metrics per run reached MLflow)."""
+    return {
+        slice_name: {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+        for slice_name, metrics in by_slice.items()
+        if metrics.get("users", 0) > 0
+    }
+
+
+def empty_slices(evaluation: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The slices no user was evaluated on (the same for every model), in SLICES order."""
+    return [s for s in SLICES if all(by_slice[s].get("users", 0) == 0 for by_slice in evaluation.values() if s in by_slice)]
 
 
 def metric_table(metrics: dict[str, dict[str, dict[str, float]]], k: int, slice_name: str = PRIMARY_SLICE) -> str:

@@ -252,18 +252,45 @@ class MetricAccumulator:
             raise ValueError(f"min_popularity must be in (0, 1], got {min_popularity!r}")
         self._self_information = -np.log2(np.maximum(popularity, min_popularity))
         self._per_user: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
+        # the user index of each evaluated row, when the caller names its users (per_user)
+        self._users: list[np.ndarray] | None = []
         # integer counts, so the result does not depend on how the users were chunked
         self._times_recommended = np.zeros(self.n_items, dtype=np.int64)
 
-    def add(self, scores: np.ndarray, positives: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> None:
+    def add(
+        self,
+        scores: np.ndarray,
+        positives: sp.csr_matrix,
+        exclude: sp.csr_matrix | None = None,
+        users: np.ndarray | None = None,
+    ) -> None:
+        """One chunk of users; `users` (their indices, one per row) lets per_user name them."""
         if np.shape(scores)[-1] != self.n_items:
             raise ValueError(f"scores have {np.shape(scores)[-1]} items, the accumulator {self.n_items}")
+        if users is not None and len(users) != np.shape(scores)[0]:
+            raise ValueError(f"{len(users)} user indices for {np.shape(scores)[0]} rows of scores")
         metrics = user_metrics(scores, positives, self.k, exclude)
         evaluated = ~np.isnan(metrics["precision"])
         for name in METRICS:
             self._per_user[name].append(metrics[name][evaluated])
+        if users is None:
+            self._users = None  # a chunk without names: per-user values cannot be attributed
+        elif self._users is not None:
+            self._users.append(np.asarray(users, dtype=np.int64)[evaluated])
         recommended = metrics["top"][evaluated]
         self._times_recommended += np.bincount(recommended[recommended >= 0], minlength=self.n_items)
+
+    def per_user(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(user indices, values) of one metric (precision, recall, ndcg, ap or auc) for every
+        evaluated user, in the order they were added; AUC may be NaN for a user (see user_metrics).
+        Needs every chunk added with its `users`."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        if self._users is None:
+            raise ValueError("per_user needs the user indices of every chunk: pass users= to add()")
+        users = np.concatenate(self._users) if self._users else np.empty(0, dtype=np.int64)
+        values = np.concatenate(self._per_user[metric]) if self._per_user[metric] else np.empty(0)
+        return users, values
 
     def result(self) -> dict[str, float]:
         k = self.k

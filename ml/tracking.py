@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -62,10 +63,14 @@ class LoggedRun:
     experiment_id: str
     model_uri: str
     run_url_path: str
+    # nested runs by name (the recommender's baselines): a published baseline list names its run
+    children: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, run, experiment_id: str, model_uri: str) -> LoggedRun:
-        return cls(run.info.run_id, experiment_id, model_uri, f"#/experiments/{experiment_id}/runs/{run.info.run_id}")
+    def of(cls, run, experiment_id: str, model_uri: str, children: dict[str, str] | None = None) -> LoggedRun:
+        return cls(
+            run.info.run_id, experiment_id, model_uri, f"#/experiments/{experiment_id}/runs/{run.info.run_id}", children or {}
+        )
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
@@ -93,16 +98,20 @@ def log_recommender_run(
     baseline evaluated on the same split, with the same metric names as the hybrid's primary and
     slice metrics: the MLflow UI compares them as rows of one table."""
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+    refuse_undefined(metrics, "lightfm_hybrid")
+    children = {}
     with mlflow.start_run(experiment_id=experiment_id, run_name="lightfm_hybrid", tags={**tags, "model": "lightfm_hybrid"}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(mappings, "id_mappings.json")
         for name, values in (baselines or {}).items():
+            refuse_undefined(values, name)
             with mlflow.start_run(
                 experiment_id=experiment_id, run_name=name, nested=True, tags={**tags, "model": name, "role": "baseline"}
-            ):
+            ) as child:
                 mlflow.log_params({**(shared_params or {}), "model": name})
                 mlflow.log_metrics(values)
+                children[name] = child.info.run_id
         with tempfile.TemporaryDirectory() as tmp:
             bundle_path = Path(tmp) / "bundle.pkl"
             with open(bundle_path, "wb") as fh:
@@ -113,7 +122,15 @@ def log_recommender_run(
                 artifacts={"bundle": str(bundle_path)},
                 pip_requirements=MODEL_PIP_REQUIREMENTS,
             )
-        return LoggedRun.of(run, experiment_id, info.model_uri)
+        return LoggedRun.of(run, experiment_id, info.model_uri, children)
+
+
+def refuse_undefined(metrics: dict[str, float], model: str) -> None:
+    """A NaN or infinite metric is a bug upstream (an empty slice must log nothing, see
+    ml.rec_evaluation.loggable_metrics), never something to store and compare."""
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if bad:
+        raise ValueError(f"{model}: {len(bad)} undefined metric(s) would reach MLflow: {', '.join(bad[:5])}")
 
 
 def log_propensity_run(

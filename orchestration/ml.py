@@ -12,8 +12,11 @@ from threadpoolctl import threadpool_limits
 from ml.rec_evaluation import (
     PRIMARY_SLICE,
     SLICES,
-    evaluate_split,
+    empty_slices,
+    evaluate_per_user,
+    holdout_shortfall,
     holdout_start,
+    loggable_metrics,
     time_split,
 )
 from ml.recommender import (
@@ -108,18 +111,30 @@ def usable_features(profile: pd.DataFrame) -> np.ndarray:
 
 
 def ranked_lists(
-    model, data, profile: pd.DataFrame, cold: np.ndarray, bought: sp.csr_matrix, popularity, items, config, zero_identity=True
+    model,
+    data,
+    profile: pd.DataFrame,
+    cold: np.ndarray,
+    bought: sp.csr_matrix,
+    popularity,
+    items,
+    config,
+    zero_identity=True,
+    everyone_popular=False,
 ):
     """The rules on the published list: top `k` per customer, already-bought products left out
     (configurable), inactive products never, at most `max_per_category` per category. `cold`
     customers are ranked from their features; without usable features, or without
     personalisation consent, customers get the most popular products (their history unused).
     `profile` is aligned with data.users.ids; `bought` with (users, items). zero_identity=False
-    when the user rows have no identity feature to drop (ml.recommender.recommend)."""
+    when the user rows have no identity feature to drop (ml.recommender.recommend).
+    everyone_popular=True: every customer gets the `popularity` ranking (a baseline's lists, when
+    the gate publishes no model), with what they bought left out where they consented."""
     consent = profile["personalization_consent"].fillna(True).astype(bool).to_numpy()
-    popular = ~consent | (cold & ~usable_features(profile))
+    popular = np.ones(len(consent), dtype=bool) if everyone_popular else ~consent | (cold & ~usable_features(profile))
     exclude = bought if config.exclude_bought else sp.csr_matrix(bought.shape, dtype=np.float32)
-    exclude = sp.diags((~popular).astype(np.float32)) @ exclude  # no personal history without consent
+    personal = consent if everyone_popular else ~popular
+    exclude = sp.diags(personal.astype(np.float32)) @ exclude  # no personal history without consent
     by_id = items.set_index("product_id")
     active = by_id["is_active"].reindex(data.items.ids).fillna(False).to_numpy(dtype=bool)
     category = by_id["category"].reindex(data.items.ids).fillna("unknown")
@@ -150,6 +165,80 @@ def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, 
     profile = users.set_index("customer_key").loc[data.users.ids]
     popularity = MostPopular(data.interactions, len(data.items.ids)).scores
     return ranked_lists(model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, config)
+
+
+def baseline_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, config, baseline: str, recent_days: int) -> pd.DataFrame:
+    """Every customer's list from a simple baseline (ml/rec_baselines.py) over all interactions,
+    under the published rules: what the gate publishes when no model may be (no champion yet and
+    the first model not shown to be as good as the baseline). Rows have source 'popularity'."""
+    from ml.rec_baselines import MostPopular, RecentlyPopular
+
+    n_items = len(data.items.ids)
+    if baseline == "most_popular":
+        popularity = MostPopular(data.interactions, n_items).scores
+    elif baseline == "recently_popular":
+        popularity = RecentlyPopular(data.interactions, n_items, window_days=recent_days).scores
+    else:
+        raise ValueError(f"no published fallback for baseline {baseline!r}")
+    profile = users.set_index("customer_key").loc[data.users.ids]
+    return ranked_lists(
+        model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, config, everyone_popular=True
+    )
+
+
+CANDIDATE_COLUMNS = {  # ml.recommendation_candidates (text as "string": DuckDB reads it as VARCHAR, nulls too)
+    "customer_key": "string",
+    "rank": "int64",
+    "product_id": "string",
+    "score": "float64",
+    "source": "string",
+    "category": "string",
+    "top_n": "int64",
+    "max_per_category": "int64",
+    "model_run_id": "string",
+    "model_version": "string",
+}
+
+
+def popular_without_model(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame, config, label: str) -> pd.DataFrame:
+    """With no model to rank with (thin data, no champion): one list for every customer, the
+    active products by distinct buyers, then distinct users with any interaction (MostPopular),
+    at most `max_per_category` per category; nothing personal is used. No interaction or no
+    active product: no rows."""
+    from ml.rec_baselines import MostPopular
+
+    active = items[items["is_active"].fillna(False).astype(bool)].sort_values("product_id").reset_index(drop=True)
+    if interactions.empty or active.empty or users.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in CANDIDATE_COLUMNS.items()})
+    index = {p: n for n, p in enumerate(active["product_id"].astype(str))}
+    inter = interactions.assign(u=interactions["customer_key"].astype(str), i=interactions["product_id"].astype(str).map(index))
+    inter = inter[inter["i"].notna()].astype({"i": np.int64})
+    scores = MostPopular(inter, len(active)).scores
+    order = np.lexsort((np.arange(len(active)), -scores))  # best first, ties by product id
+    category = active["category"].fillna("unknown").astype(str).to_numpy()
+    picked, per_category = [], {}
+    for i in order:
+        if per_category.get(category[i], 0) < config.max_per_category:
+            picked.append(i)
+            per_category[category[i]] = per_category.get(category[i], 0) + 1
+        if len(picked) == config.k:
+            break
+    keys = users["customer_key"].astype(str).to_numpy()
+    n, m = len(keys), len(picked)
+    return pd.DataFrame(
+        {
+            "customer_key": np.repeat(keys, m),
+            "rank": np.tile(np.arange(1, m + 1, dtype=np.int64), n),
+            "product_id": np.tile(active["product_id"].astype(str).to_numpy()[picked], n),
+            "score": np.tile(scores[picked].astype(np.float64), n),
+            "source": "popularity",
+            "category": np.tile(category[picked], n),
+            "top_n": np.int64(config.k),
+            "max_per_category": np.int64(config.max_per_category),
+            "model_run_id": None,
+            "model_version": label,
+        }
+    )[list(CANDIDATE_COLUMNS)].astype(CANDIDATE_COLUMNS)
 
 
 def has_history(data) -> np.ndarray:
@@ -233,53 +322,82 @@ def lists_from_champion(settings, version: str, users: pd.DataFrame, items, inte
     return recs
 
 
-def promotion_gate(settings, logged, params: RecommenderParams, evaluation: dict, data, split):
-    """Register the new model and let it take the `champion` alias only if it is not worse than
-    the champion's configuration refitted and evaluated on the same split (ml/registry.py). Fits
-    are deterministic, so a champion with the challenger's own configuration scores exactly what
-    the challenger scored: it is not refitted."""
+def training_fingerprint(*frames: pd.DataFrame) -> str:
+    """A hash of the published model's training tables (interactions, user and item features):
+    the same configuration on the same fingerprint is an identical retrain (ml/promotion.py)."""
+    total = 0
+    for frame in frames:
+        hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        total = (total * 1_000_003 + int(hashed.sum(dtype=np.uint64)) + len(frame)) % 2**64
+    return f"{total:016x}"
+
+
+def promotion_gate(settings, logged, params: RecommenderParams, per_user: dict, evaluation: dict, data, split, fingerprint: str):
+    """Register the new model and let the gate (ml/promotion.py) decide on per-user warm NDCG@10:
+    against the champion's configuration refitted and evaluated on the same split; with no
+    champion, against the best simple baseline; a champion's own configuration on the same
+    training data is an identical retrain, on newer data a refresh. Fits are deterministic, so a
+    champion with the challenger's own configuration is not refitted. The decision is recorded on
+    the model version and the challenger's MLflow run (ml/registry.py)."""
     from mlflow.tracking import MlflowClient
 
-    from ml.registry import PRIMARY_METRIC, champion, champion_params, decide, register
+    from ml.promotion import (
+        GateRule,
+        best_baseline,
+        identical_retrain,
+        judge_challenger,
+        judge_first_model,
+        judge_refresh,
+    )
+    from ml.registry import PRIMARY_METRIC, champion, champion_params, decide, record_on_run, register
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     name = settings.mlflow_model_name
+    rule = GateRule(min_users=settings.promotion_min_users, seed=settings.seed)
     current = champion(client, name)
     version = register(client, name, logged.model_uri, logged.run_id)
-    challenger_metric = evaluation["lightfm_hybrid"][PRIMARY_SLICE][PRIMARY_METRIC]
-    champion_metric = None
-    if current is not None:
-        champion_config = RecommenderParams.from_logged(champion_params(client, current))
-        if champion_config == params:
-            champion_metric = challenger_metric
+    hybrid = per_user["lightfm_hybrid"][PRIMARY_SLICE]
+    baseline = best_baseline(evaluation, PRIMARY_SLICE, PRIMARY_METRIC)
+    if current is None:
+        verdict = judge_first_model(hybrid, per_user[baseline][PRIMARY_SLICE], rule, baseline)
+    else:
+        label = f"champion version {current.version}"
+        logged_params = champion_params(client, current)
+        champion_config = RecommenderParams.from_logged(logged_params)
+        if champion_config == params and logged_params.get("training_data_fingerprint") == fingerprint:
+            verdict = identical_retrain(hybrid, rule, label)
+        elif champion_config == params:
+            verdict = judge_refresh(hybrid, per_user[baseline][PRIMARY_SLICE], rule, baseline, label)
         else:
-            again = evaluate_split(data, split, champion_config, models=["lightfm_hybrid"])
-            champion_metric = again["lightfm_hybrid"][PRIMARY_SLICE][PRIMARY_METRIC]
-    return decide(
-        client, name, version, challenger_metric, None if current is None else str(current.version), champion_metric
-    )
+            _, again = evaluate_per_user(data, split, champion_config, models=["lightfm_hybrid"])
+            verdict = judge_challenger(hybrid, again["lightfm_hybrid"][PRIMARY_SLICE], rule, label)
+    decision = decide(client, name, version, None if current is None else str(current.version), verdict)
+    record_on_run(client, logged.run_id, decision, rule.resamples, rule.seed)
+    return decision
 
 
 def flatten_metrics(evaluation: dict) -> dict[str, float]:
     """MLflow metric names: the hybrid on the primary slice as plain names (precision_at_10, ...),
-    each baseline on it as <model>_<metric>, every other slice as <slice>_<model>_<metric>."""
+    each baseline on it as <model>_<metric>, every other slice as <slice>_<model>_<metric>. A slice
+    no user was evaluated on logs nothing, and no undefined value is logged (loggable_metrics)."""
     out = {}
     for model, by_slice in evaluation.items():
-        for slice_name in SLICES:
-            for metric, value in by_slice[slice_name].items():
+        for slice_name, metrics in loggable_metrics(by_slice).items():
+            for metric, value in metrics.items():
                 prefix = "" if model == "lightfm_hybrid" else f"{model}_"
                 if slice_name != PRIMARY_SLICE:
                     prefix = f"{slice_name}_{model}_"
-                out[prefix + metric] = float(value)
+                out[prefix + metric] = value
     return out
 
 
 def model_metrics(evaluation: dict, model: str) -> dict[str, float]:
-    """One model's metrics under the hybrid's own names: primary slice plain, others <slice>_<metric>."""
+    """One model's metrics under the hybrid's own names: primary slice plain, others <slice>_<metric>;
+    empty slices and undefined values left out, as in flatten_metrics."""
     out = {}
-    for slice_name in SLICES:
+    for slice_name, metrics in loggable_metrics(evaluation[model]).items():
         prefix = "" if slice_name == PRIMARY_SLICE else f"{slice_name}_"
-        out.update({prefix + metric: float(value) for metric, value in evaluation[model][slice_name].items()})
+        out.update({prefix + metric: value for metric, value in metrics.items()})
     return out
 
 
@@ -428,14 +546,19 @@ def recommendation_candidates(
         internal_keys = dict(
             con.execute(f"select customer_pkey(customer_key), customer_key from marts.dim_customers where {NOT_ERASED}").fetchall()
         )
-        if interactions.empty:
-            raise ValueError("fct_customer_product_interactions is empty: nothing to train on")
-        # evaluation: user features as of the holdout start, so the holdout cannot leak in through them
-        split_at = holdout_start(interactions["occurred_at"], params.test_days)
-        as_of = {"as_of": split_at.to_pydatetime()}
-        features_then = con.execute(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), as_of).df()
         features_now = con.execute(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), {"as_of": None}).df()
-        features_at = con.execute(FEATURES_DATE_SQL, as_of).fetchone()[0]
+        # thin data (no interaction, no purchase in the holdout, nothing before it): no model can
+        # be evaluated, so none is trained; the lists come from the champion or popularity
+        skip_reason = holdout_shortfall(interactions, params.test_days)
+        if skip_reason is None:
+            # evaluation: user features as of the holdout start, so the holdout cannot leak in through them
+            split_at = holdout_start(interactions["occurred_at"], params.test_days)
+            as_of = {"as_of": split_at.to_pydatetime()}
+            features_then = con.execute(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), as_of).df()
+            features_at = con.execute(FEATURES_DATE_SQL, as_of).fetchone()[0]
+    if skip_reason is not None:
+        users = customers.merge(features_now, on="customer_key", how="left")
+        return skipped_recommender(context, tessera, config, users, items, interactions, internal_keys, skip_reason, started)
     if features_then.empty:
         context.log.warning(f"no user feature snapshot on or before {split_at.date()}: evaluated without user features")
     eval_users = customers[["customer_key"]]
@@ -449,7 +572,11 @@ def recommendation_candidates(
     del features_then
     with phase("evaluate_prepare"):
         eval_data = build_data(eval_users, items, interactions, USER_FEATURES, ITEM_FEATURES)
-        split = time_split(eval_data, params.test_days)
+    if (skip_reason := holdout_shortfall(eval_data.interactions, params.test_days)) is not None:
+        users = customers.merge(features_now, on="customer_key", how="left")
+        reason = f"the evaluation sample of {len(eval_users)} customers: {skip_reason}"
+        return skipped_recommender(context, tessera, config, users, items, interactions, internal_keys, reason, started)
+    split = time_split(eval_data, params.test_days)
     # The evaluation (two fits and full-catalogue rankings on the sample) and the published model's
     # build, fit and scoring share nothing: the evaluation runs in a second thread meanwhile. The fit
     # runs on one LightFM thread (reproducible) and releases the GIL, as numpy's large array
@@ -460,7 +587,7 @@ def recommendation_candidates(
         threadpool_limits(limits=1, user_api="blas"),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender-evaluation") as background,
     ):
-        evaluating = background.submit(_timed, phase, "evaluate", evaluate_split, eval_data, split, params)
+        evaluating = background.submit(_timed, phase, "evaluate", evaluate_per_user, eval_data, split, params)
 
         # the published model: every interaction, today's features
         users = customers.merge(features_now, on="customer_key", how="left")
@@ -473,8 +600,12 @@ def recommendation_candidates(
         with phase("score"):
             recs = published_candidates(model, data, users, items, config)
         with phase("evaluate_wait"):  # what the evaluation took beyond the published model's work
-            evaluation = evaluating.result()  # raises the evaluation's error, if any
+            evaluation, per_user = evaluating.result()  # raises the evaluation's error, if any
+        with phase("fingerprint"):
+            fingerprint = training_fingerprint(interactions, users, items)
     metrics = flatten_metrics(evaluation)
+    if empty := empty_slices(evaluation):
+        context.log.info(f"no user to evaluate on slice(s) {', '.join(empty)}: no metric logged for them")
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
     metrics["eval_customers"] = float(len(eval_users))
     context.log.info(
@@ -502,6 +633,8 @@ def recommendation_candidates(
                 "primary_slice": PRIMARY_SLICE,
                 "n_users": len(data.users.ids),
                 "n_items": len(data.items.ids),
+                "training_data_fingerprint": fingerprint,
+                "empty_slices": ",".join(empty) or "none",
             },
             metrics=metrics,
             bundle=model_bundle(model, data, params.k),
@@ -517,16 +650,25 @@ def recommendation_candidates(
             },
         )
     with phase("promotion_gate"):
-        decision = promotion_gate(settings, logged, params, evaluation, eval_data, split)
-    context.log.info(decision.summary())
-    if decision.promoted:
+        decision = promotion_gate(settings, logged, params, per_user, evaluation, eval_data, split, fingerprint)
+    if decision.lists_from == "challenger":
+        context.log.info(decision.summary())
         recs["model_run_id"] = constant_column(logged.run_id, len(recs))
         recs["model_version"] = constant_column(decision.challenger_version, len(recs))
-    else:
+    elif decision.lists_from == "champion":
         # published recommendations come only from the champion: it scores today's customers
         with phase("champion_lists"):
             recs = lists_from_champion(settings, decision.champion_now, users, items, interactions, config)
         context.log.warning(f"{decision.summary()}; every list rewritten by champion version {decision.champion_now}")
+    else:
+        # no champion, and the first model was not shown to be as good as the best baseline: the
+        # baseline's lists, marked with it (model_version 'baseline:<name>', its nested MLflow run)
+        baseline = decision.lists_from.removeprefix("baseline:")
+        with phase("baseline_lists"):
+            recs = baseline_candidates(model, data, users, items, config, baseline, params.recent_days)
+        recs["model_run_id"] = constant_column(logged.children[baseline], len(recs))
+        recs["model_version"] = constant_column(decision.lists_from, len(recs))
+        context.log.warning(f"{decision.summary()}; every list is {baseline}'s ({decision.lists_from})")
     n_interactions = len(interactions)
     del interactions, data, model, users, eval_data
     release_unused()
@@ -551,9 +693,13 @@ def recommendation_candidates(
             "seconds_by_phase": dg.MetadataValue.json(phase.seconds),
             "registered_model": settings.mlflow_model_name,
             "challenger_version": decision.challenger_version,
-            "champion_version": decision.champion_now,
+            "champion_version": str(decision.champion_now),
             "gate": decision.summary(),
-            "lists_from_version": decision.champion_now,
+            "gate_record": dg.MetadataValue.json(decision.record()),
+            "gate_users_evaluated": decision.verdict.users,
+            "gate_min_users": decision.verdict.min_users,
+            "lists_from": decision.lists_from,
+            "lists_from_version": str(recs["model_version"].iloc[0]) if len(recs) else "none",
             "mlflow_run_id": logged.run_id,
             "mlflow_model_uri": logged.model_uri,
             # the primary slice only; every slice is in the MLflow run
@@ -562,6 +708,42 @@ def recommendation_candidates(
                 for k, v in metrics.items()
                 if np.isfinite(v) and not k.startswith(tuple(f"{s}_" for s in SLICES if s != PRIMARY_SLICE))
             },
+        }
+    )
+
+
+def skipped_recommender(
+    context, tessera: TesseraResource, config, users: pd.DataFrame, items, interactions, internal_keys: dict, reason: str, started: float
+) -> dg.MaterializeResult:
+    """No model can be trained or evaluated on this data (`reason`): nothing is registered; the
+    lists come from the champion under today's rules if there is one, else from popularity
+    without a model (popular_without_model), so everything downstream still publishes. The
+    reason is the asset's `skipped_reason` metadata and goes to the run summary (tessera/run.py)."""
+    from mlflow.tracking import MlflowClient
+
+    from ml.registry import champion
+
+    settings = tessera.settings()
+    current = champion(MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.mlflow_model_name)
+    if current is not None and not users.empty and not interactions.empty:
+        recs = lists_from_champion(settings, str(current.version), users, items, interactions, config)
+        lists_from = "champion"
+    else:
+        recs = popular_without_model(users, items, interactions, config, "baseline:most_popular")
+        lists_from = "baseline:most_popular"
+    context.log.warning(f"recommender model skipped: {reason}; {len(recs):,} list rows from {lists_from}")
+    recs["customer_key"] = recs["customer_key"].map(internal_keys)
+    if recs["customer_key"].isna().any():
+        raise ValueError("a recommended customer_pkey maps to no customer in dim_customers")
+    table = write_ml_table(tessera, "recommendation_candidates", recs, "customer_key, rank")
+    return dg.MaterializeResult(
+        metadata={
+            **table,
+            **run_metadata(started, len(interactions)),
+            "skipped_reason": reason,
+            "promoted": False,
+            "lists_from": lists_from,
+            "lists_from_version": str(recs["model_version"].iloc[0]) if len(recs) else "none",
         }
     )
 
@@ -645,7 +827,7 @@ class PropensityConfig(dg.Config):
 def propensity_scores(
     context: dg.AssetExecutionContext, tessera: TesseraResource, config: PropensityConfig
 ) -> dg.MaterializeResult:
-    from ml.propensity import CATEGORICAL_FEATURES, NUMERIC_FEATURES, train_propensity
+    from ml.propensity import CATEGORICAL_FEATURES, NUMERIC_FEATURES, train_propensity, training_shortfall
     from ml.tracking import log_propensity_run
 
     started = time.perf_counter()
@@ -653,15 +835,34 @@ def propensity_scores(
     with tessera.duckdb(read_only=True) as con:
         frames = con.execute(SNAPSHOTS_SQL).df()
     snapshots = sorted(frames["as_of_date"].unique())
-    if len(snapshots) < 3:
-        raise ValueError(f"need 3 feature snapshots (train, evaluate, current), found {len(snapshots)}")
-    train, evaluation, current = (frames[frames["as_of_date"] == d] for d in snapshots[-3:])
-    out = current[["customer_key", "as_of_date"]].copy()
-    metadata, runs, comparison = {}, {}, {}
     targets = (
         ("purchased_next_30d", "purchase_propensity_30d", None),
         ("churned_next_30d", "churn_risk_30d", "frequency"),
     )
+    if len(snapshots) < 3:
+        # thin data: the asset still writes the table (every score null, no run), so the scores
+        # and everything else downstream publish; the reason is in the UI and the run summary
+        reason = f"need 3 feature snapshots (train, evaluate, current), found {len(snapshots)}"
+        latest = frames[frames["as_of_date"] == snapshots[-1]] if snapshots else frames
+        return skipped_propensity(context, tessera, latest, targets, {t: reason for t, _, _ in targets}, started)
+    train, evaluation, current = (frames[frames["as_of_date"] == d] for d in snapshots[-3:])
+    skipped = {
+        target: reason for target, _, _ in targets if (reason := training_shortfall(train, evaluation, target)) is not None
+    }
+    if len(skipped) == len(targets):
+        return skipped_propensity(context, tessera, current, targets, skipped, started)
+    for target, reason in skipped.items():
+        context.log.warning(f"propensity model skipped: {reason}")
+    out = current[["customer_key", "as_of_date"]].copy()
+    metadata, runs, comparison = {}, {}, {}
+    metadata.update({f"{target}/skipped_reason": reason for target, reason in skipped.items()})
+    if skipped:
+        metadata["skipped_reason"] = "; ".join(skipped.values())
+    for target, column, _ in targets:
+        if target in skipped:
+            out[column] = pd.Series(np.nan, index=out.index, dtype="float64")
+            out[f"{column}_run_id"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    targets = tuple(t for t in targets if t[0] not in skipped)
 
     def train_target(target: str, population: str | None):
         scored = current if population is None else current[current[population] > 0]
@@ -715,6 +916,27 @@ def propensity_scores(
     return dg.MaterializeResult(metadata={**table, **run_metadata(started, len(frames)), **metadata})
 
 
+def skipped_propensity(context, tessera: TesseraResource, current: pd.DataFrame, targets, reasons: dict, started: float):
+    """No propensity model can be trained (`reasons` per target): ml.propensity_scores holds the
+    current customers with every score and run id null, so publish/customer_scores still
+    publishes its RFM values (its check then expects no score at all) and decisioning runs."""
+    out = current[["customer_key", "as_of_date"]].copy()
+    for _, column, _ in targets:
+        out[column] = pd.Series(np.nan, index=out.index, dtype="float64")
+        out[f"{column}_run_id"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    reason = "; ".join(dict.fromkeys(reasons.values()))
+    context.log.warning(f"propensity models skipped: {reason}")
+    table = write_ml_table(tessera, "propensity_scores", out, "customer_key")
+    return dg.MaterializeResult(
+        metadata={
+            **table,
+            **run_metadata(started, len(current)),
+            "skipped_reason": reason,
+            **{f"{target}/skipped_reason": r for target, r in reasons.items()},
+        }
+    )
+
+
 CLUSTERS_KEY = dg.AssetKey(["ml", "customer_clusters"])
 SEGMENTS_EXPERIMENT = "tessera-segments"
 NO_ORDER_CLUSTER = (-1, "no order yet: not clustered")
@@ -742,7 +964,7 @@ class ClusteringConfig(dg.Config):
 def customer_clusters(
     context: dg.AssetExecutionContext, tessera: TesseraResource, config: ClusteringConfig
 ) -> dg.MaterializeResult:
-    from ml.clustering import BEHAVIOURAL_FEATURES, cluster_customers
+    from ml.clustering import BEHAVIOURAL_FEATURES, cluster_customers, clustering_shortfall
     from ml.tracking import log_clustering_run
 
     started = time.perf_counter()
@@ -754,6 +976,18 @@ def customer_clusters(
             f"select {columns} from marts.customer_features where {NOT_ERASED} order by customer_key"
         ).df()
     buyers = features[features["frequency"] > 0].reset_index(drop=True)
+    others = features.loc[features["frequency"] <= 0, ["customer_key"]].assign(
+        cluster_id=NO_ORDER_CLUSTER[0], cluster_description=NO_ORDER_CLUSTER[1]
+    )
+    if (reason := clustering_shortfall(buyers, config.k_min)) is not None:
+        # thin data: every customer keeps cluster -1 with the reason in words, no run; the
+        # segments and everything else downstream still publish
+        context.log.warning(f"clustering skipped: {reason}")
+        unclustered = buyers[["customer_key"]].assign(cluster_id=NO_ORDER_CLUSTER[0], cluster_description=f"not clustered: {reason}")
+        out = pd.concat([unclustered, others], ignore_index=True)
+        out["clustering_run_id"] = pd.Series(pd.NA, index=out.index, dtype="string")
+        table = write_ml_table(tessera, "customer_clusters", out, "customer_key")
+        return dg.MaterializeResult(metadata={**table, **run_metadata(started, len(features)), "skipped_reason": reason})
     result = cluster_customers(
         buyers, k_range=range(config.k_min, config.k_max + 1), seed=settings.seed, fit_sample=config.fit_sample
     )
@@ -777,9 +1011,6 @@ def customer_clusters(
         z_profiles=result.z_profiles,
         descriptions=result.descriptions,
         tags={"dagster_run_id": context.run_id, "source": "tessera"},
-    )
-    others = features.loc[features["frequency"] <= 0, ["customer_key"]].assign(
-        cluster_id=NO_ORDER_CLUSTER[0], cluster_description=NO_ORDER_CLUSTER[1]
     )
     out = pd.concat([result.labels, others], ignore_index=True).assign(clustering_run_id=run_id)
     table = write_ml_table(tessera, "customer_clusters", out, "customer_key")

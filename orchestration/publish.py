@@ -446,10 +446,11 @@ PUBLISHED = (
             EVERY_ACTIVE_CUSTOMER,
             Validation(
                 "scores_within_unit_interval",
-                "Purchase propensity and churn risk lie in [0, 1]; every customer has a purchase propensity.",
+                "Purchase propensity and churn risk lie in [0, 1]; every customer has a purchase propensity "
+                "(none has one when the purchase model was skipped on thin data: no purchase_model_run_id).",
                 """
                 select count(*) from {table}
-                where purchase_propensity_30d is null
+                where (purchase_propensity_30d is null and (select count(purchase_model_run_id) from {table}) > 0)
                    or purchase_propensity_30d not between 0 and 1
                    or (churn_risk_30d is not null and churn_risk_30d not between 0 and 1)
                 """,
@@ -490,7 +491,7 @@ def sql_parameters(settings) -> dict[str, str]:
         "nba_holdout": holdout_group_sql("'nba:' || t.action_id", "c.customer_key", settings.holdout_share),
         "campaign_uplift": uplift_sql(
             "select campaign, customer_key, holdout_group, assigned_on from campaigns.assignments",
-            "select customer_key, ordered_at, order_total_base as revenue from marts.fct_orders where status = 'completed'",
+            "select customer_key, ordered_at, net_revenue_base as revenue from marts.fct_orders where status = 'completed'",
             settings.uplift_window_days,
             settings.uplift_confidence,
         ),

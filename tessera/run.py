@@ -178,6 +178,18 @@ def decisioning_summary(settings: Settings) -> list[str]:
     return lines
 
 
+def skipped_models(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """(asset, reason) of each asset that materialized without its model this run (thin data:
+    its `skipped_reason` metadata, orchestration/ml.py); what does not need the model still publishes."""
+    out = []
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        reason = materialization.metadata.get("skipped_reason")
+        if reason is not None:
+            out.append((materialization.asset_key.to_user_string(), str(getattr(reason, "value", reason))))
+    return out
+
+
 def full_refresh_config(job: dg.JobDefinition) -> dict:
     """Run config setting `full_refresh: true` on every step of the job that takes it (the
     loaders and both dbt steps)."""
@@ -225,6 +237,8 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
         print(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name} {e.description or ''}")
     if skipped:
         print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
+    for asset, reason in skipped_models(result):
+        print(f"model skipped, its asset written without it: {asset}: {reason}")
     summaries = quarantine_summary(settings) + identity_summary(settings) + propensity_summary(settings)
     for line in summaries + decisioning_summary(settings):
         print(line)

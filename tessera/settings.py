@@ -61,6 +61,8 @@ class Settings:
     gx_max_null_share_increase: float
     gx_null_share_min_rows: int
     gx_accepted_missing_columns: frozenset[str]
+    # the recommender's promotion gate judges on at least this many warm users (ml/promotion.py)
+    promotion_min_users: int = 200
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -173,6 +175,7 @@ def load_settings() -> Settings:
         gx_null_share_min_rows=_positive_int("TESSERA_GX_NULL_SHARE_MIN_ROWS", "200"),
         # "source.column" pairs a source may stop sending without failing its gate (an intended change)
         gx_accepted_missing_columns=_column_list("TESSERA_GX_ACCEPTED_MISSING_COLUMNS"),
+        promotion_min_users=_positive_int("TESSERA_PROMOTION_MIN_USERS", "200"),
     )
 
 

@@ -18,7 +18,10 @@ def test_rematerializing_unchanged_input_changes_nothing(pipeline):
             # MLflow run ids and registry versions differ per run by design; everything else must
             # be identical
             run_ids = {
-                "customer_recommendations": "model_run_id, model_version",
+                # and the score: a re-run keeps the champion (an identical retrain is not a
+                # promotion), whose lists are rescored from its registered bundle in float32
+                # (orchestration.ml.champion_lists_for): the same lists, scores within 1e-5
+                "customer_recommendations": "model_run_id, model_version, score",
                 "customer_segments": "clustering_run_id",
                 "customer_scores": "purchase_model_run_id, churn_model_run_id",
             }
@@ -33,18 +36,30 @@ def test_rematerializing_unchanged_input_changes_nothing(pipeline):
         finally:
             con.close()
 
-    before = snapshot()
-    assert run_job().success
-    after = snapshot()
-    for name in before:
-        assert before[name] == after[name], name
-    # the retrained model ties the champion on the same split, so it takes the alias (newer data)
+    def scores():
+        con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+        try:
+            return [r[0] for r in con.execute("select score from publish.customer_recommendations order by customer_pkey, rank").fetchall()]
+        finally:
+            con.close()
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    champion_before = client.get_model_version_by_alias(settings.mlflow_model_name, "champion")
+    before, scores_before = snapshot(), scores()
+    assert run_job().success
+    after, scores_after = snapshot(), scores()
+    for name in before:
+        assert before[name] == after[name], name
+    assert max(abs(a - b) for a, b in zip(scores_before, scores_after, strict=True)) < 1e-5
+    # the retrain is identical (same configuration, same training data): a tie keeps the champion
     champion = client.get_model_version_by_alias(settings.mlflow_model_name, "champion")
-    assert champion.tags["gate_decision"] == "promoted"
-    assert float(champion.tags["gate_challenger_metric"]) == float(champion.tags["gate_champion_metric"])
+    assert champion.version == champion_before.version
+    retrain = client.get_model_version_by_alias(settings.mlflow_model_name, "challenger")
+    assert int(retrain.version) > int(champion.version)
+    assert retrain.tags["gate_decision"] == "kept_champion"
+    assert retrain.tags["gate_reason"].startswith(f"identical retrain of champion version {champion.version}")
 
 
 def test_a_second_run_that_adds_records_keeps_every_existing_id(pipeline):

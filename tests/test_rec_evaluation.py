@@ -520,3 +520,52 @@ def test_shared_rows_copies_the_owner_rows_in_user_order():
     out_users, rows = shared_rows(users, np.array([0, 0, 2, 0, 2]))
     assert out_users.tolist() == [0, 0, 1, 1, 2, 3, 3, 4]
     assert rows.tolist() == [0, 1, 0, 1, 2, 0, 1, 2]
+
+
+def test_a_slice_with_no_users_logs_no_metrics():
+    # what broke: empty slices logged ~40 NaN metrics to MLflow per run
+    from ml.rec_evaluation import empty_slices, evaluate_per_user
+    from ml.tracking import refuse_undefined
+    from orchestration.ml import flatten_metrics, model_metrics
+
+    inter, users, items = _planted()
+    # a holdout of warm users only, buying items seen in training: no cold user, no cold item
+    late = pd.DataFrame(
+        [("a0", "a_item2", "purchase", T0 + pd.Timedelta(days=30)), ("b1", "b_item1", "purchase", T0 + pd.Timedelta(days=31))],
+        columns=inter.columns,
+    )
+    data = prepare_tables(pd.concat([inter, late]), users, items)
+    evaluation, per_user = evaluate_per_user(data, time_split(data, holdout_days=5), PARAMS)
+    assert empty_slices(evaluation) == ["cold_users", "cold_items"]
+    assert np.isnan(evaluation["lightfm_hybrid"]["cold_users"]["ndcg_at_3"])  # the raw evaluation keeps NaN
+    flat = flatten_metrics(evaluation)
+    assert all(np.isfinite(v) for v in flat.values())
+    assert not [k for k in flat if k.startswith(("cold_users_", "cold_items_"))]
+    assert flat["users"] == 2 and flat["warm_all_most_popular_users"] == 2
+    baseline = model_metrics(evaluation, "recently_popular")
+    assert not [k for k in baseline if k.startswith(("cold_users_", "cold_items_"))] and baseline["users"] == 2
+    # per-user NDCG, paired by user index, averages to the slice's metric
+    warm = per_user["lightfm_hybrid"]["warm"]
+    assert len(warm) == 2 and warm.mean() == pytest.approx(evaluation["lightfm_hybrid"]["warm"]["ndcg_at_3"])
+    assert warm.index.tolist() == per_user["most_popular"]["warm"].index.tolist()
+    # and a NaN that got through anyway is refused before it reaches MLflow
+    with pytest.raises(ValueError, match="1 undefined metric"):
+        refuse_undefined({"ndcg_at_10": 0.2, "cold_users_auc": float("nan")}, "lightfm_hybrid")
+
+
+def test_a_holdout_without_purchases_names_why_no_model_can_be_evaluated():
+    # a clickstream-only shop: views and carts, no order yet
+    inter = pd.DataFrame(
+        [("u1", "p1", "view", "2026-10-01"), ("u2", "p2", "cart", "2026-10-09")],
+        columns=["customer_key", "product_id", "interaction_type", "occurred_at"],
+    ).assign(occurred_at=lambda f: pd.to_datetime(f["occurred_at"]))
+    from ml.rec_evaluation import holdout_shortfall
+
+    reason = holdout_shortfall(inter, holdout_days=5)
+    assert reason == (
+        "a 5-day holdout from 2026-10-05 leaves 1 training interactions and 0 purchases to test on: "
+        "a model cannot be evaluated"
+    )
+    assert holdout_shortfall(inter.iloc[:0], holdout_days=5) == "no customer-product interaction yet"
+    with pytest.raises(ValueError, match="0 purchases to test on"):
+        time_split(prepare_tables(inter), holdout_days=5)

@@ -13,7 +13,8 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ml.registry import CHALLENGER, CHAMPION, decide, register
+from ml.promotion import GateRule, judge_challenger, judge_first_model
+from ml.registry import CHALLENGER, CHAMPION, champion, decide, record_on_run, register
 from tests.conftest import with_pkeys
 
 
@@ -26,21 +27,57 @@ def _logged_model(client: MlflowClient) -> tuple[str, str]:
     return f"runs:/{run.info.run_id}/model", run.info.run_id
 
 
-def test_gate_promotes_the_first_model_and_a_tie_and_rejects_a_worse_one(tmp_path):
+def _values(n: int, level: float) -> pd.Series:
+    """Per-user NDCG@10 of n users: `level` for every second user, 0 for the others."""
+    return pd.Series([level if u % 2 else 0.0 for u in range(n)], index=pd.RangeIndex(n, name="u"))
+
+
+RULE = GateRule(min_users=200, seed=42)
+
+
+def test_the_gate_records_its_decision_on_the_version_and_the_run_and_keeps_the_champion_on_a_tie(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    v1 = register(client, "m", *_logged_model(client))
-    first = decide(client, "m", v1, 0.20, None, None)
-    assert first.promoted and str(client.get_model_version_by_alias("m", CHAMPION).version) == v1
+    model_uri, run_id = _logged_model(client)
+    v1 = register(client, "m", model_uri, run_id)
+    first = decide(client, "m", v1, None, judge_first_model(_values(300, 0.4), _values(300, 0.1), RULE, "recently_popular"))
+    record_on_run(client, run_id, first, RULE.resamples, RULE.seed)
+    assert first.promoted and first.lists_from == "challenger"
+    assert str(client.get_model_version_by_alias("m", CHAMPION).version) == v1
+    run = client.get_run(run_id)
+    assert run.data.tags["gate_decision"] == "promoted" and run.data.tags["gate_users"] == "300"
+    assert run.data.params["gate_min_users"] == "200" and run.data.metrics["gate_users"] == 300
+    assert run.data.metrics["gate_difference_low"] > 0
+
+    # a tie (the same per-user values) keeps the champion: the new version is the challenger
     v2 = register(client, "m", *_logged_model(client))
-    worse = decide(client, "m", v2, 0.19, v1, 0.20)
-    assert not worse.promoted and worse.champion_now == v1
+    tie = decide(client, "m", v2, v1, judge_challenger(_values(300, 0.4), _values(300, 0.4), RULE, f"champion version {v1}"))
+    assert not tie.promoted and tie.champion_now == v1 and tie.lists_from == "champion"
     assert str(client.get_model_version_by_alias("m", CHAMPION).version) == v1
     assert str(client.get_model_version_by_alias("m", CHALLENGER).version) == v2
-    assert client.get_model_version("m", v2).tags["gate_decision"] == "rejected"
+    tags = client.get_model_version("m", v2).tags
+    assert tags["gate_decision"] == "kept_champion"
+    assert tags["gate_interval"] == "[0.000000, 0.000000]"
+    assert tags["gate_reason"].startswith(f"tie with champion version {v1}")
+
+    # a big win on too few users keeps the champion too, and says how many users it had
     v3 = register(client, "m", *_logged_model(client))
-    tie = decide(client, "m", v3, 0.20, v1, 0.20)
-    assert tie.promoted and str(client.get_model_version_by_alias("m", CHAMPION).version) == v3
+    few = decide(client, "m", v3, v1, judge_challenger(_values(40, 0.9), _values(40, 0.0), RULE, f"champion version {v1}"))
+    assert not few.promoted and str(client.get_model_version_by_alias("m", CHAMPION).version) == v1
+    tags = client.get_model_version("m", v3).tags
+    assert (tags["gate_users"], tags["gate_min_users"]) == ("40", "200") and "gate_interval" not in tags
+    assert "only 40 users evaluated" in tags["gate_reason"]
+
+
+def test_with_no_champion_a_first_model_on_too_few_users_leaves_the_baseline_published(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    v1 = register(client, "m", *_logged_model(client))
+    verdict = judge_first_model(_values(4, 0.0), _values(4, 0.5), RULE, "recently_popular")
+    decision = decide(client, "m", v1, None, verdict)
+    assert not decision.promoted and decision.champion_now is None
+    assert decision.lists_from == "baseline:recently_popular"
+    assert champion(client, "m") is None
+    assert client.get_model_version("m", v1).tags["gate_decision"] == "baseline_published"
 
 
 def test_a_worse_challenger_does_not_replace_the_champion_or_its_recommendations(pipeline):
@@ -84,8 +121,8 @@ def test_a_worse_challenger_does_not_replace_the_champion_or_its_recommendations
     assert result.success
     challenger = client.get_model_version_by_alias(name, CHALLENGER)
     assert int(challenger.version) > int(champion.version)
-    assert challenger.tags["gate_decision"] == "rejected"
-    assert float(challenger.tags["gate_challenger_metric"]) < float(challenger.tags["gate_champion_metric"])
+    assert challenger.tags["gate_decision"] == "kept_champion"
+    assert float(challenger.tags["gate_challenger_metric"]) < float(challenger.tags["gate_opponent_metric"])
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == str(champion.version)
     after, _ = candidates()
     # the champion rewrote every list with today's rules: the same lists as before (the data did
