@@ -8,8 +8,10 @@ outputs run their own suites on the candidate table before it is swapped in (orc
 Each gate validates with the suite parameters of tessera/quality.py: the row-count bounds come
 from the last run in which this same gate passed on this warehouse (quality.gate_history), so a
 table that suddenly halves or doubles stops the run; TESSERA_GX_MAX_ROW_COUNT_CHANGE sets how much change is
-normal. Every validation is rendered as Great Expectations Data Docs under TESSERA_GX_DOCS_DIR,
-linked from the check's metadata.
+normal. A raw gate also compares the delivery with that last pass (tessera/delivery.py): it fails
+when a new or changed file lacks a column the source sent before, or when the empty share of a key
+attribute jumps, naming the file and the column. Every validation is rendered as Great
+Expectations Data Docs under TESSERA_GX_DOCS_DIR, linked from the check's metadata.
 """
 
 from collections.abc import Iterable
@@ -19,7 +21,8 @@ import dagster as dg
 from orchestration.dbt import GATED_MARTS, dbt_manifest, model_key
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
-from tessera.contract import SOURCES
+from tessera.contract import SOURCES, SOURCES_BY_NAME
+from tessera.delivery import COLUMN_DROPPED, SHARE_JUMPED, check_delivery, record_delivery
 from tessera.quality import (
     SuiteResult,
     files_to_validate,
@@ -33,6 +36,8 @@ from tessera.quality import (
 )
 from tessera.settings import EXPECTATIONS_DIR, Settings
 
+# the delivery checks whose findings the check's description spells out
+DELIVERY_CHECKS = (COLUMN_DROPPED, SHARE_JUMPED)
 
 
 def gated_marts_upstream(models: Iterable[str]) -> list[dg.AssetKey]:
@@ -98,11 +103,36 @@ def run_suite(
         min_batch_rows=settings.gx_min_batch_rows,
     )
     result.batch = batch
+    profiles = None
+    schema, _, name = table.partition(".")
+    if schema == "raw" and name in SOURCES_BY_NAME:
+        delivery, profiles = check_delivery(
+            con,
+            SOURCES_BY_NAME[name],
+            gate,
+            settings.gx_max_null_share_increase,
+            settings.gx_null_share_min_rows,
+            settings.gx_accepted_missing_columns,
+        )
+        failed = [r for r in delivery if not r["success"]]
+        result.results += delivery
+        result.failed += failed
+        result.evaluated += len(delivery)
+        result.success = result.success and not failed
     if result.success and record:
         record_pass(con, gate, table, result.rows_in_table, run_id)
         if files:
             record_files(con, gate, suite_hash, files, run_id)
+        if profiles is not None:
+            record_delivery(con, gate, SOURCES_BY_NAME[name], profiles, run_id)
     return result
+
+
+def gate_description(result: SuiteResult) -> str:
+    """The check's one-line verdict, and for a failed delivery check what it saw: the file and the
+    column (tessera/delivery.py)."""
+    seen = [f["observed"] for f in result.failed if f["expectation"] in DELIVERY_CHECKS]
+    return "; ".join([result.describe(), *seen])
 
 
 def suite_metadata(result: SuiteResult) -> dict:
@@ -175,7 +205,7 @@ def build_gx_check(asset_key: dg.AssetKey, suite_name: str, name: str) -> dg.Ass
         return dg.AssetCheckResult(
             passed=result.success,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=result.describe(),
+            description=gate_description(result),
             metadata=suite_metadata(result),
         )
 

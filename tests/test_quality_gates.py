@@ -194,3 +194,117 @@ def test_a_sample_is_the_requested_size_and_depends_on_the_rows_not_their_order(
     assert c.execute(f"select count(*) from {_seeded_sample('a', 50000, 50000, 42)}").fetchone()[0] == 50000
     # the sample is spread over the table, not its first rows
     assert c.execute(f"select max(i) > 45000 and min(i) < 5000 from {_seeded_sample('a', 700, 50000, 42)}").fetchone()[0]
+
+
+# ---------------------------------------------------------------- delivery checks (tessera/delivery.py)
+
+
+def _deliver(tmp_path, con, name: str, frame: pd.DataFrame, gate: str = "gx_raw_customers", **limits):
+    """Land `frame` as customers/<name> (replacing the folder's files), load it, and run the delivery
+    checks; a pass is recorded as the next run's baseline."""
+    from tessera.contract import SOURCES_BY_NAME
+    from tessera.delivery import check_delivery, record_delivery
+    from tessera.landing import load_source
+
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    frame.to_csv(folder / name, index=False)
+    source = SOURCES_BY_NAME["customers"]
+    load_source(con, source, tmp_path / "landing")
+    options = {"max_increase": 0.2, "min_rows": 50, "accepted_missing": frozenset()} | limits
+    results, profiles = check_delivery(con, source, gate, **options)
+    failed = [r for r in results if not r["success"]]
+    if not failed:
+        record_delivery(con, gate, source, profiles, run_id=f"run-{name}")
+    return results, failed
+
+
+def _crm(rows: int, empty_email_pct: int = 2) -> pd.DataFrame:
+    """A CRM export of `rows` profiles, `empty_email_pct` in every hundred without an email."""
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(rows)],
+            "email": ["" if i % 100 < empty_email_pct else f"p{i}@example.com" for i in range(rows)],
+            "phone": [f"07700 9{i:05d}" for i in range(rows)],
+            "country": ["GB"] * rows,
+            "signup_at": ["2026-01-01T10:00:00Z"] * rows,
+        }
+    )
+
+
+def test_a_delivery_without_a_column_the_source_sent_before_fails_naming_the_file_and_the_column(tmp_path):
+    # regression (issue 32): a CRM delivery without its email column passed every gate (SUCCESS,
+    # 125 checks), every email vanished from dim_customers and 1,235 emails were decided for
+    # customers with no address
+    con = duckdb.connect()
+    first, failed = _deliver(tmp_path, con, "crm_day1.csv", _crm(300))
+    assert not failed and [r["expectation"] for r in first] == ["delivery baseline"]
+
+    _, failed = _deliver(tmp_path, con, "crm_day2.csv", _crm(300).drop(columns="email"))
+    by_check = {r["expectation"]: r for r in failed}
+    dropped = by_check["column delivered as at the last pass"]
+    assert dropped["column"] == "email" and dropped["unexpected_sample"] == ["crm_day2.csv"]
+    assert "column email is missing from crm_day2.csv" in dropped["observed"]
+    assert "TESSERA_GX_ACCEPTED_MISSING_COLUMNS=customers.email" in dropped["observed"]
+    # the empty share of the key attribute went from 2 % to 100 % too
+    jumped = by_check["empty share within TESSERA_GX_MAX_NULL_SHARE_INCREASE of the last pass"]
+    assert jumped["column"] == "email" and "crm_day2.csv: email empty in 100.0 % of its 300 rows" in jumped["observed"]
+    assert "it was 2.0 % of 300 rows" in jumped["observed"]
+    assert {r["column"] for r in failed} == {"email"}
+
+
+def test_an_email_column_delivered_empty_fails_on_its_empty_share_alone(tmp_path):
+    con = duckdb.connect()
+    _deliver(tmp_path, con, "crm_day1.csv", _crm(300))
+    # 2 % empty before; 21 % is within the allowed 20 points
+    _, failed = _deliver(tmp_path, con, "crm_day2.csv", _crm(300, empty_email_pct=21))
+    assert not failed
+    # judged against the last pass (21 %), not the first
+    _, failed = _deliver(tmp_path, con, "crm_day3.csv", _crm(300, empty_email_pct=45))
+    [jumped] = failed
+    assert jumped["column"] == "email" and jumped["unexpected_sample"] == ["crm_day3.csv"]
+    assert "crm_day3.csv: email empty in 45.0 % of its 300 rows" in jumped["observed"]
+    assert "it was 21.0 % of 300 rows" in jumped["observed"]
+
+
+def test_a_small_file_is_judged_with_the_whole_table_and_an_accepted_drop_passes(tmp_path):
+    con = duckdb.connect()
+    _deliver(tmp_path, con, "crm_day1.csv", _crm(300))
+    # 30 rows are below min_rows: the file is not judged alone, the table (all of it) is
+    _, failed = _deliver(tmp_path, con, "crm_small.csv", _crm(30).assign(phone=""))
+    [jumped] = [r for r in failed if r["column"] == "phone"]
+    assert "the whole table: phone empty in 100.0 % of 30 rows (files: crm_small.csv 100.0 %)" in jumped["observed"]
+    # a column dropped on purpose: named in TESSERA_GX_ACCEPTED_MISSING_COLUMNS, the gate passes
+    results, failed = _deliver(
+        tmp_path, con, "crm_day2.csv", _crm(300).drop(columns="country"),
+        accepted_missing=frozenset({"customers.country"}),
+    )  # fmt: skip
+    assert [r["column"] for r in failed] == ["country"]  # its empty share still jumped: not accepted
+    results, failed = _deliver(
+        tmp_path, con, "crm_day2.csv", _crm(300).drop(columns="country"),
+        accepted_missing=frozenset({"customers.country"}), max_increase=1.0,
+    )  # fmt: skip
+    assert not failed
+    [note] = [r for r in results if r["column"] == "country" and r["expectation"].startswith("column")]
+    assert "crm_day2.csv lack it: accepted" in note["observed"]
+
+
+def test_a_source_that_drops_a_column_fails_its_gate_in_dagster_and_blocks_staging(small_data):
+    instance = dg.DagsterInstance.ephemeral()
+    customers = dg.AssetKey(["raw", "customers"])
+    staged = dg.AssetKey(["staging", "stg_customers"])
+    selection = [customers, staged, dg.AssetKey(["reference", "countries"]), dg.AssetKey(["reference", "country_aliases"])]
+    first = _execute(instance, selection)
+    assert first.success
+
+    path = small_data.landing_dir / "customers" / "customers.csv"
+    pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns="email").to_csv(path, index=False)
+    second = _execute(instance, selection)
+    assert not second.success
+    [gate] = [e for e in second.get_asset_check_evaluations() if e.check_name == "gx_raw_customers"]
+    assert not gate.passed
+    assert "column email is missing from customers.csv" in gate.description
+    assert "email empty in 100.0 %" in gate.description
+    assert staged not in materialized_keys(second)
