@@ -169,6 +169,10 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
         summary = con.execute(
             "select action_id, decision, count(*) from decisioning.decisions group by all order by all"
         ).fetchall()
+        unreachable = con.execute(
+            "select channel, reason, customers, customers_with_an_eligible_action from decisioning.unreachable "
+            "order by channel"
+        ).fetchall()
         table = table_metadata(con, "decisioning.decisions", personal=("customer_key",))
     realised = {}
     for action_id, counts in shares.items():
@@ -183,6 +187,13 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
             **run_metadata(started, table["dagster/row_count"]),
             "bandit_state_version": version,
             "decisions": dg.MetadataValue.md("\n".join(lines)),
+            # no decision is made on a channel the customer cannot be reached on (tessera/decisioning/decide.py)
+            "unreachable": dg.MetadataValue.md(
+                "\n".join(
+                    ["| channel | why | customers | of whom an action was eligible |", "| --- | --- | ---: | ---: |"]
+                    + [f"| {c} | {why} | {n} | {e} |" for c, why, n, e in unreachable]
+                )
+            ),
             "variants_sent": dg.MetadataValue.json(shares),
             "exploration_share_realised": dg.MetadataValue.json(realised),
         }

@@ -94,10 +94,15 @@ def build_warehouse(con, product_name: str = "Plain Mug") -> None:
     for schema in ("marts", "ml", "staging", "decisioning"):
         con.execute(f"create schema if not exists {schema}")
     keys = list(CUSTOMERS)
-    con.execute("create table marts.dim_customers (customer_key varchar, first_name varchar, is_erasure_requested boolean)")
-    con.executemany(
-        "insert into marts.dim_customers values (?, ?, ?)", [(k, f"<b>{k}</b>", k == "c_erased") for k in keys]
+    con.execute(
+        "create table marts.dim_customers (customer_key varchar, first_name varchar, is_erasure_requested boolean, "
+        "email varchar, cookie_count bigint)"
     )
+    con.executemany(
+        "insert into marts.dim_customers values (?, ?, ?, ?, 1)",
+        [(k, f"<b>{k}</b>", k == "c_erased", f"{k}@example.com") for k in keys],
+    )
+    con.execute("create table marts.fct_orders (customer_key varchar, channel varchar)")
     con.execute("create table marts.customer_rfm (customer_key varchar, rfm_segment varchar, as_of_date date)")
     con.executemany("insert into marts.customer_rfm values (?, 'Loyal', ?)", [(k, AS_OF) for k in keys])
     con.execute(
@@ -134,7 +139,10 @@ def build_warehouse(con, product_name: str = "Plain Mug") -> None:
     con.executemany(
         "insert into marts.fct_events values (?, 'add_to_cart', ?, 'P1')", [(k, added) for k, v in CUSTOMERS.items() if v[0]]
     )
-    con.execute("create table marts.fct_order_items (customer_key varchar, product_id varchar, ordered_at timestamp)")
+    con.execute(
+        "create table marts.fct_order_items (customer_key varchar, product_id varchar, ordered_at timestamp, "
+        "line_type varchar default 'sale')"
+    )
     con.execute(
         "create table marts.fct_customer_product_interactions (customer_key varchar, product_id varchar, interaction_type varchar)"
     )
@@ -354,7 +362,7 @@ def test_event_rfm_and_cart_conditions(warehouse, templates_dir):
     catalogue = validate_catalogue(data, templates_dir, RULE_SEGMENTS)
     added = datetime(2026, 10, 30, 12)
     # bought the product afterwards (an order line, so the cart is empty); clicked purchase afterwards
-    warehouse.execute("insert into marts.fct_order_items values ('c_cart_and_picks', 'P1', ?)", [added + timedelta(hours=5)])
+    warehouse.execute("insert into marts.fct_order_items (customer_key, product_id, ordered_at) values ('c_cart_and_picks', 'P1', ?)", [added + timedelta(hours=5)])
     warehouse.execute("insert into marts.fct_events values ('c_two_explicit', 'purchase', ?, 'P2')", [added + timedelta(hours=1)])
     # added 3 days before the as-of day: outside the 48 hours
     warehouse.execute("insert into marts.fct_events values ('c_nothing', 'add_to_cart', ?, 'P1')", [added - timedelta(days=2)])
@@ -366,6 +374,39 @@ def test_event_rfm_and_cart_conditions(warehouse, templates_dir):
     assert "add_to_cart in the last 48 hours and no purchase since; cart holds 1 product(s)" in reason
     assert {k for (k, ch) in d if ch == "email"} == set(CUSTOMERS) - {"c_erased"}  # all Loyal
     assert d[("c_nothing", "email")]["reason"].startswith("weighted score, action loyal: in RFM segment Loyal; ")
+
+
+def test_no_decision_is_made_on_a_channel_the_customer_cannot_be_reached_on(warehouse, templates_dir):
+    # regression (issue 32): a CRM delivery without its email column left every customer without an
+    # address, and 1,235 email "send" decisions were still made for them
+    data = actions_data()
+    data["actions"].append(
+        {"id": "app_nudge", "description": "d", "trigger": {"feature": "frequency", "op": ">=", "value": 0},
+         "channel": "push", "priority": 5, "frequency_cap_per_week": 7,
+         "variants": [{"id": "p", "template": "banner.json.j2", "subject": "Hi"}]}
+    )  # fmt: skip
+    catalogue = validate_catalogue(data, templates_dir, RULE_SEGMENTS)
+    warehouse.execute("update marts.dim_customers set email = null where customer_key = 'c_scored_high'")
+    # never seen online: no linked cookie, and a store purchase only
+    warehouse.execute("update marts.dim_customers set cookie_count = 0 where customer_key = 'c_scored_high'")
+    warehouse.execute("insert into marts.fct_orders values ('c_scored_high', 'pos'), ('c_two_explicit', 'app')")
+    d = run_decide(warehouse, catalogue)
+    channels = {ch for (k, ch) in d if k == "c_scored_high"}
+    assert channels == set(), channels  # eligible for picks (email) and the banner, reachable on neither
+    # the others keep their decisions; push only for the one customer who orders in the app
+    assert {k for (k, ch) in d if ch == "push"} == {"c_two_explicit"}
+    assert d[("c_cart_and_picks", "email")]["decision"] == "send"
+    unreachable = {
+        r[0]: r[1:]
+        for r in warehouse.execute(
+            "select channel, reason, customers, customers_with_an_eligible_action from decisioning.unreachable"
+        ).fetchall()
+    }
+    assert unreachable == {
+        "email": ("no valid email address", 1, 1),
+        "web_banner": ("never seen on the website or app", 1, 1),
+        "push": ("no app use on record (no order placed in the app)", 7, 7),
+    }
 
 
 def test_a_message_keeps_its_variant_when_other_customers_come_or_go(warehouse, catalogue):

@@ -4,7 +4,11 @@ The catalogue compiles to SQL run on the warehouse (the work is set-based: one p
 the customers, then one ranking), and the bandit assigns variants in NumPy. The steps:
 
 1. Eligible: every (customer, action) whose trigger and conditions hold, with its weighted score
-   and the reason in words. Customers who asked for erasure are not in the base.
+   and the reason in words. Customers who asked for erasure are not in the base. An action on a
+   channel the customer cannot be reached on (REACH: email without a valid address, push without
+   app use, a web banner for someone never seen on the site or app) is not eligible: no decision
+   is made for that channel, and decisioning.unreachable counts, per channel, the customers
+   left out so.
 2. Frequency cap: an action sent to the customer `frequency_cap_per_week` times in the 7 days
    before the decision day (decisioning.sends) is skipped; the next eligible one is taken.
 3. Choice per customer and channel: explicit rules first, highest priority first (ties: score,
@@ -34,11 +38,31 @@ import numpy as np
 import pyarrow as pa
 
 from tessera.decisioning import bandit
-from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL, Action, Catalogue
+from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL, CHANNELS, Action, Catalogue
 from tessera.holdout import holdout_group_sql
 from tessera.segments import sql_literal
 
 AS_OF = "(select cast(max(as_of_date) as date) from marts.customer_rfm)"
+
+# Per channel: when a customer (dim_customers `c`) can be reached on it, and what is missing
+# otherwise. An email needs a valid address (a delivery without its email column leaves none); the
+# data holds no push tokens, so a push needs app use (an order placed in the app); a web banner
+# needs the customer to be recognisable on the site or app (a linked cookie or a web/app order).
+_APP_ORDER = "exists (select 1 from marts.fct_orders as o where o.customer_key = c.customer_key and lower(o.channel) = 'app')"
+_ONLINE_ORDER = (
+    "exists (select 1 from marts.fct_orders as o where o.customer_key = c.customer_key and lower(o.channel) in ('web', 'app'))"
+)
+REACH = {
+    "email": ("c.email is not null", "no valid email address"),
+    "push": (_APP_ORDER, "no app use on record (no order placed in the app)"),
+    "web_banner": (f"(coalesce(c.cookie_count, 0) > 0 or {_ONLINE_ORDER})", "never seen on the website or app"),
+}
+if set(REACH) != set(CHANNELS):
+    raise RuntimeError(f"decide.REACH must say how every channel reaches a customer: {sorted(CHANNELS)}")
+UNREACHABLE_DDL = (
+    "create or replace table decisioning.unreachable (channel varchar, reason varchar, customers bigint, "
+    "customers_with_an_eligible_action bigint)"
+)
 SENDS_DDL = """
 create table if not exists decisioning.sends (
     message_id varchar, customer_key varchar, action_id varchar, variant_id varchar, channel varchar, decided_on date
@@ -171,7 +195,8 @@ def build_base(con, catalogue: Catalogue) -> None:
             coalesce(k.cart_items, 0) as cart_items,
             p.purchase_propensity_30d,
             p.churn_risk_30d,
-            a.recommendation_affinity
+            a.recommendation_affinity,
+            {"".join(f"{sql} as reaches_{channel}, " for channel, (sql, _) in REACH.items())[:-2]}
         from marts.dim_customers as c
         left join marts.customer_rfm as r on r.customer_key = c.customer_key
         left join marts.customer_rule_segments as s on s.customer_key = c.customer_key
@@ -193,11 +218,41 @@ def build_base(con, catalogue: Catalogue) -> None:
     """)
 
 
-def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
-    holdout = holdout_group_sql("'nba:' || r.action_id", "r.customer_key", holdout_share)
+def build_eligible(con, catalogue: Catalogue) -> None:
+    """__nba_eligible: every eligible (customer, action), with whether the customer can be reached on
+    the action's channel; decisioning.unreachable: per channel the customers who cannot be, and how
+    many of them an action was eligible for (no decision is made for them on that channel)."""
     eligible = "\n    union all\n".join(eligible_sql(a, catalogue) for a in catalogue.actions)
+    reaches = " ".join(f"when '{channel}' then b.reaches_{channel}" for channel in REACH)
+    con.execute(f"""
+        create or replace temp table __nba_eligible as
+        select e.*, coalesce(case e.channel {reaches} end, false) as reachable
+        from ({eligible}
+        ) as e
+        inner join __nba_base as b on b.customer_key = e.customer_key
+    """)
+    channels = sorted({a.channel for a in catalogue.actions})
+    con.execute(UNREACHABLE_DDL)
+    for channel in channels:
+        con.execute(
+            f"""
+            insert into decisioning.unreachable
+            select ?, ?, count(*),
+                count(*) filter (where b.customer_key in (
+                    select customer_key from __nba_eligible where channel = ? and not reachable))
+            from __nba_base as b
+            where not coalesce(b.reaches_{channel}, false)
+            """,
+            [channel, REACH[channel][1], channel],
+        )
+
+
+def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
+    """The decisions, from __nba_eligible (build_eligible) of the customers reachable on each channel."""
+    holdout = holdout_group_sql("'nba:' || r.action_id", "r.customer_key", holdout_share)
     return f"""
-    with eligible as ({eligible}
+    with eligible as (
+        select * exclude (reachable) from __nba_eligible where reachable
     ),
     sent as (
         select customer_key, action_id, count(*) as sent_last_7_days
@@ -277,6 +332,7 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
     con.execute("create schema if not exists decisioning")
     con.execute(SENDS_DDL)
     build_base(con, catalogue)
+    build_eligible(con, catalogue)
     con.execute(f"create or replace temp table __nba_decisions as {decisions_sql(catalogue, holdout_share)}")
     keys, actions, variants, why = [], [], [], []
     shares: dict[str, dict[str, int]] = {}
