@@ -28,6 +28,7 @@ NUMERIC_FEATURES = [
     "frequency",
     "monetary",
     "average_order_value",
+    "return_rate",
     "tenure_days",
     "orders_last_30d",
     "orders_last_90d",

@@ -93,6 +93,29 @@ def quarantine_summary(settings: Settings) -> list[str]:
     return lines
 
 
+def revenue_summary(settings: Settings) -> list[str]:
+    """Revenue in the base currency: sold, returned, net, and the lines that are not customer
+    sales (fct_orders, docs/landing_contract.md "Returns")."""
+    rows = _rows_if_table(
+        settings,
+        "marts",
+        "fct_orders",
+        "select coalesce(sum(gross_sales_base), 0), coalesce(sum(returned_base), 0), "
+        "coalesce(sum(net_revenue_base), 0), coalesce(sum(other_base), 0), "
+        "count(*) filter (where status = 'returned'), count(*) filter (where status = 'non_sale') "
+        "from marts.fct_orders",
+    )
+    if rows is None:
+        return []
+    gross, returned, net, other, returns, non_sale = rows[0]
+    share = float(returned) / float(gross) if gross else 0.0
+    return [
+        f"revenue: {gross:,.2f} sold, {returned:,.2f} returned ({share:.1%}), {net:,.2f} net; "
+        f"{other:,.2f} in lines that are not sales (postage, fees, vouchers, adjustments); "
+        f"{returns:,} return documents, {non_sale:,} documents without a sale"
+    ]
+
+
 def identity_summary(settings: Settings) -> list[str]:
     if not settings.duckdb_path.exists():
         return []
@@ -239,7 +262,8 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
         print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
     for asset, reason in skipped_models(result):
         print(f"model skipped, its asset written without it: {asset}: {reason}")
-    summaries = quarantine_summary(settings) + identity_summary(settings) + propensity_summary(settings)
+    summaries = quarantine_summary(settings) + revenue_summary(settings) + identity_summary(settings)
+    summaries += propensity_summary(settings)
     for line in summaries + decisioning_summary(settings):
         print(line)
     run_id, metrics = latest_model_run(settings)
