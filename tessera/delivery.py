@@ -249,6 +249,7 @@ def record_delivery(
     con.executemany(
         f"insert into {COLUMNS_TABLE} values (?, ?, cast(now() as timestamp), ?, ?, ?, ?)", columns
     )
-    con.executemany(
-        f"insert into {FILES_TABLE} values (?, ?, ?, ?)", [[gate, run_id, p.name, p.file_hash] for p in profiles]
-    )
+    if profiles:  # an empty source (no file delivered) has no files to remember
+        con.executemany(
+            f"insert into {FILES_TABLE} values (?, ?, ?, ?)", [[gate, run_id, p.name, p.file_hash] for p in profiles]
+        )

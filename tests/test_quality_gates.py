@@ -221,6 +221,26 @@ def _deliver(tmp_path, con, name: str, frame: pd.DataFrame, gate: str = "gx_raw_
     return results, failed
 
 
+def test_an_empty_source_passes_its_delivery_checks_and_is_recorded(tmp_path):
+    # regression: record_delivery inserted the delivered files with executemany, which DuckDB
+    # refuses for an empty list, so every shop without email events or privacy requests (both real
+    # exports in ../shared/data) failed its raw gates with "executemany requires a non-empty list"
+    from tessera.contract import SOURCES_BY_NAME
+    from tessera.delivery import check_delivery, record_delivery
+    from tessera.landing import load_source
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    source = SOURCES_BY_NAME["privacy"]
+    load_source(con, source, tmp_path / "landing")
+    results, profiles = check_delivery(
+        con, source, "gx_raw_privacy", max_increase=0.2, min_rows=50, accepted_missing=frozenset()
+    )
+    assert (profiles, [r for r in results if not r["success"]]) == ([], [])
+    record_delivery(con, "gx_raw_privacy", source, profiles, run_id="run-empty")
+    recorded = con.execute("select count(*), count(*) filter (where delivered) from quality.delivery_columns").fetchone()
+    assert recorded == (len(source.column_names), 0)
+
+
 def _crm(rows: int, empty_email_pct: int = 2) -> pd.DataFrame:
     """A CRM export of `rows` profiles, `empty_email_pct` in every hundred without an email."""
     return pd.DataFrame(
