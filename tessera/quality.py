@@ -391,7 +391,8 @@ def validate_table(
         validation, index, page = _validate_with_docs(df, suite, parameters, Path(docs_dir), run_name)
     results = [_summarise(r) for r in validation.results]
     for r in results:
-        name = reference_sets.get((r["expectation"], r["column"]))
+        # a compound expectation names a list of columns: no reference set is about it
+        name = reference_sets.get((r["expectation"], r["column"])) if isinstance(r["column"], str) else None
         if name and not r["success"]:
             where = _where_unexpected(con, table, r["column"], parameters[name], row_filter)
             r["fix"] = f"{r['column']}: {where}. {REFERENCE_SETS[name].fix}"

@@ -80,6 +80,19 @@ def test_referential_integrity_and_timestamp_range_catch_the_bad_rows_only(tmp_p
     assert validate_table(con, "shop.orders", path, 1000, parameters=params).success
 
 
+def test_a_suite_with_a_compound_column_expectation_is_validated(tmp_path, con):
+    # regression: looking up a reference set by (expectation, column) hashed the column list of a
+    # compound expectation, so every publish gate (customer_pkey + rank unique) crashed with
+    # "unhashable type: 'list'" and nothing was published
+    path = _suite(
+        tmp_path,
+        [{"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["order_id", "customer_key"]}}],
+    )
+    result = validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(None, 0.5, "2026-01-01"))
+    assert result.success
+    assert [r["column"] for r in result.results] == [["order_id", "customer_key"]]
+
+
 def test_row_count_is_judged_against_the_last_passing_run_even_on_a_sample(tmp_path, con):
     path = _suite(
         tmp_path,
