@@ -298,6 +298,9 @@ def matrix(tmp_path_factory):
               "updated_at": "2026-10-01T00:00:00Z"}[c] for c in customer_cols],
             [{**profile, "customer_id": "CFUTURE2", "email": "ada.future2@example.com", "signup_at": "2026-09-01T00:00:00Z",
               "updated_at": "2031-01-01T00:00:00Z"}[c] for c in customer_cols],
+            customer_cols,  # row 3: the header line again, as when two exports are concatenated
+            [{**profile, "customer_id": "CATLANTIS", "email": "ada.atlantis@example.com", "country": "Atlantis",
+              "signup_at": "2026-09-01T00:00:00Z", "updated_at": "2026-09-01T00:00:00Z"}[c] for c in customer_cols],
         ],
     )
 
@@ -317,7 +320,9 @@ def matrix(tmp_path_factory):
     from orchestration.definitions import defs
 
     targets = [
-        model_key(m) for m in ("source_reconciliation", "fct_orders", "fct_order_items", "fct_events", "dim_products", "dim_customers")
+        model_key(m)
+        for m in ("source_reconciliation", "fct_orders", "fct_order_items", "fct_events", "dim_products", "dim_customers",
+                  "flagged_values")  # fmt: skip
     ]
     selection = dg.AssetSelection.keys(*targets).upstream().resolve(defs.resolve_asset_graph())
     result = run_job(sorted(selection, key=str))
@@ -485,6 +490,47 @@ def test_duplicated_rows_and_a_file_delivered_twice_keep_the_first_delivery_only
         assert counts[0] > 0 and counts[0] == counts[1] == counts[2], (source, counts)
     # the duplicated order's line was joined once, not once per delivery
     assert con.execute("select count(*) from marts.fct_order_items where order_item_id = 'L0009'").fetchall() == [(1,)]
+
+
+def test_a_repeated_header_line_is_quarantined_at_load_and_never_becomes_a_customer(matrix):
+    # regression (issue 32): a header line repeated in the middle of a customers file became a
+    # published customer, with segments, scores and 10 recommendations
+    _, con = matrix
+    [(stage, reason, content, _, _)] = _quarantined(con, "customers", file="customers_matrix.csv", row=3)
+    assert stage == "load" and reason.startswith("REPEATED HEADER:")
+    assert '"customer_id":"customer_id"' in content
+    assert con.execute("select count(*) from raw.customers where customer_id = 'customer_id'").fetchone() == (0,)
+    # dim_customers is what every published output (segments, scores, recommendations) is built from
+    assert con.execute(
+        "select count(*) from marts.dim_customers where anchor_customer_id = 'customer_id' or first_name = 'First_name'"
+    ).fetchone() == (0,)
+    landing, quarantined, ok = con.execute(
+        "select landing_records, quarantined_at_load, reconciles from quarantine.source_reconciliation "
+        "where source = 'customers'"
+    ).fetchone()
+    assert ok and quarantined == 1
+    assert landing == con.execute("select sum(landing_records) from raw.load_audit where source = 'customers'").fetchone()[0]
+
+
+def test_an_unknown_country_stays_empty_with_its_reason_and_the_profile_goes_on(matrix):
+    # regression (issue 32): countries missing from the seed became GB
+    _, con = matrix
+    [(code, issue, invalid)] = con.execute(
+        "select country_code, country_issue, invalid_reason from staging.stg_customers where customer_id = 'CATLANTIS'"
+    ).fetchall()
+    assert code is None and invalid is None
+    assert issue.startswith("unknown country 'Atlantis': not an ISO 3166-1 code or English name")
+    assert con.execute(
+        "select country_code from marts.dim_customers where anchor_customer_id = 'CATLANTIS'"
+    ).fetchall() == [(None,)]
+    assert con.execute(
+        "select records, first_source_row from quarantine.flagged_values "
+        "where source = 'customers' and _source_file = 'customers_matrix.csv' and column_name = 'country'"
+    ).fetchall() == [(1, 4)]
+    # every country the demo generator writes is known: none of them was flagged
+    assert con.execute(
+        "select count(*) from staging.stg_customers where country_issue is not null and _source_file = 'customers.csv'"
+    ).fetchone() == (0,)
 
 
 def test_a_late_arriving_event_is_accepted_at_its_own_time(matrix):
