@@ -189,8 +189,10 @@ def source_line_total(dataset: str, source: Path) -> Decimal:
             sql = "select sum(Quantity * cast(round(UnitPrice, 2) as decimal(18, 2))) from read_parquet(?)"
             path = source
         else:
+            from tessera.complete_journey import transactions_file
+
             sql = "select sum(cast(round(sales_value, 2) as decimal(18, 2))) from read_parquet(?)"
-            path = source / "transactions_sample.parquet"
+            path = transactions_file(source)
         return Decimal(con.execute(sql, [str(path)]).fetchone()[0])
     finally:
         con.close()
