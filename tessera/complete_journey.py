@@ -101,11 +101,11 @@ def transactions_file(source_dir: Path) -> Path:
     """The transactions table in `source_dir`: the full one or the shared sample, never both."""
     found = [source_dir / name for name in TRANSACTIONS_FILES if (source_dir / name).exists()]
     if not found:
-        raise CompleteJourneyError(f"{source_dir}: no transactions file (expected one of {', '.join(TRANSACTIONS_FILES)})")
-    if len(found) > 1:
         raise CompleteJourneyError(
-            f"{source_dir}: both {found[0].name} and {found[1].name} exist; keep the one to map"
+            f"{source_dir}: no transactions file (expected one of {', '.join(TRANSACTIONS_FILES)})"
         )
+    if len(found) > 1:
+        raise CompleteJourneyError(f"{source_dir}: both {found[0].name} and {found[1].name} exist; keep the one to map")
     return found[0]
 
 
@@ -162,7 +162,11 @@ def map_complete_journey(source_dir: Path | str, landing_dir: Path | str) -> dic
         _fail_on(con, tx_path, "quantity", "quantity <> trunc(quantity)", "that are not whole units")
         _fail_on(con, tx_path, "sales_value", "sales_value is null", "missing")
         _fail_on(
-            con, tx_path, "sales_value", "abs(sales_value * 100 - round(sales_value * 100)) > 1e-6", "with fractions of a cent"
+            con,
+            tx_path,
+            "sales_value",
+            "abs(sales_value * 100 - round(sales_value * 100)) > 1e-6",
+            "with fractions of a cent",
         )
         _fail_on(con, tx_path, "quantity", "quantity < 0", "below zero (a return is a negative sales_value)")
         con.execute(
@@ -234,7 +238,7 @@ def _products(con: duckdb.DuckDBPyConnection):
             ? as currency,
             case when s.last_sold_at >= e.last_at - to_days(?) then 'true' else 'false' end as is_active,
             {PRODUCT_TYPE_SQL} as product_type,
-            {_iso_utc('s.first_sold_at')} as created_at
+            {_iso_utc("s.first_sold_at")} as created_at
         from products_src as p
         inner join sold as s on s.product_id = p.pid
         cross join export_end as e
@@ -301,7 +305,7 @@ def _pos_transactions(con: duckdb.DuckDBPyConnection):
             cast(sign * part_units as varchar) as quantity,
             cast(cast(part_cents / 100.0 as decimal(18, 2)) as varchar) as unit_price,
             ? as currency,
-            coalesce({_iso_utc('transacted_at')}, transaction_timestamp) as transacted_at
+            coalesce({_iso_utc("transacted_at")}, transaction_timestamp) as transacted_at
         from parts
         order by cast(basket_id as bigint), line_no, transaction_line_id
         """,
@@ -318,7 +322,9 @@ def _contract_shape(table: pa.Table, source: str) -> pa.Table:
         raise ValueError(f"{source}: the mapping produced columns outside the contract: {sorted(extra)}")
     return pa.table(
         {
-            name: table.column(name).cast(pa.string()) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
+            name: table.column(name).cast(pa.string())
+            if name in table.column_names
+            else pa.nulls(table.num_rows, pa.string())
             for name in columns
         }
     )

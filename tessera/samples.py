@@ -61,7 +61,7 @@ def sample_online_retail(source: Path | str, out: Path | str, customers: int, se
             f"""
             create temp table chosen_customers as
             select id from (
-                select id, {_seeded_rank('id')} as r
+                select id, {_seeded_rank("id")} as r
                 from (select distinct {known} as id from src where CustomerID is not null)
             ) where r <= ?
             """,
@@ -74,7 +74,7 @@ def sample_online_retail(source: Path | str, out: Path | str, customers: int, se
             f"""
             create temp table chosen_invoices as
             with guest as (select distinct cast(InvoiceNo as varchar) as id from src where CustomerID is null),
-            ranked as (select id, {_seeded_rank('id')} as r, count(*) over () as n from guest)
+            ranked as (select id, {_seeded_rank("id")} as r, count(*) over () as n from guest)
             select id from ranked where r <= round(n * least(?, ?) / ?)
             """,
             [seed, customers, n_customers, n_customers],
@@ -114,14 +114,16 @@ def sample_complete_journey(source_dir: Path | str, out_dir: Path | str, househo
             f"""
             create temp table chosen as
             select id from (
-                select id, {_seeded_rank('id')} as r
+                select id, {_seeded_rank("id")} as r
                 from (select distinct {hh} as id from src where household_id is not null)
             ) where r <= ?
             """,
             [seed, households],
         )
         con.sql(f"select * from src where {hh} in (select id from chosen)").write_parquet(str(out_dir / tx.name))
-        con.execute("create temp table demographics as select * from read_parquet(?)", [str(source_dir / DEMOGRAPHICS_FILE)])
+        con.execute(
+            "create temp table demographics as select * from read_parquet(?)", [str(source_dir / DEMOGRAPHICS_FILE)]
+        )
         con.sql(f"select * from demographics where {hh} in (select id from chosen)").write_parquet(
             str(out_dir / DEMOGRAPHICS_FILE)
         )
@@ -133,4 +135,3 @@ def sample_complete_journey(source_dir: Path | str, out_dir: Path | str, househo
     finally:
         con.close()
     return Sample(out_dir, kept, n_households, rows, rows_in_source)
-

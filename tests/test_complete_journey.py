@@ -56,7 +56,9 @@ PRODUCTS = {
 DEMOGRAPHICS = {"household_id": [1, 4], "age": ["45-54", "65+"], "income": ["50-74K", "35-49K"]}
 
 
-def write_export(folder: Path, tx=None, products=None, demographics=None, tx_name="transactions_sample.parquet") -> Path:
+def write_export(
+    folder: Path, tx=None, products=None, demographics=None, tx_name="transactions_sample.parquet"
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(tx or TX), folder / tx_name)
     pq.write_table(pa.table(products or PRODUCTS), folder / "products.parquet")
@@ -92,7 +94,11 @@ def test_baskets_become_store_receipts_identified_only_by_the_household_card(map
     _, landing = mapped
     lines = rows(landing, "pos_transactions")
     assert {r["receipt_id"] for r in lines} == {"100", "200", "300"}
-    assert {(r["receipt_id"], r["loyalty_card"]) for r in lines} == {("100", "CARD1"), ("200", "CARD2"), ("300", "CARD3")}
+    assert {(r["receipt_id"], r["loyalty_card"]) for r in lines} == {
+        ("100", "CARD1"),
+        ("200", "CARD2"),
+        ("300", "CARD3"),
+    }
     assert {r["email"] for r in lines} == {None} and {r["phone"] for r in lines} == {None}
     assert {r["currency"] for r in lines} == {"USD"}
     assert {r["store_id"] for r in lines if r["receipt_id"] == "200"} == {"20"}
@@ -160,8 +166,8 @@ def test_products_carry_shelf_price_category_and_what_they_sell(mapped):
 
 
 def test_product_types_are_the_contracts():
-    from tessera.contract import PRODUCT_TYPES, SOURCES_BY_NAME
     from tessera.complete_journey import PRODUCT_TYPE_SQL
+    from tessera.contract import PRODUCT_TYPES, SOURCES_BY_NAME
 
     assert "product_type" in SOURCES_BY_NAME["products"].column_names
     con = duckdb.connect()
@@ -174,7 +180,17 @@ def test_product_types_are_the_contracts():
         ") as t(department, product_category, product_type)"
     )
     types = [r[0] for r in con.execute(f"select {PRODUCT_TYPE_SQL} from p").fetchall()]
-    assert types == ["service", "voucher", "adjustment", "adjustment", "adjustment", "service", "fee", "merchandise", "merchandise"]
+    assert types == [
+        "service",
+        "voucher",
+        "adjustment",
+        "adjustment",
+        "adjustment",
+        "service",
+        "fee",
+        "merchandise",
+        "merchandise",
+    ]
     assert set(types) <= set(PRODUCT_TYPES)
 
 
@@ -189,7 +205,11 @@ def test_product_types_are_the_contracts():
     ],
 )
 def test_a_missing_column_fails_naming_the_file_and_the_column(tmp_path, file_name, column):
-    tables = {"transactions_sample.parquet": dict(TX), "products.parquet": dict(PRODUCTS), "demographics.parquet": dict(DEMOGRAPHICS)}
+    tables = {
+        "transactions_sample.parquet": dict(TX),
+        "products.parquet": dict(PRODUCTS),
+        "demographics.parquet": dict(DEMOGRAPHICS),
+    }
     del tables[file_name][column]
     export = write_export(
         tmp_path / "export",
@@ -303,7 +323,10 @@ def test_the_real_export_maps_every_line_and_every_cent(tmp_path):
         [str(tmp_path / "landing" / "pos_transactions" / "pos_transactions.parquet")],
     ).fetchone()
     assert landed == src  # every source line once, every household's card, every cent
-    assert counts["customers"] == con.execute(
-        "select count(*) from (select household_id from read_parquet(?) union select household_id from read_parquet(?))",
-        [str(source / "transactions_sample.parquet"), str(source / "demographics.parquet")],
-    ).fetchone()[0]
+    assert (
+        counts["customers"]
+        == con.execute(
+            "select count(*) from (select household_id from read_parquet(?) union select household_id from read_parquet(?))",
+            [str(source / "transactions_sample.parquet"), str(source / "demographics.parquet")],
+        ).fetchone()[0]
+    )

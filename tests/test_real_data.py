@@ -83,7 +83,9 @@ def one_time_buyers_in_top_segments(con) -> dict[str, int]:
 
 
 def rfm_segment_sizes(con) -> dict[str, int]:
-    return dict(con.execute("select rfm_segment, count(*) from marts.customer_rfm group by 1 order by 2 desc").fetchall())
+    return dict(
+        con.execute("select rfm_segment, count(*) from marts.customer_rfm group by 1 order by 2 desc").fetchall()
+    )
 
 
 def rule_segment_sizes(con) -> dict[str, int]:
@@ -245,7 +247,8 @@ class RealRun:
         for table in tables:
             schema, name = table.split(".")
             built = con.execute(
-                "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, name]
+                "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                [schema, name],
             ).fetchone()[0]
             if not built:
                 con.close()
@@ -260,7 +263,9 @@ def _prepare(dataset: str, work: Path, landing: Path) -> Path:
     if dataset == "online_retail":
         from tessera.online_retail import map_online_retail
 
-        sample = sample_online_retail(SHARED / "online_retail" / "online_retail.parquet", work / "online_retail.parquet", n, SEED)
+        sample = sample_online_retail(
+            SHARED / "online_retail" / "online_retail.parquet", work / "online_retail.parquet", n, SEED
+        )
         map_online_retail(sample.path, landing)
     else:
         from tessera.complete_journey import map_complete_journey
@@ -330,8 +335,12 @@ def test_no_promotion_is_made_on_fewer_than_the_minimum_number_of_users(real_run
     assert hasattr(settings, "promotion_min_users"), "no minimum number of users for the recommender's promotion gate"
     decisions = promotion_decisions(settings)
     assert decisions, f"{real_run.dataset}: no recommender version was registered"
-    too_few = [d for d in decisions if d["decision"] == "promoted" and (d["warm_users"] or 0) < settings.promotion_min_users]
-    assert too_few == [], f"{real_run.dataset}: promoted on fewer than {settings.promotion_min_users} warm users: {too_few}"
+    too_few = [
+        d for d in decisions if d["decision"] == "promoted" and (d["warm_users"] or 0) < settings.promotion_min_users
+    ]
+    assert too_few == [], (
+        f"{real_run.dataset}: promoted on fewer than {settings.promotion_min_users} warm users: {too_few}"
+    )
 
 
 @pytest.mark.real_data
@@ -362,7 +371,16 @@ def test_every_published_product_is_a_sellable_product(real_run):
 
 def _online_retail_export(path: Path) -> Path:
     customers = [float(c) for c in range(1, 41)]
-    rows = {"InvoiceNo": [], "StockCode": [], "Description": [], "Quantity": [], "InvoiceDate": [], "UnitPrice": [], "CustomerID": [], "Country": []}
+    rows = {
+        "InvoiceNo": [],
+        "StockCode": [],
+        "Description": [],
+        "Quantity": [],
+        "InvoiceDate": [],
+        "UnitPrice": [],
+        "CustomerID": [],
+        "Country": [],
+    }
     for i, customer in enumerate(customers + [None] * 20):
         for line in range(3):
             rows["InvoiceNo"].append(f"5{i:04d}")
@@ -427,4 +445,6 @@ def test_a_sample_of_no_customers_is_refused(tmp_path):
     from tessera.samples import sample_online_retail
 
     with pytest.raises(ValueError, match="at least one customer, not 0"):
-        sample_online_retail(_online_retail_export(tmp_path / "or.parquet"), tmp_path / "s.parquet", customers=0, seed=SEED)
+        sample_online_retail(
+            _online_retail_export(tmp_path / "or.parquet"), tmp_path / "s.parquet", customers=0, seed=SEED
+        )
