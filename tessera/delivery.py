@@ -182,7 +182,8 @@ def check_delivery(
         before = baseline.get(column)
         if before is None or not before.delivered:
             continue
-        lacking = [p.name for p in new if column in p.missing]
+        # a file without data rows (a header alone) loads nothing, so it drops nothing either
+        lacking = [p.name for p in new if column in p.missing and p.rows > 0]
         if lacking and f"{source.name}.{column}" not in accepted_missing:
             results.append(
                 _result(
@@ -218,8 +219,8 @@ def check_delivery(
             results.append(
                 _result(
                     SHARE_JUMPED, column, False,
-                    "; ".join(problems) + f"; it was {was}, and may rise by {_pct(max_increase)} "
-                    "(TESSERA_GX_MAX_NULL_SHARE_INCREASE)",
+                    "; ".join(problems) + f"; it was {was}, and may rise by at most {max_increase * 100:.1f} "
+                    "percentage points (TESSERA_GX_MAX_NULL_SHARE_INCREASE)",
                     files,
                 )  # fmt: skip
             )

@@ -324,6 +324,15 @@ def test_a_small_file_is_judged_with_the_whole_table_and_an_accepted_drop_passes
     assert "crm_day2.csv lack it: accepted" in note["observed"]
 
 
+def test_a_header_only_file_without_a_column_drops_nothing_and_passes(tmp_path):
+    con = duckdb.connect()
+    _deliver(tmp_path, con, "crm_day1.csv", _crm(300))
+    results, failed = _deliver(tmp_path, con, "crm_empty.csv", _crm(0).drop(columns="email"))
+    assert not [r for r in failed if r["expectation"].startswith("column")]
+    [email] = [r for r in results if r["column"] == "email" and r["expectation"].startswith("column")]
+    assert email["success"]
+
+
 def test_a_source_that_drops_a_column_fails_its_gate_in_dagster_and_blocks_staging(small_data):
     instance = dg.DagsterInstance.ephemeral()
     customers = dg.AssetKey(["raw", "customers"])
