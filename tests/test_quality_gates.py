@@ -350,3 +350,34 @@ def test_a_source_that_drops_a_column_fails_its_gate_in_dagster_and_blocks_stagi
     assert "column email is missing from customers.csv" in gate.description
     assert "email empty in 100.0 %" in gate.description
     assert staged not in materialized_keys(second)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TESSERA_PHONE_DEFAULT_COUNTRY", "GBR", "must be an ISO 3166-1 alpha-2 code in capitals (e.g. GB), got 'GBR'"),
+        ("TESSERA_PHONE_DEFAULT_COUNTRY", "gb", "got 'gb'"),
+        ("TESSERA_GX_ACCEPTED_MISSING_COLUMNS", "customers.email,customers.fax",
+         "'customers.fax' is not a source.column of the landing contract"),
+        ("TESSERA_GX_MAX_NULL_SHARE_INCREASE", "20", "must be a share between 0 and 1, got 20.0"),
+        ("TESSERA_GX_NULL_SHARE_MIN_ROWS", "0", "must be at least 1, got 0"),
+    ],
+)  # fmt: skip
+def test_a_bad_delivery_or_phone_setting_is_refused_with_its_name_and_value(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=variable) as error:
+        load_settings()
+    assert message in str(error.value)
+
+
+def test_delivery_and_phone_settings_default_to_their_documented_values(monkeypatch):
+    for name in ("TESSERA_PHONE_DEFAULT_COUNTRY", "TESSERA_GX_MAX_NULL_SHARE_INCREASE", "TESSERA_GX_NULL_SHARE_MIN_ROWS",
+                 "TESSERA_GX_ACCEPTED_MISSING_COLUMNS"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.phone_default_country == "GB"
+    assert (settings.gx_max_null_share_increase, settings.gx_null_share_min_rows) == (0.2, 200)
+    assert settings.gx_accepted_missing_columns == frozenset()
+    assert settings.dbt_env()["TESSERA_PHONE_DEFAULT_COUNTRY"] == "GB"
+    monkeypatch.setenv("TESSERA_GX_ACCEPTED_MISSING_COLUMNS", " customers.email , orders.channel,")
+    assert load_settings().gx_accepted_missing_columns == {"customers.email", "orders.channel"}
