@@ -91,6 +91,7 @@ def cart_sql(as_of_ts: str) -> str:
           and not exists (
               select 1 from marts.fct_order_items as o
               where o.customer_key = e.customer_key and o.product_id = e.product_id and o.ordered_at >= e.event_at
+                and o.line_type = 'sale'
           )
         group by e.customer_key, e.product_id"""
 
