@@ -37,7 +37,7 @@ def test_csv_parquet_and_jsonl_load_as_text_with_file_and_row(tmp_path, con):
         ("P3", None, "1.25", None, "b.parquet", 1),
         ("P4", None, "2.00", "2026-01-01T10:00:00+01:00", "c.jsonl", 1),
     ]
-    assert report.missing_columns["a.csv"] == ["category", "brand", "currency", "is_active", "created_at"]
+    assert report.missing_columns["a.csv"] == ["category", "brand", "currency", "is_active", "product_type", "created_at"]
 
 
 def test_extra_columns_are_reported_not_loaded(tmp_path, con):
