@@ -103,12 +103,16 @@ def file_profiles(con: duckdb.DuckDBPyConnection, source: Source, schema: str = 
     ).fetchall():
         values = stats.get(name)
         rows = values[0] if values else 0
-        present = dict(zip(source.column_names, values[1 : 1 + len(source.column_names)], strict=True)) if values else {}
+        present = (
+            dict(zip(source.column_names, values[1 : 1 + len(source.column_names)], strict=True)) if values else {}
+        )
         if missing is None:  # loaded before missing_columns was kept
             lacked = frozenset(c for c in source.column_names if not present.get(c))
         else:
             lacked = frozenset(json.loads(missing))
-        empty = dict(zip(keys, values[1 + len(source.column_names) :], strict=True)) if values else dict.fromkeys(keys, 0)
+        empty = (
+            dict(zip(keys, values[1 + len(source.column_names) :], strict=True)) if values else dict.fromkeys(keys, 0)
+        )
         profiles.append(FileProfile(name, file_hash, rows, lacked, empty))
     return profiles
 
@@ -131,7 +135,9 @@ def last_pass(con: duckdb.DuckDBPyConnection, gate: str) -> tuple[dict[str, Colu
         ).fetchall()
     }
     files = set(
-        con.execute(f"select source_file, file_hash from {FILES_TABLE} where gate = ? and run_id = ?", [gate, run[0]]).fetchall()
+        con.execute(
+            f"select source_file, file_hash from {FILES_TABLE} where gate = ? and run_id = ?", [gate, run[0]]
+        ).fetchall()
     )
     return columns, files
 
@@ -171,8 +177,14 @@ def check_delivery(
     baseline, passed_files = last_pass(con, gate)
     if not baseline:
         return [
-            _result(BASELINE, None, True, "first pass of this gate on this warehouse: this delivery becomes the "
-                    "baseline for dropped columns and empty shares", [])  # fmt: skip
+            _result(
+                BASELINE,
+                None,
+                True,
+                "first pass of this gate on this warehouse: this delivery becomes the "
+                "baseline for dropped columns and empty shares",
+                [],
+            )
         ], profiles
     new = [p for p in profiles if (p.name, p.file_hash) not in passed_files]
     since = next(iter(baseline.values()))
@@ -187,14 +199,18 @@ def check_delivery(
         if lacking and f"{source.name}.{column}" not in accepted_missing:
             results.append(
                 _result(
-                    COLUMN_DROPPED, column, False,
+                    COLUMN_DROPPED,
+                    column,
+                    False,
                     f"column {column} is missing from {', '.join(lacking)}: the {source.name} source sent it {when}; "
                     f"if it was dropped on purpose, TESSERA_GX_ACCEPTED_MISSING_COLUMNS={source.name}.{column} accepts it",
                     lacking,
-                )  # fmt: skip
+                )
             )
         else:
-            note = f" ({', '.join(lacking)} lack it: accepted by TESSERA_GX_ACCEPTED_MISSING_COLUMNS)" if lacking else ""
+            note = (
+                f" ({', '.join(lacking)} lack it: accepted by TESSERA_GX_ACCEPTED_MISSING_COLUMNS)" if lacking else ""
+            )
             results.append(_result(COLUMN_DROPPED, column, True, f"delivered in every new or changed file{note}", []))
     total_rows = sum(p.rows for p in profiles)
     for column in KEY_ATTRIBUTES.get(source.name, ()):
@@ -202,9 +218,7 @@ def check_delivery(
         if before is None or not before.delivered or before.empty_share is None or column not in source.column_names:
             continue
         limit = before.empty_share + max_increase
-        worse = [
-            p for p in new if p.rows >= min_rows and _share(p.empty[column], p.rows) > limit
-        ]
+        worse = [p for p in new if p.rows >= min_rows and _share(p.empty[column], p.rows) > limit]
         table_share = _share(sum(p.empty[column] for p in profiles), total_rows)
         was = f"{_pct(before.empty_share)} of {before.rows:,} rows {when}"
         problems = [
@@ -213,16 +227,20 @@ def check_delivery(
         if table_share is not None and table_share > limit:
             by_share = sorted((p for p in profiles if p.rows), key=lambda p: -_share(p.empty[column], p.rows))
             top = ", ".join(f"{p.name} {_pct(_share(p.empty[column], p.rows))}" for p in by_share[:3])
-            problems.append(f"the whole table: {column} empty in {_pct(table_share)} of {total_rows:,} rows (files: {top})")
+            problems.append(
+                f"the whole table: {column} empty in {_pct(table_share)} of {total_rows:,} rows (files: {top})"
+            )
         if problems:
             files = [p.name for p in worse] or [p.name for p in new]
             results.append(
                 _result(
-                    SHARE_JUMPED, column, False,
+                    SHARE_JUMPED,
+                    column,
+                    False,
                     "; ".join(problems) + f"; it was {was}, and may rise by at most {max_increase * 100:.1f} "
                     "percentage points (TESSERA_GX_MAX_NULL_SHARE_INCREASE)",
                     files,
-                )  # fmt: skip
+                )
             )
         else:
             now = "n/a" if table_share is None else _pct(table_share)
@@ -239,7 +257,9 @@ def record_delivery(
         f"create table if not exists {COLUMNS_TABLE} (gate varchar, run_id varchar, validated_at timestamp, "
         "column_name varchar, delivered boolean, empty_share double, rows_in_table bigint)"
     )
-    con.execute(f"create table if not exists {FILES_TABLE} (gate varchar, run_id varchar, source_file varchar, file_hash varchar)")
+    con.execute(
+        f"create table if not exists {FILES_TABLE} (gate varchar, run_id varchar, source_file varchar, file_hash varchar)"
+    )
     rows = sum(p.rows for p in profiles)
     keys = set(KEY_ATTRIBUTES.get(source.name, ()))
     columns = []
@@ -247,9 +267,7 @@ def record_delivery(
         delivered = any(column not in p.missing for p in profiles)
         share = _share(sum(p.empty[column] for p in profiles), rows) if column in keys else None
         columns.append([gate, run_id, column, delivered, share, rows])
-    con.executemany(
-        f"insert into {COLUMNS_TABLE} values (?, ?, cast(now() as timestamp), ?, ?, ?, ?)", columns
-    )
+    con.executemany(f"insert into {COLUMNS_TABLE} values (?, ?, cast(now() as timestamp), ?, ?, ?, ?)", columns)
     if profiles:  # an empty source (no file delivered) has no files to remember
         con.executemany(
             f"insert into {FILES_TABLE} values (?, ?, ?, ?)", [[gate, run_id, p.name, p.file_hash] for p in profiles]

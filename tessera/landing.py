@@ -550,8 +550,15 @@ def _insert_numbered(
         con.execute(
             f"insert into {audit} (source, _source_file, landing_records, loaded_rows, quarantined_rows, file_bytes, "
             "file_hash, missing_columns) values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [source.name, path.name, landing, n, n_rejected, *fingerprint,
-             json.dumps(report.missing_columns.get(path.name, []))],  # fmt: skip
+            [
+                source.name,
+                path.name,
+                landing,
+                n,
+                n_rejected,
+                *fingerprint,
+                json.dumps(report.missing_columns.get(path.name, [])),
+            ],
         )
         report.records_scanned += landing
 

@@ -319,11 +319,8 @@ def matrix(tmp_path_factory):
     from orchestration.dbt import model_key
     from orchestration.definitions import defs
 
-    targets = [
-        model_key(m)
-        for m in ("source_reconciliation", "fct_orders", "fct_order_items", "fct_events", "dim_products", "dim_customers",
-                  "flagged_values")  # fmt: skip
-    ]
+    marts = ("fct_orders", "fct_order_items", "fct_events", "dim_products", "dim_customers")
+    targets = [model_key(m) for m in ("source_reconciliation", "flagged_values", *marts)]
     selection = dg.AssetSelection.keys(*targets).upstream().resolve(defs.resolve_asset_graph())
     result = run_job(sorted(selection, key=str))
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
