@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
+from tessera.contract import SOURCES
 from tests.conftest import run_job
 
 
@@ -91,7 +92,10 @@ def test_a_second_run_that_adds_records_keeps_every_existing_id(pipeline):
             },
         ]
     )
-    new.to_csv(settings.landing_dir / "customers" / "customers_new_signups.csv", index=False)
+    # the CRM's export sends every column, empty where a profile has no value: a file without them
+    # is a delivery that dropped columns, which the raw gate blocks (issue 32)
+    crm_columns = next(s for s in SOURCES if s.name == "customers").column_names
+    new.reindex(columns=crm_columns).to_csv(settings.landing_dir / "customers" / "customers_new_signups.csv", index=False)
     try:
         assert run_job().success
         con = duckdb.connect(str(settings.duckdb_path), read_only=True)

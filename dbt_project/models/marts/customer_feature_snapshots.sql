@@ -201,7 +201,8 @@ select
     {{ pick(offsets, 'coalesce(o.frequency_{o}, 0)') }} as frequency,
     {{ pick(offsets, 'cast(coalesce(o.monetary_{o}, 0) as double)') }} as monetary,
     {{ pick(offsets, 'cast(o.monetary_{o} / nullif(o.frequency_{o}, 0) as double)') }} as average_order_value,
-    {{ pick(offsets, 'coalesce(cast(o.returned_{o} / nullif(o.gross_sales_{o}, 0) as double), 0)') }} as return_rate,
+    -- divided as doubles: a decimal quotient keeps a different number of digits on Spark than on DuckDB
+    {{ pick(offsets, 'coalesce(cast(o.returned_{o} as double) / nullif(cast(o.gross_sales_{o} as double), 0), 0)') }} as return_rate,
     {{ pick(offsets, dbt.datediff('k.first_known_at', 'b.cutoff_{o}', 'day')) }} as tenure_days,
     {{ pick(offsets, 'coalesce(o.orders_last_30d_{o}, 0)') }} as orders_last_30d,
     {{ pick(offsets, 'coalesce(o.orders_last_90d_{o}, 0)') }} as orders_last_90d,
