@@ -1,6 +1,7 @@
 {#- Every web, app and store order line as the landing files define it now, each with the reason
     it cannot be used (NULL when it can): a line of a rejected order, or of a product the
-    catalogue does not know. Quantities are signed (negative: returned units), and line_type says
+    catalogue does not know, or a customer product at a negative unit price (a line that is not a
+    customer sale, such as a bad-debt adjustment, may carry one). Quantities are signed (negative: returned units), and line_type says
     what a usable line is: sale, return, stock_adjustment or non_sale. A view: int_order_lines stores it, processing only the
     orders whose inputs changed. The provenance columns say what each line was derived from:
     its own file (_source_file, _file_hash), its order's header (_header_file, _header_hash) and
@@ -60,6 +61,7 @@ web_lines as (
                 when o.order_id is null then 'order not found'
                 when o.invalid_reason is not null then 'order rejected: ' || o.invalid_reason
                 when p.product_id is null then 'unknown product'
+                when i.unit_price < 0 and p.product_type = 'merchandise' then 'negative unit_price'
             end
         ) as invalid_reason,
         'order_items' as source_table,
@@ -90,7 +92,13 @@ pos_lines as (
         'completed' as status,
         p.product_type,
         t.transacted_at as ordered_at,
-        coalesce(t.invalid_reason, case when p.product_id is null then 'unknown product' end) as invalid_reason,
+        coalesce(
+            t.invalid_reason,
+            case
+                when p.product_id is null then 'unknown product'
+                when t.unit_price < 0 and p.product_type = 'merchandise' then 'negative unit_price'
+            end
+        ) as invalid_reason,
         'pos_transactions' as source_table,
         t._source_file,
         t._source_row,

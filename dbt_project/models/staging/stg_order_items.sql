@@ -27,7 +27,8 @@ renamed as (
             -- a negative quantity is a returned line (int_order_lines_current: line_type 'return')
             when {{ tessera.try_cast('quantity', 'integer') }} = 0 then 'zero quantity'
             when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} is null then 'unparseable unit_price'
-            when {{ tessera.try_cast('unit_price', 'decimal(18, 2)') }} < 0 then 'negative unit_price'
+            -- a negative unit price is judged in int_order_lines_current, where the product's type is
+            -- known: an adjustment may carry one, a customer product may not
         end,
             {{ tessera.duplicate_reason('dup', 'order_item_id') }}
         ) as invalid_reason,

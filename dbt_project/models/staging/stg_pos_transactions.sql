@@ -59,7 +59,7 @@ renamed as (
             when {{ tessera.try_cast('s.quantity', 'integer') }} is null then 'unparseable quantity'
             when {{ tessera.try_cast('s.quantity', 'integer') }} = 0 then 'zero quantity'
             when {{ tessera.try_cast('s.unit_price', 'decimal(18, 2)') }} is null then 'unparseable unit_price'
-            when {{ tessera.try_cast('s.unit_price', 'decimal(18, 2)') }} < 0 then 'negative unit_price'
+            -- a negative unit price is judged in int_order_lines_current (by the product's type)
             when {{ tessera.to_utc_timestamp('s.transacted_at') }} is null then 'unparseable transacted_at'
         end,
             {{ tessera.timestamp_range_reason(tessera.to_utc_timestamp('s.transacted_at'), 'transacted_at') }},
