@@ -43,6 +43,21 @@ def _seeded_rank(key_sql: str) -> str:
     return f"row_number() over (order by md5(cast(? as varchar) || ':' || {key_sql}), {key_sql})"
 
 
+def _keep_seeded(con: duckdb.DuckDBPyConnection, table: str, id_sql: str, id_column: str, n: int, seed: int) -> None:
+    """Create temp table `table` (one column, id) of the `n` ids of src (`id_sql`, rows where
+    `id_column` is not null) that rank first by their seeded hash."""
+    con.execute(
+        f"""
+        create temp table {table} as
+        select id from (
+            select id, {_seeded_rank("id")} as r
+            from (select distinct {id_sql} as id from src where {id_column} is not null)
+        ) where r <= ?
+        """,
+        [seed, n],
+    )
+
+
 def sample_online_retail(source: Path | str, out: Path | str, customers: int, seed: int) -> Sample:
     """Write to `out` (a .parquet file) every line of `customers` seeded CustomerIDs and of the same
     share of the guest invoices of the Online Retail export at `source`."""
@@ -57,16 +72,7 @@ def sample_online_retail(source: Path | str, out: Path | str, customers: int, se
         if missing:
             raise ValueError(f"{source}: missing column(s) {', '.join(missing)}")
         known = "cast(cast(CustomerID as bigint) as varchar)"
-        con.execute(
-            f"""
-            create temp table chosen_customers as
-            select id from (
-                select id, {_seeded_rank("id")} as r
-                from (select distinct {known} as id from src where CustomerID is not null)
-            ) where r <= ?
-            """,
-            [seed, customers],
-        )
+        _keep_seeded(con, "chosen_customers", known, "CustomerID", customers, seed)
         (n_customers,) = con.execute(
             "select count(distinct CustomerID) from src where CustomerID is not null"
         ).fetchone()
@@ -110,16 +116,7 @@ def sample_complete_journey(source_dir: Path | str, out_dir: Path | str, househo
         if "household_id" not in {r[0] for r in con.execute("describe src").fetchall()}:
             raise ValueError(f"{tx}: missing column(s) household_id")
         hh = "cast(cast(household_id as bigint) as varchar)"
-        con.execute(
-            f"""
-            create temp table chosen as
-            select id from (
-                select id, {_seeded_rank("id")} as r
-                from (select distinct {hh} as id from src where household_id is not null)
-            ) where r <= ?
-            """,
-            [seed, households],
-        )
+        _keep_seeded(con, "chosen", hh, "household_id", households, seed)
         con.sql(f"select * from src where {hh} in (select id from chosen)").write_parquet(str(out_dir / tx.name))
         con.execute(
             "create temp table demographics as select * from read_parquet(?)", [str(source_dir / DEMOGRAPHICS_FILE)]
