@@ -41,6 +41,12 @@ def check_salt(salt: str, mode: str) -> None:
         raise InsecureSaltError(f"TESSERA_PSEUDONYM_SALT must have at least {MIN_SALT_CHARS} characters")
 
 
+def salt_label(salt: str) -> str:
+    """What a snapshot manifest records about the salt its keys were made with (never the salt):
+    "demo" for the public built-in one, which production serving refuses, else "deployment"."""
+    return "demo" if salt == DEMO_SALT else "deployment"
+
+
 def pseudonym(salt: str, customer_key: str) -> str:
     return PREFIX + hashlib.sha256(f"{salt}:{customer_key}".encode()).hexdigest()[:DIGITS]
 
