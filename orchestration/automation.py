@@ -12,9 +12,13 @@ freshness checks on the customer view and the published outputs.
   TESSERA_LANDING_SETTLE_SECONDS) waits for a later tick.
 - Freshness checks fail when the customer view or a published output has not been updated for
   TESSERA_FRESHNESS_HOURS (default 26: a daily schedule plus slack); their own sensor runs them.
+- `abandoned_runs_sensor` marks failed, and frees the `duckdb` pool slot of, runs whose process
+  was killed (tessera/recovery.py), whoever launched them: without it a run launched after a
+  crash by the schedule or a sensor would wait for that slot forever.
 
 Schedules and sensors start stopped, as Dagster's do, unless TESSERA_AUTOMATION_DEFAULT_STATUS is
-`running`; a toggle in the UI is kept by the instance either way.
+`running`; a toggle in the UI is kept by the instance either way. The abandoned-runs sensor
+starts running: it launches nothing, it only repairs what a crash left.
 """
 
 import hashlib
@@ -32,6 +36,7 @@ from orchestration.publish import PUBLISH_GROUP
 from orchestration.sources import SOURCE_GROUP, source_asset_key
 from tessera.contract import SOURCES
 from tessera.landing import landing_state
+from tessera.recovery import recover_abandoned_runs
 from tessera.settings import load_automation_settings, load_settings
 
 ALL_JOB = "tessera_all"
@@ -216,5 +221,21 @@ freshness_sensor = dg.build_sensor_for_freshness_checks(
     default_status=_sensor_status(_automation.default_running),
 )
 
+
+@dg.sensor(
+    name="abandoned_runs_sensor",
+    minimum_interval_seconds=_automation.sensor_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Runs of this host still marked in progress whose process is gone (killed, out of memory, "
+    "power loss) are marked failed; their duckdb pool slots, and those finished runs still hold, are freed, "
+    "so later runs do not wait forever.",
+)
+def abandoned_runs_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    recovered = recover_abandoned_runs(context.instance, log=context.log.warning)
+    if recovered:
+        return dg.SkipReason(f"{len(recovered)} abandoned run(s) marked failed, their pool slots freed: {recovered}")
+    return dg.SkipReason("no abandoned run")
+
+
 SCHEDULES = [daily_full_refresh]
-SENSORS = [landing_files_sensor, freshness_sensor]
+SENSORS = [landing_files_sensor, freshness_sensor, abandoned_runs_sensor]

@@ -8,7 +8,8 @@ import dagster as dg
 import duckdb
 
 from tessera.db import DuckDBLockTimeout, connect
-from tessera.settings import Settings, load_settings
+from tessera.recovery import tag_run_with_this_process
+from tessera.settings import Settings, load_settings, preflight_once
 
 # Every asset and check that opens the DuckDB file runs in this pool. DuckDB allows one process
 # to hold the file while it writes (and readers in other processes are refused meanwhile), so the
@@ -20,8 +21,19 @@ DUCKDB_POOL = "duckdb"
 class TesseraResource(dg.ConfigurableResource):
     """Settings come from environment variables when a step runs, never at import time."""
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Tag the run with the process running its steps, however it was launched (`tessera run`,
+        # the UI, a schedule, a sensor): a later run, or the abandoned-runs sensor, can then tell
+        # that the run died and free the pool slot it held (tessera/recovery.py). Resources are set
+        # up in the run worker before any step takes a slot (in-process executor, definitions.py).
+        if context.instance is not None and context.dagster_run is not None:
+            tag_run_with_this_process(context.instance, context.dagster_run)
+
     def settings(self) -> Settings:
         settings = load_settings()
+        # the configuration is checked before the step does any work (once per process):
+        # a production run without its salt fails at its first step, not 45 s in
+        preflight_once(settings)
         settings.ensure_dirs()
         return settings
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 
 import dagster as dg
 
 from tessera.db import connect, table_exists
 from tessera.recovery import recover_abandoned_runs, run_tags
-from tessera.settings import Settings, load_settings
+from tessera.settings import Settings, load_settings, preflight
 
 LAYERS = ("raw", "reference", "staging", "intermediate", "marts", "quarantine", "ml", "publish")
 
@@ -226,18 +227,27 @@ def full_refresh_config(job: dg.JobDefinition) -> dict:
 
 
 def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> int:
+    # the configuration first, before loading the definitions or touching any data: every
+    # problem at once, instead of the first one at the step that needs it
+    try:
+        settings = load_settings()
+        preflight(settings)
+    except ValueError as exc:  # ConfigurationError, or an environment variable load_settings refused
+        print(f"tessera run: {exc}", file=sys.stderr)
+        return 2
     from orchestration.definitions import defs
 
-    settings = load_settings()
     settings.ensure_dirs()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     # a run killed earlier (SIGKILL, OOM) may still hold the duckdb pool slot: free it first
     recover_abandoned_runs(instance, log=lambda message: print(message, file=sys.stderr))
     job = defs.resolve_job_def(job_name)
+    run_id = str(uuid.uuid4())  # known before the run starts, so its tags can name it
     result = job.execute_in_process(
         instance=instance,
         raise_on_error=False,
-        tags=run_tags(),
+        run_id=run_id,
+        tags=run_tags(run_id),
         run_config={
             "loggers": {"console": {"config": {"log_level": os.environ.get("TESSERA_LOG_LEVEL", "INFO")}}},
             **(full_refresh_config(job) if full_refresh else {}),

@@ -8,12 +8,20 @@ That keeps the per-request cost independent of the number of customers, at the p
 (about 3 GB for 1,000,000 customers, measured by bench/serving.py) and a load of about 20 s
 per million customers (the old index is served meanwhile, so a reload briefly needs twice the memory). An unknown customer id gets the popular products of the
 recommendations snapshot (`known: false`); segments and scores answer 404 for it.
+
+A reload that fails (an unreadable pointer, manifest or Parquet, a refused snapshot) never stops
+the watcher: the last good index stays served, /health says "degraded" with the error and since
+when, and the next tick tries again. In production mode (TESSERA_MODE) a snapshot is served only
+if its manifest says it was published with a deployment's own salt ("pseudonym_salt":
+"deployment"); a demo-salted snapshot, or one published before manifests recorded the salt, is
+refused: at start `tessera serve` exits, at a reload the last good index stays (docs/privacy.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import threading
 import time
@@ -28,7 +36,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from tessera import snapshots
+from tessera import pseudonym, snapshots
+from tessera.settings import load_settings, preflight
 
 log = logging.getLogger("tessera.serving")
 
@@ -97,11 +106,14 @@ class SnapshotInfo(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="ok")
+    status: str = Field(
+        description="ok, or degraded while the last reload failed (the versions below are still served)"
+    )
     customers: int
     snapshots: dict[str, SnapshotInfo]
     loaded_at: str
-    last_reload_error: str | None
+    last_reload_error: str | None = Field(description="Why the last reload failed; null once one succeeds.")
+    degraded_since: str | None = Field(description="When reloads started failing (UTC); null when ok.")
 
 
 class NotFound(BaseModel):
@@ -162,21 +174,108 @@ class Index:
         return len(self.bodies[SEGMENTS])
 
 
-def load_index(publish_dir: Path) -> Index:
-    """Read the current snapshot of each served table; raises if one was never published."""
-    current = {name: snapshots.current_snapshot(publish_dir, name) for name in SERVED}
+class ServingError(RuntimeError):
+    """A reason not to serve the current snapshots. Its message names tables, versions and files,
+    never a value read from them (it is logged and shown on /health)."""
+
+
+# what a manifest's "pseudonym_salt" says for keys made with a deployment's own secret salt
+# (tessera.pseudonym.salt_label); anything else is refused in production mode
+DEPLOYMENT_SALT = "deployment"
+DEMO_SALT_LABEL = pseudonym.salt_label(pseudonym.DEMO_SALT)
+
+
+def check_servable(current: dict[str, snapshots.Snapshot], mode: str) -> None:
+    """Refuse, outside demo mode, snapshots whose keys were not made with a deployment's own salt:
+    keys made with the public demo salt can be linked back to customers by anyone."""
+    if mode == "demo":
+        return
+    refused = []
+    for name, snap in current.items():
+        label = snap.manifest.get("pseudonym_salt")
+        if label == DEPLOYMENT_SALT:
+            continue
+        why = (
+            "no pseudonym_salt in its manifest (published before manifests recorded the salt)"
+            if label is None
+            else f"pseudonym_salt {label!r}" + (" (the public demo salt)" if label == DEMO_SALT_LABEL else "")
+        )
+        refused.append(f"{name} version {snap.version}: {why}")
+    if refused:
+        raise ServingError(
+            f"TESSERA_MODE={mode} serves only snapshots published with a deployment's own salt; refused: "
+            + "; ".join(refused)
+            + ". Republish with TESSERA_PSEUDONYM_SALT set, or serve demo data with TESSERA_MODE=demo"
+        )
+
+
+def _stage(what: str, exc: Exception) -> ServingError:
+    """A ServingError naming what failed. Only messages that carry no data values are kept: an
+    OS error (path and reason), a JSON error's position, our own errors; for any other (a DuckDB
+    error may quote a value it could not read) only its type."""
+    if isinstance(exc, ServingError):
+        return exc
+    return ServingError(f"{what}: {_detail(exc)}")
+
+
+def _detail(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    if isinstance(exc, json.JSONDecodeError):  # orjson's is a subclass
+        return f"{type(exc).__name__} at line {exc.lineno}, column {exc.colno}"
+    if exc.__cause__ is not None:  # e.g. a ValueError raised from the JSONDecodeError
+        return f"{type(exc).__name__} from {_detail(exc.__cause__)}"
+    return type(exc).__name__
+
+
+def _pointers(publish_dir: Path) -> dict[str, str | None]:
+    """The current version of each served table (None: never published)."""
+    pointers = {}
+    for name in SERVED:
+        try:
+            pointers[name] = snapshots.current_version(publish_dir, name)
+        except Exception as exc:  # any failure: a ServingError naming the pointer
+            raise _stage(f"{name}: the current pointer under {publish_dir} is unreadable", exc) from exc
+    return pointers
+
+
+def _current(publish_dir: Path) -> dict[str, snapshots.Snapshot]:
+    """The current snapshot of each served table; raises ServingError naming what is unreadable."""
+    current = {}
+    for name, version in _pointers(publish_dir).items():
+        if version is None:
+            raise ServingError(f"{name} has never been published under {publish_dir}")
+        try:
+            path = publish_dir / name / "versions" / version
+            current[name] = snapshots.Snapshot(name, version, path, json.loads((path / snapshots.MANIFEST).read_text()))
+        except Exception as exc:
+            raise _stage(f"{name} version {version}: its {snapshots.MANIFEST} is unreadable", exc) from exc
+    return current
+
+
+def load_index(publish_dir: Path, mode: str = "production") -> Index:
+    """Read the current snapshot of each served table. Raises ServingError if one was never
+    published, cannot be read, or may not be served in `mode` (checked before the Parquet is read)."""
+    current = _current(publish_dir)
+    check_servable(current, mode)
     con = duckdb.connect()
     try:
         bodies = {}
         for name, snap in current.items():
-            rows = con.execute(BODY_SQL[name], [str(snap.parquet)]).fetchall()
+            try:
+                rows = con.execute(BODY_SQL[name], [str(snap.parquet)]).fetchall()
+            except Exception as exc:
+                raise _stage(f"{name} version {snap.version}: {snap.parquet.name} is unreadable", exc) from exc
             bodies[name] = {key: body.encode() for key, body in rows}
     finally:
         con.close()
     popular_file = current[RECOMMENDATIONS].path / "exports" / "popular_products.jsonl"
     if not popular_file.exists():
-        raise FileNotFoundError(f"{popular_file} missing: republish customer_recommendations")
-    popular = [orjson.loads(line) for line in popular_file.read_bytes().splitlines() if line.strip()]
+        raise ServingError(f"{popular_file} missing: republish customer_recommendations")
+    try:
+        popular = [orjson.loads(line) for line in popular_file.read_bytes().splitlines() if line.strip()]
+    except Exception as exc:
+        raise _stage(f"{popular_file} is unreadable", exc) from exc
     popular = [
         {
             "rank": p["rank"],
@@ -195,36 +294,55 @@ def load_index(publish_dir: Path) -> Index:
     return index
 
 
-def _pointers(publish_dir: Path) -> dict[str, str | None]:
-    return {name: snapshots.current_version(publish_dir, name) for name in SERVED}
-
-
 class Server:
     """The index behind the app, swapped whole when a pointer moves (readers never see a mix)."""
 
-    def __init__(self, publish_dir: Path, default_limit: int = 10):
+    def __init__(self, publish_dir: Path, default_limit: int = 10, mode: str = "production"):
         self.publish_dir = publish_dir
         self.default_limit = default_limit
-        self.index = load_index(publish_dir)
+        self.mode = mode
+        self.index = load_index(publish_dir, mode)
         self.last_reload_error: str | None = None
+        self.degraded_since: str | None = None
         self._lock = threading.Lock()
 
     def reload_if_moved(self) -> bool:
-        """Load the new versions if any pointer moved; keeps serving the old index on failure."""
+        """Load the new versions if any pointer moved. Never raises: on any failure the old index
+        stays served and the error is kept for /health until a tick finds the pointers readable
+        and the index current again."""
         with self._lock:
             seen = {name: snap.version for name, snap in self.index.versions.items()}
-            if _pointers(self.publish_dir) == seen:
-                return False
             try:
+                if _pointers(self.publish_dir) == seen:
+                    self._recovered()
+                    return False
                 started = time.perf_counter()
-                self.index = load_index(self.publish_dir)
-                self.last_reload_error = None
-                log.info("loaded snapshots %s in %.1f s", _pointers(self.publish_dir), time.perf_counter() - started)
-                return True
+                index = load_index(self.publish_dir, self.mode)
             except Exception as exc:  # reported on /health; the previous versions stay served
-                self.last_reload_error = f"{type(exc).__name__}: {exc}"
-                log.exception("reload failed; still serving %s", seen)
+                self.failed(exc, seen)
                 return False
+            self.index = index
+            self._recovered()
+            log.info(
+                "loaded snapshots %s in %.1f s",
+                {n: s.version for n, s in index.versions.items()},
+                time.perf_counter() - started,
+            )
+            return True
+
+    def failed(self, exc: Exception, serving: dict[str, str]) -> None:
+        """Keep the error for /health and log it. The message names files and versions only (see
+        _stage), and no traceback is logged: one may quote a value read from a snapshot."""
+        self.last_reload_error = f"reload failed: {_stage('unexpected error', exc)}"
+        if self.degraded_since is None:
+            self.degraded_since = datetime.now(UTC).isoformat()
+        log.error("%s; still serving %s (degraded since %s)", self.last_reload_error, serving, self.degraded_since)
+
+    def _recovered(self) -> None:
+        if self.degraded_since is not None:
+            log.warning("reloads work again (degraded since %s)", self.degraded_since)
+        self.last_reload_error = None
+        self.degraded_since = None
 
     def fallback(self, customer_pkey: str, limit: int) -> bytes:
         return orjson.dumps(
@@ -242,13 +360,23 @@ def _json(body: bytes, version: str) -> Response:
     return Response(content=body, media_type="application/json", headers={"x-tessera-snapshot": version})
 
 
-def create_app(publish_dir: Path, reload_seconds: float = 60.0, default_limit: int = 10) -> FastAPI:
-    server = Server(publish_dir, default_limit)
+def create_app(
+    publish_dir: Path, reload_seconds: float = 60.0, default_limit: int = 10, mode: str = "production"
+) -> FastAPI:
+    """The app over the current snapshots. `mode` is TESSERA_MODE: anything but "demo" refuses
+    snapshots not published with a deployment's salt (the default refuses, so a caller that
+    forgets the mode fails closed). Raises ServingError when the snapshots cannot be served."""
+    server = Server(publish_dir, default_limit, mode)
 
     async def watch():
+        # one tick's failure must never end the loop: reload_if_moved reports its own errors,
+        # this guard catches anything else (a failed thread hand-off) the same way
         while True:
             await asyncio.sleep(reload_seconds)
-            await asyncio.to_thread(server.reload_if_moved)
+            try:
+                await asyncio.to_thread(server.reload_if_moved)
+            except Exception as exc:
+                server.failed(exc, {n: s.version for n, s in server.index.versions.items()})
 
     async def lifespan(app: FastAPI):
         task = asyncio.create_task(watch()) if reload_seconds > 0 else None
@@ -270,7 +398,7 @@ def create_app(publish_dir: Path, reload_seconds: float = 60.0, default_limit: i
     async def health() -> Health:
         index = server.index
         return Health(
-            status="ok",
+            status="ok" if server.last_reload_error is None else "degraded",
             customers=index.customers,
             snapshots={
                 name: SnapshotInfo(version=s.version, published_at=s.manifest["published_at"], rows=s.manifest["rows"])
@@ -278,6 +406,7 @@ def create_app(publish_dir: Path, reload_seconds: float = 60.0, default_limit: i
             },
             loaded_at=index.loaded_at,
             last_reload_error=server.last_reload_error,
+            degraded_since=server.degraded_since,
         )
 
     @app.get("/v1/customers/{customer_pkey}/recommendations", response_model=Recommendations, tags=["customers"])
@@ -324,11 +453,18 @@ def create_app(publish_dir: Path, reload_seconds: float = 60.0, default_limit: i
     return app
 
 
-def serve(publish_dir: Path, host: str, port: int, reload_seconds: float) -> None:
+def serve(publish_dir: Path, host: str, port: int, reload_seconds: float, mode: str | None = None) -> None:
+    """`tessera serve`. Exits with a clear error, before listening, when the configuration is
+    unusable (settings.preflight) or the current snapshots cannot be served in this mode."""
     import uvicorn
 
     started = time.perf_counter()
-    app = create_app(publish_dir, reload_seconds)
+    try:
+        settings = load_settings()
+        preflight(settings, purpose="serve", publish_dir=publish_dir)
+        app = create_app(publish_dir, reload_seconds, mode=settings.mode if mode is None else mode)
+    except (ServingError, ValueError) as exc:  # ValueError: settings.ConfigurationError, a refused variable
+        raise SystemExit(f"tessera serve: {exc}") from None
     server: Server = app.state.server
     print(
         f"loaded {server.index.customers:,} customers from {publish_dir} in {time.perf_counter() - started:.1f} s; "

@@ -274,3 +274,99 @@ def _day(name: str, default: str) -> str:
 
 def mlflow_artifact_root(settings: Settings) -> Path:
     return settings.data_dir / "mlflow" / "artifacts"
+
+
+# --- preflight: the configuration checked before any work -----------------------------------------
+
+
+class ConfigurationError(ValueError):
+    """The environment cannot run tessera. The message lists every problem found."""
+
+
+def _unusable_dir(path: Path, *, write: bool) -> str | None:
+    """Why the directory `path` cannot be used, or None. A missing directory is usable when its
+    nearest existing ancestor is a directory it can be created in (ensure_dirs creates it)."""
+    if path.exists():
+        if not path.is_dir():
+            return "exists but is not a directory"
+        wanted = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+        return None if os.access(path, wanted) else ("is not writable" if write else "is not readable")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot be created: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot be created: {ancestor} is not writable"
+    return None
+
+
+def _mlflow_dir(uri: str) -> Path | None:
+    """The local directory an MLflow tracking URI writes into; None for a server (http...)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent if uri != "sqlite:///:memory:" else None
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
+
+
+def preflight(settings: Settings, purpose: str = "run", publish_dir: Path | None = None) -> None:
+    """Check the configuration before any work; raise ConfigurationError listing every problem.
+
+    purpose "run" (a pipeline run, every Dagster step): the salt outside demo mode, and that the
+    data, publish, DuckDB, DuckDB temp, MLflow and Great Expectations Data Docs directories exist
+    or can be created and are writable, and the landing directory is readable (the pipeline only
+    reads it: a read-only mount of deliveries is fine). An existing DuckDB file must be writable.
+    purpose "serve" (`tessera serve`): the publish directory (or `publish_dir`) is a readable
+    directory. Serving never needs the salt: it refuses snapshots by their manifest (serving.py).
+    Only file-system metadata is read: cheap enough for every step (orchestration/resources.py)."""
+    from tessera.pseudonym import InsecureSaltError, check_salt
+
+    if purpose not in ("run", "serve"):
+        raise ValueError(f"preflight purpose must be run or serve, got {purpose!r}")
+    problems = []
+    if purpose == "serve":
+        served = publish_dir or settings.publish_dir
+        if not served.is_dir():
+            problems.append(f"TESSERA_PUBLISH_DIR {served} is not a directory: nothing was published there")
+        elif not os.access(served, os.R_OK | os.X_OK):
+            problems.append(f"TESSERA_PUBLISH_DIR {served} is not readable")
+    else:
+        try:
+            check_salt(settings.pseudonym_salt, settings.mode)
+        except InsecureSaltError as exc:
+            problems.append(f"{exc} (TESSERA_MODE={settings.mode})")
+        dirs = [
+            ("TESSERA_DATA_DIR", settings.data_dir, True),
+            ("TESSERA_LANDING_DIR", settings.landing_dir, False),
+            ("TESSERA_PUBLISH_DIR", settings.publish_dir, True),
+            ("TESSERA_DUCKDB_PATH's directory", settings.duckdb_path.parent, True),
+            ("TESSERA_DUCKDB_TEMP_DIR", settings.duckdb_temp_dir, True),
+            ("MLFLOW_TRACKING_URI's directory", _mlflow_dir(settings.mlflow_tracking_uri), True),
+            ("the MLflow artifact root", mlflow_artifact_root(settings), True),
+            ("TESSERA_GX_DOCS_DIR", settings.gx_docs_dir, True),
+        ]
+        for label, path, write in dirs:
+            reason = _unusable_dir(path, write=write) if path is not None else None
+            if reason:
+                problems.append(f"{label} {path} {reason}")
+        if settings.duckdb_path.is_dir():
+            problems.append(f"TESSERA_DUCKDB_PATH {settings.duckdb_path} is a directory, not a DuckDB file")
+        elif settings.duckdb_path.exists() and not os.access(settings.duckdb_path, os.R_OK | os.W_OK):
+            problems.append(f"TESSERA_DUCKDB_PATH {settings.duckdb_path} is not writable")
+    if problems:
+        raise ConfigurationError(
+            f"tessera cannot {purpose}: {len(problems)} problem(s) in its configuration (environment variables):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+_PREFLIGHT_PASSED: set[Settings] = set()
+
+
+def preflight_once(settings: Settings) -> None:
+    """preflight(settings) once per process and configuration (every Dagster step asks): a
+    failure is raised again on every call, since the operator may fix it meanwhile."""
+    if settings not in _PREFLIGHT_PASSED:
+        preflight(settings)
+        _PREFLIGHT_PASSED.add(settings)

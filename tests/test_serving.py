@@ -5,6 +5,7 @@ its path and status code, and its content against the published Parquet."""
 
 import json
 import shutil
+import time
 from datetime import UTC, datetime
 
 import duckdb
@@ -13,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tessera import snapshots
-from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, create_app
+from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, ServingError, create_app, serve
 
 PATHS = {
     RECOMMENDATIONS: "/v1/customers/{customer_pkey}/recommendations",
@@ -30,7 +31,7 @@ def published(pipeline):
 
 @pytest.fixture(scope="module")
 def client(published):
-    with TestClient(create_app(published.publish_dir, reload_seconds=0)) as c:
+    with TestClient(create_app(published.publish_dir, reload_seconds=0, mode="demo")) as c:
         yield c
 
 
@@ -143,7 +144,7 @@ def test_an_unknown_customer_gets_the_popular_products_and_404_elsewhere(client,
 def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published, tmp_path):
     publish_dir = tmp_path / "publish"
     shutil.copytree(published.publish_dir, publish_dir)
-    app = create_app(publish_dir, reload_seconds=0)
+    app = create_app(publish_dir, reload_seconds=0, mode="demo")
     server = app.state.server
     with TestClient(app) as c:
         key, gone = sample_keys(publish_dir)[:2]
@@ -179,3 +180,178 @@ def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published,
         health = c.get("/health").json()
         assert health["snapshots"][SEGMENTS]["version"] == "v-reloaded"
         assert "v-broken" in health["last_reload_error"] or "parquet" in health["last_reload_error"].lower()
+
+
+# --- the watcher and the salt refusal, on small snapshots written here (no pipeline run) ---------
+
+TINY_TABLES = {
+    RECOMMENDATIONS: """
+        select 'pk_' || i as customer_pkey, r as rank, 'p' || r as product_id, 'Product ' || r as product_name,
+            'cat' as category, 1.0 / r as score, 'personalised' as source, '{version}' as model_version
+        from range(3) t(i), range(1, 4) u(r)
+    """,
+    SEGMENTS: """
+        select 'pk_' || i as customer_pkey, '{version}' as rfm_segment, 3 as r_score, 2 as f_score,
+            1 as m_score, 0 as cluster_id, 'c' as cluster_description, null::varchar as rule_segment,
+            null::integer as rule_segment_priority, 'treatment' as rfm_holdout_group,
+            null::varchar as rule_holdout_group, date '2026-10-31' as as_of_date
+        from range(3) t(i)
+    """,
+    SCORES: """
+        select 'pk_' || i as customer_pkey, 5 as recency_days, 2 as frequency, {monetary} as monetary,
+            10.0 as average_order_value, 100 as tenure_days, 321 as rfm_score,
+            0.5 as purchase_propensity_30d, 0.5 as purchase_propensity_percentile,
+            0.1 as churn_risk_30d, 0.2 as churn_risk_percentile, date '2026-10-31' as as_of_date
+        from range(3) t(i)
+    """,
+}
+
+
+def publish_tiny(publish_dir, version: str, salt_label: str | None, names=None, monetary="20.0"):
+    """Publish `version` of the served tables (all, or `names`) and make it current; the manifest
+    records `salt_label` as "pseudonym_salt" (None: a manifest from before the field)."""
+    con = duckdb.connect()
+    try:
+        for name in names or TINY_TABLES:
+            con.execute(f"create or replace table t as {TINY_TABLES[name].format(version=version, monetary=monetary)}")
+            snap = snapshots.write_snapshot(
+                con, publish_dir, name, "t", version, published_at=datetime.now(UTC), run_id="test", checks=[]
+            )
+            manifest = json.loads((snap.path / snapshots.MANIFEST).read_text())
+            manifest.pop("pseudonym_salt", None)
+            if salt_label is not None:
+                manifest["pseudonym_salt"] = salt_label
+            (snap.path / snapshots.MANIFEST).write_text(json.dumps(manifest))
+            if name == RECOMMENDATIONS:
+                (snap.path / "exports").mkdir(exist_ok=True)
+                (snap.path / "exports" / "popular_products.jsonl").write_text(
+                    '{"rank": 1, "product_id": "p1", "product_name": "Product 1", "category": "cat"}\n'
+                )
+            snapshots.set_current(publish_dir, name, version)
+    finally:
+        con.close()
+
+
+def pointer_file(publish_dir):
+    """The file naming the current versions: one release file, or (older layout) a pointer per table."""
+    release = publish_dir / "release.json"
+    return release if release.exists() else publish_dir / SEGMENTS / snapshots.POINTER
+
+
+def wait_for(client, predicate, seconds: float = 10.0) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        health = client.get("/health").json()
+        if predicate(health) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.02)
+
+
+def test_the_watcher_outlives_an_unreadable_pointer_and_health_says_degraded_until_a_good_reload(tmp_path, caplog):
+    # issue 33: one unreadable `current` pointer killed the reload task for good, while /health
+    # kept saying "ok"
+    publish_dir = tmp_path / "publish"
+    publish_tiny(publish_dir, "v1", "demo")
+    with TestClient(create_app(publish_dir, reload_seconds=0.05, mode="demo")) as c:
+        assert c.get("/health").json()["status"] == "ok"
+        pointer = pointer_file(publish_dir)
+        good = pointer.read_bytes()
+        pointer.write_text('{"version": "jane.doe@example.com"')  # truncated JSON with a personal value
+
+        health = wait_for(c, lambda h: h["status"] == "degraded")
+        assert health["status"] == "degraded"
+        assert "pointer" in health["last_reload_error"] and "JSONDecodeError" in health["last_reload_error"]
+        since = health["degraded_since"]
+        assert since is not None
+        # the last good index is still served, and several failed ticks later the state holds
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_1")).json()["rfm_segment"] == "v1"
+        time.sleep(0.3)
+        health = c.get("/health").json()
+        assert health["status"] == "degraded" and health["degraded_since"] == since
+        assert health["snapshots"][SEGMENTS]["version"] == "v1"
+
+        # the pointer is readable again and a new version is published: the same watcher loads it
+        pointer.write_bytes(good)
+        publish_tiny(publish_dir, "v2", "demo")
+        health = wait_for(c, lambda h: {s["version"] for s in h["snapshots"].values()} == {"v2"})
+        assert health["status"] == "ok"
+        assert health["last_reload_error"] is None and health["degraded_since"] is None
+        assert {s["version"] for s in health["snapshots"].values()} == {"v2"}
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_1")).json()["rfm_segment"] == "v2"
+    assert "jane.doe@example.com" not in caplog.text
+    assert any("reload failed" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_a_failed_reload_reports_no_value_read_from_the_snapshot(tmp_path, caplog):
+    publish_dir = tmp_path / "publish"
+    publish_tiny(publish_dir, "v1", "demo")
+    app = create_app(publish_dir, reload_seconds=0, mode="demo")
+    server = app.state.server
+    # a scores version whose money column holds text: DuckDB's error would quote the value
+    publish_tiny(publish_dir, "v2", "demo", names=[SCORES], monetary="'jane.doe@example.com'")
+    with TestClient(app) as c:
+        assert server.reload_if_moved() is False
+        health = c.get("/health").json()
+    assert health["status"] == "degraded"
+    assert f"{SCORES} version v2: {SCORES}.parquet is unreadable" in health["last_reload_error"]
+    assert "jane.doe" not in health["last_reload_error"] and "jane.doe" not in caplog.text
+    assert health["snapshots"][SCORES]["version"] == "v1"
+
+
+@pytest.mark.parametrize(
+    ("label", "mode", "refused"),
+    [
+        ("demo", "production", "the public demo salt"),
+        (None, "production", "no pseudonym_salt in its manifest"),
+        ("deployment", "production", None),
+        ("demo", "demo", None),
+        (None, "demo", None),
+    ],
+)
+def test_production_mode_serves_only_snapshots_published_with_a_deployment_salt(tmp_path, label, mode, refused):
+    publish_dir = tmp_path / "publish"
+    publish_tiny(publish_dir, "v1", label)
+    if refused is None:
+        with TestClient(create_app(publish_dir, reload_seconds=0, mode=mode)) as c:
+            assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_0")).json()["rfm_segment"] == "v1"
+        return
+    with pytest.raises(ServingError) as err:
+        create_app(publish_dir, reload_seconds=0, mode=mode)
+    assert refused in str(err.value)
+    assert all(f"{name} version v1" in str(err.value) for name in (RECOMMENDATIONS, SEGMENTS, SCORES))
+
+
+def test_tessera_serve_exits_with_a_clear_error_on_demo_salted_snapshots_in_production(tmp_path, monkeypatch):
+    publish_dir = tmp_path / "publish"
+    publish_tiny(publish_dir, "v1", "demo")
+    monkeypatch.setenv("TESSERA_MODE", "production")
+    monkeypatch.delenv("TESSERA_PSEUDONYM_SALT", raising=False)  # serving never needs the salt
+    with pytest.raises(SystemExit) as exit_:
+        serve(publish_dir, "127.0.0.1", 0, 0)
+    message = str(exit_.value.code)
+    assert message.startswith("tessera serve: TESSERA_MODE=production serves only snapshots published with")
+    assert "the public demo salt" in message and "TESSERA_MODE=demo" in message
+    # and a publish directory that does not exist is named before anything is loaded
+    with pytest.raises(SystemExit) as exit_:
+        serve(tmp_path / "nowhere", "127.0.0.1", 0, 0)
+    assert "tessera cannot serve" in str(exit_.value.code) and str(tmp_path / "nowhere") in str(exit_.value.code)
+
+
+def test_in_production_a_reload_to_a_demo_salted_version_keeps_the_last_good_index(tmp_path):
+    publish_dir = tmp_path / "publish"
+    publish_tiny(publish_dir, "v1", "deployment")
+    app = create_app(publish_dir, reload_seconds=0, mode="production")
+    server = app.state.server
+    with TestClient(app) as c:
+        publish_tiny(publish_dir, "v2", "demo", names=[SEGMENTS])
+        assert server.reload_if_moved() is False
+        health = c.get("/health").json()
+        assert health["status"] == "degraded"
+        assert f"{SEGMENTS} version v2: pseudonym_salt 'demo' (the public demo salt)" in health["last_reload_error"]
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_0")).json()["rfm_segment"] == "v1"
+
+        publish_tiny(publish_dir, "v3", "deployment", names=[SEGMENTS])
+        assert server.reload_if_moved() is True
+        health = c.get("/health").json()
+        assert (health["status"], health["last_reload_error"]) == ("ok", None)
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_0")).json()["rfm_segment"] == "v3"
