@@ -285,7 +285,10 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
     print(f"published outputs: DuckDB schema 'publish' and versioned snapshots in {settings.publish_dir}")
     from tessera import snapshots
 
-    for name in sorted(p.name for p in settings.publish_dir.iterdir() if (p / snapshots.POINTER).exists()):
+    # current_version, not a look for per-table pointer files: releases name every table's version
+    # in one file (tessera/snapshots.py)
+    published = (p.name for p in settings.publish_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for name in sorted(n for n in published if snapshots.current_version(settings.publish_dir, n)):
         snap = snapshots.current_snapshot(settings.publish_dir, name)
         exports = sum(1 for f in snap.manifest["files"] if f["format"] != "parquet")
         print(f"  {name:<26} {snap.manifest['rows']:>8,} rows, {exports} export file(s): {snap.path}")
