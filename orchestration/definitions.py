@@ -18,7 +18,7 @@ from orchestration.ml import (
     recommendation_candidates,
 )
 from orchestration.privacy import erasure_asset
-from orchestration.publish import publish_assets
+from orchestration.publish import publish_assets, release_asset
 from orchestration.quality import gx_checks
 from orchestration.resources import TesseraResource
 from orchestration.sources import load_tables, source_assets
@@ -37,6 +37,7 @@ defs = dg.Definitions(
         erasure_asset,
         *decisioning_assets,
         *publish_assets,
+        release_asset,
     ],
     asset_checks=[
         *gx_checks,

@@ -19,11 +19,12 @@ from orchestration.dbt import model_key
 from orchestration.decisioning import DECISIONS_KEY, MESSAGES_KEY
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
-from orchestration.privacy import ERASURE_KEY
+from orchestration.privacy import ERASURE_KEY, run_in_progress
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import pseudonym, snapshots
 from tessera.db import table_exists
+from tessera.faults import crash_point
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL
 from tessera.holdout import holdout_group_sql
 from tessera.popular import POPULAR_PRODUCTS_SQL
@@ -537,16 +538,21 @@ def swap_in(con, name: str, candidate: str, after_swap: tuple[str, ...] = ()) ->
     return con.execute(f"select count(*) from publish.{name}").fetchall()[0][0]
 
 
-def publish_version(con, spec: Published, candidate: str, settings, run_id: str, checks: list[dict], log) -> dict:
-    """Snapshot, swap and point `current` at the new version; then prune old versions.
+def publish_version(
+    con, spec: Published, candidate: str, settings, run_id: str, checks: list[dict], log, release_now: bool
+) -> dict:
+    """Write the candidate as a new snapshot version into the run's staging directory, then swap
+    it in for the DuckDB table. publish/release moves every table's staged version into place
+    together; `release_now` (the run does not include publish/release, e.g. one table
+    materialised from the UI) releases this table's version by itself.
 
-    The snapshot is written first (complete or not at all) and discarded if the swap fails, so
-    `current` only ever names a version that is also the published table."""
+    The snapshot is written first (complete or not at all) and discarded if the swap fails."""
     now = datetime.now(UTC)
     version = snapshots.new_version(now, run_id)
+    staging = snapshots.staging_dir(settings.publish_dir, run_id)
     snap = snapshots.write_snapshot(
         con,
-        settings.publish_dir,
+        staging,
         spec.name,
         candidate,
         version,
@@ -554,31 +560,27 @@ def publish_version(con, spec: Published, candidate: str, settings, run_id: str,
         run_id=run_id,
         checks=checks,
         exports=spec.exports,
+        pseudonym_salt=salt_label(settings.pseudonym_salt),
     )
     try:
         rows = swap_in(con, spec.name, candidate, spec.after_swap)
     except BaseException:
-        snapshots.discard(settings.publish_dir, spec.name, version)
+        snapshots.discard(staging, spec.name, version)
         raise
-    snapshots.set_current(settings.publish_dir, spec.name, version)
-    removed = snapshots.prune(settings.publish_dir, spec.name, settings.publish_retention_days, now)
-    if removed:
-        log.info(
-            f"publish/{spec.name}: removed {len(removed)} version(s) older than "
-            f"{settings.publish_retention_days} days: {', '.join(removed)}"
+    if release_now:
+        changes = snapshots.promote_staged(settings.publish_dir, run_id)
+        done = snapshots.release(
+            settings.publish_dir, changes, run_id=run_id, now=now, keep_days=settings.publish_retention_days
         )
-    # the flat <name>.parquet of releases before versioned snapshots would go stale: remove it
-    legacy = settings.publish_dir / f"{spec.name}.parquet"
-    if legacy.exists():
-        legacy.unlink()
-        log.info(f"removed {legacy}: consumers read {spec.name}/current (docs/publishing.md)")
-    return {
-        "rows": rows,
-        "version": version,
-        "snapshot": snap,
-        "versions_kept": len(snapshots.versions(settings.publish_dir, spec.name)),
-        "versions_removed": len(removed),
-    }
+        log.info(f"publish/{spec.name}: released on its own (publish/release is not in this run)")
+        if done["removed"]:
+            log.info(f"publish: removed {len(done['removed'])} version(s) no release names")
+    return {"rows": rows, "version": version, "snapshot": snap}
+
+
+def salt_label(salt: str) -> str:
+    """What the manifest says about the salt: serving refuses "demo" data in production mode."""
+    return "demo" if salt == pseudonym.DEMO_SALT else "deployment"
 
 
 def exports_table(manifest: dict) -> str:
@@ -667,7 +669,10 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
                     "rows_validated": suite.rows_validated,
                 }
             ]
-            published = publish_version(con, spec, candidate, settings, context.run.run_id, checks, context.log)
+            release_now = not release_in_run(context)
+            published = publish_version(
+                con, spec, candidate, settings, context.run.run_id, checks, context.log, release_now
+            )
             rows = published["rows"]
             record_pass(con, gx_name, f"publish.{spec.name}", rows, context.run.run_id)
             table = table_metadata(con, f"publish.{spec.name}")
@@ -677,11 +682,8 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
                 **table,
                 **run_metadata(started, rows),
                 "snapshot_version": snap.version,
-                "snapshot": dg.MetadataValue.path(str(snap.path)),
-                "parquet": dg.MetadataValue.path(str(snap.parquet)),
+                "released": "now" if release_now else "by publish/release, with every other table",
                 "exports": dg.MetadataValue.md(exports_table(snap.manifest)),
-                "versions_kept": published["versions_kept"],
-                "versions_removed": published["versions_removed"],
             },
             check_results=[
                 dg.AssetCheckResult(check_name=v.name, passed=True, metadata={"violations": n}) for v, n in results
@@ -693,3 +695,68 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
 
 
 publish_assets = [build_publish_asset(spec) for spec in PUBLISHED]
+RELEASE_KEY = dg.AssetKey(["publish", "release"])
+
+
+@dg.asset(
+    key=RELEASE_KEY,
+    deps=[a.key for a in publish_assets],
+    group_name=PUBLISH_GROUP,
+    description=(
+        "Moves every table this run published from its staging directory into place and replaces "
+        "release.json in one step: readers (the API, exports) see the previous complete set or the "
+        "new one, never a mix. Removes what no release names (a crashed run's leftovers, expired "
+        "versions) and leftover publish.*__next tables. docs/publishing.md."
+    ),
+    kinds={"python", "parquet"},
+    owners=["team:data-platform"],
+    pool=DUCKDB_POOL,
+)
+def release_asset(context: dg.AssetExecutionContext, tessera: TesseraResource):
+    started = time.perf_counter()
+    settings = tessera.settings()
+    run_id = context.run.run_id
+    changes = snapshots.promote_staged(settings.publish_dir, run_id)
+    crash_point("release:promoted")
+    done = snapshots.release(
+        settings.publish_dir, changes, run_id=run_id, keep_days=settings.publish_retention_days
+    )
+    stale_runs = snapshots.sweep_staging(settings.publish_dir, lambda r: run_in_progress(context.instance, r))
+    with tessera.duckdb() as con:
+        leftovers = drop_leftover_candidates(con)
+    context.log.info(
+        f"release {done['release']}: {len(changes)} table(s) moved ({', '.join(sorted(changes)) or 'none'}); "
+        f"{len(done['removed'])} unnamed version(s), {len(stale_runs)} stale staging dir(s), "
+        f"{len(leftovers)} leftover candidate table(s) removed"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **run_metadata(started, len(changes)),
+            "release": done["release"],
+            "current": dg.MetadataValue.json(done["current"]),
+            "versions_removed": len(done["removed"]),
+            "stale_staging_removed": len(stale_runs),
+            "leftover_candidates_dropped": dg.MetadataValue.json(leftovers),
+        }
+    )
+
+
+def release_in_run(context: dg.AssetExecutionContext) -> bool:
+    """Whether publish/release runs after this step: it is in the job and in the run's selection."""
+    selection = context.run.asset_selection
+    in_job = RELEASE_KEY in context.job_def.asset_layer.selected_asset_keys
+    return in_job and (selection is None or RELEASE_KEY in selection)
+
+
+def drop_leftover_candidates(con) -> list[str]:
+    """publish.<name>__next tables: a candidate lives within one publish step (which holds the
+    pool, as this step does), so any that exists now was left by a killed run."""
+    names = [
+        r[0]
+        for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'publish' and table_name like '%\\_\\_next' escape '\\'"
+        ).fetchall()
+    ]
+    for name in names:
+        con.execute(f"drop table publish.{name}")
+    return names

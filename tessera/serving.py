@@ -229,14 +229,13 @@ def _detail(exc: BaseException) -> str:
 
 
 def _pointers(publish_dir: Path) -> dict[str, str | None]:
-    """The current version of each served table (None: never published)."""
-    pointers = {}
-    for name in SERVED:
-        try:
-            pointers[name] = snapshots.current_version(publish_dir, name)
-        except Exception as exc:  # any failure: a ServingError naming the pointer
-            raise _stage(f"{name}: the current pointer under {publish_dir} is unreadable", exc) from exc
-    return pointers
+    """The current version of each served table (None: never published), all from one read of
+    the release, so the served tables are always one published set."""
+    try:
+        release = snapshots.read_release(publish_dir)
+    except Exception as exc:  # any failure: a ServingError naming the release
+        raise _stage(f"the release pointer ({snapshots.RELEASE}) under {publish_dir} is unreadable", exc) from exc
+    return {name: release["current"].get(name) for name in SERVED}
 
 
 def _current(publish_dir: Path) -> dict[str, snapshots.Snapshot]:
