@@ -44,6 +44,9 @@ dagster-home: $(DAGSTER_HOME)/dagster.yaml
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
+	# runs stuck starting or cancelling, and slots a finished run still holds (docs/operations.md;
+	# a killed run worker is found by abandoned_runs_sensor)
+	printf 'run_monitoring:\n  enabled: true\n  start_timeout_seconds: 180\n  cancel_timeout_seconds: 180\n  max_resume_run_attempts: 0\n  poll_interval_seconds: 60\n  free_slots_after_run_end_seconds: 60\n' >> $@
 
 # Rule-based segments: validate the marketer's YAML and compile it to a dbt model.
 segments: $(SEGMENT_MODEL)

@@ -33,10 +33,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tessera import snapshots
+from tessera.faults import crash_point
 from tessera.pseudonym import SALT_VARIABLE
 from tessera.timing import Phases
 
@@ -97,6 +101,16 @@ def ensure_tables(con) -> None:
         "create table if not exists privacy.erasure_log (request_id varchar, requested_at timestamp, "
         "processed_at timestamp, run_id varchar, identifiers varchar, rows_removed varchar)"
     )
+    # the journal: requests whose rows are gone from the warehouse but whose files (published
+    # versions, previews, MLflow) may still hold them; the values live here, and only here, until
+    # every file step has finished, then the log entry is written and they go in one transaction
+    con.execute(
+        "create table if not exists privacy.erasure_pending_requests (request_id varchar, requested_at timestamp, "
+        "run_id varchar, identifiers varchar, rows_removed varchar)"
+    )
+    con.execute("create table if not exists privacy.erasure_pending (request_id varchar, kind varchar, value varchar)")
+    # work owed after an erasure, e.g. compacting the warehouse file (its free pages hold the bytes)
+    con.execute("create table if not exists privacy.maintenance (task varchar, requested_at timestamp)")
 
 
 def _base_tables(con) -> list[tuple[str, str, list[str]]]:
@@ -370,67 +384,187 @@ READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
 WRITERS = {"parquet": "format parquet", "csv": "format csv, header true", "jsonl": "format json"}
 
 
+def _version_dirs(publish_dir: Path):
+    """(name, version, version directory, staged) of every version on disk: released or not,
+    and those staged by runs still in progress."""
+    roots = [(publish_dir, False)]
+    staging = publish_dir / snapshots.STAGING
+    if staging.exists():
+        roots += [(run_dir, True) for run_dir in sorted(staging.iterdir()) if run_dir.is_dir()]
+    for root, staged in roots:
+        if not root.exists():
+            continue
+        for name_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for version in snapshots.versions(root, name_dir.name):
+                yield name_dir.name, version, name_dir / "versions" / version, staged
+
+
 def _snapshot_files(publish_dir: Path):
-    """(name, version, version directory, manifest, file entry) of every retained version."""
-    if not publish_dir.exists():
-        return
-    for name_dir in sorted(p for p in publish_dir.iterdir() if (p / snapshots.POINTER).exists()):
-        for version in snapshots.versions(publish_dir, name_dir.name):
-            path = name_dir / "versions" / version
-            manifest = json.loads((path / snapshots.MANIFEST).read_text())
-            for f in manifest["files"]:
-                yield name_dir.name, version, path, manifest, f
+    """(name, version, version directory, manifest, file entry) of every version on disk."""
+    for name, version, path, _ in _version_dirs(publish_dir):
+        manifest = json.loads((path / snapshots.MANIFEST).read_text())
+        for f in manifest["files"]:
+            yield name, version, path, manifest, f
+
+
+REWRITE_SUFFIX = re.compile(r"-erasure(\d+)$")
+
+
+def rewritten_version(version: str) -> str:
+    """The name of a version's rewrite: <version>-erasure<n>, n one more than the last rewrite."""
+    m = REWRITE_SUFFIX.search(version)
+    n = int(m.group(1)) + 1 if m else 1
+    return f"{REWRITE_SUFFIX.sub('', version)}-erasure{n}"
 
 
 def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
-    """Rewrite every retained snapshot version without the person (by customer_pkey, and email)."""
+    """Rewrite every version on disk that holds an erased person (by customer_pkey or email) as a
+    new version without them, and release the rewrites in place of the originals in one step
+    (snapshots.release), which removes the originals. A version is never changed in place: a
+    reader holds the old complete version or the new one, and a crash leaves the original named
+    by the release (the next run rewrites it again) and the unfinished copy unnamed (swept).
+
+    Who is erased: every value of the journal (privacy.erasure_pending: this run's requests and
+    any a killed run left) and every value list_values found hashing to the suppression list
+    (__listed), so a file the journal no longer knows about is still found."""
+    con.execute(
+        "create or replace temp table __file_values as "
+        "select value from privacy.erasure_pending union select value from __listed"
+    )
     removed: dict[str, int] = {}
-    changed: dict[Path, dict] = {}
-    if not con.execute("select count(*) from __values").fetchall()[0][0]:
-        return removed  # no request this run: the files were cleaned when each request came
-    for name, version, path, manifest, f in _snapshot_files(publish_dir):
-        file = path / f["path"]
-        reader = f"{READERS[f['format']]}('{file.as_posix()}')"
-        columns = [r[0] for r in con.execute(f"describe select * from {reader}").fetchall()]
-        where = " or ".join(f"{c} in (select value from __values)" for c in ("customer_pkey", "email") if c in columns)
-        if not where or not (n := con.execute(f"select count(*) from {reader} where {where}").fetchall()[0][0]):
+    if not con.execute("select count(*) from __file_values").fetchall()[0][0]:
+        return removed
+    replaced: dict[tuple[str, str], str] = {}
+    for name, version, path, staged in list(_version_dirs(publish_dir)):
+        manifest = json.loads((path / snapshots.MANIFEST).read_text())
+        counts = {}
+        for f in manifest["files"]:
+            reader = f"{READERS[f['format']]}('{(path / f['path']).as_posix()}')"
+            columns = [r[0] for r in con.execute(f"describe select * from {reader}").fetchall()]
+            where = " or ".join(
+                f"{c} in (select value from __file_values)" for c in ("customer_pkey", "email") if c in columns
+            )
+            if where and (n := con.execute(f"select count(*) from {reader} where {where}").fetchall()[0][0]):
+                counts[f["path"]] = (n, where)
+        if not counts:
             continue
-        tmp = file.with_name(f".{file.name}.erasure.tmp")
-        con.execute(f"copy (select * from {reader} where not ({where})) to '{tmp.as_posix()}' ({WRITERS[f['format']]})")
-        os.replace(tmp, file)
-        f.update(rows=f["rows"] - n, sha256=snapshots.file_sha256(file), bytes=file.stat().st_size)
-        if f["path"] == f"{name}.parquet":
-            manifest["rows"] -= n
-        removed[f"{name}/{version}/{f['path']}"] = n
-        changed[path] = manifest
-    for path, manifest in changed.items():
-        manifest.setdefault("erasures", []).append({"rewritten_at": now.isoformat()})
-        tmp = path / f".{snapshots.MANIFEST}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        os.replace(tmp, path / snapshots.MANIFEST)
+        new_version = rewritten_version(version)
+        tmp = path.parent / f".{new_version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(path, tmp)
+        for f in manifest["files"]:
+            if f["path"] not in counts:
+                continue
+            n, where = counts[f["path"]]
+            source, target = path / f["path"], tmp / f["path"]
+            reader = f"{READERS[f['format']]}('{source.as_posix()}')"
+            con.execute(f"copy (select * from {reader} where not ({where})) to '{target.as_posix()}' ({WRITERS[f['format']]})")
+            f.update(rows=f["rows"] - n, sha256=snapshots.file_sha256(target), bytes=target.stat().st_size)
+            if f["path"] == f"{name}.parquet":
+                manifest["rows"] -= n
+            removed[f"{name}/{version}/{f['path']}"] = n
+        manifest["version"] = new_version
+        manifest["rewritten_from"] = version
+        manifest.setdefault("erasures", []).append({"rewritten_at": now.isoformat(), "from_version": version})
+        (tmp / snapshots.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        os.replace(tmp, path.parent / new_version)
+        crash_point("erasure:first_rewrite")
+        if staged:  # not released yet: its run's publish/release will move the rewrite
+            shutil.rmtree(path)
+        else:
+            replaced[(name, version)] = new_version
+    if replaced:
+        snapshots.release(publish_dir, {}, now=now, replaced=replaced)
     return removed
 
 
-def apply_erasures(con, publish_dir: Path, run_id: str, now: datetime | None = None) -> dict:
-    """Steps 1-6 of the module docstring; the connection needs pseudonym.install()."""
+def erase_files(values: list[str], steps: dict[str, Callable[[list[str]], dict]]) -> dict[str, dict]:
+    """Run each file step (previews, MLflow: whatever else tessera wrote that holds people) on the
+    erased values; each must be idempotent (a resumed erasure runs it again)."""
+    return {name: step(values) for name, step in steps.items()}
+
+
+def apply_erasures(
+    con,
+    publish_dir: Path,
+    run_id: str,
+    now: datetime | None = None,
+    file_steps: dict[str, Callable[[list[str]], dict]] | None = None,
+) -> dict:
+    """Steps 1-6 of the module docstring, as a journaled operation; the connection needs
+    pseudonym.install().
+
+    1. One transaction: identifiers collected and listed, rows deleted from raw and every built
+       table, and the journal written (privacy.erasure_pending*: the values and the requests). A
+       crash inside it changes nothing: the requests are still in raw next run.
+    2. Files: published versions rewritten as new versions (erase_snapshots), then `file_steps`.
+       A crash here leaves the journal: the next run does this step again from it.
+    3. One transaction: the log entries written, the journal emptied, and a compaction of the
+       warehouse file owed (privacy.maintenance; `compact` pays it).
+
+    Returns the counts, and `values`: the erased values (for the bytes proof, never logged)."""
     now = now or datetime.now(UTC)
     phase = Phases()
     ensure_tables(con)
-    with phase("collect_identifiers"):
-        requests = collect_identifiers(con)
-    with phase("list_values"):
-        list_values(con, publish_dir)
-    with phase("erase_raw"):
-        removed = erase_raw(con)
-    with phase("add_listed_values"):
-        add_listed_values(con)
-    with phase("erase_built"):
-        removed.update(erase_built(con))
+    snapshots.sweep(publish_dir)  # a killed rewrite's or release's leftovers: never scanned or rewritten
+    con.execute("begin transaction")
+    try:
+        with phase("collect_identifiers"):
+            requests = collect_identifiers(con)
+        with phase("list_values"):
+            list_values(con, publish_dir)
+        with phase("erase_raw"):
+            removed = erase_raw(con)
+        with phase("add_listed_values"):
+            add_listed_values(con)
+        with phase("erase_built"):
+            removed.update(erase_built(con))
+        _journal(con, run_id, removed)
+        crash_point("erasure:deleted")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    crash_point("erasure:journaled")
     with phase("erase_snapshots"):
         removed.update(erase_snapshots(con, publish_dir, now))
-    kinds = dict(con.execute("select kind, count(*) from __erase group by 1 order by 1").fetchall())
-    # a request is processed once: its own record is erased with the rest (a re-delivered one
-    # comes back, is processed again, and logged again)
+    values = [r[0] for r in con.execute("select distinct value from privacy.erasure_pending order by 1").fetchall()]
+    with phase("erase_files"):
+        files = erase_files(values, file_steps or {}) if values else {}
+    crash_point("erasure:files")
+    kinds = dict(con.execute("select kind, count(*) from privacy.erasure_pending group by 1 order by 1").fetchall())
+    con.execute("begin transaction")
+    try:
+        completed = con.execute(
+            """
+            insert into privacy.erasure_log
+            select request_id, requested_at, ?, run_id, identifiers, rows_removed
+            from privacy.erasure_pending_requests
+            """,
+            [now],
+        ).fetchall()[0][0]
+        if completed or values:
+            con.execute("insert into privacy.maintenance values ('compact', ?)", [now])
+        con.execute("delete from privacy.erasure_pending_requests")
+        con.execute("delete from privacy.erasure_pending")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return {
+        "requests": requests,
+        "completed": completed,
+        "identifiers": kinds,
+        "removed": removed,
+        "files": files,
+        "seconds": phase.seconds,
+        "values": values,
+    }
+
+
+def _journal(con, run_id: str, removed: dict[str, int]) -> None:
+    """Write this run's requests and values into the journal (inside the caller's transaction)."""
+    con.execute("insert into privacy.erasure_pending select distinct request_id, kind, value from __erase")
     for request_id, requested_at in con.execute("select request_id, requested_at from __requests").fetchall():
         per_request = dict(
             con.execute(
@@ -438,10 +572,9 @@ def apply_erasures(con, publish_dir: Path, run_id: str, now: datetime | None = N
             ).fetchall()
         )
         con.execute(
-            "insert into privacy.erasure_log values (?, ?, ?, ?, ?, ?)",
-            [request_id, requested_at, now, run_id, json.dumps(per_request), json.dumps(removed)],
+            "insert into privacy.erasure_pending_requests values (?, ?, ?, ?, ?)",
+            [request_id, requested_at, run_id, json.dumps(per_request), json.dumps(removed)],
         )
-    return {"requests": requests, "identifiers": kinds, "removed": removed, "seconds": phase.seconds}
 
 
 def residue_columns(schema: str, columns: list[str]) -> list[str]:

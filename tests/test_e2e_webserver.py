@@ -150,7 +150,7 @@ def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts
         repository = api.query(REPOSITORY, {"selector": selector})["repositoryOrError"]
         assert {"tessera_all", "refresh_customer_view", "retrain_recommender", "publish"} <= {j["name"] for j in repository["jobs"]}
         assert {(s["name"], s["cronSchedule"]) for s in repository["schedules"]} == {("daily_full_refresh", "0 3 * * *")}
-        assert {s["name"] for s in repository["sensors"]} == {"landing_files_sensor", "freshness_checks_sensor"}
+        assert {s["name"] for s in repository["sensors"]} == {"landing_files_sensor", "freshness_checks_sensor", "abandoned_runs_sensor"}
 
         # 2. a materialization launched through the API; the daemon dequeues it
         launched = api.query(

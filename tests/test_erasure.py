@@ -119,9 +119,14 @@ def erased(tmp_path_factory):
 
 def test_the_erasure_run_succeeds_and_its_residue_check_passes(erased):
     _, people, first, _ = erased
-    assert first.success
     checks = {e.check_name: e for e in first.get_asset_check_evaluations()}
     assert checks["no_erased_identifier_remains"].passed
+    proof = {k: v.value for k, v in checks["no_erased_bytes_remain"].metadata.items()}
+    assert checks["no_erased_bytes_remain"].passed, proof["files_with_residue"]
+    # the proof read the warehouse, the published files, MLflow and the Dagster home
+    assert proof["files_scanned"] > 20 and proof["bytes_scanned"] > 1_000_000
+    assert set(proof["roots"]) == {"dagster_home", "data"}
+    assert first.success
     assert len(people) >= 10  # ids, emails, orders, cookies...
 
 

@@ -1,0 +1,125 @@
+"""After an erasure: compact the warehouse file, then prove no byte of the person is left.
+
+Deleting rows does not remove their bytes: DuckDB marks the blocks free and reuses them later, so
+the file keeps copies of the erased values until they happen to be overwritten (the hostile test
+of issue 33 found 13 copies of an email, 10 after CHECKPOINT + VACUUM). `compact` copies the live
+database into a new file with COPY FROM DATABASE and renames it over the old one: the new file
+holds only live rows, and the old file's blocks go with the old inode.
+
+`scan` then reads every byte of every file under the given roots (the data directory, the Dagster
+home, the MLflow artifact store) and counts, ignoring ASCII case, the occurrences of each erased
+value; gzip members are read decompressed. Parquet and the DuckDB file compress their pages, so a
+value can hide in them from a byte scan: the hash-based residue check (tessera/erasure.py) reads
+those through DuckDB instead. The two together are the erasure proof; each says what it scanned.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from tessera.faults import crash_point
+
+COMPACT_SUFFIX = ".compact"
+# values shorter than this are not searched for: a short id is a substring of something else
+MIN_CHARS = 6
+CHUNK = 8 << 20
+
+
+@dataclass
+class Compaction:
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+
+
+def compact(db_path: Path, config: dict | None = None) -> Compaction:
+    """Rewrite the DuckDB file with only its live data. Nothing else may hold the file open (in
+    Dagster the `duckdb` pool guarantees it). A crash before the rename leaves the old file and
+    a `.compact` leftover, removed by the next call; after it, the new file."""
+    started = time.perf_counter()
+    tmp = db_path.with_name(db_path.name + COMPACT_SUFFIX)
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    before = db_path.stat().st_size
+    con = duckdb.connect(str(db_path), config=config or {})
+    try:
+        con.execute("checkpoint")
+        name = con.execute("select current_database()").fetchall()[0][0]
+        con.execute(f"attach '{tmp.as_posix()}' as __compacted")
+        con.execute(f'copy from database "{name}" to __compacted')
+        con.execute("detach __compacted")
+    finally:
+        con.close()
+    wal = db_path.with_name(db_path.name + ".wal")
+    if wal.exists():
+        raise RuntimeError(f"{wal} is still there after a clean close: not compacting under an unfinished log")
+    crash_point("erasure:compacting")
+    os.replace(tmp, db_path)
+    return Compaction(before, db_path.stat().st_size, round(time.perf_counter() - started, 2))
+
+
+@dataclass
+class Scan:
+    roots: list[str]
+    files: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)  # excluded roots, said out loud
+    hits: dict[str, int] = field(default_factory=dict)  # file (relative to its root) -> occurrences
+
+
+def _pattern(values: Iterable[str]) -> re.Pattern[bytes] | None:
+    needles = sorted({v.strip().lower().encode() for v in values if len(v.strip()) >= MIN_CHARS}, key=len, reverse=True)
+    if not needles:
+        return None
+    return re.compile(b"|".join(re.escape(n) for n in needles))
+
+
+def _count(path: Path, pattern: re.Pattern[bytes]) -> tuple[int, int]:
+    """(occurrences, bytes read) of the file, decompressed if gzip. Blocks are searched with the
+    previous block's last 256 bytes in front, so a value across a boundary is seen; a match is
+    counted in the block where it ends."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    hits = size = 0
+    with opener(path, "rb") as f:
+        tail = b""
+        while block := f.read(CHUNK):
+            size += len(block)
+            hits += sum(1 for m in pattern.finditer((tail + block).lower()) if m.end() > len(tail))
+            tail = block[-256:]
+    return hits, size
+
+
+def scan(roots: dict[str, Path], values: Iterable[str], exclude: dict[str, Path] | None = None) -> Scan:
+    """Count the erased values in every file under `roots` ({label: directory}), except under
+    `exclude` ({reason: directory}). Hits are keyed "<label>/<relative path>": no value is named."""
+    pattern = _pattern(values)
+    excluded = {p.resolve() for p in (exclude or {}).values()}
+    result = Scan(roots=sorted(roots), skipped=[f"{reason}: excluded" for reason in sorted(exclude or {})])
+    if pattern is None:
+        return result
+    seen: set[Path] = set()
+    for label, root in sorted(roots.items()):
+        if not root.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath).resolve()
+            dirnames[:] = [d for d in dirnames if (here / d).resolve() not in excluded]
+            for filename in sorted(filenames):
+                path = here / filename
+                if path in seen or not path.is_file():
+                    continue
+                seen.add(path)
+                n, size = _count(path, pattern)
+                result.files += 1
+                result.bytes += size
+                if n:
+                    result.hits[f"{label}/{path.relative_to(root.resolve()).as_posix()}"] = n
+    return result
