@@ -4,6 +4,7 @@ back. The identifiers checked are read from the landing files here, independentl
 under test."""
 
 import json
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
@@ -362,3 +363,121 @@ def test_erase_built_deletes_quarantined_lines_that_mention_an_identifier_in_any
         ("R-99,ann.lee@example.co,12.5",),
         (None,),
     ]
+
+
+def _published(con, publish_dir, version="v1"):
+    """A released table `segs` holding pk_a and pk_b, with an email audience export."""
+    from tessera.snapshots import Export
+
+    con.execute(
+        "create or replace table segs as select * from (values ('pk_a', 'a@example.com'), ('pk_b', 'b@example.com')) "
+        "as t(customer_pkey, email)"
+    )
+    audience = Export("audience", "all", "select email from {table}", "csv", pii=("email",))
+    snapshots.write_snapshot(
+        con, publish_dir, "segs", "segs", version, published_at=datetime(2026, 11, 1, tzinfo=UTC), run_id="r1",
+        checks=[], exports=(audience,),
+    )
+    snapshots.set_current(publish_dir, "segs", version)
+    con.execute("drop table segs")
+
+
+def _erasure_con():
+    from tessera import erasure, pseudonym
+
+    con = duckdb.connect()
+    pseudonym.install(con, pseudonym.DEMO_SALT)
+    erasure.ensure_tables(con)
+    return con
+
+
+def test_an_erased_person_leaves_published_versions_as_a_new_released_version_never_in_place(tmp_path):
+    from tessera import erasure
+
+    con = _erasure_con()
+    publish = tmp_path / "publish"
+    _published(con, publish)
+    original = (publish / "segs" / "versions" / "v1" / "segs.parquet").read_bytes()
+    con.execute("insert into privacy.erasure_pending values ('Q1', 'pkey', 'pk_a'), ('Q1', 'email', 'a@example.com')")
+    erasure.list_values(con, publish)
+    removed = erasure.erase_snapshots(con, publish, datetime(2026, 12, 1, tzinfo=UTC))
+    assert removed == {"segs/v1/segs.parquet": 1, "segs/v1/exports/audience.csv": 1}
+    snap = snapshots.current_snapshot(publish, "segs")
+    assert snap.version == "v1-erasure1" and snap.manifest["rewritten_from"] == "v1"
+    assert snapshots.versions(publish, "segs") == ["v1-erasure1"]  # the original is gone with the release
+    assert con.execute(f"select customer_pkey from read_parquet('{snap.parquet}')").fetchall() == [("pk_b",)]
+    assert (snap.path / "exports" / "audience.csv").read_text().splitlines() == ["email", "b@example.com"]
+    for f in snap.manifest["files"]:  # the manifest describes the bytes it sits beside
+        assert snapshots.file_sha256(snap.path / f["path"]) == f["sha256"] and f["rows"] == 1
+    assert original != snap.parquet.read_bytes()
+    # idempotent: the journal's values are no longer anywhere
+    assert erasure.erase_snapshots(con, publish, datetime(2026, 12, 1, tzinfo=UTC)) == {}
+
+
+def test_a_published_file_left_holding_a_listed_person_is_rewritten_without_any_request(tmp_path):
+    """The hostile case: a killed erasure had deleted the request from raw, so no later run has a
+    request naming the person; the published files are still found through the suppression list."""
+    from tessera import erasure, pseudonym
+
+    con = _erasure_con()
+    publish = tmp_path / "publish"
+    _published(con, publish)
+    con.execute(
+        "insert into privacy.erased_identifiers values ('Q1', 'pkey', sha256(getvariable(?) || ':' || 'pk_b'))",
+        [pseudonym.SALT_VARIABLE],
+    )
+    assert erasure.residue(con, publish) == {"segs/v1/segs.parquet:customer_pkey": 1}
+    erasure.erase_snapshots(con, publish, datetime(2026, 12, 1, tzinfo=UTC))
+    assert snapshots.current_version(publish, "segs") == "v1-erasure1"
+    assert erasure.residue(con, publish) == {}
+
+
+def test_a_crash_inside_the_erasure_transaction_changes_nothing_and_the_next_call_finishes(tmp_path, monkeypatch):
+    """apply_erasures' first phase is one transaction: an exception at the crash point (standing in
+    for a kill) rolls back the deletes and the journal; the next call erases the person, writes
+    the log and owes a compaction."""
+    from tessera import erasure, faults
+
+    con = _erasure_con()
+    publish = tmp_path / "publish"
+    _published(con, publish)
+    for schema in ("staging", "intermediate", "raw", "marts"):
+        con.execute(f"create schema {schema}")
+    con.execute("create table raw.privacy as select 'Q1' as request_id, 'C1' as customer_id, 0 as _source_row")
+    con.execute(
+        "create table intermediate.int_privacy_requests_resolved as select 'Q1' as request_id, 'k1' as customer_key, "
+        "timestamp '2026-10-30 09:00' as requested_at, 'erasure' as request_type"
+    )
+    con.execute("create table staging.stg_privacy as select 'Q1' as request_id, 'C1' as customer_id, null::varchar as email")
+    con.execute(
+        "create table intermediate.int_identities_resolved as select 'k1' as customer_key, 'crm' as node_type, 'C1' as node_value"
+    )
+    con.execute("create table staging.stg_orders as select 'C1' as customer_id, 'W000001' as order_id")
+    con.execute("create table marts.dim_customers as select 'k1' as customer_key union all select 'k2'")
+    con.execute(
+        "create table raw.erased_rows (source varchar, _source_file varchar, _source_row bigint, stage varchar, "
+        "request_id varchar)"
+    )
+    con.execute(
+        "create table raw.load_rejects as select 'privacy' as source, 'f' as _source_file, 1 as _source_row, "
+        "'a line' as raw_content"
+    )
+    monkeypatch.setattr(erasure, "RAW_MATCHES", {})
+
+    def boom(name):
+        if name == "erasure:deleted":
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(erasure, "crash_point", boom)
+    with pytest.raises(RuntimeError, match="killed"):
+        erasure.apply_erasures(con, publish, "run-1")
+    assert con.execute("select count(*) from marts.dim_customers").fetchall() == [(2,)]
+    assert con.execute("select count(*) from privacy.erasure_pending").fetchall() == [(0,)]
+    assert con.execute("select count(*) from privacy.erased_identifiers").fetchall() == [(0,)]
+    monkeypatch.setattr(erasure, "crash_point", faults.crash_point)
+    done = erasure.apply_erasures(con, publish, "run-2")
+    assert done["completed"] == 1 and "pk_" not in json.dumps(done["removed"])
+    assert con.execute("select customer_key from marts.dim_customers").fetchall() == [("k2",)]
+    assert con.execute("select request_id, run_id from privacy.erasure_log").fetchall() == [("Q1", "run-2")]
+    assert con.execute("select count(*) from privacy.erasure_pending").fetchall() == [(0,)]
+    assert con.execute("select task from privacy.maintenance").fetchall() == [("compact",)]

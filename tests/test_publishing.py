@@ -113,6 +113,23 @@ def test_the_recommendations_feed_has_one_line_per_consenting_customer_in_rank_o
     assert all([i["rank"] for i in line["items"]] == list(range(1, len(line["items"]) + 1)) for line in lines)
 
 
+def test_one_release_names_every_table_of_the_run_and_nothing_is_left_staged(pipeline):
+    _, settings = pipeline
+    release = snapshots.read_release(settings.publish_dir)
+    assert sorted(release["current"]) == sorted(NAMES)
+    runs = {
+        json.loads((settings.publish_dir / n / "versions" / v / "manifest.json").read_text())["dagster_run_id"]
+        for n, v in release["current"].items()
+    }
+    assert runs == {release["dagster_run_id"]}  # every table from the run that released them
+    assert not (settings.publish_dir / snapshots.STAGING).exists() or not any(
+        (settings.publish_dir / snapshots.STAGING).iterdir()
+    )
+    assert not list(settings.publish_dir.glob("*/current"))  # no per-table pointer to disagree with it
+    leftovers = query(settings, "select count(*) from information_schema.tables where table_name like '%\\_\\_next' escape '\\'")
+    assert leftovers == [(0,)]
+
+
 def test_republishing_adds_a_version_with_the_same_content_and_prunes_by_retention(pipeline, monkeypatch):
     _, settings = pipeline
     before = {n: snapshots.current_version(settings.publish_dir, n) for n in NAMES}
