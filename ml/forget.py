@@ -309,8 +309,11 @@ def forget(values: Iterable[str], tracking_uri: str, model_name: str, artifact_r
     if not needles:
         out["seconds"] = round(time.perf_counter() - started, 3)
         return out
-    client = MlflowClient(tracking_uri=tracking_uri)
-    store = _Store.read(client)
+    database = sqlite_file(tracking_uri)
+    # no SQLite store yet (nothing was ever logged): nothing to read, and none is created
+    never_written = database is not None and not database.exists()
+    client = None if never_written else MlflowClient(tracking_uri=tracking_uri)
+    store = _Store({}, {}, [], {}) if client is None else _Store.read(client)
 
     def carrying(files: list[Path]) -> list[Path]:
         hits = []
@@ -392,9 +395,16 @@ def _remove_empty_tree(directory: Path) -> None:
 def vacuum_sqlite(tracking_uri: str) -> bool:
     """VACUUM a SQLite tracking store (the rows MLflow deleted keep their bytes in free pages
     until then); False for any other store."""
-    if not tracking_uri.startswith("sqlite:///"):
+    path = sqlite_file(tracking_uri)
+    if path is None or not path.exists():
         return False
-    path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
     with closing(sqlite3.connect(path, timeout=60)) as con:
         con.execute("VACUUM")
     return True
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a sqlite:/// tracking URI; None for any other store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])

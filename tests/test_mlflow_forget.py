@@ -192,6 +192,13 @@ def test_forget_retires_every_model_and_artifact_carrying_the_person_and_keeps_t
     assert {k: again[k] for k in ACTIONS} == dict.fromkeys(ACTIONS, 0) and again["store_vacuumed"] == 0
 
 
+def test_forget_on_a_store_never_written_creates_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    result = forget([ERASED_PKEY], uri, MODEL, tmp_path / "mlflow" / "artifacts")
+    assert {k: result[k] for k in ACTIONS} == dict.fromkeys(ACTIONS, 0) and result["files_scanned"] == 0
+    assert not (tmp_path / "mlflow").exists()
+
+
 def test_an_interrupted_forget_is_finished_by_the_next_call(store, monkeypatch):
     """The registry is changed before any file is deleted: a call that dies on its first file
     deletion leaves the files that carry the person, and the next call removes them."""
