@@ -158,7 +158,7 @@ def release_fingerprint(publish_dir: Path) -> dict[str, object]:
     try:
         for name in snapshots.current_names(publish_dir):
             snap = snapshots.current_snapshot(publish_dir, name)
-            columns = "columns(c -> c not like '%run_id' and c <> 'model_version')"
+            columns = "columns(lambda c: c not like '%run_id' and c <> 'model_version')"
             out[name] = list(
                 con.execute(f"select count(*), sum(hash({columns})) from read_parquet('{snap.parquet}')").fetchall()[0]
             )
@@ -225,6 +225,7 @@ def prepare(root: Path) -> tuple[Path, Path, list[str]]:
     saved = root / "saved"
     shutil.copytree(data_dir, saved / "data", symlinks=True)
     shutil.copytree(home, saved / "dagster_home", symlinks=True)
+    (saved / "identifiers.json").write_text(json.dumps(values))
     return saved, root, values
 
 
@@ -266,8 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", nargs="*", default=list(faults.POINTS), choices=faults.POINTS)
     parser.add_argument("--root", type=Path, default=ROOT / "data" / "bench" / "crash_matrix")
+    parser.add_argument("--reuse", action="store_true", help="start from the state the last call saved")
     args = parser.parse_args(argv)
-    saved, root, values = prepare(args.root)
+    if args.reuse and (args.root / "saved" / "identifiers.json").exists():
+        saved, root = args.root / "saved", args.root
+        values = json.loads((saved / "identifiers.json").read_text())
+    else:
+        saved, root, values = prepare(args.root)
     reference = run_case(saved, root, values, None)
     rows = [reference]
     for point in args.points:

@@ -16,7 +16,9 @@ from orchestration.dbt import dbt_marts_assets, dbt_staging_assets
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import byte_residue, erasure, pseudonym, snapshots
-from tessera.settings import Settings
+from ml.forget import forget
+from tessera.decisioning.render import erase_previews
+from tessera.settings import Settings, mlflow_artifact_root
 
 ERASURE_KEY = dg.AssetKey(["privacy", "erasure"])
 RESIDUE_CHECK = "no_erased_identifier_remains"
@@ -160,8 +162,15 @@ def scan_places(settings: Settings, dagster_home: Path) -> tuple[dict[str, Path]
 
 
 def file_steps(settings: Settings) -> dict:
-    """What else tessera wrote that may hold an erased person, each given the erased values."""
-    return {}
+    """What else tessera wrote that may hold an erased person, each given the erased values: the
+    rendered message previews of every day, and MLflow (runs, logged models and registered
+    versions trained on the person are retired: docs/privacy.md)."""
+    return {
+        "previews": lambda values: erase_previews(settings.data_dir / "decisioning" / "previews", values),
+        "mlflow": lambda values: forget(
+            values, settings.mlflow_tracking_uri, settings.mlflow_model_name, mlflow_artifact_root(settings)
+        ),
+    }
 
 
 def run_in_progress(instance: dg.DagsterInstance, run_id: str) -> bool:
