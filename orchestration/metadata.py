@@ -1,16 +1,23 @@
 """What the Dagster UI shows about every table asset, on every materialization.
 
 - `dagster/row_count`, `dagster/column_schema` and a `preview` of the first rows, read back from
-  DuckDB after the step wrote the table. Personal data never reaches the UI: preview values of
-  personal columns (those marked `meta: {pii: true}` in dbt, and the contract's personal
-  columns by name) are masked.
+  DuckDB after the step wrote the table.
 - `duration_seconds` and `rows_processed` (rows the step read or wrote in this run), numeric,
   so the asset's Plots tab charts them over time.
+
+Personal data never enters the Dagster event log, which the erasure cannot rewrite (docs/privacy.md):
+- a preview reads personal columns (tessera/personal.py: the contract's and the erasure's
+  columns, columns derived from them by name, free text such as raw_content, and dbt columns
+  marked `meta: {pii: true}`) only as MASK or NULL: their values never leave DuckDB;
+- a preview is bounded: PREVIEW_ROWS rows, PREVIEW_CELL_CHARS characters per cell (cut in SQL,
+  so a 5 MB value is never read), PREVIEW_MAX_CHARS in all (columns past it are left out);
+- `capped` bounds any step's text, markdown and JSON entries, METADATA_ENTRY_MAX_CHARS each.
 
 dbt models get the same, added once `dbt build` has released the DuckDB file (dbt-duckdb holds it
 while it runs, so dagster-dbt's own row-count fetch would meet the lock).
 """
 
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -18,9 +25,16 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from tessera.personal import is_personal
+
 PREVIEW_ROWS = 5
+PREVIEW_CELL_CHARS = 40
+PREVIEW_MAX_CHARS = 8_000
+METADATA_ENTRY_MAX_CHARS = 16_000
 MASK = "***"
-# personal columns in raw tables and anywhere a dbt column lacks `meta.pii`
+ELLIPSIS = "…"
+# columns every dbt model must tag `meta: {pii: true}` (tests/test_pseudonym.py); previews mask
+# these and every other column tessera/personal.py calls personal
 PERSONAL_COLUMN_NAMES = frozenset(
     {
         "first_name", "last_name", "given_name", "family_name", "full_name", "email", "email_address",
@@ -35,16 +49,54 @@ def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name=r[0], type=r[1]) for r in rows])
 
 
+def _quoted(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _preview_expression(column: str, dtype: str, personal: frozenset[str]) -> str:
+    """SQL reading `column` for a preview: MASK or NULL for a personal column, its bytes' length
+    for a blob, otherwise its text cut to one character more than a cell shows."""
+    name = _quoted(column)
+    if is_personal(column, personal, dtype):
+        return f"case when {name} is null then null else '{MASK}' end"
+    if dtype.upper() == "BLOB":
+        return f"case when {name} is null then null else octet_length({name}) || ' bytes' end"
+    return f"left(cast({name} as varchar), {PREVIEW_CELL_CHARS + 1})"
+
+
+def _cell(value: str | None) -> str:
+    if value is None:
+        return ""
+    text = value if len(value) <= PREVIEW_CELL_CHARS else value[: PREVIEW_CELL_CHARS - 1] + ELLIPSIS
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
 def preview_markdown(
     con: duckdb.DuckDBPyConnection, table: str, limit: int = PREVIEW_ROWS, personal: Iterable[str] = ()
 ) -> str:
-    df = con.execute(f"select * from {table} limit {int(limit)}").df()
-    if not len(df):
+    """The first `limit` rows of `table` as a markdown table, personal columns masked, every cell
+    at most PREVIEW_CELL_CHARS characters and the whole at most PREVIEW_MAX_CHARS: the columns
+    past that are left out, and the last header cell says how many."""
+    personal = frozenset(personal)
+    columns = [(r[0], r[1]) for r in con.execute(f"describe {table}").fetchall()]
+    select = ", ".join(_preview_expression(c, t, personal) for c, t in columns)
+    values = con.execute(f"select {select} from {table} limit {int(limit)}").fetchall()
+    if not values:
         return "(no rows)"
-    masked = [c for c in df.columns if c in PERSONAL_COLUMN_NAMES or c in set(personal)]
-    for column in masked:
-        df[column] = df[column].where(df[column].isna(), MASK).astype(object)
-    return df.to_markdown(index=False)
+    header = [_cell(c) for c, _ in columns]
+    rows = [[_cell(v) for v in row] for row in values]
+    shown = len(header)
+    while shown > 1 and len(_markdown(header[:shown], [r[:shown] for r in rows])) > PREVIEW_MAX_CHARS:
+        shown -= 1
+    if shown == len(header):
+        return _markdown(header, rows)
+    more = f"(+{len(header) - shown} columns)"
+    return _markdown(header[:shown] + [more], [r[:shown] + [""] for r in rows])
 
 
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str, personal: Iterable[str] = ()) -> dict[str, Any]:
@@ -55,6 +107,37 @@ def table_metadata(con: duckdb.DuckDBPyConnection, table: str, personal: Iterabl
         "table": table,
         "preview": dg.MetadataValue.md(preview_markdown(con, table, personal=personal)),
     }
+
+
+def _text_of(value: Any) -> tuple[str, str] | None:
+    """(kind, text) of a metadata entry that carries free text, else None."""
+    if isinstance(value, str):
+        return "text", value
+    if isinstance(value, dg.MarkdownMetadataValue):
+        return "md", value.value or ""
+    if isinstance(value, dg.TextMetadataValue):
+        return "text", value.value or ""
+    if isinstance(value, dg.JsonMetadataValue):
+        return "json", json.dumps(value.value, default=str)
+    if isinstance(value, (dict, list)):
+        return "json", json.dumps(value, default=str)
+    return None
+
+
+def capped(metadata: Mapping[str, Any], max_chars: int = METADATA_ENTRY_MAX_CHARS) -> dict[str, Any]:
+    """`metadata` with every text, markdown or JSON entry longer than `max_chars` cut to that
+    length and saying so (as text): a step's metadata stays small whatever the data holds."""
+    out = {}
+    for label, value in metadata.items():
+        found = _text_of(value)
+        if found is None or len(found[1]) <= max_chars:
+            out[label] = value
+            continue
+        kind, text = found
+        note = f"{ELLIPSIS} (cut: {len(text):,} characters in all)"
+        cut = text[: max_chars - len(note)] + note
+        out[label] = dg.MetadataValue.md(cut) if kind == "md" else dg.MetadataValue.text(cut)
+    return out
 
 
 def run_metadata(started: float, rows_processed: int) -> dict[str, Any]:

@@ -11,7 +11,8 @@ table that suddenly halves or doubles stops the run; TESSERA_GX_MAX_ROW_COUNT_CH
 normal. A raw gate also compares the delivery with that last pass (tessera/delivery.py): it fails
 when a new or changed file lacks a column the source sent before, or when the empty share of a key
 attribute jumps, naming the file and the column. Every validation is rendered as Great
-Expectations Data Docs under TESSERA_GX_DOCS_DIR, linked from the check's metadata.
+Expectations Data Docs under TESSERA_GX_DOCS_DIR, linked from the check's metadata. Neither the
+check's metadata nor Data Docs hold a value of a personal column (docs/privacy.md).
 """
 
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from orchestration.dbt import GATED_MARTS, dbt_manifest, model_key
+from orchestration.metadata import capped
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
 from tessera.contract import SOURCES, SOURCES_BY_NAME
@@ -38,6 +40,8 @@ from tessera.settings import EXPECTATIONS_DIR, Settings
 
 # the delivery checks whose findings the check's description spells out
 DELIVERY_CHECKS = (COLUMN_DROPPED, SHARE_JUMPED)
+# a check's description goes into the event log too: it is cut there
+DESCRIPTION_MAX_CHARS = 4_000
 
 
 def gated_marts_upstream(models: Iterable[str]) -> list[dg.AssetKey]:
@@ -132,10 +136,14 @@ def gate_description(result: SuiteResult) -> str:
     """The check's one-line verdict, and for a failed delivery check what it saw: the file and the
     column (tessera/delivery.py)."""
     seen = [f["observed"] for f in result.failed if f["expectation"] in DELIVERY_CHECKS]
-    return "; ".join([result.describe(), *seen])
+    text = "; ".join([result.describe(), *seen])
+    return text if len(text) <= DESCRIPTION_MAX_CHARS else text[: DESCRIPTION_MAX_CHARS - 1] + "…"
 
 
 def suite_metadata(result: SuiteResult) -> dict:
+    """The check's metadata: counts, the expectations' results and the Data Docs page. The results
+    carry no value of a personal column (tessera/quality.py redacts them before anything else
+    sees them), samples of other columns are short, and every entry is capped."""
     metadata = {
         "suite": f"{result.suite}.json",
         "batch": result.batch,
@@ -156,7 +164,7 @@ def suite_metadata(result: SuiteResult) -> dict:
     if result.docs_page is not None:
         metadata["data_docs"] = dg.MetadataValue.path(str(result.docs_page))
         metadata["data_docs_index"] = dg.MetadataValue.path(str(result.docs_index))
-    return metadata
+    return capped(metadata)
 
 
 def expectations_table(results: list[dict]) -> str:

@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from orchestration.metadata import run_metadata, table_metadata
+from orchestration.metadata import capped, run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.contract import SOURCES, Source
 from tessera.landing import load_source
@@ -56,7 +56,8 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         if report.extra_columns:
             context.log.warning(f"{source.name}: files carry columns outside the contract {report.extra_columns}")
         return dg.MaterializeResult(
-            metadata={
+            # file lists grow with the landing folder: each entry is capped
+            metadata=capped({
                 **table,
                 # records in the files read this run (new or changed files only)
                 **run_metadata(started, report.records_scanned),
@@ -73,7 +74,7 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
                 "skipped_empty_files": dg.MetadataValue.json(report.skipped_empty_files),
                 "missing_columns": dg.MetadataValue.json(report.missing_columns),
                 "extra_columns": dg.MetadataValue.json(report.extra_columns),
-            }
+            })
         )
 
     return _load

@@ -34,6 +34,12 @@ Suite parameters (`{"$PARAMETER": name}` in kwargs), supplied on every validatio
 
 With `docs_dir`, the validation is also rendered as Great Expectations Data Docs HTML there.
 
+No value of a personal column (tessera/personal.py) is kept from a validation: before a result is
+stored, rendered or summarised, `redact` removes the unexpected values (samples, counts, indexes,
+rows) and any non-numeric observed value of every expectation on a personal column, and cuts the
+samples of the other columns to SAMPLE_CHARS characters each. Data Docs are files no erasure
+rewrites, and the summary goes to the Dagster event log.
+
 `quality.gate_history` in the warehouse keeps the row count of every passing validation, so "the
 last run" is the last one on this warehouse (a second data directory has its own history).
 """
@@ -60,6 +66,7 @@ import great_expectations as gx  # noqa: E402  (analytics must be off before imp
 from great_expectations.core import ExpectationSuite  # noqa: E402
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
 
+from tessera.personal import is_personal  # noqa: E402
 from tessera.settings import PROJECT_ROOT  # noqa: E402
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -68,6 +75,17 @@ TABLE_ROWS = "_gx_table_rows"
 SCHEMA_EXPECTATION = "expect_table_columns_to_match_set"
 # Data Docs keep this many validations per suite; older result files (and their pages) are pruned.
 DOCS_KEEP_PER_SUITE = 10
+# what a result keeps of unexpected values: this many, cut to this many characters each
+SAMPLE_VALUES = 5
+SAMPLE_CHARS = 40
+WITHHELD = "(withheld: personal column)"
+# result entries that hold values of the column (Great Expectations' result_format)
+VALUE_ENTRIES = (
+    "partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list", "unexpected_list",
+    "unexpected_index_list", "unexpected_rows", "unexpected_index_query", "details",
+)  # fmt: skip
+# expectations whose observed value is a type name, not a value
+TYPE_EXPECTATIONS = ("expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list")
 
 
 @dataclass
@@ -168,7 +186,7 @@ def _where_unexpected(
         [accepted],
     ).fetchall()
     text = ", ".join(
-        f"'{value}' ({where + ': ' if where else ''}{count} row{'s' if count != 1 else ''})"
+        f"'{_short(value)}' ({where + ': ' if where else ''}{count} row{'s' if count != 1 else ''})"
         for value, where, count in rows[:shown]
     )
     return text + (f" and {len(rows) - shown} more values" if len(rows) > shown else "")
@@ -333,17 +351,64 @@ def _ident(name: str) -> str:
     return name
 
 
+def _columns_of(kwargs: dict) -> list[str]:
+    """The columns an expectation reads, by its kwargs."""
+    names = [kwargs.get(k) for k in ("column", "column_A", "column_B")] + list(kwargs.get("column_list") or [])
+    return [n for n in names if isinstance(n, str)]
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
+
+
+def redact(validation) -> None:
+    """Remove from a validation's results, in place, every value of a personal column: the
+    unexpected values and the observed value (unless a number or a type name) of an expectation
+    on one. Other columns keep SAMPLE_VALUES unexpected values of SAMPLE_CHARS characters."""
+    for result in validation.results:
+        cfg = result.expectation_config
+        r = result.result
+        if not r:
+            continue
+        if any(is_personal(c) for c in _columns_of(cfg.kwargs)):
+            for key in VALUE_ENTRIES:
+                r.pop(key, None)
+            observed = r.get("observed_value")
+            if cfg.type not in TYPE_EXPECTATIONS and not isinstance(observed, (int, float, bool, type(None))):
+                r["observed_value"] = WITHHELD
+            continue
+        for key in ("unexpected_list", "unexpected_index_list", "unexpected_rows", "unexpected_index_query"):
+            r.pop(key, None)
+        if "partial_unexpected_list" in r:
+            r["partial_unexpected_list"] = [_short(v) for v in r["partial_unexpected_list"][:SAMPLE_VALUES]]
+        if "partial_unexpected_counts" in r:
+            r["partial_unexpected_counts"] = [
+                {**c, "value": _short(c["value"])} if "value" in c else c
+                for c in r["partial_unexpected_counts"][:SAMPLE_VALUES]
+            ]
+        if "partial_unexpected_index_list" in r:
+            r["partial_unexpected_index_list"] = r["partial_unexpected_index_list"][:SAMPLE_VALUES]
+        if isinstance(r.get("observed_value"), str):
+            r["observed_value"] = _short(r["observed_value"])
+
+
 def _summarise(result) -> dict:
+    """A redacted result (`redact`) as the checks' metadata shows it."""
     cfg = result.expectation_config
     r = result.result or {}
     observed = r.get("observed_value")
+    if isinstance(observed, list):
+        observed = [_short(v) for v in observed]
+    elif not isinstance(observed, (int, float, str, bool, type(None))):
+        observed = _short(observed)
     return {
         "expectation": cfg.type,
         "column": cfg.kwargs.get("column") or cfg.kwargs.get("column_list"),
         "success": bool(result.success),
-        "observed": observed if isinstance(observed, (int, float, str, bool, type(None), list)) else str(observed),
+        "observed": observed,
         "unexpected_percent": r.get("unexpected_percent"),
-        "unexpected_sample": [str(v) for v in (r.get("partial_unexpected_list") or [])[:5]],
+        "unexpected_sample": [_short(v) for v in (r.get("partial_unexpected_list") or [])[:SAMPLE_VALUES]],
     }
 
 
@@ -393,7 +458,7 @@ def validate_table(
     for r in results:
         # a compound expectation names a list of columns: no reference set is about it
         name = reference_sets.get((r["expectation"], r["column"])) if isinstance(r["column"], str) else None
-        if name and not r["success"]:
+        if name and not r["success"] and not is_personal(r["column"]):
             where = _where_unexpected(con, table, r["column"], parameters[name], row_filter)
             r["fix"] = f"{r['column']}: {where}. {REFERENCE_SETS[name].fix}"
     return SuiteResult(
@@ -428,7 +493,9 @@ def _batch(context, suite: ExpectationSuite, df):
 def _validate(df, suite: ExpectationSuite, parameters: dict):
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
-    return _batch(context, suite, df).validate(suite, expectation_parameters=parameters)
+    validation = _batch(context, suite, df).validate(suite, expectation_parameters=parameters)
+    redact(validation)
+    return validation
 
 
 def _validate_with_docs(df, suite: ExpectationSuite, parameters: dict, docs_dir: Path, run_name: str):
@@ -478,6 +545,7 @@ def _validate_with_docs(df, suite: ExpectationSuite, parameters: dict, docs_dir:
     context.suites.add_or_update(suite)
     batch = _batch(context, suite, df)
     validation = batch.validate(suite, expectation_parameters=parameters)
+    redact(validation)  # before anything is stored or rendered
     run_id = RunIdentifier(run_name=re.sub(r"[/\\]", "_", run_name))
     validation.meta["run_id"] = run_id
     suite_id = ExpectationSuiteIdentifier(name=suite.name)

@@ -481,6 +481,43 @@ def test_rendered_messages_escape_a_hostile_product_and_reference_their_bodies_b
     }
 
 
+def test_erasing_previews_removes_every_days_files_and_index_rows_that_name_the_person(con, catalogue, tmp_path):
+    # issue 33: the previews of earlier days are rendered once and never written again, so an
+    # erased person's greeting stayed in them
+    build_warehouse(con)
+    pseudonym.install(con, pseudonym.DEMO_SALT)
+    run_decide(con, catalogue)
+    root = tmp_path / "previews"
+    days = ("2026-10-30", "2026-10-31")
+    rendered = {day: render.render_messages(con, catalogue, root / day) for day in days}
+    customer_of = dict(con.execute("select message_id, customer_key from decisioning.messages").fetchall())
+    previews = rendered[days[0]].previews
+    # the person's emails greet them (escaped in the HTML); a banner of theirs does not, it is
+    # found by its message id in the file name
+    greeted = {m for a, v, m, _, p in previews if customer_of[m] == "c_cart_and_picks" and p.suffix == ".html"}
+    short = {m for a, v, m, _, p in previews if customer_of[m].startswith("c_two") and p.suffix == ".html"}
+    banner = next(m for a, v, m, _, p in previews if p.suffix == ".json" and customer_of[m] == "c_scored_high")
+    assert greeted and short
+    gone = greeted | {banner}
+
+    # "c_two" is too short to search for: c_two_explicit's and c_two_capped's previews stay
+    counts = render.erase_previews(root, ["<B>C_CART_AND_PICKS</B>", banner, "c_two"])
+
+    assert counts == {"files_removed": 2 * len(gone), "days_touched": 2}
+    for day in days:
+        index = (root / day / "index.html").read_text()
+        for action, variant, message_id, subject, path in rendered[day].previews:
+            assert path.is_file() == (message_id not in gone), (day, message_id)
+            assert (message_id in index) == (message_id not in gone), (day, message_id)
+        assert "c_cart_and_picks" not in index.lower() and "<table" in index
+        texts = [f.read_text() for f in (root / day).rglob("*") if f.is_file()]
+        assert not any("c_cart_and_picks" in t for t in texts)
+        assert all(any(customer_of[m] in t for t in texts) for m in short)
+    # erased once: nothing left to do
+    assert render.erase_previews(root, ["<b>c_cart_and_picks</b>", banner]) == {"files_removed": 0, "days_touched": 0}
+    assert render.erase_previews(tmp_path / "no_previews", [banner]) == {"files_removed": 0, "days_touched": 0}
+
+
 def test_deciding_and_rendering_again_gives_the_same_rows(warehouse, catalogue):
     run_decide(warehouse, catalogue)
     render.render_messages(warehouse, catalogue, None)

@@ -125,6 +125,60 @@ def test_data_docs_are_written_and_keep_every_suite_in_one_index(tmp_path, con):
     assert "test_orders" in index and "marts_dim_products" in index and not raw.success
 
 
+PERSONAL_BAD_VALUES = ("not-an-email-bobby@", "carol.at.example.org", "Annabelle-Secret", "C0000042")
+
+
+def test_neither_data_docs_nor_check_metadata_hold_a_value_of_a_personal_column(tmp_path):
+    # issue 33: Data Docs and the checks' metadata listed malformed emails, and one 5 MB value
+    # made a 35 MB Dagster event. Values of other columns are still shown, cut short.
+    from orchestration.metadata import METADATA_ENTRY_MAX_CHARS
+    from orchestration.quality import suite_metadata
+    from tessera.quality import SAMPLE_CHARS, WITHHELD
+
+    con = duckdb.connect()
+    con.execute("create schema shop")
+    con.execute(
+        "create table shop.customers (customer_id varchar, email varchar, first_name varchar, currency varchar)"
+    )
+    con.executemany(
+        "insert into shop.customers values (?, ?, ?, ?)",
+        [
+            ["C0000042", "anna@example.com", "Annabelle-Secret", "EUR"],
+            ["C0000042", "not-an-email-bobby@", "Annabelle-Secret", "EURO"],
+            ["C0000043", "carol.at.example.org", "Annabelle-Secret", "X" * 5_000_000],
+            ["C0000044", "dave@example.net", "Dave", "USD"],
+        ],
+    )
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"name": "test_customers", "meta": {"table": "shop.customers"}, "expectations": [
+        {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "email", "regex": "^[^@]+@[^@]+[.][a-z]+$"}},
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "customer_id"}},
+        {"type": "expect_column_most_common_value_to_be_in_set", "kwargs": {"column": "first_name", "value_set": ["Dave"]}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "currency", "value_set": ["EUR", "USD"]}},
+    ]}))  # fmt: skip
+    docs = tmp_path / "docs"
+    result = validate_table(con, "shop.customers", path, 1000, docs_dir=docs, run_name="erasure-run")
+
+    by_column = {r["column"]: r for r in result.results}
+    assert not result.success and {c for c, r in by_column.items() if not r["success"]} == set(by_column)
+    assert by_column["email"]["unexpected_percent"] == 50.0 and by_column["email"]["unexpected_sample"] == []
+    assert by_column["customer_id"]["unexpected_sample"] == []
+    assert by_column["first_name"]["observed"] == WITHHELD
+    # a column that is not personal keeps its sample, each value cut short
+    assert by_column["currency"]["unexpected_sample"] == ["EURO", "X" * (SAMPLE_CHARS - 1) + "…"]
+    written = {f: f.read_text(errors="replace") for f in docs.rglob("*") if f.is_file() and f.suffix in (".html", ".json")}
+    assert result.docs_page in written and "EURO" in written[result.docs_page]
+    assert sum(map(len, written.values())) < 2_000_000  # the 5 MB value is in no file
+    metadata = suite_metadata(result)
+    texts = {label: json.dumps(getattr(v, "value", v), default=str) for label, v in metadata.items()}
+    assert "EURO" in texts["results"]
+    assert all(len(t) <= METADATA_ENTRY_MAX_CHARS + 2 for t in texts.values())
+    for value in PERSONAL_BAD_VALUES:
+        assert not [f for f, text in written.items() if value.lower() in text.lower()], value
+        assert not [label for label, text in texts.items() if value.lower() in text.lower()], value
+        assert value not in result.describe()
+
+
 # ---------------------------------------------------------------- through Dagster
 
 

@@ -5,11 +5,14 @@ assets linked to their MLflow run with a chart; gates with their Great Expectati
 from __future__ import annotations
 
 import base64
+import json
 
 import dagster as dg
 import duckdb
+import pytest
 
 from orchestration.definitions import defs
+from orchestration.metadata import MASK, PREVIEW_CELL_CHARS, PREVIEW_MAX_CHARS, PREVIEW_ROWS, capped, table_metadata
 
 KNOWN_KINDS = {"dbt", "duckdb", "python", "lightfm", "mlflow", "great_expectations", "scikitlearn", "parquet"}
 
@@ -66,7 +69,102 @@ def test_previews_never_show_personal_data(pipeline):
         assert "***" in preview, asset
         assert not any(e in preview for e in emails | raw_emails), asset
     # what is not personal stays readable
-    assert "customer_key" in by_asset["marts/dim_customers"]["preview"].value
+    dim = by_asset["marts/dim_customers"]["preview"].value
+    assert "customer_key" in dim
+    cells = [c.strip() for line in dim.splitlines()[2:] for c in line.strip("|").split("|")]
+    assert MASK in cells and any(c not in (MASK, "") for c in cells)
+
+
+# The values of the generated customers' personal columns, as delivered and as staging and the
+# marts normalise them: none of them may be in the Dagster event log.
+PERSONAL_VALUES = {
+    "raw.customers": ("customer_id", "first_name", "last_name", "email", "phone", "loyalty_card", "address"),
+    "staging.stg_customers": ("first_name_key", "last_name_key", "email", "phone_e164"),
+    "marts.dim_customers": ("customer_key", "email", "phone_e164"),
+    "raw.events": ("anonymous_id",),
+}
+# values shorter than this are not searched for (as the erasure: a substring of too much else)
+MIN_VALUE_CHARS = 6
+# what one event of a run may weigh, serialized; the largest are the ML assets' embedded plots
+EVENT_MAX_CHARS = 100_000
+
+
+def _personal_values(settings) -> dict[str, set[str]]:
+    """Each value (lower-cased) and the columns holding it."""
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    values: dict[str, set[str]] = {}
+    try:
+        for table, columns in PERSONAL_VALUES.items():
+            for column in columns:
+                for (v,) in con.execute(f"select distinct cast({column} as varchar) from {table}").fetchall():
+                    if v is not None and len(v.strip()) >= MIN_VALUE_CHARS:
+                        values.setdefault(v.strip().lower(), set()).add(f"{table}.{column}")
+    finally:
+        con.close()
+    return values
+
+
+def test_no_event_of_a_run_holds_a_personal_value_or_exceeds_the_size_cap(pipeline):
+    # issue 33: previews showed name keys, CRM ids and quarantined customer lines, and check
+    # metadata malformed emails; the event log is never rewritten by an erasure
+    result, settings = pipeline
+    values = _personal_values(settings)
+    columns = {c for kinds in values.values() for c in kinds}
+    assert {f"{t}.{c}" for t, cs in PERSONAL_VALUES.items() for c in cs} == columns
+    events = [(e, json.dumps(json.loads(dg.serialize_value(e)), ensure_ascii=False)) for e in result.all_events]
+    scanned = [t for e, t in events if e.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION")]
+    assert len(scanned) > 60 and any("preview" in t for t in scanned)
+    leaks = {}
+    for event, text in events:
+        lowered = text.lower()
+        found = sorted({c for value, kinds in values.items() if value in lowered for c in kinds})
+        if found:
+            leaks[f"{event.event_type_value} {event.step_key}"] = found
+    assert leaks == {}
+    sizes = {f"{e.event_type_value} {e.step_key}": len(t) for e, t in events}
+    assert max(sizes.values()) <= EVENT_MAX_CHARS, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_data_docs_of_a_run_hold_no_email_of_a_customer(pipeline):
+    result, settings = pipeline
+    values = _personal_values(settings)
+    emails = {v for v, kinds in values.items() if "raw.customers.email" in kinds}
+    pages = [p for p in settings.gx_docs_dir.rglob("*") if p.is_file() and p.suffix in (".html", ".json")]
+    assert len(emails) > 100 and len(pages) > 16
+    assert [p for p in pages if any(e in p.read_text(errors="replace").lower() for e in emails)] == []
+
+
+def test_a_preview_masks_personal_and_free_text_columns_and_is_bounded():
+    # issue 33: one quarantined customer line with a 5 MB value wrote a 35 MB Dagster event
+    con = duckdb.connect()
+    huge = "Ada Lovelace;ada@example.com;" + "x" * 5_000_000
+    con.execute(
+        "create table q as select 'customers' as source, ? as raw_content, 'C0000042' as record_id, "
+        "'ada' as first_name_key, 'crm:C0000042' as email_source, true as has_email, 3 as cookie_count, "
+        "? as reason from range(7)",
+        [huge, "y|" * 1000],
+    )
+    con.execute("create table wide as select " + ", ".join(f"repeat('v', 60) as c{i}" for i in range(400)))
+    metadata = table_metadata(con, "q")
+    preview = metadata["preview"].value
+    assert preview.count("\n") == PREVIEW_ROWS + 1
+    header, _, first = preview.splitlines()[:3]
+    cells = dict(zip(header.strip("| ").split(" | "), first.strip("| ").split(" | "), strict=True))
+    assert cells["raw_content"] == cells["record_id"] == cells["first_name_key"] == cells["email_source"] == MASK
+    assert (cells["source"], cells["has_email"], cells["cookie_count"]) == ("customers", "true", "3")
+    assert cells["reason"].endswith("…") and len(cells["reason"].replace("\\|", "|")) == PREVIEW_CELL_CHARS
+    assert "ada" not in preview.lower() and "C0000042" not in preview and len(preview) < PREVIEW_MAX_CHARS
+    wide = table_metadata(con, "wide")["preview"].value
+    assert len(wide) <= PREVIEW_MAX_CHARS and wide.splitlines()[0].endswith("columns) |")
+    assert len(dg.serialize_value(dg.AssetMaterialization("q", metadata=metadata))) < 20_000
+
+
+@pytest.mark.parametrize("value", [dg.MetadataValue.md("m" * 50_000), dg.MetadataValue.json({"k": "j" * 50_000}), "t" * 50_000])
+def test_capped_metadata_cuts_a_long_entry_and_says_so(value):
+    out = capped({"long": value, "count": 3, "short": dg.MetadataValue.md("ok")}, max_chars=1_000)
+    text = out["long"].value
+    assert len(text) == 1_000 and "(cut: 50,0" in text and text[0] in "mj{t"
+    assert out["count"] == 3 and out["short"].value == "ok"
 
 
 def test_ml_assets_link_their_mlflow_run_and_show_a_chart_logged_there(pipeline):

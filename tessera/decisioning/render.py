@@ -24,7 +24,10 @@ from __future__ import annotations
 import hashlib
 import html
 import multiprocessing
+import os
+import re
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,10 @@ PERSONALISATION = {"email": "email", "web_banner": "web", "push": "web"}
 BATCH_ROWS = 50_000
 RECOMMENDATIONS = 3
 CART_ITEMS = 5
+INDEX = "index.html"
+INDEX_ROW = "<tr><td>"  # how a preview's line in INDEX starts
+# values shorter than this are not searched for in previews (a substring of too much else)
+MIN_ERASE_CHARS = 6
 
 # a list of products in the shape templates read (templates.PRODUCT), best first
 PRODUCT_LIST = (
@@ -254,14 +261,15 @@ def _write_preview(root: Path, action: Action, variant: Variant, message_id: str
 
 
 def _write_index(root: Path, previews: list) -> Path:
-    """index.html: every preview with its action, variant and subject (escaped), linked."""
+    """index.html: every preview with its action, variant and subject (escaped), linked; one row
+    (INDEX_ROW) per line, which is how erase_previews finds them again."""
     root.mkdir(parents=True, exist_ok=True)
     rows = "\n".join(
-        f"<tr><td>{html.escape(a)}</td><td>{html.escape(v)}</td><td>{html.escape(s or '')}</td>"
+        f"{INDEX_ROW}{html.escape(a)}</td><td>{html.escape(v)}</td><td>{html.escape(s or '')}</td>"
         f'<td><a href="{html.escape(str(p.relative_to(root)))}">{html.escape(m)}</a></td></tr>'
         for a, v, m, s, p in previews
     )
-    index = root / "index.html"
+    index = root / INDEX
     index.write_text(
         "<html><head><meta charset='utf-8'><title>tessera message previews</title></head><body>\n"
         "<h1>Message previews</h1>\n<p>The first messages of each action and variant, by message id.</p>\n"
@@ -270,3 +278,59 @@ def _write_index(root: Path, previews: list) -> Path:
         encoding="utf-8",
     )
     return index
+
+
+def _mentions(text: str, needles: list[str]) -> bool:
+    """`text`, as written or with its HTML entities resolved (bodies and the index are escaped),
+    holds one of the case-folded `needles`."""
+    folded = text.casefold()
+    unescaped = html.unescape(text).casefold()
+    return any(n in folded or n in unescaped for n in needles)
+
+
+def erase_previews(preview_root: Path, values: Iterable[str]) -> dict[str, int]:
+    """Remove from every day's previews under `preview_root` (<root>/<day>/<action>/<variant>/<message>)
+    each file whose path or text mentions one of `values`, case-insensitively, and the rows of that
+    day's index.html naming one of them or a file no longer there. Values shorter than
+    MIN_ERASE_CHARS are not searched for. An erased person's previews of earlier days are
+    rendered once and never written again, so the erasure removes them here.
+
+    Returns {"files_removed": n, "days_touched": n}."""
+    needles = sorted({v.casefold() for v in values if v is not None and len(v) >= MIN_ERASE_CHARS})
+    counts = {"files_removed": 0, "days_touched": 0}
+    if not needles or not preview_root.is_dir():
+        return counts
+    for day in sorted(p for p in preview_root.iterdir() if p.is_dir()):
+        touched = False
+        for path in sorted(p for p in day.rglob("*") if p.is_file() and p != day / INDEX):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if _mentions(str(path.relative_to(day)), needles) or _mentions(text, needles):
+                path.unlink()
+                counts["files_removed"] += 1
+                touched = True
+        for folder in sorted((p for p in day.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        index = day / INDEX
+        if index.is_file():
+            lines = index.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [line for line in lines if not line.startswith(INDEX_ROW) or _index_row_stays(day, line, needles)]
+            if kept != lines:
+                _replace_text(index, "".join(kept))
+                touched = True
+        if touched:
+            counts["days_touched"] += 1
+    return counts
+
+
+def _index_row_stays(day: Path, line: str, needles: list[str]) -> bool:
+    """An index row stays if it names none of the needles and the preview it links is still there."""
+    link = re.search(r'href="([^"]*)"', line)
+    return not _mentions(line, needles) and link is not None and (day / html.unescape(link.group(1))).is_file()
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write `path` aside and rename it over the old one: a crash leaves the old or the new index."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)
