@@ -560,7 +560,7 @@ def publish_version(
         run_id=run_id,
         checks=checks,
         exports=spec.exports,
-        pseudonym_salt=salt_label(settings.pseudonym_salt),
+        pseudonym_salt=pseudonym.salt_label(settings.pseudonym_salt),
     )
     try:
         rows = swap_in(con, spec.name, candidate, spec.after_swap)
@@ -576,11 +576,6 @@ def publish_version(
         if done["removed"]:
             log.info(f"publish: removed {len(done['removed'])} version(s) no release names")
     return {"rows": rows, "version": version, "snapshot": snap}
-
-
-def salt_label(salt: str) -> str:
-    """What the manifest says about the salt: serving refuses "demo" data in production mode."""
-    return "demo" if salt == pseudonym.DEMO_SALT else "deployment"
 
 
 def exports_table(manifest: dict) -> str:

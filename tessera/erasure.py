@@ -78,6 +78,7 @@ IDENTIFIER_COLUMNS = (
     "record_l",
     "record_r",
     "node_value",
+    "message_id",
 )
 TEXT_COLUMNS = ("raw_content", "evidence")
 # raw columns as delivered that hold an identifier (staging cleans them into IDENTIFIER_COLUMNS)
@@ -161,6 +162,17 @@ def collect_identifiers(con) -> int:
         where e.kind = 'crm' and o.order_id is not null
         """
     )
+    # the person's messages: their ids name the rendered previews and the outbox's message bodies
+    for schema, table, columns in _base_tables(con):
+        if {"customer_key", "message_id"} <= set(columns) and schema not in SKIPPED_SCHEMAS:
+            con.execute(
+                f"""
+                insert into __erase
+                select distinct e.request_id, 'message', m.message_id
+                from __erase as e inner join {schema}.{table} as m on m.customer_key = e.value
+                where e.kind = 'key' and m.message_id is not null
+                """
+            )
     con.execute("create or replace temp table __erase as select distinct * from __erase where value is not null")
     con.execute(
         f"""
@@ -407,6 +419,8 @@ def _snapshot_files(publish_dir: Path):
             yield name, version, path, manifest, f
 
 
+# the columns a published file names a person by
+SNAPSHOT_KEYS = ("customer_pkey", "email", "message_id")
 REWRITE_SUFFIX = re.compile(r"-erasure(\d+)$")
 
 
@@ -442,7 +456,7 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
             reader = f"{READERS[f['format']]}('{(path / f['path']).as_posix()}')"
             columns = [r[0] for r in con.execute(f"describe select * from {reader}").fetchall()]
             where = " or ".join(
-                f"{c} in (select value from __file_values)" for c in ("customer_pkey", "email") if c in columns
+                f"{c} in (select value from __file_values)" for c in SNAPSHOT_KEYS if c in columns
             )
             if where and (n := con.execute(f"select count(*) from {reader} where {where}").fetchall()[0][0]):
                 counts[f["path"]] = (n, where)

@@ -103,3 +103,44 @@ def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(t
     finally:
         con.close()
     assert dupes == (0, 0, 0, 0)
+
+
+def test_a_run_killed_inside_the_erasure_rewrite_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    """Issue 33's hostile case: the kill lands right after the erasure rewrote its first published
+    version. While the run is dead, every file the release names still matches its manifest (the
+    rewrite is a new version, not yet released) and the journal holds the requests; the next run,
+    with no operator action, completes the erasure: logged, journal empty, no residue in any table,
+    published file or byte of the data directory and Dagster home."""
+    from bench.crash_matrix import byte_scan, identifiers, journal, release_consistent, request_erasure
+    from tests.conftest import use_data_dir
+    from tessera.settings import load_settings
+
+    data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    use_data_dir(monkeypatch, data_dir)
+    settings = load_settings()
+    generate(GenerateConfig(**CRASH_DATA), settings.landing_dir, settings.truth_dir)
+    env = _env(data_dir, home)
+    first = _tessera_run(env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    people = identifiers(settings.duckdb_path, request_erasure(data_dir))
+    assert len(people) >= 10
+
+    killed = _tessera_run({**env, "TESSERA_CRASH_AT": "erasure:first_rewrite"})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
+    assert release_consistent(settings.publish_dir) == []
+    dead = journal(settings.duckdb_path)
+    assert dead["pending_requests"] == 3 and dead["logged_requests"] == 0
+
+    again = _tessera_run(env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert journal(settings.duckdb_path) == {
+        "logged_requests": 3,
+        "pending_values": 0,
+        "pending_requests": 0,
+        "owed_compactions": 0,
+    }
+    assert release_consistent(settings.publish_dir) == []
+    scan = byte_scan(data_dir, home, people)
+    assert scan["hits"] == {} and scan["files"] > 20
