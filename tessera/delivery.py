@@ -18,7 +18,9 @@ file that passed once is not failed again for the same content.
   also covers smaller files).
 
 Each failure names the file and the column. The first pass of a gate has nothing to compare: it
-becomes the baseline, and the result says so.
+becomes the baseline, and the result says so. An entry of the landing folder that was not loaded
+(raw.load_audit.not_loaded_reason: another file type, a broken link...) is no delivery: it is
+neither judged nor remembered.
 """
 
 from __future__ import annotations
@@ -81,6 +83,16 @@ def _exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
     )
 
 
+def _has_column(con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.columns where table_schema = ? and table_name = ? "
+            "and column_name = ?",
+            [schema, table, column],
+        ).fetchone()[0]
+    )
+
+
 def file_profiles(con: duckdb.DuckDBPyConnection, source: Source, schema: str = "raw") -> list[FileProfile]:
     """Each loaded landing file of `source`: its rows, the contract columns it lacked, and how many
     of its rows have each key attribute empty. A file loaded before the audit kept its missing
@@ -97,8 +109,14 @@ def file_profiles(con: duckdb.DuckDBPyConnection, source: Source, schema: str = 
         ).fetchall()
     }
     profiles = []
+    # an entry of the landing folder that was not loaded (tessera/landing.py) delivered nothing:
+    # it neither drops a column nor empties one (it blocks its load unless TESSERA_LANDING_UNLOADED_FILES=warn)
+    loaded_only = (
+        " and not_loaded_reason is null" if _has_column(con, schema, "load_audit", "not_loaded_reason") else ""
+    )
     for name, file_hash, missing in con.execute(
-        f"select _source_file, file_hash, missing_columns from {schema}.load_audit where source = ? order by _source_file",
+        f"select _source_file, file_hash, missing_columns from {schema}.load_audit where source = ?{loaded_only} "
+        "order by _source_file",
         [source.name],
     ).fetchall():
         values = stats.get(name)

@@ -63,6 +63,10 @@ class Settings:
     gx_accepted_missing_columns: frozenset[str]
     # the recommender's promotion gate judges on at least this many warm users (ml/promotion.py)
     promotion_min_users: int = 200
+    # a landing entry that is not loaded (another file type, a folder, a broken link...): "block"
+    # stops its source's load with an error naming it, "warn" logs it and goes on; either way it is
+    # in raw.load_audit with its reason (tessera/landing.py, docs/landing_contract.md)
+    landing_unloaded_files: str = "block"
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
@@ -176,6 +180,7 @@ def load_settings() -> Settings:
         # "source.column" pairs a source may stop sending without failing its gate (an intended change)
         gx_accepted_missing_columns=_column_list("TESSERA_GX_ACCEPTED_MISSING_COLUMNS"),
         promotion_min_users=_positive_int("TESSERA_PROMOTION_MIN_USERS", "200"),
+        landing_unloaded_files=_choice("TESSERA_LANDING_UNLOADED_FILES", "block", ("block", "warn")),
     )
 
 

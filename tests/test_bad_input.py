@@ -10,6 +10,9 @@ once with its gates; each test then looks at its own rows: the reason and raw co
 from __future__ import annotations
 
 import csv
+import gzip
+import json
+import os
 from datetime import date, datetime
 
 import dagster as dg
@@ -154,7 +157,7 @@ def test_json_lines_files_loaded_in_one_batch_keep_each_files_own_record_numbers
             con.execute(sql).fetchall()
             for sql in (
                 "select * from raw.products",
-                "select * from raw.load_rejects order by _source_file, _source_row",
+                "select * exclude (raw_content_hex) from raw.load_rejects order by _source_file, _source_row",
                 "select * exclude (file_hash) from raw.load_audit order by _source_file",
             )
         ]
@@ -219,6 +222,227 @@ def test_independent_record_count_agrees_with_csv_semantics(tmp_path, con):
         w.writerows([["P1", "two\nlines"], ["P2", ""], ["P3", 'quote " inside']])
         fh.write("\n")  # a trailing blank line is not a record
     assert landing.count_landing_records(con, path) == 3
+
+
+# ---------------------------------------------------------------- landing accounts for every file (issue 33)
+
+CUSTOMERS = SOURCES_BY_NAME["customers"]
+
+
+def _audit(con, source: str = "products") -> list[tuple]:
+    return con.execute(
+        "select _source_file, landing_records, loaded_rows, quarantined_rows, not_loaded_reason from raw.load_audit "
+        "where source = ? order by _source_file",
+        [source],
+    ).fetchall()
+
+
+def test_file_names_are_literal_a_glob_character_never_reads_another_file(tmp_path, con):
+    # regression (issue 33): DuckDB's readers take a path as a glob, so `x16_a[1].csv` was read as
+    # `x16_a1.csv` (its own rows appeared nowhere, yet it "reconciled") and a name with `*` read
+    # every file it matched, failing the whole source
+    folder = _landing(tmp_path)
+    names = ["x16_a1.csv", "x16_a[1].csv", "x*.csv", "x?.csv", "x{a,b}.csv", "back\\slash[1].csv"]
+    for i, name in enumerate(names):
+        (folder / name).write_text(f"product_id,name\nP{i},{name.replace(',', ';')}\n")
+    pd.DataFrame({"product_id": ["PQ"]}).to_parquet(folder / "p[1].parquet")
+    (folder / "j*[1].jsonl").write_text('{"product_id": "PJ"}\n')
+    report = load_source(con, PRODUCTS, tmp_path / "landing")
+    rows = con.execute("select product_id, _source_file from raw.products order by 2").fetchall()
+    expected = sorted([(f"P{i}", name) for i, name in enumerate(names)] + [("PQ", "p[1].parquet"), ("PJ", "j*[1].jsonl")], key=lambda r: r[1])
+    assert rows == expected
+    assert _audit(con) == [(name, 1, 1, 0, None) for _, name in expected]
+    assert report.records_read == len(expected) and report.files_not_loaded == {}
+
+
+def test_compressed_csv_and_json_lines_load_like_their_plain_files(tmp_path, con):
+    # regression (issue 33): a .csv.gz was ignored silently: no audit row, no quarantine, no log line
+    import gzip
+
+    folder = _landing(tmp_path)
+    (folder / "a.csv.gz").write_bytes(gzip.compress(b"product_id,name\nP1,Mug\nP2,Short,extra\nP3,Bowl\n"))
+    (folder / "b.jsonl.gz").write_bytes(gzip.compress(b'{"product_id": "P4"}\n\n[1]\n{"product_id": "P5"}\n'))
+    (folder / "c.NDJSON.GZ").write_bytes(gzip.compress(b'{"product_id": "P6"}\n'))
+    report = load_source(con, PRODUCTS, tmp_path / "landing")
+    assert con.execute("select product_id, _source_file, _source_row from raw.products order by 2, 3").fetchall() == [
+        ("P1", "a.csv.gz", 1), ("P3", "a.csv.gz", 3), ("P4", "b.jsonl.gz", 1), ("P5", "b.jsonl.gz", 3), ("P6", "c.NDJSON.GZ", 1),
+    ]
+    assert [(r[1], r[2], r[3].split(":")[0], r[4]) for r in _rejects(con)] == [
+        ("a.csv.gz", 2, "TOO MANY COLUMNS", "P2,Short,extra"),
+        ("b.jsonl.gz", 2, "NOT A JSON OBJECT", "[1]"),
+    ]
+    assert _audit(con) == [("a.csv.gz", 3, 2, 1, None), ("b.jsonl.gz", 3, 2, 1, None), ("c.NDJSON.GZ", 1, 1, 0, None)]
+    assert report.records_read == 7
+    # unchanged compressed files are not read again
+    assert load_source(con, PRODUCTS, tmp_path / "landing").files_read == []
+
+
+def _unloadable_folder(tmp_path):
+    folder = _landing(tmp_path)
+    (folder / "ok.csv").write_text("product_id\nP1\n")
+    (folder / "array.json").write_text('[{"product_id": "P2"}, {"product_id": "P3"}]\n')
+    (folder / "prices.xlsx").write_bytes(b"PK\x03\x04 a spreadsheet")
+    (folder / "notes.txt").write_text("P4\n")
+    (folder / "gone.csv").symlink_to(tmp_path / "no_such_file.csv")
+    (folder / "2026-11").mkdir()
+    (folder / "2026-11" / "inside.csv").write_text("product_id\nP5\n")
+    os.mkfifo(folder / "pipe.csv")  # never opened: a reader would wait on it for ever
+    return folder
+
+
+UNLOADABLE = {
+    "2026-11": "a folder",
+    "array.json": "a JSON document holding an array",
+    "gone.csv": "a symbolic link to a file that does not exist",
+    "notes.txt": "unsupported file type .txt",
+    "pipe.csv": "not a regular file",
+    "prices.xlsx": "a spreadsheet (.xlsx)",
+}
+
+
+def test_every_file_landing_does_not_load_is_audited_with_its_reason_and_blocks_by_default(tmp_path, con):
+    # regression (issue 33): a JSON array in .json, an .xlsx and a dangling symlink were ignored
+    # silently, and "8/8 sources reconcile"
+    _unloadable_folder(tmp_path)
+    with pytest.raises(LandingError) as caught:
+        load_source(con, PRODUCTS, tmp_path / "landing")
+    message = str(caught.value)
+    assert "6 landing files of products were not loaded" in message and "TESSERA_LANDING_UNLOADED_FILES" in message
+    for name, reason in UNLOADABLE.items():
+        assert f"{name}: {reason}" in message
+    # the files that could be loaded were, and the audit accounts for every entry of the folder
+    assert con.execute("select product_id, _source_file from raw.products").fetchall() == [("P1", "ok.csv")]
+    audit = {name: row for name, *row in _audit(con)}
+    assert sorted(audit) == sorted([*UNLOADABLE, "ok.csv"])
+    assert audit.pop("ok.csv") == [1, 1, 0, None]
+    for name, (records, loaded, quarantined, reason) in audit.items():
+        # not counted (NULL records), nothing loaded or quarantined, and why
+        assert (records, loaded, quarantined) == (None, 0, 0) and reason.startswith(UNLOADABLE[name]), (name, reason)
+
+
+def test_the_warn_policy_records_the_files_it_does_not_load_and_lets_the_load_go_on(tmp_path, con):
+    folder = _unloadable_folder(tmp_path)
+    report = load_source(con, PRODUCTS, tmp_path / "landing", unloaded_files="warn")
+    assert sorted(report.files_not_loaded) == sorted(UNLOADABLE)
+    assert report.rows == 1 and report.records_read == 1 and report.files == ["ok.csv"]
+    assert len(_audit(con)) == 7
+    # the audit follows the folder: a file taken away leaves it, and a loaded file that can no longer
+    # be read takes its rows with it
+    (folder / "notes.txt").unlink()
+    (folder / "ok.csv").unlink()
+    (folder / "ok.csv").symlink_to(tmp_path / "no_such_file.csv")
+    report = load_source(con, PRODUCTS, tmp_path / "landing", unloaded_files="warn")
+    assert report.files_removed == ["ok.csv"] and report.rows == 0 and "notes.txt" not in report.files_not_loaded
+    assert con.execute("select count(*) from raw.products").fetchone() == (0,)
+    assert [r[0] for r in _audit(con)] == sorted(set(UNLOADABLE) - {"notes.txt"} | {"ok.csv"})
+    assert report.files_not_loaded["ok.csv"].startswith("a symbolic link to a file that does not exist")
+
+
+def test_the_policy_comes_from_the_environment_and_defaults_to_block(tmp_path, con, monkeypatch):
+    _unloadable_folder(tmp_path)
+    monkeypatch.setenv("TESSERA_LANDING_UNLOADED_FILES", "warn")
+    assert load_settings().landing_unloaded_files == "warn"
+    assert len(load_source(con, PRODUCTS, tmp_path / "landing").files_not_loaded) == 6
+    monkeypatch.delenv("TESSERA_LANDING_UNLOADED_FILES")
+    assert load_settings().landing_unloaded_files == "block"
+    with pytest.raises(LandingError, match="were not loaded"):
+        load_source(con, PRODUCTS, tmp_path / "landing")
+    monkeypatch.setenv("TESSERA_LANDING_UNLOADED_FILES", "ignore")
+    with pytest.raises(ValueError, match="TESSERA_LANDING_UNLOADED_FILES must be one of block, warn"):
+        load_settings()
+
+
+def test_a_file_that_cannot_be_opened_is_audited_as_unreadable(tmp_path, con, monkeypatch):
+    # tests run as root, whom file permissions do not stop: the refusal is simulated at open
+    folder = _landing(tmp_path)
+    (folder / "ok.csv").write_text("product_id\nP1\n")
+    (folder / "locked.csv").write_text("product_id\nP2\n")
+    real = landing.file_fingerprint
+
+    def fingerprint(path, limits=""):
+        if path.name == "locked.csv":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, limits)
+
+    monkeypatch.setattr(landing, "file_fingerprint", fingerprint)
+    report = load_source(con, PRODUCTS, tmp_path / "landing", unloaded_files="warn")
+    assert report.files_not_loaded == {"locked.csv": "cannot be read: Permission denied"}
+    assert _audit(con) == [("locked.csv", None, 0, 0, "cannot be read: Permission denied"), ("ok.csv", 1, 1, 0, None)]
+
+
+def test_column_names_match_whatever_their_case_and_two_spellings_of_one_column_refuse_the_file(tmp_path, con):
+    # regression (issue 33): an `EMAIL` header loaded every email as NULL with only a warning
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("Customer_ID,EMAIL, First_Name \nC1,ada@example.com,Ada\n")
+    (folder / "b.jsonl").write_text('{"customer_id": "C2", "Email": "bob@example.com"}\n{"customer_id": "C3"}\n')
+    pd.DataFrame({"CUSTOMER_ID": ["C4"], "eMail": ["cy@example.com"]}).to_parquet(folder / "c.parquet")
+    (folder / "d.csv").write_text("customer_id,email,EMAIL\nC5,dee@example.com,other@example.com\n")
+    (folder / "e.jsonl").write_text('{"customer_id": "C6", "email": "e@example.com", "EMAIL": "f@example.com"}\n')
+    report = load_source(con, CUSTOMERS, tmp_path / "landing", unloaded_files="warn")
+    assert con.execute("select customer_id, email, first_name, _source_file from raw.customers order by 1").fetchall() == [
+        ("C1", "ada@example.com", "Ada", "a.csv"),
+        ("C2", "bob@example.com", None, "b.jsonl"),
+        ("C3", None, None, "b.jsonl"),
+        ("C4", "cy@example.com", None, "c.parquet"),
+    ]
+    assert "email" not in report.missing_columns["a.csv"] and "email" not in report.missing_columns["c.parquet"]
+    assert report.extra_columns == {}
+    assert report.renamed_columns == {
+        "a.csv": {"Customer_ID": "customer_id", "EMAIL": "email", "First_Name": "first_name"},
+        "b.jsonl": {"Email": "email"},
+        "c.parquet": {"CUSTOMER_ID": "customer_id", "eMail": "email"},
+    }
+    assert report.files_not_loaded == {
+        "d.csv": "columns email and EMAIL both name the contract column email: which one holds it is not known",
+        "e.jsonl": "columns EMAIL and email both name the contract column email: which one holds it is not known",
+    }
+    assert [(r[0], r[1], r[2], r[3]) for r in _audit(con, "customers")] == [
+        ("a.csv", 1, 1, 0), ("b.jsonl", 2, 2, 0), ("c.parquet", 1, 1, 0), ("d.csv", None, 0, 0), ("e.jsonl", None, 0, 0),
+    ]
+    kept = dict(con.execute("select _source_file, missing_columns from raw.load_audit where source = 'customers'").fetchall())
+    assert "email" not in json.loads(kept["a.csv"]) and kept["d.csv"] is None
+
+
+def test_a_record_that_cannot_be_decoded_keeps_its_original_bytes(tmp_path, con):
+    # regression (issue 33): a Latin-1 record was kept as `Ren??`, not as the bytes delivered
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True)
+    delivered = [b"C1,Ren\xe9,r@example.com", b'C3,"Zo\xeb\r\nline",z@example.com']
+    (folder / "latin1.csv").write_bytes(
+        b"customer_id,first_name,email\r\n" + delivered[0] + b"\r\nC2,Bob,b@example.com\r\n\r\n" + delivered[1] + b"\r\n"
+    )
+    report = load_source(con, CUSTOMERS, tmp_path / "landing")
+    rejects = con.execute(
+        "select _source_row, reason, raw_content, raw_content_hex from raw.load_rejects order by 1"
+    ).fetchall()
+    assert [r[1].split(":")[0] for r in rejects] == ["INVALID ENCODING", "INVALID ENCODING"]
+    assert [bytes.fromhex(r[3]) for r in rejects] == delivered  # nothing lost
+    assert rejects[0][2] == "C1,Ren\\xe9,r@example.com"  # readable: each byte that is not UTF-8 as \xNN
+    assert rejects[1][2] == 'C3,"Zo\\xeb\r\nline",z@example.com'
+    assert con.execute("select customer_id, _source_row from raw.customers").fetchall() == [("C2", 2)]
+    assert _audit(con, "customers") == [("latin1.csv", 3, 1, 2, None)] and report.records_read == 3
+    # a record in valid UTF-8 keeps its text and needs no copy of its bytes
+    (folder / "short.csv").write_text("customer_id,first_name,email\nC9,Short\n")
+    load_source(con, CUSTOMERS, tmp_path / "landing")
+    assert con.execute(
+        "select raw_content, raw_content_hex from raw.load_rejects where _source_file = 'short.csv'"
+    ).fetchall() == [("C9,Short", None)]
+
+
+@pytest.mark.parametrize("encoding, bom", [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"), ("utf-16-le", b"")])
+def test_a_utf16_file_is_decoded_and_loads(tmp_path, con, encoding, bom):
+    # regression (issue 33): a UTF-16 file was quarantined with raw_content null
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True)
+    text = "customer_id\tfirst_name\temail\r\nC1\tRené\tr@example.com\r\nC2\tZoë\tz@example.com\r\n"
+    (folder / "excel.csv").write_bytes(bom + text.encode(encoding))
+    report = load_source(con, CUSTOMERS, tmp_path / "landing")
+    assert con.execute("select customer_id, first_name, email, _source_row from raw.customers order by 1").fetchall() == [
+        ("C1", "René", "r@example.com", 1),
+        ("C2", "Zoë", "z@example.com", 2),
+    ]
+    assert _audit(con, "customers") == [("excel.csv", 2, 2, 0, None)] and report.rejected == 0
 
 
 # ---------------------------------------------------------------- value cases, through the graph
@@ -303,6 +527,33 @@ def matrix(tmp_path_factory):
               "signup_at": "2026-09-01T00:00:00Z", "updated_at": "2026-09-01T00:00:00Z"}[c] for c in customer_cols],
         ],
     )
+
+    # issue 33, landing: names with glob characters, compressed files, a header in capitals, a
+    # Latin-1 record, a UTF-16 export, and entries landing does not load (recorded: policy warn)
+    mp.setenv("TESSERA_LANDING_UNLOADED_FILES", "warn")
+    (land / "products" / "products_x1.csv").write_text("product_id,name,price,currency\nSKU_PLAIN,Plain mug,3.00,GBP\n")
+    (land / "products" / "products_x[1].csv").write_text("product_id,name,price,currency\nSKU_BRACKET,Bracket mug,3.00,GBP\n")
+    (land / "products" / "products_*.csv").write_text("product_id,name,price,currency\nSKU_STAR,Star mug,3.00,GBP\n")
+    (land / "orders" / "orders_gz.csv.gz").write_bytes(
+        gzip.compress(f"{','.join(order_cols[:-1])}\nM0030,{customer},web,completed,GBP,2026-10-23T09:00:00Z\n".encode())
+    )
+    signup = {"signup_at": "2026-09-01T00:00:00Z", "updated_at": "2026-09-01T00:00:00Z"}
+    _write_csv(
+        land / "customers" / "customers_upper.csv",
+        [c.upper() for c in customer_cols],
+        [[{**profile, **signup, "customer_id": "CUPPER", "email": "ada.upper@example.com"}[c] for c in customer_cols]],
+    )
+    latin1 = {**profile, **signup, "customer_id": "CLATIN1", "first_name": "Renée", "email": "renee.latin1@example.com"}
+    (land / "customers" / "customers_latin1.csv").write_bytes(
+        (",".join(customer_cols) + "\n" + ",".join(latin1[c] for c in customer_cols) + "\n").encode("latin-1")
+    )
+    utf16 = {**profile, **signup, "customer_id": "CUTF16", "first_name": "Zoë", "email": "zoe.utf16@example.com"}
+    (land / "customers" / "customers_excel.csv").write_bytes(
+        ("\t".join(customer_cols) + "\r\n" + "\t".join(utf16[c] for c in customer_cols) + "\r\n").encode("utf-16")
+    )
+    (land / "privacy" / "privacy_export.json").write_text('[{"request_id": "R_ARRAY", "request_type": "erasure"}]\n')
+    (land / "privacy" / "privacy_requests.xlsx").write_bytes(b"PK\x03\x04 a spreadsheet")
+    (land / "privacy" / "privacy_gone.jsonl").symlink_to(land / "privacy" / "no_such_file.jsonl")
 
     # an email event delivered again in a later file (its name sorts last)
     email = pd.read_csv(min((land / "email_events").glob("*.csv")), dtype=str, keep_default_na=False)
@@ -505,7 +756,7 @@ def test_a_repeated_header_line_is_quarantined_at_load_and_never_becomes_a_custo
         "select landing_records, quarantined_at_load, reconciles from quarantine.source_reconciliation "
         "where source = 'customers'"
     ).fetchone()
-    assert ok and quarantined == 1
+    assert ok and quarantined == 2  # this header line and the Latin-1 record of customers_latin1.csv
     assert landing == con.execute("select sum(landing_records) from raw.load_audit where source = 'customers'").fetchone()[0]
 
 
@@ -548,3 +799,99 @@ def test_huge_values_quoted_newlines_header_only_and_empty_files_through_the_gra
     assert loads["products"]["rows_per_file"].value["products_header_only.csv"] == 0
     assert loads["products"]["quarantined_at_load"].value == 1
     assert materialized_keys(result) >= {dg.AssetKey(["quarantine", "quarantined_records"])}
+
+
+def _audit_row(con, source: str, file: str) -> tuple:
+    return con.execute(
+        "select landing_records, loaded_rows, quarantined_rows, not_loaded_reason from raw.load_audit "
+        "where source = ? and _source_file = ?",
+        [source, file],
+    ).fetchone()
+
+
+def _reconciles(con, source: str) -> bool:
+    [(ok, landing, audited)] = con.execute(
+        "select reconciles, landing_records, (select sum(landing_records) from raw.load_audit where source = ?) "
+        "from quarantine.source_reconciliation where source = ?",
+        [source, source],
+    ).fetchall()
+    return ok and landing == audited
+
+
+def test_file_names_with_glob_characters_load_their_own_rows_through_the_graph(matrix):
+    # regression (issue 33): `x16_a[1].csv` was read as `x16_a1.csv`, and `*` failed the source
+    _, con = matrix
+    rows = con.execute(
+        "select product_id, _source_file from raw.products where _source_file like 'products\\_x%' escape '\\' "
+        "or _source_file = 'products_*.csv' order by 1"
+    ).fetchall()
+    assert rows == [("SKU_BRACKET", "products_x[1].csv"), ("SKU_PLAIN", "products_x1.csv"), ("SKU_STAR", "products_*.csv")]
+    for file in ("products_x1.csv", "products_x[1].csv", "products_*.csv"):
+        assert _audit_row(con, "products", file) == (1, 1, 0, None)
+    assert con.execute(
+        "select count(*) from marts.dim_products where product_id in ('SKU_BRACKET', 'SKU_PLAIN', 'SKU_STAR')"
+    ).fetchone() == (3,)
+    assert _reconciles(con, "products")
+
+
+def test_a_compressed_csv_file_loads_through_the_graph(matrix):
+    # regression (issue 33): a .csv.gz was ignored without a trace
+    _, con = matrix
+    assert _audit_row(con, "orders", "orders_gz.csv.gz") == (1, 1, 0, None)
+    assert con.execute(
+        "select _source_file, _source_row from staging.stg_orders where order_id = 'M0030' and invalid_reason is null"
+    ).fetchall() == [("orders_gz.csv.gz", 1)]
+    assert _reconciles(con, "orders")
+
+
+def test_a_header_in_capitals_loads_its_values_through_the_graph(matrix):
+    # regression (issue 33): an `EMAIL` header loaded every email as NULL with only a warning
+    result, con = matrix
+    assert con.execute(
+        "select email from staging.stg_customers where customer_id = 'CUPPER' and invalid_reason is null"
+    ).fetchall() == [("ada.upper@example.com",)]
+    [load] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["raw", "customers"])]
+    assert "customers_upper.csv" not in load.materialization.metadata["missing_columns"].value
+    assert "customers_upper.csv" not in load.materialization.metadata["extra_columns"].value
+    assert _audit_row(con, "customers", "customers_upper.csv") == (1, 1, 0, None)
+    assert _reconciles(con, "customers")
+
+
+def test_a_latin1_record_is_quarantined_with_its_original_bytes_and_a_utf16_file_loads(matrix):
+    # regression (issue 33): a Latin-1 record kept `Ren??`; a UTF-16 file was quarantined with raw_content null
+    _, con = matrix
+    [(stage, reason, content, _, row)] = _quarantined(con, "customers", file="customers_latin1.csv", row=1)
+    assert stage == "load" and reason.startswith("INVALID ENCODING") and "CLATIN1,Ren\\xe9e," in content
+    [(hex_bytes,)] = con.execute(
+        "select raw_content_hex from raw.load_rejects where _source_file = 'customers_latin1.csv'"
+    ).fetchall()
+    assert b"CLATIN1,Ren\xe9e," in bytes.fromhex(hex_bytes)  # the bytes as delivered
+    assert _audit_row(con, "customers", "customers_latin1.csv") == (1, 0, 1, None)
+    assert con.execute(
+        "select first_name, email from staging.stg_customers where customer_id = 'CUTF16' and invalid_reason is null"
+    ).fetchall() == [("Zoë", "zoe.utf16@example.com")]
+    assert _audit_row(con, "customers", "customers_excel.csv") == (1, 1, 0, None)
+    assert _reconciles(con, "customers")
+
+
+def test_entries_landing_does_not_load_are_in_the_audit_with_their_reason(matrix):
+    # regression (issue 33): a JSON array, a spreadsheet and a broken link were ignored silently,
+    # and every source "reconciled". Under TESSERA_LANDING_UNLOADED_FILES=warn (this matrix) the
+    # run goes on and the audit says why; under the default (block) the load stops, naming them
+    # (test_every_file_landing_does_not_load_is_audited_with_its_reason_and_blocks_by_default)
+    result, con = matrix
+    audit = con.execute(
+        "select _source_file, landing_records, loaded_rows, quarantined_rows, not_loaded_reason from raw.load_audit "
+        "where source = 'privacy' and not_loaded_reason is not null order by 1"
+    ).fetchall()
+    assert [row[:4] for row in audit] == [
+        ("privacy_export.json", None, 0, 0),
+        ("privacy_gone.jsonl", None, 0, 0),
+        ("privacy_requests.xlsx", None, 0, 0),
+    ]
+    reasons = [row[4] for row in audit]
+    assert reasons[0].startswith("a JSON document holding an array")
+    assert reasons[1].startswith("a symbolic link to a file that does not exist")
+    assert reasons[2].startswith("a spreadsheet (.xlsx)")
+    assert materialized_keys(result) >= {dg.AssetKey(["raw", "privacy"])}
+    assert _reconciles(con, "privacy")

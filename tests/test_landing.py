@@ -295,3 +295,45 @@ def test_each_files_missing_contract_columns_are_kept_in_the_audit(tmp_path, con
     assert json.loads(kept["a.csv"]) == others
     assert json.loads(kept["b.csv"]) == [c for c in CUSTOMERS.column_names if c != "customer_id"]
     assert "email" in json.loads(kept["b.csv"])
+
+
+def test_a_compressed_file_that_is_not_gzip_is_not_loaded_and_an_empty_one_is_skipped(tmp_path, con):
+    import gzip
+
+    folder = _folder(tmp_path)
+    (folder / "ok.csv").write_text("product_id\nP1\n")
+    (folder / "plain.csv.gz").write_text("product_id\nP2\n")  # named .gz, but not compressed
+    (folder / "cut.csv.gz").write_bytes(gzip.compress(b"product_id\nP3\n" * 50)[:30])
+    (folder / "empty.csv.gz").write_bytes(gzip.compress(b""))
+    report = load_source(con, PRODUCTS, tmp_path / "landing", unloaded_files="warn")
+    assert report.skipped_empty_files == ["empty.csv.gz"] and report.rows == 1
+    assert report.files_not_loaded["plain.csv.gz"].startswith("cannot be decompressed: Not a gzipped file")
+    assert report.files_not_loaded["cut.csv.gz"].startswith("cannot be decompressed")
+    with pytest.raises(LandingError, match="2 landing files of products were not loaded: cut.csv.gz: cannot be"):
+        load_source(con, PRODUCTS, tmp_path / "landing")
+
+
+def test_the_sensor_state_sees_entries_landing_does_not_load(tmp_path):
+    # a spreadsheet or a broken link dropped into a folder starts a run, which records (or blocks on) it
+    from tessera.landing import landing_state
+
+    folder = _folder(tmp_path)
+    (folder / "a.csv").write_text("product_id\nP1\n")
+    before = landing_state(tmp_path / "landing", [PRODUCTS])["products"]
+    (folder / "b.xlsx").write_bytes(b"PK")
+    (folder / "c.csv").symlink_to(tmp_path / "missing.csv")
+    after = landing_state(tmp_path / "landing", [PRODUCTS])["products"]
+    assert set(before) == {"a.csv"} and set(after) == {"a.csv", "b.xlsx", "c.csv"}
+
+
+def test_the_record_counts_and_the_delivery_checks_read_only_what_was_loaded(tmp_path, con):
+    from tessera import landing
+    from tessera.delivery import file_profiles
+
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"customer_id": ["C1", "C2"]}).to_parquet(folder / "a[1].parquet")  # the public count reads it literally
+    (folder / "notes.txt").write_text("not a delivery\n")
+    assert landing.count_landing_records(con, folder / "a[1].parquet") == 2
+    load_source(con, CUSTOMERS, tmp_path / "landing", unloaded_files="warn")
+    assert [(p.name, p.rows) for p in file_profiles(con, CUSTOMERS)] == [("a[1].parquet", 2)]

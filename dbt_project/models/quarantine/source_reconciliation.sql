@@ -6,6 +6,10 @@
                       int_order_lines, which also rejects orphan lines and unknown products)
     erased_rows, erased_rejects   raw rows and rejected lines removed by an erasure request
                       (raw.erased_rows, tessera/erasure.py)
+    files_not_loaded  files in the source's folder the loader did not load (unsupported type, JSON
+                      array, spreadsheet, broken link, unreadable): each is a raw.load_audit row
+                      with its not_loaded_reason; TESSERA_LANDING_UNLOADED_FILES decides whether
+                      the load blocks on them (default) or goes on
     reconciles        landing = raw + quarantined at load + erased, and raw = valid + quarantined in staging
     A singular test fails the build when a source does not reconcile. -#}
 {%- set staged = [
@@ -24,7 +28,8 @@ with audit as (
         source,
         cast(sum(landing_records) as bigint) as landing_records,
         cast(sum(loaded_rows) as bigint) as loaded_rows,
-        cast(sum(quarantined_rows) as bigint) as rejected_by_loader
+        cast(sum(quarantined_rows) as bigint) as rejected_by_loader,
+        cast(count(not_loaded_reason) as bigint) as files_not_loaded
     from {{ source('raw', 'load_audit') }}
     group by source
 ),
@@ -72,7 +77,8 @@ joined as (
         coalesce(q.quarantined_in_staging, 0) as quarantined_in_staging,
         coalesce(a.rejected_by_loader, 0) as rejected_by_loader,
         coalesce(e.erased_rows, 0) as erased_rows,
-        coalesce(e.erased_rejects, 0) as erased_rejects
+        coalesce(e.erased_rejects, 0) as erased_rejects,
+        coalesce(a.files_not_loaded, 0) as files_not_loaded
     from counts as c
     left join audit as a on a.source = c.source
     left join quarantined as q on q.source = c.source
@@ -93,6 +99,7 @@ select
     end as quarantine_rate,
     erased_rows,
     erased_rejects,
+    files_not_loaded,
     landing_records = raw_rows + quarantined_at_load + erased_rows + erased_rejects
         and quarantined_at_load + erased_rejects = rejected_by_loader
         and raw_rows = valid_rows + quarantined_in_staging as reconciles
