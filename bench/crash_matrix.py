@@ -139,11 +139,37 @@ def identifiers(db: Path, crm_ids: list[str]) -> list[str]:
         }
     finally:
         con.close()
+    values |= delivered_attributes(db.parent / "landing" / "customers" / "customers.csv", crm_ids)
     from tessera.pseudonym import DEMO_SALT, pseudonym
 
     salt = os.environ.get("TESSERA_PSEUDONYM_SALT", DEMO_SALT)
     values |= {pseudonym(salt, k) for k in keys}
     return sorted(v for v in values if v)
+
+
+def delivered_attributes(customers_csv: Path, crm_ids: list[str]) -> set[str]:
+    """The person's phone and email as delivered (not normalised), street address, and first and
+    last names, each only if no other customer in the file shares it (a shared name found in a
+    file is not evidence of this person)."""
+    con = duckdb.connect()
+    try:
+        con.execute("create temp table c as select * from read_csv(?, all_varchar = true)", [str(customers_csv)])
+        values = set()
+        for column in ("first_name", "last_name", "address", "phone", "email"):
+            values |= {
+                r[0]
+                for r in con.execute(
+                    f"""
+                    select {column} from c where customer_id in (select unnest(?::varchar[]))
+                      and lower({column}) in (select lower({column}) from c group by 1 having count(*) = 1)
+                    """,
+                    [crm_ids],
+                ).fetchall()
+                if r[0]
+            }
+        return values
+    finally:
+        con.close()
 
 
 READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}

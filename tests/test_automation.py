@@ -47,6 +47,8 @@ def test_named_jobs_select_their_part_of_the_graph():
         "publish/campaign_uplift",
         "publish/next_best_actions",
         "publish/campaign_outbox",
+        # every table of the run released in one step (docs/publishing.md)
+        "publish/release",
         # decided and rendered from the current model tables whenever the outbox is published
         "decisioning/bandit_state",
         "decisioning/decisions",

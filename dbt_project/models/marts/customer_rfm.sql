@@ -8,11 +8,14 @@
 with
 
 -- completed orders count and date; monetary is net of returns: every order's net_revenue_base, so
--- a credit note or a returned order takes back what its sale added (fct_orders)
+-- a credit note or a returned order takes back what its sale added (fct_orders). A customer who
+-- asked for erasure is not in the population the scores rank, nor in the as-of date: the run
+-- that erases them scores everyone else exactly as the next run, built without them, will
 orders as (
     select customer_key, order_id, status, ordered_at, net_revenue_base
     from {{ ref('fct_orders') }}
     where customer_key is not null and status in ('completed', 'returned')
+        and customer_key not in (select customer_key from {{ ref('dim_customers') }} where is_erasure_requested)
 ),
 
 as_of as (
