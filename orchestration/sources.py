@@ -55,6 +55,11 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
             )
         if report.extra_columns:
             context.log.warning(f"{source.name}: files carry columns outside the contract {report.extra_columns}")
+        if report.files_not_loaded:  # TESSERA_LANDING_UNLOADED_FILES=warn: the load went on without them
+            context.log.warning(
+                f"{source.name}: {len(report.files_not_loaded)} file(s) not loaded, each audited with its reason: "
+                f"{report.files_not_loaded}"
+            )
         return dg.MaterializeResult(
             # file lists grow with the landing folder: each entry is capped
             metadata=capped({
@@ -74,6 +79,10 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
                 "skipped_empty_files": dg.MetadataValue.json(report.skipped_empty_files),
                 "missing_columns": dg.MetadataValue.json(report.missing_columns),
                 "extra_columns": dg.MetadataValue.json(report.extra_columns),
+                # entries of the folder not loaded, with why (raw.load_audit.not_loaded_reason)
+                "files_not_loaded": dg.MetadataValue.json(report.files_not_loaded),
+                # headers matched to contract columns ignoring case, per file
+                "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
             })
         )
 
