@@ -1,7 +1,8 @@
 {#- The quarantine: every landing record that did not go on, one row each, with where it came
     from, why, and what it held.
     - stage 'load': the loader could not parse the record (raw.load_rejects); raw_content is the
-      line as delivered (bytes that are not UTF-8 shown as '?').
+      line as delivered, each byte that is not UTF-8 written \xNN (the exact bytes are kept in hex in
+      raw.load_rejects.raw_content_hex).
     - stage 'staging': the record parsed but a value is unusable (staging invalid_reason, or an
       order line without a known order or product); raw_content is the raw row as JSON, every
       value as delivered.
