@@ -13,9 +13,12 @@
     Rule segments are not here: they are computed for today only. -#}
 with
 
+-- a customer who asked for erasure is not ranked with the others (as in customer_rfm), and has
+-- no row: no model trains on them (erasure.NOT_ERASED)
 snapshots as (
     select customer_key, as_of_date, recency_days, frequency, monetary, last_device
     from {{ ref('customer_feature_snapshots') }}
+    where customer_key not in (select customer_key from {{ ref('dim_customers') }} where is_erasure_requested)
 ),
 
 scored as (

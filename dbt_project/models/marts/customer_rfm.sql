@@ -8,14 +8,18 @@
 with
 
 -- completed orders count and date; monetary is net of returns: every order's net_revenue_base, so
--- a credit note or a returned order takes back what its sale added (fct_orders). A customer who
--- asked for erasure is not in the population the scores rank, nor in the as-of date: the run
--- that erases them scores everyone else exactly as the next run, built without them, will
+-- a credit note or a returned order takes back what its sale added (fct_orders)
 orders as (
     select customer_key, order_id, status, ordered_at, net_revenue_base
     from {{ ref('fct_orders') }}
     where customer_key is not null and status in ('completed', 'returned')
-        and customer_key not in (select customer_key from {{ ref('dim_customers') }} where is_erasure_requested)
+),
+
+-- a customer who asked for erasure is not in the population the scores rank: the run that erases
+-- them scores everyone else as the next run, built without them, will (customer_rec_user_features
+-- does the same)
+erased as (
+    select customer_key from {{ ref('dim_customers') }} where is_erasure_requested
 ),
 
 as_of as (
@@ -35,7 +39,7 @@ per_customer as (
         cast(sum(o.net_revenue_base) as decimal(18, 2)) as monetary
     from orders as o
     cross join as_of as a
-    where o.ordered_at < a.as_of_date
+    where o.ordered_at < a.as_of_date and o.customer_key not in (select customer_key from erased)
     group by o.customer_key
     having count(distinct case when o.status = 'completed' then o.order_id end) > 0
 ),
