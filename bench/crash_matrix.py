@@ -155,7 +155,8 @@ def delivered_attributes(customers_csv: Path, crm_ids: list[str]) -> set[str]:
     try:
         con.execute("create temp table c as select * from read_csv(?, all_varchar = true)", [str(customers_csv)])
         values = set()
-        for column in ("first_name", "last_name", "address", "phone", "email"):
+        present = {r[0] for r in con.execute("describe c").fetchall()}
+        for column in [c for c in ("first_name", "last_name", "address", "phone", "email") if c in present]:
             values |= {
                 r[0]
                 for r in con.execute(

@@ -273,10 +273,13 @@ def gate_parameters(
 ) -> dict:
     """Values for the suite parameters, from the last passing row count and the shop's dates."""
     now = now or datetime.now(timezone.utc)
+    # Great Expectations refuses a range with neither bound: a first run gets [0, unbounded). So
+    # does a table that was empty last time: a change relative to nothing is undefined, and an
+    # empty source's first records (a shop's first erasure requests) are no volume anomaly
+    first = not previous_rows
     return {
-        # Great Expectations refuses a range with neither bound: a first run gets [0, unbounded)
-        "min_rows_vs_last_run": 0 if previous_rows is None else int(previous_rows * (1 - max_change)),
-        "max_rows_vs_last_run": None if previous_rows is None else int(previous_rows * (1 + max_change)) + 1,
+        "min_rows_vs_last_run": 0 if first else int(previous_rows * (1 - max_change)),
+        "max_rows_vs_last_run": None if first else int(previous_rows * (1 + max_change)) + 1,
         "shop_first_day": datetime.fromisoformat(shop_first_day),
         # timestamps in the warehouse are UTC without zone
         "latest_plausible_time": (now + timedelta(days=1)).astimezone(timezone.utc).replace(tzinfo=None),

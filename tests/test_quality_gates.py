@@ -105,6 +105,9 @@ def test_row_count_is_judged_against_the_last_passing_run_even_on_a_sample(tmp_p
     # 4 rows against a last run of 4, 7 (within ±50 %) and 10 (at least 5 expected)
     assert validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(4, 0.5, "2000-01-01")).success
     assert validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(7, 0.5, "2000-01-01")).success
+    # a table empty last time has no volume to compare with: its first rows pass, as on a first run
+    assert gate_parameters(0, 0.5, "2000-01-01")["max_rows_vs_last_run"] is None
+    assert validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(0, 0.5, "2000-01-01")).success
     shrunk = validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(10, 0.5, "2000-01-01"))
     assert not shrunk.success and shrunk.failed[0]["unexpected_sample"][0] == "4"
     # a 2-row sample of the table still knows the table holds 4
