@@ -70,27 +70,25 @@ def tessera_run(env: dict[str, str], timeout: int = 900) -> subprocess.Completed
     )
 
 
-def request_erasure(data_dir: Path, people: int = 3) -> list[str]:
-    """Write erasure requests for the first `people` CRM customers with a unique email and an
-    order; returns their CRM ids."""
+def request_erasure(data_dir: Path, people: int = 3, unique_email: bool = True) -> list[str]:
+    """Write erasure requests (by CRM id) for the first `people` customers with an order and, if
+    `unique_email`, an email nobody else has; returns their CRM ids."""
     landing = data_dir / "landing"
+    emails = "email is not null and lower(trim(email)) in (select lower(trim(email)) from c group by 1 having count(*) = 1)"
     con = duckdb.connect()
     try:
+        con.execute("create temp table c as select * from read_csv(?, all_varchar = true)", [str(landing / "customers" / "customers.csv")])
         ids = [
             r[0]
             for r in con.execute(
-                """
-                with c as (
-                    select customer_id, lower(trim(email)) as e
-                    from read_csv(?, all_varchar = true) where email is not null
-                )
-                select customer_id from c
-                where e in (select e from c group by e having count(*) = 1)
+                f"""
+                select distinct customer_id from c
+                where {emails if unique_email else "true"}
                   and customer_id in (select customer_id from read_csv(?, all_varchar = true))
                 order by customer_id
                 limit ?
                 """,
-                [str(landing / "customers" / "customers.csv"), str(landing / "orders" / "orders.csv"), people],
+                [str(landing / "orders" / "orders.csv"), people],
             ).fetchall()
         ]
     finally:
@@ -108,6 +106,7 @@ def request_erasure(data_dir: Path, people: int = 3) -> list[str]:
         }
         for i, c in enumerate(ids, 1)
     ]
+    (landing / "privacy").mkdir(parents=True, exist_ok=True)
     (landing / "privacy" / "erasure_requests.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return ids
 

@@ -25,39 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import duckdb  # noqa: E402
-
-from crash_matrix import REQUESTED_AT, byte_scan, identifiers, journal, release_consistent  # noqa: E402
+from crash_matrix import byte_scan, identifiers, journal, release_consistent, request_erasure  # noqa: E402
 from real_data import map_and_run, source_of  # noqa: E402
-
-
-def request_erasure_by_id(data_dir: Path, people: int = 3) -> list[str]:
-    """Erasure requests for the first `people` customers (by id) who have an order."""
-    landing = data_dir / "landing"
-    con = duckdb.connect()
-    try:
-        ids = [
-            r[0]
-            for r in con.execute(
-                """
-                select distinct customer_id from read_csv(?, all_varchar = true)
-                where customer_id in (select customer_id from read_csv(?, all_varchar = true))
-                order by 1 limit ?
-                """,
-                [str(landing / "customers" / "customers.csv"), str(landing / "orders" / "orders.csv"), people],
-            ).fetchall()
-        ]
-    finally:
-        con.close()
-    lines = [
-        {"request_id": f"RE{i}", "customer_id": c, "email": None, "request_type": "erasure", "channel": None,
-         "purpose": None, "granted": None, "requested_at": REQUESTED_AT}
-        for i, c in enumerate(ids, 1)
-    ]
-    folder = landing / "privacy"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "erasure_requests_bench.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return ids
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if not first["run_succeeded"]:
             print("the first run failed")
             return 1
-    ids = request_erasure_by_id(data_dir)
+    ids = request_erasure(data_dir, unique_email=False)  # a real export may carry no emails
     values = identifiers(data_dir / "tessera.duckdb", ids)
     before = journal(data_dir / "tessera.duckdb")
     env = {

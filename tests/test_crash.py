@@ -39,7 +39,8 @@ def _tessera_run(env, timeout=600) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(tmp_path, monkeypatch):
+def _fresh_shop(tmp_path, monkeypatch):
+    """A generated shop in its own data directory and Dagster home: (data dir, home, settings, env)."""
     from tests.conftest import use_data_dir
     from tessera.settings import load_settings
 
@@ -50,6 +51,11 @@ def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(t
     settings = load_settings()
     generate(GenerateConfig(**CRASH_DATA), settings.landing_dir, settings.truth_dir)
     env = _env(data_dir, home)
+    return data_dir, home, settings, env
+
+
+def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(tmp_path, monkeypatch):
+    data_dir, home, settings, env = _fresh_shop(tmp_path, monkeypatch)
 
     first = _tessera_run(env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -112,16 +118,7 @@ def test_a_run_killed_inside_the_erasure_rewrite_is_finished_by_the_next_run(tmp
     with no operator action, completes the erasure: logged, journal empty, no residue in any table,
     published file or byte of the data directory and Dagster home."""
     from bench.crash_matrix import byte_scan, identifiers, journal, release_consistent, request_erasure
-    from tests.conftest import use_data_dir
-    from tessera.settings import load_settings
-
-    data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    use_data_dir(monkeypatch, data_dir)
-    settings = load_settings()
-    generate(GenerateConfig(**CRASH_DATA), settings.landing_dir, settings.truth_dir)
-    env = _env(data_dir, home)
+    data_dir, home, settings, env = _fresh_shop(tmp_path, monkeypatch)
     first = _tessera_run(env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     people = identifiers(settings.duckdb_path, request_erasure(data_dir))
