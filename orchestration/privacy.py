@@ -74,7 +74,7 @@ def erasure_asset(context: dg.AssetExecutionContext, tessera: TesseraResource):
         owed = con.execute("select count(*) from privacy.maintenance where task = 'compact'").fetchall()[0][0]
     compaction = None
     if owed:  # after the connection closed: nothing else holds the file (the duckdb pool)
-        compaction = byte_residue.compact(settings.duckdb_path, duckdb_config(settings))
+        compaction = byte_residue.compact(settings.duckdb_path, settings.duckdb_config())
         with tessera.duckdb() as con:
             con.execute("delete from privacy.maintenance where task = 'compact'")
             con.execute("checkpoint")
@@ -177,12 +177,3 @@ def run_in_progress(instance: dg.DagsterInstance, run_id: str) -> bool:
     """Whether a run (e.g. the owner of a publish staging directory) may still be writing."""
     record = instance.get_run_record_by_id(run_id)
     return record is not None and not record.dagster_run.is_finished
-
-
-def duckdb_config(settings: Settings) -> dict:
-    """The compaction's connection: the same memory, thread and spill limits as every step's."""
-    return {
-        "memory_limit": settings.duckdb_memory_limit,
-        "threads": settings.duckdb_threads,
-        "temp_directory": str(settings.duckdb_temp_dir),
-    }

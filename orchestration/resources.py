@@ -44,11 +44,7 @@ class TesseraResource(dg.ConfigurableResource):
             con = connect(
                 settings.duckdb_path,
                 read_only=read_only,
-                config={
-                    "memory_limit": settings.duckdb_memory_limit,
-                    "threads": settings.duckdb_threads,
-                    "temp_directory": str(settings.duckdb_temp_dir),
-                },
+                config=settings.duckdb_config(),
                 wait_seconds=settings.duckdb_lock_wait_seconds,
                 log=dg.get_dagster_logger().warning,
             )

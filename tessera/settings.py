@@ -68,6 +68,14 @@ class Settings:
     # in raw.load_audit with its reason (tessera/landing.py, docs/landing_contract.md)
     landing_unloaded_files: str = "block"
 
+    def duckdb_config(self) -> dict:
+        """Every connection's memory, thread and spill limits (the steps' and the compaction's)."""
+        return {
+            "memory_limit": self.duckdb_memory_limit,
+            "threads": self.duckdb_threads,
+            "temp_directory": str(self.duckdb_temp_dir),
+        }
+
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.landing_dir, self.publish_dir, self.duckdb_path.parent):
             path.mkdir(parents=True, exist_ok=True)
