@@ -24,7 +24,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 MANIFEST := dbt_project/target/manifest.json
 DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/seeds dbt_project/tests -type f) dbt_project/dbt_project.yml
 
-SEGMENT_RULES := dbt_project/segments/segment_rules.yml
+SEGMENT_RULES := config/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
 .PHONY: install dagster-home manifest segments generate demo run test bench serve ui ui-smoke online-retail complete-journey clean
@@ -51,7 +51,7 @@ $(DAGSTER_HOME)/dagster.yaml:
 # Rule-based segments: validate the marketer's YAML and compile it to a dbt model.
 segments: $(SEGMENT_MODEL)
 
-$(SEGMENT_MODEL): $(SEGMENT_RULES) tessera/segments.py $(STAMP)
+$(SEGMENT_MODEL): $(SEGMENT_RULES) tessera/segments/rules.py $(STAMP)
 	$(BIN)/tessera segments compile
 
 # dagster-dbt reads dbt's manifest when the code loads; parse the project whenever it changes.

@@ -92,8 +92,8 @@ def run_command(executor: str, selection: list[str]) -> list[str]:
 def overlapping_runs(
     runs: int, executor: str, selection: list[str] | None, customers: int, workdir: Path, control: bool = False
 ) -> dict:
-    from tessera.contract import SOURCES
-    from tessera.generate import GenerateConfig, generate
+    from tessera.landing.contract import SOURCES
+    from tessera.landing.generate import GenerateConfig, generate
 
     data_dir, home = workdir / "data", workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def reconcile(data_dir: Path, sources) -> dict[str, bool]:
     import duckdb
 
     from tessera.db import table_exists
-    from tessera.landing import landing_files
+    from tessera.landing.loader import landing_files
 
     con = duckdb.connect(str(data_dir / "tessera.duckdb"), read_only=True)
     try:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 
 from tessera import byte_residue, faults, snapshots  # noqa: E402
-from tessera.generate import GenerateConfig, generate  # noqa: E402
+from tessera.landing.generate import GenerateConfig, generate  # noqa: E402
 
 DATA = dict(customers=150, days=100, seed=11, end_date=date(2026, 10, 31))
 DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
@@ -139,7 +139,7 @@ def identifiers(db: Path, crm_ids: list[str]) -> list[str]:
     finally:
         con.close()
     values |= delivered_attributes(db.parent / "landing" / "customers" / "customers.csv", crm_ids)
-    from tessera.pseudonym import DEMO_SALT, pseudonym
+    from tessera.privacy.pseudonym import DEMO_SALT, pseudonym
 
     salt = os.environ.get("TESSERA_PSEUDONYM_SALT", DEMO_SALT)
     values |= {pseudonym(salt, k) for k in keys}

@@ -102,7 +102,7 @@ def bandit_markdown(r: dict) -> str:
 def bench_render(args) -> dict:
     import duckdb
 
-    from tessera import pseudonym
+    from tessera.privacy import pseudonym
     from tessera.decisioning import bandit, decide
     from tessera.decisioning.catalogue import load_catalogue
     from tessera.decisioning.render import render_messages

@@ -31,12 +31,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tessera.generate import GenerateConfig, _crm_profiles, _people  # noqa: E402
+from tessera.landing.generate import GenerateConfig, _crm_profiles, _people  # noqa: E402
 from tessera.identity.config import load_mapping  # noqa: E402
 from tessera.identity.engine import PAIRS, RECORDS, resolve  # noqa: E402
 from tessera.identity.evaluate import evaluate_clusters  # noqa: E402
 
-MAPPING = ROOT / "tessera" / "identity" / "pipeline_mapping.yaml"
+MAPPING = ROOT / "config" / "identity_mapping.yaml"
 
 
 def make_records(people: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -74,7 +74,7 @@ def main() -> int:
     import dagster as dg
     import duckdb
 
-    from tessera.generate import GenerateConfig, generate
+    from tessera.landing.generate import GenerateConfig, generate
     from tessera.settings import DERIVED_LOCATION_VARS, load_settings
 
     work = Path(tempfile.mkdtemp(prefix="tessera_incremental_"))

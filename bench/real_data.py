@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def source_of(dataset: str, work: Path, sample: int | None) -> Path:
     """The export to map: the shared one, or a seeded sample of it written under `work`."""
-    from tessera.samples import sample_complete_journey, sample_online_retail
+    from tessera.landing.samples import sample_complete_journey, sample_online_retail
 
     full = real.SHARED / dataset / "online_retail.parquet" if dataset == "online_retail" else real.SHARED / dataset
     if not full.exists():

@@ -70,7 +70,7 @@ def _use_data_dir(path: Path) -> None:
 def build_seed(seed_dir: Path, customers: int, seed: int) -> None:
     import dagster as dg
 
-    from tessera.generate import GenerateConfig, generate
+    from tessera.landing.generate import GenerateConfig, generate
     from tessera.settings import load_settings
 
     _use_data_dir(seed_dir)

@@ -7,7 +7,7 @@
 1. Scales the demo's current published snapshots (recommendations, segments, scores, from
    TESSERA_PUBLISH_DIR or data/publish) to `--customers` by copying each customer under new keys
    (`<customer_pkey>-<copy>`). The rows keep the real published schema; the copies are not new behaviour.
-   They are written with tessera/snapshots.py into a bench publish directory, as a publish would.
+   They are written with tessera/publish/snapshots.py into a bench publish directory, as a publish would.
 2. Starts `tessera serve` on 127.0.0.1 as a separate process and times its start (the load of
    every snapshot into memory); records its resident memory.
 3. Open-loop load generator (asyncio, persistent HTTP/1.1 connections): request i is *due* at
@@ -41,10 +41,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tessera import snapshots
+from tessera.publish import snapshots
 from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, SERVED
 from tessera.settings import load_settings
-from tessera.snapshots import Export
+from tessera.publish.snapshots import Export
 
 PATHS = {
     RECOMMENDATIONS: "/v1/customers/{}/recommendations",

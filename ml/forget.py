@@ -21,7 +21,7 @@ person's interactions all the same (docs/privacy.md, "MLflow after an erasure").
   was the champion, the registry has no champion until the next pipeline run trains a model
   without the person and judges it as a first model (ml/promotion.judge_first_model).
 - A retired run keeps its params and metrics (they hold no identifier), loses the artifacts that
-  carry a value, and is tagged `tessera.erasure=retired` with the reason, when, and the versions
+  carry a value, and is tagged `tessera.privacy.erasure=retired` with the reason, when, and the versions
   retired: the record of what was removed and why. No tag holds an identifier.
 - An artifact file no run or model owns is deleted when it carries a value.
 
@@ -70,7 +70,7 @@ from ml.registry import CHAMPION
 
 log = logging.getLogger("tessera.ml.forget")
 
-ERASURE_TAG = "tessera.erasure"
+ERASURE_TAG = "tessera.privacy.erasure"
 RETIRED = "retired"
 REASON_TAG = "tessera.erasure_reason"
 RETIRED_AT_TAG = "tessera.erasure_retired_at"

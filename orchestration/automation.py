@@ -13,7 +13,7 @@ freshness checks on the customer view and the published outputs.
 - Freshness checks fail when the customer view or a published output has not been updated for
   TESSERA_FRESHNESS_HOURS (default 26: a daily schedule plus slack); their own sensor runs them.
 - `abandoned_runs_sensor` marks failed, and frees the `duckdb` pool slot of, runs whose process
-  was killed (tessera/recovery.py), whoever launched them: without it a run launched after a
+  was killed (orchestration/recovery.py), whoever launched them: without it a run launched after a
   crash by the schedule or a sensor would wait for that slot forever.
 
 Schedules and sensors start stopped, as Dagster's do, unless TESSERA_AUTOMATION_DEFAULT_STATUS is
@@ -34,9 +34,9 @@ from orchestration.decisioning import DECISIONING_GROUP
 from orchestration.ml import RECOMMENDER_KEY
 from orchestration.publish import PUBLISH_GROUP
 from orchestration.sources import SOURCE_GROUP, source_asset_key
-from tessera.contract import SOURCES
-from tessera.landing import landing_state
-from tessera.recovery import recover_abandoned_runs
+from tessera.landing.contract import SOURCES
+from tessera.landing.loader import landing_state
+from orchestration.recovery import recover_abandoned_runs
 from tessera.settings import load_automation_settings, load_settings
 
 ALL_JOB = "tessera_all"

@@ -24,7 +24,7 @@ from packaging import version
 
 from orchestration.metadata import PERSONAL_COLUMN_NAMES, with_dbt_table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
-from tessera.segments import check_model_current
+from tessera.segments.rules import check_model_current
 from tessera.settings import DBT_PROJECT_DIR
 
 

@@ -21,7 +21,7 @@ from orchestration.ml import (
     mlflow_run_metadata,
 )
 from orchestration.resources import DUCKDB_POOL, TesseraResource
-from tessera import pseudonym
+from tessera.privacy import pseudonym
 from tessera.decisioning.catalogue import CatalogueError, load_catalogue
 from tessera.settings import mlflow_artifact_root
 
@@ -142,7 +142,7 @@ def bandit_state(context: dg.AssetExecutionContext, tessera: TesseraResource) ->
     group_name=DECISIONING_GROUP,
     description=(
         "Next best actions, internal (customer_key): for each customer and channel the chosen action from "
-        "decisioning/actions.yml. Explicit rules win (highest priority first), otherwise the weighted score "
+        "config/actions.yml. Explicit rules win (highest priority first), otherwise the weighted score "
         "of priority, propensity and recommendation affinity; frequency caps, consent and holdout groups "
         "decide whether it is sent; the variant comes from the bandit. Every row says why."
     ),

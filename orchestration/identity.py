@@ -19,7 +19,7 @@ from tessera.settings import PROJECT_ROOT
 
 IDENTITY_MAP_KEY = dg.AssetKey(["identity", "identity_map"])
 EVALUATION_KEY = dg.AssetKey(["identity", "identity_evaluation"])
-PIPELINE_MAPPING = PROJECT_ROOT / "tessera" / "identity" / "pipeline_mapping.yaml"
+PIPELINE_MAPPING = PROJECT_ROOT / "config" / "identity_mapping.yaml"
 GROUP = "identity"
 
 DDL = [

@@ -6,7 +6,7 @@
   so the asset's Plots tab charts them over time.
 
 Personal data never enters the Dagster event log, which the erasure cannot rewrite (docs/privacy.md):
-- a preview reads personal columns (tessera/personal.py: the contract's and the erasure's
+- a preview reads personal columns (tessera/privacy/personal.py: the contract's and the erasure's
   columns, columns derived from them by name, free text such as raw_content, and dbt columns
   marked `meta: {pii: true}`) only as MASK or NULL: their values never leave DuckDB;
 - a preview is bounded: PREVIEW_ROWS rows, PREVIEW_CELL_CHARS characters per cell (cut in SQL,
@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from tessera.personal import is_personal
+from tessera.privacy.personal import is_personal
 
 PREVIEW_ROWS = 5
 PREVIEW_CELL_CHARS = 40
@@ -34,7 +34,7 @@ METADATA_ENTRY_MAX_CHARS = 16_000
 MASK = "***"
 ELLIPSIS = "…"
 # columns every dbt model must tag `meta: {pii: true}` (tests/test_pseudonym.py); previews mask
-# these and every other column tessera/personal.py calls personal
+# these and every other column tessera/privacy/personal.py calls personal
 PERSONAL_COLUMN_NAMES = frozenset(
     {
         "first_name", "last_name", "given_name", "family_name", "full_name", "email", "email_address",

@@ -28,8 +28,8 @@ from ml.recommender import (
     with_feature_weight,
 )
 from ml.plots import grouped_bar_png
-from tessera import pseudonym
-from tessera.erasure import NOT_ERASED
+from tessera.privacy import pseudonym
+from tessera.privacy.erasure import NOT_ERASED
 from orchestration.privacy import ERASURE_KEY
 from ml.tracking import log_recommender_run
 from orchestration.dbt import model_key
@@ -459,7 +459,7 @@ where customer_key in (select customer_key from marts.dim_customers where not is
   and as_of_date <= $as_of
 """
 def pseudonymised(sql: str, order_by: str) -> str:
-    """`sql` with customer_key replaced by customer_pkey(customer_key) (tessera/pseudonym.py), in a
+    """`sql` with customer_key replaced by customer_pkey(customer_key) (tessera/privacy/pseudonym.py), in a
     fixed order: what the recommender trains on and logs to MLflow carries no internal key."""
     return f"select * replace (customer_pkey(customer_key) as customer_key) from ({sql}) order by {order_by}"
 
@@ -718,7 +718,7 @@ def skipped_recommender(
     """No model can be trained or evaluated on this data (`reason`): nothing is registered; the
     lists come from the champion under today's rules if there is one, else from popularity
     without a model (popular_without_model), so everything downstream still publishes. The
-    reason is the asset's `skipped_reason` metadata and goes to the run summary (tessera/run.py)."""
+    reason is the asset's `skipped_reason` metadata and goes to the run summary (orchestration/run.py)."""
     from mlflow.tracking import MlflowClient
 
     from ml.registry import champion

@@ -1,7 +1,7 @@
 """Right to erasure as an asset: after the customer view is built, before any model or publish.
 
 `privacy/erasure` removes every person with an erasure request from every layer and snapshot
-(tessera/erasure.py) and logs it in privacy.erasure_log. Its blocking check
+(tessera/privacy/erasure.py) and logs it in privacy.erasure_log. Its blocking check
 `no_erased_identifier_remains` hashes every identifier-holding value of every table and every
 published file and fails on any that is on the suppression list: nothing is trained or published until it
 passes.
@@ -15,7 +15,8 @@ import dagster as dg
 from orchestration.dbt import dbt_marts_assets, dbt_staging_assets
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
-from tessera import byte_residue, erasure, pseudonym, snapshots
+from tessera.privacy import byte_residue, erasure, pseudonym
+from tessera.publish import snapshots
 from ml.forget import forget
 from tessera.decisioning.render import erase_previews
 from tessera.settings import Settings, mlflow_artifact_root

@@ -3,7 +3,7 @@
 Publishing is a swap: the new table is built beside the old one as publish.<name>__next, its
 checks run on it (the SQL validations below and the Great Expectations suite
 expectations/publish_<name>.json, check gx_publish_<name>). Only if every check passes is it
-written as a new snapshot version (Parquet, exports and a manifest, tessera/snapshots.py), swapped
+written as a new snapshot version (Parquet, exports and a manifest, tessera/publish/snapshots.py), swapped
 in for the published table (one transaction), and made the snapshot's `current` version. A failed
 check or step leaves the last good version in place everywhere. Versions older than
 TESSERA_PUBLISH_RETENTION_DAYS are removed. Customers who asked for erasure are never published.
@@ -22,15 +22,16 @@ from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.privacy import ERASURE_KEY, run_in_progress
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
-from tessera import pseudonym, snapshots
+from tessera.privacy import pseudonym
+from tessera.publish import snapshots
 from tessera.db import table_exists
 from tessera.faults import crash_point
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL
-from tessera.holdout import holdout_group_sql
-from tessera.popular import POPULAR_PRODUCTS_SQL
-from tessera.quality import record_pass
-from tessera.snapshots import Export
-from tessera.uplift import uplift_sql
+from tessera.publish.holdout import holdout_group_sql
+from tessera.publish.popular import POPULAR_PRODUCTS_SQL
+from tessera.quality.suites import record_pass
+from tessera.publish.snapshots import Export
+from tessera.publish.uplift import uplift_sql
 
 PUBLISH_GROUP = "publish"
 ACTIVE_CUSTOMERS = "select customer_key from marts.dim_customers where not is_erasure_requested"
@@ -161,7 +162,7 @@ RECOMMENDATION_FEED = Export(
     consent=("web", "personalization"),
 )
 
-# What a storefront shows a customer it does not know (the serving API's fallback, tessera/popular.py).
+# What a storefront shows a customer it does not know (the serving API's fallback, tessera/publish/popular.py).
 POPULAR_PRODUCTS = Export(
     "popular_products",
     "Active products ranked by distinct buyers, at most max_per_category per category (the recommender's cap).",
@@ -235,7 +236,7 @@ MESSAGE_BODIES = Export(
     order by t.message_id
     """,
     "jsonl",
-    pii=("body",),  # a greeting by first name; customer_pkey lets an erasure remove it (tessera/erasure.py)
+    pii=("body",),  # a greeting by first name; customer_pkey lets an erasure remove it (tessera/privacy/erasure.py)
 )
 
 DECISIONING = (
@@ -267,7 +268,7 @@ DECISIONING = (
             Validation(
                 "sends_have_consent_and_are_in_treatment",
                 "A 'send' has the channel's consent (marts.customer_consents) and is in the treatment group of "
-                "campaign nba:<action>, both recomputed here (tessera/holdout.py); only sends have a variant and "
+                "campaign nba:<action>, both recomputed here (tessera/publish/holdout.py); only sends have a variant and "
                 "a message id.",
                 f"""
                 select count(*) from {{table}} as t
@@ -317,7 +318,7 @@ DECISIONING = (
             Validation(
                 "no_message_to_the_holdout",
                 "No message goes to a customer in the control group of its campaign nba:<action>, recomputed "
-                "here from the customer key (tessera/holdout.py).",
+                "here from the customer key (tessera/publish/holdout.py).",
                 """
                 select count(*) from {table} as t
                 inner join marts.dim_customers as c on customer_pkey(c.customer_key) = t.customer_pkey
@@ -375,7 +376,7 @@ PUBLISHED = (
             k.clustering_run_id,
             r.rule_segment,
             r.rule_segment_priority,
-            -- campaigns target a segment; each leaves a deterministic share of it out (tessera/holdout.py)
+            -- campaigns target a segment; each leaves a deterministic share of it out (tessera/publish/holdout.py)
             {rfm_holdout} as rfm_holdout_group,
             {rule_holdout} as rule_holdout_group,
             {holdout_share} as holdout_share,
@@ -462,7 +463,7 @@ PUBLISHED = (
         "campaign_uplift",
         "Per campaign (a segment on the day its audience was published) whose window has ended: conversion "
         "and revenue per customer of treatment against control, intention-to-treat, with confidence "
-        "intervals (tessera/uplift.py, docs/segments_and_scores.md).",
+        "intervals (tessera/publish/uplift.py, docs/segments_and_scores.md).",
         "{campaign_uplift}",
         (dg.AssetKey(["publish", "customer_segments"]), model_key("fct_orders")),
         (

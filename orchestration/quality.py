@@ -5,10 +5,10 @@ downstream of the checked asset in the same run: after a raw gate, the dbt model
 and the published outputs; after a marts gate, the models and the published outputs. The published
 outputs run their own suites on the candidate table before it is swapped in (orchestration/publish.py).
 
-Each gate validates with the suite parameters of tessera/quality.py: the row-count bounds come
+Each gate validates with the suite parameters of tessera/quality/suites.py: the row-count bounds come
 from the last run in which this same gate passed on this warehouse (quality.gate_history), so a
 table that suddenly halves or doubles stops the run; TESSERA_GX_MAX_ROW_COUNT_CHANGE sets how much change is
-normal. A raw gate also compares the delivery with that last pass (tessera/delivery.py): it fails
+normal. A raw gate also compares the delivery with that last pass (tessera/quality/delivery.py): it fails
 when a new or changed file lacks a column the source sent before, or when the empty share of a key
 attribute jumps, naming the file and the column. Every validation is rendered as Great
 Expectations Data Docs under TESSERA_GX_DOCS_DIR, linked from the check's metadata. Neither the
@@ -23,9 +23,9 @@ from orchestration.dbt import GATED_MARTS, dbt_manifest, model_key
 from orchestration.metadata import capped
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
-from tessera.contract import SOURCES, SOURCES_BY_NAME
-from tessera.delivery import COLUMN_DROPPED, SHARE_JUMPED, check_delivery, record_delivery
-from tessera.quality import (
+from tessera.landing.contract import SOURCES, SOURCES_BY_NAME
+from tessera.quality.delivery import COLUMN_DROPPED, SHARE_JUMPED, check_delivery, record_delivery
+from tessera.quality.suites import (
     SuiteResult,
     files_to_validate,
     gate_parameters,
@@ -70,7 +70,7 @@ def run_suite(
     time `gate` passed on this warehouse; with `record`, a pass is recorded for the next run.
 
     A suite with `meta.validate: "new_files"` validates only the rows of the landing files this
-    gate has not passed yet (tessera/quality.py); with none, there is nothing to validate."""
+    gate has not passed yet (tessera/quality/suites.py); with none, there is nothing to validate."""
     path = EXPECTATIONS_DIR / f"{suite_name}.json"
     spec = suite_spec(path)
     meta = spec["meta"]
@@ -134,7 +134,7 @@ def run_suite(
 
 def gate_description(result: SuiteResult) -> str:
     """The check's one-line verdict, and for a failed delivery check what it saw: the file and the
-    column (tessera/delivery.py)."""
+    column (tessera/quality/delivery.py)."""
     seen = [f["observed"] for f in result.failed if f["expectation"] in DELIVERY_CHECKS]
     text = "; ".join([result.describe(), *seen])
     return text if len(text) <= DESCRIPTION_MAX_CHARS else text[: DESCRIPTION_MAX_CHARS - 1] + "…"
@@ -142,7 +142,7 @@ def gate_description(result: SuiteResult) -> str:
 
 def suite_metadata(result: SuiteResult) -> dict:
     """The check's metadata: counts, the expectations' results and the Data Docs page. The results
-    carry no value of a personal column (tessera/quality.py redacts them before anything else
+    carry no value of a personal column (tessera/quality/suites.py redacts them before anything else
     sees them), samples of other columns are short, and every entry is capped."""
     metadata = {
         "suite": f"{result.suite}.json",

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 
 from tessera.db import DuckDBLockTimeout, connect
-from tessera.recovery import tag_run_with_this_process
+from orchestration.recovery import tag_run_with_this_process
 from tessera.settings import Settings, load_settings, preflight_once
 
 # Every asset and check that opens the DuckDB file runs in this pool. DuckDB allows one process
@@ -24,7 +24,7 @@ class TesseraResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Tag the run with the process running its steps, however it was launched (`tessera run`,
         # the UI, a schedule, a sensor): a later run, or the abandoned-runs sensor, can then tell
-        # that the run died and free the pool slot it held (tessera/recovery.py). Resources are set
+        # that the run died and free the pool slot it held (orchestration/recovery.py). Resources are set
         # up in the run worker before any step takes a slot (in-process executor, definitions.py).
         if context.instance is not None and context.dagster_run is not None:
             tag_run_with_this_process(context.instance, context.dagster_run)

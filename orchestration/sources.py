@@ -6,8 +6,8 @@ import dagster as dg
 
 from orchestration.metadata import capped, run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
-from tessera.contract import SOURCES, Source
-from tessera.landing import load_source
+from tessera.landing.contract import SOURCES, Source
+from tessera.landing.loader import load_source
 
 SOURCE_GROUP = "sources"
 
@@ -103,10 +103,10 @@ load_tables = [
     _side_table(
         "load_rejects",
         "Records the loaders could not parse or that hold a value over the size limit: "
-        "source, file, record number, reason and the content as delivered (tessera/landing.py).",
+        "source, file, record number, reason and the content as delivered (tessera/landing/loader.py).",
     ),
     _side_table(
-        "erased_rows", "Positions of raw rows and rejected lines an erasure request removed (tessera/erasure.py)."
+        "erased_rows", "Positions of raw rows and rejected lines an erasure request removed (tessera/privacy/erasure.py)."
     ),
     _side_table(
         "load_audit", "Per landing file and load: records in the file (counted without DuckDB), loaded, quarantined."

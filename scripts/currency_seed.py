@@ -11,7 +11,7 @@ and says when that table was published.
 
 A country with no universal currency (ISO's Antarctica entry) has no code and is left out. This
 is the one list of accepted currency codes: the staging models quarantine any other value, and the
-raw quality gates read it at validation time (tessera/quality.py). Which of these codes can be
+raw quality gates read it at validation time (tessera/quality/suites.py). Which of these codes can be
 converted, and from which day, is dbt_project/seeds/fx_rates.csv.
 
 The seed is committed; rerun this after upgrading the package:

@@ -11,7 +11,7 @@ from tessera.settings import load_settings
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from tessera.generate import GenerateConfig, generate
+    from tessera.landing.generate import GenerateConfig, generate
 
     settings = load_settings()
     config = GenerateConfig(
@@ -32,7 +32,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_online_retail(args: argparse.Namespace) -> int:
-    from tessera.online_retail import map_online_retail
+    from tessera.landing.online_retail import map_online_retail
 
     settings = load_settings()
     rows = map_online_retail(args.source, settings.landing_dir)
@@ -43,7 +43,7 @@ def _cmd_online_retail(args: argparse.Namespace) -> int:
 
 
 def _cmd_complete_journey(args: argparse.Namespace) -> int:
-    from tessera.complete_journey import CompleteJourneyError, map_complete_journey
+    from tessera.landing.complete_journey import CompleteJourneyError, map_complete_journey
 
     settings = load_settings()
     try:
@@ -58,7 +58,7 @@ def _cmd_complete_journey(args: argparse.Namespace) -> int:
 
 
 def _cmd_segments(args: argparse.Namespace) -> int:
-    from tessera.segments import MODEL_FILE, RULES_FILE, SegmentRuleError, write_model
+    from tessera.segments.rules import MODEL_FILE, RULES_FILE, SegmentRuleError, write_model
 
     try:
         path = write_model(args.rules or RULES_FILE, MODEL_FILE)
@@ -190,7 +190,7 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from tessera.run import run_pipeline
+    from orchestration.run import run_pipeline
 
     return run_pipeline(job_name=args.job, full_refresh=args.full_refresh)
 
@@ -240,13 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     sg = sub.add_parser("segments", help="rule-based segments")
     sg_sub = sg.add_subparsers(dest="segments_command", required=True)
     sc = sg_sub.add_parser("compile", help="validate the rule file and compile it to the dbt model")
-    sc.add_argument("--rules", help="rule file (default dbt_project/segments/segment_rules.yml)")
+    sc.add_argument("--rules", help="rule file (default config/segment_rules.yml)")
     sc.set_defaults(func=_cmd_segments)
 
     dc = sub.add_parser("decisioning", help="the action catalogue and the variant bandit")
     dc_sub = dc.add_subparsers(dest="decisioning_command", required=True)
     dv = dc_sub.add_parser("validate", help="validate the action catalogue and every template it names")
-    dv.add_argument("--file", type=Path, help="catalogue (default TESSERA_ACTIONS_FILE or decisioning/actions.yml)")
+    dv.add_argument("--file", type=Path, help="catalogue (default TESSERA_ACTIONS_FILE or config/actions.yml)")
     dv.set_defaults(func=_cmd_decisioning_validate)
     ds = dc_sub.add_parser("simulate", help="the Thompson bandit against known conversion rates")
     ds.add_argument("--rates", default="0.05,0.05,0.08", help="comma-separated conversion rate of each variant")

@@ -1,6 +1,6 @@
 """The read-only serving API (`tessera serve`): recommendations, segments and scores per customer.
 
-It serves the *current* published snapshots (tessera/snapshots.py), never the warehouse: a
+It serves the *current* published snapshots (tessera/publish/snapshots.py), never the warehouse: a
 storefront keeps working while the pipeline runs, and it only ever sees versions that passed
 every publish check. At start, and whenever a `current` pointer moves, DuckDB turns each
 snapshot's Parquet into one JSON body per customer; a request is then a dictionary lookup.
@@ -36,7 +36,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from tessera import pseudonym, snapshots
+from tessera.privacy import pseudonym
+from tessera.publish import snapshots
 from tessera.settings import load_settings, preflight
 
 log = logging.getLogger("tessera.serving")
@@ -180,7 +181,7 @@ class ServingError(RuntimeError):
 
 
 # what a manifest's "pseudonym_salt" says for keys made with a deployment's own secret salt
-# (tessera.pseudonym.salt_label); anything else is refused in production mode
+# (tessera.privacy.pseudonym.salt_label); anything else is refused in production mode
 DEPLOYMENT_SALT = "deployment"
 DEMO_SALT_LABEL = pseudonym.salt_label(pseudonym.DEMO_SALT)
 

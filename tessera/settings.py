@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.pseudonym import DEMO_SALT
+from tessera.privacy.pseudonym import DEMO_SALT
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -65,7 +65,7 @@ class Settings:
     promotion_min_users: int = 200
     # a landing entry that is not loaded (another file type, a folder, a broken link...): "block"
     # stops its source's load with an error naming it, "warn" logs it and goes on; either way it is
-    # in raw.load_audit with its reason (tessera/landing.py, docs/landing_contract.md)
+    # in raw.load_audit with its reason (tessera/landing/loader.py, docs/landing_contract.md)
     landing_unloaded_files: str = "block"
 
     def duckdb_config(self) -> dict:
@@ -141,7 +141,7 @@ def load_settings() -> Settings:
         identity_max_cluster_size=int(os.environ.get("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "10")),
         identity_max_merge_rate_drift=float(os.environ.get("TESSERA_IDENTITY_MAX_MERGE_RATE_DRIFT", "0.05")),
         quarantine_max_rate=_rate("TESSERA_QUARANTINE_MAX_RATE", "0.05"),
-        # the share of each published audience held out of a campaign (tessera/holdout.py)
+        # the share of each published audience held out of a campaign (tessera/publish/holdout.py)
         holdout_share=_rate("TESSERA_HOLDOUT_SHARE", "0.10"),
         # published snapshot versions older than this are removed (the current one never is)
         publish_retention_days=_non_negative("TESSERA_PUBLISH_RETENTION_DAYS", "30"),
@@ -166,11 +166,11 @@ def load_settings() -> Settings:
         serve_host=os.environ.get("TESSERA_SERVE_HOST", "127.0.0.1"),
         serve_port=int(os.environ.get("TESSERA_SERVE_PORT", "8000")),
         serve_reload_seconds=_non_negative("TESSERA_SERVE_RELOAD_SECONDS", "60"),
-        # published keys are salted hashes (tessera/pseudonym.py); the built-in salt is refused
+        # published keys are salted hashes (tessera/privacy/pseudonym.py); the built-in salt is refused
         # outside demo mode. `make` targets run in demo mode; a deployment sets both.
         pseudonym_salt=os.environ.get("TESSERA_PSEUDONYM_SALT") or DEMO_SALT,
         mode=_choice("TESSERA_MODE", "production", ("demo", "production")),
-        # campaign uplift (tessera/uplift.py): days after an audience is published that count,
+        # campaign uplift (tessera/publish/uplift.py): days after an audience is published that count,
         # and the confidence level of the intervals
         uplift_window_days=int(os.environ.get("TESSERA_UPLIFT_WINDOW_DAYS", "14")),
         uplift_confidence=float(os.environ.get("TESSERA_UPLIFT_CONFIDENCE", "0.95")),
@@ -264,13 +264,13 @@ def _country_code(name: str, default: str) -> str:
 
 def _column_list(name: str) -> frozenset[str]:
     """Comma-separated "source.column" pairs of the landing contract."""
-    from tessera.contract import SOURCES_BY_NAME
+    from tessera.landing.contract import SOURCES_BY_NAME
 
     pairs = frozenset(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
     for pair in sorted(pairs):
         source, _, column = pair.partition(".")
         if source not in SOURCES_BY_NAME or column not in SOURCES_BY_NAME[source].column_names:
-            raise ValueError(f"{name}: {pair!r} is not a source.column of the landing contract (tessera/contract.py)")
+            raise ValueError(f"{name}: {pair!r} is not a source.column of the landing contract (tessera/landing/contract.py)")
     return pairs
 
 
@@ -333,7 +333,7 @@ def preflight(settings: Settings, purpose: str = "run", publish_dir: Path | None
     purpose "serve" (`tessera serve`): the publish directory (or `publish_dir`) is a readable
     directory. Serving never needs the salt: it refuses snapshots by their manifest (serving.py).
     Only file-system metadata is read: cheap enough for every step (orchestration/resources.py)."""
-    from tessera.pseudonym import InsecureSaltError, check_salt
+    from tessera.privacy.pseudonym import InsecureSaltError, check_salt
 
     if purpose not in ("run", "serve"):
         raise ValueError(f"preflight purpose must be run or serve, got {purpose!r}")

@@ -38,7 +38,7 @@ def con():
 def with_pkeys(con):
     """Define customer_pkey(customer_key) on `con` with the salt the pipeline publishes with, so
     tests can join published tables (keyed by customer_pkey) with the marts."""
-    from tessera import pseudonym
+    from tessera.privacy import pseudonym
     from tessera.settings import load_settings
 
     pseudonym.install(con, load_settings().pseudonym_salt)
@@ -100,7 +100,7 @@ def materialized_keys(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory):
     """The whole graph materialized once on a small generated dataset."""
-    from tessera.generate import GenerateConfig, generate
+    from tessera.landing.generate import GenerateConfig, generate
     from tessera.settings import load_settings
 
     data_dir = tmp_path_factory.mktemp("pipeline") / "data"
@@ -166,7 +166,7 @@ def published_fingerprint(settings, ignore_run_ids: bool = False) -> dict[str, o
     finally:
         con.close()
     if not ignore_run_ids:
-        from tessera import snapshots
+        from tessera.publish import snapshots
 
         for name in names:
             if snapshots.current_version(settings.publish_dir, name) is None:

@@ -61,7 +61,7 @@ def test_named_jobs_select_their_part_of_the_graph():
 
 
 def test_full_refresh_reaches_every_loader_and_both_dbt_steps():
-    from tessera.run import full_refresh_config
+    from orchestration.run import full_refresh_config
 
     ops = full_refresh_config(defs.resolve_job_def("tessera_all"))["ops"]
     assert set(ops) == {f"raw__{s}" for s in (
@@ -201,7 +201,7 @@ def test_freshness_checks_cover_the_customer_view_and_published_outputs_and_fail
 
 
 def test_a_step_meeting_a_held_file_is_retried_and_a_broken_file_is_not(tmp_path, monkeypatch):
-    from tessera.generate import GenerateConfig, generate
+    from tessera.landing.generate import GenerateConfig, generate
     from tessera.settings import load_settings
 
     use_data_dir(monkeypatch, tmp_path / "data")

@@ -20,10 +20,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-import tessera.landing as landing
-from tessera.contract import SOURCES_BY_NAME
-from tessera.generate import GenerateConfig, generate
-from tessera.landing import LandingError, load_source
+import tessera.landing.loader as landing
+from tessera.landing.contract import SOURCES_BY_NAME
+from tessera.landing.generate import GenerateConfig, generate
+from tessera.landing.loader import LandingError, load_source
 from tessera.settings import load_settings
 from tests.conftest import materialized_keys, run_job, use_data_dir
 

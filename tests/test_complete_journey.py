@@ -1,4 +1,4 @@
-"""The Complete Journey mapping (tessera/complete_journey.py) on small hand-made exports, and on the
+"""The Complete Journey mapping (tessera/landing/complete_journey.py) on small hand-made exports, and on the
 real one in ../shared/data when it is there."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tessera.complete_journey import CompleteJourneyError, map_complete_journey
+from tessera.landing.complete_journey import CompleteJourneyError, map_complete_journey
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TESSERA_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -166,8 +166,8 @@ def test_products_carry_shelf_price_category_and_what_they_sell(mapped):
 
 
 def test_product_types_are_the_contracts():
-    from tessera.complete_journey import PRODUCT_TYPE_SQL
-    from tessera.contract import PRODUCT_TYPES, SOURCES_BY_NAME
+    from tessera.landing.complete_journey import PRODUCT_TYPE_SQL
+    from tessera.landing.contract import PRODUCT_TYPES, SOURCES_BY_NAME
 
     assert "product_type" in SOURCES_BY_NAME["products"].column_names
     con = duckdb.connect()
@@ -266,7 +266,7 @@ def test_a_failed_mapping_leaves_the_previous_landing_folder_untouched(tmp_path,
     map_complete_journey(export, landing)
     before = {p.relative_to(landing): p.read_bytes() for p in landing.rglob("*") if p.is_file()}
 
-    import tessera.complete_journey as cj
+    import tessera.landing.complete_journey as cj
 
     written = []
 

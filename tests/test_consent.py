@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tessera import snapshots
-from tessera.generate import GenerateConfig, generate
+from tessera.publish import snapshots
+from tessera.landing.generate import GenerateConfig, generate
 from tessera.settings import load_settings
 from tests.conftest import SMALL, run_job, use_data_dir, with_pkeys
 

@@ -2,7 +2,7 @@
 
 Nothing partial is published (every published table and file is the last good version while the
 killed run is dead), the next run does not wait forever for the pool slot the dead run held
-(tessera.recovery frees it), and once it has run, the outputs equal the uninterrupted run's, with
+(orchestration.recovery frees it), and once it has run, the outputs equal the uninterrupted run's, with
 no duplicated rows anywhere.
 """
 
@@ -17,7 +17,7 @@ from datetime import date
 import dagster as dg
 import duckdb
 
-from tessera.generate import GenerateConfig, generate
+from tessera.landing.generate import GenerateConfig, generate
 from tests.conftest import published_fingerprint
 
 DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"

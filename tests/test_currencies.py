@@ -18,8 +18,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tessera.generate import GenerateConfig, generate
-from tessera.quality import REFERENCE_SETS, gate_parameters, validate_table
+from tessera.landing.generate import GenerateConfig, generate
+from tessera.quality.suites import REFERENCE_SETS, gate_parameters, validate_table
 from tessera.settings import DBT_PROJECT_DIR, EXPECTATIONS_DIR, load_settings
 from tests.conftest import SMALL, run_job, use_data_dir
 

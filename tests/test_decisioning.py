@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tessera import pseudonym
+from tessera.privacy import pseudonym
 from tessera.decisioning import bandit, decide, render, state
 from tessera.decisioning.catalogue import (
     DEFAULT_FILE,
@@ -662,7 +662,7 @@ def test_the_pipeline_publishes_actions_and_an_outbox_within_consent_and_holdout
             where not coalesce(k.granted, false)
         """).fetchall()[0][0]
         assert violations == 0
-        # ... and is in the treatment group of the action's campaign (tessera/holdout.py, share 0.10)
+        # ... and is in the treatment group of the action's campaign (tessera/publish/holdout.py, share 0.10)
         control = con.execute("""
             select count(*) from publish.campaign_outbox as o
             inner join marts.dim_customers as c on customer_pkey(c.customer_key) = o.customer_pkey
@@ -672,7 +672,7 @@ def test_the_pipeline_publishes_actions_and_an_outbox_within_consent_and_holdout
         held = con.execute("select count(*) from publish.next_best_actions where decision = 'holdout'").fetchall()[0][0]
         assert held > 0
         # the bodies the outbox refers to are in its snapshot
-        from tessera import snapshots
+        from tessera.publish import snapshots
 
         snap = snapshots.current_snapshot(settings.publish_dir, "campaign_outbox")
         bodies_file = next(f for f in snap.manifest["files"] if f.get("export") == "message_bodies")

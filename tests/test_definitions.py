@@ -7,8 +7,8 @@ import json
 import dagster as dg
 
 from orchestration.definitions import defs
-from tessera.contract import LINEAGE_COLUMNS, SOURCES
-from tessera.quality import TABLE_ROWS
+from tessera.landing.contract import LINEAGE_COLUMNS, SOURCES
+from tessera.quality.suites import TABLE_ROWS
 from tessera.settings import EXPECTATIONS_DIR
 
 GROUPS = {

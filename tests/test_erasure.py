@@ -10,8 +10,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tessera import snapshots
-from tessera.generate import GenerateConfig, generate
+from tessera.publish import snapshots
+from tessera.landing.generate import GenerateConfig, generate
 from tessera.settings import load_settings
 from tests.conftest import SMALL, run_job, use_data_dir
 
@@ -194,7 +194,7 @@ def test_the_residue_check_finds_a_planted_identifier_in_tables_and_published_fi
     in one of them, as delivered (raw) or cleaned, in a table or a published file, is found; the
     same value in a free column of a published file is not that check's business (the end-to-end
     test above scans every column)."""
-    from tessera import erasure, pseudonym
+    from tessera.privacy import erasure, pseudonym
 
     con = duckdb.connect()
     pseudonym.install(con, pseudonym.DEMO_SALT)
@@ -226,7 +226,7 @@ def test_one_hashing_pass_feeds_the_listed_values_and_the_residue_check_after_de
     """erasure.list_values hashes each value once: add_listed_values takes only the values that are
     listed exactly and held by a built table (not raw, not a file), and the residue check reusing
     that pass after rows are deleted counts exactly what a fresh pass counts."""
-    from tessera import erasure, pseudonym
+    from tessera.privacy import erasure, pseudonym
 
     con = duckdb.connect()
     pseudonym.install(con, pseudonym.DEMO_SALT)
@@ -282,7 +282,7 @@ def test_one_hashing_pass_feeds_the_listed_values_and_the_residue_check_after_de
 def test_a_listed_person_and_nothing_built_yet_lists_nothing_and_leaves_no_residue(tmp_path):
     """Before dbt has built anything (only the privacy schema exists), a suppression list that is
     not empty has no place to be found in: no values, no residue, not a SQL error."""
-    from tessera import erasure, pseudonym
+    from tessera.privacy import erasure, pseudonym
 
     con = duckdb.connect()
     pseudonym.install(con, pseudonym.DEMO_SALT)
@@ -301,7 +301,7 @@ def test_free_text_search_finds_exactly_the_values_each_text_contains_ignoring_c
     shorter than MIN_TEXT_MATCH_CHARS never searched; NULL and short texts."""
     import random
 
-    from tessera import erasure
+    from tessera.privacy import erasure
 
     n = erasure.MIN_TEXT_MATCH_CHARS
     rng = random.Random(11)
@@ -343,7 +343,7 @@ def test_free_text_search_finds_exactly_the_values_each_text_contains_ignoring_c
 
 
 def test_erase_built_deletes_quarantined_lines_that_mention_an_identifier_in_any_case():
-    from tessera import erasure
+    from tessera.privacy import erasure
 
     con = duckdb.connect()
     con.execute("create schema quarantine")
@@ -367,7 +367,7 @@ def test_erase_built_deletes_quarantined_lines_that_mention_an_identifier_in_any
 
 def _published(con, publish_dir, version="v1"):
     """A released table `segs` holding pk_a and pk_b, with an email audience export."""
-    from tessera.snapshots import Export
+    from tessera.publish.snapshots import Export
 
     con.execute(
         "create or replace table segs as select * from (values ('pk_a', 'a@example.com'), ('pk_b', 'b@example.com')) "
@@ -383,7 +383,7 @@ def _published(con, publish_dir, version="v1"):
 
 
 def _erasure_con():
-    from tessera import erasure, pseudonym
+    from tessera.privacy import erasure, pseudonym
 
     con = duckdb.connect()
     pseudonym.install(con, pseudonym.DEMO_SALT)
@@ -392,7 +392,7 @@ def _erasure_con():
 
 
 def test_an_erased_person_leaves_published_versions_as_a_new_released_version_never_in_place(tmp_path):
-    from tessera import erasure
+    from tessera.privacy import erasure
 
     con = _erasure_con()
     publish = tmp_path / "publish"
@@ -417,7 +417,7 @@ def test_an_erased_person_leaves_published_versions_as_a_new_released_version_ne
 def test_a_published_file_left_holding_a_listed_person_is_rewritten_without_any_request(tmp_path):
     """The hostile case: a killed erasure had deleted the request from raw, so no later run has a
     request naming the person; the published files are still found through the suppression list."""
-    from tessera import erasure, pseudonym
+    from tessera.privacy import erasure, pseudonym
 
     con = _erasure_con()
     publish = tmp_path / "publish"
@@ -436,7 +436,8 @@ def test_a_crash_inside_the_erasure_transaction_changes_nothing_and_the_next_cal
     """apply_erasures' first phase is one transaction: an exception at the crash point (standing in
     for a kill) rolls back the deletes and the journal; the next call erases the person, writes
     the log and owes a compaction."""
-    from tessera import erasure, faults
+    from tessera.privacy import erasure
+    from tessera import faults
 
     con = _erasure_con()
     publish = tmp_path / "publish"

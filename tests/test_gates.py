@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tessera.generate import GenerateConfig, generate
+from tessera.landing.generate import GenerateConfig, generate
 from tessera.settings import load_settings
 from tests.conftest import SMALL, materialized_keys, published_fingerprint, run_job, use_data_dir
 
@@ -129,7 +129,7 @@ def test_an_edited_rule_file_that_was_not_recompiled_stops_the_marts(tmp_path, m
     # Regression: the dbt_marts step once skipped this check, so an edited rule file ran stale SQL.
     import yaml
 
-    import tessera.segments as segments
+    import tessera.segments.rules as segments
 
     edited = tmp_path / "segment_rules.yml"
     rules = yaml.safe_load(segments.RULES_FILE.read_text())

@@ -8,8 +8,8 @@ from datetime import date
 
 import pandas as pd
 
-from tessera.contract import SOURCES
-from tessera.generate import GenerateConfig, generate
+from tessera.landing.contract import SOURCES
+from tessera.landing.generate import GenerateConfig, generate
 
 CONFIG = GenerateConfig(customers=150, days=21, seed=11, end_date=date(2026, 10, 31))
 

@@ -1,4 +1,4 @@
-"""Holdout groups (tessera/holdout.py): the control share is the configured one, a customer's
+"""Holdout groups (tessera/publish/holdout.py): the control share is the configured one, a customer's
 group is stable across runs and independent between campaigns, and the published segments carry
 the groups."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from tessera.holdout import holdout_group_sql
+from tessera.publish.holdout import holdout_group_sql
 from tests.conftest import with_pkeys
 
 MILLION = "(select 'C' || lpad(cast(range as varchar), 7, '0') as k from range(1000000))"

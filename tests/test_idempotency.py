@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from tessera.contract import SOURCES
+from tessera.landing.contract import SOURCES
 from tests.conftest import run_job
 
 

@@ -25,7 +25,7 @@ SENTINEL = "sentinel: written before the increment"
 @pytest.fixture(scope="module")
 def landing(tmp_path_factory):
     """The customer view built on 30 days of data, the last day of clickstream held back."""
-    from tessera.generate import GenerateConfig, generate
+    from tessera.landing.generate import GenerateConfig, generate
     from tessera.settings import load_settings
 
     root = tmp_path_factory.mktemp("incremental_events")
@@ -174,7 +174,7 @@ def test_a_changed_file_replaces_its_rows_and_a_removed_file_takes_them_away(lan
 
 def test_a_row_that_outlived_its_file_fails_the_gate_and_a_full_refresh_rebuilds(landing):
     from orchestration.definitions import defs
-    from tessera.run import full_refresh_config
+    from orchestration.run import full_refresh_config
 
     settings, _, _ = landing
     with duckdb.connect(str(settings.duckdb_path)) as con:

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from tessera.contract import SOURCES_BY_NAME
-from tessera.landing import LandingError, load_source
+from tessera.landing.contract import SOURCES_BY_NAME
+from tessera.landing.loader import LandingError, load_source
 
 PRODUCTS = SOURCES_BY_NAME["products"]
 
@@ -175,7 +175,7 @@ def test_the_independent_csv_count_equals_the_csv_modules_for_any_bytes(tmp_path
 
     import duckdb
 
-    from tessera import landing
+    from tessera.landing import loader as landing
 
     def reference(path) -> int:
         with open(path, encoding="utf-8", errors="replace", newline="") as fh:
@@ -209,7 +209,7 @@ def test_read_ahead_keeps_order_stays_within_its_bound_and_stops_when_closed(tmp
     import threading
     import time
 
-    from tessera.landing import read_ahead
+    from tessera.landing.loader import read_ahead
 
     sizes = [300, 100, 100, 250, 50, 400, 100, 100]
     paths = []
@@ -315,7 +315,7 @@ def test_a_compressed_file_that_is_not_gzip_is_not_loaded_and_an_empty_one_is_sk
 
 def test_the_sensor_state_sees_entries_landing_does_not_load(tmp_path):
     # a spreadsheet or a broken link dropped into a folder starts a run, which records (or blocks on) it
-    from tessera.landing import landing_state
+    from tessera.landing.loader import landing_state
 
     folder = _folder(tmp_path)
     (folder / "a.csv").write_text("product_id\nP1\n")
@@ -327,8 +327,8 @@ def test_the_sensor_state_sees_entries_landing_does_not_load(tmp_path):
 
 
 def test_the_record_counts_and_the_delivery_checks_read_only_what_was_loaded(tmp_path, con):
-    from tessera import landing
-    from tessera.delivery import file_profiles
+    from tessera.landing import loader as landing
+    from tessera.quality.delivery import file_profiles
 
     folder = tmp_path / "landing" / "customers"
     folder.mkdir(parents=True)

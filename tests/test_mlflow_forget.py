@@ -23,7 +23,7 @@ from ml.promotion import GateRule, judge_first_model
 from ml.recommender import RecommenderParams, build_data, fit
 from ml.registry import CHALLENGER, CHAMPION, champion, decide, register
 from ml.tracking import log_recommender_run
-from tessera.pseudonym import DEMO_SALT, pseudonym
+from tessera.privacy.pseudonym import DEMO_SALT, pseudonym
 
 MODEL = "tessera-recommender"
 ERASED_KEY = "tc_0123456789abcdef"  # customer_key as tessera/identity/stable_ids.py makes them

@@ -143,7 +143,7 @@ def test_customers_who_withdrew_personalisation_consent_get_only_popular_product
 
 
 def test_published_tables_match_their_current_snapshot(db, pipeline):
-    from tessera import snapshots
+    from tessera.publish import snapshots
 
     _, settings = pipeline
     for name in ("customer_recommendations", "customer_segments", "customer_scores"):
@@ -314,7 +314,7 @@ def test_scores_are_published_with_propensities_in_the_unit_interval(db):
 
 
 def test_the_run_summary_counts_tables_and_lists_views_without_running_them(db, pipeline):
-    from tessera.run import layer_row_counts
+    from orchestration.run import layer_row_counts
 
     _, settings = pipeline
     counts = layer_row_counts(settings)

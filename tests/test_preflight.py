@@ -64,7 +64,7 @@ def test_serving_needs_a_readable_publish_directory_but_never_the_salt(tmp_path,
 
 def test_tessera_run_refuses_production_without_a_salt_before_any_work(tmp_path, monkeypatch, capsys):
     # issue 33: this failed only at privacy/erasure, ~45 s in, after loads, dbt and identity had run
-    from tessera.run import run_pipeline
+    from orchestration.run import run_pipeline
 
     _production_without_salt(monkeypatch)
     use_data_dir(monkeypatch, tmp_path / "data")
@@ -124,7 +124,7 @@ def test_a_run_is_tagged_with_the_process_running_its_steps(tmp_path, monkeypatc
     from the TesseraResource's setup in the run worker; tags copied from a parent run are replaced."""
     import os
 
-    from tessera.recovery import HOST_TAG, PID_TAG, PROCESS_START_TAG, TAGGED_RUN_TAG, process_start
+    from orchestration.recovery import HOST_TAG, PID_TAG, PROCESS_START_TAG, TAGGED_RUN_TAG, process_start
 
     use_data_dir(monkeypatch, tmp_path / "data")
 

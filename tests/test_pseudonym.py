@@ -1,12 +1,13 @@
-"""Pseudonymous keys in published outputs (tessera/pseudonym.py)."""
+"""Pseudonymous keys in published outputs (tessera/privacy/pseudonym.py)."""
 
 import dagster as dg
 import duckdb
 import pytest
 
 from orchestration.publish import PUBLISHED
-from tessera import pseudonym, snapshots
-from tessera.pseudonym import DEMO_SALT, InsecureSaltError
+from tessera.privacy import pseudonym
+from tessera.publish import snapshots
+from tessera.privacy.pseudonym import DEMO_SALT, InsecureSaltError
 from tests.conftest import published_fingerprint, run_job
 
 

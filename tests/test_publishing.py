@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from orchestration.publish import PUBLISHED
-from tessera import snapshots
+from tessera.publish import snapshots
 from tests.conftest import published_fingerprint, run_job, with_pkeys
 
 NAMES = [spec.name for spec in PUBLISHED]

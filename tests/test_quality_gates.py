@@ -14,8 +14,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tessera.generate import GenerateConfig, generate
-from tessera.quality import TABLE_ROWS, gate_parameters, validate_table
+from tessera.landing.generate import GenerateConfig, generate
+from tessera.quality.suites import TABLE_ROWS, gate_parameters, validate_table
 from tessera.settings import EXPECTATIONS_DIR, load_settings
 from tests.conftest import materialized_keys, use_data_dir
 
@@ -136,7 +136,7 @@ def test_neither_data_docs_nor_check_metadata_hold_a_value_of_a_personal_column(
     # made a 35 MB Dagster event. Values of other columns are still shown, cut short.
     from orchestration.metadata import METADATA_ENTRY_MAX_CHARS
     from orchestration.quality import suite_metadata
-    from tessera.quality import SAMPLE_CHARS, WITHHELD
+    from tessera.quality.suites import SAMPLE_CHARS, WITHHELD
 
     con = duckdb.connect()
     con.execute("create schema shop")
@@ -247,7 +247,7 @@ def test_a_source_that_suddenly_shrinks_fails_its_gate_on_the_next_run(small_dat
 def test_a_sample_is_the_requested_size_and_depends_on_the_rows_not_their_order():
     """_seeded_sample: exactly `rows` rows, the same ones whatever the physical order and thread
     count, another seed gives another sample, and a sample of the whole population is all of it."""
-    from tessera.quality import _seeded_sample
+    from tessera.quality.suites import _seeded_sample
 
     c = duckdb.connect()
     c.execute("create table a as select i, 'v' || i as v from range(50000) as t(i)")
@@ -266,15 +266,15 @@ def test_a_sample_is_the_requested_size_and_depends_on_the_rows_not_their_order(
     assert c.execute(f"select max(i) > 45000 and min(i) < 5000 from {_seeded_sample('a', 700, 50000, 42)}").fetchone()[0]
 
 
-# ---------------------------------------------------------------- delivery checks (tessera/delivery.py)
+# ---------------------------------------------------------------- delivery checks (tessera/quality/delivery.py)
 
 
 def _deliver(tmp_path, con, name: str, frame: pd.DataFrame, gate: str = "gx_raw_customers", **limits):
     """Land `frame` as customers/<name> (replacing the folder's files), load it, and run the delivery
     checks; a pass is recorded as the next run's baseline."""
-    from tessera.contract import SOURCES_BY_NAME
-    from tessera.delivery import check_delivery, record_delivery
-    from tessera.landing import load_source
+    from tessera.landing.contract import SOURCES_BY_NAME
+    from tessera.quality.delivery import check_delivery, record_delivery
+    from tessera.landing.loader import load_source
 
     folder = tmp_path / "landing" / "customers"
     folder.mkdir(parents=True, exist_ok=True)
@@ -295,9 +295,9 @@ def test_an_empty_source_passes_its_delivery_checks_and_is_recorded(tmp_path):
     # regression: record_delivery inserted the delivered files with executemany, which DuckDB
     # refuses for an empty list, so every shop without email events or privacy requests (both real
     # exports in ../shared/data) failed its raw gates with "executemany requires a non-empty list"
-    from tessera.contract import SOURCES_BY_NAME
-    from tessera.delivery import check_delivery, record_delivery
-    from tessera.landing import load_source
+    from tessera.landing.contract import SOURCES_BY_NAME
+    from tessera.quality.delivery import check_delivery, record_delivery
+    from tessera.landing.loader import load_source
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     source = SOURCES_BY_NAME["privacy"]

@@ -170,7 +170,7 @@ def not_sellable_products(dataset: str, source: Path) -> set[str]:
                 [str(source), list(ONLINE_RETAIL_NOT_GOODS)],
             ).fetchall()
         else:
-            from tessera.complete_journey import PRODUCT_TYPE_SQL
+            from tessera.landing.complete_journey import PRODUCT_TYPE_SQL
 
             rows = con.execute(
                 f"select cast(cast(product_id as bigint) as varchar) from read_parquet(?) as p "
@@ -191,7 +191,7 @@ def source_line_total(dataset: str, source: Path) -> Decimal:
             sql = "select sum(Quantity * cast(round(UnitPrice, 2) as decimal(18, 2))) from read_parquet(?)"
             path = source
         else:
-            from tessera.complete_journey import transactions_file
+            from tessera.landing.complete_journey import transactions_file
 
             sql = "select sum(cast(round(sales_value, 2) as decimal(18, 2))) from read_parquet(?)"
             path = transactions_file(source)
@@ -257,18 +257,18 @@ class RealRun:
 
 
 def _prepare(dataset: str, work: Path, landing: Path) -> Path:
-    from tessera.samples import sample_complete_journey, sample_online_retail
+    from tessera.landing.samples import sample_complete_journey, sample_online_retail
 
     n = SAMPLE_CUSTOMERS[dataset]
     if dataset == "online_retail":
-        from tessera.online_retail import map_online_retail
+        from tessera.landing.online_retail import map_online_retail
 
         sample = sample_online_retail(
             SHARED / "online_retail" / "online_retail.parquet", work / "online_retail.parquet", n, SEED
         )
         map_online_retail(sample.path, landing)
     else:
-        from tessera.complete_journey import map_complete_journey
+        from tessera.landing.complete_journey import map_complete_journey
 
         sample = sample_complete_journey(SHARED / "complete_journey", work / "complete_journey", n, SEED)
         map_complete_journey(sample.path, landing)
@@ -397,7 +397,7 @@ def _online_retail_export(path: Path) -> Path:
 
 
 def test_an_online_retail_sample_keeps_every_line_of_its_customers_and_a_proportional_share_of_guests(tmp_path):
-    from tessera.samples import sample_online_retail
+    from tessera.landing.samples import sample_online_retail
 
     source = _online_retail_export(tmp_path / "or.parquet")
     sample = sample_online_retail(source, tmp_path / "s.parquet", customers=10, seed=SEED)
@@ -412,7 +412,7 @@ def test_an_online_retail_sample_keeps_every_line_of_its_customers_and_a_proport
 
 
 def test_the_same_seed_gives_the_same_sample_and_a_larger_sample_contains_a_smaller_one(tmp_path):
-    from tessera.samples import sample_online_retail
+    from tessera.landing.samples import sample_online_retail
 
     source = _online_retail_export(tmp_path / "or.parquet")
 
@@ -426,7 +426,7 @@ def test_the_same_seed_gives_the_same_sample_and_a_larger_sample_contains_a_smal
 
 
 def test_a_complete_journey_sample_keeps_its_households_baskets_and_demographics(tmp_path):
-    from tessera.samples import sample_complete_journey
+    from tessera.landing.samples import sample_complete_journey
     from tests.test_complete_journey import write_export
 
     export = write_export(tmp_path / "export")
@@ -442,7 +442,7 @@ def test_a_complete_journey_sample_keeps_its_households_baskets_and_demographics
 
 
 def test_a_sample_of_no_customers_is_refused(tmp_path):
-    from tessera.samples import sample_online_retail
+    from tessera.landing.samples import sample_online_retail
 
     with pytest.raises(ValueError, match="at least one customer, not 0"):
         sample_online_retail(

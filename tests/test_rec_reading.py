@@ -18,7 +18,7 @@ from orchestration.ml import (
     pseudonymised,
     read_interactions,
 )
-from tessera import pseudonym
+from tessera.privacy import pseudonym
 
 T0 = pd.Timestamp("2026-10-01")
 SALT = "a-test-salt-that-is-long-enough-for-the-check"

@@ -1,4 +1,4 @@
-"""Killed runs are recovered whoever launched them (tessera/recovery.py, the abandoned_runs_sensor
+"""Killed runs are recovered whoever launched them (orchestration/recovery.py, the abandoned_runs_sensor
 in orchestration/automation.py). tests/test_crash.py kills a real `tessera run`; here the run
 records a crash leaves behind are written directly, as a daemon-launched run would leave them."""
 
@@ -14,7 +14,7 @@ import dagster as dg
 
 from orchestration.automation import abandoned_runs_sensor
 from orchestration.resources import DUCKDB_POOL
-from tessera.recovery import (
+from orchestration.recovery import (
     HOST_TAG,
     PID_TAG,
     PROCESS_START_TAG,

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from tessera.segments import (
+from tessera.segments.rules import (
     MODEL_FILE,
     RULES_FILE,
     SegmentRuleError,

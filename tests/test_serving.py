@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
-from tessera import snapshots
+from tessera.publish import snapshots
 from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, ServingError, create_app, serve
 
 PATHS = {

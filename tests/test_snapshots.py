@@ -1,4 +1,4 @@
-"""Versioned publish snapshots (tessera/snapshots.py): complete or absent, a pointer, retention."""
+"""Versioned publish snapshots (tessera/publish/snapshots.py): complete or absent, a pointer, retention."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pytest
 
-from tessera import snapshots
-from tessera.snapshots import Export
+from tessera.publish import snapshots
+from tessera.publish.snapshots import Export
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

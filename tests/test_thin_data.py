@@ -22,7 +22,7 @@ from orchestration.ml import (
     recommendation_candidates,
 )
 from orchestration.resources import TesseraResource
-from tessera.run import skipped_models
+from orchestration.run import skipped_models
 from tessera.settings import load_settings
 from tests.conftest import use_data_dir
 

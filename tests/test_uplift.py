@@ -1,11 +1,11 @@
-"""Campaign uplift (tessera/uplift.py): estimates and intervals on a seeded simulation with a known effect."""
+"""Campaign uplift (tessera/publish/uplift.py): estimates and intervals on a seeded simulation with a known effect."""
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from tessera.uplift import uplift_sql, z_value
+from tessera.publish.uplift import uplift_sql, z_value
 
 ASSIGNMENTS = "select campaign, customer_key, holdout_group, assigned_on from a"
 ORDERS = "select customer_key, ordered_at, revenue from o"

@@ -58,7 +58,7 @@
     end
 {%- endmacro %}
 
-{#- The product types of the landing contract (tessera/contract.py PRODUCT_TYPES), as a SQL list.
+{#- The product types of the landing contract (tessera/landing/contract.py PRODUCT_TYPES), as a SQL list.
     Only 'merchandise' is a customer product: the others (postage, fees, vouchers, adjustments,
     test items, services) are order lines that are not customer sales. -#}
 {% macro product_types() -%}

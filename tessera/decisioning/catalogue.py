@@ -1,6 +1,6 @@
 """The action catalogue: what a marketer can send, to whom, how often, in which variants.
 
-`decisioning/actions.yml` (TESSERA_ACTIONS_FILE overrides it) is validated here into frozen
+`config/actions.yml` (TESSERA_ACTIONS_FILE overrides it) is validated here into frozen
 dataclasses; every problem raises CatalogueError naming the action and the field. Templates are
 validated at the same time (tessera/decisioning/templates.py), so a template that reads a variable
 no customer record provides fails when the catalogue is loaded, never at send time.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tessera.contract import EVENT_TYPES
+from tessera.landing.contract import EVENT_TYPES
 from tessera.decisioning.templates import (
     Line,
     Template,
@@ -24,7 +24,7 @@ from tessera.decisioning.templates import (
     load_line,
     load_template,
 )
-from tessera.segments import (
+from tessera.segments.rules import (
     FEATURES,
     OPS,
     RFM_SEGMENTS,
@@ -34,7 +34,7 @@ from tessera.segments import (
 )
 from tessera.settings import PROJECT_ROOT
 
-DEFAULT_FILE = PROJECT_ROOT / "decisioning" / "actions.yml"
+DEFAULT_FILE = PROJECT_ROOT / "config" / "actions.yml"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 # channel -> the consent (marts.customer_consents channel, purpose) a message on it needs
 CHANNELS = {"email": ("email", "marketing"), "push": ("push", "marketing"), "web_banner": ("web", "personalization")}

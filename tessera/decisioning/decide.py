@@ -16,7 +16,7 @@ the customers, then one ranking), and the bandit assigns variants in NumPy. The 
    capped is a capped one recorded (decision 'capped').
 4. Consent and holdout: the chosen action is sent only with the channel's consent
    (catalogue.CHANNELS) and when the customer is in the treatment group of the action's campaign
-   'nba:<action id>' (tessera/holdout.py); otherwise it is recorded as 'no_consent' or 'holdout'
+   'nba:<action id>' (tessera/publish/holdout.py); otherwise it is recorded as 'no_consent' or 'holdout'
    and nothing is sent.
 5. Variants of the messages to send, by Thompson sampling (tessera/decisioning/bandit.py), with
    each message's draws hashed from its message id.
@@ -39,8 +39,8 @@ import pyarrow as pa
 
 from tessera.decisioning import bandit
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL, CHANNELS, Action, Catalogue
-from tessera.holdout import holdout_group_sql
-from tessera.segments import sql_literal
+from tessera.publish.holdout import holdout_group_sql
+from tessera.segments.rules import sql_literal
 
 AS_OF = "(select cast(max(as_of_date) as date) from marts.customer_rfm)"
 
@@ -328,7 +328,7 @@ def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
 
 def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], state_version: int, seed: int,
            holdout_share: float) -> dict:  # fmt: skip
-    """Build decisioning.decisions (customer_pkey() must be installed on `con`, tessera/pseudonym.py);
+    """Build decisioning.decisions (customer_pkey() must be installed on `con`, tessera/privacy/pseudonym.py);
     returns each action's realised variant counts."""
     con.execute("create schema if not exists decisioning")
     con.execute(SENDS_DDL)

@@ -8,7 +8,7 @@ Written: decisioning.messages (message_id, customer_key, channel, action_id, var
 body_ref, content_type, body, decided_on). body_ref is the sha256 of the body, the reference the
 published outbox carries; the bodies themselves go to the outbox snapshot's message_bodies export.
 A body is kept with its message, not once per distinct text: it greets a person by name, so it
-must leave with that person's rows on erasure (tessera/erasure.py removes rows by customer_key and
+must leave with that person's rows on erasure (tessera/privacy/erasure.py removes rows by customer_key and
 customer_pkey), which a body shared by several customers could not.
 
 message_id comes from the decision (tessera/decisioning/decide.py). An email tool reports clicks with it as the campaign_id
@@ -16,7 +16,7 @@ message_id comes from the decision (tessera/decisioning/decide.py). An email too
 
 Recommendations in a message are the customer's own only with the channel's personalisation
 consent (email: email/personalization; web banner and push: web/personalization); otherwise the
-popular products, ranked as the serving API's fallback (tessera/popular.py).
+popular products, ranked as the serving API's fallback (tessera/publish/popular.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import pyarrow as pa
 from tessera.decisioning.catalogue import Action, Catalogue, Variant
 from tessera.decisioning.decide import cart_sql
 from tessera.decisioning.templates import CUSTOMER, Line, Template
-from tessera.popular import POPULAR_PRODUCTS_SQL
+from tessera.publish.popular import POPULAR_PRODUCTS_SQL
 
 CONTENT_TYPES = {"html": "text/html", "json": "application/json"}
 PERSONALISATION = {"email": "email", "web_banner": "web", "push": "web"}

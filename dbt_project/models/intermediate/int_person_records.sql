@@ -1,6 +1,6 @@
 {#- The person records identity resolution works on: one row per CRM profile id (a profile
     delivered twice keeps its most recently updated row), in the shape the identity engine's
-    pipeline mapping (tessera/identity/pipeline_mapping.yaml) reads. -#}
+    pipeline mapping (config/identity_mapping.yaml) reads. -#}
 with
 
 ranked as (

@@ -5,7 +5,7 @@
     valid_rows        rows the staging layer passes on (invalid_reason NULL; order lines as in
                       int_order_lines, which also rejects orphan lines and unknown products)
     erased_rows, erased_rejects   raw rows and rejected lines removed by an erasure request
-                      (raw.erased_rows, tessera/erasure.py)
+                      (raw.erased_rows, tessera/privacy/erasure.py)
     files_not_loaded  files in the source's folder the loader did not load (unsupported type, JSON
                       array, spreadsheet, broken link, unreadable): each is a raw.load_audit row
                       with its not_loaded_reason; TESSERA_LANDING_UNLOADED_FILES decides whether

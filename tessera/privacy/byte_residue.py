@@ -9,7 +9,7 @@ holds only live rows, and the old file's blocks go with the old inode.
 `scan` then reads every byte of every file under the given roots (the data directory, the Dagster
 home, the MLflow artifact store) and counts, ignoring ASCII case, the occurrences of each erased
 value; gzip members are read decompressed. Parquet and the DuckDB file compress their pages, so a
-value can hide in them from a byte scan: the hash-based residue check (tessera/erasure.py) reads
+value can hide in them from a byte scan: the hash-based residue check (tessera/privacy/erasure.py) reads
 those through DuckDB instead. The two together are the erasure proof; each says what it scanned.
 """
 

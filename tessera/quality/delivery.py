@@ -2,7 +2,7 @@
 every column it sent before, and that the empty share of its key attributes did not jump.
 
 Both compare with the last time the same gate passed on this warehouse, as the row-count bounds
-do (tessera/quality.py): quality.delivery_columns keeps, per pass, each contract column's
+do (tessera/quality/suites.py): quality.delivery_columns keeps, per pass, each contract column's
 delivered flag and empty share over the table, and quality.delivery_files the landing files (name
 and content hash) that passed. A file is judged when it is new or changed since that pass, so a
 file that passed once is not failed again for the same content.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from tessera.contract import Source
+from tessera.landing.contract import Source
 
 COLUMNS_TABLE = "quality.delivery_columns"
 FILES_TABLE = "quality.delivery_files"
@@ -109,7 +109,7 @@ def file_profiles(con: duckdb.DuckDBPyConnection, source: Source, schema: str = 
         ).fetchall()
     }
     profiles = []
-    # an entry of the landing folder that was not loaded (tessera/landing.py) delivered nothing:
+    # an entry of the landing folder that was not loaded (tessera/landing/loader.py) delivered nothing:
     # it neither drops a column nor empties one (it blocks its load unless TESSERA_LANDING_UNLOADED_FILES=warn)
     loaded_only = (
         " and not_loaded_reason is null" if _has_column(con, schema, "load_audit", "not_loaded_reason") else ""
@@ -188,7 +188,7 @@ def check_delivery(
     accepted_missing: frozenset[str] = frozenset(),
     schema: str = "raw",
 ) -> tuple[list[dict], list[FileProfile]]:
-    """The delivery checks' results (in the shape of tessera.quality's expectation results, each
+    """The delivery checks' results (in the shape of tessera.quality.suites's expectation results, each
     failure's `observed` naming the file(s) and the column), and the file profiles to record when
     the gate passes."""
     profiles = file_profiles(con, source, schema)

@@ -2,7 +2,7 @@
 
 A campaign is a segment (`rfm:<segment>`, `rule:<segment>`) on the day its audience was published
 (`assigned_on`, the as-of date of the published customer_segments). Every member is in
-treatment or control by the deterministic holdout (tessera/holdout.py), recorded in
+treatment or control by the deterministic holdout (tessera/publish/holdout.py), recorded in
 campaigns.assignments when the audience is published. The comparison is intention-to-treat:
 a treatment customer who could not be emailed (no consent, no address) still counts as treatment,
 so the groups stay the random halves the hash made them.

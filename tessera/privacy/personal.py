@@ -8,7 +8,7 @@ Docs carry no sample of them (docs/privacy.md).
 A column is personal when its name
 1. is one of PERSONAL_COLUMNS: the landing contract's columns that identify or describe a person
    (names, email, phone, birth date, gender, street address, city, postcode, loyalty card, the
-   CRM id, the cookie id) and every column the erasure matches a person by (tessera/erasure.py:
+   CRM id, the cookie id) and every column the erasure matches a person by (tessera/privacy/erasure.py:
    customer_key, customer_pkey, the identity graph's record and node columns, order and receipt
    ids);
 2. or is derived from one: one of PERSONAL_PARTS appears in it as whole `_`-separated words,
@@ -32,12 +32,12 @@ from collections.abc import Iterable
 # rule 1: as the contract and the erasure name them
 PERSONAL_COLUMNS = frozenset(
     {
-        # describe a person (tessera/contract.py, customers and store receipts)
+        # describe a person (tessera/landing/contract.py, customers and store receipts)
         "first_name", "last_name", "given_name", "family_name", "full_name", "middle_name", "surname",
         "email", "email_address", "phone", "phone_e164", "mobile", "birth_date", "date_of_birth", "gender",
         "address", "street", "city", "postcode", "zip", "zip_code", "loyalty_card", "card_number",
         "ip_address", "latitude", "longitude", "user_agent", "device_id",
-        # identify a person: what the erasure matches rows by (tessera/erasure.py)
+        # identify a person: what the erasure matches rows by (tessera/privacy/erasure.py)
         "customer_id", "other_customer_id", "source_customer_id", "anchor_customer_id", "customer_key",
         "customer_pkey", "anonymous_id", "order_id", "receipt_id", "record_id", "record_l", "record_r",
         "node_value", "node_key", "request_id",

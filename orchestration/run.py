@@ -9,7 +9,7 @@ import uuid
 import dagster as dg
 
 from tessera.db import connect, table_exists
-from tessera.recovery import recover_abandoned_runs, run_tags
+from orchestration.recovery import recover_abandoned_runs, run_tags
 from tessera.settings import Settings, load_settings, preflight
 
 LAYERS = ("raw", "reference", "staging", "intermediate", "marts", "quarantine", "ml", "publish")
@@ -283,10 +283,10 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
         for name in sorted(m for m in metrics if not m.startswith(secondary)):
             print(f"  {name:<40} {metrics[name]:.4f}")
     print(f"published outputs: DuckDB schema 'publish' and versioned snapshots in {settings.publish_dir}")
-    from tessera import snapshots
+    from tessera.publish import snapshots
 
     # current_version, not a look for per-table pointer files: releases name every table's version
-    # in one file (tessera/snapshots.py)
+    # in one file (tessera/publish/snapshots.py)
     published = (p.name for p in settings.publish_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     for name in sorted(n for n in published if snapshots.current_version(settings.publish_dir, n)):
         snap = snapshots.current_snapshot(settings.publish_dir, name)

@@ -39,9 +39,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tessera import snapshots
+from tessera.publish import snapshots
 from tessera.faults import crash_point
-from tessera.pseudonym import SALT_VARIABLE
+from tessera.privacy.pseudonym import SALT_VARIABLE
 from tessera.timing import Phases
 
 # how each raw source's rows are matched: the staging model and its identifier columns by kind

@@ -7,7 +7,7 @@ customers with any interaction, then product id, with the recommender's diversit
 category. Customers who asked for erasure are not counted.
 """
 
-from tessera.erasure import NOT_ERASED
+from tessera.privacy.erasure import NOT_ERASED
 
 POPULAR_PRODUCTS_SQL = f"""
     with counts as (

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# Stock codes that are not goods, with the contract's product_type (tessera.contract.PRODUCT_TYPES).
+# Stock codes that are not goods, with the contract's product_type (tessera.landing.contract.PRODUCT_TYPES).
 # PADS ("pads to match all cushions") is sold like any product and stays merchandise.
 SERVICE_TYPES = {
     "POST": "shipping",

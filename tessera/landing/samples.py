@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from tessera.complete_journey import DEMOGRAPHICS_FILE, PRODUCTS_FILE, transactions_file
+from tessera.landing.complete_journey import DEMOGRAPHICS_FILE, PRODUCTS_FILE, transactions_file
 
 ONLINE_RETAIL_FILE = "online_retail.parquet"
 

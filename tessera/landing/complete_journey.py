@@ -52,7 +52,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tessera.contract import SOURCES_BY_NAME
+from tessera.landing.contract import SOURCES_BY_NAME
 
 CURRENCY = "USD"
 COUNTRY = "US"

@@ -13,7 +13,7 @@ sees a half-written version. A run writes its versions into its staging director
 moves them under <name>/versions/ and then replaces release.json (one os.replace), so readers move
 from one complete set of versions (every table's) to the next in one step. A version is never
 changed in place: an erasure writes a rewritten copy as a new version and releases it in place of
-the old one (tessera/erasure.py). Whatever the release does not name (versions left by a crash,
+the old one (tessera/privacy/erasure.py). Whatever the release does not name (versions left by a crash,
 replaced or expired versions) is removed by the next release. Consumers read release.json (or
 current_snapshot), never list the versions directory.
 """
@@ -261,7 +261,7 @@ def release(
     never a mix.
 
     `replaced` ({(name, old version): new version}) swaps rewritten versions in for the ones they
-    replace wherever the release names them (an erasure, tessera/erasure.py). `keep_days` drops
+    replace wherever the release names them (an erasure, tessera/privacy/erasure.py). `keep_days` drops
     from the release the versions published longer ago than that, never a current one. Then
     every version directory the release does not name is removed (sweep). Returns the release."""
     now = now or datetime.now(UTC)

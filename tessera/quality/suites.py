@@ -34,7 +34,7 @@ Suite parameters (`{"$PARAMETER": name}` in kwargs), supplied on every validatio
 
 With `docs_dir`, the validation is also rendered as Great Expectations Data Docs HTML there.
 
-No value of a personal column (tessera/personal.py) is kept from a validation: before a result is
+No value of a personal column (tessera/privacy/personal.py) is kept from a validation: before a result is
 stored, rendered or summarised, `redact` removes the unexpected values (samples, counts, indexes,
 rows) and any non-numeric observed value of every expectation on a personal column, and cuts the
 samples of the other columns to SAMPLE_CHARS characters each. Data Docs are files no erasure
@@ -66,7 +66,7 @@ import great_expectations as gx  # noqa: E402  (analytics must be off before imp
 from great_expectations.core import ExpectationSuite  # noqa: E402
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
 
-from tessera.personal import is_personal  # noqa: E402
+from tessera.privacy.personal import is_personal  # noqa: E402
 from tessera.settings import PROJECT_ROOT  # noqa: E402
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)

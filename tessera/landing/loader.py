@@ -33,7 +33,7 @@ DuckDB's scanner (Python's csv module for CSV, non-blank lines for JSON Lines, t
 Parquet), must equal the records loaded plus the records quarantined, or the load fails with both
 counts named. The counts per file go to `raw.load_audit`, with the contract columns the file
 lacked (`missing_columns`, a JSON list): the source's quality gate compares them with what the
-source sent before (tessera/delivery.py).
+source sent before (tessera/quality/delivery.py).
 
 Loads are incremental by file. `raw.load_audit` keeps each loaded file's size and content hash;
 a file whose content is unchanged since it was loaded is not read again, a new or changed file is
@@ -79,10 +79,10 @@ from typing import BinaryIO
 
 import duckdb
 
-from tessera.contract import FILE_SUFFIXES, Source
+from tessera.landing.contract import FILE_SUFFIXES, Source
 from tessera.db import table_exists
 
-log = logging.getLogger("tessera.landing")
+log = logging.getLogger("tessera.landing.loader")
 
 
 class LandingError(RuntimeError):
@@ -121,7 +121,7 @@ class LoadReport:
 
 REJECTS_TABLE = "load_rejects"
 AUDIT_TABLE = "load_audit"
-# rows removed by an erasure request (tessera/erasure.py): positions only, no content; a file that
+# rows removed by an erasure request (tessera/privacy/erasure.py): positions only, no content; a file that
 # is loaded again is erased again
 ERASED_TABLE = "erased_rows"
 # DuckDB writes the records a CSV scan rejected to these temporary tables (dropped before each scan).

@@ -1,0 +1,1 @@
+"""Privacy: pseudonymous keys, personal-data columns, erasure and the proof that no erased byte remains."""

@@ -1,0 +1,1 @@
+"""Segments: the marketer's rule file validated and compiled to a dbt model."""
