@@ -27,7 +27,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/se
 SEGMENT_RULES := config/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
-.PHONY: install dagster-home manifest segments generate demo run test bench serve ui ui-smoke online-retail complete-journey clean
+.PHONY: install dagster-home manifest segments generate demo run test lint bench serve ui ui-smoke online-retail complete-journey clean
 
 install: $(STAMP)
 
@@ -71,6 +71,12 @@ demo: install dagster-home generate run
 
 test: install dagster-home manifest
 	$(BIN)/python -m pytest
+
+# ruff's checks and format, and the import contracts in pyproject.toml (CI runs it before the tests)
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # cost against size (bench/scale.py): generates SIZE=10k|100k|1m under data/bench/scale/<size>,
 # materialises the whole graph, and writes bench/results/scale_<size>.{json,md} and scale.md
