@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from tessera.landing.frames import write_landing_file
+
 FIRST_NAMES = np.array(
     "Olivia Amelia Isla Ava Mia Ivy Lily Isabella Rosie Sophia Grace Freya Emily Ella Poppy "
     "Noah Oliver George Arthur Leo Muhammad Harry Oscar Archie Henry Theodore Jack Charlie "
@@ -254,25 +256,25 @@ def generate(config: GenerateConfig, landing_dir: Path, truth_dir: Path) -> Gene
     customers, orders, order_items, events = _malform(rng, config, customers, orders, order_items, events)
 
     rows = {}
-    rows["customers"] = _write(customers, landing_dir / "customers" / f"customers{sfx}.csv")
+    rows["customers"] = write_landing_file(customers, landing_dir / "customers" / f"customers{sfx}.csv")
     if config.shard == 0:
-        rows["products"] = _write(
+        rows["products"] = write_landing_file(
             products.drop("cat_idx", "rank_in_cat"), landing_dir / "products" / "products.parquet"
         )
-    rows["orders"] = _write(orders.drop("_person_id"), landing_dir / "orders" / f"orders{sfx}.csv")
-    rows["order_items"] = _write(order_items, landing_dir / "order_items" / f"order_items{sfx}.parquet")
-    rows["pos_transactions"] = _write(
+    rows["orders"] = write_landing_file(orders.drop("_person_id"), landing_dir / "orders" / f"orders{sfx}.csv")
+    rows["order_items"] = write_landing_file(order_items, landing_dir / "order_items" / f"order_items{sfx}.parquet")
+    rows["pos_transactions"] = write_landing_file(
         pos.drop("person_id"), landing_dir / "pos_transactions" / f"pos_transactions{sfx}.csv"
     )
-    rows["email_events"] = _write(
+    rows["email_events"] = write_landing_file(
         email_events.drop("person_id"), landing_dir / "email_events" / f"email_events{sfx}.csv"
     )
-    rows["privacy"] = _write(privacy, landing_dir / "privacy" / f"privacy{sfx}.jsonl")
+    rows["privacy"] = write_landing_file(privacy, landing_dir / "privacy" / f"privacy{sfx}.jsonl")
     # Clickstream arrives as one JSON Lines file per day, as a tag manager export would.
     days = events.select(pl.col("ts").dt.strftime("%Y-%m-%d").alias("_day"), pl.exclude("person_id", "ts"))
     rows["events"] = 0
     for (d,), part in sorted(days.partition_by("_day", maintain_order=True, include_key=False, as_dict=True).items()):
-        rows["events"] += _write(part, landing_dir / "events" / f"events_{d}{sfx}.jsonl")
+        rows["events"] += write_landing_file(part, landing_dir / "events" / f"events_{d}{sfx}.jsonl")
 
     truth = pl.concat(
         [
@@ -283,8 +285,8 @@ def generate(config: GenerateConfig, landing_dir: Path, truth_dir: Path) -> Gene
             _truth("email_events", email_events["email_event_id"], email_events["person_id"]),
         ]
     )
-    _write(truth.with_columns(_person_code(pl.col("person_id"))), truth_dir / f"record_to_person{sfx}.csv")
-    _write(
+    write_landing_file(truth.with_columns(_person_code(pl.col("person_id"))), truth_dir / f"record_to_person{sfx}.csv")
+    write_landing_file(
         people.select(_person_code(pl.col("person_id")), "pref_top_category", "activity"),
         truth_dir / f"people{sfx}.csv",
     )
@@ -300,19 +302,6 @@ def _truth(source: str, record_id: pl.Series, person_id: pl.Series) -> pl.DataFr
 
 def _person_code(person_id: pl.Expr) -> pl.Expr:
     return ("P" + person_id.cast(pl.String).str.zfill(7)).alias("person_id")
-
-
-def _write(df: pl.DataFrame, path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        # floats as numpy prints them (shortest round trip, 1e-05 rather than 0.00001)
-        floats = [name for name, dtype in df.schema.items() if dtype.is_float()]
-        df.with_columns(pl.Series(name, df[name].to_numpy().astype(str)) for name in floats).write_csv(path)
-    elif path.suffix == ".parquet":
-        df.write_parquet(path)
-    else:
-        df.write_ndjson(path)
-    return df.height
 
 
 def _people(rng: np.random.Generator, c: GenerateConfig) -> pl.DataFrame:
