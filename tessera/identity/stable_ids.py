@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import pandas as pd
 import polars as pl
 
-HISTORY_COLUMNS = ["event_type", "customer_id", "other_customer_id", "record_count", "evidence"]
 HISTORY_SCHEMA = {
     "event_type": pl.String,
     "customer_id": pl.String,
@@ -27,6 +26,7 @@ HISTORY_SCHEMA = {
     "record_count": pl.Int64,
     "evidence": pl.String,
 }
+HISTORY_COLUMNS = list(HISTORY_SCHEMA)
 LINK_SCHEMA = {"record_l": pl.String, "record_r": pl.String, "accepted": pl.Boolean, "evidence": pl.String}
 
 
