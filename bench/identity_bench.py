@@ -44,8 +44,8 @@ def make_records(people: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     persons = _people(rng, config)
     profiles, truth = _crm_profiles(rng, config, persons)
-    profiles = profiles.rename(columns={"customer_id": "record_id", "phone": "phone_e164"})
-    truth = truth.rename(columns={"record_id": "record_id"})[["record_id", "person_id"]]
+    profiles = profiles.rename({"customer_id": "record_id", "phone": "phone_e164"}).to_pandas()
+    truth = truth.select("record_id", "person_id").to_pandas()
     return profiles, truth
 
 

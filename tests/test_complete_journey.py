@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tessera.landing.complete_journey import CompleteJourneyError, map_complete_journey
+from tessera.landing.frames import write_landing_file
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TESSERA_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -270,13 +271,13 @@ def test_a_failed_mapping_leaves_the_previous_landing_folder_untouched(tmp_path,
 
     written = []
 
-    def write_then_fail(table, path, **kwargs):
+    def write_then_fail(frame, path):
         if written:
             raise OSError("disk full")
         written.append(path)
-        pq.write_table(table, path, **kwargs)
+        return write_landing_file(frame, path)
 
-    monkeypatch.setattr(cj.pq, "write_table", write_then_fail)
+    monkeypatch.setattr(cj, "write_landing_file", write_then_fail)
     with pytest.raises(OSError, match="disk full"):
         map_complete_journey(export, landing)
     after = {p.relative_to(landing): p.read_bytes() for p in landing.rglob("*") if p.is_file()}

@@ -17,8 +17,17 @@ import hashlib
 from dataclasses import dataclass
 
 import pandas as pd
+import polars as pl
 
-HISTORY_COLUMNS = ["event_type", "customer_id", "other_customer_id", "record_count", "evidence"]
+HISTORY_SCHEMA = {
+    "event_type": pl.String,
+    "customer_id": pl.String,
+    "other_customer_id": pl.String,
+    "record_count": pl.Int64,
+    "evidence": pl.String,
+}
+HISTORY_COLUMNS = list(HISTORY_SCHEMA)
+LINK_SCHEMA = {"record_l": pl.String, "record_r": pl.String, "accepted": pl.Boolean, "evidence": pl.String}
 
 
 @dataclass
@@ -37,91 +46,122 @@ def new_customer_id(seed_record_id: str, taken: set[str]) -> str:
         salt += 1
 
 
-def _evidence_between(edges: pd.DataFrame, left: set[str], right: set[str]) -> str:
-    if edges is None or edges.empty:
+def _polars(frame: pd.DataFrame | pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The columns of `schema` from a pandas or polars frame, cast to it (an empty pandas frame
+    has untyped columns)."""
+    columns = list(schema)
+    picked = frame.select(columns) if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame[columns])
+    return picked.cast(schema)
+
+
+def _strings(frame: pd.DataFrame | pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    return _polars(frame, dict.fromkeys(columns, pl.String))
+
+
+def _evidence_between(edges: pl.DataFrame, left: set[str], right: set[str]) -> str:
+    if edges.is_empty():
         return ""
-    mask = (edges["record_l"].isin(left) & edges["record_r"].isin(right)) | (
-        edges["record_l"].isin(right) & edges["record_r"].isin(left)
+    l_side, r_side = pl.col("record_l"), pl.col("record_r")
+    hits = edges.filter(
+        (
+            (l_side.is_in(list(left)) & r_side.is_in(list(right)))
+            | (l_side.is_in(list(right)) & r_side.is_in(list(left)))
+        )
+        & pl.col("accepted")
     )
-    hits = edges[mask & edges["accepted"]]
-    return "; ".join(f"{r.record_l}~{r.record_r}: {r.evidence}" for r in hits.head(5).itertuples())
+    return "; ".join(f"{r['record_l']}~{r['record_r']}: {r['evidence']}" for r in hits.head(5).iter_rows(named=True))
+
+
+def _members(frame: pl.DataFrame, key: str, keys: pl.Series) -> dict[str, set[str]]:
+    """The record ids of each value of `key` among `keys`."""
+    grouped = frame.filter(pl.col(key).is_in(keys.implode())).group_by(key).agg("record_id")
+    return {k: set(records) for k, records in grouped.iter_rows()}
+
+
+def _ranked_first(frame: pl.DataFrame, key: str, tie: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`frame` ordered by `key`, most records (`n`) first, ties by `tie`; and its first row per `key`."""
+    ranked = frame.sort([key, "n", tie], descending=[False, True, False])
+    return ranked, ranked.unique(key, keep="first", maintain_order=True)
 
 
 def assign_stable_ids(
-    previous: pd.DataFrame, assignments: pd.DataFrame, edges: pd.DataFrame | None = None
+    previous: pd.DataFrame | pl.DataFrame,
+    assignments: pd.DataFrame | pl.DataFrame,
+    edges: pd.DataFrame | pl.DataFrame | None = None,
 ) -> StableIds:
-    """previous: record_id, customer_id (may be empty); assignments: record_id, cluster_id."""
-    cur = assignments[["record_id", "cluster_id"]].merge(
-        previous[["record_id", "customer_id"]].rename(columns={"customer_id": "old_id"}), on="record_id", how="left"
+    """previous: record_id, customer_id (may be empty); assignments: record_id, cluster_id.
+    Frames in pandas or polars; the result is pandas, as the identity engine's and the identity
+    asset's frames are."""
+    prev = _strings(previous, ["record_id", "customer_id"])
+    cur = _strings(assignments, ["record_id", "cluster_id"]).join(
+        prev.rename({"customer_id": "old_id"}), on="record_id", how="left", maintain_order="left"
     )
-    known = cur.dropna(subset=["old_id"])
+    known = cur.filter(pl.col("old_id").is_not_null())
     # per old id: which cluster keeps it (most of its current records; ties -> smallest cluster id)
-    spread = known.groupby(["old_id", "cluster_id"]).size().rename("n").reset_index()
-    spread = spread.sort_values(["old_id", "n", "cluster_id"], ascending=[True, False, True])
-    keeper = spread.drop_duplicates("old_id")[["old_id", "cluster_id", "n"]]
+    spread, keeper = _ranked_first(known.group_by("old_id", "cluster_id").agg(n=pl.len()), "old_id", "cluster_id")
     # per cluster: candidate ids it keeps; survivor = most records, ties -> smallest id
-    survivors = keeper.sort_values(["cluster_id", "n", "old_id"], ascending=[True, False, True])
-    survivor_of = survivors.drop_duplicates("cluster_id").set_index("cluster_id")["old_id"]
+    survivors, survivor_of = _ranked_first(keeper, "cluster_id", "old_id")
 
-    events: list[dict] = []
-    taken = set(previous["customer_id"].dropna()) if len(previous) else set()
-    cluster_ids = pd.Series(cur["cluster_id"].unique())
-    missing = sorted(set(cluster_ids) - set(survivor_of.index))
+    taken = set(prev["customer_id"].drop_nulls().to_list())
+    missing = cur.select(pl.col("cluster_id").unique()).join(survivor_of, on="cluster_id", how="anti")
     new_ids = {}
-    for cluster in missing:  # one iteration per new person, not per record
+    for cluster in missing["cluster_id"].sort().to_list():  # one iteration per new person, not per record
         cid = new_customer_id(cluster, taken)
         taken.add(cid)
         new_ids[cluster] = cid
-    final = pd.concat([survivor_of, pd.Series(new_ids, dtype=object)])
-    cur["customer_id"] = cur["cluster_id"].map(final)
+    created = pl.DataFrame(
+        {"cluster_id": list(new_ids), "customer_id": list(new_ids.values())},
+        schema={"cluster_id": pl.String, "customer_id": pl.String},
+    )
+    final = pl.concat([survivor_of.select("cluster_id", customer_id="old_id"), created])
+    cur = cur.join(final, on="cluster_id", how="left", maintain_order="left")
+    sizes = cur.group_by("cluster_id").agg(record_count=pl.len())
 
-    sizes = cur.groupby("cluster_id").size()
     # merges: clusters that kept two or more earlier ids. They are few, and only their records are
     # gathered into sets for the evidence: sets for every cluster and every earlier id took 30 s
     # of a rerun at 1M customers, and a loop over every cluster's survivors 12 s more (issue 9).
-    merging = survivors[survivors.duplicated("cluster_id", keep=False)]
-    members = cur[cur["cluster_id"].isin(merging["cluster_id"])].groupby("cluster_id")["record_id"].agg(set)
-    old_members = known[known["old_id"].isin(merging["old_id"])].groupby("old_id")["record_id"].agg(set)
+    merging = survivors.filter(pl.len().over("cluster_id") > 1)
+    members = _members(cur, "cluster_id", merging["cluster_id"])
+    old_members = _members(known, "old_id", merging["old_id"])
 
-    held_clusters = set(spread["cluster_id"])
-    for cluster, cid in new_ids.items():
-        if cluster not in held_clusters:
-            events.append(
-                {
-                    "event_type": "created",
-                    "customer_id": cid,
-                    "other_customer_id": None,
-                    "record_count": int(sizes[cluster]),
-                    "evidence": "",
-                }
-            )
-    keeper_of = keeper.set_index("old_id")["cluster_id"]
-    moved = spread[spread["cluster_id"].to_numpy() != keeper_of.loc[spread["old_id"]].to_numpy()]
-    for row in moved.itertuples(index=False):  # records that left an id: a split of that id
-        events.append(
-            {
-                "event_type": "split",
-                "customer_id": final[row.cluster_id],
-                "other_customer_id": row.old_id,
-                "record_count": int(row.n),
-                "evidence": "no accepted link left to the records that kept " + row.old_id,
-            }
+    created_events = (
+        created.join(spread.select("cluster_id").unique(), on="cluster_id", how="anti", maintain_order="left")
+        .join(sizes, on="cluster_id", how="left", maintain_order="left")
+        .select(
+            event_type=pl.lit("created"),
+            customer_id="customer_id",
+            other_customer_id=pl.lit(None, pl.String),
+            record_count="record_count",
+            evidence=pl.lit(""),
         )
-    for cluster, group in merging.groupby("cluster_id"):
-        survivor = survivor_of[cluster]
-        for old in group["old_id"]:
-            if old == survivor:
-                continue
-            events.append(
-                {
-                    "event_type": "merged",
-                    "customer_id": survivor,
-                    "other_customer_id": old,
-                    "record_count": int(sizes[cluster]),
-                    "evidence": _evidence_between(edges, old_members[old], members[cluster] - old_members[old]),
-                }
-            )
+    )
+    # records that left an id: a split of that id
+    split_events = (
+        spread.join(keeper.select("old_id", kept="cluster_id"), on="old_id", maintain_order="left")
+        .filter(pl.col("cluster_id") != pl.col("kept"))
+        .join(final, on="cluster_id", how="left", maintain_order="left")
+        .select(
+            event_type=pl.lit("split"),
+            customer_id="customer_id",
+            other_customer_id="old_id",
+            record_count="n",
+            evidence="no accepted link left to the records that kept " + pl.col("old_id"),
+        )
+    )
+    links = pl.DataFrame(schema=LINK_SCHEMA)
+    if edges is not None and len(edges) and not merging.is_empty():
+        links = _polars(edges, LINK_SCHEMA)
+    merged = []
+    survivor = dict(survivor_of.select("cluster_id", "old_id").iter_rows())
+    count = dict(sizes.iter_rows())
+    for cluster, old in merging.select("cluster_id", "old_id").iter_rows():  # by cluster, survivor first
+        if old == survivor[cluster]:
+            continue
+        evidence = _evidence_between(links, old_members[old], members[cluster] - old_members[old])
+        merged.append(("merged", survivor[cluster], old, count[cluster], evidence))
+    merged_events = pl.DataFrame(merged, schema=HISTORY_SCHEMA, orient="row")
+    events = pl.concat([created_events.cast(HISTORY_SCHEMA), split_events.cast(HISTORY_SCHEMA), merged_events])
     return StableIds(
-        identity_map=cur[["record_id", "customer_id"]].sort_values("record_id").reset_index(drop=True),
-        events=pd.DataFrame(events, columns=HISTORY_COLUMNS),
+        identity_map=cur.select("record_id", "customer_id").sort("record_id").to_pandas(),
+        events=events.to_pandas(),
     )

@@ -49,10 +49,10 @@ import tempfile
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
+import polars as pl
 
 from tessera.landing.contract import SOURCES_BY_NAME
+from tessera.landing.frames import write_landing_file
 
 CURRENCY = "USD"
 COUNTRY = "US"
@@ -209,7 +209,7 @@ def _customers(con: duckdb.DuckDBPyConnection):
         order by cast(household_id as bigint)
         """,
         params=[COUNTRY],
-    ).to_arrow_table()
+    ).pl()
 
 
 def _products(con: duckdb.DuckDBPyConnection):
@@ -245,7 +245,7 @@ def _products(con: duckdb.DuckDBPyConnection):
         order by cast(p.pid as bigint)
         """,
         params=[CURRENCY, ACTIVE_DAYS],
-    ).to_arrow_table()
+    ).pl()
 
 
 def _pos_transactions(con: duckdb.DuckDBPyConnection):
@@ -310,23 +310,19 @@ def _pos_transactions(con: duckdb.DuckDBPyConnection):
         order by cast(basket_id as bigint), line_no, transaction_line_id
         """,
         params=[CURRENCY],
-    ).to_arrow_table()
+    ).pl()
 
 
-def _contract_shape(table: pa.Table, source: str) -> pa.Table:
+def _contract_shape(table: pl.DataFrame, source: str) -> pl.DataFrame:
     """Every contract column of `source`, in contract order, as text: the ones the export does not
     have are written empty, so the file says they are absent rather than forgotten."""
     columns = SOURCES_BY_NAME[source].column_names
-    extra = set(table.column_names) - set(columns)
+    extra = set(table.columns) - set(columns)
     if extra:
         raise ValueError(f"{source}: the mapping produced columns outside the contract: {sorted(extra)}")
-    return pa.table(
-        {
-            name: table.column(name).cast(pa.string())
-            if name in table.column_names
-            else pa.nulls(table.num_rows, pa.string())
-            for name in columns
-        }
+    return table.select(
+        pl.col(name).cast(pl.String) if name in table.columns else pl.lit(None, pl.String).alias(name)
+        for name in columns
     )
 
 
@@ -338,10 +334,7 @@ def _swap_in(tables: dict, landing_dir: Path) -> dict[str, int]:
     try:
         rows = {}
         for source, table in tables.items():
-            folder = staging / source
-            folder.mkdir()
-            pq.write_table(_contract_shape(table, source), folder / f"{source}.parquet")
-            rows[source] = table.num_rows
+            rows[source] = write_landing_file(_contract_shape(table, source), staging / source / f"{source}.parquet")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

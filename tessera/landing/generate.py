@@ -26,7 +26,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import polars as pl
+
+from tessera.landing.frames import write_landing_file
 
 FIRST_NAMES = np.array(
     "Olivia Amelia Isla Ava Mia Ivy Lily Isabella Rosie Sophia Grace Freya Emily Ella Poppy "
@@ -137,62 +139,89 @@ def _mask(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
     return rng.random(n) < rate
 
 
-def _typo(rng: np.random.Generator, names: pd.Series) -> pd.Series:
+def _codes(prefix: str, numbers, width: int) -> pl.Series:
+    """`prefix` + each number zero-padded to `width` digits (f"{prefix}{k:0{width}d}")."""
+    digits = pl.Series(np.asarray(numbers, dtype=np.int64)).cast(pl.String).str.zfill(width)
+    return (prefix + digits).rename("")
+
+
+def _numbered(prefix: str, n: int, width: int) -> pl.Series:
+    """`prefix` + 1..n zero-padded: the row ids of a generated file."""
+    return _codes(prefix, np.arange(1, n + 1), width)
+
+
+def _at(start: datetime, days=0, seconds=0) -> np.ndarray:
+    """UTC timestamps (microseconds) `days` and `seconds` after `start`."""
+    offset = np.asarray(days, dtype=np.int64) * 86_400 + np.asarray(seconds, dtype=np.int64)
+    return np.datetime64(start, "us") + offset.astype("timedelta64[s]")
+
+
+def _typo(rng: np.random.Generator, names: pl.Series) -> pl.Series:
     """Swap two adjacent characters in the middle of each name."""
     out = []
     pos = rng.integers(1, 1000, size=len(names))
-    for name, p in zip(names.tolist(), pos.tolist()):
+    for name, p in zip(names.to_list(), pos.tolist()):
         if len(name) < 4:
             out.append(name)
             continue
         i = 1 + p % (len(name) - 2)
         out.append(name[:i] + name[i + 1] + name[i] + name[i + 2 :])
-    return pd.Series(out, index=names.index)
+    return pl.Series(out, dtype=pl.String)
 
 
-def _case_variant(rng: np.random.Generator, values: pd.Series) -> pd.Series:
-    choice = rng.integers(0, 4, size=len(values))
-    return pd.Series(
-        np.select(
-            [choice == 0, choice == 1, choice == 2],
-            [values.str.upper(), values.str.lower(), " " + values + " "],
-            default=values,
-        ),
-        index=values.index,
-    )
+def _case_variant(rng: np.random.Generator, values: pl.Series) -> pl.Series:
+    choice = pl.Series(rng.integers(0, 4, size=len(values)))
+    value = pl.lit(values)
+    return pl.select(
+        pl.when(choice == 0)
+        .then(value.str.to_uppercase())
+        .when(choice == 1)
+        .then(value.str.to_lowercase())
+        .when(choice == 2)
+        .then(" " + value + " ")
+        .otherwise(value)
+    ).to_series()
 
 
-def _phone_variant(rng: np.random.Generator, calling: pd.Series, national: pd.Series) -> pd.Series:
+def _phone_variant(rng: np.random.Generator, calling: pl.Series, national: pl.Series) -> pl.Series:
     """Render a phone in one of several common formats (all the same E.164 number)."""
-    fmt = rng.integers(0, 5, size=len(national))
-    n = national.astype(str)
-    spaced = n.str[:4] + " " + n.str[4:]
-    trunk = np.where(calling == "1", "1", "0")  # US numbers keep their trunk digit rule simple
-    return pd.Series(
-        np.select(
-            [fmt == 0, fmt == 1, fmt == 2, fmt == 3],
-            [
-                "+" + calling + n,
-                "+" + calling + " " + spaced,
-                "00" + calling + " " + n.str[:4] + "-" + n.str[4:],
-                np.where(calling == "1", "+1 (" + n.str[:3] + ") " + n.str[3:], trunk + spaced),
-            ],
-            default=np.where(calling == "1", "+1" + n, "(" + trunk + n.str[:4] + ") " + n.str[4:]),
-        ),
-        index=national.index,
-    )
+    fmt = pl.Series(rng.integers(0, 5, size=len(national)))
+    cc, n = pl.lit(calling), pl.lit(national)
+    us = cc == "1"
+    head, tail = n.str.slice(0, 4), n.str.slice(4)
+    spaced = head + " " + tail
+    trunk = pl.when(us).then(pl.lit("1")).otherwise(pl.lit("0"))  # US numbers keep their trunk digit rule simple
+    return pl.select(
+        pl.when(fmt == 0)
+        .then("+" + cc + n)
+        .when(fmt == 1)
+        .then("+" + cc + " " + spaced)
+        .when(fmt == 2)
+        .then("00" + cc + " " + head + "-" + tail)
+        .when(fmt == 3)
+        .then(pl.when(us).then("+1 (" + n.str.slice(0, 3) + ") " + n.str.slice(3)).otherwise(trunk + spaced))
+        .otherwise(pl.when(us).then("+1" + n).otherwise("(" + trunk + head + ") " + tail))
+    ).to_series()
 
 
-def _iso(ts: pd.Series, offset_hours: np.ndarray | int = 0, zone: bool | np.ndarray = True) -> pd.Series:
+def _iso(ts, offset_hours: np.ndarray | int = 0, zone: bool | np.ndarray = True) -> pl.Series:
     """Format UTC timestamps as ISO 8601 in a local offset; where zone is False, drop the zone."""
-    offset_hours = np.broadcast_to(np.asarray(offset_hours), (len(ts),))
-    local = ts + pd.to_timedelta(offset_hours, unit="h")
-    base = local.dt.strftime("%Y-%m-%dT%H:%M:%S")
-    sign = np.where(offset_hours < 0, "-", "+")
-    hours = pd.Series(np.abs(offset_hours).astype(np.int64), index=ts.index).astype(str).str.zfill(2)
-    suffix = pd.Series(sign, index=ts.index).astype(str) + hours + ":00"
-    zone = np.broadcast_to(np.asarray(zone), (len(ts),))
-    return base.where(~zone, base + suffix)
+    ts = pl.Series(ts)
+    offset = pl.Series(np.broadcast_to(np.asarray(offset_hours, dtype=np.int64), (len(ts),)))
+    zone = pl.Series(np.broadcast_to(np.asarray(zone), (len(ts),)))
+    base = (pl.lit(ts) + pl.duration(hours=pl.lit(offset))).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    sign = pl.when(pl.lit(offset) < 0).then(pl.lit("-")).otherwise(pl.lit("+"))
+    suffix = sign + pl.lit(offset).abs().cast(pl.String).str.zfill(2) + ":00"
+    return pl.select(pl.when(zone).then(base + suffix).otherwise(base)).to_series()
+
+
+def _gather(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+    return frame[pl.Series(rows, dtype=pl.Int64)]
+
+
+def _column(values: np.ndarray) -> pl.Expr:
+    """A numpy array drawn for a frame's rows, as a column expression."""
+    return pl.lit(pl.Series(values))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,78 +246,65 @@ def generate(config: GenerateConfig, landing_dir: Path, truth_dir: Path) -> Gene
         _people(first, replace(config, shard=0))
         products = _products(first, config)
     customers, customer_truth = _crm_profiles(rng, config, people)
+    people = _with_login_ids(people, customer_truth)
     sessions, events, cookie_truth = _clickstream(rng, config, people, products)
     orders, order_items = _web_orders(rng, config, people, products, sessions, events)
     pos = _pos(rng, config, people, products)
     email_events = _email(rng, config, people)
     privacy = _privacy(rng, config, people)
 
-    _malform(rng, config, customers, orders, order_items, events)
+    customers, orders, order_items, events = _malform(rng, config, customers, orders, order_items, events)
 
     rows = {}
-    rows["customers"] = _write(customers, landing_dir / "customers" / f"customers{sfx}.csv")
+    rows["customers"] = write_landing_file(customers, landing_dir / "customers" / f"customers{sfx}.csv")
     if config.shard == 0:
-        rows["products"] = _write(
-            products.drop(columns=["cat_idx", "rank_in_cat"]), landing_dir / "products" / "products.parquet"
+        rows["products"] = write_landing_file(
+            products.drop("cat_idx", "rank_in_cat"), landing_dir / "products" / "products.parquet"
         )
-    rows["orders"] = _write(orders.drop(columns=["_person_id"]), landing_dir / "orders" / f"orders{sfx}.csv")
-    rows["order_items"] = _write(order_items, landing_dir / "order_items" / f"order_items{sfx}.parquet")
-    rows["pos_transactions"] = _write(
-        pos.drop(columns=["person_id"]), landing_dir / "pos_transactions" / f"pos_transactions{sfx}.csv"
+    rows["orders"] = write_landing_file(orders.drop("_person_id"), landing_dir / "orders" / f"orders{sfx}.csv")
+    rows["order_items"] = write_landing_file(order_items, landing_dir / "order_items" / f"order_items{sfx}.parquet")
+    rows["pos_transactions"] = write_landing_file(
+        pos.drop("person_id"), landing_dir / "pos_transactions" / f"pos_transactions{sfx}.csv"
     )
-    rows["email_events"] = _write(
-        email_events.drop(columns=["person_id"]), landing_dir / "email_events" / f"email_events{sfx}.csv"
+    rows["email_events"] = write_landing_file(
+        email_events.drop("person_id"), landing_dir / "email_events" / f"email_events{sfx}.csv"
     )
-    rows["privacy"] = _write(privacy, landing_dir / "privacy" / f"privacy{sfx}.jsonl")
+    rows["privacy"] = write_landing_file(privacy, landing_dir / "privacy" / f"privacy{sfx}.jsonl")
     # Clickstream arrives as one JSON Lines file per day, as a tag manager export would.
-    events_out = events.drop(columns=["person_id", "ts"])
-    day = events["ts"].dt.strftime("%Y-%m-%d")
+    days = events.select(pl.col("ts").dt.strftime("%Y-%m-%d").alias("_day"), pl.exclude("person_id", "ts"))
     rows["events"] = 0
-    for d, part in events_out.groupby(day.values, sort=True):
-        rows["events"] += _write(part, landing_dir / "events" / f"events_{d}{sfx}.jsonl")
+    for (d,), part in sorted(days.partition_by("_day", maintain_order=True, include_key=False, as_dict=True).items()):
+        rows["events"] += write_landing_file(part, landing_dir / "events" / f"events_{d}{sfx}.jsonl")
 
-    truth = pd.concat(
+    truth = pl.concat(
         [
             customer_truth,
-            pd.DataFrame(
-                {"source": "pos_transactions", "record_id": pos["transaction_line_id"], "person_id": pos["person_id"]}
-            ),
-            pd.DataFrame({"source": "orders", "record_id": orders["order_id"], "person_id": orders["_person_id"]}),
+            _truth("pos_transactions", pos["transaction_line_id"], pos["person_id"]),
+            _truth("orders", orders["order_id"], orders["_person_id"]),
             cookie_truth,
-            pd.DataFrame(
-                {
-                    "source": "email_events",
-                    "record_id": email_events["email_event_id"],
-                    "person_id": email_events["person_id"],
-                }
-            ),
-        ],
-        ignore_index=True,
+            _truth("email_events", email_events["email_event_id"], email_events["person_id"]),
+        ]
     )
-    truth["person_id"] = truth["person_id"].map(lambda p: f"P{int(p):07d}")
-    truth.to_csv(truth_dir / f"record_to_person{sfx}.csv", index=False)
-    people_out = people[["person_id", "pref_top_category", "activity"]].copy()
-    people_out["person_id"] = people_out["person_id"].map(lambda p: f"P{int(p):07d}")
-    people_out.to_csv(truth_dir / f"people{sfx}.csv", index=False)
+    write_landing_file(truth.with_columns(_person_code(pl.col("person_id"))), truth_dir / f"record_to_person{sfx}.csv")
+    write_landing_file(
+        people.select(_person_code(pl.col("person_id")), "pref_top_category", "activity"),
+        truth_dir / f"people{sfx}.csv",
+    )
     (truth_dir / f"manifest{sfx}.json").write_text(
         json.dumps({"config": {k: str(v) for k, v in config.__dict__.items()}, "rows": rows}, indent=2)
     )
     return GenerateResult(landing_dir=landing_dir, truth_dir=truth_dir, rows=rows)
 
 
-def _write(df: pd.DataFrame, path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df = df.reset_index(drop=True)
-    if path.suffix == ".csv":
-        df.to_csv(path, index=False)
-    elif path.suffix == ".parquet":
-        df.to_parquet(path, index=False)
-    else:
-        df.to_json(path, orient="records", lines=True, force_ascii=False)
-    return len(df)
+def _truth(source: str, record_id: pl.Series, person_id: pl.Series) -> pl.DataFrame:
+    return pl.DataFrame({"source": source, "record_id": record_id, "person_id": person_id})
 
 
-def _people(rng: np.random.Generator, c: GenerateConfig) -> pd.DataFrame:
+def _person_code(person_id: pl.Expr) -> pl.Expr:
+    return ("P" + person_id.cast(pl.String).str.zfill(7)).alias("person_id")
+
+
+def _people(rng: np.random.Generator, c: GenerateConfig) -> pl.DataFrame:
     n = c.customers
     shares = np.array([x[1] for x in COUNTRIES])
     country_idx = rng.choice(len(COUNTRIES), size=n, p=shares / shares.sum())
@@ -296,22 +312,18 @@ def _people(rng: np.random.Generator, c: GenerateConfig) -> pd.DataFrame:
     first = _pick(rng, FIRST_NAMES, n)
     last = _pick(rng, LAST_NAMES, n)
     pid = np.arange(1, n + 1) + c.shard * c.customers
-    email_local = pd.Series(first).str.lower() + "." + pd.Series(last).str.lower() + pid.astype(str)
-    national = pd.Series(rng.integers(7_000_000_000, 7_999_999_999, size=n)).astype(str)
+    email_local = np.char.lower(first) + "." + np.char.lower(last) + pid.astype(str)
+    national = rng.integers(7_000_000_000, 7_999_999_999, size=n).astype(str)
     # latent taste: a concentrated Dirichlet, so each person has one or two favourite categories
     prefs = rng.dirichlet(np.full(len(CATEGORIES), 0.25), size=n)
-    birth = pd.to_datetime("1950-01-01") + pd.to_timedelta(rng.integers(0, 365 * 55, size=n), unit="D")
-    signup = (
-        c.start
-        - pd.to_timedelta(rng.integers(0, 900, size=n), unit="D")
-        - pd.to_timedelta(rng.integers(0, 86400, size=n), unit="s")
-    )
-    people = pd.DataFrame(
+    birth = np.datetime64("1950-01-01") + rng.integers(0, 365 * 55, size=n).astype("timedelta64[D]")
+    signup = _at(c.start, -rng.integers(0, 900, size=n), -rng.integers(0, 86400, size=n))
+    people = pl.DataFrame(
         {
             "person_id": pid,
             "first_name": first,
             "last_name": last,
-            "email": email_local + "@" + _pick(rng, DOMAINS, n),
+            "email": np.char.add(email_local + "@", _pick(rng, DOMAINS, n)),
             "national": national,
             "calling": [COUNTRIES[i][2] for i in country_idx],
             "country": [COUNTRIES[i][0] for i in country_idx],
@@ -322,109 +334,114 @@ def _people(rng: np.random.Generator, c: GenerateConfig) -> pd.DataFrame:
                 COUNTRIES[i][5][j % len(COUNTRIES[i][5])][1] + " " + str(k)
                 for i, j, k in zip(country_idx, city_idx, rng.integers(1, 9, size=n))
             ],
-            "address": pd.Series(rng.integers(1, 200, size=n)).astype(str) + " " + _pick(rng, STREETS, n),
-            "birth_date": birth.strftime("%Y-%m-%d"),
+            "address": np.char.add(rng.integers(1, 200, size=n).astype(str), " ") + _pick(rng, STREETS, n),
+            "birth_date": np.datetime_as_string(birth, unit="D"),
             "gender": _pick(rng, np.array(["F", "M", "X"]), n, p=[0.52, 0.45, 0.03]),
             "has_card": _mask(rng, n, 0.55),
             "activity": rng.lognormal(mean=-2.6, sigma=0.8, size=n),  # sessions per day
             "n_cookies": rng.integers(1, 4, size=n),
             "signup": signup,
             "email_optin": _mask(rng, n, 0.8),
-        }
+        },
+        schema_overrides={"utc_offset": pl.Int64},
     )
-    people["loyalty_card"] = np.where(people["has_card"], "LC" + (10_000_000 + pid * 7).astype(str), None)
-    people["prefs"] = list(prefs)
-    people["pref_top_category"] = CATEGORIES[prefs.argmax(axis=1)]
-    return people
+    return people.with_columns(
+        loyalty_card=pl.when("has_card").then(_codes("LC", 10_000_000 + pid * 7, 0)),
+        prefs=pl.Series(prefs, dtype=pl.Array(pl.Float64, len(CATEGORIES))),
+        pref_top_category=pl.Series(CATEGORIES[prefs.argmax(axis=1)], dtype=pl.String),
+    )
 
 
-def _products(rng: np.random.Generator, c: GenerateConfig) -> pd.DataFrame:
+def _products(rng: np.random.Generator, c: GenerateConfig) -> pl.DataFrame:
     n = c.n_products
     cat = np.arange(n) % len(CATEGORIES)
     rng.shuffle(cat)
     brand = rng.integers(0, BRANDS_PER_CATEGORY, size=n)
     price = np.round(CATEGORY_PRICE[cat] * rng.lognormal(0, 0.45, size=n), 2)
-    df = pd.DataFrame(
+    df = pl.DataFrame(
         {
-            "product_id": [f"SKU{i:06d}" for i in range(1, n + 1)],
+            "product_id": _numbered("SKU", n, 6),
             "name": [f"{CATEGORIES[k].title()} item {i}" for i, k in enumerate(cat, start=1)],
             "category": CATEGORIES[cat],
             "brand": [f"{CATEGORIES[k][:3].upper()}-brand-{b + 1}" for k, b in zip(cat, brand)],
             "price": price.astype(str),
             "currency": "GBP",
             "is_active": np.where(_mask(rng, n, 0.05), "false", "true"),
-            "created_at": (c.start - pd.to_timedelta(rng.integers(30, 720, size=n), unit="D")).strftime(
-                "%Y-%m-%dT%H:%M:%SZ"
-            ),
+            "created_at": pl.Series(_at(c.start, -rng.integers(30, 720, size=n))).dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "cat_idx": cat,
         }
     )
-    df["rank_in_cat"] = df.groupby("cat_idx").cumcount()
-    return df
+    return df.with_columns(rank_in_cat=pl.int_range(pl.len()).over("cat_idx"))
 
 
-def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFrame):
-    n = len(people)
-    base = pd.DataFrame(
-        {
-            "person_id": people["person_id"],
-            "first_name": people["first_name"],
-            "last_name": people["last_name"],
-            "email": people["email"],
-            "phone": _phone_variant(rng, people["calling"], people["national"]),
-            "birth_date": people["birth_date"],
-            "gender": people["gender"],
-            "address": people["address"],
-            "city": people["city"],
-            "postcode": people["postcode"],
-            "country": [
-                COUNTRY_SPELLINGS[x][k % len(COUNTRY_SPELLINGS[x])]
-                for x, k in zip(people["country"], rng.integers(0, 12, size=n))
-            ],
-            "loyalty_card": people["loyalty_card"],
-            "signup_ts": people["signup"],
-            "utc_offset": people["utc_offset"],
-        }
+def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pl.DataFrame):
+    n = people.height
+    phone = _phone_variant(rng, people["calling"], people["national"])
+    spelling = rng.integers(0, 12, size=n)
+    base = people.select(
+        "person_id",
+        "first_name",
+        "last_name",
+        "email",
+        phone.alias("phone"),
+        "birth_date",
+        "gender",
+        "address",
+        "city",
+        "postcode",
+        pl.Series(
+            "country",
+            [COUNTRY_SPELLINGS[x][k % len(COUNTRY_SPELLINGS[x])] for x, k in zip(people["country"], spelling)],
+        ),
+        "loyalty_card",
+        pl.col("signup").alias("signup_ts"),
+        "utc_offset",
     )
     dup_people = np.flatnonzero(_mask(rng, n, c.duplicate_rate))
-    dup = base.iloc[dup_people].copy()
-    m = len(dup)
+    dup = _gather(base, dup_people)
+    m = dup.height
     # A second profile: registered again in store or app, with variants of the same identity.
     variant = rng.integers(0, 4, size=m)
-    dup["first_name"] = np.where(variant == 0, _typo(rng, dup["first_name"]), dup["first_name"].str.upper())
-    dup["last_name"] = np.where(variant == 1, _typo(rng, dup["last_name"]), dup["last_name"])
-    dup["email"] = _case_variant(rng, dup["email"])
-    dup["phone"] = _phone_variant(rng, people["calling"].iloc[dup_people], people["national"].iloc[dup_people]).values
+    first_typo = _typo(rng, dup["first_name"])
+    last_typo = _typo(rng, dup["last_name"])
+    email = _case_variant(rng, dup["email"])
+    dup_person = _gather(people, dup_people)
+    phone = _phone_variant(rng, dup_person["calling"], dup_person["national"])
     # variant 2: the duplicate kept only its phone; variant 3: it kept nothing strong, so only
     # fuzzy matching on name, birth date and postcode could find it.
-    dup.loc[dup.index[variant == 2], "email"] = None
-    dup.loc[dup.index[variant == 3], ["email", "phone", "loyalty_card"]] = None
-    dup.loc[dup.index[variant != 3], "loyalty_card"] = dup["loyalty_card"][variant != 3].where(
-        _mask(rng, int((variant != 3).sum()), 0.5)
-    )
+    keeps_card = np.zeros(m, dtype=bool)
+    keeps_card[variant != 3] = _mask(rng, int((variant != 3).sum()), 0.5)
     # registered again later, but before the window starts (as profile updates are): a signup
     # after the data's last day would be in the future (the 1m bench's dim_customers gate caught
     # 198 such golden records from duplicates the matcher left apart)
-    later = dup["signup_ts"] + pd.to_timedelta(rng.integers(1, 300, size=m), unit="D")
-    dup["signup_ts"] = later.where(later < c.start, c.start - pd.Timedelta(days=1))
-    profiles = pd.concat([base, dup], ignore_index=True)
-    k = len(profiles)
-    profiles["customer_id"] = [f"C{c.tag}{i:07d}" for i in rng.permutation(np.arange(1, k + 1))]
-    # missing values
-    for col, rate in (("phone", 0.08), ("birth_date", 0.1), ("gender", 0.05), ("address", 0.04)):
-        profiles.loc[_mask(rng, k, rate), col] = None
-    profiles["first_name"] = np.where(_mask(rng, k, 0.1), profiles["first_name"].str.lower(), profiles["first_name"])
-    no_zone = _mask(rng, k, 0.1)
-    profiles["signup_at"] = _iso(profiles["signup_ts"], profiles["utc_offset"].to_numpy(), ~no_zone)
-    upd = profiles["signup_ts"] + pd.to_timedelta(rng.integers(0, 400, size=k), unit="D")
-    upd = upd.where(upd < c.start, c.start - pd.Timedelta(days=1))
-    profiles["updated_at"] = _iso(upd, 0)
-    profiles = profiles.sort_values("customer_id").reset_index(drop=True)
-    truth = pd.DataFrame(
-        {"source": "customers", "record_id": profiles["customer_id"], "person_id": profiles["person_id"]}
+    later = pl.col("signup_ts") + pl.duration(days=_column(rng.integers(1, 300, size=m)))
+    v = _column(variant)
+    dup = dup.with_columns(
+        first_name=pl.when(v == 0).then(pl.lit(first_typo)).otherwise(pl.col("first_name").str.to_uppercase()),
+        last_name=pl.when(v == 1).then(pl.lit(last_typo)).otherwise("last_name"),
+        email=pl.when(v < 2).then(pl.lit(email)),
+        phone=pl.when(v != 3).then(pl.lit(phone)),
+        loyalty_card=pl.when(_column(keeps_card)).then("loyalty_card"),
+        signup_ts=_before(later, c.start),
     )
-    # The login id a person uses on the web is their first profile (lowest CRM id).
-    people["login_id"] = people["person_id"].map(profiles.groupby("person_id")["customer_id"].first())
+    profiles = pl.concat([base, dup])
+    k = profiles.height
+    customer_id = _codes(f"C{c.tag}", rng.permutation(np.arange(1, k + 1)), 7)
+    # missing values
+    rates = (("phone", 0.08), ("birth_date", 0.1), ("gender", 0.05), ("address", 0.04))
+    missing = {col: _mask(rng, k, rate) for col, rate in rates}
+    lower_first = _column(_mask(rng, k, 0.1))
+    no_zone = _mask(rng, k, 0.1)
+    profiles = profiles.with_columns(
+        *(pl.when(~_column(mask)).then(col).alias(col) for col, mask in missing.items()),
+        customer_id=customer_id,
+        first_name=pl.when(lower_first).then(pl.col("first_name").str.to_lowercase()).otherwise("first_name"),
+        signup_at=_iso(profiles["signup_ts"], profiles["utc_offset"].to_numpy(), ~no_zone),
+    )
+    updated = pl.col("signup_ts") + pl.duration(days=_column(rng.integers(0, 400, size=k)))
+    profiles = profiles.with_columns(updated_at=_before(updated, c.start)).sort("customer_id")
+    profiles = profiles.with_columns(updated_at=_iso(profiles["updated_at"], 0))
+    truth = profiles.select(pl.lit("customers").alias("source"), pl.col("customer_id").alias("record_id"), "person_id")
     cols = [
         "customer_id",
         "first_name",
@@ -441,49 +458,67 @@ def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFr
         "signup_at",
         "updated_at",
     ]
-    return profiles[cols], truth
+    return profiles.select(cols), truth
 
 
-def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFrame, products: pd.DataFrame):
+def _before(ts: pl.Expr, start: datetime) -> pl.Expr:
+    """`ts` where it lies before `start`, else the day before `start`."""
+    return pl.when(ts < start).then(ts).otherwise(pl.lit(start - timedelta(days=1)))
+
+
+def _with_login_ids(people: pl.DataFrame, customer_truth: pl.DataFrame) -> pl.DataFrame:
+    """The login id a person uses on the web is their first profile (lowest CRM id)."""
+    first = customer_truth.group_by("person_id").agg(login_id=pl.col("record_id").min())
+    return people.join(first, on="person_id", how="left", maintain_order="left")
+
+
+def _draw_products(rng: np.random.Generator, prefs: np.ndarray, products: pl.DataFrame) -> pl.Series:
+    """One product per row of `prefs`: a category from the person's taste, then a product skewed
+    to the head of that category (None where the category has no products)."""
+    m = len(prefs)
+    cat = (prefs.cumsum(axis=1) < rng.random(m)[:, None]).sum(axis=1).clip(0, len(CATEGORIES) - 1)
+    cat_idx = products["cat_idx"].to_numpy()
+    cat_sizes = np.bincount(cat_idx, minlength=len(CATEGORIES))
+    pos_in_cat = np.floor(cat_sizes[cat] * rng.random(m) ** 2).astype(int)
+    # products ordered by (category, rank in category): a category's products are one run
+    ordered = products.sort("cat_idx", "rank_in_cat")["product_id"]
+    first_of_cat = np.cumsum(cat_sizes) - cat_sizes
+    found = pl.Series(pos_in_cat < cat_sizes[cat])
+    at = pl.Series(np.where(found, first_of_cat[cat] + pos_in_cat, 0))
+    return pl.select(pl.when(found).then(ordered.gather(at))).to_series().alias("product_id")
+
+
+def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pl.DataFrame, products: pl.DataFrame):
     day_idx = np.arange(c.days)
     weekday = np.array([(c.start + timedelta(days=int(d))).weekday() for d in day_idx])
     day_w = WEEKDAY_WEIGHT[weekday]
     day_p = day_w / day_w.sum()
     n_sess = rng.poisson(people["activity"].to_numpy() * c.days * c.session_scale)
-    s_person = np.repeat(np.arange(len(people)), n_sess)
+    s_person = np.repeat(np.arange(people.height), n_sess)
     s = len(s_person)
     s_day = rng.choice(c.days, size=s, p=day_p)
-    s_start = (
-        c.start
-        + pd.to_timedelta(s_day, unit="D")
-        + pd.to_timedelta(rng.integers(6 * 3600, 23 * 3600, size=s), unit="s")
-    )
+    s_start = _at(c.start, s_day, rng.integers(6 * 3600, 23 * 3600, size=s))
     s_cookie_idx = rng.integers(0, 1000, size=s) % people["n_cookies"].to_numpy()[s_person]
     pid = people["person_id"].to_numpy()[s_person]
-    sessions = pd.DataFrame(
+    sessions = pl.DataFrame(
         {
-            "session_id": [f"S{c.tag}{i:09d}" for i in range(1, s + 1)],
+            "session_id": _numbered(f"S{c.tag}", s, 9),
             "person_idx": s_person,
             "person_id": pid,
             "start": s_start,
-            "anonymous_id": [f"ck-{(p * 7919 + k * 104729) % 10**10:010d}" for p, k in zip(pid, s_cookie_idx)],
+            "anonymous_id": _codes("ck-", (pid * 7919 + s_cookie_idx * 104729) % 10**10, 10),
             "device": DEVICES[s_cookie_idx % 3],
             "referrer": _pick(rng, REFERRERS, s, p=[0.35, 0.25, 0.12, 0.13, 0.1, 0.05]),
-            "country": people["country"].to_numpy()[s_person],
-            "utc_offset": people["utc_offset"].to_numpy()[s_person],
-        }
+            "country": people["country"].gather(s_person),
+            "utc_offset": people["utc_offset"].gather(s_person),
+        },
+        schema_overrides={"device": pl.String, "referrer": pl.String},
     )
     # product views: category from the person's taste, product skewed to the category's head
     n_views = 1 + rng.poisson(2.5, size=s)
     v_sess = np.repeat(np.arange(s), n_views)
     v = len(v_sess)
-    prefs = np.stack(people["prefs"].to_numpy())[s_person[v_sess]]
-    cum = prefs.cumsum(axis=1)
-    v_cat = (cum < rng.random(v)[:, None]).sum(axis=1).clip(0, len(CATEGORIES) - 1)
-    cat_sizes = products.groupby("cat_idx").size().reindex(range(len(CATEGORIES)), fill_value=0).to_numpy()
-    pos_in_cat = np.floor(cat_sizes[v_cat] * rng.random(v) ** 2).astype(int)
-    lookup = products.set_index(["cat_idx", "rank_in_cat"])["product_id"]
-    v_product = lookup.reindex(list(zip(v_cat, pos_in_cat))).to_numpy()
+    v_product = _draw_products(rng, people["prefs"].to_numpy()[s_person[v_sess]], products)
     v_cart = _mask(rng, v, 0.22)
     v_removed = v_cart & _mask(rng, v, 0.1)
     sess_cart = np.bincount(v_sess, weights=(v_cart & ~v_removed), minlength=s) > 0
@@ -493,89 +528,47 @@ def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFra
     # a session logs in at some point (always before checkout); events before that are anonymous
     s_login = s_checkout | _mask(rng, s, 0.35)
 
-    ev = []
-    step = pd.to_timedelta(45, unit="s")
+    step = np.timedelta64(45, "s")
     view_pos = np.arange(v) - np.repeat(np.cumsum(n_views) - n_views, n_views)
-    view_ts = sessions["start"].to_numpy()[v_sess] + (2 * view_pos + 1) * step.to_timedelta64()
-    ev.append(
-        pd.DataFrame(
-            {
-                "sess": np.arange(s),
-                "event_type": "page_view",
-                "ts": sessions["start"].to_numpy(),
-                "product_id": None,
-                "order": 0,
-            }
-        )
-    )
-    ev.append(
-        pd.DataFrame({"sess": v_sess, "event_type": "product_view", "ts": view_ts, "product_id": v_product, "order": 1})
-    )
-    ev.append(
-        pd.DataFrame(
-            {
-                "sess": v_sess[v_cart],
-                "event_type": "add_to_cart",
-                "ts": view_ts[v_cart] + np.timedelta64(20, "s"),
-                "product_id": v_product[v_cart],
-                "order": 2,
-            }
-        )
-    )
-    ev.append(
-        pd.DataFrame(
-            {
-                "sess": v_sess[v_removed],
-                "event_type": "remove_from_cart",
-                "ts": view_ts[v_removed] + np.timedelta64(40, "s"),
-                "product_id": v_product[v_removed],
-                "order": 3,
-            }
-        )
-    )
+    view_ts = s_start[v_sess] + (2 * view_pos + 1) * step
     ss = np.flatnonzero(s_search)
-    ev.append(
-        pd.DataFrame(
-            {
-                "sess": ss,
-                "event_type": "search",
-                "ts": sessions["start"].to_numpy()[ss] + np.timedelta64(10, "s"),
-                "product_id": None,
-                "order": 0,
-            }
-        )
-    )
-    end = sessions["start"].to_numpy() + (2 * n_views + 2) * step.to_timedelta64()
+    end = s_start + (2 * n_views + 2) * step
     sc = np.flatnonzero(s_checkout)
-    ev.append(pd.DataFrame({"sess": sc, "event_type": "checkout", "ts": end[sc], "product_id": None, "order": 4}))
     sp = np.flatnonzero(s_purchase)
-    ev.append(
-        pd.DataFrame(
-            {
-                "sess": sp,
-                "event_type": "purchase",
-                "ts": end[sp] + np.timedelta64(60, "s"),
-                "product_id": None,
-                "order": 5,
-            }
-        )
-    )
-    events = pd.concat(ev, ignore_index=True).sort_values(["sess", "ts", "order"], kind="stable").reset_index(drop=True)
-    events["ts"] = pd.to_datetime(events["ts"])
-    n_ev = np.bincount(events["sess"], minlength=s)
-    ev_pos = np.arange(len(events)) - np.repeat(np.cumsum(n_ev) - n_ev, n_ev)
+    events = pl.concat(
+        [
+            _events(np.arange(s), "page_view", s_start, None, 0),
+            _events(v_sess, "product_view", view_ts, v_product, 1),
+            _events(
+                v_sess[v_cart], "add_to_cart", view_ts[v_cart] + np.timedelta64(20, "s"), v_product.filter(v_cart), 2
+            ),
+            _events(
+                v_sess[v_removed],
+                "remove_from_cart",
+                view_ts[v_removed] + np.timedelta64(40, "s"),
+                v_product.filter(v_removed),
+                3,
+            ),
+            _events(ss, "search", s_start[ss] + np.timedelta64(10, "s"), None, 0),
+            _events(sc, "checkout", end[sc], None, 4),
+            _events(sp, "purchase", end[sp] + np.timedelta64(60, "s"), None, 5),
+        ]
+    ).sort(["sess", "ts", "order"], maintain_order=True)
+    ev_sess = events["sess"].to_numpy()
+    n_ev = np.bincount(ev_sess, minlength=s)
+    ev_pos = np.arange(events.height) - np.repeat(np.cumsum(n_ev) - n_ev, n_ev)
     login_at = np.where(s_checkout, 0, rng.integers(0, 1000, size=s) % np.maximum(n_ev, 1))
     login_at = np.where(s_checkout, np.minimum(rng.integers(0, 1000, size=s) % np.maximum(n_ev, 1), n_ev - 2), login_at)
-    logged = s_login[events["sess"]] & (ev_pos >= login_at[events["sess"]])
-    sess = sessions.iloc[events["sess"].to_numpy()].reset_index(drop=True)
-    login_ids = people["login_id"].to_numpy()[sess["person_idx"].to_numpy()]
-    out = pd.DataFrame(
+    logged = s_login[ev_sess] & (ev_pos >= login_at[ev_sess])
+    sess = _gather(sessions, ev_sess)
+    login_ids = _gather(people, sess["person_idx"].to_numpy())["login_id"]
+    out = pl.DataFrame(
         {
-            "event_id": [f"E{c.tag}{i:010d}" for i in range(1, len(events) + 1)],
+            "event_id": _numbered(f"E{c.tag}", events.height, 10),
             "event_type": events["event_type"],
             "event_ts": _iso(events["ts"], sess["utc_offset"].to_numpy()),
             "anonymous_id": sess["anonymous_id"],
-            "customer_id": np.where(logged, login_ids, None),
+            "customer_id": pl.select(pl.when(pl.Series(logged)).then(login_ids)).to_series(),
             "session_id": sess["session_id"],
             "product_id": events["product_id"],
             "device": sess["device"],
@@ -585,56 +578,69 @@ def _clickstream(rng: np.random.Generator, c: GenerateConfig, people: pd.DataFra
             "ts": events["ts"],
         }
     )
-    sessions["purchase"] = s_purchase
-    sessions["n_views"] = n_views
-    cookie_truth = (
-        sessions[["anonymous_id", "person_id"]]
-        .drop_duplicates("anonymous_id")
-        .rename(columns={"anonymous_id": "record_id"})
-    )
-    cookie_truth.insert(0, "source", "events_cookie")
+    cookie_truth = sessions.select(
+        pl.lit("events_cookie").alias("source"), pl.col("anonymous_id").alias("record_id"), "person_id"
+    ).unique("record_id", keep="first", maintain_order=True)
     return sessions, out, cookie_truth
 
 
+def _events(sess: np.ndarray, kind: str, ts: np.ndarray, product: pl.Series | None, order: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"sess": sess, "event_type": kind, "ts": ts, "product_id": product, "order": order},
+        schema={
+            "sess": pl.Int64,
+            "event_type": pl.String,
+            "ts": pl.Datetime("us"),
+            "product_id": pl.String,
+            "order": pl.Int64,
+        },
+    )
+
+
 def _web_orders(rng, c: GenerateConfig, people, products, sessions, events):
-    purchases = events[events["event_type"] == "purchase"]
-    sess_ids = purchases["session_id"].to_numpy()
-    sess = sessions.set_index("session_id").loc[sess_ids]
-    n = len(sess)
-    person_idx = sess["person_idx"].to_numpy()
-    currency = people["currency"].to_numpy()[person_idx]
+    purchases = events.filter(pl.col("event_type") == "purchase")
+    sess = purchases.select("session_id").join(sessions, on="session_id", how="left", maintain_order="left")
+    n = sess.height
+    buyers = _gather(people, sess["person_idx"].to_numpy())
     r = rng.random(n)
-    orders = pd.DataFrame(
+    orders = pl.DataFrame(
         {
-            "order_id": [f"W{c.tag}{i:08d}" for i in range(1, n + 1)],
-            "customer_id": people["login_id"].to_numpy()[person_idx],
+            "order_id": _numbered(f"W{c.tag}", n, 8),
+            "customer_id": buyers["login_id"],
             "channel": np.where((sess["device"].to_numpy() != "desktop") & (rng.random(n) < 0.6), "app", "web"),
             "status": np.where(r < 0.02, "cancelled", np.where(r < 0.07, "returned", "completed")),
-            "currency": currency,
-            "ordered_at": purchases["event_ts"].to_numpy(),
-            "_person_id": sess["person_id"].to_numpy(),
-        }
+            "currency": buyers["currency"],
+            "ordered_at": purchases["event_ts"],
+            "_person_id": sess["person_id"],
+        },
+        schema_overrides={"channel": pl.String, "status": pl.String},
     )
     # items: what was carted and not removed in that session
-    ev = events[events["session_id"].isin(sess_ids) & events["event_type"].isin(["add_to_cart", "remove_from_cart"])]
-    added = ev[ev["event_type"] == "add_to_cart"].groupby(["session_id", "product_id"]).size()
-    removed = ev[ev["event_type"] == "remove_from_cart"].groupby(["session_id", "product_id"]).size()
-    kept = added.sub(removed, fill_value=0)
-    kept = kept[kept > 0].reset_index()[["session_id", "product_id"]]
-    order_of_session = pd.Series(orders["order_id"].to_numpy(), index=sess_ids)
-    kept["order_id"] = order_of_session.loc[kept["session_id"]].to_numpy()
-    kept = kept.sort_values(["order_id", "product_id"]).reset_index(drop=True)
-    m = len(kept)
-    price = products.set_index("product_id")["price"].astype(float)
-    cur = orders.set_index("order_id")["currency"].loc[kept["order_id"]].map(FX_TO_GBP).to_numpy()
-    items = pd.DataFrame(
+    kind = pl.col("event_type")
+    kept = (
+        events.filter(
+            pl.col("session_id").is_in(sess["session_id"].implode())
+            & kind.is_in(["add_to_cart", "remove_from_cart"])
+            & pl.col("product_id").is_not_null()
+        )
+        .group_by("session_id", "product_id")
+        .agg(net=(kind == "add_to_cart").sum().cast(pl.Int64) - (kind == "remove_from_cart").sum().cast(pl.Int64))
+        .filter(pl.col("net") > 0)
+        .join(orders.select("order_id", "currency", session_id=sess["session_id"]), on="session_id")
+        .join(products.select("product_id", pl.col("price").cast(pl.Float64)), on="product_id", how="left")
+        .sort("order_id", "product_id")
+    )
+    m = kept.height
+    cur = kept["currency"].replace_strict(FX_TO_GBP, return_dtype=pl.Float64).to_numpy()
+    items = pl.DataFrame(
         {
-            "order_item_id": [f"WI{c.tag}{i:09d}" for i in range(1, m + 1)],
+            "order_item_id": _numbered(f"WI{c.tag}", m, 9),
             "order_id": kept["order_id"],
             "product_id": kept["product_id"],
             "quantity": (1 + rng.poisson(0.3, size=m)).astype(str),
-            "unit_price": np.round(price.loc[kept["product_id"]].to_numpy() / cur, 2).astype(str),
-        }
+            "unit_price": np.round(kept["price"].to_numpy() / cur, 2).astype(str),
+        },
+        schema_overrides={"quantity": pl.String, "unit_price": pl.String},
     )
     return orders, items
 
@@ -642,14 +648,9 @@ def _web_orders(rng, c: GenerateConfig, people, products, sessions, events):
 def _pos(rng, c: GenerateConfig, people, products):
     gb = (people["country"] == "GB").to_numpy()
     visits = rng.poisson(people["activity"].to_numpy() * c.days * 0.35 * gb)
-    r_person = np.repeat(np.arange(len(people)), visits)
+    r_person = np.repeat(np.arange(people.height), visits)
     n = len(r_person)
-    r_day = rng.integers(0, c.days, size=n)
-    r_ts = (
-        c.start
-        + pd.to_timedelta(r_day, unit="D")
-        + pd.to_timedelta(rng.integers(9 * 3600, 20 * 3600, size=n), unit="s")
-    )
+    r_ts = _at(c.start, rng.integers(0, c.days, size=n), rng.integers(9 * 3600, 20 * 3600, size=n))
     ident = rng.random(n)
     has_card = people["has_card"].to_numpy()[r_person]
     how = np.where(
@@ -658,37 +659,31 @@ def _pos(rng, c: GenerateConfig, people, products):
     n_lines = 1 + rng.poisson(1.0, size=n)
     l_receipt = np.repeat(np.arange(n), n_lines)
     m = len(l_receipt)
-    prefs = np.stack(people["prefs"].to_numpy())[r_person[l_receipt]]
-    cat = (prefs.cumsum(axis=1) < rng.random(m)[:, None]).sum(axis=1).clip(0, len(CATEGORIES) - 1)
-    cat_sizes = products.groupby("cat_idx").size().reindex(range(len(CATEGORIES)), fill_value=0).to_numpy()
-    pos_in_cat = np.floor(cat_sizes[cat] * rng.random(m) ** 2).astype(int)
-    product = (
-        products.set_index(["cat_idx", "rank_in_cat"])["product_id"].reindex(list(zip(cat, pos_in_cat))).to_numpy()
-    )
     p_idx = r_person[l_receipt]
-    l_how = how[l_receipt]
-    email_variant = _case_variant(rng, people["email"].iloc[p_idx].reset_index(drop=True))
-    phone_variant = _phone_variant(
-        rng, people["calling"].iloc[p_idx].reset_index(drop=True), people["national"].iloc[p_idx].reset_index(drop=True)
-    )
-    price = products.set_index("product_id")["price"].astype(float)
-    df = pd.DataFrame(
+    product = _draw_products(rng, people["prefs"].to_numpy()[p_idx], products)
+    l_how = pl.Series(how[l_receipt], dtype=pl.String)
+    buyers = _gather(people, p_idx)
+    email_variant = _case_variant(rng, buyers["email"])
+    phone_variant = _phone_variant(rng, buyers["calling"], buyers["national"])
+    price = products.select("product_id", pl.col("price").cast(pl.Float64))
+    unit_price = product.to_frame().join(price, on="product_id", how="left", maintain_order="left")["price"]
+    return pl.DataFrame(
         {
-            "transaction_line_id": [f"PL{c.tag}{i:09d}" for i in range(1, m + 1)],
-            "receipt_id": [f"R{c.tag}{i:08d}" for i in l_receipt + 1],
-            "store_id": [f"ST{k:02d}" for k in (p_idx % 12) + 1],
-            "loyalty_card": np.where(l_how == "card", people["loyalty_card"].to_numpy()[p_idx], None),
-            "email": np.where(l_how == "email", email_variant, None),
-            "phone": np.where(l_how == "phone", phone_variant, None),
+            "transaction_line_id": _numbered(f"PL{c.tag}", m, 9),
+            "receipt_id": _codes(f"R{c.tag}", l_receipt + 1, 8),
+            "store_id": _codes("ST", (p_idx % 12) + 1, 2),
+            "loyalty_card": buyers.select(pl.when(l_how == "card").then("loyalty_card")).to_series(),
+            "email": pl.select(pl.when(l_how == "email").then(email_variant)).to_series(),
+            "phone": pl.select(pl.when(l_how == "phone").then(phone_variant)).to_series(),
             "product_id": product,
             "quantity": (1 + rng.poisson(0.4, size=m)).astype(str),
-            "unit_price": np.round(price.loc[product].to_numpy(), 2).astype(str),
+            "unit_price": np.round(unit_price.to_numpy(), 2).astype(str),
             "currency": "GBP",
-            "transacted_at": _iso(pd.Series(r_ts[l_receipt]), 0),
-            "person_id": people["person_id"].to_numpy()[p_idx],
-        }
+            "transacted_at": _iso(r_ts[l_receipt], 0),
+            "person_id": buyers["person_id"],
+        },
+        schema_overrides={"quantity": pl.String, "unit_price": pl.String},
     )
-    return df
 
 
 def _email(rng, c: GenerateConfig, people):
@@ -698,11 +693,7 @@ def _email(rng, c: GenerateConfig, people):
     rec_person = np.tile(optin, k)
     rec_campaign = np.repeat(np.arange(k), len(optin))
     n = len(rec_person)
-    sent_ts = (
-        c.start
-        + pd.to_timedelta(campaign_days[rec_campaign], unit="D")
-        + pd.to_timedelta(9 * 3600 + rng.integers(0, 1800, size=n), unit="s")
-    )
+    sent_ts = _at(c.start, campaign_days[rec_campaign], 9 * 3600 + rng.integers(0, 1800, size=n))
     engagement = np.clip(people["activity"].to_numpy()[rec_person] * 4, 0.05, 0.6)
     bounce = _mask(rng, n, 0.02)
     opened = ~bounce & (rng.random(n) < engagement)
@@ -717,101 +708,102 @@ def _email(rng, c: GenerateConfig, people):
         ("unsubscribe", unsub, 3800),
     ):
         idx = np.flatnonzero(mask)
+        ts = sent_ts[idx] + (delay + rng.integers(0, 7200, size=len(idx)) * (delay > 0)).astype("timedelta64[s]")
         frames.append(
-            pd.DataFrame(
-                {
-                    "rec": idx,
-                    "event_type": kind,
-                    "ts": sent_ts[idx]
-                    + pd.to_timedelta(delay + rng.integers(0, 7200, size=len(idx)) * (delay > 0), unit="s"),
-                }
+            pl.DataFrame(
+                {"rec": idx, "event_type": kind, "ts": ts},
+                schema={"rec": pl.Int64, "event_type": pl.String, "ts": pl.Datetime("us")},
             )
         )
-    ev = (
-        pd.concat(frames, ignore_index=True)
-        .sort_values(["ts", "rec", "event_type"], kind="stable")
-        .reset_index(drop=True)
-    )
-    p = rec_person[ev["rec"].to_numpy()]
-    return pd.DataFrame(
+    ev = pl.concat(frames).sort(["ts", "rec", "event_type"], maintain_order=True)
+    rec = ev["rec"].to_numpy()
+    p = rec_person[rec]
+    recipients = _gather(people, p)
+    return pl.DataFrame(
         {
-            "email_event_id": [f"M{c.tag}{i:010d}" for i in range(1, len(ev) + 1)],
-            "campaign_id": [f"CMP{campaign_days[rec_campaign[r]]:04d}" for r in ev["rec"]],
-            "email": _case_variant(rng, people["email"].iloc[p].reset_index(drop=True)),
+            "email_event_id": _numbered(f"M{c.tag}", ev.height, 10),
+            "campaign_id": _codes("CMP", campaign_days[rec_campaign[rec]], 4),
+            "email": _case_variant(rng, recipients["email"]),
             "event_type": ev["event_type"],
-            "event_ts": _iso(pd.Series(pd.to_datetime(ev["ts"].to_numpy())), 0),
-            "person_id": people["person_id"].to_numpy()[p],
+            "event_ts": _iso(ev["ts"], 0),
+            "person_id": recipients["person_id"],
         }
     )
 
 
-def _withdrawals(customer_ids, channel: str, purpose: str, at) -> pd.DataFrame:
-    """Consent-withdrawn privacy records (granted = false) for customer ids at times `at`."""
-    return pd.DataFrame(
+PRIVACY_SCHEMA = {
+    "customer_id": pl.String,
+    "email": pl.String,
+    "request_type": pl.String,
+    "channel": pl.String,
+    "purpose": pl.String,
+    "granted": pl.String,
+    "requested_at": pl.String,
+}
+
+
+def _requests(customer_id, email, request_type: str, channel: str, purpose, granted, at) -> pl.DataFrame:
+    """Privacy records: consent given or withdrawn (granted 'true' / 'false'), or erasure requests."""
+    return pl.DataFrame(
         {
-            "customer_id": customer_ids,
-            "email": None,
-            "request_type": "consent",
+            "customer_id": customer_id,
+            "email": email,
+            "request_type": request_type,
             "channel": channel,
             "purpose": purpose,
-            "granted": "false",
-            "requested_at": _iso(pd.Series(at), 0),
-        }
+            "granted": granted,
+            "requested_at": _iso(at, 0),
+        },
+        schema=PRIVACY_SCHEMA,
     )
+
+
+def _withdrawals(customer_ids, channel: str, purpose: str, at) -> pl.DataFrame:
+    """Consent-withdrawn privacy records (granted = false) for customer ids at times `at`."""
+    return _requests(customer_ids, None, "consent", channel, purpose, "false", at)
 
 
 def _privacy(rng, c: GenerateConfig, people):
-    n = len(people)
-    rows = pd.DataFrame(
-        {
-            "customer_id": people["login_id"],
-            "email": None,
-            "request_type": "consent",
-            "channel": "email",
-            "purpose": "marketing",
-            "granted": np.where(people["email_optin"], "true", "false"),
-            "requested_at": _iso(people["signup"], 0),
-        }
+    n = people.height
+    optin = people["email_optin"].to_numpy()
+    login_ids = people["login_id"]
+    rows = _requests(
+        login_ids, None, "consent", "email", "marketing", np.where(optin, "true", "false"), people["signup"]
     )
-    revoke = np.flatnonzero(_mask(rng, n, 0.03) & people["email_optin"].to_numpy())
-    later = c.start + pd.to_timedelta(rng.integers(0, c.days, size=len(revoke)), unit="D")
-    rev = _withdrawals(people["login_id"].iloc[revoke].to_numpy(), "email", "marketing", later)
+    revoke = np.flatnonzero(_mask(rng, n, 0.03) & optin)
+    later = _at(c.start, rng.integers(0, c.days, size=len(revoke)))
+    rev = _withdrawals(login_ids.gather(revoke), "email", "marketing", later)
     erase = np.flatnonzero(_mask(rng, n, 0.003))
-    er = pd.DataFrame(
-        {
-            "customer_id": None,
-            "email": people["email"].iloc[erase].to_numpy(),
-            "request_type": "erasure",
-            "channel": "all",
-            "purpose": None,
-            "granted": None,
-            "requested_at": _iso(
-                pd.Series(c.start + pd.to_timedelta(rng.integers(0, c.days, size=len(erase)), unit="D")), 0
-            ),
-        }
-    )
+    at = _at(c.start, rng.integers(0, c.days, size=len(erase)))
+    er = _requests(None, people["email"].gather(erase), "erasure", "all", None, None, at)
     # ~2 % withdraw consent to personalisation (opt-out: no record means allowed). Drawn from a
     # generator of its own so adding these rows left every other generated row as it was.
     own = np.random.default_rng([c.seed, 711] + ([c.shard] if c.shard else []))
     opt_out = np.flatnonzero(own.random(n) < 0.02)
-    later = c.start + pd.to_timedelta(own.integers(0, c.days, size=len(opt_out)), unit="D")
-    po = _withdrawals(people["login_id"].iloc[opt_out].to_numpy(), "all", "personalization", later)
-    out = pd.concat([rows, rev, er, po], ignore_index=True)
-    out.insert(0, "request_id", [f"Q{c.tag}{i:08d}" for i in range(1, len(out) + 1)])
-    return out
+    later = _at(c.start, own.integers(0, c.days, size=len(opt_out)))
+    po = _withdrawals(login_ids.gather(opt_out), "all", "personalization", later)
+    out = pl.concat([rows, rev, er, po])
+    return out.select(_numbered(f"Q{c.tag}", out.height, 8).alias("request_id"), pl.all())
 
 
-def _malform(rng, c: GenerateConfig, customers, orders, order_items, events) -> None:
+def _malform(rng, c: GenerateConfig, customers, orders, order_items, events):
     """A small share of rows that a real feed would deliver broken."""
     rate = c.malformed_rate
-    bad = _mask(rng, len(customers), rate)
-    customers.loc[bad, "email"] = customers.loc[bad, "email"].str.replace("@", "@@", regex=False)
-    bad = _mask(rng, len(orders), rate)
-    orders.loc[bad, "ordered_at"] = "not-a-date"
-    bad = _mask(rng, len(order_items), rate)
+
+    def broken(frame: pl.DataFrame) -> pl.Expr:
+        return _column(_mask(rng, frame.height, rate))
+
+    bad = broken(customers)
+    customers = customers.with_columns(
+        email=pl.when(bad).then(pl.col("email").str.replace_all("@", "@@", literal=True)).otherwise("email")
+    )
+    orders = orders.with_columns(ordered_at=pl.when(broken(orders)).then(pl.lit("not-a-date")).otherwise("ordered_at"))
     # a zero quantity is an error; a negative one would be a returned line (a business fact)
-    order_items.loc[bad, "quantity"] = "0"
-    bad = _mask(rng, len(order_items), rate)
-    order_items.loc[bad, "product_id"] = "SKU-UNKNOWN"
-    bad = _mask(rng, len(events), rate)
-    events.loc[bad, "event_type"] = "pageview"
+    bad_quantity = broken(order_items)
+    bad_product = broken(order_items)
+    order_items = order_items.with_columns(
+        quantity=pl.when(bad_quantity).then(pl.lit("0")).otherwise("quantity"),
+        product_id=pl.when(bad_product).then(pl.lit("SKU-UNKNOWN")).otherwise("product_id"),
+    )
+    events = events.with_columns(event_type=pl.when(broken(events)).then(pl.lit("pageview")).otherwise("event_type"))
+    return customers, orders, order_items, events

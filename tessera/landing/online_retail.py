@@ -28,10 +28,12 @@ InvoiceDate is UK local time and is written with its Europe/London offset.
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+import polars as pl
+
+from tessera.landing.frames import write_landing_file
 
 # Stock codes that are not goods, with the contract's product_type (tessera.landing.contract.PRODUCT_TYPES).
 # PADS ("pads to match all cushions") is sold like any product and stays merchandise.
@@ -54,14 +56,42 @@ MIN_CATEGORY_PRODUCTS = 20
 ACTIVE_DAYS = 180
 
 
-def _iso_london(ts: pd.Series) -> pd.Series:
-    local = ts.dt.tz_localize("Europe/London", ambiguous=False, nonexistent="shift_forward")
-    text = local.dt.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return text.str[:-2] + ":" + text.str[-2:]
+LONDON = "Europe/London"
+
+
+def _iso_london(ts: pl.Expr) -> pl.Expr:
+    """UK wall-clock times as ISO 8601 with their Europe/London offset. The hour repeated when the
+    clocks go back reads as GMT (the later instant); a time in the hour skipped when they go
+    forward moves to the end of that hour."""
+    local = ts.dt.replace_time_zone(LONDON, ambiguous="latest", non_existent="null")
+    shifted = (ts.dt.truncate("1h") + pl.duration(hours=1)).dt.replace_time_zone(
+        LONDON, ambiguous="latest", non_existent="null"
+    )
+    return pl.when(local.is_null()).then(shifted).otherwise(local).dt.strftime("%Y-%m-%dT%H:%M:%S%:z")
+
+
+def _most_frequent(frame: pl.DataFrame, key: str, value: str) -> pl.DataFrame:
+    """Per `key`, its most frequent non-null `value` (ties: the one seen first)."""
+    return (
+        frame.filter(pl.col(value).is_not_null())
+        .group_by(key, value)
+        .agg(n=pl.len(), seen=pl.col("_row").min())
+        .sort([key, "n", "seen"], descending=[False, True, False])
+        .unique(key, keep="first", maintain_order=True)
+        .select(key, value)
+    )
+
+
+def _median(values: pl.Expr) -> pl.Expr:
+    """The median as numpy computes it, the mean of the two middle values ((a + b) / 2): polars'
+    interpolation rounds differently, and the price rounded to cents then differed (1.02 for 1.01)."""
+    ordered = values.sort()
+    n = values.len()
+    return (ordered.get((n - 1) // 2) + ordered.get(n // 2)) / 2
 
 
 def map_online_retail(source: Path | str, landing_dir: Path | str) -> dict[str, int]:
-    df = pd.read_parquet(source)
+    df = pl.read_parquet(source)
     expected = {
         "InvoiceNo",
         "StockCode",
@@ -78,106 +108,103 @@ def map_online_retail(source: Path | str, landing_dir: Path | str) -> dict[str, 
     landing_dir = Path(landing_dir)
     if landing_dir.exists():
         shutil.rmtree(landing_dir)
-    df = df.reset_index(drop=True)
-    df["InvoiceNo"] = df["InvoiceNo"].astype(str).str.strip()
-    df["StockCode"] = df["StockCode"].astype(str).str.strip().str.upper()
-    df["InvoiceDate"] = pd.to_datetime(df["InvoiceDate"])
-    df["ts"] = _iso_london(df["InvoiceDate"])
-    df["line_no"] = df.groupby("InvoiceNo").cumcount() + 1
-    has_customer = df["CustomerID"].notna()
-    df["customer_id"] = np.where(has_customer, "UCI" + df["CustomerID"].fillna(0).astype(np.int64).astype(str), None)
+    df = df.with_row_index("_row").with_columns(
+        pl.col("InvoiceNo").cast(pl.String).str.strip_chars(),
+        pl.col("StockCode").cast(pl.String).str.strip_chars().str.to_uppercase(),
+        pl.col("InvoiceDate").cast(pl.Datetime("us")),
+    )
+    has_customer = pl.col("CustomerID").is_not_null()
+    df = df.with_columns(
+        ts=_iso_london(pl.col("InvoiceDate")),
+        line_no=pl.int_range(1, pl.len() + 1).over("InvoiceNo"),
+        customer_id=pl.when(has_customer).then("UCI" + pl.col("CustomerID").cast(pl.Int64).cast(pl.String)),
+    )
 
     rows: dict[str, int] = {}
 
-    known = df[has_customer]
-    country = known.groupby("customer_id")["Country"].agg(lambda s: s.value_counts().index[0])
-    first = known.groupby("customer_id")["InvoiceDate"].min()
-    last = known.groupby("customer_id")["InvoiceDate"].max()
-    customers = pd.DataFrame(
-        {
-            "customer_id": country.index,
-            "country": country.to_numpy(),
-            "signup_at": _iso_london(first.loc[country.index].reset_index(drop=True)).to_numpy(),
-            "updated_at": _iso_london(last.loc[country.index].reset_index(drop=True)).to_numpy(),
-        }
+    known = df.filter(has_customer)
+    customers = (
+        _most_frequent(known, "customer_id", "Country")
+        .join(
+            known.group_by("customer_id").agg(
+                signup_at=_iso_london(pl.col("InvoiceDate").min()), updated_at=_iso_london(pl.col("InvoiceDate").max())
+            ),
+            on="customer_id",
+        )
+        .select("customer_id", country="Country", signup_at="signup_at", updated_at="updated_at")
+        .sort("customer_id")
     )
-    rows["customers"] = _write(customers, landing_dir / "customers" / "customers.csv")
+    rows["customers"] = write_landing_file(customers, landing_dir / "customers" / "customers.csv")
 
-    name = df.groupby("StockCode")["Description"].agg(lambda s: s.value_counts().index[0])
-    last_word = name.str.lower().str.replace(r"[^a-z ]", " ", regex=True).str.split().str[-1].fillna("other")
-    counts = last_word.value_counts()
-    category = last_word.where(last_word.map(counts) >= MIN_CATEGORY_PRODUCTS, "other")
-    positive = df[(df["Quantity"] > 0) & (df["UnitPrice"] > 0)]
-    price = positive.groupby("StockCode")["UnitPrice"].median().reindex(name.index).fillna(0.0)
-    codes = pd.Series(name.index, index=name.index)
-    product_type = codes.map(SERVICE_TYPES)
-    product_type = product_type.where(product_type.notna() | ~codes.str.startswith(VOUCHER_PREFIX), "voucher")
-    product_type = product_type.fillna("merchandise")
-    cutoff = df["InvoiceDate"].max() - pd.Timedelta(days=ACTIVE_DAYS)
-    last_sold = df.groupby("StockCode")["InvoiceDate"].max().reindex(name.index)
-    first_sold = df.groupby("StockCode")["InvoiceDate"].min().reindex(name.index)
-    products = pd.DataFrame(
-        {
-            "product_id": name.index,
-            "name": name.to_numpy(),
-            "category": category.to_numpy(),
-            "brand": None,
-            "price": price.round(2).to_numpy(),
-            "currency": "GBP",
-            "is_active": np.where(last_sold >= cutoff, "true", "false"),
-            "created_at": _iso_london(first_sold.reset_index(drop=True)).to_numpy(),
-            "product_type": product_type.to_numpy(),
-        }
+    code = pl.col("StockCode")
+    words = pl.col("name").str.to_lowercase().str.replace_all("[^a-z ]", " ").str.split(" ")
+    last_word = words.list.eval(pl.element().filter(pl.element() != "")).list.last().fill_null("other")
+    service_type = code.replace_strict(SERVICE_TYPES, default=None, return_dtype=pl.String)
+    cutoff = df["InvoiceDate"].max() - timedelta(days=ACTIVE_DAYS)
+    sold = df.group_by("StockCode").agg(first_sold=pl.col("InvoiceDate").min(), last_sold=pl.col("InvoiceDate").max())
+    positive = df.filter((pl.col("Quantity") > 0) & (pl.col("UnitPrice") > 0))
+    products = (
+        sold.join(_most_frequent(df, "StockCode", "Description"), on="StockCode", how="left")
+        .join(positive.group_by("StockCode").agg(price=_median(pl.col("UnitPrice"))), on="StockCode", how="left")
+        .sort("StockCode")
+        .rename({"Description": "name"})
+        .with_columns(last_word=last_word)
+        .with_columns(
+            category=pl.when(pl.len().over("last_word") >= MIN_CATEGORY_PRODUCTS)
+            .then("last_word")
+            .otherwise(pl.lit("other")),
+            product_type=pl.when(service_type.is_null() & code.str.starts_with(VOUCHER_PREFIX))
+            .then(pl.lit("voucher"))
+            .otherwise(service_type.fill_null("merchandise")),
+        )
     )
-    rows["products"] = _write(products, landing_dir / "products" / "products.csv")
+    # rounded as numpy rounds (pandas' Series.round), so the CSV text stays the same
+    price = products["price"].fill_null(0.0).to_numpy().round(2)
+    products = products.select(
+        product_id="StockCode",
+        name="name",
+        category="category",
+        brand=pl.lit(None, pl.String),
+        price=pl.Series(price),
+        currency=pl.lit("GBP"),
+        is_active=pl.when(pl.col("last_sold") >= cutoff).then(pl.lit("true")).otherwise(pl.lit("false")),
+        created_at=_iso_london(pl.col("first_sold")),
+        product_type="product_type",
+    )
+    rows["products"] = write_landing_file(products, landing_dir / "products" / "products.csv")
 
-    invoices = known.drop_duplicates("InvoiceNo")
-    orders = pd.DataFrame(
-        {
-            "order_id": invoices["InvoiceNo"],
-            "customer_id": invoices["customer_id"],
-            "channel": "web",
-            "status": np.where(invoices["InvoiceNo"].str.startswith("C"), "returned", "completed"),
-            "currency": "GBP",
-            "ordered_at": invoices["ts"],
-        }
+    invoice = pl.col("InvoiceNo")
+    orders = known.unique("InvoiceNo", keep="first", maintain_order=True).select(
+        order_id=invoice,
+        customer_id="customer_id",
+        channel=pl.lit("web"),
+        status=pl.when(invoice.str.starts_with("C")).then(pl.lit("returned")).otherwise(pl.lit("completed")),
+        currency=pl.lit("GBP"),
+        ordered_at="ts",
     )
-    rows["orders"] = _write(orders, landing_dir / "orders" / "orders.csv")
-    items = pd.DataFrame(
-        {
-            "order_item_id": known["InvoiceNo"] + "-" + known["line_no"].astype(str),
-            "order_id": known["InvoiceNo"],
-            "product_id": known["StockCode"],
-            "quantity": known["Quantity"],
-            "unit_price": known["UnitPrice"],
-        }
+    rows["orders"] = write_landing_file(orders, landing_dir / "orders" / "orders.csv")
+    line_id = invoice + "-" + pl.col("line_no").cast(pl.String)
+    items = known.select(
+        order_item_id=line_id,
+        order_id=invoice,
+        product_id=code,
+        quantity="Quantity",
+        unit_price="UnitPrice",
     )
-    rows["order_items"] = _write(items, landing_dir / "order_items" / "order_items.parquet")
+    rows["order_items"] = write_landing_file(items, landing_dir / "order_items" / "order_items.parquet")
 
-    guests = df[~has_customer]
-    pos = pd.DataFrame(
-        {
-            "transaction_line_id": guests["InvoiceNo"] + "-" + guests["line_no"].astype(str),
-            "receipt_id": guests["InvoiceNo"],
-            "store_id": "ONLINE-GUEST",
-            "loyalty_card": None,
-            "email": None,
-            "phone": None,
-            "product_id": guests["StockCode"],
-            "quantity": guests["Quantity"],
-            "unit_price": guests["UnitPrice"],
-            "currency": "GBP",
-            "transacted_at": guests["ts"],
-        }
+    pos = df.filter(~has_customer).select(
+        transaction_line_id=line_id,
+        receipt_id=invoice,
+        store_id=pl.lit("ONLINE-GUEST"),
+        loyalty_card=pl.lit(None),
+        email=pl.lit(None),
+        phone=pl.lit(None),
+        product_id=code,
+        quantity="Quantity",
+        unit_price="UnitPrice",
+        currency=pl.lit("GBP"),
+        transacted_at="ts",
     )
-    rows["pos_transactions"] = _write(pos, landing_dir / "pos_transactions" / "pos_transactions.parquet")
+    rows["pos_transactions"] = write_landing_file(pos, landing_dir / "pos_transactions" / "pos_transactions.parquet")
     return rows
-
-
-def _write(frame: pd.DataFrame, path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
-    return len(frame)
