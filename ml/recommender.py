@@ -22,8 +22,12 @@ from ml.rec_metrics import top_candidates
 
 @dataclass(frozen=True)
 class RecommenderParams:
+    """The recommender's parameters. The defaults are the tuned ones (README, "Recommender
+    evaluation": the Online Retail and demo holdouts); the Dagster config and the CLI read them
+    from here."""
+
     loss: str = "warp"
-    no_components: int = 32
+    no_components: int = 64
     learning_rate: float = 0.05
     epochs: int = 30
     item_alpha: float = 1e-6
@@ -34,10 +38,10 @@ class RecommenderParams:
     weight_cart: float = 2.0
     weight_purchase: float = 4.0
     # weight of the metadata features relative to the identity feature (1 = as LightFM's Dataset)
-    feature_weight: float = 1.0
+    feature_weight: float = 0.03
     # time decay: an interaction half_life_days older than the newest training one counts half
     # (0 = no decay)
-    half_life_days: float = 0.0
+    half_life_days: float = 30.0
     # the last test_days of interactions form the holdout
     test_days: int = 21
     # window of the recently-popular baseline
