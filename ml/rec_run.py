@@ -47,28 +47,9 @@ from ml.rec_lists import (
     published_candidates,
     training_fingerprint,
 )
-from ml.recommender import RecommenderParams, build_data, fit, with_feature_weight
+from ml.recommender import RecommenderParams, TrainingFrames, build_data, fit, with_feature_weight
 from ml.registry import PRIMARY_METRIC, GateDecision, champion, champion_params, decide, record_on_run, register
 from ml.tracking import LoggedRun, Tracking, log_recommender_run
-
-
-@dataclass
-class TrainingFrames:
-    """What the recommender reads, customers known by their pseudonymous key."""
-
-    customers: pd.DataFrame  # customer_key, personalization_consent
-    items: pd.DataFrame  # product_id, category, brand, price_band, is_active
-    interactions: pd.DataFrame  # customer_key, product_id, interaction_type, occurred_at
-    features_now: pd.DataFrame  # customer_key and USER_FEATURES, the latest snapshot
-    # why no model can be evaluated on this data (holdout_shortfall); None: features_then is read
-    skip_reason: str | None = None
-    split_at: pd.Timestamp | None = None  # the holdout start
-    features_then: pd.DataFrame | None = None  # as of split_at, so the holdout cannot leak in
-    features_at: object = None  # the date of the snapshot features_then come from
-
-    def users_now(self) -> pd.DataFrame:
-        """Every customer with today's features."""
-        return self.customers.merge(self.features_now, on="customer_key", how="left")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ml.rec_evaluation import holdout_shortfall, holdout_start
 from ml.rec_lists import USER_FEATURES
-from ml.rec_run import TrainingFrames
+from ml.recommender import TrainingFrames
 from tessera.mlio.tables import checked_columns, sql, write_ml_table
 from tessera.privacy import pseudonym
 
