@@ -121,11 +121,26 @@ def train_and_rank(
             evaluation, per_user = evaluating.result()  # raises the evaluation's error, if any
         with phase("fingerprint"):
             fingerprint = training_fingerprint(frames.interactions, users, frames.items)
+    metrics, logged = _log_run(tracking, params, frames, split, data, model, evaluation, fingerprint, len(eval_users), log, phase)
+    with phase("promotion_gate"):
+        decision = promotion_gate(tracking, gate, logged, params, per_user, evaluation, eval_data, split, fingerprint)
+    if decision.lists_from == "challenger":
+        log.info(decision.summary())
+        recs["model_run_id"] = constant_column(logged.run_id, len(recs))
+        recs["model_version"] = constant_column(decision.challenger_version, len(recs))
+    else:
+        recs = _lists_not_from_the_model(decision, logged, tracking, params, rules, model, data, users, frames, log, phase)
+    plot = ndcg_plot(evaluation, params.k, split.split_at)
+    return RecommenderRun(recs, decision.lists_from, logged, decision, metrics, plot)
+
+
+def _log_run(tracking: Tracking, params, frames, split, data, model, evaluation, fingerprint, eval_customers, log, phase):
+    """The hybrid's MLflow run, its baselines nested: every metric, every choice a param."""
     metrics = flatten_metrics(evaluation)
     if empty := empty_slices(evaluation):
         log.info(f"no user to evaluate on slice(s) {', '.join(empty)}: no metric logged for them")
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
-    metrics["eval_customers"] = float(len(eval_users))
+    metrics["eval_customers"] = float(eval_customers)
     log.info(
         f"holdout from {split.split_at.date()}, user features as of {frames.features_at}: "
         f"{evaluation['lightfm_hybrid'][PRIMARY_SLICE]}"
@@ -166,28 +181,26 @@ def train_and_rank(
                 "recent_days": params.recent_days,
             },
         )
-    with phase("promotion_gate"):
-        decision = promotion_gate(tracking, gate, logged, params, per_user, evaluation, eval_data, split, fingerprint)
-    if decision.lists_from == "challenger":
-        log.info(decision.summary())
-        recs["model_run_id"] = constant_column(logged.run_id, len(recs))
-        recs["model_version"] = constant_column(decision.challenger_version, len(recs))
-    elif decision.lists_from == "champion":
+    return metrics, logged
+
+
+def _lists_not_from_the_model(decision, logged, tracking, params, rules, model, data, users, frames, log, phase) -> pd.DataFrame:
+    """The lists when the gate keeps the model just trained from publishing them."""
+    if decision.lists_from == "champion":
         # published recommendations come only from the champion: it scores today's customers
         with phase("champion_lists"):
             recs = lists_from_champion(tracking, decision.champion_now, users, frames.items, frames.interactions, rules)
         log.warning(f"{decision.summary()}; every list rewritten by champion version {decision.champion_now}")
-    else:
-        # no champion, and the first model was not shown to be as good as the best baseline: the
-        # baseline's lists, marked with it (model_version 'baseline:<name>', its nested MLflow run)
-        baseline = decision.lists_from.removeprefix("baseline:")
-        with phase("baseline_lists"):
-            recs = baseline_candidates(model, data, users, frames.items, rules, baseline, params.recent_days)
-        recs["model_run_id"] = constant_column(logged.children[baseline], len(recs))
-        recs["model_version"] = constant_column(decision.lists_from, len(recs))
-        log.warning(f"{decision.summary()}; every list is {baseline}'s ({decision.lists_from})")
-    plot = ndcg_plot(evaluation, params.k, split.split_at)
-    return RecommenderRun(recs, decision.lists_from, logged, decision, metrics, plot)
+        return recs
+    # no champion, and the first model was not shown to be as good as the best baseline: the
+    # baseline's lists, marked with it (model_version 'baseline:<name>', its nested MLflow run)
+    baseline = decision.lists_from.removeprefix("baseline:")
+    with phase("baseline_lists"):
+        recs = baseline_candidates(model, data, users, frames.items, rules, baseline, params.recent_days)
+    recs["model_run_id"] = constant_column(logged.children[baseline], len(recs))
+    recs["model_version"] = constant_column(decision.lists_from, len(recs))
+    log.warning(f"{decision.summary()}; every list is {baseline}'s ({decision.lists_from})")
+    return recs
 
 
 def ndcg_plot(evaluation: dict, k: int, split_at: pd.Timestamp) -> bytes:

@@ -43,7 +43,7 @@ def test_behavioural_features_are_the_clustering_columns_without_erased_customer
 def test_a_feature_the_model_code_adds_but_the_sql_file_does_not_read_is_an_error(monkeypatch):
     # the SQL file names its columns itself: a feature added to the model code alone must not
     # quietly train without it
-    import tessera.mlio.scores as scores
+    from tessera.mlio import scores
 
     monkeypatch.setattr(scores, "BEHAVIOURAL_FEATURES", [*BEHAVIOURAL_FEATURES, "returns"])
     with pytest.raises(ValueError, match="the model expects"):

@@ -525,9 +525,8 @@ def test_shared_rows_copies_the_owner_rows_in_user_order():
 
 def test_a_slice_with_no_users_logs_no_metrics():
     # what broke: empty slices logged ~40 NaN metrics to MLflow per run
-    from ml.rec_evaluation import empty_slices, evaluate_per_user
+    from ml.rec_evaluation import empty_slices, evaluate_per_user, flatten_metrics, model_metrics
     from ml.tracking import refuse_undefined
-    from ml.rec_evaluation import flatten_metrics, model_metrics
 
     inter, users, items = _planted()
     # a holdout of warm users only, buying items seen in training: no cold user, no cold item

@@ -10,8 +10,8 @@ import pandas as pd
 
 from ml.rec_baselines import ItemItemCooccurrence
 from ml.rec_evaluation import features_as_of
-from ml.recommender import RecommenderParams, build_data, type_weights, weighted_matrix
 from ml.rec_lists import USER_FEATURES
+from ml.recommender import RecommenderParams, build_data, type_weights, weighted_matrix
 from tessera.mlio.recommender import FEATURES_DATE_SQL, USER_FEATURES_AS_OF_SQL, pseudonymised, read_interactions
 from tessera.privacy import pseudonym
 
