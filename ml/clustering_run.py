@@ -34,7 +34,9 @@ def cluster_and_log(
     )
     if (reason := clustering_shortfall(buyers, k_min)) is not None:
         log.warning(f"clustering skipped: {reason}")
-        unclustered = buyers[["customer_key"]].assign(cluster_id=NO_ORDER_CLUSTER[0], cluster_description=f"not clustered: {reason}")
+        unclustered = buyers[["customer_key"]].assign(
+            cluster_id=NO_ORDER_CLUSTER[0], cluster_description=f"not clustered: {reason}"
+        )
         out = pd.concat([unclustered, others], ignore_index=True)
         out["clustering_run_id"] = pd.Series(pd.NA, index=out.index, dtype="string")
         return ClusteringRun(out, skipped_reason=reason)

@@ -105,7 +105,9 @@ def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, 
     return ranked_lists(model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, rules)
 
 
-def baseline_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, rules: ListRules, baseline: str, recent_days: int) -> pd.DataFrame:
+def baseline_candidates(
+    model, data, users: pd.DataFrame, items: pd.DataFrame, rules: ListRules, baseline: str, recent_days: int
+) -> pd.DataFrame:
     """Every customer's list from a simple baseline (ml/rec_baselines.py) over all interactions,
     under the published rules: what the gate publishes when no model may be (no champion yet and
     the first model not shown to be as good as the baseline). Rows have source 'popularity'."""
@@ -136,7 +138,9 @@ CANDIDATE_COLUMNS = {  # ml.recommendation_candidates (text as "string": DuckDB 
 }
 
 
-def popular_without_model(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame, rules: ListRules, label: str) -> pd.DataFrame:
+def popular_without_model(
+    users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame, rules: ListRules, label: str
+) -> pd.DataFrame:
     """With no model to rank with (thin data, no champion): one list for every customer, the
     active products by distinct buyers, then distinct users with any interaction (MostPopular),
     at most `max_per_category` per category; nothing personal is used. No interaction or no
@@ -198,7 +202,9 @@ def model_bundle(model, data, k: int) -> dict:
     }
 
 
-def champion_lists_for(bundle: dict, feature_weight: float, customers: pd.DataFrame, items, interactions, rules: ListRules) -> pd.DataFrame:
+def champion_lists_for(
+    bundle: dict, feature_weight: float, customers: pd.DataFrame, items, interactions, rules: ListRules
+) -> pd.DataFrame:
     """Today's lists from a registered model (its MLflow bundle), under today's rules: customers
     the model was trained on keep their trained rows (identity and features, as in training);
     customers it never saw, or saw without history (bundle "cold_user_ids"), are ranked from
@@ -219,7 +225,9 @@ def champion_lists_for(bundle: dict, feature_weight: float, customers: pd.DataFr
 
     item_ids = [str(i) for i in bundle["item_ids"]]
     users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows)
-    items_space = FeatureSpace(item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], bundle["item_features"])
+    items_space = FeatureSpace(
+        item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], bundle["item_features"]
+    )
     inter = interactions.assign(
         u=index_of(interactions["customer_key"], users_space.id_map),
         i=index_of(interactions["product_id"], items_space.id_map),
@@ -232,7 +240,6 @@ def champion_lists_for(bundle: dict, feature_weight: float, customers: pd.DataFr
     return ranked_lists(bundle["model"], data, profile, ~warm, bought, popularity, items, rules, zero_identity=False)
 
 
-
 def training_fingerprint(*frames: pd.DataFrame) -> str:
     """A hash of the published model's training tables (interactions, user and item features):
     the same configuration on the same fingerprint is an identical retrain (ml/promotion.py)."""
@@ -241,4 +248,3 @@ def training_fingerprint(*frames: pd.DataFrame) -> str:
         hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         total = (total * 1_000_003 + int(hashed.sum(dtype=np.uint64)) + len(frame)) % 2**64
     return f"{total:016x}"
-

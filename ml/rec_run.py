@@ -62,6 +62,11 @@ class RecommenderRun:
     plot: bytes | None = None
     skipped_reason: str | None = None
 
+    @property
+    def lists_version(self) -> str:
+        """The model version (or baseline:<name>) the lists come from; "none" without a list."""
+        return str(self.recs["model_version"].iloc[0]) if len(self.recs) else "none"
+
 
 def _timed(phase, name: str, function, *args):
     with phase(name):
@@ -236,7 +241,9 @@ def lists_without_model(tracking: Tracking, frames: TrainingFrames, rules: ListR
     return RecommenderRun(recs, lists_from, skipped_reason=reason)
 
 
-def lists_from_champion(tracking: Tracking, version: str, users: pd.DataFrame, items, interactions, rules: ListRules) -> pd.DataFrame:
+def lists_from_champion(
+    tracking: Tracking, version: str, users: pd.DataFrame, items, interactions, rules: ListRules
+) -> pd.DataFrame:
     """After a rejected challenger: every customer's list from the champion (champion_lists_for)
     with today's rules, so consent withdrawn, products deactivated, purchases made and customers
     arrived since the champion was trained are all honoured. Deterministic: a re-run writes the
@@ -253,7 +260,15 @@ def lists_from_champion(tracking: Tracking, version: str, users: pd.DataFrame, i
 
 
 def promotion_gate(
-    tracking: Tracking, rule: GateRule, logged, params: RecommenderParams, per_user: dict, evaluation: dict, data, split, fingerprint: str
+    tracking: Tracking,
+    rule: GateRule,
+    logged,
+    params: RecommenderParams,
+    per_user: dict,
+    evaluation: dict,
+    data,
+    split,
+    fingerprint: str,
 ) -> GateDecision:
     """Register the new model and let the gate (ml/promotion.py) decide on per-user warm NDCG@10:
     against the champion's configuration refitted and evaluated on the same split; with no

@@ -61,9 +61,7 @@ def mlflow_run_metadata(settings, run_id: str, plot: bytes | None = None, plot_n
     """A link to the MLflow run in its UI and, given a PNG, the chart: logged to the run under
     plots/ and shown inline in the Dagster UI."""
     experiment_id = log_plot(settings.mlflow_tracking_uri, run_id, plot, plot_name)
-    metadata = {
-        "mlflow_run": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}")
-    }
+    metadata = {"mlflow_run": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}")}
     if plot is not None:
         encoded = base64.b64encode(plot).decode()
         metadata["plot"] = dg.MetadataValue.md(f"![{plot_name}](data:image/png;base64,{encoded})")
@@ -144,10 +142,7 @@ def recommendation_candidates(
 def recommender_metadata(settings, run: RecommenderRun, phase: Phases) -> dict:
     """What the UI shows of a recommender run: where the lists came from and, when a model was
     trained, the gate's decision, the MLflow run and the primary slice's metrics."""
-    lists = {
-        "lists_from": run.lists_from,
-        "lists_from_version": str(run.recs["model_version"].iloc[0]) if len(run.recs) else "none",
-    }
+    lists = {"lists_from": run.lists_from, "lists_from_version": run.lists_version}
     if run.decision is None:
         return {"skipped_reason": run.skipped_reason, "promoted": False, **lists}
     decision = run.decision
@@ -216,9 +211,7 @@ def propensity_scores(
     run = score_propensities(frames, settings.seed, config.max_train_rows, tracking, context.log)
     del frames
     table = write_ml(tessera, "propensity_scores", run.scores, "customer_key")
-    return dg.MaterializeResult(
-        metadata={**table, **run_metadata(started, run.rows_read), **propensity_metadata(settings, run)}
-    )
+    return dg.MaterializeResult(metadata={**table, **run_metadata(started, run.rows_read), **propensity_metadata(settings, run)})
 
 
 def propensity_metadata(settings, run: PropensityRun) -> dict:
