@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ml.rec_evaluation import evaluate_split, evaluation_as_of, prepare_tables, read_table, time_split  # noqa: E402
-from orchestration.ml import USER_FEATURES  # noqa: E402
+from ml.rec_lists import USER_FEATURES  # noqa: E402
 from ml.recommender import RecommenderParams  # noqa: E402
 
 GRID = [  # components, half-life days, feature weight, loss

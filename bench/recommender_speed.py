@@ -15,12 +15,12 @@ Zipf-like popularity over the whole catalogue; activity per customer is log-norm
 marts.customer_rec_user_features (gender, country, region, age band, RFM bins, segment, device);
 item features category, brand and price band; 5 % of products inactive.
 
-Timed, with the shipped RecommenderConfig defaults (WARP, 64 components, 30 epochs, feature
+Timed, with the shipped RecommenderParams defaults (WARP, 64 components, 30 epochs, feature
 weight 0.03, 30-day half-life, one thread, the 40M-update budget; `--epochs`, `--threads` and
 `--max-updates` override):
 1. build: id maps and feature matrices (ml.recommender.build_data, with_feature_weight);
 2. train: ml.recommender.fit on every interaction;
-3. publish: orchestration.ml.published_candidates for every customer: top 10 with already-bought
+3. publish: ml.rec_lists.published_candidates for every customer: top 10 with already-bought
    excluded, inactive products left out, at most 3 per category, cold-start and popularity
    fallbacks (the exact code the Dagster asset runs).
 The offline evaluation (baselines, slices) is not part of these targets and not timed here.
@@ -44,8 +44,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ml.recommender import build_data, fit, with_feature_weight  # noqa: E402
-from orchestration.ml import ITEM_FEATURES, USER_FEATURES, RecommenderConfig, published_candidates  # noqa: E402
+from ml.rec_lists import ITEM_FEATURES, USER_FEATURES, ListRules, published_candidates  # noqa: E402
+from ml.recommender import RecommenderParams, build_data, fit, with_feature_weight  # noqa: E402
 
 T0 = pd.Timestamp("2025-11-01")
 PER_PAIR = 2.2
@@ -129,21 +129,15 @@ def main() -> int:
     parser.add_argument("--interactions", type=int, default=10_000_000)
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--epochs", type=int, help="default: RecommenderConfig's")
-    parser.add_argument("--threads", type=int, default=None, help="LightFM threads (default: RecommenderConfig's)")
-    parser.add_argument("--max-updates", type=int, help="default: RecommenderConfig's")
+    parser.add_argument("--epochs", type=int, help="default: RecommenderParams'")
+    parser.add_argument("--threads", type=int, default=None, help="LightFM threads (default: RecommenderParams')")
+    parser.add_argument("--max-updates", type=int, help="default: RecommenderParams'")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, help="default: bench/results/recommender_speed_<interactions>.json")
     args = parser.parse_args()
 
-    config = RecommenderConfig()
-    if args.epochs is not None:
-        config = config.model_copy(update={"epochs": args.epochs})
-    if args.threads is not None:
-        config = config.model_copy(update={"num_threads": args.threads})
-    if args.max_updates is not None:
-        config = config.model_copy(update={"max_updates": args.max_updates})
-    params = config.params(args.seed)
+    overrides = {"epochs": args.epochs, "num_threads": args.threads, "max_updates": args.max_updates}
+    params = RecommenderParams(seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
     times: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -160,7 +154,7 @@ def main() -> int:
     times["train_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    recs = published_candidates(model, data, users, items, config)
+    recs = published_candidates(model, data, users, items, ListRules())
     times["publish_s"] = time.perf_counter() - started
 
     pairs = int(data.interactions[["u", "i"]].drop_duplicates().shape[0])

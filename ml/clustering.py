@@ -37,6 +37,10 @@ BEHAVIOURAL_FEATURES = {
 }
 # A customer who never ordered is treated as "long ago" rather than missing.
 NEVER = 365
+# the numbers of clusters tried, K_MIN..K_MAX; centroids are fitted on at most FIT_SAMPLE
+# customers, then all are assigned
+K_MIN, K_MAX = 2, 8
+FIT_SAMPLE = 50_000
 
 
 @dataclass
@@ -83,11 +87,11 @@ def clustering_shortfall(features: pd.DataFrame, k_min: int) -> str | None:
 
 def cluster_customers(
     features: pd.DataFrame,
-    k_range: range = range(2, 9),
+    k_range: range = range(K_MIN, K_MAX + 1),
     seed: int = 42,
     silhouette_sample: int = 5_000,
     n_init: int = 5,
-    fit_sample: int = 50_000,
+    fit_sample: int = FIT_SAMPLE,
 ) -> ClusteringResult:
     x = prepare(features)
     scaled = StandardScaler().fit_transform(x.to_numpy())

@@ -48,6 +48,7 @@ NUMERIC_FEATURES = [
     "email_click_rate",
 ]
 CATEGORICAL_FEATURES = ["last_cart_status", "last_device", "top_category"]
+MAX_TRAIN_ROWS = 100_000  # each fit samples this many labelled customers at most
 
 
 class LeakageError(ValueError):
@@ -146,7 +147,7 @@ def train_propensity(
     current: pd.DataFrame,
     target: str,
     seed: int = 42,
-    max_train_rows: int = 100_000,
+    max_train_rows: int = MAX_TRAIN_ROWS,
 ) -> PropensityResult:
     """Each frame: features joined with the label column `target` (current has no label)."""
     for frame in (train, evaluation, current):

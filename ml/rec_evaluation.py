@@ -357,3 +357,29 @@ def evaluation_as_of(
         if frame is not None and "occurred_at" in frame and pd.to_datetime(frame["occurred_at"]).notna().any():
             return getattr(pd.to_datetime(frame["occurred_at"]), pick)()
     return None
+
+
+def flatten_metrics(evaluation: dict) -> dict[str, float]:
+    """MLflow metric names: the hybrid on the primary slice as plain names (precision_at_10, ...),
+    each baseline on it as <model>_<metric>, every other slice as <slice>_<model>_<metric>. A slice
+    no user was evaluated on logs nothing, and no undefined value is logged (loggable_metrics)."""
+    out = {}
+    for model, by_slice in evaluation.items():
+        for slice_name, metrics in loggable_metrics(by_slice).items():
+            for metric, value in metrics.items():
+                prefix = "" if model == "lightfm_hybrid" else f"{model}_"
+                if slice_name != PRIMARY_SLICE:
+                    prefix = f"{slice_name}_{model}_"
+                out[prefix + metric] = value
+    return out
+
+
+def model_metrics(evaluation: dict, model: str) -> dict[str, float]:
+    """One model's metrics under the hybrid's own names: primary slice plain, others <slice>_<metric>;
+    empty slices and undefined values left out, as in flatten_metrics."""
+    out = {}
+    for slice_name, metrics in loggable_metrics(evaluation[model]).items():
+        prefix = "" if slice_name == PRIMARY_SLICE else f"{slice_name}_"
+        out.update({prefix + metric: value for metric, value in metrics.items()})
+    return out
+

@@ -22,8 +22,12 @@ from ml.rec_metrics import top_candidates
 
 @dataclass(frozen=True)
 class RecommenderParams:
+    """The recommender's parameters. The defaults are the tuned ones (README, "Recommender
+    evaluation": the Online Retail and demo holdouts); the Dagster config and the CLI read them
+    from here."""
+
     loss: str = "warp"
-    no_components: int = 32
+    no_components: int = 64
     learning_rate: float = 0.05
     epochs: int = 30
     item_alpha: float = 1e-6
@@ -34,10 +38,10 @@ class RecommenderParams:
     weight_cart: float = 2.0
     weight_purchase: float = 4.0
     # weight of the metadata features relative to the identity feature (1 = as LightFM's Dataset)
-    feature_weight: float = 1.0
+    feature_weight: float = 0.03
     # time decay: an interaction half_life_days older than the newest training one counts half
     # (0 = no decay)
-    half_life_days: float = 0.0
+    half_life_days: float = 30.0
     # the last test_days of interactions form the holdout
     test_days: int = 21
     # window of the recently-popular baseline
@@ -51,7 +55,7 @@ class RecommenderParams:
     # 40M leaves the demo and Online Retail (<300k pairs) at `epochs`; 4.5M pairs get 8 epochs.
     max_updates: int = 40_000_000
     # evaluation fits models and scores every item for each evaluated user: above this many
-    # customers it runs on a seeded sample of them (orchestration/ml.py), and above this many users
+    # customers it runs on a seeded sample of them (ml/rec_run.py), and above this many users
     # a slice is judged on a seeded sample, so it costs the same at 100k and at 1M customers.
     # Metrics are estimates then; `eval_customers` and each slice's `users` say on how many.
     eval_max_users: int = 20_000
@@ -109,6 +113,25 @@ class RecData:
     users: FeatureSpace
     items: FeatureSpace
     interactions: pd.DataFrame  # customer_key, product_id, interaction_type, occurred_at, u, i
+
+
+@dataclass
+class TrainingFrames:
+    """What the recommender reads, customers known by their pseudonymous key."""
+
+    customers: pd.DataFrame  # customer_key, personalization_consent
+    items: pd.DataFrame  # product_id, category, brand, price_band, is_active
+    interactions: pd.DataFrame  # customer_key, product_id, interaction_type, occurred_at
+    features_now: pd.DataFrame  # customer_key and ml.rec_lists.USER_FEATURES, the latest snapshot
+    # why no model can be evaluated on this data (holdout_shortfall); None: features_then is read
+    skip_reason: str | None = None
+    split_at: pd.Timestamp | None = None  # the holdout start
+    features_then: pd.DataFrame | None = None  # as of split_at, so the holdout cannot leak in
+    features_at: object = None  # the date of the snapshot features_then come from
+
+    def users_now(self) -> pd.DataFrame:
+        """Every customer with today's features."""
+        return self.customers.merge(self.features_now, on="customer_key", how="left")
 
 
 def feature_space(frame: pd.DataFrame, id_column: str, feature_columns: list[str]) -> FeatureSpace:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -122,9 +121,3 @@ def record_on_run(client: MlflowClient, run_id: str, decision: GateDecision, res
 def champion_params(client: MlflowClient, version) -> dict[str, str]:
     """The logged parameters of the run that produced a model version."""
     return dict(client.get_run(version.run_id).data.params)
-
-
-def load_champion(tracking_uri: str, name: str):
-    """The champion as an MLflow pyfunc model (in any process)."""
-    mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")

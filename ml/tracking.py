@@ -73,6 +73,30 @@ class LoggedRun:
         )
 
 
+@dataclass(frozen=True)
+class Tracking:
+    """Where a model's runs go: the MLflow server, the experiment, the artifact store, the tags
+    every run carries and, for a registered model, its name."""
+
+    tracking_uri: str
+    experiment: str
+    artifact_root: Path
+    tags: dict[str, str] = field(default_factory=dict)
+    model_name: str | None = None
+
+
+def log_plot(tracking_uri: str, run_id: str, plot: bytes | None, name: str) -> str:
+    """A PNG logged to a run under plots/<name>.png (none: nothing logged); the run's experiment id."""
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    if plot is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.png"
+            path.write_bytes(plot)
+            client.log_artifact(run_id, str(path), artifact_path="plots")
+    return experiment_id
+
+
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.get_experiment_by_name(name)

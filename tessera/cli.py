@@ -115,7 +115,6 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
         read_table,
         time_split,
     )
-    from ml.recommender import RecommenderParams
 
     interactions = read_table(args.interactions)
     test = read_table(args.test) if args.test else None
@@ -126,23 +125,14 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
         extra_interactions=test,
         as_of=evaluation_as_of(interactions, None if test is not None else args.holdout_days, test),
     )
-    params = RecommenderParams(
-        loss=args.loss,
-        no_components=args.components,
-        learning_rate=args.learning_rate,
-        epochs=args.epochs,
-        half_life_days=args.half_life_days,
-        feature_weight=args.feature_weight,
-        k=args.k,
-        seed=args.seed,
-    )
+    params = recommender_params(args)
     split = explicit_split(data, test) if test is not None else time_split(data, args.holdout_days)
     models = args.models.split(",") if args.models else list(MODELS)
     metrics = evaluate_split(data, split, params, models)
-    print(f"{split.describe()}; k = {args.k}; primary slice: {PRIMARY_SLICE}")
+    print(f"{split.describe()}; k = {params.k}; primary slice: {PRIMARY_SLICE}")
     for slice_name in SLICES:
         print(f"\n### {slice_name}{' (primary)' if slice_name == PRIMARY_SLICE else ''}\n")
-        print(metric_table(metrics, args.k, slice_name))
+        print(metric_table(metrics, params.k, slice_name))
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"split": split.describe(), "params": params.as_dict(), "metrics": metrics}, fh, indent=2)
@@ -153,7 +143,6 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
 def _cmd_recommend_tune(args: argparse.Namespace) -> int:
     from ml.rec_evaluation import evaluation_as_of, prepare_tables, read_table, time_split
     from ml.rec_tuning import DEFAULT_SPACE, tune
-    from ml.recommender import RecommenderParams
     from tessera.settings import load_settings, mlflow_artifact_root
 
     settings = load_settings()
@@ -165,16 +154,17 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
         as_of=evaluation_as_of(interactions, args.holdout_days),
     )
     split = time_split(data, args.holdout_days)
+    params = recommender_params(args)  # the base of every trial: k and seed
     results = tune(
         data,
         split,
-        RecommenderParams(k=args.k, seed=args.seed),
+        params,
         DEFAULT_SPACE,
         settings.mlflow_tracking_uri,
         args.experiment,
         mlflow_artifact_root(settings),
     )
-    k = args.k
+    k = params.k
     print(
         f"{len(results)} trials in MLflow experiment '{args.experiment}' ({settings.mlflow_tracking_uri}); {split.describe()}"
     )
@@ -206,6 +196,69 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         settings.serve_reload_seconds if args.reload_seconds is None else args.reload_seconds,
     )
     return 0
+
+
+# each option of `recommend evaluate` / `tune` and the RecommenderParams field it sets; an option
+# not given keeps the field's default, the tuned one (the Dagster config reads the same)
+RECOMMEND_OPTIONS = {
+    "loss": "loss",
+    "components": "no_components",
+    "learning_rate": "learning_rate",
+    "epochs": "epochs",
+    "half_life_days": "half_life_days",
+    "feature_weight": "feature_weight",
+    "k": "k",
+    "seed": "seed",
+}
+TUNED = "default: the tuned RecommenderParams value"
+
+
+def recommender_params(args: argparse.Namespace):
+    """The RecommenderParams the options ask for: the defaults, but for the options given."""
+    from ml.recommender import RecommenderParams
+
+    given = {field: getattr(args, option, None) for option, field in RECOMMEND_OPTIONS.items()}
+    return RecommenderParams(**{field: value for field, value in given.items() if value is not None})
+
+
+def add_recommend_parser(sub) -> None:
+    """`tessera recommend evaluate|tune`: the recommender outside Dagster."""
+    rec = sub.add_parser("recommend", help="the recommender outside Dagster")
+    rec_sub = rec.add_subparsers(dest="recommend_command", required=True)
+    ev = rec_sub.add_parser(
+        "evaluate",
+        help="LightFM hybrid vs baselines on a time split or an explicit train/test pair",
+        description="Interactions: customer_key, product_id[, interaction_type (view|cart|purchase), occurred_at]. "
+        "Feature tables: customer_key / product_id plus categorical columns; with an as_of_date column a "
+        "table is point-in-time and the rows as of the holdout start are used. CSV or Parquet.",
+    )
+    ev.add_argument("--interactions", required=True, help="training interactions (all of them with --holdout-days)")
+    ev.add_argument("--user-features")
+    ev.add_argument("--item-features")
+    split = ev.add_mutually_exclusive_group(required=True)
+    split.add_argument("--holdout-days", type=int, help="test on purchases in the last N days")
+    split.add_argument("--test", help="explicit test file (customer_key, product_id)")
+    ev.add_argument("--k", type=int, help=TUNED)
+    ev.add_argument("--models", help="comma-separated subset of the models (default: all)")
+    ev.add_argument("--loss", choices=["warp", "bpr", "warp-kos", "logistic"], help=TUNED)
+    ev.add_argument("--components", type=int, help=TUNED)
+    ev.add_argument("--learning-rate", type=float, help=TUNED)
+    ev.add_argument("--epochs", type=int, help=TUNED)
+    ev.add_argument("--half-life-days", type=float, help=f"time decay of interaction weights (0 = off); {TUNED}")
+    ev.add_argument("--feature-weight", type=float, help=f"metadata features vs the identity feature; {TUNED}")
+    ev.add_argument("--seed", type=int, help=TUNED)
+    ev.add_argument("--out", help="write all metrics as JSON")
+    ev.set_defaults(func=_cmd_recommend_evaluate)
+
+    tu = rec_sub.add_parser("tune", help="grid search of the hybrid; every trial is an MLflow run")
+    tu.add_argument("--interactions", required=True)
+    tu.add_argument("--user-features")
+    tu.add_argument("--item-features")
+    tu.add_argument("--holdout-days", type=int, required=True)
+    tu.add_argument("--k", type=int, help=TUNED)
+    tu.add_argument("--seed", type=int, help=TUNED)
+    tu.add_argument("--experiment", default="tessera-recommender-tuning")
+    tu.set_defaults(func=_cmd_recommend_tune)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,42 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ds.add_argument("--seed", type=int, default=42)
     ds.set_defaults(func=_cmd_decisioning_simulate)
 
-    rec = sub.add_parser("recommend", help="the recommender outside Dagster")
-    rec_sub = rec.add_subparsers(dest="recommend_command", required=True)
-    ev = rec_sub.add_parser(
-        "evaluate",
-        help="LightFM hybrid vs baselines on a time split or an explicit train/test pair",
-        description="Interactions: customer_key, product_id[, interaction_type (view|cart|purchase), occurred_at]. "
-        "Feature tables: customer_key / product_id plus categorical columns; with an as_of_date column a "
-        "table is point-in-time and the rows as of the holdout start are used. CSV or Parquet.",
-    )
-    ev.add_argument("--interactions", required=True, help="training interactions (all of them with --holdout-days)")
-    ev.add_argument("--user-features")
-    ev.add_argument("--item-features")
-    split = ev.add_mutually_exclusive_group(required=True)
-    split.add_argument("--holdout-days", type=int, help="test on purchases in the last N days")
-    split.add_argument("--test", help="explicit test file (customer_key, product_id)")
-    ev.add_argument("--k", type=int, default=10)
-    ev.add_argument("--models", help="comma-separated subset of the models (default: all)")
-    ev.add_argument("--loss", default="warp", choices=["warp", "bpr", "warp-kos", "logistic"])
-    ev.add_argument("--components", type=int, default=64)
-    ev.add_argument("--learning-rate", type=float, default=0.05)
-    ev.add_argument("--epochs", type=int, default=30)
-    ev.add_argument("--half-life-days", type=float, default=30.0, help="time decay of interaction weights (0 = off)")
-    ev.add_argument("--feature-weight", type=float, default=0.03, help="metadata features vs the identity feature")
-    ev.add_argument("--seed", type=int, default=42)
-    ev.add_argument("--out", help="write all metrics as JSON")
-    ev.set_defaults(func=_cmd_recommend_evaluate)
-
-    tu = rec_sub.add_parser("tune", help="grid search of the hybrid; every trial is an MLflow run")
-    tu.add_argument("--interactions", required=True)
-    tu.add_argument("--user-features")
-    tu.add_argument("--item-features")
-    tu.add_argument("--holdout-days", type=int, required=True)
-    tu.add_argument("--k", type=int, default=10)
-    tu.add_argument("--seed", type=int, default=42)
-    tu.add_argument("--experiment", default="tessera-recommender-tuning")
-    tu.set_defaults(func=_cmd_recommend_tune)
+    add_recommend_parser(sub)
 
     sv = sub.add_parser("serve", help="the read-only API over the current published snapshots")
     sv.add_argument("--host", help="default TESSERA_SERVE_HOST or 127.0.0.1")

@@ -43,9 +43,9 @@ def store(tmp_path, monkeypatch):
 
 
 def _train_and_log(uri: str, root: Path, keys: list[str], seed: int):
-    """A small recommender trained, logged and registered as orchestration/ml.py does (the same
+    """A small recommender trained, logged and registered as ml/rec_run.py does (the same
     bundle, id mappings, nested baseline run and registry calls): customers known by customer_pkey."""
-    from orchestration.ml import model_bundle
+    from ml.rec_lists import model_bundle
 
     rng = np.random.default_rng(seed)
     pkeys = [pseudonym(DEMO_SALT, k) for k in keys]
@@ -161,7 +161,7 @@ def test_forget_retires_every_model_and_artifact_carrying_the_person_and_keeps_t
     assert _files_holding(root, ERASED_KEY, ERASED_PKEY) == []
     assert (legacy / "others.txt.gz").exists()
     # the retired versions and their aliases are gone: the next pipeline run has no champion and
-    # judges its model as a first one (orchestration/ml.py promotion_gate)
+    # judges its model as a first one (ml/rec_run.py promotion_gate)
     assert [str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")] == [v3]
     assert champion(client, MODEL) is None
     with pytest.raises(MlflowException):

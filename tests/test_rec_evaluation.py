@@ -49,7 +49,8 @@ def _planted() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return inter, users, items
 
 
-PARAMS = RecommenderParams(no_components=4, epochs=20, learning_rate=0.05, seed=3, k=3)
+# features weighted as LightFM's Dataset, no decay: what these planted fixtures were written for
+PARAMS = RecommenderParams(no_components=4, epochs=20, learning_rate=0.05, seed=3, k=3, feature_weight=1.0, half_life_days=0.0)
 
 
 def test_training_is_deterministic_and_recovers_the_planted_tastes():
@@ -148,7 +149,7 @@ def test_time_decay_halves_a_weight_per_half_life():
     w = weighted_matrix(inter, (1, 2), params).toarray()[0]
     assert w[1] == pytest.approx(4.0)  # newest: full weight
     assert w[0] == pytest.approx(2.0)  # one half-life older: half
-    assert weighted_matrix(inter, (1, 2), RecommenderParams()).toarray()[0].tolist() == [4.0, 4.0]
+    assert weighted_matrix(inter, (1, 2), RecommenderParams(half_life_days=0.0)).toarray()[0].tolist() == [4.0, 4.0]
 
 
 def test_feature_weight_rebalances_identity_against_metadata():
@@ -232,7 +233,7 @@ def test_pruned_top_candidates_equal_a_full_sort_with_ties_and_exclusions():
 
 
 def test_published_lists_fall_back_to_features_then_popularity_and_respect_consent():
-    from orchestration.ml import RecommenderConfig, published_candidates
+    from ml.rec_lists import ListRules, published_candidates
 
     inter, users, items = _planted()
     users = users.assign(gender="U", country_code="unknown", region="unknown", age_band=users["taste"], personalization_consent=True)
@@ -243,7 +244,7 @@ def test_published_lists_fall_back_to_features_then_popularity_and_respect_conse
     items = items.assign(brand="x", price_band="low", is_active=True)
     data = prepare_tables(inter, users[["customer_key", "gender", "country_code", "age_band"]], items[["product_id", "category", "brand", "price_band"]])
     model = fit(data, data.interactions, PARAMS)
-    config = RecommenderConfig(k=3, max_per_category=2, exclude_bought=True)
+    config = ListRules(k=3, max_per_category=2, exclude_bought=True)
     recs = published_candidates(model, data, users, items, config)
     source = recs.groupby("customer_key")["source"].first()
     assert source["a0"] == "personalised"
@@ -368,7 +369,7 @@ def test_rows_for_unseen_users_weigh_features_as_training_did():
 
 
 def test_a_registered_model_lists_customers_it_never_saw_from_their_features():
-    from orchestration.ml import RecommenderConfig, champion_lists_for, model_bundle, published_candidates
+    from ml.rec_lists import ListRules, champion_lists_for, model_bundle, published_candidates
 
     inter, users, items = _planted()
     users = users.assign(gender="F", country_code="GB", region="Northern Europe", age_band=users["taste"], personalization_consent=True)
@@ -376,7 +377,7 @@ def test_a_registered_model_lists_customers_it_never_saw_from_their_features():
     features = ["gender", "country_code", "region", "age_band"]
     data = with_feature_weight(prepare_tables(inter, users[["customer_key", *features]], items[["product_id", "category", "brand", "price_band"]]), 0.5)
     model = fit(data, data.interactions, PARAMS)
-    config = RecommenderConfig(k=3, max_per_category=3)
+    config = ListRules(k=3, max_per_category=3)
     bundle = model_bundle(model, data, 3)
     assert bundle["cold_user_ids"] == ["u_new"]
     # today: a customer the model never saw (taste 'b' by age band), and a0 withdrew consent
@@ -524,9 +525,8 @@ def test_shared_rows_copies_the_owner_rows_in_user_order():
 
 def test_a_slice_with_no_users_logs_no_metrics():
     # what broke: empty slices logged ~40 NaN metrics to MLflow per run
-    from ml.rec_evaluation import empty_slices, evaluate_per_user
+    from ml.rec_evaluation import empty_slices, evaluate_per_user, flatten_metrics, model_metrics
     from ml.tracking import refuse_undefined
-    from orchestration.ml import flatten_metrics, model_metrics
 
     inter, users, items = _planted()
     # a holdout of warm users only, buying items seen in training: no cold user, no cold item

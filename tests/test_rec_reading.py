@@ -10,14 +10,9 @@ import pandas as pd
 
 from ml.rec_baselines import ItemItemCooccurrence
 from ml.rec_evaluation import features_as_of
+from ml.rec_lists import USER_FEATURES
 from ml.recommender import RecommenderParams, build_data, type_weights, weighted_matrix
-from orchestration.ml import (
-    FEATURES_DATE_SQL,
-    USER_FEATURES,
-    USER_FEATURES_AS_OF_SQL,
-    pseudonymised,
-    read_interactions,
-)
+from tessera.mlio.recommender import FEATURES_DATE_SQL, USER_FEATURES_AS_OF_SQL, pseudonymised, read_interactions
 from tessera.privacy import pseudonym
 
 T0 = pd.Timestamp("2026-10-01")
@@ -135,15 +130,13 @@ def test_point_in_time_features_in_sql_equal_features_as_of():
     assert con.execute(FEATURES_DATE_SQL, {"as_of": pd.Timestamp("2026-10-10").to_pydatetime()}).fetchone()[0] == pd.Timestamp("2026-10-01").date()
 
 
-def test_categorical_lists_are_written_as_text_in_text_order(tmp_path, monkeypatch):
+def test_categorical_lists_are_written_as_text_in_text_order(tmp_path):
     """recommend() returns its keys as categoricals (codes, not 10M strings); ml tables still get
     VARCHAR columns, sorted by the text, not by the categories' order (DuckDB would otherwise
     make ENUMs and sort by category position)."""
-    from orchestration.ml import constant_column, write_ml_table
-    from orchestration.resources import TesseraResource
+    from ml.rec_lists import constant_column
+    from tessera.mlio.tables import write_ml_table
 
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TESSERA_DUCKDB_PATH", str(tmp_path / "tessera.duckdb"))  # CI sets it for the suite
     # categories deliberately not in text order: position order would put "b" first
     keys = pd.Categorical.from_codes(np.array([0, 0, 1, 2, 1]), categories=pd.Index(["b", "a", "c"]))
     frame = pd.DataFrame(
@@ -154,7 +147,8 @@ def test_categorical_lists_are_written_as_text_in_text_order(tmp_path, monkeypat
             "model_run_id": constant_column("run-1", 5),
         }
     )
-    write_ml_table(TesseraResource(), "lists", frame, "customer_key, rank")
+    with duckdb.connect(str(tmp_path / "tessera.duckdb")) as con:
+        write_ml_table(con, "lists", frame, "customer_key, rank")
     with duckdb.connect(str(tmp_path / "tessera.duckdb"), read_only=True) as con:
         types = dict(con.execute("select column_name, data_type from information_schema.columns where table_name = 'lists'").fetchall())
         rows = con.execute("select * from ml.lists").fetchall()  # physical order

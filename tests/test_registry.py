@@ -157,7 +157,7 @@ def test_the_champion_reloads_in_a_new_process_with_identical_scores(pipeline, t
     _, settings = pipeline
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     try:
-        # the model knows customers by their pseudonymous key (orchestration/ml.py, pseudonymised)
+        # the model knows customers by their pseudonymous key (tessera/mlio/recommender.py, pseudonymised)
         with_pkeys(con)
         customers = [r[0] for r in con.execute(
             "select distinct customer_pkey(customer_key) from ml.recommendation_candidates order by 1 limit 5"

@@ -12,11 +12,11 @@ import pytest
 
 from ml.clustering import BEHAVIOURAL_FEATURES
 from ml.propensity import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from ml.rec_lists import USER_FEATURES
 from orchestration.ml import (
     CLUSTERS_KEY,
     PROPENSITY_KEY,
     RECOMMENDER_KEY,
-    USER_FEATURES,
     customer_clusters,
     propensity_scores,
     recommendation_candidates,

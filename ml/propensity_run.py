@@ -1,0 +1,120 @@
+"""One tracked run of the propensity models: purchase in the next 30 days and churn risk, each
+trained point in time on the oldest of the last three feature snapshots, evaluated out of time on
+the next, refit and applied to the latest (ml/propensity.py); each logged to MLflow."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ml.plots import grouped_bar_png
+from ml.propensity import CATEGORICAL_FEATURES, NUMERIC_FEATURES, train_propensity, training_shortfall
+from ml.tracking import Tracking, log_propensity_run
+
+# (label column, score column of ml.propensity_scores, population: scored where it is > 0; None: everyone)
+TARGETS = (
+    ("purchased_next_30d", "purchase_propensity_30d", None),
+    ("churned_next_30d", "churn_risk_30d", "frequency"),
+)
+
+
+@dataclass
+class PropensityRun:
+    scores: pd.DataFrame  # ml.propensity_scores: customer_key, as_of_date, a score and run id per target
+    rows_read: int
+    skipped: dict[str, str] = field(default_factory=dict)  # target: why it has no model
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # per trained target
+    runs: dict[str, str] = field(default_factory=dict)  # trained target: its MLflow run id
+    plot: bytes | None = None  # the models against the recency-only baseline
+
+    @property
+    def skipped_reason(self) -> str | None:
+        return "; ".join(dict.fromkeys(self.skipped.values())) or None
+
+
+def _null_scores(out: pd.DataFrame, column: str) -> None:
+    out[column] = pd.Series(np.nan, index=out.index, dtype="float64")
+    out[f"{column}_run_id"] = pd.Series(pd.NA, index=out.index, dtype="string")
+
+
+def _without_models(current: pd.DataFrame, reasons: dict[str, str], log) -> PropensityRun:
+    """No model can be trained (`reasons` per target): the current customers with every score and
+    run id null, so publish/customer_scores still publishes its RFM values (its check then expects
+    no score at all) and decisioning runs."""
+    out = current[["customer_key", "as_of_date"]].copy()
+    for _, column, _ in TARGETS:
+        _null_scores(out, column)
+    run = PropensityRun(out, len(current), skipped=reasons)
+    log.warning(f"propensity models skipped: {run.skipped_reason}")
+    return run
+
+
+def score_propensities(frames: pd.DataFrame, seed: int, max_train_rows: int, tracking: Tracking, log) -> PropensityRun:
+    """`frames`: every feature snapshot with its labels, in (as_of_date, customer_key) order. A
+    target that cannot be trained (thin data: too few snapshots, one label class) keeps null
+    scores, with the reason; `log` has warning."""
+    snapshots = sorted(frames["as_of_date"].unique())
+    if len(snapshots) < 3:
+        reason = f"need 3 feature snapshots (train, evaluate, current), found {len(snapshots)}"
+        latest = frames[frames["as_of_date"] == snapshots[-1]] if snapshots else frames
+        return _without_models(latest, {t: reason for t, _, _ in TARGETS}, log)
+    train, evaluation, current = (frames[frames["as_of_date"] == d] for d in snapshots[-3:])
+    skipped = {
+        target: reason for target, _, _ in TARGETS if (reason := training_shortfall(train, evaluation, target)) is not None
+    }
+    if len(skipped) == len(TARGETS):
+        return _without_models(current, skipped, log)
+    for reason in skipped.values():
+        log.warning(f"propensity model skipped: {reason}")
+    run = PropensityRun(current[["customer_key", "as_of_date"]].copy(), len(frames), skipped=skipped)
+    for target, column, _ in TARGETS:
+        if target in skipped:
+            _null_scores(run.scores, column)
+    targets = tuple(t for t in TARGETS if t[0] not in skipped)
+
+    def train_target(target: str, population: str | None):
+        scored = current if population is None else current[current[population] > 0]
+        return train_propensity(train, evaluation, scored, target, seed=seed, max_train_rows=max_train_rows)
+
+    # The two models share nothing: each trains in a thread of its own (scikit-learn's tree code
+    # releases the GIL; each fit keeps its one OpenMP thread), with the results of training them
+    # one after the other. MLflow logging stays in this thread, in order.
+    with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="propensity") as workers:
+        trained = [workers.submit(train_target, target, population) for target, _, population in targets]
+        results = [job.result() for job in trained]
+    comparison = {}
+    for (target, column, population), result in zip(targets, results, strict=True):
+        logged = log_propensity_run(
+            tracking_uri=tracking.tracking_uri,
+            experiment=tracking.experiment,
+            artifact_root=tracking.artifact_root,
+            target=target,
+            params={
+                "model": "HistGradientBoostingClassifier",
+                "train_as_of": str(pd.Timestamp(snapshots[-3]).date()),
+                "eval_as_of": str(pd.Timestamp(snapshots[-2]).date()),
+                "score_as_of": str(pd.Timestamp(snapshots[-1]).date()),
+                "features": ",".join(NUMERIC_FEATURES + CATEGORICAL_FEATURES),
+                "population": "customers with an earlier order" if population else "all customers",
+                "max_train_rows": max_train_rows,
+            },
+            metrics=result.metrics,
+            calibration=result.calibration,
+            model=result.model,
+            tags=tracking.tags,
+        )
+        run.scores = run.scores.merge(result.scores.rename(columns={"score": column}), on="customer_key", how="left")
+        run.scores[f"{column}_run_id"] = logged.run_id
+        run.metrics[target] = result.metrics
+        run.runs[target] = logged.run_id
+        comparison[target] = {
+            "model AUC": result.metrics["auc"],
+            "recency-only AUC": result.metrics["baseline_recency_auc"],
+            "model PR-AUC": result.metrics["pr_auc"],
+            "recency-only PR-AUC": result.metrics["baseline_recency_pr_auc"],
+        }
+    run.plot = grouped_bar_png(comparison, "Propensity models vs the recency-only baseline (evaluation snapshot)", "score")
+    return run

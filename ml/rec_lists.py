@@ -1,0 +1,250 @@
+"""The published lists: each customer's top k under the published rules (already-bought products
+left out, inactive products never, a cap per category, no personal history without consent), from
+the model just trained, from a registered champion, or from popularity alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ml.rec_baselines import MostPopular, RecentlyPopular
+from ml.recommender import (
+    FeatureSpace,
+    RecData,
+    RecommenderParams,
+    index_of,
+    pairs_matrix,
+    purchased_matrix,
+    recommend,
+    unseen_user_rows,
+)
+
+# marts.customer_rec_user_features, point in time: demographics, then behaviour as of a snapshot
+STATIC_USER_FEATURES = ["gender", "country_code", "region", "age_band"]
+USER_FEATURES = [*STATIC_USER_FEATURES, "r_bin", "f_bin", "m_bin", "rfm_segment", "last_device"]
+ITEM_FEATURES = ["category", "brand", "price_band"]
+
+
+@dataclass(frozen=True)
+class ListRules:
+    """The rules on the published list; the defaults are the published contract."""
+
+    k: int = RecommenderParams.k  # top k per customer
+    max_per_category: int = 3  # diversity cap: at most this many products of one category
+    exclude_bought: bool = True  # leave out products the customer already bought
+
+
+def constant_column(value: str, n: int) -> pd.Categorical:
+    """`value` on each of `n` rows, as a categorical: one byte a row where a text column repeats
+    the string (10M rows at 1M customers)."""
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=pd.Index([value]))
+
+
+def usable_features(profile: pd.DataFrame) -> np.ndarray:
+    """Customers with at least one known demographic: a customer without history has no
+    behaviour to speak of, so only these can be ranked from features."""
+    static = profile[STATIC_USER_FEATURES].fillna("unknown").astype(str)
+    return ((static != "unknown") & (static != "U")).any(axis=1).to_numpy()
+
+
+def ranked_lists(
+    model,
+    data,
+    profile: pd.DataFrame,
+    cold: np.ndarray,
+    bought: sp.csr_matrix,
+    popularity,
+    items,
+    rules: ListRules,
+    zero_identity=True,
+    everyone_popular=False,
+):
+    """The rules on the published list: top `k` per customer, already-bought products left out
+    (configurable), inactive products never, at most `max_per_category` per category. `cold`
+    customers are ranked from their features; without usable features, or without
+    personalisation consent, customers get the most popular products (their history unused).
+    `profile` is aligned with data.users.ids; `bought` with (users, items). zero_identity=False
+    when the user rows have no identity feature to drop (ml.recommender.recommend).
+    everyone_popular=True: every customer gets the `popularity` ranking (a baseline's lists, when
+    the gate publishes no model), with what they bought left out where they consented."""
+    consent = profile["personalization_consent"].fillna(True).astype(bool).to_numpy()
+    popular = np.ones(len(consent), dtype=bool) if everyone_popular else ~consent | (cold & ~usable_features(profile))
+    exclude = bought if rules.exclude_bought else sp.csr_matrix(bought.shape, dtype=np.float32)
+    personal = consent if everyone_popular else ~popular
+    exclude = sp.diags(personal.astype(np.float32)) @ exclude  # no personal history without consent
+    by_id = items.set_index("product_id")
+    active = by_id["is_active"].reindex(data.items.ids).fillna(False).to_numpy(dtype=bool)
+    category = by_id["category"].reindex(data.items.ids).fillna("unknown")
+    codes, uniques = pd.factorize(category, sort=True)
+    recs = recommend(
+        model,
+        data,
+        exclude.tocsr(),
+        active,
+        rules.k,
+        cold_users=cold & ~popular,
+        popular_users=popular,
+        popularity=popularity,
+        item_group=codes,
+        max_per_group=rules.max_per_category,
+        zero_identity=zero_identity,
+    )
+    # product_id's codes are item indices (recommend): the category by code, as a categorical too
+    recs["category"] = pd.Categorical.from_codes(codes[recs["product_id"].cat.codes.to_numpy()], categories=uniques)
+    return recs.assign(top_n=rules.k, max_per_category=rules.max_per_category)
+
+
+def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, rules: ListRules) -> pd.DataFrame:
+    """Every customer's list from the model just trained (ranked_lists); customers without any
+    interaction are cold."""
+    profile = users.set_index("customer_key").loc[data.users.ids]
+    popularity = MostPopular(data.interactions, len(data.items.ids)).scores
+    return ranked_lists(model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, rules)
+
+
+def baseline_candidates(
+    model, data, users: pd.DataFrame, items: pd.DataFrame, rules: ListRules, baseline: str, recent_days: int
+) -> pd.DataFrame:
+    """Every customer's list from a simple baseline (ml/rec_baselines.py) over all interactions,
+    under the published rules: what the gate publishes when no model may be (no champion yet and
+    the first model not shown to be as good as the baseline). Rows have source 'popularity'."""
+    n_items = len(data.items.ids)
+    if baseline == "most_popular":
+        popularity = MostPopular(data.interactions, n_items).scores
+    elif baseline == "recently_popular":
+        popularity = RecentlyPopular(data.interactions, n_items, window_days=recent_days).scores
+    else:
+        raise ValueError(f"no published fallback for baseline {baseline!r}")
+    profile = users.set_index("customer_key").loc[data.users.ids]
+    return ranked_lists(
+        model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, rules, everyone_popular=True
+    )
+
+
+CANDIDATE_COLUMNS = {  # ml.recommendation_candidates (text as "string": DuckDB reads it as VARCHAR, nulls too)
+    "customer_key": "string",
+    "rank": "int64",
+    "product_id": "string",
+    "score": "float64",
+    "source": "string",
+    "category": "string",
+    "top_n": "int64",
+    "max_per_category": "int64",
+    "model_run_id": "string",
+    "model_version": "string",
+}
+
+
+def popular_without_model(
+    users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame, rules: ListRules, label: str
+) -> pd.DataFrame:
+    """With no model to rank with (thin data, no champion): one list for every customer, the
+    active products by distinct buyers, then distinct users with any interaction (MostPopular),
+    at most `max_per_category` per category; nothing personal is used. No interaction or no
+    active product: no rows."""
+    active = items[items["is_active"].fillna(False).astype(bool)].sort_values("product_id").reset_index(drop=True)
+    if interactions.empty or active.empty or users.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in CANDIDATE_COLUMNS.items()})
+    index = {p: n for n, p in enumerate(active["product_id"].astype(str))}
+    inter = interactions.assign(u=interactions["customer_key"].astype(str), i=interactions["product_id"].astype(str).map(index))
+    inter = inter[inter["i"].notna()].astype({"i": np.int64})
+    scores = MostPopular(inter, len(active)).scores
+    order = np.lexsort((np.arange(len(active)), -scores))  # best first, ties by product id
+    category = active["category"].fillna("unknown").astype(str).to_numpy()
+    picked, per_category = [], {}
+    for i in order:
+        if per_category.get(category[i], 0) < rules.max_per_category:
+            picked.append(i)
+            per_category[category[i]] = per_category.get(category[i], 0) + 1
+        if len(picked) == rules.k:
+            break
+    keys = users["customer_key"].astype(str).to_numpy()
+    n, m = len(keys), len(picked)
+    return pd.DataFrame(
+        {
+            "customer_key": np.repeat(keys, m),
+            "rank": np.tile(np.arange(1, m + 1, dtype=np.int64), n),
+            "product_id": np.tile(active["product_id"].astype(str).to_numpy()[picked], n),
+            "score": np.tile(scores[picked].astype(np.float64), n),
+            "source": "popularity",
+            "category": np.tile(category[picked], n),
+            "top_n": np.int64(rules.k),
+            "max_per_category": np.int64(rules.max_per_category),
+            "model_run_id": None,
+            "model_version": label,
+        }
+    )[list(CANDIDATE_COLUMNS)].astype(CANDIDATE_COLUMNS)
+
+
+def has_history(data) -> np.ndarray:
+    """Per user index: has at least one interaction in data.interactions."""
+    has = np.zeros(len(data.users.ids), dtype=bool)
+    has[data.interactions["u"].to_numpy()] = True
+    return has
+
+
+def model_bundle(model, data, k: int) -> dict:
+    """What the registered artifact holds: the model, id maps, feature matrices and names, and the
+    customers without any interaction at training time (ranked from features, champion_lists_for)."""
+    return {
+        "model": model,
+        "user_id_map": data.users.id_map,
+        "item_ids": data.items.ids,
+        "user_features": data.users.matrix,
+        "item_features": data.items.matrix,
+        "user_feature_names": data.users.feature_names,
+        "item_feature_names": data.items.feature_names,
+        "k": k,
+        "cold_user_ids": sorted(np.asarray(data.users.ids, dtype=object)[~has_history(data)].tolist()),
+    }
+
+
+def champion_lists_for(
+    bundle: dict, feature_weight: float, customers: pd.DataFrame, items, interactions, rules: ListRules
+) -> pd.DataFrame:
+    """Today's lists from a registered model (its MLflow bundle), under today's rules: customers
+    the model was trained on keep their trained rows (identity and features, as in training);
+    customers it never saw, or saw without history (bundle "cold_user_ids"), are ranked from
+    today's features in the model's own feature space (ml.recommender.unseen_user_rows); the
+    popularity fallback, consent, purchases and active products are today's."""
+    keys = customers["customer_key"].astype(str).tolist()
+    names = bundle["user_feature_names"]
+    trained = bundle["user_id_map"]
+    cold_ids = set(bundle.get("cold_user_ids", ()))
+    row_in_model = np.array([trained.get(k, -1) if k not in cold_ids else -1 for k in keys], dtype=np.int64)
+    warm = row_in_model >= 0
+    pick = sp.csr_matrix(
+        (np.ones(int(warm.sum()), dtype=np.float32), (np.flatnonzero(warm), row_in_model[warm])),
+        shape=(len(keys), bundle["user_features"].shape[0]),
+    )
+    unseen = sp.diags((~warm).astype(np.float32)) @ unseen_user_rows(names, customers, feature_weight)
+    rows = (pick @ bundle["user_features"] + unseen).tocsr().astype(np.float32)
+
+    item_ids = [str(i) for i in bundle["item_ids"]]
+    users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows)
+    items_space = FeatureSpace(
+        item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], bundle["item_features"]
+    )
+    inter = interactions.assign(
+        u=index_of(interactions["customer_key"], users_space.id_map),
+        i=index_of(interactions["product_id"], items_space.id_map),
+    )
+    mine = inter[(inter["u"] >= 0) & (inter["i"] >= 0)]
+    data = RecData(users=users_space, items=items_space, interactions=mine)
+    bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], (len(keys), len(item_ids)))
+    popularity = MostPopular(mine, len(item_ids)).scores
+    profile = customers.set_index("customer_key").loc[keys]
+    return ranked_lists(bundle["model"], data, profile, ~warm, bought, popularity, items, rules, zero_identity=False)
+
+
+def training_fingerprint(*frames: pd.DataFrame) -> str:
+    """A hash of the published model's training tables (interactions, user and item features):
+    the same configuration on the same fingerprint is an identical retrain (ml/promotion.py)."""
+    total = 0
+    for frame in frames:
+        hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        total = (total * 1_000_003 + int(hashed.sum(dtype=np.uint64)) + len(frame)) % 2**64
+    return f"{total:016x}"

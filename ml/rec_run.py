@@ -1,0 +1,300 @@
+"""One tracked run of the recommender, frames in and lists out: evaluated on a time holdout
+(in a second thread) while the published model is built, fitted and ranked; logged to MLflow,
+registered, and judged by the promotion gate, which says where today's lists come from (this
+model, the champion, or the best baseline). And the lists when no model can be trained."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from threadpoolctl import threadpool_limits
+
+from ml.plots import grouped_bar_png
+from ml.promotion import (
+    GateRule,
+    best_baseline,
+    identical_retrain,
+    judge_challenger,
+    judge_first_model,
+    judge_refresh,
+)
+from ml.rec_evaluation import (
+    PRIMARY_SLICE,
+    SLICES,
+    empty_slices,
+    evaluate_per_user,
+    flatten_metrics,
+    holdout_shortfall,
+    model_metrics,
+    time_split,
+)
+from ml.rec_lists import (
+    ITEM_FEATURES,
+    USER_FEATURES,
+    ListRules,
+    baseline_candidates,
+    champion_lists_for,
+    constant_column,
+    model_bundle,
+    popular_without_model,
+    published_candidates,
+    training_fingerprint,
+)
+from ml.recommender import RecommenderParams, TrainingFrames, build_data, fit, with_feature_weight
+from ml.registry import PRIMARY_METRIC, GateDecision, champion, champion_params, decide, record_on_run, register
+from ml.tracking import LoggedRun, Tracking, log_recommender_run
+
+
+@dataclass
+class RecommenderRun:
+    recs: pd.DataFrame  # the published lists (customer_key as customer_pkey)
+    lists_from: str  # challenger, champion or baseline:<name>
+    logged: LoggedRun | None = None
+    decision: GateDecision | None = None
+    metrics: dict[str, float] | None = None
+    plot: bytes | None = None
+    skipped_reason: str | None = None
+
+    @property
+    def lists_version(self) -> str:
+        """The model version (or baseline:<name>) the lists come from; "none" without a list."""
+        return str(self.recs["model_version"].iloc[0]) if len(self.recs) else "none"
+
+
+def _timed(phase, name: str, function, *args):
+    with phase(name):
+        return function(*args)
+
+
+def train_and_rank(
+    frames: TrainingFrames,
+    params: RecommenderParams,
+    rules: ListRules,
+    tracking: Tracking,
+    gate: GateRule,
+    log,
+    phase: Callable[[str], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> RecommenderRun:
+    """Evaluate, fit, log, register and gate; today's lists from where the gate says. `log` has
+    info and warning; `phase(name)` times a block. Thin data (no model can be evaluated on the
+    customers sampled) gives lists_without_model's lists."""
+    if frames.features_then.empty:
+        log.warning(f"no user feature snapshot on or before {frames.split_at.date()}: evaluated without user features")
+    eval_users = frames.customers[["customer_key"]]
+    if len(eval_users) > params.eval_max_users:
+        # evaluation fits two models and scores every item per user: on a seeded sample of
+        # customers (and their interactions) it costs the same at 100k and at 1M customers
+        eval_users = eval_users.sample(n=params.eval_max_users, random_state=params.seed).sort_values("customer_key")
+    eval_users = eval_users.merge(frames.features_then, on="customer_key", how="left")
+    # each frame is let go once used, so the process is small again when the lists are written
+    frames.features_then = None
+    with phase("evaluate_prepare"):
+        eval_data = build_data(eval_users, frames.items, frames.interactions, USER_FEATURES, ITEM_FEATURES)
+    if (skip_reason := holdout_shortfall(eval_data.interactions, params.test_days)) is not None:
+        reason = f"the evaluation sample of {len(eval_users)} customers: {skip_reason}"
+        return lists_without_model(tracking, frames, rules, reason, log)
+    split = time_split(eval_data, params.test_days)
+    # The evaluation (two fits and full-catalogue rankings on the sample) and the published model's
+    # build, fit and scoring share nothing: the evaluation runs in a second thread meanwhile. The fit
+    # runs on one LightFM thread (reproducible) and releases the GIL, as numpy's large array
+    # operations do, so the two use both cores; each computes exactly what it did alone. Matrix
+    # products run on one BLAS thread meanwhile: the evaluation's rankings on two would take cycles
+    # from the fit, the longest part (the scoring ranks chunks on one BLAS thread each anyway).
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommender-evaluation") as background,
+    ):
+        evaluating = background.submit(_timed, phase, "evaluate", evaluate_per_user, eval_data, split, params)
+        # the published model: every interaction, today's features
+        users = frames.users_now()
+        frames.customers = frames.features_now = None
+        with phase("build"):
+            data = build_data(users, frames.items, frames.interactions, USER_FEATURES, ITEM_FEATURES)
+            data = with_feature_weight(data, params.feature_weight)
+        with phase("fit"):
+            model = fit(data, data.interactions, params)
+        with phase("score"):
+            recs = published_candidates(model, data, users, frames.items, rules)
+        with phase("evaluate_wait"):  # what the evaluation took beyond the published model's work
+            evaluation, per_user = evaluating.result()  # raises the evaluation's error, if any
+        with phase("fingerprint"):
+            fingerprint = training_fingerprint(frames.interactions, users, frames.items)
+    metrics, logged = _log_run(tracking, params, frames, split, data, model, evaluation, fingerprint, len(eval_users), log, phase)
+    with phase("promotion_gate"):
+        decision = promotion_gate(tracking, gate, logged, params, per_user, evaluation, eval_data, split, fingerprint)
+    if decision.lists_from == "challenger":
+        log.info(decision.summary())
+        recs["model_run_id"] = constant_column(logged.run_id, len(recs))
+        recs["model_version"] = constant_column(decision.challenger_version, len(recs))
+    else:
+        recs = _lists_not_from_the_model(decision, logged, tracking, params, rules, model, data, users, frames, log, phase)
+    plot = ndcg_plot(evaluation, params.k, split.split_at)
+    return RecommenderRun(recs, decision.lists_from, logged, decision, metrics, plot)
+
+
+def _log_run(tracking: Tracking, params, frames, split, data, model, evaluation, fingerprint, eval_customers, log, phase):
+    """The hybrid's MLflow run, its baselines nested: every metric, every choice a param."""
+    metrics = flatten_metrics(evaluation)
+    if empty := empty_slices(evaluation):
+        log.info(f"no user to evaluate on slice(s) {', '.join(empty)}: no metric logged for them")
+    metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
+    metrics["eval_customers"] = float(eval_customers)
+    log.info(
+        f"holdout from {split.split_at.date()}, user features as of {frames.features_at}: "
+        f"{evaluation['lightfm_hybrid'][PRIMARY_SLICE]}"
+    )
+    published_pairs = int(data.interactions[["u", "i"]].drop_duplicates().shape[0])
+    evaluated_pairs = int(split.train[["u", "i"]].drop_duplicates().shape[0])
+    if note := params.budget_note(published_pairs, evaluated_pairs):
+        log.warning(note)
+    with phase("mlflow_log"):
+        logged = log_recommender_run(
+            tracking_uri=tracking.tracking_uri,
+            experiment=tracking.experiment,
+            artifact_root=tracking.artifact_root,
+            params={
+                **params.as_dict(),
+                "user_features": ",".join(USER_FEATURES),
+                "item_features": ",".join(ITEM_FEATURES),
+                "split_at": str(split.split_at.date()),
+                "user_features_as_of": str(frames.features_at),
+                "epochs_used": params.epochs_for(published_pairs),
+                "eval_epochs_used": params.epochs_for(evaluated_pairs),
+                "primary_slice": PRIMARY_SLICE,
+                "n_users": len(data.users.ids),
+                "n_items": len(data.items.ids),
+                "training_data_fingerprint": fingerprint,
+                "empty_slices": ",".join(empty) or "none",
+            },
+            metrics=metrics,
+            bundle=model_bundle(model, data, params.k),
+            tags=tracking.tags,
+            mappings={"users": data.users.ids, "items": data.items.ids},
+            baselines={m: model_metrics(evaluation, m) for m in evaluation if m != "lightfm_hybrid"},
+            shared_params={
+                "split_at": str(split.split_at.date()),
+                "primary_slice": PRIMARY_SLICE,
+                "k": params.k,
+                "test_days": params.test_days,
+                "recent_days": params.recent_days,
+            },
+        )
+    return metrics, logged
+
+
+def _lists_not_from_the_model(decision, logged, tracking, params, rules, model, data, users, frames, log, phase) -> pd.DataFrame:
+    """The lists when the gate keeps the model just trained from publishing them."""
+    if decision.lists_from == "champion":
+        # published recommendations come only from the champion: it scores today's customers
+        with phase("champion_lists"):
+            recs = lists_from_champion(tracking, decision.champion_now, users, frames.items, frames.interactions, rules)
+        log.warning(f"{decision.summary()}; every list rewritten by champion version {decision.champion_now}")
+        return recs
+    # no champion, and the first model was not shown to be as good as the best baseline: the
+    # baseline's lists, marked with it (model_version 'baseline:<name>', its nested MLflow run)
+    baseline = decision.lists_from.removeprefix("baseline:")
+    with phase("baseline_lists"):
+        recs = baseline_candidates(model, data, users, frames.items, rules, baseline, params.recent_days)
+    recs["model_run_id"] = constant_column(logged.children[baseline], len(recs))
+    recs["model_version"] = constant_column(decision.lists_from, len(recs))
+    log.warning(f"{decision.summary()}; every list is {baseline}'s ({decision.lists_from})")
+    return recs
+
+
+def ndcg_plot(evaluation: dict, k: int, split_at: pd.Timestamp) -> bytes:
+    """NDCG@k per slice, the hybrid beside every baseline, as a PNG."""
+    ndcg = f"ndcg_at_{k}"
+    return grouped_bar_png(
+        {s: {m: evaluation[m][s].get(ndcg, float("nan")) for m in evaluation} for s in SLICES},
+        f"NDCG@{k} per slice: LightFM hybrid vs baselines (holdout from {split_at.date()})",
+        f"NDCG@{k}",
+    )
+
+
+def primary_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The defined metrics of the primary slice (every slice is in the MLflow run)."""
+    others = tuple(f"{s}_" for s in SLICES if s != PRIMARY_SLICE)
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v) and not k.startswith(others)}
+
+
+def lists_without_model(tracking: Tracking, frames: TrainingFrames, rules: ListRules, reason: str, log) -> RecommenderRun:
+    """No model can be trained or evaluated on this data (`reason`): nothing is registered; the
+    lists come from the champion under today's rules if there is one, else from popularity
+    without a model (popular_without_model), so everything downstream still publishes."""
+    users = frames.users_now()
+    interactions = frames.interactions
+    current = champion(MlflowClient(tracking_uri=tracking.tracking_uri), tracking.model_name)
+    if current is not None and not users.empty and not interactions.empty:
+        recs = lists_from_champion(tracking, str(current.version), users, frames.items, interactions, rules)
+        lists_from = "champion"
+    else:
+        recs = popular_without_model(users, frames.items, interactions, rules, "baseline:most_popular")
+        lists_from = "baseline:most_popular"
+    log.warning(f"recommender model skipped: {reason}; {len(recs):,} list rows from {lists_from}")
+    return RecommenderRun(recs, lists_from, skipped_reason=reason)
+
+
+def lists_from_champion(
+    tracking: Tracking, version: str, users: pd.DataFrame, items, interactions, rules: ListRules
+) -> pd.DataFrame:
+    """After a rejected challenger: every customer's list from the champion (champion_lists_for)
+    with today's rules, so consent withdrawn, products deactivated, purchases made and customers
+    arrived since the champion was trained are all honoured. Deterministic: a re-run writes the
+    same table."""
+    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    registered = client.get_model_version(tracking.model_name, version)
+    feature_weight = RecommenderParams.from_logged(champion_params(client, registered)).feature_weight
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    bundle = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{version}").unwrap_python_model().bundle
+    recs = champion_lists_for(bundle, feature_weight, users, items, interactions, rules)
+    recs["model_run_id"] = constant_column(registered.run_id, len(recs))
+    recs["model_version"] = constant_column(str(version), len(recs))
+    return recs
+
+
+def promotion_gate(
+    tracking: Tracking,
+    rule: GateRule,
+    logged,
+    params: RecommenderParams,
+    per_user: dict,
+    evaluation: dict,
+    data,
+    split,
+    fingerprint: str,
+) -> GateDecision:
+    """Register the new model and let the gate (ml/promotion.py) decide on per-user warm NDCG@10:
+    against the champion's configuration refitted and evaluated on the same split; with no
+    champion, against the best simple baseline; a champion's own configuration on the same
+    training data is an identical retrain, on newer data a refresh. Fits are deterministic, so a
+    champion with the challenger's own configuration is not refitted. The decision is recorded on
+    the model version and the challenger's MLflow run (ml/registry.py)."""
+    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    name = tracking.model_name
+    current = champion(client, name)
+    version = register(client, name, logged.model_uri, logged.run_id)
+    hybrid = per_user["lightfm_hybrid"][PRIMARY_SLICE]
+    baseline = best_baseline(evaluation, PRIMARY_SLICE, PRIMARY_METRIC)
+    if current is None:
+        verdict = judge_first_model(hybrid, per_user[baseline][PRIMARY_SLICE], rule, baseline)
+    else:
+        label = f"champion version {current.version}"
+        logged_params = champion_params(client, current)
+        champion_config = RecommenderParams.from_logged(logged_params)
+        if champion_config == params and logged_params.get("training_data_fingerprint") == fingerprint:
+            verdict = identical_retrain(hybrid, rule, label)
+        elif champion_config == params:
+            verdict = judge_refresh(hybrid, per_user[baseline][PRIMARY_SLICE], rule, baseline, label)
+        else:
+            _, again = evaluate_per_user(data, split, champion_config, models=["lightfm_hybrid"])
+            verdict = judge_challenger(hybrid, again["lightfm_hybrid"][PRIMARY_SLICE], rule, label)
+    decision = decide(client, name, version, None if current is None else str(current.version), verdict)
+    record_on_run(client, logged.run_id, decision, rule.resamples, rule.seed)
+    return decision
