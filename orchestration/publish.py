@@ -24,7 +24,7 @@ from orchestration.quality import gated_marts_upstream, run_suite, suite_metadat
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.privacy import pseudonym
 from tessera.publish import snapshots
-from tessera.db import table_exists
+from tessera.db import table_exists, transaction
 from tessera.faults import crash_point
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL
 from tessera.publish.holdout import holdout_group_sql
@@ -526,16 +526,11 @@ def run_validations(con, spec: Published, candidate: str, params: dict[str, str]
 
 def swap_in(con, name: str, candidate: str, after_swap: tuple[str, ...] = ()) -> int:
     """Replace publish.<name> with the candidate in one transaction."""
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(f"drop table if exists publish.{name}")
         con.execute(f"alter table {candidate} rename to {name}")
         for sql in after_swap:
             con.execute(sql)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return con.execute(f"select count(*) from publish.{name}").fetchall()[0][0]
 
 
