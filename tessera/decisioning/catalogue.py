@@ -9,7 +9,6 @@ no customer record provides fails when the catalogue is loaded, never at send ti
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,8 @@ from tessera.segments.rules import (
     _feature_test,
     load_rules,
 )
-from tessera.settings import PROJECT_ROOT
+from tessera.settings import ACTIONS_FILE as DEFAULT_FILE, load_settings
 
-DEFAULT_FILE = PROJECT_ROOT / "config" / "actions.yml"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 # channel -> the consent (marts.customer_consents channel, purpose) a message on it needs
 CHANNELS = {"email": ("email", "marketing"), "push": ("push", "marketing"), "web_banner": ("web", "personalization")}
@@ -300,7 +298,7 @@ def validate_catalogue(data, templates_dir: Path, rule_segments: set[str], path:
 
 
 def catalogue_path() -> Path:
-    return Path(os.environ.get("TESSERA_ACTIONS_FILE") or DEFAULT_FILE)
+    return load_settings().actions_file
 
 
 def load_catalogue(path: Path | None = None) -> Catalogue:
