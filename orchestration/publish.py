@@ -22,6 +22,7 @@ from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.privacy import ERASURE_KEY, run_in_progress
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera import markdown
 from tessera.privacy import pseudonym
 from tessera.publish import snapshots
 from tessera.db import table_exists, transaction
@@ -578,9 +579,8 @@ def exports_table(manifest: dict) -> str:
     rows = [f for f in manifest["files"] if f["format"] != "parquet"]
     if not rows:
         return "no exports"
-    lines = ["| file | rows | personal data |", "| --- | ---: | --- |"]
-    lines += [f"| {f['path']} | {f['rows']} | {', '.join(f['pii']) or 'none'} |" for f in rows]
-    return "\n".join(lines)
+    cells = [(f["path"], f["rows"], ", ".join(f["pii"]) or "none") for f in rows]
+    return markdown.table(cells, ["file", "rows", "personal data"], ("left", "right", "left"))
 
 
 def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
