@@ -32,7 +32,8 @@ from tessera.segments.rules import (
     Term,
     load_rules,
 )
-from tessera.settings import ACTIONS_FILE as DEFAULT_FILE, load_settings
+from tessera.settings import ACTIONS_FILE as DEFAULT_FILE
+from tessera.settings import load_settings
 
 # channel -> the consent (marts.customer_consents channel, purpose) a message on it needs
 CHANNELS = {"email": ("email", "marketing"), "push": ("push", "marketing"), "web_banner": ("web", "personalization")}
