@@ -45,6 +45,21 @@ def checked(test: Callable[[Any], Any], problem: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def unique(field: str) -> AfterValidator:
+    """Refuses a list of entries in which one repeats the `field` of an earlier one."""
+
+    def check(entries: list) -> list:
+        seen = set()
+        for i, entry in enumerate(entries):
+            value = getattr(entry, field)
+            if value in seen:
+                raise FieldProblem((i, field), f"is used twice ({value!r})")
+            seen.add(value)
+        return entries
+
+    return AfterValidator(check)
+
+
 def whole(low: int, high: int | None = None) -> Any:
     """A whole number from `low` (to `high`)."""
     if high is None:

@@ -15,7 +15,19 @@ from typing import Annotated, Literal
 
 from pydantic import PlainValidator, ValidationInfo, field_validator, model_validator
 
-from tessera.config_files import ConfigModel, FieldProblem, Name, Text, checked, entry_problem, one_of, read_yaml, validate, whole
+from tessera.config_files import (
+    ConfigModel,
+    FieldProblem,
+    Name,
+    Text,
+    checked,
+    entry_problem,
+    one_of,
+    read_yaml,
+    unique,
+    validate,
+    whole,
+)
 from tessera.decisioning.templates import (
     Line,
     Template,
@@ -124,17 +136,13 @@ class ActionSpec(ConfigModel):
     priority: whole(1, 100)
     frequency_cap_per_week: whole(1, 50)
     propensity: Literal[SCORES] = "purchase_propensity_30d"
-    variants: Annotated[list[VariantSpec], checked(len, "needs at least one content variant")]
+    variants: Annotated[list[VariantSpec], checked(len, "needs at least one content variant"), unique("id")]
     offer: OfferSpec | None = None
 
     @model_validator(mode="after")
     def _variants_fit_the_channel(self) -> ActionSpec:
         wanted = ".html.j2" if self.channel == "email" else ".json.j2"
-        seen = set()
         for i, v in enumerate(self.variants):
-            if v.id in seen:
-                raise FieldProblem(("variants", i, "id"), f"variant {v.id!r} is used twice")
-            seen.add(v.id)
             if not v.template.endswith(wanted):
                 raise FieldProblem(("variants", i, "template"), f"a {self.channel} template is a {wanted} file, got {v.template!r}")
             if self.channel == "web_banner" and v.subject is not None:
@@ -170,22 +178,12 @@ class CatalogueFile(ConfigModel):
     version: int = 1
     scoring: Scoring = Scoring(priority=0.3, propensity=0.4, recommendation=0.3)
     attribution: Attribution = Attribution(purchase_window_days=7)
-    actions: Annotated[list[ActionSpec], checked(len, "needs at least one action")]
+    actions: Annotated[list[ActionSpec], checked(len, "needs at least one action"), unique("id")]
 
     @field_validator("scoring", "attribution", mode="before")
     @classmethod
     def _default_when_empty(cls, value, info: ValidationInfo):
         return value if value else cls.model_fields[info.field_name].default
-
-    @field_validator("actions")
-    @classmethod
-    def _ids_are_unique(cls, actions: list[ActionSpec]) -> list[ActionSpec]:
-        seen = set()
-        for i, action in enumerate(actions):
-            if action.id in seen:
-                raise FieldProblem((i, "id"), "is used twice")
-            seen.add(action.id)
-        return actions
 
 
 # --- what decisioning reads: actions with their templates compiled -------------------------------

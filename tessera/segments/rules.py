@@ -11,9 +11,9 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, PlainValidator, field_validator, model_validator
+from pydantic import Field, PlainValidator, model_validator
 
-from tessera.config_files import ConfigModel, FieldProblem, Name, Text, checked, one_of, read_yaml, validate, whole
+from tessera.config_files import ConfigModel, FieldProblem, Name, Text, checked, one_of, read_yaml, unique, validate, whole
 from tessera.landing.contract import EVENT_TYPES
 from tessera.settings import DBT_PROJECT_DIR, PROJECT_ROOT
 
@@ -138,17 +138,7 @@ class SegmentRule(ConfigModel):
 
 class RuleFile(ConfigModel):
     version: int = 1
-    segments: Annotated[list[SegmentRule], checked(len, "needs at least one segment rule")]
-
-    @field_validator("segments")
-    @classmethod
-    def _names_are_unique(cls, rules: list[SegmentRule]) -> list[SegmentRule]:
-        seen = set()
-        for i, rule in enumerate(rules):
-            if rule.name in seen:
-                raise FieldProblem((i, "name"), "is used twice")
-            seen.add(rule.name)
-        return rules
+    segments: Annotated[list[SegmentRule], checked(len, "needs at least one segment rule"), unique("name")]
 
 
 def validate_rules(data: Any, path: Path = RULES_FILE) -> list[dict]:
