@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tessera.config_files import checked
 from tessera.landing.contract import SOURCES_BY_NAME
 from tessera.privacy.pseudonym import DEMO_SALT, InsecureSaltError, check_salt
 
@@ -31,17 +32,6 @@ class ConfigurationError(ValueError):
 
 
 # --- the kinds of value a variable holds; a refused one names its value --------------------------
-
-
-def _check(test, problem: str):
-    """An AfterValidator raising "<problem>, got <value>" when test(value) is false."""
-
-    def check(value):
-        if not test(value):
-            raise ValueError(f"{problem}, got {value!r}")
-        return value
-
-    return AfterValidator(check)
 
 
 def _one_of(*allowed: str):
@@ -79,14 +69,14 @@ def _in_contract(pairs: frozenset[str]) -> frozenset[str]:
 
 
 Location = Annotated[Path, AfterValidator(lambda p: p.expanduser().resolve())]
-Share = Annotated[float, _check(lambda v: 0.0 <= v <= 1.0, "must be a share between 0 and 1")]
-NonNegative = Annotated[float, _check(lambda v: v >= 0, "must not be negative")]
-AtLeastOne = Annotated[int, _check(lambda v: v >= 1, "must be at least 1")]
-Day = Annotated[str, _check(_is_day, "must be a date YYYY-MM-DD")]
+Share = Annotated[float, checked(lambda v: 0.0 <= v <= 1.0, "must be a share between 0 and 1")]
+NonNegative = Annotated[float, checked(lambda v: v >= 0, "must not be negative")]
+AtLeastOne = Annotated[int, checked(lambda v: v >= 1, "must be at least 1")]
+Day = Annotated[str, checked(_is_day, "must be a date YYYY-MM-DD")]
 CountryCode = Annotated[
     str,
     AfterValidator(str.strip),
-    _check(
+    checked(
         lambda v: len(v) == 2 and v.isascii() and v.isalpha() and v.isupper(),
         "must be an ISO 3166-1 alpha-2 code in capitals (e.g. GB)",
     ),
