@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tessera.markdown import table  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -82,21 +84,17 @@ def bench_bandit(args) -> dict:
 
 
 def bandit_markdown(r: dict) -> str:
-    lines = [
-        (f"Bandit on demo audiences: {r['rounds']} daily rounds, {r['seeds']} seeds, best variant "
-        f"{r['high_rate']:.0%} vs {r['low_rate']:.0%}."),
-        "",
-        ("| action | variants | messages a round | best share, last round (median / min) | best share over the horizon "
-        "(median) | seeds holding >= 80 % | round it holds >= 80 % from (median / max) |"),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for action_id, a in r["actions"].items():
-        lines.append(
-            f"| {action_id} | {len(a['variants'])} | {a['messages_per_round']} | {a['last_round_share_median']:.1%} / "
-            f"{a['last_round_share_min']:.1%} | {a['horizon_share_median']:.1%} | {a['seeds_at_80_by_the_end']}/{r['seeds']} | "
-            f"{a['round_at_80_median']} / {a['round_at_80_max']} |"
-        )
-    return "\n".join(lines)
+    headers = [
+        "action", "variants", "messages a round", "best share, last round (median / min)", "best share over the horizon (median)",
+        "seeds holding >= 80 %", "round it holds >= 80 % from (median / max)",
+    ]  # fmt: skip
+    rows = [
+        (action_id, len(a["variants"]), a["messages_per_round"], f"{a['last_round_share_median']:.1%} / {a['last_round_share_min']:.1%}",
+         f"{a['horizon_share_median']:.1%}", f"{a['seeds_at_80_by_the_end']}/{r['seeds']}", f"{a['round_at_80_median']} / {a['round_at_80_max']}")
+        for action_id, a in r["actions"].items()
+    ]  # fmt: skip
+    said = f"Bandit on demo audiences: {r['rounds']} daily rounds, {r['seeds']} seeds, best variant {r['high_rate']:.0%} vs {r['low_rate']:.0%}."
+    return said + "\n\n" + table(rows, headers, ("left",) + ("right",) * 6)
 
 
 def bench_render(args) -> dict:
@@ -154,22 +152,19 @@ def bench_render(args) -> dict:
 
 
 def render_markdown(r: dict) -> str:
-    return "\n".join(
-        [
-            "| measure | value |",
-            "| --- | ---: |",
-            f"| decisions (customer x channel) | {r['decisions']:,} |",
-            f"| messages to send | {r['sends']:,} |",
-            f"| deciding | {r['decide_seconds']} s |",
-            f"| messages rendered | {r['messages']:,} |",
-            f"| distinct bodies | {r['distinct_bodies']:,} |",
-            f"| bodies stored | {r['bodies_mb']} MB |",
-            f"| rendering ({r['render_workers']} worker processes) | {r['render_seconds']} s |",
-            f"| messages per second | {r['messages_per_second']:,} |",
-            f"| seconds per 1,000,000 messages | {r['seconds_per_million']} |",
-            f"| peak RSS (this process, not the render workers) | {r['peak_rss_gb']} GB |",
-        ]
-    )
+    measures = [
+        ("decisions (customer x channel)", f"{r['decisions']:,}"),
+        ("messages to send", f"{r['sends']:,}"),
+        ("deciding", f"{r['decide_seconds']} s"),
+        ("messages rendered", f"{r['messages']:,}"),
+        ("distinct bodies", f"{r['distinct_bodies']:,}"),
+        ("bodies stored", f"{r['bodies_mb']} MB"),
+        (f"rendering ({r['render_workers']} worker processes)", f"{r['render_seconds']} s"),
+        ("messages per second", f"{r['messages_per_second']:,}"),
+        ("seconds per 1,000,000 messages", r["seconds_per_million"]),
+        ("peak RSS (this process, not the render workers)", f"{r['peak_rss_gb']} GB"),
+    ]
+    return table(measures, ["measure", "value"], ("left", "right"))
 
 
 def main() -> int:

@@ -35,6 +35,7 @@ from tessera.landing.generate import GenerateConfig, _crm_profiles, _people  # n
 from tessera.identity.config import load_mapping  # noqa: E402
 from tessera.identity.engine import PAIRS, RECORDS, resolve  # noqa: E402
 from tessera.identity.evaluate import evaluate_clusters  # noqa: E402
+from tessera.markdown import table  # noqa: E402
 
 MAPPING = ROOT / "config" / "identity_mapping.yaml"
 
@@ -155,18 +156,17 @@ def main() -> int:
     out.write_text(json.dumps(report, indent=2, default=str))
 
     print(f"## Identity benchmark: {len(records):,} records of {args.people:,} people (seed {args.seed})\n")
-    print("| figure | value |\n| --- | --- |")
-    print(f"| resolve wall time | {resolve_s:.1f} s |")
-    print(f"| peak RSS (whole process) | {peak_rss_gb:.2f} GB |")
-    for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1", "exact_cluster_share"):
-        print(f"| {k} | {quality[k]:.4f} |")
-    print(f"| over-merged clusters / split people | {quality['over_merged_clusters']} / {quality['split_people']} |")
-    print(f"| blocking + deterministic pair completeness | {blocking['pair_completeness']:.4f} |")
-    if baseline:
-        print(f"| baseline (JW names + equal DOB) F1 | {baseline['pairwise_f1']:.4f} |")
-    print("\n| blocking rule | candidate pairs | true pairs among them |\n| --- | --- | --- |")
-    for row in blocking["per_rule"]:
-        print(f"| {row['rule']} | {row['candidate_pairs']:,} | {row['true_pairs']:,} |")
+    figures = [
+        ("resolve wall time", f"{resolve_s:.1f} s"),
+        ("peak RSS (whole process)", f"{peak_rss_gb:.2f} GB"),
+        *((k, f"{quality[k]:.4f}") for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1", "exact_cluster_share")),
+        ("over-merged clusters / split people", f"{quality['over_merged_clusters']} / {quality['split_people']}"),
+        ("blocking + deterministic pair completeness", f"{blocking['pair_completeness']:.4f}"),
+        *([("baseline (JW names + equal DOB) F1", f"{baseline['pairwise_f1']:.4f}")] if baseline else []),
+    ]
+    print(table(figures, ["figure", "value"]))
+    rules = [(r["rule"], f"{r['candidate_pairs']:,}", f"{r['true_pairs']:,}") for r in blocking["per_rule"]]
+    print("\n" + table(rules, ["blocking rule", "candidate pairs", "true pairs among them"]))
     print(f"\nwritten to {out}")
     return 0
 

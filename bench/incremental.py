@@ -33,6 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tessera.markdown import table  # noqa: E402
+
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -164,16 +167,16 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     shutil.rmtree(work, ignore_errors=True)
-    print("| run | wall s | / full | raw/events files read | records scanned | raw/events s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    load = result["events_load_full"]
-    print(f"| full (tessera_all) | {full_s:.1f} | | {load['files_read']} | {load['records_scanned']:,} | {load['seconds']:.2f} |")
-    for d in days:
-        load = d["events_load"]
-        print(
-            f"| {d['new_file']} ({d['assets']} assets the sensor asks for) | {d['wall_s']:.1f} | {d['ratio']:.1%} "
-            f"| {load['files_read']} | {load['records_scanned']:,} | {load['seconds']:.2f} |"
-        )
+    def loaded(load: dict) -> tuple:
+        return load["files_read"], f"{load['records_scanned']:,}", f"{load['seconds']:.2f}"
+
+    runs = [("full (tessera_all)", f"{full_s:.1f}", "", *loaded(result["events_load_full"]))]
+    runs += [
+        (f"{d['new_file']} ({d['assets']} assets the sensor asks for)", f"{d['wall_s']:.1f}", f"{d['ratio']:.1%}", *loaded(d["events_load"]))
+        for d in days
+    ]
+    headers = ["run", "wall s", "/ full", "raw/events files read", "records scanned", "raw/events s"]
+    print(table(runs, headers, ("left",) + ("right",) * 5))
     print("slowest steps of the full run:")
     for step, seconds in sorted(result["full_steps_s"].items(), key=lambda kv: -kv[1])[:6]:
         print(f"  {step:<60} {seconds:6.2f} s")

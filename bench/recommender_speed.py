@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from ml.rec_lists import ITEM_FEATURES, USER_FEATURES, ListRules, published_candidates  # noqa: E402
 from ml.recommender import RecommenderParams, build_data, fit, with_feature_weight  # noqa: E402
+from tessera.markdown import table  # noqa: E402
 
 T0 = pd.Timestamp("2025-11-01")
 PER_PAIR = 2.2
@@ -177,12 +178,12 @@ def main() -> int:
     out = args.out or ROOT / "bench" / "results" / f"recommender_speed_{args.interactions}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"| interactions | pairs | customers | items | epochs | threads | build s | train s | top-10 for all s | peak RSS GB |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(
-        f"| {result['interactions']:,} | {pairs:,} | {result['customers']:,} | {result['items']:,} | {epochs_used} | "
-        f"{params.num_threads} | {times['build_s']:.1f} | {times['train_s']:.1f} | {times['publish_s']:.1f} | {result['peak_rss_gb']} |"
-    )
+    headers = ["interactions", "pairs", "customers", "items", "epochs", "threads", "build s", "train s", "top-10 for all s", "peak RSS GB"]
+    row = (
+        f"{result['interactions']:,}", f"{pairs:,}", f"{result['customers']:,}", f"{result['items']:,}", epochs_used,
+        params.num_threads, f"{times['build_s']:.1f}", f"{times['train_s']:.1f}", f"{times['publish_s']:.1f}", result["peak_rss_gb"],
+    )  # fmt: skip
+    print(table([row], headers, ("right",) * len(headers)))
     print(f"sources: {result['sources']}; written to {out}")
     return 0
 

@@ -39,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tessera.markdown import table  # noqa: E402
+
 # the marts and staging relations the timed models read, and the key columns each copy renames
 SCALED_TABLES = {
     "marts.dim_customers": ["customer_key"],
@@ -337,16 +339,12 @@ def main() -> int:
     print(
         f"\n## Features, segments and scores: {args.customers:,} customers ({report['copies']} copies of {args.seed_customers:,})\n"
     )
-    print("| input | rows |\n| --- | ---: |")
-    for t, n in scaled_rows.items():
-        print(f"| {t} | {n:,} |")
+    print(table([(t, f"{n:,}") for t, n in scaled_rows.items()], ["input", "rows"], ("left", "right")))
     print(
         f"\n**timed run: {timed['wall_seconds']} s wall, {'SUCCESS' if timed['success'] else 'FAILED'}**; "
         f"peak RSS {report['peak_rss_mb_self']} MB (timed run's process), {report['peak_rss_mb_children']} MB (its dbt processes)\n"
     )
-    print("| step | seconds |\n| --- | ---: |")
-    for step, s in sorted(timed["steps_seconds"].items(), key=lambda kv: -kv[1]):
-        print(f"| {step} | {s} |")
+    print(table(sorted(timed["steps_seconds"].items(), key=lambda kv: -kv[1]), ["step", "seconds"], ("left", "right")))
     print(
         f"\nchecks: {timed['checks_passed']} passed, failed: {timed['checks_failed'] or 'none'}"
     )

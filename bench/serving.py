@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tessera.markdown import table
 from tessera.publish import snapshots
 from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, SERVED
 from tessera.settings import load_settings
@@ -261,13 +262,12 @@ def main() -> int:
     }
     out = args.out or ROOT / "bench" / "results" / f"serving_{args.customers}_{args.rate:.0f}rps.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| customers | rate req/s | achieved | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | start s | RSS MB |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(
-        f"| {result['customers']:,} | {args.rate:.0f} | {result['rate_achieved']} | {ms['p50']} | {ms['p90']} | "
-        f"{ms['p99']} | {ms['p99.9']} | {result['latency_ms']['max']} | {result['server_start_seconds']} | "
-        f"{round(rss_after)} |"
-    )
+    headers = ["customers", "rate req/s", "achieved", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "start s", "RSS MB"]
+    row = (
+        f"{result['customers']:,}", f"{args.rate:.0f}", result["rate_achieved"], ms["p50"], ms["p90"], ms["p99"], ms["p99.9"],
+        result["latency_ms"]["max"], result["server_start_seconds"], round(rss_after),
+    )  # fmt: skip
+    print("\n" + table([row], headers, ("right",) * len(headers)))
     print(f"statuses {statuses}; unexpected {unexpected or 'none'}; written to {out}")
     return 1 if unexpected else 0
 

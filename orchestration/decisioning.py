@@ -21,6 +21,7 @@ from orchestration.ml import (
     mlflow_run_metadata,
 )
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera import markdown
 from tessera.privacy import pseudonym
 from tessera.decisioning.catalogue import CatalogueError, load_catalogue
 from tessera.settings import mlflow_artifact_root
@@ -61,15 +62,11 @@ def log_bandit_run(settings, version: int, state, exploration: dict[str, float],
 
 
 def state_markdown(state) -> str:
-    lines = [
-        "| action | variant | messages closed | conversions | posterior mean | traffic share |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    lines += [
-        f"| {r.action_id} | {r.variant_id} | {r.trials} | {r.conversions} | {r.posterior_mean:.4f} | {r.traffic_share:.3f} |"
-        for r in state.itertuples()
-    ]
-    return "\n".join(lines)
+    return markdown.table(
+        [(r.action_id, r.variant_id, r.trials, r.conversions, f"{r.posterior_mean:.4f}", f"{r.traffic_share:.3f}") for r in state.itertuples()],
+        ["action", "variant", "messages closed", "conversions", "posterior mean", "traffic share"],
+        ("left", "left", "right", "right", "right", "right"),
+    )
 
 
 @dg.asset(
@@ -180,19 +177,15 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
         if sent and len(counts) > 1:
             best = posteriors[action_id].variants[int(posteriors[action_id].mean.argmax())]
             realised[action_id] = round(1 - counts[best] / sent, 4)
-    lines = ["| action | decision | customers |", "| --- | --- | ---: |"] + [f"| {a} | {d} | {n} |" for a, d, n in summary]
     return dg.MaterializeResult(
         metadata={
             **table,
             **run_metadata(started, table["dagster/row_count"]),
             "bandit_state_version": version,
-            "decisions": dg.MetadataValue.md("\n".join(lines)),
+            "decisions": dg.MetadataValue.md(markdown.table(summary, ["action", "decision", "customers"], ("left", "left", "right"))),
             # no decision is made on a channel the customer cannot be reached on (tessera/decisioning/decide.py)
             "unreachable": dg.MetadataValue.md(
-                "\n".join(
-                    ["| channel | why | customers | of whom an action was eligible |", "| --- | --- | ---: | ---: |"]
-                    + [f"| {c} | {why} | {n} | {e} |" for c, why, n, e in unreachable]
-                )
+                markdown.table(unreachable, ["channel", "why", "customers", "of whom an action was eligible"], ("left", "left", "right", "right"))
             ),
             "variants_sent": dg.MetadataValue.json(shares),
             "exploration_share_realised": dg.MetadataValue.json(realised),
@@ -228,10 +221,7 @@ def rendered_messages(context: dg.AssetExecutionContext, tessera: TesseraResourc
         # subjects and bodies greet customers by name: masked in the UI's preview
         table = table_metadata(con, "decisioning.messages", personal=("customer_key", "subject", "body"))
     seconds = time.perf_counter() - started
-    previews = "\n".join(
-        ["| action | variant | message | file |", "| --- | --- | --- | --- |"]
-        + [f"| {a} | {v} | {m} | {p} |" for a, v, m, _, p in rendered.previews]
-    )
+    previews = markdown.table([(a, v, m, p) for a, v, m, _, p in rendered.previews], ["action", "variant", "message", "file"])
     return dg.MaterializeResult(
         metadata={
             **table,

@@ -10,6 +10,7 @@ import pandas as pd
 from orchestration.dbt import model_key
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera import markdown
 from tessera.db import table_exists
 from tessera.identity.config import load_mapping
 from tessera.identity.engine import resolve
@@ -230,9 +231,9 @@ def identity_evaluation(context: dg.AssetExecutionContext, tessera: TesseraResou
             "select evaluated_at, metrics from identity.evaluation_history order by evaluated_at desc limit 10"
         ).fetchall()
         table_meta = table_metadata(con, "identity.evaluation_history")
-    table = "| evaluated at | precision | recall | F1 |\n| --- | --- | --- | --- |\n" + "\n".join(
-        f"| {at:%Y-%m-%d %H:%M} | {json.loads(m)['pairwise_precision']:.4f} | {json.loads(m)['pairwise_recall']:.4f} | {json.loads(m)['pairwise_f1']:.4f} |"
-        for at, m in history
+    table = markdown.table(
+        [(f"{at:%Y-%m-%d %H:%M}", *(f"{json.loads(m)[f'pairwise_{x}']:.4f}" for x in ("precision", "recall", "f1"))) for at, m in history],
+        ["evaluated at", "precision", "recall", "F1"],
     )
     return dg.MaterializeResult(
         metadata={

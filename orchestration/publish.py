@@ -22,9 +22,10 @@ from orchestration.ml import CLUSTERS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.privacy import ERASURE_KEY, run_in_progress
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
+from tessera import markdown
 from tessera.privacy import pseudonym
 from tessera.publish import snapshots
-from tessera.db import table_exists
+from tessera.db import table_exists, transaction
 from tessera.faults import crash_point
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL
 from tessera.publish.holdout import holdout_group_sql
@@ -526,16 +527,11 @@ def run_validations(con, spec: Published, candidate: str, params: dict[str, str]
 
 def swap_in(con, name: str, candidate: str, after_swap: tuple[str, ...] = ()) -> int:
     """Replace publish.<name> with the candidate in one transaction."""
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(f"drop table if exists publish.{name}")
         con.execute(f"alter table {candidate} rename to {name}")
         for sql in after_swap:
             con.execute(sql)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return con.execute(f"select count(*) from publish.{name}").fetchall()[0][0]
 
 
@@ -583,9 +579,8 @@ def exports_table(manifest: dict) -> str:
     rows = [f for f in manifest["files"] if f["format"] != "parquet"]
     if not rows:
         return "no exports"
-    lines = ["| file | rows | personal data |", "| --- | ---: | --- |"]
-    lines += [f"| {f['path']} | {f['rows']} | {', '.join(f['pii']) or 'none'} |" for f in rows]
-    return "\n".join(lines)
+    cells = [(f["path"], f["rows"], ", ".join(f["pii"]) or "none") for f in rows]
+    return markdown.table(cells, ["file", "rows", "personal data"], ("left", "right", "left"))
 
 
 def build_publish_asset(spec: Published) -> dg.AssetsDefinition:

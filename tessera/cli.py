@@ -7,6 +7,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from tessera import markdown
 from tessera.settings import load_settings
 
 
@@ -168,14 +169,13 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
     print(
         f"{len(results)} trials in MLflow experiment '{args.experiment}' ({settings.mlflow_tracking_uri}); {split.describe()}"
     )
-    print(f"| loss | components | lr | epochs | feature weight | half-life | P@{k} | NDCG@{k} | cold-user NDCG@{k} |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
-        print(
-            f"| {r['loss']} | {r['no_components']} | {r['learning_rate']} | {r['epochs']} | {r['feature_weight']} | "
-            f"{r['half_life_days']} | {r[f'precision_at_{k}']:.4f} | {r[f'ndcg_at_{k}']:.4f} | "
-            f"{r.get(f'cold_users_ndcg_at_{k}', float('nan')):.4f} |"
-        )
+    headers = ["loss", "components", "lr", "epochs", "feature weight", "half-life", f"P@{k}", f"NDCG@{k}", f"cold-user NDCG@{k}"]
+    rows = [
+        (r["loss"], r["no_components"], r["learning_rate"], r["epochs"], r["feature_weight"], r["half_life_days"],
+         f"{r[f'precision_at_{k}']:.4f}", f"{r[f'ndcg_at_{k}']:.4f}", f"{r.get(f'cold_users_ndcg_at_{k}', float('nan')):.4f}")
+        for r in results
+    ]  # fmt: skip
+    print(markdown.table(rows, headers, ("left",) + ("right",) * 8))
     return 0
 
 

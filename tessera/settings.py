@@ -1,72 +1,195 @@
 """The one place that decides the environment.
 
-Every path, the DuckDB file, and the MLflow tracking URI come from environment variables with safe
-defaults relative to the current working directory (the project root when run through `make`).
-Nothing here is read at import time: call :func:`load_settings` where a value is needed.
+Every path, the DuckDB file, and the MLflow tracking URI come from environment variables
+(TESSERA_<FIELD>, MLFLOW_TRACKING_URI) with safe defaults relative to the current working
+directory (the project root when run through `make`); every default is here. Nothing is read at
+import time: call :func:`load_settings` where a value is needed. A variable that cannot be used
+raises ConfigurationError naming the variable and its value.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import Annotated, Any
 
-from tessera.privacy.pseudonym import DEMO_SALT
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tessera.config_files import checked
+from tessera.landing.contract import SOURCES_BY_NAME
+from tessera.privacy.pseudonym import DEMO_SALT, InsecureSaltError, check_salt
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+ACTIONS_FILE = PROJECT_ROOT / "config" / "actions.yml"
 
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path
-    landing_dir: Path
-    truth_dir: Path
-    duckdb_path: Path
-    publish_dir: Path
-    mlflow_tracking_uri: str
-    mlflow_experiment: str
-    mlflow_model_name: str
-    duckdb_memory_limit: str
-    duckdb_threads: int
-    duckdb_temp_dir: Path
-    duckdb_lock_wait_seconds: float
-    gx_max_rows: int
-    gx_min_batch_rows: int
-    seed: int
-    identity_max_cluster_size: int
-    identity_max_merge_rate_drift: float
-    quarantine_max_rate: float
-    holdout_share: float
-    publish_retention_days: float
-    shop_first_day: str
-    max_line_bytes: int
-    max_field_chars: int
-    gx_docs_dir: Path | None
-    gx_max_row_count_change: float
-    step_retries: int
-    step_retry_seconds: float
-    landing_settle_seconds: float
-    mlflow_ui_url: str
-    serve_host: str
-    serve_port: int
-    serve_reload_seconds: float
-    pseudonym_salt: str
-    mode: str
-    uplift_window_days: int
-    uplift_confidence: float
-    render_workers: int
-    phone_default_country: str
-    gx_max_null_share_increase: float
-    gx_null_share_min_rows: int
-    gx_accepted_missing_columns: frozenset[str]
+class ConfigurationError(ValueError):
+    """The environment cannot run tessera. The message lists every problem found."""
+
+
+# --- the kinds of value a variable holds; a refused one names its value --------------------------
+
+
+def _one_of(*allowed: str):
+    def check(value: str) -> str:
+        value = value.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
+def _is_day(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _column_pairs(value: Any) -> Any:
+    """Comma-separated "source.column" pairs of the landing contract."""
+    return frozenset(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value
+
+
+def _in_contract(pairs: frozenset[str]) -> frozenset[str]:
+    for pair in sorted(pairs):
+        source, _, column = pair.partition(".")
+        if source not in SOURCES_BY_NAME or column not in SOURCES_BY_NAME[source].column_names:
+            raise ValueError(
+                "must list source.column pairs of the landing contract (tessera/landing/contract.py); "
+                f"{pair!r} is not a source.column of the landing contract"
+            )
+    return pairs
+
+
+Location = Annotated[Path, AfterValidator(lambda p: p.expanduser().resolve())]
+Share = Annotated[float, checked(lambda v: 0.0 <= v <= 1.0, "must be a share between 0 and 1")]
+NonNegative = Annotated[float, checked(lambda v: v >= 0, "must not be negative")]
+AtLeastOne = Annotated[int, checked(lambda v: v >= 1, "must be at least 1")]
+Day = Annotated[str, checked(_is_day, "must be a date YYYY-MM-DD")]
+CountryCode = Annotated[
+    str,
+    AfterValidator(str.strip),
+    checked(
+        lambda v: len(v) == 2 and v.isascii() and v.isalpha() and v.isupper(),
+        "must be an ISO 3166-1 alpha-2 code in capitals (e.g. GB)",
+    ),
+]
+ColumnPairs = Annotated[frozenset[str], NoDecode, BeforeValidator(_column_pairs), AfterValidator(_in_contract)]
+Mode = _one_of("demo", "production")
+UnloadedFiles = _one_of("block", "warn")
+AutomationStatus = _one_of("running", "stopped")
+
+# locations that default to a place under TESSERA_DATA_DIR when unset or set empty
+_LOCATIONS = ("data_dir", "landing_dir", "truth_dir", "duckdb_path", "publish_dir", "duckdb_temp_dir")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", frozen=True, extra="ignore")
+
+    data_dir: Location = Path("data")
+    # the locations below default to places under data_dir (_derive_locations)
+    landing_dir: Location
+    truth_dir: Location
+    duckdb_path: Location
+    publish_dir: Location
+    mlflow_tracking_uri: str = Field(validation_alias="MLFLOW_TRACKING_URI")
+    mlflow_experiment: str = "tessera-recommender"
+    mlflow_model_name: str = "tessera-recommender"
+    duckdb_memory_limit: str = "4GB"
+    duckdb_threads: int = 2
+    # where DuckDB spills what does not fit in memory_limit (joins, sorts, windows over big tables)
+    duckdb_temp_dir: Location
+    # how long to wait for a DuckDB file another process (outside Dagster's pool) holds
+    duckdb_lock_wait_seconds: float = 600
+    # GE validates rows in pandas at ~20 µs a row: above this many rows a gate validates a seeded
+    # sample; row-level invariants over every row are dbt tests (docs/quality.md)
+    gx_max_rows: int = 250_000
+    # a gate validating new files only judges them among at least this many rows
+    gx_min_batch_rows: int = 20_000
+    seed: int = 42
+    identity_max_cluster_size: int = 10
+    identity_max_merge_rate_drift: float = 0.05
+    quarantine_max_rate: Share = 0.05
+    # the share of each published audience held out of a campaign (tessera/publish/holdout.py)
+    holdout_share: Share = 0.10
+    # published snapshot versions older than this are removed (the current one never is)
+    publish_retention_days: NonNegative = 30
+    shop_first_day: Day = "2000-01-01"
+    # a CSV line longer than this cannot be read (the file fails to load, named); a value
+    # longer than max_field_chars in a readable record sends the record to quarantine
+    max_line_bytes: int = 64 * 1024 * 1024
+    max_field_chars: int = 100_000
+    # Great Expectations Data Docs of every gate; TESSERA_GX_DOCS_DIR="" turns them off
+    gx_docs_dir: Location | None
+    # a gated table may shrink or grow by this share between passing runs (0.5: half to 1.5x)
+    gx_max_row_count_change: float = 0.5
+    # a step that failed on something transient (the DuckDB file held past the wait) is
+    # retried this many times, this many seconds apart; other failures are not retried
+    step_retries: int = 2
+    step_retry_seconds: float = 30
+    # the landing sensor leaves a file alone until it has not changed for this long
+    landing_settle_seconds: float = 30
+    # where the MLflow UI is served (`make ui`): Dagster metadata links each model to its run there
+    mlflow_ui_url: Annotated[str, AfterValidator(lambda url: url.rstrip("/"))] = "http://127.0.0.1:5000"
+    # `tessera serve`: where it listens, and how often it looks for a newly published version
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_reload_seconds: NonNegative = 60
+    # published keys are salted hashes (tessera/privacy/pseudonym.py); the built-in salt (also when
+    # the variable is empty) is refused outside demo mode. `make` targets run in demo mode; a
+    # deployment sets both.
+    pseudonym_salt: Annotated[str, AfterValidator(lambda salt: salt or DEMO_SALT)] = DEMO_SALT
+    mode: Mode = "production"
+    # campaign uplift (tessera/publish/uplift.py): days after an audience is published that count,
+    # and the confidence level of the intervals
+    uplift_window_days: int = 14
+    uplift_confidence: float = 0.95
+    # processes that render campaign messages (tessera/decisioning/render.py); 1 renders in the
+    # step's own process
+    render_workers: AtLeastOne = Field(default_factory=lambda: os.cpu_count() or 1)
+    # the country whose calling code a national-format phone number takes when its record names
+    # no country (store receipts; a CRM profile without a country); never anyone's country
+    phone_default_country: CountryCode = "GB"
+    # a raw gate fails when a key attribute's empty share, in a file or over the table, rises by
+    # more than this since the gate's last pass (0.2: e.g. email empty in 2 % of rows, then 22 %)
+    gx_max_null_share_increase: Share = 0.2
+    # a file is judged on its own from this many rows (smaller files count in the table's share)
+    gx_null_share_min_rows: AtLeastOne = 200
+    # "source.column" pairs a source may stop sending without failing its gate (an intended change)
+    gx_accepted_missing_columns: ColumnPairs = frozenset()
     # the recommender's promotion gate judges on at least this many warm users (ml/promotion.py)
-    promotion_min_users: int = 200
+    promotion_min_users: AtLeastOne = 200
     # a landing entry that is not loaded (another file type, a folder, a broken link...): "block"
     # stops its source's load with an error naming it, "warn" logs it and goes on; either way it is
     # in raw.load_audit with its reason (tessera/landing/loader.py, docs/landing_contract.md)
-    landing_unloaded_files: str = "block"
+    landing_unloaded_files: UnloadedFiles = "block"
+    # the action catalogue (tessera/decisioning/catalogue.py); its templates are in templates/ beside it
+    actions_file: Path = ACTIONS_FILE
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_locations(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """A location left unset or empty lies under data_dir; TESSERA_GX_DOCS_DIR="" is None."""
+        values = {k: v for k, v in values.items() if not (k in (*_LOCATIONS, "actions_file") and v == "")}
+        data_dir = Path(values.get("data_dir", "data")).expanduser().resolve()
+        duckdb_path = Path(values.get("duckdb_path", data_dir / "tessera.duckdb")).expanduser().resolve()
+        derived = {
+            "landing_dir": data_dir / "landing",
+            "truth_dir": data_dir / "truth",
+            "publish_dir": data_dir / "publish",
+            "duckdb_temp_dir": duckdb_path.parent / "duckdb_tmp",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}",
+            "gx_docs_dir": data_dir / "quality" / "data_docs",
+        }
+        gx_docs_off = {"gx_docs_dir": None} if values.get("gx_docs_dir") == "" else {}
+        return {**derived, **values, "data_dir": data_dir, "duckdb_path": duckdb_path, **gx_docs_off}
 
     def duckdb_config(self) -> dict:
         """Every connection's memory, thread and spill limits (the steps' and the compaction's)."""
@@ -107,182 +230,52 @@ DERIVED_LOCATION_VARS = (
 )
 
 
-def _path(name: str, default: Path) -> Path:
-    value = os.environ.get(name)
-    return Path(value).expanduser().resolve() if value else default.resolve()
+class AutomationSettings(BaseSettings):
+    """Read when the Dagster definitions load (a schedule's cron is part of its definition)."""
+
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", frozen=True, extra="ignore")
+
+    daily_cron: str = "0 3 * * *"
+    timezone: str = Field("UTC", validation_alias="TESSERA_SCHEDULE_TIMEZONE")
+    automation_default_status: AutomationStatus = "stopped"
+    sensor_interval_seconds: int = 60
+    # the customer view and the published outputs are overdue this long after their last update
+    freshness_hours: float = 26
+
+    @property
+    def default_running(self) -> bool:
+        return self.automation_default_status == "running"
+
+
+def _variable(model: type[BaseSettings], field: str) -> str:
+    alias = model.model_fields[field].validation_alias if field in model.model_fields else None
+    return alias if isinstance(alias, str) else field if field.isupper() else f"TESSERA_{field.upper()}"
+
+
+def _problem(model: type[BaseSettings], error: dict) -> str:
+    name = _variable(model, str(error["loc"][0])) if error["loc"] else "the environment"
+    if error["type"] == "value_error":
+        return f"{name} {error['ctx']['error']}"
+    if error["type"].startswith("int_"):
+        return f"{name} must be a whole number, got {error['input']!r}"
+    if error["type"].startswith("float_"):
+        return f"{name} must be a number, got {error['input']!r}"
+    return f"{name}: {error['msg']}, got {error['input']!r}"
+
+
+def _load(model: type[BaseSettings]) -> Any:
+    try:
+        return model()
+    except ValidationError as exc:
+        raise ConfigurationError("\n".join(_problem(model, e) for e in exc.errors())) from None
 
 
 def load_settings() -> Settings:
-    data_dir = _path("TESSERA_DATA_DIR", Path("data"))
-    duckdb_path = _path("TESSERA_DUCKDB_PATH", data_dir / "tessera.duckdb")
-    mlflow_dir = data_dir / "mlflow"
-    default_uri = f"sqlite:///{mlflow_dir / 'mlflow.db'}"
-    return Settings(
-        data_dir=data_dir,
-        landing_dir=_path("TESSERA_LANDING_DIR", data_dir / "landing"),
-        truth_dir=_path("TESSERA_TRUTH_DIR", data_dir / "truth"),
-        duckdb_path=duckdb_path,
-        publish_dir=_path("TESSERA_PUBLISH_DIR", data_dir / "publish"),
-        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", default_uri),
-        mlflow_experiment=os.environ.get("TESSERA_MLFLOW_EXPERIMENT", "tessera-recommender"),
-        mlflow_model_name=os.environ.get("TESSERA_MLFLOW_MODEL_NAME", "tessera-recommender"),
-        duckdb_memory_limit=os.environ.get("TESSERA_DUCKDB_MEMORY_LIMIT", "4GB"),
-        duckdb_threads=int(os.environ.get("TESSERA_DUCKDB_THREADS", "2")),
-        # where DuckDB spills what does not fit in memory_limit (joins, sorts, windows over big tables)
-        duckdb_temp_dir=_path("TESSERA_DUCKDB_TEMP_DIR", duckdb_path.parent / "duckdb_tmp"),
-        # how long to wait for a DuckDB file another process (outside Dagster's pool) holds
-        duckdb_lock_wait_seconds=float(os.environ.get("TESSERA_DUCKDB_LOCK_WAIT_SECONDS", "600")),
-        # GE validates rows in pandas at ~20 µs a row: above this many rows a gate validates a seeded
-        # sample; row-level invariants over every row are dbt tests (docs/quality.md)
-        gx_max_rows=int(os.environ.get("TESSERA_GX_MAX_ROWS", "250000")),
-        # a gate validating new files only judges them among at least this many rows
-        gx_min_batch_rows=int(os.environ.get("TESSERA_GX_MIN_BATCH_ROWS", "20000")),
-        seed=int(os.environ.get("TESSERA_SEED", "42")),
-        identity_max_cluster_size=int(os.environ.get("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "10")),
-        identity_max_merge_rate_drift=float(os.environ.get("TESSERA_IDENTITY_MAX_MERGE_RATE_DRIFT", "0.05")),
-        quarantine_max_rate=_rate("TESSERA_QUARANTINE_MAX_RATE", "0.05"),
-        # the share of each published audience held out of a campaign (tessera/publish/holdout.py)
-        holdout_share=_rate("TESSERA_HOLDOUT_SHARE", "0.10"),
-        # published snapshot versions older than this are removed (the current one never is)
-        publish_retention_days=_non_negative("TESSERA_PUBLISH_RETENTION_DAYS", "30"),
-        shop_first_day=_day("TESSERA_SHOP_FIRST_DAY", "2000-01-01"),
-        # a CSV line longer than this cannot be read (the file fails to load, named); a value
-        # longer than max_field_chars in a readable record sends the record to quarantine
-        max_line_bytes=int(os.environ.get("TESSERA_MAX_LINE_BYTES", str(64 * 1024 * 1024))),
-        max_field_chars=int(os.environ.get("TESSERA_MAX_FIELD_CHARS", "100000")),
-        # Great Expectations Data Docs of every gate; TESSERA_GX_DOCS_DIR="" turns them off
-        gx_docs_dir=_optional_path("TESSERA_GX_DOCS_DIR", data_dir / "quality" / "data_docs"),
-        # a gated table may shrink or grow by this share between passing runs (0.5: half to 1.5x)
-        gx_max_row_count_change=float(os.environ.get("TESSERA_GX_MAX_ROW_COUNT_CHANGE", "0.5")),
-        # a step that failed on something transient (the DuckDB file held past the wait) is
-        # retried this many times, this many seconds apart; other failures are not retried
-        step_retries=int(os.environ.get("TESSERA_STEP_RETRIES", "2")),
-        step_retry_seconds=float(os.environ.get("TESSERA_STEP_RETRY_SECONDS", "30")),
-        # the landing sensor leaves a file alone until it has not changed for this long
-        landing_settle_seconds=float(os.environ.get("TESSERA_LANDING_SETTLE_SECONDS", "30")),
-        # where the MLflow UI is served (`make ui`): Dagster metadata links each model to its run there
-        mlflow_ui_url=os.environ.get("TESSERA_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/"),
-        # `tessera serve`: where it listens, and how often it looks for a newly published version
-        serve_host=os.environ.get("TESSERA_SERVE_HOST", "127.0.0.1"),
-        serve_port=int(os.environ.get("TESSERA_SERVE_PORT", "8000")),
-        serve_reload_seconds=_non_negative("TESSERA_SERVE_RELOAD_SECONDS", "60"),
-        # published keys are salted hashes (tessera/privacy/pseudonym.py); the built-in salt is refused
-        # outside demo mode. `make` targets run in demo mode; a deployment sets both.
-        pseudonym_salt=os.environ.get("TESSERA_PSEUDONYM_SALT") or DEMO_SALT,
-        mode=_choice("TESSERA_MODE", "production", ("demo", "production")),
-        # campaign uplift (tessera/publish/uplift.py): days after an audience is published that count,
-        # and the confidence level of the intervals
-        uplift_window_days=int(os.environ.get("TESSERA_UPLIFT_WINDOW_DAYS", "14")),
-        uplift_confidence=float(os.environ.get("TESSERA_UPLIFT_CONFIDENCE", "0.95")),
-        # processes that render campaign messages (tessera/decisioning/render.py); 1 renders in the
-        # step's own process
-        render_workers=_positive_int("TESSERA_RENDER_WORKERS", str(os.cpu_count() or 1)),
-        # the country whose calling code a national-format phone number takes when its record names
-        # no country (store receipts; a CRM profile without a country); never anyone's country
-        phone_default_country=_country_code("TESSERA_PHONE_DEFAULT_COUNTRY", "GB"),
-        # a raw gate fails when a key attribute's empty share, in a file or over the table, rises by
-        # more than this since the gate's last pass (0.2: e.g. email empty in 2 % of rows, then 22 %)
-        gx_max_null_share_increase=_rate("TESSERA_GX_MAX_NULL_SHARE_INCREASE", "0.2"),
-        # a file is judged on its own from this many rows (smaller files count in the table's share)
-        gx_null_share_min_rows=_positive_int("TESSERA_GX_NULL_SHARE_MIN_ROWS", "200"),
-        # "source.column" pairs a source may stop sending without failing its gate (an intended change)
-        gx_accepted_missing_columns=_column_list("TESSERA_GX_ACCEPTED_MISSING_COLUMNS"),
-        promotion_min_users=_positive_int("TESSERA_PROMOTION_MIN_USERS", "200"),
-        landing_unloaded_files=_choice("TESSERA_LANDING_UNLOADED_FILES", "block", ("block", "warn")),
-    )
-
-
-@dataclass(frozen=True)
-class AutomationSettings:
-    """Read when the Dagster definitions load (a schedule's cron is part of its definition)."""
-
-    daily_cron: str
-    timezone: str
-    default_running: bool
-    sensor_interval_seconds: int
-    freshness_hours: float
+    return _load(Settings)
 
 
 def load_automation_settings() -> AutomationSettings:
-    status = os.environ.get("TESSERA_AUTOMATION_DEFAULT_STATUS", "stopped").lower()
-    if status not in ("running", "stopped"):
-        raise ValueError(f"TESSERA_AUTOMATION_DEFAULT_STATUS must be running or stopped, got {status!r}")
-    return AutomationSettings(
-        daily_cron=os.environ.get("TESSERA_DAILY_CRON", "0 3 * * *"),
-        timezone=os.environ.get("TESSERA_SCHEDULE_TIMEZONE", "UTC"),
-        default_running=status == "running",
-        sensor_interval_seconds=int(os.environ.get("TESSERA_SENSOR_INTERVAL_SECONDS", "60")),
-        # the customer view and the published outputs are overdue this long after their last update
-        freshness_hours=float(os.environ.get("TESSERA_FRESHNESS_HOURS", "26")),
-    )
-
-
-def _optional_path(name: str, default: Path) -> Path | None:
-    if os.environ.get(name) == "":
-        return None
-    return _path(name, default)
-
-
-def _rate(name: str, default: str) -> float:
-    value = float(os.environ.get(name, default))
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a share between 0 and 1, got {value}")
-    return value
-
-
-def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = os.environ.get(name, default).strip().lower()
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def _non_negative(name: str, default: str) -> float:
-    value = float(os.environ.get(name, default))
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {value}")
-    return value
-
-
-def _positive_int(name: str, default: str) -> int:
-    raw = os.environ.get(name, default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
-
-
-def _country_code(name: str, default: str) -> str:
-    value = os.environ.get(name, default).strip()
-    if not (len(value) == 2 and value.isascii() and value.isalpha() and value.isupper()):
-        raise ValueError(f"{name} must be an ISO 3166-1 alpha-2 code in capitals (e.g. GB), got {value!r}")
-    return value
-
-
-def _column_list(name: str) -> frozenset[str]:
-    """Comma-separated "source.column" pairs of the landing contract."""
-    from tessera.landing.contract import SOURCES_BY_NAME
-
-    pairs = frozenset(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
-    for pair in sorted(pairs):
-        source, _, column = pair.partition(".")
-        if source not in SOURCES_BY_NAME or column not in SOURCES_BY_NAME[source].column_names:
-            raise ValueError(f"{name}: {pair!r} is not a source.column of the landing contract (tessera/landing/contract.py)")
-    return pairs
-
-
-def _day(name: str, default: str) -> str:
-    from datetime import date
-
-    value = os.environ.get(name, default)
-    try:
-        date.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from exc
-    return value
+    return _load(AutomationSettings)
 
 
 def mlflow_artifact_root(settings: Settings) -> Path:
@@ -290,10 +283,6 @@ def mlflow_artifact_root(settings: Settings) -> Path:
 
 
 # --- preflight: the configuration checked before any work -----------------------------------------
-
-
-class ConfigurationError(ValueError):
-    """The environment cannot run tessera. The message lists every problem found."""
 
 
 def _unusable_dir(path: Path, *, write: bool) -> str | None:
@@ -333,8 +322,6 @@ def preflight(settings: Settings, purpose: str = "run", publish_dir: Path | None
     purpose "serve" (`tessera serve`): the publish directory (or `publish_dir`) is a readable
     directory. Serving never needs the salt: it refuses snapshots by their manifest (serving.py).
     Only file-system metadata is read: cheap enough for every step (orchestration/resources.py)."""
-    from tessera.privacy.pseudonym import InsecureSaltError, check_salt
-
     if purpose not in ("run", "serve"):
         raise ValueError(f"preflight purpose must be run or serve, got {purpose!r}")
     problems = []

@@ -31,10 +31,6 @@ class Source:
         return [c.name for c in self.columns]
 
     @property
-    def required_columns(self) -> list[str]:
-        return [c.name for c in self.columns if c.required]
-
-    @property
     def raw_table(self) -> str:
         return f"raw.{self.name}"
 

@@ -73,6 +73,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -80,7 +81,7 @@ from typing import BinaryIO
 import duckdb
 
 from tessera.landing.contract import FILE_SUFFIXES, Source
-from tessera.db import table_exists
+from tessera.db import table_exists, transaction
 
 log = logging.getLogger("tessera.landing.loader")
 
@@ -591,8 +592,7 @@ def load_source(
             _load_json_batch(con, source, json_batch, table, rejects, audit, report, max_line_bytes, max_field_chars)
             json_batch.clear()
 
-    con.execute("begin transaction")
-    try:
+    with closing(read_paths), transaction(con):
         report.full_refresh = _ensure_tables(con, source, schema, full_refresh)
         # the entries not loaded are judged anew on every load
         con.execute(f"delete from {audit} where source = ? and not_loaded_reason is not null", [source.name])
@@ -668,12 +668,6 @@ def load_source(
         load_json_batch()
         _audit_not_loaded(con, source, audit, landing_dir, not_loaded)
         _report_totals(con, source, audit, report)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
-    finally:
-        read_paths.close()
     report.files_not_loaded = dict(sorted(not_loaded.items()))
     if not_loaded:
         listed = "; ".join(f"{name}: {reason}" for name, reason in report.files_not_loaded.items())

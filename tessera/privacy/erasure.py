@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tessera.publish import snapshots
+from tessera.db import transaction
 from tessera.faults import crash_point
 from tessera.privacy.pseudonym import SALT_VARIABLE
 from tessera.timing import Phases
@@ -521,8 +522,7 @@ def apply_erasures(
     phase = Phases()
     ensure_tables(con)
     snapshots.sweep(publish_dir)  # a killed rewrite's or release's leftovers: never scanned or rewritten
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         with phase("collect_identifiers"):
             requests = collect_identifiers(con)
         with phase("list_values"):
@@ -535,10 +535,6 @@ def apply_erasures(
             removed.update(erase_built(con))
         _journal(con, run_id, removed)
         crash_point("erasure:deleted")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     crash_point("erasure:journaled")
     with phase("erase_snapshots"):
         removed.update(erase_snapshots(con, publish_dir, now))
@@ -547,8 +543,7 @@ def apply_erasures(
         files = erase_files(values, file_steps or {}) if values else {}
     crash_point("erasure:files")
     kinds = dict(con.execute("select kind, count(*) from privacy.erasure_pending group by 1 order by 1").fetchall())
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         completed = con.execute(
             """
             insert into privacy.erasure_log
@@ -561,10 +556,6 @@ def apply_erasures(
             con.execute("insert into privacy.maintenance values ('compact', ?)", [now])
         con.execute("delete from privacy.erasure_pending_requests")
         con.execute("delete from privacy.erasure_pending")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return {
         "requests": requests,
         "completed": completed,

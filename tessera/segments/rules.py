@@ -7,11 +7,13 @@ running anything. `tessera segments compile` (called by `make`) regenerates it.
 
 from __future__ import annotations
 
-import re
+import math
 from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
+from pydantic import Field, PlainValidator, model_validator
 
+from tessera.config_files import ConfigModel, FieldProblem, Name, Text, checked, one_of, read_yaml, unique, validate, whole
 from tessera.landing.contract import EVENT_TYPES
 from tessera.settings import DBT_PROJECT_DIR, PROJECT_ROOT
 
@@ -30,130 +32,122 @@ FEATURES = {
     "top_category_share", "categories_browsed", "emails_sent", "email_open_rate", "email_click_rate",
     "last_cart_status", "last_device", "top_category",
 }  # fmt: skip
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 
 class SegmentRuleError(ValueError):
-    """An invalid rule file; the message names the rule and the field."""
+    """An invalid rule file; the message names the file, the rule, the field and the value."""
 
 
-def _fail(rule: str, field: str, problem: str) -> None:
-    raise SegmentRuleError(f"segment rule '{rule}': field '{field}': {problem}")
+# --- the rule language: segment rules and the action catalogue (tessera/decisioning) share it ----
+
+Op = Literal[OPS]
+EventType = Literal[EVENT_TYPES]
+PositiveInt = whole(1)
 
 
-def _positive_int(rule: str, field: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        _fail(rule, field, f"must be a positive whole number, got {value!r}")
+def _scalar(value: Any) -> int | float | str:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"must be a number or a text, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
     return value
 
 
-def _feature_test(rule: str, where: str, spec: dict) -> dict:
-    extra = set(spec) - {"feature", "op", "value"}
-    if extra:
-        _fail(rule, f"{where}.{sorted(extra)[0]}", "unknown field; a feature test has feature, op and value")
-    if spec.get("feature") not in FEATURES:
-        _fail(rule, f"{where}.feature", f"unknown feature {spec.get('feature')!r}; known: {sorted(FEATURES)}")
-    if spec.get("op") not in OPS:
-        _fail(rule, f"{where}.op", f"must be one of {list(OPS)}, got {spec.get('op')!r}")
-    value = spec.get("value")
-    if not isinstance(value, (int, float, str)) or isinstance(value, bool):
-        _fail(rule, f"{where}.value", f"must be a number or a text, got {value!r}")
-    return {"feature": spec["feature"], "op": spec["op"], "value": value}
+class Term(ConfigModel):
+    """A trigger or a condition; compiled from its spec(), a dict with its kind."""
+
+    KIND: ClassVar[str]
+
+    def spec(self) -> dict:
+        return {"kind": self.KIND, **self.model_dump()}
 
 
-def validate_rules(data: dict) -> list[dict]:
-    if not isinstance(data, dict) or not isinstance(data.get("segments"), list) or not data["segments"]:
-        raise SegmentRuleError("the rule file must have a non-empty list under 'segments'")
-    rules, seen = [], set()
-    for i, raw in enumerate(data["segments"]):
-        name = raw.get("name") if isinstance(raw, dict) else None
-        label = name if isinstance(name, str) else f"#{i + 1}"
-        if not isinstance(raw, dict):
-            _fail(label, "(rule)", "each segment must be a mapping")
-        unknown = set(raw) - {"name", "description", "priority", "exclusive", "trigger", "conditions"}
-        if unknown:
-            _fail(label, sorted(unknown)[0], "unknown field")
-        if not isinstance(name, str) or not NAME.match(name):
-            _fail(label, "name", "must be lower_snake_case, starting with a letter, at most 48 characters")
-        if name in seen:
-            _fail(name, "name", "is used twice")
-        seen.add(name)
-        if not isinstance(raw.get("description"), str) or not raw["description"].strip():
-            _fail(name, "description", "is required")
-        priority = raw.get("priority")
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            _fail(name, "priority", f"must be a whole number, got {priority!r}")
-        if not isinstance(raw.get("exclusive"), bool):
-            _fail(name, "exclusive", f"must be true or false, got {raw.get('exclusive')!r}")
-        trigger = raw.get("trigger")
-        if not isinstance(trigger, dict):
-            _fail(name, "trigger", "is required: event, rfm_segment or feature")
-        kinds = [k for k in ("event", "rfm_segment", "feature") if k in trigger]
-        if len(kinds) != 1:
-            _fail(name, "trigger", f"needs exactly one of event, rfm_segment, feature; got {kinds or 'none'}")
-        if kinds == ["event"]:
-            extra = set(trigger) - {"event", "within_days", "min_count", "per"}
-            if extra:
-                _fail(name, f"trigger.{sorted(extra)[0]}", "unknown field for an event trigger")
-            if trigger["event"] not in EVENT_TYPES:
-                _fail(name, "trigger.event", f"must be one of {list(EVENT_TYPES)}, got {trigger['event']!r}")
-            trig = {
-                "kind": "event",
-                "event": trigger["event"],
-                "within_days": _positive_int(name, "trigger.within_days", trigger.get("within_days")),
-                "min_count": _positive_int(name, "trigger.min_count", trigger.get("min_count", 1)),
-                "per": trigger.get("per"),
-            }
-            if trig["per"] not in (None, "category"):
-                _fail(name, "trigger.per", f"only 'category' is supported, got {trig['per']!r}")
-        elif kinds == ["rfm_segment"]:
-            segments = trigger["rfm_segment"]
-            if set(trigger) != {"rfm_segment"}:
-                _fail(
-                    name,
-                    f"trigger.{sorted(set(trigger) - {'rfm_segment'})[0]}",
-                    "unknown field for an rfm_segment trigger",
-                )
-            if not isinstance(segments, list) or not segments or not set(segments) <= set(RFM_SEGMENTS):
-                _fail(name, "trigger.rfm_segment", f"must be a list of RFM segment names from {list(RFM_SEGMENTS)}")
-            trig = {"kind": "rfm_segment", "segments": list(segments)}
-        else:
-            trig = {"kind": "feature", **_feature_test(name, "trigger", trigger)}
-        conditions = []
-        for j, cond in enumerate(raw.get("conditions") or []):
-            where = f"conditions[{j}]"
-            if not isinstance(cond, dict):
-                _fail(name, where, "each condition must be a mapping")
-            if "no_event" in cond:
-                if trig["kind"] != "event":
-                    _fail(name, f"{where}.no_event", "needs an event trigger to count hours from")
-                if set(cond) - {"no_event", "within_hours"}:
-                    _fail(name, f"{where}.{sorted(set(cond) - {'no_event', 'within_hours'})[0]}", "unknown field")
-                if cond["no_event"] not in EVENT_TYPES:
-                    _fail(name, f"{where}.no_event", f"must be one of {list(EVENT_TYPES)}, got {cond['no_event']!r}")
-                hours = _positive_int(name, f"{where}.within_hours", cond.get("within_hours"))
-                conditions.append({"kind": "no_event", "event": cond["no_event"], "within_hours": hours})
-            elif "no_purchase_in" in cond:
-                if cond["no_purchase_in"] != "category" or trig.get("per") != "category":
-                    _fail(name, f"{where}.no_purchase_in", "only 'category', with a trigger counted per category")
-                conditions.append({"kind": "no_purchase_in_category"})
-            elif "feature" in cond:
-                conditions.append({"kind": "feature", **_feature_test(name, where, cond)})
-            else:
-                _fail(name, where, "must be one of no_event, no_purchase_in, feature")
-        rules.append(
-            {"name": name, "description": raw["description"].strip(), "priority": priority,
-             "exclusive": raw["exclusive"], "trigger": trig, "conditions": conditions}
-        )  # fmt: skip
-    return rules
+class FeatureTest(Term):
+    """feature: <customer_features column>, op: <op>, value: V"""
+
+    KIND = "feature"
+    feature: Literal[tuple(sorted(FEATURES))]
+    op: Op
+    value: Annotated[int | float | str, PlainValidator(_scalar)]
+
+
+class RfmSegmentTrigger(Term):
+    """rfm_segment: [RFM segment names]"""
+
+    KIND = "rfm_segment"
+    segments: Annotated[
+        list[str],
+        Field(validation_alias="rfm_segment"),
+        checked(lambda v: v and set(v) <= set(RFM_SEGMENTS), f"must be a list of RFM segment names from {list(RFM_SEGMENTS)}"),
+    ]
+
+
+# --- segment rules ------------------------------------------------------------------------------
+
+
+class EventTrigger(Term):
+    """event: <event type>, within_days: N [, min_count: K] [, per: category]"""
+
+    KIND = "event"
+    event: EventType
+    within_days: PositiveInt
+    min_count: PositiveInt = 1
+    per: Literal["category"] | None = None
+
+
+class NoEvent(Term):
+    """no_event: <event type>, within_hours: H (after the trigger event)"""
+
+    KIND = "no_event"
+    event: EventType = Field(validation_alias="no_event")
+    within_hours: PositiveInt
+
+
+class NoPurchaseInCategory(Term):
+    """no_purchase_in: category (in the trigger's window)"""
+
+    KIND = "no_purchase_in_category"
+    no_purchase_in: Literal["category"] = Field(exclude=True)
+
+
+class SegmentRule(ConfigModel):
+    name: Name
+    description: Text
+    priority: int
+    exclusive: bool
+    trigger: one_of(EventTrigger, RfmSegmentTrigger, FeatureTest, keys=("event", "rfm_segment", "feature"))
+    conditions: list[
+        one_of(NoEvent, NoPurchaseInCategory, FeatureTest, keys=("no_event", "no_purchase_in", "feature"))
+    ] | None = None
+
+    @model_validator(mode="after")
+    def _conditions_fit_the_trigger(self) -> SegmentRule:
+        for j, condition in enumerate(self.conditions or []):
+            if isinstance(condition, NoEvent) and not isinstance(self.trigger, EventTrigger):
+                raise FieldProblem(("conditions", j, "no_event"), "needs an event trigger to count hours from")
+            if isinstance(condition, NoPurchaseInCategory) and getattr(self.trigger, "per", None) != "category":
+                raise FieldProblem(("conditions", j, "no_purchase_in"), "only 'category', with a trigger counted per category")
+        return self
+
+    def spec(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "priority": self.priority, "exclusive": self.exclusive,
+            "trigger": self.trigger.spec(), "conditions": [c.spec() for c in self.conditions or []],
+        }  # fmt: skip
+
+
+class RuleFile(ConfigModel):
+    version: int = 1
+    segments: Annotated[list[SegmentRule], checked(len, "needs at least one segment rule"), unique("name")]
+
+
+def validate_rules(data: Any, path: Path = RULES_FILE) -> list[dict]:
+    rules = validate(RuleFile, data, path, SegmentRuleError, ("segments", "name", "segment rule"))
+    return [rule.spec() for rule in rules.segments]
 
 
 def load_rules(path: Path = RULES_FILE) -> list[dict]:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        raise SegmentRuleError(f"{path}: not valid YAML: {exc}") from exc
-    return validate_rules(data)
+    return validate_rules(read_yaml(path, SegmentRuleError), path)
 
 
 def sql_literal(value) -> str:
