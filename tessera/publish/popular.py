@@ -1,7 +1,7 @@
 """The popular products: what a customer without a personal list is shown, everywhere.
 
 One ranking, read by the published `popular_products` export (the serving API's fallback,
-orchestration/publish.py) and by rendered messages for customers without personalisation
+tessera/publish/published.py) and by rendered messages for customers without personalisation
 consent (tessera/decisioning/render.py): active products by distinct buyers, ties by distinct
 customers with any interaction, then product id, with the recommender's diversity cap per
 category. Customers who asked for erasure are not counted.
