@@ -96,7 +96,7 @@ def _refuse(con, spec: Published, candidate: str, results, suite, gx_result: dg.
         yield dg.AssetCheckResult(
             check_name=v.name, passed=n == 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"violations": n}
         )
-    con.execute(f"drop table {candidate}")
+    outputs.drop_candidate(con, candidate)
     raise dg.Failure(
         description=f"publish/{spec.name} not swapped in: checks failed: {', '.join(failed)}; the last good version stays",
     )

@@ -84,6 +84,11 @@ def build_candidate(con, spec: Published, settings, log) -> str:
     return candidate
 
 
+def drop_candidate(con, candidate: str) -> None:
+    """Drop a candidate that failed its checks: the published version stays."""
+    con.execute(f"drop table {candidate}")
+
+
 def rekey_published_tables(con, log) -> None:
     """Published tables keyed by customer_key (written before pseudonymous keys) are re-keyed in
     place: customer_key is replaced by customer_pkey, so no internal key stays published."""
