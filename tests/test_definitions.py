@@ -46,6 +46,10 @@ GROUPS = {
         "marts/customer_propensity_labels",
         "marts/customer_rule_segments",
         "marts/customer_consents",
+        # the unsalted inputs of the published tables (dbt_project/models/audiences): views in the
+        # marts group, so the customer view builds them and publishing reads them
+        "audiences/active_customers",
+        "audiences/consented_customers",
     },
     "quarantine": {
         "quarantine/quarantined_records",

@@ -4,7 +4,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from orchestration.publish import PUBLISHED
+from tessera.publish.published import PUBLISHED
 from tessera.privacy import pseudonym
 from tessera.publish import snapshots
 from tessera.privacy.pseudonym import DEMO_SALT, InsecureSaltError

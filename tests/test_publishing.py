@@ -5,7 +5,7 @@ import json
 import duckdb
 import pytest
 
-from orchestration.publish import PUBLISHED
+from tessera.publish.published import PUBLISHED
 from tessera.publish import snapshots
 from tests.conftest import published_fingerprint, run_job, with_pkeys
 

@@ -14,7 +14,8 @@ from ml.propensity import (
     check_point_in_time,
     train_propensity,
 )
-from orchestration.publish import PUBLISHED, run_validations
+from tessera.publish.outputs import run_validations
+from tessera.publish.published import PUBLISHED
 from tests.conftest import with_pkeys
 
 
@@ -129,7 +130,7 @@ def test_training_survives_a_shop_without_clickstream():
 
 
 def test_segment_history_records_who_entered_and_left_and_when():
-    from orchestration.publish import SEGMENT_HISTORY
+    from tessera.publish.published import SEGMENT_HISTORY
 
     con = duckdb.connect()
     con.execute("create schema publish")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tessera.publish.uplift import uplift_sql, z_value
+from tessera.publish.uplift import uplift_query, z_value
 
 ASSIGNMENTS = "select campaign, customer_key, holdout_group, assigned_on from a"
 ORDERS = "select customer_key, ordered_at, revenue from o"
@@ -71,7 +71,7 @@ def simulate(con, n=20_000, control_share=0.1, p_treatment=0.30, p_control=0.20,
 def test_uplift_recovers_a_known_effect_with_an_interval_that_covers_it():
     con = duckdb.connect()
     control, converted, revenue = simulate(con)
-    result = con.execute(uplift_sql(ASSIGNMENTS, ORDERS, 14)).df()
+    result = con.execute(*uplift_query(ASSIGNMENTS, ORDERS, 14)).df()
     # only the campaign whose 14 days ended before the data's last day
     assert list(result["campaign"]) == ["rfm:Champions"]
     r = result.iloc[0]
@@ -95,13 +95,13 @@ def test_without_an_effect_the_interval_covers_zero_in_most_seeded_campaigns():
     for seed in range(20):
         con = duckdb.connect()
         simulate(con, n=4000, p_treatment=0.2, p_control=0.2, seed=seed)
-        r = con.execute(uplift_sql(ASSIGNMENTS, ORDERS, 14)).df().iloc[0]
+        r = con.execute(*uplift_query(ASSIGNMENTS, ORDERS, 14)).df().iloc[0]
         covered += r.conversion_uplift_low <= 0 <= r.conversion_uplift_high
     assert covered >= 17  # 95 % intervals: about 19 of 20
 
 
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="window_days"):
-        uplift_sql(ASSIGNMENTS, ORDERS, 0)
+        uplift_query(ASSIGNMENTS, ORDERS, 0)
     with pytest.raises(ValueError, match="confidence"):
-        uplift_sql(ASSIGNMENTS, ORDERS, 14, confidence=1.2)
+        uplift_query(ASSIGNMENTS, ORDERS, 14, confidence=1.2)

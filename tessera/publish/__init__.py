@@ -1,1 +1,2 @@
-"""Publishing: release of published versions, holdout groups, uplift and the popular-products ranking."""
+"""Publishing: what is published (published.py, its SQL in sql/), how a table is built, validated and
+swapped in (outputs.py), snapshots and releases, holdout groups, uplift and the popular-products ranking."""

@@ -12,22 +12,39 @@ share x 10,000 are control. So:
 - the control share is the configured one up to sampling noise (binomial: +-0.06 % at 1,000,000
   members, +-0.7 % at 2,000; tests/test_holdout.py measures it).
 
-`TESSERA_HOLDOUT_SHARE` (default 0.10) sets the share.
+`TESSERA_HOLDOUT_SHARE` (default 0.10) sets the share. Publishing calls the macro
+holdout_group(campaign, customer_key, threshold) (install) with the threshold bound as a parameter;
+holdout_group_sql writes the same expression inline.
 """
 
 from __future__ import annotations
 
 BUCKETS = 10_000
+MACRO = "holdout_group"
+
+
+def threshold(share: float) -> int:
+    """The number of buckets in control for a holdout share."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"a holdout share is in [0, 1), got {share}")
+    return round(share * BUCKETS)
+
+
+def _group(campaign: str, customer_key: str, control_buckets: str) -> str:
+    bucket = f"md5_number({campaign} || ':' || {customer_key}) % {BUCKETS}"
+    return f"case when {campaign} is null then null when {bucket} < {control_buckets} then 'control' else 'treatment' end"
 
 
 def holdout_group_sql(campaign: str, customer_key: str, share: float) -> str:
     """A SQL expression: 'control' or 'treatment' for `customer_key` in `campaign` (both SQL
     expressions), NULL when the campaign is NULL (the customer is not in that audience)."""
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"a holdout share is in [0, 1), got {share}")
-    threshold = round(share * BUCKETS)
-    bucket = f"md5_number({campaign} || ':' || {customer_key}) % {BUCKETS}"
-    return (
-        f"case when {campaign} is null then null "
-        f"when {bucket} < {threshold} then 'control' else 'treatment' end"
+    return _group(campaign, customer_key, str(threshold(share)))
+
+
+def install(con) -> None:
+    """Define the SQL macro holdout_group(campaign, customer_key, threshold) on this connection:
+    the group of holdout_group_sql, with threshold(share) passed in (bound, never formatted)."""
+    con.execute(
+        f"create or replace temp macro {MACRO}(campaign, customer_key, control_buckets) as "
+        f"({_group('campaign', 'customer_key', 'control_buckets')})"
     )

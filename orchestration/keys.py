@@ -1,0 +1,26 @@
+"""Asset keys and groups in one place, so a module names another stage's assets without importing
+that stage's Dagster module. dbt models' keys come from the dbt project (orchestration/dbt.py
+model_key)."""
+
+import dagster as dg
+
+ML_GROUP = "ml"
+RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
+PROPENSITY_KEY = dg.AssetKey(["ml", "propensity_scores"])
+CLUSTERS_KEY = dg.AssetKey(["ml", "customer_clusters"])
+
+PRIVACY_GROUP = "privacy"
+ERASURE_KEY = dg.AssetKey(["privacy", "erasure"])
+
+DECISIONING_GROUP = "decisioning"
+BANDIT_KEY = dg.AssetKey(["decisioning", "bandit_state"])
+DECISIONS_KEY = dg.AssetKey(["decisioning", "decisions"])
+MESSAGES_KEY = dg.AssetKey(["decisioning", "rendered_messages"])
+
+PUBLISH_GROUP = "publish"
+RELEASE_KEY = dg.AssetKey(["publish", "release"])
+
+
+def publish_key(name: str) -> dg.AssetKey:
+    """publish/<name>: the asset of a published table (tessera/publish/published.py)."""
+    return dg.AssetKey(["publish", name])

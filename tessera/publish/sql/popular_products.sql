@@ -1,0 +1,33 @@
+-- The popular products (tessera/publish/popular.py): active products by distinct buyers, ties by
+-- distinct customers with any interaction, then product id, at most the recommender's
+-- max_per_category per category. {not_erased}: the erasure filter of the models
+-- (tessera/privacy/erasure.py NOT_ERASED) on the interactions.
+with counts as (
+    -- one row per (product, customer) first, then counted: the same numbers as two
+    -- count(distinct)s per product, in half the time at 1M customers (8.5 -> 4.7 s)
+    select product_id, count(*) filter (where bought) as buyers, count(*) as customers
+    from (
+        select i.product_id, i.customer_key, bool_or(i.interaction_type = 'purchase') as bought
+        from marts.fct_customer_product_interactions as i
+        where i.{not_erased}
+        group by i.product_id, i.customer_key
+    )
+    group by product_id
+),
+ranked as (
+    select
+        p.product_id, p.product_name, p.category,
+        coalesce(c.buyers, 0) as buyers,
+        coalesce(c.customers, 0) as customers,
+        row_number() over (
+            partition by p.category order by coalesce(c.buyers, 0) desc, coalesce(c.customers, 0) desc, p.product_id
+        ) as rank_in_category
+    from marts.dim_products as p
+    left join counts as c on c.product_id = p.product_id
+    where p.is_active
+)
+select
+    row_number() over (order by buyers desc, customers desc, product_id) as rank,
+    product_id, product_name, category, buyers
+from ranked
+where rank_in_category <= (select coalesce(max(max_per_category), 3) from ml.recommendation_candidates)
