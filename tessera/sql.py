@@ -3,11 +3,8 @@ code constants are composed only through `ident`; every value is a bound paramet
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from pathlib import Path
-
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @cache
@@ -17,9 +14,16 @@ def load(anchor: str, name: str) -> str:
 
 
 def ident(*parts: str) -> str:
-    """A (schema-)qualified identifier, each part double-quoted: `ident("raw", "orders")` is
-    `"raw"."orders"`. Refuses a part that is not a plain name, so a quote never needs escaping."""
-    for part in parts:
-        if not _PLAIN.fullmatch(part):
-            raise ValueError(f"not a plain SQL identifier: {part!r}")
-    return ".".join(f'"{part}"' for part in parts)
+    """A (schema-)qualified identifier, each part double-quoted (a quote in it doubled):
+    `ident("raw", "orders")` is `"raw"."orders"`."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+
+
+class Params(dict):
+    """The values one statement binds, by name: `bind(value)` stores the value and returns its
+    placeholder ($p0, $p1, ...), cast to `sql_type` when given; execute with the dict."""
+
+    def bind(self, value, sql_type: str | None = None) -> str:
+        name = f"p{len(self)}"
+        self[name] = value
+        return f"cast(${name} as {sql_type})" if sql_type else f"${name}"

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import duckdb
 
+from tessera.sql import ident
+
 from tessera.faults import crash_point
 
 COMPACT_SUFFIX = ".compact"
@@ -53,8 +55,8 @@ def compact(db_path: Path, config: dict | None = None) -> Compaction:
     try:
         con.execute("checkpoint")
         name = con.execute("select current_database()").fetchall()[0][0]
-        con.execute(f"attach '{tmp.as_posix()}' as __compacted")
-        con.execute(f'copy from database "{name}" to __compacted')
+        con.execute("attach ? as __compacted", [tmp.as_posix()])
+        con.execute(f"copy from database {ident(name)} to __compacted")
         con.execute("detach __compacted")
     finally:
         con.close()

@@ -287,8 +287,8 @@ def _places(con, publish_dir: Path) -> list[tuple[str, str, str, bool]]:
         if schema != "privacy" and not table.startswith("__")
         for c in residue_columns(schema, columns)
     ]
-    for name, version, path, _, f in _snapshot_files(publish_dir):
-        reader = f"{READERS[f['format']]}('{(path / f['path']).as_posix()}')"
+    for i, (name, version, path, _, f) in enumerate(_snapshot_files(publish_dir)):
+        reader = file_view(con, f["format"], path / f["path"], f"__published_{i}")
         for column, kind, *_ in con.execute(f"describe select * from {reader}").fetchall():
             if kind == "VARCHAR" and residue_columns("publish", [column]):
                 places.append((reader, column, f"{name}/{version}/{f['path']}:{column}", False))
@@ -392,8 +392,15 @@ def erase_built(con) -> dict[str, int]:
     return removed
 
 
-READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
 WRITERS = {"parquet": "format parquet", "csv": "format csv, header true", "jsonl": "format json"}
+
+
+def file_view(con, file_format: str, path: Path, name: str) -> str:
+    """A temp view `name` over a published file (parquet, csv or jsonl), its path handed to DuckDB
+    as a value, never as SQL text; returns the view's name."""
+    read = {"parquet": con.read_parquet, "csv": con.read_csv, "jsonl": con.read_json}[file_format]
+    read(path.as_posix()).create_view(name, replace=True)
+    return name
 
 
 def _version_dirs(publish_dir: Path):
@@ -453,7 +460,7 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
         manifest = json.loads((path / snapshots.MANIFEST).read_text())
         counts = {}
         for f in manifest["files"]:
-            reader = f"{READERS[f['format']]}('{(path / f['path']).as_posix()}')"
+            reader = file_view(con, f["format"], path / f["path"], "__snapshot_file")
             columns = [r[0] for r in con.execute(f"describe select * from {reader}").fetchall()]
             where = " or ".join(
                 f"{c} in (select value from __file_values)" for c in SNAPSHOT_KEYS if c in columns
@@ -471,8 +478,8 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
                 continue
             n, where = counts[f["path"]]
             source, target = path / f["path"], tmp / f["path"]
-            reader = f"{READERS[f['format']]}('{source.as_posix()}')"
-            con.execute(f"copy (select * from {reader} where not ({where})) to '{target.as_posix()}' ({WRITERS[f['format']]})")
+            reader = file_view(con, f["format"], source, "__snapshot_file")
+            con.execute(f"copy (select * from {reader} where not ({where})) to ? ({WRITERS[f['format']]})", [target.as_posix()])
             f.update(rows=f["rows"] - n, sha256=snapshots.file_sha256(target), bytes=target.stat().st_size)
             if f["path"] == f"{name}.parquet":
                 manifest["rows"] -= n
@@ -623,3 +630,18 @@ def residue(con, publish_dir: Path, reuse_listed: bool = False) -> dict[str, int
         if n := con.execute(sql).fetchall()[0][0]:
             found[label] = n
     return found
+
+
+def requests_logged(con) -> int:
+    """Erasure requests ever completed on this warehouse."""
+    return con.execute("select count(distinct request_id) from privacy.erasure_log").fetchall()[0][0]
+
+
+def compaction_owed(con) -> bool:
+    return bool(con.execute("select count(*) from privacy.maintenance where task = 'compact'").fetchall()[0][0])
+
+
+def compaction_paid(con) -> None:
+    """The warehouse file was compacted (byte_residue.compact): nothing is owed any more."""
+    con.execute("delete from privacy.maintenance where task = 'compact'")
+    con.execute("checkpoint")
