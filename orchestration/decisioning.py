@@ -93,7 +93,13 @@ def bandit_state(context: dg.AssetExecutionContext, tessera: TesseraResource) ->
     deps=[
         BANDIT_KEY,
         *gated_deps(
-            "dim_customers", "customer_rfm", "customer_features", "customer_rule_segments", "customer_consents", "fct_events"
+            "dim_customers",
+            "active_customers",
+            "customer_rfm",
+            "customer_features",
+            "customer_rule_segments",
+            "customer_consents",
+            "fct_events",
         ),
         PROPENSITY_KEY,
         RECOMMENDER_KEY,

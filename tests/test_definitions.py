@@ -34,6 +34,7 @@ GROUPS = {
     "identity": {"identity/identity_map", "identity/identity_evaluation"},
     "marts": {
         "marts/dim_customers",
+        "marts/active_customers",
         "marts/dim_products",
         "marts/fct_orders",
         "marts/fct_order_items",

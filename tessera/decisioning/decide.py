@@ -4,11 +4,11 @@ The catalogue compiles to SQL run on the warehouse (the work is set-based: one p
 the customers, then one ranking), and the bandit assigns variants in NumPy. The steps:
 
 1. Eligible: every (customer, action) whose trigger and conditions hold, with its weighted score
-   and the reason in words. Customers who asked for erasure are not in the base. An action on a
-   channel the customer cannot be reached on (REACH: email without a valid address, push without
-   app use, a web banner for someone never seen on the site or app) is not eligible: no decision
-   is made for that channel, and decisioning.unreachable counts, per channel, the customers
-   left out so.
+   and the reason in words. Customers who asked for erasure are not in the base (it starts from
+   marts.active_customers). An action on a channel the customer cannot be reached on (REACH:
+   email without a valid address, push without app use, a web banner for someone never seen on
+   the site or app) is not eligible: no decision is made for that channel, and
+   decisioning.unreachable counts, per channel, the customers left out so.
 2. Frequency cap: an action sent to the customer `frequency_cap_per_week` times in the 7 days
    before the decision day (decisioning.sends) is skipped; the next eligible one is taken.
 3. Choice per customer and channel: explicit rules first, highest priority first (ties: score,
@@ -46,7 +46,7 @@ from tessera.sql import Params, ident
 
 AS_OF = "(select cast(max(as_of_date) as date) from marts.customer_rfm)"
 
-# Per channel: when a customer (dim_customers `c`) can be reached on it, and what is missing
+# Per channel: when a customer (active_customers `c`) can be reached on it, and what is missing
 # otherwise. An email needs a valid address (a delivery without its email column leaves none); the
 # data holds no push tokens, so a push needs app use (an order placed in the app); a web banner
 # needs the customer to be recognisable on the site or app (a linked cookie or a web/app order).
@@ -214,14 +214,13 @@ def build_base(con, catalogue: Catalogue) -> None:
             p.churn_risk_30d,
             a.recommendation_affinity,
             {", ".join(f"{sql} as {ident('reaches_' + channel)}" for channel, (sql, _) in REACH.items())}
-        from marts.dim_customers as c
+        from marts.active_customers as c
         left join marts.customer_rfm as r on r.customer_key = c.customer_key
         left join marts.customer_rule_segments as s on s.customer_key = c.customer_key
         left join marts.customer_features as f on f.customer_key = c.customer_key
         left join ml.propensity_scores as p on p.customer_key = c.customer_key
         left join affinity as a on a.customer_key = c.customer_key
         left join cart as k on k.customer_key = c.customer_key
-        where not c.is_erasure_requested
     """,
         CART_PARAMS if uses_cart else None,
     )

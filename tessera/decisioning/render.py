@@ -169,7 +169,7 @@ def render_messages(
 
     With workers > 1, batches are rendered by that many worker processes (Jinja holds the GIL)
     while this process reads the next contexts and inserts finished batches, in batch order: the
-    same table as one process. At 1M customers rendering was the largest single-core step."""
+    same table as one process (rendering is single-core work: docs/scaling.md)."""
     con.execute(
         "create or replace table decisioning.messages (message_id varchar, customer_key varchar, channel varchar, "
         "action_id varchar, variant_id varchar, subject varchar, body_ref varchar, content_type varchar, body varchar, "

@@ -182,7 +182,7 @@ PRIOR_STRENGTH = 20.0
 
 def candidate_pairs(con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str]) -> dict:
     """Create the temp table of blocked pairs (record_l < record_r) with the first rule that found them."""
-    selects, per_rule, skipped = [], {}, {}
+    selects, rules, per_rule, skipped = [], [], {}, {}
     for i, rule in enumerate(config.blocking_rules):
         if not set(rule) <= set(attrs):
             continue
@@ -204,17 +204,19 @@ def candidate_pairs(con: duckdb.DuckDBPyConnection, config: IdentityConfig, attr
         on = " and ".join(f"l.{c} = r.{c}" for c in cols)
         b_on = " and ".join(f"b.{c} = l.{c}" for c in cols)
         selects.append(
-            f"select l.record_id as record_l, r.record_id as record_r, {i} as rule "
+            "select l.record_id as record_l, r.record_id as record_r, ? as rule "
             f"from {RECORDS} l inner join __id_block_{i} b on {b_on} "
             f"inner join {RECORDS} r on {on} and l.record_id < r.record_id"
         )
+        rules.append(i)
         per_rule[name] = None
     if not selects:
         con.execute(f"create or replace temp table {PAIRS} (record_l varchar, record_r varchar, rule integer)")
         return {"candidate_pairs_per_rule": {}, "skipped_blocks_per_rule": skipped, "candidate_pairs": 0}
     con.execute(
         f"create or replace temp table {PAIRS} as select record_l, record_r, min(rule) as rule "
-        f"from ({' union all '.join(selects)}) group by record_l, record_r"
+        f"from ({' union all '.join(selects)}) group by record_l, record_r",
+        rules,
     )
     names = {i: "+".join(r) for i, r in enumerate(config.blocking_rules)}
     counts = dict(con.execute(f"select rule, count(*) from {PAIRS} group by rule").fetchall())
@@ -239,13 +241,14 @@ def estimate_weights(
         with s as (
             -- the records with the smallest seeded hash of their id: the same sample whatever order
             -- a parallel build left the records in (a reservoir sample, even `repeatable`, picks
-            -- by position, and the 1m bench's fresh builds then disagreed on u, hence on matches)
+            -- by position, and two fresh builds of the same data then disagreed on u, hence on matches)
             select * from {RECORDS}
-            order by md5('{int(config.seed)}:' || cast(record_id as varchar)), record_id
-            limit {n}
+            order by md5($seed || ':' || cast(record_id as varchar)), record_id
+            limit $n
         )
         select {g} from s l inner join s r on l.record_id < r.record_id
-        """
+        """,
+        {"seed": str(int(config.seed)), "n": n},
     ).df()
     con.register("__id_silver", silver[["record_l", "record_r"]])
     matched = con.execute(

@@ -77,8 +77,7 @@ def assign_stable_ids(
 
     sizes = cur.groupby("cluster_id").size()
     # merges: clusters that kept two or more earlier ids. They are few, and only their records are
-    # gathered into sets for the evidence: sets for every cluster and every earlier id took 30 s
-    # of a rerun at 1M customers, and a loop over every cluster's survivors 12 s more (issue 9).
+    # gathered into sets for the evidence (sets for every cluster cost most of a rerun: docs/scaling.md).
     merging = survivors[survivors.duplicated("cluster_id", keep=False)]
     members = cur[cur["cluster_id"].isin(merging["cluster_id"])].groupby("cluster_id")["record_id"].agg(set)
     old_members = known[known["old_id"].isin(merging["old_id"])].groupby("old_id")["record_id"].agg(set)

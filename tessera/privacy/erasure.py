@@ -266,10 +266,9 @@ def add_listed_values(con) -> None:
 
 def _distinct_values(places: list[tuple[str, str, bool]]) -> str:
     """SQL: (value, in_built) for every distinct non-null value of the (relation, column, built)
-    places, once; in_built: some place holding it is built. At 1M customers the identifier columns
-    of every table hold 82.7M per-column distinct values but 14.4M distinct ones (a customer_key is
-    in a dozen tables): sha256 is the expensive part, so the checks hash this set rather than each
-    column's (issue 9)."""
+    places, once; in_built: some place holding it is built. A customer_key is in a dozen tables, so
+    the distinct values of all places are far fewer than those of each column, and sha256 is the
+    expensive part: the checks hash this set rather than each column's (docs/scaling.md)."""
     parts = " union all ".join(
         f"select distinct {c} as value, {str(built).lower()} as in_built from {relation} where {c} is not null"
         for relation, c, built in places
@@ -302,8 +301,8 @@ def list_values(con, publish_dir: Path) -> int:
     lower-cased and trimmed; in_built as in _distinct_values. Returns how many.
 
     One pass, before any row is deleted, serves three users: erase_raw and add_listed_values
-    (exact values) and the residue check after the deletes. At 1M customers the three passes it
-    replaces, each hashing its values, took 17.3 s (every staging row), 20.7 s and 32.5 s (issue 9)."""
+    (exact values) and the residue check after the deletes, instead of a hashing pass for each
+    (docs/scaling.md)."""
     con.execute("create or replace temp table __hashes as select distinct value_hash from privacy.erased_identifiers")
     con.execute("create or replace temp table __listed (value varchar, exact boolean, in_built boolean)")
     places = [(relation, column, built) for relation, column, _, built in _places(con, publish_dir)]
@@ -333,15 +332,15 @@ def text_values(con) -> None:
     """__text_values(value, gram, request_id): the values of __erase that free text is searched
     for (at least MIN_TEXT_MATCH_CHARS long), lower-cased, each with its first
     MIN_TEXT_MATCH_CHARS characters (the gram `mentions` joins on) and its first request."""
-    n = MIN_TEXT_MATCH_CHARS
     con.execute(
-        f"""
-        create or replace temp table __text_values as
-        select lower(value) as value, substr(lower(value), 1, {n}) as gram, min(request_id) as request_id
-        from __erase
-        where length(value) >= {n} and length(lower(value)) >= {n}
-        group by 1
         """
+        create or replace temp table __text_values as
+        select lower(value) as value, substr(lower(value), 1, $n) as gram, min(request_id) as request_id
+        from __erase
+        where length(value) >= $n and length(lower(value)) >= $n
+        group by 1
+        """,
+        {"n": MIN_TEXT_MATCH_CHARS},
     )
 
 
@@ -353,9 +352,8 @@ def mentions(relation: str, column: str) -> str:
     The same rows as `contains(lower(column), value)` tried for every value, without trying every
     value: each text is cut into its overlapping MIN_TEXT_MATCH_CHARS-character grams, a hash join
     keeps the values that start with one of them, and only those are checked with contains(). A
-    value inside the text starts with one of its grams, so none is missed. At 1M customers the
-    2,916 requests of the bench (25,143 values) against 186,703 quarantined lines took 40 s the
-    direct way (every line against every value) (issue 9)."""
+    value inside the text starts with one of its grams, so none is missed; the direct way tries
+    every line against every value (docs/scaling.md)."""
     n = MIN_TEXT_MATCH_CHARS
     return f"""
         select distinct g.rid, v.request_id, v.value
@@ -600,9 +598,8 @@ def _journal(con, run_id: str, removed: dict[str, int]) -> None:
 
 def residue_columns(schema: str, columns: list[str]) -> list[str]:
     """The columns the residue check hashes: those that hold an identifier. Hashing every text
-    value of every table took minutes at 1M customers (30M events x 10 text columns, two sha256
-    each); an identifier can only match a hash as a whole value, and identifiers live in these
-    columns. tests/test_erasure.py scans every text column of every table and file independently."""
+    value of every table costs minutes on large shops (docs/scaling.md); an identifier can only
+    match a hash as a whole value, and identifiers live in these columns. tests/test_erasure.py scans every text column of every table and file independently."""
     named = set(IDENTIFIER_COLUMNS) | (set(RAW_IDENTIFIER_COLUMNS) if schema == "raw" else set())
     return [c for c in columns if c in named]
 
