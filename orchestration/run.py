@@ -11,6 +11,7 @@ import dagster as dg
 from tessera.db import connect, table_exists
 from orchestration.recovery import recover_abandoned_runs, run_tags
 from tessera.settings import Settings, load_settings, preflight
+from tessera.sql import ident
 
 LAYERS = ("raw", "reference", "staging", "intermediate", "marts", "quarantine", "ml", "publish")
 
@@ -52,7 +53,7 @@ def layer_row_counts(settings: Settings) -> dict[str, dict[str, int | None]]:
         ).fetchall()
         out: dict[str, dict[str, int | None]] = {}
         for schema, table, is_view in tables:
-            count = None if is_view else con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+            count = None if is_view else con.execute(f"select count(*) from {ident(schema, table)}").fetchone()[0]
             out.setdefault(schema, {})[table] = count
         return out
     finally:

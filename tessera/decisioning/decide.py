@@ -367,8 +367,9 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
         # draws however many other customers are decided alongside it
         p = Params(action_id=action.id)
         uniforms = ", ".join(
-            f"cast(md5_number(message_id || {p.bind(f':{int(seed)}:{int(state_version)}:{k}')}) % $buckets"
-            f" as double) / $buckets as u{k}"
+            # typed: an untyped parameter would make the modulo of md5_number's UHUGEINT a DOUBLE one
+            f"cast(md5_number(message_id || {p.bind(f':{int(seed)}:{int(state_version)}:{k}')}) % cast($buckets as uhugeint)"
+            f" as double) / cast($buckets as bigint) as u{k}"
             for k in range(len(names))
         )
         p["buckets"] = bandit.UNIFORM_BUCKETS

@@ -29,6 +29,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from tessera.identity.config import FUZZY_ATTRIBUTES, STRONG_IDENTIFIERS, IdentityConfig
+from tessera.sql import ident
 
 RECORDS = "__id_records"
 PAIRS = "__id_pairs"
@@ -42,12 +43,8 @@ class ResolveResult:
     weights: pd.DataFrame | None = None  # attribute, level, m, u, weight
 
 
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _text(columns: list[str]) -> str:
-    parts = [f"cast({_q(c)} as varchar)" for c in columns]
+    parts = [f"cast({ident(c)} as varchar)" for c in columns]
     return parts[0] if len(parts) == 1 else f"concat_ws(' ', {', '.join(parts)})"
 
 
@@ -94,11 +91,11 @@ STANDARDISERS = {
 def standardise(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig) -> list[str]:
     """Create the temp table of standardised records; return the attributes present."""
     attrs = config.attributes()
-    select = [f"cast({_q(config.record_id)} as varchar) as record_id"]
+    select = [f"cast({ident(config.record_id)} as varchar) as record_id"]
     for attr in attrs:
         select.append(f"{STANDARDISERS[attr](_text(config.columns[attr]))} as {attr}")
     for extra in config.extra_identifiers:
-        select.append(f"{_code_key(_text([extra]))} as {_q('x_' + extra)}")
+        select.append(f"{_code_key(_text([extra]))} as {ident('x_' + extra)}")
     con.execute(f"create or replace temp table {RECORDS} as select {', '.join(select)} from {source}")
     dupes = con.execute(
         f"select count(*) from (select record_id from {RECORDS} group by 1 having count(*) > 1)"
@@ -120,7 +117,7 @@ def deterministic_edges(
 ) -> tuple[pd.DataFrame, dict]:
     frames, overshared = [], {}
     for col in _identifier_columns(config, attrs):
-        c = _q(col)
+        c = ident(col)
         overshared[col] = con.execute(
             f"select count(*) from (select {c} from {RECORDS} where {c} is not null group by 1 having count(*) > ?)",
             [config.max_records_per_identifier],
@@ -186,7 +183,7 @@ def candidate_pairs(con: duckdb.DuckDBPyConnection, config: IdentityConfig, attr
     for i, rule in enumerate(config.blocking_rules):
         if not set(rule) <= set(attrs):
             continue
-        cols = [_q(c) for c in rule]
+        cols = [ident(c) for c in rule]
         not_null = " and ".join(f"{c} is not null" for c in cols)
         key = ", ".join(cols)
         name = "+".join(rule)

@@ -81,6 +81,7 @@ import duckdb
 
 from tessera.landing.contract import FILE_SUFFIXES, Source
 from tessera.db import table_exists
+from tessera.sql import ident
 
 log = logging.getLogger("tessera.landing.loader")
 
@@ -323,10 +324,6 @@ def text_encoding(path: Path) -> str | None:
     return None
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _compression(path: Path) -> str:
     return "gzip" if is_compressed(path) else "none"
 
@@ -503,7 +500,7 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection, source: Source, schema: str, 
     exists = table_exists(con, schema, source.name)
     current = [r[0] for r in con.execute(f"describe {table}").fetchall()] if exists else []
     if full_refresh or current != expected:
-        column_defs = ", ".join(f"{_quote(c)} varchar" for c in source.column_names)
+        column_defs = ", ".join(f"{ident(c)} varchar" for c in source.column_names)
         con.execute(f"create or replace table {table} ({column_defs}, _source_file varchar, _source_row bigint)")
         con.execute(f"delete from {rejects} where source = ?", [source.name])
         con.execute(f"delete from {audit} where source = ?", [source.name])
@@ -747,9 +744,9 @@ def _load_file(
     if mapping is None:
         return
     select = ", ".join(
-        f"cast({_quote(columns[mapping[c]])} as varchar) as {_quote(c)}"
+        f"cast({ident(columns[mapping[c]])} as varchar) as {ident(c)}"
         if c in mapping
-        else f"null::varchar as {_quote(c)}"
+        else f"null::varchar as {ident(c)}"
         for c in source.column_names
     )
     repeats_header, header_params = _repeats_header_sql(columns) if kind == "csv" else ("false", [])
@@ -825,7 +822,7 @@ def _load_json_batch(
         found = spellings[column] or [column]
         values = [f"_v[{len(paths) + i}]::varchar" for i in range(1, len(found) + 1)]
         paths += found
-        select.append(f"{values[0] if len(values) == 1 else 'coalesce(' + ', '.join(values) + ')'} as {_quote(column)}")
+        select.append(f"{values[0] if len(values) == 1 else 'coalesce(' + ', '.join(values) + ')'} as {ident(column)}")
     too_long, too_long_params = _first_long_column_sql(source, max_field_chars)
     con.execute(
         "create or replace temp table _landing_numbered as "
@@ -833,7 +830,7 @@ def _load_json_batch(
         f"select {', '.join(select)}, false as _repeats_header, _source_file, _line as _record from ("
         f"select _source_file, _line, json_extract_string(line, ?::varchar[]) as _v from {_JSON_LINES} where _is_object"
         ")) as b",
-        [*too_long_params, ["$." + _quote(k) for k in paths]],
+        [*too_long_params, ["$." + ident(k) for k in paths]],
     )
     con.execute(f"drop table {_JSON_LINES}")
     _insert_numbered(con, source, table, rejects, audit, kept, scan_rejected, report, max_line_bytes, max_field_chars)
@@ -896,7 +893,7 @@ def _insert_numbered(
     # order, and DuckDB keeps insertion order (preserve_insertion_order, on by default): the rows
     # land by (_source_file, _source_row) without a sort
     con.execute(
-        f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, _source_file, "
+        f"insert into {table} select {', '.join(ident(c) for c in source.column_names)}, _source_file, "
         f"_record as _source_row from _landing_numbered where {_LOADS}"
     )
     loaded = dict(
@@ -1011,7 +1008,7 @@ def _record_at(fh: BinaryIO, start: int, max_bytes: int) -> bytes:
 def _first_long_column_sql(source: Source, max_field_chars: int) -> tuple[str, list]:
     """SQL naming the first column whose value is longer than max_field_chars (NULL if none), and
     the values it binds."""
-    cases = " ".join(f"when length({_quote(c)}) > ? then ?" for c in source.column_names)
+    cases = " ".join(f"when length({ident(c)}) > ? then ?" for c in source.column_names)
     return f"case {cases} end", [v for c in source.column_names for v in (int(max_field_chars), c)]
 
 
@@ -1021,8 +1018,8 @@ def _quarantine_long_values(
     """Quarantine the records of _landing_numbered with a value over max_field_chars characters;
     the reason names the first such column, raw_content keeps the whole record as JSON. How many,
     per file."""
-    struct = ", ".join(f"{_sql_string(c)}: {_quote(c)}" for c in source.column_names)
-    length = " ".join(f"when _too_long_column = {_sql_string(c)} then length({_quote(c)})" for c in source.column_names)
+    struct = ", ".join(f"{_sql_string(c)}: {ident(c)}" for c in source.column_names)
+    length = " ".join(f"when _too_long_column = {_sql_string(c)} then length({ident(c)})" for c in source.column_names)
     con.execute(
         f"insert into {rejects} (source, _source_file, _source_row, reason, raw_content) "
         "select ?, _source_file, _record, "
@@ -1047,14 +1044,14 @@ def _repeats_header_sql(columns: list[str]) -> tuple[str, list[str]]:
     header line repeated inside the file. NULL values make it false. With the names it binds."""
     if not columns:
         return "false", []
-    tests = " and ".join(f"lower(trim({_quote(c)})) = ?" for c in columns)
+    tests = " and ".join(f"lower(trim({ident(c)})) = ?" for c in columns)
     return f"coalesce({tests}, false)", [c.strip().lower() for c in columns]
 
 
 def _quarantine_repeated_headers(con: duckdb.DuckDBPyConnection, rejects: str, source: Source) -> dict[str, int]:
     """Quarantine the records of _landing_numbered that repeat their file's header line (and are not
     already quarantined as too long); raw_content keeps the record as JSON. How many, per file."""
-    struct = ", ".join(f"{_sql_string(c)}: {_quote(c)}" for c in source.column_names)
+    struct = ", ".join(f"{_sql_string(c)}: {ident(c)}" for c in source.column_names)
     where = "_repeats_header and _too_long_column is null"
     con.execute(
         f"insert into {rejects} (source, _source_file, _source_row, reason, raw_content) "
