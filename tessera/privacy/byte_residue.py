@@ -19,15 +19,14 @@ import gzip
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
-from tessera.sql import ident
-
 from tessera.faults import crash_point
+from tessera.sql import ident
 
 COMPACT_SUFFIX = ".compact"
 # values shorter than this are not searched for: a short id is a substring of something else
