@@ -39,9 +39,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tessera.publish import snapshots
+from tessera import sql
 from tessera.faults import crash_point
+from tessera.publish import snapshots
 from tessera.privacy.pseudonym import SALT_VARIABLE
+from tessera.sql import ident
 from tessera.timing import Phases
 
 # how each raw source's rows are matched: the staging model and its identifier columns by kind
@@ -94,24 +96,7 @@ NOT_ERASED = "customer_key not in (select customer_key from marts.dim_customers 
 
 
 def ensure_tables(con) -> None:
-    con.execute("create schema if not exists privacy")
-    con.execute(
-        "create table if not exists privacy.erased_identifiers (request_id varchar, kind varchar, value_hash varchar)"
-    )
-    con.execute(
-        "create table if not exists privacy.erasure_log (request_id varchar, requested_at timestamp, "
-        "processed_at timestamp, run_id varchar, identifiers varchar, rows_removed varchar)"
-    )
-    # the journal: requests whose rows are gone from the warehouse but whose files (published
-    # versions, previews, MLflow) may still hold them; the values live here, and only here, until
-    # every file step has finished, then the log entry is written and they go in one transaction
-    con.execute(
-        "create table if not exists privacy.erasure_pending_requests (request_id varchar, requested_at timestamp, "
-        "run_id varchar, identifiers varchar, rows_removed varchar)"
-    )
-    con.execute("create table if not exists privacy.erasure_pending (request_id varchar, kind varchar, value varchar)")
-    # work owed after an erasure, e.g. compacting the warehouse file (its free pages hold the bytes)
-    con.execute("create table if not exists privacy.maintenance (task varchar, requested_at timestamp)")
+    con.execute(sql.load(__file__, "erasure_tables"))
 
 
 def _base_tables(con) -> list[tuple[str, str, list[str]]]:
@@ -130,38 +115,7 @@ def _base_tables(con) -> list[tuple[str, str, list[str]]]:
 def collect_identifiers(con) -> int:
     """Fill the temp table __erase(request_id, kind, value) and add new hashes to the suppression
     list; returns the number of requests."""
-    con.execute(
-        """
-        create or replace temp table __requests as
-        select r.request_id, r.customer_key, r.requested_at, p.customer_id, p.email
-        from intermediate.int_privacy_requests_resolved as r
-        inner join staging.stg_privacy as p on p.request_id = r.request_id
-        where r.request_type = 'erasure'
-        """
-    )
-    con.execute(
-        """
-        create or replace temp table __erase as
-        select request_id, 'key' as kind, customer_key as value from __requests where customer_key is not null
-        union all
-        select request_id, 'pkey', customer_pkey(customer_key) from __requests where customer_key is not null
-        union all
-        select q.request_id, n.node_type, n.node_value
-        from __requests as q inner join intermediate.int_identities_resolved as n on n.customer_key = q.customer_key
-        union all
-        select request_id, 'crm', customer_id from __requests where customer_id is not null
-        union all
-        select request_id, 'email', email from __requests where email is not null
-        """
-    )
-    con.execute(
-        """
-        insert into __erase
-        select distinct e.request_id, 'order', o.order_id
-        from __erase as e inner join staging.stg_orders as o on o.customer_id = e.value
-        where e.kind = 'crm' and o.order_id is not null
-        """
-    )
+    con.execute(sql.load(__file__, "collect_requests"))
     # the person's messages: their ids name the rendered previews and the outbox's message bodies
     for schema, table, columns in _base_tables(con):
         if {"customer_key", "message_id"} <= set(columns) and schema not in SKIPPED_SCHEMAS:
@@ -169,7 +123,7 @@ def collect_identifiers(con) -> int:
                 f"""
                 insert into __erase
                 select distinct e.request_id, 'message', m.message_id
-                from __erase as e inner join {schema}.{table} as m on m.customer_key = e.value
+                from __erase as e inner join {ident(schema, table)} as m on m.customer_key = e.value
                 where e.kind = 'key' and m.message_id is not null
                 """
             )
@@ -214,10 +168,11 @@ def erase_raw(con) -> dict[str, int]:
             con.execute(
                 f"""
                 insert into __raw_rows
-                select '{source}', s._source_file, s._source_row, min(x.request_id)
-                from staging.{view} as s inner join __listed_requests as x on x.value = s.{column}
+                select $source, s._source_file, s._source_row, min(x.request_id)
+                from {ident("staging", view)} as s inner join __listed_requests as x on x.value = s.{ident(column)}
                 group by 1, 2, 3
-                """
+                """,
+                {"source": source},
             )
     con.execute(
         "create or replace temp table __raw_rows as select distinct on (source, _source_file, _source_row) * from __raw_rows"
@@ -225,9 +180,10 @@ def erase_raw(con) -> dict[str, int]:
     for source in RAW_MATCHES:
         n = con.execute(
             f"""
-            delete from raw.{source} as r using __raw_rows as x
-            where x.source = '{source}' and x._source_file = r._source_file and x._source_row = r._source_row
-            """
+            delete from {ident("raw", source)} as r using __raw_rows as x
+            where x.source = $source and x._source_file = r._source_file and x._source_row = r._source_row
+            """,
+            {"source": source},
         ).fetchall()[0][0]
         removed[f"raw.{source}"] = n
     con.execute(
@@ -281,7 +237,7 @@ def _places(con, publish_dir: Path) -> list[tuple[str, str, str, bool]]:
     columns (residue_columns) of every table outside privacy, raw included, and of every retained
     published file. built: a table outside raw, where add_listed_values looks."""
     places = [
-        (f"{schema}.{table}", c, f"{schema}.{table}.{c}", schema not in SKIPPED_SCHEMAS)
+        (ident(schema, table), ident(c), f"{schema}.{table}.{c}", schema not in SKIPPED_SCHEMAS)
         for schema, table, columns in _base_tables(con)
         if schema != "privacy" and not table.startswith("__")
         for c in residue_columns(schema, columns)
@@ -290,7 +246,7 @@ def _places(con, publish_dir: Path) -> list[tuple[str, str, str, bool]]:
         reader = file_view(con, f["format"], path / f["path"], f"__published_{i}")
         for column, kind, *_ in con.execute(f"describe select * from {reader}").fetchall():
             if kind == "VARCHAR" and residue_columns("publish", [column]):
-                places.append((reader, column, f"{name}/{version}/{f['path']}:{column}", False))
+                places.append((reader, ident(column), f"{name}/{version}/{f['path']}:{column}", False))
     return places
 
 
@@ -376,15 +332,15 @@ def erase_built(con) -> dict[str, int]:
     for schema, table, columns in _base_tables(con):
         if schema in SKIPPED_SCHEMAS or table.startswith("__"):
             continue
-        conditions = [f"{c} in (select value from __values)" for c in columns if c in IDENTIFIER_COLUMNS]
+        conditions = [f"{ident(c)} in (select value from __values)" for c in columns if c in IDENTIFIER_COLUMNS]
         if "node_key" in columns:
             conditions.append("node_key in (select k from __node_keys)")
         conditions += [
-            f"rowid in (select rid from ({mentions(f'{schema}.{table}', c)}))" for c in columns if c in TEXT_COLUMNS
+            f"rowid in (select rid from ({mentions(ident(schema, table), ident(c))}))" for c in columns if c in TEXT_COLUMNS
         ]
         if not conditions:
             continue
-        n = con.execute(f"delete from {schema}.{table} where {' or '.join(conditions)}").fetchall()[0][0]
+        n = con.execute(f"delete from {ident(schema, table)} where {' or '.join(conditions)}").fetchall()[0][0]
         if n:
             removed[f"{schema}.{table}"] = n
     return removed
@@ -554,18 +510,10 @@ def apply_erasures(
     kinds = dict(con.execute("select kind, count(*) from privacy.erasure_pending group by 1 order by 1").fetchall())
     con.execute("begin transaction")
     try:
-        completed = con.execute(
-            """
-            insert into privacy.erasure_log
-            select request_id, requested_at, ?, run_id, identifiers, rows_removed
-            from privacy.erasure_pending_requests
-            """,
-            [now],
-        ).fetchall()[0][0]
+        completed = con.execute(sql.load(__file__, "log_completed"), {"processed_at": now}).fetchall()[0][0]
         if completed or values:
             con.execute("insert into privacy.maintenance values ('compact', ?)", [now])
-        con.execute("delete from privacy.erasure_pending_requests")
-        con.execute("delete from privacy.erasure_pending")
+        con.execute(sql.load(__file__, "clear_journal"))
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
