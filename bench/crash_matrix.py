@@ -40,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 import duckdb  # noqa: E402
 
-from tessera import byte_residue, faults, snapshots  # noqa: E402
+from tessera import faults  # noqa: E402
+from tessera.privacy import byte_residue  # noqa: E402
+from tessera.publish import snapshots  # noqa: E402
 from tessera.landing.generate import GenerateConfig, generate  # noqa: E402
 
 DATA = dict(customers=150, days=100, seed=11, end_date=date(2026, 10, 31))

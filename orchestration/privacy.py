@@ -15,11 +15,8 @@ import dagster as dg
 from orchestration.dbt import dbt_marts_assets, dbt_staging_assets
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
-from tessera.privacy import byte_residue, erasure, pseudonym
-from tessera.publish import snapshots
-from ml.forget import forget
-from tessera.decisioning.render import erase_previews
-from tessera.settings import Settings, mlflow_artifact_root
+from tessera.privacy import byte_residue
+from tessera.privacy.erasure_run import run_erasure
 
 ERASURE_KEY = dg.AssetKey(["privacy", "erasure"])
 RESIDUE_CHECK = "no_erased_identifier_remains"
@@ -59,48 +56,25 @@ BYTES_CHECK = "no_erased_bytes_remain"
 )
 def erasure_asset(context: dg.AssetExecutionContext, tessera: TesseraResource):
     started = time.perf_counter()
-    settings = tessera.settings()
-    pseudonym.check_salt(settings.pseudonym_salt, settings.mode)
-    stale = snapshots.sweep_staging(
-        settings.publish_dir, lambda r: r != context.run.run_id and run_in_progress(context.instance, r)
+    outcome = run_erasure(
+        tessera.settings(),
+        tessera.duckdb,
+        context.run.run_id,
+        Path(context.instance.root_directory),
+        in_progress=lambda r: run_in_progress(context.instance, r),
     )
-    with tessera.duckdb() as con:
-        pseudonym.install(con, settings.pseudonym_salt)
-        done = erasure.apply_erasures(con, settings.publish_dir, context.run.run_id, file_steps=file_steps(settings))
-        residue_started = time.perf_counter()
-        # the values apply_erasures hashed before deleting: deletions add no value (erasure.residue)
-        found = erasure.residue(con, settings.publish_dir, reuse_listed=True)
-        done["seconds"]["residue_check"] = round(time.perf_counter() - residue_started, 2)
-        erased_people = con.execute("select count(distinct request_id) from privacy.erasure_log").fetchall()[0][0]
-        owed = con.execute("select count(*) from privacy.maintenance where task = 'compact'").fetchall()[0][0]
-    compaction = None
-    if owed:  # after the connection closed: nothing else holds the file (the duckdb pool)
-        compaction = byte_residue.compact(settings.duckdb_path, settings.duckdb_config())
-        with tessera.duckdb() as con:
-            con.execute("delete from privacy.maintenance where task = 'compact'")
-            con.execute("checkpoint")
-    proof = None
-    if done["values"]:
-        roots, excluded = scan_places(settings, Path(context.instance.root_directory))
-        proof = byte_residue.scan(roots, done["values"], excluded)
     with tessera.duckdb(read_only=True) as con:
         # what the asset keeps: the audit log (no identifiers in it, so its preview is safe)
         table = table_metadata(con, "privacy.erasure_log")
-    removed = sum(done["removed"].values())
-    context.log.info(
-        f"erasure: {done['requests']} new request(s), {done['completed']} completed, {removed} row(s) removed, "
-        f"residue {found or 'none'}"
-        + (f", warehouse compacted {compaction.bytes_before} -> {compaction.bytes_after} bytes" if compaction else "")
-        + (f", {proof.files} file(s) scanned byte by byte, hits in {len(proof.hits)}" if proof else "")
-        + (f"; removed the staging of {len(stale)} finished run(s)" if stale else "")
-    )
+    context.log.info(outcome.summary())
+    done, found, compaction = outcome.done, outcome.residue, outcome.compaction
     yield dg.MaterializeResult(
         metadata={
             **table,
-            **run_metadata(started, removed),
+            **run_metadata(started, outcome.rows_removed),
             "requests_this_run": done["requests"],
             "requests_completed": done["completed"],
-            "requests_ever": erased_people,
+            "requests_ever": outcome.requests_ever,
             "identifiers_by_kind": dg.MetadataValue.json(done["identifiers"]),
             "rows_removed": dg.MetadataValue.json(done["removed"]),
             "files": dg.MetadataValue.json(done["files"]),
@@ -114,7 +88,7 @@ def erasure_asset(context: dg.AssetExecutionContext, tessera: TesseraResource):
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata={"places_with_residue": dg.MetadataValue.json(found), "residue": sum(found.values())},
             ),
-            bytes_check(proof),
+            bytes_check(outcome.proof),
         ],
     )
 
@@ -143,35 +117,6 @@ def bytes_check(proof: byte_residue.Scan | None) -> dg.AssetCheckResult:
             "files_with_residue": dg.MetadataValue.json(proof.hits),
         },
     )
-
-
-def scan_places(settings: Settings, dagster_home: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """(roots, excluded) of the bytes proof. Excluded: the landing folder, which is what the shop
-    delivered (tessera never rewrites a delivery; the suppression list erases a re-delivered
-    record, and docs/privacy.md asks the shop to delete it from its exports), and the generated
-    ground truth of demo data."""
-    roots = {"data": settings.data_dir, "dagster_home": dagster_home}
-    if not settings.duckdb_path.resolve().is_relative_to(settings.data_dir.resolve()):
-        roots["warehouse"] = settings.duckdb_path.parent
-    if not settings.publish_dir.resolve().is_relative_to(settings.data_dir.resolve()):
-        roots["publish"] = settings.publish_dir
-    excluded = {
-        "landing folder (the shop's delivery)": settings.landing_dir,
-        "generated ground truth (demo data)": settings.truth_dir,
-    }
-    return roots, excluded
-
-
-def file_steps(settings: Settings) -> dict:
-    """What else tessera wrote that may hold an erased person, each given the erased values: the
-    rendered message previews of every day, and MLflow (runs, logged models and registered
-    versions trained on the person are retired: docs/privacy.md)."""
-    return {
-        "previews": lambda values: erase_previews(settings.data_dir / "decisioning" / "previews", values),
-        "mlflow": lambda values: forget(
-            values, settings.mlflow_tracking_uri, settings.mlflow_model_name, mlflow_artifact_root(settings)
-        ),
-    }
 
 
 def run_in_progress(instance: dg.DagsterInstance, run_id: str) -> bool:

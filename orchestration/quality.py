@@ -23,19 +23,10 @@ from orchestration.dbt import GATED_MARTS, dbt_manifest, model_key
 from orchestration.metadata import capped
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
-from tessera.landing.contract import SOURCES, SOURCES_BY_NAME
-from tessera.quality.delivery import COLUMN_DROPPED, SHARE_JUMPED, check_delivery, record_delivery
-from tessera.quality.suites import (
-    SuiteResult,
-    files_to_validate,
-    gate_parameters,
-    last_passing_rows,
-    record_files,
-    record_pass,
-    suite_fingerprint,
-    suite_spec,
-    validate_table,
-)
+from tessera.landing.contract import SOURCES
+from tessera.quality.delivery import COLUMN_DROPPED, SHARE_JUMPED
+from tessera.quality.gate import run_gate
+from tessera.quality.suites import SuiteResult, suite_spec
 from tessera.settings import EXPECTATIONS_DIR, Settings
 
 # the delivery checks whose findings the check's description spells out
@@ -66,70 +57,8 @@ def gated_marts_upstream(models: Iterable[str]) -> list[dg.AssetKey]:
 def run_suite(
     con, settings: Settings, gate: str, table: str, suite_name: str, run_id: str, record: bool = True
 ) -> SuiteResult:
-    """Validate `table` with expectations/<suite_name>.json, row counts judged against the last
-    time `gate` passed on this warehouse; with `record`, a pass is recorded for the next run.
-
-    A suite with `meta.validate: "new_files"` validates only the rows of the landing files this
-    gate has not passed yet (tessera/quality/suites.py); with none, there is nothing to validate."""
-    path = EXPECTATIONS_DIR / f"{suite_name}.json"
-    spec = suite_spec(path)
-    meta = spec["meta"]
-    files, row_filter, batch = None, None, "the whole table"
-    by_file = meta.get("validate") == "new_files"
-    suite_hash = suite_fingerprint(path) if by_file else None
-    if by_file:
-        files = files_to_validate(con, gate, meta["source"], suite_hash)
-        if not files:
-            total = con.execute(f"select count(*) from {table}").fetchall()[0][0]
-            return SuiteResult(
-                spec["name"], True, 0, total, False, 0,
-                batch="every landing file was validated before (same content, same suite)",
-                rows_from_new_files=0,
-            )
-        names = ", ".join("'" + name.replace("'", "''") + "'" for name, _ in files)
-        row_filter = f"_source_file in ({names})"
-        batch = (
-            f"the rows of {len(files)} landing file(s) not validated before, with a sample of validated "
-            f"rows up to {settings.gx_min_batch_rows:,} rows"
-        )
-    result = validate_table(
-        con,
-        table,
-        path,
-        settings.gx_max_rows,
-        settings.seed,
-        parameters=gate_parameters(
-            last_passing_rows(con, gate), settings.gx_max_row_count_change, settings.shop_first_day
-        ),
-        docs_dir=settings.gx_docs_dir,
-        run_name=f"{gate}-{run_id[:8]}",
-        row_filter=row_filter,
-        min_batch_rows=settings.gx_min_batch_rows,
-    )
-    result.batch = batch
-    profiles = None
-    schema, _, name = table.partition(".")
-    if schema == "raw" and name in SOURCES_BY_NAME:
-        delivery, profiles = check_delivery(
-            con,
-            SOURCES_BY_NAME[name],
-            gate,
-            settings.gx_max_null_share_increase,
-            settings.gx_null_share_min_rows,
-            settings.gx_accepted_missing_columns,
-        )
-        failed = [r for r in delivery if not r["success"]]
-        result.results += delivery
-        result.failed += failed
-        result.evaluated += len(delivery)
-        result.success = result.success and not failed
-    if result.success and record:
-        record_pass(con, gate, table, result.rows_in_table, run_id)
-        if files:
-            record_files(con, gate, suite_hash, files, run_id)
-        if profiles is not None:
-            record_delivery(con, gate, SOURCES_BY_NAME[name], profiles, run_id)
-    return result
+    """run_gate (tessera/quality/gate.py) with expectations/<suite_name>.json."""
+    return run_gate(con, settings, gate, table, EXPECTATIONS_DIR / f"{suite_name}.json", run_id, record)
 
 
 def gate_description(result: SuiteResult) -> str:

@@ -7,7 +7,7 @@ import dagster as dg
 from orchestration.metadata import capped, run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.landing.contract import SOURCES, Source
-from tessera.landing.loader import load_source
+from tessera.landing.loader import LoadReport, load_source
 
 SOURCE_GROUP = "sources"
 
@@ -46,20 +46,8 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
                 full_refresh=config.full_refresh,
             )
             table = table_metadata(con, source.raw_table)
-        if report.missing_columns:
-            context.log.warning(f"{source.name}: files lack contract columns {report.missing_columns}")
-        if report.rejected:
-            context.log.warning(
-                f"{source.name}: {report.rejected} records could not be parsed and went to raw.load_rejects "
-                f"{report.rejected_per_file}"
-            )
-        if report.extra_columns:
-            context.log.warning(f"{source.name}: files carry columns outside the contract {report.extra_columns}")
-        if report.files_not_loaded:  # TESSERA_LANDING_UNLOADED_FILES=warn: the load went on without them
-            context.log.warning(
-                f"{source.name}: {len(report.files_not_loaded)} file(s) not loaded, each audited with its reason: "
-                f"{report.files_not_loaded}"
-            )
+        for warning in load_warnings(report):
+            context.log.warning(warning)
         return dg.MaterializeResult(
             # file lists grow with the landing folder: each entry is capped
             metadata=capped({
@@ -87,6 +75,26 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         )
 
     return _load
+
+
+def load_warnings(report: LoadReport) -> list[str]:
+    """What a load leaves the operator to look at: contract columns missing or extra, records
+    quarantined, files not loaded (TESSERA_LANDING_UNLOADED_FILES=warn: the load went on without them)."""
+    name, warnings = report.source, []
+    if report.missing_columns:
+        warnings.append(f"{name}: files lack contract columns {report.missing_columns}")
+    if report.rejected:
+        warnings.append(
+            f"{name}: {report.rejected} records could not be parsed and went to raw.load_rejects {report.rejected_per_file}"
+        )
+    if report.extra_columns:
+        warnings.append(f"{name}: files carry columns outside the contract {report.extra_columns}")
+    if report.files_not_loaded:
+        warnings.append(
+            f"{name}: {len(report.files_not_loaded)} file(s) not loaded, each audited with its reason: "
+            f"{report.files_not_loaded}"
+        )
+    return warnings
 
 
 source_assets = [build_source_asset(s) for s in SOURCES]

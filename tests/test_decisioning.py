@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import jinja2
 import numpy as np
 import pytest
 import yaml
@@ -23,6 +24,7 @@ from tessera.decisioning.catalogue import (
     validate_catalogue,
 )
 from tessera.decisioning.templates import TemplateError, load_template
+from tessera.settings import DBT_PROJECT_DIR
 
 HOSTILE = "<script>alert('x')</script> \"Deluxe\" \\ Mug"
 AS_OF = date(2026, 11, 1)
@@ -102,6 +104,11 @@ def build_warehouse(con, product_name: str = "Plain Mug") -> None:
         "insert into marts.dim_customers values (?, ?, ?, ?, 1)",
         [(k, f"<b>{k}</b>", k == "c_erased", f"{k}@example.com") for k in keys],
     )
+    # decisions start from audiences.active_customers: the dbt view itself, rendered over this dim_customers
+    model = (DBT_PROJECT_DIR / "models" / "audiences" / "active_customers.sql").read_text()
+    view = jinja2.Template(model).render(ref=lambda name: f"marts.{name}", config=lambda **_: "")
+    con.execute("create schema audiences")
+    con.execute(f"create view audiences.active_customers as {view}")
     con.execute("create table marts.fct_orders (customer_key varchar, channel varchar)")
     con.execute("create table marts.customer_rfm (customer_key varchar, rfm_segment varchar, as_of_date date)")
     con.executemany("insert into marts.customer_rfm values (?, 'Loyal', ?)", [(k, AS_OF) for k in keys])

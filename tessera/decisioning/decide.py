@@ -4,11 +4,11 @@ The catalogue compiles to SQL run on the warehouse (the work is set-based: one p
 the customers, then one ranking), and the bandit assigns variants in NumPy. The steps:
 
 1. Eligible: every (customer, action) whose trigger and conditions hold, with its weighted score
-   and the reason in words. Customers who asked for erasure are not in the base. An action on a
-   channel the customer cannot be reached on (REACH: email without a valid address, push without
-   app use, a web banner for someone never seen on the site or app) is not eligible: no decision
-   is made for that channel, and decisioning.unreachable counts, per channel, the customers
-   left out so.
+   and the reason in words. Customers who asked for erasure are not in the base (it starts from
+   audiences.active_customers). An action on a channel the customer cannot be reached on (REACH:
+   email without a valid address, push without app use, a web banner for someone never seen on
+   the site or app) is not eligible: no decision is made for that channel, and
+   decisioning.unreachable counts, per channel, the customers left out so.
 2. Frequency cap: an action sent to the customer `frequency_cap_per_week` times in the 7 days
    before the decision day (decisioning.sends) is skipped; the next eligible one is taken.
 3. Choice per customer and channel: explicit rules first, highest priority first (ties: score,
@@ -34,17 +34,19 @@ recommendations (0 without a personalised list).
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import pyarrow as pa
 
 from tessera.decisioning import bandit
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL, CHANNELS, Action, Catalogue
 from tessera.publish.holdout import holdout_group_sql
-from tessera.segments.rules import sql_literal
+from tessera.sql import Params, ident
 
 AS_OF = "(select cast(max(as_of_date) as date) from marts.customer_rfm)"
 
-# Per channel: when a customer (dim_customers `c`) can be reached on it, and what is missing
+# Per channel: when a customer (active_customers `c`) can be reached on it, and what is missing
 # otherwise. An email needs a valid address (a delivery without its email column leaves none); the
 # data holds no push tokens, so a push needs app use (an order placed in the app); a web banner
 # needs the customer to be recognisable on the site or app (a linked cookie or a web/app order).
@@ -76,18 +78,19 @@ def _number(expr: str, digits: int = 3) -> str:
 
 
 CART_DAYS = 7
+CART_PARAMS = {"cart_days": CART_DAYS}
 
 
 def cart_sql(as_of_ts: str) -> str:
     """Each customer's cart as of `as_of_ts` (a SQL timestamp): the active products they added in the
-    CART_DAYS before it and have not ordered since, with when each was last added. Decisions
+    CART_DAYS before it (bound as $cart_days: CART_PARAMS) and have not ordered since, with when each was last added. Decisions
     (condition `cart: not_empty`) and rendering (`cart_items`) read the same definition."""
     return f"""
         select e.customer_key, e.product_id, max(e.event_at) as added_at
         from marts.fct_events as e
         inner join marts.dim_products as p on p.product_id = e.product_id and p.is_active
         where e.event_type = 'add_to_cart' and e.customer_key is not null
-          and e.event_at >= {as_of_ts} - interval '{CART_DAYS} days' and e.event_at < {as_of_ts}
+          and e.event_at >= {as_of_ts} - to_days(cast($cart_days as integer)) and e.event_at < {as_of_ts}
           and not exists (
               select 1 from marts.fct_order_items as o
               where o.customer_key = e.customer_key and o.product_id = e.product_id and o.ordered_at >= e.event_at
@@ -96,24 +99,24 @@ def cart_sql(as_of_ts: str) -> str:
         group by e.customer_key, e.product_id"""
 
 
-def _test_sql(test: dict) -> tuple[str, str]:
+def _test_sql(test: dict, p: Params) -> tuple[str, str]:
     if test["kind"] == "cart":
         return "b.cart_items > 0", "'cart holds ' || b.cart_items || ' product(s)'"
-    column = f"b.{test['feature']}" if test["kind"] == "feature" else f"b.{test['score']}"
-    sql = f"{column} {test['op']} {sql_literal(test['value'])}"
+    column = "b." + ident(test["feature"] if test["kind"] == "feature" else test["score"])
+    sql = f"{column} {test['op']} {p.bind(test['value'])}"  # op: one of catalogue.OPS
     name = test.get("feature") or test["score"]
     value = f"coalesce(cast({column} as varchar), 'n/a')"
-    bound = sql_literal(f" {test['op']} {test['value']}")
-    return sql, f"{sql_literal(name + ' ')} || {value} || {bound}"
+    said = f" {test['op']} {test['value']}"
+    return sql, f"{p.bind(name + ' ')} || {value} || {p.bind(said)}"
 
 
-def trigger_sql(action: Action) -> tuple[str, str]:
+def trigger_sql(action: Action, p: Params) -> tuple[str, str]:
     """The trigger as a condition on the base row `b`, and a SQL text expression saying why it holds."""
     t = action.trigger
     if t["kind"] == "segment":
-        return f"coalesce(b.in_{t['segment']}, false)", sql_literal(f"in segment {t['segment']}")
+        return f"coalesce(b.{ident('in_' + t['segment'])}, false)", p.bind(f"in segment {t['segment']}")
     if t["kind"] == "rfm_segment":
-        return f"b.rfm_segment in ({', '.join(sql_literal(s) for s in t['segments'])})", "'in RFM segment ' || b.rfm_segment"
+        return f"b.rfm_segment in (select unnest({p.bind(t['segments'], 'varchar[]')}))", "'in RFM segment ' || b.rfm_segment"
     if t["kind"] == "event":
         follow = ""
         said = f"{t['event']} in the last {t['within_hours']} hours"
@@ -121,45 +124,57 @@ def trigger_sql(action: Action) -> tuple[str, str]:
             follow = f"""
               and not exists (
                   select 1 from __nba_events as x
-                  where x.customer_key = e.customer_key and x.event_type = {sql_literal(t["not_followed_by"])}
+                  where x.customer_key = e.customer_key and x.event_type = {p.bind(t["not_followed_by"])}
                     and x.event_at >= e.event_at
               )"""
             said += f" and no {t['not_followed_by']} since"
         sql = f"""exists (
               select 1 from __nba_events as e
-              where e.customer_key = b.customer_key and e.event_type = {sql_literal(t["event"])}
-                and e.event_at >= b.as_of_ts - interval '{t["within_hours"]} hours' and e.event_at < b.as_of_ts{follow}
+              where e.customer_key = b.customer_key and e.event_type = {p.bind(t["event"])}
+                and e.event_at >= b.as_of_ts - to_hours({p.bind(t["within_hours"], "bigint")})
+                and e.event_at < b.as_of_ts{follow}
           )"""
-        return sql, sql_literal(said)
-    return _test_sql({**t, "kind": "feature"})
+        return sql, p.bind(said)
+    return _test_sql({**t, "kind": "feature"}, p)
 
 
-def eligible_sql(action: Action, catalogue: Catalogue) -> str:
+def _exact_product(a: float, b: float) -> str:
+    """a x b as the exact decimal of their shortest representations: what the SQL literals
+    `a * b` gave DuckDB (a DECIMAL product) before the values were bound."""
+    return str(Decimal(repr(a)) * Decimal(repr(b)))
+
+
+def eligible_sql(action: Action, catalogue: Catalogue, p: Params) -> str:
     w = catalogue.weights
-    trigger, trigger_why = trigger_sql(action)
-    tests = [_test_sql(c) for c in action.conditions]
+    trigger, trigger_why = trigger_sql(action, p)
+    tests = [_test_sql(c, p) for c in action.conditions]
     where = " and ".join([trigger, *(f"coalesce({sql}, false)" for sql, _ in tests)])
     why = " || '; ' || ".join([trigger_why, *(w for _, w in tests)])
-    prop = f"coalesce(b.{action.propensity}, 0)"
+    prop = f"coalesce(b.{ident(action.propensity)}, 0)"
     score = (
-        f"{w['priority']!r} * {action.priority / 100!r} + {w['propensity']!r} * {prop}"
-        f" + {w['recommendation']!r} * coalesce(b.recommendation_affinity, 0)"
+        f"{p.bind(_exact_product(w['priority'], action.priority / 100), 'double')}"
+        f" + {p.bind(w['propensity'], 'double')} * {prop}"
+        f" + {p.bind(w['recommendation'], 'double')} * coalesce(b.recommendation_affinity, 0)"
+    )
+    terms = (
+        f" = {w['priority']:g} x priority {action.priority / 100:g} + {w['propensity']:g} x {action.propensity} ",
+        f" + {w['recommendation']:g} x recommendation affinity ",
     )
     breakdown = (
-        f"'score ' || {_number(score)} || ' = {w['priority']:g} x priority {action.priority / 100:g}"
-        f" + {w['propensity']:g} x {action.propensity} ' || {_number(prop)}"
-        f" || ' + {w['recommendation']:g} x recommendation affinity ' || {_number('coalesce(b.recommendation_affinity, 0)')}"
+        f"'score ' || {_number(score)} || {p.bind(terms[0])} || {_number(prop)}"
+        f" || {p.bind(terms[1])} || {_number('coalesce(b.recommendation_affinity, 0)')}"
     )
     rule = (
         f"explicit rule {action.id} (priority {action.priority})" if action.explicit else f"weighted score, action {action.id}"
     )
     return f"""
     select
-        b.customer_key, b.as_of_date, {sql_literal(action.id)} as action_id, {sql_literal(action.channel)} as channel,
-        {str(action.explicit).lower()} as explicit, {action.priority} as priority,
-        {action.frequency_cap_per_week} as frequency_cap_per_week,
+        b.customer_key, b.as_of_date, {p.bind(action.id, "varchar")} as action_id,
+        {p.bind(action.channel, "varchar")} as channel,
+        {p.bind(action.explicit, "boolean")} as explicit, {p.bind(action.priority, "integer")} as priority,
+        {p.bind(action.frequency_cap_per_week, "integer")} as frequency_cap_per_week,
         {score} as score,
-        {sql_literal(rule)} || ': ' || {why} || '; ' || {breakdown} || '; RFM segment ' || coalesce(b.rfm_segment, 'none') as reason
+        {p.bind(rule)} || ': ' || {why} || '; ' || {breakdown} || '; RFM segment ' || coalesce(b.rfm_segment, 'none') as reason
     from __nba_base as b
     where {where}"""
 
@@ -175,7 +190,8 @@ def build_base(con, catalogue: Catalogue) -> None:
     flags = sorted({a.trigger["segment"] for a in catalogue.actions if a.trigger["kind"] == "segment"})
     uses_cart = any(c["kind"] == "cart" for a in catalogue.actions for c in a.conditions)
     cart = cart_sql(f"cast({AS_OF} as timestamp)") if uses_cart else "select null as customer_key where false"
-    con.execute(f"""
+    con.execute(
+        f"""
         create or replace temp table __nba_base as
         with cart as (
             select customer_key, count(*) as cart_items from ({cart}) group by customer_key
@@ -191,47 +207,54 @@ def build_base(con, catalogue: Catalogue) -> None:
             {AS_OF} as as_of_date,
             cast({AS_OF} as timestamp) as as_of_ts,
             r.rfm_segment,
-            {"".join(f"s.in_{name}, " for name in flags)}
-            {"".join(f"f.{name}, " for name in features)}
+            {"".join(f"s.{ident('in_' + name)}, " for name in flags)}
+            {"".join(f"f.{ident(name)}, " for name in features)}
             coalesce(k.cart_items, 0) as cart_items,
             p.purchase_propensity_30d,
             p.churn_risk_30d,
             a.recommendation_affinity,
-            {"".join(f"{sql} as reaches_{channel}, " for channel, (sql, _) in REACH.items())[:-2]}
-        from marts.dim_customers as c
+            {", ".join(f"{sql} as {ident('reaches_' + channel)}" for channel, (sql, _) in REACH.items())}
+        from audiences.active_customers as c
         left join marts.customer_rfm as r on r.customer_key = c.customer_key
         left join marts.customer_rule_segments as s on s.customer_key = c.customer_key
         left join marts.customer_features as f on f.customer_key = c.customer_key
         left join ml.propensity_scores as p on p.customer_key = c.customer_key
         left join affinity as a on a.customer_key = c.customer_key
         left join cart as k on k.customer_key = c.customer_key
-        where not c.is_erasure_requested
-    """)
+    """,
+        CART_PARAMS if uses_cart else None,
+    )
     # the clickstream an event trigger reads: its event types, inside the longest trigger window
-    event_list = ", ".join(sql_literal(e) for e in sorted(events)) or "''"
-    con.execute(f"""
+    con.execute(
+        f"""
         create or replace temp table __nba_events as
         select customer_key, event_type, event_at
         from marts.fct_events
-        where customer_key is not null and event_type in ({event_list})
-          and event_at >= cast({AS_OF} as timestamp) - interval '{hours} hours'
+        where customer_key is not null and event_type in (select unnest($events::varchar[]))
+          and event_at >= cast({AS_OF} as timestamp) - to_hours(cast($hours as bigint))
           and event_at < cast({AS_OF} as timestamp)
-    """)
+        """,
+        {"events": sorted(events) or [""], "hours": hours},
+    )
 
 
 def build_eligible(con, catalogue: Catalogue) -> None:
     """__nba_eligible: every eligible (customer, action), with whether the customer can be reached on
     the action's channel; decisioning.unreachable: per channel the customers who cannot be, and how
     many of them an action was eligible for (no decision is made for them on that channel)."""
-    eligible = "\n    union all\n".join(eligible_sql(a, catalogue) for a in catalogue.actions)
-    reaches = " ".join(f"when '{channel}' then b.reaches_{channel}" for channel in REACH)
-    con.execute(f"""
+    p = Params()
+    eligible = "\n    union all\n".join(eligible_sql(a, catalogue, p) for a in catalogue.actions)
+    reaches = " ".join(f"when {p.bind(channel)} then b.{ident('reaches_' + channel)}" for channel in REACH)
+    con.execute(
+        f"""
         create or replace temp table __nba_eligible as
         select e.*, coalesce(case e.channel {reaches} end, false) as reachable
         from ({eligible}
         ) as e
         inner join __nba_base as b on b.customer_key = e.customer_key
-    """)
+        """,
+        p,
+    )
     channels = sorted({a.channel for a in catalogue.actions})
     con.execute(UNREACHABLE_DDL)
     for channel in channels:
@@ -242,7 +265,7 @@ def build_eligible(con, catalogue: Catalogue) -> None:
                 count(*) filter (where b.customer_key in (
                     select customer_key from __nba_eligible where channel = ? and not reachable))
             from __nba_base as b
-            where not coalesce(b.reaches_{channel}, false)
+            where not coalesce(b.{ident("reaches_" + channel)}, false)
             """,
             [channel, REACH[channel][1], channel],
         )
@@ -342,15 +365,18 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
         names = np.asarray([v.id for v in action.variants], dtype=object)
         # one uniform per message and variant, hashed from the message id: a message keeps its
         # draws however many other customers are decided alongside it
+        p = Params(action_id=action.id)
         uniforms = ", ".join(
-            f"cast(md5_number(message_id || ':{int(seed)}:{int(state_version)}:{k}') % {bandit.UNIFORM_BUCKETS} as double)"
-            f" / {bandit.UNIFORM_BUCKETS} as u{k}"
+            # typed: an untyped parameter would make the modulo of md5_number's UHUGEINT a DOUBLE one
+            f"cast(md5_number(message_id || {p.bind(f':{int(seed)}:{int(state_version)}:{k}')}) % cast($buckets as uhugeint)"
+            f" as double) / cast($buckets as bigint) as u{k}"
             for k in range(len(names))
         )
+        p["buckets"] = bandit.UNIFORM_BUCKETS
         rows = con.execute(
             f"select customer_key, {uniforms} from __nba_decisions "
-            "where action_id = ? and decision = 'send' order by customer_key",
-            [action.id],
+            "where action_id = $action_id and decision = 'send' order by customer_key",
+            p,
         ).fetchnumpy()
         customers = list(rows["customer_key"])
         u = np.column_stack([rows[f"u{k}"] for k in range(len(names))]) if customers else np.zeros((0, len(names)))
@@ -367,16 +393,19 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
                                           ("variant_id", pa.string()), ("variant_reason", pa.string())]))  # fmt: skip
     con.register("__nba_variants", assigned)
     try:
-        con.execute(f"""
+        con.execute(
+            """
             create or replace table decisioning.decisions as
             select d.customer_key, d.channel, d.action_id, v.variant_id, d.decision, d.decided_by, d.priority,
                 d.score, d.holdout_group, d.eligible_actions, d.reason || coalesce(v.variant_reason, '') as reason,
-                d.decided_on, {int(state_version)} as bandit_state_version, d.message_id
+                d.decided_on, cast($state_version as integer) as bandit_state_version, d.message_id
             from __nba_decisions as d
             left join __nba_variants as v on v.customer_key = d.customer_key and v.action_id = d.action_id
                 and d.decision = 'send'
             order by d.customer_key, d.channel
-        """)
+            """,
+            {"state_version": int(state_version)},
+        )
     finally:
         con.unregister("__nba_variants")
     return shares

@@ -34,10 +34,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from tessera import sql
 from tessera.decisioning.catalogue import Action, Catalogue, Variant
-from tessera.decisioning.decide import cart_sql
+from tessera.decisioning.decide import CART_PARAMS, cart_sql
 from tessera.decisioning.templates import CUSTOMER, Line, Template
 from tessera.publish.popular import POPULAR_PRODUCTS_SQL
+from tessera.sql import ident
 
 CONTENT_TYPES = {"html": "text/html", "json": "application/json"}
 PERSONALISATION = {"email": "email", "web_banner": "web", "push": "web"}
@@ -85,15 +87,15 @@ def prepare_lists(con, catalogue: Catalogue) -> None:
             inner join marts.dim_products as p on p.product_id = r.product_id and p.is_active
             where r.customer_key in (select customer_key from decisioning.decisions where decision = 'send')
         )
-        where rank <= {RECOMMENDATIONS}
+        where rank <= $recommendations
         group by customer_key
-    """)
+    """, {"recommendations": RECOMMENDATIONS})
     con.execute(f"""
         create or replace table decisioning.render_popular as
         select {PRODUCT_LIST}
         from ({POPULAR_PRODUCTS_SQL})
-        where rank <= {RECOMMENDATIONS}
-    """)
+        where rank <= $recommendations
+    """, {"recommendations": RECOMMENDATIONS})
     uses_cart = any("cart_items" in a.uses() for a in catalogue.actions)
     as_of = "(select cast(max(decided_on) as timestamp) from decisioning.decisions)"
     carts = cart_sql(as_of) if uses_cart else "select null as customer_key, null as product_id, null as added_at where false"
@@ -108,33 +110,19 @@ def prepare_lists(con, catalogue: Catalogue) -> None:
             inner join marts.dim_products as p on p.product_id = c.product_id
             where c.customer_key in (select customer_key from decisioning.decisions where decision = 'send')
         )
-        where rank <= {CART_ITEMS}
+        where rank <= $cart_items
         group by customer_key
-    """)
+    """, {"cart_items": CART_ITEMS, **(CART_PARAMS if uses_cart else {})})
 
 
-def context_sql(action: Action, variant: Variant) -> str:
-    purpose_channel = PERSONALISATION[action.channel]
-    return f"""
-        select
-            d.message_id, d.customer_key, d.decided_on,
-            c.first_name, s.rfm_segment, g.rule_segment, k.cluster_description, f.top_category, f.last_device,
-            case when coalesce(pc.granted, false) then coalesce(rec.items, pop.items) else pop.items end as recommendations,
-            coalesce(cart.items, []) as cart_items
-        from decisioning.decisions as d
-        inner join marts.dim_customers as c on c.customer_key = d.customer_key
-        left join marts.customer_rfm as s on s.customer_key = d.customer_key
-        left join marts.customer_rule_segments as g on g.customer_key = d.customer_key
-        left join ml.customer_clusters as k on k.customer_key = d.customer_key
-        left join marts.customer_features as f on f.customer_key = d.customer_key
-        left join marts.customer_consents as pc
-            on pc.customer_key = d.customer_key and pc.channel = '{purpose_channel}' and pc.purpose = 'personalization'
-        left join decisioning.render_recommendations as rec on rec.customer_key = d.customer_key
-        cross join decisioning.render_popular as pop
-        left join decisioning.render_cart as cart on cart.customer_key = d.customer_key
-        where d.decision = 'send' and d.action_id = '{action.id}' and d.variant_id = '{variant.id}'
-        order by message_id
-    """
+def context_sql(action: Action, variant: Variant) -> tuple[str, dict]:
+    """The render contexts of one variant's messages to send, and the values the SQL binds."""
+    return sql.load(__file__, "render_context"), {
+        "purpose_channel": PERSONALISATION[action.channel],
+        "action_id": action.id,
+        "variant_id": variant.id,
+    }
+
 
 
 @dataclass
@@ -181,7 +169,7 @@ def render_messages(
 
     With workers > 1, batches are rendered by that many worker processes (Jinja holds the GIL)
     while this process reads the next contexts and inserts finished batches, in batch order: the
-    same table as one process. At 1M customers rendering was the largest single-core step."""
+    same table as one process (rendering is single-core work: docs/scaling.md)."""
     con.execute(
         "create or replace table decisioning.messages (message_id varchar, customer_key varchar, channel varchar, "
         "action_id varchar, variant_id varchar, subject varchar, body_ref varchar, content_type varchar, body varchar, "
@@ -227,7 +215,8 @@ def render_messages(
 
                 # read on a cursor (its own connection to the same database) while writing on `con`
                 cursor = con.cursor()
-                reader = cursor.sql(context_sql(action, variant)).to_arrow_reader(BATCH_ROWS)
+                query, params = context_sql(action, variant)
+                reader = cursor.sql(query, params=params).to_arrow_reader(BATCH_ROWS)
                 pending: deque = deque()
                 for batch in reader:
                     if pool is None:
@@ -245,7 +234,7 @@ def render_messages(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     for name in ("recommendations", "popular", "cart"):
-        con.execute(f"drop table decisioning.render_{name}")
+        con.execute(f"drop table {ident('decisioning', 'render_' + name)}")
     out.bodies = len(seen)
     if preview_dir is not None:
         _write_index(preview_dir, out.previews)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from tessera import sql
 from tessera.decisioning import bandit
 from tessera.decisioning.catalogue import Catalogue
 from tessera.decisioning.decide import AS_OF, SENDS_DDL
@@ -32,32 +33,7 @@ create table if not exists decisioning.bandit_state_versions (
 
 def outcome_counts(con, window_days: int) -> pd.DataFrame:
     """Closed messages and conversions per action and variant."""
-    return con.execute(f"""
-        with closed as (
-            select s.*
-            from decisioning.sends as s
-            where s.decided_on + interval '{int(window_days)} days' <= {AS_OF}
-        ),
-        clicked as (
-            select distinct c.message_id
-            from closed as c
-            inner join staging.stg_email_events as e
-                on e.campaign_id = c.message_id and e.event_type = 'click' and e.invalid_reason is null
-                and e.event_at >= c.decided_on and e.event_at < c.decided_on + interval '{int(window_days)} days'
-        ),
-        bought as (
-            select distinct c.message_id
-            from closed as c
-            inner join marts.fct_orders as o
-                on o.customer_key = c.customer_key and o.status = 'completed'
-                and o.ordered_at >= c.decided_on and o.ordered_at < c.decided_on + interval '{int(window_days)} days'
-        )
-        select c.action_id, c.variant_id, count(*) as trials,
-            count(*) filter (where c.message_id in (select message_id from clicked)
-                              or c.message_id in (select message_id from bought)) as conversions
-        from closed as c
-        group by c.action_id, c.variant_id
-    """).df()
+    return con.execute(sql.load(__file__, "outcome_counts"), {"window_days": int(window_days)}).df()
 
 
 def posteriors_from(counts: pd.DataFrame, catalogue: Catalogue) -> dict[str, bandit.Posterior]:
@@ -156,3 +132,7 @@ def exploration(posteriors: dict[str, bandit.Posterior], state: pd.DataFrame) ->
         shares = np.array([rows.loc[v, "traffic_share"] for v in p.variants])
         out[action_id] = bandit.exploration_share(p, shares)
     return out
+
+
+def versions_kept(con) -> int:
+    return con.execute("select count(distinct version) from decisioning.bandit_state_versions").fetchall()[0][0]

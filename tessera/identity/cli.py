@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 
 from tessera.identity.config import load_mapping
+from tessera.sql import ident
 from tessera.identity.engine import resolve
 from tessera.identity.stable_ids import assign_stable_ids
 
@@ -17,11 +18,11 @@ def read_input(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         con.execute(
-            f"create or replace table {table} as select * from read_csv(?, all_varchar = true, header = true)",
+            f"create or replace table {ident(table)} as select * from read_csv(?, all_varchar = true, header = true)",
             [str(path)],
         )
     elif suffix == ".parquet":
-        con.execute(f"create or replace table {table} as select * from read_parquet(?)", [str(path)])
+        con.execute(f"create or replace table {ident(table)} as select * from read_parquet(?)", [str(path)])
     else:
         raise ValueError(f"{path}: input must be .csv or .parquet")
 
@@ -50,8 +51,8 @@ def resolve_file(input_path: Path, mapping_path: Path, out_path: Path, previous:
             assignments = stable.identity_map.rename(columns={"customer_id": "person_id"})
         out_path.parent.mkdir(parents=True, exist_ok=True)
         con.register("out_df", assignments[["record_id", "person_id"]])
-        fmt = "parquet" if out_path.suffix.lower() == ".parquet" else "csv, header true"
-        con.execute(f"copy (select * from out_df order by record_id) to '{out_path.as_posix()}' (format {fmt})")
+        fmt = "format parquet" if out_path.suffix.lower() == ".parquet" else "format csv, header true"
+        con.execute(f"copy (select * from out_df order by record_id) to ? ({fmt})", [out_path.as_posix()])
         return result.stats
     finally:
         con.close()

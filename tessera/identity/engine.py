@@ -29,6 +29,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from tessera.identity.config import FUZZY_ATTRIBUTES, STRONG_IDENTIFIERS, IdentityConfig
+from tessera.sql import ident
 
 RECORDS = "__id_records"
 PAIRS = "__id_pairs"
@@ -42,12 +43,8 @@ class ResolveResult:
     weights: pd.DataFrame | None = None  # attribute, level, m, u, weight
 
 
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _text(columns: list[str]) -> str:
-    parts = [f"cast({_q(c)} as varchar)" for c in columns]
+    parts = [f"cast({ident(c)} as varchar)" for c in columns]
     return parts[0] if len(parts) == 1 else f"concat_ws(' ', {', '.join(parts)})"
 
 
@@ -94,11 +91,11 @@ STANDARDISERS = {
 def standardise(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig) -> list[str]:
     """Create the temp table of standardised records; return the attributes present."""
     attrs = config.attributes()
-    select = [f"cast({_q(config.record_id)} as varchar) as record_id"]
+    select = [f"cast({ident(config.record_id)} as varchar) as record_id"]
     for attr in attrs:
         select.append(f"{STANDARDISERS[attr](_text(config.columns[attr]))} as {attr}")
     for extra in config.extra_identifiers:
-        select.append(f"{_code_key(_text([extra]))} as {_q('x_' + extra)}")
+        select.append(f"{_code_key(_text([extra]))} as {ident('x_' + extra)}")
     con.execute(f"create or replace temp table {RECORDS} as select {', '.join(select)} from {source}")
     dupes = con.execute(
         f"select count(*) from (select record_id from {RECORDS} group by 1 having count(*) > 1)"
@@ -120,7 +117,7 @@ def deterministic_edges(
 ) -> tuple[pd.DataFrame, dict]:
     frames, overshared = [], {}
     for col in _identifier_columns(config, attrs):
-        c = _q(col)
+        c = ident(col)
         overshared[col] = con.execute(
             f"select count(*) from (select {c} from {RECORDS} where {c} is not null group by 1 having count(*) > ?)",
             [config.max_records_per_identifier],
@@ -182,11 +179,11 @@ PRIOR_STRENGTH = 20.0
 
 def candidate_pairs(con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str]) -> dict:
     """Create the temp table of blocked pairs (record_l < record_r) with the first rule that found them."""
-    selects, per_rule, skipped = [], {}, {}
+    selects, rules, per_rule, skipped = [], [], {}, {}
     for i, rule in enumerate(config.blocking_rules):
         if not set(rule) <= set(attrs):
             continue
-        cols = [_q(c) for c in rule]
+        cols = [ident(c) for c in rule]
         not_null = " and ".join(f"{c} is not null" for c in cols)
         key = ", ".join(cols)
         name = "+".join(rule)
@@ -204,17 +201,19 @@ def candidate_pairs(con: duckdb.DuckDBPyConnection, config: IdentityConfig, attr
         on = " and ".join(f"l.{c} = r.{c}" for c in cols)
         b_on = " and ".join(f"b.{c} = l.{c}" for c in cols)
         selects.append(
-            f"select l.record_id as record_l, r.record_id as record_r, {i} as rule "
+            "select l.record_id as record_l, r.record_id as record_r, ? as rule "
             f"from {RECORDS} l inner join __id_block_{i} b on {b_on} "
             f"inner join {RECORDS} r on {on} and l.record_id < r.record_id"
         )
+        rules.append(i)
         per_rule[name] = None
     if not selects:
         con.execute(f"create or replace temp table {PAIRS} (record_l varchar, record_r varchar, rule integer)")
         return {"candidate_pairs_per_rule": {}, "skipped_blocks_per_rule": skipped, "candidate_pairs": 0}
     con.execute(
         f"create or replace temp table {PAIRS} as select record_l, record_r, min(rule) as rule "
-        f"from ({' union all '.join(selects)}) group by record_l, record_r"
+        f"from ({' union all '.join(selects)}) group by record_l, record_r",
+        rules,
     )
     names = {i: "+".join(r) for i, r in enumerate(config.blocking_rules)}
     counts = dict(con.execute(f"select rule, count(*) from {PAIRS} group by rule").fetchall())
@@ -239,13 +238,14 @@ def estimate_weights(
         with s as (
             -- the records with the smallest seeded hash of their id: the same sample whatever order
             -- a parallel build left the records in (a reservoir sample, even `repeatable`, picks
-            -- by position, and the 1m bench's fresh builds then disagreed on u, hence on matches)
+            -- by position, and two fresh builds of the same data then disagreed on u, hence on matches)
             select * from {RECORDS}
-            order by md5('{int(config.seed)}:' || cast(record_id as varchar)), record_id
-            limit {n}
+            order by md5($seed || ':' || cast(record_id as varchar)), record_id
+            limit $n
         )
         select {g} from s l inner join s r on l.record_id < r.record_id
-        """
+        """,
+        {"seed": str(int(config.seed)), "n": n},
     ).df()
     con.register("__id_silver", silver[["record_l", "record_r"]])
     matched = con.execute(

@@ -118,8 +118,7 @@ def assign_stable_ids(
     sizes = cur.group_by("cluster_id").agg(record_count=pl.len())
 
     # merges: clusters that kept two or more earlier ids. They are few, and only their records are
-    # gathered into sets for the evidence: sets for every cluster and every earlier id took 30 s
-    # of a rerun at 1M customers, and a loop over every cluster's survivors 12 s more (issue 9).
+    # gathered into sets for the evidence (sets for every cluster cost most of a rerun: docs/scaling.md).
     merging = survivors.filter(pl.len().over("cluster_id") > 1)
     members = _members(cur, "cluster_id", merging["cluster_id"])
     old_members = _members(known, "old_id", merging["old_id"])

@@ -82,6 +82,7 @@ import duckdb
 
 from tessera.landing.contract import FILE_SUFFIXES, Source
 from tessera.db import table_exists, transaction
+from tessera.sql import ident
 
 log = logging.getLogger("tessera.landing.loader")
 
@@ -128,8 +129,8 @@ ERASED_TABLE = "erased_rows"
 # DuckDB writes the records a CSV scan rejected to these temporary tables (dropped before each scan).
 _SCAN_REJECTS, _SCAN_SCANS = "tessera_scan_rejects", "tessera_scan_scans"
 _CSV_OPTIONS = (
-    "all_varchar = true, header = true, auto_detect = true, max_line_size = {max_line_bytes}, "
-    "compression = '{compression}', "
+    # bound after the path: max_line_size, compression
+    "all_varchar = true, header = true, auto_detect = true, max_line_size = ?, compression = ?, "
     f"store_rejects = true, rejects_table = '{_SCAN_REJECTS}', rejects_scan = '{_SCAN_SCANS}'"
 )
 # Limits on what one record may hold (settings: TESSERA_MAX_LINE_BYTES, TESSERA_MAX_FIELD_CHARS).
@@ -324,10 +325,6 @@ def text_encoding(path: Path) -> str | None:
     return None
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _compression(path: Path) -> str:
     return "gzip" if is_compressed(path) else "none"
 
@@ -338,17 +335,18 @@ def _file_relation(
     """SQL for a relation over one CSV or Parquet file, its column names, and the query parameters."""
     path, read = pending.path, pending.read_path
     if pending.kind == "csv":
-        options = _CSV_OPTIONS.format(max_line_bytes=int(max_line_bytes), compression=_compression(read))
-        sql = f"select * from read_csv(?, {options})"
+        sql = f"select * from read_csv(?, {_CSV_OPTIONS})"
+        params = [str(read), int(max_line_bytes), _compression(read)]
     elif pending.kind == "parquet":
         sql = "select * from read_parquet(?)"
+        params = [str(read)]
     else:
         raise ValueError(f"{path}: JSON Lines are loaded in batches (_load_json_batch), not by _file_relation")
     try:
-        columns = [d[0] for d in con.execute(f"{sql} limit 0", [str(read)]).description]
+        columns = [d[0] for d in con.execute(f"{sql} limit 0", params).description]
     except duckdb.Error as exc:
         raise LandingError(f"cannot read landing file {path}: {_short(exc)}") from exc
-    return sql, columns, [str(read)]
+    return sql, columns, params
 
 
 def _delivered_names(con: duckdb.DuckDBPyConnection, pending: _Pending, columns: list[str]) -> list[str]:
@@ -369,11 +367,14 @@ def _delivered_names(con: duckdb.DuckDBPyConnection, pending: _Pending, columns:
 
             names = list(pq.read_schema(read).names)
         else:
-            options = (
-                "all_varchar = true, header = false, auto_detect = true, "
-                f"compression = '{_compression(pending.read_path)}'"
+            names = list(
+                con.execute(
+                    "select * from read_csv(?, all_varchar = true, header = false, auto_detect = true, compression = ?) "
+                    "limit 1",
+                    [read, _compression(pending.read_path)],
+                ).fetchone()
+                or []
             )
-            names = list(con.execute(f"select * from read_csv(?, {options}) limit 1", [read]).fetchone() or [])
     except (duckdb.Error, OSError, ValueError) as exc:
         raise LandingError(f"cannot read the header of landing file {pending.path}: {_short(exc)}") from exc
     if len(names) != len(columns):
@@ -394,9 +395,8 @@ _NOT_BLANK = (
     "then not regexp_full_match(line, '[ \\t\\x0B\\x0C\\r]*') else true end"
 )
 # JSON Lines files are staged (one scan each) and then processed together until their sizes reach
-# this many bytes: one statement per step for the batch instead of one per file. At 1M customers
-# the clickstream is 1,200 files of 33k lines; file by file, ~15 statements each on one core took
-# 256 s (issue 9).
+# this many bytes: one statement per step for the batch instead of one per file (a clickstream of
+# many small files spent its time in per-statement overhead: docs/scaling.md).
 JSON_BATCH_BYTES = 256 * 1024 * 1024
 # How far the read-ahead thread may run ahead of the load, in file bytes (at least one file). It
 # only has to stay ahead; a bound keeps the files it read in the page cache until DuckDB reads them.
@@ -413,13 +413,13 @@ def _stage_json_lines(
 
     The lines are read by DuckDB's CSV scanner with one column, no quoting and NUL as the
     separator (valid JSON never holds a raw NUL; a line that does is invalid JSON and is quarantined
-    up to its first NUL). Splitting the file's text with string_split took 0.9 s for 59k lines
-    here; this takes 0.2 s. Each file is scanned by a statement of its own: numbered in one scan
+    up to its first NUL), several times faster than splitting the file's text with string_split.
+    Each file is scanned by a statement of its own: numbered in one scan
     of several files, lines of different files interleaved (seen on 20 clickstream files).
 
     A blank line is one of ASCII whitespace only, as count_landing_records (bytes.strip) counts
     them. The trailing carriage return is cut, and the blank test made, only for the lines that
-    need it: rtrim and trim on every line took 3 of the 4.5 us a line cost in all (issue 9)."""
+    need it: rtrim and trim on every line were most of a line's cost (docs/scaling.md)."""
     con.execute(
         f"create or replace temp table {_JSON_LINES} "
         "(_source_file varchar, _line bigint, line varchar, _is_object boolean)"
@@ -434,10 +434,10 @@ def _stage_json_lines(
                 "select case when ends_with(line, chr(13)) then rtrim(line, chr(13)) else line end as line "
                 "from read_csv(?, columns={'line': 'VARCHAR'}, header=false, "
                 "delim=chr(0), quote='', escape='', auto_detect=false, strict_mode=false, "
-                f"compression='{_compression(read)}', max_line_size={int(max_line_bytes)})"
+                "compression = ?, max_line_size = ?)"
                 f") where {_NOT_BLANK}"
                 ")",
-                [path.name, str(read)],
+                [path.name, str(read), _compression(read), int(max_line_bytes)],
             )
         except duckdb.Error as exc:
             raise LandingError(f"cannot read landing file {path}: {_short(exc)}") from exc
@@ -460,9 +460,9 @@ def _quarantine_json_rejects(con: duckdb.DuckDBPyConnection, rejects: str, sourc
 
 def file_fingerprint(path: Path, limits: str = "") -> tuple[int, str]:
     """Size and SHA-256 hash of a file's bytes and of the load's limits: whether the file, or how
-    it would load, changed since it was loaded. SHA-256 rather than BLAKE2b (used before, issue
-    9): OpenSSL's SHA-256 runs on the CPU's SHA instructions, 1.2 GB/s here against 0.7 GB/s, and
-    the events alone are 7.8 GB at 1M customers. A warehouse loaded with the old hash reads every
+    it would load, changed since it was loaded. SHA-256 rather than BLAKE2b (used before): OpenSSL's
+    SHA-256 runs on the CPU's SHA instructions, faster on large landing folders (docs/scaling.md).
+    A warehouse loaded with the old hash reads every
     file once more on its next load (a changed fingerprint is a changed file), then skips them."""
     seeded = hashlib.sha256(limits.encode())
     with open(path, "rb") as fh:
@@ -501,7 +501,7 @@ def _ensure_tables(con: duckdb.DuckDBPyConnection, source: Source, schema: str, 
     exists = table_exists(con, schema, source.name)
     current = [r[0] for r in con.execute(f"describe {table}").fetchall()] if exists else []
     if full_refresh or current != expected:
-        column_defs = ", ".join(f"{_quote(c)} varchar" for c in source.column_names)
+        column_defs = ", ".join(f"{ident(c)} varchar" for c in source.column_names)
         con.execute(f"create or replace table {table} ({column_defs}, _source_file varchar, _source_row bigint)")
         con.execute(f"delete from {rejects} where source = ?", [source.name])
         con.execute(f"delete from {audit} where source = ?", [source.name])
@@ -738,12 +738,12 @@ def _load_file(
     if mapping is None:
         return
     select = ", ".join(
-        f"cast({_quote(columns[mapping[c]])} as varchar) as {_quote(c)}"
+        f"cast({ident(columns[mapping[c]])} as varchar) as {ident(c)}"
         if c in mapping
-        else f"null::varchar as {_quote(c)}"
+        else f"null::varchar as {ident(c)}"
         for c in source.column_names
     )
-    repeats_header = _repeats_header_sql(columns) if kind == "csv" else "false"
+    repeats_header, header_params = _repeats_header_sql(columns) if kind == "csv" else ("false", [])
     try:
         # DuckDB leaves an earlier scan's rejects in place when this one has none
         con.execute(f"drop table if exists {_SCAN_REJECTS}")
@@ -752,18 +752,19 @@ def _load_file(
         con.execute(
             "create or replace temp table _landing_batch as "
             f"select {select}, {repeats_header} as _repeats_header, row_number() over () as _kept from ({sql}) as f",
-            params,
+            [*header_params, *params],
         )
     except duckdb.Error as exc:
         raise LandingError(f"cannot load landing file {path}: {_short(exc)}") from exc
     n_scan_rejected = (
         _quarantine_scan_rejects(con, rejects, source.name, pending, max_line_bytes) if kind == "csv" else 0
     )
+    too_long, too_long_params = _first_long_column_sql(source, max_field_chars)
     con.execute(
         "create or replace temp table _landing_numbered as "
         f"select b.*, ? as _source_file, {_record_number_sql(n_scan_rejected)} as _record, "
-        f"{_first_long_column_sql(source, max_field_chars)} as _too_long_column from _landing_batch as b",
-        [path.name],
+        f"{too_long} as _too_long_column from _landing_batch as b",
+        [path.name, *too_long_params],
     )
     con.execute("drop table _landing_batch")
     scan_rejected = {path.name: n_scan_rejected}
@@ -815,14 +816,15 @@ def _load_json_batch(
         found = spellings[column] or [column]
         values = [f"_v[{len(paths) + i}]::varchar" for i in range(1, len(found) + 1)]
         paths += found
-        select.append(f"{values[0] if len(values) == 1 else 'coalesce(' + ', '.join(values) + ')'} as {_quote(column)}")
-    paths_sql = ", ".join(_sql_string("$." + _quote(k)) for k in paths)
+        select.append(f"{values[0] if len(values) == 1 else 'coalesce(' + ', '.join(values) + ')'} as {ident(column)}")
+    too_long, too_long_params = _first_long_column_sql(source, max_field_chars)
     con.execute(
         "create or replace temp table _landing_numbered as "
-        f"select b.*, {_first_long_column_sql(source, max_field_chars)} as _too_long_column from ("
+        f"select b.*, {too_long} as _too_long_column from ("
         f"select {', '.join(select)}, false as _repeats_header, _source_file, _line as _record from ("
-        f"select _source_file, _line, json_extract_string(line, [{paths_sql}]) as _v from {_JSON_LINES} where _is_object"
-        ")) as b"
+        f"select _source_file, _line, json_extract_string(line, ?::varchar[]) as _v from {_JSON_LINES} where _is_object"
+        ")) as b",
+        [*too_long_params, ["$." + ident(k) for k in paths]],
     )
     con.execute(f"drop table {_JSON_LINES}")
     _insert_numbered(con, source, table, rejects, audit, kept, scan_rejected, report, max_line_bytes, max_field_chars)
@@ -883,9 +885,9 @@ def _insert_numbered(
     headers = _quarantine_repeated_headers(con, rejects, source)
     # _landing_numbered holds its files in name order (landing_files) and each file's records in
     # order, and DuckDB keeps insertion order (preserve_insertion_order, on by default): the rows
-    # land by (_source_file, _source_row) without a sort, which cost 1.3 s per 6M events (issue 9)
+    # land by (_source_file, _source_row) without a sort
     con.execute(
-        f"insert into {table} select {', '.join(_quote(c) for c in source.column_names)}, _source_file, "
+        f"insert into {table} select {', '.join(ident(c) for c in source.column_names)}, _source_file, "
         f"_record as _source_row from _landing_numbered where {_LOADS}"
     )
     loaded = dict(
@@ -997,11 +999,11 @@ def _record_at(fh: BinaryIO, start: int, max_bytes: int) -> bytes:
     return bytes(record[:max_bytes])
 
 
-def _first_long_column_sql(source: Source, max_field_chars: int) -> str:
-    """SQL naming the first column whose value is longer than max_field_chars (NULL if none)."""
-    limit = int(max_field_chars)
-    cases = " ".join(f"when length({_quote(c)}) > {limit} then {_sql_string(c)}" for c in source.column_names)
-    return f"case {cases} end"
+def _first_long_column_sql(source: Source, max_field_chars: int) -> tuple[str, list]:
+    """SQL naming the first column whose value is longer than max_field_chars (NULL if none), and
+    the values it binds."""
+    cases = " ".join(f"when length({ident(c)}) > ? then ?" for c in source.column_names)
+    return f"case {cases} end", [v for c in source.column_names for v in (int(max_field_chars), c)]
 
 
 def _quarantine_long_values(
@@ -1010,15 +1012,15 @@ def _quarantine_long_values(
     """Quarantine the records of _landing_numbered with a value over max_field_chars characters;
     the reason names the first such column, raw_content keeps the whole record as JSON. How many,
     per file."""
-    struct = ", ".join(f"{_sql_string(c)}: {_quote(c)}" for c in source.column_names)
-    length = " ".join(f"when _too_long_column = {_sql_string(c)} then length({_quote(c)})" for c in source.column_names)
+    struct = ", ".join(f"{_sql_string(c)}: {ident(c)}" for c in source.column_names)
+    length = " ".join(f"when _too_long_column = {_sql_string(c)} then length({ident(c)})" for c in source.column_names)
     con.execute(
         f"insert into {rejects} (source, _source_file, _source_row, reason, raw_content) "
         "select ?, _source_file, _record, "
         f"'VALUE TOO LONG: ' || _too_long_column || ' holds ' || (case {length} end) || "
-        f"' characters, over the limit of {int(max_field_chars)}', to_json({{{struct}}}) "
+        f"' characters, over the limit of ' || ?, to_json({{{struct}}}) "
         "from _landing_numbered where _too_long_column is not null order by _source_file, _record",
-        [source.name],
+        [source.name, str(int(max_field_chars))],
     )
     return dict(
         con.execute(
@@ -1031,19 +1033,19 @@ def _quarantine_long_values(
 _LOADS = "_too_long_column is null and not _repeats_header"
 
 
-def _repeats_header_sql(columns: list[str]) -> str:
+def _repeats_header_sql(columns: list[str]) -> tuple[str, list[str]]:
     """SQL: whether a CSV record's every value is its own column's name (trimmed, any case): the
-    header line repeated inside the file. NULL values make it false."""
+    header line repeated inside the file. NULL values make it false. With the names it binds."""
     if not columns:
-        return "false"
-    tests = " and ".join(f"lower(trim({_quote(c)})) = {_sql_string(c.strip().lower())}" for c in columns)
-    return f"coalesce({tests}, false)"
+        return "false", []
+    tests = " and ".join(f"lower(trim({ident(c)})) = ?" for c in columns)
+    return f"coalesce({tests}, false)", [c.strip().lower() for c in columns]
 
 
 def _quarantine_repeated_headers(con: duckdb.DuckDBPyConnection, rejects: str, source: Source) -> dict[str, int]:
     """Quarantine the records of _landing_numbered that repeat their file's header line (and are not
     already quarantined as too long); raw_content keeps the record as JSON. How many, per file."""
-    struct = ", ".join(f"{_sql_string(c)}: {_quote(c)}" for c in source.column_names)
+    struct = ", ".join(f"{_sql_string(c)}: {ident(c)}" for c in source.column_names)
     where = "_repeats_header and _too_long_column is null"
     con.execute(
         f"insert into {rejects} (source, _source_file, _source_row, reason, raw_content) "
@@ -1112,8 +1114,8 @@ def count_text_records(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES)
 
 def _count_plain_lines(path: Path, chunk_bytes: int = 1 << 24) -> int | None:
     """The lines of a CSV file without quotes, carriage returns, NULs or empty lines: there, each
-    line is one record to the csv module, so counting newlines counts what csv.reader would (5x
-    faster: 19.7M email events took 13.2 s through csv.reader, issue 9). None for any other file,
+    line is one record to the csv module, so counting newlines counts what csv.reader would, several
+    times faster (docs/scaling.md). None for any other file,
     which csv.reader splits."""
     lines = 0
     last = b"\n"  # as if a newline came before the file: an empty first line is an empty line

@@ -19,13 +19,14 @@ import gzip
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from tessera.faults import crash_point
+from tessera.sql import ident
 
 COMPACT_SUFFIX = ".compact"
 # values shorter than this are not searched for: a short id is a substring of something else
@@ -53,8 +54,8 @@ def compact(db_path: Path, config: dict | None = None) -> Compaction:
     try:
         con.execute("checkpoint")
         name = con.execute("select current_database()").fetchall()[0][0]
-        con.execute(f"attach '{tmp.as_posix()}' as __compacted")
-        con.execute(f'copy from database "{name}" to __compacted')
+        con.execute("attach ? as __compacted", [tmp.as_posix()])
+        con.execute(f"copy from database {ident(name)} to __compacted")
         con.execute("detach __compacted")
     finally:
         con.close()

@@ -39,10 +39,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tessera.publish import snapshots
+from tessera import sql
 from tessera.db import transaction
 from tessera.faults import crash_point
+from tessera.publish import snapshots
 from tessera.privacy.pseudonym import SALT_VARIABLE
+from tessera.sql import ident
 from tessera.timing import Phases
 
 # how each raw source's rows are matched: the staging model and its identifier columns by kind
@@ -95,24 +97,7 @@ NOT_ERASED = "customer_key not in (select customer_key from marts.dim_customers 
 
 
 def ensure_tables(con) -> None:
-    con.execute("create schema if not exists privacy")
-    con.execute(
-        "create table if not exists privacy.erased_identifiers (request_id varchar, kind varchar, value_hash varchar)"
-    )
-    con.execute(
-        "create table if not exists privacy.erasure_log (request_id varchar, requested_at timestamp, "
-        "processed_at timestamp, run_id varchar, identifiers varchar, rows_removed varchar)"
-    )
-    # the journal: requests whose rows are gone from the warehouse but whose files (published
-    # versions, previews, MLflow) may still hold them; the values live here, and only here, until
-    # every file step has finished, then the log entry is written and they go in one transaction
-    con.execute(
-        "create table if not exists privacy.erasure_pending_requests (request_id varchar, requested_at timestamp, "
-        "run_id varchar, identifiers varchar, rows_removed varchar)"
-    )
-    con.execute("create table if not exists privacy.erasure_pending (request_id varchar, kind varchar, value varchar)")
-    # work owed after an erasure, e.g. compacting the warehouse file (its free pages hold the bytes)
-    con.execute("create table if not exists privacy.maintenance (task varchar, requested_at timestamp)")
+    con.execute(sql.load(__file__, "erasure_tables"))
 
 
 def _base_tables(con) -> list[tuple[str, str, list[str]]]:
@@ -131,38 +116,7 @@ def _base_tables(con) -> list[tuple[str, str, list[str]]]:
 def collect_identifiers(con) -> int:
     """Fill the temp table __erase(request_id, kind, value) and add new hashes to the suppression
     list; returns the number of requests."""
-    con.execute(
-        """
-        create or replace temp table __requests as
-        select r.request_id, r.customer_key, r.requested_at, p.customer_id, p.email
-        from intermediate.int_privacy_requests_resolved as r
-        inner join staging.stg_privacy as p on p.request_id = r.request_id
-        where r.request_type = 'erasure'
-        """
-    )
-    con.execute(
-        """
-        create or replace temp table __erase as
-        select request_id, 'key' as kind, customer_key as value from __requests where customer_key is not null
-        union all
-        select request_id, 'pkey', customer_pkey(customer_key) from __requests where customer_key is not null
-        union all
-        select q.request_id, n.node_type, n.node_value
-        from __requests as q inner join intermediate.int_identities_resolved as n on n.customer_key = q.customer_key
-        union all
-        select request_id, 'crm', customer_id from __requests where customer_id is not null
-        union all
-        select request_id, 'email', email from __requests where email is not null
-        """
-    )
-    con.execute(
-        """
-        insert into __erase
-        select distinct e.request_id, 'order', o.order_id
-        from __erase as e inner join staging.stg_orders as o on o.customer_id = e.value
-        where e.kind = 'crm' and o.order_id is not null
-        """
-    )
+    con.execute(sql.load(__file__, "collect_requests"))
     # the person's messages: their ids name the rendered previews and the outbox's message bodies
     for schema, table, columns in _base_tables(con):
         if {"customer_key", "message_id"} <= set(columns) and schema not in SKIPPED_SCHEMAS:
@@ -170,7 +124,7 @@ def collect_identifiers(con) -> int:
                 f"""
                 insert into __erase
                 select distinct e.request_id, 'message', m.message_id
-                from __erase as e inner join {schema}.{table} as m on m.customer_key = e.value
+                from __erase as e inner join {ident(schema, table)} as m on m.customer_key = e.value
                 where e.kind = 'key' and m.message_id is not null
                 """
             )
@@ -215,10 +169,11 @@ def erase_raw(con) -> dict[str, int]:
             con.execute(
                 f"""
                 insert into __raw_rows
-                select '{source}', s._source_file, s._source_row, min(x.request_id)
-                from staging.{view} as s inner join __listed_requests as x on x.value = s.{column}
+                select $source, s._source_file, s._source_row, min(x.request_id)
+                from {ident("staging", view)} as s inner join __listed_requests as x on x.value = s.{ident(column)}
                 group by 1, 2, 3
-                """
+                """,
+                {"source": source},
             )
     con.execute(
         "create or replace temp table __raw_rows as select distinct on (source, _source_file, _source_row) * from __raw_rows"
@@ -226,9 +181,10 @@ def erase_raw(con) -> dict[str, int]:
     for source in RAW_MATCHES:
         n = con.execute(
             f"""
-            delete from raw.{source} as r using __raw_rows as x
-            where x.source = '{source}' and x._source_file = r._source_file and x._source_row = r._source_row
-            """
+            delete from {ident("raw", source)} as r using __raw_rows as x
+            where x.source = $source and x._source_file = r._source_file and x._source_row = r._source_row
+            """,
+            {"source": source},
         ).fetchall()[0][0]
         removed[f"raw.{source}"] = n
     con.execute(
@@ -267,10 +223,9 @@ def add_listed_values(con) -> None:
 
 def _distinct_values(places: list[tuple[str, str, bool]]) -> str:
     """SQL: (value, in_built) for every distinct non-null value of the (relation, column, built)
-    places, once; in_built: some place holding it is built. At 1M customers the identifier columns
-    of every table hold 82.7M per-column distinct values but 14.4M distinct ones (a customer_key is
-    in a dozen tables): sha256 is the expensive part, so the checks hash this set rather than each
-    column's (issue 9)."""
+    places, once; in_built: some place holding it is built. A customer_key is in a dozen tables, so
+    the distinct values of all places are far fewer than those of each column, and sha256 is the
+    expensive part: the checks hash this set rather than each column's (docs/scaling.md)."""
     parts = " union all ".join(
         f"select distinct {c} as value, {str(built).lower()} as in_built from {relation} where {c} is not null"
         for relation, c, built in places
@@ -283,16 +238,16 @@ def _places(con, publish_dir: Path) -> list[tuple[str, str, str, bool]]:
     columns (residue_columns) of every table outside privacy, raw included, and of every retained
     published file. built: a table outside raw, where add_listed_values looks."""
     places = [
-        (f"{schema}.{table}", c, f"{schema}.{table}.{c}", schema not in SKIPPED_SCHEMAS)
+        (ident(schema, table), ident(c), f"{schema}.{table}.{c}", schema not in SKIPPED_SCHEMAS)
         for schema, table, columns in _base_tables(con)
         if schema != "privacy" and not table.startswith("__")
         for c in residue_columns(schema, columns)
     ]
-    for name, version, path, _, f in _snapshot_files(publish_dir):
-        reader = f"{READERS[f['format']]}('{(path / f['path']).as_posix()}')"
+    for i, (name, version, path, _, f) in enumerate(_snapshot_files(publish_dir)):
+        reader = file_view(con, f["format"], path / f["path"], f"__published_{i}")
         for column, kind, *_ in con.execute(f"describe select * from {reader}").fetchall():
             if kind == "VARCHAR" and residue_columns("publish", [column]):
-                places.append((reader, column, f"{name}/{version}/{f['path']}:{column}", False))
+                places.append((reader, ident(column), f"{name}/{version}/{f['path']}:{column}", False))
     return places
 
 
@@ -303,8 +258,8 @@ def list_values(con, publish_dir: Path) -> int:
     lower-cased and trimmed; in_built as in _distinct_values. Returns how many.
 
     One pass, before any row is deleted, serves three users: erase_raw and add_listed_values
-    (exact values) and the residue check after the deletes. At 1M customers the three passes it
-    replaces, each hashing its values, took 17.3 s (every staging row), 20.7 s and 32.5 s (issue 9)."""
+    (exact values) and the residue check after the deletes, instead of a hashing pass for each
+    (docs/scaling.md)."""
     con.execute("create or replace temp table __hashes as select distinct value_hash from privacy.erased_identifiers")
     con.execute("create or replace temp table __listed (value varchar, exact boolean, in_built boolean)")
     places = [(relation, column, built) for relation, column, _, built in _places(con, publish_dir)]
@@ -334,15 +289,15 @@ def text_values(con) -> None:
     """__text_values(value, gram, request_id): the values of __erase that free text is searched
     for (at least MIN_TEXT_MATCH_CHARS long), lower-cased, each with its first
     MIN_TEXT_MATCH_CHARS characters (the gram `mentions` joins on) and its first request."""
-    n = MIN_TEXT_MATCH_CHARS
     con.execute(
-        f"""
-        create or replace temp table __text_values as
-        select lower(value) as value, substr(lower(value), 1, {n}) as gram, min(request_id) as request_id
-        from __erase
-        where length(value) >= {n} and length(lower(value)) >= {n}
-        group by 1
         """
+        create or replace temp table __text_values as
+        select lower(value) as value, substr(lower(value), 1, $n) as gram, min(request_id) as request_id
+        from __erase
+        where length(value) >= $n and length(lower(value)) >= $n
+        group by 1
+        """,
+        {"n": MIN_TEXT_MATCH_CHARS},
     )
 
 
@@ -354,9 +309,8 @@ def mentions(relation: str, column: str) -> str:
     The same rows as `contains(lower(column), value)` tried for every value, without trying every
     value: each text is cut into its overlapping MIN_TEXT_MATCH_CHARS-character grams, a hash join
     keeps the values that start with one of them, and only those are checked with contains(). A
-    value inside the text starts with one of its grams, so none is missed. At 1M customers the
-    2,916 requests of the bench (25,143 values) against 186,703 quarantined lines took 40 s the
-    direct way (every line against every value) (issue 9)."""
+    value inside the text starts with one of its grams, so none is missed; the direct way tries
+    every line against every value (docs/scaling.md)."""
     n = MIN_TEXT_MATCH_CHARS
     return f"""
         select distinct g.rid, v.request_id, v.value
@@ -379,22 +333,29 @@ def erase_built(con) -> dict[str, int]:
     for schema, table, columns in _base_tables(con):
         if schema in SKIPPED_SCHEMAS or table.startswith("__"):
             continue
-        conditions = [f"{c} in (select value from __values)" for c in columns if c in IDENTIFIER_COLUMNS]
+        conditions = [f"{ident(c)} in (select value from __values)" for c in columns if c in IDENTIFIER_COLUMNS]
         if "node_key" in columns:
             conditions.append("node_key in (select k from __node_keys)")
         conditions += [
-            f"rowid in (select rid from ({mentions(f'{schema}.{table}', c)}))" for c in columns if c in TEXT_COLUMNS
+            f"rowid in (select rid from ({mentions(ident(schema, table), ident(c))}))" for c in columns if c in TEXT_COLUMNS
         ]
         if not conditions:
             continue
-        n = con.execute(f"delete from {schema}.{table} where {' or '.join(conditions)}").fetchall()[0][0]
+        n = con.execute(f"delete from {ident(schema, table)} where {' or '.join(conditions)}").fetchall()[0][0]
         if n:
             removed[f"{schema}.{table}"] = n
     return removed
 
 
-READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
 WRITERS = {"parquet": "format parquet", "csv": "format csv, header true", "jsonl": "format json"}
+
+
+def file_view(con, file_format: str, path: Path, name: str) -> str:
+    """A temp view `name` over a published file (parquet, csv or jsonl), its path handed to DuckDB
+    as a value, never as SQL text; returns the view's name."""
+    read = {"parquet": con.read_parquet, "csv": con.read_csv, "jsonl": con.read_json}[file_format]
+    read(path.as_posix()).create_view(name, replace=True)
+    return name
 
 
 def _version_dirs(publish_dir: Path):
@@ -454,7 +415,7 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
         manifest = json.loads((path / snapshots.MANIFEST).read_text())
         counts = {}
         for f in manifest["files"]:
-            reader = f"{READERS[f['format']]}('{(path / f['path']).as_posix()}')"
+            reader = file_view(con, f["format"], path / f["path"], "__snapshot_file")
             columns = [r[0] for r in con.execute(f"describe select * from {reader}").fetchall()]
             where = " or ".join(
                 f"{c} in (select value from __file_values)" for c in SNAPSHOT_KEYS if c in columns
@@ -472,8 +433,8 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
                 continue
             n, where = counts[f["path"]]
             source, target = path / f["path"], tmp / f["path"]
-            reader = f"{READERS[f['format']]}('{source.as_posix()}')"
-            con.execute(f"copy (select * from {reader} where not ({where})) to '{target.as_posix()}' ({WRITERS[f['format']]})")
+            reader = file_view(con, f["format"], source, "__snapshot_file")
+            con.execute(f"copy (select * from {reader} where not ({where})) to ? ({WRITERS[f['format']]})", [target.as_posix()])
             f.update(rows=f["rows"] - n, sha256=snapshots.file_sha256(target), bytes=target.stat().st_size)
             if f["path"] == f"{name}.parquet":
                 manifest["rows"] -= n
@@ -544,18 +505,10 @@ def apply_erasures(
     crash_point("erasure:files")
     kinds = dict(con.execute("select kind, count(*) from privacy.erasure_pending group by 1 order by 1").fetchall())
     with transaction(con):
-        completed = con.execute(
-            """
-            insert into privacy.erasure_log
-            select request_id, requested_at, ?, run_id, identifiers, rows_removed
-            from privacy.erasure_pending_requests
-            """,
-            [now],
-        ).fetchall()[0][0]
+        completed = con.execute(sql.load(__file__, "log_completed"), {"processed_at": now}).fetchall()[0][0]
         if completed or values:
             con.execute("insert into privacy.maintenance values ('compact', ?)", [now])
-        con.execute("delete from privacy.erasure_pending_requests")
-        con.execute("delete from privacy.erasure_pending")
+        con.execute(sql.load(__file__, "clear_journal"))
     return {
         "requests": requests,
         "completed": completed,
@@ -584,9 +537,8 @@ def _journal(con, run_id: str, removed: dict[str, int]) -> None:
 
 def residue_columns(schema: str, columns: list[str]) -> list[str]:
     """The columns the residue check hashes: those that hold an identifier. Hashing every text
-    value of every table took minutes at 1M customers (30M events x 10 text columns, two sha256
-    each); an identifier can only match a hash as a whole value, and identifiers live in these
-    columns. tests/test_erasure.py scans every text column of every table and file independently."""
+    value of every table costs minutes on large shops (docs/scaling.md); an identifier can only
+    match a hash as a whole value, and identifiers live in these columns. tests/test_erasure.py scans every text column of every table and file independently."""
     named = set(IDENTIFIER_COLUMNS) | (set(RAW_IDENTIFIER_COLUMNS) if schema == "raw" else set())
     return [c for c in columns if c in named]
 
@@ -614,3 +566,18 @@ def residue(con, publish_dir: Path, reuse_listed: bool = False) -> dict[str, int
         if n := con.execute(sql).fetchall()[0][0]:
             found[label] = n
     return found
+
+
+def requests_logged(con) -> int:
+    """Erasure requests ever completed on this warehouse."""
+    return con.execute("select count(distinct request_id) from privacy.erasure_log").fetchall()[0][0]
+
+
+def compaction_owed(con) -> bool:
+    return bool(con.execute("select count(*) from privacy.maintenance where task = 'compact'").fetchall()[0][0])
+
+
+def compaction_paid(con) -> None:
+    """The warehouse file was compacted (byte_residue.compact): nothing is owed any more."""
+    con.execute("delete from privacy.maintenance where task = 'compact'")
+    con.execute("checkpoint")

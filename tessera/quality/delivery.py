@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import duckdb
 
 from tessera.landing.contract import Source
+from tessera.sql import ident
 
 COLUMNS_TABLE = "quality.delivery_columns"
 FILES_TABLE = "quality.delivery_files"
@@ -71,10 +72,6 @@ class ColumnBaseline:
     validated_at: str
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
     return bool(
         con.execute(
@@ -99,13 +96,13 @@ def file_profiles(con: duckdb.DuckDBPyConnection, source: Source, schema: str = 
     columns is taken to lack the columns it holds no value of."""
     keys = [c for c in KEY_ATTRIBUTES.get(source.name, ()) if c in source.column_names]
     counts = ", ".join(
-        [f"count({_quote(c)}) as {_quote('n_' + c)}" for c in source.column_names]
-        + [f"count(*) - count(nullif(trim({_quote(c)}), '')) as {_quote('e_' + c)}" for c in keys]
+        [f"count({ident(c)}) as {ident('n_' + c)}" for c in source.column_names]
+        + [f"count(*) - count(nullif(trim({ident(c)}), '')) as {ident('e_' + c)}" for c in keys]
     )
     stats = {
         row[0]: row[1:]
         for row in con.execute(
-            f"select _source_file, count(*), {counts} from {schema}.{source.name} group by _source_file"
+            f"select _source_file, count(*), {counts} from {ident(schema, source.name)} group by _source_file"
         ).fetchall()
     }
     profiles = []
@@ -115,7 +112,7 @@ def file_profiles(con: duckdb.DuckDBPyConnection, source: Source, schema: str = 
         " and not_loaded_reason is null" if _has_column(con, schema, "load_audit", "not_loaded_reason") else ""
     )
     for name, file_hash, missing in con.execute(
-        f"select _source_file, file_hash, missing_columns from {schema}.load_audit where source = ?{loaded_only} "
+        f"select _source_file, file_hash, missing_columns from {ident(schema, 'load_audit')} where source = ?{loaded_only} "
         "order by _source_file",
         [source.name],
     ).fetchall():

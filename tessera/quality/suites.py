@@ -290,8 +290,8 @@ def _seeded_sample(relation: str, rows: int, population: int, seed: int) -> str:
     """SQL: `rows` of the `population` rows of `relation`, those with the smallest seeded hash
     of their content. The choice depends on the rows only, not on the order a parallel scan
     meets them, and takes one parallel pass: a hash filter keeps about 10 % more than `rows`,
-    and the smallest hashes among those are kept. DuckDB's reservoir sample (one thread) took
-    11.8 s for 250,000 of the 30M events of the 1m bench, this 4.5 s (issue 9). Rows with equal
+    and the smallest hashes among those are kept (DuckDB's reservoir sample runs on one thread:
+    docs/scaling.md). Rows with equal
     content share a hash, so they are in or out together. Should the filter keep fewer than
     `rows` (tens of standard deviations away), the sample is that much smaller."""
     population = max(int(population), 1)

@@ -1,0 +1,2 @@
+delete from privacy.erasure_pending_requests;
+delete from privacy.erasure_pending;
