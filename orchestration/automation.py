@@ -30,13 +30,12 @@ from datetime import timedelta
 import dagster as dg
 
 from orchestration.dbt import model_key, view_model_keys
-from orchestration.decisioning import DECISIONING_GROUP
-from orchestration.ml import RECOMMENDER_KEY
-from orchestration.publish import PUBLISH_GROUP
+from orchestration.keys import DECISIONING_GROUP, PUBLISH_GROUP, RECOMMENDER_KEY
+from orchestration.publish import publish_assets
+from orchestration.recovery import recover_abandoned_runs
 from orchestration.sources import SOURCE_GROUP, source_asset_key
 from tessera.landing.contract import SOURCES
 from tessera.landing.loader import landing_state
-from orchestration.recovery import recover_abandoned_runs
 from tessera.settings import load_automation_settings, load_settings
 
 ALL_JOB = "tessera_all"
@@ -49,8 +48,6 @@ FRESHNESS_MODELS = ("dim_customers", "customer_features", "customer_rfm", "custo
 
 
 def freshness_assets() -> list[dg.AssetKey]:
-    from orchestration.publish import publish_assets
-
     return [model_key(m) for m in FRESHNESS_MODELS] + [a.key for a in publish_assets]
 
 

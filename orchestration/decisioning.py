@@ -10,23 +10,21 @@ import time
 import dagster as dg
 
 from orchestration.dbt import model_key
-from orchestration.metadata import run_metadata, table_metadata
-from orchestration.ml import (
+from orchestration.keys import (
+    BANDIT_KEY,
     CLUSTERS_KEY,
+    DECISIONING_GROUP,
+    DECISIONS_KEY,
+    MESSAGES_KEY,
     PROPENSITY_KEY,
     RECOMMENDER_KEY,
-    gated_deps,
-    mlflow_run_metadata,
 )
+from orchestration.metadata import mlflow_run_metadata, run_metadata, table_metadata
+from orchestration.quality import gated_deps
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import markdown
 from tessera.decisioning.catalogue import CatalogueError, load_catalogue
 from tessera.decisioning.steps import NoBanditState, make_decisions, refresh_state, render_day
-
-DECISIONING_GROUP = "decisioning"
-BANDIT_KEY = dg.AssetKey(["decisioning", "bandit_state"])
-DECISIONS_KEY = dg.AssetKey(["decisioning", "decisions"])
-MESSAGES_KEY = dg.AssetKey(["decisioning", "rendered_messages"])
 
 
 def catalogue_or_fail():

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from orchestration.automation import JOBS, SCHEDULES, SENSORS, freshness_checks
-from orchestration.decisioning import decisioning_assets
 from orchestration.dbt import dbt_marts_assets, dbt_resource, dbt_staging_assets
+from orchestration.decisioning import decisioning_assets
 from orchestration.identity import (
     identity_cluster_size_within_limit,
     identity_evaluation,

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from orchestration.dbt import model_key
+from orchestration.keys import EVALUATION_KEY, IDENTITY_GROUP, IDENTITY_MAP_KEY
 from orchestration.metadata import run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import markdown
@@ -14,10 +15,7 @@ from tessera.identity.config import load_mapping
 from tessera.identity.engine import resolve
 from tessera.settings import PROJECT_ROOT
 
-IDENTITY_MAP_KEY = dg.AssetKey(["identity", "identity_map"])
-EVALUATION_KEY = dg.AssetKey(["identity", "identity_evaluation"])
 PIPELINE_MAPPING = PROJECT_ROOT / "config" / "identity_mapping.yaml"
-GROUP = "identity"
 
 
 class IdentityRunConfig(dg.Config):
@@ -29,7 +27,7 @@ class IdentityRunConfig(dg.Config):
 @dg.asset(
     key=IDENTITY_MAP_KEY,
     deps=[model_key("int_person_records")],
-    group_name=GROUP,
+    group_name=IDENTITY_GROUP,
     description=(
         "Persisted identity map: every person record (CRM profile) with its stable tessera customer id. "
         "Deterministic links on email, phone and loyalty card, Fellegi-Sunter fuzzy links on names, birth "
@@ -128,7 +126,7 @@ def identity_merge_rate_drift_within_limit(tessera: TesseraResource) -> dg.Asset
 @dg.asset(
     key=EVALUATION_KEY,
     deps=[IDENTITY_MAP_KEY],
-    group_name=GROUP,
+    group_name=IDENTITY_GROUP,
     description=(
         "Identity quality against the demo generator's ground truth (TESSERA_TRUTH_DIR): pairwise "
         "precision, recall and F1 and cluster-level figures, kept in identity.evaluation_history. "

@@ -4,6 +4,10 @@ model_key)."""
 
 import dagster as dg
 
+IDENTITY_GROUP = "identity"
+IDENTITY_MAP_KEY = dg.AssetKey(["identity", "identity_map"])
+EVALUATION_KEY = dg.AssetKey(["identity", "identity_evaluation"])
+
 ML_GROUP = "ml"
 RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
 PROPENSITY_KEY = dg.AssetKey(["ml", "propensity_scores"])

@@ -17,6 +17,7 @@ dbt models get the same, added once `dbt build` has released the DuckDB file (db
 while it runs, so dagster-dbt's own row-count fetch would meet the lock).
 """
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +26,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from ml.tracking import log_plot
 from tessera.privacy.personal import is_personal
 
 PREVIEW_ROWS = 5
@@ -183,3 +185,14 @@ def with_dbt_table_metadata(
         yield enriched.get(id(event), event)
     if failure is not None:
         raise failure
+
+
+def mlflow_run_metadata(settings, run_id: str, plot: bytes | None = None, plot_name: str = "plot") -> dict:
+    """A link to the MLflow run in its UI and, given a PNG, the chart: logged to the run under
+    plots/ and shown inline in the Dagster UI."""
+    experiment_id = log_plot(settings.mlflow_tracking_uri, run_id, plot, plot_name)
+    metadata = {"mlflow_run": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}")}
+    if plot is not None:
+        encoded = base64.b64encode(plot).decode()
+        metadata["plot"] = dg.MetadataValue.md(f"![{plot_name}](data:image/png;base64,{encoded})")
+    return metadata

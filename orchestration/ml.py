@@ -2,7 +2,6 @@
 MLflow. Each asset says when it runs and from what; how is in ml/ (modelling) and tessera/mlio/
 (the ML stage's reads and writes)."""
 
-import base64
 import time
 from dataclasses import fields
 
@@ -16,11 +15,10 @@ from ml.propensity_run import PropensityRun, score_propensities
 from ml.rec_lists import ListRules
 from ml.rec_run import RecommenderRun, lists_without_model, primary_metrics, train_and_rank
 from ml.recommender import RecommenderParams
-from ml.tracking import Tracking, log_plot
-from orchestration.dbt import model_key
-from orchestration.metadata import run_metadata, table_metadata
-from orchestration.privacy import ERASURE_KEY
-from orchestration.quality import gated_marts_upstream
+from ml.tracking import Tracking
+from orchestration.keys import CLUSTERS_KEY, ML_GROUP, PROPENSITY_KEY, RECOMMENDER_KEY
+from orchestration.metadata import mlflow_run_metadata, run_metadata, table_metadata
+from orchestration.quality import gated_deps
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.memory import release_unused
 from tessera.mlio.recommender import candidate_rule_violations, read_training_frames, write_candidates
@@ -30,19 +28,8 @@ from tessera.privacy import pseudonym
 from tessera.settings import mlflow_artifact_root
 from tessera.timing import Phases
 
-RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
-PROPENSITY_KEY = dg.AssetKey(["ml", "propensity_scores"])
 PROPENSITY_EXPERIMENT = "tessera-propensity"
-CLUSTERS_KEY = dg.AssetKey(["ml", "customer_clusters"])
 SEGMENTS_EXPERIMENT = "tessera-segments"
-
-
-def gated_deps(*models: str) -> list[dg.AssetKey]:
-    """The dbt models an ML asset reads, plus the gated marts upstream of them (see
-    orchestration.quality.gated_marts_upstream): a failing marts gate holds the asset back."""
-    keys = [model_key(m) for m in models]
-    # after erasure: nothing of a person who asked for it is trained on (orchestration/privacy.py)
-    return keys + [k for k in gated_marts_upstream(models) if k not in keys] + [ERASURE_KEY]
 
 
 def tracking_for(context: dg.AssetExecutionContext, settings, experiment: str, model_name: str | None = None) -> Tracking:
@@ -55,17 +42,6 @@ def write_ml(tessera: TesseraResource, name: str, frame, order_by: str) -> dict:
     """Replace ml.<name> (tessera.mlio.tables.write_ml_table); the table's UI metadata."""
     with tessera.duckdb() as con:
         return table_metadata(con, write_ml_table(con, name, frame, order_by))
-
-
-def mlflow_run_metadata(settings, run_id: str, plot: bytes | None = None, plot_name: str = "plot") -> dict:
-    """A link to the MLflow run in its UI and, given a PNG, the chart: logged to the run under
-    plots/ and shown inline in the Dagster UI."""
-    experiment_id = log_plot(settings.mlflow_tracking_uri, run_id, plot, plot_name)
-    metadata = {"mlflow_run": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}")}
-    if plot is not None:
-        encoded = base64.b64encode(plot).decode()
-        metadata["plot"] = dg.MetadataValue.md(f"![{plot_name}](data:image/png;base64,{encoded})")
-    return metadata
 
 
 class RecommenderConfig(dg.Config):
@@ -98,7 +74,7 @@ class RecommenderConfig(dg.Config):
 @dg.asset(
     key=RECOMMENDER_KEY,
     deps=gated_deps("dim_customers", "dim_products", "fct_customer_product_interactions", "customer_rec_user_features"),
-    group_name="ml",
+    group_name=ML_GROUP,
     description=(
         "LightFM hybrid recommender (user features, point in time: gender, country, region, age "
         "band, RFM bins and segment, last device; item features: category, brand, price band). "
@@ -188,7 +164,7 @@ class PropensityConfig(dg.Config):
 @dg.asset(
     key=PROPENSITY_KEY,
     deps=gated_deps("customer_feature_snapshots", "customer_propensity_labels"),
-    group_name="ml",
+    group_name=ML_GROUP,
     description=(
         "Purchase-in-30-days propensity and churn risk from gradient-boosted trees trained point in time: "
         "features of the oldest labelled snapshot, evaluated out of time on the next one against a "
@@ -238,7 +214,7 @@ class ClusteringConfig(dg.Config):
 @dg.asset(
     key=CLUSTERS_KEY,
     deps=gated_deps("customer_features"),
-    group_name="ml",
+    group_name=ML_GROUP,
     description=(
         "K-Means behavioural clusters of customers with at least one order (standardised, log-scaled "
         "features; k chosen by silhouette), each with a description of what sets it apart. "

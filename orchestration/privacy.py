@@ -13,12 +13,13 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.dbt import dbt_marts_assets, dbt_staging_assets
+from orchestration.keys import ERASURE_KEY, IDENTITY_MAP_KEY, PRIVACY_GROUP
 from orchestration.metadata import run_metadata, table_metadata
+from orchestration.recovery import run_in_progress
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.privacy import byte_residue
 from tessera.privacy.erasure_run import run_erasure
 
-ERASURE_KEY = dg.AssetKey(["privacy", "erasure"])
 RESIDUE_CHECK = "no_erased_identifier_remains"
 BYTES_CHECK = "no_erased_bytes_remain"
 
@@ -26,8 +27,8 @@ BYTES_CHECK = "no_erased_bytes_remain"
 @dg.asset(
     key=ERASURE_KEY,
     # after every dbt model, so this run's tables are erased too (dbt rebuilds them clean next run)
-    deps=[*dbt_staging_assets.keys, *dbt_marts_assets.keys, dg.AssetKey(["identity", "identity_map"])],
-    group_name="privacy",
+    deps=[*dbt_staging_assets.keys, *dbt_marts_assets.keys, IDENTITY_MAP_KEY],
+    group_name=PRIVACY_GROUP,
     description=(
         "Removes every person with an erasure request from raw, staging, the identity map, marts, "
         "features, ML tables, published tables and every retained snapshot version; keeps a salted-hash "
@@ -117,9 +118,3 @@ def bytes_check(proof: byte_residue.Scan | None) -> dg.AssetCheckResult:
             "files_with_residue": dg.MetadataValue.json(proof.hits),
         },
     )
-
-
-def run_in_progress(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether a run (e.g. the owner of a publish staging directory) may still be writing."""
-    record = instance.get_run_record_by_id(run_id)
-    return record is not None and not record.dagster_run.is_finished

@@ -25,8 +25,8 @@ from orchestration.keys import (
     publish_key,
 )
 from orchestration.metadata import run_metadata, table_metadata
-from orchestration.privacy import run_in_progress
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
+from orchestration.recovery import run_in_progress
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.privacy import pseudonym
 from tessera.publish import outputs

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from orchestration.dbt import GATED_MARTS, dbt_manifest, model_key
+from orchestration.keys import ERASURE_KEY
 from orchestration.metadata import capped
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
@@ -156,3 +157,11 @@ def gx_check_name(source) -> str:
 gx_checks = [build_gx_check(source_asset_key(s), f"raw_{s.name}", gx_check_name(s)) for s in SOURCES] + [
     build_gx_check(model_key(m), f"marts_{m}", f"gx_marts_{m}") for m in GATED_MARTS
 ]
+
+
+def gated_deps(*models: str) -> list[dg.AssetKey]:
+    """The dbt models an ML asset reads, plus the gated marts upstream of them (see
+    orchestration.quality.gated_marts_upstream): a failing marts gate holds the asset back."""
+    keys = [model_key(m) for m in models]
+    # after erasure: nothing of a person who asked for it is trained on (orchestration/privacy.py)
+    return keys + [k for k in gated_marts_upstream(models) if k not in keys] + [ERASURE_KEY]

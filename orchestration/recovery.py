@@ -130,3 +130,9 @@ def free_slots_of_finished_runs(instance: dg.DagsterInstance, log: Callable[[str
         log(f"run {run.run_id} ({run.status.value}) still held or awaited concurrency-pool slots; freed")
         freed.append(run.run_id)
     return freed
+
+
+def run_in_progress(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether a run (e.g. the owner of a publish staging directory) may still be writing."""
+    record = instance.get_run_record_by_id(run_id)
+    return record is not None and not record.dagster_run.is_finished

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 import dagster as dg
 import duckdb
 
-from tessera.db import DuckDBLockTimeout, connect
 from orchestration.recovery import tag_run_with_this_process
+from tessera.db import DuckDBLockTimeout, connect
 from tessera.settings import Settings, load_settings, preflight_once
 
 # Every asset and check that opens the DuckDB file runs in this pool. DuckDB allows one process

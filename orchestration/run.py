@@ -8,8 +8,8 @@ import uuid
 
 import dagster as dg
 
-from tessera.db import connect, table_exists
 from orchestration.recovery import recover_abandoned_runs, run_tags
+from tessera.db import connect, table_exists
 from tessera.settings import Settings, load_settings, preflight
 from tessera.sql import ident
 
