@@ -55,11 +55,12 @@ class ClusteringResult:
 
 
 def prepare(features: pl.DataFrame) -> np.ndarray:
-    """The behavioural features as a customers x features float matrix (column-major, as the
-    model has always read it)."""
+    """The behavioural features as a customers x features float matrix. Column-major, the layout
+    the scaler has always summed over: another layout sums in another order, with other last bits."""
     x = np.empty((features.height, len(BEHAVIOURAL_FEATURES)), order="F")
     for j, (col, (log, _, _)) in enumerate(BEHAVIOURAL_FEATURES.items()):
-        values = features[col].cast(pl.Float64).fill_nan(None).fill_null(NEVER if col == "recency_days" else 0.0).to_numpy()
+        missing = NEVER if col == "recency_days" else 0.0
+        values = features[col].cast(pl.Float64).fill_nan(None).fill_null(missing).to_numpy()
         x[:, j] = np.log1p(np.where(values >= 0, values, 0.0)) if log else values
     return x
 
@@ -82,7 +83,10 @@ def clustering_shortfall(features: pl.DataFrame, k_min: int) -> str | None:
         return f"{features.height} customers with an order: at least {k_min + 1} are needed for {k_min} clusters"
     distinct = len(np.unique(prepare(features), axis=0))
     if distinct <= k_min:
-        return f"{features.height} customers with an order but {distinct} distinct behaviours: at least {k_min + 1} are needed for {k_min} clusters"
+        return (
+            f"{features.height} customers with an order but {distinct} distinct behaviours: "
+            f"at least {k_min + 1} are needed for {k_min} clusters"
+        )
     return None
 
 
@@ -144,4 +148,10 @@ def cluster_customers(
 
 def _cluster_means(values: pl.DataFrame, labels: np.ndarray) -> pl.DataFrame:
     """cluster_id and each column's mean per cluster, by cluster."""
-    return values.with_columns(cluster_id=labels).group_by("cluster_id").mean().select("cluster_id", *values.columns).sort("cluster_id")
+    return (
+        values.with_columns(cluster_id=labels)
+        .group_by("cluster_id")
+        .mean()
+        .select("cluster_id", *values.columns)
+        .sort("cluster_id")
+    )

@@ -85,7 +85,9 @@ def design_matrix(features: pl.DataFrame, schema: dict) -> pd.DataFrame:
     """Numeric features as floats; categoricals with the training set's categories (unseen -> missing).
     A pandas frame: scikit-learn takes categorical features from pandas' category dtype
     (`categorical_features="from_dtype"`), and the model logged to MLflow takes this frame."""
-    x = pd.DataFrame({c: _floats(features[c]).to_numpy() for c in schema["numeric"]}, index=pd.RangeIndex(features.height))
+    x = pd.DataFrame(
+        {c: _floats(features[c]).to_numpy() for c in schema["numeric"]}, index=pd.RangeIndex(features.height)
+    )
     for col, values in schema["categorical"].items():
         x[col] = pd.Categorical(features[col].cast(pl.String).to_numpy(), categories=values)
     return x

@@ -67,7 +67,9 @@ def score_propensities(frames: pl.DataFrame, seed: int, max_train_rows: int, tra
         return _without_models(latest, {t: reason for t, _, _ in TARGETS}, log)
     train, evaluation, current = (frames.filter(pl.col("as_of_date") == d) for d in snapshots[-3:])
     skipped = {
-        target: reason for target, _, _ in TARGETS if (reason := training_shortfall(train, evaluation, target)) is not None
+        target: reason
+        for target, _, _ in TARGETS
+        if (reason := training_shortfall(train, evaluation, target)) is not None
     }
     if len(skipped) == len(TARGETS):
         return _without_models(current, skipped, log)
@@ -122,5 +124,7 @@ def score_propensities(frames: pl.DataFrame, seed: int, max_train_rows: int, tra
             "model PR-AUC": result.metrics["pr_auc"],
             "recency-only PR-AUC": result.metrics["baseline_recency_pr_auc"],
         }
-    run.plot = grouped_bar_png(comparison, "Propensity models vs the recency-only baseline (evaluation snapshot)", "score")
+    run.plot = grouped_bar_png(
+        comparison, "Propensity models vs the recency-only baseline (evaluation snapshot)", "score"
+    )
     return run

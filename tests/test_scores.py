@@ -30,7 +30,8 @@ def _snapshot(as_of: str, n: int, rng: np.random.Generator) -> pl.DataFrame:
     logit = 1.5 - 0.4 * columns["recency_days"] + 0.3 * columns["sessions"]
     columns["purchased_next_30d"] = rng.random(n) < 1 / (1 + np.exp(-logit))
     return pl.DataFrame(columns).with_columns(
-        as_of_date=pl.lit(cutoff), last_input_at=pl.lit(datetime.combine(cutoff, datetime.min.time()) - timedelta(days=1))
+        as_of_date=pl.lit(cutoff),
+        last_input_at=pl.lit(datetime.combine(cutoff, datetime.min.time()) - timedelta(days=1)),
     )
 
 
