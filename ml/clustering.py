@@ -12,10 +12,11 @@ furthest from the overall mean, in standard deviations.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+import polars as pl
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
@@ -45,56 +46,60 @@ FIT_SAMPLE = 50_000
 
 @dataclass
 class ClusteringResult:
-    labels: pd.DataFrame  # customer_key, cluster_id, cluster_description
+    labels: pl.DataFrame  # customer_key, cluster_id, cluster_description
     k: int
     silhouette_by_k: dict[int, float]
     sizes: dict[int, int]
-    profiles: pd.DataFrame  # cluster_id x feature means (original units), plus size
-    z_profiles: pd.DataFrame  # cluster_id x feature, standard deviations from the overall mean
+    profiles: pl.DataFrame  # cluster_id, feature means (original units), size
+    z_profiles: pl.DataFrame  # cluster_id, per feature, standard deviations from the overall mean
     descriptions: dict[int, str]
 
 
-def prepare(features: pd.DataFrame) -> pd.DataFrame:
-    x = pd.DataFrame(index=features.index)
-    for col, (log, _, _) in BEHAVIOURAL_FEATURES.items():
-        values = features[col].astype(float)
-        values = values.fillna(NEVER if col == "recency_days" else 0.0)
-        x[col] = np.log1p(values.clip(lower=0)) if log else values
+def prepare(features: pl.DataFrame) -> np.ndarray:
+    """The behavioural features as a customers x features float matrix. Column-major, the layout
+    the scaler has always summed over: another layout sums in another order, with other last bits."""
+    x = np.empty((features.height, len(BEHAVIOURAL_FEATURES)), order="F")
+    for j, (col, (log, _, _)) in enumerate(BEHAVIOURAL_FEATURES.items()):
+        missing = NEVER if col == "recency_days" else 0.0
+        values = features[col].cast(pl.Float64).fill_nan(None).fill_null(missing).to_numpy()
+        x[:, j] = np.log1p(np.where(values >= 0, values, 0.0)) if log else values
     return x
 
 
-def describe(z_row: pd.Series, top: int = 3) -> str:
-    strongest = z_row.abs().sort_values(ascending=False, kind="stable").head(top)
+def describe(z_row: dict[str, float], top: int = 3) -> str:
+    strongest = sorted(z_row, key=lambda col: abs(z_row[col]), reverse=True)[:top]
     parts = []
-    for col in strongest.index:
+    for col in strongest:
         z = z_row[col]
         _, above, below = BEHAVIOURAL_FEATURES[col]
         parts.append(f"{above if z > 0 else below} ({z:+.1f} sd)")
     return "; ".join(parts)
 
 
-def clustering_shortfall(features: pd.DataFrame, k_min: int) -> str | None:
+def clustering_shortfall(features: pl.DataFrame, k_min: int) -> str | None:
     """Why these customers cannot be clustered into at least `k_min` clusters (too few customers,
     or too few distinct behaviours), or None when they can. The clusters asset skips with this
     reason instead of failing (thin data, issue 32)."""
-    if len(features) <= k_min:
-        return f"{len(features)} customers with an order: at least {k_min + 1} are needed for {k_min} clusters"
-    distinct = len(np.unique(prepare(features).to_numpy(), axis=0))
+    if features.height <= k_min:
+        return f"{features.height} customers with an order: at least {k_min + 1} are needed for {k_min} clusters"
+    distinct = len(np.unique(prepare(features), axis=0))
     if distinct <= k_min:
-        return f"{len(features)} customers with an order but {distinct} distinct behaviours: at least {k_min + 1} are needed for {k_min} clusters"
+        return (
+            f"{features.height} customers with an order but {distinct} distinct behaviours: "
+            f"at least {k_min + 1} are needed for {k_min} clusters"
+        )
     return None
 
 
 def cluster_customers(
-    features: pd.DataFrame,
+    features: pl.DataFrame,
     k_range: range = range(K_MIN, K_MAX + 1),
     seed: int = 42,
     silhouette_sample: int = 5_000,
     n_init: int = 5,
     fit_sample: int = FIT_SAMPLE,
 ) -> ClusteringResult:
-    x = prepare(features)
-    scaled = StandardScaler().fit_transform(x.to_numpy())
+    scaled = StandardScaler().fit_transform(prepare(features))
     if len(scaled) > fit_sample:
         rows = np.sort(np.random.default_rng(seed).choice(len(scaled), size=fit_sample, replace=False))
         fit_on = scaled[rows]
@@ -115,27 +120,39 @@ def cluster_customers(
     best = max(scores, key=lambda k: (scores[k], -k))
     raw = fits[best].labels_ if fit_on is scaled else fits[best].predict(scaled)
     # renumber by size, largest first; ties by the smallest original label
-    order = pd.Series(raw).value_counts().sort_index().sort_values(ascending=False, kind="stable").index
-    relabel = np.empty(best, dtype=int)
-    relabel[order.to_numpy()] = np.arange(len(order))
+    order = np.argsort(-np.bincount(raw, minlength=best), kind="stable")
+    relabel = np.empty(best, dtype=np.int64)
+    relabel[order] = np.arange(best)
     labels = relabel[raw]
-    z = pd.DataFrame(scaled, columns=x.columns).groupby(labels).mean()
-    original = features[list(BEHAVIOURAL_FEATURES)].astype(float).assign(cluster_id=labels).groupby("cluster_id").mean()
-    original["size"] = pd.Series(labels).value_counts().sort_index()
-    descriptions = {int(c): describe(z.loc[c]) for c in z.index}
-    out = pd.DataFrame(
+    z = _cluster_means(scaled, labels)
+    original = _cluster_means(features.select(pl.col(list(BEHAVIOURAL_FEATURES)).cast(pl.Float64)).to_numpy(), labels)
+    original = original.with_columns(size=np.bincount(labels)[original["cluster_id"].to_numpy()])
+    descriptions = {row.pop("cluster_id"): describe(row) for row in z.iter_rows(named=True)}
+    out = pl.DataFrame(
         {
-            "customer_key": features["customer_key"].to_numpy(),
+            "customer_key": features["customer_key"],
             "cluster_id": labels,
-            "cluster_description": pd.Series(labels).map(descriptions).to_numpy(),
+            "cluster_description": [descriptions[c] for c in labels.tolist()],
         }
     )
     return ClusteringResult(
         labels=out,
         k=best,
         silhouette_by_k=scores,
-        sizes={int(c): int(n) for c, n in original["size"].items()},
-        profiles=original.reset_index(),
-        z_profiles=z.reset_index(names="cluster_id"),
+        sizes=dict(original.select("cluster_id", "size").iter_rows()),
+        profiles=original,
+        z_profiles=z,
         descriptions=descriptions,
     )
+
+
+def _cluster_means(values: np.ndarray, labels: np.ndarray) -> pl.DataFrame:
+    """cluster_id and the mean of each behavioural feature (a column of `values`) per cluster,
+    missing values left out, by cluster. numpy sums each cluster's column pairwise, in row order,
+    on one thread."""
+    clusters = np.unique(labels)
+    # a feature missing for a whole cluster has a NaN mean, which numpy warns about
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        means = np.vstack([np.nanmean(np.asfortranarray(values[labels == c]), axis=0) for c in clusters])
+    return pl.DataFrame({"cluster_id": clusters, **dict(zip(BEHAVIOURAL_FEATURES, means.T, strict=True))})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
+import polars as pl
 
 from ml.clustering import BEHAVIOURAL_FEATURES, ClusteringResult, cluster_customers, clustering_shortfall
 from ml.plots import grouped_bar_png
@@ -16,7 +16,7 @@ NO_ORDER_CLUSTER = (-1, "no order yet: not clustered")
 
 @dataclass
 class ClusteringRun:
-    clusters: pd.DataFrame  # ml.customer_clusters: customer_key, cluster_id, cluster_description, clustering_run_id
+    clusters: pl.DataFrame  # ml.customer_clusters: customer_key, cluster_id, cluster_description, clustering_run_id
     skipped_reason: str | None = None
     result: ClusteringResult | None = None
     run_id: str | None = None
@@ -24,22 +24,16 @@ class ClusteringRun:
 
 
 def cluster_and_log(
-    features: pd.DataFrame, k_min: int, k_max: int, fit_sample: int, seed: int, tracking: Tracking, log
+    features: pl.DataFrame, k_min: int, k_max: int, fit_sample: int, seed: int, tracking: Tracking, log
 ) -> ClusteringRun:
     """`features`: customer_key and BEHAVIOURAL_FEATURES of every customer, in key order. Thin
     data: every customer keeps cluster -1 with the reason in words, and no run; `log` has warning."""
-    buyers = features[features["frequency"] > 0].reset_index(drop=True)
-    others = features.loc[features["frequency"] <= 0, ["customer_key"]].assign(
-        cluster_id=NO_ORDER_CLUSTER[0], cluster_description=NO_ORDER_CLUSTER[1]
-    )
+    buyers = features.filter(pl.col("frequency") > 0)
+    others = _unclustered(features.filter(pl.col("frequency") <= 0), NO_ORDER_CLUSTER[1])
     if (reason := clustering_shortfall(buyers, k_min)) is not None:
         log.warning(f"clustering skipped: {reason}")
-        unclustered = buyers[["customer_key"]].assign(
-            cluster_id=NO_ORDER_CLUSTER[0], cluster_description=f"not clustered: {reason}"
-        )
-        out = pd.concat([unclustered, others], ignore_index=True)
-        out["clustering_run_id"] = pd.Series(pd.NA, index=out.index, dtype="string")
-        return ClusteringRun(out, skipped_reason=reason)
+        out = pl.concat([_unclustered(buyers, f"not clustered: {reason}"), others])
+        return ClusteringRun(out.with_columns(clustering_run_id=pl.lit(None, pl.String)), skipped_reason=reason)
     result = cluster_customers(buyers, k_range=range(k_min, k_max + 1), seed=seed, fit_sample=fit_sample)
     run_id = log_clustering_run(
         tracking_uri=tracking.tracking_uri,
@@ -52,20 +46,28 @@ def cluster_and_log(
             "chosen_k": result.k,
             "seed": seed,
             "features": ",".join(BEHAVIOURAL_FEATURES),
-            "customers_clustered": len(buyers),
-            "fit_sample": min(fit_sample, len(buyers)),
+            "customers_clustered": buyers.height,
+            "fit_sample": min(fit_sample, buyers.height),
         },
         silhouette_by_k=result.silhouette_by_k,
         sizes=result.sizes,
-        profiles=result.profiles,
-        z_profiles=result.z_profiles,
+        # ml.tracking logs pandas records
+        profiles=result.profiles.to_pandas(),
+        z_profiles=result.z_profiles.to_pandas(),
         descriptions=result.descriptions,
         tags=tracking.tags,
     )
-    out = pd.concat([result.labels, others], ignore_index=True).assign(clustering_run_id=run_id)
+    out = pl.concat([result.labels, others]).with_columns(clustering_run_id=pl.lit(run_id))
     plot = grouped_bar_png(
         {f"k={k}": {"silhouette": v} for k, v in result.silhouette_by_k.items()},
         f"Silhouette per number of clusters (chosen k={result.k})",
         "silhouette",
     )
     return ClusteringRun(out, result=result, run_id=run_id, plot=plot)
+
+
+def _unclustered(customers: pl.DataFrame, description: str) -> pl.DataFrame:
+    """These customers in cluster -1, with why."""
+    return customers.select(
+        "customer_key", cluster_id=pl.lit(NO_ORDER_CLUSTER[0], pl.Int64), cluster_description=pl.lit(description)
+    )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from threadpoolctl import threadpool_limits
@@ -55,30 +56,40 @@ class LeakageError(ValueError):
     """A feature used an input from at or after its snapshot's cutoff."""
 
 
-def check_point_in_time(features: pd.DataFrame) -> None:
-    leaked = features[pd.to_datetime(features["last_input_at"]) >= pd.to_datetime(features["as_of_date"])]
-    if len(leaked):
+def check_point_in_time(features: pl.DataFrame) -> None:
+    leaked = features.filter(pl.col("last_input_at") >= pl.col("as_of_date").cast(pl.Datetime("us")))
+    if leaked.height:
+        first = leaked.row(0, named=True)
         raise LeakageError(
-            f"{len(leaked)} feature rows use inputs at or after their cutoff, e.g. customer "
-            f"{leaked['customer_key'].iloc[0]} as of {leaked['as_of_date'].iloc[0]} used {leaked['last_input_at'].iloc[0]}"
+            f"{leaked.height} feature rows use inputs at or after their cutoff, e.g. customer "
+            f"{first['customer_key']} as of {first['as_of_date']} used {first['last_input_at']}"
         )
 
 
-def schema_of(features: pd.DataFrame) -> dict:
+def _floats(column: pl.Series) -> pl.Series:
+    """A feature column as floats, NaN counted as missing (null)."""
+    return column.cast(pl.Float64).fill_nan(None)
+
+
+def schema_of(features: pl.DataFrame) -> dict:
     """The columns a model uses, decided on its training data: numeric features with at least one
     value, and categorical features with at least two values with their categories. A feature
     that is entirely missing or constant carries no information (and breaks the tree binning),
     e.g. browsing features on a shop without clickstream."""
-    numeric = [c for c in NUMERIC_FEATURES if features[c].notna().any()]
-    categorical = {c: sorted(features[c].dropna().astype(str).unique()) for c in CATEGORICAL_FEATURES}
+    numeric = [c for c in NUMERIC_FEATURES if _floats(features[c]).is_not_null().any()]
+    categorical = {c: sorted(features[c].drop_nulls().cast(pl.String).unique().to_list()) for c in CATEGORICAL_FEATURES}
     return {"numeric": numeric, "categorical": {c: v for c, v in categorical.items() if len(v) > 1}}
 
 
-def design_matrix(features: pd.DataFrame, schema: dict) -> pd.DataFrame:
-    """Numeric features as floats; categoricals with the training set's categories (unseen -> missing)."""
-    x = features[schema["numeric"]].astype(float).copy()
+def design_matrix(features: pl.DataFrame, schema: dict) -> pd.DataFrame:
+    """Numeric features as floats; categoricals with the training set's categories (unseen -> missing).
+    A pandas frame: scikit-learn takes categorical features from pandas' category dtype
+    (`categorical_features="from_dtype"`), and the model logged to MLflow takes this frame."""
+    x = pd.DataFrame(
+        {c: _floats(features[c]).to_numpy() for c in schema["numeric"]}, index=pd.RangeIndex(features.height)
+    )
     for col, values in schema["categorical"].items():
-        x[col] = pd.Categorical(features[col].astype(str), categories=values)
+        x[col] = pd.Categorical(features[col].cast(pl.String).to_numpy(), categories=values)
     return x
 
 
@@ -86,17 +97,25 @@ def design_matrix(features: pd.DataFrame, schema: dict) -> pd.DataFrame:
 class PropensityResult:
     target: str
     metrics: dict[str, float]
-    calibration: pd.DataFrame  # bin, mean_predicted, observed_rate, count
+    calibration: pl.DataFrame  # bin, mean_predicted, observed_rate, count
     model: HistGradientBoostingClassifier
-    scores: pd.DataFrame  # customer_key, score
+    scores: pl.DataFrame  # customer_key, score
 
 
-def _calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+def _calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pl.DataFrame:
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    frame = pd.DataFrame({"bin": idx, "p": p, "y": y})
-    out = frame.groupby("bin").agg(mean_predicted=("p", "mean"), observed_rate=("y", "mean"), count=("y", "size"))
-    return out.reset_index()
+    frame = pl.DataFrame({"bin": idx, "p": p, "y": y})
+    out = frame.group_by("bin").agg(
+        mean_predicted=pl.col("p").mean(), observed_rate=pl.col("y").mean(), count=pl.len().cast(pl.Int64)
+    )
+    return out.sort("bin")
+
+
+def _expected_calibration_error(calibration: pl.DataFrame) -> float:
+    count = calibration["count"].to_numpy()
+    gap = np.abs(calibration["mean_predicted"].to_numpy() - calibration["observed_rate"].to_numpy())
+    return float((count * gap).sum() / count.sum())
 
 
 def _fit(x: pd.DataFrame, y: np.ndarray, seed: int) -> HistGradientBoostingClassifier:
@@ -124,13 +143,13 @@ def _fit(x: pd.DataFrame, y: np.ndarray, seed: int) -> HistGradientBoostingClass
 MIN_PER_CLASS = 10
 
 
-def training_shortfall(train: pd.DataFrame, evaluation: pd.DataFrame, target: str) -> str | None:
+def training_shortfall(train: pl.DataFrame, evaluation: pl.DataFrame, target: str) -> str | None:
     """Why `target` cannot be trained and evaluated on these snapshots (one label class, too few
     customers of a class), or None when it can. The propensity asset skips the target with this
     reason instead of failing (thin data, issue 32)."""
     counts = []
     for name, frame in (("training", train), ("evaluation", evaluation)):
-        labels = frame[target].dropna().astype(int)
+        labels = frame[target].drop_nulls().cast(pl.Int64)
         counts.append((name, int((labels == 1).sum()), int((labels == 0).sum())))
     (_, train_pos, train_neg), (_, eval_pos, eval_neg) = counts
     described = "; ".join(f"{name} snapshot: {pos} positive, {neg} negative" for name, pos, neg in counts)
@@ -142,9 +161,9 @@ def training_shortfall(train: pd.DataFrame, evaluation: pd.DataFrame, target: st
 
 
 def train_propensity(
-    train: pd.DataFrame,
-    evaluation: pd.DataFrame,
-    current: pd.DataFrame,
+    train: pl.DataFrame,
+    evaluation: pl.DataFrame,
+    current: pl.DataFrame,
     target: str,
     seed: int = 42,
     max_train_rows: int = MAX_TRAIN_ROWS,
@@ -155,19 +174,19 @@ def train_propensity(
     return _train(train, evaluation, current, target, seed, max_train_rows)
 
 
-def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+def _sample(frame: pl.DataFrame, max_rows: int, seed: int) -> pl.DataFrame:
     """At most max_rows rows, drawn with a fixed seed and kept in their original order."""
-    if len(frame) <= max_rows:
+    if frame.height <= max_rows:
         return frame
-    rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=max_rows, replace=False))
-    return frame.iloc[rows]
+    rows = np.sort(np.random.default_rng(seed).choice(frame.height, size=max_rows, replace=False))
+    return frame[rows]
 
 
 def _train(train, evaluation, current, target, seed, max_train_rows) -> PropensityResult:
-    train = _sample(train.dropna(subset=[target]), max_train_rows, seed)
-    evaluation = evaluation.dropna(subset=[target])
-    y_train = train[target].astype(int).to_numpy()
-    y_eval = evaluation[target].astype(int).to_numpy()
+    train = _sample(train.drop_nulls(subset=target), max_train_rows, seed)
+    evaluation = evaluation.drop_nulls(subset=target)
+    y_train = train[target].cast(pl.Int64).to_numpy()
+    y_eval = evaluation[target].cast(pl.Int64).to_numpy()
     if len(np.unique(y_train)) < 2 or len(np.unique(y_eval)) < 2:
         raise ValueError(
             f"{target}: need both classes in training and evaluation, got {np.bincount(y_train)} / {np.bincount(y_eval)}"
@@ -176,31 +195,28 @@ def _train(train, evaluation, current, target, seed, max_train_rows) -> Propensi
     model = _fit(design_matrix(train, cats), y_train, seed)
     p_eval = model.predict_proba(design_matrix(evaluation, cats))[:, 1]
     # the naive baseline: the more recent the last order, the likelier the purchase
-    recency = evaluation["recency_days"].fillna(10_000).to_numpy(dtype=float)
+    recency = _floats(evaluation["recency_days"]).fill_null(10_000).to_numpy()
     baseline = -recency if target == "purchased_next_30d" else recency
     calibration = _calibration(y_eval, p_eval)
     metrics = {
         "auc": roc_auc_score(y_eval, p_eval),
         "pr_auc": average_precision_score(y_eval, p_eval),
         "brier": brier_score_loss(y_eval, p_eval),
-        "expected_calibration_error": float(
-            (calibration["count"] * (calibration["mean_predicted"] - calibration["observed_rate"]).abs()).sum()
-            / calibration["count"].sum()
-        ),
+        "expected_calibration_error": _expected_calibration_error(calibration),
         "baseline_recency_auc": roc_auc_score(y_eval, baseline),
         "baseline_recency_pr_auc": average_precision_score(y_eval, baseline),
         "positive_rate_eval": float(y_eval.mean()),
-        "train_rows": float(len(train)),
-        "eval_rows": float(len(evaluation)),
+        "train_rows": float(train.height),
+        "eval_rows": float(evaluation.height),
     }
     metrics["auc_lift_over_baseline"] = metrics["auc"] - metrics["baseline_recency_auc"]
     # refit on the latest labelled snapshot, score the current features
     refit = _sample(evaluation, max_train_rows, seed)
     final_cats = schema_of(refit)
-    final = _fit(design_matrix(refit, final_cats), refit[target].astype(int).to_numpy(), seed)
-    scores = pd.DataFrame(
+    final = _fit(design_matrix(refit, final_cats), refit[target].cast(pl.Int64).to_numpy(), seed)
+    scores = pl.DataFrame(
         {
-            "customer_key": current["customer_key"].to_numpy(),
+            "customer_key": current["customer_key"],
             "score": final.predict_proba(design_matrix(current, final_cats))[:, 1],
         }
     )

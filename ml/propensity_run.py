@@ -7,8 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-import pandas as pd
+import polars as pl
 
 from ml.plots import grouped_bar_png
 from ml.propensity import CATEGORICAL_FEATURES, NUMERIC_FEATURES, train_propensity, training_shortfall
@@ -23,7 +22,7 @@ TARGETS = (
 
 @dataclass
 class PropensityRun:
-    scores: pd.DataFrame  # ml.propensity_scores: customer_key, as_of_date, a score and run id per target
+    scores: pl.DataFrame  # ml.propensity_scores: customer_key, as_of_date, a score and run id per target
     rows_read: int
     skipped: dict[str, str] = field(default_factory=dict)  # target: why it has no model
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # per trained target
@@ -35,48 +34,55 @@ class PropensityRun:
         return "; ".join(dict.fromkeys(self.skipped.values())) or None
 
 
-def _null_scores(out: pd.DataFrame, column: str) -> None:
-    out[column] = pd.Series(np.nan, index=out.index, dtype="float64")
-    out[f"{column}_run_id"] = pd.Series(pd.NA, index=out.index, dtype="string")
+def _customers(current: pl.DataFrame) -> pl.DataFrame:
+    """The scored customers' keys and snapshot date, a timestamp as ml.propensity_scores has
+    always stored it."""
+    return current.select("customer_key", pl.col("as_of_date").cast(pl.Datetime("us")))
 
 
-def _without_models(current: pd.DataFrame, reasons: dict[str, str], log) -> PropensityRun:
+def _null_scores(out: pl.DataFrame, column: str) -> pl.DataFrame:
+    return out.with_columns(pl.lit(None, pl.Float64).alias(column), pl.lit(None, pl.String).alias(f"{column}_run_id"))
+
+
+def _without_models(current: pl.DataFrame, reasons: dict[str, str], log) -> PropensityRun:
     """No model can be trained (`reasons` per target): the current customers with every score and
     run id null, so publish/customer_scores still publishes its RFM values (its check then expects
     no score at all) and decisioning runs."""
-    out = current[["customer_key", "as_of_date"]].copy()
+    out = _customers(current)
     for _, column, _ in TARGETS:
-        _null_scores(out, column)
-    run = PropensityRun(out, len(current), skipped=reasons)
+        out = _null_scores(out, column)
+    run = PropensityRun(out, current.height, skipped=reasons)
     log.warning(f"propensity models skipped: {run.skipped_reason}")
     return run
 
 
-def score_propensities(frames: pd.DataFrame, seed: int, max_train_rows: int, tracking: Tracking, log) -> PropensityRun:
+def score_propensities(frames: pl.DataFrame, seed: int, max_train_rows: int, tracking: Tracking, log) -> PropensityRun:
     """`frames`: every feature snapshot with its labels, in (as_of_date, customer_key) order. A
     target that cannot be trained (thin data: too few snapshots, one label class) keeps null
     scores, with the reason; `log` has warning."""
-    snapshots = sorted(frames["as_of_date"].unique())
+    snapshots = frames["as_of_date"].unique().sort().to_list()
     if len(snapshots) < 3:
         reason = f"need 3 feature snapshots (train, evaluate, current), found {len(snapshots)}"
-        latest = frames[frames["as_of_date"] == snapshots[-1]] if snapshots else frames
+        latest = frames.filter(pl.col("as_of_date") == snapshots[-1]) if snapshots else frames
         return _without_models(latest, {t: reason for t, _, _ in TARGETS}, log)
-    train, evaluation, current = (frames[frames["as_of_date"] == d] for d in snapshots[-3:])
+    train, evaluation, current = (frames.filter(pl.col("as_of_date") == d) for d in snapshots[-3:])
     skipped = {
-        target: reason for target, _, _ in TARGETS if (reason := training_shortfall(train, evaluation, target)) is not None
+        target: reason
+        for target, _, _ in TARGETS
+        if (reason := training_shortfall(train, evaluation, target)) is not None
     }
     if len(skipped) == len(TARGETS):
         return _without_models(current, skipped, log)
     for reason in skipped.values():
         log.warning(f"propensity model skipped: {reason}")
-    run = PropensityRun(current[["customer_key", "as_of_date"]].copy(), len(frames), skipped=skipped)
+    run = PropensityRun(_customers(current), frames.height, skipped=skipped)
     for target, column, _ in TARGETS:
         if target in skipped:
-            _null_scores(run.scores, column)
+            run.scores = _null_scores(run.scores, column)
     targets = tuple(t for t in TARGETS if t[0] not in skipped)
 
     def train_target(target: str, population: str | None):
-        scored = current if population is None else current[current[population] > 0]
+        scored = current if population is None else current.filter(pl.col(population) > 0)
         return train_propensity(train, evaluation, scored, target, seed=seed, max_train_rows=max_train_rows)
 
     # The two models share nothing: each trains in a thread of its own (scikit-learn's tree code
@@ -94,20 +100,22 @@ def score_propensities(frames: pd.DataFrame, seed: int, max_train_rows: int, tra
             target=target,
             params={
                 "model": "HistGradientBoostingClassifier",
-                "train_as_of": str(pd.Timestamp(snapshots[-3]).date()),
-                "eval_as_of": str(pd.Timestamp(snapshots[-2]).date()),
-                "score_as_of": str(pd.Timestamp(snapshots[-1]).date()),
+                "train_as_of": f"{snapshots[-3]:%Y-%m-%d}",
+                "eval_as_of": f"{snapshots[-2]:%Y-%m-%d}",
+                "score_as_of": f"{snapshots[-1]:%Y-%m-%d}",
                 "features": ",".join(NUMERIC_FEATURES + CATEGORICAL_FEATURES),
                 "population": "customers with an earlier order" if population else "all customers",
                 "max_train_rows": max_train_rows,
             },
             metrics=result.metrics,
-            calibration=result.calibration,
+            calibration=result.calibration.to_pandas(),  # ml.tracking logs pandas records
             model=result.model,
             tags=tracking.tags,
         )
-        run.scores = run.scores.merge(result.scores.rename(columns={"score": column}), on="customer_key", how="left")
-        run.scores[f"{column}_run_id"] = logged.run_id
+        scored = result.scores.rename({"score": column})
+        run.scores = run.scores.join(scored, on="customer_key", how="left", maintain_order="left").with_columns(
+            pl.lit(logged.run_id).alias(f"{column}_run_id")
+        )
         run.metrics[target] = result.metrics
         run.runs[target] = logged.run_id
         comparison[target] = {
@@ -116,5 +124,7 @@ def score_propensities(frames: pd.DataFrame, seed: int, max_train_rows: int, tra
             "model PR-AUC": result.metrics["pr_auc"],
             "recency-only PR-AUC": result.metrics["baseline_recency_pr_auc"],
         }
-    run.plot = grouped_bar_png(comparison, "Propensity models vs the recency-only baseline (evaluation snapshot)", "score")
+    run.plot = grouped_bar_png(
+        comparison, "Propensity models vs the recency-only baseline (evaluation snapshot)", "score"
+    )
     return run

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+import polars as pl
+from polars.testing import assert_frame_equal
 
 from ml.clustering import BEHAVIOURAL_FEATURES, cluster_customers
 
 
-def _customers(seed: int = 0) -> pd.DataFrame:
+def _customers(seed: int = 0) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     groups = []
     # three planted behaviours: frequent app buyers, store shoppers, lapsed one-off buyers
     for n, freq, app, pos, recency in ((300, 12, 0.8, 0.0, 5), (200, 4, 0.0, 0.9, 20), (100, 1, 0.1, 0.1, 200)):
-        frame = pd.DataFrame({c: rng.normal(0, 0.05, n).clip(0) for c in BEHAVIOURAL_FEATURES})
-        frame["frequency"] = rng.poisson(freq, n) + 1
-        frame["monetary"] = frame["frequency"] * rng.normal(40, 5, n)
-        frame["average_order_value"] = frame["monetary"] / frame["frequency"]
-        frame["app_order_share"] = np.clip(app + rng.normal(0, 0.05, n), 0, 1)
-        frame["pos_order_share"] = np.clip(pos + rng.normal(0, 0.05, n), 0, 1)
-        frame["recency_days"] = rng.normal(recency, 3, n).clip(0)
-        groups.append(frame)
-    out = pd.concat(groups, ignore_index=True)
-    out["customer_key"] = [f"k{i:04d}" for i in range(len(out))]
-    return out
+        columns = {c: rng.normal(0, 0.05, n).clip(0) for c in BEHAVIOURAL_FEATURES}
+        columns["frequency"] = rng.poisson(freq, n) + 1
+        columns["monetary"] = columns["frequency"] * rng.normal(40, 5, n)
+        columns["average_order_value"] = columns["monetary"] / columns["frequency"]
+        columns["app_order_share"] = np.clip(app + rng.normal(0, 0.05, n), 0, 1)
+        columns["pos_order_share"] = np.clip(pos + rng.normal(0, 0.05, n), 0, 1)
+        columns["recency_days"] = rng.normal(recency, 3, n).clip(0)
+        groups.append(pl.DataFrame(columns))
+    out = pl.concat(groups)
+    return out.with_columns(customer_key=pl.Series([f"k{i:04d}" for i in range(out.height)]))
 
 
 def test_kmeans_finds_the_planted_groups_and_names_what_sets_them_apart():
@@ -39,7 +39,7 @@ def test_kmeans_finds_the_planted_groups_and_names_what_sets_them_apart():
 def test_kmeans_output_is_stable_for_a_fixed_seed():
     first = cluster_customers(_customers(), seed=7)
     second = cluster_customers(_customers(), seed=7)
-    pd.testing.assert_frame_equal(first.labels, second.labels)
+    assert_frame_equal(first.labels, second.labels)
     assert first.silhouette_by_k == second.silhouette_by_k
 
 

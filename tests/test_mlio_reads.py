@@ -37,7 +37,7 @@ def _warehouse(columns: list[str]) -> duckdb.DuckDBPyConnection:
 def test_behavioural_features_are_the_clustering_columns_without_erased_customers():
     frame = read_behavioural_features(_warehouse([*BEHAVIOURAL_FEATURES, "extra"]))
     assert list(frame.columns) == ["customer_key", *BEHAVIOURAL_FEATURES]
-    assert frame["customer_key"].tolist() == ["c1", "c3"]
+    assert frame["customer_key"].to_list() == ["c1", "c3"]
 
 
 def test_a_feature_the_model_code_adds_but_the_sql_file_does_not_read_is_an_error(monkeypatch):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
+
 import duckdb
 import numpy as np
-import pandas as pd
+import polars as pl
 import pytest
 
 from ml.propensity import (
@@ -19,24 +21,26 @@ from tessera.publish.published import PUBLISHED
 from tests.conftest import with_pkeys
 
 
-def _snapshot(as_of: str, n: int, rng: np.random.Generator) -> pd.DataFrame:
-    frame = pd.DataFrame({c: rng.random(n) * 10 for c in NUMERIC_FEATURES})
+def _snapshot(as_of: str, n: int, rng: np.random.Generator) -> pl.DataFrame:
+    columns = {c: rng.random(n) * 10 for c in NUMERIC_FEATURES}
     for c in CATEGORICAL_FEATURES:
-        frame[c] = rng.choice(["a", "b"], n)
-    frame["customer_key"] = [f"c{i}" for i in range(n)]
-    frame["as_of_date"] = pd.Timestamp(as_of)
-    frame["last_input_at"] = pd.Timestamp(as_of) - pd.Timedelta(days=1)
+        columns[c] = rng.choice(["a", "b"], n)
+    columns["customer_key"] = [f"c{i}" for i in range(n)]
+    cutoff = date.fromisoformat(as_of)
     # purchase is likelier the more recent the last order and the more sessions
-    logit = 1.5 - 0.4 * frame["recency_days"] + 0.3 * frame["sessions"]
-    frame["purchased_next_30d"] = rng.random(n) < 1 / (1 + np.exp(-logit))
-    return frame
+    logit = 1.5 - 0.4 * columns["recency_days"] + 0.3 * columns["sessions"]
+    columns["purchased_next_30d"] = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return pl.DataFrame(columns).with_columns(
+        as_of_date=pl.lit(cutoff),
+        last_input_at=pl.lit(datetime.combine(cutoff, datetime.min.time()) - timedelta(days=1)),
+    )
 
 
 def test_a_feature_computed_after_the_cutoff_fails():
     rng = np.random.default_rng(0)
     frame = _snapshot("2026-10-01", 50, rng)
     check_point_in_time(frame)  # clean snapshot passes
-    frame.loc[3, "last_input_at"] = pd.Timestamp("2026-10-01 00:00:00")  # an event at the cutoff itself
+    frame[3, "last_input_at"] = datetime(2026, 10, 1, 0, 0, 0)  # an event at the cutoff itself
     with pytest.raises(LeakageError, match="c3"):
         check_point_in_time(frame)
     with pytest.raises(LeakageError):
@@ -50,13 +54,13 @@ def test_propensity_learns_a_planted_signal_and_reports_the_baseline():
     # 3,000 rows: with 25 noise features beside the two planted ones, 1,500 left the model within
     # noise of the recency-only baseline on some draws
     train, evaluation, current = (_snapshot(d, 3000, rng) for d in ("2026-09-01", "2026-10-01", "2026-11-01"))
-    result = train_propensity(train, evaluation, current.drop(columns=["purchased_next_30d"]), "purchased_next_30d")
+    result = train_propensity(train, evaluation, current.drop("purchased_next_30d"), "purchased_next_30d")
     assert result.metrics["auc"] > 0.75
     assert 0.5 < result.metrics["baseline_recency_auc"] < result.metrics["auc"]
     assert set(result.metrics) >= {"pr_auc", "brier", "expected_calibration_error"}
-    assert result.scores["score"].between(0, 1).all() and len(result.scores) == 3000
+    assert result.scores["score"].is_between(0, 1).all() and len(result.scores) == 3000
     # same seed, same data: same scores
-    again = train_propensity(train, evaluation, current.drop(columns=["purchased_next_30d"]), "purchased_next_30d")
+    again = train_propensity(train, evaluation, current.drop("purchased_next_30d"), "purchased_next_30d")
     assert np.array_equal(result.scores["score"].to_numpy(), again.scores["score"].to_numpy())
 
 
@@ -64,11 +68,11 @@ def test_fits_capped_to_a_sample_still_evaluate_and_score_every_customer():
     rng = np.random.default_rng(3)
     train, evaluation, current = (_snapshot(d, 1500, rng) for d in ("2026-09-01", "2026-10-01", "2026-11-01"))
     result = train_propensity(
-        train, evaluation, current.drop(columns=["purchased_next_30d"]), "purchased_next_30d", max_train_rows=500
+        train, evaluation, current.drop("purchased_next_30d"), "purchased_next_30d", max_train_rows=500
     )
     assert result.metrics["train_rows"] == 500
     assert result.metrics["eval_rows"] == 1500  # metrics on every labelled customer
-    assert len(result.scores) == 1500 and result.scores["score"].notna().all()
+    assert len(result.scores) == 1500 and result.scores["score"].is_not_null().all()
     assert result.metrics["auc"] > 0.75  # the planted signal survives the sample
 
 
@@ -120,12 +124,13 @@ def test_training_survives_a_shop_without_clickstream():
     # Regression: on Online Retail (no events) days_since_last_visit is all missing and device and
     # top category are constant; scikit-learn's binning failed on them.
     rng = np.random.default_rng(2)
-    frames = [_snapshot(d, 400, rng) for d in ("2026-09-01", "2026-10-01", "2026-11-01")]
-    for frame in frames:
-        frame["days_since_last_visit"] = np.nan
-        frame["last_device"] = "unknown"
-        frame["top_category"] = "none"
-    result = train_propensity(*frames[:2], frames[2].drop(columns=["purchased_next_30d"]), "purchased_next_30d")
+    frames = [
+        _snapshot(d, 400, rng).with_columns(
+            days_since_last_visit=pl.lit(np.nan), last_device=pl.lit("unknown"), top_category=pl.lit("none")
+        )
+        for d in ("2026-09-01", "2026-10-01", "2026-11-01")
+    ]
+    result = train_propensity(*frames[:2], frames[2].drop("purchased_next_30d"), "purchased_next_30d")
     assert result.metrics["auc"] > 0.7
 
 
