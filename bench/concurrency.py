@@ -109,7 +109,12 @@ def overlapping_runs(
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
-            run_command(executor, selection), env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            run_command(executor, selection),
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for _ in range(runs)
     ]
@@ -117,7 +122,9 @@ def overlapping_runs(
     wall = time.perf_counter() - started
 
     succeeded = sum(
-        1 for p, out in zip(procs, outputs) if p.returncode == 0 and ("TESSERA_RUN_SUCCESS" in out or "RUN_SUCCESS" in out)
+        1
+        for p, out in zip(procs, outputs, strict=False)
+        if p.returncode == 0 and ("TESSERA_RUN_SUCCESS" in out or "RUN_SUCCESS" in out)
     )
     lines = [line for out in outputs for line in out.splitlines()]
     lock_waits = sum(1 for line in lines if LOCK_WAIT in line)
@@ -133,7 +140,7 @@ def overlapping_runs(
         "lock_waits": lock_waits,
         "wall_s": round(wall, 1),
         "raw_rows_equal_landing_rows": reconciled,
-        "failed_output_tails": [out[-3000:] for p, out in zip(procs, outputs) if p.returncode != 0],
+        "failed_output_tails": [out[-3000:] for p, out in zip(procs, outputs, strict=False) if p.returncode != 0],
     }
 
 
@@ -152,7 +159,9 @@ def reconcile(data_dir: Path, sources) -> dict[str, bool]:
             landing = 0
             for path in files:
                 if path.suffix == ".csv":
-                    landing += con.execute("select count(*) from read_csv(?, all_varchar = true)", [str(path)]).fetchall()[0][0]
+                    landing += con.execute(
+                        "select count(*) from read_csv(?, all_varchar = true)", [str(path)]
+                    ).fetchall()[0][0]
                 elif path.suffix == ".parquet":
                     landing += con.execute("select count(*) from read_parquet(?)", [str(path)]).fetchall()[0][0]
                 else:
@@ -179,7 +188,12 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tessera-concurrency-") as tmp:
         result = overlapping_runs(
-            args.runs, args.executor, args.select.split(",") if args.select else None, args.customers, Path(tmp), args.control
+            args.runs,
+            args.executor,
+            args.select.split(",") if args.select else None,
+            args.customers,
+            Path(tmp),
+            args.control,
         )
     name = f"concurrency_{args.executor}_{args.runs}{'_control' if args.control else ''}.json"
     out = ROOT / "bench" / "results" / name
@@ -192,7 +206,11 @@ def main() -> int:
     )
     for tail in result["failed_output_tails"][:1]:
         print(tail[-1500:])
-    ok = result["succeeded"] == result["runs"] and not result["lock_errors"] and all(result["raw_rows_equal_landing_rows"].values())
+    ok = (
+        result["succeeded"] == result["runs"]
+        and not result["lock_errors"]
+        and all(result["raw_rows_equal_landing_rows"].values())
+    )
     return 0 if ok else 1
 
 

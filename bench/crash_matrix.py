@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 
 from tessera import faults  # noqa: E402
+from tessera.landing.generate import GenerateConfig, generate  # noqa: E402
 from tessera.privacy import byte_residue  # noqa: E402
 from tessera.publish import snapshots  # noqa: E402
-from tessera.landing.generate import GenerateConfig, generate  # noqa: E402
 
-DATA = dict(customers=150, days=100, seed=11, end_date=date(2026, 10, 31))
+DATA = {"customers": 150, "days": 100, "seed": 11, "end_date": date(2026, 10, 31)}
 DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 REQUESTED_AT = "2026-10-30T09:00:00+00:00"
 
@@ -76,10 +76,15 @@ def request_erasure(data_dir: Path, people: int = 3, unique_email: bool = True) 
     """Write erasure requests (by CRM id) for the first `people` customers with an order and, if
     `unique_email`, an email nobody else has; returns their CRM ids."""
     landing = data_dir / "landing"
-    emails = "email is not null and lower(trim(email)) in (select lower(trim(email)) from c group by 1 having count(*) = 1)"
+    emails = (
+        "email is not null and lower(trim(email)) in (select lower(trim(email)) from c group by 1 having count(*) = 1)"
+    )
     con = duckdb.connect()
     try:
-        con.execute("create temp table c as select * from read_csv(?, all_varchar = true)", [str(landing / "customers" / "customers.csv")])
+        con.execute(
+            "create temp table c as select * from read_csv(?, all_varchar = true)",
+            [str(landing / "customers" / "customers.csv")],
+        )
         ids = [
             r[0]
             for r in con.execute(
@@ -219,7 +224,9 @@ def journal(db: Path) -> dict[str, int]:
     con = duckdb.connect(str(db), read_only=True)
     try:
         return {
-            "logged_requests": con.execute("select count(distinct request_id) from privacy.erasure_log").fetchall()[0][0],
+            "logged_requests": con.execute("select count(distinct request_id) from privacy.erasure_log").fetchall()[0][
+                0
+            ],
             "pending_values": con.execute("select count(*) from privacy.erasure_pending").fetchall()[0][0],
             "pending_requests": con.execute("select count(*) from privacy.erasure_pending_requests").fetchall()[0][0],
             "owed_compactions": con.execute("select count(*) from privacy.maintenance").fetchall()[0][0],

@@ -90,20 +90,24 @@ def bandit_markdown(r: dict) -> str:
     ]  # fmt: skip
     rows = [
         (action_id, len(a["variants"]), a["messages_per_round"], f"{a['last_round_share_median']:.1%} / {a['last_round_share_min']:.1%}",
-         f"{a['horizon_share_median']:.1%}", f"{a['seeds_at_80_by_the_end']}/{r['seeds']}", f"{a['round_at_80_median']} / {a['round_at_80_max']}")
+         f"{a['horizon_share_median']:.1%}", f"{a['seeds_at_80_by_the_end']}/{r['seeds']}",
+         f"{a['round_at_80_median']} / {a['round_at_80_max']}")
         for action_id, a in r["actions"].items()
     ]  # fmt: skip
-    said = f"Bandit on demo audiences: {r['rounds']} daily rounds, {r['seeds']} seeds, best variant {r['high_rate']:.0%} vs {r['low_rate']:.0%}."
+    said = (
+        f"Bandit on demo audiences: {r['rounds']} daily rounds, {r['seeds']} seeds, "
+        f"best variant {r['high_rate']:.0%} vs {r['low_rate']:.0%}."
+    )
     return said + "\n\n" + table(rows, headers, ("left",) + ("right",) * 6)
 
 
 def bench_render(args) -> dict:
     import duckdb
 
-    from tessera.privacy import pseudonym
     from tessera.decisioning import bandit, decide
     from tessera.decisioning.catalogue import load_catalogue
     from tessera.decisioning.render import render_messages
+    from tessera.privacy import pseudonym
     from tessera.settings import load_settings
 
     settings = load_settings()
@@ -123,7 +127,9 @@ def bench_render(args) -> dict:
     started = time.perf_counter()
     decide.decide(con, catalogue, posteriors, 1, settings.seed, settings.holdout_share)
     decided = time.perf_counter() - started
-    decisions = con.execute("select count(*), count(*) filter (where decision = 'send') from decisioning.decisions").fetchall()[0]
+    decisions = con.execute(
+        "select count(*), count(*) filter (where decision = 'send') from decisioning.decisions"
+    ).fetchall()[0]
     started = time.perf_counter()
     rendered = render_messages(
         con, catalogue, Path(args.preview_dir) if args.preview_dir else None, workers=settings.render_workers

@@ -31,10 +31,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tessera.landing.generate import GenerateConfig, _crm_profiles, _people  # noqa: E402
 from tessera.identity.config import load_mapping  # noqa: E402
 from tessera.identity.engine import PAIRS, RECORDS, resolve  # noqa: E402
 from tessera.identity.evaluate import evaluate_clusters  # noqa: E402
+from tessera.landing.generate import GenerateConfig, _crm_profiles, _people  # noqa: E402
 from tessera.markdown import table  # noqa: E402
 
 MAPPING = ROOT / "config" / "identity_mapping.yaml"
@@ -102,7 +102,9 @@ def baseline_rule(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> dict:
 
     ids = pd.Series(np.arange(len(truth)), index=truth["record_id"].to_numpy())
     li, ri = ids.loc[pairs["record_l"]].to_numpy(), ids.loc[pairs["record_r"]].to_numpy()
-    _, labels = connected_components(coo_matrix((np.ones(len(li)), (li, ri)), shape=(len(ids), len(ids))), directed=False)
+    _, labels = connected_components(
+        coo_matrix((np.ones(len(li)), (li, ri)), shape=(len(ids), len(ids))), directed=False
+    )
     predicted = pd.DataFrame({"record_id": truth["record_id"].to_numpy(), "cluster_id": labels})
     return evaluate_clusters(predicted, truth)
 
@@ -159,7 +161,10 @@ def main() -> int:
     figures = [
         ("resolve wall time", f"{resolve_s:.1f} s"),
         ("peak RSS (whole process)", f"{peak_rss_gb:.2f} GB"),
-        *((k, f"{quality[k]:.4f}") for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1", "exact_cluster_share")),
+        *(
+            (k, f"{quality[k]:.4f}")
+            for k in ("pairwise_precision", "pairwise_recall", "pairwise_f1", "exact_cluster_share")
+        ),
         ("over-merged clusters / split people", f"{quality['over_merged_clusters']} / {quality['split_people']}"),
         ("blocking + deterministic pair completeness", f"{blocking['pair_completeness']:.4f}"),
         *([("baseline (JW names + equal DOB) F1", f"{baseline['pairwise_f1']:.4f}")] if baseline else []),

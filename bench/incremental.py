@@ -105,7 +105,9 @@ def main() -> int:
     tick = landing_files_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
 
     started = time.perf_counter()
-    full = defs.resolve_job_def("tessera_all").execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+    full = defs.resolve_job_def("tessera_all").execute_in_process(
+        instance=instance, run_config=quiet, raise_on_error=False
+    )
     full_s = time.perf_counter() - started
     if not full.success:
         raise SystemExit("the full run failed")
@@ -167,12 +169,18 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     shutil.rmtree(work, ignore_errors=True)
+
     def loaded(load: dict) -> tuple:
         return load["files_read"], f"{load['records_scanned']:,}", f"{load['seconds']:.2f}"
 
     runs = [("full (tessera_all)", f"{full_s:.1f}", "", *loaded(result["events_load_full"]))]
     runs += [
-        (f"{d['new_file']} ({d['assets']} assets the sensor asks for)", f"{d['wall_s']:.1f}", f"{d['ratio']:.1%}", *loaded(d["events_load"]))
+        (
+            f"{d['new_file']} ({d['assets']} assets the sensor asks for)",
+            f"{d['wall_s']:.1f}",
+            f"{d['ratio']:.1%}",
+            *loaded(d["events_load"]),
+        )
         for d in days
     ]
     headers = ["run", "wall s", "/ full", "raw/events files read", "records scanned", "raw/events s"]

@@ -63,7 +63,9 @@ def main() -> int:
     args = parser.parse_args()
     out = ROOT / "bench" / "results" / f"recommender_tables_{args.db.parent.name}"
     export(args.db, out)
-    interactions, users, items = (read_table(out / f) for f in ("interactions.parquet", "users.parquet", "items.parquet"))
+    interactions, users, items = (
+        read_table(out / f) for f in ("interactions.parquet", "users.parquet", "items.parquet")
+    )
     data = prepare_tables(interactions, users, items, as_of=evaluation_as_of(interactions, args.holdout_days))
     split = time_split(data, args.holdout_days)
     print(f"tables in {out}; {split.describe()}")

@@ -178,7 +178,18 @@ def main() -> int:
     out = args.out or ROOT / "bench" / "results" / f"recommender_speed_{args.interactions}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))
-    headers = ["interactions", "pairs", "customers", "items", "epochs", "threads", "build s", "train s", "top-10 for all s", "peak RSS GB"]
+    headers = [
+        "interactions",
+        "pairs",
+        "customers",
+        "items",
+        "epochs",
+        "threads",
+        "build s",
+        "train s",
+        "top-10 for all s",
+        "peak RSS GB",
+    ]
     row = (
         f"{result['interactions']:,}", f"{pairs:,}", f"{result['customers']:,}", f"{result['items']:,}", epochs_used,
         params.num_threads, f"{times['build_s']:.1f}", f"{times['train_s']:.1f}", f"{times['publish_s']:.1f}", result["peak_rss_gb"],

@@ -6,7 +6,8 @@
 
 1. Generates the demo data at that size into `TESSERA_BENCH_DIR` (default data/bench/scale/<size>):
    customers = 10,000 / 100,000 / 1,000,000 over `--days` (120) days at 0.4 of the demo's web
-   sessions (about 30 clickstream events per customer), products = customers / 8 (at most 50,000). Above 100,000 customers the generator runs in
+   sessions (about 30 clickstream events per customer), products = customers / 8 (at most 50,000).
+   Above 100,000 customers the generator runs in
    shards of 100,000 people (tessera/landing/generate.py `shard`), one process each, so memory stays that of
    one shard. Generation is timed but is not part of the pipeline's figures.
 2. Materialises the whole graph (`tessera run`, job `tessera_all`, in-process executor) on a fresh

@@ -79,26 +79,20 @@ def build_seed(seed_dir: Path, customers: int, seed: int) -> None:
     settings = load_settings()
     settings.ensure_dirs()
     generate(
-        GenerateConfig(
-            customers=customers, days=120, seed=seed, end_date=date(2026, 10, 31)
-        ),
+        GenerateConfig(customers=customers, days=120, seed=seed, end_date=date(2026, 10, 31)),
         settings.landing_dir,
         settings.truth_dir,
     )
     from orchestration.definitions import defs
 
-    selection = dg.AssetSelection.groups(
-        "ml", "publish"
-    ).upstream() - dg.AssetSelection.groups("ml", "publish")
+    selection = dg.AssetSelection.groups("ml", "publish").upstream() - dg.AssetSelection.groups("ml", "publish")
     job = dg.define_asset_job("bench_seed", selection=selection)
     seed_defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
     result = seed_defs.resolve_job_def("bench_seed").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
     if not result.success:
-        raise SystemExit(
-            f"seed pipeline failed (run {result.run_id}); see the log above"
-        )
+        raise SystemExit(f"seed pipeline failed (run {result.run_id}); see the log above")
 
 
 def scale_up(seed_db: Path, target_dir: Path, copies: int) -> dict[str, int]:
@@ -163,9 +157,7 @@ def run_timed(target_dir: Path) -> dict:
     bench_defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    result = bench_defs.resolve_job_def("bench_segments").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
+    result = bench_defs.resolve_job_def("bench_segments").execute_in_process(instance=instance, raise_on_error=False)
     wall = time.perf_counter() - started
     steps: dict[str, float] = {}
     starts: dict[str, float] = {}
@@ -175,10 +167,7 @@ def run_timed(target_dir: Path) -> dict:
             continue
         if event.event_type_value == "STEP_START":
             starts[event.step_key] = entry.timestamp
-        elif (
-            event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")
-            and event.step_key in starts
-        ):
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
             steps[event.step_key] = round(entry.timestamp - starts[event.step_key], 1)
     checks = result.get_asset_check_evaluations()
     return {
@@ -187,11 +176,7 @@ def run_timed(target_dir: Path) -> dict:
         "wall_seconds": round(wall, 1),
         "steps_seconds": steps,
         "checks_passed": sum(c.passed for c in checks),
-        "checks_failed": [
-            f"{c.asset_key.to_user_string()}:{c.check_name}"
-            for c in checks
-            if not c.passed
-        ],
+        "checks_failed": [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed],
     }
 
 
@@ -215,9 +200,7 @@ def outputs(target_dir: Path) -> dict:
         runs = con.execute(
             "select min(purchase_propensity_30d_run_id), min(churn_risk_30d_run_id) from ml.propensity_scores"
         ).fetchall()[0]
-        clusters = con.execute(
-            "select cluster_id, count(*) from ml.customer_clusters group by 1 order by 1"
-        ).fetchall()
+        clusters = con.execute("select cluster_id, count(*) from ml.customer_clusters group by 1 order by 1").fetchall()
     finally:
         con.close()
     import mlflow
@@ -227,12 +210,9 @@ def outputs(target_dir: Path) -> dict:
     mlflow.set_tracking_uri(load_settings().mlflow_tracking_uri)
     client = mlflow.tracking.MlflowClient()
     metrics = {}
-    for label, run_id in zip(("purchase", "churn"), runs):
+    for label, run_id in zip(("purchase", "churn"), runs, strict=False):
         m = client.get_run(run_id).data.metrics
-        metrics[label] = {
-            k: round(m[k], 4)
-            for k in ("auc", "baseline_recency_auc", "pr_auc", "brier", "train_rows")
-        }
+        metrics[label] = {k: round(m[k], 4) for k in ("auc", "baseline_recency_auc", "pr_auc", "brier", "train_rows")}
     return {"rows": counts, "cluster_sizes": dict(clusters), "propensity": metrics}
 
 
@@ -240,15 +220,11 @@ PHASE_MARK = "BENCH-PHASE-RESULT "
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--seed-customers", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--work-dir", type=Path, default=ROOT / "data" / "bench" / "segments"
-    )
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "data" / "bench" / "segments")
     parser.add_argument(
         "--reuse-seed",
         action="store_true",
@@ -269,9 +245,7 @@ def main() -> int:
             stdout=subprocess.PIPE,
             text=True,
         )
-        marked = [
-            line for line in done.stdout.splitlines() if line.startswith(PHASE_MARK)
-        ]
+        marked = [line for line in done.stdout.splitlines() if line.startswith(PHASE_MARK)]
         if done.returncode != 0 or not marked:
             sys.stdout.write(done.stdout)
             raise SystemExit(f"bench phase '{phase}' failed (exit {done.returncode})")
@@ -308,12 +282,8 @@ def main() -> int:
         return 0
     if args.phase == "timed":
         timed = run_timed(target_dir)
-        timed["peak_rss_mb_self"] = (
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-        )
-        timed["peak_rss_mb_children"] = (
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
-        )
+        timed["peak_rss_mb_self"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        timed["peak_rss_mb_children"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
         print(PHASE_MARK + json.dumps(timed))
         return 0
 
@@ -345,16 +315,12 @@ def main() -> int:
         f"peak RSS {report['peak_rss_mb_self']} MB (timed run's process), {report['peak_rss_mb_children']} MB (its dbt processes)\n"
     )
     print(table(sorted(timed["steps_seconds"].items(), key=lambda kv: -kv[1]), ["step", "seconds"], ("left", "right")))
-    print(
-        f"\nchecks: {timed['checks_passed']} passed, failed: {timed['checks_failed'] or 'none'}"
-    )
+    print(f"\nchecks: {timed['checks_passed']} passed, failed: {timed['checks_failed'] or 'none'}")
     if timed["success"]:
         print(f"outputs: {report['rows']}")
         print(f"propensity: {report['propensity']}")
         print(f"clusters: {report['cluster_sizes']}")
-    print(
-        f"(untimed: seed {report['seed_seconds']} s, scale-up {report['scale_up_seconds']} s) -> {out}"
-    )
+    print(f"(untimed: seed {report['seed_seconds']} s, scale-up {report['scale_up_seconds']} s) -> {out}")
     return 0 if timed["success"] else 1
 
 

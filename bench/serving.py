@@ -41,11 +41,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tessera.markdown import table
-from tessera.publish import snapshots
-from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, SERVED
-from tessera.settings import load_settings
-from tessera.publish.snapshots import Export
+from tessera.markdown import table  # noqa: E402
+from tessera.publish import snapshots  # noqa: E402
+from tessera.publish.snapshots import Export  # noqa: E402
+from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, SERVED  # noqa: E402
+from tessera.settings import load_settings  # noqa: E402
 
 PATHS = {
     RECOMMENDATIONS: "/v1/customers/{}/recommendations",
@@ -262,7 +262,18 @@ def main() -> int:
     }
     out = args.out or ROOT / "bench" / "results" / f"serving_{args.customers}_{args.rate:.0f}rps.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    headers = ["customers", "rate req/s", "achieved", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "start s", "RSS MB"]
+    headers = [
+        "customers",
+        "rate req/s",
+        "achieved",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "start s",
+        "RSS MB",
+    ]
     row = (
         f"{result['customers']:,}", f"{args.rate:.0f}", result["rate_achieved"], ms["p50"], ms["p90"], ms["p99"], ms["p99.9"],
         result["latency_ms"]["max"], result["server_start_seconds"], round(rss_after),

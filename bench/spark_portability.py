@@ -293,10 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    if args.duckdb:
-        source_db = args.duckdb
-    else:
-        source_db = build_warehouse(work, args.customers, args.days)
+    source_db = args.duckdb or build_warehouse(work, args.customers, args.days)
     timings["warehouse_seconds"] = round(time.perf_counter() - t, 1)
     duckdb_path = work / "duckdb" / "tessera.duckdb"
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,9 @@ class Needles:
         b = np.frombuffer(window, dtype=np.uint8)
         pair = (b[:-1].astype(np.uint16) << 8) | b[1:]
         n = len(b) - 5
-        starts = np.flatnonzero(self.pairs[0][pair[:n]] & self.pairs[1][pair[2 : n + 2]] & self.pairs[2][pair[4 : n + 4]])
+        starts = np.flatnonzero(
+            self.pairs[0][pair[:n]] & self.pairs[1][pair[2 : n + 2]] & self.pairs[2][pair[4 : n + 4]]
+        )
         for start in starts.tolist():
             for value, free in self.by_head.get(window[start : start + 6], {}).items():
                 if not window.startswith(value, start):
@@ -336,7 +338,9 @@ def forget(values: Iterable[str], tracking_uri: str, model_name: str, artifact_r
     # what is retired: a run or model that carries a value, the models of such a run, the run of
     # such a model, the registered versions of either; and a model an interrupted call tagged
     retired_runs = {r for r, hits in run_hits.items() if hits}
-    retired_models = {m for m, (_, run, tagged) in store.models.items() if model_hits[m] or tagged or run in retired_runs}
+    retired_models = {
+        m for m, (_, run, tagged) in store.models.items() if model_hits[m] or tagged or run in retired_runs
+    }
     retired_runs |= {run for m in retired_models if (run := store.models[m][1]) in store.runs}
     retired_versions = [(name, version, run) for name, version, run in store.versions if run in retired_runs]
 

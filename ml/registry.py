@@ -44,7 +44,11 @@ class GateDecision:
         interval = self.verdict.interval
         out = {
             "gate_primary_metric": f"{PRIMARY_METRIC} (warm slice)",
-            "gate_decision": "promoted" if self.promoted else "kept_champion" if self.champion_version else "baseline_published",
+            "gate_decision": "promoted"
+            if self.promoted
+            else "kept_champion"
+            if self.champion_version
+            else "baseline_published",
             "gate_reason": self.verdict.reason,
             "gate_opponent": self.verdict.opponent,
             "gate_champion_version": str(self.champion_version),

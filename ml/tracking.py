@@ -69,7 +69,11 @@ class LoggedRun:
     @classmethod
     def of(cls, run, experiment_id: str, model_uri: str, children: dict[str, str] | None = None) -> LoggedRun:
         return cls(
-            run.info.run_id, experiment_id, model_uri, f"#/experiments/{experiment_id}/runs/{run.info.run_id}", children or {}
+            run.info.run_id,
+            experiment_id,
+            model_uri,
+            f"#/experiments/{experiment_id}/runs/{run.info.run_id}",
+            children or {},
         )
 
 
@@ -124,14 +128,19 @@ def log_recommender_run(
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
     refuse_undefined(metrics, "lightfm_hybrid")
     children = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name="lightfm_hybrid", tags={**tags, "model": "lightfm_hybrid"}) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name="lightfm_hybrid", tags={**tags, "model": "lightfm_hybrid"}
+    ) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(mappings, "id_mappings.json")
         for name, values in (baselines or {}).items():
             refuse_undefined(values, name)
             with mlflow.start_run(
-                experiment_id=experiment_id, run_name=name, nested=True, tags={**tags, "model": name, "role": "baseline"}
+                experiment_id=experiment_id,
+                run_name=name,
+                nested=True,
+                tags={**tags, "model": name, "role": "baseline"},
             ) as child:
                 mlflow.log_params({**(shared_params or {}), "model": name})
                 mlflow.log_metrics(values)

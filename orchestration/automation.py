@@ -68,7 +68,16 @@ freshness_checks = build_freshness_checks(_automation.freshness_hours)
 _no_freshness = dg.AssetSelection.checks(*freshness_checks)
 
 # privacy: the erasure step belongs to the customer view (erased people leave it in the same run)
-CUSTOMER_VIEW_GROUPS = (SOURCE_GROUP, "reference", "staging", "intermediate", "identity", "marts", "quarantine", "privacy")
+CUSTOMER_VIEW_GROUPS = (
+    SOURCE_GROUP,
+    "reference",
+    "staging",
+    "intermediate",
+    "identity",
+    "marts",
+    "quarantine",
+    "privacy",
+)
 customer_view = dg.AssetSelection.groups(*CUSTOMER_VIEW_GROUPS)
 # the recommender's training and what publishes its lists: daily, or on demand
 recommender_and_after = dg.AssetSelection.assets(RECOMMENDER_KEY).downstream()
@@ -184,9 +193,7 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     settings = load_settings()
     previous = json.loads(context.cursor) if context.cursor else {}
     current = landing_state(settings.landing_dir, SOURCES)
-    changed, cursor = changed_sources(
-        previous, current, time.time_ns(), int(settings.landing_settle_seconds * 1e9)
-    )
+    changed, cursor = changed_sources(previous, current, time.time_ns(), int(settings.landing_settle_seconds * 1e9))
     new_cursor = json.dumps(cursor, sort_keys=True)
     if not changed:
         waiting = sorted(s for s in current if cursor[s] != current[s])

@@ -81,7 +81,7 @@ def dbt_relations() -> dict[str, tuple[str, frozenset[str]]]:
         if node["resource_type"] not in ("model", "seed") or node.get("config", {}).get("materialized") == "ephemeral":
             continue
         personal = {name for name, col in node.get("columns", {}).items() if col.get("meta", {}).get("pii")}
-        relations[uid] = (f'{node["schema"]}.{node["alias"]}', frozenset(personal | PERSONAL_COLUMN_NAMES))
+        relations[uid] = (f"{node['schema']}.{node['alias']}", frozenset(personal | PERSONAL_COLUMN_NAMES))
     return relations
 
 
@@ -158,9 +158,7 @@ class DbtBuildConfig(dg.Config):
 # Identity resolution (a Python asset) sits between these two halves of the dbt project:
 # seeds, staging, the person records and the incremental events and order lines first; the
 # identity-dependent models and marts after.
-BEFORE_IDENTITY = (
-    "resource_type:seed staging int_person_records int_events int_order_lines_current int_order_lines"
-)
+BEFORE_IDENTITY = "resource_type:seed staging int_person_records int_events int_order_lines_current int_order_lines"
 
 
 def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDefinition:
@@ -174,9 +172,7 @@ def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDef
         pool=DUCKDB_POOL,
         **selection,
     )
-    def _build(
-        context: dg.AssetExecutionContext, dbt: TesseraDbtCli, tessera: TesseraResource, config: DbtBuildConfig
-    ):
+    def _build(context: dg.AssetExecutionContext, dbt: TesseraDbtCli, tessera: TesseraResource, config: DbtBuildConfig):
         if check_rules:
             check_model_current()  # an edited rule file must be valid and compiled before it runs
         tessera.export_dbt_env()

@@ -4,7 +4,6 @@ The published tables built on them (publish/next_best_actions, publish/campaign_
 orchestration/publish.py, with the same blocking checks and snapshots as every published table.
 """
 
-
 import time
 
 import dagster as dg
@@ -142,7 +141,12 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
 
 @dg.asset(
     key=MESSAGES_KEY,
-    deps=[DECISIONS_KEY, *gated_deps("dim_customers", "dim_products", "customer_consents"), RECOMMENDER_KEY, CLUSTERS_KEY],
+    deps=[
+        DECISIONS_KEY,
+        *gated_deps("dim_customers", "dim_products", "customer_consents"),
+        RECOMMENDER_KEY,
+        CLUSTERS_KEY,
+    ],
     group_name=DECISIONING_GROUP,
     description=(
         "The messages to send, rendered: subject (plain text) and body (Jinja2, HTML-escaped) of every 'send' decision "
@@ -160,7 +164,9 @@ def rendered_messages(context: dg.AssetExecutionContext, tessera: TesseraResourc
         # subjects and bodies greet customers by name: masked in the UI's preview
         table = table_metadata(con, "decisioning.messages", personal=("customer_key", "subject", "body"))
     seconds = time.perf_counter() - started
-    previews = markdown.table([(a, v, m, p) for a, v, m, _, p in rendered.previews], ["action", "variant", "message", "file"])
+    previews = markdown.table(
+        [(a, v, m, p) for a, v, m, _, p in rendered.previews], ["action", "variant", "message", "file"]
+    )
     return dg.MaterializeResult(
         metadata={
             **table,

@@ -1,7 +1,7 @@
 """Identity resolution between the two halves of the dbt project, its gates and its evaluation."""
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -74,7 +74,7 @@ def identity_map(
 
 def utc_now() -> datetime:
     """Now in UTC without zone, as the warehouse keeps timestamps."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dg.asset_check(

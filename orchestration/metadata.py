@@ -39,8 +39,21 @@ ELLIPSIS = "…"
 # these and every other column tessera/privacy/personal.py calls personal
 PERSONAL_COLUMN_NAMES = frozenset(
     {
-        "first_name", "last_name", "given_name", "family_name", "full_name", "email", "email_address",
-        "phone", "phone_e164", "birth_date", "address", "street", "postcode", "loyalty_card", "card_number",
+        "first_name",
+        "last_name",
+        "given_name",
+        "family_name",
+        "full_name",
+        "email",
+        "email_address",
+        "phone",
+        "phone_e164",
+        "birth_date",
+        "address",
+        "street",
+        "postcode",
+        "loyalty_card",
+        "card_number",
         "ip_address",
     }
 )
@@ -98,7 +111,7 @@ def preview_markdown(
     if shown == len(header):
         return _markdown(header, rows)
     more = f"(+{len(header) - shown} columns)"
-    return _markdown(header[:shown] + [more], [r[:shown] + [""] for r in rows])
+    return _markdown([*header[:shown], more], [[*r[:shown], ""] for r in rows])
 
 
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str, personal: Iterable[str] = ()) -> dict[str, Any]:
@@ -191,7 +204,9 @@ def mlflow_run_metadata(settings, run_id: str, plot: bytes | None = None, plot_n
     """A link to the MLflow run in its UI and, given a PNG, the chart: logged to the run under
     plots/ and shown inline in the Dagster UI."""
     experiment_id = log_plot(settings.mlflow_tracking_uri, run_id, plot, plot_name)
-    metadata = {"mlflow_run": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}")}
+    metadata = {
+        "mlflow_run": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}")
+    }
     if plot is not None:
         encoded = base64.b64encode(plot).decode()
         metadata["plot"] = dg.MetadataValue.md(f"![{plot_name}](data:image/png;base64,{encoded})")

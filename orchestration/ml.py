@@ -32,7 +32,9 @@ PROPENSITY_EXPERIMENT = "tessera-propensity"
 SEGMENTS_EXPERIMENT = "tessera-segments"
 
 
-def tracking_for(context: dg.AssetExecutionContext, settings, experiment: str, model_name: str | None = None) -> Tracking:
+def tracking_for(
+    context: dg.AssetExecutionContext, settings, experiment: str, model_name: str | None = None
+) -> Tracking:
     """Where this run's models are tracked, every MLflow run tagged with the Dagster run."""
     tags = {"dagster_run_id": context.run_id, "source": "tessera"}
     return Tracking(settings.mlflow_tracking_uri, experiment, mlflow_artifact_root(settings), tags, model_name)
@@ -154,7 +156,9 @@ def recommender_metadata(settings, run: RecommenderRun, phase: Phases) -> dict:
 def candidates_reference_known_customers_and_active_products(tessera: TesseraResource) -> dg.AssetCheckResult:
     with tessera.duckdb(read_only=True) as con:
         metadata = candidate_rule_violations(con)
-    return dg.AssetCheckResult(passed=not any(metadata.values()), severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
+    return dg.AssetCheckResult(
+        passed=not any(metadata.values()), severity=dg.AssetCheckSeverity.ERROR, metadata=metadata
+    )
 
 
 class PropensityConfig(dg.Config):
@@ -187,7 +191,9 @@ def propensity_scores(
     run = score_propensities(frames, settings.seed, config.max_train_rows, tracking, context.log)
     del frames
     table = write_ml(tessera, "propensity_scores", run.scores, "customer_key")
-    return dg.MaterializeResult(metadata={**table, **run_metadata(started, run.rows_read), **propensity_metadata(settings, run)})
+    return dg.MaterializeResult(
+        metadata={**table, **run_metadata(started, run.rows_read), **propensity_metadata(settings, run)}
+    )
 
 
 def propensity_metadata(settings, run: PropensityRun) -> dict:

@@ -67,7 +67,9 @@ def _gx_name(spec: Published) -> str:
 
 def _check_specs(spec: Published) -> list[dg.AssetCheckSpec]:
     key = publish_key(spec.name)
-    return [dg.AssetCheckSpec(v.name, asset=key, description=v.description, blocking=True) for v in spec.validations] + [
+    return [
+        dg.AssetCheckSpec(v.name, asset=key, description=v.description, blocking=True) for v in spec.validations
+    ] + [
         dg.AssetCheckSpec(
             _gx_name(spec),
             asset=key,
@@ -128,7 +130,9 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
                 yield from _refuse(con, spec, candidate, results, suite, gx_result)
             release_now = not release_in_run(context)
             checks = outputs.check_records(results, gx_name, f"publish_{spec.name}", suite)
-            published = outputs.publish_version(con, spec, candidate, settings, run_id, checks, context.log, release_now)
+            published = outputs.publish_version(
+                con, spec, candidate, settings, run_id, checks, context.log, release_now
+            )
             record_pass(con, gx_name, f"publish.{spec.name}", published["rows"], run_id)
             table = table_metadata(con, f"publish.{spec.name}")
         snap = published["snapshot"]

@@ -106,7 +106,10 @@ def expectations_table(results: list[dict]) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     rows = sorted(results, key=lambda r: r["success"])
-    lines = ["| result | expectation | column | observed | unexpected % | unexpected sample |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| result | expectation | column | observed | unexpected % | unexpected sample |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         share = r.get("unexpected_percent")
         lines.append(

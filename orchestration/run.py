@@ -62,7 +62,10 @@ def layer_row_counts(settings: Settings) -> dict[str, dict[str, int | None]]:
 
 def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
     rows = _rows_if_table(
-        settings, "publish", "customer_recommendations", "select min(model_run_id) from publish.customer_recommendations"
+        settings,
+        "publish",
+        "customer_recommendations",
+        "select min(model_run_id) from publish.customer_recommendations",
     )
     row = rows[0] if rows else None
     if not row or not row[0]:
@@ -85,7 +88,9 @@ def quarantine_summary(settings: Settings) -> list[str]:
     if rows is None:
         return []
     ok = sum(1 for r in rows if r[4])
-    lines = [f"reconciliation: {ok}/{len(rows)} sources reconcile (landing = loaded + quarantined = passed on + quarantined)"]
+    lines = [
+        f"reconciliation: {ok}/{len(rows)} sources reconcile (landing = loaded + quarantined = passed on + quarantined)"
+    ]
     lines += [
         f"  {s:<17} {n:>9,} records, {q:>6,} quarantined ({rate:.2%}){'' if good else '  DOES NOT RECONCILE'}"
         for s, n, q, rate, good in rows
@@ -172,7 +177,7 @@ def propensity_summary(settings: Settings) -> list[str]:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.tracking.MlflowClient()
     lines = []
-    for label, run_id in zip(("purchase in 30 days", "churn in 30 days"), runs):
+    for label, run_id in zip(("purchase in 30 days", "churn in 30 days"), runs, strict=False):
         if run_id:
             m = client.get_run(run_id).data.metrics
             lines.append(
@@ -264,7 +269,9 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
     print("=" * 78)
     print(f"DuckDB: {settings.duckdb_path}")
     for schema, tables in layer_row_counts(settings).items():
-        print(f"  {schema:<13} " + ", ".join(f"{t}={n:,}" if n is not None else f"{t} (view)" for t, n in tables.items()))
+        print(
+            f"  {schema:<13} " + ", ".join(f"{t}={n:,}" if n is not None else f"{t} (view)" for t, n in tables.items())
+        )
     print(f"checks: {len(passed)} passed, {len(failed)} failed")
     for e in failed:
         print(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name} {e.description or ''}")

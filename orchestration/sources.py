@@ -50,28 +50,30 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
             context.log.warning(warning)
         return dg.MaterializeResult(
             # file lists grow with the landing folder: each entry is capped
-            metadata=capped({
-                **table,
-                # records in the files read this run (new or changed files only)
-                **run_metadata(started, report.records_scanned),
-                "files_read": dg.MetadataValue.json(report.files_read),
-                "files_unchanged": len(report.files_unchanged),
-                "files_removed": dg.MetadataValue.json(report.files_removed),
-                "full_refresh": report.full_refresh,
-                # nothing lost: records in the files = rows loaded + records quarantined at load
-                "landing_records": report.records_read,
-                "quarantined_at_load": report.rejected,
-                "quarantined_per_file": dg.MetadataValue.json(report.rejected_per_file),
-                "files": len(report.files),
-                "rows_per_file": dg.MetadataValue.json(report.rows_per_file),
-                "skipped_empty_files": dg.MetadataValue.json(report.skipped_empty_files),
-                "missing_columns": dg.MetadataValue.json(report.missing_columns),
-                "extra_columns": dg.MetadataValue.json(report.extra_columns),
-                # entries of the folder not loaded, with why (raw.load_audit.not_loaded_reason)
-                "files_not_loaded": dg.MetadataValue.json(report.files_not_loaded),
-                # headers matched to contract columns ignoring case, per file
-                "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
-            })
+            metadata=capped(
+                {
+                    **table,
+                    # records in the files read this run (new or changed files only)
+                    **run_metadata(started, report.records_scanned),
+                    "files_read": dg.MetadataValue.json(report.files_read),
+                    "files_unchanged": len(report.files_unchanged),
+                    "files_removed": dg.MetadataValue.json(report.files_removed),
+                    "full_refresh": report.full_refresh,
+                    # nothing lost: records in the files = rows loaded + records quarantined at load
+                    "landing_records": report.records_read,
+                    "quarantined_at_load": report.rejected,
+                    "quarantined_per_file": dg.MetadataValue.json(report.rejected_per_file),
+                    "files": len(report.files),
+                    "rows_per_file": dg.MetadataValue.json(report.rows_per_file),
+                    "skipped_empty_files": dg.MetadataValue.json(report.skipped_empty_files),
+                    "missing_columns": dg.MetadataValue.json(report.missing_columns),
+                    "extra_columns": dg.MetadataValue.json(report.extra_columns),
+                    # entries of the folder not loaded, with why (raw.load_audit.not_loaded_reason)
+                    "files_not_loaded": dg.MetadataValue.json(report.files_not_loaded),
+                    # headers matched to contract columns ignoring case, per file
+                    "renamed_columns": dg.MetadataValue.json(report.renamed_columns),
+                }
+            )
         )
 
     return _load
@@ -99,6 +101,7 @@ def load_warnings(report: LoadReport) -> list[str]:
 
 source_assets = [build_source_asset(s) for s in SOURCES]
 
+
 # Tables every source asset writes its own rows of, declared so the graph shows where the dbt
 # quarantine and reconciliation models read them from (no asset materializes them on its own).
 def _side_table(name: str, description: str) -> dg.AssetSpec:
@@ -114,7 +117,8 @@ load_tables = [
         "source, file, record number, reason and the content as delivered (tessera/landing/loader.py).",
     ),
     _side_table(
-        "erased_rows", "Positions of raw rows and rejected lines an erasure request removed (tessera/privacy/erasure.py)."
+        "erased_rows",
+        "Positions of raw rows and rejected lines an erasure request removed (tessera/privacy/erasure.py).",
     ),
     _side_table(
         "load_audit", "Per landing file and load: records in the file (counted without DuckDB), loaded, quarantined."

@@ -52,7 +52,9 @@ def main() -> int:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    print(f"{SEED.name}: {len(rows)} ISO 4217 codes, table published {iso4217.__published__} (iso4217 {iso4217.__version__})")
+    print(
+        f"{SEED.name}: {len(rows)} ISO 4217 codes, table published {iso4217.__published__} (iso4217 {iso4217.__version__})"
+    )
     return 0
 
 

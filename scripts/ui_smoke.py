@@ -137,15 +137,24 @@ def main() -> int:
     out = (args.out or settings.data_dir / "ui_smoke").resolve()
     out.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false", "TESSERA_DATA_DIR": str(settings.data_dir)}
+    env = {
+        **os.environ,
+        "DO_NOT_TRACK": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "TESSERA_DATA_DIR": str(settings.data_dir),
+    }
     env.setdefault("DAGSTER_HOME", str(ROOT / ".dagster_home"))
     dagster_port, mlflow_port = free_port(), free_port()
 
     from mlflow import MlflowClient
 
-    experiment = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_experiment_by_name(settings.mlflow_experiment)
+    experiment = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_experiment_by_name(
+        settings.mlflow_experiment
+    )
     if experiment is None:
-        raise SystemExit(f"no MLflow experiment {settings.mlflow_experiment!r} in {settings.mlflow_tracking_uri}: run `make demo` first")
+        raise SystemExit(
+            f"no MLflow experiment {settings.mlflow_experiment!r} in {settings.mlflow_tracking_uri}: run `make demo` first"
+        )
     runs = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).search_runs(
         [experiment.experiment_id], max_results=50, order_by=["attributes.start_time DESC"]
     )
@@ -162,18 +171,36 @@ def main() -> int:
     if not Path(binary).exists():
         raise SystemExit("Chromium is not installed: run scripts/install_chromium.sh (make ui-smoke does)")
     checks: list[tuple[str, Path, list[str]]] = []
-    with service(
-        [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(dagster_port)],
-        env,
-        out / "dagster_dev.log",
-    ) as dagster, service(
-        [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri, "--host", "127.0.0.1",
-         "--port", str(mlflow_port)],
-        env,
-        out / "mlflow_ui.log",
-    ) as mlflow:
+    with (
+        service(
+            [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(dagster_port)],
+            env,
+            out / "dagster_dev.log",
+        ) as dagster,
+        service(
+            [
+                str(bin_dir / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                settings.mlflow_tracking_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+            ],
+            env,
+            out / "mlflow_ui.log",
+        ) as mlflow,
+    ):
         started = time.monotonic()
-        wait_for(f"http://127.0.0.1:{dagster_port}/graphql", dagster_loaded, "dagster dev", 240, dagster, out / "dagster_dev.log")
+        wait_for(
+            f"http://127.0.0.1:{dagster_port}/graphql",
+            dagster_loaded,
+            "dagster dev",
+            240,
+            dagster,
+            out / "dagster_dev.log",
+        )
         wait_for(f"http://127.0.0.1:{mlflow_port}/health", http_ok, "mlflow ui", 120, mlflow, out / "mlflow_ui.log")
         print(f"both UIs up in {time.monotonic() - started:.0f} s")
         pages = [

@@ -169,7 +169,17 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
     print(
         f"{len(results)} trials in MLflow experiment '{args.experiment}' ({settings.mlflow_tracking_uri}); {split.describe()}"
     )
-    headers = ["loss", "components", "lr", "epochs", "feature weight", "half-life", f"P@{k}", f"NDCG@{k}", f"cold-user NDCG@{k}"]
+    headers = [
+        "loss",
+        "components",
+        "lr",
+        "epochs",
+        "feature weight",
+        "half-life",
+        f"P@{k}",
+        f"NDCG@{k}",
+        f"cold-user NDCG@{k}",
+    ]
     rows = [
         (r["loss"], r["no_components"], r["learning_rate"], r["epochs"], r["feature_weight"], r["half_life_days"],
          f"{r[f'precision_at_{k}']:.4f}", f"{r[f'ndcg_at_{k}']:.4f}", f"{r.get(f'cold_users_ndcg_at_{k}', float('nan')):.4f}")

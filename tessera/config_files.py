@@ -122,7 +122,12 @@ def entry_problem(file: Path, kind: str, label: str, field: str, problem: str) -
 
 
 def validate(
-    model: type[M], data: Any, file: Path, error: type[ValueError], entries: tuple[str, str, str], context: dict | None = None
+    model: type[M],
+    data: Any,
+    file: Path,
+    error: type[ValueError],
+    entries: tuple[str, str, str],
+    context: dict | None = None,
 ) -> M:
     """`data` (a parsed YAML file) as `model`, or `error` listing every problem. `entries` says
     where the file's entries are and how a message names one: (list field, label field, kind),

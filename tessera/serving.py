@@ -6,7 +6,8 @@ every publish check. At start, and whenever a `current` pointer moves, DuckDB tu
 snapshot's Parquet into one JSON body per customer; a request is then a dictionary lookup.
 That keeps the per-request cost independent of the number of customers, at the price of memory
 (about 3 GB for 1,000,000 customers, measured by bench/serving.py) and a load of about 20 s
-per million customers (the old index is served meanwhile, so a reload briefly needs twice the memory). An unknown customer id gets the popular products of the
+per million customers (the old index is served meanwhile, so a reload briefly needs twice the
+memory). An unknown customer id gets the popular products of the
 recommendations snapshot (`known: false`); segments and scores answer 404 for it.
 
 A reload that fails (an unreadable pointer, manifest or Parquet, a refused snapshot) never stops

@@ -96,9 +96,7 @@ class Simulation:
         return None
 
 
-def simulate(
-    variants: tuple[str, ...], rates: tuple[float, ...], audience: int, rounds: int, seed: int
-) -> Simulation:
+def simulate(variants: tuple[str, ...], rates: tuple[float, ...], audience: int, rounds: int, seed: int) -> Simulation:
     """Rounds of send -> outcome -> posterior update with known conversion rates: each round the
     bandit assigns `audience` messages (the same `assign` the pipeline uses), each converts with its
     variant's rate, and the round's counts update the posterior before the next round."""

@@ -114,12 +114,16 @@ class CartTest(Term):
 
 class VariantSpec(ConfigModel):
     id: Name
-    template: Annotated[str, checked(lambda name: "/" not in name and "\\" not in name, "must be a file name in templates/")]
+    template: Annotated[
+        str, checked(lambda name: "/" not in name and "\\" not in name, "must be a file name in templates/")
+    ]
     subject: str | None = None  # email subject / push title
 
 
 class OfferSpec(ConfigModel):
-    code: Annotated[str, checked(lambda c: re.fullmatch(r"[A-Z0-9_-]{2,32}", c), "must be 2-32 capital letters, digits, - or _")]
+    code: Annotated[
+        str, checked(lambda c: re.fullmatch(r"[A-Z0-9_-]{2,32}", c), "must be 2-32 capital letters, digits, - or _")
+    ]
     description: Text
     discount_percent: Annotated[float, checked(lambda p: 0 < p <= 90, "must be a number in (0, 90]")]
 
@@ -129,7 +133,11 @@ class ActionSpec(ConfigModel):
     description: Text
     explicit: bool = False
     trigger: one_of(
-        SegmentTrigger, RfmSegmentTrigger, ActionEventTrigger, FeatureTest, keys=("segment", "rfm_segment", "event", "feature")
+        SegmentTrigger,
+        RfmSegmentTrigger,
+        ActionEventTrigger,
+        FeatureTest,
+        keys=("segment", "rfm_segment", "event", "feature"),
     )
     conditions: list[one_of(FeatureTest, ScoreTest, CartTest, keys=("feature", "score", "cart"))] | None = None
     channel: Literal[tuple(CHANNELS)]
@@ -144,7 +152,9 @@ class ActionSpec(ConfigModel):
         wanted = ".html.j2" if self.channel == "email" else ".json.j2"
         for i, v in enumerate(self.variants):
             if not v.template.endswith(wanted):
-                raise FieldProblem(("variants", i, "template"), f"a {self.channel} template is a {wanted} file, got {v.template!r}")
+                raise FieldProblem(
+                    ("variants", i, "template"), f"a {self.channel} template is a {wanted} file, got {v.template!r}"
+                )
             if self.channel == "web_banner" and v.subject is not None:
                 raise FieldProblem(("variants", i, "subject"), "a web banner has no subject")
             if self.channel != "web_banner" and not (v.subject or "").strip():
@@ -265,7 +275,9 @@ def _action(spec: ActionSpec, templates_dir: Path, path: Path) -> Action:
 
 def validate_catalogue(data, templates_dir: Path, rule_segments: set[str], path: Path = DEFAULT_FILE) -> Catalogue:
     """The catalogue in `data`, every template it names (in templates_dir) validated and compiled."""
-    spec = validate(CatalogueFile, data, path, CatalogueError, ("actions", "id", "action"), {"rule_segments": rule_segments})
+    spec = validate(
+        CatalogueFile, data, path, CatalogueError, ("actions", "id", "action"), {"rule_segments": rule_segments}
+    )
     actions = tuple(_action(a, templates_dir, path) for a in spec.actions)
     return Catalogue(actions, spec.scoring.model_dump(), spec.attribution.purchase_window_days, path)
 

@@ -50,10 +50,10 @@ AS_OF = "(select cast(max(as_of_date) as date) from marts.customer_rfm)"
 # otherwise. An email needs a valid address (a delivery without its email column leaves none); the
 # data holds no push tokens, so a push needs app use (an order placed in the app); a web banner
 # needs the customer to be recognisable on the site or app (a linked cookie or a web/app order).
-_APP_ORDER = "exists (select 1 from marts.fct_orders as o where o.customer_key = c.customer_key and lower(o.channel) = 'app')"
-_ONLINE_ORDER = (
-    "exists (select 1 from marts.fct_orders as o where o.customer_key = c.customer_key and lower(o.channel) in ('web', 'app'))"
+_APP_ORDER = (
+    "exists (select 1 from marts.fct_orders as o where o.customer_key = c.customer_key and lower(o.channel) = 'app')"
 )
+_ONLINE_ORDER = "exists (select 1 from marts.fct_orders as o where o.customer_key = c.customer_key and lower(o.channel) in ('web', 'app'))"
 REACH = {
     "email": ("c.email is not null", "no valid email address"),
     "push": (_APP_ORDER, "no app use on record (no order placed in the app)"),
@@ -116,7 +116,10 @@ def trigger_sql(action: Action, p: Params) -> tuple[str, str]:
     if t["kind"] == "segment":
         return f"coalesce(b.{ident('in_' + t['segment'])}, false)", p.bind(f"in segment {t['segment']}")
     if t["kind"] == "rfm_segment":
-        return f"b.rfm_segment in (select unnest({p.bind(t['segments'], 'varchar[]')}))", "'in RFM segment ' || b.rfm_segment"
+        return (
+            f"b.rfm_segment in (select unnest({p.bind(t['segments'], 'varchar[]')}))",
+            "'in RFM segment ' || b.rfm_segment",
+        )
     if t["kind"] == "event":
         follow = ""
         said = f"{t['event']} in the last {t['within_hours']} hours"
@@ -165,7 +168,9 @@ def eligible_sql(action: Action, catalogue: Catalogue, p: Params) -> str:
         f" || {p.bind(terms[1])} || {_number('coalesce(b.recommendation_affinity, 0)')}"
     )
     rule = (
-        f"explicit rule {action.id} (priority {action.priority})" if action.explicit else f"weighted score, action {action.id}"
+        f"explicit rule {action.id} (priority {action.priority})"
+        if action.explicit
+        else f"weighted score, action {action.id}"
     )
     return f"""
     select
@@ -386,7 +391,9 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
         variants += list(names[picks])
         # the posterior means behind the draw, for the reason
         means = ", ".join(f"{v} {m:.3f}" for v, m in zip(posterior.variants, posterior.mean, strict=True))
-        why += [f"; variant by Thompson sampling (bandit state v{state_version}; posterior means {means})"] * len(customers)
+        why += [f"; variant by Thompson sampling (bandit state v{state_version}; posterior means {means})"] * len(
+            customers
+        )
         shares[action.id] = {v: int(n) for v, n in zip(names, np.bincount(picks, minlength=len(names)), strict=True)}
     assigned = pa.table({"customer_key": keys, "action_id": actions, "variant_id": variants, "variant_reason": why},
                         schema=pa.schema([("customer_key", pa.string()), ("action_id", pa.string()),

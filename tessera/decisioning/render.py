@@ -74,9 +74,11 @@ MESSAGES_SCHEMA = pa.schema(
 
 
 def prepare_lists(con, catalogue: Catalogue) -> None:
-    """Scratch tables (decisioning.render_*, dropped after rendering) of the lists templates read: each customer's top recommended active products,
+    """Scratch tables (decisioning.render_*, dropped after rendering) of the lists templates read: each
+    customer's top recommended active products,
     the popular ones, and the products in each cart."""
-    con.execute(f"""
+    con.execute(
+        f"""
         create or replace table decisioning.render_recommendations as
         select customer_key,
             {PRODUCT_LIST}
@@ -89,17 +91,27 @@ def prepare_lists(con, catalogue: Catalogue) -> None:
         )
         where rank <= $recommendations
         group by customer_key
-    """, {"recommendations": RECOMMENDATIONS})
-    con.execute(f"""
+    """,
+        {"recommendations": RECOMMENDATIONS},
+    )
+    con.execute(
+        f"""
         create or replace table decisioning.render_popular as
         select {PRODUCT_LIST}
         from ({POPULAR_PRODUCTS_SQL})
         where rank <= $recommendations
-    """, {"recommendations": RECOMMENDATIONS})
+    """,
+        {"recommendations": RECOMMENDATIONS},
+    )
     uses_cart = any("cart_items" in a.uses() for a in catalogue.actions)
     as_of = "(select cast(max(decided_on) as timestamp) from decisioning.decisions)"
-    carts = cart_sql(as_of) if uses_cart else "select null as customer_key, null as product_id, null as added_at where false"
-    con.execute(f"""
+    carts = (
+        cart_sql(as_of)
+        if uses_cart
+        else "select null as customer_key, null as product_id, null as added_at where false"
+    )
+    con.execute(
+        f"""
         create or replace table decisioning.render_cart as
         select customer_key,
             {PRODUCT_LIST}
@@ -112,7 +124,9 @@ def prepare_lists(con, catalogue: Catalogue) -> None:
         )
         where rank <= $cart_items
         group by customer_key
-    """, {"cart_items": CART_ITEMS, **(CART_PARAMS if uses_cart else {})})
+    """,
+        {"cart_items": CART_ITEMS, **(CART_PARAMS if uses_cart else {})},
+    )
 
 
 def context_sql(action: Action, variant: Variant) -> tuple[str, dict]:
@@ -124,7 +138,6 @@ def context_sql(action: Action, variant: Variant) -> tuple[str, dict]:
     }
 
 
-
 @dataclass
 class Rendered:
     messages: int = 0
@@ -133,14 +146,24 @@ class Rendered:
     previews: list | None = None  # (action, variant, message_id, subject, path)
 
 
-def render_batch(template: Template, subject: Line | None, static: dict, channel: str, action_id: str,
-                 variant_id: str, content_type: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+def render_batch(
+    template: Template,
+    subject: Line | None,
+    static: dict,
+    channel: str,
+    action_id: str,
+    variant_id: str,
+    content_type: str,
+    batch: pa.RecordBatch,
+) -> pa.RecordBatch:
     """The messages of one batch of render contexts (context_sql's columns), in its row order: a
     pure function of its arguments, so a worker process gives the same rows as the caller would."""
     subjects, refs, bodies = [], [], []
     columns = batch.to_pydict()
     customers = zip(*(columns[f] for f in CUSTOMER), strict=True)  # the customer fields templates may read
-    for values, recommendations, cart_items in zip(customers, columns["recommendations"], columns["cart_items"], strict=True):
+    for values, recommendations, cart_items in zip(
+        customers, columns["recommendations"], columns["cart_items"], strict=True
+    ):
         context = {
             **static,
             "customer": dict(zip(CUSTOMER, values, strict=True)),
@@ -179,7 +202,9 @@ def render_messages(
     out = Rendered(per_variant={}, previews=[])
     seen: set[str] = set()
     pool = (
-        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        if workers > 1
+        else None
     )
     try:
         for action in catalogue.actions:
@@ -204,7 +229,9 @@ def render_messages(
                     seen.update(messages.column("body_ref").to_pylist())
                     if preview_dir is not None and count < previews_per_variant:
                         first = messages.slice(0, previews_per_variant - count).to_pydict()
-                        for message_id, subject, body in zip(first["message_id"], first["subject"], first["body"], strict=True):
+                        for message_id, subject, body in zip(
+                            first["message_id"], first["subject"], first["body"], strict=True
+                        ):
                             out.previews.append(_write_preview(preview_dir, action, variant, message_id, subject, body))
                     con.register("__render_messages", messages)
                     try:

@@ -94,7 +94,9 @@ def update_state(con, catalogue: Catalogue, seed: int) -> tuple[int, bool, pd.Da
     state = state_frame(posteriors, seed)
     version, latest = current_version(con)
     key = ["action_id", "variant_id", "trials", "conversions"]
-    unchanged = version > 0 and latest[key].reset_index(drop=True).equals(state[key].astype(latest[key].dtypes.to_dict()))
+    unchanged = version > 0 and latest[key].reset_index(drop=True).equals(
+        state[key].astype(latest[key].dtypes.to_dict())
+    )
     if unchanged:
         return version, False, latest, posteriors
     version += 1

@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 
 from tessera.identity.config import load_mapping
-from tessera.sql import ident
 from tessera.identity.engine import resolve
 from tessera.identity.stable_ids import assign_stable_ids
+from tessera.sql import ident
 
 
 def read_input(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
@@ -71,6 +71,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
     stats = resolve_file(args.input, args.config, args.out, args.previous)
-    print(json.dumps({k: v for k, v in stats.items()}, indent=2, default=str))
+    print(json.dumps(dict(stats.items()), indent=2, default=str))
     print(f"wrote {args.out}")
     return 0

@@ -340,7 +340,7 @@ def _cluster(records: pd.DataFrame, edges: pd.DataFrame, conflict_cols: list[str
             x = parent[x]
         return x
 
-    for idx, row in zip(order.index, order.itertuples(index=False)):
+    for idx, row in zip(order.index, order.itertuples(index=False), strict=False):
         a, b = find(index[row.record_l]), find(index[row.record_r])
         if a == b:
             continue
@@ -375,7 +375,9 @@ def resolve(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig)
     )
     names = {i: "+".join(r) for i, r in enumerate(config.blocking_rules)}
     fuzzy["kind"] = "fuzzy"
-    fuzzy["evidence"] = [f"fuzzy[{names[int(r)]}] w={w:.1f}" for r, w in zip(fuzzy["rule"], fuzzy["weight"])]
+    fuzzy["evidence"] = [
+        f"fuzzy[{names[int(r)]}] w={w:.1f}" for r, w in zip(fuzzy["rule"], fuzzy["weight"], strict=False)
+    ]
     # a pair linked both ways keeps the deterministic edge
     det_pairs = pd.MultiIndex.from_arrays([det["record_l"], det["record_r"]]).union(
         pd.MultiIndex.from_arrays([det["record_r"], det["record_l"]])
@@ -401,11 +403,11 @@ def resolve(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig)
     sizes = assignments.groupby("cluster_id").size()
     stats = {
         "records": len(records),
-        "clusters": int(len(sizes)),
+        "clusters": len(sizes),
         "merge_rate": 1 - len(sizes) / max(len(records), 1),
         "max_cluster_size": int(sizes.max()) if len(sizes) else 0,
-        "deterministic_links": int(len(det)),
-        "fuzzy_links": int(len(fuzzy)),
+        "deterministic_links": len(det),
+        "fuzzy_links": len(fuzzy),
         "refused_links": int((~edges["accepted"]).sum()),
         **block_stats,
         **det_stats,

@@ -23,7 +23,7 @@ def evaluate_clusters(predicted: pd.DataFrame, truth: pd.DataFrame) -> dict[str,
     cluster_sets = joined.groupby("cluster_id")["record_id"].agg(frozenset)
     person_sets = set(joined.groupby("person_id")["record_id"].agg(frozenset))
     return {
-        "records": int(len(joined)),
+        "records": len(joined),
         "pairwise_precision": precision,
         "pairwise_recall": recall,
         "pairwise_f1": f1,

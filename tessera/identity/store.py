@@ -91,7 +91,9 @@ def last_merge_rates(con: duckdb.DuckDBPyConnection) -> list[float]:
     return [rate for (rate,) in rows]
 
 
-def evaluate_against_truth(con: duckdb.DuckDBPyConnection, truth_path: Path, run_id: str, now: datetime) -> tuple[dict, int]:
+def evaluate_against_truth(
+    con: duckdb.DuckDBPyConnection, truth_path: Path, run_id: str, now: datetime
+) -> tuple[dict, int]:
     """Pairwise and cluster metrics of the identity map against the generator's ground truth,
     appended to identity.evaluation_history; returns (metrics, records evaluated)."""
     truth = pd.read_csv(truth_path, dtype=str)

@@ -31,20 +31,122 @@ import polars as pl
 from tessera.landing.frames import write_landing_file
 
 FIRST_NAMES = np.array(
-    "Olivia Amelia Isla Ava Mia Ivy Lily Isabella Rosie Sophia Grace Freya Emily Ella Poppy "
-    "Noah Oliver George Arthur Leo Muhammad Harry Oscar Archie Henry Theodore Jack Charlie "
-    "Thomas Jacob Alfie William James Joshua Lucas Hannah Chloe Sarah Daniel Samuel Anna Lukas "
-    "Marie Louis Camille Sean Aoife".split()
+    [
+        "Olivia",
+        "Amelia",
+        "Isla",
+        "Ava",
+        "Mia",
+        "Ivy",
+        "Lily",
+        "Isabella",
+        "Rosie",
+        "Sophia",
+        "Grace",
+        "Freya",
+        "Emily",
+        "Ella",
+        "Poppy",
+        "Noah",
+        "Oliver",
+        "George",
+        "Arthur",
+        "Leo",
+        "Muhammad",
+        "Harry",
+        "Oscar",
+        "Archie",
+        "Henry",
+        "Theodore",
+        "Jack",
+        "Charlie",
+        "Thomas",
+        "Jacob",
+        "Alfie",
+        "William",
+        "James",
+        "Joshua",
+        "Lucas",
+        "Hannah",
+        "Chloe",
+        "Sarah",
+        "Daniel",
+        "Samuel",
+        "Anna",
+        "Lukas",
+        "Marie",
+        "Louis",
+        "Camille",
+        "Sean",
+        "Aoife",
+    ]
 )
 LAST_NAMES = np.array(
-    "Smith Jones Taylor Brown Williams Wilson Johnson Davies Robinson Wright Thompson Evans "
-    "Walker White Roberts Green Hall Wood Jackson Clarke Patel Khan Lewis James Phillips Mason "
-    "Mitchell Rose Davis Rodriguez Cox Alexander Morgan Moore Mills King Lee Baker Harris "
-    "Muller Schmidt Schneider Martin Bernard Dubois Murphy Kelly".split()
+    [
+        "Smith",
+        "Jones",
+        "Taylor",
+        "Brown",
+        "Williams",
+        "Wilson",
+        "Johnson",
+        "Davies",
+        "Robinson",
+        "Wright",
+        "Thompson",
+        "Evans",
+        "Walker",
+        "White",
+        "Roberts",
+        "Green",
+        "Hall",
+        "Wood",
+        "Jackson",
+        "Clarke",
+        "Patel",
+        "Khan",
+        "Lewis",
+        "James",
+        "Phillips",
+        "Mason",
+        "Mitchell",
+        "Rose",
+        "Davis",
+        "Rodriguez",
+        "Cox",
+        "Alexander",
+        "Morgan",
+        "Moore",
+        "Mills",
+        "King",
+        "Lee",
+        "Baker",
+        "Harris",
+        "Muller",
+        "Schmidt",
+        "Schneider",
+        "Martin",
+        "Bernard",
+        "Dubois",
+        "Murphy",
+        "Kelly",
+    ]
 )
 STREETS = np.array(
-    "High Street|Station Road|Church Lane|Victoria Road|Green Lane|Manor Road|Park Avenue|"
-    "Kings Road|Queens Road|Mill Lane|New Street|School Lane".split("|")
+    [
+        "High Street",
+        "Station Road",
+        "Church Lane",
+        "Victoria Road",
+        "Green Lane",
+        "Manor Road",
+        "Park Avenue",
+        "Kings Road",
+        "Queens Road",
+        "Mill Lane",
+        "New Street",
+        "School Lane",
+    ]
 )
 # country code, share, calling code, currency, utc offset (hours), cities with postcode prefixes
 COUNTRIES = [
@@ -160,7 +262,7 @@ def _typo(rng: np.random.Generator, names: pl.Series) -> pl.Series:
     """Swap two adjacent characters in the middle of each name."""
     out = []
     pos = rng.integers(1, 1000, size=len(names))
-    for name, p in zip(names.to_list(), pos.tolist()):
+    for name, p in zip(names.to_list(), pos.tolist(), strict=False):
         if len(name) < 4:
             out.append(name)
             continue
@@ -329,10 +431,10 @@ def _people(rng: np.random.Generator, c: GenerateConfig) -> pl.DataFrame:
             "country": [COUNTRIES[i][0] for i in country_idx],
             "currency": [COUNTRIES[i][3] for i in country_idx],
             "utc_offset": [COUNTRIES[i][4] for i in country_idx],
-            "city": [COUNTRIES[i][5][j % len(COUNTRIES[i][5])][0] for i, j in zip(country_idx, city_idx)],
+            "city": [COUNTRIES[i][5][j % len(COUNTRIES[i][5])][0] for i, j in zip(country_idx, city_idx, strict=False)],
             "postcode": [
                 COUNTRIES[i][5][j % len(COUNTRIES[i][5])][1] + " " + str(k)
-                for i, j, k in zip(country_idx, city_idx, rng.integers(1, 9, size=n))
+                for i, j, k in zip(country_idx, city_idx, rng.integers(1, 9, size=n), strict=False)
             ],
             "address": np.char.add(rng.integers(1, 200, size=n).astype(str), " ") + _pick(rng, STREETS, n),
             "birth_date": np.datetime_as_string(birth, unit="D"),
@@ -363,7 +465,7 @@ def _products(rng: np.random.Generator, c: GenerateConfig) -> pl.DataFrame:
             "product_id": _numbered("SKU", n, 6),
             "name": [f"{CATEGORIES[k].title()} item {i}" for i, k in enumerate(cat, start=1)],
             "category": CATEGORIES[cat],
-            "brand": [f"{CATEGORIES[k][:3].upper()}-brand-{b + 1}" for k, b in zip(cat, brand)],
+            "brand": [f"{CATEGORIES[k][:3].upper()}-brand-{b + 1}" for k, b in zip(cat, brand, strict=False)],
             "price": price.astype(str),
             "currency": "GBP",
             "is_active": np.where(_mask(rng, n, 0.05), "false", "true"),
@@ -391,7 +493,10 @@ def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pl.DataFr
         "postcode",
         pl.Series(
             "country",
-            [COUNTRY_SPELLINGS[x][k % len(COUNTRY_SPELLINGS[x])] for x, k in zip(people["country"], spelling)],
+            [
+                COUNTRY_SPELLINGS[x][k % len(COUNTRY_SPELLINGS[x])]
+                for x, k in zip(people["country"], spelling, strict=False)
+            ],
         ),
         "loyalty_card",
         pl.col("signup").alias("signup_ts"),

@@ -80,8 +80,8 @@ from typing import BinaryIO
 
 import duckdb
 
-from tessera.landing.contract import FILE_SUFFIXES, Source
 from tessera.db import table_exists, transaction
+from tessera.landing.contract import FILE_SUFFIXES, Source
 from tessera.sql import ident
 
 log = logging.getLogger("tessera.landing.loader")
@@ -967,9 +967,7 @@ def _quarantine_scan_rejects(
                     data.decode("utf-8")
                 except UnicodeDecodeError:  # the record DuckDB could not decode: found
                     recovered.append([data.decode("utf-8", "backslashreplace"), data.hex(), record])
-        con.executemany(
-            "update _landing_rejected set raw_content = ?, raw_content_hex = ? where record = ?", recovered
-        )
+        con.executemany("update _landing_rejected set raw_content = ?, raw_content_hex = ? where record = ?", recovered)
     con.execute(
         f"insert into {rejects} (source, _source_file, _source_row, reason, raw_content, raw_content_hex) "
         "select ?, ?, record, reason, raw_content, raw_content_hex from _landing_rejected order by record",
@@ -1054,7 +1052,9 @@ def _quarantine_repeated_headers(con: duckdb.DuckDBPyConnection, rejects: str, s
         f"to_json({{{struct}}}) from _landing_numbered where {where} order by _source_file, _record",
         [source.name],
     )
-    return dict(con.execute(f"select _source_file, count(*) from _landing_numbered where {where} group by 1").fetchall())
+    return dict(
+        con.execute(f"select _source_file, count(*) from _landing_numbered where {where} group by 1").fetchall()
+    )
 
 
 def _record_number_sql(n_rejected: int) -> str:

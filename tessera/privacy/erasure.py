@@ -42,8 +42,8 @@ from pathlib import Path
 from tessera import sql
 from tessera.db import transaction
 from tessera.faults import crash_point
-from tessera.publish import snapshots
 from tessera.privacy.pseudonym import SALT_VARIABLE
+from tessera.publish import snapshots
 from tessera.sql import ident
 from tessera.timing import Phases
 
@@ -337,7 +337,9 @@ def erase_built(con) -> dict[str, int]:
         if "node_key" in columns:
             conditions.append("node_key in (select k from __node_keys)")
         conditions += [
-            f"rowid in (select rid from ({mentions(ident(schema, table), ident(c))}))" for c in columns if c in TEXT_COLUMNS
+            f"rowid in (select rid from ({mentions(ident(schema, table), ident(c))}))"
+            for c in columns
+            if c in TEXT_COLUMNS
         ]
         if not conditions:
             continue
@@ -417,9 +419,7 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
         for f in manifest["files"]:
             reader = file_view(con, f["format"], path / f["path"], "__snapshot_file")
             columns = [r[0] for r in con.execute(f"describe select * from {reader}").fetchall()]
-            where = " or ".join(
-                f"{c} in (select value from __file_values)" for c in SNAPSHOT_KEYS if c in columns
-            )
+            where = " or ".join(f"{c} in (select value from __file_values)" for c in SNAPSHOT_KEYS if c in columns)
             if where and (n := con.execute(f"select count(*) from {reader} where {where}").fetchall()[0][0]):
                 counts[f["path"]] = (n, where)
         if not counts:
@@ -434,7 +434,9 @@ def erase_snapshots(con, publish_dir: Path, now: datetime) -> dict[str, int]:
             n, where = counts[f["path"]]
             source, target = path / f["path"], tmp / f["path"]
             reader = file_view(con, f["format"], source, "__snapshot_file")
-            con.execute(f"copy (select * from {reader} where not ({where})) to ? ({WRITERS[f['format']]})", [target.as_posix()])
+            con.execute(
+                f"copy (select * from {reader} where not ({where})) to ? ({WRITERS[f['format']]})", [target.as_posix()]
+            )
             f.update(rows=f["rows"] - n, sha256=snapshots.file_sha256(target), bytes=target.stat().st_size)
             if f["path"] == f"{name}.parquet":
                 manifest["rows"] -= n
@@ -538,7 +540,8 @@ def _journal(con, run_id: str, removed: dict[str, int]) -> None:
 def residue_columns(schema: str, columns: list[str]) -> list[str]:
     """The columns the residue check hashes: those that hold an identifier. Hashing every text
     value of every table costs minutes on large shops (docs/scaling.md); an identifier can only
-    match a hash as a whole value, and identifiers live in these columns. tests/test_erasure.py scans every text column of every table and file independently."""
+    match a hash as a whole value, and identifiers live in these columns. tests/test_erasure.py scans
+    every text column of every table and file independently."""
     named = set(IDENTIFIER_COLUMNS) | (set(RAW_IDENTIFIER_COLUMNS) if schema == "raw" else set())
     return [c for c in columns if c in named]
 

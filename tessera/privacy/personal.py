@@ -71,9 +71,7 @@ def is_personal(column: str, extra: Iterable[str] = (), dtype: str | None = None
     column's DuckDB type if known."""
     name = column.lower()
     derived = (
-        bool(_PERSONAL.search(name))
-        and not name.endswith(AGGREGATE_SUFFIXES)
-        and (dtype or "").upper() != "BOOLEAN"
+        bool(_PERSONAL.search(name)) and not name.endswith(AGGREGATE_SUFFIXES) and (dtype or "").upper() != "BOOLEAN"
     )
     return (
         name in PERSONAL_COLUMNS

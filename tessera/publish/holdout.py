@@ -32,7 +32,9 @@ def threshold(share: float) -> int:
 
 def _group(campaign: str, customer_key: str, control_buckets: str) -> str:
     bucket = f"md5_number({campaign} || ':' || {customer_key}) % {BUCKETS}"
-    return f"case when {campaign} is null then null when {bucket} < {control_buckets} then 'control' else 'treatment' end"
+    return (
+        f"case when {campaign} is null then null when {bucket} < {control_buckets} then 'control' else 'treatment' end"
+    )
 
 
 def holdout_group_sql(campaign: str, customer_key: str, share: float) -> str:

@@ -43,7 +43,9 @@ class Validation:
 def validation(name: str, description: str, compares_with_published: bool = False, **fragments: str) -> Validation:
     """The validation whose SQL is tessera/publish/sql/checks/<name>.sql; `fragments` are the
     relations it names besides {table} (SQL, not values)."""
-    return Validation(name, description, load(f"checks/{name}").format(table="{table}", **fragments), compares_with_published)
+    return Validation(
+        name, description, load(f"checks/{name}").format(table="{table}", **fragments), compares_with_published
+    )
 
 
 @dataclass(frozen=True)

@@ -167,4 +167,5 @@ PUBLISHED = (
             ),
         ),
     ),
-) + DECISIONING
+    *DECISIONING,
+)

@@ -233,7 +233,7 @@ def read_release(publish_dir: Path) -> dict:
         return _legacy_release(publish_dir)
     try:
         release = json.loads(path.read_text())
-        release["current"], release["retained"]  # noqa: B018 - both keys are required
+        release["current"], release["retained"]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a readable release ({type(err).__name__}: {err})") from err
     return release

@@ -52,7 +52,12 @@ def run_gate(
         if not files:
             total = con.execute(f"select count(*) from {ident(*table.split('.'))}").fetchall()[0][0]
             return SuiteResult(
-                spec["name"], True, 0, total, False, 0,
+                spec["name"],
+                True,
+                0,
+                total,
+                False,
+                0,
                 batch="every landing file was validated before (same content, same suite)",
                 rows_from_new_files=0,
             )

@@ -53,7 +53,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -62,12 +62,12 @@ import duckdb
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-import great_expectations as gx  # noqa: E402  (analytics must be off before import)
-from great_expectations.core import ExpectationSuite  # noqa: E402
-from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
+import great_expectations as gx
+from great_expectations.core import ExpectationSuite
+from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-from tessera.privacy.personal import is_personal  # noqa: E402
-from tessera.settings import PROJECT_ROOT  # noqa: E402
+from tessera.privacy.personal import is_personal
+from tessera.settings import PROJECT_ROOT
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
@@ -141,11 +141,15 @@ class ReferenceSet:
 # Value sets a suite names as {"$PARAMETER": name} instead of listing values.
 REFERENCE_SETS = {
     "iso_4217_currencies": ReferenceSet(
-        "dbt_project/seeds/currencies.csv", "code", False,
+        "dbt_project/seeds/currencies.csv",
+        "code",
+        False,
         "They are not ISO 4217 codes (dbt_project/seeds/currencies.csv): correct the delivered files.",
     ),
     "currencies_with_fx_rate": ReferenceSet(
-        "dbt_project/seeds/fx_rates.csv", "currency", True,
+        "dbt_project/seeds/fx_rates.csv",
+        "currency",
+        True,
         "They have no rate in dbt_project/seeds/fx_rates.csv: add a row currency,valid_from,rate_to_base.",
     ),
 }
@@ -167,9 +171,14 @@ def reference_parameters(spec: dict) -> dict[str, list[str]]:
 
 
 def _where_unexpected(
-    con: duckdb.DuckDBPyConnection, table: str, column: str, accepted: list[str], row_filter: str | None, shown: int = 10
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    column: str,
+    accepted: list[str],
+    row_filter: str | None,
+    shown: int = 10,
 ) -> str:
-    """"'EURO' (orders_b.csv: 3 rows), ...": the values of `column` outside `accepted`, most
+    """ "'EURO' (orders_b.csv: 3 rows), ...": the values of `column` outside `accepted`, most
     frequent first, with the landing files holding each when the table has _source_file."""
     column = _ident(column)
     schema, _, name = table.rpartition(".")
@@ -264,7 +273,8 @@ def record_pass(con: duckdb.DuckDBPyConnection, gate: str, table: str, rows_in_t
         "(gate varchar, table_name varchar, rows_in_table bigint, run_id varchar, validated_at timestamp)"
     )
     con.execute(
-        f"insert into {HISTORY_TABLE} values (?, ?, ?, ?, cast(now() as timestamp))", [gate, table, rows_in_table, run_id]
+        f"insert into {HISTORY_TABLE} values (?, ?, ?, ?, cast(now() as timestamp))",
+        [gate, table, rows_in_table, run_id],
     )
 
 
@@ -272,7 +282,7 @@ def gate_parameters(
     previous_rows: int | None, max_change: float, shop_first_day: str, now: datetime | None = None
 ) -> dict:
     """Values for the suite parameters, from the last passing row count and the shop's dates."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     # Great Expectations refuses a range with neither bound: a first run gets [0, unbounded). So
     # does a table that was empty last time: a change relative to nothing is undefined, and an
     # empty source's first records (a shop's first erasure requests) are no volume anomaly
@@ -282,7 +292,7 @@ def gate_parameters(
         "max_rows_vs_last_run": None if first else int(previous_rows * (1 + max_change)) + 1,
         "shop_first_day": datetime.fromisoformat(shop_first_day),
         # timestamps in the warehouse are UTC without zone
-        "latest_plausible_time": (now + timedelta(days=1)).astimezone(timezone.utc).replace(tzinfo=None),
+        "latest_plausible_time": (now + timedelta(days=1)).astimezone(UTC).replace(tzinfo=None),
     }
 
 
@@ -320,7 +330,9 @@ def _batch_sql(
     base = _seeded_sample(rows, sample_rows, in_batch, seed) if sample_rows else rows
     if row_filter and context_rows > 0:
         # rows validated before, a seeded sample of them: a small batch is judged among them
-        context = _seeded_sample(f"(select * from {table} where not ({row_filter}))", context_rows, total - in_batch, seed)
+        context = _seeded_sample(
+            f"(select * from {table} where not ({row_filter}))", context_rows, total - in_batch, seed
+        )
         base = f"(select * from {base} union all select * from {context})"
     derived = [f"{int(total)} as {TABLE_ROWS}"]
     joins = []
@@ -332,8 +344,7 @@ def _batch_sql(
         if ref.get("key_function"):
             key = f"{_ident(ref['key_function'])}({key})"
         joins.append(
-            f"left join (select distinct {key} as k, true as found from {ref['table']}) as r{i} "
-            f"on r{i}.k = t.{column}"
+            f"left join (select distinct {key} as k, true as found from {ref['table']}) as r{i} on r{i}.k = t.{column}"
         )
     return f"select t.*, {', '.join(derived)} from {base} as t {' '.join(joins)}"
 
@@ -439,9 +450,14 @@ def validate_table(
     if missing:
         # integrity cannot be shown against a table that was never built: the gate fails, saying so
         failed = [
-            {"expectation": "referenced table exists", "column": r["column"], "success": False,
-             "observed": f"{r['table']} does not exist; materialize it first", "unexpected_percent": None,
-             "unexpected_sample": []}
+            {
+                "expectation": "referenced table exists",
+                "column": r["column"],
+                "success": False,
+                "observed": f"{r['table']} does not exist; materialize it first",
+                "unexpected_percent": None,
+                "unexpected_sample": [],
+            }
             for r in missing
         ]
         return SuiteResult(spec["name"], False, 0, total, False, len(failed), failed, failed)

@@ -13,7 +13,18 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PlainValidator, model_validator
 
-from tessera.config_files import ConfigModel, FieldProblem, Name, Text, checked, one_of, read_yaml, unique, validate, whole
+from tessera.config_files import (
+    ConfigModel,
+    FieldProblem,
+    Name,
+    Text,
+    checked,
+    one_of,
+    read_yaml,
+    unique,
+    validate,
+    whole,
+)
 from tessera.landing.contract import EVENT_TYPES
 from tessera.settings import DBT_PROJECT_DIR, PROJECT_ROOT
 
@@ -78,7 +89,10 @@ class RfmSegmentTrigger(Term):
     segments: Annotated[
         list[str],
         Field(validation_alias="rfm_segment"),
-        checked(lambda v: v and set(v) <= set(RFM_SEGMENTS), f"must be a list of RFM segment names from {list(RFM_SEGMENTS)}"),
+        checked(
+            lambda v: v and set(v) <= set(RFM_SEGMENTS),
+            f"must be a list of RFM segment names from {list(RFM_SEGMENTS)}",
+        ),
     ]
 
 
@@ -116,9 +130,9 @@ class SegmentRule(ConfigModel):
     priority: int
     exclusive: bool
     trigger: one_of(EventTrigger, RfmSegmentTrigger, FeatureTest, keys=("event", "rfm_segment", "feature"))
-    conditions: list[
-        one_of(NoEvent, NoPurchaseInCategory, FeatureTest, keys=("no_event", "no_purchase_in", "feature"))
-    ] | None = None
+    conditions: (
+        list[one_of(NoEvent, NoPurchaseInCategory, FeatureTest, keys=("no_event", "no_purchase_in", "feature"))] | None
+    ) = None
 
     @model_validator(mode="after")
     def _conditions_fit_the_trigger(self) -> SegmentRule:
@@ -126,7 +140,9 @@ class SegmentRule(ConfigModel):
             if isinstance(condition, NoEvent) and not isinstance(self.trigger, EventTrigger):
                 raise FieldProblem(("conditions", j, "no_event"), "needs an event trigger to count hours from")
             if isinstance(condition, NoPurchaseInCategory) and getattr(self.trigger, "per", None) != "category":
-                raise FieldProblem(("conditions", j, "no_purchase_in"), "only 'category', with a trigger counted per category")
+                raise FieldProblem(
+                    ("conditions", j, "no_purchase_in"), "only 'category', with a trigger counted per category"
+                )
         return self
 
     def spec(self) -> dict:
@@ -186,7 +202,8 @@ def _rule_sql(rule: dict) -> str:
                 "      and not exists (",
                 "          select 1 from events as x",
                 f"          where x.customer_key = e.customer_key and x.event_type = {sql_literal(c['event'])}",
-                f"            and x.event_at >= e.event_at and x.event_at < {{{{ dbt.dateadd('hour', {c['within_hours']}, 'e.event_at') }}}}",
+                "            and x.event_at >= e.event_at"
+                f" and x.event_at < {{{{ dbt.dateadd('hour', {c['within_hours']}, 'e.event_at') }}}}",
                 "      )",
             ]
         if category or t["min_count"] > 1:
