@@ -129,7 +129,7 @@ BODY_SQL = {
             known := true,
             source := any_value(source),
             model_version := any_value(model_version),
-            -- ordered by rank, the first field (as the recommendation feed, orchestration/publish.py)
+            -- ordered by rank, the first field (as the recommendation feed, tessera/publish/published.py)
             items := list_sort(list(struct_pack(
                 rank := rank, product_id := product_id, product_name := product_name,
                 category := category, score := score)))
