@@ -7,6 +7,7 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from ml.rec_baselines import ItemItemCooccurrence
 from ml.rec_evaluation import features_as_of
@@ -147,10 +148,22 @@ def test_categorical_lists_are_written_as_text_in_text_order(tmp_path):
             "model_run_id": constant_column("run-1", 5),
         }
     )
-    with duckdb.connect(str(tmp_path / "tessera.duckdb")) as con:
-        write_ml_table(con, "lists", frame, "customer_key, rank")
-    with duckdb.connect(str(tmp_path / "tessera.duckdb"), read_only=True) as con:
-        types = dict(con.execute("select column_name, data_type from information_schema.columns where table_name = 'lists'").fetchall())
-        rows = con.execute("select * from ml.lists").fetchall()  # physical order
-    assert types == {"customer_key": "VARCHAR", "rank": "BIGINT", "source": "VARCHAR", "model_run_id": "VARCHAR"}
-    assert rows == [("a", 1, "x", "run-1"), ("a", 2, "x", "run-1"), ("b", 1, "y", "run-1"), ("b", 2, "y", "run-1"), ("c", 1, "x", "run-1")]
+    # the polars frame as the recommender hands it over: keys as Enums in the same category order
+    as_polars = pl.DataFrame(
+        {
+            "customer_key": pl.Series(["b", "b", "a", "c", "a"], dtype=pl.Enum(["b", "a", "c"])),
+            "rank": [2, 1, 1, 1, 2],
+            "source": pl.Series(["y", "y", "x", "x", "x"], dtype=pl.Enum(["x", "y"])),
+            "model_run_id": pl.Series(["run-1"] * 5, dtype=pl.Categorical),
+        }
+    )
+    for name, lists in (("lists", frame), ("polars_lists", as_polars)):
+        with duckdb.connect(str(tmp_path / "tessera.duckdb")) as con:
+            write_ml_table(con, name, lists, "customer_key, rank")
+        with duckdb.connect(str(tmp_path / "tessera.duckdb"), read_only=True) as con:
+            types = dict(
+                con.execute("select column_name, data_type from information_schema.columns where table_name = ?", [name]).fetchall()
+            )
+            rows = con.execute(f"select * from ml.{name}").fetchall()  # physical order
+        assert types == {"customer_key": "VARCHAR", "rank": "BIGINT", "source": "VARCHAR", "model_run_id": "VARCHAR"}
+        assert rows == [("a", 1, "x", "run-1"), ("a", 2, "x", "run-1"), ("b", 1, "y", "run-1"), ("b", 2, "y", "run-1"), ("c", 1, "x", "run-1")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+import polars as pl
 
 from ml.rec_evaluation import holdout_shortfall, holdout_start
 from ml.rec_lists import USER_FEATURES
@@ -69,11 +70,15 @@ def read_training_frames(con: duckdb.DuckDBPyConnection, salt: str, test_days: i
     return frames, internal_keys
 
 
-def write_candidates(con: duckdb.DuckDBPyConnection, recs: pd.DataFrame, internal_keys: dict) -> str:
+def write_candidates(con: duckdb.DuckDBPyConnection, recs: pl.DataFrame | pd.DataFrame, internal_keys: dict) -> str:
     """ml.recommendation_candidates from lists keyed by customer_pkey: back to the internal key
-    for the warehouse (the published tables pseudonymise it again)."""
-    recs["customer_key"] = recs["customer_key"].map(internal_keys)
-    if recs["customer_key"].isna().any():
+    for the warehouse (the published tables pseudonymise it again). Lists from pandas code are
+    converted here."""
+    recs = pl.from_pandas(recs) if isinstance(recs, pd.DataFrame) else recs
+    recs = recs.with_columns(
+        pl.col("customer_key").cast(pl.String).replace_strict(internal_keys, default=None, return_dtype=pl.String)
+    )
+    if recs["customer_key"].null_count():
         raise ValueError("a recommended customer_pkey maps to no customer in dim_customers")
     return write_ml_table(con, "recommendation_candidates", recs, "customer_key, rank")
 
