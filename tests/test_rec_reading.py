@@ -13,7 +13,7 @@ from ml.rec_baselines import ItemItemCooccurrence
 from ml.rec_evaluation import features_as_of
 from ml.rec_lists import USER_FEATURES
 from ml.recommender import RecommenderParams, build_data, type_weights, weighted_matrix
-from tessera.mlio.recommender import FEATURES_DATE_SQL, USER_FEATURES_AS_OF_SQL, pseudonymised, read_interactions
+from tessera.mlio.recommender import FEATURES_DATE_SQL, USER_FEATURES_AS_OF_SQL, as_pandas, pseudonymised, read_interactions
 from tessera.privacy import pseudonym
 
 T0 = pd.Timestamp("2026-10-01")
@@ -101,11 +101,18 @@ def test_the_asset_reads_coded_interactions_in_the_order_and_with_the_labels_of_
     )
     assert len(got) == 5
     for column in ("customer_key", "product_id", "interaction_type"):
-        assert isinstance(got[column].dtype, pd.CategoricalDtype)
-        assert got[column].astype(str).tolist() == expected[column].tolist(), column
+        assert isinstance(got.schema[column], pl.Enum)
+        assert got[column].cast(pl.String).to_list() == expected[column].tolist(), column
     np.testing.assert_array_equal(got["occurred_at"].to_numpy(), expected["occurred_at"].to_numpy())
     # the erased customer and the non-customer are not even labels
-    assert set(got["customer_key"].cat.categories) == set(pkey.values())
+    assert set(got.schema["customer_key"].categories) == set(pkey.values())
+    # the model code's pandas frame (as_pandas): categoricals on the same codes, labels in text order
+    frame = as_pandas(got)
+    for column in ("customer_key", "product_id", "interaction_type"):
+        assert isinstance(frame[column].dtype, pd.CategoricalDtype)
+        assert frame[column].astype(str).tolist() == expected[column].tolist(), column
+        assert frame[column].cat.categories.tolist() == sorted(frame[column].cat.categories), column
+    np.testing.assert_array_equal(frame["occurred_at"].to_numpy(), expected["occurred_at"].to_numpy())
 
 
 def test_point_in_time_features_in_sql_equal_features_as_of():

@@ -4,6 +4,7 @@ MLflow carries no internal key) and the write of its lists, back under the inter
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -32,21 +33,39 @@ def pseudonymised(query: str, order_by: str) -> str:
     return f"select * replace (customer_pkey(customer_key) as customer_key) from ({query}) order by {order_by}"
 
 
-def read_interactions(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+def labelled(codes: pl.Series, labels: list[str]) -> pl.Series:
+    """Integer `codes` (positions in `labels`) as an Enum of `labels`: the codes are kept, no row
+    carries its own string."""
+    return pl.Series(codes.name, labels, dtype=pl.Enum(labels)).gather(codes)
+
+
+def read_interactions(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """customer_key (as customer_pkey), product_id, interaction_type and occurred_at of every
-    interaction of a customer not asking for erasure, in key order, the three keys categorical
-    (as strings, 26M rows took several GB at 1M customers). Needs pseudonym.install on `con`."""
-    frame = con.execute(INTERACTIONS_SQL).df()
-    for column, _ in CODED_COLUMNS:
-        labels = [label for (label,) in con.execute(LABELS_SQL[column]).fetchall()]
-        frame[column] = pd.Categorical.from_codes(frame[column].to_numpy(), categories=pd.Index(labels, dtype=object))
-    return frame
+    interaction of a customer not asking for erasure, in key order, the three keys Enums whose
+    categories are in text order (interaction_codes.sql). Needs pseudonym.install on `con`."""
+    frame = con.sql(INTERACTIONS_SQL).pl()
+    return frame.with_columns(
+        labelled(frame[column], [label for (label,) in con.execute(LABELS_SQL[column]).fetchall()])
+        for column, _ in CODED_COLUMNS
+    )
 
 
-def user_features_as_of(con: duckdb.DuckDBPyConnection, as_of) -> pd.DataFrame:
+def user_features_as_of(con: duckdb.DuckDBPyConnection, as_of) -> pl.DataFrame:
     """Each customer's latest feature snapshot on or before `as_of` (None: the latest), by customer_pkey."""
-    frame = con.execute(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), {"as_of": as_of}).df()
+    frame = con.sql(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), params={"as_of": as_of}).pl()
     return checked_columns(frame, ["customer_key", *USER_FEATURES], "user_features_as_of.sql")
+
+
+def as_pandas(frame: pl.DataFrame) -> pd.DataFrame:
+    """The frame the recommender's model code (still pandas) reads: an Enum column becomes a
+    pandas categorical on the same codes and categories, the rest as polars converts it."""
+    enums = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Enum)]
+    converted = frame.drop(enums).to_pandas()
+    for name in enums:
+        categories = pd.Index(frame.schema[name].categories.to_list(), dtype=object)
+        codes = frame[name].to_physical().fill_null(-1).to_numpy().astype(np.int64)
+        converted[name] = pd.Categorical.from_codes(codes, categories=categories)
+    return converted[frame.columns]
 
 
 def read_training_frames(con: duckdb.DuckDBPyConnection, salt: str, test_days: int) -> tuple[TrainingFrames, dict]:
@@ -54,10 +73,10 @@ def read_training_frames(con: duckdb.DuckDBPyConnection, salt: str, test_days: i
     holdout start (the last `test_days`) only when a model can be evaluated on this data."""
     pseudonym.install(con, salt)
     frames = TrainingFrames(
-        customers=con.execute(pseudonymised(CUSTOMERS_SQL, "customer_key")).df(),
-        items=con.execute(ITEMS_SQL).df(),
-        interactions=read_interactions(con),
-        features_now=user_features_as_of(con, None),
+        customers=as_pandas(con.sql(pseudonymised(CUSTOMERS_SQL, "customer_key")).pl()),
+        items=as_pandas(con.sql(ITEMS_SQL).pl()),
+        interactions=as_pandas(read_interactions(con)),
+        features_now=as_pandas(user_features_as_of(con, None)),
     )
     internal_keys = dict(con.execute(INTERNAL_KEYS_SQL).fetchall())
     # thin data (no interaction, no purchase in the holdout, nothing before it): no model can be
@@ -65,7 +84,7 @@ def read_training_frames(con: duckdb.DuckDBPyConnection, salt: str, test_days: i
     frames.skip_reason = holdout_shortfall(frames.interactions, test_days)
     if frames.skip_reason is None:
         frames.split_at = holdout_start(frames.interactions["occurred_at"], test_days)
-        frames.features_then = user_features_as_of(con, frames.split_at.to_pydatetime())
+        frames.features_then = as_pandas(user_features_as_of(con, frames.split_at.to_pydatetime()))
         frames.features_at = con.execute(FEATURES_DATE_SQL, {"as_of": frames.split_at.to_pydatetime()}).fetchone()[0]
     return frames, internal_keys
 
