@@ -86,7 +86,7 @@ def holdout_shortfall(interactions: pd.DataFrame, holdout_days: int) -> str | No
     """Why a `holdout_days` time split of these interactions cannot evaluate a model (no
     interaction, no training row before the holdout, no purchase in it), or None when it can.
     The recommender asset skips its model with this reason instead of failing (thin data)."""
-    if interactions.empty:
+    if len(interactions) == 0:  # a pandas or a polars frame
         return "no customer-product interaction yet"
     split_at = holdout_start(interactions["occurred_at"], holdout_days)
     before = interactions["occurred_at"] < split_at

@@ -12,8 +12,8 @@ import polars as pl
 from ml.rec_baselines import ItemItemCooccurrence
 from ml.rec_evaluation import features_as_of
 from ml.rec_lists import USER_FEATURES
-from ml.recommender import RecommenderParams, build_data, type_weights, weighted_matrix
-from tessera.mlio.recommender import FEATURES_DATE_SQL, USER_FEATURES_AS_OF_SQL, as_pandas, pseudonymised, read_interactions
+from ml.recommender import RecommenderParams, as_pandas, build_data, type_weights, weighted_matrix
+from tessera.mlio.recommender import FEATURES_DATE_SQL, USER_FEATURES_AS_OF_SQL, pseudonymised, read_interactions
 from tessera.privacy import pseudonym
 
 T0 = pd.Timestamp("2026-10-01")
@@ -173,4 +173,10 @@ def test_categorical_lists_are_written_as_text_in_text_order(tmp_path):
             )
             rows = con.execute(f"select * from ml.{name}").fetchall()  # physical order
         assert types == {"customer_key": "VARCHAR", "rank": "BIGINT", "source": "VARCHAR", "model_run_id": "VARCHAR"}
-        assert rows == [("a", 1, "x", "run-1"), ("a", 2, "x", "run-1"), ("b", 1, "y", "run-1"), ("b", 2, "y", "run-1"), ("c", 1, "x", "run-1")]
+        assert rows == [
+            ("a", 1, "x", "run-1"),
+            ("a", 2, "x", "run-1"),
+            ("b", 1, "y", "run-1"),
+            ("b", 2, "y", "run-1"),
+            ("c", 1, "x", "run-1"),
+        ]

@@ -4,7 +4,6 @@ MLflow carries no internal key) and the write of its lists, back under the inter
 from __future__ import annotations
 
 import duckdb
-import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -56,27 +55,15 @@ def user_features_as_of(con: duckdb.DuckDBPyConnection, as_of) -> pl.DataFrame:
     return checked_columns(frame, ["customer_key", *USER_FEATURES], "user_features_as_of.sql")
 
 
-def as_pandas(frame: pl.DataFrame) -> pd.DataFrame:
-    """The frame the recommender's model code (still pandas) reads: an Enum column becomes a
-    pandas categorical on the same codes and categories, the rest as polars converts it."""
-    enums = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Enum)]
-    converted = frame.drop(enums).to_pandas()
-    for name in enums:
-        categories = pd.Index(frame.schema[name].categories.to_list(), dtype=object)
-        codes = frame[name].to_physical().fill_null(-1).to_numpy().astype(np.int64)
-        converted[name] = pd.Categorical.from_codes(codes, categories=categories)
-    return converted[frame.columns]
-
-
 def read_training_frames(con: duckdb.DuckDBPyConnection, salt: str, test_days: int) -> tuple[TrainingFrames, dict]:
     """What the recommender trains on, and each customer_pkey's internal key. Features as of the
     holdout start (the last `test_days`) only when a model can be evaluated on this data."""
     pseudonym.install(con, salt)
     frames = TrainingFrames(
-        customers=as_pandas(con.sql(pseudonymised(CUSTOMERS_SQL, "customer_key")).pl()),
-        items=as_pandas(con.sql(ITEMS_SQL).pl()),
-        interactions=as_pandas(read_interactions(con)),
-        features_now=as_pandas(user_features_as_of(con, None)),
+        customers=con.sql(pseudonymised(CUSTOMERS_SQL, "customer_key")).pl(),
+        items=con.sql(ITEMS_SQL).pl(),
+        interactions=read_interactions(con),
+        features_now=user_features_as_of(con, None),
     )
     internal_keys = dict(con.execute(INTERNAL_KEYS_SQL).fetchall())
     # thin data (no interaction, no purchase in the holdout, nothing before it): no model can be
@@ -84,7 +71,7 @@ def read_training_frames(con: duckdb.DuckDBPyConnection, salt: str, test_days: i
     frames.skip_reason = holdout_shortfall(frames.interactions, test_days)
     if frames.skip_reason is None:
         frames.split_at = holdout_start(frames.interactions["occurred_at"], test_days)
-        frames.features_then = as_pandas(user_features_as_of(con, frames.split_at.to_pydatetime()))
+        frames.features_then = user_features_as_of(con, frames.split_at.to_pydatetime())
         frames.features_at = con.execute(FEATURES_DATE_SQL, {"as_of": frames.split_at.to_pydatetime()}).fetchone()[0]
     return frames, internal_keys
 
