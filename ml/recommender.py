@@ -148,13 +148,20 @@ def as_polars(frame: pl.DataFrame | pd.DataFrame) -> pl.DataFrame:
 def as_pandas(frame: pl.DataFrame) -> pd.DataFrame:
     """The frame the evaluation and baselines (still pandas) read: an Enum column becomes a
     pandas categorical on the same codes and categories, the rest as polars converts it."""
-    enums = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Enum)]
-    converted = frame.drop(enums).to_pandas()
-    for name in enums:
-        categories = pd.Index(frame.schema[name].categories.to_list(), dtype=object)
-        codes = frame[name].to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
-        converted[name] = pd.Categorical.from_codes(codes, categories=categories)
-    return converted[frame.columns]
+
+    def column(name: str, dtype: pl.DataType) -> pd.Series:
+        if not isinstance(dtype, pl.Enum):
+            return frame[name].to_pandas()  # a column at a time: no copy of a datetime column
+        categories = pd.Index(dtype.categories.to_list(), dtype=object)
+        return pd.Series(pd.Categorical.from_codes(enum_codes(frame[name]), categories=categories), name=name)
+
+    return pd.DataFrame({name: column(name, dtype) for name, dtype in frame.schema.items()}, copy=False)
+
+
+def enum_codes(column: pl.Series) -> np.ndarray:
+    """The codes of an Enum column as numpy integers, -1 for a missing value (as pandas codes)."""
+    codes = column.to_physical()
+    return codes.to_numpy() if codes.null_count() == 0 else codes.cast(pl.Int64).fill_null(-1).to_numpy()
 
 
 def text_codes(values: pl.Series) -> tuple[np.ndarray, list[str]]:
@@ -193,7 +200,9 @@ def index_of(keys: pl.Series, id_map: dict[str, int]) -> np.ndarray:
     if isinstance(keys.dtype, pl.Enum):
         categories = keys.dtype.categories.to_list()
         by_category = np.fromiter((id_map.get(c, -1) for c in categories), dtype=np.int64, count=len(categories))
-        codes = keys.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+        if keys.null_count() == 0:
+            return by_category[keys.to_physical().to_numpy()]
+        codes = enum_codes(keys)
         return np.where(codes >= 0, by_category[codes], -1)  # code -1 is a missing key
     found = keys.cast(pl.String).replace_strict(id_map, default=-1, return_dtype=pl.Int64)
     return found.fill_null(-1).to_numpy()
@@ -225,9 +234,11 @@ def build_data(
     item_idx = index_of(interactions["product_id"], i.id_map)
     known = (user_idx >= 0) & (item_idx >= 0)
     # only the known rows are copied: an evaluation sample keeps a few percent of them
-    inter = interactions if known.all() else interactions.filter(pl.Series(known))
-    inter = as_pandas(inter.with_columns(u=pl.Series(user_idx[known]), i=pl.Series(item_idx[known])))
+    everything = known.all()
+    inter = as_pandas(interactions if everything else interactions.filter(pl.Series(known)))
     inter["occurred_at"] = pd.to_datetime(inter["occurred_at"])
+    inter["u"] = user_idx if everything else user_idx[known]
+    inter["i"] = item_idx if everything else item_idx[known]
     return RecData(users=u, items=i, interactions=inter)
 
 
