@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import scipy.sparse as sp
 
 from ml.rec_baselines import ItemItemCooccurrence, MostPopular, RecentlyPopular
@@ -59,11 +60,13 @@ class Split:
         }
 
 
-def holdout_start(occurred_at: pd.Series, holdout_days: int) -> pd.Timestamp:
-    """Midnight starting the last `holdout_days` calendar days of `occurred_at`."""
+def holdout_start(occurred_at: pd.Series | pl.Series, holdout_days: int) -> pd.Timestamp:
+    """Midnight starting the last `holdout_days` calendar days of `occurred_at` (a polars column
+    is already datetimes: its maximum is taken in polars, not by converting every row)."""
     if holdout_days < 1:
         raise ValueError(f"holdout_days must be >= 1, got {holdout_days}")
-    return pd.to_datetime(occurred_at).max().normalize() - pd.Timedelta(days=holdout_days - 1)
+    latest = pd.Timestamp(occurred_at.max()) if isinstance(occurred_at, pl.Series) else pd.to_datetime(occurred_at).max()
+    return latest.normalize() - pd.Timedelta(days=holdout_days - 1)
 
 
 def features_as_of(frame: pd.DataFrame, key: str, at: pd.Timestamp | None) -> pd.DataFrame:
@@ -86,7 +89,7 @@ def holdout_shortfall(interactions: pd.DataFrame, holdout_days: int) -> str | No
     """Why a `holdout_days` time split of these interactions cannot evaluate a model (no
     interaction, no training row before the holdout, no purchase in it), or None when it can.
     The recommender asset skips its model with this reason instead of failing (thin data)."""
-    if interactions.empty:
+    if len(interactions) == 0:  # a pandas or a polars frame
         return "no customer-product interaction yet"
     split_at = holdout_start(interactions["occurred_at"], holdout_days)
     before = interactions["occurred_at"] < split_at

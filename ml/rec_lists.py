@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import scipy.sparse as sp
 
 from ml.rec_baselines import MostPopular, RecentlyPopular
@@ -15,10 +16,13 @@ from ml.recommender import (
     FeatureSpace,
     RecData,
     RecommenderParams,
+    as_pandas,
+    as_polars,
     index_of,
     pairs_matrix,
     purchased_matrix,
     recommend,
+    text_codes,
     unseen_user_rows,
 )
 
@@ -43,17 +47,24 @@ def constant_column(value: str, n: int) -> pd.Categorical:
     return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=pd.Index([value]))
 
 
-def usable_features(profile: pd.DataFrame) -> np.ndarray:
+def usable_features(profile: pl.DataFrame) -> np.ndarray:
     """Customers with at least one known demographic: a customer without history has no
     behaviour to speak of, so only these can be ranked from features."""
-    static = profile[STATIC_USER_FEATURES].fillna("unknown").astype(str)
-    return ((static != "unknown") & (static != "U")).any(axis=1).to_numpy()
+    known = [~pl.col(c).cast(pl.String).fill_null("unknown").is_in(["unknown", "U"]) for c in STATIC_USER_FEATURES]
+    return profile.select(pl.any_horizontal(known)).to_series().to_numpy()
+
+
+def in_order(frame: pl.DataFrame, key: str, ids: list[str]) -> pl.DataFrame:
+    """The row of `frame` for each of `ids` (its `key` as text), in the order of `ids`; a row of
+    nulls for an id `frame` lacks."""
+    wanted = pl.DataFrame({key: ids}, schema={key: pl.String})
+    return wanted.join(frame.with_columns(pl.col(key).cast(pl.String)), on=key, how="left", maintain_order="left")
 
 
 def ranked_lists(
     model,
     data,
-    profile: pd.DataFrame,
+    profile: pl.DataFrame,
     cold: np.ndarray,
     bought: sp.csr_matrix,
     popularity,
@@ -70,15 +81,14 @@ def ranked_lists(
     when the user rows have no identity feature to drop (ml.recommender.recommend).
     everyone_popular=True: every customer gets the `popularity` ranking (a baseline's lists, when
     the gate publishes no model), with what they bought left out where they consented."""
-    consent = profile["personalization_consent"].fillna(True).astype(bool).to_numpy()
+    consent = profile["personalization_consent"].fill_null(True).cast(pl.Boolean).to_numpy()
     popular = np.ones(len(consent), dtype=bool) if everyone_popular else ~consent | (cold & ~usable_features(profile))
     exclude = bought if rules.exclude_bought else sp.csr_matrix(bought.shape, dtype=np.float32)
     personal = consent if everyone_popular else ~popular
     exclude = sp.diags(personal.astype(np.float32)) @ exclude  # no personal history without consent
-    by_id = items.set_index("product_id")
-    active = by_id["is_active"].reindex(data.items.ids).fillna(False).to_numpy(dtype=bool)
-    category = by_id["category"].reindex(data.items.ids).fillna("unknown")
-    codes, uniques = pd.factorize(category, sort=True)
+    by_id = in_order(items, "product_id", data.items.ids)
+    active = by_id["is_active"].fill_null(False).cast(pl.Boolean).to_numpy()
+    codes, uniques = text_codes(by_id["category"])
     recs = recommend(
         model,
         data,
@@ -93,20 +103,22 @@ def ranked_lists(
         zero_identity=zero_identity,
     )
     # product_id's codes are item indices (recommend): the category by code, as a categorical too
-    recs["category"] = pd.Categorical.from_codes(codes[recs["product_id"].cat.codes.to_numpy()], categories=uniques)
+    recs["category"] = pd.Categorical.from_codes(codes[recs["product_id"].cat.codes.to_numpy()], categories=pd.Index(uniques))
     return recs.assign(top_n=rules.k, max_per_category=rules.max_per_category)
 
 
-def published_candidates(model, data, users: pd.DataFrame, items: pd.DataFrame, rules: ListRules) -> pd.DataFrame:
+def published_candidates(
+    model, data, users: pl.DataFrame | pd.DataFrame, items: pl.DataFrame | pd.DataFrame, rules: ListRules
+) -> pd.DataFrame:
     """Every customer's list from the model just trained (ranked_lists); customers without any
     interaction are cold."""
-    profile = users.set_index("customer_key").loc[data.users.ids]
+    profile = in_order(as_polars(users), "customer_key", data.users.ids)
     popularity = MostPopular(data.interactions, len(data.items.ids)).scores
-    return ranked_lists(model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, rules)
+    return ranked_lists(model, data, profile, ~has_history(data), purchased_matrix(data), popularity, as_polars(items), rules)
 
 
 def baseline_candidates(
-    model, data, users: pd.DataFrame, items: pd.DataFrame, rules: ListRules, baseline: str, recent_days: int
+    model, data, users: pl.DataFrame, items: pl.DataFrame, rules: ListRules, baseline: str, recent_days: int
 ) -> pd.DataFrame:
     """Every customer's list from a simple baseline (ml/rec_baselines.py) over all interactions,
     under the published rules: what the gate publishes when no model may be (no champion yet and
@@ -118,7 +130,7 @@ def baseline_candidates(
         popularity = RecentlyPopular(data.interactions, n_items, window_days=recent_days).scores
     else:
         raise ValueError(f"no published fallback for baseline {baseline!r}")
-    profile = users.set_index("customer_key").loc[data.users.ids]
+    profile = in_order(users, "customer_key", data.users.ids)
     return ranked_lists(
         model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, rules, everyone_popular=True
     )
@@ -139,21 +151,30 @@ CANDIDATE_COLUMNS = {  # ml.recommendation_candidates (text as "string": DuckDB 
 
 
 def popular_without_model(
-    users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame, rules: ListRules, label: str
+    users: pl.DataFrame | pd.DataFrame,
+    items: pl.DataFrame | pd.DataFrame,
+    interactions: pl.DataFrame | pd.DataFrame,
+    rules: ListRules,
+    label: str,
 ) -> pd.DataFrame:
     """With no model to rank with (thin data, no champion): one list for every customer, the
     active products by distinct buyers, then distinct users with any interaction (MostPopular),
     at most `max_per_category` per category; nothing personal is used. No interaction or no
     active product: no rows."""
-    active = items[items["is_active"].fillna(False).astype(bool)].sort_values("product_id").reset_index(drop=True)
-    if interactions.empty or active.empty or users.empty:
+    users, items, interactions = as_polars(users), as_polars(items), as_polars(interactions)
+    active = items.filter(pl.col("is_active").fill_null(False).cast(pl.Boolean)).sort("product_id")
+    if interactions.is_empty() or active.is_empty() or users.is_empty():
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in CANDIDATE_COLUMNS.items()})
-    index = {p: n for n, p in enumerate(active["product_id"].astype(str))}
-    inter = interactions.assign(u=interactions["customer_key"].astype(str), i=interactions["product_id"].astype(str).map(index))
-    inter = inter[inter["i"].notna()].astype({"i": np.int64})
-    scores = MostPopular(inter, len(active)).scores
+    product_ids = active["product_id"].cast(pl.String).to_list()
+    index = {p: n for n, p in enumerate(product_ids)}
+    inter = (
+        interactions.select(pl.col("customer_key").cast(pl.String).alias("u"), pl.col("interaction_type").cast(pl.String))
+        .with_columns(i=pl.Series(index_of(interactions["product_id"], index)))
+        .filter(pl.col("i") >= 0)
+    )
+    scores = MostPopular(inter.to_pandas(), len(active)).scores
     order = np.lexsort((np.arange(len(active)), -scores))  # best first, ties by product id
-    category = active["category"].fillna("unknown").astype(str).to_numpy()
+    category = np.asarray(active["category"].cast(pl.String).fill_null("unknown").to_list(), dtype=object)
     picked, per_category = [], {}
     for i in order:
         if per_category.get(category[i], 0) < rules.max_per_category:
@@ -161,13 +182,13 @@ def popular_without_model(
             per_category[category[i]] = per_category.get(category[i], 0) + 1
         if len(picked) == rules.k:
             break
-    keys = users["customer_key"].astype(str).to_numpy()
+    keys = np.asarray(users["customer_key"].cast(pl.String).to_list(), dtype=object)
     n, m = len(keys), len(picked)
     return pd.DataFrame(
         {
             "customer_key": np.repeat(keys, m),
             "rank": np.tile(np.arange(1, m + 1, dtype=np.int64), n),
-            "product_id": np.tile(active["product_id"].astype(str).to_numpy()[picked], n),
+            "product_id": np.tile(np.asarray(product_ids, dtype=object)[picked], n),
             "score": np.tile(scores[picked].astype(np.float64), n),
             "source": "popularity",
             "category": np.tile(category[picked], n),
@@ -203,14 +224,20 @@ def model_bundle(model, data, k: int) -> dict:
 
 
 def champion_lists_for(
-    bundle: dict, feature_weight: float, customers: pd.DataFrame, items, interactions, rules: ListRules
+    bundle: dict,
+    feature_weight: float,
+    customers: pl.DataFrame | pd.DataFrame,
+    items: pl.DataFrame | pd.DataFrame,
+    interactions: pl.DataFrame | pd.DataFrame,
+    rules: ListRules,
 ) -> pd.DataFrame:
     """Today's lists from a registered model (its MLflow bundle), under today's rules: customers
     the model was trained on keep their trained rows (identity and features, as in training);
     customers it never saw, or saw without history (bundle "cold_user_ids"), are ranked from
     today's features in the model's own feature space (ml.recommender.unseen_user_rows); the
     popularity fallback, consent, purchases and active products are today's."""
-    keys = customers["customer_key"].astype(str).tolist()
+    customers, items, interactions = as_polars(customers), as_polars(items), as_polars(interactions)
+    keys = customers["customer_key"].cast(pl.String).to_list()
     names = bundle["user_feature_names"]
     trained = bundle["user_id_map"]
     cold_ids = set(bundle.get("cold_user_ids", ()))
@@ -228,23 +255,26 @@ def champion_lists_for(
     items_space = FeatureSpace(
         item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], bundle["item_features"]
     )
-    inter = interactions.assign(
-        u=index_of(interactions["customer_key"], users_space.id_map),
-        i=index_of(interactions["product_id"], items_space.id_map),
+    inter = interactions.with_columns(
+        u=pl.Series(index_of(interactions["customer_key"], users_space.id_map)),
+        i=pl.Series(index_of(interactions["product_id"], items_space.id_map)),
     )
-    mine = inter[(inter["u"] >= 0) & (inter["i"] >= 0)]
+    mine = as_pandas(inter.filter((pl.col("u") >= 0) & (pl.col("i") >= 0)))
     data = RecData(users=users_space, items=items_space, interactions=mine)
     bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], (len(keys), len(item_ids)))
     popularity = MostPopular(mine, len(item_ids)).scores
-    profile = customers.set_index("customer_key").loc[keys]
-    return ranked_lists(bundle["model"], data, profile, ~warm, bought, popularity, items, rules, zero_identity=False)
+    # the customers are the users, in order (keys)
+    return ranked_lists(bundle["model"], data, customers, ~warm, bought, popularity, items, rules, zero_identity=False)
 
 
-def training_fingerprint(*frames: pd.DataFrame) -> str:
+def training_fingerprint(*frames: pl.DataFrame | pd.DataFrame) -> str:
     """A hash of the published model's training tables (interactions, user and item features):
-    the same configuration on the same fingerprint is an identical retrain (ml/promotion.py)."""
+    the same configuration on the same fingerprint is an identical retrain (ml/promotion.py).
+    The hash is pandas' of the frames as pandas read them (as_pandas), so a champion's logged
+    fingerprint still matches its training data."""
     total = 0
     for frame in frames:
+        frame = as_pandas(frame) if isinstance(frame, pl.DataFrame) else frame
         hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         total = (total * 1_000_003 + int(hashed.sum(dtype=np.uint64)) + len(frame)) % 2**64
     return f"{total:016x}"

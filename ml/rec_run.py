@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import mlflow
 import numpy as np
 import pandas as pd
+import polars as pl
 from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
@@ -47,7 +48,7 @@ from ml.rec_lists import (
     published_candidates,
     training_fingerprint,
 )
-from ml.recommender import RecommenderParams, TrainingFrames, build_data, fit, with_feature_weight
+from ml.recommender import RecommenderParams, TrainingFrames, build_data, fit, with_feature_weight, with_features
 from ml.registry import PRIMARY_METRIC, GateDecision, champion, champion_params, decide, record_on_run, register
 from ml.tracking import LoggedRun, Tracking, log_recommender_run
 
@@ -68,6 +69,12 @@ class RecommenderRun:
         return str(self.recs["model_version"].iloc[0]) if len(self.recs) else "none"
 
 
+def evaluation_sample(n_customers: int, size: int, seed: int) -> np.ndarray:
+    """The rows of `size` customers drawn without replacement, seeded: the draw pandas'
+    DataFrame.sample(n=size, random_state=seed) makes, so the sample is the one it always was."""
+    return np.random.RandomState(seed).choice(n_customers, size=size, replace=False)
+
+
 def _timed(phase, name: str, function, *args):
     with phase(name):
         return function(*args)
@@ -85,14 +92,14 @@ def train_and_rank(
     """Evaluate, fit, log, register and gate; today's lists from where the gate says. `log` has
     info and warning; `phase(name)` times a block. Thin data (no model can be evaluated on the
     customers sampled) gives lists_without_model's lists."""
-    if frames.features_then.empty:
+    if frames.features_then.is_empty():
         log.warning(f"no user feature snapshot on or before {frames.split_at.date()}: evaluated without user features")
-    eval_users = frames.customers[["customer_key"]]
+    eval_users = frames.customers.select("customer_key")
     if len(eval_users) > params.eval_max_users:
         # evaluation fits two models and scores every item per user: on a seeded sample of
         # customers (and their interactions) it costs the same at 100k and at 1M customers
-        eval_users = eval_users.sample(n=params.eval_max_users, random_state=params.seed).sort_values("customer_key")
-    eval_users = eval_users.merge(frames.features_then, on="customer_key", how="left")
+        eval_users = eval_users[evaluation_sample(len(eval_users), params.eval_max_users, params.seed)].sort("customer_key")
+    eval_users = with_features(eval_users, frames.features_then)
     # each frame is let go once used, so the process is small again when the lists are written
     frames.features_then = None
     with phase("evaluate_prepare"):
@@ -231,7 +238,7 @@ def lists_without_model(tracking: Tracking, frames: TrainingFrames, rules: ListR
     users = frames.users_now()
     interactions = frames.interactions
     current = champion(MlflowClient(tracking_uri=tracking.tracking_uri), tracking.model_name)
-    if current is not None and not users.empty and not interactions.empty:
+    if current is not None and not users.is_empty() and not interactions.is_empty():
         recs = lists_from_champion(tracking, str(current.version), users, frames.items, interactions, rules)
         lists_from = "champion"
     else:
@@ -242,7 +249,7 @@ def lists_without_model(tracking: Tracking, frames: TrainingFrames, rules: ListR
 
 
 def lists_from_champion(
-    tracking: Tracking, version: str, users: pd.DataFrame, items, interactions, rules: ListRules
+    tracking: Tracking, version: str, users: pl.DataFrame, items: pl.DataFrame, interactions: pl.DataFrame, rules: ListRules
 ) -> pd.DataFrame:
     """After a rejected challenger: every customer's list from the champion (champion_lists_for)
     with today's rules, so consent withdrawn, products deactivated, purchases made and customers

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import scipy.sparse as sp
 from lightfm import LightFM
 from threadpoolctl import threadpool_limits
@@ -119,32 +120,68 @@ class RecData:
 class TrainingFrames:
     """What the recommender reads, customers known by their pseudonymous key."""
 
-    customers: pd.DataFrame  # customer_key, personalization_consent
-    items: pd.DataFrame  # product_id, category, brand, price_band, is_active
-    interactions: pd.DataFrame  # customer_key, product_id, interaction_type, occurred_at
-    features_now: pd.DataFrame  # customer_key and ml.rec_lists.USER_FEATURES, the latest snapshot
+    customers: pl.DataFrame  # customer_key, personalization_consent
+    items: pl.DataFrame  # product_id, category, brand, price_band, is_active
+    interactions: pl.DataFrame  # customer_key, product_id, interaction_type (Enums), occurred_at
+    features_now: pl.DataFrame  # customer_key and ml.rec_lists.USER_FEATURES, the latest snapshot
     # why no model can be evaluated on this data (holdout_shortfall); None: features_then is read
     skip_reason: str | None = None
     split_at: pd.Timestamp | None = None  # the holdout start
-    features_then: pd.DataFrame | None = None  # as of split_at, so the holdout cannot leak in
+    features_then: pl.DataFrame | None = None  # as of split_at, so the holdout cannot leak in
     features_at: object = None  # the date of the snapshot features_then come from
 
-    def users_now(self) -> pd.DataFrame:
+    def users_now(self) -> pl.DataFrame:
         """Every customer with today's features."""
-        return self.customers.merge(self.features_now, on="customer_key", how="left")
+        return with_features(self.customers, self.features_now)
 
 
-def feature_space(frame: pd.DataFrame, id_column: str, feature_columns: list[str]) -> FeatureSpace:
+def with_features(customers: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
+    """`customers` in their order, each with its row of `features` (nulls without one)."""
+    return customers.join(features, on="customer_key", how="left", maintain_order="left")
+
+
+def as_polars(frame: pl.DataFrame | pd.DataFrame) -> pl.DataFrame:
+    """A frame from code not yet on polars (evaluation tables, tests), converted at this edge."""
+    return pl.from_pandas(frame) if isinstance(frame, pd.DataFrame) else frame
+
+
+def as_pandas(frame: pl.DataFrame) -> pd.DataFrame:
+    """The frame the evaluation and baselines (still pandas) read: an Enum column becomes a
+    pandas categorical on the same codes and categories, the rest as polars converts it."""
+
+    def column(name: str, dtype: pl.DataType) -> pd.Series:
+        if not isinstance(dtype, pl.Enum):
+            return frame[name].to_pandas()  # a column at a time: no copy of a datetime column
+        categories = pd.Index(dtype.categories.to_list(), dtype=object)
+        return pd.Series(pd.Categorical.from_codes(enum_codes(frame[name]), categories=categories), name=name)
+
+    return pd.DataFrame({name: column(name, dtype) for name, dtype in frame.schema.items()}, copy=False)
+
+
+def enum_codes(column: pl.Series) -> np.ndarray:
+    """The codes of an Enum column as numpy integers, -1 for a missing value (as pandas codes)."""
+    codes = column.to_physical()
+    return codes.to_numpy() if codes.null_count() == 0 else codes.cast(pl.Int64).fill_null(-1).to_numpy()
+
+
+def text_codes(values: pl.Series) -> tuple[np.ndarray, list[str]]:
+    """Each value's position among the distinct values in text order, and those values; a
+    missing value is "unknown" (pandas.factorize(sort=True) of the values as text)."""
+    values = values.cast(pl.String).fill_null("unknown")
+    uniques = values.unique().sort().to_list()
+    return values.cast(pl.Enum(uniques)).to_physical().cast(pl.Int64).to_numpy(), uniques
+
+
+def feature_space(frame: pl.DataFrame, id_column: str, feature_columns: list[str]) -> FeatureSpace:
     """One-hot "column:value" features plus an identity feature per row, rows summing to 1."""
-    frame = frame.sort_values(id_column).reset_index(drop=True)
-    ids = frame[id_column].astype(str).tolist()
+    frame = frame.sort(id_column)
+    ids = frame[id_column].cast(pl.String).to_list()
     n = len(ids)
     names: list[str] = [f"id:{i}" for i in ids]
     rows = [np.arange(n)]
     cols = [np.arange(n)]
     for column in feature_columns:
-        values = frame[column].fillna("unknown").astype(str)
-        codes, uniques = pd.factorize(values, sort=True)
+        codes, uniques = text_codes(frame[column])
         rows.append(np.arange(n))
         cols.append(len(names) + codes)
         names.extend(f"{column}:{u}" for u in uniques)
@@ -156,16 +193,19 @@ def feature_space(frame: pd.DataFrame, id_column: str, feature_columns: list[str
     return FeatureSpace(ids=ids, id_map={k: i for i, k in enumerate(ids)}, feature_names=names, matrix=m)
 
 
-def index_of(keys: pd.Series, id_map: dict[str, int]) -> np.ndarray:
-    """id_map[key] for every key, -1 for a key not in id_map (or missing). A categorical column
-    (as the recommender asset reads its 26M interactions) is looked up once per category, not
-    once per row."""
-    if isinstance(keys.dtype, pd.CategoricalDtype):
-        categories = keys.cat.categories
+def index_of(keys: pl.Series, id_map: dict[str, int]) -> np.ndarray:
+    """id_map[key] for every key, -1 for a key not in id_map (or missing). An Enum column (as
+    the recommender asset reads its 26M interactions) is looked up once per category, not once
+    per row."""
+    if isinstance(keys.dtype, pl.Enum):
+        categories = keys.dtype.categories.to_list()
         by_category = np.fromiter((id_map.get(c, -1) for c in categories), dtype=np.int64, count=len(categories))
-        codes = keys.cat.codes.to_numpy()
+        if keys.null_count() == 0:
+            return by_category[keys.to_physical().to_numpy()]
+        codes = enum_codes(keys)
         return np.where(codes >= 0, by_category[codes], -1)  # code -1 is a missing key
-    return keys.map(id_map).fillna(-1).to_numpy(dtype=np.int64)
+    found = keys.cast(pl.String).replace_strict(id_map, default=-1, return_dtype=pl.Int64)
+    return found.fill_null(-1).to_numpy()
 
 
 def type_weights(types: pd.Series, weights: dict[str, float]) -> np.ndarray:
@@ -178,22 +218,27 @@ def type_weights(types: pd.Series, weights: dict[str, float]) -> np.ndarray:
 
 
 def build_data(
-    users: pd.DataFrame,
-    items: pd.DataFrame,
-    interactions: pd.DataFrame,
+    users: pl.DataFrame | pd.DataFrame,
+    items: pl.DataFrame | pd.DataFrame,
+    interactions: pl.DataFrame | pd.DataFrame,
     user_feature_columns: list[str],
     item_feature_columns: list[str],
 ) -> RecData:
     """Feature spaces of `users` and `items`, and the interactions of those users with those items
-    (others dropped) with their indices u and i. The key columns may be categorical."""
+    (others dropped) with their indices u and i, in their order. The key columns may be Enums.
+    The interactions come out as pandas for the evaluation and baselines (as_pandas)."""
+    users, items, interactions = as_polars(users), as_polars(items), as_polars(interactions)
     u = feature_space(users, "customer_key", user_feature_columns)
     i = feature_space(items, "product_id", item_feature_columns)
     user_idx = index_of(interactions["customer_key"], u.id_map)
     item_idx = index_of(interactions["product_id"], i.id_map)
     known = (user_idx >= 0) & (item_idx >= 0)
     # only the known rows are copied: an evaluation sample keeps a few percent of them
-    inter = interactions[known].reset_index(drop=True) if not known.all() else interactions.reset_index(drop=True)
-    inter = inter.assign(u=user_idx[known], i=item_idx[known], occurred_at=pd.to_datetime(inter["occurred_at"]))
+    everything = known.all()
+    inter = as_pandas(interactions if everything else interactions.filter(pl.Series(known)))
+    inter["occurred_at"] = pd.to_datetime(inter["occurred_at"])
+    inter["u"] = user_idx if everything else user_idx[known]
+    inter["i"] = item_idx if everything else item_idx[known]
     return RecData(users=u, items=i, interactions=inter)
 
 
@@ -492,7 +537,7 @@ def recommend(
     )
 
 
-def unseen_user_rows(feature_names: list[str], users: pd.DataFrame, feature_weight: float) -> sp.csr_matrix:
+def unseen_user_rows(feature_names: list[str], users: pl.DataFrame, feature_weight: float) -> sp.csr_matrix:
     """Rows, in a trained model's user feature space (`feature_names`: 'id:<key>' then
     'column:value'), for users the model never saw: each of their 'column:value' features the
     vocabulary knows, at the weight it had in training once the identity is dropped
@@ -503,12 +548,13 @@ def unseen_user_rows(feature_names: list[str], users: pd.DataFrame, feature_weig
     value = feature_weight / (1.0 + feature_weight * len(columns))
     rows, cols = [], []
     for column in columns:
-        if column not in users:
+        if column not in users.columns:
             continue
-        j = (column + ":" + users[column].fillna("unknown").astype(str)).map(index).to_numpy(dtype=float)
-        known = ~np.isnan(j)
+        names = users.select(pl.format("{}:{}", pl.lit(column), pl.col(column).cast(pl.String).fill_null("unknown")))
+        j = names.to_series().replace_strict(index, default=None, return_dtype=pl.Int64)
+        known = j.is_not_null().to_numpy()
         rows.append(np.flatnonzero(known))
-        cols.append(j[known].astype(np.int64))
+        cols.append(j.drop_nulls().to_numpy())
     r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
     data = np.full(len(r), value, dtype=np.float32)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 
 from ml.rec_evaluation import (
@@ -361,11 +362,11 @@ def test_rows_for_unseen_users_weigh_features_as_training_did():
     data = with_feature_weight(prepare_tables(inter, users, items), 0.25)
     expected = without_identity(data.users, np.ones(len(data.users.ids), dtype=bool)).toarray()
     frame = users.set_index("customer_key").loc[data.users.ids].reset_index()
-    got = unseen_user_rows(data.users.feature_names, frame, 0.25).toarray()
+    got = unseen_user_rows(data.users.feature_names, pl.from_pandas(frame), 0.25).toarray()
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert got[0].sum() == pytest.approx(0.25 / 1.25)  # one feature column at weight 0.25
     # a value the model's vocabulary does not know adds nothing
-    assert unseen_user_rows(data.users.feature_names, pd.DataFrame({"taste": ["c"]}), 0.25).nnz == 0
+    assert unseen_user_rows(data.users.feature_names, pl.DataFrame({"taste": ["c"]}), 0.25).nnz == 0
 
 
 def test_a_registered_model_lists_customers_it_never_saw_from_their_features():

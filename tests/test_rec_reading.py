@@ -7,11 +7,12 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from ml.rec_baselines import ItemItemCooccurrence
 from ml.rec_evaluation import features_as_of
 from ml.rec_lists import USER_FEATURES
-from ml.recommender import RecommenderParams, build_data, type_weights, weighted_matrix
+from ml.recommender import RecommenderParams, as_pandas, build_data, type_weights, weighted_matrix
 from tessera.mlio.recommender import FEATURES_DATE_SQL, USER_FEATURES_AS_OF_SQL, pseudonymised, read_interactions
 from tessera.privacy import pseudonym
 
@@ -100,11 +101,18 @@ def test_the_asset_reads_coded_interactions_in_the_order_and_with_the_labels_of_
     )
     assert len(got) == 5
     for column in ("customer_key", "product_id", "interaction_type"):
-        assert isinstance(got[column].dtype, pd.CategoricalDtype)
-        assert got[column].astype(str).tolist() == expected[column].tolist(), column
+        assert isinstance(got.schema[column], pl.Enum)
+        assert got[column].cast(pl.String).to_list() == expected[column].tolist(), column
     np.testing.assert_array_equal(got["occurred_at"].to_numpy(), expected["occurred_at"].to_numpy())
     # the erased customer and the non-customer are not even labels
-    assert set(got["customer_key"].cat.categories) == set(pkey.values())
+    assert set(got.schema["customer_key"].categories) == set(pkey.values())
+    # the model code's pandas frame (as_pandas): categoricals on the same codes, labels in text order
+    frame = as_pandas(got)
+    for column in ("customer_key", "product_id", "interaction_type"):
+        assert isinstance(frame[column].dtype, pd.CategoricalDtype)
+        assert frame[column].astype(str).tolist() == expected[column].tolist(), column
+        assert frame[column].cat.categories.tolist() == sorted(frame[column].cat.categories), column
+    np.testing.assert_array_equal(frame["occurred_at"].to_numpy(), expected["occurred_at"].to_numpy())
 
 
 def test_point_in_time_features_in_sql_equal_features_as_of():
@@ -147,10 +155,28 @@ def test_categorical_lists_are_written_as_text_in_text_order(tmp_path):
             "model_run_id": constant_column("run-1", 5),
         }
     )
-    with duckdb.connect(str(tmp_path / "tessera.duckdb")) as con:
-        write_ml_table(con, "lists", frame, "customer_key, rank")
-    with duckdb.connect(str(tmp_path / "tessera.duckdb"), read_only=True) as con:
-        types = dict(con.execute("select column_name, data_type from information_schema.columns where table_name = 'lists'").fetchall())
-        rows = con.execute("select * from ml.lists").fetchall()  # physical order
-    assert types == {"customer_key": "VARCHAR", "rank": "BIGINT", "source": "VARCHAR", "model_run_id": "VARCHAR"}
-    assert rows == [("a", 1, "x", "run-1"), ("a", 2, "x", "run-1"), ("b", 1, "y", "run-1"), ("b", 2, "y", "run-1"), ("c", 1, "x", "run-1")]
+    # the polars frame as the recommender hands it over: keys as Enums in the same category order
+    as_polars = pl.DataFrame(
+        {
+            "customer_key": pl.Series(["b", "b", "a", "c", "a"], dtype=pl.Enum(["b", "a", "c"])),
+            "rank": [2, 1, 1, 1, 2],
+            "source": pl.Series(["y", "y", "x", "x", "x"], dtype=pl.Enum(["x", "y"])),
+            "model_run_id": pl.Series(["run-1"] * 5, dtype=pl.Categorical),
+        }
+    )
+    for name, lists in (("lists", frame), ("polars_lists", as_polars)):
+        with duckdb.connect(str(tmp_path / "tessera.duckdb")) as con:
+            write_ml_table(con, name, lists, "customer_key, rank")
+        with duckdb.connect(str(tmp_path / "tessera.duckdb"), read_only=True) as con:
+            types = dict(
+                con.execute("select column_name, data_type from information_schema.columns where table_name = ?", [name]).fetchall()
+            )
+            rows = con.execute(f"select * from ml.{name}").fetchall()  # physical order
+        assert types == {"customer_key": "VARCHAR", "rank": "BIGINT", "source": "VARCHAR", "model_run_id": "VARCHAR"}
+        assert rows == [
+            ("a", 1, "x", "run-1"),
+            ("a", 2, "x", "run-1"),
+            ("b", 1, "y", "run-1"),
+            ("b", 2, "y", "run-1"),
+            ("c", 1, "x", "run-1"),
+        ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+import polars as pl
 
 from ml.rec_evaluation import holdout_shortfall, holdout_start
 from ml.rec_lists import USER_FEATURES
@@ -31,20 +32,26 @@ def pseudonymised(query: str, order_by: str) -> str:
     return f"select * replace (customer_pkey(customer_key) as customer_key) from ({query}) order by {order_by}"
 
 
-def read_interactions(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+def labelled(codes: pl.Series, labels: list[str]) -> pl.Series:
+    """Integer `codes` (positions in `labels`) as an Enum of `labels`: the codes are kept, no row
+    carries its own string."""
+    return pl.Series(codes.name, labels, dtype=pl.Enum(labels)).gather(codes)
+
+
+def read_interactions(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """customer_key (as customer_pkey), product_id, interaction_type and occurred_at of every
-    interaction of a customer not asking for erasure, in key order, the three keys categorical
-    (as strings, 26M rows took several GB at 1M customers). Needs pseudonym.install on `con`."""
-    frame = con.execute(INTERACTIONS_SQL).df()
-    for column, _ in CODED_COLUMNS:
-        labels = [label for (label,) in con.execute(LABELS_SQL[column]).fetchall()]
-        frame[column] = pd.Categorical.from_codes(frame[column].to_numpy(), categories=pd.Index(labels, dtype=object))
-    return frame
+    interaction of a customer not asking for erasure, in key order, the three keys Enums whose
+    categories are in text order (interaction_codes.sql). Needs pseudonym.install on `con`."""
+    frame = con.sql(INTERACTIONS_SQL).pl()
+    return frame.with_columns(
+        labelled(frame[column], [label for (label,) in con.execute(LABELS_SQL[column]).fetchall()])
+        for column, _ in CODED_COLUMNS
+    )
 
 
-def user_features_as_of(con: duckdb.DuckDBPyConnection, as_of) -> pd.DataFrame:
+def user_features_as_of(con: duckdb.DuckDBPyConnection, as_of) -> pl.DataFrame:
     """Each customer's latest feature snapshot on or before `as_of` (None: the latest), by customer_pkey."""
-    frame = con.execute(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), {"as_of": as_of}).df()
+    frame = con.sql(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), params={"as_of": as_of}).pl()
     return checked_columns(frame, ["customer_key", *USER_FEATURES], "user_features_as_of.sql")
 
 
@@ -53,8 +60,8 @@ def read_training_frames(con: duckdb.DuckDBPyConnection, salt: str, test_days: i
     holdout start (the last `test_days`) only when a model can be evaluated on this data."""
     pseudonym.install(con, salt)
     frames = TrainingFrames(
-        customers=con.execute(pseudonymised(CUSTOMERS_SQL, "customer_key")).df(),
-        items=con.execute(ITEMS_SQL).df(),
+        customers=con.sql(pseudonymised(CUSTOMERS_SQL, "customer_key")).pl(),
+        items=con.sql(ITEMS_SQL).pl(),
         interactions=read_interactions(con),
         features_now=user_features_as_of(con, None),
     )
@@ -69,11 +76,15 @@ def read_training_frames(con: duckdb.DuckDBPyConnection, salt: str, test_days: i
     return frames, internal_keys
 
 
-def write_candidates(con: duckdb.DuckDBPyConnection, recs: pd.DataFrame, internal_keys: dict) -> str:
+def write_candidates(con: duckdb.DuckDBPyConnection, recs: pl.DataFrame | pd.DataFrame, internal_keys: dict) -> str:
     """ml.recommendation_candidates from lists keyed by customer_pkey: back to the internal key
-    for the warehouse (the published tables pseudonymise it again)."""
-    recs["customer_key"] = recs["customer_key"].map(internal_keys)
-    if recs["customer_key"].isna().any():
+    for the warehouse (the published tables pseudonymise it again). Lists from pandas code are
+    converted here."""
+    recs = pl.from_pandas(recs) if isinstance(recs, pd.DataFrame) else recs
+    recs = recs.with_columns(
+        pl.col("customer_key").cast(pl.String).replace_strict(internal_keys, default=None, return_dtype=pl.String)
+    )
+    if recs["customer_key"].null_count():
         raise ValueError("a recommended customer_pkey maps to no customer in dim_customers")
     return write_ml_table(con, "recommendation_candidates", recs, "customer_key, rank")
 
