@@ -190,7 +190,9 @@ def judge_first_model(model: pd.Series, baseline: pd.Series, rule: GateRule, bas
     )
 
 
-def judge_refresh(model: pd.Series, baseline: pd.Series, rule: GateRule, baseline_name: str, champion_label: str) -> Verdict:
+def judge_refresh(
+    model: pd.Series, baseline: pd.Series, rule: GateRule, baseline_name: str, champion_label: str
+) -> Verdict:
     """The champion's configuration retrained on newer data: it replaces the champion under the
     first-model rule (enough users, not worse than the best baseline by more than noise)."""
     label = f"baseline {baseline_name}"

@@ -188,9 +188,7 @@ def cosine_similarity(x: sp.csr_matrix, top_neighbours: int | None = None) -> sp
         rows.append(r[keep] + start)
         cols.append(c[keep])
         vals.append(v[keep])
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items)
-    )
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items))
 
 
 class ItemItemCooccurrence:

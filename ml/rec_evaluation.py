@@ -65,7 +65,9 @@ def holdout_start(occurred_at: pd.Series | pl.Series, holdout_days: int) -> pd.T
     is already datetimes: its maximum is taken in polars, not by converting every row)."""
     if holdout_days < 1:
         raise ValueError(f"holdout_days must be >= 1, got {holdout_days}")
-    latest = pd.Timestamp(occurred_at.max()) if isinstance(occurred_at, pl.Series) else pd.to_datetime(occurred_at).max()
+    latest = (
+        pd.Timestamp(occurred_at.max()) if isinstance(occurred_at, pl.Series) else pd.to_datetime(occurred_at).max()
+    )
     return latest.normalize() - pd.Timedelta(days=holdout_days - 1)
 
 
@@ -257,7 +259,9 @@ def evaluate_per_user(
                 acc.add(scores, spec.positives[idx], spec.exclude[idx], users=idx)
             out[name][slice_name] = acc.result()
             users, ndcg = acc.per_user("ndcg")
-            per_user[name][slice_name] = pd.Series(ndcg, index=pd.Index(users, name="u"), name=f"ndcg_at_{params.k}").sort_index()
+            per_user[name][slice_name] = pd.Series(
+                ndcg, index=pd.Index(users, name="u"), name=f"ndcg_at_{params.k}"
+            ).sort_index()
     return out, per_user
 
 
@@ -274,12 +278,23 @@ def loggable_metrics(by_slice: dict[str, dict[str, float]]) -> dict[str, dict[st
 
 def empty_slices(evaluation: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     """The slices no user was evaluated on (the same for every model), in SLICES order."""
-    return [s for s in SLICES if all(by_slice[s].get("users", 0) == 0 for by_slice in evaluation.values() if s in by_slice)]
+    return [
+        s for s in SLICES if all(by_slice[s].get("users", 0) == 0 for by_slice in evaluation.values() if s in by_slice)
+    ]
 
 
 def metric_table(metrics: dict[str, dict[str, dict[str, float]]], k: int, slice_name: str = PRIMARY_SLICE) -> str:
     """A Markdown table of every model on one slice."""
-    cols = [f"precision_at_{k}", f"recall_at_{k}", f"ndcg_at_{k}", f"map_at_{k}", "auc", f"coverage_at_{k}", f"novelty_at_{k}", "users"]
+    cols = [
+        f"precision_at_{k}",
+        f"recall_at_{k}",
+        f"ndcg_at_{k}",
+        f"map_at_{k}",
+        "auc",
+        f"coverage_at_{k}",
+        f"novelty_at_{k}",
+        "users",
+    ]
     lines = ["| model | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
     for model, by_slice in metrics.items():
         m = by_slice[slice_name]
@@ -337,7 +352,9 @@ def prepare_tables(
     item_cols: list[str] = []
     if user_features is not None:
         user_features = features_as_of(user_features, "customer_key", as_of)
-        uf = user_features.assign(customer_key=user_features["customer_key"].astype(str)).drop_duplicates("customer_key")
+        uf = user_features.assign(customer_key=user_features["customer_key"].astype(str)).drop_duplicates(
+            "customer_key"
+        )
         user_cols = [c for c in uf.columns if c != "customer_key"]
         users = users.merge(uf, on="customer_key", how="outer")
     if item_features is not None:
@@ -385,4 +402,3 @@ def model_metrics(evaluation: dict, model: str) -> dict[str, float]:
         prefix = "" if slice_name == PRIMARY_SLICE else f"{slice_name}_"
         out.update({prefix + metric: value for metric, value in metrics.items()})
     return out
-

@@ -103,7 +103,9 @@ def ranked_lists(
         zero_identity=zero_identity,
     )
     # product_id's codes are item indices (recommend): the category by code, as a categorical too
-    recs["category"] = pd.Categorical.from_codes(codes[recs["product_id"].cat.codes.to_numpy()], categories=pd.Index(uniques))
+    recs["category"] = pd.Categorical.from_codes(
+        codes[recs["product_id"].cat.codes.to_numpy()], categories=pd.Index(uniques)
+    )
     return recs.assign(top_n=rules.k, max_per_category=rules.max_per_category)
 
 
@@ -114,7 +116,9 @@ def published_candidates(
     interaction are cold."""
     profile = in_order(as_polars(users), "customer_key", data.users.ids)
     popularity = MostPopular(data.interactions, len(data.items.ids)).scores
-    return ranked_lists(model, data, profile, ~has_history(data), purchased_matrix(data), popularity, as_polars(items), rules)
+    return ranked_lists(
+        model, data, profile, ~has_history(data), purchased_matrix(data), popularity, as_polars(items), rules
+    )
 
 
 def baseline_candidates(
@@ -132,7 +136,15 @@ def baseline_candidates(
         raise ValueError(f"no published fallback for baseline {baseline!r}")
     profile = in_order(users, "customer_key", data.users.ids)
     return ranked_lists(
-        model, data, profile, ~has_history(data), purchased_matrix(data), popularity, items, rules, everyone_popular=True
+        model,
+        data,
+        profile,
+        ~has_history(data),
+        purchased_matrix(data),
+        popularity,
+        items,
+        rules,
+        everyone_popular=True,
     )
 
 
@@ -168,7 +180,9 @@ def popular_without_model(
     product_ids = active["product_id"].cast(pl.String).to_list()
     index = {p: n for n, p in enumerate(product_ids)}
     inter = (
-        interactions.select(pl.col("customer_key").cast(pl.String).alias("u"), pl.col("interaction_type").cast(pl.String))
+        interactions.select(
+            pl.col("customer_key").cast(pl.String).alias("u"), pl.col("interaction_type").cast(pl.String)
+        )
         .with_columns(i=pl.Series(index_of(interactions["product_id"], index)))
         .filter(pl.col("i") >= 0)
     )

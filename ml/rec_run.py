@@ -98,7 +98,9 @@ def train_and_rank(
     if len(eval_users) > params.eval_max_users:
         # evaluation fits two models and scores every item per user: on a seeded sample of
         # customers (and their interactions) it costs the same at 100k and at 1M customers
-        eval_users = eval_users[evaluation_sample(len(eval_users), params.eval_max_users, params.seed)].sort("customer_key")
+        eval_users = eval_users[evaluation_sample(len(eval_users), params.eval_max_users, params.seed)].sort(
+            "customer_key"
+        )
     eval_users = with_features(eval_users, frames.features_then)
     # each frame is let go once used, so the process is small again when the lists are written
     frames.features_then = None
@@ -133,7 +135,9 @@ def train_and_rank(
             evaluation, per_user = evaluating.result()  # raises the evaluation's error, if any
         with phase("fingerprint"):
             fingerprint = training_fingerprint(frames.interactions, users, frames.items)
-    metrics, logged = _log_run(tracking, params, frames, split, data, model, evaluation, fingerprint, len(eval_users), log, phase)
+    metrics, logged = _log_run(
+        tracking, params, frames, split, data, model, evaluation, fingerprint, len(eval_users), log, phase
+    )
     with phase("promotion_gate"):
         decision = promotion_gate(tracking, gate, logged, params, per_user, evaluation, eval_data, split, fingerprint)
     if decision.lists_from == "challenger":
@@ -141,12 +145,16 @@ def train_and_rank(
         recs["model_run_id"] = constant_column(logged.run_id, len(recs))
         recs["model_version"] = constant_column(decision.challenger_version, len(recs))
     else:
-        recs = _lists_not_from_the_model(decision, logged, tracking, params, rules, model, data, users, frames, log, phase)
+        recs = _lists_not_from_the_model(
+            decision, logged, tracking, params, rules, model, data, users, frames, log, phase
+        )
     plot = ndcg_plot(evaluation, params.k, split.split_at)
     return RecommenderRun(recs, decision.lists_from, logged, decision, metrics, plot)
 
 
-def _log_run(tracking: Tracking, params, frames, split, data, model, evaluation, fingerprint, eval_customers, log, phase):
+def _log_run(
+    tracking: Tracking, params, frames, split, data, model, evaluation, fingerprint, eval_customers, log, phase
+):
     """The hybrid's MLflow run, its baselines nested: every metric, every choice a param."""
     metrics = flatten_metrics(evaluation)
     if empty := empty_slices(evaluation):
@@ -196,7 +204,9 @@ def _log_run(tracking: Tracking, params, frames, split, data, model, evaluation,
     return metrics, logged
 
 
-def _lists_not_from_the_model(decision, logged, tracking, params, rules, model, data, users, frames, log, phase) -> pd.DataFrame:
+def _lists_not_from_the_model(
+    decision, logged, tracking, params, rules, model, data, users, frames, log, phase
+) -> pd.DataFrame:
     """The lists when the gate keeps the model just trained from publishing them."""
     if decision.lists_from == "champion":
         # published recommendations come only from the champion: it scores today's customers
@@ -231,7 +241,9 @@ def primary_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if np.isfinite(v) and not k.startswith(others)}
 
 
-def lists_without_model(tracking: Tracking, frames: TrainingFrames, rules: ListRules, reason: str, log) -> RecommenderRun:
+def lists_without_model(
+    tracking: Tracking, frames: TrainingFrames, rules: ListRules, reason: str, log
+) -> RecommenderRun:
     """No model can be trained or evaluated on this data (`reason`): nothing is registered; the
     lists come from the champion under today's rules if there is one, else from popularity
     without a model (popular_without_model), so everything downstream still publishes."""
@@ -249,7 +261,12 @@ def lists_without_model(tracking: Tracking, frames: TrainingFrames, rules: ListR
 
 
 def lists_from_champion(
-    tracking: Tracking, version: str, users: pl.DataFrame, items: pl.DataFrame, interactions: pl.DataFrame, rules: ListRules
+    tracking: Tracking,
+    version: str,
+    users: pl.DataFrame,
+    items: pl.DataFrame,
+    interactions: pl.DataFrame,
+    rules: ListRules,
 ) -> pd.DataFrame:
     """After a rejected challenger: every customer's list from the champion (champion_lists_for)
     with today's rules, so consent withdrawn, products deactivated, purchases made and customers

@@ -26,7 +26,7 @@ DEFAULT_SPACE = {
 def trials(space: dict[str, list]) -> list[dict]:
     """The full grid, in a fixed order."""
     names = sorted(space)
-    return [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
+    return [dict(zip(names, values, strict=False)) for values in itertools.product(*(space[n] for n in names))]
 
 
 def tune(
@@ -73,4 +73,3 @@ def tune(
         client.set_terminated(parent.info.run_id)
     key = f"ndcg_at_{base.k}"
     return sorted(results, key=lambda r: -r[key])
-

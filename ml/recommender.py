@@ -268,7 +268,9 @@ def ids_only(data: RecData) -> RecData:
 
     def plain(space: FeatureSpace) -> FeatureSpace:
         n = len(space.ids)
-        return FeatureSpace(space.ids, space.id_map, space.feature_names[:n], sp.identity(n, dtype=np.float32, format="csr"))
+        return FeatureSpace(
+            space.ids, space.id_map, space.feature_names[:n], sp.identity(n, dtype=np.float32, format="csr")
+        )
 
     return RecData(users=plain(data.users), items=plain(data.items), interactions=data.interactions)
 
@@ -290,7 +292,9 @@ def weighted_matrix(
     return m.tocoo()
 
 
-def fit(data: RecData, inter: pd.DataFrame, params: RecommenderParams, reference: pd.Timestamp | None = None) -> LightFM:
+def fit(
+    data: RecData, inter: pd.DataFrame, params: RecommenderParams, reference: pd.Timestamp | None = None
+) -> LightFM:
     shape = (len(data.users.ids), len(data.items.ids))
     weights = weighted_matrix(inter, shape, params, reference)
     binary = sp.coo_matrix((np.ones_like(weights.data), (weights.row, weights.col)), shape=shape)
@@ -359,7 +363,9 @@ class LightFMScorer:
         ).astype(self.dtype)
 
 
-def cap_per_group(top: np.ndarray, valid: np.ndarray, group: np.ndarray | None, top_n: int, max_per_group: int | None) -> np.ndarray:
+def cap_per_group(
+    top: np.ndarray, valid: np.ndarray, group: np.ndarray | None, top_n: int, max_per_group: int | None
+) -> np.ndarray:
     """The published-list rules on ranked candidates, vectorised over a chunk of users.
 
     `top` holds item indices (users x candidates, best first), `valid` marks real candidates

@@ -22,7 +22,11 @@ INTERACTIONS_SQL = INTERACTION_CODES + sql("interactions")
 INTERNAL_KEYS_SQL = sql("internal_keys")
 RULE_VIOLATIONS_SQL = sql("candidate_rule_violations")
 # each key column of the interactions and the codes that label it (interaction_codes.sql)
-CODED_COLUMNS = (("customer_key", "customer_codes"), ("product_id", "product_codes"), ("interaction_type", "type_codes"))
+CODED_COLUMNS = (
+    ("customer_key", "customer_codes"),
+    ("product_id", "product_codes"),
+    ("interaction_type", "type_codes"),
+)
 LABELS_SQL = {column: f"{INTERACTION_CODES} select label from {codes} order by code" for column, codes in CODED_COLUMNS}
 
 
