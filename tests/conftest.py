@@ -174,10 +174,10 @@ def table_snapshot(duckdb_path) -> dict[str, tuple[int, list[str]]]:
 
 
 # --------------------------------------------------------------------------- the session's warehouse
-# The whole graph is built once per test session on SMALL: tests that only read it share it
-# (`pipeline`), tests that change it work on a copy (`warehouse_copy`), never on a rebuild. Under
-# pytest-xdist the workers share one build (`built_warehouse`): the first to take the lock builds it, the others wait
-# and read the run's events from disk.
+# The whole graph is built once per test session on SMALL (`built_warehouse`): tests that only read
+# it share it (`pipeline`), tests that change it work on a copy (`warehouse_copy`), never on a
+# rebuild. Under pytest-xdist the workers share the one build: the first to take the lock builds
+# it, the others wait, and each reads the run's events back from disk.
 
 
 @dataclass(frozen=True)
