@@ -42,18 +42,19 @@ WAREHOUSE_FIXTURES = {"built_warehouse", "pipeline", "pipeline_tables", "warehou
 LONGEST_FIRST = [
     "test_erasure.py",
     "test_crash.py",
-    "test_idempotency.py",
-    "test_real_data.py",
-    "test_bench_smoke.py",
-    "test_gates.py",
-    "test_consent.py",
-    "test_incremental.py",
     "test_spark_portability.py",
-    "test_e2e_webserver.py",
-    "test_bad_input.py",
+    "test_incremental.py",
+    "test_bench_smoke.py",
+    "test_idempotency.py",
     "test_quality_gates.py",
-    "test_publishing.py",
+    "test_gates.py",
+    "test_e2e_webserver.py",
+    "test_real_data.py",
+    "test_consent.py",
     "test_currencies.py",
+    "test_concurrency.py",
+    "test_bad_input.py",
+    "test_publishing.py",
 ]
 
 
