@@ -27,7 +27,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/se
 SEGMENT_RULES := config/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
-.PHONY: install dagster-home manifest segments generate demo run test lint bench serve ui ui-smoke online-retail complete-journey clean
+.PHONY: install dagster-home manifest segments generate demo run test test-fast lint bench serve ui ui-smoke online-retail complete-journey clean
 
 install: $(STAMP)
 
@@ -69,8 +69,13 @@ run: install dagster-home manifest
 
 demo: install dagster-home generate run
 
+# the whole suite on two workers (pyproject.toml: -n 2); the graph is built once for the session
 test: install dagster-home manifest
 	$(BIN)/python -m pytest
+
+# the inner loop: leaves out every test that runs the Dagster graph or reads the session's warehouse
+test-fast: install dagster-home manifest
+	$(BIN)/python -m pytest -m "not graph and not real_data"
 
 # ruff's checks and format, and the import contracts in pyproject.toml (CI runs it before the tests)
 lint: install

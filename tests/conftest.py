@@ -1,12 +1,18 @@
-"""Shared fixtures: an isolated data directory per test module, and the pipeline run on it."""
+"""Shared fixtures: an isolated data directory per test module, the session's warehouse (the whole
+graph built once, read by many tests, copied by those that change it), and the `graph` marker on
+every test that needs it."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +29,57 @@ os.environ.setdefault("TESSERA_PROMOTION_MIN_USERS", "100")
 
 # 100 days: enough history for the 60-day-old feature snapshot the propensity models train on
 SMALL = dict(customers=300, days=100, seed=7, end_date=date(2026, 10, 31))
+
+
+# tests that need the session's warehouse run the graph (once per session): marked `graph`, out of
+# the fast tier (`make test-fast`); tests that run the graph themselves carry the mark explicitly
+WAREHOUSE_FIXTURES = {"built_warehouse", "pipeline", "pipeline_tables", "warehouse_copy"}
+
+
+# the longest files first (pytest-xdist hands each worker whole files in this order, two ahead):
+# the first builds the session's warehouse and goes on with tests that copy it while the second
+# runs files that need no warehouse; the many short files even out the end
+LONGEST_FIRST = [
+    "test_erasure.py",
+    "test_crash.py",
+    "test_spark_portability.py",
+    "test_incremental.py",
+    "test_bench_smoke.py",
+    "test_idempotency.py",
+    "test_quality_gates.py",
+    "test_gates.py",
+    "test_e2e_webserver.py",
+    "test_real_data.py",
+    "test_consent.py",
+    "test_currencies.py",
+    "test_concurrency.py",
+    "test_bad_input.py",
+    "test_publishing.py",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if WAREHOUSE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.graph)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A Dagster home of the session's own (under pytest-xdist, of each worker's own), configured as
+    DAGSTER_HOME's: tests never write to the developer's run history nor to each other's."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    configured = Path(os.environ["DAGSTER_HOME"], "dagster.yaml") if os.environ.get("DAGSTER_HOME") else None
+    if configured is not None and configured.is_file():
+        shutil.copyfile(configured, home / "dagster.yaml")
+    else:
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DAGSTER_HOME", str(home))
+    yield home
+    mp.undo()
 
 
 @pytest.fixture
@@ -97,27 +154,6 @@ def materialized_keys(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
     return {e.asset_key for e in result.get_asset_materialization_events()}
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    """The whole graph materialized once on a small generated dataset."""
-    from tessera.landing.generate import GenerateConfig, generate
-    from tessera.settings import load_settings
-
-    data_dir = tmp_path_factory.mktemp("pipeline") / "data"
-    mp = pytest.MonkeyPatch()
-    use_data_dir(mp, data_dir)
-    settings = load_settings()
-    generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
-    result = run_job()
-    # later tests change this data directory; what the run itself left is kept for comparison
-    _PIPELINE_TABLES[str(data_dir)] = table_snapshot(settings.duckdb_path)
-    yield result, settings
-    mp.undo()
-
-
-_PIPELINE_TABLES: dict[str, dict[str, tuple[int, list[str]]]] = {}
-
-
 def table_snapshot(duckdb_path) -> dict[str, tuple[int, list[str]]]:
     """Every table and view: its row count and column names."""
     import duckdb
@@ -138,11 +174,136 @@ def table_snapshot(duckdb_path) -> dict[str, tuple[int, list[str]]]:
         con.close()
 
 
+# --------------------------------------------------------------------------- the session's warehouse
+# The whole graph is built once per test session on SMALL (`built_warehouse`): tests that only read
+# it share it (`pipeline`), tests that change it work on a copy (`warehouse_copy`), never on a
+# rebuild. Under pytest-xdist the workers share the one build: the first to take the lock builds
+# it, the others wait, and each reads the run's events back from disk.
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """A built data directory (landing files, DuckDB file, MLflow store, published files) and the
+    run that built it."""
+
+    data_dir: Path
+    result: dg.ExecuteInProcessResult
+    tables: dict[str, tuple[int, list[str]]]
+
+
+def _session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory every worker of this session sees: under xdist each worker's basetemp is a
+    subdirectory of the session's."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _build_warehouse(root: Path) -> None:
+    data_dir = root / "data"
+    mp = pytest.MonkeyPatch()
+    try:
+        use_data_dir(mp, data_dir)
+        from tessera.landing.generate import GenerateConfig, generate
+        from tessera.settings import load_settings
+
+        settings = load_settings()
+        generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
+        result = run_job()
+        (root / "tables.json").write_text(json.dumps(table_snapshot(settings.duckdb_path)))
+        (root / "run.json").write_text(dg.serialize_value(result.dagster_run))
+        # written last: its presence says the build is complete
+        (root / "events.json").write_text(dg.serialize_value(list(result.all_events)))
+    finally:
+        mp.undo()
+
+
+def _load_warehouse(root: Path) -> Warehouse:
+    from orchestration.definitions import defs
+
+    result = dg.ExecuteInProcessResult(
+        event_list=dg.deserialize_value((root / "events.json").read_text()),
+        dagster_run=dg.deserialize_value((root / "run.json").read_text()),
+        output_capture=None,
+        job_def=defs.resolve_job_def("tessera_all"),
+    )
+    tables = {name: (rows, columns) for name, (rows, columns) in json.loads((root / "tables.json").read_text()).items()}
+    return Warehouse(root / "data", result, tables)
+
+
 @pytest.fixture(scope="session")
-def pipeline_tables(pipeline) -> dict[str, tuple[int, list[str]]]:
+def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """The whole graph materialized once per session on a small generated dataset; read it, never
+    change it (copy it with `warehouse_copy`)."""
+    from filelock import FileLock
+
+    root = _session_root(tmp_path_factory) / "warehouse"
+    root.mkdir(exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "events.json").exists():
+            _build_warehouse(root)
+    return _load_warehouse(root)
+
+
+@pytest.fixture(scope="session")
+def pipeline(built_warehouse: Warehouse):
+    """(result, settings) of the session's warehouse, with TESSERA_DATA_DIR pointing at it for the
+    rest of the session. Read only: a test that changes the data takes `warehouse_copy`."""
+    from tessera.settings import load_settings
+
+    mp = pytest.MonkeyPatch()
+    use_data_dir(mp, built_warehouse.data_dir)
+    yield built_warehouse.result, load_settings()
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def pipeline_tables(built_warehouse: Warehouse) -> dict[str, tuple[int, list[str]]]:
     """Row counts and columns of every table right after the `pipeline` run."""
-    _, settings = pipeline
-    return _PIPELINE_TABLES[str(settings.data_dir)]
+    return built_warehouse.tables
+
+
+def copy_data_dir(source: Path, target: Path) -> None:
+    """A copy of a built data directory that works on its own: MLflow records artifact locations as
+    absolute paths (in its store and in each logged model's MLmodel file), which are moved to the
+    copy's."""
+    shutil.copytree(source, target, symlinks=True)
+    store = target / "mlflow" / "mlflow.db"
+    if not store.exists():
+        return
+    for mlmodel in (target / "mlflow").rglob("MLmodel"):
+        mlmodel.write_text(mlmodel.read_text().replace(str(source), str(target)))
+    con = sqlite3.connect(store)
+    try:
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
+        for table in tables:
+            for column, kind in con.execute(f'select name, type from pragma_table_info("{table}")').fetchall():
+                if "CHAR" in kind.upper() or "TEXT" in kind.upper():
+                    con.execute(
+                        f'update "{table}" set "{column}" = replace("{column}", ?, ?) where instr("{column}", ?) > 0',
+                        [str(source), str(target), str(source)],
+                    )
+        con.commit()
+    finally:
+        con.close()
+
+
+def use_copy_of(warehouse: Warehouse, target: Path, monkeypatch: pytest.MonkeyPatch):
+    """Copy the session's warehouse to `target`, point TESSERA_DATA_DIR at the copy, and return its
+    settings."""
+    from tessera.settings import load_settings
+
+    # what the copy starts from is a good run
+    assert warehouse.result.success
+    copy_data_dir(warehouse.data_dir, target)
+    use_data_dir(monkeypatch, target)
+    return load_settings()
+
+
+@pytest.fixture
+def warehouse_copy(built_warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Settings of a private copy of the session's warehouse, TESSERA_DATA_DIR pointing at it: for
+    tests that run the graph again or change the data."""
+    return use_copy_of(built_warehouse, tmp_path / "data", monkeypatch)
 
 
 def published_fingerprint(settings, ignore_run_ids: bool = False) -> dict[str, object]:

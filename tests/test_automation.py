@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import dagster as dg
+import pytest
 
 from orchestration.automation import (
     build_freshness_checks,
@@ -200,6 +201,7 @@ def test_freshness_checks_cover_the_customer_view_and_published_outputs_and_fail
         assert not checks & set(node.asset_layer.asset_graph.asset_check_keys)
 
 
+@pytest.mark.graph
 def test_a_step_meeting_a_held_file_is_retried_and_a_broken_file_is_not(tmp_path, monkeypatch):
     from tessera.landing.generate import GenerateConfig, generate
     from tessera.settings import load_settings

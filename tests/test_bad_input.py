@@ -590,6 +590,7 @@ def _quarantined(con, source: str, record_id: str | None = None, file: str | Non
     return con.execute(sql + " order by _source_file, _source_row", params).fetchall()
 
 
+@pytest.mark.graph
 def test_the_matrix_run_passes_every_gate_and_reconciles_every_source(matrix):
     result, con = matrix
     assert result.success, [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
@@ -600,11 +601,13 @@ def test_the_matrix_run_passes_every_gate_and_reconciles_every_source(matrix):
     assert by_source["order_items"][2] > 0
 
 
+@pytest.mark.graph
 def test_missing_required_column_quarantines_its_rows(matrix):
     _, con = matrix
     assert [r[1] for r in _quarantined(con, "order_items", "L0020")] == ["missing product_id"]
 
 
+@pytest.mark.graph
 def test_extra_unknown_column_is_reported_and_its_rows_go_on(matrix):
     result, con = matrix
     [load] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["raw", "orders"])]
@@ -612,6 +615,7 @@ def test_extra_unknown_column_is_reported_and_its_rows_go_on(matrix):
     assert con.execute("select count(*) from marts.fct_orders where order_id = 'M0001'").fetchall() == [(1,)]
 
 
+@pytest.mark.graph
 def test_wrong_types_and_negative_values_are_quarantined_with_their_reason_and_content(matrix):
     _, con = matrix
     expected = {"L0011": "zero quantity", "L0003": "negative unit_price", "L0004": "unparseable quantity"}
@@ -622,6 +626,7 @@ def test_wrong_types_and_negative_values_are_quarantined_with_their_reason_and_c
     assert '"quantity":"two"' in _quarantined(con, "order_items", "L0004")[0][2]
 
 
+@pytest.mark.graph
 def test_a_negative_quantity_is_a_returned_line_netted_against_its_order_not_a_quarantined_one(matrix):
     # issue 32: returned lines were quarantined as 'non-positive quantity' and never netted
     _, con = matrix
@@ -636,6 +641,7 @@ def test_a_negative_quantity_is_a_returned_line_netted_against_its_order_not_a_q
     assert returned > 0 and net == gross - returned
 
 
+@pytest.mark.graph
 def test_unknown_products_and_orphan_order_items_are_quarantined(matrix):
     _, con = matrix
     assert _quarantined(con, "order_items", "L0005")[0][1] == "unknown product"
@@ -643,6 +649,7 @@ def test_unknown_products_and_orphan_order_items_are_quarantined(matrix):
     assert _quarantined(con, "order_items", "L0010")[0][1] == "order rejected: ordered_at in the future"
 
 
+@pytest.mark.graph
 def test_non_utf8_and_malformed_records_are_quarantined_at_load_and_their_neighbours_go_on(matrix):
     _, con = matrix
     [bad_bytes] = _quarantined(con, "order_items", file="order_items_matrix.csv", row=7)
@@ -655,6 +662,7 @@ def test_non_utf8_and_malformed_records_are_quarantined_at_load_and_their_neighb
     assert lines == [("L0001", 2), ("L0009", 3)]
 
 
+@pytest.mark.graph
 def test_future_and_too_old_timestamps_are_quarantined_and_a_zoneless_one_is_read_as_utc(matrix):
     _, con = matrix
     assert _quarantined(con, "orders", "M0002")[0][1] == "ordered_at in the future"
@@ -671,6 +679,7 @@ def test_future_and_too_old_timestamps_are_quarantined_and_a_zoneless_one_is_rea
     assert got == [(datetime(2026, 10, 20, 8, 30),), (datetime(2026, 10, 21, 8, 0),)]
 
 
+@pytest.mark.graph
 def test_duplicated_rows_and_a_file_delivered_twice_keep_the_first_delivery_only(matrix):
     _, con = matrix
     [(stage, reason, content, file, row)] = _quarantined(con, "orders", "M0004")
@@ -740,6 +749,7 @@ def test_duplicated_rows_and_a_file_delivered_twice_keep_the_first_delivery_only
     assert con.execute("select count(*) from marts.fct_order_items where order_item_id = 'L0009'").fetchall() == [(1,)]
 
 
+@pytest.mark.graph
 def test_a_repeated_header_line_is_quarantined_at_load_and_never_becomes_a_customer(matrix):
     # regression (issue 32): a header line repeated in the middle of a customers file became a
     # published customer, with segments, scores and 10 recommendations
@@ -760,6 +770,7 @@ def test_a_repeated_header_line_is_quarantined_at_load_and_never_becomes_a_custo
     assert landing == con.execute("select sum(landing_records) from raw.load_audit where source = 'customers'").fetchone()[0]
 
 
+@pytest.mark.graph
 def test_an_unknown_country_stays_empty_with_its_reason_and_the_profile_goes_on(matrix):
     # regression (issue 32): countries missing from the seed became GB
     _, con = matrix
@@ -781,12 +792,14 @@ def test_an_unknown_country_stays_empty_with_its_reason_and_the_profile_goes_on(
     ).fetchone() == (0,)
 
 
+@pytest.mark.graph
 def test_a_late_arriving_event_is_accepted_at_its_own_time(matrix):
     _, con = matrix
     got = con.execute("select event_at from marts.fct_events where event_id = 'E_LATE'").fetchall()
     assert got == [(datetime(2026, 10, 2, 12, 0),)]
 
 
+@pytest.mark.graph
 def test_huge_values_quoted_newlines_header_only_and_empty_files_through_the_graph(matrix):
     result, con = matrix
     [huge] = _quarantined(con, "products", file="products_matrix.csv", row=2)
@@ -818,6 +831,7 @@ def _reconciles(con, source: str) -> bool:
     return ok and landing == audited
 
 
+@pytest.mark.graph
 def test_file_names_with_glob_characters_load_their_own_rows_through_the_graph(matrix):
     # regression (issue 33): `x16_a[1].csv` was read as `x16_a1.csv`, and `*` failed the source
     _, con = matrix
@@ -834,6 +848,7 @@ def test_file_names_with_glob_characters_load_their_own_rows_through_the_graph(m
     assert _reconciles(con, "products")
 
 
+@pytest.mark.graph
 def test_a_compressed_csv_file_loads_through_the_graph(matrix):
     # regression (issue 33): a .csv.gz was ignored without a trace
     _, con = matrix
@@ -844,6 +859,7 @@ def test_a_compressed_csv_file_loads_through_the_graph(matrix):
     assert _reconciles(con, "orders")
 
 
+@pytest.mark.graph
 def test_a_header_in_capitals_loads_its_values_through_the_graph(matrix):
     # regression (issue 33): an `EMAIL` header loaded every email as NULL with only a warning
     result, con = matrix
@@ -857,6 +873,7 @@ def test_a_header_in_capitals_loads_its_values_through_the_graph(matrix):
     assert _reconciles(con, "customers")
 
 
+@pytest.mark.graph
 def test_a_latin1_record_is_quarantined_with_its_original_bytes_and_a_utf16_file_loads(matrix):
     # regression (issue 33): a Latin-1 record kept `Ren??`; a UTF-16 file was quarantined with raw_content null
     _, con = matrix
@@ -874,6 +891,7 @@ def test_a_latin1_record_is_quarantined_with_its_original_bytes_and_a_utf16_file
     assert _reconciles(con, "customers")
 
 
+@pytest.mark.graph
 def test_entries_landing_does_not_load_are_in_the_audit_with_their_reason(matrix):
     # regression (issue 33): a JSON array, a spreadsheet and a broken link were ignored silently,
     # and every source "reconciled". Under TESSERA_LANDING_UNLOADED_FILES=warn (this matrix) the

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,6 +45,7 @@ def test_serving_bench_loads_the_published_snapshots_and_answers_every_request(p
     assert sum(result["statuses"].values()) == 400 and set(result["statuses"]) <= {"200", "404"}
 
 
+@pytest.mark.graph
 def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_path):
     """`make bench` at 300 customers: the whole graph runs, every step gets wall, CPU and memory
     figures, loaders' rows in are their landing records, and the plain dbt build and the DuckDB

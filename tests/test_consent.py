@@ -141,6 +141,7 @@ def keys_of(settings, ids) -> set[str]:
     return set(frame(settings, sql)["k"])
 
 
+@pytest.mark.graph
 def test_revoked_marketing_consent_keeps_customers_out_of_every_email_audience(revoked):
     result, settings, marketing, _ = revoked
     assert result.success
@@ -163,6 +164,7 @@ def test_revoked_marketing_consent_keeps_customers_out_of_every_email_audience(r
     assert len(would) >= 15
 
 
+@pytest.mark.graph
 def test_revoked_personalisation_keeps_customers_out_of_the_feed_and_off_personal_lists(revoked):
     _, settings, _, personal = revoked
     keys = keys_of(settings, personal)
@@ -185,6 +187,7 @@ def test_revoked_personalisation_keeps_customers_out_of_the_feed_and_off_persona
     assert set(sources[sources["customer_pkey"].isin(keys)]["source"]) == {"popularity"}
 
 
+@pytest.mark.graph
 def test_consent_records_naming_an_unknown_channel_or_purpose_are_quarantined(revoked):
     _, settings, _, _ = revoked
     reasons = frame(

@@ -9,6 +9,7 @@ no duplicated rows anywhere.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +17,10 @@ from datetime import date
 
 import dagster as dg
 import duckdb
+import pytest
 
 from tessera.landing.generate import GenerateConfig, generate
-from tests.conftest import published_fingerprint
+from tests.conftest import copy_data_dir, published_fingerprint, use_data_dir
 
 DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 # history enough for the 60-day feature snapshot the propensity models train on
@@ -39,26 +41,42 @@ def _tessera_run(env, timeout=600) -> subprocess.CompletedProcess:
     )
 
 
-def _fresh_shop(tmp_path, monkeypatch):
-    """A generated shop in its own data directory and Dagster home: (data dir, home, settings, env)."""
-    from tests.conftest import use_data_dir
+@pytest.fixture(scope="module")
+def shop_after_a_run(tmp_path_factory):
+    """A generated shop after one uninterrupted `tessera run`, in its own data directory and Dagster
+    home: (data dir, home). Each test works on a copy (`_copy_of`)."""
+    from tessera.settings import load_settings
+
+    root = tmp_path_factory.mktemp("crash_shop")
+    data_dir, home = root / "data", root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    mp = pytest.MonkeyPatch()
+    try:
+        use_data_dir(mp, data_dir)
+        settings = load_settings()
+        generate(GenerateConfig(**CRASH_DATA), settings.landing_dir, settings.truth_dir)
+    finally:
+        mp.undo()
+    first = _tessera_run(_env(data_dir, home))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return data_dir, home
+
+
+def _copy_of(shop, tmp_path, monkeypatch):
+    """A private copy of the shop: (data dir, home, settings, env)."""
     from tessera.settings import load_settings
 
     data_dir, home = tmp_path / "data", tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    copy_data_dir(shop[0], data_dir)
+    shutil.copytree(shop[1], home)
     use_data_dir(monkeypatch, data_dir)
-    settings = load_settings()
-    generate(GenerateConfig(**CRASH_DATA), settings.landing_dir, settings.truth_dir)
-    env = _env(data_dir, home)
-    return data_dir, home, settings, env
+    return data_dir, home, load_settings(), _env(data_dir, home)
 
 
-def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(tmp_path, monkeypatch):
-    data_dir, home, settings, env = _fresh_shop(tmp_path, monkeypatch)
-
-    first = _tessera_run(env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+@pytest.mark.graph
+def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(shop_after_a_run, tmp_path, monkeypatch):
+    data_dir, home, settings, env = _copy_of(shop_after_a_run, tmp_path, monkeypatch)
     good = published_fingerprint(settings, ignore_run_ids=True)
     good_files = published_fingerprint(settings)
 
@@ -111,16 +129,15 @@ def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(t
     assert dupes == (0, 0, 0, 0)
 
 
-def test_a_run_killed_inside_the_erasure_rewrite_is_finished_by_the_next_run(tmp_path, monkeypatch):
+@pytest.mark.graph
+def test_a_run_killed_inside_the_erasure_rewrite_is_finished_by_the_next_run(shop_after_a_run, tmp_path, monkeypatch):
     """Issue 33's hostile case: the kill lands right after the erasure rewrote its first published
     version. While the run is dead, every file the release names still matches its manifest (the
     rewrite is a new version, not yet released) and the journal holds the requests; the next run,
     with no operator action, completes the erasure: logged, journal empty, no residue in any table,
     published file or byte of the data directory and Dagster home."""
     from bench.crash_matrix import byte_scan, identifiers, journal, release_consistent, request_erasure
-    data_dir, home, settings, env = _fresh_shop(tmp_path, monkeypatch)
-    first = _tessera_run(env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    data_dir, home, settings, env = _copy_of(shop_after_a_run, tmp_path, monkeypatch)
     people = identifiers(settings.duckdb_path, request_erasure(data_dir))
     assert len(people) >= 10
     logged = journal(settings.duckdb_path)["logged_requests"]  # the demo's own earlier requests

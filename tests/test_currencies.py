@@ -165,6 +165,7 @@ def _staged(settings, order_ids: list[str]) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in rows}
 
 
+@pytest.mark.graph
 def test_a_non_iso_code_is_quarantined_with_its_file_and_the_run_goes_on(shop):
     settings, customer = shop
     _write_orders(settings.landing_dir / "orders" / "orders_zz_euro.csv",
@@ -180,6 +181,7 @@ def test_a_non_iso_code_is_quarantined_with_its_file_and_the_run_goes_on(shop):
     assert quarantined == [("staging", reason, "orders_zz_euro.csv")]
 
 
+@pytest.mark.graph
 def test_an_iso_code_without_a_rate_stops_the_build_naming_code_day_file_and_the_seed_row_to_add(shop):
     settings, customer = shop
     _write_orders(settings.landing_dir / "orders" / "orders_zz_brl.csv",

@@ -711,12 +711,12 @@ def test_the_bandit_state_is_an_mlflow_run_with_posterior_means(pipeline):
     assert run.data.params["version"] == "1"
 
 
-def test_an_invalid_catalogue_fails_the_decision_step_and_nothing_is_published(tmp_path, monkeypatch, pipeline):
+def test_an_invalid_catalogue_fails_the_decision_step_and_nothing_is_published(tmp_path, monkeypatch, warehouse_copy):
     import dagster as dg
 
     from tests.conftest import run_job
 
-    _, settings = pipeline
+    settings = warehouse_copy
     data = yaml.safe_load(DEFAULT_FILE.read_text())
     data["actions"][0]["channel"] = "carrier_pigeon"
     bad = tmp_path / "actions.yml"

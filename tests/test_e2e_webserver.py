@@ -100,6 +100,7 @@ def _expected() -> tuple[set[tuple[str, ...]], set[tuple[tuple[str, ...], str]]]
     return assets, checks
 
 
+@pytest.mark.graph
 def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts_down(tmp_path):
     from tessera.landing.generate import GenerateConfig, generate
     from tessera.settings import DERIVED_LOCATION_VARS

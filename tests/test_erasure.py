@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 
 from tessera.publish import snapshots
-from tessera.landing.generate import GenerateConfig, generate
-from tessera.settings import load_settings
-from tests.conftest import SMALL, run_job, use_data_dir
+from tests.conftest import run_job, use_copy_of
 
 READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
 
@@ -76,13 +74,11 @@ def residue(settings, identifiers: set[str]) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def erased(tmp_path_factory):
+def erased(tmp_path_factory, built_warehouse):
     mp = pytest.MonkeyPatch()
-    use_data_dir(mp, tmp_path_factory.mktemp("erasure") / "data")
-    settings = load_settings()
-    generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
-    # a first run publishes everyone: the retained snapshot versions must be cleaned too
-    assert run_job().success
+    # a first run published everyone (the session's warehouse, copied): the retained snapshot
+    # versions must be cleaned too
+    settings = use_copy_of(built_warehouse, tmp_path_factory.mktemp("erasure") / "data", mp)
     customers = pd.read_csv(settings.landing_dir / "customers" / "customers.csv", dtype=str)
     emails = customers["email"].str.strip().str.lower()
     unique = customers[emails.map(emails.value_counts()) == 1]
@@ -118,6 +114,7 @@ def erased(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.graph
 def test_the_erasure_run_succeeds_and_its_residue_check_passes(erased):
     _, people, first, _ = erased
     checks = {e.check_name: e for e in first.get_asset_check_evaluations()}
@@ -131,11 +128,13 @@ def test_the_erasure_run_succeeds_and_its_residue_check_passes(erased):
     assert len(people) >= 10  # ids, emails, orders, cookies...
 
 
+@pytest.mark.graph
 def test_no_identifier_of_an_erased_person_remains_in_any_table_or_published_file(erased):
     settings, people, _, _ = erased
     assert residue(settings, people) == {}
 
 
+@pytest.mark.graph
 def test_the_audit_log_records_each_request_without_its_identifiers(erased):
     settings, people, _, _ = erased
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
@@ -152,6 +151,7 @@ def test_the_audit_log_records_each_request_without_its_identifiers(erased):
     assert not any(p in "".join(map(str, log)) for p in people if len(p) >= 6)
 
 
+@pytest.mark.graph
 def test_a_second_run_reconciles_and_redelivered_files_bring_nobody_back(erased):
     settings, people, _, customers_before = erased
     # the erased people's CRM profiles and orders delivered again, in new files: their profiles

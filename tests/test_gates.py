@@ -39,6 +39,7 @@ def _published_tables(settings) -> int:
         con.close()
 
 
+@pytest.mark.graph
 def test_corrupted_customers_file_fails_its_gate_and_blocks_everything_downstream(corrupted):
     result = run_job()
     assert not result.success
@@ -54,6 +55,7 @@ def test_corrupted_customers_file_fails_its_gate_and_blocks_everything_downstrea
     assert _published_tables(corrupted) == 0
 
 
+@pytest.mark.graph
 def test_gate_also_blocks_a_run_that_selects_only_part_of_the_graph(corrupted):
     from orchestration.definitions import defs
 
@@ -72,6 +74,7 @@ def test_gate_also_blocks_a_run_that_selects_only_part_of_the_graph(corrupted):
     assert "marts/dim_customers" in {k.to_user_string() for k in selection}
 
 
+@pytest.mark.graph
 def test_a_quarantine_rate_over_the_limit_blocks_the_recommender_and_every_published_output(tmp_path, monkeypatch):
     """8 % of orders are dated in 2031. The raw gate cannot see that (the timestamps are well
     formed); staging quarantines them ('ordered_at in the future'), and the quarantine_rate dbt
@@ -107,6 +110,7 @@ def test_a_quarantine_rate_over_the_limit_blocks_the_recommender_and_every_publi
     assert rerun.success and dg.AssetKey(["marts", "fct_order_items"]) in materialized_keys(rerun)
 
 
+@pytest.mark.graph
 def test_cluster_size_explosion_blocks_the_marts(tmp_path, monkeypatch):
     use_data_dir(monkeypatch, tmp_path / "data")
     monkeypatch.setenv("TESSERA_IDENTITY_MAX_CLUSTER_SIZE", "1")  # any merge is now an "explosion"
@@ -125,6 +129,7 @@ def test_cluster_size_explosion_blocks_the_marts(tmp_path, monkeypatch):
     assert not {k for k in keys if k.startswith(("marts/", "ml/", "publish/"))}, keys
 
 
+@pytest.mark.graph
 def test_an_edited_rule_file_that_was_not_recompiled_stops_the_marts(tmp_path, monkeypatch):
     # Regression: the dbt_marts step once skipped this check, so an edited rule file ran stale SQL.
     import yaml
@@ -153,11 +158,8 @@ def test_an_edited_rule_file_that_was_not_recompiled_stops_the_marts(tmp_path, m
     assert "identity/identity_map" in keys and not {k for k in keys if k.startswith(("marts/", "publish/"))}
 
 
-def test_a_failed_gate_leaves_the_last_good_published_version_in_place(tmp_path, monkeypatch):
-    use_data_dir(monkeypatch, tmp_path / "data")
-    settings = load_settings()
-    generate(GenerateConfig(**SMALL), settings.landing_dir, settings.truth_dir)
-    assert run_job().success
+def test_a_failed_gate_leaves_the_last_good_published_version_in_place(warehouse_copy):
+    settings = warehouse_copy  # a good run published everything
     good = published_fingerprint(settings)
     assert {"customer_recommendations", "customer_segments", "customer_scores"} <= set(good)
     assert "customer_recommendations/customer_recommendations.parquet" in good

@@ -8,10 +8,10 @@ from tessera.landing.contract import SOURCES
 from tests.conftest import run_job
 
 
-def test_rematerializing_unchanged_input_changes_nothing(pipeline):
+def test_rematerializing_unchanged_input_changes_nothing(warehouse_copy):
     """A second run on the same landing files publishes the same customer keys, segments and
     recommendations (seeded, single-threaded training)."""
-    _, settings = pipeline
+    settings = warehouse_copy
 
     def snapshot():
         con = duckdb.connect(str(settings.duckdb_path), read_only=True)
@@ -63,12 +63,12 @@ def test_rematerializing_unchanged_input_changes_nothing(pipeline):
     assert retrain.tags["gate_reason"].startswith(f"identical retrain of champion version {champion.version}")
 
 
-def test_a_second_run_that_adds_records_keeps_every_existing_id(pipeline):
+def test_a_second_run_that_adds_records_keeps_every_existing_id(warehouse_copy):
     """New CRM profiles arrive: one is a new person, one re-registers an existing person with the
     same email. Every existing record keeps its customer id and the re-registration joins it."""
     import pandas as pd
 
-    _, settings = pipeline
+    settings = warehouse_copy
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     before = dict(con.execute("select record_id, customer_id from identity.identity_map").fetchall())
     existing = con.execute(

@@ -89,6 +89,7 @@ def _check(result, name: str) -> bool:
     return _evaluation(result, name).passed
 
 
+@pytest.mark.graph
 def test_a_new_day_is_appended_without_rewriting_history(landing):
     settings, events, held = landing
     first_file = min(p.name for p in events.iterdir())
@@ -120,6 +121,7 @@ def test_a_new_day_is_appended_without_rewriting_history(landing):
     assert _query(settings, in_facts, [held.name])[0][0] == new
 
 
+@pytest.mark.graph
 def test_the_clickstream_gate_validates_each_file_once_and_a_failed_file_until_it_is_fixed(landing):
     settings, events, _ = landing
     # nothing new since the last run: the gate has nothing to validate, and says so
@@ -151,6 +153,7 @@ def test_the_clickstream_gate_validates_each_file_once_and_a_failed_file_until_i
     assert fixed.success and _evaluation(fixed, "gx_raw_events").metadata["rows_from_new_files"].value == 0
 
 
+@pytest.mark.graph
 def test_a_changed_file_replaces_its_rows_and_a_removed_file_takes_them_away(landing):
     settings, events, _ = landing
     files = sorted(events.iterdir())
@@ -172,6 +175,7 @@ def test_a_changed_file_replaces_its_rows_and_a_removed_file_takes_them_away(lan
     assert _query(settings, "select count(*) from intermediate.int_events where device = ?", [SENTINEL])[0][0] > 0
 
 
+@pytest.mark.graph
 def test_a_row_that_outlived_its_file_fails_the_gate_and_a_full_refresh_rebuilds(landing):
     from orchestration.definitions import defs
     from orchestration.run import full_refresh_config
@@ -217,6 +221,7 @@ def _write(settings, sql: str, target, options: str) -> None:
         con.execute(f"copy ({sql}) to '{target}' ({options})")
 
 
+@pytest.mark.graph
 def test_order_items_before_their_order_wait_and_are_completed_when_it_arrives(landing):
     settings, _, _ = landing
     [(order_id, customer_key, lines)] = _query(

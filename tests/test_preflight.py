@@ -80,6 +80,7 @@ def test_tessera_run_refuses_production_without_a_salt_before_any_work(tmp_path,
     assert not (tmp_path / "data").exists() and not (tmp_path / "dagster_home").exists()
 
 
+@pytest.mark.graph
 def test_a_dagster_run_fails_at_its_first_steps_on_a_bad_configuration(tmp_path, monkeypatch):
     """A run launched from the UI or a schedule goes through the TesseraResource: every step that
     asks for settings fails before doing anything, with the same error, and nothing downstream runs."""

@@ -65,8 +65,8 @@ def test_published_snapshots_carry_only_pseudonymous_keys(pipeline):
             assert not table[column].astype(str).str.startswith("tc_").any(), (spec.name, column)
 
 
-def test_publishing_with_the_demo_salt_is_refused_outside_demo_mode(pipeline, monkeypatch):
-    _, settings = pipeline
+def test_publishing_with_the_demo_salt_is_refused_outside_demo_mode(warehouse_copy, monkeypatch):
+    settings = warehouse_copy
     before = published_fingerprint(settings)
     monkeypatch.setenv("TESSERA_MODE", "production")
     monkeypatch.delenv("TESSERA_PSEUDONYM_SALT", raising=False)

@@ -130,8 +130,8 @@ def test_one_release_names_every_table_of_the_run_and_nothing_is_left_staged(pip
     assert leftovers == [(0,)]
 
 
-def test_republishing_adds_a_version_with_the_same_content_and_prunes_by_retention(pipeline, monkeypatch):
-    _, settings = pipeline
+def test_republishing_adds_a_version_with_the_same_content_and_prunes_by_retention(warehouse_copy, monkeypatch):
+    settings = warehouse_copy
     before = {n: snapshots.current_version(settings.publish_dir, n) for n in NAMES}
     content = published_fingerprint(settings)
     # retention 0 days: every version but the new current one goes
@@ -155,12 +155,12 @@ def test_a_negative_retention_is_refused(monkeypatch):
         load_settings()
 
 
-def test_campaign_uplift_follows_the_recorded_assignments_into_the_orders(pipeline):
+def test_campaign_uplift_follows_the_recorded_assignments_into_the_orders(warehouse_copy):
     """The demo's audiences were published on its last day, so no window has ended: pretend the same
     assignments were made 30 days earlier, publish the uplift, and check it against the orders."""
     import dagster as dg
 
-    _, settings = pipeline
+    settings = warehouse_copy
     assert query(settings, "select count(*) from publish.campaign_uplift") == [(0,)]
     (assigned,) = query(settings, "select count(*) from campaigns.assignments")[0]
     assert assigned >= query(settings, "select count(*) from publish.customer_segments")[0][0]
@@ -172,39 +172,30 @@ def test_campaign_uplift_follows_the_recorded_assignments_into_the_orders(pipeli
         )
     finally:
         con.close()
-    try:
-        assert run_job([dg.AssetKey(["publish", "campaign_uplift"])]).success
-        uplift = query(
-            settings,
-            "select campaign, treatment_customers, control_customers, treatment_conversion from publish.campaign_uplift",
-        )
-        expected = query(
-            settings,
-            f"""
-            with a as (select * from campaigns.assignments where assigned_on = (select min(assigned_on) from campaigns.assignments))
-            select a.campaign,
-                count(*) filter (where a.holdout_group = 'treatment'),
-                count(*) filter (where a.holdout_group = 'control'),
-                avg(case when exists (
-                    select 1 from marts.fct_orders o where o.customer_key = a.customer_key and o.status = 'completed'
-                      and o.ordered_at >= a.assigned_on and o.ordered_at < a.assigned_on + interval ({settings.uplift_window_days}) day
-                ) then 1.0 else 0.0 end) filter (where a.holdout_group = 'treatment')
-            from a group by a.campaign
-            having count(*) filter (where a.holdout_group = 'control') >= 2
-               and count(*) filter (where a.holdout_group = 'treatment') >= 2
-            order by 1
-            """,
-        )
-        assert len(uplift) >= 5
-        assert [r[:3] for r in uplift] == [r[:3] for r in expected]
-        assert [r[3] for r in uplift] == pytest.approx([r[3] for r in expected])
-        snap = snapshots.current_snapshot(settings.publish_dir, "campaign_uplift")
-        assert snap.manifest["rows"] == len(uplift)
-    finally:
-        con = duckdb.connect(str(settings.duckdb_path))
-        try:
-            con.execute(
-                "delete from campaigns.assignments where assigned_on < (select max(assigned_on) from campaigns.assignments)"
-            )
-        finally:
-            con.close()
+    assert run_job([dg.AssetKey(["publish", "campaign_uplift"])]).success
+    uplift = query(
+        settings,
+        "select campaign, treatment_customers, control_customers, treatment_conversion from publish.campaign_uplift",
+    )
+    expected = query(
+        settings,
+        f"""
+        with a as (select * from campaigns.assignments where assigned_on = (select min(assigned_on) from campaigns.assignments))
+        select a.campaign,
+            count(*) filter (where a.holdout_group = 'treatment'),
+            count(*) filter (where a.holdout_group = 'control'),
+            avg(case when exists (
+                select 1 from marts.fct_orders o where o.customer_key = a.customer_key and o.status = 'completed'
+                  and o.ordered_at >= a.assigned_on and o.ordered_at < a.assigned_on + interval ({settings.uplift_window_days}) day
+            ) then 1.0 else 0.0 end) filter (where a.holdout_group = 'treatment')
+        from a group by a.campaign
+        having count(*) filter (where a.holdout_group = 'control') >= 2
+           and count(*) filter (where a.holdout_group = 'treatment') >= 2
+        order by 1
+        """,
+    )
+    assert len(uplift) >= 5
+    assert [r[:3] for r in uplift] == [r[:3] for r in expected]
+    assert [r[3] for r in uplift] == pytest.approx([r[3] for r in expected])
+    snap = snapshots.current_snapshot(settings.publish_dir, "campaign_uplift")
+    assert snap.manifest["rows"] == len(uplift)

@@ -204,6 +204,7 @@ def _execute(instance, selection=None):
     )
 
 
+@pytest.mark.graph
 def test_a_failing_marts_suite_blocks_the_recommender_and_every_published_output(small_data, tmp_path, monkeypatch):
     suites = tmp_path / "expectations"
     shutil.copytree(EXPECTATIONS_DIR, suites)
@@ -225,6 +226,7 @@ def test_a_failing_marts_suite_blocks_the_recommender_and_every_published_output
     assert not {k for k in keys if k.startswith(("ml/", "publish/"))}, keys
 
 
+@pytest.mark.graph
 def test_a_source_that_suddenly_shrinks_fails_its_gate_on_the_next_run(small_data):
     instance = dg.DagsterInstance.ephemeral()
     orders = dg.AssetKey(["raw", "orders"])
@@ -390,6 +392,7 @@ def test_a_header_only_file_without_a_column_drops_nothing_and_passes(tmp_path):
     assert email["success"]
 
 
+@pytest.mark.graph
 def test_a_source_that_drops_a_column_fails_its_gate_in_dagster_and_blocks_staging(small_data):
     instance = dg.DagsterInstance.ephemeral()
     customers = dg.AssetKey(["raw", "customers"])

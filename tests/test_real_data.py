@@ -295,6 +295,7 @@ def real_run(request, tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.graph
 @pytest.mark.real_data
 def test_the_whole_graph_runs_on_a_sample_of_the_real_export_and_every_check_passes(real_run):
     result = real_run.result
@@ -313,6 +314,7 @@ def test_the_whole_graph_runs_on_a_sample_of_the_real_export_and_every_check_pas
     assert published > 0
 
 
+@pytest.mark.graph
 @pytest.mark.real_data
 def test_no_feature_snapshot_row_exists_before_its_customer_did(real_run):
     with real_run.con("marts.customer_feature_snapshots", "marts.fct_orders") as con:
@@ -320,6 +322,7 @@ def test_no_feature_snapshot_row_exists_before_its_customer_did(real_run):
     assert count == 0, f"{real_run.dataset}: {count} snapshot rows before their customer was known, e.g. {examples}"
 
 
+@pytest.mark.graph
 @pytest.mark.real_data
 def test_no_one_time_buyer_is_a_champion_or_loyal(real_run):
     with real_run.con("marts.customer_rfm") as con:
@@ -329,6 +332,7 @@ def test_no_one_time_buyer_is_a_champion_or_loyal(real_run):
     assert found == {}, f"{real_run.dataset}: one-time buyers in top RFM segments: {found}"
 
 
+@pytest.mark.graph
 @pytest.mark.real_data
 def test_no_promotion_is_made_on_fewer_than_the_minimum_number_of_users(real_run):
     settings = real_run.settings
@@ -343,6 +347,7 @@ def test_no_promotion_is_made_on_fewer_than_the_minimum_number_of_users(real_run
     )
 
 
+@pytest.mark.graph
 @pytest.mark.real_data
 def test_revenue_reconciles_with_the_source_net_of_returns_to_the_cent(real_run):
     source_total = source_line_total(real_run.dataset, real_run.source)
@@ -355,6 +360,7 @@ def test_revenue_reconciles_with_the_source_net_of_returns_to_the_cent(real_run)
     assert money["net_revenue_base"] + money["other_base"] == money["lines_base"], (real_run.dataset, money)
 
 
+@pytest.mark.graph
 @pytest.mark.real_data
 def test_every_published_product_is_a_sellable_product(real_run):
     not_sellable = not_sellable_products(real_run.dataset, real_run.source)

@@ -80,11 +80,11 @@ def test_with_no_champion_a_first_model_on_too_few_users_leaves_the_baseline_pub
     assert client.get_model_version("m", v1).tags["gate_decision"] == "baseline_published"
 
 
-def test_a_worse_challenger_does_not_replace_the_champion_or_its_recommendations(pipeline):
+def test_a_worse_challenger_does_not_replace_the_champion_or_its_recommendations(warehouse_copy):
     from orchestration.definitions import defs
     from orchestration.ml import RECOMMENDER_KEY
 
-    _, settings = pipeline
+    settings = warehouse_copy
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     name = settings.mlflow_model_name
     champion = client.get_model_version_by_alias(name, CHAMPION)

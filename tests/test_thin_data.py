@@ -107,6 +107,7 @@ def metadata_of(result, key: dg.AssetKey) -> dict:
     return {k: getattr(v, "value", v) for k, v in event.step_materialization_data.materialization.metadata.items()}
 
 
+@pytest.mark.graph
 def test_a_shop_with_no_orders_yet_skips_every_model_and_still_writes_each_table(thin_shop):
     write_marts(thin_shop.duckdb_path, purchased_label=0, with_orders=False)
     result = materialize_ml()
@@ -148,6 +149,7 @@ def test_a_shop_with_no_orders_yet_skips_every_model_and_still_writes_each_table
         con.close()
 
 
+@pytest.mark.graph
 def test_propensity_with_one_label_class_skips_with_the_counts_and_the_clusters_name_their_shortfall(thin_shop):
     # every customer bought in the next 30 days: purchase has one class, churn the other one
     write_marts(thin_shop.duckdb_path, purchased_label=1, with_orders=True)
