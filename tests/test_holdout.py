@@ -13,15 +13,23 @@ from tests.conftest import with_pkeys
 MILLION = "(select 'C' || lpad(cast(range as varchar), 7, '0') as k from range(1000000))"
 
 
-def _control_share(con, campaign: str, share: float) -> float:
-    group = holdout_group_sql(f"'{campaign}'", "k", share)
-    return con.execute(f"select avg(case when {group} = 'control' then 1.0 else 0 end) from {MILLION}").fetchone()[0]
+SHARES = (0.10, 0.05, 0.25)
 
 
-@pytest.mark.parametrize("share", [0.10, 0.05, 0.25])
-def test_the_control_share_is_the_configured_one_within_half_a_point(con, share):
+def _control_shares(con, campaign: str) -> tuple[float, ...]:
+    """The control share of each of SHARES in one scan of a million keys (the md5 of a key is
+    computed once for all three: DuckDB shares the common expression)."""
+    columns = ", ".join(
+        f"avg(case when {holdout_group_sql(f'{chr(39)}{campaign}{chr(39)}', 'k', share)} = 'control' then 1.0 else 0 end)"
+        for share in SHARES
+    )
+    return con.execute(f"select {columns} from {MILLION}").fetchone()
+
+
+def test_the_control_share_is_the_configured_one_within_half_a_point(con):
     for campaign in ("rfm:Champions", "rfm:At Risk", "rule:cart_abandoners"):
-        assert abs(_control_share(con, campaign, share) - share) <= 0.005
+        for share, measured in zip(SHARES, _control_shares(con, campaign), strict=True):
+            assert abs(measured - share) <= 0.005, (campaign, share, measured)
 
 
 def test_a_customers_group_is_stable_and_independent_between_campaigns(con):
