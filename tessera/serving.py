@@ -361,6 +361,104 @@ def _json(body: bytes, version: str) -> Response:
     return Response(content=body, media_type="application/json", headers={"x-tessera-snapshot": version})
 
 
+async def _watch(server: Server, reload_seconds: float) -> None:
+    """Every reload_seconds, reload the snapshots that moved. One tick's failure must never end
+    the loop: reload_if_moved reports its own errors, this guard catches anything else (a failed
+    thread hand-off) the same way."""
+    while True:
+        await asyncio.sleep(reload_seconds)
+        try:
+            await asyncio.to_thread(server.reload_if_moved)
+        except Exception as exc:
+            server.failed(exc, {n: s.version for n, s in server.index.versions.items()})
+
+
+def _lifespan(server: Server, reload_seconds: float):
+    """The app's lifespan: watches for new snapshots while it serves (not when reload_seconds <= 0)."""
+
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(_watch(server, reload_seconds)) if reload_seconds > 0 else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    return lifespan
+
+
+def _health(server: Server) -> Health:
+    index = server.index
+    return Health(
+        status="ok" if server.last_reload_error is None else "degraded",
+        customers=index.customers,
+        snapshots={
+            name: SnapshotInfo(version=s.version, published_at=s.manifest["published_at"], rows=s.manifest["rows"])
+            for name, s in index.versions.items()
+        },
+        loaded_at=index.loaded_at,
+        last_reload_error=server.last_reload_error,
+        degraded_since=server.degraded_since,
+    )
+
+
+def _recommendations(server: Server, customer_pkey: str, limit: int | None) -> Response:
+    """The customer's published recommendations (the first `limit`), or the popular fallback."""
+    index = server.index
+    version = index.versions[RECOMMENDATIONS].version
+    body = index.bodies[RECOMMENDATIONS].get(customer_pkey)
+    if body is None:
+        return _json(server.fallback(customer_pkey, limit or server.default_limit), version)
+    if limit is not None:
+        parsed = orjson.loads(body)
+        if len(parsed["items"]) > limit:
+            parsed["items"] = parsed["items"][:limit]
+            body = orjson.dumps(parsed)
+    return _json(body, version)
+
+
+def _lookup(server: Server, name: str, customer_pkey: str) -> Response:
+    """The customer's row of the published snapshot `name`, or 404."""
+    index = server.index
+    body = index.bodies[name].get(customer_pkey)
+    if body is None:
+        return JSONResponse({"detail": f"customer {customer_pkey!r} is not in the published {name}"}, 404)
+    return _json(body, index.versions[name].version)
+
+
+def _row_endpoint(server: Server, name: str, customer_pkey_param):
+    async def endpoint(customer_pkey: str = customer_pkey_param) -> Response:
+        return _lookup(server, name, customer_pkey)
+
+    endpoint.__name__ = name.removeprefix("customer_")
+    return endpoint
+
+
+def _add_routes(app: FastAPI, server: Server) -> None:
+    """The API: /health, and per customer their recommendations, segments and scores."""
+    customer_pkey = PathParam(min_length=1, max_length=MAX_KEY_LENGTH, description="The published customer_pkey")
+    not_found = {404: {"model": NotFound, "description": "The customer is not in the published snapshot"}}
+
+    @app.get("/health", response_model=Health, tags=["operations"])
+    async def health() -> Health:
+        return _health(server)
+
+    @app.get("/v1/customers/{customer_pkey}/recommendations", response_model=Recommendations, tags=["customers"])
+    async def recommendations(
+        customer_pkey: str = customer_pkey,
+        limit: int | None = Query(None, ge=1, le=MAX_LIMIT, description="At most this many items"),
+    ) -> Response:
+        return _recommendations(server, customer_pkey, limit)
+
+    for name, model in ((SEGMENTS, Segments), (SCORES, Scores)):
+        app.add_api_route(
+            f"/v1/customers/{{customer_pkey}}/{name.removeprefix('customer_')}",
+            _row_endpoint(server, name, customer_pkey),
+            methods=["GET"],
+            response_model=model,
+            responses=not_found,
+            tags=["customers"],
+        )
+
+
 def create_app(
     publish_dir: Path, reload_seconds: float = 60.0, default_limit: int = 10, mode: str = "production"
 ) -> FastAPI:
@@ -368,89 +466,14 @@ def create_app(
     snapshots not published with a deployment's salt (the default refuses, so a caller that
     forgets the mode fails closed). Raises ServingError when the snapshots cannot be served."""
     server = Server(publish_dir, default_limit, mode)
-
-    async def watch():
-        # one tick's failure must never end the loop: reload_if_moved reports its own errors,
-        # this guard catches anything else (a failed thread hand-off) the same way
-        while True:
-            await asyncio.sleep(reload_seconds)
-            try:
-                await asyncio.to_thread(server.reload_if_moved)
-            except Exception as exc:
-                server.failed(exc, {n: s.version for n, s in server.index.versions.items()})
-
-    async def lifespan(app: FastAPI):
-        task = asyncio.create_task(watch()) if reload_seconds > 0 else None
-        yield
-        if task is not None:
-            task.cancel()
-
     app = FastAPI(
         title="tessera serving API",
         version="1",
         description="Read-only: the current published snapshots of recommendations, segments and scores.",
-        lifespan=lifespan,
+        lifespan=_lifespan(server, reload_seconds),
     )
     app.state.server = server
-    customer_pkey = PathParam(min_length=1, max_length=MAX_KEY_LENGTH, description="The published customer_pkey")
-    not_found = {404: {"model": NotFound, "description": "The customer is not in the published snapshot"}}
-
-    @app.get("/health", response_model=Health, tags=["operations"])
-    async def health() -> Health:
-        index = server.index
-        return Health(
-            status="ok" if server.last_reload_error is None else "degraded",
-            customers=index.customers,
-            snapshots={
-                name: SnapshotInfo(version=s.version, published_at=s.manifest["published_at"], rows=s.manifest["rows"])
-                for name, s in index.versions.items()
-            },
-            loaded_at=index.loaded_at,
-            last_reload_error=server.last_reload_error,
-            degraded_since=server.degraded_since,
-        )
-
-    @app.get("/v1/customers/{customer_pkey}/recommendations", response_model=Recommendations, tags=["customers"])
-    async def recommendations(
-        customer_pkey: str = customer_pkey,
-        limit: int | None = Query(None, ge=1, le=MAX_LIMIT, description="At most this many items"),
-    ) -> Response:
-        index = server.index
-        version = index.versions[RECOMMENDATIONS].version
-        body = index.bodies[RECOMMENDATIONS].get(customer_pkey)
-        if body is None:
-            return _json(server.fallback(customer_pkey, limit or server.default_limit), version)
-        if limit is not None:
-            parsed = orjson.loads(body)
-            if len(parsed["items"]) > limit:
-                parsed["items"] = parsed["items"][:limit]
-                body = orjson.dumps(parsed)
-        return _json(body, version)
-
-    def lookup(name: str, customer_pkey: str) -> Response:
-        index = server.index
-        body = index.bodies[name].get(customer_pkey)
-        if body is None:
-            return JSONResponse({"detail": f"customer {customer_pkey!r} is not in the published {name}"}, 404)
-        return _json(body, index.versions[name].version)
-
-    def row_endpoint(name: str):
-        async def endpoint(customer_pkey: str = customer_pkey) -> Response:
-            return lookup(name, customer_pkey)
-
-        endpoint.__name__ = name.removeprefix("customer_")
-        return endpoint
-
-    for name, model in ((SEGMENTS, Segments), (SCORES, Scores)):
-        app.add_api_route(
-            f"/v1/customers/{{customer_pkey}}/{name.removeprefix('customer_')}",
-            row_endpoint(name),
-            methods=["GET"],
-            response_model=model,
-            responses=not_found,
-            tags=["customers"],
-        )
-
+    _add_routes(app, server)
     return app
 
 

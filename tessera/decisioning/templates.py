@@ -110,15 +110,35 @@ def _label(node) -> str:
     return "(expression)"
 
 
+def _targets(target) -> list:
+    """The names an assignment or loop binds: the one name, or each name of a tuple target."""
+    return [target] if isinstance(target, nodes.Name) else list(target.find_all(nodes.Name))
+
+
+def _plain_name(node) -> bool:
+    """Whether `node` is a constant string (an attribute name written as a literal)."""
+    return isinstance(node, nodes.Const) and isinstance(node.value, str)
+
+
+def _element(shape):
+    """The shape of a list's elements; None when `shape` is not a known list."""
+    return shape[1] if shape is not None and shape[0] == "list" else None
+
+
 class _Checker:
     """Walks a template's syntax tree with scopes: every value read must come from the render
-    context (CONTEXT), attribute by attribute, or from a name the template bound to one."""
+    context (CONTEXT), attribute by attribute, or from a name the template bound to one.
+
+    Statements and expressions are dispatched on their node kind (STATEMENTS, EXPRESSIONS below);
+    a kind without a handler of its own has its children checked."""
 
     def __init__(self, where: str, provided: set[str]):
         self.where, self.provided, self.uses = where, provided, set()
 
     def fail(self, problem: str):
         raise TemplateError(f"{self.where}: {problem}")
+
+    # statements
 
     def statements(self, body, scope: dict) -> None:
         for node in body:
@@ -128,47 +148,68 @@ class _Checker:
         for kind, said in FORBIDDEN.items():
             if isinstance(node, kind):
                 self.fail(f"line {node.lineno}: {said} is not allowed in a template (validation could not follow it)")
-        if isinstance(node, nodes.For):
-            items = self.expr(node.iter, scope)
-            if items is not None and items[0] != "list":
-                self.fail(f"line {node.lineno}: {{% for %}} loops over a list; '{_label(node.iter)}' is not one")
-            inner = dict(scope)
-            targets = [node.target] if isinstance(node.target, nodes.Name) else list(node.target.find_all(nodes.Name))
-            for t in targets:
-                inner[t.name] = items[1] if items is not None and isinstance(node.target, nodes.Name) else None
-            inner["loop"] = LOOP
-            if node.test is not None:
-                self.expr(node.test, inner)
-            self.statements(node.body, inner)
-            self.statements(node.else_, scope)
-        elif isinstance(node, nodes.Assign):
-            shape = self.expr(node.node, scope)
-            targets = [node.target] if isinstance(node.target, nodes.Name) else list(node.target.find_all(nodes.Name))
-            for t in targets:
-                scope[t.name] = shape if isinstance(node.target, nodes.Name) else None
-        elif isinstance(node, nodes.AssignBlock):
-            self.statements(node.body, scope)
-            scope[node.target.name] = SCALAR
-        elif isinstance(node, nodes.With):
-            inner = dict(scope)
-            for target, value in zip(node.targets, node.values, strict=True):
-                inner[target.name] = self.expr(value, scope)
-            self.statements(node.body, inner)
-        elif isinstance(node, nodes.If):
-            self.expr(node.test, scope)
-            self.statements(node.body, scope)
-            self.statements(node.elif_, scope)
-            self.statements(node.else_, scope)
-        elif isinstance(node, nodes.Output):
-            for child in node.nodes:
-                if not isinstance(child, nodes.TemplateData):
-                    self.expr(child, scope)
-        else:
-            for child in node.iter_child_nodes():
-                if isinstance(child, nodes.Expr):
-                    self.expr(child, scope)
-                else:
-                    self.statement(child, scope)
+        for kind, check in self.STATEMENTS:
+            if isinstance(node, kind):
+                check(self, node, scope)
+                return
+        self._statement_children(node, scope)
+
+    def _for(self, node, scope: dict) -> None:
+        items = self.expr(node.iter, scope)
+        if items is not None and items[0] != "list":
+            self.fail(f"line {node.lineno}: {{% for %}} loops over a list; '{_label(node.iter)}' is not one")
+        inner = dict(scope)
+        for t in _targets(node.target):
+            inner[t.name] = items[1] if items is not None and isinstance(node.target, nodes.Name) else None
+        inner["loop"] = LOOP
+        if node.test is not None:
+            self.expr(node.test, inner)
+        self.statements(node.body, inner)
+        self.statements(node.else_, scope)
+
+    def _assign(self, node, scope: dict) -> None:
+        shape = self.expr(node.node, scope)
+        for t in _targets(node.target):
+            scope[t.name] = shape if isinstance(node.target, nodes.Name) else None
+
+    def _assign_block(self, node, scope: dict) -> None:
+        self.statements(node.body, scope)
+        scope[node.target.name] = SCALAR
+
+    def _with(self, node, scope: dict) -> None:
+        inner = dict(scope)
+        for target, value in zip(node.targets, node.values, strict=True):
+            inner[target.name] = self.expr(value, scope)
+        self.statements(node.body, inner)
+
+    def _if(self, node, scope: dict) -> None:
+        self.expr(node.test, scope)
+        self.statements(node.body, scope)
+        self.statements(node.elif_, scope)
+        self.statements(node.else_, scope)
+
+    def _output(self, node, scope: dict) -> None:
+        for child in node.nodes:
+            if not isinstance(child, nodes.TemplateData):
+                self.expr(child, scope)
+
+    def _statement_children(self, node, scope: dict) -> None:
+        for child in node.iter_child_nodes():
+            if isinstance(child, nodes.Expr):
+                self.expr(child, scope)
+            else:
+                self.statement(child, scope)
+
+    STATEMENTS = (
+        (nodes.For, _for),
+        (nodes.Assign, _assign),
+        (nodes.AssignBlock, _assign_block),
+        (nodes.With, _with),
+        (nodes.If, _if),
+        (nodes.Output, _output),
+    )
+
+    # expressions: each returns the shape of the value, None when unknown
 
     def attribute(self, base, name: str, node):
         where = f"line {node.lineno}: uses '{_label(node)}'"
@@ -183,48 +224,57 @@ class _Checker:
         self.fail(f"{where}: '{_label(node.node)}' is a single value, without fields")
 
     def expr(self, node, scope: dict):
-        if isinstance(node, nodes.Name):
-            if node.name in scope:
-                return scope[node.name]
-            if node.name in CONTEXT:
-                if node.name not in self.provided:
-                    self.fail(f"uses '{node.name}', which this action does not provide (it has no {node.name})")
-                self.uses.add(node.name)
-                return _shape_of(node.name)
-            if node.name in BUILTINS:
-                return ("list", SCALAR) if node.name == "range" else SCALAR
-            self.fail(
-                f"line {node.lineno}: uses variable '{node.name}', which no customer record provides; "
-                f"available: {', '.join(sorted(CONTEXT))}"
-            )
-        if isinstance(node, (nodes.Const, nodes.TemplateData)):
-            return SCALAR
-        if isinstance(node, nodes.Getattr):
-            return self.attribute(self.expr(node.node, scope), node.attr, node)
-        if isinstance(node, nodes.Getitem):
-            base = self.expr(node.node, scope)
-            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                return self.attribute(base, node.arg.value, node)
-            self.expr(node.arg, scope) if not isinstance(node.arg, nodes.Slice) else self.walk(node.arg, scope)
-            if base is None or base[0] != "list":
-                self.fail(f"line {node.lineno}: '{_label(node.node)}' is not a list; it cannot be indexed")
-            return base if isinstance(node.arg, nodes.Slice) else base[1]
-        if isinstance(node, nodes.Filter):
-            return self.filter(node, scope)
-        if isinstance(node, nodes.CondExpr):
-            self.expr(node.test, scope)
-            first = self.expr(node.expr1, scope)
-            second = self.expr(node.expr2, scope) if node.expr2 is not None else first
-            return first if first == second else None
-        if isinstance(node, (nodes.List, nodes.Tuple, nodes.Dict)):
-            self.walk(node, scope)
-            return None
+        for kind, check in self.EXPRESSIONS:
+            if isinstance(node, kind):
+                return check(self, node, scope)
         self.walk(node, scope)
         return SCALAR
+
+    def _name(self, node, scope: dict):
+        if node.name in scope:
+            return scope[node.name]
+        if node.name in CONTEXT:
+            if node.name not in self.provided:
+                self.fail(f"uses '{node.name}', which this action does not provide (it has no {node.name})")
+            self.uses.add(node.name)
+            return _shape_of(node.name)
+        if node.name in BUILTINS:
+            return ("list", SCALAR) if node.name == "range" else SCALAR
+        self.fail(
+            f"line {node.lineno}: uses variable '{node.name}', which no customer record provides; "
+            f"available: {', '.join(sorted(CONTEXT))}"
+        )
+
+    def _constant(self, node, scope: dict):
+        return SCALAR
+
+    def _getattr(self, node, scope: dict):
+        return self.attribute(self.expr(node.node, scope), node.attr, node)
+
+    def _getitem(self, node, scope: dict):
+        base = self.expr(node.node, scope)
+        if _plain_name(node.arg):
+            return self.attribute(base, node.arg.value, node)
+        self.expr(node.arg, scope) if not isinstance(node.arg, nodes.Slice) else self.walk(node.arg, scope)
+        if base is None or base[0] != "list":
+            self.fail(f"line {node.lineno}: '{_label(node.node)}' is not a list; it cannot be indexed")
+        return base if isinstance(node.arg, nodes.Slice) else base[1]
+
+    def _conditional(self, node, scope: dict):
+        self.expr(node.test, scope)
+        first = self.expr(node.expr1, scope)
+        second = self.expr(node.expr2, scope) if node.expr2 is not None else first
+        return first if first == second else None
+
+    def _literal(self, node, scope: dict):
+        self.walk(node, scope)
+        return None
 
     def walk(self, node, scope: dict) -> None:
         for child in node.iter_child_nodes():
             self.expr(child, scope) if isinstance(child, nodes.Expr) else self.walk(child, scope)
+
+    # filters
 
     def filter(self, node, scope: dict):
         if node.name == "safe":
@@ -234,39 +284,63 @@ class _Checker:
             self.expr(arg, scope)
         for kw in node.kwargs:
             self.expr(kw.value, scope)
-        attribute = None
-        if node.name in ATTRIBUTE_ARGS:
-            keyword, position = ATTRIBUTE_ARGS[node.name]
-            kwargs = {kw.key: kw.value for kw in node.kwargs}
-            given = kwargs.get(keyword) if keyword else None
-            if given is None and position is not None and len(node.args) > position:
-                given = node.args[position]
-            if given is not None:
-                if not isinstance(given, nodes.Const) or not isinstance(given.value, str):
-                    self.fail(f"line {node.lineno}: the {node.name} filter's attribute must be a plain name")
-                attribute = given.value
+        attribute = self._filter_attribute(node)
         if node.name == "attr":
-            name = node.args[0] if node.args else None
-            if not isinstance(name, nodes.Const) or not isinstance(name.value, str):
-                self.fail(f"line {node.lineno}: the attr filter's attribute must be a plain name")
-            return self.attribute(base, name.value, nodes.Getattr(node.node, name.value, "load", lineno=node.lineno))
+            return self._attr_filter(node, base)
         if attribute is not None:
-            element = base[1] if base is not None and base[0] == "list" else None
-            if element is None or element[0] != "record" or attribute.split(".")[0] not in element[1]:
-                fields = ", ".join(element[1]) if element and element[0] == "record" else "no known fields"
-                self.fail(
-                    f"line {node.lineno}: the {node.name} filter reads '{attribute}' of the elements of "
-                    f"'{_label(node.node)}', which no customer record provides; an element has: {fields}"
-                )
+            self._check_element_attribute(node, base, attribute)
             if node.name == "map":
                 return ("list", SCALAR)
-        if node.name in SAME_LIST:
+        return self._filter_result(node, base)
+
+    def _filter_attribute(self, node) -> str | None:
+        """The attribute of the elements a filter names (`map(attribute='x')`, `selectattr('x')`),
+        None when it names none."""
+        if node.name not in ATTRIBUTE_ARGS:
+            return None
+        keyword, position = ATTRIBUTE_ARGS[node.name]
+        given = {kw.key: kw.value for kw in node.kwargs}.get(keyword) if keyword else None
+        if given is None and position is not None and len(node.args) > position:
+            given = node.args[position]
+        if given is None:
+            return None
+        if not _plain_name(given):
+            self.fail(f"line {node.lineno}: the {node.name} filter's attribute must be a plain name")
+        return given.value
+
+    def _attr_filter(self, node, base):
+        name = node.args[0] if node.args else None
+        if not _plain_name(name):
+            self.fail(f"line {node.lineno}: the attr filter's attribute must be a plain name")
+        return self.attribute(base, name.value, nodes.Getattr(node.node, name.value, "load", lineno=node.lineno))
+
+    def _check_element_attribute(self, node, base, attribute: str) -> None:
+        element = _element(base)
+        if element is None or element[0] != "record" or attribute.split(".")[0] not in element[1]:
+            fields = ", ".join(element[1]) if element and element[0] == "record" else "no known fields"
+            self.fail(
+                f"line {node.lineno}: the {node.name} filter reads '{attribute}' of the elements of "
+                f"'{_label(node.node)}', which no customer record provides; an element has: {fields}"
+            )
+
+    @staticmethod
+    def _filter_result(node, base):
+        """The shape a filter returns, once its arguments are checked."""
+        if node.name in SAME_LIST or node.name in ("default", "d"):
             return base
         if node.name in ELEMENT:
-            return base[1] if base is not None and base[0] == "list" else None
-        if node.name in ("default", "d"):
-            return base
+            return _element(base)
         return SCALAR
+
+    EXPRESSIONS = (
+        (nodes.Name, _name),
+        ((nodes.Const, nodes.TemplateData), _constant),
+        (nodes.Getattr, _getattr),
+        (nodes.Getitem, _getitem),
+        (nodes.Filter, filter),
+        (nodes.CondExpr, _conditional),
+        ((nodes.List, nodes.Tuple, nodes.Dict), _literal),
+    )
 
 
 def _check_names(source: str, where: str, provided: set[str], env: jinja2.Environment = HTML_ENV) -> set[str]:

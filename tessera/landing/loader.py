@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -556,6 +557,140 @@ def read_ahead(paths: list[Path], work: Callable[[Path], object], ahead_bytes: i
                 future.cancel()
 
 
+def _unloaded_files_policy(unloaded_files: str | None) -> str:
+    """The policy for entries not loaded: the one given, else the setting; refuses an unknown one."""
+    if unloaded_files is None:
+        from tessera.settings import load_settings
+
+        unloaded_files = load_settings().landing_unloaded_files
+    if unloaded_files not in POLICIES:
+        raise ValueError(f"unloaded_files must be one of {', '.join(POLICIES)}, got {unloaded_files!r}")
+    return unloaded_files
+
+
+def _previously_loaded(con: duckdb.DuckDBPyConnection, source: Source, audit: str) -> dict[str, tuple[int, str]]:
+    """The fingerprint (size, hash) of each file loaded before, by name. The audit rows of entries
+    not loaded are dropped: those entries are judged anew on every load."""
+    con.execute(f"delete from {audit} where source = ? and not_loaded_reason is not null", [source.name])
+    return {
+        name: (size, digest)
+        for name, size, digest in con.execute(
+            f"select _source_file, file_bytes, file_hash from {audit} where source = ?", [source.name]
+        ).fetchall()
+    }
+
+
+# what examining a landing file found: None for an empty file; the reason a file cannot be read;
+# else its fingerprint, its record count if it will load, and the path DuckDB will read it by
+_Examined = tuple[tuple[int, str], int | None, Path] | str | None
+
+
+def _examine(
+    path: Path, loaded: dict[str, tuple[int, str]], limits: str, read_paths: _ReadPaths, max_line_bytes: int
+) -> _Examined:
+    """Runs in the read-ahead thread: see _Examined. The record count is None for a file loaded
+    before with the same fingerprint (it is not read again) and for Parquet (whose count needs the
+    connection)."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+        fingerprint = file_fingerprint(path, limits)
+        if loaded.get(path.name) == fingerprint:
+            return fingerprint, None, path
+        if is_compressed(path) and _decompresses_to_nothing(path):
+            return None
+        encoding = text_encoding(path) if file_kind(path) in _COMPRESSIBLE else None
+        read = read_paths.utf8_copy(path, encoding) if encoding else read_paths.literal(path)
+        return fingerprint, count_text_records(read, max_line_bytes), read
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        return f"cannot be decompressed: {exc}"
+    except UnicodeDecodeError as exc:
+        return f"not UTF-16 text, though it starts as UTF-16: {exc.reason} at byte {exc.start}"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+
+
+def _decompresses_to_nothing(path: Path) -> bool:
+    with _open_binary(path) as fh:
+        return not fh.read(1)
+
+
+@dataclass
+class _SourceLoad:
+    """One load of a source's folder, inside load_source's transaction: takes each examined file
+    in folder order, forgetting what changed or went, loading what is new, JSON Lines files in
+    batches of about json_batch_bytes."""
+
+    con: duckdb.DuckDBPyConnection
+    source: Source
+    schema: str
+    report: LoadReport
+    loaded: dict[str, tuple[int, str]]  # the fingerprint of each file loaded before
+    not_loaded: dict[str, str]  # entries not loaded, with their reason; take() adds to it
+    max_line_bytes: int
+    max_field_chars: int
+    json_batch_bytes: int
+    json_batch: list[_Pending] = field(default_factory=list)
+
+    @property
+    def tables(self) -> tuple[str, str, str]:
+        """The source's raw table, the rejects table and the audit table."""
+        return self.report.table, f"{self.schema}.{REJECTS_TABLE}", f"{self.schema}.{AUDIT_TABLE}"
+
+    def forget(self, name: str) -> None:
+        _forget_file(self.con, self.source, self.schema, name)
+
+    def forget_removed(self, present: set[str]) -> None:
+        """Forget the files loaded before that are no longer in the folder."""
+        for name in sorted(set(self.loaded) - present):
+            self.forget(name)
+            self.report.files_removed.append(name)
+
+    def take(self, path: Path, examined: _Examined) -> None:
+        name = path.name
+        if examined is None:
+            if name in self.loaded:
+                self.forget(name)
+            self.report.skipped_empty_files.append(name)
+            return
+        if isinstance(examined, str):
+            if name in self.loaded:
+                self.forget(name)
+                self.report.files_removed.append(name)
+            self.not_loaded[name] = examined
+            return
+        fingerprint, records, read = examined
+        if self.loaded.get(name) == fingerprint:
+            self.report.files_unchanged.append(name)
+            return
+        if name in self.loaded:
+            self.forget(name)
+        self.load(_Pending(path, fingerprint, records, read))
+        self.report.files_read.append(name)
+
+    def load(self, pending: _Pending) -> None:
+        if pending.kind == "jsonl":
+            self.json_batch.append(pending)
+            if sum(p.fingerprint[0] for p in self.json_batch) >= self.json_batch_bytes:
+                self.load_json_batch()
+            return
+        self.load_json_batch()  # files load in folder order
+        _load_file(self.con, self.source, pending, *self.tables, self.report, self.max_line_bytes, self.max_field_chars)
+
+    def load_json_batch(self) -> None:
+        if self.json_batch:
+            _load_json_batch(
+                self.con,
+                self.source,
+                self.json_batch,
+                *self.tables,
+                self.report,
+                self.max_line_bytes,
+                self.max_field_chars,
+            )
+            self.json_batch.clear()
+
+
 def load_source(
     con: duckdb.DuckDBPyConnection,
     source: Source,
@@ -574,115 +709,56 @@ def load_source(
     be are loaded and every entry is in raw.load_audit: "block" raises a LandingError naming each
     with its reason, "warn" logs them and returns (report.files_not_loaded). None: the setting
     TESSERA_LANDING_UNLOADED_FILES (default block)."""
-    if unloaded_files is None:
-        from tessera.settings import load_settings
-
-        unloaded_files = load_settings().landing_unloaded_files
-    if unloaded_files not in POLICIES:
-        raise ValueError(f"unloaded_files must be one of {', '.join(POLICIES)}, got {unloaded_files!r}")
-    table = f"{schema}.{source.name}"
-    rejects = f"{schema}.{REJECTS_TABLE}"
+    unloaded_files = _unloaded_files_policy(unloaded_files)
     audit = f"{schema}.{AUDIT_TABLE}"
-    report = LoadReport(source=source.name, table=table)
-    json_batch: list[_Pending] = []
+    report = LoadReport(source=source.name, table=f"{schema}.{source.name}")
     read_paths = _ReadPaths()
-
-    def load_json_batch() -> None:
-        if json_batch:
-            _load_json_batch(con, source, json_batch, table, rejects, audit, report, max_line_bytes, max_field_chars)
-            json_batch.clear()
-
+    # one transaction: a load that fails leaves raw as the previous load left it
     with closing(read_paths), transaction(con):
         report.full_refresh = _ensure_tables(con, source, schema, full_refresh)
-        # the entries not loaded are judged anew on every load
-        con.execute(f"delete from {audit} where source = ? and not_loaded_reason is not null", [source.name])
-        loaded = {
-            name: (size, digest)
-            for name, size, digest in con.execute(
-                f"select _source_file, file_bytes, file_hash from {audit} where source = ?", [source.name]
-            ).fetchall()
-        }
+        loaded = _previously_loaded(con, source, audit)
         files, not_loaded = landing_entries(Path(landing_dir) / source.name)
         report.files_not_loaded = not_loaded
-        present = {p.name for p in files}
-        for name in sorted(set(loaded) - present):
-            _forget_file(con, source, schema, name)
-            report.files_removed.append(name)
+        run = _SourceLoad(
+            con, source, schema, report, loaded, not_loaded, max_line_bytes, max_field_chars, json_batch_bytes
+        )
+        run.forget_removed({p.name for p in files})
         limits = f"max_line_bytes={max_line_bytes};max_field_chars={max_field_chars}"
-
-        def examine(path: Path) -> tuple[tuple[int, str], int | None, Path] | str | None:
-            """Runs in the read-ahead thread: None for an empty file; the reason a file cannot be
-            read; else its fingerprint, its record count if it will load (None for Parquet, whose
-            count needs the connection), and the path DuckDB will read it by."""
-            try:
-                if path.stat().st_size == 0:
-                    return None
-                fingerprint = file_fingerprint(path, limits)
-                if loaded.get(path.name) == fingerprint:
-                    return fingerprint, None, path
-                if is_compressed(path):
-                    with _open_binary(path) as fh:
-                        if not fh.read(1):
-                            return None
-                encoding = text_encoding(path) if file_kind(path) in _COMPRESSIBLE else None
-                read = read_paths.utf8_copy(path, encoding) if encoding else read_paths.literal(path)
-                return fingerprint, count_text_records(read, max_line_bytes), read
-            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-                return f"cannot be decompressed: {exc}"
-            except UnicodeDecodeError as exc:
-                return f"not UTF-16 text, though it starts as UTF-16: {exc.reason} at byte {exc.start}"
-            except OSError as exc:
-                return f"cannot be read: {exc.strerror or exc}"
-
+        examine = functools.partial(
+            _examine, loaded=loaded, limits=limits, read_paths=read_paths, max_line_bytes=max_line_bytes
+        )
         scans = read_ahead(files, examine, read_ahead_bytes)
         try:
             for path, examined in scans:
-                if examined is None:
-                    if path.name in loaded:
-                        _forget_file(con, source, schema, path.name)
-                    report.skipped_empty_files.append(path.name)
-                    continue
-                if isinstance(examined, str):
-                    if path.name in loaded:
-                        _forget_file(con, source, schema, path.name)
-                        report.files_removed.append(path.name)
-                    not_loaded[path.name] = examined
-                    continue
-                fingerprint, records, read = examined
-                if loaded.get(path.name) == fingerprint:
-                    report.files_unchanged.append(path.name)
-                    continue
-                if path.name in loaded:
-                    _forget_file(con, source, schema, path.name)
-                pending = _Pending(path, fingerprint, records, read)
-                if pending.kind == "jsonl":
-                    json_batch.append(pending)
-                    if sum(p.fingerprint[0] for p in json_batch) >= json_batch_bytes:
-                        load_json_batch()
-                else:
-                    load_json_batch()  # files load in folder order
-                    _load_file(con, source, pending, table, rejects, audit, report, max_line_bytes, max_field_chars)
-                report.files_read.append(path.name)
+                run.take(path, examined)
         finally:
             scans.close()  # stops the read-ahead thread when the load fails
-        load_json_batch()
+        run.load_json_batch()
         _audit_not_loaded(con, source, audit, landing_dir, not_loaded)
         _report_totals(con, source, audit, report)
     report.files_not_loaded = dict(sorted(not_loaded.items()))
-    if not_loaded:
-        listed = "; ".join(f"{name}: {reason}" for name, reason in report.files_not_loaded.items())
-        if unloaded_files == "block":
-            raise LandingError(
-                f"{len(not_loaded)} landing file{'s' if len(not_loaded) > 1 else ''} of {source.name} "
-                f"{'were' if len(not_loaded) > 1 else 'was'} not loaded: {listed}. The other files were loaded "
-                "and raw.load_audit records every file with its reason (not_loaded_reason); the run stops here "
-                "(TESSERA_LANDING_UNLOADED_FILES=block). Remove, rename or convert the files, or set "
-                "TESSERA_LANDING_UNLOADED_FILES=warn to go on without them."
-            )
-        log.warning(
-            "%s: %d landing file(s) not loaded (recorded in raw.load_audit): %s", source.name, len(not_loaded), listed
-        )
+    _enforce_unloaded_files(source, report, unloaded_files)
     return report
+
+
+def _enforce_unloaded_files(source: Source, report: LoadReport, unloaded_files: str) -> None:
+    """After the load is committed: "block" raises a LandingError naming each entry not loaded,
+    "warn" logs them."""
+    not_loaded = report.files_not_loaded
+    if not not_loaded:
+        return
+    listed = "; ".join(f"{name}: {reason}" for name, reason in not_loaded.items())
+    if unloaded_files == "block":
+        raise LandingError(
+            f"{len(not_loaded)} landing file{'s' if len(not_loaded) > 1 else ''} of {source.name} "
+            f"{'were' if len(not_loaded) > 1 else 'was'} not loaded: {listed}. The other files were loaded "
+            "and raw.load_audit records every file with its reason (not_loaded_reason); the run stops here "
+            "(TESSERA_LANDING_UNLOADED_FILES=block). Remove, rename or convert the files, or set "
+            "TESSERA_LANDING_UNLOADED_FILES=warn to go on without them."
+        )
+    log.warning(
+        "%s: %d landing file(s) not loaded (recorded in raw.load_audit): %s", source.name, len(not_loaded), listed
+    )
 
 
 def _audit_not_loaded(
