@@ -28,7 +28,7 @@ os.environ.setdefault("TESSERA_MODE", "demo")
 os.environ.setdefault("TESSERA_PROMOTION_MIN_USERS", "100")
 
 # 100 days: enough history for the 60-day-old feature snapshot the propensity models train on
-SMALL = dict(customers=300, days=100, seed=7, end_date=date(2026, 10, 31))
+SMALL = {"customers": 300, "days": 100, "seed": 7, "end_date": date(2026, 10, 31)}
 
 
 # tests that need the session's warehouse run the graph (once per session): marked `graph`, out of
@@ -322,7 +322,8 @@ def published_fingerprint(settings, ignore_run_ids: bool = False) -> dict[str, o
             ).fetchall()
         ]
         out: dict[str, object] = {
-            name: con.execute(f"select count(*), sum(hash({columns})) from publish.{name}").fetchall()[0] for name in names
+            name: con.execute(f"select count(*), sum(hash({columns})) from publish.{name}").fetchall()[0]
+            for name in names
         }
     finally:
         con.close()

@@ -65,9 +65,19 @@ def test_full_refresh_reaches_every_loader_and_both_dbt_steps():
     from orchestration.run import full_refresh_config
 
     ops = full_refresh_config(defs.resolve_job_def("tessera_all"))["ops"]
-    assert set(ops) == {f"raw__{s}" for s in (
-        "customers", "products", "orders", "order_items", "pos_transactions", "events", "email_events", "privacy"
-    )} | {"dbt_staging", "dbt_marts"}
+    assert set(ops) == {
+        f"raw__{s}"
+        for s in (
+            "customers",
+            "products",
+            "orders",
+            "order_items",
+            "pos_transactions",
+            "events",
+            "email_events",
+            "privacy",
+        )
+    } | {"dbt_staging", "dbt_marts"}
     assert all(v == {"config": {"full_refresh": True}} for v in ops.values())
 
 
@@ -134,9 +144,7 @@ def test_landing_sensor_requests_what_depends_on_the_new_files_once(tmp_path, mo
     assert json.loads(third.cursor)["events"].keys() == {"events_2026-11-01.csv", "events_2026-11-02.csv"}
 
 
-def test_landing_sensor_requests_everything_downstream_of_a_source_not_processed_incrementally(
-    tmp_path, monkeypatch
-):
+def test_landing_sensor_requests_everything_downstream_of_a_source_not_processed_incrementally(tmp_path, monkeypatch):
     customers = _landing_folder(tmp_path, monkeypatch, "customers", settle_seconds=0)
     (customers / "customers.csv").write_text("customer_id\nc1\n")
     events = tmp_path / "data" / "landing" / "events"
@@ -165,7 +173,11 @@ def test_landing_sensor_leaves_a_file_being_written_for_a_later_tick(tmp_path, m
     orders = _landing_folder(tmp_path, monkeypatch, "orders", settle_seconds=3600)
     (orders / "orders.csv").write_text("order_id\no1\n")
     result = _evaluate(None)
-    assert not result.run_requests and "settling" in result.skip_reason.skip_message and "orders" in result.skip_reason.skip_message
+    assert (
+        not result.run_requests
+        and "settling" in result.skip_reason.skip_message
+        and "orders" in result.skip_reason.skip_message
+    )
     assert json.loads(result.cursor)["orders"] == {}
 
 

@@ -52,7 +52,9 @@ def test_header_only_file_loads_nothing_and_is_audited_as_zero_records(tmp_path,
     (folder / "ok.csv").write_text("product_id,price\nP1,1\n")
     report = load_source(con, PRODUCTS, tmp_path / "landing")
     assert report.rows == 1 and report.rows_per_file == {"header_only.csv": 0, "ok.csv": 1}
-    audit = con.execute("select _source_file, landing_records, loaded_rows, quarantined_rows from raw.load_audit order by 1")
+    audit = con.execute(
+        "select _source_file, landing_records, loaded_rows, quarantined_rows from raw.load_audit order by 1"
+    )
     assert audit.fetchall() == [("header_only.csv", 0, 0, 0), ("ok.csv", 1, 1, 0)]
 
 
@@ -60,7 +62,10 @@ def test_non_utf8_bytes_quarantine_their_record_and_the_rest_of_the_file_loads(t
     folder = _landing(tmp_path)
     (folder / "latin1.csv").write_bytes(b"product_id,name,price\nP1,Mug,1\nP2,Caf\xe9 cup,2\nP3,Bowl,3\n")
     report = load_source(con, PRODUCTS, tmp_path / "landing")
-    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [("P1", 1), ("P3", 3)]
+    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [
+        ("P1", 1),
+        ("P3", 3),
+    ]
     [(source, file, row, reason, content)] = _rejects(con)
     assert (source, file, row) == ("products", "latin1.csv", 2)
     assert reason.startswith("INVALID ENCODING") and content.startswith("P2,Caf")
@@ -80,7 +85,10 @@ def test_records_with_too_many_or_too_few_fields_are_quarantined_with_position_a
     folder = _landing(tmp_path)
     (folder / "a.csv").write_text("product_id,name,price\nP1,Mug,1\nP2,Short\nP3,Bowl,3,extra\nP4,Plate,4\n")
     load_source(con, PRODUCTS, tmp_path / "landing")
-    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [("P1", 1), ("P4", 4)]
+    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [
+        ("P1", 1),
+        ("P4", 4),
+    ]
     rejects = _rejects(con)
     assert [(r[2], r[3].split(":")[0], r[4]) for r in rejects] == [
         (2, "MISSING COLUMNS", "P2,Short"),
@@ -108,9 +116,14 @@ def test_a_huge_value_is_quarantined_whole_and_an_unreadable_line_is_a_short_cle
 
 def test_json_lines_that_are_not_objects_are_quarantined_and_non_utf8_json_fails_the_load(tmp_path, con):
     folder = _landing(tmp_path)
-    (folder / "a.jsonl").write_text('{"product_id": "P1", "price": "1"}\n\n{"product_id": "P2", "pri\n[1, 2]\n{"product_id": "P3"}\n')
+    (folder / "a.jsonl").write_text(
+        '{"product_id": "P1", "price": "1"}\n\n{"product_id": "P2", "pri\n[1, 2]\n{"product_id": "P3"}\n'
+    )
     report = load_source(con, PRODUCTS, tmp_path / "landing")
-    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [("P1", 1), ("P3", 4)]
+    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [
+        ("P1", 1),
+        ("P3", 4),
+    ]
     assert [(r[2], r[3].split(":")[0], r[4]) for r in _rejects(con)] == [
         (2, "INVALID JSON", '{"product_id": "P2", "pri'),
         (3, "NOT A JSON OBJECT", "[1, 2]"),
@@ -132,7 +145,10 @@ def test_json_lines_blank_means_ascii_whitespace_only_as_the_independent_count_s
         b'{"product_id": "P1"}\r\n \t \r\n\t\n\x0b\x0c\n\xc2\xa0\n{"product_id": "P2"}\r\n  \n'
     )
     report = load_source(con, PRODUCTS, tmp_path / "landing")
-    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [("P1", 1), ("P2", 3)]
+    assert con.execute("select product_id, _source_row from raw.products order by 2").fetchall() == [
+        ("P1", 1),
+        ("P2", 3),
+    ]
     assert [(r[2], r[3].split(":")[0], r[4]) for r in _rejects(con)] == [(2, "INVALID JSON", "\xa0")]
     assert report.records_read == 3 == landing.count_landing_records(con, folder / "a.jsonl")
 
@@ -181,8 +197,15 @@ def test_json_lines_files_loaded_in_one_batch_keep_each_files_own_record_numbers
         ("d.jsonl", 1, "NOT A JSON OBJECT"),
     ]
     assert len(rows) == 2 + 3000 + 1 + 1 and records_read == len(expected) + 1 == 5 + 3000 + 1 + 2
-    assert [row[1:5] for row in audit] == [("a.jsonl", 5, 2, 3), ("b.jsonl", 3000, 3000, 0), ("c.csv", 1, 1, 0), ("d.jsonl", 2, 1, 1)]
-    assert extra == {"a.jsonl": ["colour"]} and "price" in missing["a.jsonl"] and "price" not in missing.get("b.jsonl", [])
+    assert [row[1:5] for row in audit] == [
+        ("a.jsonl", 5, 2, 3),
+        ("b.jsonl", 3000, 3000, 0),
+        ("c.csv", 1, 1, 0),
+        ("d.jsonl", 2, 1, 1),
+    ]
+    assert (
+        extra == {"a.jsonl": ["colour"]} and "price" in missing["a.jsonl"] and "price" not in missing.get("b.jsonl", [])
+    )
     assert files_read == ["a.jsonl", "b.jsonl", "c.csv", "d.jsonl"]
     # rows go in file order, each file's in record order, whatever the batching
     assert [(f, n) for *_, f, n in rows] == sorted((f, n) for *_, f, n in rows)
@@ -197,7 +220,9 @@ def test_a_file_that_is_not_utf8_is_named_when_it_is_loaded_in_a_batch(tmp_path,
         load_source(con, PRODUCTS, tmp_path / "landing")
     # the one file, though the batch's files are read by one statement
     assert f"cannot read landing file {folder / 'b.jsonl'}:" in str(caught.value)
-    assert not con.execute("select count(*) from information_schema.tables where table_name = 'products'").fetchall()[0][0]
+    assert not con.execute("select count(*) from information_schema.tables where table_name = 'products'").fetchall()[
+        0
+    ][0]
 
 
 def test_a_file_that_does_not_reconcile_is_refused_and_nothing_of_the_load_is_kept(tmp_path, con, monkeypatch):
@@ -249,7 +274,10 @@ def test_file_names_are_literal_a_glob_character_never_reads_another_file(tmp_pa
     (folder / "j*[1].jsonl").write_text('{"product_id": "PJ"}\n')
     report = load_source(con, PRODUCTS, tmp_path / "landing")
     rows = con.execute("select product_id, _source_file from raw.products order by 2").fetchall()
-    expected = sorted([(f"P{i}", name) for i, name in enumerate(names)] + [("PQ", "p[1].parquet"), ("PJ", "j*[1].jsonl")], key=lambda r: r[1])
+    expected = sorted(
+        [(f"P{i}", name) for i, name in enumerate(names)] + [("PQ", "p[1].parquet"), ("PJ", "j*[1].jsonl")],
+        key=lambda r: r[1],
+    )
     assert rows == expected
     assert _audit(con) == [(name, 1, 1, 0, None) for _, name in expected]
     assert report.records_read == len(expected) and report.files_not_loaded == {}
@@ -265,7 +293,11 @@ def test_compressed_csv_and_json_lines_load_like_their_plain_files(tmp_path, con
     (folder / "c.NDJSON.GZ").write_bytes(gzip.compress(b'{"product_id": "P6"}\n'))
     report = load_source(con, PRODUCTS, tmp_path / "landing")
     assert con.execute("select product_id, _source_file, _source_row from raw.products order by 2, 3").fetchall() == [
-        ("P1", "a.csv.gz", 1), ("P3", "a.csv.gz", 3), ("P4", "b.jsonl.gz", 1), ("P5", "b.jsonl.gz", 3), ("P6", "c.NDJSON.GZ", 1),
+        ("P1", "a.csv.gz", 1),
+        ("P3", "a.csv.gz", 3),
+        ("P4", "b.jsonl.gz", 1),
+        ("P5", "b.jsonl.gz", 3),
+        ("P6", "c.NDJSON.GZ", 1),
     ]
     assert [(r[1], r[2], r[3].split(":")[0], r[4]) for r in _rejects(con)] == [
         ("a.csv.gz", 2, "TOO MANY COLUMNS", "P2,Short,extra"),
@@ -380,7 +412,9 @@ def test_column_names_match_whatever_their_case_and_two_spellings_of_one_column_
     (folder / "d.csv").write_text("customer_id,email,EMAIL\nC5,dee@example.com,other@example.com\n")
     (folder / "e.jsonl").write_text('{"customer_id": "C6", "email": "e@example.com", "EMAIL": "f@example.com"}\n')
     report = load_source(con, CUSTOMERS, tmp_path / "landing", unloaded_files="warn")
-    assert con.execute("select customer_id, email, first_name, _source_file from raw.customers order by 1").fetchall() == [
+    assert con.execute(
+        "select customer_id, email, first_name, _source_file from raw.customers order by 1"
+    ).fetchall() == [
         ("C1", "ada@example.com", "Ada", "a.csv"),
         ("C2", "bob@example.com", None, "b.jsonl"),
         ("C3", None, None, "b.jsonl"),
@@ -398,9 +432,15 @@ def test_column_names_match_whatever_their_case_and_two_spellings_of_one_column_
         "e.jsonl": "columns EMAIL and email both name the contract column email: which one holds it is not known",
     }
     assert [(r[0], r[1], r[2], r[3]) for r in _audit(con, "customers")] == [
-        ("a.csv", 1, 1, 0), ("b.jsonl", 2, 2, 0), ("c.parquet", 1, 1, 0), ("d.csv", None, 0, 0), ("e.jsonl", None, 0, 0),
+        ("a.csv", 1, 1, 0),
+        ("b.jsonl", 2, 2, 0),
+        ("c.parquet", 1, 1, 0),
+        ("d.csv", None, 0, 0),
+        ("e.jsonl", None, 0, 0),
     ]
-    kept = dict(con.execute("select _source_file, missing_columns from raw.load_audit where source = 'customers'").fetchall())
+    kept = dict(
+        con.execute("select _source_file, missing_columns from raw.load_audit where source = 'customers'").fetchall()
+    )
     assert "email" not in json.loads(kept["a.csv"]) and kept["d.csv"] is None
 
 
@@ -410,7 +450,11 @@ def test_a_record_that_cannot_be_decoded_keeps_its_original_bytes(tmp_path, con)
     folder.mkdir(parents=True)
     delivered = [b"C1,Ren\xe9,r@example.com", b'C3,"Zo\xeb\r\nline",z@example.com']
     (folder / "latin1.csv").write_bytes(
-        b"customer_id,first_name,email\r\n" + delivered[0] + b"\r\nC2,Bob,b@example.com\r\n\r\n" + delivered[1] + b"\r\n"
+        b"customer_id,first_name,email\r\n"
+        + delivered[0]
+        + b"\r\nC2,Bob,b@example.com\r\n\r\n"
+        + delivered[1]
+        + b"\r\n"
     )
     report = load_source(con, CUSTOMERS, tmp_path / "landing")
     rejects = con.execute(
@@ -438,7 +482,9 @@ def test_a_utf16_file_is_decoded_and_loads(tmp_path, con, encoding, bom):
     text = "customer_id\tfirst_name\temail\r\nC1\tRené\tr@example.com\r\nC2\tZoë\tz@example.com\r\n"
     (folder / "excel.csv").write_bytes(bom + text.encode(encoding))
     report = load_source(con, CUSTOMERS, tmp_path / "landing")
-    assert con.execute("select customer_id, first_name, email, _source_row from raw.customers order by 1").fetchall() == [
+    assert con.execute(
+        "select customer_id, first_name, email, _source_row from raw.customers order by 1"
+    ).fetchall() == [
         ("C1", "René", "r@example.com", 1),
         ("C2", "Zoë", "z@example.com", 2),
     ]
@@ -484,47 +530,77 @@ def matrix(tmp_path_factory):
     _write_csv(land / "orders" / "orders_resent_b.csv", order_cols[:-1], resent)  # the same file again
 
     item_cols = ["order_item_id", "order_id", "product_id", "quantity", "unit_price"]
-    items = "\n".join(
-        [
-            ",".join(item_cols),
-            f"L0001,M0001,{product},2,9.99",
-            f"L0002,M0001,{product},-1,9.99",
-            f"L0003,M0001,{product},1,-5.00",
-            f"L0004,M0001,{product},two,9.99",
-            "L0005,M0001,SKU_DOES_NOT_EXIST,1,9.99",
-            f"L0006,M_NO_SUCH_ORDER,{product},1,9.99",
-            f"L0007,M0001,{product},1,9.99",  # replaced by bad bytes below
-            f"L0008,M0001,{product},1,9.99,surplus",
-            f"L0009,M0004,{product},3,4.50",
-            f"L0010,M0002,{product},1,9.99",
-            f"L0001,M0001,{product},2,9.99",  # row 11: line L0001 again
-            f"L0011,M0001,{product},0,9.99",
-        ]
-    ).encode() + b"\n"
+    items = (
+        "\n".join(
+            [
+                ",".join(item_cols),
+                f"L0001,M0001,{product},2,9.99",
+                f"L0002,M0001,{product},-1,9.99",
+                f"L0003,M0001,{product},1,-5.00",
+                f"L0004,M0001,{product},two,9.99",
+                "L0005,M0001,SKU_DOES_NOT_EXIST,1,9.99",
+                f"L0006,M_NO_SUCH_ORDER,{product},1,9.99",
+                f"L0007,M0001,{product},1,9.99",  # replaced by bad bytes below
+                f"L0008,M0001,{product},1,9.99,surplus",
+                f"L0009,M0004,{product},3,4.50",
+                f"L0010,M0002,{product},1,9.99",
+                f"L0001,M0001,{product},2,9.99",  # row 11: line L0001 again
+                f"L0011,M0001,{product},0,9.99",
+            ]
+        ).encode()
+        + b"\n"
+    )
     items = items.replace(f"L0007,M0001,{product}".encode(), b"L0007,M0001,SKU\xff\xfe")
     (land / "order_items" / "order_items_matrix.csv").write_bytes(items)
-    _write_csv(land / "order_items" / "order_items_no_product.csv", ["order_item_id", "order_id", "quantity"], [["L0020", "M0001", "1"]])
+    _write_csv(
+        land / "order_items" / "order_items_no_product.csv",
+        ["order_item_id", "order_id", "quantity"],
+        [["L0020", "M0001", "1"]],
+    )
 
     (land / "products" / "products_header_only.csv").write_text("product_id,name,price,currency\n")
     (land / "products" / "products_matrix.csv").write_text(
-        "product_id,name,price,currency\n"
-        'SKU_NL,"Mug\nlarge",4.00,GBP\n'
-        f"SKU_HUGE,{'y' * 120_000},4.00,GBP\n"
+        f'product_id,name,price,currency\nSKU_NL,"Mug\nlarge",4.00,GBP\nSKU_HUGE,{"y" * 120_000},4.00,GBP\n'
     )
     (land / "privacy" / "privacy_empty.csv").write_bytes(b"")
     customer_cols = pd.read_csv(land / "customers" / "customers.csv", dtype=str, nrows=0).columns.tolist()
-    profile = {c: "" for c in customer_cols} | {"first_name": "Ada", "last_name": "Future", "country": "GB"}
+    profile = dict.fromkeys(customer_cols, "") | {"first_name": "Ada", "last_name": "Future", "country": "GB"}
     _write_csv(
         land / "customers" / "customers_matrix.csv",
         customer_cols,
         [
-            [{**profile, "customer_id": "CFUTURE1", "email": "ada.future1@example.com", "signup_at": "2031-01-01T00:00:00Z",
-              "updated_at": "2026-10-01T00:00:00Z"}[c] for c in customer_cols],
-            [{**profile, "customer_id": "CFUTURE2", "email": "ada.future2@example.com", "signup_at": "2026-09-01T00:00:00Z",
-              "updated_at": "2031-01-01T00:00:00Z"}[c] for c in customer_cols],
+            [
+                {
+                    **profile,
+                    "customer_id": "CFUTURE1",
+                    "email": "ada.future1@example.com",
+                    "signup_at": "2031-01-01T00:00:00Z",
+                    "updated_at": "2026-10-01T00:00:00Z",
+                }[c]
+                for c in customer_cols
+            ],
+            [
+                {
+                    **profile,
+                    "customer_id": "CFUTURE2",
+                    "email": "ada.future2@example.com",
+                    "signup_at": "2026-09-01T00:00:00Z",
+                    "updated_at": "2031-01-01T00:00:00Z",
+                }[c]
+                for c in customer_cols
+            ],
             customer_cols,  # row 3: the header line again, as when two exports are concatenated
-            [{**profile, "customer_id": "CATLANTIS", "email": "ada.atlantis@example.com", "country": "Atlantis",
-              "signup_at": "2026-09-01T00:00:00Z", "updated_at": "2026-09-01T00:00:00Z"}[c] for c in customer_cols],
+            [
+                {
+                    **profile,
+                    "customer_id": "CATLANTIS",
+                    "email": "ada.atlantis@example.com",
+                    "country": "Atlantis",
+                    "signup_at": "2026-09-01T00:00:00Z",
+                    "updated_at": "2026-09-01T00:00:00Z",
+                }[c]
+                for c in customer_cols
+            ],
         ],
     )
 
@@ -532,10 +608,14 @@ def matrix(tmp_path_factory):
     # Latin-1 record, a UTF-16 export, and entries landing does not load (recorded: policy warn)
     mp.setenv("TESSERA_LANDING_UNLOADED_FILES", "warn")
     (land / "products" / "products_x1.csv").write_text("product_id,name,price,currency\nSKU_PLAIN,Plain mug,3.00,GBP\n")
-    (land / "products" / "products_x[1].csv").write_text("product_id,name,price,currency\nSKU_BRACKET,Bracket mug,3.00,GBP\n")
+    (land / "products" / "products_x[1].csv").write_text(
+        "product_id,name,price,currency\nSKU_BRACKET,Bracket mug,3.00,GBP\n"
+    )
     (land / "products" / "products_*.csv").write_text("product_id,name,price,currency\nSKU_STAR,Star mug,3.00,GBP\n")
     (land / "orders" / "orders_gz.csv.gz").write_bytes(
-        gzip.compress(f"{','.join(order_cols[:-1])}\nM0030,{customer},web,completed,GBP,2026-10-23T09:00:00Z\n".encode())
+        gzip.compress(
+            f"{','.join(order_cols[:-1])}\nM0030,{customer},web,completed,GBP,2026-10-23T09:00:00Z\n".encode()
+        )
     )
     signup = {"signup_at": "2026-09-01T00:00:00Z", "updated_at": "2026-09-01T00:00:00Z"}
     _write_csv(
@@ -584,9 +664,9 @@ def _quarantined(con, source: str, record_id: str | None = None, file: str | Non
     sql = "select stage, reason, raw_content, _source_file, _source_row from quarantine.quarantined_records where source = ?"
     params: list = [source]
     if record_id is not None:
-        sql, params = sql + " and record_id = ?", params + [record_id]
+        sql, params = sql + " and record_id = ?", [*params, record_id]
     if file is not None:
-        sql, params = sql + " and _source_file = ? and _source_row = ?", params + [file, row]
+        sql, params = sql + " and _source_file = ? and _source_row = ?", [*params, file, row]
     return con.execute(sql + " order by _source_file, _source_row", params).fetchall()
 
 
@@ -594,7 +674,9 @@ def _quarantined(con, source: str, record_id: str | None = None, file: str | Non
 def test_the_matrix_run_passes_every_gate_and_reconciles_every_source(matrix):
     result, con = matrix
     assert result.success, [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
-    rows = con.execute("select source, reconciles, landing_records, quarantined_records from quarantine.source_reconciliation")
+    rows = con.execute(
+        "select source, reconciles, landing_records, quarantined_records from quarantine.source_reconciliation"
+    )
     by_source = {r[0]: r[1:] for r in rows.fetchall()}
     assert len(by_source) == 8 and all(ok for ok, *_ in by_source.values()), by_source
     # the three order_items records the loader rejected (bad bytes, surplus field) or quarantined later
@@ -653,7 +735,11 @@ def test_unknown_products_and_orphan_order_items_are_quarantined(matrix):
 def test_non_utf8_and_malformed_records_are_quarantined_at_load_and_their_neighbours_go_on(matrix):
     _, con = matrix
     [bad_bytes] = _quarantined(con, "order_items", file="order_items_matrix.csv", row=7)
-    assert bad_bytes[0] == "load" and bad_bytes[1].startswith("INVALID ENCODING") and bad_bytes[2].startswith("L0007,M0001,SKU")
+    assert (
+        bad_bytes[0] == "load"
+        and bad_bytes[1].startswith("INVALID ENCODING")
+        and bad_bytes[2].startswith("L0007,M0001,SKU")
+    )
     [surplus] = _quarantined(con, "order_items", file="order_items_matrix.csv", row=8)
     assert surplus[0] == "load" and surplus[1].startswith("TOO MANY COLUMNS") and surplus[2].endswith(",surplus")
     lines = con.execute(
@@ -671,11 +757,16 @@ def test_future_and_too_old_timestamps_are_quarantined_and_a_zoneless_one_is_rea
     # a CRM profile signing up, or updated, in the future: quarantined at the row, not at the mart's gate
     assert _quarantined(con, "customers", "CFUTURE1")[0][1] == "signup_at in the future"
     assert _quarantined(con, "customers", "CFUTURE2")[0][1] == "updated_at in the future"
-    assert con.execute(
-        "select count(*) from marts.dim_customers "
-        "where first_signup_at > current_timestamp or anchor_customer_id in ('CFUTURE1', 'CFUTURE2')"
-    ).fetchone()[0] == 0
-    got = con.execute("select ordered_at from marts.fct_orders where order_id in ('M0001', 'M0004') order by 1").fetchall()
+    assert (
+        con.execute(
+            "select count(*) from marts.dim_customers "
+            "where first_signup_at > current_timestamp or anchor_customer_id in ('CFUTURE1', 'CFUTURE2')"
+        ).fetchone()[0]
+        == 0
+    )
+    got = con.execute(
+        "select ordered_at from marts.fct_orders where order_id in ('M0001', 'M0004') order by 1"
+    ).fetchall()
     assert got == [(datetime(2026, 10, 20, 8, 30),), (datetime(2026, 10, 21, 8, 0),)]
 
 
@@ -737,9 +828,14 @@ def test_duplicated_rows_and_a_file_delivered_twice_keep_the_first_delivery_only
         [email_event_id],
     ).fetchall() == [(email_file, 1)]
     # no staging row was multiplied by the join to the repeated deliveries
-    for source, model in (("orders", "stg_orders"), ("order_items", "stg_order_items"), ("events", "stg_events"),
-                          ("email_events", "stg_email_events"), ("pos_transactions", "stg_pos_transactions"),
-                          ("privacy", "stg_privacy")):
+    for source, model in (
+        ("orders", "stg_orders"),
+        ("order_items", "stg_order_items"),
+        ("events", "stg_events"),
+        ("email_events", "stg_email_events"),
+        ("pos_transactions", "stg_pos_transactions"),
+        ("privacy", "stg_privacy"),
+    ):
         counts = con.execute(
             f"select (select count(*) from raw.{source}), (select count(*) from staging.{model}), "
             f"(select count(*) from (select distinct _source_file, _source_row from staging.{model}))"
@@ -767,7 +863,10 @@ def test_a_repeated_header_line_is_quarantined_at_load_and_never_becomes_a_custo
         "where source = 'customers'"
     ).fetchone()
     assert ok and quarantined == 2  # this header line and the Latin-1 record of customers_latin1.csv
-    assert landing == con.execute("select sum(landing_records) from raw.load_audit where source = 'customers'").fetchone()[0]
+    assert (
+        landing
+        == con.execute("select sum(landing_records) from raw.load_audit where source = 'customers'").fetchone()[0]
+    )
 
 
 @pytest.mark.graph
@@ -807,7 +906,11 @@ def test_huge_values_quoted_newlines_header_only_and_empty_files_through_the_gra
     assert con.execute("select product_name from marts.dim_products where product_id = 'SKU_NL'").fetchall() == [
         ("Mug\nlarge",)
     ]
-    loads = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "raw"}
+    loads = {
+        e.asset_key.path[-1]: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[0] == "raw"
+    }
     assert loads["privacy"]["skipped_empty_files"].value == ["privacy_empty.csv"]
     assert loads["products"]["rows_per_file"].value["products_header_only.csv"] == 0
     assert loads["products"]["quarantined_at_load"].value == 1
@@ -839,7 +942,11 @@ def test_file_names_with_glob_characters_load_their_own_rows_through_the_graph(m
         "select product_id, _source_file from raw.products where _source_file like 'products\\_x%' escape '\\' "
         "or _source_file = 'products_*.csv' order by 1"
     ).fetchall()
-    assert rows == [("SKU_BRACKET", "products_x[1].csv"), ("SKU_PLAIN", "products_x1.csv"), ("SKU_STAR", "products_*.csv")]
+    assert rows == [
+        ("SKU_BRACKET", "products_x[1].csv"),
+        ("SKU_PLAIN", "products_x1.csv"),
+        ("SKU_STAR", "products_*.csv"),
+    ]
     for file in ("products_x1.csv", "products_x[1].csv", "products_*.csv"):
         assert _audit_row(con, "products", file) == (1, 1, 0, None)
     assert con.execute(
@@ -877,7 +984,7 @@ def test_a_header_in_capitals_loads_its_values_through_the_graph(matrix):
 def test_a_latin1_record_is_quarantined_with_its_original_bytes_and_a_utf16_file_loads(matrix):
     # regression (issue 33): a Latin-1 record kept `Ren??`; a UTF-16 file was quarantined with raw_content null
     _, con = matrix
-    [(stage, reason, content, _, row)] = _quarantined(con, "customers", file="customers_latin1.csv", row=1)
+    [(stage, reason, content, _, _row)] = _quarantined(con, "customers", file="customers_latin1.csv", row=1)
     assert stage == "load" and reason.startswith("INVALID ENCODING") and "CLATIN1,Ren\\xe9e," in content
     [(hex_bytes,)] = con.execute(
         "select raw_content_hex from raw.load_rejects where _source_file = 'customers_latin1.csv'"

@@ -18,7 +18,11 @@ def test_recommender_speed_bench_runs_the_asset_code_at_a_tiny_size(tmp_path):
     args = ["--interactions", "20000", "--customers", "2000", "--items", "300", "--out", str(out)]
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "recommender_speed.py"), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -30,12 +34,16 @@ def test_recommender_speed_bench_runs_the_asset_code_at_a_tiny_size(tmp_path):
 
 
 def test_serving_bench_loads_the_published_snapshots_and_answers_every_request(pipeline, tmp_path):
-    _, settings = pipeline
+    _, _settings = pipeline
     out = tmp_path / "serving.json"
     args = ["--customers", "1500", "--rate", "200", "--seconds", "2", "--warmup", "0.5", "--port", "8766"]
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "serving.py"), *args, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -56,13 +64,20 @@ def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_p
     args = ["--customers", "300", "--days", "100", "--results-dir", str(tmp_path / "results")]
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "scale.py"), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "results" / "scale_300.json").read_text())
     assert result["pipeline"]["status"] == "success" and result["customers"] == 300
     steps = {s["step"]: s for s in result["steps"]}
-    assert {"raw__events", "dbt_staging", "dbt_marts", "privacy__erasure", "ml__recommendation_candidates"} <= set(steps)
+    assert {"raw__events", "dbt_staging", "dbt_marts", "privacy__erasure", "ml__recommendation_candidates"} <= set(
+        steps
+    )
     for s in steps.values():
         assert s["status"] == "success" and s["wall_s"] >= 0 and s["cpu_s"] is not None and s["peak_rss_gb"] > 0, s
     landing = result["landing"]
@@ -96,7 +111,9 @@ def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tm
             con.execute("create schema marts; create schema publish")
             for table in ("dim_customers", "customer_rfm", "customer_features"):
                 con.execute(f"create table marts.{table} as select 'c1' as customer_key")
-            con.execute("create table publish.scores (customer_key varchar, score double, model_run_id varchar, created_at timestamp)")
+            con.execute(
+                "create table publish.scores (customer_key varchar, score double, model_run_id varchar, created_at timestamp)"
+            )
             con.executemany("insert into publish.scores values (?, ?, ?, now())", [(*row, run_id) for row in rows])
         assert main([str(path), "--out", str(tmp_path / f"{name}.json")]) == 0
         return tmp_path / f"{name}.json"

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tessera.publish import snapshots
 from tessera.landing.generate import GenerateConfig, generate
+from tessera.publish import snapshots
 from tessera.settings import load_settings
 from tests.conftest import SMALL, run_job, use_data_dir, with_pkeys
 
@@ -137,7 +137,9 @@ def revoked(tmp_path_factory):
 def keys_of(settings, ids) -> set[str]:
     """The published (pseudonymous) keys of the people with these CRM ids."""
     nodes = ", ".join(f"'crm:{i}'" for i in ids)
-    sql = f"select customer_pkey(customer_key) as k from intermediate.int_identities_resolved where node_key in ({nodes})"
+    sql = (
+        f"select customer_pkey(customer_key) as k from intermediate.int_identities_resolved where node_key in ({nodes})"
+    )
     return set(frame(settings, sql)["k"])
 
 

@@ -24,7 +24,7 @@ from tests.conftest import copy_data_dir, published_fingerprint, use_data_dir
 
 DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 # history enough for the 60-day feature snapshot the propensity models train on
-CRASH_DATA = dict(customers=150, days=100, seed=11, end_date=date(2026, 10, 31))
+CRASH_DATA = {"customers": 150, "days": 100, "seed": 11, "end_date": date(2026, 10, 31)}
 
 
 def _env(data_dir, home) -> dict[str, str]:
@@ -76,7 +76,7 @@ def _copy_of(shop, tmp_path, monkeypatch):
 
 @pytest.mark.graph
 def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(shop_after_a_run, tmp_path, monkeypatch):
-    data_dir, home, settings, env = _copy_of(shop_after_a_run, tmp_path, monkeypatch)
+    _data_dir, home, settings, env = _copy_of(shop_after_a_run, tmp_path, monkeypatch)
     good = published_fingerprint(settings, ignore_run_ids=True)
     good_files = published_fingerprint(settings)
 
@@ -137,6 +137,7 @@ def test_a_run_killed_inside_the_erasure_rewrite_is_finished_by_the_next_run(sho
     with no operator action, completes the erasure: logged, journal empty, no residue in any table,
     published file or byte of the data directory and Dagster home."""
     from bench.crash_matrix import byte_scan, identifiers, journal, release_consistent, request_erasure
+
     data_dir, home, settings, env = _copy_of(shop_after_a_run, tmp_path, monkeypatch)
     people = identifiers(settings.duckdb_path, request_erasure(data_dir))
     assert len(people) >= 10

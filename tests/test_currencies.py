@@ -87,18 +87,31 @@ def orders(con):
 
 def _currency_suite(tmp_path, reference: str):
     path = tmp_path / "suite.json"
-    path.write_text(json.dumps({
-        "name": "currency_suite",
-        "meta": {"table": "raw.orders"},
-        "expectations": [{"type": "expect_column_values_to_be_in_set",
-                          "kwargs": {"column": "currency", "value_set": {"$PARAMETER": reference}}}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "name": "currency_suite",
+                "meta": {"table": "raw.orders"},
+                "expectations": [
+                    {
+                        "type": "expect_column_values_to_be_in_set",
+                        "kwargs": {"column": "currency", "value_set": {"$PARAMETER": reference}},
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
 def test_a_non_iso_currency_fails_the_gate_naming_each_value_its_files_and_the_iso_seed(tmp_path, orders):
-    result = validate_table(orders, "raw.orders", _currency_suite(tmp_path, "iso_4217_currencies"), 1000,
-                            parameters=gate_parameters(None, 0.5, "2000-01-01"))
+    result = validate_table(
+        orders,
+        "raw.orders",
+        _currency_suite(tmp_path, "iso_4217_currencies"),
+        1000,
+        parameters=gate_parameters(None, 0.5, "2000-01-01"),
+    )
     assert not result.success
     [failed] = result.failed
     # BRL is an ISO code: the gate accepts it (its rate is dbt's check); EURO and XX are not
@@ -114,16 +127,26 @@ def test_a_non_iso_currency_fails_the_gate_naming_each_value_its_files_and_the_i
 
 def test_a_currency_without_a_rate_fails_the_marts_check_naming_fx_rates_csv(tmp_path, orders):
     orders.execute("delete from raw.orders where currency in ('EURO', 'XX')")
-    result = validate_table(orders, "raw.orders", _currency_suite(tmp_path, "currencies_with_fx_rate"), 1000,
-                            parameters=gate_parameters(None, 0.5, "2000-01-01"))
+    result = validate_table(
+        orders,
+        "raw.orders",
+        _currency_suite(tmp_path, "currencies_with_fx_rate"),
+        1000,
+        parameters=gate_parameters(None, 0.5, "2000-01-01"),
+    )
     assert not result.success
     assert result.failed[0]["fix"] == (
         "currency: 'BRL' (orders_a.csv: 1 row). "
         "They have no rate in dbt_project/seeds/fx_rates.csv: add a row currency,valid_from,rate_to_base."
     )
     orders.execute("delete from raw.orders where currency = 'BRL'")
-    passed = validate_table(orders, "raw.orders", _currency_suite(tmp_path, "currencies_with_fx_rate"), 1000,
-                            parameters=gate_parameters(None, 0.5, "2000-01-01"))
+    passed = validate_table(
+        orders,
+        "raw.orders",
+        _currency_suite(tmp_path, "currencies_with_fx_rate"),
+        1000,
+        parameters=gate_parameters(None, 0.5, "2000-01-01"),
+    )
     assert passed.success and passed.failed == []
 
 
@@ -168,11 +191,13 @@ def _staged(settings, order_ids: list[str]) -> dict[str, tuple]:
 @pytest.mark.graph
 def test_a_non_iso_code_is_quarantined_with_its_file_and_the_run_goes_on(shop):
     settings, customer = shop
-    _write_orders(settings.landing_dir / "orders" / "orders_zz_euro.csv",
-                  [["CUR0001", customer, "web", "completed", "Euro", "2026-10-20T10:00:00Z"]])
+    _write_orders(
+        settings.landing_dir / "orders" / "orders_zz_euro.csv",
+        [["CUR0001", customer, "web", "completed", "Euro", "2026-10-20T10:00:00Z"]],
+    )
     result = run_job(_staging_up_to("quarantined_records"))
     assert result.success, [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
-    reason = "currency \"Euro\" in orders_zz_euro.csv is not an ISO 4217 code (the accepted codes: dbt_project/seeds/currencies.csv)"
+    reason = 'currency "Euro" in orders_zz_euro.csv is not an ISO 4217 code (the accepted codes: dbt_project/seeds/currencies.csv)'
     assert _staged(settings, ["CUR0001"]) == {"CUR0001": ("EURO", None, reason)}
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         quarantined = con.execute(
@@ -184,17 +209,27 @@ def test_a_non_iso_code_is_quarantined_with_its_file_and_the_run_goes_on(shop):
 @pytest.mark.graph
 def test_an_iso_code_without_a_rate_stops_the_build_naming_code_day_file_and_the_seed_row_to_add(shop):
     settings, customer = shop
-    _write_orders(settings.landing_dir / "orders" / "orders_zz_brl.csv",
-                  [["CUR0002", customer, "web", "completed", "brl", "2026-10-21T23:30:00-03:00"],
-                   ["CUR0003", customer, "web", "completed", "EUR", "2026-10-21T10:00:00Z"]])
+    _write_orders(
+        settings.landing_dir / "orders" / "orders_zz_brl.csv",
+        [
+            ["CUR0002", customer, "web", "completed", "brl", "2026-10-21T23:30:00-03:00"],
+            ["CUR0003", customer, "web", "completed", "EUR", "2026-10-21T10:00:00Z"],
+        ],
+    )
     result = run_job(_staging_up_to("fct_orders"))
     assert not result.success
-    failed = {(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations() if not e.passed}
+    failed = {
+        (e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations() if not e.passed
+    }
     assert failed == {("staging/stg_orders", "tessera_currency_has_a_rate_stg_orders_")}
     # 23:30 in Sao Paulo is the next day in UTC: the rate had to hold on the order's UTC day
     assert _staged(settings, ["CUR0002", "CUR0003"]) == {
-        "CUR0002": ("BRL", None, "no exchange rate for BRL on 2026-10-22 in orders_zz_brl.csv: add a row "
-                    "BRL,<valid_from on or before 2026-10-22>,<value of 1 BRL in GBP> to dbt_project/seeds/fx_rates.csv"),
+        "CUR0002": (
+            "BRL",
+            None,
+            "no exchange rate for BRL on 2026-10-22 in orders_zz_brl.csv: add a row "
+            "BRL,<valid_from on or before 2026-10-22>,<value of 1 BRL in GBP> to dbt_project/seeds/fx_rates.csv",
+        ),
         "CUR0003": ("EUR", 0.85, None),
     }
     # nothing downstream of the staged orders was built on the run that could not value them

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import yaml
 
-from tessera.privacy import pseudonym
 from tessera.decisioning import bandit, decide, render, state
 from tessera.decisioning.catalogue import (
     DEFAULT_FILE,
@@ -24,6 +23,7 @@ from tessera.decisioning.catalogue import (
     validate_catalogue,
 )
 from tessera.decisioning.templates import TemplateError, load_template
+from tessera.privacy import pseudonym
 from tessera.settings import DBT_PROJECT_DIR
 
 HOSTILE = "<script>alert('x')</script> \"Deluxe\" \\ Mug"
@@ -41,7 +41,10 @@ TEMPLATES = {
 
 
 def actions_data() -> dict:
-    email = {"channel": "email", "variants": [{"id": "a", "template": "body.html.j2", "subject": "Hi {{ customer.first_name }}"}]}
+    email = {
+        "channel": "email",
+        "variants": [{"id": "a", "template": "body.html.j2", "subject": "Hi {{ customer.first_name }}"}],
+    }
     return {
         "version": 1,
         "scoring": {"priority": 0.3, "propensity": 0.4, "recommendation": 0.3},
@@ -125,26 +128,36 @@ def build_warehouse(con, product_name: str = "Plain Mug") -> None:
         "top_category varchar, last_device varchar)"
     )
     con.executemany(
-        "insert into marts.customer_features values (?, ?, ?, 'kitchen', 'mobile')", [(k, v[2], v[3]) for k, v in CUSTOMERS.items()]
+        "insert into marts.customer_features values (?, ?, ?, 'kitchen', 'mobile')",
+        [(k, v[2], v[3]) for k, v in CUSTOMERS.items()],
     )
-    con.execute("create table ml.propensity_scores (customer_key varchar, purchase_propensity_30d double, churn_risk_30d double)")
+    con.execute(
+        "create table ml.propensity_scores (customer_key varchar, purchase_propensity_30d double, churn_risk_30d double)"
+    )
     con.executemany("insert into ml.propensity_scores values (?, ?, 0.5)", [(k, v[4]) for k, v in CUSTOMERS.items()])
     con.execute(
         "create table ml.recommendation_candidates (customer_key varchar, rank bigint, product_id varchar, score double, "
         "source varchar, max_per_category bigint)"
     )
     con.executemany(
-        "insert into ml.recommendation_candidates values (?, 1, 'P1', ?, 'personalised', 3)", [(k, v[5]) for k, v in CUSTOMERS.items()]
+        "insert into ml.recommendation_candidates values (?, 1, 'P1', ?, 'personalised', 3)",
+        [(k, v[5]) for k, v in CUSTOMERS.items()],
     )
     con.execute("create table ml.customer_clusters (customer_key varchar, cluster_description varchar)")
-    con.execute("create table marts.dim_products (product_id varchar, product_name varchar, category varchar, is_active boolean)")
-    con.execute("insert into marts.dim_products values ('P1', ?, 'kitchen', true), ('P2', 'Spoon', 'kitchen', true)", [product_name])
+    con.execute(
+        "create table marts.dim_products (product_id varchar, product_name varchar, category varchar, is_active boolean)"
+    )
+    con.execute(
+        "insert into marts.dim_products values ('P1', ?, 'kitchen', true), ('P2', 'Spoon', 'kitchen', true)",
+        [product_name],
+    )
     con.execute(
         "create table marts.fct_events (customer_key varchar, event_type varchar, event_at timestamp, product_id varchar)"
     )
     added = datetime(2026, 10, 30, 12)
     con.executemany(
-        "insert into marts.fct_events values (?, 'add_to_cart', ?, 'P1')", [(k, added) for k, v in CUSTOMERS.items() if v[0]]
+        "insert into marts.fct_events values (?, 'add_to_cart', ?, 'P1')",
+        [(k, added) for k, v in CUSTOMERS.items() if v[0]],
     )
     con.execute(
         "create table marts.fct_order_items (customer_key varchar, product_id varchar, ordered_at timestamp, "
@@ -153,10 +166,14 @@ def build_warehouse(con, product_name: str = "Plain Mug") -> None:
     con.execute(
         "create table marts.fct_customer_product_interactions (customer_key varchar, product_id varchar, interaction_type varchar)"
     )
-    con.execute("create table marts.customer_consents (customer_key varchar, channel varchar, purpose varchar, granted boolean)")
+    con.execute(
+        "create table marts.customer_consents (customer_key varchar, channel varchar, purpose varchar, granted boolean)"
+    )
     for k in keys:
         for channel, purpose in (("email", "marketing"), ("web", "personalization"), ("email", "personalization")):
-            con.execute("insert into marts.customer_consents values (?, ?, ?, ?)", [k, channel, purpose, k != "c_no_consent"])
+            con.execute(
+                "insert into marts.customer_consents values (?, ?, ?, ?)", [k, channel, purpose, k != "c_no_consent"]
+            )
     con.execute(decide.SENDS_DDL)
     yesterday = AS_OF - timedelta(days=1)
     con.executemany(
@@ -168,7 +185,10 @@ def build_warehouse(con, product_name: str = "Plain Mug") -> None:
         [(f"m_picks_{i}", yesterday - timedelta(days=i)) for i in range(2)],
     )
     # a send 8 days ago is outside the 7-day cap window
-    con.execute("insert into decisioning.sends values ('m_old', 'c_cart_and_picks', 'cart', 'a', 'email', ?)", [AS_OF - timedelta(days=8)])
+    con.execute(
+        "insert into decisioning.sends values ('m_old', 'c_cart_and_picks', 'cart', 'a', 'email', ?)",
+        [AS_OF - timedelta(days=8)],
+    )
 
 
 @pytest.fixture
@@ -185,7 +205,12 @@ def run_decide(con, catalogue, holdout_share: float = 0.0):
         "select customer_key, channel, action_id, decision, decided_by, variant_id, reason, message_id, holdout_group "
         "from decisioning.decisions"
     ).fetchall()
-    return {(r[0], r[1]): dict(zip(["action", "decision", "decided_by", "variant", "reason", "message_id", "holdout"], r[2:], strict=True)) for r in rows}
+    return {
+        (r[0], r[1]): dict(
+            zip(["action", "decision", "decided_by", "variant", "reason", "message_id", "holdout"], r[2:], strict=True)
+        )
+        for r in rows
+    }
 
 
 # --- catalogue and templates ------------------------------------------------------------------
@@ -207,9 +232,18 @@ def test_the_shipped_catalogue_and_its_templates_validate():
         (lambda d: d["actions"][2].update(trigger={"segment": "nope"}), "action 'picks': field 'trigger.segment': no rule segment 'nope'"),
         (lambda d: d["actions"][2].update(variants=[]), "action 'picks': field 'variants': needs at least one"),
         (lambda d: d["actions"][3].update(colour="red"), "action 'browse': field 'colour': unknown field"),
-        (lambda d: d["actions"][4]["variants"][0].update(template="body.html.j2"), "action 'banner': field 'variants[0].template': a web_banner template is a .json.j2 file"),
-        (lambda d: d["actions"][0]["variants"][0].pop("subject"), "action 'cart': field 'variants[0].subject': is required on the email channel"),
-        (lambda d: d["actions"][0].update(offer={"code": "X1", "description": "d", "discount_percent": 200}), "action 'cart': field 'offer.discount_percent'"),
+        (
+            lambda d: d["actions"][4]["variants"][0].update(template="body.html.j2"),
+            "action 'banner': field 'variants[0].template': a web_banner template is a .json.j2 file",
+        ),
+        (
+            lambda d: d["actions"][0]["variants"][0].pop("subject"),
+            "action 'cart': field 'variants[0].subject': is required on the email channel",
+        ),
+        (
+            lambda d: d["actions"][0].update(offer={"code": "X1", "description": "d", "discount_percent": 200}),
+            "action 'cart': field 'offer.discount_percent'",
+        ),
         (lambda d: d["actions"].append(dict(d["actions"][0])), "action 'cart': field 'id': is used twice"),
         (lambda d: d.update(scoring={"priority": 1, "propensity": 1, "recommendation": 1}), "weights must sum to 1"),
     ],
@@ -234,8 +268,10 @@ def test_an_invalid_catalogue_names_the_action_and_the_field(templates_dir, chan
         ("{{ offer.code }}", "uses 'offer', which this action does not provide"),
         ("{{ customer.first_name }", "line 1"),
         # a later loop reusing the name must not hide a typo in an earlier one
-        ("{% for i in cart_items %}{{ i.product_nam }}{% endfor %}{% for i in recommendations[:2] %}{{ i.rank }}{% endfor %}",
-         "uses 'i.product_nam'"),
+        (
+            "{% for i in cart_items %}{{ i.product_nam }}{% endfor %}{% for i in recommendations[:2] %}{{ i.rank }}{% endfor %}",
+            "uses 'i.product_nam'",
+        ),
         ("{% for p in recommendations[:2] %}{{ p.price }}{% endfor %}", "uses 'p.price'"),
         ("{% for p in recommendations|reverse %}{{ p.price }}{% endfor %}", "uses 'p.price'"),
         ("{% for p in recommendations %}{% endfor %}{{ p }}", "uses variable 'p'"),
@@ -353,7 +389,9 @@ def test_a_reason_lists_every_capped_action_in_a_fixed_order(warehouse, catalogu
     d = run_decide(warehouse, catalogue)
     two = d[("c_two_capped", "email")]
     assert two["decision"] == "capped" and two["action"] == "cart"
-    assert "skipped at its frequency cap: cart (1 sent in 7 days, cap 1), picks (2 sent in 7 days, cap 2)" in two["reason"]
+    assert (
+        "skipped at its frequency cap: cart (1 sent in 7 days, cap 1), picks (2 sent in 7 days, cap 2)" in two["reason"]
+    )
     assert run_decide(warehouse, catalogue) == d
 
 
@@ -369,10 +407,17 @@ def test_event_rfm_and_cart_conditions(warehouse, templates_dir):
     catalogue = validate_catalogue(data, templates_dir, RULE_SEGMENTS)
     added = datetime(2026, 10, 30, 12)
     # bought the product afterwards (an order line, so the cart is empty); clicked purchase afterwards
-    warehouse.execute("insert into marts.fct_order_items (customer_key, product_id, ordered_at) values ('c_cart_and_picks', 'P1', ?)", [added + timedelta(hours=5)])
-    warehouse.execute("insert into marts.fct_events values ('c_two_explicit', 'purchase', ?, 'P2')", [added + timedelta(hours=1)])
+    warehouse.execute(
+        "insert into marts.fct_order_items (customer_key, product_id, ordered_at) values ('c_cart_and_picks', 'P1', ?)",
+        [added + timedelta(hours=5)],
+    )
+    warehouse.execute(
+        "insert into marts.fct_events values ('c_two_explicit', 'purchase', ?, 'P2')", [added + timedelta(hours=1)]
+    )
     # added 3 days before the as-of day: outside the 48 hours
-    warehouse.execute("insert into marts.fct_events values ('c_nothing', 'add_to_cart', ?, 'P1')", [added - timedelta(days=2)])
+    warehouse.execute(
+        "insert into marts.fct_events values ('c_nothing', 'add_to_cart', ?, 'P1')", [added - timedelta(days=2)]
+    )
     d = run_decide(warehouse, catalogue)
     banner = {k for (k, ch), v in d.items() if ch == "web_banner"}
     carts = {k for k, v in CUSTOMERS.items() if v[0]} - {"c_erased"}
@@ -476,12 +521,14 @@ def test_rendered_messages_escape_a_hostile_product_and_reference_their_bodies_b
     assert all("<script>" not in b and "&lt;script&gt;" in b for _, b in bodies)
     assert all(r == "sha256:" + hashlib.sha256(b.encode()).hexdigest() for r, b in bodies)
     # the banners render the same JSON for everyone here: one distinct text, one ref
-    refs = con.execute("select count(distinct body_ref), count(*) from decisioning.messages where channel = 'web_banner'").fetchall()[0]
+    refs = con.execute(
+        "select count(distinct body_ref), count(*) from decisioning.messages where channel = 'web_banner'"
+    ).fetchall()[0]
     assert refs[0] == 1 < refs[1]
     assert out.bodies == len({r for r, _ in bodies})
     # previews: files for the first messages of each variant, and an index linking them
     index = (tmp_path / "previews" / "index.html").read_text()
-    for action, variant, message_id, _, path in out.previews:
+    for _action, _variant, message_id, _, path in out.previews:
         assert path.is_file() and f"{message_id}" in index
     assert {(a, v) for a, v, *_ in out.previews} == {
         tuple(r) for r in con.execute("select distinct action_id, variant_id from decisioning.messages").fetchall()
@@ -513,7 +560,7 @@ def test_erasing_previews_removes_every_days_files_and_index_rows_that_name_the_
     assert counts == {"files_removed": 2 * len(gone), "days_touched": 2}
     for day in days:
         index = (root / day / "index.html").read_text()
-        for action, variant, message_id, subject, path in rendered[day].previews:
+        for _action, _variant, message_id, _subject, path in rendered[day].previews:
             assert path.is_file() == (message_id not in gone), (day, message_id)
             assert (message_id in index) == (message_id not in gone), (day, message_id)
         assert "c_cart_and_picks" not in index.lower() and "<table" in index
@@ -534,7 +581,9 @@ def test_deciding_and_rendering_again_gives_the_same_rows(warehouse, catalogue):
     assert warehouse.execute("select * from decisioning.messages order by message_id").fetchall() == first
 
 
-def test_rendering_in_worker_processes_gives_the_same_rows_previews_and_counts(warehouse, catalogue, tmp_path, monkeypatch):
+def test_rendering_in_worker_processes_gives_the_same_rows_previews_and_counts(
+    warehouse, catalogue, tmp_path, monkeypatch
+):
     # batches of 2 contexts, so each variant spans several batches and the workers finish them in any order
     monkeypatch.setattr(render, "BATCH_ROWS", 2)
     # 20 copies of every customer, in every table keyed by customer: several batches per variant
@@ -546,13 +595,18 @@ def test_rendering_in_worker_processes_gives_the_same_rows_previews_and_counts(w
     for schema, name in tables:
         columns = [c[0] for c in warehouse.execute(f"describe {schema}.{name}").fetchall()]
         select = ", ".join("t.customer_key || '_' || r.n" if c == "customer_key" else f"t.{c}" for c in columns)
-        warehouse.execute(f"insert into {schema}.{name} select {select} from {schema}.{name} as t, range(1, 21) as r(n)")
+        warehouse.execute(
+            f"insert into {schema}.{name} select {select} from {schema}.{name} as t, range(1, 21) as r(n)"
+        )
     run_decide(warehouse, catalogue)
     table = "select * from decisioning.messages order by rowid"  # the order rows were inserted in
     alone = render.render_messages(warehouse, catalogue, tmp_path / "alone", workers=1)
     first = warehouse.execute(table).fetchall()
     pooled = render.render_messages(warehouse, catalogue, tmp_path / "pooled", workers=2)
-    assert len(first) > 2 * len(alone.per_variant), (len(first), alone.per_variant)  # several batches per variant on average
+    assert len(first) > 2 * len(alone.per_variant), (
+        len(first),
+        alone.per_variant,
+    )  # several batches per variant on average
     assert warehouse.execute(table).fetchall() == first
     assert (pooled.messages, pooled.bodies, pooled.per_variant) == (alone.messages, alone.bodies, alone.per_variant)
     assert [p[:4] for p in pooled.previews] == [p[:4] for p in alone.previews]
@@ -638,11 +692,15 @@ def test_a_new_state_version_only_when_the_counts_change(con, catalogue):
     v1, new1, _, _ = state.update_state(con, catalogue, 42)
     v1_again, new_again, _, _ = state.update_state(con, catalogue, 42)
     assert (v1, new1, v1_again, new_again) == (1, True, 1, False)
-    con.execute("insert into decisioning.sends values ('m1', 'c1', 'banner', 'x', 'web_banner', ?)", [AS_OF - timedelta(days=9)])
+    con.execute(
+        "insert into decisioning.sends values ('m1', 'c1', 'banner', 'x', 'web_banner', ?)", [AS_OF - timedelta(days=9)]
+    )
     v2, new2, _rows, posteriors = state.update_state(con, catalogue, 42)
     assert (v2, new2) == (2, True)
     assert posteriors["banner"].trials.tolist() == [1, 0]
-    kept = con.execute("select version, count(*) from decisioning.bandit_state_versions group by 1 order by 1").fetchall()
+    kept = con.execute(
+        "select version, count(*) from decisioning.bandit_state_versions group by 1 order by 1"
+    ).fetchall()
     assert [v for v, _ in kept] == [1, 2]  # the first version is kept
 
 
@@ -655,10 +713,17 @@ def test_the_pipeline_publishes_actions_and_an_outbox_within_consent_and_holdout
     result, settings = pipeline
     con = with_pkeys(duckdb.connect(str(settings.duckdb_path), read_only=True))
     try:
-        nba = con.execute("select count(*), count(*) filter (where decision = 'send') from publish.next_best_actions").fetchall()[0]
+        nba = con.execute(
+            "select count(*), count(*) filter (where decision = 'send') from publish.next_best_actions"
+        ).fetchall()[0]
         outbox = con.execute("select count(*) from publish.campaign_outbox").fetchall()[0][0]
         assert nba[0] > 0 and nba[1] == outbox > 0
-        assert con.execute("select count(*) from publish.next_best_actions where reason is null or reason = ''").fetchall()[0][0] == 0
+        assert (
+            con.execute(
+                "select count(*) from publish.next_best_actions where reason is null or reason = ''"
+            ).fetchall()[0][0]
+            == 0
+        )
         # independently of the decisions: every outbox customer has the channel's consent ...
         violations = con.execute("""
             select count(*) from publish.campaign_outbox as o
@@ -692,20 +757,30 @@ def test_the_pipeline_publishes_actions_and_an_outbox_within_consent_and_holdout
         assert sends == outbox
     finally:
         con.close()
-    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
     previews = Path(metadata["decisioning/rendered_messages"]["previews"].value)
     assert previews.is_file() and previews.parent.joinpath("cart_abandonment_email").is_dir()
     bandit_md = metadata["decisioning/bandit_state"]
     assert bandit_md["state_version"].value == 1 and "posterior mean" in bandit_md["posteriors"].value
-    assert set(bandit_md["exploration_share"].value) == {"cart_abandonment_email", "vip_winback_email", "favourite_category_banner"}
+    assert set(bandit_md["exploration_share"].value) == {
+        "cart_abandonment_email",
+        "vip_winback_email",
+        "favourite_category_banner",
+    }
 
 
 def test_the_bandit_state_is_an_mlflow_run_with_posterior_means(pipeline):
     from mlflow import MlflowClient
 
     result, settings = pipeline
-    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
-    run = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(metadata["decisioning/bandit_state"]["mlflow_run_id"].value)
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    run = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(
+        metadata["decisioning/bandit_state"]["mlflow_run_id"].value
+    )
     assert run.data.metrics["posterior_mean.favourite_category_banner.top_pick"] == pytest.approx(0.5)
     assert 0.3 < run.data.metrics["exploration_share.favourite_category_banner"] < 0.7  # no outcomes yet: uniform
     assert run.data.params["version"] == "1"

@@ -129,7 +129,9 @@ def test_key_marts_and_published_outputs_have_blocking_suites_and_every_suite_is
     from orchestration.quality import GATED_MARTS
 
     graph = defs.resolve_asset_graph()
-    gates = {k: graph.get_check_spec(k) for k in graph.asset_check_keys if k.name.startswith(("gx_marts_", "gx_publish_"))}
+    gates = {
+        k: graph.get_check_spec(k) for k in graph.asset_check_keys if k.name.startswith(("gx_marts_", "gx_publish_"))
+    }
     # publish/release moves checked versions into place: it builds no table of its own to validate
     published_tables = GROUPS["publish"] - {"publish/release"}
     assert {k.asset_key.to_user_string() for k in gates} == {f"marts/{m}" for m in GATED_MARTS} | published_tables

@@ -84,7 +84,11 @@ def _wait_until_loaded(api: Dagster, proc: subprocess.Popen, log: Path) -> None:
             time.sleep(2)
             continue
         if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-            errors = [e["locationOrLoadError"] for e in entries if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]
+            errors = [
+                e["locationOrLoadError"]
+                for e in entries
+                if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"
+            ]
             assert not errors, errors
             return
         time.sleep(2)
@@ -125,7 +129,16 @@ def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts
     log = tmp_path / "dagster_dev.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -149,9 +162,17 @@ def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts
         assert len(loaded_checks) > 100
         selector = {"repositoryLocationName": "tessera", "repositoryName": "__repository__"}
         repository = api.query(REPOSITORY, {"selector": selector})["repositoryOrError"]
-        assert {"tessera_all", "refresh_customer_view", "retrain_recommender", "publish"} <= {j["name"] for j in repository["jobs"]}
-        assert {(s["name"], s["cronSchedule"]) for s in repository["schedules"]} == {("daily_full_refresh", "0 3 * * *")}
-        assert {s["name"] for s in repository["sensors"]} == {"landing_files_sensor", "freshness_checks_sensor", "abandoned_runs_sensor"}
+        assert {"tessera_all", "refresh_customer_view", "retrain_recommender", "publish"} <= {
+            j["name"] for j in repository["jobs"]
+        }
+        assert {(s["name"], s["cronSchedule"]) for s in repository["schedules"]} == {
+            ("daily_full_refresh", "0 3 * * *")
+        }
+        assert {s["name"] for s in repository["sensors"]} == {
+            "landing_files_sensor",
+            "freshness_checks_sensor",
+            "abandoned_runs_sensor",
+        }
 
         # 2. a materialization launched through the API; the daemon dequeues it
         launched = api.query(
@@ -177,7 +198,12 @@ def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts
         ]
         assert execution == {"runId": run_id, "status": "SUCCEEDED"}
         # nothing outside the job's selection ran
-        assert api.query(LATEST, {"key": {"path": ["ml", "recommendation_candidates"]}})["assetOrError"]["assetMaterializations"] == []
+        assert (
+            api.query(LATEST, {"key": {"path": ["ml", "recommendation_candidates"]}})["assetOrError"][
+                "assetMaterializations"
+            ]
+            == []
+        )
     finally:
         # 3. a clean shutdown: SIGTERM, as a service manager sends it
         if proc.poll() is None:

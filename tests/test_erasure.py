@@ -375,8 +375,15 @@ def _published(con, publish_dir, version="v1"):
     )
     audience = Export("audience", "all", "select email from {table}", "csv", pii=("email",))
     snapshots.write_snapshot(
-        con, publish_dir, "segs", "segs", version, published_at=datetime(2026, 11, 1, tzinfo=UTC), run_id="r1",
-        checks=[], exports=(audience,),
+        con,
+        publish_dir,
+        "segs",
+        "segs",
+        version,
+        published_at=datetime(2026, 11, 1, tzinfo=UTC),
+        run_id="r1",
+        checks=[],
+        exports=(audience,),
     )
     snapshots.set_current(publish_dir, "segs", version)
     con.execute("drop table segs")
@@ -436,8 +443,8 @@ def test_a_crash_inside_the_erasure_transaction_changes_nothing_and_the_next_cal
     """apply_erasures' first phase is one transaction: an exception at the crash point (standing in
     for a kill) rolls back the deletes and the journal; the next call erases the person, writes
     the log and owes a compaction."""
-    from tessera.privacy import erasure
     from tessera import faults
+    from tessera.privacy import erasure
 
     con = _erasure_con()
     publish = tmp_path / "publish"
@@ -449,7 +456,9 @@ def test_a_crash_inside_the_erasure_transaction_changes_nothing_and_the_next_cal
         "create table intermediate.int_privacy_requests_resolved as select 'Q1' as request_id, 'k1' as customer_key, "
         "timestamp '2026-10-30 09:00' as requested_at, 'erasure' as request_type"
     )
-    con.execute("create table staging.stg_privacy as select 'Q1' as request_id, 'C1' as customer_id, null::varchar as email")
+    con.execute(
+        "create table staging.stg_privacy as select 'Q1' as request_id, 'C1' as customer_id, null::varchar as email"
+    )
     con.execute(
         "create table intermediate.int_identities_resolved as select 'k1' as customer_key, 'crm' as node_type, 'C1' as node_value"
     )

@@ -106,21 +106,33 @@ def test_shards_add_people_with_disjoint_ids_and_share_one_catalogue(tmp_path):
 
     for sql, pattern in [
         ("select customer_id from read_csv('{f}', all_varchar=true)", "customers/customers.csv"),
-        ("select lower(trim(email)) from read_csv('{f}', all_varchar=true) where email is not null", "customers/customers.csv"),
+        (
+            "select lower(trim(email)) from read_csv('{f}', all_varchar=true) where email is not null",
+            "customers/customers.csv",
+        ),
         ("select order_id from read_csv('{f}', all_varchar=true)", "orders/orders.csv"),
         ("select receipt_id from read_csv('{f}', all_varchar=true)", "pos_transactions/pos_transactions.csv"),
         ("select request_id from read_json('{f}', format='newline_delimited')", "privacy/privacy.jsonl"),
     ]:
         a, b = ids(sql, pattern)
         assert a and b and not (a & b), pattern
+
     def events(glob: str) -> set:
         sql = f"select anonymous_id from read_json('{landing}/events/{glob}', format='newline_delimited')"
         return {r[0] for r in con.execute(sql).fetchall()}
 
     assert not events("events_????-??-??.jsonl") & events("events_*_1.jsonl")
     # every product an order of shard 1 names is in the one catalogue
-    catalogue = {r[0] for r in con.execute(f"select product_id from read_parquet('{landing}/products/products.parquet')").fetchall()}
-    bought = {r[0] for r in con.execute(f"select product_id from read_parquet('{landing}/order_items/order_items_1.parquet')").fetchall()}
+    catalogue = {
+        r[0]
+        for r in con.execute(f"select product_id from read_parquet('{landing}/products/products.parquet')").fetchall()
+    }
+    bought = {
+        r[0]
+        for r in con.execute(
+            f"select product_id from read_parquet('{landing}/order_items/order_items_1.parquet')"
+        ).fetchall()
+    }
     assert bought and bought <= catalogue | {None, ""}
     # shard 1 wrote only new files: shard 0's bytes are as they were
     assert _digest_without(landing, "_1.") == before

@@ -23,7 +23,11 @@ def test_a_transaction_commits_its_block_and_rolls_back_and_reraises_on_an_error
 
 
 def test_a_markdown_table_prints_cells_as_given_and_aligns_number_columns_right():
-    text = table([("a.csv", "0.9500", None), ("b.csv", "1,234", "email")], ["file", "rows", "personal data"], ("left", "right", "left"))
+    text = table(
+        [("a.csv", "0.9500", None), ("b.csv", "1,234", "email")],
+        ["file", "rows", "personal data"],
+        ("left", "right", "left"),
+    )
     header, rule, first, second = text.splitlines()
     assert [c.strip() for c in header.strip("|").split("|")] == ["file", "rows", "personal data"]
     assert rule.startswith("|:") and rule.split("|")[2].endswith(":")

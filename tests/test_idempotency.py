@@ -40,7 +40,12 @@ def test_rematerializing_unchanged_input_changes_nothing(warehouse_copy):
     def scores():
         con = duckdb.connect(str(settings.duckdb_path), read_only=True)
         try:
-            return [r[0] for r in con.execute("select score from publish.customer_recommendations order by customer_pkey, rank").fetchall()]
+            return [
+                r[0]
+                for r in con.execute(
+                    "select score from publish.customer_recommendations order by customer_pkey, rank"
+                ).fetchall()
+            ]
         finally:
             con.close()
 
@@ -95,7 +100,9 @@ def test_a_second_run_that_adds_records_keeps_every_existing_id(warehouse_copy):
     # the CRM's export sends every column, empty where a profile has no value: a file without them
     # is a delivery that dropped columns, which the raw gate blocks (issue 32)
     crm_columns = next(s for s in SOURCES if s.name == "customers").column_names
-    new.reindex(columns=crm_columns).to_csv(settings.landing_dir / "customers" / "customers_new_signups.csv", index=False)
+    new.reindex(columns=crm_columns).to_csv(
+        settings.landing_dir / "customers" / "customers_new_signups.csv", index=False
+    )
     try:
         assert run_job().success
         con = duckdb.connect(str(settings.duckdb_path), read_only=True)

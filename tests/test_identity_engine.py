@@ -36,7 +36,7 @@ def _resolve(rows: list[dict], **overrides):
     con = _people(rows)
     config = IdentityConfig(record_id="record_id", columns=ALL, u_sample_records=200).with_overrides(**overrides)
     result = resolve(con, "people", config)
-    return dict(zip(result.assignments["record_id"], result.assignments["cluster_id"])), result
+    return dict(zip(result.assignments["record_id"], result.assignments["cluster_id"], strict=False)), result
 
 
 @pytest.mark.parametrize(
@@ -135,10 +135,10 @@ def test_unchanged_input_keeps_every_id_and_records_no_event():
 
 def test_a_second_run_that_adds_records_keeps_every_existing_id():
     first = _ids(pd.DataFrame(columns=["record_id", "customer_id"]), [("b", "b"), ("c", "c")])
-    old = dict(zip(first.identity_map["record_id"], first.identity_map["customer_id"]))
+    old = dict(zip(first.identity_map["record_id"], first.identity_map["customer_id"], strict=False))
     # "a" sorts before "b", so the cluster's smallest record changes: the id must not
     second = _ids(first.identity_map, [("a", "a"), ("b", "a"), ("c", "c"), ("d", "d")])
-    new = dict(zip(second.identity_map["record_id"], second.identity_map["customer_id"]))
+    new = dict(zip(second.identity_map["record_id"], second.identity_map["customer_id"], strict=False))
     assert all(new[r] == old[r] for r in old)
     assert new["a"] == old["b"] and new["d"] not in old.values()
     assert list(second.events["event_type"]) == ["created"]
@@ -146,13 +146,13 @@ def test_a_second_run_that_adds_records_keeps_every_existing_id():
 
 def test_merge_keeps_the_larger_id_and_split_gives_a_new_one():
     first = _ids(pd.DataFrame(columns=["record_id", "customer_id"]), [("a", "a"), ("b", "a"), ("c", "c")])
-    old = dict(zip(first.identity_map["record_id"], first.identity_map["customer_id"]))
+    old = dict(zip(first.identity_map["record_id"], first.identity_map["customer_id"], strict=False))
     merged = _ids(first.identity_map, [("a", "a"), ("b", "a"), ("c", "a")])
     assert set(merged.identity_map["customer_id"]) == {old["a"]}
     event = merged.events.iloc[0]
     assert (event.event_type, event.customer_id, event.other_customer_id) == ("merged", old["a"], old["c"])
     split = _ids(merged.identity_map, [("a", "a"), ("b", "b"), ("c", "a")])
-    ids = dict(zip(split.identity_map["record_id"], split.identity_map["customer_id"]))
+    ids = dict(zip(split.identity_map["record_id"], split.identity_map["customer_id"], strict=False))
     assert ids["a"] == ids["c"] == old["a"] and ids["b"] != old["a"]
     assert list(split.events["event_type"]) == ["split"]
 
@@ -180,10 +180,12 @@ def test_u_probabilities_do_not_depend_on_the_order_the_records_are_stored_in():
         con = _people(rows, f"order by {order}")
         config = IdentityConfig(record_id="record_id", columns=ALL, u_sample_records=50)
         attrs = standardise(con, "people", config)
-        assert con.execute(f"select min(record_id) from (select record_id from {RECORDS} limit 1)").fetchall()[0][0] == (
-            "r0000" if order == "record_id" else "r0599"
-        )  # stored in that order
+        assert con.execute(f"select min(record_id) from (select record_id from {RECORDS} limit 1)").fetchall()[0][
+            0
+        ] == ("r0000" if order == "record_id" else "r0599")  # stored in that order
         silver = pd.DataFrame({"record_l": ["r0000"], "record_r": ["r0010"]})
-        weights.append(estimate_weights(con, config, attrs, silver).sort_values(["attribute", "level"]).reset_index(drop=True))
+        weights.append(
+            estimate_weights(con, config, attrs, silver).sort_values(["attribute", "level"]).reset_index(drop=True)
+        )
     assert weights[0].attrs["random_pairs"] == 50 * 49 // 2
     pd.testing.assert_frame_equal(weights[0], weights[1])

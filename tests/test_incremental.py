@@ -249,7 +249,9 @@ def test_order_items_before_their_order_wait_and_are_completed_when_it_arrives(l
     )
     with duckdb.connect(str(settings.duckdb_path)) as con:
         # mark history: an untouched order's stored line now disagrees with its landing file
-        con.execute("update intermediate.int_order_lines set quantity = quantity + 1000 where order_id = ?", [other_order])
+        con.execute(
+            "update intermediate.int_order_lines set quantity = quantity + 1000 where order_id = ?", [other_order]
+        )
 
     waiting = run_job(_order_keys())
 
@@ -262,7 +264,9 @@ def test_order_items_before_their_order_wait_and_are_completed_when_it_arrives(l
     assert _query(settings, marked, [other_order])[0][0] >= quantity + 1000
     assert not waiting.success and not _check(waiting, "assert_order_lines_match_current")
     with duckdb.connect(str(settings.duckdb_path)) as con:
-        con.execute("update intermediate.int_order_lines set quantity = quantity - 1000 where order_id = ?", [other_order])
+        con.execute(
+            "update intermediate.int_order_lines set quantity = quantity - 1000 where order_id = ?", [other_order]
+        )
 
     header = settings.landing_dir / "orders" / "orders_late.csv"
     _write(

@@ -37,7 +37,14 @@ def test_csv_parquet_and_jsonl_load_as_text_with_file_and_row(tmp_path, con):
         ("P3", None, "1.25", None, "b.parquet", 1),
         ("P4", None, "2.00", "2026-01-01T10:00:00+01:00", "c.jsonl", 1),
     ]
-    assert report.missing_columns["a.csv"] == ["category", "brand", "currency", "is_active", "product_type", "created_at"]
+    assert report.missing_columns["a.csv"] == [
+        "category",
+        "brand",
+        "currency",
+        "is_active",
+        "product_type",
+        "created_at",
+    ]
 
 
 def test_extra_columns_are_reported_not_loaded(tmp_path, con):
@@ -52,7 +59,7 @@ def test_missing_folder_gives_an_empty_table_with_the_contract_columns(tmp_path,
     report = load_source(con, PRODUCTS, tmp_path / "landing")
     assert report.rows == 0
     cols = [d[0] for d in con.execute("select * from raw.products").description]
-    assert cols == PRODUCTS.column_names + ["_source_file", "_source_row"]
+    assert cols == [*PRODUCTS.column_names, "_source_file", "_source_row"]
 
 
 def test_empty_file_is_skipped_and_reported(tmp_path, con):
@@ -190,7 +197,10 @@ def test_the_independent_csv_count_equals_the_csv_modules_for_any_bytes(tmp_path
             data = b"".join(rng.choices(symbols, k=rng.randint(0, 60)))
         else:  # lines of text, some with a rare byte, some ending without a newline
             rare = [rng.choice([0, 0, 0, 0.05]) for _ in range(3)]  # carriage return, quote, NUL
-            lines = [b"".join(rng.choices(symbols[:4] + symbols[7:], weights=[1] * 4 + rare + [1, 1], k=rng.randint(1, 8))) for _ in range(rng.randint(0, 6))]
+            lines = [
+                b"".join(rng.choices(symbols[:4] + symbols[7:], weights=[1] * 4 + rare + [1, 1], k=rng.randint(1, 8)))
+                for _ in range(rng.randint(0, 6))
+            ]
             data = b"\n".join(lines) + rng.choice([b"", b"\n"])
         path = tmp_path / f"f{i}.csv"
         path.write_bytes(data)
@@ -290,7 +300,9 @@ def test_each_files_missing_contract_columns_are_kept_in_the_audit(tmp_path, con
     (folder / "a.csv").write_text("customer_id,email\nC1,a@example.com\n")
     (folder / "b.csv").write_text("customer_id\nC2\n")
     load_source(con, CUSTOMERS, tmp_path / "landing")
-    kept = dict(con.execute("select _source_file, missing_columns from raw.load_audit where source = 'customers'").fetchall())
+    kept = dict(
+        con.execute("select _source_file, missing_columns from raw.load_audit where source = 'customers'").fetchall()
+    )
     others = [c for c in CUSTOMERS.column_names if c not in ("customer_id", "email")]
     assert json.loads(kept["a.csv"]) == others
     assert json.loads(kept["b.csv"]) == [c for c in CUSTOMERS.column_names if c != "customer_id"]
@@ -332,7 +344,9 @@ def test_the_record_counts_and_the_delivery_checks_read_only_what_was_loaded(tmp
 
     folder = tmp_path / "landing" / "customers"
     folder.mkdir(parents=True)
-    pd.DataFrame({"customer_id": ["C1", "C2"]}).to_parquet(folder / "a[1].parquet")  # the public count reads it literally
+    pd.DataFrame({"customer_id": ["C1", "C2"]}).to_parquet(
+        folder / "a[1].parquet"
+    )  # the public count reads it literally
     (folder / "notes.txt").write_text("not a delivery\n")
     assert landing.count_landing_records(con, folder / "a[1].parquet") == 2
     load_source(con, CUSTOMERS, tmp_path / "landing", unloaded_files="warn")

@@ -89,7 +89,9 @@ def test_a_dbt_build_goes_on_after_a_model_spilled(tmp_path):
     (project / "models" / "sorted.sql").write_text(
         "{{ config(materialized='table') }} select i, md5(i::varchar) as h from range(3000000) t(i) order by h"
     )
-    (project / "models" / "after.sql").write_text("{{ config(materialized='table') }} select count(*) as n from {{ ref('sorted') }}")
+    (project / "models" / "after.sql").write_text(
+        "{{ config(materialized='table') }} select count(*) as n from {{ ref('sorted') }}"
+    )
     _dbt(tmp_path, "64MB", "build", "--project-dir", str(project))
     with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
         assert con.execute("select n from main.after").fetchall() == [(3_000_000,)]

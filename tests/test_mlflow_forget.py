@@ -122,7 +122,9 @@ def test_forget_retires_every_model_and_artifact_carrying_the_person_and_keeps_t
     # (UTF-32 text inside a deflated member), and a gzipped id list
     legacy = root / "legacy"
     legacy.mkdir()
-    np.savez_compressed(legacy / "embeddings.npz", ids=np.array([ERASED_KEY.upper(), OTHER_KEYS[0]]), emb=np.ones((2, 3)))
+    np.savez_compressed(
+        legacy / "embeddings.npz", ids=np.array([ERASED_KEY.upper(), OTHER_KEYS[0]]), emb=np.ones((2, 3))
+    )
     (legacy / "ids.txt.gz").write_bytes(gzip.compress(f"{OTHER_KEYS[1]}\n{ERASED_KEY}\n".encode()))
     (legacy / "others.txt.gz").write_bytes(gzip.compress(f"{OTHER_KEYS[1]}\n".encode()))
     assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v1
@@ -134,7 +136,15 @@ def test_forget_retires_every_model_and_artifact_carrying_the_person_and_keeps_t
     assert sum(p.endswith("id_mappings.json") for p in carrying) == 2
     assert sum(p.endswith("bundle.pkl") for p in carrying) == 2
     model_files = sum(
-        len([f for f in (root / "models" / client.get_model_version(MODEL, v).source.removeprefix("models:/")).rglob("*") if f.is_file()])
+        len(
+            [
+                f
+                for f in (root / "models" / client.get_model_version(MODEL, v).source.removeprefix("models:/")).rglob(
+                    "*"
+                )
+                if f.is_file()
+            ]
+        )
         for v in (v1, v2)
     )
     files_before = {p for p in root.rglob("*") if p.is_file()}
@@ -178,7 +188,10 @@ def test_forget_retires_every_model_and_artifact_carrying_the_person_and_keeps_t
     assert ERASURE_TAG not in third_run.data.tags
     every_run = client.search_runs([third_run.info.experiment_id])
     assert not any(
-        v in text.lower() for r in every_run for text in [*r.data.tags.values(), *r.data.params.values()] for v in (ERASED_KEY, ERASED_PKEY)
+        v in text.lower()
+        for r in every_run
+        for text in [*r.data.tags.values(), *r.data.params.values()]
+        for v in (ERASED_KEY, ERASED_PKEY)
     )
     assert ERASED_PKEY.encode() not in Path(uri.removeprefix("sqlite:///")).read_bytes()
 
@@ -221,7 +234,9 @@ def test_an_interrupted_forget_is_finished_by_the_next_call(store, monkeypatch):
     assert finished["logged_models_retired"] == 1 and finished["runs_touched"] == 1
     assert finished["model_versions_retired"] == 0  # already deleted by the interrupted call
     assert _files_holding(root, ERASED_PKEY) == []
-    assert {k: v for k, v in forget([ERASED_PKEY], uri, MODEL, root).items() if k in ACTIONS} == dict.fromkeys(ACTIONS, 0)
+    assert {k: v for k, v in forget([ERASED_PKEY], uri, MODEL, root).items() if k in ACTIONS} == dict.fromkeys(
+        ACTIONS, 0
+    )
 
 
 @pytest.mark.parametrize(

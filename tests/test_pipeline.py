@@ -96,7 +96,8 @@ def test_every_recommendation_names_an_existing_customer_and_active_product(db):
     )
     assert orphans == [(0,)]
     assert q(
-        db, "select max(n), min(n) from (select count(*) n from publish.customer_recommendations group by customer_pkey)"
+        db,
+        "select max(n), min(n) from (select count(*) n from publish.customer_recommendations group by customer_pkey)",
     ) == [(10, 10)]
     # already-bought products are not recommended again, except to customers who withdrew
     # personalisation consent: their list is the plain popularity list, their history unused
@@ -249,7 +250,9 @@ def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline)
     for name, child in by_model.items():
         assert child.data.params["split_at"] == run.data.params["split_at"]
         assert child.data.metrics["ndcg_at_10"] == run.data.metrics[f"{name}_ndcg_at_10"]
-        assert child.data.metrics["cold_users_precision_at_10"] == run.data.metrics[f"cold_users_{name}_precision_at_10"]
+        assert (
+            child.data.metrics["cold_users_precision_at_10"] == run.data.metrics[f"cold_users_{name}_precision_at_10"]
+        )
     # user features were taken as of the holdout start, never after it
     assert run.data.params["user_features_as_of"] <= run.data.params["split_at"]
     mappings = mlflow.artifacts.load_dict(f"runs:/{run_id}/id_mappings.json")
@@ -321,5 +324,7 @@ def test_the_run_summary_counts_tables_and_lists_views_without_running_them(db, 
     # a view's count would run its query (34 s and 6 GB at 1M customers): listed, not counted
     assert counts["marts"]["fct_events"] is None and counts["staging"]["stg_orders"] is None
     assert counts["marts"]["dim_customers"] == q(db, "select count(*) from marts.dim_customers")[0][0] > 0
-    tables = q(db, "select count(*) from information_schema.tables where table_schema = 'raw' and table_type = 'BASE TABLE'")
+    tables = q(
+        db, "select count(*) from information_schema.tables where table_schema = 'raw' and table_type = 'BASE TABLE'"
+    )
     assert sum(n is not None for n in counts["raw"].values()) == tables[0][0]

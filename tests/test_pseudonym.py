@@ -4,10 +4,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from tessera.publish.published import PUBLISHED
 from tessera.privacy import pseudonym
-from tessera.publish import snapshots
 from tessera.privacy.pseudonym import DEMO_SALT, InsecureSaltError
+from tessera.publish import snapshots
+from tessera.publish.published import PUBLISHED
 from tests.conftest import published_fingerprint, run_job
 
 

@@ -5,8 +5,8 @@ import json
 import duckdb
 import pytest
 
-from tessera.publish.published import PUBLISHED
 from tessera.publish import snapshots
+from tessera.publish.published import PUBLISHED
 from tests.conftest import published_fingerprint, run_job, with_pkeys
 
 NAMES = [spec.name for spec in PUBLISHED]
@@ -49,8 +49,11 @@ def test_email_audiences_hold_only_treatment_customers_with_email_consent(pipeli
         r[0]
         for r in query(
             settings,
-            """select s.rfm_segment from publish.customer_segments s join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
-               group by 1 having count(*) filter (where s.rfm_holdout_group = 'treatment' and c.email_marketing_consent and c.email is not null) = 0""",
+            """select s.rfm_segment from publish.customer_segments s
+               join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
+               group by 1 having count(*) filter (
+                   where s.rfm_holdout_group = 'treatment' and c.email_marketing_consent and c.email is not null
+               ) = 0""",
         )
     }
     assert all(f["pii"] == ["email", "first_name"] for f in audiences)
@@ -68,7 +71,8 @@ def test_email_audiences_hold_only_treatment_customers_with_email_consent(pipeli
             "select count(*) from sent join publish.customer_segments s using (customer_pkey) where s.rfm_segment <> sent.segment"
         ).fetchall() == [(0,)]
         expected = con.execute(
-            """select count(*) from publish.customer_segments s join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
+            """select count(*) from publish.customer_segments s
+               join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
                where s.rfm_holdout_group = 'treatment' and c.email_marketing_consent and c.email is not null"""
         ).fetchall()[0][0]
         assert expected > 0
@@ -80,7 +84,8 @@ def test_email_audiences_hold_only_treatment_customers_with_email_consent(pipeli
             == expected
         )
         excluded = con.execute(
-            """select count(*) from publish.customer_segments s join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
+            """select count(*) from publish.customer_segments s
+               join marts.dim_customers c on customer_pkey(c.customer_key) = s.customer_pkey
                where s.rfm_holdout_group = 'control' or not c.email_marketing_consent"""
         ).fetchall()[0][0]
         assert excluded > 0
@@ -126,7 +131,9 @@ def test_one_release_names_every_table_of_the_run_and_nothing_is_left_staged(pip
         (settings.publish_dir / snapshots.STAGING).iterdir()
     )
     assert not list(settings.publish_dir.glob("*/current"))  # no per-table pointer to disagree with it
-    leftovers = query(settings, "select count(*) from information_schema.tables where table_name like '%\\_\\_next' escape '\\'")
+    leftovers = query(
+        settings, "select count(*) from information_schema.tables where table_name like '%\\_\\_next' escape '\\'"
+    )
     assert leftovers == [(0,)]
 
 

@@ -19,7 +19,7 @@ from tessera.quality.suites import TABLE_ROWS, gate_parameters, validate_table
 from tessera.settings import EXPECTATIONS_DIR, load_settings
 from tests.conftest import materialized_keys, use_data_dir
 
-SMALL_GATE_DATA = dict(customers=120, days=30, seed=3, end_date=date(2026, 10, 31))
+SMALL_GATE_DATA = {"customers": 120, "days": 30, "seed": 3, "end_date": date(2026, 10, 31)}
 
 
 def _suite(tmp_path, expectations: list[dict], references: list[dict] | None = None):
@@ -54,14 +54,23 @@ def test_referential_integrity_and_timestamp_range_catch_the_bad_rows_only(tmp_p
     path = _suite(
         tmp_path,
         [
-            {"type": "expect_table_columns_to_match_set",
-             "kwargs": {"column_set": ["order_id", "customer_key", "ordered_at"], "exact_match": True}},
+            {
+                "type": "expect_table_columns_to_match_set",
+                "kwargs": {"column_set": ["order_id", "customer_key", "ordered_at"], "exact_match": True},
+            },
             {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "_customer_found", "value_set": [True]}},
-            {"type": "expect_column_values_to_be_between",
-             "kwargs": {"column": "ordered_at", "min_value": {"$PARAMETER": "shop_first_day"},
-                        "max_value": {"$PARAMETER": "latest_plausible_time"}}},
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": "ordered_at",
+                    "min_value": {"$PARAMETER": "shop_first_day"},
+                    "max_value": {"$PARAMETER": "latest_plausible_time"},
+                },
+            },
         ],
-        references=[{"as": "_customer_found", "column": "customer_key", "table": "shop.customers", "key": "customer_key"}],
+        references=[
+            {"as": "_customer_found", "column": "customer_key", "table": "shop.customers", "key": "customer_key"}
+        ],
     )
     params = gate_parameters(None, 0.5, "2026-01-01", now=datetime(2026, 11, 1))
     result = validate_table(con, "shop.orders", path, 1000, parameters=params)
@@ -96,9 +105,16 @@ def test_a_suite_with_a_compound_column_expectation_is_validated(tmp_path, con):
 def test_row_count_is_judged_against_the_last_passing_run_even_on_a_sample(tmp_path, con):
     path = _suite(
         tmp_path,
-        [{"type": "expect_column_values_to_be_between",
-          "kwargs": {"column": TABLE_ROWS, "min_value": {"$PARAMETER": "min_rows_vs_last_run"},
-                     "max_value": {"$PARAMETER": "max_rows_vs_last_run"}}}],
+        [
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {
+                    "column": TABLE_ROWS,
+                    "min_value": {"$PARAMETER": "min_rows_vs_last_run"},
+                    "max_value": {"$PARAMETER": "max_rows_vs_last_run"},
+                },
+            }
+        ],
     )
     # first run: no bound
     assert validate_table(con, "shop.orders", path, 1000, parameters=gate_parameters(None, 0.5, "2000-01-01")).success
@@ -169,7 +185,9 @@ def test_neither_data_docs_nor_check_metadata_hold_a_value_of_a_personal_column(
     assert by_column["first_name"]["observed"] == WITHHELD
     # a column that is not personal keeps its sample, each value cut short
     assert by_column["currency"]["unexpected_sample"] == ["EURO", "X" * (SAMPLE_CHARS - 1) + "…"]
-    written = {f: f.read_text(errors="replace") for f in docs.rglob("*") if f.is_file() and f.suffix in (".html", ".json")}
+    written = {
+        f: f.read_text(errors="replace") for f in docs.rglob("*") if f.is_file() and f.suffix in (".html", ".json")
+    }
     assert result.docs_page in written and "EURO" in written[result.docs_page]
     assert sum(map(len, written.values())) < 2_000_000  # the 5 MB value is in no file
     metadata = suite_metadata(result)
@@ -240,7 +258,7 @@ def test_a_source_that_suddenly_shrinks_fails_its_gate_on_the_next_run(small_dat
     assert not second.success
     [gate] = [e for e in second.get_asset_check_evaluations() if e.check_name == "gx_raw_orders"]
     assert not gate.passed and f"expect_column_values_to_be_between({TABLE_ROWS})" in gate.description
-    previous = [e for e in first.get_asset_check_evaluations() if e.check_name == "gx_raw_orders"][0]
+    previous = next(e for e in first.get_asset_check_evaluations() if e.check_name == "gx_raw_orders")
     bounds = gate.metadata["row_count_bounds_vs_last_run"].value
     assert bounds[0] == int(previous.metadata["rows_in_table"].value * 0.5)
     assert gate.metadata["rows_in_table"].value == len(frame) // 3
@@ -258,14 +276,18 @@ def test_a_sample_is_the_requested_size_and_depends_on_the_rows_not_their_order(
     for table in ("a", "b"):
         for threads in (1, 2):
             c.execute(f"set threads = {threads}")
-            picks[table, threads] = c.execute(f"select i from {_seeded_sample(table, 700, 50000, 42)} order by i").fetchall()
+            picks[table, threads] = c.execute(
+                f"select i from {_seeded_sample(table, 700, 50000, 42)} order by i"
+            ).fetchall()
     assert len(picks["a", 1]) == 700 and len(set(picks["a", 1])) == 700
     assert all(p == picks["a", 1] for p in picks.values())
     other = c.execute(f"select i from {_seeded_sample('a', 700, 50000, 43)} order by i").fetchall()
     assert len(other) == 700 and len(set(other) & set(picks["a", 1])) < 100
     assert c.execute(f"select count(*) from {_seeded_sample('a', 50000, 50000, 42)}").fetchone()[0] == 50000
     # the sample is spread over the table, not its first rows
-    assert c.execute(f"select max(i) > 45000 and min(i) < 5000 from {_seeded_sample('a', 700, 50000, 42)}").fetchone()[0]
+    assert c.execute(f"select max(i) > 45000 and min(i) < 5000 from {_seeded_sample('a', 700, 50000, 42)}").fetchone()[
+        0
+    ]
 
 
 # ---------------------------------------------------------------- delivery checks (tessera/quality/delivery.py)
@@ -275,8 +297,8 @@ def _deliver(tmp_path, con, name: str, frame: pd.DataFrame, gate: str = "gx_raw_
     """Land `frame` as customers/<name> (replacing the folder's files), load it, and run the delivery
     checks; a pass is recorded as the next run's baseline."""
     from tessera.landing.contract import SOURCES_BY_NAME
-    from tessera.quality.delivery import check_delivery, record_delivery
     from tessera.landing.loader import load_source
+    from tessera.quality.delivery import check_delivery, record_delivery
 
     folder = tmp_path / "landing" / "customers"
     folder.mkdir(parents=True, exist_ok=True)
@@ -298,8 +320,8 @@ def test_an_empty_source_passes_its_delivery_checks_and_is_recorded(tmp_path):
     # refuses for an empty list, so every shop without email events or privacy requests (both real
     # exports in ../shared/data) failed its raw gates with "executemany requires a non-empty list"
     from tessera.landing.contract import SOURCES_BY_NAME
-    from tessera.quality.delivery import check_delivery, record_delivery
     from tessera.landing.loader import load_source
+    from tessera.quality.delivery import check_delivery, record_delivery
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     source = SOURCES_BY_NAME["privacy"]
@@ -309,7 +331,9 @@ def test_an_empty_source_passes_its_delivery_checks_and_is_recorded(tmp_path):
     )
     assert (profiles, [r for r in results if not r["success"]]) == ([], [])
     record_delivery(con, "gx_raw_privacy", source, profiles, run_id="run-empty")
-    recorded = con.execute("select count(*), count(*) filter (where delivered) from quality.delivery_columns").fetchone()
+    recorded = con.execute(
+        "select count(*), count(*) filter (where delivered) from quality.delivery_columns"
+    ).fetchone()
     assert recorded == (len(source.column_names), 0)
 
 
@@ -397,7 +421,12 @@ def test_a_source_that_drops_a_column_fails_its_gate_in_dagster_and_blocks_stagi
     instance = dg.DagsterInstance.ephemeral()
     customers = dg.AssetKey(["raw", "customers"])
     staged = dg.AssetKey(["staging", "stg_customers"])
-    selection = [customers, staged, dg.AssetKey(["reference", "countries"]), dg.AssetKey(["reference", "country_aliases"])]
+    selection = [
+        customers,
+        staged,
+        dg.AssetKey(["reference", "countries"]),
+        dg.AssetKey(["reference", "country_aliases"]),
+    ]
     first = _execute(instance, selection)
     assert first.success
 

@@ -22,7 +22,7 @@ AS_OF = pd.Timestamp("2026-10-31 00:00")
 
 def _frame(rows: list[tuple[int, int, str, float]]) -> pd.DataFrame:
     """(user, item, interaction_type, days before AS_OF) rows as an interactions frame."""
-    u, i, kind, days_ago = zip(*rows)
+    u, i, kind, days_ago = zip(*rows, strict=False)
     return pd.DataFrame(
         {
             "u": np.array(u, dtype=np.int64),

@@ -41,7 +41,9 @@ def test_the_cli_without_options_runs_the_dataclass_defaults(argv):
 
 
 def test_a_cli_option_changes_only_its_own_field():
-    args = _parse("evaluate", "--interactions", "i.csv", "--test", "t.csv", "--components", "8", "--feature-weight", "1")
+    args = _parse(
+        "evaluate", "--interactions", "i.csv", "--test", "t.csv", "--components", "8", "--feature-weight", "1"
+    )
     assert recommender_params(args) == RecommenderParams(no_components=8, feature_weight=1.0)
 
 

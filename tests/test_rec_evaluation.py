@@ -44,14 +44,19 @@ def _planted() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                     rows.append((user, f"{taste}_item{j}", "purchase", T0 + pd.Timedelta(days=n + j)))
     inter = pd.DataFrame(rows, columns=["customer_key", "product_id", "interaction_type", "occurred_at"])
     users = pd.DataFrame(
-        {"customer_key": [f"{t}{n}" for t in "ab" for n in range(8)] + ["u_new"], "taste": ["a"] * 8 + ["b"] * 8 + ["a"]}
+        {
+            "customer_key": [f"{t}{n}" for t in "ab" for n in range(8)] + ["u_new"],
+            "taste": ["a"] * 8 + ["b"] * 8 + ["a"],
+        }
     )
     items = pd.DataFrame({"product_id": [f"{t}_item{j}" for t in "ab" for j in range(3)], "category": list("aaabbb")})
     return inter, users, items
 
 
 # features weighted as LightFM's Dataset, no decay: what these planted fixtures were written for
-PARAMS = RecommenderParams(no_components=4, epochs=20, learning_rate=0.05, seed=3, k=3, feature_weight=1.0, half_life_days=0.0)
+PARAMS = RecommenderParams(
+    no_components=4, epochs=20, learning_rate=0.05, seed=3, k=3, feature_weight=1.0, half_life_days=0.0
+)
 
 
 def test_training_is_deterministic_and_recovers_the_planted_tastes():
@@ -166,7 +171,10 @@ def test_feature_weight_rebalances_identity_against_metadata():
 def test_cli_evaluates_a_time_split_and_an_explicit_pair(tmp_path, capsys):
     inter, users, items = _planted()
     late = pd.DataFrame(
-        [("a0", "a_item2", "purchase", T0 + pd.Timedelta(days=30)), ("u_new", "a_item0", "purchase", T0 + pd.Timedelta(days=30))],
+        [
+            ("a0", "a_item2", "purchase", T0 + pd.Timedelta(days=30)),
+            ("u_new", "a_item0", "purchase", T0 + pd.Timedelta(days=30)),
+        ],
         columns=inter.columns,
     )
     pd.concat([inter, late]).to_csv(tmp_path / "interactions.csv", index=False)
@@ -175,7 +183,20 @@ def test_cli_evaluates_a_time_split_and_an_explicit_pair(tmp_path, capsys):
     out = tmp_path / "metrics.json"
     common = ["--user-features", str(tmp_path / "users.csv"), "--item-features", str(tmp_path / "items.parquet")]
     small = ["--k", "3", "--components", "4", "--epochs", "20", "--seed", "3"]
-    rc = main(["recommend", "evaluate", "--interactions", str(tmp_path / "interactions.csv"), *common, "--holdout-days", "3", *small, "--out", str(out)])
+    rc = main(
+        [
+            "recommend",
+            "evaluate",
+            "--interactions",
+            str(tmp_path / "interactions.csv"),
+            *common,
+            "--holdout-days",
+            "3",
+            *small,
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "### warm (primary)" in printed and "| item_item |" in printed
@@ -184,7 +205,20 @@ def test_cli_evaluates_a_time_split_and_an_explicit_pair(tmp_path, capsys):
 
     inter.to_csv(tmp_path / "train.csv", index=False)
     late.to_csv(tmp_path / "test.csv", index=False)
-    rc = main(["recommend", "evaluate", "--interactions", str(tmp_path / "train.csv"), *common, "--test", str(tmp_path / "test.csv"), *small, "--out", str(out)])
+    rc = main(
+        [
+            "recommend",
+            "evaluate",
+            "--interactions",
+            str(tmp_path / "train.csv"),
+            *common,
+            "--test",
+            str(tmp_path / "test.csv"),
+            *small,
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["split"]["split"] == "explicit"
@@ -237,13 +271,34 @@ def test_published_lists_fall_back_to_features_then_popularity_and_respect_conse
     from ml.rec_lists import ListRules, published_candidates
 
     inter, users, items = _planted()
-    users = users.assign(gender="U", country_code="unknown", region="unknown", age_band=users["taste"], personalization_consent=True)
+    users = users.assign(
+        gender="U", country_code="unknown", region="unknown", age_band=users["taste"], personalization_consent=True
+    )
     users = pd.concat(
-        [users, pd.DataFrame([{"customer_key": "nobody", "taste": None, "gender": "U", "country_code": "unknown", "region": "unknown", "age_band": "unknown", "personalization_consent": True}])]
+        [
+            users,
+            pd.DataFrame(
+                [
+                    {
+                        "customer_key": "nobody",
+                        "taste": None,
+                        "gender": "U",
+                        "country_code": "unknown",
+                        "region": "unknown",
+                        "age_band": "unknown",
+                        "personalization_consent": True,
+                    }
+                ]
+            ),
+        ]
     )
     users.loc[users["customer_key"] == "a1", "personalization_consent"] = False
     items = items.assign(brand="x", price_band="low", is_active=True)
-    data = prepare_tables(inter, users[["customer_key", "gender", "country_code", "age_band"]], items[["product_id", "category", "brand", "price_band"]])
+    data = prepare_tables(
+        inter,
+        users[["customer_key", "gender", "country_code", "age_band"]],
+        items[["product_id", "category", "brand", "price_band"]],
+    )
     model = fit(data, data.interactions, PARAMS)
     config = ListRules(k=3, max_per_category=2, exclude_bought=True)
     recs = published_candidates(model, data, users, items, config)
@@ -268,7 +323,10 @@ def test_every_tuning_trial_is_an_mlflow_run_on_the_same_split(tmp_path):
 
     inter, users, items = _planted()
     late = pd.DataFrame(
-        [("a0", "a_item2", "purchase", T0 + pd.Timedelta(days=30)), ("u_new", "a_item0", "purchase", T0 + pd.Timedelta(days=30))],
+        [
+            ("a0", "a_item2", "purchase", T0 + pd.Timedelta(days=30)),
+            ("u_new", "a_item0", "purchase", T0 + pd.Timedelta(days=30)),
+        ],
         columns=inter.columns,
     )
     data = prepare_tables(pd.concat([inter, late]), users, items)
@@ -282,7 +340,9 @@ def test_every_tuning_trial_is_an_mlflow_run_on_the_same_split(tmp_path):
     results = tune(data, split, PARAMS, space, uri, "tuning")
     assert [r["ndcg_at_3"] for r in results] == sorted((r["ndcg_at_3"] for r in results), reverse=True)
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name("tuning").experiment_id], "tags.`mlflow.parentRunId` != ''")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("tuning").experiment_id], "tags.`mlflow.parentRunId` != ''"
+    )
     assert sorted(r.data.params["no_components"] for r in runs) == ["2", "4"]
     assert all("ndcg_at_3" in r.data.metrics and "cold_users_ndcg_at_3" in r.data.metrics for r in runs)
     assert len({r.data.tags["split"] for r in runs}) == 1  # one split for every trial
@@ -326,9 +386,16 @@ def test_point_in_time_features_take_the_snapshot_before_the_holdout():
     assert then.set_index("customer_key")["segment"].to_dict() == {"x": "Loyal", "y": "Lost"}
     assert "as_of_date" not in then
     # a snapshot dated the holdout's first day only saw inputs before it: it is allowed
-    assert features_as_of(snapshots, "customer_key", pd.Timestamp("2026-11-01")).set_index("customer_key").loc["x", "segment"] == "Champions"
+    assert (
+        features_as_of(snapshots, "customer_key", pd.Timestamp("2026-11-01"))
+        .set_index("customer_key")
+        .loc["x", "segment"]
+        == "Champions"
+    )
     assert features_as_of(snapshots, "customer_key", None).set_index("customer_key")["segment"].to_dict() == {
-        "x": "Champions", "y": "Lost", "z": "New"
+        "x": "Champions",
+        "y": "Lost",
+        "z": "New",
     }
     static = snapshots.drop(columns="as_of_date")
     assert features_as_of(static, "customer_key", pd.Timestamp("2026-10-10")) is static
@@ -339,7 +406,8 @@ def test_evaluation_reads_user_features_as_of_the_holdout_start():
     # every user's 'segment' is 'early' before the holdout and 'late' (learnt from it) after
     days = [T0, T0 + pd.Timedelta(days=9)]
     snapshots = pd.concat(
-        [users.assign(as_of_date=day, segment=label) for day, label in zip(days, ["early", "late"])], ignore_index=True
+        [users.assign(as_of_date=day, segment=label) for day, label in zip(days, ["early", "late"], strict=False)],
+        ignore_index=True,
     )
     at = evaluation_as_of(inter, holdout_days=3)
     assert at == holdout_start(inter["occurred_at"], 3) == inter["occurred_at"].max().normalize() - pd.Timedelta(days=2)
@@ -350,7 +418,9 @@ def test_evaluation_reads_user_features_as_of_the_holdout_start():
     latest = prepare_tables(inter, snapshots, items)
     assert "segment:late" in latest.users.feature_names
     # an explicit pair: features as of the first test interaction; without test times, the last training one
-    test = pd.DataFrame({"customer_key": ["a0"], "product_id": ["a_item2"], "occurred_at": [T0 + pd.Timedelta(days=30)]})
+    test = pd.DataFrame(
+        {"customer_key": ["a0"], "product_id": ["a_item2"], "occurred_at": [T0 + pd.Timedelta(days=30)]}
+    )
     assert evaluation_as_of(inter, test=test) == T0 + pd.Timedelta(days=30)
     assert evaluation_as_of(inter, test=test.drop(columns="occurred_at")) == inter["occurred_at"].max()
 
@@ -373,17 +443,39 @@ def test_a_registered_model_lists_customers_it_never_saw_from_their_features():
     from ml.rec_lists import ListRules, champion_lists_for, model_bundle, published_candidates
 
     inter, users, items = _planted()
-    users = users.assign(gender="F", country_code="GB", region="Northern Europe", age_band=users["taste"], personalization_consent=True)
+    users = users.assign(
+        gender="F", country_code="GB", region="Northern Europe", age_band=users["taste"], personalization_consent=True
+    )
     items = items.assign(brand="x", price_band="low", is_active=True)
     features = ["gender", "country_code", "region", "age_band"]
-    data = with_feature_weight(prepare_tables(inter, users[["customer_key", *features]], items[["product_id", "category", "brand", "price_band"]]), 0.5)
+    data = with_feature_weight(
+        prepare_tables(
+            inter, users[["customer_key", *features]], items[["product_id", "category", "brand", "price_band"]]
+        ),
+        0.5,
+    )
     model = fit(data, data.interactions, PARAMS)
     config = ListRules(k=3, max_per_category=3)
     bundle = model_bundle(model, data, 3)
     assert bundle["cold_user_ids"] == ["u_new"]
     # today: a customer the model never saw (taste 'b' by age band), and a0 withdrew consent
     today = pd.concat(
-        [users, pd.DataFrame([{"customer_key": "fresh", "taste": "b", "gender": "F", "country_code": "GB", "region": "Northern Europe", "age_band": "b", "personalization_consent": True}])],
+        [
+            users,
+            pd.DataFrame(
+                [
+                    {
+                        "customer_key": "fresh",
+                        "taste": "b",
+                        "gender": "F",
+                        "country_code": "GB",
+                        "region": "Northern Europe",
+                        "age_band": "b",
+                        "personalization_consent": True,
+                    }
+                ]
+            ),
+        ],
         ignore_index=True,
     )
     today.loc[today["customer_key"] == "a0", "personalization_consent"] = False
@@ -420,7 +512,9 @@ def test_recommend_equals_ranking_every_item_by_its_full_score():
         }
     )
     users = pd.DataFrame({"customer_key": [f"c{u}" for u in range(n_users)], "taste": rng.choice(list("xyz"), n_users)})
-    items = pd.DataFrame({"product_id": [f"p{i}" for i in range(n_items)], "category": rng.choice(list("abcd"), n_items)})
+    items = pd.DataFrame(
+        {"product_id": [f"p{i}" for i in range(n_items)], "category": rng.choice(list("abcd"), n_items)}
+    )
     data = prepare_tables(inter, users, items)
     model = fit(data, data.interactions, PARAMS)
     n_users, n_items = len(data.users.ids), len(data.items.ids)
@@ -481,7 +575,9 @@ def test_recommend_ranks_users_with_identical_lists_once_and_gives_each_the_same
     )
     keys = [f"w{u:02d}" for u in range(n_warm)] + [f"c{u:02d}" for u in range(n_cold)]
     users = pd.DataFrame({"customer_key": keys, "taste": rng.choice(list("xyz"), len(keys))})
-    items = pd.DataFrame({"product_id": [f"p{i:03d}" for i in range(n_items)], "category": rng.choice(list("abcd"), n_items)})
+    items = pd.DataFrame(
+        {"product_id": [f"p{i:03d}" for i in range(n_items)], "category": rng.choice(list("abcd"), n_items)}
+    )
     data = prepare_tables(inter, users, items)
     model = fit(data, data.interactions, PARAMS)
     n_users = len(data.users.ids)
@@ -532,7 +628,10 @@ def test_a_slice_with_no_users_logs_no_metrics():
     inter, users, items = _planted()
     # a holdout of warm users only, buying items seen in training: no cold user, no cold item
     late = pd.DataFrame(
-        [("a0", "a_item2", "purchase", T0 + pd.Timedelta(days=30)), ("b1", "b_item1", "purchase", T0 + pd.Timedelta(days=31))],
+        [
+            ("a0", "a_item2", "purchase", T0 + pd.Timedelta(days=30)),
+            ("b1", "b_item1", "purchase", T0 + pd.Timedelta(days=31)),
+        ],
         columns=inter.columns,
     )
     data = prepare_tables(pd.concat([inter, late]), users, items)

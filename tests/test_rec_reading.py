@@ -78,7 +78,9 @@ def _warehouse() -> duckdb.DuckDBPyConnection:
     )
     con.register("inter", _interactions())
     con.execute("create table marts.fct_customer_product_interactions as select * from inter")
-    feature_values = ", ".join(f"'{c}-' || customer_key || '-' || strftime(as_of_date, '%m') as {c}" for c in USER_FEATURES)
+    feature_values = ", ".join(
+        f"'{c}-' || customer_key || '-' || strftime(as_of_date, '%m') as {c}" for c in USER_FEATURES
+    )
     con.execute(
         f"create table marts.customer_rec_user_features as select customer_key, as_of_date, {feature_values} from (values "
         "('c1', date '2026-09-01'), ('c1', date '2026-10-01'), ('c1', date '2026-11-01'), "
@@ -126,16 +128,22 @@ def test_point_in_time_features_in_sql_equal_features_as_of():
     ).df()
     for at in (pd.Timestamp("2026-10-10"), pd.Timestamp("2026-11-01"), None):
         sql = con.execute(
-            pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), {"as_of": None if at is None else at.to_pydatetime()}
+            pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"),
+            {"as_of": None if at is None else at.to_pydatetime()},
         ).df()
         python = features_as_of(snapshots, "customer_key", at)
         pd.testing.assert_frame_equal(sql, python[sql.columns.tolist()], check_dtype=False)
-    then = con.execute(pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), {"as_of": pd.Timestamp("2026-10-10").to_pydatetime()}).df()
+    then = con.execute(
+        pseudonymised(USER_FEATURES_AS_OF_SQL, "customer_key"), {"as_of": pd.Timestamp("2026-10-10").to_pydatetime()}
+    ).df()
     # c1 as of October, c4 as of September; c2 did not exist yet; c3 asked for erasure
     assert then["gender"].tolist() == sorted(
         ["gender-c1-10", "gender-c4-09"], key=lambda v: pseudonym.pseudonym(SALT, v.split("-")[1])
     )
-    assert con.execute(FEATURES_DATE_SQL, {"as_of": pd.Timestamp("2026-10-10").to_pydatetime()}).fetchone()[0] == pd.Timestamp("2026-10-01").date()
+    assert (
+        con.execute(FEATURES_DATE_SQL, {"as_of": pd.Timestamp("2026-10-10").to_pydatetime()}).fetchone()[0]
+        == pd.Timestamp("2026-10-01").date()
+    )
 
 
 def test_categorical_lists_are_written_as_text_in_text_order(tmp_path):
@@ -151,7 +159,9 @@ def test_categorical_lists_are_written_as_text_in_text_order(tmp_path):
         {
             "customer_key": keys,
             "rank": [2, 1, 1, 1, 2],
-            "source": pd.Categorical.from_codes(np.array([1, 1, 0, 0, 0], dtype=np.int8), categories=pd.Index(["x", "y"])),
+            "source": pd.Categorical.from_codes(
+                np.array([1, 1, 0, 0, 0], dtype=np.int8), categories=pd.Index(["x", "y"])
+            ),
             "model_run_id": constant_column("run-1", 5),
         }
     )
@@ -169,7 +179,9 @@ def test_categorical_lists_are_written_as_text_in_text_order(tmp_path):
             write_ml_table(con, name, lists, "customer_key, rank")
         with duckdb.connect(str(tmp_path / "tessera.duckdb"), read_only=True) as con:
             types = dict(
-                con.execute("select column_name, data_type from information_schema.columns where table_name = ?", [name]).fetchall()
+                con.execute(
+                    "select column_name, data_type from information_schema.columns where table_name = ?", [name]
+                ).fetchall()
             )
             rows = con.execute(f"select * from ml.{name}").fetchall()  # physical order
         assert types == {"customer_key": "VARCHAR", "rank": "BIGINT", "source": "VARCHAR", "model_run_id": "VARCHAR"}

@@ -13,7 +13,6 @@ import uuid
 import dagster as dg
 
 from orchestration.automation import abandoned_runs_sensor
-from orchestration.resources import DUCKDB_POOL
 from orchestration.recovery import (
     HOST_TAG,
     PID_TAG,
@@ -23,6 +22,7 @@ from orchestration.recovery import (
     process_start,
     recover_abandoned_runs,
 )
+from orchestration.resources import DUCKDB_POOL
 
 DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 

@@ -40,7 +40,9 @@ def test_the_gate_records_its_decision_on_the_version_and_the_run_and_keeps_the_
     client = MlflowClient(tracking_uri=uri)
     model_uri, run_id = _logged_model(client)
     v1 = register(client, "m", model_uri, run_id)
-    first = decide(client, "m", v1, None, judge_first_model(_values(300, 0.4), _values(300, 0.1), RULE, "recently_popular"))
+    first = decide(
+        client, "m", v1, None, judge_first_model(_values(300, 0.4), _values(300, 0.1), RULE, "recently_popular")
+    )
     record_on_run(client, run_id, first, RULE.resamples, RULE.seed)
     assert first.promoted and first.lists_from == "challenger"
     assert str(client.get_model_version_by_alias("m", CHAMPION).version) == v1
@@ -51,7 +53,9 @@ def test_the_gate_records_its_decision_on_the_version_and_the_run_and_keeps_the_
 
     # a tie (the same per-user values) keeps the champion: the new version is the challenger
     v2 = register(client, "m", *_logged_model(client))
-    tie = decide(client, "m", v2, v1, judge_challenger(_values(300, 0.4), _values(300, 0.4), RULE, f"champion version {v1}"))
+    tie = decide(
+        client, "m", v2, v1, judge_challenger(_values(300, 0.4), _values(300, 0.4), RULE, f"champion version {v1}")
+    )
     assert not tie.promoted and tie.champion_now == v1 and tie.lists_from == "champion"
     assert str(client.get_model_version_by_alias("m", CHAMPION).version) == v1
     assert str(client.get_model_version_by_alias("m", CHALLENGER).version) == v2
@@ -62,7 +66,9 @@ def test_the_gate_records_its_decision_on_the_version_and_the_run_and_keeps_the_
 
     # a big win on too few users keeps the champion too, and says how many users it had
     v3 = register(client, "m", *_logged_model(client))
-    few = decide(client, "m", v3, v1, judge_challenger(_values(40, 0.9), _values(40, 0.0), RULE, f"champion version {v1}"))
+    few = decide(
+        client, "m", v3, v1, judge_challenger(_values(40, 0.9), _values(40, 0.0), RULE, f"champion version {v1}")
+    )
     assert not few.promoted and str(client.get_model_version_by_alias("m", CHAMPION).version) == v1
     tags = client.get_model_version("m", v3).tags
     assert (tags["gate_users"], tags["gate_min_users"]) == ("40", "200") and "gate_interval" not in tags
@@ -108,7 +114,9 @@ def test_a_worse_challenger_does_not_replace_the_champion_or_its_recommendations
         (with_history,) = con.execute(
             "select min(customer_key) from ml.recommendation_candidates where source = 'personalised'"
         ).fetchall()[0]
-        (no_consent,) = con.execute("select min(customer_key) from marts.dim_customers where not personalization_consent").fetchall()[0]
+        (no_consent,) = con.execute(
+            "select min(customer_key) from marts.dim_customers where not personalization_consent"
+        ).fetchall()[0]
         con.execute("delete from ml.recommendation_candidates where customer_key in (?, ?)", [with_history, no_consent])
     finally:
         con.close()
@@ -130,7 +138,18 @@ def test_a_worse_challenger_does_not_replace_the_champion_or_its_recommendations
     assert len(after) == len(before)
     key = lambda row: row[:3]  # customer_key, rank, product_id  # noqa: E731
     assert [key(r) for r in after] == [key(r) for r in before]
-    columns = ["customer_key", "rank", "product_id", "score", "source", "category", "top_n", "max_per_category", "model_run_id", "model_version"]
+    columns = [
+        "customer_key",
+        "rank",
+        "product_id",
+        "score",
+        "source",
+        "category",
+        "top_n",
+        "max_per_category",
+        "model_run_id",
+        "model_version",
+    ]
     frame = pd.DataFrame(after, columns=columns)
     assert set(frame["model_version"]) == {str(champion.version)}
     by_customer = frame.groupby("customer_key")
@@ -159,9 +178,12 @@ def test_the_champion_reloads_in_a_new_process_with_identical_scores(pipeline, t
     try:
         # the model knows customers by their pseudonymous key (tessera/mlio/recommender.py, pseudonymised)
         with_pkeys(con)
-        customers = [r[0] for r in con.execute(
-            "select distinct customer_pkey(customer_key) from ml.recommendation_candidates order by 1 limit 5"
-        ).fetchall()]
+        customers = [
+            r[0]
+            for r in con.execute(
+                "select distinct customer_pkey(customer_key) from ml.recommendation_candidates order by 1 limit 5"
+            ).fetchall()
+        ]
     finally:
         con.close()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -170,7 +192,15 @@ def test_the_champion_reloads_in_a_new_process_with_identical_scores(pipeline, t
     )
     out = tmp_path / "scores.parquet"
     subprocess.run(
-        [sys.executable, "-c", RELOAD, settings.mlflow_tracking_uri, settings.mlflow_model_name, json.dumps(customers), str(out)],
+        [
+            sys.executable,
+            "-c",
+            RELOAD,
+            settings.mlflow_tracking_uri,
+            settings.mlflow_model_name,
+            json.dumps(customers),
+            str(out),
+        ],
         check=True,
     )
     there = pd.read_parquet(out)

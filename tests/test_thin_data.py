@@ -45,10 +45,14 @@ def write_marts(path, purchased_label: int, with_orders: bool) -> None:
     con = duckdb.connect(str(path))
     try:
         con.execute("create schema marts")
-        customers = pd.DataFrame({"customer_key": CUSTOMERS, "is_erasure_requested": False, "personalization_consent": True})
+        customers = pd.DataFrame(
+            {"customer_key": CUSTOMERS, "is_erasure_requested": False, "personalization_consent": True}
+        )
         snapshots = pd.concat(
             [
-                pd.DataFrame({"customer_key": CUSTOMERS, "as_of_date": day, "last_input_at": day - pd.Timedelta(days=1)})
+                pd.DataFrame(
+                    {"customer_key": CUSTOMERS, "as_of_date": day, "last_input_at": day - pd.Timedelta(days=1)}
+                )
                 for day in SNAPSHOTS
             ],
             ignore_index=True,
@@ -65,7 +69,10 @@ def write_marts(path, purchased_label: int, with_orders: bool) -> None:
         for column in BEHAVIOURAL_FEATURES:
             features[column] = 0.0
         features["frequency"] = 1.0 if with_orders else 0.0
-        rows = [(c, f"p{n % 4}", "view", pd.Timestamp("2026-10-01") + pd.Timedelta(days=n % 30)) for n, c in enumerate(CUSTOMERS)]
+        rows = [
+            (c, f"p{n % 4}", "view", pd.Timestamp("2026-10-01") + pd.Timedelta(days=n % 30))
+            for n, c in enumerate(CUSTOMERS)
+        ]
         interactions = pd.DataFrame(rows, columns=["customer_key", "product_id", "interaction_type", "occurred_at"])
         rec_features = pd.DataFrame({"customer_key": CUSTOMERS, "as_of_date": SNAPSHOTS[-1]})
         for column in USER_FEATURES:
@@ -135,7 +142,9 @@ def test_a_shop_with_no_orders_yet_skips_every_model_and_still_writes_each_table
             "count(model_run_id) from ml.recommendation_candidates group by 1 order by 1"
         ).fetchall()
         assert len(lists) == 30
-        assert {(tuple(r[1]), *r[2:]) for r in lists} == {(("p0", "p1", "p2", "p4"), "popularity", "baseline:most_popular", 0)}
+        assert {(tuple(r[1]), *r[2:]) for r in lists} == {
+            (("p0", "p1", "p2", "p4"), "popularity", "baseline:most_popular", 0)
+        }
         scores = con.execute(
             "select count(*), count(purchase_propensity_30d), count(churn_risk_30d), "
             "count(purchase_propensity_30d_run_id), min(as_of_date) from ml.propensity_scores"
@@ -167,8 +176,11 @@ def test_propensity_with_one_label_class_skips_with_the_counts_and_the_clusters_
     )
     con = duckdb.connect(str(thin_shop.duckdb_path), read_only=True)
     try:
-        assert con.execute(
-            "select distinct cluster_id, cluster_description from ml.customer_clusters"
-        ).fetchall() == [(-1, "not clustered: 30 customers with an order but 1 distinct behaviours: at least 3 are needed for 2 clusters")]
+        assert con.execute("select distinct cluster_id, cluster_description from ml.customer_clusters").fetchall() == [
+            (
+                -1,
+                "not clustered: 30 customers with an order but 1 distinct behaviours: at least 3 are needed for 2 clusters",
+            )
+        ]
     finally:
         con.close()

@@ -129,7 +129,7 @@ def test_no_event_of_a_run_holds_a_personal_value_or_exceeds_the_size_cap(pipeli
 
 
 def test_data_docs_of_a_run_hold_no_email_of_a_customer(pipeline):
-    result, settings = pipeline
+    _result, settings = pipeline
     values = _personal_values(settings)
     emails = {v for v, kinds in values.items() if "raw.customers.email" in kinds}
     pages = [p for p in settings.gx_docs_dir.rglob("*") if p.is_file() and p.suffix in (".html", ".json")]
@@ -162,7 +162,9 @@ def test_a_preview_masks_personal_and_free_text_columns_and_is_bounded():
     assert len(dg.serialize_value(dg.AssetMaterialization("q", metadata=metadata))) < 20_000
 
 
-@pytest.mark.parametrize("value", [dg.MetadataValue.md("m" * 50_000), dg.MetadataValue.json({"k": "j" * 50_000}), "t" * 50_000])
+@pytest.mark.parametrize(
+    "value", [dg.MetadataValue.md("m" * 50_000), dg.MetadataValue.json({"k": "j" * 50_000}), "t" * 50_000]
+)
 def test_capped_metadata_cuts_a_long_entry_and_says_so(value):
     out = capped({"long": value, "count": 3, "short": dg.MetadataValue.md("ok")}, max_chars=1_000)
     text = out["long"].value
