@@ -79,7 +79,7 @@ def describe(z_row: dict[str, float], top: int = 3) -> str:
 def clustering_shortfall(features: pl.DataFrame, k_min: int) -> str | None:
     """Why these customers cannot be clustered into at least `k_min` clusters (too few customers,
     or too few distinct behaviours), or None when they can. The clusters asset skips with this
-    reason instead of failing (thin data, issue 32)."""
+    reason instead of failing (thin data)."""
     if features.height <= k_min:
         return f"{features.height} customers with an order: at least {k_min + 1} are needed for {k_min} clusters"
     distinct = len(np.unique(prepare(features), axis=0))

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 # the default of TESSERA_PROMOTION_MIN_USERS: below this many warm users a difference in mean
-# NDCG@10 of a few hundredths is mostly noise (issue 32: 4 users decided a promotion)
+# NDCG@10 of a few hundredths is mostly noise (4 users once decided a promotion)
 DEFAULT_MIN_USERS = 200
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 2000

@@ -146,7 +146,7 @@ MIN_PER_CLASS = 10
 def training_shortfall(train: pl.DataFrame, evaluation: pl.DataFrame, target: str) -> str | None:
     """Why `target` cannot be trained and evaluated on these snapshots (one label class, too few
     customers of a class), or None when it can. The propensity asset skips the target with this
-    reason instead of failing (thin data, issue 32)."""
+    reason instead of failing (thin data)."""
     counts = []
     for name, frame in (("training", train), ("evaluation", evaluation)):
         labels = frame[target].drop_nulls().cast(pl.Int64)

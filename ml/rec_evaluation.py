@@ -267,8 +267,8 @@ def evaluate_per_user(
 
 def loggable_metrics(by_slice: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """One model's metrics per slice, without the slices no user was evaluated on and without
-    undefined (NaN) values: an empty slice has no metrics to log, only NaN means (issue 32: ~40
-    NaN metrics per run reached MLflow)."""
+    undefined (NaN) values: an empty slice has no metrics to log, only NaN means (~40
+    NaN metrics per run once reached MLflow)."""
     return {
         slice_name: {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
         for slice_name, metrics in by_slice.items()

@@ -493,8 +493,8 @@ def recommend(
     popular_scores = None if popularity is None else popularity[columns].astype(np.float32)
     group = None if item_group is None else item_group[columns]
 
-    # Users whose lists cannot differ are ranked once (list_owners): at 1M customers, 97.6k cold
-    # customers share 112 feature combinations and 20k get the popular list.
+    # Users whose lists cannot differ are ranked once (list_owners): cold customers share a few
+    # feature combinations, and everyone shown the popular list gets the same one (docs/scaling.md).
     owner = list_owners(scorer.user_emb, user_bias, cold & ~popular, popular, exclude)
     ranked_users = np.flatnonzero(owner == np.arange(n_users))
 

@@ -1,4 +1,4 @@
-"""Seconds per phase of a long step, for its metadata (the scale bench reads them: issue 9)."""
+"""Seconds per phase of a long step, for its metadata (bench/scale.py reads them)."""
 
 from __future__ import annotations
 

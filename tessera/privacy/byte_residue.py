@@ -1,8 +1,8 @@
 """After an erasure: compact the warehouse file, then prove no byte of the person is left.
 
 Deleting rows does not remove their bytes: DuckDB marks the blocks free and reuses them later, so
-the file keeps copies of the erased values until they happen to be overwritten (the hostile test
-of issue 33 found 13 copies of an email, 10 after CHECKPOINT + VACUUM). `compact` copies the live
+the file keeps copies of the erased values until they happen to be overwritten (a hostile test
+found 13 copies of an email, 10 after CHECKPOINT + VACUUM). `compact` copies the live
 database into a new file with COPY FROM DATABASE and renames it over the old one: the new file
 holds only live rows, and the old file's blocks go with the old inode.
 

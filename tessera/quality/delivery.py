@@ -10,7 +10,7 @@ file that passed once is not failed again for the same content.
 - Column dropped: a contract column the source delivered at the last pass (some file's header had
   it) that a new or changed file lacks. Great Expectations cannot see this: the loader fills a
   missing column with NULL, and expectations skip NULLs (a CRM export without its email column
-  passed all 125 checks of the gates, issue 32). TESSERA_GX_ACCEPTED_MISSING_COLUMNS lists the
+  passed all 125 checks of the gates). TESSERA_GX_ACCEPTED_MISSING_COLUMNS lists the
   "source.column" pairs whose end is intended.
 - Empty share jumped: a key attribute (KEY_ATTRIBUTES) empty (NULL or blank) in a larger share of
   the rows than at the last pass, by more than TESSERA_GX_MAX_NULL_SHARE_INCREASE: in a new or
