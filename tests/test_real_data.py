@@ -431,6 +431,26 @@ def test_the_same_seed_gives_the_same_sample_and_a_larger_sample_contains_a_smal
     assert kept(10, SEED, "a.parquet") != kept(10, SEED + 1, "d.parquet")
 
 
+def test_a_sample_keeps_the_source_row_order_so_the_same_seed_gives_the_same_file(tmp_path):
+    # regression: the sample was written in the order a multi-threaded filtered scan returned it,
+    # a different order on each run; the Online Retail mapping keeps a product's first description,
+    # so four products of a 1,000-customer sample changed name and category between two runs
+    import duckdb
+
+    from tessera.landing.samples import sample_online_retail
+
+    source = tmp_path / "big.parquet"
+    duckdb.sql(
+        "select 'I' || (range // 4) as InvoiceNo, 'S' || (range % 97) as StockCode, range as line, "
+        "case when range % 11 = 0 then null else 10000 + (range // 4) % 5000 end as CustomerID "
+        "from range(400000)"
+    ).write_parquet(str(source), row_group_size=4096)
+    paths = [sample_online_retail(source, tmp_path / f"s{i}.parquet", customers=2500, seed=SEED).path for i in (1, 2)]
+    lines = [[r[0] for r in duckdb.sql(f"select line from read_parquet('{path}')").fetchall()] for path in paths]
+    assert lines[0] == lines[1] == sorted(lines[0]) and len(lines[0]) > 100_000
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
 def test_a_complete_journey_sample_keeps_its_households_baskets_and_demographics(tmp_path):
     from tessera.landing.samples import sample_complete_journey
     from tests.test_complete_journey import write_export

@@ -37,6 +37,12 @@ class Sample:
     rows_in_source: int
 
 
+# A sample keeps the source's row order (DuckDB's position of each row in its file): a mapping that
+# breaks ties by the first row seen (a product's description) then gives the same landing files on
+# every run, where a filtered scan's order varies with its threads.
+POSITION = "file_row_number"
+
+
 def _seeded_rank(key_sql: str) -> str:
     """SQL: the rank of a key by the md5 of '<seed>:<key>' (1 = kept first); the seed is the
     statement's first parameter."""
@@ -66,7 +72,7 @@ def sample_online_retail(source: Path | str, out: Path | str, customers: int, se
         raise ValueError(f"a sample needs at least one customer, not {customers}")
     con = duckdb.connect()
     try:
-        con.execute("create temp table src as select * from read_parquet(?)", [str(source)])
+        con.execute(f"create temp table src as select * from read_parquet(?, {POSITION}=true)", [str(source)])
         present = {r[0] for r in con.execute("describe src").fetchall()}
         missing = [c for c in ("InvoiceNo", "CustomerID") if c not in present]
         if missing:
@@ -87,9 +93,10 @@ def sample_online_retail(source: Path | str, out: Path | str, customers: int, se
         )
         sampled = con.sql(
             f"""
-            select s.* from src as s
+            select s.* exclude ({POSITION}) from src as s
             where {known} in (select id from chosen_customers)
                or (s.CustomerID is null and cast(s.InvoiceNo as varchar) in (select id from chosen_invoices))
+            order by s.{POSITION}
             """
         )
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,18 +119,21 @@ def sample_complete_journey(source_dir: Path | str, out_dir: Path | str, househo
     out_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
-        con.execute("create temp table src as select * from read_parquet(?)", [str(tx)])
+        con.execute(f"create temp table src as select * from read_parquet(?, {POSITION}=true)", [str(tx)])
         if "household_id" not in {r[0] for r in con.execute("describe src").fetchall()}:
             raise ValueError(f"{tx}: missing column(s) household_id")
         hh = "cast(cast(household_id as bigint) as varchar)"
         _keep_seeded(con, "chosen", hh, "household_id", households, seed)
-        con.sql(f"select * from src where {hh} in (select id from chosen)").write_parquet(str(out_dir / tx.name))
+        con.sql(
+            f"select * exclude ({POSITION}) from src where {hh} in (select id from chosen) order by {POSITION}"
+        ).write_parquet(str(out_dir / tx.name))
         con.execute(
-            "create temp table demographics as select * from read_parquet(?)", [str(source_dir / DEMOGRAPHICS_FILE)]
+            f"create temp table demographics as select * from read_parquet(?, {POSITION}=true)",
+            [str(source_dir / DEMOGRAPHICS_FILE)],
         )
-        con.sql(f"select * from demographics where {hh} in (select id from chosen)").write_parquet(
-            str(out_dir / DEMOGRAPHICS_FILE)
-        )
+        con.sql(
+            f"select * exclude ({POSITION}) from demographics where {hh} in (select id from chosen) order by {POSITION}"
+        ).write_parquet(str(out_dir / DEMOGRAPHICS_FILE))
         shutil.copyfile(source_dir / PRODUCTS_FILE, out_dir / PRODUCTS_FILE)
         (rows,) = con.execute("select count(*) from src where " + hh + " in (select id from chosen)").fetchone()
         (rows_in_source,) = con.execute("select count(*) from src").fetchone()
