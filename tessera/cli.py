@@ -32,30 +32,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_online_retail(args: argparse.Namespace) -> int:
-    from tessera.landing.online_retail import map_online_retail
+def _cmd_built_in_mapping(args: argparse.Namespace) -> int:
+    """`tessera online-retail` and `tessera complete-journey`: `tessera sources map` with their
+    built-in mapping (config/mappings)."""
+    from tessera.landing.cli import cmd_map
 
-    settings = load_settings()
-    rows = map_online_retail(args.source, settings.landing_dir)
-    print(f"UCI Online Retail mapped onto the landing contract in {settings.landing_dir}")
-    for source, n in rows.items():
-        print(f"  {source:<18} {n:>10,} rows")
-    return 0
-
-
-def _cmd_complete_journey(args: argparse.Namespace) -> int:
-    from tessera.landing.complete_journey import CompleteJourneyError, map_complete_journey
-
-    settings = load_settings()
-    try:
-        rows = map_complete_journey(args.source_dir, settings.landing_dir)
-    except CompleteJourneyError as exc:
-        print(f"cannot map the Complete Journey export: {exc}", file=sys.stderr)
-        return 2
-    print(f"The Complete Journey mapped onto the landing contract in {settings.landing_dir}")
-    for source, n in rows.items():
-        print(f"  {source:<18} {n:>10,} rows")
-    return 0
+    return cmd_map(argparse.Namespace(mapping=args.mapping, input=[str(args.source)], landing=None))
 
 
 def _cmd_segments(args: argparse.Namespace) -> int:
@@ -287,18 +269,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     g.set_defaults(func=_cmd_generate)
 
-    o = sub.add_parser("online-retail", help="map the UCI Online Retail export onto the landing contract")
-    o.add_argument("--source", required=True, help="path to online_retail.parquet")
-    o.set_defaults(func=_cmd_online_retail)
+    o = sub.add_parser("online-retail", help="map the UCI Online Retail export (either year) onto the landing contract")
+    o.add_argument("--source", required=True, type=Path, help="the export: online_retail.parquet or a CSV of it")
+    o.set_defaults(func=_cmd_built_in_mapping, mapping="online_retail")
 
     cj = sub.add_parser("complete-journey", help="map The Complete Journey export onto the landing contract")
     cj.add_argument(
         "--source-dir",
+        dest="source",
         required=True,
         type=Path,
         help="folder with transactions(_sample).parquet, products.parquet and demographics.parquet",
     )
-    cj.set_defaults(func=_cmd_complete_journey)
+    cj.set_defaults(func=_cmd_built_in_mapping, mapping="complete_journey")
+
+    from tessera.landing.cli import add_parser as add_sources_parser
+
+    add_sources_parser(sub)
 
     sg = sub.add_parser("segments", help="rule-based segments")
     sg_sub = sg.add_subparsers(dest="segments_command", required=True)

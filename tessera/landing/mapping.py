@@ -88,7 +88,7 @@ def _format(spec: Input, files: list[Path], name: str) -> str:
         suffixes = [s.lower() for s in f.suffixes]
         if suffixes and suffixes[-1] == ".gz":
             suffixes.pop()
-        kinds.add(SUFFIX_FORMATS.get(suffixes[-1] if suffixes else "", None))
+        kinds.add(SUFFIX_FORMATS.get(suffixes[-1] if suffixes else ""))
     if len(kinds) != 1 or None in kinds:
         raise MappingError(
             f"input {name}: cannot tell the format of {', '.join(f.name for f in files)}; declare format: csv, parquet or jsonl"
@@ -115,45 +115,46 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _typed(column: InputColumn, expr: str, delivered_type: str, zone: str | None) -> str:
-    """SQL typing `expr` (the delivered column) as the column declares; NULL where it does not parse."""
-    text = f"nullif(trim(cast({expr} as varchar)), '')"
-    kind = column.type
-    if kind == "text":
-        return text if delivered_type != "VARCHAR" else f"nullif(trim({expr}), '')"
-    if kind in ("integer", "decimal"):
-        number = text
-        if column.decimal_comma:
-            number = f"replace(replace({text}, '.', ''), ',', '.')"
-        if delivered_type in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER"):
-            value = f"cast({expr} as decimal(38, 6))"
-        elif delivered_type in ("DOUBLE", "FLOAT") or delivered_type.startswith("DECIMAL"):
-            value = f"cast({expr} as decimal(38, 6))" if kind == "integer" else f"cast({expr} as double)"
-        else:
-            value = f"try_cast({number} as decimal(38, 6))" if kind == "integer" else f"try_cast({number} as double)"
-        if kind == "integer":
-            return f"case when {value} = trunc({value}) then cast({value} as bigint) end"
-        return value
-    if kind == "boolean":
-        trues = ", ".join(_lit(v.lower()) for v in column.true_values)
-        falses = ", ".join(_lit(v.lower()) for v in column.false_values)
-        if delivered_type == "BOOLEAN":
-            return expr
-        return f"case when lower({text}) in ({trues}) then true when lower({text}) in ({falses}) then false end"
-    if kind == "json":
-        if delivered_type.startswith(("STRUCT", "MAP")) or delivered_type.endswith("[]"):
-            return f"to_json({expr})"
-        if delivered_type == "JSON":
-            return expr
-        return f"try_cast({text} as json)"
-    if kind == "date":
-        if delivered_type == "DATE":
-            return expr
-        if column.format:
-            formats = "[" + ", ".join(_lit(f) for f in column.format) + "]"
-            return f"cast(try_strptime({text}, {formats}) as date)"
-        return f"try_cast({text} as date)"
-    # timestamp -> timestamptz
+INTEGER_TYPES = ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER")
+
+
+def _number(column: InputColumn, expr: str, delivered_type: str, text: str) -> str:
+    number = f"replace(replace({text}, '.', ''), ',', '.')" if column.decimal_comma else text
+    delivered_number = delivered_type in (*INTEGER_TYPES, "DOUBLE", "FLOAT") or delivered_type.startswith("DECIMAL")
+    if column.type == "decimal":
+        return f"cast({expr} as double)" if delivered_number else f"try_cast({number} as double)"
+    value = f"cast({expr} as decimal(38, 6))" if delivered_number else f"try_cast({number} as decimal(38, 6))"
+    return f"case when {value} = trunc({value}) then cast({value} as bigint) end"
+
+
+def _boolean(column: InputColumn, expr: str, delivered_type: str, text: str) -> str:
+    if delivered_type == "BOOLEAN":
+        return expr
+    trues = ", ".join(_lit(v.lower()) for v in column.true_values)
+    falses = ", ".join(_lit(v.lower()) for v in column.false_values)
+    return f"case when lower({text}) in ({trues}) then true when lower({text}) in ({falses}) then false end"
+
+
+def _json(column: InputColumn, expr: str, delivered_type: str, text: str) -> str:
+    if delivered_type.startswith(("STRUCT", "MAP")) or delivered_type.endswith("]"):
+        return f"to_json({expr})"
+    return expr if delivered_type == "JSON" else f"try_cast({text} as json)"
+
+
+def _date(column: InputColumn, expr: str, delivered_type: str, text: str) -> str:
+    if delivered_type == "DATE":
+        return expr
+    if column.format:
+        return f"cast(try_strptime({text}, {_formats(column)}) as date)"
+    return f"try_cast({text} as date)"
+
+
+def _formats(column: InputColumn) -> str:
+    return "[" + ", ".join(_lit(f) for f in column.format) + "]"
+
+
+def _timestamp(column: InputColumn, expr: str, delivered_type: str, text: str, zone: str | None) -> str:
+    """A timestamptz: epoch numbers are UTC; values without an offset are read in `zone`."""
     if column.epoch:
         scale = {"s": 1, "ms": 1_000, "us": 1_000_000}[column.epoch]
         return f"to_timestamp(try_cast({text} as decimal(38, 6)) / {scale})"
@@ -162,13 +163,23 @@ def _typed(column: InputColumn, expr: str, delivered_type: str, zone: str | None
     if delivered_type.startswith("TIMESTAMP") or delivered_type == "DATE":
         return f"timezone({_lit(zone)}, cast({expr} as timestamp))"
     if column.format:
-        formats = "[" + ", ".join(_lit(f) for f in column.format) + "]"
-        return f"timezone({_lit(zone)}, try_strptime({text}, {formats}))"
+        return f"timezone({_lit(zone)}, try_strptime({text}, {_formats(column)}))"
     # ISO 8601: a value with its own offset keeps it; one without is read in the declared zone
     return (
         f"case when regexp_matches({text}, '(Z|z|[+-][0-9]{{2}}(:?[0-9]{{2}})?)$') then try_cast({text} as timestamptz) "
         f"else timezone({_lit(zone)}, try_cast({text} as timestamp)) end"
     )
+
+
+def _typed(column: InputColumn, expr: str, delivered_type: str, zone: str | None) -> str:
+    """SQL typing `expr` (the delivered column) as the column declares; NULL where it does not parse."""
+    text = f"nullif(trim(cast({expr} as varchar)), '')"
+    if column.type == "text":
+        return text
+    if column.type == "timestamp":
+        return _timestamp(column, expr, delivered_type, text, zone)
+    typers = {"integer": _number, "decimal": _number, "boolean": _boolean, "json": _json, "date": _date}
+    return typers[column.type](column, expr, delivered_type, text)
 
 
 def read_input(con: duckdb.DuckDBPyConnection, mapping: Mapping, name: str, given: Path) -> tuple[dict, dict]:
@@ -249,7 +260,8 @@ def _column_sql(spec, node_source_columns: set[str]) -> str:
     if isinstance(spec, ValueMap):
         key = f"lower(trim(cast(({spec.expr}) as varchar)))"
         whens = " ".join(
-            f"when {key} = {_lit(k.strip().lower())} then {'null' if v is None else _lit(v)}" for k, v in spec.map.items()
+            f"when {key} = {_lit(k.strip().lower())} then {'null' if v is None else _lit(v)}"
+            for k, v in spec.map.items()
         )
         other = _lit(spec.other) if spec.other is not None else f"cast(({spec.expr}) as varchar)"
         return f"case {whens} else {other} end"
@@ -290,7 +302,8 @@ def build_node(con: duckdb.DuckDBPyConnection, mapping: Mapping, kind: str, name
         present = {r[0] for r in con.execute(f"describe {other}").fetchall()}
         keep = [c for c in present if c not in j.using and not c.startswith("_") and not c.endswith(RAW)]
         alias = ident(f"__j_{j.node}")
-        joins += f" {j.how} join (select {', '.join(ident(c) for c in [*j.using, *keep])} from {other}) as {alias} using ({', '.join(ident(c) for c in j.using)})"
+        picked = ", ".join(ident(c) for c in [*j.using, *keep])
+        joins += f" {j.how} join (select {picked} from {other}) as {alias} using ({', '.join(map(ident, j.using))})"
         source_columns |= set(keep)
     where = f"where ({node.where})" if node.where else ""
     rules = {r.name: r.reason for r in node.classify}
@@ -376,8 +389,10 @@ def output_select(con: duckdb.DuckDBPyConnection, mapping: Mapping, name: str, n
         else:
             text = "cast(null as varchar)"
         selects.append(f"{text} as {ident(column)}")
-    order = ", ".join(ident(g) for g in node.group_by) if node.group_by else "_file, _row" + (
-        ", _index" if node.explode else ""
+    order = (
+        ", ".join(ident(g) for g in node.group_by)
+        if node.group_by
+        else "_file, _row" + (", _index" if node.explode else "")
     )
     return f"select {', '.join(selects)} from {table} order by {order}"
 
@@ -449,7 +464,9 @@ def run_mapping(mapping: Mapping, given: dict[str, Path] | Path, landing_dir: Pa
     return report
 
 
-def _write(con: duckdb.DuckDBPyConnection, mapping: Mapping, selects: dict[str, str], report: MappingReport, landing_dir: Path) -> None:
+def _write(
+    con: duckdb.DuckDBPyConnection, mapping: Mapping, selects: dict[str, str], report: MappingReport, landing_dir: Path
+) -> None:
     """Write every output into a new folder beside `landing_dir`, then swap it in: the old landing
     folder is removed only once the new one is complete."""
     landing_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -461,7 +478,9 @@ def _write(con: duckdb.DuckDBPyConnection, mapping: Mapping, selects: dict[str, 
         side = staging / REPORT_DIR
         side.mkdir()
         classified = " union all ".join(f"select * from {ident(OUTPUT_PREFIX + n + '__classified')}" for n in selects)
-        con.execute(f"copy ({classified} order by output, file, row) to {_lit(str(side / 'classified.parquet'))} (format parquet)")
+        con.execute(
+            f"copy ({classified} order by output, file, row) to {_lit(str(side / 'classified.parquet'))} (format parquet)"
+        )
         (side / "report.json").write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

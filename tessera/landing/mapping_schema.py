@@ -44,7 +44,9 @@ def _check(pattern: re.Pattern, said: str):
 
 NodeName = Annotated[str, _check(NODE_NAME, "must be lower_snake_case, starting with a letter")]
 ColumnName = Annotated[str, _check(COLUMN_NAME, "must be a lower_snake_case column name")]
-Sql = Annotated[str, AfterValidator(str.strip), AfterValidator(lambda v: v or (_ for _ in ()).throw(ValueError("is empty")))]
+Sql = Annotated[
+    str, AfterValidator(str.strip), AfterValidator(lambda v: v or (_ for _ in ()).throw(ValueError("is empty")))
+]
 
 
 class Model(BaseModel):

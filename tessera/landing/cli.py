@@ -1,0 +1,133 @@
+"""`tessera sources list | map | check`: bring a shop's exports in by configuration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from tessera.landing.mapping import MappingReport, run_mapping
+from tessera.landing.mapping_schema import Mapping, MappingError, load_mapping
+from tessera.landing.preflight import CheckReport, check_landing
+from tessera.settings import PROJECT_ROOT, load_settings
+
+BUILT_IN = PROJECT_ROOT / "config" / "mappings"
+
+
+def mapping_path(name_or_path: str) -> Path:
+    """A built-in mapping's file (`online_retail`) or the path given."""
+    built_in = BUILT_IN / f"{name_or_path}.yml"
+    if "/" not in name_or_path and not name_or_path.endswith((".yml", ".yaml")) and built_in.is_file():
+        return built_in
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in BUILT_IN.glob("*.yml")))
+        raise MappingError(f"{name_or_path}: neither a mapping file nor a built-in mapping ({known})")
+    return path
+
+
+def print_mapping_report(report: MappingReport, out=sys.stdout) -> None:
+    for name, found in report.inputs.items():
+        print(
+            f"  input {name:<16} {found['records']:>10,} records in {len(found['files'])} {found['format']} file(s)",
+            file=out,
+        )
+    for name, found in report.outputs.items():
+        classified = sum(found["classified"].values())
+        extra = f", {classified:,} classified: {found['classified']}" if classified else ""
+        print(f"  {name:<22} {found['rows']:>10,} rows{extra}", file=out)
+    for problem in report.problems:
+        print(f"  WARNING {problem}", file=out)
+
+
+def print_check_report(report: CheckReport, out=sys.stdout) -> None:
+    for source, rows in report.rows.items():
+        print(f"  {source:<22} {rows:>10,} rows", file=out)
+    for finding in report.findings:
+        print(f"  {finding}", file=out)
+    errors = len(report.errors)
+    print(
+        f"{errors} error(s), {len(report.findings) - errors} warning(s) in {report.seconds:.1f} s"
+        + ("" if errors else ": ready to run"),
+        file=out,
+    )
+
+
+def _mapping(args) -> Mapping:
+    return load_mapping(mapping_path(args.mapping))
+
+
+def _inputs(args, mapping: Mapping) -> dict[str, Path] | Path:
+    if len(args.input) == 1 and "=" not in args.input[0]:
+        return Path(args.input[0])
+    given = {}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep or name not in mapping.inputs:
+            raise MappingError(f"--input {item!r}: give one path, or NAME=PATH per input ({', '.join(mapping.inputs)})")
+        given[name] = Path(path)
+    return given
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for path in sorted(BUILT_IN.glob("*.yml")):
+        mapping = load_mapping(path)
+        print(f"{mapping.name:<20} {' '.join(mapping.description.split())[:110]}")
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    try:
+        mapping = _mapping(args)
+        landing = Path(args.landing) if args.landing else load_settings().landing_dir
+        report = run_mapping(mapping, _inputs(args, mapping), landing)
+    except MappingError as exc:
+        print(f"cannot map: {exc}", file=sys.stderr)
+        return 2
+    print(f"{mapping.name} mapped onto the landing contract in {landing} ({report.seconds:.1f} s)")
+    print_mapping_report(report)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        if args.mapping:
+            mapping = _mapping(args)
+            if not args.input:
+                raise MappingError("--mapping needs --input: the export to check")
+            with tempfile.TemporaryDirectory(prefix="tessera-check-") as tmp:
+                report = run_mapping(mapping, _inputs(args, mapping), Path(tmp) / "landing")
+                print(f"{mapping.name}: the export maps ({report.seconds:.1f} s)")
+                print_mapping_report(report)
+                checked = check_landing(Path(tmp) / "landing")
+        else:
+            landing = Path(args.landing) if args.landing else load_settings().landing_dir
+            if not landing.is_dir():
+                raise MappingError(f"{landing}: no landing folder")
+            checked = check_landing(landing)
+    except MappingError as exc:
+        print(f"ERROR {exc}", file=sys.stderr)
+        return 2
+    print(f"landing files against the contract ({checked.landing_dir if not args.mapping else 'as mapped'}):")
+    print_check_report(checked)
+    return 1 if checked.errors else 0
+
+
+def add_parser(sub) -> None:
+    src = sub.add_parser("sources", help="bring a shop's exports in: source mappings and the preflight check")
+    src_sub = src.add_subparsers(dest="sources_command", required=True)
+    ls = src_sub.add_parser("list", help="the built-in mappings (config/mappings)")
+    ls.set_defaults(func=cmd_list)
+    mp = src_sub.add_parser("map", help="map an export onto the landing contract (the landing folder is replaced)")
+    mp.add_argument("mapping", help="a built-in mapping's name (tessera sources list) or a mapping file")
+    mp.add_argument("input", nargs="+", help="the export: a file or folder, or NAME=PATH per input of the mapping")
+    mp.add_argument("--landing", help="landing folder to write (default TESSERA_LANDING_DIR or data/landing)")
+    mp.set_defaults(func=cmd_map)
+    ck = src_sub.add_parser(
+        "check", help="preflight: the landing files (or an export through its mapping) against the contract"
+    )
+    ck.add_argument("--mapping", help="check an export through this mapping instead of the landing folder")
+    ck.add_argument("--input", nargs="+", default=[], help="the export to check with --mapping")
+    ck.add_argument("--landing", help="landing folder to check (default TESSERA_LANDING_DIR or data/landing)")
+    ck.set_defaults(func=cmd_check)
