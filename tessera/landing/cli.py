@@ -34,9 +34,13 @@ def print_mapping_report(report: MappingReport, out=sys.stdout) -> None:
             file=out,
         )
     for name, found in report.outputs.items():
-        classified = sum(found["classified"].values())
-        extra = f", {classified:,} classified: {found['classified']}" if classified else ""
-        print(f"  {name:<22} {found['rows']:>10,} rows{extra}", file=out)
+        print(f"  {name:<22} {found['rows']:>10,} rows", file=out)
+    for name, rules in report.classified.items():
+        for rule, rows in rules.items():
+            print(
+                f"  classified in {name}: {rule} {rows:,} rows (left out, kept in _mapping/classified.parquet)",
+                file=out,
+            )
     for problem in report.problems:
         print(f"  WARNING {problem}", file=out)
 

@@ -42,7 +42,8 @@ RAW = "__raw"  # suffix of the as-delivered text kept beside a typed column
 class MappingReport:
     mapping: str
     inputs: dict[str, dict] = field(default_factory=dict)  # name -> files, records
-    outputs: dict[str, dict] = field(default_factory=dict)  # name -> rows, classified per rule
+    outputs: dict[str, dict] = field(default_factory=dict)  # name -> rows
+    classified: dict[str, dict] = field(default_factory=dict)  # step or output -> rule -> rows left out
     unparsed: dict[str, dict] = field(default_factory=dict)  # input.column -> count, examples
     unmapped: dict[str, dict] = field(default_factory=dict)  # output.column -> value -> count
     seconds: float = 0.0
@@ -269,9 +270,14 @@ def _column_sql(spec, node_source_columns: set[str]) -> str:
 
 
 def _rule_sql(node: Node) -> str:
+    """SQL: the name of the first classification rule a row meets and its reason, `<name>: <reason>`."""
     if not node.classify:
         return "cast(null as varchar)"
-    return "case " + " ".join(f"when ({r.when}) then {_lit(r.name)}" for r in node.classify) + " end"
+    return (
+        "case "
+        + " ".join(f"when ({r.when}) then {_lit(r.name + ': ')} || ({r.reason})" for r in node.classify)
+        + " end"
+    )
 
 
 OUTPUT_PREFIX = "output__"  # outputs are tables of their own namespace: an input may share a name
@@ -286,16 +292,6 @@ def build_node(con: duckdb.DuckDBPyConnection, mapping: Mapping, kind: str, name
     else:
         source = "(" + " union all by name ".join(f"select * from {ident(n)}" for n in node.source) + ")"
     source_columns = {r[0] for r in con.execute(f"describe select * from {source}").fetchall()}
-    explode = ""
-    lineage_index = ""
-    if node.explode:
-        (alias, list_sql) = next(iter(node.explode.items()))
-        explode = (
-            f", lateral (select unnest(l) as {ident(alias)}, generate_subscripts(l, 1) as {ident(alias + '_index')} "
-            f"from (select case when typeof({list_sql}) = 'JSON' then cast({list_sql} as json[]) "
-            f"else {list_sql} end as l)) as x"
-        )
-        lineage_index = f", {ident(alias + '_index')} as _index"
     joins = ""
     for j in node.join:
         other = ident(j.node)
@@ -305,8 +301,26 @@ def build_node(con: duckdb.DuckDBPyConnection, mapping: Mapping, kind: str, name
         picked = ", ".join(ident(c) for c in [*j.using, *keep])
         joins += f" {j.how} join (select {picked} from {other}) as {alias} using ({', '.join(map(ident, j.using))})"
         source_columns |= set(keep)
+    explode = ""
+    lineage_index = ""
+    if node.explode:
+        (alias, list_sql) = next(iter(node.explode.items()))
+        try:
+            list_type = con.execute(f"describe select ({list_sql}) as l from {source} as s{joins}").fetchall()[0][1]
+        except duckdb.Error as exc:
+            raise MappingError(f"{mapping.at(kind, label, 'explode')}: {str(exc).splitlines()[0]}") from None
+        listed = {
+            "JSON": f"cast({list_sql} as json[])",
+            "VARCHAR": f"cast(try_cast({list_sql} as json) as json[])",
+        }.get(list_type, list_sql)
+        if node.keep_empty:
+            listed = f"case when coalesce(len({listed}), 0) = 0 then [null] else {listed} end"
+        explode = (
+            f", lateral (select unnest(l) as {ident(alias)}, generate_subscripts(l, 1) as {ident(alias + '_index')} "
+            f"from (select {listed} as l)) as x"
+        )
+        lineage_index = f", {ident(alias + '_index')} as _index"
     where = f"where ({node.where})" if node.where else ""
-    rules = {r.name: r.reason for r in node.classify}
     base = f"__{name}__rows"
     for i, check in enumerate(node.checks):
         _run_check(con, mapping, kind, label, i, check, f"select * from {source} as s{joins} {where}")
@@ -316,7 +330,7 @@ def build_node(con: duckdb.DuckDBPyConnection, mapping: Mapping, kind: str, name
             f"from {source} as s{joins}{explode} {where}"
         )
         con.execute(
-            f"create or replace temp table {ident(name + '__classified')} as select {_lit(label)} as output, _rule as rule, "
+            f"create or replace temp table {ident(name + '__classified')} as select {_lit(label)} as node, _rule as rule, "
             f"_file as file, _row as row from {ident(base)} where _rule is not null"
         )
         selects = []
@@ -337,8 +351,6 @@ def build_node(con: duckdb.DuckDBPyConnection, mapping: Mapping, kind: str, name
         )
     except duckdb.Error as exc:
         raise MappingError(f"{mapping.at(kind, label)}: {str(exc).splitlines()[0]}") from None
-    for rule, reason in rules.items():
-        con.execute(f"update {ident(name + '__classified')} set rule = rule || ': ' || {reason} where rule = ?", [rule])
 
 
 def _run_check(con, mapping: Mapping, kind: str, name: str, i: int, check, rows_sql: str) -> None:
@@ -405,19 +417,34 @@ def _input_of(mapping: Mapping, name: str) -> Input:
 
 
 def _unmapped(con: duckdb.DuckDBPyConnection, name: str, node: Node) -> dict[str, dict]:
-    found, table = {}, ident(OUTPUT_PREFIX + name)
+    """Per value-mapped column of output `name`, the delivered values its map does not know."""
+    found, rows_view = {}, ident(f"__{OUTPUT_PREFIX}{name}__rows")
     for column, spec in node.columns.items():
         if not isinstance(spec, ValueMap) or spec.other is not None:
             continue
         known = ", ".join(_lit(k.strip().lower()) for k in spec.map)
+        value = f"cast(({spec.expr}) as varchar)"
         rows = con.execute(
-            f"select cast({ident(column)} as varchar) as v, count(*) from {table} "
-            f"where {ident(column)} is not null and lower(trim(cast({ident(column)} as varchar))) not in ({known}) "
+            f"select {value} as v, count(*) from {rows_view} "
+            f"where _rule is null and {value} is not null and lower(trim({value})) not in ({known}) "
             "group by 1 order by 2 desc, 1"
         ).fetchall()
         if rows:
             found[f"{name}.{column}"] = dict(rows)
     return found
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return column in {r[0] for r in con.execute(f"describe {ident(table)}").fetchall()}
+
+
+def _classified(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
+    """Rows of a step or output left out, per rule (the rule's name, without the row's reason)."""
+    return dict(
+        con.execute(
+            f"select split_part(rule, ':', 1), count(*) from {ident(table + '__classified')} group by 1 order by 1"
+        ).fetchall()
+    )
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -443,18 +470,14 @@ def run_mapping(mapping: Mapping, given: dict[str, Path] | Path, landing_dir: Pa
             report.unparsed.update(unparsed)
         for name, node in mapping.steps.items():
             build_node(con, mapping, "steps", name, node)
+            report.classified[name] = _classified(con, name)
         selects = {}
         for name, node in mapping.outputs.items():
             build_node(con, mapping, "outputs", name, node)
             selects[name] = output_select(con, mapping, name, node)
             table = OUTPUT_PREFIX + name
-            rows = con.execute(f"select count(*) from {ident(table)}").fetchone()[0]
-            classified = dict(
-                con.execute(
-                    f"select rule, count(*) from {ident(table + '__classified')} group by 1 order by 1"
-                ).fetchall()
-            )
-            report.outputs[name] = {"rows": rows, "classified": classified}
+            report.outputs[name] = {"rows": con.execute(f"select count(*) from {ident(table)}").fetchone()[0]}
+            report.classified[name] = _classified(con, table)
             report.unmapped.update(_unmapped(con, name, node))
         report.seconds = round(time.perf_counter() - started, 2)
         if landing_dir is not None:
@@ -477,10 +500,23 @@ def _write(
             con.execute(f"copy ({select}) to {_lit(str(staging / name / f'{name}.parquet'))} (format parquet)")
         side = staging / REPORT_DIR
         side.mkdir()
-        classified = " union all ".join(f"select * from {ident(OUTPUT_PREFIX + n + '__classified')}" for n in selects)
+        tables = [*mapping.steps, *(OUTPUT_PREFIX + n for n in selects)]
+        classified = " union all ".join(f"select * from {ident(t + '__classified')}" for t in tables)
         con.execute(
-            f"copy ({classified} order by output, file, row) to {_lit(str(side / 'classified.parquet'))} (format parquet)"
+            f"copy ({classified} order by node, file, row) to {_lit(str(side / 'classified.parquet'))} (format parquet)"
         )
+        unparsed = [
+            f"select {_lit(i)} as input, {_lit(c)} as input_column, _file as file, _row as row, {ident(c + RAW)} as value "
+            f"from {ident(i)} where {ident(c)} is null and {ident(c + RAW)} is not null"
+            for i, spec in mapping.inputs.items()
+            for c, column in spec.columns.items()
+            if column.type != "text" and _has_column(con, i, c + RAW)
+        ]
+        if unparsed:
+            con.execute(
+                f"copy ({' union all '.join(unparsed)} order by input, input_column, file, row) "
+                f"to {_lit(str(side / 'unparsed.parquet'))} (format parquet)"
+            )
         (side / "report.json").write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -200,6 +200,8 @@ class Node(Model):
     # name -> SQL giving a list or a JSON array: one row per element, the element available as
     # `name` and its position (from 1) as `name_index`
     explode: dict[ColumnName, Sql] = {}
+    # an empty or missing list still gives its row once, the element NULL (otherwise it gives none)
+    keep_empty: bool = False
     classify: list[Rule] = []
     # output columns whose values make a row: the other columns are aggregates (min, max, ...)
     group_by: list[ColumnName] = []
