@@ -1,5 +1,5 @@
-"""The Complete Journey mapping (tessera/landing/complete_journey.py) on small hand-made exports, and on the
-real one in ../shared/data when it is there."""
+"""The built-in Complete Journey mapping (config/mappings/complete_journey.yml) on small hand-made
+exports, and on the real one in ../shared/data when it is there."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tessera.landing.complete_journey import CompleteJourneyError, map_complete_journey
-from tessera.landing.frames import write_landing_file
+import tessera.landing.mapping as mapping_module
+from tessera.landing.mapping_schema import MappingError
+
+
+def map_complete_journey(export: Path, landing: Path) -> dict[str, int]:
+    report = mapping_module.map_export("complete_journey", export, landing)
+    return {name: found["rows"] for name, found in report.outputs.items()}
+
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TESSERA_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -166,33 +172,38 @@ def test_products_carry_shelf_price_category_and_what_they_sell(mapped):
     assert (products["5001"]["is_active"], products["5003"]["is_active"]) == ("false", "true")
 
 
-def test_product_types_are_the_contracts():
-    from tessera.landing.complete_journey import PRODUCT_TYPE_SQL
-    from tessera.landing.contract import PRODUCT_TYPES, SOURCES_BY_NAME
+def test_product_types_are_the_contracts(tmp_path):
+    from tessera.landing.contract import PRODUCT_TYPES
 
-    assert "product_type" in SOURCES_BY_NAME["products"].column_names
-    con = duckdb.connect()
-    con.execute(
-        "create table p as select * from (values "
-        "('FUEL', 'COUPON/MISC ITEMS', 'GASOLINE-REG UNLEADED'), ('MISCELLANEOUS', 'COUPON/MISC ITEMS', 'MASTERCARD GIFT CARD'), "
-        "('COUPON', 'COUPONS/STORE & MFG', 'COUPONS/STORE & MFG'), ('GROCERY', 'COUPON/MISC ITEMS', 'MISC SALES TRANS'), "
-        "('CNTRL/STORE SUP', 'COUPON/MISC ITEMS', 'CENTRAL SUPPLIES'), ('POSTAL CENTER', null, null), "
-        "('CHARITABLE CONT', null, null), ('GROCERY', 'SOUP', 'RAMEN NOODLES'), (null, null, null)"
-        ") as t(department, product_category, product_type)"
-    )
-    types = [r[0] for r in con.execute(f"select {PRODUCT_TYPE_SQL} from p").fetchall()]
-    assert types == [
-        "service",
-        "voucher",
-        "adjustment",
-        "adjustment",
-        "adjustment",
-        "service",
-        "fee",
-        "merchandise",
-        "merchandise",
+    cases = [
+        ("FUEL", "COUPON/MISC ITEMS", "GASOLINE-REG UNLEADED", "service"),
+        ("MISCELLANEOUS", "COUPON/MISC ITEMS", "MASTERCARD GIFT CARD", "voucher"),
+        ("COUPON", "COUPONS/STORE & MFG", "COUPONS/STORE & MFG", "adjustment"),
+        ("GROCERY", "COUPON/MISC ITEMS", "MISC SALES TRANS", "adjustment"),
+        ("CNTRL/STORE SUP", "COUPON/MISC ITEMS", "CENTRAL SUPPLIES", "adjustment"),
+        ("POSTAL CENTER", None, None, "service"),
+        ("CHARITABLE CONT", None, None, "fee"),
+        ("GROCERY", "SOUP", "RAMEN NOODLES", "merchandise"),
+        (None, None, None, "merchandise"),
     ]
-    assert set(types) <= set(PRODUCT_TYPES)
+    n = len(cases)
+    products = {
+        "product_id": [float(i) for i in range(1, n + 1)],
+        "manufacturer_id": [1] * n,
+        "department": [c[0] for c in cases],
+        "brand": ["National"] * n,
+        "product_category": [c[1] for c in cases],
+        "product_type": [c[2] for c in cases],
+        "package_size": [None] * n,
+    }
+    tx = {k: [v[0]] * n for k, v in TX.items()}
+    tx["product_id"] = list(range(1, n + 1))
+    tx["basket_id"] = [float(100 + i) for i in range(n)]
+    landing = tmp_path / "landing"
+    map_complete_journey(write_export(tmp_path / "export", tx=tx, products=products), landing)
+    types = {r["product_id"]: r["product_type"] for r in rows(landing, "products")}
+    assert [types[str(i)] for i in range(1, n + 1)] == [c[3] for c in cases]
+    assert set(types.values()) <= set(PRODUCT_TYPES)
 
 
 @pytest.mark.parametrize(
@@ -218,15 +229,15 @@ def test_a_missing_column_fails_naming_the_file_and_the_column(tmp_path, file_na
         products=tables["products.parquet"],
         demographics=tables["demographics.parquet"],
     )
-    with pytest.raises(CompleteJourneyError, match=rf"{file_name}: missing column\(s\) {column}"):
+    with pytest.raises(MappingError, match=rf"no column '{column}' in {file_name}"):
         map_complete_journey(export, tmp_path / "landing")
 
 
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
-        ("sales_value", 1.005, r"column sales_value has 1 value\(s\) with fractions of a cent, e\.g\. 1\.005"),
-        ("quantity", 1.5, r"column quantity has 1 value\(s\) that are not whole units, e\.g\. 1\.5"),
+        ("sales_value", 1.005, r"column sales_value has 1 value\(s\) with fractions of a cent, e\.g\. '1\.005'"),
+        ("quantity", 1.5, r"column quantity has 1 value\(s\) that are not whole units, e\.g\. '1\.5'"),
         ("quantity", -2.0, r"column quantity has 1 value\(s\) below zero"),
     ],
 )
@@ -234,7 +245,7 @@ def test_a_value_without_a_mapping_rule_fails_naming_file_column_and_value(tmp_p
     tx = {k: list(v) for k, v in TX.items()}
     tx[column][0] = value
     export = write_export(tmp_path / "export", tx=tx)
-    with pytest.raises(CompleteJourneyError, match=r"transactions_sample\.parquet: " + message):
+    with pytest.raises(MappingError, match=r"transactions_sample\.parquet row 1: " + message):
         map_complete_journey(export, tmp_path / "landing")
 
 
@@ -250,7 +261,7 @@ def test_a_refund_becomes_a_return_line_with_negative_quantity(tmp_path):
 def test_both_the_full_and_the_sample_transactions_file_is_an_error(tmp_path):
     export = write_export(tmp_path / "export")
     pq.write_table(pa.table(TX), export / "transactions.parquet")
-    with pytest.raises(CompleteJourneyError, match="both transactions.parquet and transactions_sample.parquet exist"):
+    with pytest.raises(MappingError, match="transactions.parquet and transactions_sample.parquet all match"):
         map_complete_journey(export, tmp_path / "landing")
 
 
@@ -267,17 +278,13 @@ def test_a_failed_mapping_leaves_the_previous_landing_folder_untouched(tmp_path,
     map_complete_journey(export, landing)
     before = {p.relative_to(landing): p.read_bytes() for p in landing.rglob("*") if p.is_file()}
 
-    import tessera.landing.complete_journey as cj
-
-    written = []
-
-    def write_then_fail(frame, path):
-        if written:
+    class FailingJson:
+        @staticmethod
+        def dumps(*args, **kwargs):
             raise OSError("disk full")
-        written.append(path)
-        return write_landing_file(frame, path)
 
-    monkeypatch.setattr(cj, "write_landing_file", write_then_fail)
+    # the report is written last, after every landing file: failing there fails a nearly complete write
+    monkeypatch.setattr(mapping_module, "json", FailingJson)
     with pytest.raises(OSError, match="disk full"):
         map_complete_journey(export, landing)
     after = {p.relative_to(landing): p.read_bytes() for p in landing.rglob("*") if p.is_file()}
@@ -290,7 +297,7 @@ def test_a_new_mapping_replaces_the_whole_landing_folder(tmp_path):
     (landing / "events").mkdir(parents=True)
     (landing / "events" / "old.csv").write_text("event_id\n1\n")
     map_complete_journey(write_export(tmp_path / "export"), landing)
-    assert sorted(p.name for p in landing.iterdir()) == ["customers", "pos_transactions", "products"]
+    assert sorted(p.name for p in landing.iterdir()) == ["_mapping", "customers", "pos_transactions", "products"]
 
 
 def test_the_cli_writes_into_the_landing_folder_and_names_a_missing_column(tmp_path, monkeypatch, capsys):
@@ -304,7 +311,7 @@ def test_the_cli_writes_into_the_landing_folder_and_names_a_missing_column(tmp_p
     broken = dict(PRODUCTS)
     del broken["brand"]
     assert main(["complete-journey", "--source-dir", str(write_export(tmp_path / "broken", products=broken))]) == 2
-    assert "products.parquet: missing column(s) brand" in capsys.readouterr().err
+    assert "no column 'brand' in products.parquet" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (SHARED / "complete_journey").is_dir(), reason=f"no Complete Journey export in {SHARED}")

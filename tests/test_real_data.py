@@ -170,12 +170,14 @@ def not_sellable_products(dataset: str, source: Path) -> set[str]:
                 [str(source), list(ONLINE_RETAIL_NOT_GOODS)],
             ).fetchall()
         else:
-            from tessera.landing.complete_journey import PRODUCT_TYPE_SQL
+            # what the built-in mapping classifies as not merchandise (fuel, gift cards, coupons, ...)
+            from tessera.landing.mapping import map_export
 
+            landing = source.parent / "not_sellable_landing"
+            map_export("complete_journey", source, landing)
             rows = con.execute(
-                f"select cast(cast(product_id as bigint) as varchar) from read_parquet(?) as p "
-                f"where ({PRODUCT_TYPE_SQL}) <> 'merchandise'",
-                [str(source / "products.parquet")],
+                "select product_id from read_parquet(?) where product_type <> 'merchandise'",
+                [str(landing / "products" / "products.parquet")],
             ).fetchall()
     finally:
         con.close()
@@ -191,7 +193,7 @@ def source_line_total(dataset: str, source: Path) -> Decimal:
             sql = "select sum(Quantity * cast(round(UnitPrice, 2) as decimal(18, 2))) from read_parquet(?)"
             path = source
         else:
-            from tessera.landing.complete_journey import transactions_file
+            from tessera.landing.samples import transactions_file
 
             sql = "select sum(cast(round(sales_value, 2) as decimal(18, 2))) from read_parquet(?)"
             path = transactions_file(source)
@@ -260,18 +262,15 @@ def _prepare(dataset: str, work: Path, landing: Path) -> Path:
     from tessera.landing.samples import sample_complete_journey, sample_online_retail
 
     n = SAMPLE_CUSTOMERS[dataset]
-    if dataset == "online_retail":
-        from tessera.landing.online_retail import map_online_retail
+    from tessera.landing.mapping import map_export
 
+    if dataset == "online_retail":
         sample = sample_online_retail(
             SHARED / "online_retail" / "online_retail.parquet", work / "online_retail.parquet", n, SEED
         )
-        map_online_retail(sample.path, landing)
     else:
-        from tessera.landing.complete_journey import map_complete_journey
-
         sample = sample_complete_journey(SHARED / "complete_journey", work / "complete_journey", n, SEED)
-        map_complete_journey(sample.path, landing)
+    map_export(dataset, sample.path, landing)
     return sample.path
 
 

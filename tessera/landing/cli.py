@@ -8,23 +8,9 @@ import tempfile
 from pathlib import Path
 
 from tessera.landing.mapping import MappingReport, run_mapping
-from tessera.landing.mapping_schema import Mapping, MappingError, load_mapping
+from tessera.landing.mapping_schema import BUILT_IN_DIR, Mapping, MappingError, load_mapping, mapping_path
 from tessera.landing.preflight import CheckReport, check_landing
-from tessera.settings import PROJECT_ROOT, load_settings
-
-BUILT_IN = PROJECT_ROOT / "config" / "mappings"
-
-
-def mapping_path(name_or_path: str) -> Path:
-    """A built-in mapping's file (`online_retail`) or the path given."""
-    built_in = BUILT_IN / f"{name_or_path}.yml"
-    if "/" not in name_or_path and not name_or_path.endswith((".yml", ".yaml")) and built_in.is_file():
-        return built_in
-    path = Path(name_or_path)
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in BUILT_IN.glob("*.yml")))
-        raise MappingError(f"{name_or_path}: neither a mapping file nor a built-in mapping ({known})")
-    return path
+from tessera.settings import load_settings
 
 
 def print_mapping_report(report: MappingReport, out=sys.stdout) -> None:
@@ -34,7 +20,7 @@ def print_mapping_report(report: MappingReport, out=sys.stdout) -> None:
             file=out,
         )
     for name, found in report.outputs.items():
-        print(f"  {name:<22} {found['rows']:>10,} rows", file=out)
+        print(f"  {name:<18} {found['rows']:>10,} rows", file=out)
     for name, rules in report.classified.items():
         for rule, rows in rules.items():
             print(
@@ -75,7 +61,7 @@ def _inputs(args, mapping: Mapping) -> dict[str, Path] | Path:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    for path in sorted(BUILT_IN.glob("*.yml")):
+    for path in sorted(BUILT_IN_DIR.glob("*.yml")):
         mapping = load_mapping(path)
         print(f"{mapping.name:<20} {' '.join(mapping.description.split())[:110]}")
     return 0

@@ -29,7 +29,17 @@ from pathlib import Path
 import duckdb
 
 from tessera.landing.contract import SOURCES_BY_NAME
-from tessera.landing.mapping_schema import Constant, Input, InputColumn, Mapping, MappingError, Node, ValueMap
+from tessera.landing.mapping_schema import (
+    Constant,
+    Input,
+    InputColumn,
+    Mapping,
+    MappingError,
+    Node,
+    ValueMap,
+    load_mapping,
+    mapping_path,
+)
 from tessera.sql import ident
 
 REPORT_DIR = "_mapping"
@@ -529,3 +539,8 @@ def _write(
     staging.rename(landing_dir)
     if old is not None:
         shutil.rmtree(old)
+
+
+def map_export(mapping: str | Path, given: dict[str, Path] | Path, landing_dir: Path | None) -> MappingReport:
+    """`run_mapping` with a built-in mapping's name or a mapping file."""
+    return run_mapping(load_mapping(mapping_path(mapping)), given, landing_dir)

@@ -24,6 +24,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from tessera.landing.contract import SOURCES_BY_NAME
 
+# the built-in mappings (`tessera sources list`)
+BUILT_IN_DIR = Path(__file__).resolve().parents[2] / "config" / "mappings"
 NODE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 TYPES = ("text", "integer", "decimal", "timestamp", "date", "boolean", "json")
@@ -315,6 +317,19 @@ def _key_path(loc: tuple) -> tuple:
 
 def _where(path: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "(top level)"
+
+
+def mapping_path(name_or_path: str | Path) -> Path:
+    """A built-in mapping's file (`online_retail`) or the path given."""
+    text = str(name_or_path)
+    built_in = BUILT_IN_DIR / f"{text}.yml"
+    if "/" not in text and not text.endswith((".yml", ".yaml")) and built_in.is_file():
+        return built_in
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in BUILT_IN_DIR.glob("*.yml")))
+        raise MappingError(f"{text}: neither a mapping file nor a built-in mapping ({known})")
+    return path
 
 
 def load_mapping(path: Path | str) -> Mapping:

@@ -23,9 +23,20 @@ from pathlib import Path
 
 import duckdb
 
-from tessera.landing.complete_journey import DEMOGRAPHICS_FILE, PRODUCTS_FILE, transactions_file
-
 ONLINE_RETAIL_FILE = "online_retail.parquet"
+# The Complete Journey's files (config/mappings/complete_journey.yml reads the same)
+TRANSACTIONS_FILES = ("transactions.parquet", "transactions_sample.parquet")
+PRODUCTS_FILE = "products.parquet"
+DEMOGRAPHICS_FILE = "demographics.parquet"
+
+
+def transactions_file(source_dir: Path) -> Path:
+    """The transactions table in `source_dir`: the full one or the shared sample, never both."""
+    found = [source_dir / name for name in TRANSACTIONS_FILES if (source_dir / name).exists()]
+    if len(found) != 1:
+        said = "both" if found else "none"
+        raise ValueError(f"{source_dir}: {said} of {', '.join(TRANSACTIONS_FILES)} exist; keep the one to sample")
+    return found[0]
 
 
 @dataclass(frozen=True)
