@@ -46,6 +46,7 @@ REPORT_DIR = "_mapping"
 SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".gz": None}
 EXAMPLES = 5
 RAW = "__raw"  # suffix of the as-delivered text kept beside a typed column
+DELIVERED = "__delivered"  # suffix of a value-mapped column's value before the map
 
 
 @dataclass
@@ -346,6 +347,8 @@ def build_node(con: duckdb.DuckDBPyConnection, mapping: Mapping, kind: str, name
         selects = []
         for column, spec in node.columns.items():
             selects.append(f"({_column_sql(spec, source_columns)}) as {ident(column)}")
+            if isinstance(spec, ValueMap):  # the delivered value, for the report of values the map lacks
+                selects.append(f"cast(({spec.expr}) as varchar) as {ident(column + DELIVERED)}")
             if isinstance(spec, str) and spec in source_columns and spec + RAW in source_columns and not node.group_by:
                 selects.append(f"{ident(spec + RAW)} as {ident(column + RAW)}")
         if node.group_by:
@@ -428,16 +431,15 @@ def _input_of(mapping: Mapping, name: str) -> Input:
 
 def _unmapped(con: duckdb.DuckDBPyConnection, name: str, node: Node) -> dict[str, dict]:
     """Per value-mapped column of output `name`, the delivered values its map does not know."""
-    found, rows_view = {}, ident(f"__{OUTPUT_PREFIX}{name}__rows")
+    found, table = {}, ident(OUTPUT_PREFIX + name)
     for column, spec in node.columns.items():
         if not isinstance(spec, ValueMap) or spec.other is not None:
             continue
         known = ", ".join(_lit(k.strip().lower()) for k in spec.map)
-        value = f"cast(({spec.expr}) as varchar)"
+        value = ident(column + DELIVERED)
         rows = con.execute(
-            f"select {value} as v, count(*) from {rows_view} "
-            f"where _rule is null and {value} is not null and lower(trim({value})) not in ({known}) "
-            "group by 1 order by 2 desc, 1"
+            f"select {value} as v, count(*) from {table} "
+            f"where {value} is not null and lower(trim({value})) not in ({known}) group by 1 order by 2 desc, 1"
         ).fetchall()
         if rows:
             found[f"{name}.{column}"] = dict(rows)

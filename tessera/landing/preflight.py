@@ -9,8 +9,8 @@ and reports, naming the file, the column, the line and the value, and what to do
 - **warnings** (rows the pipeline will quarantine with a reason, or values it cannot use): a
   required value missing, a timestamp, date, number or boolean that does not parse, a value
   outside the contract's list (event types, product types, order statuses), columns outside the
-  contract (not loaded), and the share of such rows when it is above the raw gates' tolerance
-  (they would then block the run at the source's quality gate).
+  contract (not loaded); each with its share of the file, marked when it is above the share the
+  raw gates' row-level expectations tolerate.
 
 The graph runs the same check first in every source's load (orchestration/sources.py) and stops
 on its errors before anything is loaded.
@@ -28,7 +28,7 @@ from tessera.landing.contract import EVENT_TYPES, PRODUCT_TYPES, SOURCES, Source
 from tessera.landing.loader import file_kind, is_compressed, landing_entries
 from tessera.sql import ident
 
-# the raw gates tolerate this share of bad rows in a column (expectations/raw_*.json, "mostly")
+# the raw gates' row-level expectations tolerate up to this share of bad rows (expectations/raw_*.json)
 GATE_TOLERANCE = 0.01
 EXAMPLES = 3
 ORDER_STATUSES = ("completed", "cancelled", "returned", "pending")
@@ -82,7 +82,8 @@ class Finding:
     column: str | None
     problem: str
     rows: int = 0
-    examples: list[tuple[int, str]] = field(default_factory=list)  # (line, value)
+    examples: list[tuple[int, str]] = field(default_factory=list)  # (line or row, value)
+    position: str = "line"  # CSV and JSON Lines: the line in the file; Parquet: the row
     todo: str = ""
     # an entry of the folder landing does not read: the loader audits it and its policy
     # (TESSERA_LANDING_UNLOADED_FILES) decides whether it blocks
@@ -90,7 +91,7 @@ class Finding:
 
     def __str__(self) -> str:
         where = f"{self.source}/{self.file}" + (f": column {self.column}" if self.column else "")
-        shown = "; ".join(f"line {line}: {value!r}" for line, value in self.examples)
+        shown = "; ".join(f"{self.position} {line}: {value!r}" for line, value in self.examples)
         count = f" ({self.rows:,} rows)" if self.rows else ""
         return (
             f"{self.level.upper()} {where}: {self.problem}{count}"
@@ -204,10 +205,10 @@ def check_file(con: duckdb.DuckDBPyConnection, source: Source, path: Path) -> tu
                 continue
             bad = found[0][0]
             share = bad / rows if rows else 0
-            blocking = (
-                f"; {share:.1%} of the file, above the gate's {GATE_TOLERANCE:.0%}: the run will stop at its gate"
+            blocking = f" ({share:.1%} of the file" + (
+                f", above the {GATE_TOLERANCE:.0%} the raw gates tolerate in a column)"
                 if share > GATE_TOLERANCE
-                else "; these rows will be quarantined with the reason"
+                else ")"
             )
             findings.append(
                 Finding(
@@ -218,7 +219,8 @@ def check_file(con: duckdb.DuckDBPyConnection, source: Source, path: Path) -> tu
                     problem + blocking,
                     bad,
                     [(int(line_no), value) for _, line_no, value in found],
-                    todo,
+                    todo=todo,
+                    position="row" if kind == "parquet" else "line",
                 )
             )
     return findings, rows
