@@ -445,3 +445,28 @@ def test_the_cli_checks_an_export_through_its_mapping_without_writing(tmp_path, 
     assert not (tmp_path / "landing").exists()
     assert main(["sources", "map", "nonexistent", str(tmp_path / "export")]) == 2
     assert "neither a mapping file nor a built-in mapping" in capsys.readouterr().err
+
+
+@pytest.mark.graph
+def test_the_graph_stops_at_a_source_whose_files_do_not_fit_the_contract_before_loading_anything(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from tests.conftest import run_job, use_data_dir
+
+    use_data_dir(monkeypatch, tmp_path / "data")
+    landing = tmp_path / "data" / "landing"
+    # an export dropped into the landing folder without its mapping
+    write(landing / "orders" / "Online Retail.csv", "Invoice,StockCode,Price,Customer ID\n489434,85048,6.95,13085\n")
+    result = run_job([dg.AssetKey(["raw", "orders"])])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    message = error.message + (error.cause.message if error.cause else "")
+    assert "orders: the landing files do not fit the contract (tessera sources check)" in message
+    assert (
+        "ERROR orders/Online Retail.csv: no column is a contract column of orders (it has: Invoice, StockCode"
+        in message
+    )
+    assert "tessera sources map" in message
+    # nothing was loaded: the warehouse was never opened
+    assert not (tmp_path / "data" / "tessera.duckdb").exists()

@@ -12,8 +12,9 @@ and reports, naming the file, the column, the line and the value, and what to do
   contract (not loaded); each with its share of the file, marked when it is above the share the
   raw gates' row-level expectations tolerate.
 
-The graph runs the same check first in every source's load (orchestration/sources.py) and stops
-on its errors before anything is loaded.
+The graph runs the same check first in every source's load (orchestration/sources.py), on the
+files' columns only (their header or Parquet footer, so it costs no scan of the data), and stops
+on its errors before anything is loaded; the values are judged there by staging and the gates.
 """
 
 from __future__ import annotations
@@ -125,8 +126,11 @@ def _relation(path: Path, kind: str) -> str:
     return f"read_json({p}, format = 'newline_delimited', compression = '{compression}', ignore_errors = true)"
 
 
-def check_file(con: duckdb.DuckDBPyConnection, source: Source, path: Path) -> tuple[list[Finding], int]:
-    """Findings about one landing file of `source`, and its rows."""
+def check_file(
+    con: duckdb.DuckDBPyConnection, source: Source, path: Path, values: bool = True
+) -> tuple[list[Finding], int]:
+    """Findings about one landing file of `source`, and its rows. Without `values`, only what the
+    file's header (or Parquet footer) says: its columns (rows is then 0)."""
     kind = file_kind(path)
     name = path.name
     try:
@@ -174,6 +178,8 @@ def check_file(con: duckdb.DuckDBPyConnection, source: Source, path: Path) -> tu
                     todo=f"add {column.name} ({column.description}) in the export or its mapping",
                 )
             )
+    if not values:
+        return findings, 0
     line = "row_number() over () + 1" if kind == "csv" else "row_number() over ()"
     cols = ", ".join(f"cast({ident(delivered_name)} as varchar) as {ident(c)}" for c, delivered_name in present.items())
     con.execute(f"create or replace temp table __check as select {cols}, {line} as _line from {relation}")
@@ -242,8 +248,13 @@ def check_landing(landing_dir: Path, sources: tuple[Source, ...] = SOURCES) -> C
 
 
 def check_source(
-    con: duckdb.DuckDBPyConnection, source: Source, landing_dir: Path, report: CheckReport | None = None
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    landing_dir: Path,
+    report: CheckReport | None = None,
+    values: bool = True,
 ) -> list[Finding]:
+    """Findings about every entry of `source`'s landing folder (`values`: see check_file)."""
     folder = landing_dir / source.name
     if not folder.is_dir():
         return []
@@ -262,7 +273,7 @@ def check_source(
     ]
     total = 0
     for path in files:
-        found, rows = check_file(con, source, path)
+        found, rows = check_file(con, source, path, values)
         findings += found
         total += rows
     if report is not None:
