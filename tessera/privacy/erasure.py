@@ -62,6 +62,8 @@ RAW_MATCHES: dict[str, tuple[str, dict[str, str]]] = {
     "events": ("stg_events", {"customer_id": "crm", "anonymous_id": "cookie"}),
     "email_events": ("stg_email_events", {"email": "email"}),
     "privacy": ("stg_privacy", {"customer_id": "crm", "email": "email"}),
+    # a declared identifier goes with the profile it belongs to
+    "identifiers": ("stg_identifiers", {"customer_id": "crm"}),
 }
 # columns of built tables that hold an identifier (any kind), and free-text columns that may quote one
 IDENTIFIER_COLUMNS = (
