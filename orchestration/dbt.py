@@ -156,9 +156,12 @@ class DbtBuildConfig(dg.Config):
 
 
 # Identity resolution (a Python asset) sits between these two halves of the dbt project:
-# seeds, staging, the person records and the incremental events and order lines first; the
-# identity-dependent models and marts after.
-BEFORE_IDENTITY = "resource_type:seed staging int_person_records int_events int_order_lines_current int_order_lines"
+# seeds, staging, the person records and their declared identifiers, and the incremental events
+# and order lines first; the identity-dependent models and marts after.
+BEFORE_IDENTITY = (
+    "resource_type:seed staging int_person_records int_person_identifiers "
+    "int_events int_order_lines_current int_order_lines"
+)
 
 
 def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDefinition:

@@ -16,21 +16,30 @@ from tessera.identity.engine import resolve
 from tessera.settings import PROJECT_ROOT
 
 PIPELINE_MAPPING = PROJECT_ROOT / "config" / "identity_mapping.yaml"
+# the shop's declared identifiers of the person records (landing source identifiers) that staging
+# passed and whose profile exists; the others are in the quarantine with their reason
+DECLARED_IDENTIFIERS = (
+    "(select customer_id as record_id, id_type, id_value "
+    "from intermediate.int_person_identifiers where invalid_reason is null)"
+)
 
 
 class IdentityRunConfig(dg.Config):
     match_weight: float = 8.0
     max_records_per_identifier: int = 4
     max_block_size: int = 200
+    # None: the mapping file's (config/identity_mapping.yaml)
+    max_records_per_declared_identifier: int | None = None
 
 
 @dg.asset(
     key=IDENTITY_MAP_KEY,
-    deps=[model_key("int_person_records")],
+    deps=[model_key("int_person_records"), model_key("int_person_identifiers")],
     group_name=IDENTITY_GROUP,
     description=(
         "Persisted identity map: every person record (CRM profile) with its stable tessera customer id. "
-        "Deterministic links on email, phone and loyalty card, Fellegi-Sunter fuzzy links on names, birth "
+        "Deterministic links on email, phone, loyalty card and the shop's declared identifiers (a "
+        "marketplace's person id, a login id), Fellegi-Sunter fuzzy links on names, birth "
         "date, address and postcode, conflict-aware clustering, then stable ids: existing ids are kept, "
         "merges and splits go to identity.identity_merge_history with their evidence."
     ),
@@ -41,18 +50,26 @@ class IdentityRunConfig(dg.Config):
 def identity_map(
     context: dg.AssetExecutionContext, tessera: TesseraResource, config: IdentityRunConfig
 ) -> dg.MaterializeResult:
+    declared_cap = config.max_records_per_declared_identifier
     mapping = load_mapping(PIPELINE_MAPPING).with_overrides(
         match_weight=config.match_weight,
         max_records_per_identifier=config.max_records_per_identifier,
         max_block_size=config.max_block_size,
         seed=tessera.settings().seed,
+        **({} if declared_cap is None else {"max_records_per_declared_identifier": declared_cap}),
     )
     started = time.perf_counter()
     with tessera.duckdb() as con:
-        result = resolve(con, "intermediate.int_person_records", mapping)
+        result = resolve(con, "intermediate.int_person_records", mapping, identifiers=DECLARED_IDENTIFIERS)
         done = store.persist(con, result, context.run_id, utc_now())
         table = table_metadata(con, "identity.identity_map")
     stats = done.stats
+    overshared = stats["overshared_declared_identifier_values"]
+    if overshared:
+        context.log.warning(
+            f"declared identifier values held by more than {mapping.max_records_per_declared_identifier} "
+            f"person records link nothing (max_records_per_declared_identifier), values per id type: {overshared}"
+        )
     weights = (
         result.weights.round(3).to_markdown(index=False) if result.weights is not None else "(no fuzzy attributes)"
     )
@@ -66,6 +83,12 @@ def identity_map(
             **{k: stats[k] for k in ("refused_links", "max_cluster_size")},
             "candidate_pairs_per_rule": dg.MetadataValue.json(stats["candidate_pairs_per_rule"]),
             "skipped_blocks_per_rule": dg.MetadataValue.json(stats["skipped_blocks_per_rule"]),
+            # values shared too widely to link: per profile field, and per declared id type
+            "overshared_identifier_values": dg.MetadataValue.json(stats["overshared_identifier_values"]),
+            "declared_identifiers": stats["declared_identifiers"],
+            "declared_links": stats["declared_links"],
+            "overshared_declared_identifier_values": dg.MetadataValue.json(overshared),
+            "max_records_per_declared_identifier": mapping.max_records_per_declared_identifier,
             "history_events": dg.MetadataValue.json(done.events["event_type"].value_counts().to_dict()),
             "match_weights": dg.MetadataValue.md(weights),
         }

@@ -76,6 +76,7 @@ def test_full_refresh_reaches_every_loader_and_both_dbt_steps():
             "events",
             "email_events",
             "privacy",
+            "identifiers",
         )
     } | {"dbt_staging", "dbt_marts"}
     assert all(v == {"config": {"full_refresh": True}} for v in ops.values())

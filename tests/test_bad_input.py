@@ -678,7 +678,7 @@ def test_the_matrix_run_passes_every_gate_and_reconciles_every_source(matrix):
         "select source, reconciles, landing_records, quarantined_records from quarantine.source_reconciliation"
     )
     by_source = {r[0]: r[1:] for r in rows.fetchall()}
-    assert len(by_source) == 8 and all(ok for ok, *_ in by_source.values()), by_source
+    assert len(by_source) == len(SOURCES_BY_NAME) and all(ok for ok, *_ in by_source.values()), by_source
     # the three order_items records the loader rejected (bad bytes, surplus field) or quarantined later
     assert by_source["order_items"][2] > 0
 

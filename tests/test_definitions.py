@@ -23,6 +23,7 @@ GROUPS = {
     "staging": {f"staging/stg_{s.name}" for s in SOURCES} | {"staging/stg_fx_rates"},
     "intermediate": {
         "intermediate/int_person_records",
+        "intermediate/int_person_identifiers",
         "intermediate/int_identities_resolved",
         "intermediate/int_customer_attributes_survived",
         "intermediate/int_order_lines_current",

@@ -39,7 +39,8 @@ def test_another_seed_gives_other_data(tmp_path):
 
 def test_every_source_folder_is_written_in_the_contract_shape(tmp_path):
     result = generate(CONFIG, tmp_path / "landing", tmp_path / "truth")
-    for source in SOURCES:
+    # declared identifiers are optional: the demo's profiles link by email, phone and card
+    for source in [s for s in SOURCES if s.name != "identifiers"]:
         files = list((result.landing_dir / source.name).iterdir())
         assert files, source.name
         assert result.rows[source.name] > 0

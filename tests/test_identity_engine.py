@@ -189,3 +189,93 @@ def test_u_probabilities_do_not_depend_on_the_order_the_records_are_stored_in():
         )
     assert weights[0].attrs["random_pairs"] == 50 * 49 // 2
     pd.testing.assert_frame_equal(weights[0], weights[1])
+
+
+def _resolve_declared(rows: list[dict], identifiers: list[tuple], **overrides):
+    con = _people(rows)
+    con.register("ids_df", pd.DataFrame(identifiers, columns=["record_id", "id_type", "id_value"]))
+    con.execute("create table declared as select * from ids_df")
+    config = IdentityConfig(record_id="record_id", columns=ALL, u_sample_records=200).with_overrides(**overrides)
+    result = resolve(con, "people", config, identifiers="declared")
+    return dict(zip(result.assignments["record_id"], result.assignments["cluster_id"], strict=False)), result
+
+
+def test_records_sharing_a_declared_identifier_are_one_person_with_the_id_type_as_evidence():
+    # three order profiles of one marketplace buyer: nothing in common but the person id (the
+    # Brazilian marketplace's customer_unique_id); a fourth profile of another buyer stays apart
+    rows = [
+        {"record_id": "o1", "given_name": "ana", "surname": "souza", "city": "santos"},
+        {"record_id": "o2", "given_name": "beatriz", "surname": "lima", "city": "recife"},
+        {"record_id": "o3", "city": "natal"},
+        {"record_id": "o4", "given_name": "ana", "surname": "costa", "city": "belem"},
+    ]
+    identifiers = [
+        ("o1", "person_id", "u-7f3a"),
+        ("o2", "person_id", "u-7f3a"),
+        ("o3", " Person_ID ", " u-7f3a "),  # compared trimmed, the type in any case
+        ("o3", "person_id", "u-7f3a"),  # the same pair delivered twice links once
+        ("o4", "person_id", "U-7F3A"),  # values keep their case: another buyer's id
+        ("o4", "login_id", ""),  # no value: no identifier
+        ("gone", "person_id", "u-7f3a"),  # no such record: links nothing, counted
+    ]
+    clusters, result = _resolve_declared(rows, identifiers)
+    assert clusters["o1"] == clusters["o2"] == clusters["o3"] == "o1"
+    assert clusters["o4"] == "o4"
+    links = result.edges[result.edges["kind"] == "deterministic"]
+    assert sorted(zip(links["record_l"], links["record_r"], links["evidence"], strict=True)) == [
+        ("o1", "o2", "person_id"),
+        ("o1", "o3", "person_id"),
+    ]
+    assert links["accepted"].all()
+    assert result.stats["declared_identifiers"] == 4  # o1, o2, o3 and o4 once each
+    assert result.stats["declared_identifiers_of_unknown_records"] == 1
+    assert result.stats["declared_links"] == 2
+    assert result.stats["overshared_declared_identifier_values"] == {}
+
+
+def test_a_declared_identifier_and_a_shared_phone_on_one_pair_name_both_as_evidence():
+    rows = [{"record_id": "a", "phone": "07700 900123"}, {"record_id": "b", "phone": "+44 7700 900123"}]
+    _, result = _resolve_declared(rows, [("a", "login_id", "ann"), ("b", "login_id", "ann")])
+    assert result.edges[["record_l", "record_r", "evidence"]].values.tolist() == [["a", "b", "login_id+phone"]]
+
+
+def test_a_declared_value_on_more_records_than_the_cap_links_nothing_and_is_reported():
+    # a placeholder person id ("0") on 12 profiles, a real one on 10 (the cap): only the real one links
+    rows = [{"record_id": f"r{i:02d}", "surname": f"name{i}"} for i in range(22)]
+    identifiers = [(f"r{i:02d}", "person_id", "0") for i in range(12)]
+    identifiers += [(f"r{i:02d}", "person_id", "buyer-1") for i in range(12, 22)]
+    identifiers += [(f"r{i:02d}", "login_id", "shared") for i in range(12, 20)]
+    clusters, result = _resolve_declared(rows, identifiers, max_records_per_declared_identifier=10)
+    assert len({clusters[f"r{i:02d}"] for i in range(12)}) == 12
+    assert {clusters[f"r{i:02d}"] for i in range(12, 22)} == {"r12"}
+    assert result.stats["overshared_declared_identifier_values"] == {"person_id": 1}
+    assert result.stats["largest_declared_identifier_records"] == 12
+    # the cap of declared identifiers is their own: the profile fields' cap (4) does not apply
+    assert result.stats["max_cluster_size"] == 10
+    _, tighter = _resolve_declared(rows, identifiers, max_records_per_declared_identifier=8)
+    assert tighter.stats["overshared_declared_identifier_values"] == {"person_id": 2}
+    assert set(tighter.edges["evidence"]) == {"login_id"}
+
+
+def test_declared_links_go_through_the_conflict_guard_like_any_deterministic_link():
+    # a login id shared by two profiles with two different birth dates: the link is refused, kept
+    # with its reason, and the two stay apart
+    rows = [
+        {"record_id": "p1", "surname": "smith", "birth_date": "1970-03-01"},
+        {"record_id": "p2", "surname": "smith", "birth_date": "1990-11-30"},
+    ]
+    clusters, result = _resolve_declared(rows, [("p1", "login_id", "js"), ("p2", "login_id", "js")])
+    assert clusters["p1"] != clusters["p2"]
+    [refused] = result.edges.to_dict("records")
+    assert (refused["evidence"], refused["accepted"], refused["refused_reason"]) == (
+        "login_id",
+        False,
+        "conflicting birth_date",
+    )
+
+
+def test_without_declared_identifiers_nothing_changes_and_the_pipeline_mapping_sets_the_cap():
+    _, result = _resolve([{"record_id": "a", "surname": "x"}, {"record_id": "b", "surname": "y"}])
+    assert (result.stats["declared_identifiers"], result.stats["declared_links"]) == (0, 0)
+    mapping = load_mapping(Path(__file__).parent.parent / "config" / "identity_mapping.yaml")
+    assert (mapping.max_records_per_declared_identifier, mapping.max_records_per_identifier) == (10, 4)

@@ -7,6 +7,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from tessera.landing.contract import SOURCES
 from tests.conftest import materialized_keys, with_pkeys
 
 
@@ -28,8 +29,8 @@ def test_the_whole_graph_materializes_and_every_check_passes(pipeline):
     evaluations = result.get_asset_check_evaluations()
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
     assert failed == []
-    # 8 Great Expectations gates, the candidates check, and the dbt data tests
-    assert sum(e.check_name.startswith("gx_raw_") for e in evaluations) == 8
+    # a Great Expectations gate per source, the candidates check, and the dbt data tests
+    assert sum(e.check_name.startswith("gx_raw_") for e in evaluations) == len(SOURCES)
     assert len(evaluations) >= 40
     keys = {k.to_user_string() for k in materialized_keys(result)}
     assert {

@@ -470,3 +470,33 @@ def test_delivery_and_phone_settings_default_to_their_documented_values(monkeypa
     assert settings.dbt_env()["TESSERA_PHONE_DEFAULT_COUNTRY"] == "GB"
     monkeypatch.setenv("TESSERA_GX_ACCEPTED_MISSING_COLUMNS", " customers.email , orders.channel,")
     assert load_settings().gx_accepted_missing_columns == {"customers.email", "orders.channel"}
+
+
+def test_the_optional_identifiers_source_passes_its_gate_empty_and_fails_it_when_most_values_lack(tmp_path):
+    # a shop without declared identifiers sends no folder: its raw table is empty and must pass
+    from tessera.landing.contract import SOURCES_BY_NAME
+    from tessera.landing.loader import load_source
+    from tessera.quality.gate import run_gate
+
+    settings = load_settings()
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    source = SOURCES_BY_NAME["identifiers"]
+    suite = EXPECTATIONS_DIR / "raw_identifiers.json"
+    load_source(con, source, tmp_path / "landing")
+    empty = run_gate(con, settings, "gx_raw_identifiers", "raw.identifiers", suite, "run-empty")
+    assert (empty.success, empty.rows_in_table, empty.failed) == (True, 0, [])
+
+    folder = tmp_path / "landing" / "identifiers"
+    folder.mkdir(parents=True)
+    rows = [f"C{i},person_id,P{i // 2},2026-10-01T00:00:00Z" for i in range(50)]
+    rows += [f"C{i},,P{i}," for i in range(50, 60)]  # 10 of 65 rows without an id type
+    rows += [f"C{i},---,P{i}," for i in range(60, 65)]  # 5 with an id type that names nothing
+    (folder / "ids.csv").write_text("customer_id,id_type,id_value,observed_at\n" + "\n".join(rows) + "\n")
+    load_source(con, source, tmp_path / "landing")
+    bad = run_gate(con, settings, "gx_raw_identifiers", "raw.identifiers", suite, "run-bad", record=False)
+    assert not bad.success
+    assert {(r["expectation"], r["column"]) for r in bad.failed} == {
+        ("expect_column_values_to_not_be_null", "id_type"),
+        ("expect_column_values_to_match_regex", "id_type"),
+    }
+    con.close()

@@ -63,6 +63,11 @@ class IdentityConfig:
     match_weight: float = 8.0
     # Identifier values shared by more records than this are placeholders or households: not linked.
     max_records_per_identifier: int = 4
+    # A declared identifier (a marketplace's person id, a login id) groups a person's records: a
+    # buyer's many order profiles. A value held by more records than this links nothing and is
+    # counted (overshared_declared_identifier_values). TESSERA_IDENTITY_MAX_CLUSTER_SIZE's default:
+    # a larger group would fail that blocking check, so raise the two together.
+    max_records_per_declared_identifier: int = 10
     # Blocks larger than this are skipped (and counted), so one common value cannot explode the pairs.
     max_block_size: int = 200
     # Attributes on which two records may not disagree inside one cluster.

@@ -4,6 +4,10 @@
    punctuation, ISO birth dates, postcodes without spaces, the last 9 phone digits, ...).
 2. Deterministic links: records sharing an email, phone, national id or extra identifier. A value
    shared by more than `max_records_per_identifier` records links nothing (placeholder/household).
+   Records sharing a declared identifier (an optional long table of record_id, id_type, id_value:
+   a marketplace's person id, a login id) are linked too, the id type as evidence; a declared
+   value links at most `max_records_per_declared_identifier` records (a person id legitimately
+   groups a buyer's many order profiles), and the values over it are counted per type.
 3. Fuzzy links for the rest, Fellegi-Sunter style: candidate pairs come from blocking rules (equal
    values on a few columns); each pair gets a comparison level per attribute (exact, close by
    Jaro-Winkler or Levenshtein, different, missing), and the match weight is the sum of
@@ -33,6 +37,7 @@ from tessera.sql import ident
 
 RECORDS = "__id_records"
 PAIRS = "__id_pairs"
+DECLARED = "__id_declared"
 
 
 @dataclass
@@ -112,9 +117,81 @@ def _identifier_columns(config: IdentityConfig, attrs: list[str]) -> list[str]:
     return [a for a in STRONG_IDENTIFIERS if a in attrs] + [f"x_{e}" for e in config.extra_identifiers]
 
 
+def declare_identifiers(con: duckdb.DuckDBPyConnection, identifiers: str | None) -> dict:
+    """Create the temp table of declared identifiers (record_id, id_type, id_value), each pair once,
+    from `identifiers` (a table, view or parenthesised query with those columns; None: none), and
+    return what was declared. Types are compared lower-case and values exactly, both trimmed; a row
+    without all three is no identifier. A row whose record is not among the records links nothing
+    and is counted."""
+    con.execute(f"create or replace temp table {DECLARED} (record_id varchar, id_type varchar, id_value varchar)")
+    if identifiers is None:
+        return {"declared_identifiers": 0, "declared_identifiers_of_unknown_records": 0}
+    con.execute(
+        f"""
+        create or replace temp table __id_declared_all as
+        select distinct record_id, id_type, id_value from (
+            select
+                nullif(trim(cast(record_id as varchar)), '') as record_id,
+                nullif(lower(trim(cast(id_type as varchar))), '') as id_type,
+                nullif(trim(cast(id_value as varchar)), '') as id_value
+            from {identifiers}
+        )
+        where record_id is not null and id_type is not null and id_value is not null
+        """
+    )
+    con.execute(
+        f"insert into {DECLARED} select d.* from __id_declared_all as d "
+        f"where d.record_id in (select record_id from {RECORDS})"
+    )
+    kept, unknown = con.execute(
+        f"select count(*) filter (where record_id in (select record_id from {RECORDS})), "
+        f"count(*) filter (where record_id not in (select record_id from {RECORDS})) from __id_declared_all"
+    ).fetchone()
+    con.execute("drop table __id_declared_all")
+    return {"declared_identifiers": int(kept), "declared_identifiers_of_unknown_records": int(unknown)}
+
+
+def declared_edges(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> tuple[pd.DataFrame, dict]:
+    """Links between records sharing a declared (id_type, id_value), to the smallest record of the
+    value, evidence the id type; and per id type, the values shared by more records than
+    max_records_per_declared_identifier (those link nothing)."""
+    cap = config.max_records_per_declared_identifier
+    con.execute(
+        f"""
+        create or replace temp table __id_declared_values as
+        select id_type, id_value, count(*) as records, min(record_id) as anchor
+        from {DECLARED} group by id_type, id_value
+        """
+    )
+    overshared = dict(
+        con.execute(
+            "select id_type, count(*) from __id_declared_values where records > ? group by id_type order by id_type",
+            [cap],
+        ).fetchall()
+    )
+    edges = con.execute(
+        f"""
+        select v.anchor as record_l, d.record_id as record_r, d.id_type as evidence
+        from {DECLARED} as d
+        inner join __id_declared_values as v on v.id_type = d.id_type and v.id_value = d.id_value
+        where v.records between 2 and ? and d.record_id <> v.anchor
+        """,
+        [cap],
+    ).df()
+    largest = con.execute("select coalesce(max(records), 0) from __id_declared_values").fetchone()[0]
+    con.execute("drop table __id_declared_values")
+    return edges, {
+        "declared_links": len(edges),
+        "overshared_declared_identifier_values": {k: int(v) for k, v in overshared.items()},
+        "largest_declared_identifier_records": int(largest),
+    }
+
+
 def deterministic_edges(
     con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str]
 ) -> tuple[pd.DataFrame, dict]:
+    """Links between records sharing a strong, extra or declared identifier (declare_identifiers
+    first), evidence the identifiers joined with '+', and the values too widely shared to link."""
     frames, overshared = [], {}
     for col in _identifier_columns(config, attrs):
         c = ident(col)
@@ -134,13 +211,14 @@ def deterministic_edges(
                 [config.max_records_per_identifier, col.removeprefix("x_")],
             ).df()
         )
-    edges = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if edges.empty:
-        return pd.DataFrame({"record_l": [], "record_r": [], "evidence": []}, dtype=object), {
-            "overshared_identifier_values": overshared
-        }
+    declared, declared_stats = declared_edges(con, config)
+    frames.append(declared)
+    stats = {"overshared_identifier_values": overshared, **declared_stats}
+    edges = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
+    if edges is None:
+        return pd.DataFrame({"record_l": [], "record_r": [], "evidence": []}, dtype=object), stats
     edges = edges.groupby(["record_l", "record_r"], as_index=False)["evidence"].agg(lambda s: "+".join(sorted(set(s))))
-    return edges, {"overshared_identifier_values": overshared}
+    return edges, stats
 
 
 def _level_sql(attr: str) -> str:
@@ -361,9 +439,14 @@ def _cluster(records: pd.DataFrame, edges: pd.DataFrame, conflict_cols: list[str
     return new_labels, refused
 
 
-def resolve(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig) -> ResolveResult:
-    """Resolve the person records in `source` (a table or view in con) into clusters."""
+def resolve(
+    con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig, identifiers: str | None = None
+) -> ResolveResult:
+    """Resolve the person records in `source` (a table or view in con) into clusters; `identifiers`,
+    optional, holds declared identifiers of those records (record_id, id_type, id_value: a table,
+    view or parenthesised query in con)."""
     attrs = standardise(con, source, config)
+    declared_stats = declare_identifiers(con, identifiers)
     det, det_stats = deterministic_edges(con, config, attrs)
     det = det.assign(kind="deterministic", weight=np.inf)
     block_stats = candidate_pairs(con, config, attrs)
@@ -410,6 +493,7 @@ def resolve(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig)
         "fuzzy_links": len(fuzzy),
         "refused_links": int((~edges["accepted"]).sum()),
         **block_stats,
+        **declared_stats,
         **det_stats,
     }
     if weights is not None:

@@ -23,6 +23,7 @@ class Column:
 class Source:
     name: str
     description: str
+    # the column, or the comma-separated columns, whose values name one record
     key: str
     columns: tuple[Column, ...]
 
@@ -176,6 +177,20 @@ SOURCES: tuple[Source, ...] = (
             Column("purpose", "marketing, personalization or analytics"),
             Column("granted", "true/false for consent requests"),
             Column("requested_at", "ISO 8601 timestamp", True),
+        ),
+    ),
+    Source(
+        "identifiers",
+        "More person identifiers of CRM profiles, one row per profile and identifier: a marketplace's "
+        "person id that groups its per-order customer ids, a login id, a CRM's external id. Profiles "
+        "that share a type and value are linked as one person. Optional: a shop without any sends no folder.",
+        # a repeated row is the same fact delivered again, not a conflicting record
+        "customer_id, id_type, id_value",
+        (
+            Column("customer_id", "CRM profile id the identifier belongs to", True),
+            Column("id_type", "the identifier's name, chosen by the shop (person_id, login_id, ...)", True),
+            Column("id_value", "the identifier, compared exactly after trimming", True),
+            Column("observed_at", "ISO 8601 timestamp: when the shop saw the pair, if known"),
         ),
     ),
 )

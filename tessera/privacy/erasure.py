@@ -5,9 +5,10 @@ person) and before any model is trained or anything is published:
 
 1. **Identifiers.** For each erasure request (intermediate.int_privacy_requests_resolved) the
    person's customer_key, its published customer_pkey, and every node the identity graph gave it
-   (CRM ids, emails, phones, loyalty cards, store receipts, cookies), plus the request's own
-   CRM id and email, plus the ids of the person's orders. Identifiers the graph refused to
-   attach to anyone (an email two people share) are not the person's alone and are not used.
+   (CRM ids, emails, phones, loyalty cards, declared identifiers, store receipts, cookies), plus
+   the request's own CRM id and email, plus the ids of the person's orders. Identifiers the
+   graph refused to attach to anyone (an email two people share) are not the person's alone and
+   are not used.
 2. **Suppression list.** privacy.erased_identifiers keeps sha256(salt:value) of each identifier,
    never the value. Every later run matches raw rows against it too, so a landing file delivered
    again, or a new event carrying an erased CRM id, is erased as well.
@@ -62,6 +63,8 @@ RAW_MATCHES: dict[str, tuple[str, dict[str, str]]] = {
     "events": ("stg_events", {"customer_id": "crm", "anonymous_id": "cookie"}),
     "email_events": ("stg_email_events", {"email": "email"}),
     "privacy": ("stg_privacy", {"customer_id": "crm", "email": "email"}),
+    # a declared identifier goes with its profile, and the person's value with every row holding it
+    "identifiers": ("stg_identifiers", {"customer_id": "crm", "id_value": "declared"}),
 }
 # columns of built tables that hold an identifier (any kind), and free-text columns that may quote one
 IDENTIFIER_COLUMNS = (
@@ -82,6 +85,7 @@ IDENTIFIER_COLUMNS = (
     "record_r",
     "node_value",
     "message_id",
+    "id_value",
 )
 TEXT_COLUMNS = ("raw_content", "evidence")
 # raw columns as delivered that hold an identifier (staging cleans them into IDENTIFIER_COLUMNS)

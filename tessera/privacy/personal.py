@@ -8,7 +8,7 @@ Docs carry no sample of them (docs/privacy.md).
 A column is personal when its name
 1. is one of PERSONAL_COLUMNS: the landing contract's columns that identify or describe a person
    (names, email, phone, birth date, gender, street address, city, postcode, loyalty card, the
-   CRM id, the cookie id) and every column the erasure matches a person by (tessera/privacy/erasure.py:
+   CRM id, the cookie id, a declared identifier's value) and every column the erasure matches a person by (tessera/privacy/erasure.py:
    customer_key, customer_pkey, the identity graph's record and node columns, order and receipt
    ids);
 2. or is derived from one: one of PERSONAL_PARTS appears in it as whole `_`-separated words,
@@ -41,6 +41,8 @@ PERSONAL_COLUMNS = frozenset(
         "customer_id", "other_customer_id", "source_customer_id", "anchor_customer_id", "customer_key",
         "customer_pkey", "anonymous_id", "order_id", "receipt_id", "record_id", "record_l", "record_r",
         "node_value", "node_key", "request_id",
+        # a shop's declared person identifiers (contract source identifiers)
+        "id_value",
     }
 )  # fmt: skip
 # rule 2: a column whose name holds one of these as whole words is derived from a personal one

@@ -51,6 +51,7 @@ KEY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "events": ("event_id", "event_type", "event_ts", "anonymous_id", "session_id"),
     "email_events": ("email_event_id", "email", "event_type", "event_ts"),
     "privacy": ("request_id", "request_type", "requested_at"),
+    "identifiers": ("customer_id", "id_type", "id_value"),
 }
 
 

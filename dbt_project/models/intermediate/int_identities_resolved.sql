@@ -1,6 +1,8 @@
 {#- Every node of the identity graph with the stable customer_key it belongs to:
       crm:<customer_id>       from the persisted identity map (deterministic + fuzzy matching)
       email: / phone: / card: an identifier of CRM profiles that all belong to one customer
+      declared:<id_type>:<id_value>   a declared identifier (landing source identifiers) of CRM
+                              profiles that all belong to one customer (node_value: the id_value)
       pos:<receipt_id>        a store receipt whose card, email or phone names exactly one customer
       cookie:<anonymous_id>   a browser whose logins all belong to one customer: its anonymous
                               events before the login attach to that person
@@ -32,6 +34,15 @@ identifier_nodes as (
     from profile_identifiers
     group by node_type, node_value
     having count(distinct customer_key) = 1
+),
+
+declared_nodes as (
+    select d.id_type, d.id_value, min(m.customer_key) as customer_key
+    from {{ ref('int_person_identifiers') }} as d
+    inner join identity_map as m on m.customer_id = d.customer_id
+    where d.invalid_reason is null
+    group by d.id_type, d.id_value
+    having count(distinct m.customer_key) = 1
 ),
 
 receipt_identifiers as (
@@ -67,6 +78,8 @@ cookie_nodes as (
 select 'crm:' || customer_id as node_key, 'crm' as node_type, customer_id as node_value, customer_key from identity_map
 union all
 select node_type || ':' || node_value, node_type, node_value, customer_key from identifier_nodes
+union all
+select 'declared:' || id_type || ':' || id_value, 'declared', id_value, customer_key from declared_nodes
 union all
 select 'pos:' || receipt_id, 'pos', receipt_id, customer_key from receipt_nodes
 union all

@@ -7,6 +7,7 @@
     ('events', 'stg_events', 'event_id'),
     ('email_events', 'stg_email_events', 'email_event_id'),
     ('privacy', 'stg_privacy', 'request_id'),
+    ('identifiers', 'int_person_identifiers', 'customer_id'),
 ] -%}
 {%- for source_name, model, key in staged %}
 select

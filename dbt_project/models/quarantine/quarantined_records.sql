@@ -7,7 +7,7 @@
       order line without a known order or product); raw_content is the raw row as JSON, every
       value as delivered.
     Valid records of the same files went on; reconciliation is in source_reconciliation. -#}
-{%- set raw_sources = ['customers', 'products', 'orders', 'order_items', 'pos_transactions', 'events', 'email_events', 'privacy'] -%}
+{%- set raw_sources = ['customers', 'products', 'orders', 'order_items', 'pos_transactions', 'events', 'email_events', 'privacy', 'identifiers'] -%}
 
 with rejected as (
     select * from {{ ref('int_rejected_records') }}

@@ -3,7 +3,9 @@
     raw_rows          records loaded into raw.<source>
     quarantined_at_load, quarantined_in_staging   rows of quarantined_records by stage
     valid_rows        rows the staging layer passes on (invalid_reason NULL; order lines as in
-                      int_order_lines, which also rejects orphan lines and unknown products)
+                      int_order_lines, which also rejects orphan lines and unknown products;
+                      identifiers as in int_person_identifiers, which also sets aside those of
+                      unknown profiles)
     erased_rows, erased_rejects   raw rows and rejected lines removed by an erasure request
                       (raw.erased_rows, tessera/privacy/erasure.py)
     files_not_loaded  files in the source's folder the loader did not load (unsupported type, JSON
@@ -21,6 +23,7 @@
     ('events', ref('stg_events'), none),
     ('email_events', ref('stg_email_events'), none),
     ('privacy', ref('stg_privacy'), none),
+    ('identifiers', ref('int_person_identifiers'), none),
 ] -%}
 
 with audit as (
