@@ -92,11 +92,6 @@ outputs:
       unit_price: total
 """
 
-from tessera.landing.contract import SOURCES_BY_NAME  # noqa: E402  TEMP until the identifiers source is merged
-
-if "identifiers" not in SOURCES_BY_NAME:
-    MAPPING = MAPPING.split("  identifiers:")[0] + "  orders:" + MAPPING.split("  orders:")[1]
-
 
 @pytest.fixture
 def marketplace(tmp_path):
@@ -166,10 +161,6 @@ def test_classified_rows_are_left_out_and_recorded_with_their_reason(marketplace
 
 
 def test_a_declared_identifier_is_delivered_to_the_identifiers_source(marketplace):
-    from tessera.landing.contract import SOURCES_BY_NAME
-
-    if "identifiers" not in SOURCES_BY_NAME:
-        pytest.skip("no identifiers source in this checkout")
     _, landing = marketplace
     found = {(r["customer_id"], r["id_type"], r["id_value"]) for r in rows(landing, "identifiers")}
     assert found == {("c1", "person_id", "u1"), ("c2", "person_id", "u1"), ("c3", "person_id", "u2")}
