@@ -174,6 +174,8 @@ def _timestamp(column: InputColumn, expr: str, delivered_type: str, text: str, z
         return expr
     if delivered_type.startswith("TIMESTAMP") or delivered_type == "DATE":
         return f"timezone({_lit(zone)}, cast({expr} as timestamp))"
+    if column.format and all("%z" in f or "%Z" in f for f in column.format):
+        return f"cast(try_strptime({text}, {_formats(column)}) as timestamptz)"  # each value's own offset
     if column.format:
         return f"timezone({_lit(zone)}, try_strptime({text}, {_formats(column)}))"
     # ISO 8601: a value with its own offset keeps it; one without is read in the declared zone
@@ -223,11 +225,19 @@ def read_input(con: duckdb.DuckDBPyConnection, mapping: Mapping, name: str, give
         if column.type not in ("text",):
             selects.append(f"nullif(trim(cast({src} as varchar)), '') as {ident(column_name + RAW)}")
             typed_columns[column_name] = column.type
-    row = "file_row_number + 1" if kind == "parquet" else "row_number() over (partition by filename)"
+    # the record's position in its file: Parquet says it; CSV and JSON Lines are scanned in file
+    # order (DuckDB keeps insertion order), numbered over the whole scan, then from 1 per file (a
+    # window partitioned by file would number each file's rows in no particular order)
+    row = "file_row_number + 1" if kind == "parquet" else "row_number() over ()"
     con.execute(
         f"create or replace temp table {ident(name)} as select {', '.join(selects)}, "
         f"parse_filename(filename) as _file, cast({row} as bigint) as _row from {relation}"
     )
+    if kind != "parquet":
+        con.execute(
+            f"create or replace temp table {ident(name)} as select * replace "
+            f"(_row - min(_row) over (partition by _file) + 1 as _row) from {ident(name)}"
+        )
     records = con.execute(f"select count(*) from {ident(name)}").fetchone()[0]
     unparsed = {}
     for column_name, kind_name in typed_columns.items():

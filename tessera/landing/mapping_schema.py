@@ -104,6 +104,9 @@ class InputColumn(Model):
             raise ValueError("'epoch' applies to timestamp columns")
         if self.epoch and self.format:
             raise ValueError("a column is read either with 'epoch' or with 'format', not both")
+        zoned = [("%z" in f or "%Z" in f) for f in self.format]
+        if any(zoned) and not all(zoned):
+            raise ValueError("formats either all read an offset (%z) or none does: split the column")
         if self.decimal_comma and self.type not in ("decimal", "integer"):
             raise ValueError("'decimal_comma' applies to decimal and integer columns")
         return self
@@ -135,7 +138,10 @@ class Input(Model):
     @model_validator(mode="after")
     def _zone_declared(self) -> Input:
         for name, column in self.columns.items():
-            if column.type == "timestamp" and not column.epoch and not (column.timezone or self.timezone):
+            offset_in_format = bool(column.format) and all("%z" in f or "%Z" in f for f in column.format)
+            if column.type == "timestamp" and not (
+                column.epoch or offset_in_format or column.timezone or self.timezone
+            ):
                 raise ValueError(
                     f"column {name!r} is a timestamp: declare the zone of values without an offset "
                     "('timezone' on the input or the column, e.g. Europe/London or UTC)"
