@@ -13,7 +13,8 @@ from tessera.landing.preflight import CheckReport, check_landing
 from tessera.settings import load_settings
 
 
-def print_mapping_report(report: MappingReport, out=sys.stdout) -> None:
+def print_mapping_report(report: MappingReport, out=None) -> None:
+    out = out or sys.stdout
     for name, found in report.inputs.items():
         print(
             f"  input {name:<16} {found['records']:>10,} records in {len(found['files'])} {found['format']} file(s)",
@@ -31,7 +32,8 @@ def print_mapping_report(report: MappingReport, out=sys.stdout) -> None:
         print(f"  WARNING {problem}", file=out)
 
 
-def print_check_report(report: CheckReport, out=sys.stdout) -> None:
+def print_check_report(report: CheckReport, out=None) -> None:
+    out = out or sys.stdout
     for source, rows in report.rows.items():
         print(f"  {source:<22} {rows:>10,} rows", file=out)
     for finding in report.findings:

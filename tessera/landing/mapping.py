@@ -424,11 +424,10 @@ def output_select(con: duckdb.DuckDBPyConnection, mapping: Mapping, name: str, n
         else:
             text = "cast(null as varchar)"
         selects.append(f"{text} as {ident(column)}")
-    order = (
-        ", ".join(ident(g) for g in node.group_by)
-        if node.group_by
-        else "_file, _row" + (", _index" if node.explode else "")
-    )
+    # file order; rows of one record (a grouped step's, an exploded list's) then by their values
+    lineage = "_file, _row" + (", _index" if node.explode else "")
+    by_values = ", ".join(map(ident, node.columns))
+    order = ", ".join(ident(g) for g in node.group_by) if node.group_by else f"{lineage}, {by_values}"
     return f"select {', '.join(selects)} from {table} order by {order}"
 
 
