@@ -459,3 +459,14 @@ def test_the_graph_stops_at_a_source_whose_files_do_not_fit_the_contract_before_
     assert "tessera sources map" in message
     # nothing was loaded: the warehouse was never opened
     assert not (tmp_path / "data" / "tessera.duckdb").exists()
+
+
+@pytest.mark.skipif(not (SHARED / "ga4_sample").is_dir(), reason=f"no GA4 sample in {SHARED}")
+def test_mapping_the_same_export_twice_writes_the_same_bytes(tmp_path):
+    export = SHARED / "ga4_sample" / "ga4_events_sample.jsonl"
+    map_export("ga4", export, tmp_path / "a")
+    map_export("ga4", export, tmp_path / "b")
+    for source in ("events", "products"):
+        assert (tmp_path / "a" / source / f"{source}.parquet").read_bytes() == (
+            tmp_path / "b" / source / f"{source}.parquet"
+        ).read_bytes()
