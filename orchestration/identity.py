@@ -16,8 +16,6 @@ from tessera.identity.engine import resolve
 from tessera.settings import PROJECT_ROOT
 
 PIPELINE_MAPPING = PROJECT_ROOT / "config" / "identity_mapping.yaml"
-# the person records of the resolutions store.last_merge_rates compares, newest first
-LAST_RUNS_RECORDS = "select records from identity.resolution_runs order by run_at desc limit 2"
 
 
 class IdentityRunConfig(dg.Config):
@@ -101,6 +99,10 @@ def identity_cluster_size_within_limit(tessera: TesseraResource) -> dg.AssetChec
             "largest_cluster_sizes": dg.MetadataValue.json(largest),
         },
     )
+
+
+# the person records of the resolutions store.last_merge_rates compares, newest first
+LAST_RUNS_RECORDS = "select records from identity.resolution_runs order by run_at desc limit 2"
 
 
 @dg.asset_check(
