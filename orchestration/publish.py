@@ -135,10 +135,13 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
             )
             record_pass(con, gx_name, f"publish.{spec.name}", published["rows"], run_id)
             table = table_metadata(con, f"publish.{spec.name}")
+            # an empty version is published too (it replaces what is no longer true), with why
+            empty = outputs.empty_reason(con, spec, published["rows"])
         snap = published["snapshot"]
         yield dg.MaterializeResult(
             metadata={
                 **table,
+                **({} if empty is None else {"empty_reason": empty}),
                 **run_metadata(started, published["rows"]),
                 "snapshot_version": snap.version,
                 "released": "now" if release_now else "by publish/release, with every other table",

@@ -10,6 +10,7 @@ import dagster as dg
 
 from orchestration.recovery import recover_abandoned_runs, run_tags
 from tessera.db import connect, table_exists
+from tessera.landing.contract import SOURCES
 from tessera.settings import Settings, load_settings, preflight
 from tessera.sql import ident
 
@@ -207,16 +208,27 @@ def decisioning_summary(settings: Settings) -> list[str]:
     return lines
 
 
-def skipped_models(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
-    """(asset, reason) of each asset that materialized without its model this run (thin data:
-    its `skipped_reason` metadata, orchestration/ml.py); what does not need the model still publishes."""
+def _reasons(result: dg.ExecuteInProcessResult, name: str) -> list[tuple[str, str]]:
+    """(asset, reason) of each asset materialized this run with the metadata entry `name`."""
     out = []
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
-        reason = materialization.metadata.get("skipped_reason")
+        reason = materialization.metadata.get(name)
         if reason is not None:
             out.append((materialization.asset_key.to_user_string(), str(getattr(reason, "value", reason))))
     return out
+
+
+def skipped_models(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """(asset, reason) of each asset that materialized without its model this run (thin data:
+    its `skipped_reason` metadata, orchestration/ml.py); what does not need the model still publishes."""
+    return _reasons(result, "skipped_reason")
+
+
+def empty_outputs(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """(asset, reason) of each published table whose new version holds no row (its `empty_reason`
+    metadata, orchestration/publish.py): published all the same, with why it is empty."""
+    return _reasons(result, "empty_reason")
 
 
 def full_refresh_config(job: dg.JobDefinition) -> dict:
@@ -268,9 +280,16 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
     print(f"tessera run {result.run_id}: {'SUCCESS' if result.success else 'FAILED'}")
     print("=" * 78)
     print(f"DuckDB: {settings.duckdb_path}")
-    for schema, tables in layer_row_counts(settings).items():
+    counts = layer_row_counts(settings)
+    for schema, tables in counts.items():
         print(
             f"  {schema:<13} " + ", ".join(f"{t}={n:,}" if n is not None else f"{t} (view)" for t, n in tables.items())
+        )
+    empty_sources = [s.name for s in SOURCES if counts.get("raw", {}).get(s.name) == 0]
+    if empty_sources:
+        print(
+            f"landing sources without a row: {', '.join(empty_sources)}; what needs them is published without "
+            'them (docs/landing_contract.md, "Partial shops")'
         )
     print(f"checks: {len(passed)} passed, {len(failed)} failed")
     for e in failed:
@@ -279,6 +298,11 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
         print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
     for asset, reason in skipped_models(result):
         print(f"model skipped, its asset written without it: {asset}: {reason}")
+    empty: dict[str, list[str]] = {}
+    for asset, reason in empty_outputs(result):
+        empty.setdefault(reason, []).append(asset)
+    for reason, assets in empty.items():
+        print(f"published empty: {', '.join(assets)}: {reason}")
     summaries = quarantine_summary(settings) + revenue_summary(settings) + identity_summary(settings)
     summaries += propensity_summary(settings)
     for line in summaries + decisioning_summary(settings):

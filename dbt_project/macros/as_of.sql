@@ -5,8 +5,15 @@
     {%- if var('as_of_date') -%}
     cast('{{ var("as_of_date") }}' as date)
     {%- else -%}
-    (select cast({{ dbt.dateadd('day', 1, 'max(ordered_at)') }} as date) from {{ ref('fct_orders') }} where status = 'completed')
+    (select cast({{ dbt.dateadd('day', 1, tessera.latest_activity('max(ordered_at)')) }} as date) from {{ ref('fct_orders') }} where status = 'completed')
     {%- endif -%}
+{%- endmacro %}
+
+{#- `latest_order`, or on a shop without any completed order (a clickstream alone: docs/landing_contract.md,
+    "Partial shops") the latest usable clickstream event: features and segments are then as of the
+    day after the shop's last activity, not of no day at all. -#}
+{% macro latest_activity(latest_order) -%}
+    coalesce({{ latest_order }}, (select max(event_at) from {{ ref('int_events') }}))
 {%- endmacro %}
 
 {#- True when `ts` falls in the trailing window of the snapshot with offset `d`: at or after

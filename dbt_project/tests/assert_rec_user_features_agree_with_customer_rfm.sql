@@ -2,7 +2,8 @@
 {{ config(meta={'dagster': {'ref': {'name': 'customer_rec_user_features'}}}) }}
 -- The recommender's point-in-time RFM bins and segment at today's snapshot are customer_rfm's:
 -- both use the rfm_score / fm_score macros over the same completed orders before the same date.
--- Fails too when no snapshot shares customer_rfm's as_of_date (nothing would be compared).
+-- Fails too when no snapshot shares customer_rfm's as_of_date (nothing would be compared), unless
+-- customer_rfm is empty: a shop without any known customer (an anonymous clickstream) has no RFM.
 with joined as (
     select
         f.customer_key,
@@ -24,3 +25,4 @@ where differs
 union all
 select null, null, 'no snapshot at customer_rfm.as_of_date', null
 where not exists (select 1 from joined)
+    and exists (select 1 from {{ ref('customer_rfm') }})

@@ -59,6 +59,24 @@ class Published:
     after_swap: tuple[str, ...] = ()
     # files written into each snapshot version beside the Parquet (docs/publishing.md)
     exports: tuple[Export, ...] = ()
+    # when a version holds no row although customers are known: said with it (empty_reason)
+    empty_when: str = ""
+
+
+# why every published table is empty on a shop that knows nobody (docs/landing_contract.md, "Partial shops")
+NO_CUSTOMER = (
+    "no customer is known: the landing delivered no CRM profile (customers), no order with a customer_id "
+    "(orders) and no clickstream event with a logged-in customer_id (events), or every customer asked for erasure"
+)
+
+
+def empty_reason(con, spec: Published, rows: int) -> str | None:
+    """Why a published version of `spec` holds no row (None when it holds some): nobody is known
+    to tessera (audiences.active_customers is empty), else the table's own `empty_when`."""
+    if rows:
+        return None
+    (known,) = con.execute("select count(*) from audiences.active_customers").fetchone()
+    return NO_CUSTOMER if known == 0 else (spec.empty_when or "its query returned no row")
 
 
 def parameters(settings) -> dict[str, object]:

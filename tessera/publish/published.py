@@ -87,6 +87,7 @@ DECISIONING = (
                 channel_consents=CHANNEL_CONSENT_SQL,
             ),
         ),
+        empty_when="no customer is eligible today for any action of the catalogue (config/actions.yml)",
     ),
     Published(
         "campaign_outbox",
@@ -110,6 +111,7 @@ DECISIONING = (
         ),
         after_swap=RECORD_SENDS,
         exports=(MESSAGE_BODIES,),
+        empty_when="no decision to send: every decision is a holdout, lacks the channel's consent or is capped",
     ),
 )
 
@@ -122,6 +124,7 @@ PUBLISHED = (
         "features, or no personalisation consent).",
         load("customer_recommendations"),
         exports=(RECOMMENDATION_FEED, POPULAR_PRODUCTS),
+        empty_when="no active merchandise product to recommend (dim_products)",
     ),
     Published(
         "customer_segments",
@@ -165,6 +168,10 @@ PUBLISHED = (
                 "uplift_intervals_hold_their_estimates",
                 "Each interval contains its estimate, conversions lie in [0, 1] and both groups have customers.",
             ),
+        ),
+        empty_when=(
+            "no campaign has ended inside the data: a campaign is reported once TESSERA_UPLIFT_WINDOW_DAYS "
+            "after its audience was published lie before the latest order, with two customers in each group"
         ),
     ),
     *DECISIONING,

@@ -19,6 +19,7 @@ from tessera.quality.suites import (
     record_pass,
     suite_fingerprint,
     suite_spec,
+    table_row_bounds,
     validate_table,
 )
 from tessera.settings import Settings
@@ -47,17 +48,26 @@ def run_gate(
     files, row_filter, batch = None, None, "the whole table"
     by_file = meta.get("validate") == "new_files"
     suite_hash = suite_fingerprint(path) if by_file else None
+    parameters = gate_parameters(
+        last_passing_rows(con, gate), settings.gx_max_row_count_change, settings.shop_first_day
+    )
     if by_file:
         files = files_to_validate(con, gate, meta["source"], suite_hash)
         if not files:
             total = con.execute(f"select count(*) from {ident(*table.split('.'))}").fetchall()[0][0]
+            # no file to validate, but the table's size is still judged: every file gone is a drop
+            bounds = table_row_bounds(spec, total, parameters)
+            failed = [r for r in bounds if not r["success"]]
             return SuiteResult(
                 spec["name"],
-                True,
+                not failed,
                 0,
                 total,
                 False,
-                0,
+                len(failed),
+                failed,
+                failed,
+                parameters={k: v for k, v in parameters.items() if k.endswith("_vs_last_run")},
                 batch="every landing file was validated before (same content, same suite)",
                 rows_from_new_files=0,
             )
@@ -74,9 +84,7 @@ def run_gate(
         path,
         settings.gx_max_rows,
         settings.seed,
-        parameters=gate_parameters(
-            last_passing_rows(con, gate), settings.gx_max_row_count_change, settings.shop_first_day
-        ),
+        parameters=parameters,
         docs_dir=settings.gx_docs_dir,
         run_name=f"{gate}-{run_id[:8]}",
         row_filter=row_filter,

@@ -26,7 +26,7 @@ as_of as (
     {% if as_of %}
     select cast('{{ as_of }}' as date) as as_of_date
     {% else %}
-    select cast({{ dbt.dateadd('day', 1, 'max(ordered_at)') }} as date) as as_of_date from orders where status = 'completed'
+    select cast({{ dbt.dateadd('day', 1, tessera.latest_activity('max(ordered_at)')) }} as date) as as_of_date from orders where status = 'completed'
     {% endif %}
 ),
 

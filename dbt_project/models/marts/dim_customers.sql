@@ -1,4 +1,6 @@
-{#- The unified customer view: one row per resolved person who has at least one CRM profile.
+{#- The unified customer view: one row per resolved person, i.e. per customer of the identity map:
+    one with at least one CRM profile, or one known only by the customer id on their orders or
+    logins (crm_profile_count 0, no attributes: docs/landing_contract.md, "Partial shops").
     Golden record: each attribute follows the survivorship rule in int_customer_attributes_survived
     (docs/identity.md), and <attribute>_source names the record that gave the value. -#}
 with
@@ -40,15 +42,18 @@ erasure as (
     group by customer_key
 ),
 
+-- every customer id of the identity map (int_person_records), with its profile when it has one
 profile_counts as (
     select
-        customer_key,
-        min(customer_id) as anchor_customer_id,
-        count(distinct customer_id) as crm_profile_count,
-        min(signup_at) as first_signup_at,
-        max(updated_at) as last_profile_update_at
-    from profiles
-    group by customer_key
+        n.customer_key,
+        coalesce(min(p.customer_id), min(n.node_value)) as anchor_customer_id,
+        count(distinct p.customer_id) as crm_profile_count,
+        min(p.signup_at) as first_signup_at,
+        max(p.updated_at) as last_profile_update_at
+    from {{ ref('int_identities_resolved') }} as n
+    left join profiles as p on p.customer_key = n.customer_key and p.customer_id = n.node_value
+    where n.node_type = 'crm'
+    group by n.customer_key
 ),
 
 golden as (
