@@ -10,7 +10,8 @@ directory), and from the warehouse:
 - landed = loaded + quarantined: the landing files' records = rows the staging layer passes on +
   rows quarantined with a reason (quarantine.source_reconciliation), per source;
 - customers (marts.dim_customers), person records and identity links (identity.identity_map:
-  records merged into another record's customer), segments and recommendations published.
+  records merged into another record's customer), segments and recommendations published, and
+  the popular-products list an anonymous shopper is shown.
 
     .venv/bin/python bench/sources.py [--only ga4,retailrocket] [--out bench/results/sources.json]
 
@@ -134,14 +135,22 @@ def measure(name: str, mapping: str, export: Path, work: Path) -> dict:
     db = data_dir / "tessera.duckdb"
     if db.exists():
         result |= warehouse_figures(db)
+    result["popular_products"] = popular_products(data_dir / "publish")
     return result
+
+
+def popular_products(publish: Path) -> int | None:
+    """Rows of the latest popular-products export (what an anonymous shopper is shown)."""
+    versions = sorted((publish / "customer_recommendations" / "versions").glob("*/exports/popular_products.jsonl"))
+    return sum(1 for line in versions[-1].read_text().splitlines() if line.strip()) if versions else None
 
 
 def markdown(results: list[dict]) -> str:
     lines = [
         "| mapping | lines | export records | classified by mapping | map s | check s | run | run s "
-        "| landed = loaded + quarantined | customers | identity links | segments | recommendations |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| landed = loaded + quarantined | customers | identity links | segments | recommendations "
+        "| popular products |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         rec = r.get("reconciliation", {})
@@ -156,7 +165,7 @@ def markdown(results: list[dict]) -> str:
             f"| {r.get('map_seconds')} | {r.get('check_seconds')} | {r['outcome']} | {r.get('run_seconds')} "
             f"| {landed:,} = {loaded:,} + {quarantined:,}{'' if adds else ' (does not add up)'} "
             f"| {r.get('customers')} | {r.get('identity_links')} | {pub.get('customer_segments')} "
-            f"| {pub.get('customer_recommendations')} |"
+            f"| {pub.get('customer_recommendations')} | {r.get('popular_products')} |"
         )
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 {#- One row per product in the catalogue. When a product id is delivered more than once, the most
     recently created row wins; rows without created_at rank below those with one, in delivery order
     (so a product delivered without created_at still has its name). price_band splits
-    base-currency prices into quartiles. product_type says what the row sells (only merchandise
+    base-currency prices into quartiles (unknown without a price). product_type says what the row sells (only merchandise
     is a customer product); is_active is true only for merchandise still sold. -#}
 with
 
@@ -43,6 +43,7 @@ select
     brand,
     price_base,
     case
+        when price_base is null then 'unknown'
         when price_rank <= 0.25 then 'budget'
         when price_rank <= 0.5 then 'mid'
         when price_rank <= 0.75 then 'upper'

@@ -39,7 +39,10 @@ renamed as (
 
         coalesce(case
             when {{ tessera.clean_text('s.product_id') }} is null then 'missing product_id'
-            when {{ tessera.try_cast('s.price', 'decimal(18, 2)') }} is null then 'unparseable price'
+            -- a catalogue without prices (a clickstream's item ids) is a catalogue: only a price
+            -- that is there and does not read is a bad value
+            when {{ tessera.clean_text('s.price') }} is not null
+                and {{ tessera.try_cast('s.price', 'decimal(18, 2)') }} is null then 'unparseable price'
             when {{ tessera.try_cast('s.price', 'decimal(18, 2)') }} < 0 then 'negative price'
             when coalesce(lower({{ tessera.clean_text('s.product_type') }}), 'merchandise')
                 not in ({{ tessera.product_types() }}) then 'unknown product_type'
