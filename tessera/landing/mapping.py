@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -271,7 +272,7 @@ def _sql_type(kind: str) -> str:
 # --- steps and outputs ---------------------------------------------------------------------------
 
 
-def _column_sql(spec, node_source_columns: set[str]) -> str:
+def _column_sql(spec) -> str:
     if isinstance(spec, Constant):
         value = spec.value
         if value is None:
@@ -356,13 +357,13 @@ def build_node(con: duckdb.DuckDBPyConnection, mapping: Mapping, kind: str, name
         )
         selects = []
         for column, spec in node.columns.items():
-            selects.append(f"({_column_sql(spec, source_columns)}) as {ident(column)}")
+            selects.append(f"({_column_sql(spec)}) as {ident(column)}")
             if isinstance(spec, ValueMap):  # the delivered value, for the report of values the map lacks
                 selects.append(f"cast(({spec.expr}) as varchar) as {ident(column + DELIVERED)}")
             if isinstance(spec, str) and spec in source_columns and spec + RAW in source_columns and not node.group_by:
                 selects.append(f"{ident(spec + RAW)} as {ident(column + RAW)}")
         if node.group_by:
-            keys = ", ".join(f"({_column_sql(node.columns[g], source_columns)})" for g in node.group_by)
+            keys = ", ".join(f"({_column_sql(node.columns[g])})" for g in node.group_by)
             lineage = "min(_file) as _file, min(_row) as _row"
             tail = f"group by {keys}"
         else:
@@ -475,8 +476,6 @@ def run_mapping(mapping: Mapping, given: dict[str, Path] | Path, landing_dir: Pa
     """Map the export at `given` (one path for every input, or a path per input name) and, with a
     `landing_dir`, replace that folder with the landing files. Without one, only the report: the
     preflight of an export."""
-    import time
-
     started = time.perf_counter()
     paths = given if isinstance(given, dict) else {name: Path(given) for name in mapping.inputs}
     missing = [n for n in mapping.inputs if n not in paths]
