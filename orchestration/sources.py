@@ -3,13 +3,11 @@
 import time
 
 import dagster as dg
-import duckdb
 
 from orchestration.metadata import capped, run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.landing.contract import SOURCES, Source
 from tessera.landing.loader import LoadReport, load_source
-from tessera.landing.preflight import check_source
 
 SOURCE_GROUP = "sources"
 
@@ -38,14 +36,6 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
     def _load(context: dg.AssetExecutionContext, tessera: TesseraResource, config: LoadConfig) -> dg.MaterializeResult:
         started = time.perf_counter()
         settings = tessera.settings()
-        preflight = preflight_errors(source, settings.landing_dir)
-        if preflight:
-            raise dg.Failure(
-                description=f"{source.name}: the landing files do not fit the contract (tessera sources check):\n"
-                + "\n".join(preflight),
-                metadata={"preflight_errors": dg.MetadataValue.json(preflight)},
-                allow_retries=False,
-            )
         with tessera.duckdb() as con:
             report = load_source(
                 con,
@@ -87,14 +77,6 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         )
 
     return _load
-
-
-def preflight_errors(source: Source, landing_dir) -> list[str]:
-    """The preflight's errors about `source`'s landing files (tessera/landing/preflight.py), from
-    their columns only; entries landing does not read are left to the loader's policy."""
-    with duckdb.connect() as con:
-        findings = check_source(con, source, landing_dir, values=False)
-    return [str(f) for f in findings if f.level == "error" and not f.unread_entry]
 
 
 def load_warnings(report: LoadReport) -> list[str]:

@@ -152,12 +152,13 @@ def build_warehouse(con, product_name: str = "Plain Mug") -> None:
         [product_name],
     )
     con.execute(
-        "create table marts.fct_events (customer_key varchar, event_type varchar, event_at timestamp, product_id varchar)"
+        "create table marts.fct_events "
+        "(customer_key varchar, event_type varchar, event_at timestamp, product_id varchar, anonymous_id varchar)"
     )
     added = datetime(2026, 10, 30, 12)
     con.executemany(
-        "insert into marts.fct_events values (?, 'add_to_cart', ?, 'P1')",
-        [(k, added) for k, v in CUSTOMERS.items() if v[0]],
+        "insert into marts.fct_events values (?, 'add_to_cart', ?, 'P1', 'cookie-' || ?)",
+        [(k, added, k) for k, v in CUSTOMERS.items() if v[0]],
     )
     con.execute(
         "create table marts.fct_order_items (customer_key varchar, product_id varchar, ordered_at timestamp, "
@@ -412,11 +413,13 @@ def test_event_rfm_and_cart_conditions(warehouse, templates_dir):
         [added + timedelta(hours=5)],
     )
     warehouse.execute(
-        "insert into marts.fct_events values ('c_two_explicit', 'purchase', ?, 'P2')", [added + timedelta(hours=1)]
+        "insert into marts.fct_events values ('c_two_explicit', 'purchase', ?, 'P2', 'cookie-c_two_explicit')",
+        [added + timedelta(hours=1)],
     )
     # added 3 days before the as-of day: outside the 48 hours
     warehouse.execute(
-        "insert into marts.fct_events values ('c_nothing', 'add_to_cart', ?, 'P1')", [added - timedelta(days=2)]
+        "insert into marts.fct_events values ('c_nothing', 'add_to_cart', ?, 'P1', 'cookie-c_nothing')",
+        [added - timedelta(days=2)],
     )
     d = run_decide(warehouse, catalogue)
     banner = {k for (k, ch), v in d.items() if ch == "web_banner"}

@@ -437,28 +437,27 @@ def test_the_cli_checks_an_export_through_its_mapping_without_writing(tmp_path, 
 
 
 @pytest.mark.graph
-def test_the_graph_stops_at_a_source_whose_files_do_not_fit_the_contract_before_loading_anything(tmp_path, monkeypatch):
+def test_the_raw_gate_fails_on_an_export_dropped_into_landing_unmapped_naming_the_file_and_what_to_do(
+    tmp_path, monkeypatch
+):
     import dagster as dg
 
-    from tests.conftest import run_job, use_data_dir
+    from tests.conftest import materialized_keys, run_job, use_data_dir
 
     use_data_dir(monkeypatch, tmp_path / "data")
     landing = tmp_path / "data" / "landing"
-    # an export dropped into the landing folder without its mapping
     write(landing / "orders" / "Online Retail.csv", "Invoice,StockCode,Price,Customer ID\n489434,85048,6.95,13085\n")
     result = run_job([dg.AssetKey(["raw", "orders"])])
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    error = failure.step_failure_data.error
-    message = error.message + (error.cause.message if error.cause else "")
-    assert "orders: the landing files do not fit the contract (tessera sources check)" in message
+    gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "gx_raw_orders")
+    failed = {f["expectation"]: f for f in gate.metadata["failed_expectations"].value}
+    said = failed["landing files fit the contract (tessera sources check)"]["observed"]
     assert (
-        "ERROR orders/Online Retail.csv: no column is a contract column of orders (it has: Invoice, StockCode"
-        in message
+        "ERROR orders/Online Retail.csv: no column is a contract column of orders (it has: Invoice, StockCode" in said
     )
-    assert "tessera sources map" in message
-    # nothing was loaded: the warehouse was never opened
-    assert not (tmp_path / "data" / "tessera.duckdb").exists()
+    assert "tessera sources map" in said
+    # the file's row is in raw, with its file and row, as every bad row is
+    assert {k.to_user_string() for k in materialized_keys(result)} == {"raw/orders"}
 
 
 @pytest.mark.skipif(not (SHARED / "ga4_sample").is_dir(), reason=f"no GA4 sample in {SHARED}")

@@ -12,9 +12,12 @@ and reports, naming the file, the column, the line and the value, and what to do
   contract (not loaded); each with its share of the file, marked when it is above the share the
   raw gates' row-level expectations tolerate.
 
-The graph runs the same check first in every source's load (orchestration/sources.py), on the
-files' columns only (their header or Parquet footer, so it costs no scan of the data), and stops
-on its errors before anything is loaded; the values are judged there by staging and the gates.
+The graph runs the same check, on the files' columns only (their header or Parquet footer: no scan
+of the data), in every raw source's quality gate (tessera/quality/gate.py): a file none of whose
+columns is a contract column fails the gate, naming the file, its columns and what to do. Its rows
+still load into raw (with their file and row, as every bad row does) and nothing downstream runs.
+The other findings are rows the loader and staging quarantine with their reason, judged by the
+gate's expectations.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ class Finding:
     # an entry of the folder landing does not read: the loader audits it and its policy
     # (TESSERA_LANDING_UNLOADED_FILES) decides whether it blocks
     unread_entry: bool = False
+    # the source's raw gate fails on it: a file none of whose columns is a contract column (an
+    # export dropped in unmapped), whose every row would load empty
+    fails_gate: bool = False
 
     def __str__(self) -> str:
         where = f"{self.source}/{self.file}" + (f": column {self.column}" if self.column else "")
@@ -133,18 +139,22 @@ def check_file(
     file's header (or Parquet footer) says: its columns (rows is then 0)."""
     kind = file_kind(path)
     name = path.name
+    if path.stat().st_size == 0:
+        return [], 0  # the loader skips an empty file and reports it
     try:
         relation = _relation(path, kind)
         delivered = [r[0] for r in con.execute(f"describe select * from {relation}").fetchall()]
     except duckdb.Error as exc:
+        # the loader reads more than this check does (UTF-16 text, records it quarantines)
         return [
             Finding(
-                "error",
+                "warning",
                 source.name,
                 name,
                 None,
-                f"cannot be read as {kind}: {str(exc).splitlines()[0]}",
-                todo="export the file again, or remove it",
+                f"the check cannot read it as {kind} ({str(exc).splitlines()[0][:200]}); the load will "
+                "decode UTF-16 text and quarantine the records it cannot parse, or stop naming the file",
+                todo="if the load stops on it, export the file again",
             )
         ], 0
     by_key = {c.strip().lower(): c for c in delivered}
@@ -159,6 +169,7 @@ def check_file(
                 None,
                 f"no column is a contract column of {source.name} (it has: {', '.join(delivered[:12])})",
                 todo="map the export onto the landing contract with a source mapping (tessera sources map)",
+                fails_gate=True,
             )
         ], 0
     extra = [c for c in delivered if c.strip().lower() not in source.column_names]

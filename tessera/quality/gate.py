@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 
 from tessera.landing.contract import SOURCES_BY_NAME
+from tessera.landing.preflight import check_source
 from tessera.quality.delivery import check_delivery, record_delivery
 from tessera.quality.suites import (
     SuiteResult,
@@ -102,6 +103,7 @@ def run_gate(
             settings.gx_null_share_min_rows,
             settings.gx_accepted_missing_columns,
         )
+        delivery += preflight_results(SOURCES_BY_NAME[name], settings.landing_dir)
         failed = [r for r in delivery if not r["success"]]
         result.results += delivery
         result.failed += failed
@@ -114,3 +116,22 @@ def run_gate(
         if profiles is not None:
             record_delivery(con, gate, SOURCES_BY_NAME[name], profiles, run_id)
     return result
+
+
+def preflight_results(source, landing_dir: Path) -> list[dict]:
+    """The preflight's verdict on the columns of `source`'s landing files (`tessera sources check`,
+    tessera/landing/preflight.py), as gate results: a file none of whose columns is a contract
+    column fails the gate."""
+    with duckdb.connect() as con:
+        findings = check_source(con, source, landing_dir, values=False)
+    blocking = [f for f in findings if f.fails_gate]
+    return [
+        {
+            "expectation": "landing files fit the contract (tessera sources check)",
+            "column": None,
+            "success": not blocking,
+            "observed": "; ".join(str(f) for f in blocking) or "every file has contract columns",
+            "unexpected_percent": None,
+            "unexpected_sample": [f.file for f in blocking][:5],
+        }
+    ]
