@@ -104,12 +104,19 @@ def with_pkeys(con):
     return con
 
 
-def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path, data_docs: bool = False) -> None:
+    """Point the settings at `data_dir`. Graph runs render no Great Expectations Data Docs unless
+    `data_docs` (rendering them costs about a fifth of a small run); the session's warehouse and
+    the tests that read a Data Docs page turn them on."""
     from tessera.settings import DERIVED_LOCATION_VARS
 
     monkeypatch.setenv("TESSERA_DATA_DIR", str(data_dir))
     for name in DERIVED_LOCATION_VARS:
         monkeypatch.delenv(name, raising=False)
+    if data_docs:
+        monkeypatch.delenv("TESSERA_GX_DOCS_DIR", raising=False)
+    else:
+        monkeypatch.setenv("TESSERA_GX_DOCS_DIR", "")
 
 
 def run_job(asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
@@ -204,7 +211,7 @@ def _build_warehouse(root: Path) -> None:
     data_dir = root / "data"
     mp = pytest.MonkeyPatch()
     try:
-        use_data_dir(mp, data_dir)
+        use_data_dir(mp, data_dir, data_docs=True)
         from tessera.landing.generate import GenerateConfig, generate
         from tessera.settings import load_settings
 
@@ -253,7 +260,7 @@ def pipeline(built_warehouse: Warehouse):
     from tessera.settings import load_settings
 
     mp = pytest.MonkeyPatch()
-    use_data_dir(mp, built_warehouse.data_dir)
+    use_data_dir(mp, built_warehouse.data_dir, data_docs=True)  # the session's run rendered them
     yield built_warehouse.result, load_settings()
     mp.undo()
 

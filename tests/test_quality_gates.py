@@ -224,6 +224,7 @@ def _execute(instance, selection=None):
 
 @pytest.mark.graph
 def test_a_failing_marts_suite_blocks_the_recommender_and_every_published_output(small_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("TESSERA_GX_DOCS_DIR")  # the gate's Data Docs page is read below
     suites = tmp_path / "expectations"
     shutil.copytree(EXPECTATIONS_DIR, suites)
     spec = json.loads((suites / "marts_dim_customers.json").read_text())
