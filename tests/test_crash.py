@@ -32,6 +32,7 @@ def _env(data_dir, home) -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if k not in DERIVED_LOCATION_VARS}
     env.update(TESSERA_DATA_DIR=str(data_dir), DAGSTER_HOME=str(home), DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="false")
+    env["TESSERA_GX_DOCS_DIR"] = ""  # no Data Docs: the kills land elsewhere (tests/conftest.py, use_data_dir)
     return env
 
 

@@ -123,6 +123,7 @@ def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts
         PATH=os.pathsep.join(path),
         DO_NOT_TRACK="1",
         GX_ANALYTICS_ENABLED="false",
+        TESSERA_GX_DOCS_DIR="",  # no Data Docs (tests/conftest.py, use_data_dir)
         TESSERA_AUTOMATION_DEFAULT_STATUS="stopped",
     )
     port = _free_port()
