@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from tessera.landing.contract import SOURCES_BY_NAME
 
@@ -51,6 +60,10 @@ Sql = Annotated[
 ]
 
 
+# a list written as one value without brackets (`files: "*.csv"`, `from: Invoice`) is a list of one
+Listed = BeforeValidator(lambda value: [value] if isinstance(value, str) else value)
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -66,10 +79,10 @@ class InputColumn(Model):
     """One column of an export, read as `type`: `from` names it in the file (the first of several
     names the file has: exports renamed between versions), matched ignoring case and spaces."""
 
-    source: list[str] = Field(alias="from")
+    source: Annotated[list[str], Listed] = Field(alias="from")
     type: Literal["text", "integer", "decimal", "timestamp", "date", "boolean", "json"] = "text"
     # timestamp and date: strptime formats tried in order (none: ISO 8601)
-    format: list[str] = []
+    format: Annotated[list[str], Listed] = []
     # timestamp: a number of seconds, milliseconds or microseconds since 1970 (UTC)
     epoch: Literal["s", "ms", "us"] | None = None
     # decimal and integer: "1.234,56" (a comma before the decimals, points between thousands)
@@ -85,14 +98,7 @@ class InputColumn(Model):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"from": [value]}
-        if isinstance(value, dict):
-            value = dict(value)
-            for key in ("from", "format"):
-                if isinstance(value.get(key), str):
-                    value[key] = [value[key]]
-        return value
+        return {"from": [value]} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _fits_type(self) -> InputColumn:
@@ -117,7 +123,7 @@ class Input(Model):
     mapping, or the one file given to it. With `single_file`, more than one match is an error
     (e.g. a full export and its sample side by side)."""
 
-    files: list[str]
+    files: Annotated[list[str], Listed]
     single_file: bool = False
     format: Literal["csv", "parquet", "jsonl"] | None = None
     csv: CsvOptions = CsvOptions()
@@ -127,13 +133,6 @@ class Input(Model):
     # the ISO 4217 code of the amounts: fills an output's `currency` column when it maps none
     currency: Annotated[str, _check(re.compile(r"^[A-Z]{3}$"), "must be an ISO 4217 code")] | None = None
     columns: dict[ColumnName, InputColumn]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_glob(cls, value: Any) -> Any:
-        if isinstance(value, dict) and isinstance(value.get("files"), str):
-            value = {**value, "files": [value["files"]]}
-        return value
 
     @model_validator(mode="after")
     def _zone_declared(self) -> Input:
@@ -188,20 +187,13 @@ class Join(Model):
     keeps every row; an inner join only the rows that match)."""
 
     node: NodeName = Field(alias="with")
-    using: list[ColumnName]
+    using: Annotated[list[ColumnName], Listed]
     how: Literal["left", "inner"] = "left"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_key(cls, value: Any) -> Any:
-        if isinstance(value, dict) and isinstance(value.get("using"), str):
-            value = {**value, "using": [value["using"]]}
-        return value
 
 
 class Node(Model):
     # an input or an earlier step; several: their rows one after the other, columns matched by name
-    source: list[NodeName] = Field(alias="from")
+    source: Annotated[list[NodeName], Listed] = Field(alias="from")
     join: list[Join] = []
     checks: list[Check] = []
     where: Sql | None = None
@@ -220,8 +212,6 @@ class Node(Model):
     @model_validator(mode="before")
     @classmethod
     def _column_forms(cls, value: Any) -> Any:
-        if isinstance(value, dict) and isinstance(value.get("from"), str):
-            value = {**value, "from": [value["from"]]}
         if isinstance(value, dict) and isinstance(value.get("columns"), dict):
             columns = {}
             for name, spec in value["columns"].items():
