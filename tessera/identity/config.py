@@ -3,7 +3,7 @@
 A mapping file (YAML) looks like::
 
     record_id: rec_id
-    columns:            # any of these may be absent
+    columns:            # the person attributes tessera knows; any may be absent
       given_name: given_name
       surname: surname
       address: [street_number, address_1, address_2]   # several columns are joined with spaces
@@ -14,13 +14,20 @@ A mapping file (YAML) looks like::
       phone: phone_number
       email: email
       national_id: soc_sec_id
-    extra_identifiers: [loyalty_card]   # more exact-match identifiers, optional
+    other_columns:      # any other column, compared by its kind (optional)
+      occupation: category    # exact (frequency-adjusted) / close spelling / different
+      site_name: name         # a name: exact / Jaro-Winkler levels / different
+      notes: text             # free text such as an address
+      tax_number: code        # an identifier: exact / one edit / two edits / different
+      registered_on: date     # a date: exact / one typo / day-month swap / within a month, year, 10 years
+    extra_identifiers: [loyalty_card]   # more identifiers that link deterministically, optional
     thresholds:
-      match_weight: 8.0                 # optional overrides of IdentityConfig fields
+      match_probability: 0.5            # optional overrides of IdentityConfig fields
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -38,11 +45,26 @@ ATTRIBUTES = (
     "email",
     "national_id",
 )
-# Exact-match identifiers that link records deterministically.
+# How each known attribute is standardised, blocked and compared (tessera/identity/model.py).
+ATTRIBUTE_KINDS = {
+    "given_name": "person_name",
+    "surname": "person_name",
+    "address": "text",
+    "city": "category",
+    "postcode": "code",
+    "state": "category",
+    "birth_date": "date",
+    "phone": "code",
+    "email": "email",
+    "national_id": "code",
+}
+# Kinds a mapping may give an `other_columns` entry.
+OTHER_KINDS = ("name", "text", "category", "code", "date")
+# Exact-match identifiers that link records deterministically (when few records share the value).
 STRONG_IDENTIFIERS = ("email", "phone", "national_id")
-# Attributes the probabilistic model compares.
-FUZZY_ATTRIBUTES = ("given_name", "surname", "birth_date", "postcode", "address", "city", "state")
 
+# Two-attribute blocking keys, beside the single-attribute ones: they find the pairs of a value
+# too common to block on alone (a frequent surname at a million records).
 DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
     ("surname", "birth_date"),
     ("given_name", "birth_date"),
@@ -51,29 +73,48 @@ DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
     ("given_name", "surname"),
     ("birth_date", "postcode"),
 )
+_COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]*$")
 
 
 @dataclass(frozen=True)
 class IdentityConfig:
     record_id: str = "record_id"
     columns: dict[str, list[str]] = field(default_factory=dict)
+    # input column -> kind (OTHER_KINDS), compared beside the known attributes
+    other_columns: dict[str, str] = field(default_factory=dict)
     extra_identifiers: tuple[str, ...] = ()
     blocking_rules: tuple[tuple[str, ...], ...] = DEFAULT_BLOCKING_RULES
-    # A pair whose summed log2 Bayes factor reaches this is a fuzzy match.
-    match_weight: float = 8.0
-    # Identifier values shared by more records than this are placeholders or households: not linked.
+    # A pair whose posterior match probability reaches this is a probabilistic link. The prior is
+    # estimated from the data (the expected number of matching pairs), so the probability is
+    # calibrated; 0.95 (Splink's documented clustering threshold) measured best across the public
+    # benchmarks: lower thresholds let a few false links chain people into large groups.
+    match_probability: float = 0.95
+    # Two records whose evidence is this strongly against a match (log2 Bayes factor, prior
+    # excluded) are never put in one cluster through other links: a graded veto, so a one-character
+    # typo in a birth date or an id weighs little and two different people weigh a lot.
+    cannot_link_weight: float = -6.0
+    # A linked group holding a cannot-link is re-clustered by average linkage: two parts stay
+    # together while the mean weight of the pairs between them reaches this.
+    min_group_weight: float = 0.0
+    # Pairs inside a linked group of up to this many records that blocking never compared are
+    # scored too, so the graded veto sees them (larger groups are left as linked, and counted).
+    max_group_to_check: int = 1000
+    # An identifier value held by at most this many records links them deterministically; a value
+    # shared more widely (a household phone, a placeholder email) is still compared, as evidence
+    # weighed by how common it is, but links nothing on its own.
     max_records_per_identifier: int = 4
     # A declared identifier (a marketplace's person id, a login id) groups a person's records: a
     # buyer's many order profiles. A value held by more records than this links nothing and is
     # counted (overshared_declared_identifier_values). TESSERA_IDENTITY_MAX_CLUSTER_SIZE's default:
     # a larger group would fail that blocking check, so raise the two together.
     max_records_per_declared_identifier: int = 10
-    # Blocks larger than this are skipped (and counted), so one common value cannot explode the pairs.
+    # Blocking keys held by more records than this are skipped (and counted), so one common value
+    # cannot explode the pairs; two-attribute keys still find those records' pairs.
     max_block_size: int = 200
-    # Attributes on which two records may not disagree inside one cluster.
-    conflict_attributes: tuple[str, ...] = ("birth_date", "email", "national_id")
-    # Random record pairs sampled to estimate u-probabilities.
-    u_sample_records: int = 2000
+    # Random record pairs sampled to estimate u-probabilities, and the most pairs each
+    # expectation-maximisation session reads.
+    u_max_pairs: int = 500_000
+    em_max_pairs: int = 1_000_000
     seed: int = 42
 
     def attributes(self) -> list[str]:
@@ -88,23 +129,51 @@ class IdentityConfig:
 
 
 def load_mapping(path: Path | str) -> IdentityConfig:
-    spec = yaml.safe_load(Path(path).read_text()) or {}
+    """The mapping in `path`; every mistake is a ValueError naming the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: mapping file not found")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: the mapping must be a YAML mapping with record_id and columns")
+    known_keys = {"record_id", "columns", "other_columns", "extra_identifiers", "blocking_rules", "thresholds"}
+    unknown_keys = set(spec) - known_keys
+    if unknown_keys:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown_keys)}; known: {sorted(known_keys)}")
     if "record_id" not in spec:
         raise ValueError(f"{path}: the mapping must name the record id column under 'record_id'")
     columns = spec.get("columns") or {}
     unknown = set(columns) - set(ATTRIBUTES)
     if unknown:
-        raise ValueError(f"{path}: unknown attribute(s) {sorted(unknown)}; known: {list(ATTRIBUTES)}")
+        raise ValueError(f"{path}: columns: unknown attribute(s) {sorted(unknown)}; known: {list(ATTRIBUTES)}")
     normalised = {k: ([v] if isinstance(v, str) else list(v)) for k, v in columns.items() if v}
+    other = spec.get("other_columns") or {}
+    if not isinstance(other, dict):
+        raise ValueError(f"{path}: other_columns must map a column to a kind ({', '.join(OTHER_KINDS)})")
+    for column, kind in other.items():
+        if kind not in OTHER_KINDS:
+            raise ValueError(f"{path}: other_columns.{column}: unknown kind {kind!r}; known: {list(OTHER_KINDS)}")
+        if not _COLUMN_NAME.match(str(column)):
+            raise ValueError(f"{path}: other_columns.{column}: a column name of letters, digits, spaces, _ . -")
     config = IdentityConfig(
         record_id=spec["record_id"],
         columns=normalised,
+        other_columns={str(k): v for k, v in other.items()},
         extra_identifiers=tuple(spec.get("extra_identifiers") or ()),
     )
     rules = spec.get("blocking_rules")
     if rules:
-        config = replace(config, blocking_rules=tuple(tuple(r) for r in rules))
+        names = set(ATTRIBUTES) | set(config.other_columns)
+        for rule in rules:
+            bad = [a for a in ([rule] if isinstance(rule, str) else rule) if a not in names]
+            if bad:
+                raise ValueError(f"{path}: blocking_rules: unknown attribute(s) {bad}; known: {sorted(names)}")
+        config = replace(config, blocking_rules=tuple(tuple([r] if isinstance(r, str) else r) for r in rules))
     thresholds = spec.get("thresholds") or {}
-    if "conflict_attributes" in thresholds:
-        thresholds["conflict_attributes"] = tuple(thresholds["conflict_attributes"])
-    return config.with_overrides(**thresholds)
+    try:
+        return config.with_overrides(**thresholds)
+    except ValueError as exc:
+        raise ValueError(f"{path}: thresholds: {exc}") from exc

@@ -1,42 +1,44 @@
-"""The identity engine: standardise, link deterministically, match probabilistically, cluster.
+"""The identity engine: standardise, link deterministically, score with Splink, cluster.
 
 1. Standardise every mapped attribute into matching keys (lower-case names without accents or
-   punctuation, ISO birth dates, postcodes without spaces, the last 9 phone digits, ...).
-2. Deterministic links: records sharing an email, phone, national id or extra identifier. A value
-   shared by more than `max_records_per_identifier` records links nothing (placeholder/household).
-   Records sharing a declared identifier (an optional long table of record_id, id_type, id_value:
-   a marketplace's person id, a login id) are linked too, the id type as evidence; a declared
-   value links at most `max_records_per_declared_identifier` records (a person id legitimately
-   groups a buyer's many order profiles), and the values over it are counted per type.
-3. Fuzzy links for the rest, Fellegi-Sunter style: candidate pairs come from blocking rules (equal
-   values on a few columns); each pair gets a comparison level per attribute (exact, close by
-   Jaro-Winkler or Levenshtein, different, missing), and the match weight is the sum of
-   log2(m/u). u-probabilities come from the pairs of a seeded sample of records (by hashed record id); m-probabilities from the
-   deterministically linked pairs (records that share a strong identifier are, by construction,
-   the same person), with add-one smoothing. A pair at or above `match_weight` is a match.
-4. Clustering: connected components of all links. A component whose records disagree on a
-   conflict attribute (two birth dates, two emails, two national ids) is re-clustered greedily,
-   strongest link first, refusing every link that would put conflicting values in one cluster.
+   punctuation, ISO birth dates, postcodes without spaces, the last 9 phone digits, ...), and any
+   `other_columns` by their kind.
+2. Deterministic links: records sharing an email, phone, national id or extra identifier held by
+   at most `max_records_per_identifier` records, or a declared identifier (an optional long table
+   of record_id, id_type, id_value: a marketplace's person id, a login id) held by at most
+   `max_records_per_declared_identifier`. A more widely shared value links nothing by itself but
+   is still weighed as evidence, adjusted for how common it is.
+3. Candidate pairs from capped blocking keys (blocking.py), scored by a Fellegi-Sunter model
+   trained without labels (model.py: Splink's comparison levels, term-frequency adjustments,
+   u by random sampling, m by expectation maximisation; the prior estimated from the scores).
+   A pair at or above `match_probability` is a probabilistic link.
+4. Clustering (cluster.py): connected components of the links; a component holding two records
+   whose comparison is strong evidence against a match is re-clustered greedily, refusing the links
+   that would join them (a graded veto, not an exact-value one).
 
-All set-based work is SQL in DuckDB; Python only loops over the edges of conflicted components.
+All set-based work is SQL in DuckDB; Python only drives it and loops over the links of components
+that need re-clustering.
 """
 
 from __future__ import annotations
 
-import math
+import logging
+import time
 from dataclasses import dataclass, field
 
 import duckdb
-import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+import polars as pl
 
-from tessera.identity.config import FUZZY_ATTRIBUTES, STRONG_IDENTIFIERS, IdentityConfig
+from tessera.identity import blocking, model
+from tessera.identity.cluster import cluster, components
+from tessera.identity.config import ATTRIBUTE_KINDS, STRONG_IDENTIFIERS, IdentityConfig
 from tessera.sql import ident
 
+log = logging.getLogger(__name__)
+
 RECORDS = "__id_records"
-PAIRS = "__id_pairs"
+PAIRS = blocking.PAIRS
 DECLARED = "__id_declared"
 
 
@@ -46,6 +48,7 @@ class ResolveResult:
     edges: pd.DataFrame  # record_l, record_r, kind, evidence, weight, accepted, refused_reason
     stats: dict = field(default_factory=dict)
     weights: pd.DataFrame | None = None  # attribute, level, m, u, weight
+    timings: dict = field(default_factory=dict)  # step -> seconds
 
 
 def _text(columns: list[str]) -> str:
@@ -93,12 +96,28 @@ STANDARDISERS = {
 }
 
 
+OTHER_STANDARDISERS = {
+    "name": lambda e: _name_key(e, keep_digits=True),
+    "text": lambda e: _name_key(e, keep_digits=True),
+    "category": lambda e: _name_key(e, keep_digits=True),
+    "code": _code_key,
+    "date": STANDARDISERS["birth_date"],
+}
+
+
+def other_column(config: IdentityConfig, column: str) -> str:
+    """The records table's column for an `other_columns` entry (input names may hold spaces)."""
+    return f"o_{list(config.other_columns).index(column)}"
+
+
 def standardise(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig) -> list[str]:
     """Create the temp table of standardised records; return the attributes present."""
     attrs = config.attributes()
     select = [f"cast({ident(config.record_id)} as varchar) as record_id"]
     for attr in attrs:
         select.append(f"{STANDARDISERS[attr](_text(config.columns[attr]))} as {attr}")
+    for column, kind in config.other_columns.items():
+        select.append(f"{OTHER_STANDARDISERS[kind](_text([column]))} as {other_column(config, column)}")
     for extra in config.extra_identifiers:
         select.append(f"{_code_key(_text([extra]))} as {ident('x_' + extra)}")
     con.execute(f"create or replace temp table {RECORDS} as select {', '.join(select)} from {source}")
@@ -111,6 +130,17 @@ def standardise(con: duckdb.DuckDBPyConnection, source: str, config: IdentityCon
             f"record id column '{config.record_id}' must be unique and not null: {dupes} duplicated, {nulls} null"
         )
     return attrs
+
+
+def compared_columns(config: IdentityConfig, attrs: list[str]) -> list[model.Compared]:
+    """The records table's columns the model compares, with their kinds."""
+    out = []
+    for attr in attrs:
+        swap = {"given_name": "surname", "surname": "given_name"}.get(attr)
+        out.append(model.Compared(attr, ATTRIBUTE_KINDS[attr], attr, swap if swap in attrs else None))
+    for column, kind in config.other_columns.items():
+        out.append(model.Compared(other_column(config, column), kind, column))
+    return out
 
 
 def _identifier_columns(config: IdentityConfig, attrs: list[str]) -> list[str]:
@@ -221,281 +251,193 @@ def deterministic_edges(
     return edges, stats
 
 
-def _level_sql(attr: str) -> str:
-    lx, rx = f"l.{attr}", f"r.{attr}"
-    null = f"when {lx} is null or {rx} is null then -1"
-    if attr in ("given_name", "surname"):
-        return (
-            f"case {null} when {lx} = {rx} then 3 when jaro_winkler_similarity({lx}, {rx}) >= 0.92 then 2 "
-            f"when jaro_winkler_similarity({lx}, {rx}) >= 0.8 then 1 else 0 end"
-        )
-    if attr in ("birth_date", "postcode"):
-        return f"case {null} when {lx} = {rx} then 2 when levenshtein({lx}, {rx}) <= 1 then 1 else 0 end"
-    if attr == "address":
-        return (
-            f"case {null} when {lx} = {rx} then 2 when levenshtein({lx}, {rx}) <= 3 "
-            f"or jaro_winkler_similarity({lx}, {rx}) >= 0.9 then 1 else 0 end"
-        )
-    return f"case {null} when {lx} = {rx} then 1 else 0 end"
+def _families(config: IdentityConfig, compared: list[model.Compared]) -> list[tuple[str, str, str]]:
+    """(column, kind, key family) per compared column: the family is the name users write in
+    blocking_rules (the attribute, or the input column of an other_columns entry)."""
+    return [(c.column, c.kind, c.label) for c in compared]
 
 
-LEVELS = {"given_name": 4, "surname": 4, "birth_date": 3, "postcode": 3, "address": 3, "city": 2, "state": 2}
-# Prior m-probabilities per level (0 = different ... highest = exact), typical of person data. The
-# estimate from linked pairs is blended with them as PRIOR_STRENGTH pseudo-pairs, so a table with few
-# deterministic links still gets a sensible model and a large one is driven by its own data.
-PRIOR_M = {
-    "given_name": (0.03, 0.04, 0.08, 0.85),
-    "surname": (0.03, 0.04, 0.08, 0.85),
-    "birth_date": (0.03, 0.07, 0.90),
-    "postcode": (0.06, 0.06, 0.88),
-    "address": (0.10, 0.20, 0.70),
-    "city": (0.10, 0.90),
-    "state": (0.05, 0.95),
+_EMPTY_LINKS = {
+    "record_l": pl.String,
+    "record_r": pl.String,
+    "kind": pl.String,
+    "evidence": pl.String,
+    "weight": pl.Float64,
 }
-PRIOR_STRENGTH = 20.0
 
 
-def candidate_pairs(con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str]) -> dict:
-    """Create the temp table of blocked pairs (record_l < record_r) with the first rule that found them."""
-    selects, rules, per_rule, skipped = [], [], {}, {}
-    for i, rule in enumerate(config.blocking_rules):
-        if not set(rule) <= set(attrs):
-            continue
-        cols = [ident(c) for c in rule]
-        not_null = " and ".join(f"{c} is not null" for c in cols)
-        key = ", ".join(cols)
-        name = "+".join(rule)
-        con.execute(
-            f"""
-            create or replace temp table __id_block_{i} as
-            select {key} from {RECORDS} where {not_null} group by {key} having count(*) between 2 and ?
-            """,
-            [config.max_block_size],
+def _scored(con: duckdb.DuckDBPyConnection, prior: float) -> pl.DataFrame:
+    return con.sql(
+        f"select record_l, record_r, bf, {model.match_probability('bf', prior)} as match_probability from {model.SCORED}"
+    ).pl()
+
+
+def _pair_key() -> list[pl.Expr]:
+    return [
+        pl.min_horizontal("record_l", "record_r").alias("_a"),
+        pl.max_horizontal("record_l", "record_r").alias("_b"),
+    ]
+
+
+def _deterministic_links(det: pd.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
+    """Deterministic links with their pair's weight (infinite when the pair was not compared)."""
+    if not len(det):
+        return pl.DataFrame(schema=_EMPTY_LINKS)
+    return (
+        pl.from_pandas(det[["record_l", "record_r", "evidence"]])
+        .cast(pl.String)
+        .with_columns(_pair_key())
+        .join(scored.with_columns(_pair_key()).select("_a", "_b", "bf"), on=["_a", "_b"], how="left")
+        .select(
+            "record_l",
+            "record_r",
+            kind=pl.lit("deterministic"),
+            evidence="evidence",
+            weight=pl.col("bf").fill_null(float("inf")),
         )
-        skipped[name] = con.execute(
-            f"select count(*) from (select {key} from {RECORDS} where {not_null} group by {key} having count(*) > ?)",
-            [config.max_block_size],
-        ).fetchone()[0]
-        on = " and ".join(f"l.{c} = r.{c}" for c in cols)
-        b_on = " and ".join(f"b.{c} = l.{c}" for c in cols)
-        selects.append(
-            "select l.record_id as record_l, r.record_id as record_r, ? as rule "
-            f"from {RECORDS} l inner join __id_block_{i} b on {b_on} "
-            f"inner join {RECORDS} r on {on} and l.record_id < r.record_id"
+    )
+
+
+def _fuzzy_links(scored: pl.DataFrame, det_links: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """Scored pairs at or above the match probability that no deterministic link already joins."""
+    return (
+        scored.filter(pl.col("match_probability") >= threshold)
+        .with_columns(_pair_key())
+        .join(det_links.with_columns(_pair_key()).select("_a", "_b"), on=["_a", "_b"], how="anti")
+        .select(
+            "record_l",
+            "record_r",
+            kind=pl.lit("fuzzy"),
+            evidence=pl.format(
+                "probability {} (weight {})", pl.col("match_probability").round(4), pl.col("bf").round(1)
+            ),
+            weight="bf",
         )
-        rules.append(i)
-        per_rule[name] = None
-    if not selects:
-        con.execute(f"create or replace temp table {PAIRS} (record_l varchar, record_r varchar, rule integer)")
-        return {"candidate_pairs_per_rule": {}, "skipped_blocks_per_rule": skipped, "candidate_pairs": 0}
+    )
+
+
+def _unscored_pairs_in_groups(
+    con: duckdb.DuckDBPyConnection, record_ids: pl.Series, links: pl.DataFrame, max_group: int
+) -> int:
+    """Create the temp table __id_group_pairs of the pairs inside each linked group of 3 to
+    `max_group` records that were never scored; return how many."""
+    labels = components(record_ids, links)
+    groups = pl.DataFrame({"record_id": record_ids, "g": labels}).with_columns(size=pl.len().over("g"))
+    con.register("__id_groups", groups.filter((pl.col("size") >= 3) & (pl.col("size") <= max_group)))
     con.execute(
-        f"create or replace temp table {PAIRS} as select record_l, record_r, min(rule) as rule "
-        f"from ({' union all '.join(selects)}) group by record_l, record_r",
-        rules,
-    )
-    names = {i: "+".join(r) for i, r in enumerate(config.blocking_rules)}
-    counts = dict(con.execute(f"select rule, count(*) from {PAIRS} group by rule").fetchall())
-    per_rule = {names[i]: int(counts.get(i, 0)) for i in names if names[i] in per_rule}
-    total = con.execute(f"select count(*) from {PAIRS}").fetchone()[0]
-    return {"candidate_pairs_per_rule": per_rule, "skipped_blocks_per_rule": skipped, "candidate_pairs": int(total)}
-
-
-def _gamma_select(attrs: list[str]) -> str:
-    return ", ".join(f"{_level_sql(a)} as g_{a}" for a in attrs)
-
-
-def estimate_weights(
-    con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str], silver: pd.DataFrame
-) -> pd.DataFrame:
-    """m from deterministically linked pairs blended with PRIOR_M; u from random pairs, add-one smoothed."""
-    fuzzy = [a for a in FUZZY_ATTRIBUTES if a in attrs]
-    g = _gamma_select(fuzzy)
-    n = int(config.u_sample_records)
-    random_pairs = con.execute(
         f"""
-        with s as (
-            -- the records with the smallest seeded hash of their id: the same sample whatever order
-            -- a parallel build left the records in (a reservoir sample, even `repeatable`, picks
-            -- by position, and two fresh builds of the same data then disagreed on u, hence on matches)
-            select * from {RECORDS}
-            order by md5($seed || ':' || cast(record_id as varchar)), record_id
-            limit $n
-        )
-        select {g} from s l inner join s r on l.record_id < r.record_id
-        """,
-        {"seed": str(int(config.seed)), "n": n},
-    ).df()
-    con.register("__id_silver", silver[["record_l", "record_r"]])
-    matched = con.execute(
-        f"""
-        select {g} from __id_silver p
-        inner join {RECORDS} l on l.record_id = p.record_l
-        inner join {RECORDS} r on r.record_id = p.record_r
+        create or replace temp table __id_group_pairs as
+        select a.record_id as record_l, b.record_id as record_r
+        from __id_groups as a inner join __id_groups as b on a.g = b.g and a.record_id < b.record_id
+        anti join {model.SCORED} as s on s.record_l = least(a.record_id, b.record_id) and s.record_r = greatest(a.record_id, b.record_id)
         """
-    ).df()
-    con.unregister("__id_silver")
-    rows = []
-    for a in fuzzy:
-        levels = LEVELS[a]
-        u_counts = random_pairs[f"g_{a}"].value_counts()
-        m_counts = matched[f"g_{a}"].value_counts()
-        u_total = sum(u_counts.get(k, 0) for k in range(levels))
-        m_total = sum(m_counts.get(k, 0) for k in range(levels))
-        for level in range(levels):
-            u = (u_counts.get(level, 0) + 1) / (u_total + levels)
-            m = (m_counts.get(level, 0) + PRIOR_STRENGTH * PRIOR_M[a][level]) / (m_total + PRIOR_STRENGTH)
-            rows.append({"attribute": a, "level": level, "m": m, "u": u, "weight": math.log2(m / u)})
-    weights = pd.DataFrame(rows)
-    weights.attrs["silver_pairs"] = len(matched)
-    weights.attrs["random_pairs"] = len(random_pairs)
-    return weights
-
-
-def score_pairs(
-    con: duckdb.DuckDBPyConnection, attrs: list[str], weights: pd.DataFrame, min_weight: float
-) -> pd.DataFrame:
-    """Candidate pairs whose match weight reaches min_weight; the scoring stays in DuckDB, so
-    tens of millions of candidate pairs never reach Python."""
-    fuzzy = [a for a in FUZZY_ATTRIBUTES if a in attrs]
-    if not fuzzy:
-        return pd.DataFrame(columns=["record_l", "record_r", "rule", "weight"])
-    terms = []
-    for a in fuzzy:
-        w = weights[weights["attribute"] == a]
-        cases = " ".join(f"when {int(r.level)} then {float(r.weight)!r}" for r in w.itertuples())
-        terms.append(f"(case g_{a} {cases} else 0.0 end)")
-    return con.execute(
-        f"""
-        with g as (
-            select p.record_l, p.record_r, p.rule, {_gamma_select(fuzzy)}
-            from {PAIRS} p
-            inner join {RECORDS} l on l.record_id = p.record_l
-            inner join {RECORDS} r on r.record_id = p.record_r
-        )
-        select * from (select record_l, record_r, rule, {" + ".join(terms)} as weight from g)
-        where weight >= ?
-        """,
-        [float(min_weight)],
-    ).df()
-
-
-def _cluster(records: pd.DataFrame, edges: pd.DataFrame, conflict_cols: list[str]) -> tuple[np.ndarray, pd.Series]:
-    """Labels per record (index into records) and, per edge, '' or the reason it was refused."""
-    n = len(records)
-    index = pd.Series(np.arange(n), index=records["record_id"].to_numpy())
-    li = index.loc[edges["record_l"]].to_numpy() if len(edges) else np.array([], dtype=np.int64)
-    ri = index.loc[edges["record_r"]].to_numpy() if len(edges) else np.array([], dtype=np.int64)
-    graph = coo_matrix((np.ones(len(li)), (li, ri)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    refused = pd.Series("", index=edges.index, dtype=object)
-    if not conflict_cols or not len(edges):
-        return labels, refused
-    frame = records[conflict_cols].copy()
-    frame["label"] = labels
-    conflicted = np.zeros(labels.max() + 1, dtype=bool)
-    for col in conflict_cols:
-        counts = frame.dropna(subset=[col]).groupby("label")[col].nunique()
-        conflicted[counts[counts > 1].index.to_numpy()] = True
-    if not conflicted.any():
-        return labels, refused
-    # Greedy, strongest link first, inside conflicted components only.
-    in_conflict = conflicted[labels[li]]
-    order = (
-        edges[in_conflict]
-        .assign(_det=(edges["kind"] == "deterministic").astype(int))
-        .sort_values(["_det", "weight", "record_l", "record_r"], ascending=[False, False, True, True])
     )
-    parent = {}
-    values = {}
-    members = np.flatnonzero(conflicted[labels])
-    for m in members:
-        parent[m] = m
-        values[m] = {c: records.iat[m, records.columns.get_loc(c)] for c in conflict_cols}
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for idx, row in zip(order.index, order.itertuples(index=False), strict=False):
-        a, b = find(index[row.record_l]), find(index[row.record_r])
-        if a == b:
-            continue
-        clash = [
-            c
-            for c in conflict_cols
-            if pd.notna(values[a][c]) and pd.notna(values[b][c]) and values[a][c] != values[b][c]
-        ]
-        if clash:
-            refused.loc[idx] = "conflicting " + ", ".join(clash)
-            continue
-        parent[b] = a
-        values[a] = {c: values[a][c] if pd.notna(values[a][c]) else values[b][c] for c in conflict_cols}
-    new_labels = labels.copy()
-    offset = labels.max() + 1
-    for m in members:
-        new_labels[m] = offset + find(m)
-    return new_labels, refused
+    con.unregister("__id_groups")
+    return con.execute("select count(*) from __id_group_pairs").fetchall()[0][0]
 
 
 def resolve(
-    con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig, identifiers: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    config: IdentityConfig,
+    identifiers: str | None = None,
+    only_with: str | None = None,
 ) -> ResolveResult:
     """Resolve the person records in `source` (a table or view in con) into clusters; `identifiers`,
     optional, holds declared identifiers of those records (record_id, id_type, id_value: a table,
-    view or parenthesised query in con)."""
+    view or parenthesised query in con). `only_with`, optional, a table of record_id: only pairs
+    touching those records are compared (the records new or changed since an earlier run)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        timings[step] = round(now - started, 3)
+        started = now
+
     attrs = standardise(con, source, config)
     declared_stats = declare_identifiers(con, identifiers)
     det, det_stats = deterministic_edges(con, config, attrs)
-    det = det.assign(kind="deterministic", weight=np.inf)
-    block_stats = candidate_pairs(con, config, attrs)
-    weights = estimate_weights(con, config, attrs, det) if any(a in attrs for a in FUZZY_ATTRIBUTES) else None
-    fuzzy = (
-        score_pairs(con, attrs, weights, config.match_weight)
-        if weights is not None
-        else pd.DataFrame(columns=["record_l", "record_r", "rule", "weight"])
+    lap("standardise_and_deterministic")
+    compared = compared_columns(config, attrs)
+    con.register("__id_det_pairs", det[["record_l", "record_r"]])
+    blocking.build_keys(con, RECORDS, _families(config, compared), config.blocking_rules)
+    block_stats = blocking.candidate_pairs(con, config.max_block_size, "__id_det_pairs", only_with)
+    con.unregister("__id_det_pairs")
+    lap("blocking")
+    n = con.execute(f"select count(*) from {RECORDS}").fetchall()[0][0]
+    fitted = None
+    empty = {"record_l": pl.String, "record_r": pl.String, "bf": pl.Float64, "match_probability": pl.Float64}
+    scored = pl.DataFrame(schema=empty)
+    if compared and n >= 2 and block_stats["candidate_pairs"]:
+        fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config)
+        scored = _scored(con, fitted.prior)
+    lap("model")
+    det_links = _deterministic_links(det, scored)
+    fuzzy_links = _fuzzy_links(scored, det_links, config.match_probability)
+    links = pl.concat([det_links, fuzzy_links]).sort(["record_l", "record_r"])
+    record_ids = con.sql(f"select record_id from {RECORDS} order by record_id").pl()["record_id"]
+    if fitted is not None:
+        # pairs inside a linked group that blocking never compared: scored now, so a chain of
+        # links cannot join two records whose own comparison says they are different people
+        unscored = _unscored_pairs_in_groups(con, record_ids, links, config.max_group_to_check)
+        stats_unscored = unscored
+        if unscored:
+            fitted.score("__id_group_pairs", model.SCORED, append=True)
+            scored = _scored(con, fitted.prior)
+    else:
+        stats_unscored = 0
+    lap("group_pairs")
+    group_sizes = pl.Series(components(record_ids, links)).value_counts()["count"]
+    unchecked = int((group_sizes > config.max_group_to_check).sum())
+    if unchecked:
+        log.warning(
+            "%d linked groups hold more than %d records: their pairs were not all compared, so they stay as linked",
+            unchecked,
+            config.max_group_to_check,
+        )
+    cannot = scored.filter(pl.col("bf") <= config.cannot_link_weight)
+    labels, refused = cluster(
+        record_ids,
+        links,
+        scored.select("record_l", "record_r", "bf"),
+        config.cannot_link_weight,
+        config.min_group_weight,
+        config.max_group_to_check,
     )
-    names = {i: "+".join(r) for i, r in enumerate(config.blocking_rules)}
-    fuzzy["kind"] = "fuzzy"
-    fuzzy["evidence"] = [
-        f"fuzzy[{names[int(r)]}] w={w:.1f}" for r, w in zip(fuzzy["rule"], fuzzy["weight"], strict=False)
-    ]
-    # a pair linked both ways keeps the deterministic edge
-    det_pairs = pd.MultiIndex.from_arrays([det["record_l"], det["record_r"]]).union(
-        pd.MultiIndex.from_arrays([det["record_r"], det["record_l"]])
+    lap("cluster")
+    edges = links.with_columns(accepted=refused.is_null(), refused_reason=refused)
+    assignments = (
+        pl.DataFrame({"record_id": record_ids, "label": labels})
+        .with_columns(cluster_id=pl.col("record_id").min().over("label"))
+        .select("record_id", "cluster_id")
     )
-    fuzzy = fuzzy[~pd.MultiIndex.from_arrays([fuzzy["record_l"], fuzzy["record_r"]]).isin(det_pairs)]
-    edges = pd.concat(
-        [
-            det[["record_l", "record_r", "kind", "evidence", "weight"]],
-            fuzzy[["record_l", "record_r", "kind", "evidence", "weight"]],
-        ],
-        ignore_index=True,
-    )
-    conflict_cols = [c for c in config.conflict_attributes if c in attrs]
-    records = con.execute(
-        f"select record_id{''.join(', ' + c for c in conflict_cols)} from {RECORDS} order by record_id"
-    ).df()
-    labels, refused = _cluster(records, edges, conflict_cols)
-    edges["accepted"] = refused == ""
-    edges["refused_reason"] = refused.replace("", None)
-    assignments = pd.DataFrame({"record_id": records["record_id"], "label": labels})
-    assignments["cluster_id"] = assignments.groupby("label")["record_id"].transform("min")
-    assignments = assignments[["record_id", "cluster_id"]]
-    sizes = assignments.groupby("cluster_id").size()
+    sizes = assignments.group_by("cluster_id").len()
+    refused_count = int(refused.is_not_null().sum())
     stats = {
-        "records": len(records),
-        "clusters": len(sizes),
-        "merge_rate": 1 - len(sizes) / max(len(records), 1),
-        "max_cluster_size": int(sizes.max()) if len(sizes) else 0,
-        "deterministic_links": len(det),
-        "fuzzy_links": len(fuzzy),
-        "refused_links": int((~edges["accepted"]).sum()),
+        "records": len(record_ids),
+        "clusters": sizes.height,
+        "merge_rate": 1 - sizes.height / len(record_ids) if len(record_ids) else 0.0,
+        "max_cluster_size": int(sizes["len"].max()) if sizes.height else 0,
+        "deterministic_links": det_links.height,
+        "fuzzy_links": fuzzy_links.height,
+        "refused_links": refused_count,
+        "cannot_link_pairs": cannot.height,
+        "group_pairs_scored": stats_unscored,
+        "groups_too_large_to_check": unchecked,
         **block_stats,
         **declared_stats,
         **det_stats,
     }
-    if weights is not None:
-        stats["silver_pairs_for_m"] = weights.attrs.get("silver_pairs", 0)
-    return ResolveResult(assignments=assignments, edges=edges, stats=stats, weights=weights)
+    if fitted is not None:
+        stats["prior_match_probability"] = fitted.prior
+        stats["expected_matching_pairs"] = round(fitted.expected_matches, 1)
+        stats["training_notes"] = fitted.notes
+    return ResolveResult(
+        assignments=assignments.to_pandas(),
+        edges=edges.to_pandas(),
+        stats=stats,
+        weights=fitted.parameters.to_pandas() if fitted is not None else None,
+        timings=timings,
+    )

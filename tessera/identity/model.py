@@ -1,0 +1,273 @@
+"""The probabilistic model: Splink 5 (DuckDB) scores tessera's candidate pairs.
+
+tessera keeps what Splink lacks (standardisation, deterministic links, capped blocking keys,
+clustering that resists over-merging, stable ids); Splink brings the field's Fellegi-Sunter
+machinery: graded comparison levels per kind of attribute, term-frequency adjustments, u from
+random pairs, m by expectation maximisation.
+
+- Comparison levels by kind (`COMPARISONS`): a typo is a level with its own weight, never a veto.
+- Training: u from a seeded sample of random pairs; m by expectation maximisation in two sessions
+  blocked on different attributes (names, then a date or an identifier), each training the
+  attributes it is not blocked on; every level starts from a prior m, so a level the data never
+  shows keeps a sensible value instead of failing. A session that cannot train is reported in
+  `training_notes`, and the priors stand for what it would have trained.
+- Scoring: Splink scores exactly the candidate pairs tessera blocked (`register_blocked_pairs_for_predict`).
+- The prior (the probability that two random records match) is estimated from the scores
+  themselves: the expected number of matching pairs among the candidates, iterated to a fixed
+  point. The match probability is then calibrated to the data, and 0.5 is the Bayes decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+SCORED = "__id_scored"
+# The prior the model is scored with; the estimated one replaces it afterwards.
+_PRIOR = 1e-4
+
+
+@dataclass(frozen=True)
+class Compared:
+    """A standardised column of the records table and how it is compared."""
+
+    column: str
+    kind: str  # person_name, name, text, category, code, email, date
+    label: str  # the attribute or input column name shown to users
+    swap_with: str | None = None  # the other name column (given name <-> surname swaps)
+
+
+def _levels(c: Compared) -> tuple[list, list[float]]:
+    """Splink comparison levels (null level first) and the prior m of each non-null level."""
+    import splink.comparison_level_library as cll
+
+    col = c.column
+    null = cll.NullLevel(col)
+    if c.kind in ("person_name", "name"):
+        levels = [null, cll.ExactMatchLevel(col).configure(tf_adjustment_column=col)]
+        prior = [0.80]
+        if c.swap_with:
+            levels.append(
+                cll.CustomLevel(
+                    f'"{col}_l" = "{c.swap_with}_r" or "{col}_r" = "{c.swap_with}_l"',
+                    label_for_charts=f"{c.label} equals the other side's {c.swap_with}",
+                )
+            )
+            prior.append(0.03)
+        for threshold, m in ((0.92, 0.08), (0.88, 0.03), (0.7, 0.03)):
+            levels.append(cll.JaroWinklerLevel(col, threshold))
+            prior.append(m)
+        return [*levels, cll.ElseLevel()], [*prior, 0.03]
+    if c.kind == "date":
+        swap = (
+            f'strftime(try_cast("{col}_l" as date), \'%Y-%d-%m\') = "{col}_r" '
+            f'and substr("{col}_l", 6, 2) <> substr("{col}_l", 9, 2)'
+        )
+        levels = [
+            null,
+            cll.ExactMatchLevel(col),
+            cll.DamerauLevenshteinLevel(col, 1),
+            cll.CustomLevel(swap, label_for_charts=f"{c.label} day and month swapped"),
+            cll.AbsoluteDateDifferenceLevel(col, input_is_string=True, threshold=1, metric="month"),
+            cll.AbsoluteDateDifferenceLevel(col, input_is_string=True, threshold=1, metric="year"),
+            cll.AbsoluteDateDifferenceLevel(col, input_is_string=True, threshold=10, metric="year"),
+            cll.ElseLevel(),
+        ]
+        return levels, [0.80, 0.08, 0.02, 0.03, 0.03, 0.02, 0.02]
+    if c.kind == "code":
+        levels = [
+            null,
+            cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
+            cll.DamerauLevenshteinLevel(col, 1),
+            cll.DamerauLevenshteinLevel(col, 2),
+            cll.ElseLevel(),
+        ]
+        return levels, [0.85, 0.08, 0.03, 0.04]
+    if c.kind == "email":
+        local = f"nullif(split_part(\"{col}_l\", '@', 1), '') = nullif(split_part(\"{col}_r\", '@', 1), '')"
+        levels = [
+            null,
+            cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
+            cll.CustomLevel(local, label_for_charts=f"{c.label} same local part"),
+            cll.DamerauLevenshteinLevel(col, 2),
+            cll.JaroWinklerLevel(col, 0.88),
+            cll.ElseLevel(),
+        ]
+        return levels, [0.80, 0.06, 0.06, 0.03, 0.05]
+    if c.kind == "text":
+        levels = [null, cll.ExactMatchLevel(col)]
+        for threshold in (0.95, 0.88, 0.7):
+            levels.append(cll.JaroWinklerLevel(col, threshold))
+        return [*levels, cll.ElseLevel()], [0.70, 0.12, 0.08, 0.05, 0.05]
+    if c.kind == "category":
+        levels = [
+            null,
+            cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
+            cll.JaroWinklerLevel(col, 0.9),
+            cll.ElseLevel(),
+        ]
+        return levels, [0.85, 0.07, 0.08]
+    raise ValueError(f"unknown kind {c.kind!r} for {c.label}")
+
+
+def _comparison(c: Compared):
+    import splink.comparison_library as cl
+
+    levels, prior = _levels(c)
+    for level, m in zip(levels[1:], prior, strict=True):
+        level.configure(m_probability=m)
+    return cl.CustomComparison(levels, output_column_name=c.column, comparison_description=c.label)
+
+
+def _em_rules(compared: list[Compared]) -> list[list[str]]:
+    """Blocking rules of the EM sessions: names first, then a date or an identifier, so that every
+    attribute is trained in a session not blocked on it."""
+    names = [c.column for c in compared if c.kind in ("person_name", "name")][:2]
+    others = [c.column for c in compared if c.column not in names]
+    second = next((c.column for kind in ("date", "email", "code", "text") for c in compared if c.kind == kind), None)
+    rules = []
+    if names and others:
+        rules.append(names)
+    if second and second not in names:
+        rules.append([second])
+    elif len(names) == 2:
+        rules.append(names[1:])
+    return rules
+
+
+def _logit2(p: float) -> float:
+    return math.log2(p / (1 - p))
+
+
+class Fitted:
+    """A trained Splink model over the records table, able to score any table of pairs."""
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, records: str, compared: list[Compared], record_count: int, config
+    ):
+        from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+        self.con = con
+        self._db = DuckDBAPI(connection=con)
+        settings = SettingsCreator(
+            link_type="dedupe_only",
+            unique_id_column_name="record_id",
+            probability_two_random_records_match=_PRIOR,
+            comparisons=[_comparison(c) for c in compared],
+            blocking_rules_to_generate_predictions=[],
+            retain_matching_columns=False,
+            retain_intermediate_calculation_columns=False,
+            em_convergence=0.001,
+        )
+        self.notes: list[str] = []
+        self.all_pairs = record_count * (record_count - 1) / 2
+        with _quiet_splink():
+            self.linker = Linker(self._db.register(records), settings, log_level=None)
+            self.linker.training.estimate_u_using_random_sampling(
+                max_pairs=max(1.0, min(float(config.u_max_pairs), self.all_pairs)), seed=int(config.seed)
+            )
+            for rule in _em_rules(compared):
+                try:
+                    self.linker.training.estimate_parameters_using_expectation_maximisation(
+                        block_on(*rule),
+                        estimate_without_term_frequencies=True,
+                        max_pairs=float(config.em_max_pairs),
+                    )
+                except Exception as exc:
+                    note = f"EM blocked on {'+'.join(rule)} could not train ({type(exc).__name__}: {exc}); priors kept"
+                    log.warning(note)
+                    self.notes.append(note)
+        self.parameters = _parameters(self.linker.misc.save_model_to_json())
+        self.prior = _PRIOR
+        self.expected_matches = 0.0
+
+    def score(self, pairs: str, out: str, append: bool = False) -> None:
+        """Score the pairs in `pairs` (record_l, record_r) into `out` (record_l, record_r, bf):
+        bf is the pair's log2 Bayes factor, the prior excluded."""
+        self.con.execute(
+            f"create or replace temp table __id_blocked_pairs as "
+            f"select '0' as match_key, record_l as join_key_l, record_r as join_key_r from {pairs}"
+        )
+        with _quiet_splink():
+            self.linker.table_management.register_blocked_pairs_for_predict(self._db.register("__id_blocked_pairs"))
+            # every level has a prior m, so nothing is untrained: no warning to print
+            predicted = self.linker.inference.predict(warning_mode="never")
+        select = (
+            f"select least(record_id_l, record_id_r) as record_l, greatest(record_id_l, record_id_r) as record_r, "
+            f"match_weight - ({_logit2(_PRIOR)!r}) as bf from {predicted.physical_name}"
+        )
+        if append:
+            self.con.execute(f"insert into {out} {select}")
+        else:
+            self.con.execute(f"create or replace temp table {out} as {select}")
+        predicted.drop_table_from_database_and_remove_from_cache()
+
+
+@contextmanager
+def _quiet_splink():
+    """Splink logs every untrained level and sampling detail at WARNING/INFO; the facts that
+    matter are in the model's parameters and training notes."""
+    logger = logging.getLogger("splink")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def fit_and_score(
+    con: duckdb.DuckDBPyConnection, records: str, pairs: str, compared: list[Compared], record_count: int, config
+) -> Fitted:
+    """Train on `records` (record_id plus the compared columns), score the candidate pairs in
+    `pairs` into the temp table SCORED (record_l, record_r, bf), and estimate the prior from them."""
+    fitted = Fitted(con, records, compared, record_count, config)
+    fitted.score(pairs, SCORED)
+    fitted.prior, fitted.expected_matches = estimate_prior(con, fitted.all_pairs)
+    return fitted
+
+
+def match_probability(bf: str, prior: float) -> str:
+    """SQL of the posterior match probability of a pair with log2 Bayes factor `bf`."""
+    return f"1 / (1 + pow(2, -({bf} + ({_logit2(prior)!r}))))"
+
+
+def estimate_prior(con: duckdb.DuckDBPyConnection, all_pairs: float, iterations: int = 50) -> tuple[float, float]:
+    """The probability that two random records match, as the fixed point of: prior = expected
+    matching pairs among the candidates (the sum of their match probabilities under the prior) /
+    all pairs. Pairs outside the candidates are taken as non-matches. Returns (prior, expected)."""
+    if all_pairs < 1:
+        return 0.5, 0.0
+    prior = min(0.5, max(1.0, all_pairs * 1e-6) / all_pairs)
+    expected = 0.0
+    for _ in range(iterations):
+        expected = con.execute(
+            f"select coalesce(sum(1 / (1 + pow(2, -(bf + ?)))), 0) from {SCORED}", [_logit2(prior)]
+        ).fetchall()[0][0]
+        new = min(0.5, max(expected, 0.5) / all_pairs)
+        if abs(new - prior) <= 1e-4 * prior:
+            prior = new
+            break
+        prior = new
+    return prior, float(expected)
+
+
+def _parameters(model: dict) -> pl.DataFrame:
+    rows = []
+    for comparison in model.get("comparisons", []):
+        name = comparison.get("comparison_description") or comparison["output_column_name"]
+        for level in comparison["comparison_levels"]:
+            if level.get("is_null_level"):
+                continue
+            m, u = level.get("m_probability"), level.get("u_probability")
+            weight = math.log2(m / u) if m and u else None
+            rows.append({"attribute": name, "level": level.get("label_for_charts"), "m": m, "u": u, "weight": weight})
+    schema = {"attribute": pl.String, "level": pl.String, "m": pl.Float64, "u": pl.Float64, "weight": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
