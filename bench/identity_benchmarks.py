@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/identity_benchmarks.py                                  # everything
     .venv/bin/python bench/identity_benchmarks.py --datasets febrl1,fake_1000 --tools tessera,rule
+    .venv/bin/python bench/identity_benchmarks.py --repeats 3                      # median seconds
     make bench-identity
 
 Every tool runs on every dataset in the same run, on the same machine, each (dataset, tool) in its
@@ -57,8 +58,11 @@ Tools:
 
 Metrics: pairwise precision, recall and F1 (pairs of records in one predicted cluster against pairs
 in one true entity, counted from cluster sizes, never enumerated), the number of clusters, seconds,
-peak RSS. A tool that fails is reported with its error, not dropped. The table is printed as
-Markdown and everything goes to bench/results/identity_benchmarks.json.
+peak RSS. With --repeats N each tool runs N times on each dataset: the table gives the median seconds
+and the largest peak RSS, and says so if a run grouped the records differently from the first (the
+metrics are the first run's). A tool that fails is reported with its error, not dropped. The table
+is printed as Markdown; everything goes to bench/results/identity_benchmarks.json, and each child's
+output (Splink's training log among it) to bench/results/identity_benchmarks_logs/.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ import json
 import os
 import platform
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -584,14 +590,55 @@ def markdown(rows: list[dict]) -> str:
                 f"{r['predicted_clusters']:,} / {r['true_clusters']:,}",
                 _fmt(r["seconds"], 2),
                 _fmt(r["peak_rss_mb"], 0),
-                "",
+                "" if r["deterministic"] else "clusters differ between runs",
             ]
         )
     headers = ["dataset", "tool", "P", "R", "F1", "clusters (predicted / true)", "seconds", "peak RSS MB", "note"]
     return table(body, headers, ["left", "left", "right", "right", "right", "right", "right", "right", "left"])
 
 
-def run(datasets: list[str], tools: list[str], results: Path, timeout: float) -> dict:
+def _partition(clusters: pl.DataFrame) -> pl.DataFrame:
+    """The clustering with every cluster named by its smallest record id, so two runs that group the
+    records alike compare equal whatever ids the tool gave the clusters."""
+    named = clusters.select("record_id", cluster=pl.col("record_id").min().over("cluster_id"))
+    return named.sort("record_id")
+
+
+def measure(tool: str, dataset: str, records_path: Path, work: Path, truth: pl.DataFrame, options: dict) -> dict:
+    """`repeats` runs of one tool on one dataset: the metrics of the first, the median seconds, the
+    largest peak RSS, and whether every run grouped the records as the first did."""
+    runs, first, details = [], None, {}
+    for n in range(1, options["repeats"] + 1):
+        outcome = run_child(tool, dataset, records_path, work / f"run{n}", options["timeout"])
+        log = work / f"run{n}" / "child.log"
+        if options["logs"] is not None and log.exists():
+            options["logs"].mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, options["logs"] / f"{dataset}-{tool}-run{n}.log")
+        if "error" in outcome:
+            return {"error": outcome["error"], "runs": runs}
+        partition = _partition(pl.read_parquet(work / f"run{n}" / "clusters.parquet"))
+        first = partition if first is None else first
+        details = outcome["details"]
+        runs.append(
+            {
+                "seconds": round(outcome["seconds"], 3),
+                "peak_rss_mb": round(outcome["peak_rss_mb"], 1),
+                "ru_maxrss_mb": round(outcome["ru_maxrss_mb"], 1),
+                "same_clusters_as_run_1": partition.equals(first),
+            }
+        )
+    predicted = first.select("record_id", cluster_id="cluster")
+    return {
+        **pairwise_metrics(truth, predicted),
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "deterministic": all(r["same_clusters_as_run_1"] for r in runs),
+        "runs": runs,
+        "details": details,
+    }
+
+
+def run(datasets: list[str], tools: list[str], results: Path, options: dict) -> dict:
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="identity_benchmarks_") as tmp:
@@ -602,15 +649,16 @@ def run(datasets: list[str], tools: list[str], results: Path, timeout: float) ->
             records_path = Path(tmp) / name / "records.parquet"
             records_path.parent.mkdir(parents=True)
             loaded.drop(TRUTH).write_parquet(records_path)
+            del loaded
             for tool in tools:
-                work = Path(tmp) / name / tool
-                outcome = run_child(tool, name, records_path, work, timeout)
-                row = {"dataset": name, "tool": tool, **outcome}
-                if "error" not in outcome:
-                    row.update(pairwise_metrics(truth, pl.read_parquet(work / "clusters.parquet")))
+                row = {
+                    "dataset": name,
+                    "tool": tool,
+                    **measure(tool, name, records_path, Path(tmp) / name / tool, truth, options),
+                }
                 rows.append(row)
-                shown = row.get("f1", row.get("error"))
-                print(f"{name} / {tool}: F1 {shown}, {row.get('seconds', 0):.1f} s", file=sys.stderr, flush=True)
+                shown = f"F1 {row['f1']:.3f}, {row['seconds']:.1f} s" if "error" not in row else row["error"]
+                print(f"{name} / {tool}: {shown}", file=sys.stderr, flush=True)
     report = {
         "run": {
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -618,6 +666,7 @@ def run(datasets: list[str], tools: list[str], results: Path, timeout: float) ->
             "datasets": datasets,
             "tools": tools,
             "seed": SEED,
+            "repeats": options["repeats"],
             "commit": _commit(),
             "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
             "versions": _versions(),
@@ -643,6 +692,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated, default all")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON written here")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for one tool on one dataset")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each tool on each dataset: median seconds, and a determinism check",
+    )
     parser.add_argument("--child", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--records", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -651,8 +706,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, datasets[0], args.records, args.work)
         return 0
-    report = run(datasets, _names(args.tools, TOOLS, "tool"), args.results, args.timeout)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    logs = args.results.parent / f"{args.results.stem}_logs"
+    options = {"repeats": args.repeats, "timeout": args.timeout, "logs": logs}
+    report = run(datasets, _names(args.tools, TOOLS, "tool"), args.results, options)
     print(markdown(report["results"]))
+    if args.repeats > 1:
+        print(f"\nseconds: median of {args.repeats} runs; peak RSS: the largest of them")
     print(f"\n{report['run']['seconds_total']} s in all; wrote {args.results}")
     return 0
 
