@@ -101,8 +101,12 @@ TRUTH = "true_entity"
 TOOLS = ("tessera", "splink", "rule")
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("TESSERA_BENCHMARK_DATA", ROOT.parent / "shared" / "data" / "identity_benchmarks"))
+def data_file(name: str) -> Path:
+    folder = Path(os.environ.get("TESSERA_BENCHMARK_DATA", ROOT.parent / "shared" / "data" / "identity_benchmarks"))
+    path = folder / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: set TESSERA_BENCHMARK_DATA to the folder of the benchmark files")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,16 +140,16 @@ def load_febrl2() -> pl.DataFrame:
 
 
 def load_fake_1000() -> pl.DataFrame:
-    records = pl.read_csv(data_dir() / "fake_1000.csv", infer_schema_length=0)
+    records = pl.read_csv(data_file("fake_1000.csv"), infer_schema_length=0)
     return records.rename({"cluster": TRUTH})
 
 
 def load_historical_50k() -> pl.DataFrame:
-    return _all_text(pl.read_parquet(data_dir() / "historical_50k.parquet")).rename({"cluster": TRUTH})
+    return _all_text(pl.read_parquet(data_file("historical_50k.parquet"))).rename({"cluster": TRUTH})
 
 
 def load_chicago() -> pl.DataFrame:
-    records = pl.read_csv(data_dir() / "chicago_early_childhood_sites.csv", infer_schema_length=0)
+    records = pl.read_csv(data_file("chicago_early_childhood_sites.csv"), infer_schema_length=0)
     return records.rename({"True Id": TRUTH})
 
 
