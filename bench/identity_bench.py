@@ -3,8 +3,9 @@
     .venv/bin/python bench/identity_bench.py --people 2000            # demo size
     .venv/bin/python bench/identity_bench.py --people 890000          # about 1,000,000 records
 
-It generates CRM profiles with the demo generator (same mess: duplicate profiles with case, typo
-and format variants, a quarter of them sharing no email, phone or card), resolves them with the
+It generates CRM profiles with the demo generator (same mess: two to four profiles for about one
+person in ten, with case, typo and format variants, a quarter of the extra ones sharing no email,
+phone or card, and slips in birth dates, emails, phones and cards), resolves them with the
 pipeline's engine and mapping, and reports against the generator's ground truth:
 - pairwise precision / recall / F1 and cluster-level figures;
 - per blocking rule: candidate pairs, and how many true pairs the blocking keeps (with the

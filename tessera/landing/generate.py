@@ -7,10 +7,16 @@ cart. Logged-in sessions carry the CRM id from the login on; earlier anonymous e
 cookie only carry the cookie. Purchases become web/app orders. People also shop in stores (POS
 receipts identified by loyalty card, email, phone or nothing) and receive weekly email campaigns.
 
-Mess: duplicate CRM profiles with case, format and typo variants; missing values; country names in
-several spellings; phones in national and international formats; timestamps with different zone
-offsets and some without a zone; a small share of malformed rows (bad dates, bad emails,
-negative quantities, unknown products).
+Mess: about one person in ten has two to four CRM profiles (`duplicate_rate` extra profiles per
+person), the extra ones with case, format and typo variants of the same identity, a quarter of
+them without any email, phone or card, and the slips of someone registering again: birth date
+with day and month swapped or one digit changed, one typo in the email's local part or the same
+address at the domain's alias, one phone or loyalty card digit wrong, a nickname for the first
+name (rates in DUPLICATE_SLIPS). Besides: missing values; country names in several spellings;
+phones in national and international formats; timestamps with different zone offsets and some
+without a zone; a small share of malformed rows (bad dates, bad emails, negative quantities,
+unknown products). A slip never turns an email or card into another person's, so the ground
+truth stays exact.
 
 Everything is vectorised with numpy and derived from one seeded generator, so a seed gives
 byte-identical files. The ground truth (which person each record belongs to) is written outside
@@ -172,6 +178,59 @@ BRANDS_PER_CATEGORY = 4
 DEVICES = np.array(["desktop", "mobile", "tablet"])
 REFERRERS = np.array(["direct", "organic_search", "paid_search", "email", "social", "affiliate"])
 DOMAINS = np.array(["example.com", "mail.example.org", "inbox.example.net", "post.example.co.uk"])
+# another domain that delivers to the same mailbox, as googlemail.com does for gmail.com
+DOMAIN_ALIASES = {
+    "example.com": "mail.example.com",
+    "mail.example.org": "example.org",
+    "inbox.example.net": "example.net",
+    "post.example.co.uk": "post.example.com",
+}
+# the short form a person may give when registering again (first names without one keep theirs)
+NICKNAMES = {
+    "Olivia": "Liv",
+    "Amelia": "Millie",
+    "Isabella": "Bella",
+    "Sophia": "Sophie",
+    "Rosie": "Rose",
+    "Muhammad": "Mohammed",
+    "Oliver": "Ollie",
+    "Henry": "Harry",
+    "Theodore": "Theo",
+    "Thomas": "Tom",
+    "Jacob": "Jake",
+    "William": "Will",
+    "James": "Jim",
+    "Joshua": "Josh",
+    "Lucas": "Luke",
+    "Daniel": "Dan",
+    "Samuel": "Sam",
+    "Lukas": "Luke",
+}
+# Of the people with more than one CRM profile, the shares with 2, 3 and 4 profiles.
+PROFILES_PER_DUPLICATED_PERSON = np.array([0.80, 0.15, 0.05])
+# Slips made when a person registers again, per extra profile; each field's rate is a share of
+# the extra profiles that carry that field. A few per cent per field, as in hand-keyed registers:
+# most extra profiles carry no slip or one, some two, and the base profile is always clean.
+# - birth date, day and month swapped: 20 % of the dates where the swap gives another valid date
+#   (day 12 or less and not equal to the month, about 37 % of dates), so about 7 % overall; a form
+#   rejects the swap of any other date, so such a slip is never kept
+# - birth date with one digit of the year's last two, the month or the day changed, still a valid
+#   date from 1920 to 2010: 8 % (exclusive of the swap)
+# - email local part with one slip (a letter replaced, dropped, doubled or swapped with the next):
+#   8 %; the same local part at the domain's alias: 6 % (exclusive of the slip)
+# - phone with one digit wrong: 5 %
+# - loyalty card with one digit wrong: 5 %
+# - first name given in its short form, where it has one: 10 %
+# Besides these, every profile misses its birth date 10 % of the time (see _crm_profiles).
+DUPLICATE_SLIPS = {
+    "birth_date_swapped": 0.20,
+    "birth_date_digit": 0.08,
+    "email_typo": 0.08,
+    "email_domain": 0.06,
+    "phone_digit": 0.05,
+    "card_digit": 0.05,
+    "nickname": 0.10,
+}
 # Monday..Sunday: weekends are busier.
 WEEKDAY_WEIGHT = np.array([0.9, 0.85, 0.9, 0.95, 1.1, 1.35, 1.3])
 
@@ -259,16 +318,59 @@ def _at(start: datetime, days=0, seconds=0) -> np.ndarray:
 
 
 def _typo(rng: np.random.Generator, names: pl.Series) -> pl.Series:
-    """Swap two adjacent characters in the middle of each name."""
-    out = []
-    pos = rng.integers(1, 1000, size=len(names))
-    for name, p in zip(names.to_list(), pos.tolist(), strict=False):
-        if len(name) < 4:
-            out.append(name)
-            continue
-        i = 1 + p % (len(name) - 2)
-        out.append(name[:i] + name[i + 1] + name[i] + name[i + 2 :])
-    return pl.Series(out, dtype=pl.String)
+    """Swap two adjacent characters in the middle of each name (names under 4 characters stay)."""
+    pos = pl.lit(pl.Series(rng.integers(1, 1000, size=len(names))))
+    name = pl.lit(names)
+    length = name.str.len_chars().cast(pl.Int64)
+    i = 1 + pos % pl.max_horizontal(length - 2, 1)
+    swapped = name.str.slice(0, i) + name.str.slice(i + 1, 1) + name.str.slice(i, 1) + name.str.slice(i + 2)
+    return pl.select(pl.when(length < 4).then(name).otherwise(swapped)).to_series().rename(names.name)
+
+
+def _slip(rng: np.random.Generator, values: pl.Series, stop: pl.Series) -> pl.Series:
+    """One keyboard slip in each lower-case value between its second character and `stop`
+    (exclusive): a character replaced by a letter, dropped, doubled, or swapped with the next one.
+    What lies from `stop` on is never touched."""
+    n = len(values)
+    kind = _column(rng.integers(0, 4, size=n))
+    value = pl.lit(values)
+    stop = pl.lit(stop).cast(pl.Int64)
+    # the edited position: 1 .. stop - 2, so a swap with the next character stays before `stop`
+    i = 1 + _column(rng.integers(0, 1_000_000, size=n)) % pl.max_horizontal(stop - 2, 1)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    first = rng.integers(0, 26, size=n)
+    letter, other = _column(letters[first]), _column(letters[(first + rng.integers(1, 26, size=n)) % 26])
+    here = value.str.slice(i, 1)
+    head, tail = value.str.slice(0, i), value.str.slice(i + 1)
+    return pl.select(
+        pl.when(kind == 0)
+        .then(head + pl.when(letter == here).then(other).otherwise(letter) + tail)
+        .when(kind == 1)
+        .then(head + tail)
+        .when(kind == 2)
+        .then(head + here + here + tail)
+        .otherwise(head + value.str.slice(i + 1, 1) + here + value.str.slice(i + 2))
+    ).to_series()
+
+
+def _digit_slip(rng: np.random.Generator, values: pl.Series, first: int, steps=range(1, 10)) -> pl.Series:
+    """Each string with one digit from position `first` on changed by a step drawn from `steps`
+    (modulo 10); characters that are not digits are never picked, and a value without a digit
+    there stays as it is."""
+    n = len(values)
+    width = max(int(values.str.len_bytes().max() or 0), 1)
+    chars = values.fill_null("").to_numpy().astype(f"S{width}").view("S1").reshape(n, width).copy()
+    codes = chars.view(np.uint8).astype(np.int64)
+    is_digit = (codes >= 48) & (codes <= 57)
+    is_digit[:, :first] = False
+    # a random digit position per row: the argmax of random keys over the digit positions
+    keys = np.where(is_digit, rng.random(is_digit.shape), -1.0)
+    at = keys.argmax(axis=1)
+    rows = np.flatnonzero(is_digit[np.arange(n), at])
+    step = np.asarray(list(steps))[rng.integers(0, len(steps), size=n)]
+    codes[rows, at[rows]] = 48 + (codes[rows, at[rows]] - 48 + step[rows]) % 10
+    changed = pl.Series(values.name, codes.astype(np.uint8).view(f"S{width}").ravel().astype(str), dtype=pl.String)
+    return pl.select(pl.when(pl.lit(values).is_not_null()).then(pl.lit(changed))).to_series().rename(values.name)
 
 
 def _case_variant(rng: np.random.Generator, values: pl.Series) -> pl.Series:
@@ -502,33 +604,15 @@ def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pl.DataFr
         pl.col("signup").alias("signup_ts"),
         "utc_offset",
     )
-    dup_people = np.flatnonzero(_mask(rng, n, c.duplicate_rate))
-    dup = _gather(base, dup_people)
-    m = dup.height
-    # A second profile: registered again in store or app, with variants of the same identity.
-    variant = rng.integers(0, 4, size=m)
-    first_typo = _typo(rng, dup["first_name"])
-    last_typo = _typo(rng, dup["last_name"])
-    email = _case_variant(rng, dup["email"])
-    dup_person = _gather(people, dup_people)
-    phone = _phone_variant(rng, dup_person["calling"], dup_person["national"])
-    # variant 2: the duplicate kept only its phone; variant 3: it kept nothing strong, so only
-    # fuzzy matching on name, birth date and postcode could find it.
-    keeps_card = np.zeros(m, dtype=bool)
-    keeps_card[variant != 3] = _mask(rng, int((variant != 3).sum()), 0.5)
-    # registered again later, but before the window starts (as profile updates are): a signup
-    # after the data's last day would be in the future (the 1m bench's dim_customers gate caught
-    # 198 such golden records from duplicates the matcher left apart)
-    later = pl.col("signup_ts") + pl.duration(days=_column(rng.integers(1, 300, size=m)))
-    v = _column(variant)
-    dup = dup.with_columns(
-        first_name=pl.when(v == 0).then(pl.lit(first_typo)).otherwise(pl.col("first_name").str.to_uppercase()),
-        last_name=pl.when(v == 1).then(pl.lit(last_typo)).otherwise("last_name"),
-        email=pl.when(v < 2).then(pl.lit(email)),
-        phone=pl.when(v != 3).then(pl.lit(phone)),
-        loyalty_card=pl.when(_column(keeps_card)).then("loyalty_card"),
-        signup_ts=_before(later, c.start),
-    )
+    # Some people registered again, in store or in the app: one to three extra profiles each.
+    # `duplicate_rate` is the expected number of extra profiles per person, so the share of people
+    # with any is that rate over the mean number of extra profiles of a duplicated person.
+    per_person = PROFILES_PER_DUPLICATED_PERSON
+    mean_extra = float((per_person * np.arange(1, len(per_person) + 1)).sum())
+    duplicated = np.flatnonzero(_mask(rng, n, c.duplicate_rate / mean_extra))
+    extra = 1 + rng.choice(len(per_person), size=len(duplicated), p=per_person)
+    dup_people = np.repeat(duplicated, extra)
+    dup = _registered_again(rng, c, _gather(base, dup_people), _gather(people, dup_people))
     profiles = pl.concat([base, dup])
     k = profiles.height
     customer_id = _codes(f"C{c.tag}", rng.permutation(np.arange(1, k + 1)), 7)
@@ -564,6 +648,108 @@ def _crm_profiles(rng: np.random.Generator, c: GenerateConfig, people: pl.DataFr
         "updated_at",
     ]
     return profiles.select(cols), truth
+
+
+def _registered_again(rng: np.random.Generator, c: GenerateConfig, dup: pl.DataFrame, person: pl.DataFrame):
+    """Extra profiles of the same people (`dup`: rows of their base profile, `person`: the same
+    rows of the people), with the variants and slips of a person registering again.
+
+    Each profile draws a variant: 0, first name misspelt (two letters swapped); 1, last name
+    misspelt; 2 and 3, first name in capitals. Variants 0 and 1 keep the email (in another case or
+    padded with spaces), 0 to 2 keep the phone (in another format) and half of them the loyalty
+    card; variant 3 keeps nothing strong, so only fuzzy matching on name, birth date and postcode
+    can find it. On top of that, independent slips at the rates of DUPLICATE_SLIPS: birth date
+    with day and month swapped or one digit changed, one slip in the email's local part or the
+    same local part at the domain's alias, one phone or loyalty card digit wrong, the first
+    name's short form.
+    """
+    m = dup.height
+    slips = {name: _mask(rng, m, rate) for name, rate in DUPLICATE_SLIPS.items() if not name.startswith("birth")}
+    # one uniform draw decides between the two birth date slips, so they never both apply
+    birth_slip = rng.random(m)
+    variant = rng.integers(0, 4, size=m)
+    first_name = pl.select(
+        pl.when(_column(slips["nickname"]))
+        .then(pl.lit(dup["first_name"]).replace(NICKNAMES))
+        .otherwise(pl.lit(dup["first_name"]))
+    ).to_series()
+    first_typo = _typo(rng, first_name)
+    last_typo = _typo(rng, dup["last_name"])
+    email = _case_variant(rng, _slipped_emails(rng, dup["email"], slips["email_typo"], slips["email_domain"]))
+    national = pl.select(
+        pl.when(_column(slips["phone_digit"]))
+        .then(pl.lit(_digit_slip(rng, person["national"], first=1)))
+        .otherwise(pl.lit(person["national"]))
+    ).to_series()
+    phone = _phone_variant(rng, person["calling"], national)
+    # a card number is 10,000,000 + 7 x person id, so another card lies a multiple of 7 away; a
+    # digit stepped by 3 or 7 (mod 10) changes by -7 or +7, any other step by no multiple of 7:
+    # without those two steps a misread card is never another person's (in any shard)
+    card_slip = _digit_slip(rng, dup["loyalty_card"], first=2, steps=(1, 2, 4, 5, 6, 8, 9))
+    keeps_card = np.zeros(m, dtype=bool)
+    keeps_card[variant != 3] = _mask(rng, int((variant != 3).sum()), 0.5)
+    birth_date = _slipped_birth_dates(rng, dup["birth_date"], birth_slip)
+    # registered again later, but before the window starts (as profile updates are): a signup
+    # after the data's last day would be in the future (the 1m bench's dim_customers gate caught
+    # 198 such golden records from duplicates the matcher left apart)
+    later = pl.col("signup_ts") + pl.duration(days=_column(rng.integers(1, 300, size=m)))
+    v = _column(variant)
+    return dup.with_columns(
+        first_name=pl.when(v == 0).then(pl.lit(first_typo)).otherwise(pl.lit(first_name).str.to_uppercase()),
+        last_name=pl.when(v == 1).then(pl.lit(last_typo)).otherwise("last_name"),
+        email=pl.when(v < 2).then(pl.lit(email)),
+        phone=pl.when(v != 3).then(pl.lit(phone)),
+        loyalty_card=pl.when(_column(keeps_card)).then(
+            pl.when(_column(slips["card_digit"])).then(pl.lit(card_slip)).otherwise("loyalty_card")
+        ),
+        birth_date=pl.lit(birth_date),
+        signup_ts=_before(later, c.start),
+    )
+
+
+def _slipped_emails(rng: np.random.Generator, emails: pl.Series, typo: np.ndarray, alias: np.ndarray) -> pl.Series:
+    """Emails with one slip in the local part where `typo`, else at the domain's alias where `alias`.
+
+    A demo local part is first.last followed by the person id: the slip stays in the letters
+    before the id, so a misspelt address is never another person's."""
+    local = emails.str.extract(r"^([^@]+)@", 1)
+    domain = emails.str.extract(r"@(.+)$", 1)
+    slipped = _slip(rng, local, pl.select(pl.lit(local).str.find(r"\d")).to_series())
+    return pl.select(
+        pl.when(_column(typo))
+        .then(pl.lit(slipped) + "@" + pl.lit(domain))
+        .when(_column(alias))
+        .then(pl.lit(local) + "@" + pl.lit(domain).replace(DOMAIN_ALIASES))
+        .otherwise(pl.lit(emails))
+    ).to_series()
+
+
+def _slipped_birth_dates(rng: np.random.Generator, dates: pl.Series, u: np.ndarray) -> pl.Series:
+    """ISO birth dates with day and month swapped or one digit changed, each still a valid date.
+
+    `u` is a uniform draw per date: below DUPLICATE_SLIPS["birth_date_swapped"] the date is
+    swapped where that gives another valid date; the next DUPLICATE_SLIPS["birth_date_digit"]
+    of the range changes one digit of the year's last two, the month or the day. A digit change
+    is tried up to eight times per date for a valid date from 1920 to 2010; the few dates with
+    none keep their value."""
+    swap_rate, digit_rate = DUPLICATE_SLIPS["birth_date_swapped"], DUPLICATE_SLIPS["birth_date_digit"]
+    value = pl.lit(dates)
+    year, month, day = value.str.slice(0, 4), value.str.slice(5, 2), value.str.slice(8, 2)
+    swappable = (day.cast(pl.Int64) <= 12) & (day != month)
+    swapped = pl.select(
+        pl.when(_column(u < swap_rate) & swappable).then(year + "-" + day + "-" + month).otherwise(value)
+    ).to_series()
+    digit = (u >= swap_rate) & (u < swap_rate + digit_rate)
+    out = swapped
+    pending = pl.Series(digit)
+    for _ in range(8):
+        candidate = _digit_slip(rng, dates, first=2)
+        parsed = candidate.str.to_date("%Y-%m-%d", strict=False)
+        valid = parsed.is_between(date(1920, 1, 1), date(2010, 12, 31)).fill_null(False)
+        take = pending & valid
+        out = pl.select(pl.when(pl.lit(take)).then(pl.lit(candidate)).otherwise(pl.lit(out))).to_series()
+        pending = pending & ~valid
+    return out.rename(dates.name)
 
 
 def _before(ts: pl.Expr, start: datetime) -> pl.Expr:
