@@ -98,7 +98,7 @@ bench: install manifest
 # IDENTITY_ARGS='--datasets febrl1,fake_1000 --tools tessera,rule' runs a part once.
 IDENTITY_ARGS ?= --repeats 3
 bench-identity: install
-	$(BIN)/python -c "import importlib.metadata as m; assert m.version('splink') == '5.0.0'; import recordlinkage" 2>/dev/null \
+	$(BIN)/python -c "import importlib.metadata as m; import recordlinkage" 2>/dev/null \
 		|| $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/identity_benchmarks.py $(IDENTITY_ARGS)
 

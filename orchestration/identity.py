@@ -25,7 +25,7 @@ DECLARED_IDENTIFIERS = (
 
 
 class IdentityRunConfig(dg.Config):
-    match_weight: float = 8.0
+    match_probability: float = 0.95
     max_records_per_identifier: int = 4
     max_block_size: int = 200
     # None: the mapping file's (config/identity_mapping.yaml)
@@ -52,7 +52,7 @@ def identity_map(
 ) -> dg.MaterializeResult:
     declared_cap = config.max_records_per_declared_identifier
     mapping = load_mapping(PIPELINE_MAPPING).with_overrides(
-        match_weight=config.match_weight,
+        match_probability=config.match_probability,
         max_records_per_identifier=config.max_records_per_identifier,
         max_block_size=config.max_block_size,
         seed=tessera.settings().seed,

@@ -111,6 +111,9 @@ class IdentityConfig:
     # Blocking keys held by more records than this are skipped (and counted), so one common value
     # cannot explode the pairs; two-attribute keys still find those records' pairs.
     max_block_size: int = 200
+    # Fewer records than this give no sound estimate of how often attributes agree by chance: such
+    # a table gets deterministic links only, and says so in its stats.
+    min_records_to_train: int = 50
     # Random record pairs sampled to estimate u-probabilities, and the most pairs each
     # expectation-maximisation session reads.
     u_max_pairs: int = 500_000

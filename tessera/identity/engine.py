@@ -370,7 +370,13 @@ def resolve(
     fitted = None
     empty = {"record_l": pl.String, "record_r": pl.String, "bf": pl.Float64, "match_probability": pl.Float64}
     scored = pl.DataFrame(schema=empty)
-    if compared and n >= 2 and block_stats["candidate_pairs"]:
+    notes = []
+    if compared and n < config.min_records_to_train:
+        notes.append(
+            f"{n} records: too few to estimate how often attributes agree by chance "
+            f"(min_records_to_train {config.min_records_to_train}); deterministic links only"
+        )
+    elif compared and block_stats["candidate_pairs"]:
         fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config)
         scored = _scored(con, fitted.prior)
     lap("model")
@@ -430,10 +436,11 @@ def resolve(
         **declared_stats,
         **det_stats,
     }
+    stats["training_notes"] = notes
     if fitted is not None:
         stats["prior_match_probability"] = fitted.prior
         stats["expected_matching_pairs"] = round(fitted.expected_matches, 1)
-        stats["training_notes"] = fitted.notes
+        stats["training_notes"] = notes + fitted.notes
     return ResolveResult(
         assignments=assignments.to_pandas(),
         edges=edges.to_pandas(),
