@@ -39,8 +39,9 @@ class IdentityRunConfig(dg.Config):
     description=(
         "Persisted identity map: every person record (CRM profile) with its stable tessera customer id. "
         "Deterministic links on email, phone, loyalty card and the shop's declared identifiers (a "
-        "marketplace's person id, a login id), Fellegi-Sunter fuzzy links on names, birth "
-        "date, address and postcode, conflict-aware clustering, then stable ids: existing ids are kept, "
+        "marketplace's person id, a login id), probabilistic links (Splink's Fellegi-Sunter model: graded "
+        "levels on names, birth date, address, postcode and identifiers, term-frequency adjusted, trained "
+        "without labels), clustering that refuses links its own comparisons contradict, then stable ids: existing ids are kept, "
         "merges and splits go to identity.identity_merge_history with their evidence."
     ),
     kinds={"python", "duckdb"},
@@ -81,8 +82,10 @@ def identity_map(
             "merge_rate": dg.MetadataValue.float(float(stats["merge_rate"])),
             **{k: stats[k] for k in ("id_changes", "new_records", "deterministic_links", "fuzzy_links")},
             **{k: stats[k] for k in ("refused_links", "max_cluster_size")},
-            "candidate_pairs_per_rule": dg.MetadataValue.json(stats["candidate_pairs_per_rule"]),
-            "skipped_blocks_per_rule": dg.MetadataValue.json(stats["skipped_blocks_per_rule"]),
+            "candidate_pairs": stats["candidate_pairs"],
+            "skipped_blocks_per_key": dg.MetadataValue.json(stats["skipped_blocks_per_key"]),
+            "prior_match_probability": dg.MetadataValue.float(float(stats.get("prior_match_probability", 0.0))),
+            "training_notes": dg.MetadataValue.json(stats.get("training_notes", [])),
             # values shared too widely to link: per profile field, and per declared id type
             "overshared_identifier_values": dg.MetadataValue.json(stats["overshared_identifier_values"]),
             "declared_identifiers": stats["declared_identifiers"],

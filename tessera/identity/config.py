@@ -99,6 +99,10 @@ class IdentityConfig:
     # Pairs inside a linked group of up to this many records that blocking never compared are
     # scored too, so the graded veto sees them (larger groups are left as linked, and counted).
     max_group_to_check: int = 1000
+    # What a shared identifier that links deterministically adds to its pair's weight: two records
+    # under one login id or loyalty card stay together unless their other attributes are strong
+    # evidence against (a household's shared email between two different people).
+    identifier_weight: float = 10.0
     # An identifier value held by at most this many records links them deterministically; a value
     # shared more widely (a household phone, a placeholder email) is still compared, as evidence
     # weighed by how common it is, but links nothing on its own.

@@ -279,6 +279,20 @@ def _pair_key() -> list[pl.Expr]:
     ]
 
 
+def _with_identifier_evidence(scored: pl.DataFrame, det: pd.DataFrame, weight: float) -> pl.DataFrame:
+    """The pairs a deterministic link joins weigh `weight` more: the shared identifier is evidence
+    the compared attributes do not hold (a declared person id, a loyalty card)."""
+    if not len(det) or scored.is_empty():
+        return scored
+    linked = pl.from_pandas(det[["record_l", "record_r"]]).cast(pl.String).with_columns(_pair_key()).select("_a", "_b")
+    return (
+        scored.with_columns(_pair_key())
+        .join(linked.with_columns(_det=pl.lit(True)), on=["_a", "_b"], how="left")
+        .with_columns(bf=pl.when(pl.col("_det")).then(pl.col("bf") + weight).otherwise(pl.col("bf")))
+        .drop("_a", "_b", "_det")
+    )
+
+
 def _deterministic_links(det: pd.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
     """Deterministic links with their pair's weight (infinite when the pair was not compared)."""
     if not len(det):
@@ -347,6 +361,30 @@ def resolve(
     optional, holds declared identifiers of those records (record_id, id_type, id_value: a table,
     view or parenthesised query in con). `only_with`, optional, a table of record_id: only pairs
     touching those records are compared (the records new or changed since an earlier run)."""
+    try:
+        return _resolve(con, source, config, identifiers, only_with)
+    finally:
+        _drop_splink_tables(con)
+
+
+def _drop_splink_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Splink materialises its working tables (records, pairs, term frequencies) in the
+    connection's database: on the warehouse they would outlive the run, and hold personal data an
+    erasure would not reach."""
+    for schema, table, kind in con.execute(
+        "select schema_name, table_name, 'table' from duckdb_tables() where table_name like '__splink__%' "
+        "union all select schema_name, view_name, 'view' from duckdb_views() where view_name like '__splink__%'"
+    ).fetchall():
+        con.execute(f"drop {kind} if exists {ident(schema)}.{ident(table)}")
+
+
+def _resolve(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    config: IdentityConfig,
+    identifiers: str | None,
+    only_with: str | None,
+) -> ResolveResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -380,6 +418,7 @@ def resolve(
         fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config)
         scored = _scored(con, fitted.prior)
     lap("model")
+    scored = _with_identifier_evidence(scored, det, config.identifier_weight)
     det_links = _deterministic_links(det, scored)
     fuzzy_links = _fuzzy_links(scored, det_links, config.match_probability)
     links = pl.concat([det_links, fuzzy_links]).sort(["record_l", "record_r"])
@@ -391,7 +430,7 @@ def resolve(
         stats_unscored = unscored
         if unscored:
             fitted.score("__id_group_pairs", model.SCORED, append=True)
-            scored = _scored(con, fitted.prior)
+            scored = _with_identifier_evidence(_scored(con, fitted.prior), det, config.identifier_weight)
     else:
         stats_unscored = 0
     lap("group_pairs")

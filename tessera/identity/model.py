@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 SCORED = "__id_scored"
 # The prior the model is scored with; the estimated one replaces it afterwards.
 _PRIOR = 1e-4
+# An EM session needs pairs to learn from: below this many its prior m values stand.
+MIN_EM_PAIRS = 100
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,27 @@ def _levels(c: Compared) -> tuple[list, list[float]]:
     raise ValueError(f"unknown kind {c.kind!r} for {c.label}")
 
 
+# The u a level keeps when random sampling never observes it (a small table, a rare agreement):
+# agreement is then rare by chance, and disagreement the rule. Without it Splink leaves the level
+# untrained, and a table without duplicates weighed every disagreement as no evidence at all.
+_UNSEEN_U_AGREE = 1e-4
+_UNSEEN_U_ELSE = 0.99
+
+
 def _comparison(c: Compared):
     import splink.comparison_library as cl
 
     levels, prior = _levels(c)
     for level, m in zip(levels[1:], prior, strict=True):
-        level.configure(m_probability=m)
+        u = _UNSEEN_U_ELSE if isinstance(level, _else_level()) else _UNSEEN_U_AGREE
+        level.configure(m_probability=m, u_probability=u)
     return cl.CustomComparison(levels, output_column_name=c.column, comparison_description=c.label)
+
+
+def _else_level():
+    import splink.comparison_level_library as cll
+
+    return cll.ElseLevel
 
 
 def _em_rules(compared: list[Compared]) -> list[list[str]]:
@@ -152,7 +168,7 @@ class Fitted:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, records: str, compared: list[Compared], record_count: int, config
     ):
-        from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+        from splink import DuckDBAPI, Linker, SettingsCreator
 
         self.con = con
         self._db = DuckDBAPI(connection=con)
@@ -174,19 +190,39 @@ class Fitted:
                 max_pairs=max(1.0, min(float(config.u_max_pairs), self.all_pairs)), seed=int(config.seed)
             )
             for rule in _em_rules(compared):
-                try:
-                    self.linker.training.estimate_parameters_using_expectation_maximisation(
-                        block_on(*rule),
-                        estimate_without_term_frequencies=True,
-                        max_pairs=float(config.em_max_pairs),
-                    )
-                except Exception as exc:
-                    note = f"EM blocked on {'+'.join(rule)} could not train ({type(exc).__name__}: {exc}); priors kept"
-                    log.warning(note)
-                    self.notes.append(note)
-        self.parameters = _parameters(self.linker.misc.save_model_to_json())
+                self._train_m(records, rule, config)
+        labels = {c.column: c.label for c in compared}
+        self.parameters = _parameters(self.linker.misc.save_model_to_json(), labels)
         self.prior = _PRIOR
         self.expected_matches = 0.0
+
+    def _train_m(self, records: str, rule: list[str], config) -> None:
+        """One EM session blocked on `rule`. A session with too few pairs to learn from is skipped,
+        and a session that fails leaves the model as it was before it (Splink drops the blocked
+        comparisons from the model while a session runs): both are reported in `notes`."""
+        from splink import Linker, block_on
+
+        cols = [f'"{c}"' for c in rule]
+        pairs = self.con.execute(
+            f"select coalesce(sum(n * (n - 1) / 2), 0) from (select count(*) as n from {records} "
+            f"where {' and '.join(f'{c} is not null' for c in cols)} group by {', '.join(cols)})"
+        ).fetchall()[0][0]
+        name = "+".join(rule)
+        if pairs < MIN_EM_PAIRS:
+            self.notes.append(f"EM blocked on {name}: {int(pairs)} pairs, fewer than {MIN_EM_PAIRS}; prior m kept")
+            return
+        before = self.linker.misc.save_model_to_json()
+        try:
+            self.linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on(*rule), estimate_without_term_frequencies=True, max_pairs=float(config.em_max_pairs)
+            )
+        except Exception as exc:
+            note = (
+                f"EM blocked on {name} could not train ({type(exc).__name__}: {str(exc).splitlines()[0]}); prior m kept"
+            )
+            log.warning(note)
+            self.notes.append(note)
+            self.linker = Linker(self._db.register(records), before, log_level=None)
 
     def score(self, pairs: str, out: str, append: bool = False) -> None:
         """Score the pairs in `pairs` (record_l, record_r) into `out` (record_l, record_r, bf):
@@ -259,10 +295,10 @@ def estimate_prior(con: duckdb.DuckDBPyConnection, all_pairs: float, iterations:
     return prior, float(expected)
 
 
-def _parameters(model: dict) -> pl.DataFrame:
+def _parameters(model: dict, labels: dict[str, str]) -> pl.DataFrame:
     rows = []
     for comparison in model.get("comparisons", []):
-        name = comparison.get("comparison_description") or comparison["output_column_name"]
+        name = labels.get(comparison["output_column_name"], comparison["output_column_name"])
         for level in comparison["comparison_levels"]:
             if level.get("is_null_level"):
                 continue
