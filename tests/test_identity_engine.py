@@ -323,3 +323,66 @@ def test_without_declared_identifiers_nothing_changes_and_the_pipeline_mapping_s
     assert (result.stats["declared_identifiers"], result.stats["declared_links"]) == (0, 0)
     mapping = load_mapping(Path(__file__).parent.parent / "config" / "identity_mapping.yaml")
     assert (mapping.max_records_per_declared_identifier, mapping.max_records_per_identifier) == (10, 4)
+
+
+def _small_people_file(tmp_path: Path) -> Path:
+    people = pd.concat(
+        [
+            pd.read_csv(FIXTURES / "people_small.csv", dtype=str),
+            pd.DataFrame(filler()).rename(
+                columns={"record_id": "rec_id", "city": "suburb", "birth_date": "date_of_birth"}
+            )[["rec_id", "given_name", "surname", "suburb", "postcode", "date_of_birth"]],
+        ]
+    )
+    path = tmp_path / "people.csv"
+    people.to_csv(path, index=False)
+    return path
+
+
+def test_the_command_writes_stable_tc_ids_and_keeps_them_on_a_rerun(tmp_path, capsys):
+    from tessera.cli import main
+
+    people = _small_people_file(tmp_path)
+    mapping = FIXTURES / "people_small_mapping.yaml"
+    assert main(["identity", "resolve", str(people), "--config", str(mapping), "--out", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr()
+    assert "records ->" in out.out and "links:" in out.out and "training the model" in out.err
+    first = pd.read_csv(tmp_path / "a.csv", dtype=str)
+    assert first["person_id"].str.match(r"^tc_[0-9a-f]{16}$").all()
+    args = ["identity", "resolve", str(people), "--config", str(mapping), "--out", str(tmp_path / "b.csv")]
+    assert main([*args, "--previous", str(tmp_path / "a.csv")]) == 0
+    second = pd.read_csv(tmp_path / "b.csv", dtype=str)
+    pd.testing.assert_frame_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing_input", "nope.csv: file not found"),
+        ("missing_mapping", "nope.yaml: mapping file not found"),
+        ("bad_attribute", "columns: unknown attribute(s) ['shoe_size']"),
+        ("bad_kind", "other_columns.colour: unknown kind 'colour'"),
+        ("bad_threshold", "thresholds: unknown identity threshold(s): ['match_weight']"),
+        ("missing_column", "names columns the file lacks: ['nickname']"),
+    ],
+)
+def test_a_missing_file_or_bad_mapping_is_one_line_and_exit_2(tmp_path, capsys, case, expected):
+    from tessera.cli import main
+
+    people, mapping = _small_people_file(tmp_path), tmp_path / "m.yml"
+    body = {
+        "bad_attribute": "record_id: rec_id\ncolumns: {shoe_size: surname}\n",
+        "bad_kind": "record_id: rec_id\nother_columns: {colour: colour}\n",
+        "bad_threshold": "record_id: rec_id\ncolumns: {surname: surname}\nthresholds: {match_weight: 8}\n",
+        "missing_column": "record_id: rec_id\ncolumns: {given_name: nickname}\n",
+    }
+    mapping.write_text(body.get(case, "record_id: rec_id\ncolumns: {surname: surname}\n"))
+    if case == "missing_input":
+        people = tmp_path / "nope.csv"
+    if case == "missing_mapping":
+        mapping = tmp_path / "nope.yaml"
+    code = main(["identity", "resolve", str(people), "--config", str(mapping), "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("tessera identity resolve: ") and expected in err[-1]
+    assert "Traceback" not in "\n".join(err)

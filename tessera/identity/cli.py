@@ -1,76 +1,161 @@
-"""`tessera identity resolve INPUT --config MAPPING.yaml --out OUT`: the pipeline's matcher on any file."""
+"""`tessera identity resolve INPUT --config MAPPING.yaml --out OUT`: the pipeline's matcher on any file.
+
+Output: record_id, person_id. Person ids are tessera's stable ids (`tc_` + 16 hex) from the first
+run on; with `--previous` an earlier output's ids are kept (new records join them, merges keep the
+larger id, splits get new ones). Progress goes to stderr, the summary to stdout; a missing file or a
+bad mapping is one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from tessera.identity.config import load_mapping
 from tessera.identity.engine import resolve
 from tessera.identity.stable_ids import assign_stable_ids
 from tessera.sql import ident
 
+# A mapped attribute whose graded veto refuses more than this share of the links it could have
+# joined is worth a look: a column holding placeholders, or mapped to the wrong attribute.
+REFUSED_SHARE_WARNING = 0.05
+
+
+class InputError(ValueError):
+    """A file or mapping the command cannot use: reported in one line."""
+
 
 def read_input(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        con.execute(
-            f"create or replace table {ident(table)} as select * from read_csv(?, all_varchar = true, header = true)",
-            [str(path)],
-        )
-    elif suffix == ".parquet":
-        con.execute(f"create or replace table {ident(table)} as select * from read_parquet(?)", [str(path)])
-    else:
-        raise ValueError(f"{path}: input must be .csv or .parquet")
+    try:
+        if suffix == ".csv":
+            con.execute(
+                f"create or replace table {ident(table)} as select * from read_csv(?, all_varchar = true, header = true)",
+                [str(path)],
+            )
+        elif suffix == ".parquet":
+            con.execute(f"create or replace table {ident(table)} as select * from read_parquet(?)", [str(path)])
+        else:
+            raise InputError(f"{path}: input must be .csv or .parquet")
+    except duckdb.Error as exc:
+        raise InputError(f"{path}: cannot be read: {str(exc).splitlines()[0]}") from exc
 
 
-def resolve_file(input_path: Path, mapping_path: Path, out_path: Path, previous: Path | None = None) -> dict:
-    config = load_mapping(mapping_path)
+def _progress(message: str, started: float) -> None:
+    print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def resolve_file(
+    input_path: Path, mapping_path: Path, out_path: Path, previous: Path | None = None, progress: bool = False
+) -> dict:
+    started = time.perf_counter()
+    try:
+        config = load_mapping(mapping_path)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     con = duckdb.connect()
     try:
         read_input(con, input_path, "input_records")
         columns = {d[0] for d in con.execute("select * from input_records limit 0").description}
-        needed = {config.record_id, *[c for cols in config.columns.values() for c in cols], *config.extra_identifiers}
+        needed = {
+            config.record_id,
+            *[c for cols in config.columns.values() for c in cols],
+            *config.other_columns,
+            *config.extra_identifiers,
+        }
         missing = sorted(needed - columns)
         if missing:
-            raise ValueError(f"{input_path}: the mapping names columns the file lacks: {missing}")
-        result = resolve(con, "input_records", config)
-        assignments = result.assignments.rename(columns={"cluster_id": "person_id"})
+            raise InputError(f"{input_path}: the mapping {mapping_path} names columns the file lacks: {missing}")
+        if progress:
+            count = con.execute("select count(*) from input_records").fetchall()[0][0]
+            _progress(f"read {count:,} records; training the model and scoring candidate pairs", started)
+        try:
+            result = resolve(con, "input_records", config)
+        except ValueError as exc:  # a duplicated or missing record id
+            raise InputError(f"{input_path}: {exc}") from exc
+        if progress:
+            _progress(f"resolved: {result.stats['clusters']:,} people; assigning stable ids", started)
+        prev = pd.DataFrame(columns=["record_id", "customer_id"])
         if previous is not None:
-            con.execute(
-                "create or replace table previous_map as select * from read_csv(?, all_varchar = true)"
-                if previous.suffix == ".csv"
-                else "create or replace table previous_map as select * from read_parquet(?)",
-                [str(previous)],
-            )
+            read_input(con, previous, "previous_map")
             prev = con.execute("select record_id, person_id as customer_id from previous_map").df()
-            stable = assign_stable_ids(prev, result.assignments, result.edges)
-            assignments = stable.identity_map.rename(columns={"customer_id": "person_id"})
+        stable = assign_stable_ids(prev, result.assignments, result.edges)
+        assignments = stable.identity_map.rename(columns={"customer_id": "person_id"})
         out_path.parent.mkdir(parents=True, exist_ok=True)
         con.register("out_df", assignments[["record_id", "person_id"]])
         fmt = "format parquet" if out_path.suffix.lower() == ".parquet" else "format csv, header true"
         con.execute(f"copy (select * from out_df order by record_id) to ? ({fmt})", [out_path.as_posix()])
-        return result.stats
+        stats = dict(result.stats)
+        stats["id_changes"] = {k: int(v) for k, v in stable.events["event_type"].value_counts().items()}
+        stats["refusal_reasons"] = _refusal_summary(result.edges)
+        stats["seconds"] = round(time.perf_counter() - started, 2)
+        return stats
     finally:
         con.close()
+
+
+def _refusal_summary(edges: pd.DataFrame) -> dict:
+    """Refused links by kind of reason (cannot-link, weak groups, ...)."""
+    reasons = edges["refused_reason"].dropna()
+    return {str(k): int(v) for k, v in reasons.str.split(":").str[0].value_counts().items()}
+
+
+def summary(stats: dict) -> list[str]:
+    """The lines a user reads first, then warnings."""
+    lines = [
+        f"{stats['records']:,} records -> {stats['clusters']:,} people "
+        f"(largest {stats['max_cluster_size']}), in {stats.get('seconds', 0)} s",
+        f"links: {stats['deterministic_links']:,} deterministic, {stats['fuzzy_links']:,} probabilistic; "
+        f"{stats['refused_links']:,} refused {stats.get('refusal_reasons', {})}",
+        f"candidate pairs: {stats['candidate_pairs']:,}; expected matching pairs: "
+        f"{stats.get('expected_matching_pairs', 0):,}",
+    ]
+    links = stats["deterministic_links"] + stats["fuzzy_links"]
+    if links and stats["refused_links"] / links > REFUSED_SHARE_WARNING:
+        lines.append(
+            f"warning: {stats['refused_links']:,} of {links:,} links were refused because the records they join "
+            "compare as different people: check for placeholder values or a column mapped to the wrong attribute"
+        )
+    skipped = stats.get("skipped_blocks_per_key") or {}
+    if skipped:
+        lines.append(f"note: blocking keys too common to compare alone (max_block_size): {skipped}")
+    lines.extend(f"note: {n}" for n in stats.get("training_notes", []))
+    return lines
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     identity = sub.add_parser("identity", help="identity resolution on any person table")
     isub = identity.add_subparsers(dest="identity_command", required=True)
-    r = isub.add_parser("resolve", help="cluster person records: writes record_id, person_id")
+    r = isub.add_parser(
+        "resolve",
+        help="cluster person records: writes record_id, person_id",
+        description="Cluster the records of a CSV or Parquet file into people (docs/identity.md).",
+    )
     r.add_argument("input", type=Path, help="CSV or Parquet with a record id column")
     r.add_argument("--config", type=Path, required=True, help="YAML mapping of columns to attributes")
     r.add_argument("--out", type=Path, required=True, help="output .csv or .parquet")
     r.add_argument("--previous", type=Path, help="an earlier OUT: keep its person ids stable")
+    r.add_argument("--json", action="store_true", help="print every figure as JSON instead of the summary")
     r.set_defaults(func=_cmd_resolve)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
-    stats = resolve_file(args.input, args.config, args.out, args.previous)
-    print(json.dumps(dict(stats.items()), indent=2, default=str))
+    try:
+        stats = resolve_file(args.input, args.config, args.out, args.previous, progress=True)
+    except InputError as exc:
+        print(f"tessera identity resolve: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+    else:
+        print("\n".join(summary(stats)))
     print(f"wrote {args.out}")
     return 0

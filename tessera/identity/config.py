@@ -120,7 +120,7 @@ class IdentityConfig:
     min_records_to_train: int = 50
     # Random record pairs sampled to estimate u-probabilities, and the most pairs each
     # expectation-maximisation session reads.
-    u_max_pairs: int = 500_000
+    u_max_pairs: int = 300_000
     em_max_pairs: int = 1_000_000
     seed: int = 42
 

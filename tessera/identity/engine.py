@@ -438,7 +438,8 @@ def _resolve(
     unchecked = int((group_sizes > config.max_group_to_check).sum())
     if unchecked:
         log.warning(
-            "%d linked groups hold more than %d records: their pairs were not all compared, so they stay as linked",
+            "%d linked groups hold more than %d records: not every pair in them was compared; they are split "
+            "on the cannot-links blocking found, strongest link first",
             unchecked,
             config.max_group_to_check,
         )
