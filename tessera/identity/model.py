@@ -143,8 +143,10 @@ def _else_level():
 
 
 def _em_rules(compared: list[Compared]) -> list[list[str]]:
-    """Blocking rules of the EM sessions: names first, then a date or an identifier, so that every
-    attribute is trained in a session not blocked on it."""
+    """Blocking rules of the EM sessions, so that every attribute is trained in a session not
+    blocked on it: the names, then a date or an identifier. (In a large table most pairs sharing a
+    common name are different people, and EM can then learn a wrong match class: the plausibility
+    check after training catches it.)"""
     names = [c.column for c in compared if c.kind in ("person_name", "name")][:2]
     others = [c.column for c in compared if c.column not in names]
     second = next((c.column for kind in ("date", "email", "code", "text") for c in compared if c.kind == kind), None)
@@ -196,10 +198,39 @@ class Fitted:
             )
             for rule in _em_rules(compared):
                 self._train_m(records, rule, config)
+        self._keep_plausible_m(records, compared)
         labels = {c.column: c.label for c in compared}
         self.parameters = _parameters(self.linker.misc.save_model_to_json(), labels)
         self.prior = _PRIOR
         self.expected_matches = 0.0
+
+    def _keep_plausible_m(self, records: str, compared: list[Compared]) -> None:
+        """EM can settle on a wrong match class: blocked on common names in a large table, it took
+        "lives nearby" for a match and learned that a match's birth date agrees 6 % of the time.
+        Records of one person agree on an attribute more often than they disagree completely, so a
+        comparison whose trained m puts less on exact agreement than on the last level goes back to
+        its prior m, and the note says so."""
+        from splink import Linker
+
+        model_json = self.linker.misc.save_model_to_json()
+        by_column = {c.column: c for c in compared}
+        changed = False
+        for comparison in model_json["comparisons"]:
+            levels = [lvl for lvl in comparison["comparison_levels"] if not lvl.get("is_null_level")]
+            exact, other = levels[0].get("m_probability") or 0.0, levels[-1].get("m_probability") or 0.0
+            if exact >= other:
+                continue
+            c = by_column[comparison["output_column_name"]]
+            _, prior = _levels(c)
+            for level, m in zip(levels, prior, strict=True):
+                level["m_probability"] = m
+            self.notes.append(
+                f"EM's m for {c.label} was implausible (exact agreement {exact:.3f} < complete disagreement "
+                f"{other:.3f}): prior m kept"
+            )
+            changed = True
+        if changed:
+            self.linker = Linker(self._db.register(records), model_json, log_level=None)
 
     def _train_m(self, records: str, rule: list[str], config) -> None:
         """One EM session blocked on `rule`. A session with too few pairs to learn from is skipped,
