@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -251,12 +252,6 @@ def deterministic_edges(
     return edges, stats
 
 
-def _families(config: IdentityConfig, compared: list[model.Compared]) -> list[tuple[str, str, str]]:
-    """(column, kind, key family) per compared column: the family is the name users write in
-    blocking_rules (the attribute, or the input column of an other_columns entry)."""
-    return [(c.column, c.kind, c.label) for c in compared]
-
-
 _EMPTY_LINKS = {
     "record_l": pl.String,
     "record_r": pl.String,
@@ -331,11 +326,10 @@ def _fuzzy_links(scored: pl.DataFrame, det_links: pl.DataFrame, threshold: float
 
 
 def _unscored_pairs_in_groups(
-    con: duckdb.DuckDBPyConnection, record_ids: pl.Series, links: pl.DataFrame, max_group: int
+    con: duckdb.DuckDBPyConnection, record_ids: pl.Series, labels: np.ndarray, max_group: int
 ) -> int:
-    """Create the temp table __id_group_pairs of the pairs inside each linked group of 3 to
-    `max_group` records that were never scored; return how many."""
-    labels = components(record_ids, links)
+    """Create the temp table __id_group_pairs of the pairs inside each linked group (labels: the
+    group of each record) of 3 to `max_group` records that were never scored; return how many."""
     groups = pl.DataFrame({"record_id": record_ids, "g": labels}).with_columns(size=pl.len().over("g"))
     con.register("__id_groups", groups.filter((pl.col("size") >= 3) & (pl.col("size") <= max_group)))
     con.execute(
@@ -400,7 +394,8 @@ def _resolve(
     lap("standardise_and_deterministic")
     compared = compared_columns(config, attrs)
     con.register("__id_det_pairs", det[["record_l", "record_r"]])
-    blocking.build_keys(con, RECORDS, _families(config, compared), config.blocking_rules)
+    # key families are named as users write them in blocking_rules: the attribute, or the input column
+    blocking.build_keys(con, RECORDS, [(c.column, c.kind, c.label) for c in compared], config.blocking_rules)
     block_stats = blocking.candidate_pairs(con, config.max_block_size, "__id_det_pairs", only_with)
     con.unregister("__id_det_pairs")
     lap("blocking")
@@ -423,19 +418,17 @@ def _resolve(
     fuzzy_links = _fuzzy_links(scored, det_links, config.match_probability)
     links = pl.concat([det_links, fuzzy_links]).sort(["record_l", "record_r"])
     record_ids = con.sql(f"select record_id from {RECORDS} order by record_id").pl()["record_id"]
+    groups = components(record_ids, links)
+    unscored = 0
     if fitted is not None:
         # pairs inside a linked group that blocking never compared: scored now, so a chain of
         # links cannot join two records whose own comparison says they are different people
-        unscored = _unscored_pairs_in_groups(con, record_ids, links, config.max_group_to_check)
-        stats_unscored = unscored
+        unscored = _unscored_pairs_in_groups(con, record_ids, groups, config.max_group_to_check)
         if unscored:
             fitted.score("__id_group_pairs", model.SCORED, append=True)
             scored = _with_identifier_evidence(_scored(con, fitted.prior), det, config.identifier_weight)
-    else:
-        stats_unscored = 0
     lap("group_pairs")
-    group_sizes = pl.Series(components(record_ids, links)).value_counts()["count"]
-    unchecked = int((group_sizes > config.max_group_to_check).sum())
+    unchecked = int((np.bincount(groups) > config.max_group_to_check).sum()) if len(groups) else 0
     if unchecked:
         log.warning(
             "%d linked groups hold more than %d records: not every pair in them was compared; they are split "
@@ -470,7 +463,7 @@ def _resolve(
         "fuzzy_links": fuzzy_links.height,
         "refused_links": refused_count,
         "cannot_link_pairs": cannot.height,
-        "group_pairs_scored": stats_unscored,
+        "group_pairs_scored": unscored,
         "groups_too_large_to_check": unchecked,
         **block_stats,
         **declared_stats,

@@ -130,16 +130,10 @@ def _comparison(c: Compared):
     import splink.comparison_library as cl
 
     levels, prior = _levels(c)
-    for level, m in zip(levels[1:], prior, strict=True):
-        u = _UNSEEN_U_ELSE if isinstance(level, _else_level()) else _UNSEEN_U_AGREE
-        level.configure(m_probability=m, u_probability=u)
+    last = len(levels) - 1  # every comparison ends with its else level
+    for i, (level, m) in enumerate(zip(levels[1:], prior, strict=True), start=1):
+        level.configure(m_probability=m, u_probability=_UNSEEN_U_ELSE if i == last else _UNSEEN_U_AGREE)
     return cl.CustomComparison(levels, output_column_name=c.column, comparison_description=c.label)
-
-
-def _else_level():
-    import splink.comparison_level_library as cll
-
-    return cll.ElseLevel
 
 
 def _em_rules(compared: list[Compared]) -> list[list[str]]:
