@@ -386,3 +386,73 @@ def test_a_missing_file_or_bad_mapping_is_one_line_and_exit_2(tmp_path, capsys, 
     assert code == 2
     assert err[-1].startswith("tessera identity resolve: ") and expected in err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+# incremental matching: a run hands its state (model, record fingerprints, scored pairs inside
+# linked groups) to the next, which blocks and scores only the pairs of new or changed records
+
+PRIYA = {"given_name": "priya", "surname": "raman", "address": "14 quay street", "postcode": "BS14ST",
+         "birth_date": "1984-06-12", "email": "priya@a.example"}  # fmt: skip
+
+
+def _run(con, config, previous=None, retrain=False):
+    result = resolve(con, "people", config, previous=previous, retrain=retrain)
+    return dict(zip(result.assignments["record_id"], result.assignments["cluster_id"], strict=False)), result
+
+
+def test_a_rerun_reuses_the_model_and_scores_and_gives_the_same_clusters():
+    config = IdentityConfig(record_id="record_id", columns=ALL, u_max_pairs=20000)
+    con = _people([{"record_id": "q1", **PRIYA}, {"record_id": "q2", **PRIYA, "birth_date": "1984-06-13"}])
+    first, full = _run(con, config)
+    assert full.stats["training"] == "full: no earlier run" and full.state.model is not None
+    # the pair inside the one linked group is kept for the next run; pairs between groups are not
+    assert full.state.pairs.select("record_l", "record_r").rows() == [("q1", "q2")]
+    again, rerun = _run(con, config, previous=full.state)
+    assert again == first
+    assert rerun.stats["changed_records"] == 0 and rerun.stats["candidate_pairs"] == 0
+    assert rerun.stats["reused_pair_scores"] == 1
+    assert rerun.stats["training"].startswith("incremental: the model trained on 302 records")
+    assert rerun.state.model == full.state.model and rerun.state.prior == full.state.prior
+
+
+def test_a_new_record_is_compared_with_everyone_but_old_pairs_are_not_scored_again():
+    config = IdentityConfig(record_id="record_id", columns=ALL, u_max_pairs=20000)
+    con = _people([{"record_id": "q1", **PRIYA}])
+    _, full = _run(con, config)
+    # the same person registers again, with a slip in her email
+    con.execute("insert into people (record_id, given_name, surname, address, postcode, birth_date, email) "
+                "values ('q2', 'Priya', 'Raman', '14 Quay Street', 'BS1 4ST', '1984-06-12', 'priya@a.exampel')")  # fmt: skip
+    clusters, inc = _run(con, config, previous=full.state)
+    assert clusters["q2"] == clusters["q1"]
+    assert inc.stats["changed_records"] == 1
+    # only pairs touching q2 were blocked: each of them holds q2
+    touching = con.execute("select count(*) from __id_pairs where record_l = 'q2' or record_r = 'q2'").fetchall()
+    assert inc.stats["candidate_pairs"] == touching[0][0] >= 1
+    # and a full run on the same records agrees
+    assert _run(con, config)[0] == clusters
+
+
+def test_a_changed_record_is_scored_again_and_can_leave_its_cluster():
+    config = IdentityConfig(record_id="record_id", columns=ALL, u_max_pairs=20000)
+    con = _people([{"record_id": "q1", **PRIYA}, {"record_id": "q2", **PRIYA}])
+    first, full = _run(con, config)
+    assert first["q1"] == first["q2"]
+    # q2 was a data-entry mistake, corrected to another person entirely
+    con.execute("update people set given_name = 'olaf', surname = 'nygaard', address = '2 fjord way', "
+                "postcode = 'ZZ99ZZ', birth_date = '1931-01-30', email = 'olaf@b.example' where record_id = 'q2'")  # fmt: skip
+    clusters, inc = _run(con, config, previous=full.state)
+    assert inc.stats["changed_records"] == 1 and inc.stats["reused_pair_scores"] == 0
+    assert clusters["q1"] != clusters["q2"]
+
+
+def test_a_changed_mapping_a_grown_table_or_a_request_trains_again():
+    config = IdentityConfig(record_id="record_id", columns=ALL, u_max_pairs=20000)
+    con = _people([{"record_id": "q1", **PRIYA}])
+    _, full = _run(con, config)
+    _, other = _run(con, config.with_overrides(max_block_size=50), previous=full.state)
+    assert other.stats["training"] == "full: the mapping or the matcher settings changed since the earlier run"
+    _, asked = _run(con, config, previous=full.state, retrain=True)
+    assert asked.stats["training"] == "full: retrain requested"
+    con.execute("insert into people select * replace ('n' || record_id as record_id) from people limit 100")
+    _, grown = _run(con, config, previous=full.state)
+    assert grown.stats["training"].startswith("full: 401 records against 301 at training: more than 20% changed")

@@ -81,20 +81,23 @@ def candidate_pairs(
     """Create the temp table PAIRS (record_l < record_r) of records sharing a key held by 2 to
     max_block_size records, plus `extra_pairs` (a table of record_l, record_r: the deterministic
     links, so they are scored too). With `only_with` (a table of record_id), only pairs touching
-    one of those records: an incremental run compares new records with everyone, not every pair again."""
+    one of those records, of both kinds: an incremental run compares new records with everyone, not
+    every pair again."""
     con.execute(
         f"""
         create or replace temp table __id_key_sizes as
         select key, split_part(key, ':', 1) as family, count(*) as n from {KEYS} group by key
         """
     )
-    touching = (
-        f"and (a.record_id in (select record_id from {only_with}) or b.record_id in (select record_id from {only_with}))"
-        if only_with
-        else ""
-    )
+
+    def touching(left: str, right: str) -> str:
+        if not only_with:
+            return ""
+        return f"and ({left} in (select record_id from {only_with}) or {right} in (select record_id from {only_with}))"
+
     extra = (
-        f"union select least(record_l, record_r), greatest(record_l, record_r) from {extra_pairs}"
+        f"union select least(record_l, record_r), greatest(record_l, record_r) from {extra_pairs} "
+        f"where true {touching('record_l', 'record_r')}"
         if extra_pairs
         else ""
     )
@@ -105,7 +108,7 @@ def candidate_pairs(
             select a.record_id as record_l, b.record_id as record_r
             from {KEYS} as a
             inner join {KEYS} as b on a.key = b.key and a.record_id < b.record_id
-            where a.key in (select key from __id_key_sizes where n between 2 and $cap) {touching}
+            where a.key in (select key from __id_key_sizes where n between 2 and $cap) {touching("a.record_id", "b.record_id")}
             {extra}
         )
         """,

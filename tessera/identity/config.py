@@ -118,6 +118,11 @@ class IdentityConfig:
     # Fewer records than this give no sound estimate of how often attributes agree by chance: such
     # a table gets deterministic links only, and says so in its stats.
     min_records_to_train: int = 50
+    # A run with an earlier run's state reuses its model and pair scores, comparing only new and
+    # changed records, unless the record count moved by more than this share since the model was
+    # trained: then it trains again and scores every pair (a shop that doubled is not the shop the
+    # model learned).
+    retrain_growth: float = 0.2
     # Random record pairs sampled to estimate u-probabilities, and the most pairs each
     # expectation-maximisation session reads.
     u_max_pairs: int = 300_000

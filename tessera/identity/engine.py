@@ -22,6 +22,8 @@ that need re-clustering.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,6 +45,30 @@ PAIRS = blocking.PAIRS
 DECLARED = "__id_declared"
 
 
+# Bump when standardisation, blocking keys or comparison levels change meaning: a stored model and
+# stored pair scores of an older version are then not reused.
+STATE_VERSION = 1
+FINGERPRINTS = "__id_fingerprints"
+_STATE_PAIRS = {"record_l": pl.String, "record_r": pl.String, "bf": pl.Float64}
+CHANGED = "__id_changed"
+
+
+@dataclass
+class MatcherState:
+    """What a run keeps for the next one, so the next compares only its new and changed records.
+
+    Pairs outside every linked group are not kept: they join nothing, and if new links later put
+    their records in one group, the pairs inside it that were never scored are scored then."""
+
+    config_key: str  # the mapping and matcher settings the model and scores belong to
+    model: dict | None  # Splink's model JSON (every m and u); None: too few records to train
+    prior: float
+    expected_matches: float
+    trained_records: int  # records the model was trained on
+    fingerprints: pl.DataFrame  # record_id, fingerprint: a hash of the record's standardised values
+    pairs: pl.DataFrame  # record_l, record_r, bf: the scored pairs inside linked groups
+
+
 @dataclass
 class ResolveResult:
     assignments: pd.DataFrame  # record_id, cluster_id
@@ -50,6 +76,7 @@ class ResolveResult:
     stats: dict = field(default_factory=dict)
     weights: pd.DataFrame | None = None  # attribute, level, m, u, weight
     timings: dict = field(default_factory=dict)  # step -> seconds
+    state: MatcherState | None = None
 
 
 def _text(columns: list[str]) -> str:
@@ -349,16 +376,124 @@ def resolve(
     source: str,
     config: IdentityConfig,
     identifiers: str | None = None,
-    only_with: str | None = None,
+    previous: MatcherState | None = None,
+    retrain: bool = False,
 ) -> ResolveResult:
     """Resolve the person records in `source` (a table or view in con) into clusters; `identifiers`,
     optional, holds declared identifiers of those records (record_id, id_type, id_value: a table,
-    view or parenthesised query in con). `only_with`, optional, a table of record_id: only pairs
-    touching those records are compared (the records new or changed since an earlier run)."""
+    view or parenthesised query in con).
+
+    `previous`, optional, is the state an earlier run returned: its model scores this run, and only
+    the pairs touching records that are new or changed since then are blocked and scored; the
+    earlier scores of the other pairs are reused. The model is trained again (and every pair
+    scored) when there is no earlier state, when `retrain`, when the mapping or matcher settings
+    changed, or when the record count moved by more than `config.retrain_growth` since training.
+    The result's stats say which (`training`)."""
     try:
-        return _resolve(con, source, config, identifiers, only_with)
+        return _resolve(con, source, config, identifiers, previous, retrain)
     finally:
         _drop_splink_tables(con)
+
+
+def config_key(config: IdentityConfig, compared: list[model.Compared]) -> str:
+    """What a stored model and its pair scores depend on: the compared columns and their kinds, the
+    blocking, the training settings, the engine and Splink versions."""
+    from splink import __version__ as splink_version
+
+    payload = {
+        "compared": [[c.column, c.kind, c.label, c.swap_with] for c in compared],
+        "blocking_rules": [list(r) for r in config.blocking_rules],
+        "max_block_size": config.max_block_size,
+        "u_max_pairs": config.u_max_pairs,
+        "em_max_pairs": config.em_max_pairs,
+        "min_records_to_train": config.min_records_to_train,
+        "seed": config.seed,
+        "version": STATE_VERSION,
+        "splink": splink_version,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _retrain_reason(
+    previous: MatcherState | None, key: str, n: int, config: IdentityConfig, retrain: bool
+) -> str | None:
+    """Why this run trains and scores every pair, or None: it reuses the previous model and scores."""
+    if previous is None:
+        return "no earlier run"
+    if retrain:
+        return "retrain requested"
+    if previous.config_key != key:
+        return "the mapping or the matcher settings changed since the earlier run"
+    if previous.model is None and n >= config.min_records_to_train:
+        return f"the earlier run had too few records to train ({previous.trained_records})"
+    base = max(previous.trained_records, 1)
+    if abs(n - base) / base > config.retrain_growth:
+        return (
+            f"{n:,} records against {previous.trained_records:,} at training: more than "
+            f"{config.retrain_growth:.0%} changed (retrain_growth)"
+        )
+    return None
+
+
+def _fingerprints(con: duckdb.DuckDBPyConnection) -> None:
+    """FINGERPRINTS (record_id, fingerprint): a hash of each record's standardised values, so the
+    next run knows which records changed."""
+    columns = [r[0] for r in con.execute(f"select * from {RECORDS} limit 0").description if r[0] != "record_id"]
+    values = " || chr(31) || ".join(f"coalesce(cast({ident(c)} as varchar), chr(30))" for c in columns) or "''"
+    con.execute(
+        f"create or replace temp table {FINGERPRINTS} as select record_id, md5({values}) as fingerprint from {RECORDS}"
+    )
+
+
+def _changed_records(con: duckdb.DuckDBPyConnection, previous: MatcherState) -> int:
+    """CHANGED (record_id): the records that are new, or whose standardised values changed."""
+    con.register("__id_prev_fingerprints", previous.fingerprints)
+    con.execute(
+        f"""
+        create or replace temp table {CHANGED} as
+        select f.record_id from {FINGERPRINTS} as f
+        left join __id_prev_fingerprints as p on p.record_id = f.record_id and p.fingerprint = f.fingerprint
+        where p.record_id is null
+        """
+    )
+    con.unregister("__id_prev_fingerprints")
+    return con.execute(f"select count(*) from {CHANGED}").fetchall()[0][0]
+
+
+def _reuse_scores(con: duckdb.DuckDBPyConnection, previous: MatcherState) -> int:
+    """Add to SCORED the earlier run's scores of pairs between records still here and unchanged
+    (and not scored again this run); returns how many."""
+    con.register("__id_prev_pairs", previous.pairs)
+    before = con.execute(f"select count(*) from {model.SCORED}").fetchall()[0][0]
+    con.execute(
+        f"""
+        insert into {model.SCORED}
+        select p.record_l, p.record_r, p.bf from __id_prev_pairs as p
+        semi join {RECORDS} as a on a.record_id = p.record_l
+        semi join {RECORDS} as b on b.record_id = p.record_r
+        anti join {CHANGED} as c on c.record_id = p.record_l
+        anti join {CHANGED} as d on d.record_id = p.record_r
+        anti join {model.SCORED} as s on s.record_l = p.record_l and s.record_r = p.record_r
+        """
+    )
+    con.unregister("__id_prev_pairs")
+    return con.execute(f"select count(*) from {model.SCORED}").fetchall()[0][0] - before
+
+
+def _pairs_in_groups(con: duckdb.DuckDBPyConnection, record_ids: pl.Series, groups: np.ndarray) -> pl.DataFrame:
+    """The scored pairs (raw weight) whose records are in one linked group: what the next run reuses."""
+    con.register("__id_groups", pl.DataFrame({"record_id": record_ids, "g": groups}))
+    pairs = con.sql(
+        f"""
+        select s.record_l, s.record_r, s.bf from {model.SCORED} as s
+        inner join __id_groups as a on a.record_id = s.record_l
+        inner join __id_groups as b on b.record_id = s.record_r
+        where a.g = b.g
+        order by s.record_l, s.record_r
+        """
+    ).pl()
+    con.unregister("__id_groups")
+    return pairs
 
 
 def _drop_splink_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -377,7 +512,8 @@ def _resolve(
     source: str,
     config: IdentityConfig,
     identifiers: str | None,
-    only_with: str | None,
+    previous: MatcherState | None,
+    retrain: bool,
 ) -> ResolveResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -391,24 +527,38 @@ def _resolve(
     attrs = standardise(con, source, config)
     declared_stats = declare_identifiers(con, identifiers)
     det, det_stats = deterministic_edges(con, config, attrs)
-    lap("standardise_and_deterministic")
     compared = compared_columns(config, attrs)
+    n = con.execute(f"select count(*) from {RECORDS}").fetchall()[0][0]
+    key = config_key(config, compared)
+    _fingerprints(con)
+    reason = _retrain_reason(previous, key, n, config, retrain)
+    incremental = reason is None and previous is not None
+    changed = _changed_records(con, previous) if incremental else n
+    lap("standardise_and_deterministic")
     con.register("__id_det_pairs", det[["record_l", "record_r"]])
     # key families are named as users write them in blocking_rules: the attribute, or the input column
     blocking.build_keys(con, RECORDS, [(c.column, c.kind, c.label) for c in compared], config.blocking_rules)
-    block_stats = blocking.candidate_pairs(con, config.max_block_size, "__id_det_pairs", only_with)
+    block_stats = blocking.candidate_pairs(
+        con, config.max_block_size, "__id_det_pairs", CHANGED if incremental else None
+    )
     con.unregister("__id_det_pairs")
     lap("blocking")
-    n = con.execute(f"select count(*) from {RECORDS}").fetchall()[0][0]
     fitted = None
     empty = {"record_l": pl.String, "record_r": pl.String, "bf": pl.Float64, "match_probability": pl.Float64}
     scored = pl.DataFrame(schema=empty)
     notes = []
+    reused_pairs = 0
     if compared and n < config.min_records_to_train:
         notes.append(
             f"{n} records: too few to estimate how often attributes agree by chance "
             f"(min_records_to_train {config.min_records_to_train}); deterministic links only"
         )
+    elif compared and incremental and previous.model is not None:
+        fitted = model.Fitted(con, RECORDS, compared, n, config, trained=previous.model)
+        fitted.score(PAIRS, model.SCORED)
+        reused_pairs = _reuse_scores(con, previous)
+        fitted.prior, fitted.expected_matches = previous.prior, previous.expected_matches
+        scored = _scored(con, fitted.prior)
     elif compared and block_stats["candidate_pairs"]:
         fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config)
         scored = _scored(con, fitted.prior)
@@ -469,15 +619,33 @@ def _resolve(
         **declared_stats,
         **det_stats,
     }
+    stats["training"] = (
+        f"incremental: the model trained on {previous.trained_records:,} records scored the pairs of "
+        f"{changed:,} new or changed records; {reused_pairs:,} earlier pair scores reused"
+        if incremental
+        else f"full: {reason}"
+    )
+    stats["changed_records"] = changed
+    stats["reused_pair_scores"] = reused_pairs
     stats["training_notes"] = notes
     if fitted is not None:
         stats["prior_match_probability"] = fitted.prior
         stats["expected_matching_pairs"] = round(fitted.expected_matches, 1)
         stats["training_notes"] = notes + fitted.notes
+    state = MatcherState(
+        config_key=key,
+        model=(previous.model if incremental else fitted.model_json()) if fitted is not None else None,
+        prior=fitted.prior if fitted is not None else 0.0,
+        expected_matches=fitted.expected_matches if fitted is not None else 0.0,
+        trained_records=previous.trained_records if incremental else n,
+        fingerprints=con.sql(f"select record_id, fingerprint from {FINGERPRINTS} order by record_id").pl(),
+        pairs=_pairs_in_groups(con, record_ids, groups) if fitted is not None else pl.DataFrame(schema=_STATE_PAIRS),
+    )
     return ResolveResult(
         assignments=assignments.to_pandas(),
         edges=edges.to_pandas(),
         stats=stats,
         weights=fitted.parameters.to_pandas() if fitted is not None else None,
         timings=timings,
+        state=state,
     )

@@ -162,12 +162,30 @@ class Fitted:
     """A trained Splink model over the records table, able to score any table of pairs."""
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, records: str, compared: list[Compared], record_count: int, config
+        self,
+        con: duckdb.DuckDBPyConnection,
+        records: str,
+        compared: list[Compared],
+        record_count: int,
+        config,
+        trained: dict | None = None,
     ):
+        """Train on `records`; or, given `trained` (a model as `model_json()` returned it, from an
+        earlier run on the same mapping), take its parameters as they are: no training."""
         from splink import DuckDBAPI, Linker, SettingsCreator
 
         self.con = con
         self._db = DuckDBAPI(connection=con)
+        self.notes: list[str] = []
+        self.all_pairs = record_count * (record_count - 1) / 2
+        self.prior = _PRIOR
+        self.expected_matches = 0.0
+        labels = {c.column: c.label for c in compared}
+        if trained is not None:
+            with _quiet_splink():
+                self.linker = Linker(self._db.register(records), trained, log_level=None)
+            self.parameters = _parameters(trained, labels)
+            return
         settings = SettingsCreator(
             link_type="dedupe_only",
             unique_id_column_name="record_id",
@@ -178,8 +196,6 @@ class Fitted:
             retain_intermediate_calculation_columns=False,
             em_convergence=0.001,
         )
-        self.notes: list[str] = []
-        self.all_pairs = record_count * (record_count - 1) / 2
         with _quiet_splink():
             self.linker = Linker(self._db.register(records), settings, log_level=None)
             self.linker.training.estimate_u_using_random_sampling(
@@ -193,10 +209,12 @@ class Fitted:
             for rule in _em_rules(compared):
                 self._train_m(records, rule, config)
         self._keep_plausible_m(records, compared)
-        labels = {c.column: c.label for c in compared}
-        self.parameters = _parameters(self.linker.misc.save_model_to_json(), labels)
-        self.prior = _PRIOR
-        self.expected_matches = 0.0
+        self.parameters = _parameters(self.model_json(), labels)
+
+    def model_json(self) -> dict:
+        """The trained model (Splink's settings with every m and u): kept between runs, it scores
+        the next run's new records without training again."""
+        return self.linker.misc.save_model_to_json()
 
     def _keep_plausible_m(self, records: str, compared: list[Compared]) -> None:
         """EM can settle on a wrong match class: blocked on common names in a large table, it took

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import polars as pl
 
 from tessera import sql
 from tessera.db import table_exists
-from tessera.identity.engine import ResolveResult
+from tessera.identity.engine import MatcherState, ResolveResult
 from tessera.identity.evaluate import evaluate_clusters
 from tessera.identity.stable_ids import HISTORY_COLUMNS, assign_stable_ids
 
@@ -31,6 +32,52 @@ def previous_map(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     if not table_exists(con, "identity", "identity_map"):
         return pd.DataFrame(columns=MAP_COLUMNS)
     return con.execute("select record_id, customer_id, first_seen_at, assigned_at from identity.identity_map").df()
+
+
+def previous_state(con: duckdb.DuckDBPyConnection) -> MatcherState | None:
+    """The matcher state the last resolution kept (its model, record fingerprints and the scored
+    pairs inside linked groups), or None before the first run or when it was dropped."""
+    tables = ("matcher_model", "record_fingerprints", "matcher_pairs")
+    if not all(table_exists(con, "identity", t) for t in tables):
+        return None
+    row = con.execute(
+        "select config_key, model_json, prior, expected_matches, trained_records from identity.matcher_model"
+    ).fetchall()
+    if len(row) != 1:
+        return None
+    key, model_json, prior, expected, trained = row[0]
+    return MatcherState(
+        config_key=key,
+        model=json.loads(model_json) if model_json is not None else None,
+        prior=prior,
+        expected_matches=expected,
+        trained_records=trained,
+        fingerprints=con.sql("select record_id, fingerprint from identity.record_fingerprints").pl(),
+        pairs=con.sql("select record_l, record_r, bf from identity.matcher_pairs").pl(),
+    )
+
+
+def _write_state(con: duckdb.DuckDBPyConnection, state: MatcherState, now: datetime) -> None:
+    model = pl.DataFrame(
+        {
+            "config_key": [state.config_key],
+            "model_json": [json.dumps(state.model) if state.model is not None else None],
+            "prior": [state.prior],
+            "expected_matches": [state.expected_matches],
+            "trained_records": [state.trained_records],
+            "saved_at": [now],
+        },
+        schema_overrides={"model_json": pl.String},
+    )
+    for name, frame in (("model", model), ("fingerprints", state.fingerprints), ("pairs", state.pairs)):
+        con.register(f"state_{name}_df", frame)
+    try:
+        con.execute("create or replace table identity.matcher_model as select * from state_model_df")
+        con.execute("create or replace table identity.record_fingerprints as select * from state_fingerprints_df")
+        con.execute("create or replace table identity.matcher_pairs as select * from state_pairs_df")
+    finally:
+        for name in ("model", "fingerprints", "pairs"):
+            con.unregister(f"state_{name}_df")
 
 
 def persist(con: duckdb.DuckDBPyConnection, result: ResolveResult, run_id: str, now: datetime) -> Persisted:
@@ -60,6 +107,8 @@ def persist(con: duckdb.DuckDBPyConnection, result: ResolveResult, run_id: str, 
     con.execute("begin transaction")
     try:
         con.execute(sql.load(__file__, "write_resolution"))
+        if result.state is not None:
+            _write_state(con, result.state, now)
         con.execute(sql.load(__file__, "record_run"), {
             "run_id": run_id,
             "run_at": now,
