@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 
 from tessera.landing.contract import SOURCES
@@ -107,13 +109,18 @@ def test_a_second_run_that_adds_records_keeps_every_existing_id(warehouse_copy):
         assert run_job().success
         con = duckdb.connect(str(settings.duckdb_path), read_only=True)
         after = dict(con.execute("select record_id, customer_id from identity.identity_map").fetchall())
-        changes = con.execute(
-            "select id_changes from identity.resolution_runs order by run_at desc limit 1"
-        ).fetchone()[0]
+        changes, stats = con.execute(
+            "select id_changes, stats from identity.resolution_runs order by run_at desc limit 1"
+        ).fetchone()
+        kept_pairs = con.execute("select count(*) from identity.matcher_pairs").fetchall()[0][0]
         con.close()
     finally:
         (settings.landing_dir / "customers" / "customers_new_signups.csv").unlink()
     assert all(after[r] == before[r] for r in before)
     assert changes == 0
+    # the second run reused the first's model and scores: it blocked only the two new records
+    stats = json.loads(stats)
+    assert stats["training"].startswith("incremental: the model trained on"), stats["training"]
+    assert stats["changed_records"] == 2 and stats["reused_pair_scores"] > 0 and kept_pairs > 0
     assert after["C9000002"] == before[existing[0]]
     assert after["C9000001"] not in set(before.values())

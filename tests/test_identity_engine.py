@@ -456,3 +456,29 @@ def test_a_changed_mapping_a_grown_table_or_a_request_trains_again():
     con.execute("insert into people select * replace ('n' || record_id as record_id) from people limit 100")
     _, grown = _run(con, config, previous=full.state)
     assert grown.stats["training"].startswith("full: 401 records against 301 at training: more than 20% changed")
+
+
+def test_the_pair_budget_drops_the_largest_blocks_first_and_keeps_the_rare_ones():
+    from tessera.identity import blocking
+
+    con = duckdb.connect()
+    # one key held by 40 records (780 pairs), three held by 2 records (1 pair each)
+    rows = [(f"c{i:02d}", "name:smith") for i in range(40)] + [
+        (a, key) for a, key in (("r1", "name:zog"), ("r2", "name:zog"), ("r3", "dob:1931"), ("r4", "dob:1931"),
+                                ("r5", "email@:zed"), ("r6", "email@:zed"))
+    ]  # fmt: skip
+    con.execute(f"create temp table {blocking.KEYS} (record_id varchar, key varchar)")
+    con.executemany(f"insert into {blocking.KEYS} values (?, ?)", rows)
+
+    def pairs(budget):
+        stats = blocking.candidate_pairs(con, max_block_size=200, pair_budget=budget)
+        found = con.execute(f"select record_l, record_r from {blocking.PAIRS} order by all").fetchall()
+        return stats, found
+
+    stats, found = pairs(None)
+    assert stats["candidate_pairs"] == 783 and stats["block_size_cap"] == 200
+    stats, found = pairs(100)  # the 40-record block does not fit: it is skipped, and counted
+    assert found == [("r1", "r2"), ("r3", "r4"), ("r5", "r6")]
+    assert stats["block_size_cap"] == 2 and stats["skipped_blocks_per_key"] == {"name": 1}
+    stats, found = pairs(783)
+    assert stats["candidate_pairs"] == 783 and stats["block_size_cap"] == 40

@@ -115,6 +115,10 @@ class IdentityConfig:
     # Blocking keys held by more records than this are skipped (and counted), so one common value
     # cannot explode the pairs; two-attribute keys still find those records' pairs.
     max_block_size: int = 200
+    # The candidate pairs may number at most this many per record: blocks are kept smallest first
+    # until they fit (blocking.block_size_cap), so scoring time grows linearly with the records.
+    # None: no budget, every block up to max_block_size.
+    max_pairs_per_record: float | None = 30.0
     # Fewer records than this give no sound estimate of how often attributes agree by chance: such
     # a table gets deterministic links only, and says so in its stats.
     min_records_to_train: int = 50

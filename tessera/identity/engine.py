@@ -404,6 +404,7 @@ def config_key(config: IdentityConfig, compared: list[model.Compared]) -> str:
         "compared": [[c.column, c.kind, c.label, c.swap_with] for c in compared],
         "blocking_rules": [list(r) for r in config.blocking_rules],
         "max_block_size": config.max_block_size,
+        "max_pairs_per_record": config.max_pairs_per_record,
         "u_max_pairs": config.u_max_pairs,
         "em_max_pairs": config.em_max_pairs,
         "min_records_to_train": config.min_records_to_train,
@@ -538,8 +539,9 @@ def _resolve(
     con.register("__id_det_pairs", det[["record_l", "record_r"]])
     # key families are named as users write them in blocking_rules: the attribute, or the input column
     blocking.build_keys(con, RECORDS, [(c.column, c.kind, c.label) for c in compared], config.blocking_rules)
+    budget = None if config.max_pairs_per_record is None else config.max_pairs_per_record * n
     block_stats = blocking.candidate_pairs(
-        con, config.max_block_size, "__id_det_pairs", CHANGED if incremental else None
+        con, config.max_block_size, "__id_det_pairs", CHANGED if incremental else None, budget
     )
     con.unregister("__id_det_pairs")
     lap("blocking")
