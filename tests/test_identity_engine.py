@@ -482,3 +482,27 @@ def test_the_pair_budget_drops_the_largest_blocks_first_and_keeps_the_rare_ones(
     assert stats["block_size_cap"] == 2 and stats["skipped_blocks_per_key"] == {"name": 1}
     stats, found = pairs(783)
     assert stats["candidate_pairs"] == 783 and stats["block_size_cap"] == 40
+
+
+def test_deterministic_links_teach_the_model_how_a_persons_records_differ():
+    # 120 people registered twice under one email, their addresses always equal, their birth dates
+    # equal but in 12 of them (a digit slip): the links are labelled matches for every comparison
+    # but the email's, whose m stays EM's (among links, emails always agree: no evidence)
+    rows = []
+    for i in range(120):
+        person = {"given_name": FIRST[i % 15], "surname": LAST[i % 11] + "x", "address": f"{i} mill lane",
+                  "birth_date": f"{1950 + i % 40}-0{1 + i % 9}-1{i % 10}", "email": f"dup{i}@mail.example"}  # fmt: skip
+        slipped = {**person, "birth_date": person["birth_date"][:-1] + str((i + 1) % 10)} if i % 10 == 0 else person
+        rows += [{"record_id": f"d{i:03d}a", **person}, {"record_id": f"d{i:03d}b", **slipped}]
+    clusters, result = _resolve(rows)
+    assert all(clusters[f"d{i:03d}a"] == clusters[f"d{i:03d}b"] for i in range(120))
+    notes = result.stats["training_notes"]
+    assert "m of given_name, surname, address, birth_date from 120 deterministic links; the others from EM" in notes
+    weights = result.weights.set_index(["attribute", "level"])["m"]
+    # 120 links agree on the address, smoothed with 10 pseudo-links at the prior m (0.70)
+    assert weights[("address", "Exact match on address")] == pytest.approx((120 + 0.70 * 10) / 130)
+    # 108 of 120 birth dates agree exactly, 12 are one edit apart
+    assert weights[("birth_date", "Exact match on birth_date")] == pytest.approx((108 + 0.80 * 10) / 130)
+    assert weights[("birth_date", "Damerau-Levenshtein distance of birth_date <= 1")] == pytest.approx(
+        (12 + 0.08 * 10) / 130
+    )

@@ -562,7 +562,8 @@ def _resolve(
         fitted.prior, fitted.expected_matches = previous.prior, previous.expected_matches
         scored = _scored(con, fitted.prior)
     elif compared and block_stats["candidate_pairs"]:
-        fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config)
+        links = pl.from_pandas(det[["record_l", "record_r", "evidence"]]).cast(pl.String) if len(det) else None
+        fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config, links)
         scored = _scored(con, fitted.prior)
     lap("model")
     scored = _with_identifier_evidence(scored, det, config.identifier_weight)

@@ -11,6 +11,12 @@ random pairs, m by expectation maximisation.
   attributes it is not blocked on; every level starts from a prior m, so a level the data never
   shows keeps a sensible value instead of failing. A session that cannot train is reported in
   `training_notes`, and the priors stand for what it would have trained.
+- Labelled m: where the shop's identifiers link enough records deterministically (a shared email,
+  phone, loyalty card or declared person id), those links are labelled matches, and the m of
+  every comparison they do not rest on (names, birth date, address, postcode, ...) is estimated
+  from them, smoothed towards the prior m. EM alone, blocked on common names in a large table,
+  can take "lives nearby" for a match; the links say how a person's records really differ. The
+  identifiers' own comparisons keep EM's m (the links are biased on them).
 - Scoring: Splink scores exactly the candidate pairs tessera blocked (`register_blocked_pairs_for_predict`).
 - The prior (the probability that two random records match) is estimated from the scores
   themselves: the expected number of matching pairs among the candidates, iterated to a fixed
@@ -19,6 +25,7 @@ random pairs, m by expectation maximisation.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from contextlib import contextmanager
@@ -34,6 +41,13 @@ SCORED = "__id_scored"
 _PRIOR = 1e-4
 # An EM session needs pairs to learn from: below this many its prior m values stand.
 MIN_EM_PAIRS = 100
+_UNSEEN_M = 1e-200
+# the name Splink gives the one input table of a dedupe linker (source_dataset of labelled pairs)
+_INPUT_ALIAS = "__splink__input_table_0"
+# Deterministic links needed before a comparison's m is taken from them, and the weight of the prior
+# m in the smoothing (as that many pseudo-links spread over the levels by the prior).
+MIN_LABELLED_PAIRS = 100
+PRIOR_PSEUDO_PAIRS = 10.0
 
 
 @dataclass(frozen=True)
@@ -185,9 +199,12 @@ class Fitted:
         record_count: int,
         config,
         trained: dict | None = None,
+        links: pl.DataFrame | None = None,
     ):
         """Train on `records`; or, given `trained` (a model as `model_json()` returned it, from an
-        earlier run on the same mapping), take its parameters as they are: no training."""
+        earlier run on the same mapping), take its parameters as they are: no training. `links`,
+        optional (record_l, record_r, evidence: the identifiers that linked them joined with
+        '+'), are deterministic links, used as labelled matches to estimate m."""
         from splink import DuckDBAPI, Linker, SettingsCreator
 
         self.con = con
@@ -224,6 +241,8 @@ class Fitted:
             )
             for rule in _em_rules(compared):
                 self._train_m(records, rule, config)
+            if links is not None:
+                self._m_from_links(records, compared, links)
         self._keep_plausible_m(records, compared)
         self.parameters = _parameters(self.model_json(), labels)
 
@@ -231,6 +250,82 @@ class Fitted:
         """The trained model (Splink's settings with every m and u): kept between runs, it scores
         the next run's new records without training again."""
         return self.linker.misc.save_model_to_json()
+
+    def _m_from_links(self, records: str, compared: list[Compared], links: pl.DataFrame) -> None:
+        """The m of every comparison the links do not rest on, from the links taken as matches and
+        smoothed towards its prior m. A comparison of an identifier that links (an email, a phone)
+        keeps EM's m: the links are biased on it (two records whose emails agree are linked by
+        email, so among the other links the emails always disagree)."""
+        from splink import Linker
+
+        if links.height < MIN_LABELLED_PAIRS:
+            return
+        linking = set(links["evidence"].str.split("+").explode().unique().to_list())
+        model_json = self.model_json()
+        counted = self._label_m(records, links)
+        # per comparison, the links whose two records both hold a value (Splink's m leave out the rest)
+        self.con.register("__id_links", links.select("record_l", "record_r"))
+        both = self.con.execute(
+            "select "
+            + ", ".join(f'count(a."{c.column}" is not null and b."{c.column}" is not null or null)' for c in compared)
+            + f" from __id_links as k join {records} as a on a.record_id = k.record_l "
+            f"join {records} as b on b.record_id = k.record_r"
+        ).fetchall()[0]
+        self.con.unregister("__id_links")
+        present = {c.column: int(count) for c, count in zip(compared, both, strict=True)}
+        used = []
+        for comparison in model_json["comparisons"]:
+            c = next(x for x in compared if x.column == comparison["output_column_name"])
+            n = float(present[c.column])
+            if c.column in linking or not n:
+                continue
+            _, prior = _levels(c)
+            levels = [lvl for lvl in comparison["comparison_levels"] if not lvl.get("is_null_level")]
+            for level, m_prior, m_seen in zip(levels, prior, counted[c.column], strict=True):
+                level["m_probability"] = ((m_seen or 0.0) * n + m_prior * PRIOR_PSEUDO_PAIRS) / (n + PRIOR_PSEUDO_PAIRS)
+            used.append(c.label)
+        if used:
+            self.linker = Linker(self._db.register(records), model_json, log_level=None)
+            self.notes.append(f"m of {', '.join(used)} from {links.height} deterministic links; the others from EM")
+
+    def _label_m(self, records: str, labels: pl.DataFrame) -> dict[str, list[float | None]]:
+        """The share of `labels` (taken as matches) at each level of every comparison, None where
+        no label falls; the model itself is left as it was."""
+        from splink import Linker
+
+        before = self.model_json()
+        # Splink leaves a level no label falls in at its current m: a sentinel tells those apart
+        marked = json.loads(json.dumps(before))
+        for comparison in marked["comparisons"]:
+            for level in comparison["comparison_levels"]:
+                if not level.get("is_null_level"):
+                    level["m_probability"] = _UNSEEN_M
+        table = "__id_labelled_pairs"
+        self.con.register(
+            table,
+            labels.select(
+                source_dataset_l=pl.lit(_INPUT_ALIAS),
+                record_id_l="record_l",
+                source_dataset_r=pl.lit(_INPUT_ALIAS),
+                record_id_r="record_r",
+            ),
+        )
+        try:
+            with _quiet_splink():
+                self.linker = Linker(self._db.register(records), marked, log_level=None)
+                self.linker.training.estimate_m_from_pairwise_labels(table)
+            out = {
+                comparison["output_column_name"]: [
+                    None if lvl.get("m_probability") == _UNSEEN_M else lvl.get("m_probability")
+                    for lvl in comparison["comparison_levels"]
+                    if not lvl.get("is_null_level")
+                ]
+                for comparison in self.model_json()["comparisons"]
+            }
+        finally:
+            self.con.unregister(table)
+            self.linker = Linker(self._db.register(records), before, log_level=None)
+        return out
 
     def _keep_plausible_m(self, records: str, compared: list[Compared]) -> None:
         """EM can settle on a wrong match class: blocked on common names in a large table, it took
@@ -324,11 +419,18 @@ def _quiet_splink():
 
 
 def fit_and_score(
-    con: duckdb.DuckDBPyConnection, records: str, pairs: str, compared: list[Compared], record_count: int, config
+    con: duckdb.DuckDBPyConnection,
+    records: str,
+    pairs: str,
+    compared: list[Compared],
+    record_count: int,
+    config,
+    links: pl.DataFrame | None = None,
 ) -> Fitted:
-    """Train on `records` (record_id plus the compared columns), score the candidate pairs in
-    `pairs` into the temp table SCORED (record_l, record_r, bf), and estimate the prior from them."""
-    fitted = Fitted(con, records, compared, record_count, config)
+    """Train on `records` (record_id plus the compared columns) and the deterministic `links`,
+    score the candidate pairs in `pairs` into the temp table SCORED (record_l, record_r, bf), and
+    estimate the prior from them."""
+    fitted = Fitted(con, records, compared, record_count, config, links=links)
     fitted.score(pairs, SCORED)
     fitted.prior, fitted.expected_matches = estimate_prior(con, fitted.all_pairs)
     return fitted
