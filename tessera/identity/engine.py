@@ -50,6 +50,7 @@ DECLARED = "__id_declared"
 STATE_VERSION = 1
 FINGERPRINTS = "__id_fingerprints"
 _STATE_PAIRS = {"record_l": pl.String, "record_r": pl.String, "bf": pl.Float64}
+_SCORED = {**_STATE_PAIRS, "match_probability": pl.Float64}
 CHANGED = "__id_changed"
 
 
@@ -288,10 +289,24 @@ _EMPTY_LINKS = {
 }
 
 
-def _scored(con: duckdb.DuckDBPyConnection, prior: float) -> pl.DataFrame:
-    return con.sql(
-        f"select record_l, record_r, bf, {model.match_probability('bf', prior)} as match_probability from {model.SCORED}"
+def _scored(con: duckdb.DuckDBPyConnection, prior: float, threshold: float, det: pd.DataFrame) -> pl.DataFrame:
+    """The scored pairs that can link: at or above the match probability `threshold`, or joined
+    by a deterministic link in `det`; with their posterior match probability."""
+    pairs = {"record_l": pl.String, "record_r": pl.String}
+    det_pairs = pl.from_pandas(det[["record_l", "record_r"]]).cast(pairs) if len(det) else pl.DataFrame(schema=pairs)
+    con.register("__id_det_links", det_pairs)
+    probability = model.match_probability("s.bf", prior)
+    scored = con.sql(
+        f"""
+        select s.record_l, s.record_r, s.bf, {probability} as match_probability from {model.SCORED} as s
+        where {probability} >= {float(threshold)!r}
+            or exists (select 1 from __id_det_links as d where least(d.record_l, d.record_r) = s.record_l
+                       and greatest(d.record_l, d.record_r) = s.record_r)
+        order by s.record_l, s.record_r
+        """
     ).pl()
+    con.unregister("__id_det_links")
+    return scored
 
 
 def _pair_key() -> list[pl.Expr]:
@@ -546,8 +561,6 @@ def _resolve(
     con.unregister("__id_det_pairs")
     lap("blocking")
     fitted = None
-    empty = {"record_l": pl.String, "record_r": pl.String, "bf": pl.Float64, "match_probability": pl.Float64}
-    scored = pl.DataFrame(schema=empty)
     notes = []
     reused_pairs = 0
     if compared and n < config.min_records_to_train:
@@ -560,12 +573,16 @@ def _resolve(
         fitted.score(PAIRS, model.SCORED)
         reused_pairs = _reuse_scores(con, previous)
         fitted.prior, fitted.expected_matches = previous.prior, previous.expected_matches
-        scored = _scored(con, fitted.prior)
     elif compared and block_stats["candidate_pairs"]:
-        links = pl.from_pandas(det[["record_l", "record_r", "evidence"]]).cast(pl.String) if len(det) else None
-        fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config, links)
-        scored = _scored(con, fitted.prior)
+        labelled = pl.from_pandas(det[["record_l", "record_r", "evidence"]]).cast(pl.String) if len(det) else None
+        fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config, labelled)
     lap("model")
+    # only the pairs that can link come into Python: most candidate pairs are far apart
+    scored = (
+        _scored(con, fitted.prior, config.match_probability, det)
+        if fitted is not None
+        else pl.DataFrame(schema=_SCORED)
+    )
     scored = _with_identifier_evidence(scored, det, config.identifier_weight)
     det_links = _deterministic_links(det, scored)
     fuzzy_links = _fuzzy_links(scored, det_links, config.match_probability)
@@ -579,7 +596,7 @@ def _resolve(
         unscored = _unscored_pairs_in_groups(con, record_ids, groups, config.max_group_to_check)
         if unscored:
             fitted.score("__id_group_pairs", model.SCORED, append=True)
-            scored = _with_identifier_evidence(_scored(con, fitted.prior), det, config.identifier_weight)
+    in_groups = _pairs_in_groups(con, record_ids, groups) if fitted is not None else pl.DataFrame(schema=_STATE_PAIRS)
     lap("group_pairs")
     unchecked = int((np.bincount(groups) > config.max_group_to_check).sum()) if len(groups) else 0
     if unchecked:
@@ -589,6 +606,7 @@ def _resolve(
             unchecked,
             config.max_group_to_check,
         )
+    scored = _with_identifier_evidence(in_groups, det, config.identifier_weight)
     cannot = scored.filter(pl.col("bf") <= config.cannot_link_weight)
     labels, refused = cluster(
         record_ids,
