@@ -100,6 +100,8 @@ def identity_map(
             # full (and why) or incremental (records blocked and scored, earlier scores reused)
             "training": stats["training"],
             "changed_records": stats["changed_records"],
+            # per compared attribute, the contradictions inside linked groups it was most against
+            "cannot_links_by_attribute": dg.MetadataValue.json(stats["cannot_links_by_attribute"]),
             "skipped_blocks_per_key": dg.MetadataValue.json(stats["skipped_blocks_per_key"]),
             "prior_match_probability": dg.MetadataValue.float(float(stats.get("prior_match_probability", 0.0))),
             "training_notes": dg.MetadataValue.json(stats.get("training_notes", [])),

@@ -316,6 +316,30 @@ def test_declared_links_go_through_the_conflict_guard_like_any_deterministic_lin
     assert (edges.loc["p1", "evidence"], bool(edges.loc["p1", "accepted"])) == ("login_id", False)
     assert edges.loc["p1", "refused_reason"].startswith("cannot-link: p1 and p2 compare at weight")
     assert bool(edges.loc["p3", "accepted"])
+    # the one contradiction inside a linked group (p1, p2) is put down to the attribute most against
+    against = result.stats["cannot_links_by_attribute"]
+    assert sum(against.values()) == 1 and set(against) <= {"given_name", "surname", "birth_date", "postcode"}
+    weights = result.weights.groupby("attribute")["weight"].min()
+    assert weights[next(iter(against))] == weights[["given_name", "surname", "birth_date", "postcode"]].min()
+
+
+def test_the_summary_names_the_attribute_behind_most_refusals():
+    from tessera.identity.cli import summary
+
+    stats = {"records": 1000, "clusters": 900, "max_cluster_size": 3, "deterministic_links": 60, "fuzzy_links": 40,
+             "refused_links": 30, "candidate_pairs": 5000, "cannot_links_by_attribute": {"national_id": 24, "surname": 6}}  # fmt: skip
+    lines = summary(stats)
+    assert (
+        "contradictions inside linked groups, by the attribute most against: {'national_id': 24, 'surname': 6}" in lines
+    )
+    assert any(
+        line.startswith(
+            "warning: 30 of 100 links were refused, and national_id is the strongest evidence against in 24"
+        )
+        for line in lines
+    )
+    stats["cannot_links_by_attribute"] = {"national_id": 12, "surname": 10, "birth_date": 8}
+    assert any(line.startswith("warning: 30 of 100 links were refused because") for line in summary(stats))
 
 
 def test_without_declared_identifiers_nothing_changes_and_the_pipeline_mapping_sets_the_cap():

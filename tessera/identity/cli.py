@@ -24,6 +24,8 @@ from tessera.sql import ident
 
 # A mapped attribute whose graded veto refuses more than this share of the links it could have
 # joined is worth a look: a column holding placeholders, or mapped to the wrong attribute.
+# one attribute behind at least this share of the contradictions is named in the warning
+DOMINANT_SHARE = 0.5
 REFUSED_SHARE_WARNING = 0.05
 
 
@@ -119,11 +121,23 @@ def summary(stats: dict) -> list[str]:
         f"{stats.get('expected_matching_pairs', 0):,}",
     ]
     links = stats["deterministic_links"] + stats["fuzzy_links"]
+    against = stats.get("cannot_links_by_attribute") or {}
+    if against:
+        lines.append(f"contradictions inside linked groups, by the attribute most against: {against}")
     if links and stats["refused_links"] / links > REFUSED_SHARE_WARNING:
-        lines.append(
-            f"warning: {stats['refused_links']:,} of {links:,} links were refused because the records they join "
-            "compare as different people: check for placeholder values or a column mapped to the wrong attribute"
-        )
+        contradictions = sum(against.values())
+        top, count = next(iter(against.items()), (None, 0))
+        if top is not None and count / contradictions >= DOMINANT_SHARE:
+            lines.append(
+                f"warning: {stats['refused_links']:,} of {links:,} links were refused, and {top} is the strongest "
+                f"evidence against in {count:,} of the {contradictions:,} contradictions behind them: check its "
+                "mapping, and placeholder or recycled values in it"
+            )
+        else:
+            lines.append(
+                f"warning: {stats['refused_links']:,} of {links:,} links were refused because the records they join "
+                "compare as different people: check for placeholder values or a column mapped to the wrong attribute"
+            )
     skipped = stats.get("skipped_blocks_per_key") or {}
     if skipped:
         lines.append(f"note: blocking keys too common to compare alone (max_block_size): {skipped}")

@@ -616,6 +616,14 @@ def _resolve(
         config.min_group_weight,
         config.max_group_to_check,
     )
+    # which attribute made each contradiction inside a linked group: a mapped column that vetoes
+    # many links (a placeholder value, a column mapped to the wrong attribute) shows up here
+    against = fitted.strongest_against(cannot.select("record_l", "record_r")) if fitted is not None else None
+    by_attribute = (
+        dict(against.group_by("attribute").len().sort(["len", "attribute"], descending=[True, False]).iter_rows())
+        if against is not None
+        else {}
+    )
     lap("cluster")
     edges = links.with_columns(accepted=refused.is_null(), refused_reason=refused)
     assignments = (
@@ -634,6 +642,7 @@ def _resolve(
         "fuzzy_links": fuzzy_links.height,
         "refused_links": refused_count,
         "cannot_link_pairs": cannot.height,
+        "cannot_links_by_attribute": by_attribute,
         "group_pairs_scored": unscored,
         "groups_too_large_to_check": unchecked,
         **block_stats,

@@ -208,6 +208,8 @@ class Fitted:
         from splink import DuckDBAPI, Linker, SettingsCreator
 
         self.con = con
+        self.records = records
+        self.compared = compared
         self._db = DuckDBAPI(connection=con)
         self.notes: list[str] = []
         self.all_pairs = record_count * (record_count - 1) / 2
@@ -403,6 +405,49 @@ class Fitted:
         else:
             self.con.execute(f"create or replace temp table {out} as {select}")
         predicted.drop_table_from_database_and_remove_from_cache()
+
+    def strongest_against(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """For each pair of `pairs` (record_l, record_r), the compared attribute whose level is the
+        strongest evidence against a match, and that level's weight (log2 Bayes factor): which
+        attribute made a cannot-link. Pairs with no evidence against are left out."""
+        from splink import Linker
+
+        out_schema = {"record_l": pl.String, "record_r": pl.String, "attribute": pl.String, "weight": pl.Float64}
+        if pairs.is_empty():
+            return pl.DataFrame(schema=out_schema)
+        explained = self.model_json()
+        explained["retain_intermediate_calculation_columns"] = True
+        self.con.register("__id_explain_pairs", pairs.select("record_l", "record_r"))
+        self.con.execute(
+            "create or replace temp table __id_blocked_pairs as "
+            "select '0' as match_key, record_l as join_key_l, record_r as join_key_r from __id_explain_pairs"
+        )
+        self.con.unregister("__id_explain_pairs")
+        with _quiet_splink():
+            linker = Linker(self._db.register(self.records), explained, log_level=None)
+            linker.table_management.register_blocked_pairs_for_predict(self._db.register("__id_blocked_pairs"))
+            predicted = linker.inference.predict(warning_mode="never")
+        columns = {c.column: c.label for c in self.compared}
+        bf = ", ".join(f'"mw_{col}"' for col in columns)
+        frame = self.con.sql(
+            f"select least(record_id_l, record_id_r) as record_l, greatest(record_id_l, record_id_r) as record_r, "
+            f"[{bf}] as weights from {predicted.physical_name}"
+        ).pl()
+        predicted.drop_table_from_database_and_remove_from_cache()
+        labels = list(columns.values())
+        return (
+            frame.with_columns(
+                worst=pl.col("weights").list.arg_min(), weight=pl.col("weights").list.min().cast(pl.Float64)
+            )
+            .filter(pl.col("weight") < 0)
+            .select(
+                "record_l",
+                "record_r",
+                attribute=pl.col("worst").replace_strict(dict(enumerate(labels)), return_dtype=pl.String),
+                weight="weight",
+            )
+            .sort("record_l", "record_r")
+        )
 
 
 @contextmanager
