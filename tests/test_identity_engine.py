@@ -379,6 +379,33 @@ def test_the_command_writes_stable_tc_ids_and_keeps_them_on_a_rerun(tmp_path, ca
     pd.testing.assert_frame_equal(first, second)
 
 
+def test_the_command_with_a_state_folder_compares_only_new_records_on_the_next_run(tmp_path, capsys):
+    from tessera.cli import main
+
+    people = _small_people_file(tmp_path)
+    mapping = FIXTURES / "people_small_mapping.yaml"
+    state = tmp_path / "state"
+
+    def run(out: str, *extra: str) -> str:
+        args = ["identity", "resolve", str(people), "--config", str(mapping), "--out", str(tmp_path / out)]
+        assert main([*args, "--state", str(state), *extra]) == 0
+        return capsys.readouterr().out
+
+    assert "training: full: no earlier run" in run("a.csv")
+    assert sorted(p.name for p in state.iterdir()) == ["fingerprints.parquet", "pairs.parquet", "state.json"]
+    # one more record: the same person as an existing one, registering again
+    frame = pd.read_csv(people, dtype=str)
+    frame = pd.concat([frame, frame.iloc[[0]].assign(rec_id="again")], ignore_index=True)
+    frame.to_csv(people, index=False)
+    out = run("b.csv", "--previous", str(tmp_path / "a.csv"))
+    assert "training: incremental: the model trained on" in out and "pairs of 1 new or changed records" in out
+    second = pd.read_csv(tmp_path / "b.csv", dtype=str).set_index("record_id")["person_id"]
+    first = pd.read_csv(tmp_path / "a.csv", dtype=str).set_index("record_id")["person_id"]
+    assert second["again"] == second[frame["rec_id"].iloc[0]]
+    assert (second[first.index] == first).all()
+    assert "training: full: retrain requested" in run("c.csv", "--retrain")
+
+
 @pytest.mark.parametrize(
     "case,expected",
     [

@@ -2,7 +2,8 @@
 
 Output: record_id, person_id. Person ids are tessera's stable ids (`tc_` + 16 hex) from the first
 run on; with `--previous` an earlier output's ids are kept (new records join them, merges keep the
-larger id, splits get new ones). Progress goes to stderr, the summary to stdout; a missing file or a
+larger id, splits get new ones). With `--state DIR` the matcher keeps its model and pair scores in
+DIR, and the next run compares only the records that are new or changed. Progress goes to stderr, the summary to stdout; a missing file or a
 bad mapping is one line on stderr and exit code 2.
 """
 
@@ -18,15 +19,15 @@ import duckdb
 import pandas as pd
 
 from tessera.identity.config import load_mapping
-from tessera.identity.engine import resolve
+from tessera.identity.engine import MatcherState, resolve
 from tessera.identity.stable_ids import assign_stable_ids
 from tessera.sql import ident
 
-# A mapped attribute whose graded veto refuses more than this share of the links it could have
-# joined is worth a look: a column holding placeholders, or mapped to the wrong attribute.
-# one attribute behind at least this share of the contradictions is named in the warning
-DOMINANT_SHARE = 0.5
+# Refusing more than this share of the links is worth a look: a column holding placeholders, or
+# mapped to the wrong attribute; one attribute behind at least DOMINANT_SHARE of the
+# contradictions is named in the warning.
 REFUSED_SHARE_WARNING = 0.05
+DOMINANT_SHARE = 0.5
 
 
 class InputError(ValueError):
@@ -56,8 +57,17 @@ def _progress(message: str, started: float) -> None:
 
 
 def resolve_file(
-    input_path: Path, mapping_path: Path, out_path: Path, previous: Path | None = None, progress: bool = False
+    input_path: Path,
+    mapping_path: Path,
+    out_path: Path,
+    previous: Path | None = None,
+    progress: bool = False,
+    state: Path | None = None,
+    retrain: bool = False,
 ) -> dict:
+    """Resolve `input_path` with the mapping into `out_path`; `previous`, an earlier output whose
+    person ids are kept; `state`, a folder holding the matcher's state between runs (read when
+    present, written after): the run then compares only new and changed records."""
     started = time.perf_counter()
     try:
         config = load_mapping(mapping_path)
@@ -80,7 +90,8 @@ def resolve_file(
             count = con.execute("select count(*) from input_records").fetchall()[0][0]
             _progress(f"read {count:,} records; training the model and scoring candidate pairs", started)
         try:
-            result = resolve(con, "input_records", config)
+            earlier = MatcherState.load(state) if state is not None else None
+            result = resolve(con, "input_records", config, previous=earlier, retrain=retrain)
         except ValueError as exc:  # a duplicated or missing record id
             raise InputError(f"{input_path}: {exc}") from exc
         if progress:
@@ -95,6 +106,8 @@ def resolve_file(
         con.register("out_df", assignments[["record_id", "person_id"]])
         fmt = "format parquet" if out_path.suffix.lower() == ".parquet" else "format csv, header true"
         con.execute(f"copy (select * from out_df order by record_id) to ? ({fmt})", [out_path.as_posix()])
+        if state is not None and result.state is not None:
+            result.state.save(state)
         stats = dict(result.stats)
         stats["id_changes"] = {k: int(v) for k, v in stable.events["event_type"].value_counts().items()}
         stats["refusal_reasons"] = _refusal_summary(result.edges)
@@ -119,6 +132,7 @@ def summary(stats: dict) -> list[str]:
         f"{stats['refused_links']:,} refused {stats.get('refusal_reasons', {})}",
         f"candidate pairs: {stats['candidate_pairs']:,}; expected matching pairs: "
         f"{stats.get('expected_matching_pairs', 0):,}",
+        f"training: {stats.get('training', '')}",
     ]
     links = stats["deterministic_links"] + stats["fuzzy_links"]
     against = stats.get("cannot_links_by_attribute") or {}
@@ -157,13 +171,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--config", type=Path, required=True, help="YAML mapping of columns to attributes")
     r.add_argument("--out", type=Path, required=True, help="output .csv or .parquet")
     r.add_argument("--previous", type=Path, help="an earlier OUT: keep its person ids stable")
+    r.add_argument(
+        "--state",
+        type=Path,
+        help="a folder for the matcher's model and pair scores between runs: the next run trains nothing "
+        "and compares only new and changed records (created on the first run)",
+    )
+    r.add_argument("--retrain", action="store_true", help="with --state: train again and compare every pair")
     r.add_argument("--json", action="store_true", help="print every figure as JSON instead of the summary")
     r.set_defaults(func=_cmd_resolve)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
     try:
-        stats = resolve_file(args.input, args.config, args.out, args.previous, progress=True)
+        stats = resolve_file(
+            args.input, args.config, args.out, args.previous, progress=True, state=args.state, retrain=args.retrain
+        )
     except InputError as exc:
         print(f"tessera identity resolve: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -68,6 +69,27 @@ class MatcherState:
     trained_records: int  # records the model was trained on
     fingerprints: pl.DataFrame  # record_id, fingerprint: a hash of the record's standardised values
     pairs: pl.DataFrame  # record_l, record_r, bf: the scored pairs inside linked groups
+
+    def save(self, folder: Path) -> None:
+        """Write the state into `folder` (state.json, fingerprints.parquet, pairs.parquet)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        head = {k: getattr(self, k) for k in ("config_key", "model", "prior", "expected_matches", "trained_records")}
+        self.fingerprints.write_parquet(folder / "fingerprints.parquet")
+        self.pairs.write_parquet(folder / "pairs.parquet")
+        # written last: a folder without it (an interrupted save) holds no state
+        (folder / "state.json").write_text(json.dumps(head))
+
+    @classmethod
+    def load(cls, folder: Path) -> MatcherState | None:
+        """The state saved in `folder`, or None when it holds none."""
+        if not (folder / "state.json").is_file():
+            return None
+        head = json.loads((folder / "state.json").read_text())
+        return cls(
+            **head,
+            fingerprints=pl.read_parquet(folder / "fingerprints.parquet"),
+            pairs=pl.read_parquet(folder / "pairs.parquet"),
+        )
 
 
 @dataclass
