@@ -8,13 +8,17 @@
    of record_id, id_type, id_value: a marketplace's person id, a login id) held by at most
    `max_records_per_declared_identifier`. A more widely shared value links nothing by itself but
    is still weighed as evidence, adjusted for how common it is.
-3. Candidate pairs from capped blocking keys (blocking.py), scored by a Fellegi-Sunter model
-   trained without labels (model.py: Splink's comparison levels, term-frequency adjustments,
-   u by random sampling, m by expectation maximisation; the prior estimated from the scores).
-   A pair at or above `match_probability` is a probabilistic link.
+3. Candidate pairs from capped blocking keys within a pair budget (blocking.py), scored by a
+   Fellegi-Sunter model (model.py: Splink's comparison levels, term-frequency adjustments, u by
+   random sampling, m by expectation maximisation and from the deterministic links; the prior
+   estimated from the scores). A pair at or above `match_probability` is a probabilistic link.
 4. Clustering (cluster.py): connected components of the links; a component holding two records
    whose comparison is strong evidence against a match is re-clustered greedily, refusing the links
    that would join them (a graded veto, not an exact-value one).
+
+Incremental: given the state an earlier run returned (MatcherState), the model is reused and only
+the pairs touching new or changed records are blocked and scored; the earlier scores of the rest
+are reused (resolve's docstring says when it trains again instead).
 
 All set-based work is SQL in DuckDB; Python only drives it and loops over the links of components
 that need re-clustering.
