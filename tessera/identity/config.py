@@ -72,6 +72,8 @@ DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
     ("given_name", "postcode"),
     ("given_name", "surname"),
     ("birth_date", "postcode"),
+    # a household: the street address within its postcode (a common "1 park avenue" is rare there)
+    ("address", "postcode"),
 )
 _COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]*$")
 
