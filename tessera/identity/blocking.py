@@ -126,24 +126,33 @@ def candidate_pairs(
         return f"and ({left} in (select record_id from {only_with}) or {right} in (select record_id from {only_with}))"
 
     extra = (
-        f"union select least(record_l, record_r), greatest(record_l, record_r) from {extra_pairs} "
+        f"union all select least(record_l, record_r), greatest(record_l, record_r) from {extra_pairs} "
         f"where true {touching('record_l', 'record_r')}"
         if extra_pairs
         else ""
+    )
+    # the keys kept first: the self-join then reads only them
+    con.execute(
+        f"""
+        create or replace temp table __id_kept_keys as
+        select k.record_id, k.key from {KEYS} as k
+        semi join __id_key_sizes as s on s.key = k.key and s.n between 2 and $cap
+        """,
+        {"cap": cap},
     )
     con.execute(
         f"""
         create or replace temp table {PAIRS} as
         select distinct record_l, record_r from (
             select a.record_id as record_l, b.record_id as record_r
-            from {KEYS} as a
-            inner join {KEYS} as b on a.key = b.key and a.record_id < b.record_id
-            where a.key in (select key from __id_key_sizes where n between 2 and $cap) {touching("a.record_id", "b.record_id")}
+            from __id_kept_keys as a
+            inner join __id_kept_keys as b on a.key = b.key and a.record_id < b.record_id
+            where true {touching("a.record_id", "b.record_id")}
             {extra}
         )
-        """,
-        {"cap": cap},
+        """
     )
+    con.execute("drop table __id_kept_keys")
     skipped = dict(
         con.execute(
             "select family, count(*) from __id_key_sizes where n > $cap group by family order by family", {"cap": cap}
