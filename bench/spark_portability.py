@@ -167,7 +167,22 @@ def export_sources(duckdb_path: Path, sources: list[tuple[str, str]], parquet_di
         for schema, table in sources:
             path = parquet_dir / schema / f"{table}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            con.execute(f"copy (select * from {schema}.{table}) to '{path}' (format parquet)")
+            # Spark reads no nanosecond Parquet timestamps (PARQUET_TYPE_ILLEGAL) and keeps
+            # microseconds itself: a TIMESTAMP_NS column (identity.identity_map's, written from
+            # pandas) goes out as a microsecond TIMESTAMP
+            nanos = [
+                c
+                for c, kind in con.execute(
+                    "select column_name, data_type from information_schema.columns"
+                    " where table_schema = ? and table_name = ? order by ordinal_position",
+                    [schema, table],
+                ).fetchall()
+                if kind.startswith("TIMESTAMP_NS")
+            ]
+            columns = (
+                "* replace (" + ", ".join(f'cast("{c}" as timestamp) as "{c}"' for c in nanos) + ")" if nanos else "*"
+            )
+            con.execute(f"copy (select {columns} from {schema}.{table}) to '{path}' (format parquet)")
             rows[f"{schema}.{table}"] = con.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
     finally:
         con.close()
