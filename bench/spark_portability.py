@@ -198,7 +198,8 @@ def export_sources(duckdb_path: Path, sources: list[tuple[str, str]], parquet_di
 # cost: one shuffle partition and no adaptive re-planning per query, and a JVM that compiles with
 # its quick compiler only and collects with the serial collector (a short-lived driver never earns
 # back the optimising compiler's warm-up). The SQL, the catalog and the comparison are unchanged.
-# On the pytest's warehouse: the Spark build 77 s -> 48 s, its start 20 s -> 15 s (2 busy cores).
+# On the pytest's warehouse (2 cores, busy): the whole bench 174 s -> 127 s, the Spark build
+# 97 s -> 75 s, its start 33 s -> 17 s.
 SMALL_DATA_CONF = {"spark.sql.shuffle.partitions": "1", "spark.sql.adaptive.enabled": "false"}
 SMALL_DATA_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
