@@ -94,6 +94,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="build seeds and models only, no data or unit tests (the pytest uses it to stay fast)",
     )
+    p.add_argument(
+        "--small-data",
+        action="store_true",
+        help="Spark tuned for a few thousand rows (SMALL_DATA: the pytest's warehouse); slower at scale",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "spark_portability.json")
     return p.parse_args(argv)
 
@@ -167,30 +172,60 @@ def export_sources(duckdb_path: Path, sources: list[tuple[str, str]], parquet_di
         for schema, table in sources:
             path = parquet_dir / schema / f"{table}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            con.execute(f"copy (select * from {schema}.{table}) to '{path}' (format parquet)")
+            # Spark reads no nanosecond Parquet timestamps (PARQUET_TYPE_ILLEGAL) and keeps
+            # microseconds itself: a TIMESTAMP_NS column (identity.identity_map's, written from
+            # pandas) goes out as a microsecond TIMESTAMP
+            nanos = [
+                c
+                for c, kind in con.execute(
+                    "select column_name, data_type from information_schema.columns"
+                    " where table_schema = ? and table_name = ? order by ordinal_position",
+                    [schema, table],
+                ).fetchall()
+                if kind.startswith("TIMESTAMP_NS")
+            ]
+            columns = (
+                "* replace (" + ", ".join(f'cast("{c}" as timestamp) as "{c}"' for c in nanos) + ")" if nanos else "*"
+            )
+            con.execute(f"copy (select {columns} from {schema}.{table}) to '{path}' (format parquet)")
             rows[f"{schema}.{table}"] = con.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
     finally:
         con.close()
     return rows
 
 
-def start_spark(work: Path):
+# For a warehouse of a few thousand rows (--small-data), where Spark's fixed costs are the whole
+# cost: one shuffle partition and no adaptive re-planning per query, and a JVM that compiles with
+# its quick compiler only and collects with the serial collector (a short-lived driver never earns
+# back the optimising compiler's warm-up). The SQL, the catalog and the comparison are unchanged.
+# On the pytest's warehouse (2 cores, busy): the whole bench 174 s -> 127 s, the Spark build
+# 97 s -> 75 s, its start 33 s -> 17 s.
+SMALL_DATA_CONF = {"spark.sql.shuffle.partitions": "1", "spark.sql.adaptive.enabled": "false"}
+SMALL_DATA_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def start_spark(work: Path, small_data: bool = False):
     from pyspark.sql import SparkSession
 
     metastore = work / "spark" / "metastore_db"
-    spark = (
+    builder = (
         SparkSession.builder.master("local[2]")
         .appName("tessera-spark-portability")
         .config("spark.sql.warehouse.dir", str(work / "spark" / "warehouse"))
         .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={metastore};create=true")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={work / 'spark'}")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-Dderby.system.home={work / 'spark'}" + (f" {SMALL_DATA_JVM}" if small_data else ""),
+        )
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .enableHiveSupport()
-        .getOrCreate()
     )
+    for key, value in (SMALL_DATA_CONF if small_data else {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -316,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["dbt_build_duckdb_seconds"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    spark = start_spark(work)
+    spark = start_spark(work, small_data=args.small_data)
     register_sources(spark, sources, work / "parquet")
     timings["spark_start_seconds"] = round(time.perf_counter() - t, 1)
     try:
