@@ -1,6 +1,7 @@
 """The dbt project as Dagster assets. dbt tests surface as asset checks; dbt folders become groups."""
 
 import functools
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -95,6 +96,15 @@ def _dbt_executable() -> str:
 
 
 PARTIAL_PARSE = "partial_parse.msgpack"
+# the env vars dbt_project/profiles.yml reads: dbt's parse state is valid for one set of them
+PROFILE_ENV_VARS = (
+    "TESSERA_DUCKDB_PATH",
+    "TESSERA_DUCKDB_MEMORY_LIMIT",
+    "TESSERA_DUCKDB_THREADS",
+    "TESSERA_DUCKDB_TEMP_DIR",
+)
+# parse states kept per profile (the newest): one per data directory in use
+KEPT_PARSE_STATES = 16
 
 
 class TesseraDbtCli(DbtCliResource):
@@ -109,8 +119,10 @@ class TesseraDbtCli(DbtCliResource):
     - it seeds each invocation's fresh target folder with target/partial_parse.msgpack but never
       refreshes that file, so once the profile differs from the one `dbt parse` saw (the DuckDB
       path is part of it) every invocation parses the whole project again (about 3 s). `stream`
-      keeps the newest state back. dbt still re-parses whatever changed (files, vars, env vars,
-      the profile), as it does from the command line.
+      keeps the newest state back, one per profile (two runs on two data directories, as the
+      test workers are, overwrote each other's), and `cli` seeds an invocation with its
+      profile's. dbt still re-parses whatever changed (files, vars, env vars, the profile), as it
+      does from the command line.
 
     dbt runs with --no-write-json: manifest.json and run_results.json in each invocation's folder
     repeat what Dagster records (the project's manifest, one event per model and test), and
@@ -129,17 +141,47 @@ class TesseraDbtCli(DbtCliResource):
         # tessera reads those itself once dbt has let go of the DuckDB file (with_dbt_table_metadata).
         return None
 
+    def _profile_state(self) -> Path:
+        """Where the parse state of the current profile (PROFILE_ENV_VARS' values) is kept."""
+        profile = "\0".join(os.environ.get(name, "") for name in PROFILE_ENV_VARS)
+        digest = hashlib.sha256(profile.encode()).hexdigest()[:16]
+        return Path(self.project_dir) / "target" / "parse_states" / f"{digest}.msgpack"
+
+    def cli(self, args: list[str], *, target_path: Path | None = None, context=None, **kwargs):
+        target_path = target_path or self._get_unique_target_path(context=context)
+        own = self._profile_state()
+        if own.exists():
+            # dagster-dbt copies target/partial_parse.msgpack only into a folder that lacks one;
+            # a relative target path is the project's (dbt runs there)
+            folder = target_path if target_path.is_absolute() else Path(self.project_dir) / target_path
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(own, folder / PARTIAL_PARSE)
+        return super().cli(args, target_path=target_path, context=context, **kwargs)
+
     def stream(self, args: list[str], context: dg.AssetExecutionContext):
         """`dbt <args>` for the assets `context` selects, as dagster-dbt's stream of events."""
         invocation = self.cli(args, context=context)
         yield from invocation.stream()
         produced = invocation.target_path / PARTIAL_PARSE
         if produced.exists():
-            # another run may be doing the same: write aside, then rename (atomic)
-            kept = Path(self.project_dir) / "target" / PARTIAL_PARSE
-            staging = kept.with_name(f"{PARTIAL_PARSE}.{uuid.uuid4().hex[:8]}")
-            shutil.copy2(produced, staging)
-            os.replace(staging, kept)
+            own = self._profile_state()
+            own.parent.mkdir(parents=True, exist_ok=True)
+            for kept in (own, Path(self.project_dir) / "target" / PARTIAL_PARSE):
+                # another run may be doing the same: write aside, then rename (atomic)
+                staging = kept.with_name(f"{kept.name}.{uuid.uuid4().hex[:8]}")
+                shutil.copy2(produced, staging)
+                os.replace(staging, kept)
+            states = sorted(own.parent.glob("*.msgpack"), key=_mtime, reverse=True)
+            for old in states[KEPT_PARSE_STATES:]:
+                old.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    """A file's modification time; 0 for one another run has just pruned."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def dbt_build_args(full_refresh: bool = False) -> list[str]:
