@@ -131,11 +131,12 @@ def candidate_pairs(
         if extra_pairs
         else ""
     )
-    # the keys kept first: the self-join then reads only them
+    # the keys kept first, as 64-bit hashes: the self-join then reads only them, and compares
+    # integers (two keys that collide only propose a few more pairs, which scoring judges)
     con.execute(
         f"""
         create or replace temp table __id_kept_keys as
-        select k.record_id, k.key from {KEYS} as k
+        select k.record_id, hash(k.key) as key from {KEYS} as k
         semi join __id_key_sizes as s on s.key = k.key and s.n between 2 and $cap
         """,
         {"cap": cap},
