@@ -1,4 +1,4 @@
-"""The probabilistic model: Splink 5 (DuckDB) scores tessera's candidate pairs.
+"""The probabilistic model: Splink 5 (on DuckDB, or on Spark) scores tessera's candidate pairs.
 
 tessera keeps what Splink lacks (standardisation, deterministic links, capped blocking keys,
 clustering that resists over-merging, stable ids); Splink brings the field's Fellegi-Sunter
@@ -24,8 +24,9 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import duckdb
 import polars as pl
+
+from tessera.identity.dialects import DUCKDB, quote, reformat_iso_date, runner
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,14 @@ class Compared:
     swap_with: str | None = None  # the other name column (given name <-> surname swaps)
 
 
-def _edits_level(c: Compared, k: int):
+def _edits_level(c: Compared, k: int, d: str = DUCKDB):
     """Damerau-Levenshtein distance at most k (edits and adjacent transpositions), computed only
     where it can hold: DuckDB's damerau_levenshtein is about 6 times dearer than levenshtein and 80
     times dearer than Jaro-Winkler, and most candidate pairs are far apart. A transposition is two
     Levenshtein edits, so a pair within k of the one is within 2k of the other."""
     import splink.comparison_level_library as cll
 
-    left, right = f'"{c.column}_l"', f'"{c.column}_r"'
+    left, right = quote(f"{c.column}_l", d), quote(f"{c.column}_r", d)
     sql = (
         f"(case when abs(length({left}) - length({right})) > {k} then false "
         f"when levenshtein({left}, {right}) > {2 * k} then false "
@@ -62,11 +63,17 @@ def _edits_level(c: Compared, k: int):
     return cll.CustomLevel(sql, label_for_charts=f"Damerau-Levenshtein distance of {c.label} <= {k}")
 
 
-def _levels(c: Compared) -> tuple[list, list[float]]:
-    """Splink comparison levels (null level first) and the prior m of each non-null level."""
+def _levels(c: Compared, d: str = DUCKDB) -> tuple[list, list[float]]:
+    """Splink comparison levels (null level first) and the prior m of each non-null level. The
+    custom levels are written in dialect `d` (Splink's own levels render themselves for the
+    backend): the same conditions, with the engine's quotes and date format."""
     import splink.comparison_level_library as cll
 
     col = c.column
+
+    def q(side: str, column: str = col) -> str:
+        return quote(f"{column}_{side}", d)
+
     null = cll.NullLevel(col)
     if c.kind in ("person_name", "name"):
         levels = [null, cll.ExactMatchLevel(col).configure(tf_adjustment_column=col)]
@@ -74,7 +81,7 @@ def _levels(c: Compared) -> tuple[list, list[float]]:
         if c.swap_with:
             levels.append(
                 cll.CustomLevel(
-                    f'"{col}_l" = "{c.swap_with}_r" or "{col}_r" = "{c.swap_with}_l"',
+                    f"{q('l')} = {q('r', c.swap_with)} or {q('r')} = {q('l', c.swap_with)}",
                     label_for_charts=f"{c.label} equals the other side's {c.swap_with}",
                 )
             )
@@ -84,14 +91,11 @@ def _levels(c: Compared) -> tuple[list, list[float]]:
             prior.append(m)
         return [*levels, cll.ElseLevel()], [*prior, 0.03]
     if c.kind == "date":
-        swap = (
-            f'strftime(try_cast("{col}_l" as date), \'%Y-%d-%m\') = "{col}_r" '
-            f'and substr("{col}_l", 6, 2) <> substr("{col}_l", 9, 2)'
-        )
+        swap = f"{reformat_iso_date(q('l'), d)} = {q('r')} and substr({q('l')}, 6, 2) <> substr({q('l')}, 9, 2)"
         levels = [
             null,
             cll.ExactMatchLevel(col),
-            _edits_level(c, 1),
+            _edits_level(c, 1, d),
             cll.CustomLevel(swap, label_for_charts=f"{c.label} day and month swapped"),
             cll.AbsoluteDateDifferenceLevel(col, input_is_string=True, threshold=1, metric="month"),
             cll.AbsoluteDateDifferenceLevel(col, input_is_string=True, threshold=1, metric="year"),
@@ -103,18 +107,18 @@ def _levels(c: Compared) -> tuple[list, list[float]]:
         levels = [
             null,
             cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
-            _edits_level(c, 1),
-            _edits_level(c, 2),
+            _edits_level(c, 1, d),
+            _edits_level(c, 2, d),
             cll.ElseLevel(),
         ]
         return levels, [0.85, 0.08, 0.03, 0.04]
     if c.kind == "email":
-        local = f"nullif(split_part(\"{col}_l\", '@', 1), '') = nullif(split_part(\"{col}_r\", '@', 1), '')"
+        local = f"nullif(split_part({q('l')}, '@', 1), '') = nullif(split_part({q('r')}, '@', 1), '')"
         levels = [
             null,
             cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
             cll.CustomLevel(local, label_for_charts=f"{c.label} same local part"),
-            _edits_level(c, 2),
+            _edits_level(c, 2, d),
             cll.JaroWinklerLevel(col, 0.88),
             cll.ElseLevel(),
         ]
@@ -142,10 +146,10 @@ _UNSEEN_U_AGREE = 1e-4
 _UNSEEN_U_ELSE = 0.99
 
 
-def _comparison(c: Compared):
+def _comparison(c: Compared, d: str = DUCKDB):
     import splink.comparison_library as cl
 
-    levels, prior = _levels(c)
+    levels, prior = _levels(c, d)
     last = len(levels) - 1  # every comparison ends with its else level
     for i, (level, m) in enumerate(zip(levels[1:], prior, strict=True), start=1):
         level.configure(m_probability=m, u_probability=_UNSEEN_U_ELSE if i == last else _UNSEEN_U_AGREE)
@@ -179,7 +183,7 @@ class Fitted:
 
     def __init__(
         self,
-        con: duckdb.DuckDBPyConnection,
+        con,
         records: str,
         compared: list[Compared],
         record_count: int,
@@ -187,11 +191,13 @@ class Fitted:
         trained: dict | None = None,
     ):
         """Train on `records`; or, given `trained` (a model as `model_json()` returned it, from an
-        earlier run on the same mapping), take its parameters as they are: no training."""
-        from splink import DuckDBAPI, Linker, SettingsCreator
+        earlier run on the same mapping), take its parameters as they are: no training. con: a
+        DuckDB connection or a runner (dialects.py): Splink runs on its engine."""
+        from splink import Linker, SettingsCreator
 
-        self.con = con
-        self._db = DuckDBAPI(connection=con)
+        self.db = runner(con)
+        self.dialect = self.db.dialect
+        self._db = self.db.splink_api()
         self.notes: list[str] = []
         self.all_pairs = record_count * (record_count - 1) / 2
         self.prior = _PRIOR
@@ -206,7 +212,7 @@ class Fitted:
             link_type="dedupe_only",
             unique_id_column_name="record_id",
             probability_two_random_records_match=_PRIOR,
-            comparisons=[_comparison(c) for c in compared],
+            comparisons=[_comparison(c, self.dialect) for c in compared],
             blocking_rules_to_generate_predictions=[],
             retain_matching_columns=False,
             retain_intermediate_calculation_columns=False,
@@ -249,7 +255,7 @@ class Fitted:
             if exact >= other:
                 continue
             c = by_column[comparison["output_column_name"]]
-            _, prior = _levels(c)
+            _, prior = _levels(c, self.dialect)
             for level, m in zip(levels, prior, strict=True):
                 level["m_probability"] = m
             self.notes.append(
@@ -266,11 +272,11 @@ class Fitted:
         comparisons from the model while a session runs): both are reported in `notes`."""
         from splink import Linker, block_on
 
-        cols = [f'"{c}"' for c in rule]
-        pairs = self.con.execute(
+        cols = [quote(c, self.dialect) for c in rule]
+        pairs = self.db.rows(
             f"select coalesce(sum(n * (n - 1) / 2), 0) from (select count(*) as n from {records} "
             f"where {' and '.join(f'{c} is not null' for c in cols)} group by {', '.join(cols)})"
-        ).fetchall()[0][0]
+        )[0][0]
         name = "+".join(rule)
         if pairs < MIN_EM_PAIRS:
             self.notes.append(f"EM blocked on {name}: {int(pairs)} pairs, fewer than {MIN_EM_PAIRS}; prior m kept")
@@ -291,9 +297,9 @@ class Fitted:
     def score(self, pairs: str, out: str, append: bool = False) -> None:
         """Score the pairs in `pairs` (record_l, record_r) into `out` (record_l, record_r, bf):
         bf is the pair's log2 Bayes factor, the prior excluded."""
-        self.con.execute(
-            f"create or replace temp table __id_blocked_pairs as "
-            f"select '0' as match_key, record_l as join_key_l, record_r as join_key_r from {pairs}"
+        self.db.create(
+            "__id_blocked_pairs",
+            f"select '0' as match_key, record_l as join_key_l, record_r as join_key_r from {pairs}",
         )
         with _quiet_splink():
             self.linker.table_management.register_blocked_pairs_for_predict(self._db.register("__id_blocked_pairs"))
@@ -304,9 +310,9 @@ class Fitted:
             f"match_weight - ({_logit2(_PRIOR)!r}) as bf from {predicted.physical_name}"
         )
         if append:
-            self.con.execute(f"insert into {out} {select}")
+            self.db.append(out, select)
         else:
-            self.con.execute(f"create or replace temp table {out} as {select}")
+            self.db.create(out, select)
         predicted.drop_table_from_database_and_remove_from_cache()
 
 
@@ -323,14 +329,12 @@ def _quiet_splink():
         logger.setLevel(level)
 
 
-def fit_and_score(
-    con: duckdb.DuckDBPyConnection, records: str, pairs: str, compared: list[Compared], record_count: int, config
-) -> Fitted:
+def fit_and_score(con, records: str, pairs: str, compared: list[Compared], record_count: int, config) -> Fitted:
     """Train on `records` (record_id plus the compared columns), score the candidate pairs in
     `pairs` into the temp table SCORED (record_l, record_r, bf), and estimate the prior from them."""
     fitted = Fitted(con, records, compared, record_count, config)
     fitted.score(pairs, SCORED)
-    fitted.prior, fitted.expected_matches = estimate_prior(con, fitted.all_pairs)
+    fitted.prior, fitted.expected_matches = estimate_prior(fitted.db, fitted.all_pairs)
     return fitted
 
 
@@ -339,7 +343,7 @@ def match_probability(bf: str, prior: float) -> str:
     return f"1 / (1 + pow(2, -({bf} + ({_logit2(prior)!r}))))"
 
 
-def estimate_prior(con: duckdb.DuckDBPyConnection, all_pairs: float, iterations: int = 50) -> tuple[float, float]:
+def estimate_prior(con, all_pairs: float, iterations: int = 50) -> tuple[float, float]:
     """The probability that two random records match: the fixed point of prior = expected matching
     pairs / all pairs, where the expected matching pairs are the summed match probabilities of the
     candidate pairs that the prior makes more likely matches than not. Counting only those keeps
@@ -347,15 +351,16 @@ def estimate_prior(con: duckdb.DuckDBPyConnection, all_pairs: float, iterations:
     prior (summing every pair ran away to 443,000 expected matches for 13,000 true ones at 100,000
     records); iterating up from a tiny prior finds the smallest fixed point. Pairs outside the
     candidates are taken as non-matches. Returns (prior, expected)."""
+    db = runner(con)
     if all_pairs < 1:
         return 0.5, 0.0
     prior = min(0.5, 1.0 / all_pairs)
     expected = 0.0
     for _ in range(iterations):
-        expected = con.execute(
+        expected = db.rows(
             f"select coalesce(sum(p), 0) from (select 1 / (1 + pow(2, -(bf + ?))) as p from {SCORED}) where p >= 0.5",
             [_logit2(prior)],
-        ).fetchall()[0][0]
+        )[0][0]
         new = min(0.5, max(expected, 1.0) / all_pairs)
         if abs(new - prior) <= 1e-4 * prior:
             prior = new
