@@ -119,6 +119,24 @@ def reformat_iso_date(expr: str, dialect: str = DUCKDB) -> str:
     return f"strftime(try_cast({expr} as date), '%Y-%d-%m')"
 
 
+# Jaro-Winkler on Spark: a Python function that scores as DuckDB does (similarity.py), instead of
+# Splink's jar, which scores differently.
+JARO_WINKLER_SPARK = "tessera_jaro_winkler"
+
+
+def register_spark_functions(spark) -> None:
+    """Register the session's functions the matcher uses (tessera_jaro_winkler). The function is
+    shipped to the Python workers by value, so they need no tessera install."""
+    from pyspark import cloudpickle
+    from pyspark.sql.functions import udf
+    from pyspark.sql.types import DoubleType
+
+    from tessera.identity import similarity
+
+    cloudpickle.register_pickle_by_value(similarity)
+    spark.udf.register(JARO_WINKLER_SPARK, udf(similarity.jaro_winkler, DoubleType(), useArrow=True))
+
+
 class DuckDBRunner:
     """SQL on a DuckDB connection; working tables are temp tables."""
 
@@ -179,6 +197,7 @@ class SparkRunner:
     def __init__(self, spark):
         self.spark = spark
         self._tables: dict[str, object] = {}
+        register_spark_functions(spark)
 
     def _keep(self, table: str, df) -> None:
         df = df.localCheckpoint(eager=True)

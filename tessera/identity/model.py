@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from tessera.identity.dialects import DUCKDB, quote, reformat_iso_date, runner
+from tessera.identity.dialects import DUCKDB, JARO_WINKLER_SPARK, quote, reformat_iso_date, runner
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,20 @@ def _edits_level(c: Compared, k: int, d: str = DUCKDB):
     return cll.CustomLevel(sql, label_for_charts=f"Damerau-Levenshtein distance of {c.label} <= {k}")
 
 
+def _jaro_winkler_level(column: str, threshold: float, d: str = DUCKDB):
+    """Jaro-Winkler similarity at least `threshold`: Splink's level on DuckDB; on Spark the same
+    condition and label on tessera's SQL function, which scores as DuckDB does (dialects.py)."""
+    import splink.comparison_level_library as cll
+
+    level = cll.JaroWinklerLevel(column, threshold)
+    if d == DUCKDB:
+        return level
+    left, right = quote(f"{column}_l", d), quote(f"{column}_r", d)
+    return cll.CustomLevel(
+        f"{JARO_WINKLER_SPARK}({left}, {right}) >= {threshold}", label_for_charts=level.create_label_for_charts()
+    )
+
+
 def _levels(c: Compared, d: str = DUCKDB) -> tuple[list, list[float]]:
     """Splink comparison levels (null level first) and the prior m of each non-null level. The
     custom levels are written in dialect `d` (Splink's own levels render themselves for the
@@ -87,7 +101,7 @@ def _levels(c: Compared, d: str = DUCKDB) -> tuple[list, list[float]]:
             )
             prior.append(0.03)
         for threshold, m in ((0.92, 0.08), (0.88, 0.03), (0.7, 0.03)):
-            levels.append(cll.JaroWinklerLevel(col, threshold))
+            levels.append(_jaro_winkler_level(col, threshold, d))
             prior.append(m)
         return [*levels, cll.ElseLevel()], [*prior, 0.03]
     if c.kind == "date":
@@ -119,20 +133,20 @@ def _levels(c: Compared, d: str = DUCKDB) -> tuple[list, list[float]]:
             cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
             cll.CustomLevel(local, label_for_charts=f"{c.label} same local part"),
             _edits_level(c, 2, d),
-            cll.JaroWinklerLevel(col, 0.88),
+            _jaro_winkler_level(col, 0.88, d),
             cll.ElseLevel(),
         ]
         return levels, [0.80, 0.06, 0.06, 0.03, 0.05]
     if c.kind == "text":
         levels = [null, cll.ExactMatchLevel(col)]
         for threshold in (0.95, 0.88, 0.7):
-            levels.append(cll.JaroWinklerLevel(col, threshold))
+            levels.append(_jaro_winkler_level(col, threshold, d))
         return [*levels, cll.ElseLevel()], [0.70, 0.12, 0.08, 0.05, 0.05]
     if c.kind == "category":
         levels = [
             null,
             cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
-            cll.JaroWinklerLevel(col, 0.9),
+            _jaro_winkler_level(col, 0.9, d),
             cll.ElseLevel(),
         ]
         return levels, [0.85, 0.07, 0.08]

@@ -23,6 +23,8 @@ What differs from DuckDB:
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 from tessera.identity.config import IdentityConfig
@@ -53,6 +55,9 @@ def local_session(work_dir: Path | None = None, partitions: int = 4, cores: int 
     starts one, with the warehouse in `work_dir` when given."""
     from pyspark.sql import SparkSession
 
+    # the Python workers (tessera_jaro_winkler) run this interpreter, not the first python3 on PATH
+    # (an in-process SparkContext reads the variable, not spark.pyspark.python)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(f"local[{cores}]")
         .appName("tessera-identity")
