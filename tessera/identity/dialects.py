@@ -10,7 +10,6 @@ SparkSession (temp views over locally checkpointed DataFrames).
 
 from __future__ import annotations
 
-import logging
 import unicodedata
 from functools import cache
 
@@ -18,8 +17,6 @@ import duckdb
 import pandas as pd
 import polars as pl
 import polars.selectors as cs
-
-log = logging.getLogger(__name__)
 
 DUCKDB = "duckdb"
 SPARK = "spark"

@@ -6,23 +6,27 @@ comparisons, levels, priors and training sessions (Splink's Spark backend), the 
 check and prior estimate, and the same clustering of the scored pairs on the driver (cluster.py).
 The SQL is built by the same functions, in Spark's dialect where it differs (dialects.py).
 
-Splink's Jaro-Winkler and Damerau-Levenshtein on Spark are Scala UDFs in a jar Splink ships: the
-session must be started with it on `spark.jars` (`local_session` does; `similarity_jar()` gives its
-path for a cluster's configuration).
+Damerau-Levenshtein on Spark is a Scala UDF in a jar Splink ships: the session must be started
+with it on `spark.jars` (`local_session` does; `similarity_jar()` gives its path for a cluster's
+configuration). Jaro-Winkler is not the jar's, which scores differently from DuckDB, but
+`tessera_jaro_winkler`, a Python UDF that gives DuckDB's doubles (similarity.py): the executors
+need a Python with pyarrow (Spark's Arrow UDFs), not tessera.
 
 What differs from DuckDB:
 - no incremental matching: `previous` state (engine.MatcherState) is DuckDB-only, and the result
-  has no state;
+  has no state (its fingerprints and score reuse are DuckDB SQL, and a Spark run has no warehouse
+  tables to keep them in);
 - Splink samples the records for u by a hash of their ids, and the hash is the engine's own, so
-  the u sample differs (with `u_max_pairs` at or above all pairs of the table there is no sample
-  and the two engines train the same model);
+  the u sample differs (with `u_max_pairs` at or above all pairs of the table there is no sample,
+  and the two engines train the same model to 1e-16);
 - a birth date written with a year of fewer than four digits is read by DuckDB as that year, and
-  by Spark as no date (dialects.iso_date).
+  by Spark as no date (dialects.iso_date); a value with non-ASCII letters may get another
+  Jaro-Winkler score (DuckDB compares bytes).
+On fake_1000 and FEBRL1 both engines give the same clusters (bench/identity_spark.py).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -31,8 +35,6 @@ from tessera.identity.config import IdentityConfig
 from tessera.identity.dialects import SparkRunner, splink_spark_api
 from tessera.identity.engine import ResolveResult
 from tessera.identity.engine import resolve as _engine_resolve
-
-log = logging.getLogger(__name__)
 
 SOURCE_VIEW = "__id_source"
 # Runtime settings the matcher needs, set for the run and put back after it:
