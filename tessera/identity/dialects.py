@@ -226,8 +226,9 @@ class SparkRunner:
     def register(self, name: str, frame) -> None:
         if isinstance(frame, pd.DataFrame):
             frame = pl.from_pandas(frame)
-        # Spark has no unsigned integers (polars counts are UInt32)
-        frame = frame.with_columns(cs.unsigned_integer().cast(pl.Int64))
+        # Spark has no unsigned integers (polars counts are UInt32); an empty pandas column of
+        # objects (no deterministic links) arrives untyped: its ids are strings
+        frame = frame.with_columns(cs.unsigned_integer().cast(pl.Int64), cs.by_dtype(pl.Null).cast(pl.String))
         self._keep(name, self.spark.createDataFrame(frame.to_arrow()))
 
     def unregister(self, name: str) -> None:
