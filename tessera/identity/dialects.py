@@ -3,8 +3,8 @@ on dbt-spark), and the few places their SQL differs.
 
 The SQL builders in engine.py, blocking.py and model.py take a dialect and call the helpers here
 where the engines differ (identifier quotes, parameter markers, regular-expression calls, integer
-division, accents, dates); their DuckDB text is what it was before Spark was added. A `Runner`
-runs that SQL: `DuckDBRunner` on a DuckDB connection (temp tables), `SparkRunner` on a
+division, accents, dates); their DuckDB SQL is what it was before Spark was added (but for the
+whitespace of two statements). A runner runs that SQL: `DuckDBRunner` on a DuckDB connection (temp tables), `SparkRunner` on a
 SparkSession (temp views over locally checkpointed DataFrames).
 """
 

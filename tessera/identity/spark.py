@@ -80,10 +80,9 @@ def local_session(work_dir: Path | None = None, partitions: int = 4, cores: int 
 
 
 def _check_udfs(spark) -> None:
-    names = {f.name for f in spark.catalog.listFunctions() if f.name in ("jaro_winkler", "damerau_levenshtein")}
-    if names != {"jaro_winkler", "damerau_levenshtein"}:
+    if not any(f.name == "damerau_levenshtein" for f in spark.catalog.listFunctions()):
         raise RuntimeError(
-            "Splink's similarity functions are not registered on this SparkSession: start it with "
+            "Splink's damerau_levenshtein is not registered on this SparkSession: start it with "
             f"spark.jars={similarity_jar()} (tessera.identity.spark.local_session does)"
         )
 
@@ -98,7 +97,7 @@ def resolve(spark, records, config: IdentityConfig, identifiers: str | None = No
     for k, v in _RUN_CONF.items():
         spark.conf.set(k, v)
     try:
-        # registers Splink's UDFs from the jar (a session without it fails here, saying so)
+        # registers Splink's UDFs from the jar (a session without it fails in _check_udfs, saying so)
         splink_spark_api(spark)
         _check_udfs(spark)
         if isinstance(records, str):
