@@ -75,7 +75,7 @@ test: install dagster-home manifest
 
 # the inner loop: leaves out every test that runs the Dagster graph or reads the session's warehouse
 test-fast: install dagster-home manifest
-	$(BIN)/python -m pytest -m "not graph and not real_data"
+	$(BIN)/python -m pytest -m "not graph and not real_data and not spark"
 
 # ruff's checks and format, and the import contracts in pyproject.toml (CI runs it before the tests)
 lint: install

@@ -43,6 +43,7 @@ LONGEST_FIRST = [
     "test_erasure.py",
     "test_crash.py",
     "test_spark_portability.py",
+    "test_identity_spark.py",
     "test_partial_shops.py",
     "test_incremental.py",
     "test_bench_smoke.py",

@@ -12,27 +12,28 @@ explode the pairs; and blocks are kept smallest first while their pairs fit a bu
 `max_pairs_per_record` per record (block_size_cap), so the pairs to score grow linearly with the
 table (on Splink's historical_50k the budget of 30 kept 739k of 2.7M pairs, F1 0.854 -> 0.859).
 Pairs are found by one self-join on the long key table: portable SQL, no Python loop, and the
-same at any size.
+same at any size, on DuckDB or Spark (the few differences of dialect are in dialects.py).
 """
 
 from __future__ import annotations
 
-import duckdb
-
-from tessera.sql import ident
+from tessera.identity.dialects import DUCKDB, int_div, param, quote, runner, string_type
 
 KEYS = "__id_keys"
 PAIRS = "__id_pairs"
 
 
-def _half(expr: str, first: bool) -> str:
-    side = f"left({expr}, length({expr}) // 2)" if first else f"right({expr}, (length({expr}) + 1) // 2)"
+def _half(expr: str, first: bool, d: str = DUCKDB) -> str:
+    if first:
+        side = f"left({expr}, {int_div(f'length({expr})', '2', d)})"
+    else:
+        side = f"right({expr}, {int_div(f'(length({expr}) + 1)', '2', d)})"
     return f"case when length({expr}) >= 4 then {side} end"
 
 
-def key_expressions(column: str, kind: str, family: str) -> list[tuple[str, str]]:
-    """(key family, SQL expression of the key) for one standardised column."""
-    c = ident(column)
+def key_expressions(column: str, kind: str, family: str, d: str = DUCKDB) -> list[tuple[str, str]]:
+    """(key family, SQL expression of the key in dialect `d`) for one standardised column."""
+    c = quote(column, d)
     if kind == "person_name":
         return [("name", c)]
     if kind == "name":
@@ -44,7 +45,7 @@ def key_expressions(column: str, kind: str, family: str) -> list[tuple[str, str]
             (f"{family}~swap", f"left({c}, 4) || least({mm}, {dd}) || greatest({mm}, {dd})"),
         ]
     if kind == "code":
-        return [(family, c), (f"{family}<", _half(c, True)), (f"{family}>", _half(c, False))]
+        return [(family, c), (f"{family}<", _half(c, True, d)), (f"{family}>", _half(c, False, d))]
     if kind == "email":
         return [(family, c), (f"{family}@", f"nullif(split_part({c}, '@', 1), '')")]
     if kind == "text":
@@ -53,32 +54,39 @@ def key_expressions(column: str, kind: str, family: str) -> list[tuple[str, str]
 
 
 def build_keys(
-    con: duckdb.DuckDBPyConnection,
+    con,
     records: str,
     compared: list[tuple[str, str, str]],
     rules: tuple[tuple[str, ...], ...],
 ) -> None:
-    """Create the temp table KEYS (record_id, key): compared is (column, kind, family) per column;
-    rules name families of columns whose values are combined into one key."""
+    """Create the table KEYS (record_id, key): compared is (column, kind, family) per column;
+    rules name families of columns whose values are combined into one key. con: a DuckDB
+    connection or a runner (dialects.py)."""
+    db = runner(con)
+    d = db.dialect
     selects = []
     for column, kind, family in compared:
-        for name, expr in key_expressions(column, kind, family):
+        for name, expr in key_expressions(column, kind, family, d):
             selects.append(f"select record_id, '{name}:' || {expr} as key from {records} where {expr} is not null")
     columns = {family: column for column, _, family in compared}
     for rule in rules:
         if len(rule) < 2 or not set(rule) <= set(columns):
             continue
-        parts = [ident(columns[a]) for a in rule]
+        parts = [quote(columns[a], d) for a in rule]
         not_null = " and ".join(f"{p} is not null" for p in parts)
         joined = " || '|' || ".join(parts)
         selects.append(f"select record_id, '{'+'.join(rule)}:' || {joined} as key from {records} where {not_null}")
     if not selects:
-        con.execute(f"create or replace temp table {KEYS} (record_id varchar, key varchar)")
+        text = string_type(d)
+        if d == DUCKDB:
+            db.con.execute(f"create or replace temp table {KEYS} (record_id varchar, key varchar)")
+        else:
+            db.create(KEYS, f"select cast(null as {text}) as record_id, cast(null as {text}) as key where false")
         return
-    con.execute(f"create or replace temp table {KEYS} as select distinct * from ({' union all '.join(selects)})")
+    db.create(KEYS, f"select distinct * from ({' union all '.join(selects)})")
 
 
-def block_size_cap(con: duckdb.DuckDBPyConnection, max_block_size: int, pair_budget: float | None) -> int:
+def block_size_cap(con, max_block_size: int, pair_budget: float | None) -> int:
     """The largest block size kept: `max_block_size`, lowered until the pairs of the blocks kept
     (smallest first) fit in `pair_budget` (None: no budget). The pairs of a small block are likelier
     matches than those of a large one (a shared rare surname says more than a shared common one),
@@ -87,20 +95,22 @@ def block_size_cap(con: duckdb.DuckDBPyConnection, max_block_size: int, pair_bud
     or dropped together, so the cap does not depend on the order records arrive in."""
     if pair_budget is None:
         return int(max_block_size)
-    fits = con.execute(
-        """
+    db = runner(con)
+    cap, budget = param("cap", db.dialect), param("budget", db.dialect)
+    fits = db.rows(
+        f"""
         select coalesce(max(n), 1) from (
             select n, sum(pairs) over (order by n) as running
-            from (select n, sum(n * (n - 1) / 2) as pairs from __id_key_sizes where n between 2 and $cap group by n)
-        ) where running <= $budget
+            from (select n, sum(n * (n - 1) / 2) as pairs from __id_key_sizes where n between 2 and {cap} group by n)
+        ) where running <= {budget}
         """,
         {"cap": int(max_block_size), "budget": float(pair_budget)},
-    ).fetchall()[0][0]
+    )[0][0]
     return int(fits)
 
 
 def candidate_pairs(
-    con: duckdb.DuckDBPyConnection,
+    con,
     max_block_size: int,
     extra_pairs: str | None = None,
     only_with: str | None = None,
@@ -111,14 +121,16 @@ def candidate_pairs(
     table of record_l, record_r: the deterministic links, so they are scored too). With `only_with`
     (a table of record_id), only pairs touching one of those records, of both kinds: an incremental
     run compares new records with everyone, not every pair again (with the cap a full run on all
-    the records would use)."""
-    con.execute(
+    the records would use). con: a DuckDB connection or a runner (dialects.py)."""
+    db = runner(con)
+    p_cap = param("cap", db.dialect)
+    db.create(
+        "__id_key_sizes",
         f"""
-        create or replace temp table __id_key_sizes as
         select key, split_part(key, ':', 1) as family, count(*) as n from {KEYS} group by key
-        """
+        """,
     )
-    cap = block_size_cap(con, max_block_size, pair_budget)
+    cap = block_size_cap(db, max_block_size, pair_budget)
 
     def touching(left: str, right: str) -> str:
         if not only_with:
@@ -133,17 +145,18 @@ def candidate_pairs(
     )
     # the keys kept first, as 64-bit hashes: the self-join then reads only them, and compares
     # integers (two keys that collide only propose a few more pairs, which scoring judges)
-    con.execute(
+    hash64 = "hash" if db.dialect == DUCKDB else "xxhash64"
+    db.create(
+        "__id_kept_keys",
         f"""
-        create or replace temp table __id_kept_keys as
-        select k.record_id, hash(k.key) as key from {KEYS} as k
-        semi join __id_key_sizes as s on s.key = k.key and s.n between 2 and $cap
+        select record_id, {hash64}(key) as key from {KEYS}
+        where key in (select key from __id_key_sizes where n between 2 and {p_cap})
         """,
         {"cap": cap},
     )
-    con.execute(
+    db.create(
+        PAIRS,
         f"""
-        create or replace temp table {PAIRS} as
         select distinct record_l, record_r from (
             select a.record_id as record_l, b.record_id as record_r
             from __id_kept_keys as a
@@ -151,18 +164,18 @@ def candidate_pairs(
             where true {touching("a.record_id", "b.record_id")}
             {extra}
         )
-        """
+        """,
     )
-    con.execute("drop table __id_kept_keys")
+    db.drop("__id_kept_keys")
     skipped = dict(
-        con.execute(
-            "select family, count(*) from __id_key_sizes where n > $cap group by family order by family", {"cap": cap}
-        ).fetchall()
+        db.rows(
+            f"select family, count(*) from __id_key_sizes where n > {p_cap} group by family order by family",
+            {"cap": cap},
+        )
     )
-    total = con.execute(f"select count(*) from {PAIRS}").fetchall()[0][0]
-    keys = con.execute("select count(*) from __id_key_sizes where n between 2 and $cap", {"cap": cap})
-    shared_keys = keys.fetchall()[0][0]
-    con.execute("drop table __id_key_sizes")
+    total = db.rows(f"select count(*) from {PAIRS}")[0][0]
+    shared_keys = db.rows(f"select count(*) from __id_key_sizes where n between 2 and {p_cap}", {"cap": cap})[0][0]
+    db.drop("__id_key_sizes")
     return {
         "candidate_pairs": int(total),
         "blocking_keys_shared": int(shared_keys),

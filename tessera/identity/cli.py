@@ -1,5 +1,8 @@
 """`tessera identity resolve INPUT --config MAPPING.yaml --out OUT`: the pipeline's matcher on any file.
 
+`--engine spark` runs the same matcher on a local SparkSession (tessera/identity/spark.py; needs
+pyspark and Java) instead of DuckDB; the output is the same file.
+
 Output: record_id, person_id. Person ids are tessera's stable ids (`tc_` + 16 hex) from the first
 run on; with `--previous` an earlier output's ids are kept (new records join them, merges keep the
 larger id, splits get new ones). With `--state DIR` the matcher keeps its model and pair scores in
@@ -56,6 +59,36 @@ def _progress(message: str, started: float) -> None:
     print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+ENGINES = ("duckdb", "spark")
+
+
+def _resolve_on_spark(input_path: Path, config, mapping_path: Path):
+    """The records of `input_path` (every column text) resolved on a local SparkSession."""
+    from tessera.identity import spark as spark_engine
+
+    spark = spark_engine.local_session()
+    try:
+        if input_path.suffix.lower() == ".csv":
+            frame = spark.read.csv(str(input_path), header=True)  # every column text, as on DuckDB
+        else:
+            frame = spark.read.parquet(str(input_path))
+        missing = sorted(_needed_columns(config) - set(frame.columns))
+        if missing:
+            raise InputError(f"{input_path}: the mapping {mapping_path} names columns the file lacks: {missing}")
+        return spark_engine.resolve(spark, frame, config)
+    finally:
+        spark.stop()
+
+
+def _needed_columns(config) -> set[str]:
+    return {
+        config.record_id,
+        *[c for cols in config.columns.values() for c in cols],
+        *config.other_columns,
+        *config.extra_identifiers,
+    }
+
+
 def resolve_file(
     input_path: Path,
     mapping_path: Path,
@@ -64,11 +97,15 @@ def resolve_file(
     progress: bool = False,
     state: Path | None = None,
     retrain: bool = False,
+    engine: str = "duckdb",
 ) -> dict:
     """Resolve `input_path` with the mapping into `out_path`; `previous`, an earlier output whose
     person ids are kept; `state`, a folder holding the matcher's state between runs (read when
     present, written after): the run then compares only new and changed records."""
     started = time.perf_counter()
+    if state is not None and engine != "duckdb":
+        # incremental matching keeps its state through DuckDB; on Spark every run is a full one
+        raise InputError("--state works with --engine duckdb only: a Spark run trains and scores every pair")
     try:
         config = load_mapping(mapping_path)
     except ValueError as exc:
@@ -77,21 +114,18 @@ def resolve_file(
     try:
         read_input(con, input_path, "input_records")
         columns = {d[0] for d in con.execute("select * from input_records limit 0").description}
-        needed = {
-            config.record_id,
-            *[c for cols in config.columns.values() for c in cols],
-            *config.other_columns,
-            *config.extra_identifiers,
-        }
-        missing = sorted(needed - columns)
+        missing = sorted(_needed_columns(config) - columns)
         if missing:
             raise InputError(f"{input_path}: the mapping {mapping_path} names columns the file lacks: {missing}")
         if progress:
             count = con.execute("select count(*) from input_records").fetchall()[0][0]
-            _progress(f"read {count:,} records; training the model and scoring candidate pairs", started)
+            _progress(f"read {count:,} records; training the model and scoring candidate pairs on {engine}", started)
         try:
-            earlier = MatcherState.load(state) if state is not None else None
-            result = resolve(con, "input_records", config, previous=earlier, retrain=retrain)
+            if engine == "spark":
+                result = _resolve_on_spark(input_path, config, mapping_path)
+            else:
+                earlier = MatcherState.load(state) if state is not None else None
+                result = resolve(con, "input_records", config, previous=earlier, retrain=retrain)
         except ValueError as exc:  # a duplicated or missing record id
             raise InputError(f"{input_path}: {exc}") from exc
         if progress:
@@ -179,13 +213,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--retrain", action="store_true", help="with --state: train again and compare every pair")
     r.add_argument("--json", action="store_true", help="print every figure as JSON instead of the summary")
+    r.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="duckdb",
+        help="where the matcher runs: duckdb (default) or spark (a local SparkSession; needs pyspark and Java)",
+    )
     r.set_defaults(func=_cmd_resolve)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
     try:
         stats = resolve_file(
-            args.input, args.config, args.out, args.previous, progress=True, state=args.state, retrain=args.retrain
+            args.input,
+            args.config,
+            args.out,
+            args.previous,
+            progress=True,
+            state=args.state,
+            retrain=args.retrain,
+            engine=args.engine,
         )
     except InputError as exc:
         print(f"tessera identity resolve: {exc}", file=sys.stderr)

@@ -16,12 +16,13 @@
    whose comparison is strong evidence against a match is re-clustered greedily, refusing the links
    that would join them (a graded veto, not an exact-value one).
 
-Incremental: given the state an earlier run returned (MatcherState), the model is reused and only
-the pairs touching new or changed records are blocked and scored; the earlier scores of the rest
-are reused (resolve's docstring says when it trains again instead).
+Incremental (DuckDB): given the state an earlier run returned (MatcherState), the model is reused
+and only the pairs touching new or changed records are blocked and scored; the earlier scores of
+the rest are reused (resolve's docstring says when it trains again instead).
 
-All set-based work is SQL in DuckDB; Python only drives it and loops over the links of components
-that need re-clustering.
+All set-based work is SQL in DuckDB, or in Spark (tessera/identity/spark.py: the same steps and
+SQL builders, in Spark's dialect where it differs, dialects.py); Python only drives it and loops
+over the links of components that need re-clustering.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ import polars as pl
 from tessera.identity import blocking, model
 from tessera.identity.cluster import cluster, components
 from tessera.identity.config import ATTRIBUTE_KINDS, STRONG_IDENTIFIERS, IdentityConfig
+from tessera.identity.dialects import (
+    DUCKDB,
+    anti_join,
+    iso_date,
+    matches,
+    quote,
+    replace_all,
+    runner,
+    string_type,
+    strip_accents,
+)
 from tessera.sql import ident
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,7 @@ log = logging.getLogger(__name__)
 RECORDS = "__id_records"
 PAIRS = blocking.PAIRS
 DECLARED = "__id_declared"
+DECLARED_COLUMNS = ("record_id", "id_type", "id_value")
 
 
 # Bump when standardisation, blocking keys or comparison levels change meaning: a stored model and
@@ -106,55 +119,57 @@ class ResolveResult:
     state: MatcherState | None = None
 
 
-def _text(columns: list[str]) -> str:
-    parts = [f"cast({ident(c)} as varchar)" for c in columns]
+def _text(columns: list[str], d: str = DUCKDB) -> str:
+    parts = [f"cast({quote(c, d)} as {string_type(d)})" for c in columns]
     return parts[0] if len(parts) == 1 else f"concat_ws(' ', {', '.join(parts)})"
 
 
-def _person_name_key(expr: str) -> str:
+def _person_name_key(expr: str, d: str = DUCKDB) -> str:
     """Letters only: O'Connor, OConnor and o connor compare equal."""
-    return f"nullif(regexp_replace(lower(strip_accents({expr})), '[^a-z]', '', 'g'), '')"
+    return f"nullif({replace_all(f'lower({strip_accents(expr, d)})', '[^a-z]', '', d)}, '')"
 
 
-def _name_key(expr: str, keep_digits: bool = False) -> str:
+def _name_key(expr: str, keep_digits: bool = False, d: str = DUCKDB) -> str:
     allowed = "a-z0-9 " if keep_digits else "a-z "
-    return (
-        f"nullif(trim(regexp_replace(regexp_replace(lower(strip_accents({expr})), '[^{allowed}]', ' ', 'g'), "
-        f"'\\s+', ' ', 'g')), '')"
-    )
+    letters = replace_all(f"lower({strip_accents(expr, d)})", f"[^{allowed}]", " ", d)
+    spaced = replace_all(letters, r"\s+", " ", d)
+    return f"nullif(trim({spaced}), '')"
 
 
-def _code_key(expr: str) -> str:
-    return f"nullif(upper(regexp_replace({expr}, '[^A-Za-z0-9]', '', 'g')), '')"
+def _code_key(expr: str, d: str = DUCKDB) -> str:
+    return f"nullif(upper({replace_all(expr, '[^A-Za-z0-9]', '', d)}), '')"
 
 
+def _email_key(e: str, d: str = DUCKDB) -> str:
+    valid = matches(f"lower(trim({e}))", r"^[^@\s]+@[^@\s]+\.[^@\s]+$", d)
+    return f"case when {valid} then lower(trim({e})) end"
+
+
+def _phone_key(e: str, d: str = DUCKDB) -> str:
+    # the last 9 digits compare equal across +44 7700 900123, 07700 900123 and 0044-7700-900123
+    digits = replace_all(e, "[^0-9]", "", d)
+    return f"case when length({digits}) >= 7 then right({digits}, 9) end"
+
+
+# attribute -> (SQL expression of the raw text, dialect) -> SQL of the standardised key
 STANDARDISERS = {
     "given_name": _person_name_key,
     "surname": _person_name_key,
-    "address": lambda e: _name_key(e, keep_digits=True),
-    "city": lambda e: _name_key(e, keep_digits=True),
-    "state": lambda e: _name_key(e, keep_digits=True),
+    "address": lambda e, d=DUCKDB: _name_key(e, keep_digits=True, d=d),
+    "city": lambda e, d=DUCKDB: _name_key(e, keep_digits=True, d=d),
+    "state": lambda e, d=DUCKDB: _name_key(e, keep_digits=True, d=d),
     "postcode": _code_key,
     "national_id": _code_key,
-    "birth_date": lambda e: (
-        f"strftime(coalesce(try_cast(trim({e}) as date), try_strptime(trim({e}), '%Y%m%d')::date, "
-        f"try_strptime(trim({e}), '%d/%m/%Y')::date), '%Y-%m-%d')"
-    ),
-    "email": lambda e: (
-        f"case when regexp_matches(lower(trim({e})), '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$') then lower(trim({e})) end"
-    ),
-    # the last 9 digits compare equal across +44 7700 900123, 07700 900123 and 0044-7700-900123
-    "phone": lambda e: (
-        f"case when length(regexp_replace({e}, '[^0-9]', '', 'g')) >= 7 "
-        f"then right(regexp_replace({e}, '[^0-9]', '', 'g'), 9) end"
-    ),
+    "birth_date": iso_date,
+    "email": _email_key,
+    "phone": _phone_key,
 }
 
 
 OTHER_STANDARDISERS = {
-    "name": lambda e: _name_key(e, keep_digits=True),
-    "text": lambda e: _name_key(e, keep_digits=True),
-    "category": lambda e: _name_key(e, keep_digits=True),
+    "name": lambda e, d=DUCKDB: _name_key(e, keep_digits=True, d=d),
+    "text": lambda e, d=DUCKDB: _name_key(e, keep_digits=True, d=d),
+    "category": lambda e, d=DUCKDB: _name_key(e, keep_digits=True, d=d),
     "code": _code_key,
     "date": STANDARDISERS["birth_date"],
 }
@@ -165,26 +180,30 @@ def other_column(config: IdentityConfig, column: str) -> str:
     return f"o_{list(config.other_columns).index(column)}"
 
 
-def standardise(con: duckdb.DuckDBPyConnection, source: str, config: IdentityConfig) -> list[str]:
-    """Create the temp table of standardised records; return the attributes present."""
-    attrs = config.attributes()
-    select = [f"cast({ident(config.record_id)} as varchar) as record_id"]
-    for attr in attrs:
-        select.append(f"{STANDARDISERS[attr](_text(config.columns[attr]))} as {attr}")
+def standardised_select(config: IdentityConfig, d: str = DUCKDB) -> list[str]:
+    """The select list of the records table: record_id and every standardised key."""
+    select = [f"cast({quote(config.record_id, d)} as {string_type(d)}) as record_id"]
+    for attr in config.attributes():
+        select.append(f"{STANDARDISERS[attr](_text(config.columns[attr], d), d)} as {attr}")
     for column, kind in config.other_columns.items():
-        select.append(f"{OTHER_STANDARDISERS[kind](_text([column]))} as {other_column(config, column)}")
+        select.append(f"{OTHER_STANDARDISERS[kind](_text([column], d), d)} as {other_column(config, column)}")
     for extra in config.extra_identifiers:
-        select.append(f"{_code_key(_text([extra]))} as {ident('x_' + extra)}")
-    con.execute(f"create or replace temp table {RECORDS} as select {', '.join(select)} from {source}")
-    dupes = con.execute(
-        f"select count(*) from (select record_id from {RECORDS} group by 1 having count(*) > 1)"
-    ).fetchone()[0]
-    nulls = con.execute(f"select count(*) from {RECORDS} where record_id is null").fetchone()[0]
+        select.append(f"{_code_key(_text([extra], d), d)} as {quote('x_' + extra, d)}")
+    return select
+
+
+def standardise(con, source: str, config: IdentityConfig) -> list[str]:
+    """Create the records table of standardised records (con: a DuckDB connection or a runner);
+    return the attributes present."""
+    db = runner(con)
+    db.create(RECORDS, f"select {', '.join(standardised_select(config, db.dialect))} from {source}")
+    dupes = db.rows(f"select count(*) from (select record_id from {RECORDS} group by 1 having count(*) > 1)")[0][0]
+    nulls = db.rows(f"select count(*) from {RECORDS} where record_id is null")[0][0]
     if dupes or nulls:
         raise ValueError(
             f"record id column '{config.record_id}' must be unique and not null: {dupes} duplicated, {nulls} null"
         )
-    return attrs
+    return config.attributes()
 
 
 def compared_columns(config: IdentityConfig, attrs: list[str]) -> list[model.Compared]:
@@ -202,59 +221,67 @@ def _identifier_columns(config: IdentityConfig, attrs: list[str]) -> list[str]:
     return [a for a in STRONG_IDENTIFIERS if a in attrs] + [f"x_{e}" for e in config.extra_identifiers]
 
 
-def declare_identifiers(con: duckdb.DuckDBPyConnection, identifiers: str | None) -> dict:
+def declare_identifiers(con, identifiers: str | None) -> dict:
     """Create the temp table of declared identifiers (record_id, id_type, id_value), each pair once,
     from `identifiers` (a table, view or parenthesised query with those columns; None: none), and
     return what was declared. Types are compared lower-case and values exactly, both trimmed; a row
     without all three is no identifier. A row whose record is not among the records links nothing
     and is counted."""
-    con.execute(f"create or replace temp table {DECLARED} (record_id varchar, id_type varchar, id_value varchar)")
+    db = runner(con)
+    text = string_type(db.dialect)
+    if db.dialect == DUCKDB:
+        db.con.execute(
+            f"create or replace temp table {DECLARED} (record_id varchar, id_type varchar, id_value varchar)"
+        )
+    else:
+        db.create(DECLARED, f"select {', '.join(f'cast(null as {text}) as {c}' for c in DECLARED_COLUMNS)} where false")
     if identifiers is None:
         return {"declared_identifiers": 0, "declared_identifiers_of_unknown_records": 0}
-    con.execute(
+    db.create(
+        "__id_declared_all",
         f"""
-        create or replace temp table __id_declared_all as
         select distinct record_id, id_type, id_value from (
             select
-                nullif(trim(cast(record_id as varchar)), '') as record_id,
-                nullif(lower(trim(cast(id_type as varchar))), '') as id_type,
-                nullif(trim(cast(id_value as varchar)), '') as id_value
+                nullif(trim(cast(record_id as {text})), '') as record_id,
+                nullif(lower(trim(cast(id_type as {text}))), '') as id_type,
+                nullif(trim(cast(id_value as {text})), '') as id_value
             from {identifiers}
         )
         where record_id is not null and id_type is not null and id_value is not null
-        """
+        """,
     )
-    con.execute(
-        f"insert into {DECLARED} select d.* from __id_declared_all as d "
-        f"where d.record_id in (select record_id from {RECORDS})"
+    db.append(
+        DECLARED,
+        f"select d.* from __id_declared_all as d where d.record_id in (select record_id from {RECORDS})",
     )
-    kept, unknown = con.execute(
+    kept, unknown = db.rows(
         f"select count(*) filter (where record_id in (select record_id from {RECORDS})), "
         f"count(*) filter (where record_id not in (select record_id from {RECORDS})) from __id_declared_all"
-    ).fetchone()
-    con.execute("drop table __id_declared_all")
+    )[0]
+    db.drop("__id_declared_all")
     return {"declared_identifiers": int(kept), "declared_identifiers_of_unknown_records": int(unknown)}
 
 
-def declared_edges(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> tuple[pd.DataFrame, dict]:
+def declared_edges(con, config: IdentityConfig) -> tuple[pd.DataFrame, dict]:
     """Links between records sharing a declared (id_type, id_value), to the smallest record of the
     value, evidence the id type; and per id type, the values shared by more records than
     max_records_per_declared_identifier (those link nothing)."""
+    db = runner(con)
     cap = config.max_records_per_declared_identifier
-    con.execute(
+    db.create(
+        "__id_declared_values",
         f"""
-        create or replace temp table __id_declared_values as
         select id_type, id_value, count(*) as records, min(record_id) as anchor
         from {DECLARED} group by id_type, id_value
-        """
+        """,
     )
     overshared = dict(
-        con.execute(
+        db.rows(
             "select id_type, count(*) from __id_declared_values where records > ? group by id_type order by id_type",
             [cap],
-        ).fetchall()
+        )
     )
-    edges = con.execute(
+    edges = db.pandas(
         f"""
         select v.anchor as record_l, d.record_id as record_r, d.id_type as evidence
         from {DECLARED} as d
@@ -262,9 +289,9 @@ def declared_edges(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> tu
         where v.records between 2 and ? and d.record_id <> v.anchor
         """,
         [cap],
-    ).df()
-    largest = con.execute("select coalesce(max(records), 0) from __id_declared_values").fetchone()[0]
-    con.execute("drop table __id_declared_values")
+    )
+    largest = db.rows("select coalesce(max(records), 0) from __id_declared_values")[0][0]
+    db.drop("__id_declared_values")
     return edges, {
         "declared_links": len(edges),
         "overshared_declared_identifier_values": {k: int(v) for k, v in overshared.items()},
@@ -272,20 +299,19 @@ def declared_edges(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> tu
     }
 
 
-def deterministic_edges(
-    con: duckdb.DuckDBPyConnection, config: IdentityConfig, attrs: list[str]
-) -> tuple[pd.DataFrame, dict]:
+def deterministic_edges(con, config: IdentityConfig, attrs: list[str]) -> tuple[pd.DataFrame, dict]:
     """Links between records sharing a strong, extra or declared identifier (declare_identifiers
     first), evidence the identifiers joined with '+', and the values too widely shared to link."""
+    db = runner(con)
     frames, overshared = [], {}
     for col in _identifier_columns(config, attrs):
-        c = ident(col)
-        overshared[col] = con.execute(
+        c = quote(col, db.dialect)
+        overshared[col] = db.rows(
             f"select count(*) from (select {c} from {RECORDS} where {c} is not null group by 1 having count(*) > ?)",
             [config.max_records_per_identifier],
-        ).fetchone()[0]
+        )[0][0]
         frames.append(
-            con.execute(
+            db.pandas(
                 f"""
                 with g as (select {c} as v, record_id from {RECORDS} where {c} is not null),
                 ok as (select v, min(record_id) as anchor from g group by v having count(*) between 2 and ?)
@@ -294,9 +320,9 @@ def deterministic_edges(
                 where g.record_id <> ok.anchor
                 """,
                 [config.max_records_per_identifier, col.removeprefix("x_")],
-            ).df()
+            )
         )
-    declared, declared_stats = declared_edges(con, config)
+    declared, declared_stats = declared_edges(db, config)
     frames.append(declared)
     stats = {"overshared_identifier_values": overshared, **declared_stats}
     edges = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
@@ -315,23 +341,23 @@ _EMPTY_LINKS = {
 }
 
 
-def _scored(con: duckdb.DuckDBPyConnection, prior: float, threshold: float, det: pd.DataFrame) -> pl.DataFrame:
+def _scored(db, prior: float, threshold: float, det: pd.DataFrame) -> pl.DataFrame:
     """The scored pairs that can link: at or above the match probability `threshold`, or joined
-    by a deterministic link in `det`; with their posterior match probability."""
+    by a deterministic link in `det`; with their posterior match probability, ordered (the
+    clustering's tie-breaks follow the order of the pairs)."""
     pairs = {"record_l": pl.String, "record_r": pl.String}
     det_pairs = pl.from_pandas(det[["record_l", "record_r"]]).cast(pairs) if len(det) else pl.DataFrame(schema=pairs)
-    con.register("__id_det_links", det_pairs)
+    db.register("__id_det_links", det_pairs)
     probability = model.match_probability("s.bf", prior)
-    scored = con.sql(
+    scored = db.frame(
         f"""
         select s.record_l, s.record_r, s.bf, {probability} as match_probability from {model.SCORED} as s
         where {probability} >= {float(threshold)!r}
             or exists (select 1 from __id_det_links as d where least(d.record_l, d.record_r) = s.record_l
                        and greatest(d.record_l, d.record_r) = s.record_r)
-        order by s.record_l, s.record_r
         """
-    ).pl()
-    con.unregister("__id_det_links")
+    ).sort("record_l", "record_r")
+    db.unregister("__id_det_links")
     return scored
 
 
@@ -393,23 +419,22 @@ def _fuzzy_links(scored: pl.DataFrame, det_links: pl.DataFrame, threshold: float
     )
 
 
-def _unscored_pairs_in_groups(
-    con: duckdb.DuckDBPyConnection, record_ids: pl.Series, labels: np.ndarray, max_group: int
-) -> int:
+def _unscored_pairs_in_groups(db, record_ids: pl.Series, labels: np.ndarray, max_group: int) -> int:
     """Create the temp table __id_group_pairs of the pairs inside each linked group (labels: the
     group of each record) of 3 to `max_group` records that were never scored; return how many."""
     groups = pl.DataFrame({"record_id": record_ids, "g": labels}).with_columns(size=pl.len().over("g"))
-    con.register("__id_groups", groups.filter((pl.col("size") >= 3) & (pl.col("size") <= max_group)))
-    con.execute(
+    db.register("__id_groups", groups.filter((pl.col("size") >= 3) & (pl.col("size") <= max_group)))
+    db.create(
+        "__id_group_pairs",
         f"""
-        create or replace temp table __id_group_pairs as
         select a.record_id as record_l, b.record_id as record_r
         from __id_groups as a inner join __id_groups as b on a.g = b.g and a.record_id < b.record_id
-        anti join {model.SCORED} as s on s.record_l = least(a.record_id, b.record_id) and s.record_r = greatest(a.record_id, b.record_id)
-        """
+        {anti_join(db.dialect)} {model.SCORED} as s
+            on s.record_l = least(a.record_id, b.record_id) and s.record_r = greatest(a.record_id, b.record_id)
+        """,
     )
-    con.unregister("__id_groups")
-    return con.execute("select count(*) from __id_group_pairs").fetchall()[0][0]
+    db.unregister("__id_groups")
+    return db.rows("select count(*) from __id_group_pairs")[0][0]
 
 
 def resolve(
@@ -429,11 +454,17 @@ def resolve(
     earlier scores of the other pairs are reused. The model is trained again (and every pair
     scored) when there is no earlier state, when `retrain`, when the mapping or matcher settings
     changed, or when the record count moved by more than `config.retrain_growth` since training.
-    The result's stats say which (`training`)."""
+    The result's stats say which (`training`).
+
+    `con` may also be a runner (tessera.identity.dialects): tessera.identity.spark.resolve runs the
+    same steps on Spark, without `previous` (incremental matching is DuckDB-only)."""
+    db = runner(con)
+    if previous is not None and db.dialect != DUCKDB:
+        raise ValueError("incremental matching (previous) runs on DuckDB only")
     try:
-        return _resolve(con, source, config, identifiers, previous, retrain)
+        return _resolve(db, source, config, identifiers, previous, retrain)
     finally:
-        _drop_splink_tables(con)
+        db.drop_splink_tables()
 
 
 def config_key(config: IdentityConfig, compared: list[model.Compared]) -> str:
@@ -522,35 +553,24 @@ def _reuse_scores(con: duckdb.DuckDBPyConnection, previous: MatcherState) -> int
     return con.execute(f"select count(*) from {model.SCORED}").fetchall()[0][0] - before
 
 
-def _pairs_in_groups(con: duckdb.DuckDBPyConnection, record_ids: pl.Series, groups: np.ndarray) -> pl.DataFrame:
-    """The scored pairs (raw weight) whose records are in one linked group: what the next run reuses."""
-    con.register("__id_groups", pl.DataFrame({"record_id": record_ids, "g": groups}))
-    pairs = con.sql(
+def _pairs_in_groups(db, record_ids: pl.Series, groups: np.ndarray) -> pl.DataFrame:
+    """The scored pairs (raw weight) whose records are in one linked group: what the clustering
+    weighs, and what the next run reuses. db: a runner (dialects.py)."""
+    db.register("__id_groups", pl.DataFrame({"record_id": record_ids, "g": groups}))
+    pairs = db.frame(
         f"""
         select s.record_l, s.record_r, s.bf from {model.SCORED} as s
         inner join __id_groups as a on a.record_id = s.record_l
         inner join __id_groups as b on b.record_id = s.record_r
         where a.g = b.g
-        order by s.record_l, s.record_r
         """
-    ).pl()
-    con.unregister("__id_groups")
+    ).sort("record_l", "record_r")
+    db.unregister("__id_groups")
     return pairs
 
 
-def _drop_splink_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Splink materialises its working tables (records, pairs, term frequencies) in the
-    connection's database: on the warehouse they would outlive the run, and hold personal data an
-    erasure would not reach."""
-    for schema, table, kind in con.execute(
-        "select schema_name, table_name, 'table' from duckdb_tables() where table_name like '__splink__%' "
-        "union all select schema_name, view_name, 'view' from duckdb_views() where view_name like '__splink__%'"
-    ).fetchall():
-        con.execute(f"drop {kind} if exists {ident(schema)}.{ident(table)}")
-
-
 def _resolve(
-    con: duckdb.DuckDBPyConnection,
+    db,
     source: str,
     config: IdentityConfig,
     identifiers: str | None,
@@ -566,25 +586,27 @@ def _resolve(
         timings[step] = round(now - started, 3)
         started = now
 
-    attrs = standardise(con, source, config)
-    declared_stats = declare_identifiers(con, identifiers)
-    det, det_stats = deterministic_edges(con, config, attrs)
+    con = db.con if db.dialect == DUCKDB else None  # the incremental steps are DuckDB SQL
+    attrs = standardise(db, source, config)
+    declared_stats = declare_identifiers(db, identifiers)
+    det, det_stats = deterministic_edges(db, config, attrs)
     compared = compared_columns(config, attrs)
-    n = con.execute(f"select count(*) from {RECORDS}").fetchall()[0][0]
+    n = db.rows(f"select count(*) from {RECORDS}")[0][0]
     key = config_key(config, compared)
-    _fingerprints(con)
+    if con is not None:
+        _fingerprints(con)
     reason = _retrain_reason(previous, key, n, config, retrain)
-    incremental = reason is None and previous is not None
+    incremental = reason is None and previous is not None and con is not None
     changed = _changed_records(con, previous) if incremental else n
     lap("standardise_and_deterministic")
-    con.register("__id_det_pairs", det[["record_l", "record_r"]])
+    db.register("__id_det_pairs", det[["record_l", "record_r"]])
     # key families are named as users write them in blocking_rules: the attribute, or the input column
-    blocking.build_keys(con, RECORDS, [(c.column, c.kind, c.label) for c in compared], config.blocking_rules)
+    blocking.build_keys(db, RECORDS, [(c.column, c.kind, c.label) for c in compared], config.blocking_rules)
     budget = None if config.max_pairs_per_record is None else config.max_pairs_per_record * n
     block_stats = blocking.candidate_pairs(
-        con, config.max_block_size, "__id_det_pairs", CHANGED if incremental else None, budget
+        db, config.max_block_size, "__id_det_pairs", CHANGED if incremental else None, budget
     )
-    con.unregister("__id_det_pairs")
+    db.unregister("__id_det_pairs")
     lap("blocking")
     fitted = None
     notes = []
@@ -595,34 +617,32 @@ def _resolve(
             f"(min_records_to_train {config.min_records_to_train}); deterministic links only"
         )
     elif compared and incremental and previous.model is not None:
-        fitted = model.Fitted(con, RECORDS, compared, n, config, trained=previous.model)
+        fitted = model.Fitted(db, RECORDS, compared, n, config, trained=previous.model)
         fitted.score(PAIRS, model.SCORED)
         reused_pairs = _reuse_scores(con, previous)
         fitted.prior, fitted.expected_matches = previous.prior, previous.expected_matches
     elif compared and block_stats["candidate_pairs"]:
         labelled = pl.from_pandas(det[["record_l", "record_r", "evidence"]]).cast(pl.String) if len(det) else None
-        fitted = model.fit_and_score(con, RECORDS, PAIRS, compared, n, config, labelled)
+        fitted = model.fit_and_score(db, RECORDS, PAIRS, compared, n, config, labelled)
     lap("model")
     # only the pairs that can link come into Python: most candidate pairs are far apart
     scored = (
-        _scored(con, fitted.prior, config.match_probability, det)
-        if fitted is not None
-        else pl.DataFrame(schema=_SCORED)
+        _scored(db, fitted.prior, config.match_probability, det) if fitted is not None else pl.DataFrame(schema=_SCORED)
     )
     scored = _with_identifier_evidence(scored, det, config.identifier_weight)
     det_links = _deterministic_links(det, scored)
     fuzzy_links = _fuzzy_links(scored, det_links, config.match_probability)
     links = pl.concat([det_links, fuzzy_links]).sort(["record_l", "record_r"])
-    record_ids = con.sql(f"select record_id from {RECORDS} order by record_id").pl()["record_id"]
+    record_ids = db.frame(f"select record_id from {RECORDS} order by record_id")["record_id"]
     groups = components(record_ids, links)
     unscored = 0
     if fitted is not None:
         # pairs inside a linked group that blocking never compared: scored now, so a chain of
         # links cannot join two records whose own comparison says they are different people
-        unscored = _unscored_pairs_in_groups(con, record_ids, groups, config.max_group_to_check)
+        unscored = _unscored_pairs_in_groups(db, record_ids, groups, config.max_group_to_check)
         if unscored:
             fitted.score("__id_group_pairs", model.SCORED, append=True)
-    in_groups = _pairs_in_groups(con, record_ids, groups) if fitted is not None else pl.DataFrame(schema=_STATE_PAIRS)
+    in_groups = _pairs_in_groups(db, record_ids, groups) if fitted is not None else pl.DataFrame(schema=_STATE_PAIRS)
     lap("group_pairs")
     unchecked = int((np.bincount(groups) > config.max_group_to_check).sum()) if len(groups) else 0
     if unchecked:
@@ -688,15 +708,10 @@ def _resolve(
         stats["prior_match_probability"] = fitted.prior
         stats["expected_matching_pairs"] = round(fitted.expected_matches, 1)
         stats["training_notes"] = notes + fitted.notes
-    state = MatcherState(
-        config_key=key,
-        model=(previous.model if incremental else fitted.model_json()) if fitted is not None else None,
-        prior=fitted.prior if fitted is not None else 0.0,
-        expected_matches=fitted.expected_matches if fitted is not None else 0.0,
-        trained_records=previous.trained_records if incremental else n,
-        fingerprints=con.sql(f"select record_id, fingerprint from {FINGERPRINTS} order by record_id").pl(),
-        pairs=_pairs_in_groups(con, record_ids, groups) if fitted is not None else pl.DataFrame(schema=_STATE_PAIRS),
-    )
+    if con is None:  # no state off DuckDB: incremental matching is DuckDB-only
+        state = None
+    else:
+        state = _state(con, key, fitted, previous, incremental, n, in_groups)
     return ResolveResult(
         assignments=assignments.to_pandas(),
         edges=edges.to_pandas(),
@@ -704,4 +719,16 @@ def _resolve(
         weights=fitted.parameters.to_pandas() if fitted is not None else None,
         timings=timings,
         state=state,
+    )
+
+
+def _state(con, key, fitted, previous, incremental, n, in_groups: pl.DataFrame) -> MatcherState:
+    return MatcherState(
+        config_key=key,
+        model=(previous.model if incremental else fitted.model_json()) if fitted is not None else None,
+        prior=fitted.prior if fitted is not None else 0.0,
+        expected_matches=fitted.expected_matches if fitted is not None else 0.0,
+        trained_records=previous.trained_records if incremental else n,
+        fingerprints=con.sql(f"select record_id, fingerprint from {FINGERPRINTS} order by record_id").pl(),
+        pairs=in_groups,
     )

@@ -1,4 +1,4 @@
-"""The probabilistic model: Splink 5 (DuckDB) scores tessera's candidate pairs.
+"""The probabilistic model: Splink 5 (on DuckDB, or on Spark) scores tessera's candidate pairs.
 
 tessera keeps what Splink lacks (standardisation, deterministic links, capped blocking keys,
 clustering that resists over-merging, stable ids); Splink brings the field's Fellegi-Sunter
@@ -31,8 +31,9 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import duckdb
 import polars as pl
+
+from tessera.identity.dialects import DUCKDB, JARO_WINKLER_SPARK, quote, reformat_iso_date, runner
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,14 @@ class Compared:
     swap_with: str | None = None  # the other name column (given name <-> surname swaps)
 
 
-def _edits_level(c: Compared, k: int):
+def _edits_level(c: Compared, k: int, d: str = DUCKDB):
     """Damerau-Levenshtein distance at most k (edits and adjacent transpositions), computed only
     where it can hold: DuckDB's damerau_levenshtein is about 6 times dearer than levenshtein and 80
     times dearer than Jaro-Winkler, and most candidate pairs are far apart. A transposition is two
     Levenshtein edits, so a pair within k of the one is within 2k of the other."""
     import splink.comparison_level_library as cll
 
-    left, right = f'"{c.column}_l"', f'"{c.column}_r"'
+    left, right = quote(f"{c.column}_l", d), quote(f"{c.column}_r", d)
     sql = (
         f"(case when abs(length({left}) - length({right})) > {k} then false "
         f"when levenshtein({left}, {right}) > {2 * k} then false "
@@ -76,11 +77,31 @@ def _edits_level(c: Compared, k: int):
     return cll.CustomLevel(sql, label_for_charts=f"Damerau-Levenshtein distance of {c.label} <= {k}")
 
 
-def _levels(c: Compared) -> tuple[list, list[float]]:
-    """Splink comparison levels (null level first) and the prior m of each non-null level."""
+def _jaro_winkler_level(column: str, threshold: float, d: str = DUCKDB):
+    """Jaro-Winkler similarity at least `threshold`: Splink's level on DuckDB; on Spark the same
+    condition and label on tessera's SQL function, which scores as DuckDB does (dialects.py)."""
+    import splink.comparison_level_library as cll
+
+    level = cll.JaroWinklerLevel(column, threshold)
+    if d == DUCKDB:
+        return level
+    left, right = quote(f"{column}_l", d), quote(f"{column}_r", d)
+    return cll.CustomLevel(
+        f"{JARO_WINKLER_SPARK}({left}, {right}) >= {threshold}", label_for_charts=level.create_label_for_charts()
+    )
+
+
+def _levels(c: Compared, d: str = DUCKDB) -> tuple[list, list[float]]:
+    """Splink comparison levels (null level first) and the prior m of each non-null level. The
+    custom levels are written in dialect `d` (Splink's own levels render themselves for the
+    backend): the same conditions, with the engine's quotes and date format."""
     import splink.comparison_level_library as cll
 
     col = c.column
+
+    def q(side: str, column: str = col) -> str:
+        return quote(f"{column}_{side}", d)
+
     null = cll.NullLevel(col)
     if c.kind in ("person_name", "name"):
         levels = [null, cll.ExactMatchLevel(col).configure(tf_adjustment_column=col)]
@@ -88,24 +109,21 @@ def _levels(c: Compared) -> tuple[list, list[float]]:
         if c.swap_with:
             levels.append(
                 cll.CustomLevel(
-                    f'"{col}_l" = "{c.swap_with}_r" or "{col}_r" = "{c.swap_with}_l"',
+                    f"{q('l')} = {q('r', c.swap_with)} or {q('r')} = {q('l', c.swap_with)}",
                     label_for_charts=f"{c.label} equals the other side's {c.swap_with}",
                 )
             )
             prior.append(0.03)
         for threshold, m in ((0.92, 0.08), (0.88, 0.03), (0.7, 0.03)):
-            levels.append(cll.JaroWinklerLevel(col, threshold))
+            levels.append(_jaro_winkler_level(col, threshold, d))
             prior.append(m)
         return [*levels, cll.ElseLevel()], [*prior, 0.03]
     if c.kind == "date":
-        swap = (
-            f'strftime(try_cast("{col}_l" as date), \'%Y-%d-%m\') = "{col}_r" '
-            f'and substr("{col}_l", 6, 2) <> substr("{col}_l", 9, 2)'
-        )
+        swap = f"{reformat_iso_date(q('l'), d)} = {q('r')} and substr({q('l')}, 6, 2) <> substr({q('l')}, 9, 2)"
         levels = [
             null,
             cll.ExactMatchLevel(col),
-            _edits_level(c, 1),
+            _edits_level(c, 1, d),
             cll.CustomLevel(swap, label_for_charts=f"{c.label} day and month swapped"),
             cll.AbsoluteDateDifferenceLevel(col, input_is_string=True, threshold=1, metric="month"),
             cll.AbsoluteDateDifferenceLevel(col, input_is_string=True, threshold=1, metric="year"),
@@ -117,34 +135,34 @@ def _levels(c: Compared) -> tuple[list, list[float]]:
         levels = [
             null,
             cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
-            _edits_level(c, 1),
-            _edits_level(c, 2),
+            _edits_level(c, 1, d),
+            _edits_level(c, 2, d),
             cll.ElseLevel(),
         ]
         return levels, [0.85, 0.08, 0.03, 0.04]
     if c.kind == "email":
-        local = f"nullif(split_part(\"{col}_l\", '@', 1), '') = nullif(split_part(\"{col}_r\", '@', 1), '')"
+        local = f"nullif(split_part({q('l')}, '@', 1), '') = nullif(split_part({q('r')}, '@', 1), '')"
         levels = [
             null,
             cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
             cll.CustomLevel(local, label_for_charts=f"{c.label} same local part"),
             # a slip or two in an address (a typo, a swapped pair): Jaro-Winkler, not an edit
             # distance, which on strings this long was half of all scoring time
-            cll.JaroWinklerLevel(col, 0.95),
-            cll.JaroWinklerLevel(col, 0.88),
+            _jaro_winkler_level(col, 0.95, d),
+            _jaro_winkler_level(col, 0.88, d),
             cll.ElseLevel(),
         ]
         return levels, [0.80, 0.06, 0.06, 0.03, 0.05]
     if c.kind == "text":
         levels = [null, cll.ExactMatchLevel(col)]
         for threshold in (0.95, 0.88, 0.7):
-            levels.append(cll.JaroWinklerLevel(col, threshold))
+            levels.append(_jaro_winkler_level(col, threshold, d))
         return [*levels, cll.ElseLevel()], [0.70, 0.12, 0.08, 0.05, 0.05]
     if c.kind == "category":
         levels = [
             null,
             cll.ExactMatchLevel(col).configure(tf_adjustment_column=col),
-            cll.JaroWinklerLevel(col, 0.9),
+            _jaro_winkler_level(col, 0.9, d),
             cll.ElseLevel(),
         ]
         return levels, [0.85, 0.07, 0.08]
@@ -158,10 +176,10 @@ _UNSEEN_U_AGREE = 1e-4
 _UNSEEN_U_ELSE = 0.99
 
 
-def _comparison(c: Compared):
+def _comparison(c: Compared, d: str = DUCKDB):
     import splink.comparison_library as cl
 
-    levels, prior = _levels(c)
+    levels, prior = _levels(c, d)
     last = len(levels) - 1  # every comparison ends with its else level
     for i, (level, m) in enumerate(zip(levels[1:], prior, strict=True), start=1):
         level.configure(m_probability=m, u_probability=_UNSEEN_U_ELSE if i == last else _UNSEEN_U_AGREE)
@@ -195,7 +213,7 @@ class Fitted:
 
     def __init__(
         self,
-        con: duckdb.DuckDBPyConnection,
+        con,
         records: str,
         compared: list[Compared],
         record_count: int,
@@ -206,13 +224,15 @@ class Fitted:
         """Train on `records`; or, given `trained` (a model as `model_json()` returned it, from an
         earlier run on the same mapping), take its parameters as they are: no training. `links`,
         optional (record_l, record_r, evidence: the identifiers that linked them joined with
-        '+'), are deterministic links, used as labelled matches to estimate m."""
-        from splink import DuckDBAPI, Linker, SettingsCreator
+        '+'), are deterministic links, used as labelled matches to estimate m. con: a DuckDB
+        connection or a runner (dialects.py): Splink runs on its engine."""
+        from splink import Linker, SettingsCreator
 
-        self.con = con
+        self.db = runner(con)
+        self.dialect = self.db.dialect
         self.records = records
         self.compared = compared
-        self._db = DuckDBAPI(connection=con)
+        self._db = self.db.splink_api()
         self.notes: list[str] = []
         self.all_pairs = record_count * (record_count - 1) / 2
         self.prior = _PRIOR
@@ -227,7 +247,7 @@ class Fitted:
             link_type="dedupe_only",
             unique_id_column_name="record_id",
             probability_two_random_records_match=_PRIOR,
-            comparisons=[_comparison(c) for c in compared],
+            comparisons=[_comparison(c, self.dialect) for c in compared],
             blocking_rules_to_generate_predictions=[],
             retain_matching_columns=False,
             retain_intermediate_calculation_columns=False,
@@ -268,22 +288,25 @@ class Fitted:
         model_json = self.model_json()
         counted = self._label_m(records, links)
         # per comparison, the links whose two records both hold a value (Splink's m leave out the rest)
-        self.con.register("__id_links", links.select("record_l", "record_r"))
-        both = self.con.execute(
-            "select "
-            + ", ".join(f'count(a."{c.column}" is not null and b."{c.column}" is not null or null)' for c in compared)
-            + f" from __id_links as k join {records} as a on a.record_id = k.record_l "
+        self.db.register("__id_links", links.select("record_l", "record_r"))
+        held = [
+            f"sum(case when a.{quote(c.column, self.dialect)} is not null "
+            f"and b.{quote(c.column, self.dialect)} is not null then 1 else 0 end)"
+            for c in compared
+        ]
+        both = self.db.rows(
+            f"select {', '.join(held)} from __id_links as k join {records} as a on a.record_id = k.record_l "
             f"join {records} as b on b.record_id = k.record_r"
-        ).fetchall()[0]
-        self.con.unregister("__id_links")
-        present = {c.column: int(count) for c, count in zip(compared, both, strict=True)}
+        )[0]
+        self.db.unregister("__id_links")
+        present = {c.column: int(count or 0) for c, count in zip(compared, both, strict=True)}
         used = []
         for comparison in model_json["comparisons"]:
             c = next(x for x in compared if x.column == comparison["output_column_name"])
             n = float(present[c.column])
             if c.column in linking or not n:
                 continue
-            _, prior = _levels(c)
+            _, prior = _levels(c, self.dialect)
             levels = [lvl for lvl in comparison["comparison_levels"] if not lvl.get("is_null_level")]
             for level, m_prior, m_seen in zip(levels, prior, counted[c.column], strict=True):
                 level["m_probability"] = ((m_seen or 0.0) * n + m_prior * PRIOR_PSEUDO_PAIRS) / (n + PRIOR_PSEUDO_PAIRS)
@@ -305,7 +328,7 @@ class Fitted:
                 if not level.get("is_null_level"):
                     level["m_probability"] = _UNSEEN_M
         table = "__id_labelled_pairs"
-        self.con.register(
+        self.db.register(
             table,
             labels.select(
                 source_dataset_l=pl.lit(_INPUT_ALIAS),
@@ -327,7 +350,7 @@ class Fitted:
                 for comparison in self.model_json()["comparisons"]
             }
         finally:
-            self.con.unregister(table)
+            self.db.unregister(table)
             self.linker = Linker(self._db.register(records), before, log_level=None)
         return out
 
@@ -348,7 +371,7 @@ class Fitted:
             if exact >= other:
                 continue
             c = by_column[comparison["output_column_name"]]
-            _, prior = _levels(c)
+            _, prior = _levels(c, self.dialect)
             for level, m in zip(levels, prior, strict=True):
                 level["m_probability"] = m
             self.notes.append(
@@ -365,11 +388,11 @@ class Fitted:
         comparisons from the model while a session runs): both are reported in `notes`."""
         from splink import Linker, block_on
 
-        cols = [f'"{c}"' for c in rule]
-        pairs = self.con.execute(
+        cols = [quote(c, self.dialect) for c in rule]
+        pairs = self.db.rows(
             f"select coalesce(sum(n * (n - 1) / 2), 0) from (select count(*) as n from {records} "
             f"where {' and '.join(f'{c} is not null' for c in cols)} group by {', '.join(cols)})"
-        ).fetchall()[0][0]
+        )[0][0]
         name = "+".join(rule)
         if pairs < MIN_EM_PAIRS:
             self.notes.append(f"EM blocked on {name}: {int(pairs)} pairs, fewer than {MIN_EM_PAIRS}; prior m kept")
@@ -390,9 +413,9 @@ class Fitted:
     def score(self, pairs: str, out: str, append: bool = False) -> None:
         """Score the pairs in `pairs` (record_l, record_r) into `out` (record_l, record_r, bf):
         bf is the pair's log2 Bayes factor, the prior excluded."""
-        self.con.execute(
-            f"create or replace temp table __id_blocked_pairs as "
-            f"select '0' as match_key, record_l as join_key_l, record_r as join_key_r from {pairs}"
+        self.db.create(
+            "__id_blocked_pairs",
+            f"select '0' as match_key, record_l as join_key_l, record_r as join_key_r from {pairs}",
         )
         with _quiet_splink():
             self.linker.table_management.register_blocked_pairs_for_predict(self._db.register("__id_blocked_pairs"))
@@ -403,9 +426,9 @@ class Fitted:
             f"match_weight - ({_logit2(_PRIOR)!r}) as bf from {predicted.physical_name}"
         )
         if append:
-            self.con.execute(f"insert into {out} {select}")
+            self.db.append(out, select)
         else:
-            self.con.execute(f"create or replace temp table {out} as {select}")
+            self.db.create(out, select)
         predicted.drop_table_from_database_and_remove_from_cache()
 
     def strongest_against(self, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -419,22 +442,22 @@ class Fitted:
             return pl.DataFrame(schema=out_schema)
         explained = self.model_json()
         explained["retain_intermediate_calculation_columns"] = True
-        self.con.register("__id_explain_pairs", pairs.select("record_l", "record_r"))
-        self.con.execute(
-            "create or replace temp table __id_blocked_pairs as "
-            "select '0' as match_key, record_l as join_key_l, record_r as join_key_r from __id_explain_pairs"
+        self.db.register("__id_explain_pairs", pairs.select("record_l", "record_r"))
+        self.db.create(
+            "__id_blocked_pairs",
+            "select '0' as match_key, record_l as join_key_l, record_r as join_key_r from __id_explain_pairs",
         )
-        self.con.unregister("__id_explain_pairs")
+        self.db.unregister("__id_explain_pairs")
         with _quiet_splink():
             linker = Linker(self._db.register(self.records), explained, log_level=None)
             linker.table_management.register_blocked_pairs_for_predict(self._db.register("__id_blocked_pairs"))
             predicted = linker.inference.predict(warning_mode="never")
         columns = {c.column: c.label for c in self.compared}
-        bf = ", ".join(f'"mw_{col}"' for col in columns)
-        frame = self.con.sql(
+        weights = ", ".join(f"cast({quote('mw_' + col, self.dialect)} as double)" for col in columns)
+        frame = self.db.frame(
             f"select least(record_id_l, record_id_r) as record_l, greatest(record_id_l, record_id_r) as record_r, "
-            f"[{bf}] as weights from {predicted.physical_name}"
-        ).pl()
+            f"{'list_value' if self.dialect == DUCKDB else 'array'}({weights}) as weights from {predicted.physical_name}"
+        )
         predicted.drop_table_from_database_and_remove_from_cache()
         labels = list(columns.values())
         return (
@@ -466,7 +489,7 @@ def _quiet_splink():
 
 
 def fit_and_score(
-    con: duckdb.DuckDBPyConnection,
+    con,
     records: str,
     pairs: str,
     compared: list[Compared],
@@ -476,10 +499,10 @@ def fit_and_score(
 ) -> Fitted:
     """Train on `records` (record_id plus the compared columns) and the deterministic `links`,
     score the candidate pairs in `pairs` into the temp table SCORED (record_l, record_r, bf), and
-    estimate the prior from them."""
+    estimate the prior from them. con: a DuckDB connection or a runner (dialects.py)."""
     fitted = Fitted(con, records, compared, record_count, config, links=links)
     fitted.score(pairs, SCORED)
-    fitted.prior, fitted.expected_matches = estimate_prior(con, fitted.all_pairs)
+    fitted.prior, fitted.expected_matches = estimate_prior(fitted.db, fitted.all_pairs)
     return fitted
 
 
@@ -488,7 +511,7 @@ def match_probability(bf: str, prior: float) -> str:
     return f"1 / (1 + pow(2, -({bf} + ({_logit2(prior)!r}))))"
 
 
-def estimate_prior(con: duckdb.DuckDBPyConnection, all_pairs: float, iterations: int = 50) -> tuple[float, float]:
+def estimate_prior(con, all_pairs: float, iterations: int = 50) -> tuple[float, float]:
     """The probability that two random records match: the fixed point of prior = expected matching
     pairs / all pairs, where the expected matching pairs are the summed match probabilities of the
     candidate pairs that the prior makes more likely matches than not. Counting only those keeps
@@ -496,15 +519,16 @@ def estimate_prior(con: duckdb.DuckDBPyConnection, all_pairs: float, iterations:
     prior (summing every pair ran away to 443,000 expected matches for 13,000 true ones at 100,000
     records); iterating up from a tiny prior finds the smallest fixed point. Pairs outside the
     candidates are taken as non-matches. Returns (prior, expected)."""
+    db = runner(con)
     if all_pairs < 1:
         return 0.5, 0.0
     prior = min(0.5, 1.0 / all_pairs)
     expected = 0.0
     for _ in range(iterations):
-        expected = con.execute(
+        expected = db.rows(
             f"select coalesce(sum(p), 0) from (select 1 / (1 + pow(2, -(bf + ?))) as p from {SCORED}) where p >= 0.5",
             [_logit2(prior)],
-        ).fetchall()[0][0]
+        )[0][0]
         new = min(0.5, max(expected, 1.0) / all_pairs)
         if abs(new - prior) <= 1e-4 * prior:
             prior = new
