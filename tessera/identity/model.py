@@ -268,6 +268,9 @@ class Fitted:
             if links is not None:
                 self._m_from_links(records, compared, links)
         self._keep_plausible_m(records, compared)
+        # Splink's sums run in parallel, so m can differ in its last bits from run to run; rounded,
+        # a rerun scores every pair the same
+        self.linker = Linker(self._db.register(records), _rounded(self.model_json()), log_level=None)
         self.parameters = _parameters(self.model_json(), labels)
 
     def model_json(self) -> dict:
@@ -506,6 +509,22 @@ def fit_and_score(
     return fitted
 
 
+def _round(x: float, digits: int = 12) -> float:
+    """x to `digits` significant digits."""
+    return float(f"{x:.{digits - 1}e}") if x else x
+
+
+def _rounded(model_json: dict) -> dict:
+    """The model with every m and u rounded to 12 significant digits."""
+    out = json.loads(json.dumps(model_json))
+    for comparison in out["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            for key in ("m_probability", "u_probability"):
+                if level.get(key) is not None:
+                    level[key] = _round(level[key])
+    return out
+
+
 def match_probability(bf: str, prior: float) -> str:
     """SQL of the posterior match probability of a pair with log2 Bayes factor `bf`."""
     return f"1 / (1 + pow(2, -({bf} + ({_logit2(prior)!r}))))"
@@ -534,7 +553,8 @@ def estimate_prior(con, all_pairs: float, iterations: int = 50) -> tuple[float, 
             prior = new
             break
         prior = new
-    return prior, float(expected)
+    # the sum runs in parallel: rounded, the prior is the same on every run
+    return _round(prior), round(float(expected), 6)
 
 
 def _parameters(model: dict, labels: dict[str, str]) -> pl.DataFrame:
