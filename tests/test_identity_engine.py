@@ -404,6 +404,11 @@ def test_the_command_with_a_state_folder_compares_only_new_records_on_the_next_r
     assert second["again"] == second[frame["rec_id"].iloc[0]]
     assert (second[first.index] == first).all()
     assert "training: full: retrain requested" in run("c.csv", "--retrain")
+    # a damaged state folder is one line naming it, exit 2
+    (state / "state.json").write_text("{not json")
+    args = ["identity", "resolve", str(people), "--config", str(mapping), "--out", str(tmp_path / "d.csv")]
+    assert main([*args, "--state", str(state)]) == 2
+    assert "not a matcher state this command wrote" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

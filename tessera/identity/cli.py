@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import polars as pl
 
 from tessera.identity.config import load_mapping
 from tessera.identity.engine import MatcherState, resolve
@@ -124,7 +125,10 @@ def resolve_file(
             if engine == "spark":
                 result = _resolve_on_spark(input_path, config, mapping_path)
             else:
-                earlier = MatcherState.load(state) if state is not None else None
+                try:
+                    earlier = MatcherState.load(state) if state is not None else None
+                except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError) as exc:
+                    raise InputError(f"{state}: not a matcher state this command wrote: {exc}") from exc
                 result = resolve(con, "input_records", config, previous=earlier, retrain=retrain)
         except ValueError as exc:  # a duplicated or missing record id
             raise InputError(f"{input_path}: {exc}") from exc
