@@ -26,6 +26,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from ml.rec_baselines import ItemItemCooccurrence, MostPopular, RecentlyPopular
+from ml.rec_families import ALS, EASE
 from ml.rec_metrics import MetricAccumulator
 from ml.recommender import (
     LightFMScorer,
@@ -43,7 +44,7 @@ EVAL_CELLS = 2**21
 
 PRIMARY_SLICE = "warm"
 SLICES = ("warm", "warm_all", "cold_users", "cold_items")
-MODELS = ("lightfm_hybrid", "lightfm_ids_only", "most_popular", "recently_popular", "item_item")
+MODELS = ("lightfm_hybrid", "lightfm_ids_only", "most_popular", "recently_popular", "item_item", "ease", "als")
 
 
 @dataclass
@@ -204,6 +205,18 @@ def build_scorers(data: RecData, split: Split, params: RecommenderParams, models
             scorers[name] = RecentlyPopular(train, shape[1], window_days=params.recent_days)
         elif name == "item_item":
             scorers[name] = ItemItemCooccurrence(train, shape[0], shape[1], weights=params.weight_of())
+        elif name == "ease":
+            scorers[name] = EASE(train, *shape, lam=params.ease_lambda, max_items=params.ease_max_items)
+        elif name == "als":
+            scorers[name] = ALS(
+                train,
+                *shape,
+                factors=params.als_factors,
+                regularization=params.als_regularization,
+                alpha=params.als_alpha,
+                iterations=params.als_iterations,
+                seed=params.seed,
+            )
         else:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     return scorers

@@ -60,6 +60,14 @@ class RecommenderParams:
     # a slice is judged on a seeded sample, so it costs the same at 100k and at 1M customers.
     # Metrics are estimates then; `eval_customers` and each slice's `users` say on how many.
     eval_max_users: int = 20_000
+    # EASE (ml/rec_families.py): L2 weight and the most items it inverts (above: the most-used ones)
+    ease_lambda: float = 500.0
+    ease_max_items: int = 20_000
+    # implicit ALS (ml/rec_families.py)
+    als_factors: int = 64
+    als_regularization: float = 0.05
+    als_alpha: float = 10.0
+    als_iterations: int = 15
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,101 @@
+"""EASE and ALS: EASE's closed form against a plain numpy inverse, the item limit's fallback, the
+rows of users without history, and ALS's reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from ml.rec_baselines import MostPopular
+from ml.rec_families import ALS, EASE, _mirror_lower, ease_weights
+
+AS_OF = pd.Timestamp("2026-10-31")
+
+
+def _frame(seed: int, n_users: int = 40, n_items: int = 12, n: int = 200) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "u": rng.integers(0, n_users - 2, n),  # the last two users have no history
+            "i": rng.integers(0, n_items, n),
+            "interaction_type": rng.choice(["view", "purchase"], n),
+            "occurred_at": AS_OF - pd.to_timedelta(rng.integers(0, 300, n), unit="h"),
+        }
+    )
+
+
+def _binary(frame: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray:
+    x = np.zeros(shape)
+    x[frame["u"], frame["i"]] = 1.0
+    return x
+
+
+def test_ease_weights_are_the_closed_form_with_a_zero_diagonal():
+    frame = _frame(0)
+    x = _binary(frame, (40, 12))
+    p = np.linalg.inv(x.T @ x + 7.0 * np.eye(12))
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    got = ease_weights(sp.csr_matrix(x), 7.0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.all(np.diag(got) == 0.0)
+
+
+def test_mirroring_the_lower_triangle_in_blocks_gives_a_symmetric_matrix():
+    m = np.tril(np.arange(49, dtype=np.float32).reshape(7, 7))
+    _mirror_lower(m, block=3)  # blocks that do not divide the size
+    np.testing.assert_array_equal(m, m.T)
+    np.testing.assert_array_equal(np.tril(m), np.tril(np.arange(49, dtype=np.float32).reshape(7, 7)))
+
+
+def test_ease_scores_a_user_by_their_history_times_the_weights():
+    frame = _frame(1)
+    x = _binary(frame, (40, 12))
+    model = EASE(frame, 40, 12, lam=5.0)
+    scores = model(np.array([0, 3]))
+    raw = x[[0, 3]] @ ease_weights(sp.csr_matrix(x), 5.0)
+    # the same order as X[u] B (shifted so its lowest score is 0), every score >= 0
+    for row, expected in zip(scores, raw, strict=True):
+        assert np.all(row >= 0)
+        np.testing.assert_allclose(row - row.min(), expected - expected.min(), atol=1e-5)
+
+
+def test_users_without_history_get_the_popularity_ranking_below_zero():
+    frame = _frame(2)
+    popularity = MostPopular(frame, 12).scores
+    for model in (EASE(frame, 40, 12, lam=5.0), ALS(frame, 40, 12, factors=4, iterations=3)):
+        rows = model(np.array([38, 39]))
+        assert np.all(rows < 0) and np.all(rows >= -1)
+        for row in rows:
+            assert np.argsort(-row, kind="stable").tolist() == np.argsort(-popularity, kind="stable").tolist()
+
+
+def test_ease_above_its_item_limit_fits_the_most_used_items_and_ranks_the_rest_by_popularity():
+    # items 0-2 used by many users, items 3-5 by one each
+    rows = [(u, i) for u in range(10) for i in range(3)] + [(0, 3), (1, 4), (2, 5)]
+    frame = pd.DataFrame(rows, columns=["u", "i"]).assign(interaction_type="purchase", occurred_at=AS_OF)
+    model = EASE(frame, 10, 6, lam=1.0, max_items=3)
+    assert model.fitted_items == 3 and model.items.tolist() == [0, 1, 2]
+    scores = model(np.arange(10))
+    # every fitted item ranks above every other item for a user with history
+    assert np.all(scores[:, :3].min(axis=1) > scores[:, 3:].max(axis=1))
+    assert np.all(scores[:, 3:] < 0)
+
+
+def test_ease_refuses_a_lambda_that_is_not_positive():
+    with pytest.raises(ValueError, match="lambda must be positive"):
+        EASE(_frame(3), 40, 12, lam=0.0)
+
+
+def test_als_with_the_same_seed_and_one_thread_is_the_same_model():
+    frame = _frame(4)
+    a = ALS(frame, 40, 12, factors=8, iterations=5, seed=7)
+    b = ALS(frame, 40, 12, factors=8, iterations=5, seed=7)
+    np.testing.assert_array_equal(a(np.arange(38)), b(np.arange(38)))
+    # and a user's own items score above the items they never touched, on average
+    x = _binary(frame, (40, 12))
+    scores = a(np.arange(38))
+    assert scores[x[:38] == 1].mean() > scores[x[:38] == 0].mean()
