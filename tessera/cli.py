@@ -124,50 +124,68 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend_tune(args: argparse.Namespace) -> int:
-    from ml.rec_evaluation import evaluation_as_of, prepare_tables, read_table, time_split
-    from ml.rec_tuning import DEFAULT_SPACE, tune
+    import json
+
+    from ml.rec_evaluation import read_table
+    from ml.rec_tuning import DEFAULT_FAMILIES, TuningError, tune, tuning_splits
     from tessera.settings import load_settings, mlflow_artifact_root
 
     settings = load_settings()
-    interactions = read_table(args.interactions)
-    data = prepare_tables(
-        interactions,
-        read_table(args.user_features) if args.user_features else None,
-        read_table(args.item_features) if args.item_features else None,
-        as_of=evaluation_as_of(interactions, args.holdout_days),
-    )
-    split = time_split(data, args.holdout_days)
-    params = recommender_params(args)  # the base of every trial: k and seed
-    results = tune(
-        data,
-        split,
-        params,
-        DEFAULT_SPACE,
-        settings.mlflow_tracking_uri,
-        args.experiment,
-        mlflow_artifact_root(settings),
-    )
-    k = params.k
+    families = args.families.split(",") if args.families else list(DEFAULT_FAMILIES)
+    params = recommender_params(args)  # the base of every trial: k, seed and the family defaults
+    try:
+        splits = tuning_splits(
+            read_table(args.interactions),
+            test=read_table(args.test) if args.test else None,
+            holdout_days=args.holdout_days,
+            validation_days=args.validation_days,
+            user_features=read_table(args.user_features) if args.user_features else None,
+            item_features=read_table(args.item_features) if args.item_features else None,
+        )
+    except ValueError as exc:  # a split or carve-out without data, a file without a column
+        print(f"tessera recommend tune: {exc}", file=sys.stderr)
+        return 2
+    print(f"test: {splits.test.describe()}\nvalidation (carved from training): {splits.validation.describe()}")
+    try:
+        result = tune(
+            splits,
+            params,
+            families,
+            tracking_uri=settings.mlflow_tracking_uri,
+            experiment=args.experiment,
+            artifact_root=mlflow_artifact_root(settings),
+            max_trials=args.max_trials,
+            time_budget=args.time_budget,
+            progress=sys.stderr,
+        )
+    except TuningError as exc:
+        print(f"tessera recommend tune: {exc}", file=sys.stderr)
+        return 2
+    found, k = result.search, params.k
+    budget = f"; stopped by the {found.stopped_by}" if found.stopped_by else ""
     print(
-        f"{len(results)} trials in MLflow experiment '{args.experiment}' ({settings.mlflow_tracking_uri}); {split.describe()}"
+        f"\n{len(found.results)} of {found.planned} planned trials ran in {found.seconds:.0f} s{budget} "
+        f"(MLflow experiment '{args.experiment}', parent run {result.parent_run_id}, {settings.mlflow_tracking_uri})"
     )
-    headers = [
-        "loss",
-        "components",
-        "lr",
-        "epochs",
-        "feature weight",
-        "half-life",
-        f"P@{k}",
-        f"NDCG@{k}",
-        f"cold-user NDCG@{k}",
-    ]
-    rows = [
-        (r["loss"], r["no_components"], r["learning_rate"], r["epochs"], r["feature_weight"], r["half_life_days"],
-         f"{r[f'precision_at_{k}']:.4f}", f"{r[f'ndcg_at_{k}']:.4f}", f"{r.get(f'cold_users_ndcg_at_{k}', float('nan')):.4f}")
-        for r in results
-    ]  # fmt: skip
-    print(markdown.table(rows, headers, ("left",) + ("right",) * 8))
+    by_number = {r.trial.number: r for r in found.results}
+    rows = []
+    for number, on_test in result.test.items():
+        r = by_number[number]
+        rows.append(
+            (", ".join(result.roles[number]), r.trial.label(),
+             f"{r.metrics[f'precision_at_{k}']:.4f}", f"{r.metrics[f'ndcg_at_{k}']:.4f}",
+             f"{on_test.get(f'precision_at_{k}', float('nan')):.4f}", f"{on_test.get(f'ndcg_at_{k}', float('nan')):.4f}")
+        )  # fmt: skip
+    headers = ["role", "configuration", f"val P@{k}", f"val NDCG@{k}", f"test P@{k}", f"test NDCG@{k}"]
+    print(markdown.table(rows, headers, ("left", "left") + ("right",) * 4))
+    print(
+        f"\nwinner: {result.winner.trial.label()} (best warm NDCG@{k} on validation). The test was not used to "
+        "choose: every configuration above was refitted on the full training data and scored on it once, after "
+        f"the choice. Whole run {result.seconds:.0f} s."
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.as_dict(), indent=2, default=str))
+        print(f"results written to {args.out}")
     return 0
 
 
@@ -242,14 +260,38 @@ def add_recommend_parser(sub) -> None:
     ev.add_argument("--out", help="write all metrics as JSON")
     ev.set_defaults(func=_cmd_recommend_evaluate)
 
-    tu = rec_sub.add_parser("tune", help="grid search of the hybrid; every trial is an MLflow run")
-    tu.add_argument("--interactions", required=True)
+    tu = rec_sub.add_parser(
+        "tune",
+        help="tune every family on a validation split carved from training; test the winner once",
+        description="Trials: each family's default configuration first, then its grid in a seeded random order. "
+        "Every trial is fitted on training minus its last --validation-days and scored there; the best warm "
+        "NDCG@k on validation wins (never worse than a default: the defaults are trials). The winner, the "
+        "defaults and each family's best are then refitted on all training data and scored on the test once. "
+        "The defaults always run, whatever --max-trials / --time-budget say.",
+    )
+    tu.add_argument("--interactions", required=True, help="training interactions (all of them with --holdout-days)")
     tu.add_argument("--user-features")
     tu.add_argument("--item-features")
-    tu.add_argument("--holdout-days", type=int, required=True)
+    tu_split = tu.add_mutually_exclusive_group(required=True)
+    tu_split.add_argument("--test", help="explicit test file (customer_key, product_id)")
+    tu_split.add_argument("--holdout-days", type=int, help="test on purchases in the last N days")
+    tu.add_argument(
+        "--validation-days",
+        type=int,
+        help="validation = the last N days of the training data (default: --holdout-days, or 21 with --test)",
+    )
+    tu.add_argument(
+        "--families",
+        help="comma-separated families (default: lightfm_hybrid,ease,als,item_item,recently_popular,most_popular)",
+    )
+    tu.add_argument("--max-trials", type=int, help="at most N trials, the defaults included (default: the whole grid)")
+    tu.add_argument(
+        "--time-budget", type=float, help="start no new search trial after SECONDS (the defaults always run)"
+    )
     tu.add_argument("--k", type=int, help=TUNED)
-    tu.add_argument("--seed", type=int, help=TUNED)
+    tu.add_argument("--seed", type=int, help=f"models and the trial order; {TUNED}")
     tu.add_argument("--experiment", default="tessera-recommender-tuning")
+    tu.add_argument("--out", help="write every trial, the winner and the test figures as JSON")
     tu.set_defaults(func=_cmd_recommend_tune)
 
 

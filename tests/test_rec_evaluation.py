@@ -316,39 +316,6 @@ def test_published_lists_fall_back_to_features_then_popularity_and_respect_conse
     assert recs.loc[recs["customer_key"] == "a1", "product_id"].tolist() == popular_order
 
 
-def test_every_tuning_trial_is_an_mlflow_run_on_the_same_split(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    from ml.rec_tuning import trials, tune
-
-    inter, users, items = _planted()
-    late = pd.DataFrame(
-        [
-            ("a0", "a_item2", "purchase", T0 + pd.Timedelta(days=30)),
-            ("u_new", "a_item0", "purchase", T0 + pd.Timedelta(days=30)),
-        ],
-        columns=inter.columns,
-    )
-    data = prepare_tables(pd.concat([inter, late]), users, items)
-    split = time_split(data, holdout_days=5)
-    space = {"no_components": [2, 4], "feature_weight": [1.0], "epochs": [5]}
-    assert trials(space) == [
-        {"epochs": 5, "feature_weight": 1.0, "no_components": 2},
-        {"epochs": 5, "feature_weight": 1.0, "no_components": 4},
-    ]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    results = tune(data, split, PARAMS, space, uri, "tuning")
-    assert [r["ndcg_at_3"] for r in results] == sorted((r["ndcg_at_3"] for r in results), reverse=True)
-    client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs(
-        [client.get_experiment_by_name("tuning").experiment_id], "tags.`mlflow.parentRunId` != ''"
-    )
-    assert sorted(r.data.params["no_components"] for r in runs) == ["2", "4"]
-    assert all("ndcg_at_3" in r.data.metrics and "cold_users_ndcg_at_3" in r.data.metrics for r in runs)
-    assert len({r.data.tags["split"] for r in runs}) == 1  # one split for every trial
-    assert {r.info.run_id for r in runs} == {r["run_id"] for r in results}
-
-
 def test_logged_params_rebuild_the_same_configuration():
     # the promotion gate relies on this to skip refitting a champion with the challenger's settings
     params = RecommenderParams(no_components=64, half_life_days=30.0, feature_weight=0.1, item_alpha=1e-6)
