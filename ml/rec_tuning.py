@@ -8,8 +8,9 @@ Protocol:
    Every trial is fitted on training-before-validation and scored on the validation purchases;
    the test is not passed to the search at all (`search` never receives it).
 3. Trials: first the default configuration (RecommenderParams) of every family, then every
-   other point of each family's grid (FAMILY_SPACES), all families' points in one seeded random
-   order, so a trial or time budget samples the whole space fairly instead of its first rows.
+   other point of each family's grid (FAMILY_SPACES; without metadata features LightFM's
+   feature_weight is left out, it cannot change the model), all families' points in one seeded
+   random order, so a trial or time budget samples the whole space fairly, not its first rows.
    The defaults always run, whatever the budgets: they are what the winner is measured against.
 4. The winner is the trial with the best warm NDCG@k on validation (ties: the earlier trial, so
    a default keeps its place against an equal search point). Since every default is a trial, the
@@ -149,6 +150,15 @@ def plan(
         Trial(number=n, family=family, overrides=overrides, default=n < len(defaults))
         for n, (family, overrides) in enumerate(chosen)
     ]
+
+
+def searchable(spaces: dict[str, dict[str, list]], data: RecData) -> dict[str, dict[str, list]]:
+    """The spaces without a parameter that cannot change a model on this data: without any user
+    or item metadata feature, LightFM's feature_weight (with_feature_weight leaves such data as it
+    is, so its four values would be four runs of one model)."""
+    if any(len(space.feature_names) > len(space.ids) for space in (data.users, data.items)):
+        return spaces
+    return {family: {k: v for k, v in space.items() if k != "feature_weight"} for family, space in spaces.items()}
 
 
 @dataclass
@@ -414,7 +424,7 @@ def tune(
     every family's default and best trial; everything logged to MLflow. One line per trial to
     `progress` (the CLI: stderr)."""
     started = time.perf_counter()
-    planned = plan(families, base, base.seed, max_trials, spaces)
+    planned = plan(families, base, base.seed, max_trials, searchable(spaces, splits.validation_data))
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, experiment, artifact_root)
     described = splits.describe()

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ml.rec_evaluation import prepare_tables
 from ml.rec_tuning import (
     DEFAULT_FAMILIES,
     FAMILY_SPACES,
@@ -23,6 +24,7 @@ from ml.rec_tuning import (
     carve_validation,
     plan,
     search,
+    searchable,
     trials,
     tune,
     tuning_splits,
@@ -118,6 +120,16 @@ def test_the_plan_runs_every_family_default_first_then_the_whole_grid_in_a_seede
         "ease",
         "als",
     }
+
+
+def test_without_metadata_features_the_feature_weight_is_not_searched():
+    bare = prepare_tables(_shop())
+    assert "feature_weight" not in searchable(FAMILY_SPACES, bare)["lightfm_hybrid"]
+    lightfm = plan(["lightfm_hybrid"], PARAMS, 1, spaces=searchable(FAMILY_SPACES, bare))
+    assert len(lightfm) == 2 * 2 * 2  # loss x components x half-life; the default among them
+    items = pd.DataFrame({"product_id": [f"p{i}" for i in range(24)], "category": [f"c{i // 8}" for i in range(24)]})
+    described = prepare_tables(_shop(), item_features=items)
+    assert searchable(FAMILY_SPACES, described) == FAMILY_SPACES
 
 
 @pytest.mark.parametrize(
