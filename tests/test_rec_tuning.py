@@ -261,6 +261,26 @@ def test_an_explicit_test_file_is_the_test_and_validation_is_carved_from_the_tra
     assert splits.validation_days == 21  # the default with an explicit test
     assert splits.validation.split_at == T0 + pd.Timedelta(days=49 - 20)
     assert splits.validation.train["occurred_at"].max() < splits.validation.split_at
+    # the same through the CLI
+    train.to_parquet(tmp_path / "train.parquet")
+    test[["customer_key", "product_id"]].to_csv(tmp_path / "test.csv", index=False)
+    argv = [
+        "recommend",
+        "tune",
+        "--interactions",
+        str(tmp_path / "train.parquet"),
+        "--test",
+        str(tmp_path / "test.csv"),
+    ]
+    out = tmp_path / "tune.json"
+    assert main([*argv, "--families", "most_popular", "--experiment", "explicit", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["splits"]["test"] == {
+        "split": "explicit",
+        "train_interactions": len(train),
+        "test_purchases": len(test),
+    }
+    assert report["splits"]["validation"]["split"] == "time, test from 2026-06-30"
 
 
 @pytest.mark.parametrize(
