@@ -3,6 +3,7 @@ figures against the defaults', wall time (issue 37, "Honest tuning").
 
     .venv/bin/python bench/rec_tuning.py                                  # both datasets, 600 s each
     .venv/bin/python bench/rec_tuning.py --dataset online_retail_last30 --time-budget 600
+    .venv/bin/python bench/rec_tuning.py --dataset complete_journey --families lightfm_hybrid,als,item_item,recently_popular,most_popular
 
 The interactions come from bench/rec_families.py's loaders (Online Retail goods, positive
 quantities, no cancellations, known customers; the Complete Journey transactions sample), written
@@ -33,7 +34,7 @@ TUNED = ("online_retail_last30", "complete_journey")
 RESULTS = ROOT / "bench" / "results"
 
 
-def run(name: str, time_budget: float, max_trials: int | None, workdir: Path) -> dict:
+def run(name: str, time_budget: float, max_trials: int | None, families: str | None, workdir: Path) -> dict:
     from tessera.cli import main as cli
 
     load, days = DATASETS[name]
@@ -45,6 +46,8 @@ def run(name: str, time_budget: float, max_trials: int | None, workdir: Path) ->
     argv += ["--experiment", f"bench-rec-tuning-{name}"]
     if max_trials:
         argv += ["--max-trials", str(max_trials)]
+    if families:
+        argv += ["--families", families]
     print(f"\n## {name}: tessera {' '.join(argv)}", flush=True)
     started = time.perf_counter()
     code = cli(argv)
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", choices=TUNED, action="append")
     p.add_argument("--time-budget", type=float, default=600.0)
     p.add_argument("--max-trials", type=int)
+    p.add_argument("--families", help="passed on to the command (default: its default families)")
     p.add_argument("--out", type=Path, default=RESULTS / "rec_tuning.json")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="rec_tuning_") as tmp:
         for name in args.dataset or TUNED:
-            results[name] = run(name, args.time_budget, args.max_trials, Path(tmp))
+            key = f"{name} families={args.families}" if args.families else name
+            results[key] = run(name, args.time_budget, args.max_trials, args.families, Path(tmp))
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.write_text(json.dumps({**previous, **results}, indent=2, default=str))
     print(f"\nwritten to {args.out}")
