@@ -26,7 +26,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from ml.rec_baselines import ItemItemCooccurrence, MostPopular, RecentlyPopular
-from ml.rec_families import ALS, EASE
+from ml.rec_families import fit_scorer
 from ml.rec_metrics import MetricAccumulator
 from ml.recommender import (
     LightFMScorer,
@@ -117,6 +117,16 @@ def time_split(data: RecData, holdout_days: int) -> Split:
     return Split(train=train, test=test, split_at=split_at)
 
 
+def validation_split(data: RecData, split: Split, days: int) -> tuple[RecData, Split] | None:
+    """The validation split carved from a split's training period: train' = all but its last
+    `days` calendar days, validation = purchases in them. Model selection runs on it, so the test
+    is never used to choose. None when the training period cannot be carved (holdout_shortfall)."""
+    inner = RecData(users=data.users, items=data.items, interactions=split.train)
+    if holdout_shortfall(split.train, days) is not None:
+        return None
+    return inner, time_split(inner, days)
+
+
 def explicit_split(data: RecData, test_keys: pd.DataFrame) -> Split:
     """A published train/test pair: `data.interactions` is the training file; `test_keys` holds the
     test file's (customer_key, product_id) rows (purchases only when it has interaction_type)."""
@@ -205,18 +215,8 @@ def build_scorers(data: RecData, split: Split, params: RecommenderParams, models
             scorers[name] = RecentlyPopular(train, shape[1], window_days=params.recent_days)
         elif name == "item_item":
             scorers[name] = ItemItemCooccurrence(train, shape[0], shape[1], weights=params.weight_of())
-        elif name == "ease":
-            scorers[name] = EASE(train, *shape, lam=params.ease_lambda, max_items=params.ease_max_items)
-        elif name == "als":
-            scorers[name] = ALS(
-                train,
-                *shape,
-                factors=params.als_factors,
-                regularization=params.als_regularization,
-                alpha=params.als_alpha,
-                iterations=params.als_iterations,
-                seed=params.seed,
-            )
+        elif name in ("ease", "als"):
+            scorers[name] = fit_scorer(name, train, *shape, params)
         else:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     return scorers
@@ -392,15 +392,16 @@ def evaluation_as_of(
     return None
 
 
-def flatten_metrics(evaluation: dict) -> dict[str, float]:
-    """MLflow metric names: the hybrid on the primary slice as plain names (precision_at_10, ...),
-    each baseline on it as <model>_<metric>, every other slice as <slice>_<model>_<metric>. A slice
-    no user was evaluated on logs nothing, and no undefined value is logged (loggable_metrics)."""
+def flatten_metrics(evaluation: dict, primary: str = "lightfm_hybrid") -> dict[str, float]:
+    """MLflow metric names: the `primary` model (the published family) on the primary slice as
+    plain names (precision_at_10, ...), each other model on it as <model>_<metric>, every other
+    slice as <slice>_<model>_<metric>. A slice no user was evaluated on logs nothing, and no
+    undefined value is logged (loggable_metrics)."""
     out = {}
     for model, by_slice in evaluation.items():
         for slice_name, metrics in loggable_metrics(by_slice).items():
             for metric, value in metrics.items():
-                prefix = "" if model == "lightfm_hybrid" else f"{model}_"
+                prefix = "" if model == primary else f"{model}_"
                 if slice_name != PRIMARY_SLICE:
                     prefix = f"{slice_name}_{model}_"
                 out[prefix + metric] = value

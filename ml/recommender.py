@@ -27,6 +27,11 @@ class RecommenderParams:
     evaluation": the Online Retail and demo holdouts); the Dagster config and the CLI read them
     from here."""
 
+    # the family whose lists are published (ml/rec_families.PUBLISHABLE), or "auto": the one with
+    # the best warm NDCG@k on a validation split carved from the evaluation's training period
+    family: str = "auto"
+    # the last validation_days of the training period form that validation split (0: test_days)
+    validation_days: int = 0
     loss: str = "warp"
     no_components: int = 64
     learning_rate: float = 0.05
@@ -63,10 +68,11 @@ class RecommenderParams:
     # EASE (ml/rec_families.py): L2 weight and the most items it inverts (above: the most-used ones)
     ease_lambda: float = 500.0
     ease_max_items: int = 20_000
-    # implicit ALS (ml/rec_families.py)
-    als_factors: int = 64
+    # implicit ALS (ml/rec_families.py); the best on Online Retail's validation split of a 2x2x2
+    # grid (factors 32/128, regularization 0.05/1, alpha 1/10): bench/rec_families.py
+    als_factors: int = 32
     als_regularization: float = 0.05
-    als_alpha: float = 10.0
+    als_alpha: float = 1.0
     als_iterations: int = 15
 
     def as_dict(self) -> dict:
@@ -75,7 +81,8 @@ class RecommenderParams:
     @classmethod
     def from_logged(cls, logged: dict[str, str]) -> RecommenderParams:
         """Rebuild from MLflow params (strings); names that are not fields are ignored."""
-        values = {}
+        # a run logged before families existed trained the LightFM hybrid
+        values = {"family": "lightfm_hybrid"}
         for f in fields(cls):
             if f.name in logged:
                 kind = type(getattr(cls(), f.name))
@@ -453,6 +460,7 @@ def recommend(
     max_per_group: int | None = None,
     zero_identity: bool = True,
     threads: int | None = None,
+    scorer=None,
 ) -> pd.DataFrame:
     """Top-k eligible items per user, `exclude` pairs left out, at most `max_per_group` items of
     one `item_group` (category codes per item index) per user; one row per recommendation with
@@ -470,7 +478,11 @@ def recommend(
     their chosen scores only. A chunk's scores (`chunk` users; by default about 16 MB of them)
     stay in the CPU cache while they are ranked; `threads` chunks are ranked at once (default: one
     per CPU), with the same result as one at a time. Users whose lists are equal by construction
-    (list_owners) are ranked once and share the rows."""
+    (list_owners) are ranked once and share the rows.
+
+    `scorer`: another family's scores in the same linear shape (ml.rec_families.LinearScores:
+    user_emb, item_emb_t, item_bias, user_bias; `model` is then unused); it has no feature-based
+    rows, so every customer without history must be among `popular_users`."""
     n_users = len(data.users.ids)
     if n_users == 0:
         raise ValueError("no user to recommend for")
@@ -486,7 +498,10 @@ def recommend(
     # scored in a fixed shuffled order, so that top_candidates' blocks are fair samples of the
     # catalogue; ties still go to the lower item index (tie_key)
     columns = columns[np.random.default_rng(0).permutation(len(columns))]
-    scorer = LightFMScorer(model, data, cold_users=(cold & ~popular) if zero_identity else None, dtype=np.float32)
+    if scorer is None:
+        scorer = LightFMScorer(model, data, cold_users=(cold & ~popular) if zero_identity else None, dtype=np.float32)
+    elif (cold & ~popular).any():
+        raise ValueError("a family scorer ranks customers by their history: customers without one get popular_users")
     item_emb_t = np.ascontiguousarray(scorer.item_emb_t[:, columns])
     item_bias = scorer.item_bias[columns].astype(np.float32)
     user_bias = scorer.user_bias.astype(np.float32)

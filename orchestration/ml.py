@@ -50,6 +50,14 @@ class RecommenderConfig(dg.Config):
     """Run-time knobs of the recommender. Every default is RecommenderParams' (the tuned ones) or,
     for the rules on the published list, ListRules'."""
 
+    # "auto" (the family best on a validation split carved from training), lightfm_hybrid, ease or als
+    family: str = RecommenderParams.family
+    validation_days: int = RecommenderParams.validation_days
+    ease_lambda: float = RecommenderParams.ease_lambda
+    ease_max_items: int = RecommenderParams.ease_max_items
+    als_factors: int = RecommenderParams.als_factors
+    als_regularization: float = RecommenderParams.als_regularization
+    als_alpha: float = RecommenderParams.als_alpha
     loss: str = RecommenderParams.loss
     feature_weight: float = RecommenderParams.feature_weight
     half_life_days: float = RecommenderParams.half_life_days
