@@ -20,6 +20,16 @@ from tessera.cli import main
 T0 = pd.Timestamp("2026-10-01")
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory):
+    """One data folder, so one MLflow database (its creation is most of an MLflow test's time)."""
+    return tmp_path_factory.mktemp("data")
+
+
+def _tracking_uri(data_dir) -> str:
+    return f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+
+
 def _dense(space) -> dict[str, dict[str, float]]:
     """Each id's non-zero features by name."""
     m = space.matrix.toarray()
@@ -200,8 +210,10 @@ def test_rows_for_unseen_users_split_a_list_columns_weight_as_training_did():
     assert got[0, names.index("likes:a")] == pytest.approx(0.25 / 1.5 / 2)
 
 
-def test_the_cli_refuses_free_text_then_drops_it_and_logs_every_choice_to_mlflow(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
+def test_the_cli_refuses_free_text_then_drops_it_and_logs_every_choice_to_mlflow(
+    tmp_path, data_dir, monkeypatch, capsys
+):
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(data_dir))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ids = [f"p{i}" for i in range(60)]
     rows = [
@@ -235,7 +247,7 @@ def test_the_cli_refuses_free_text_then_drops_it_and_logs_every_choice_to_mlflow
         "list: 2 values, up to 2 per row",
         "numeric: 5 quantile buckets",
     ]
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'data' / 'mlflow' / 'mlflow.db'}")
+    mlflow.set_tracking_uri(_tracking_uri(data_dir))
     (run,) = mlflow.search_runs(experiment_names=["features-test"], output_format="list")
     assert run.data.params["feature.items.title"] == "dropped by user"
     assert run.data.params["feature.items.genres"] == "list: 2 values, up to 2 per row"
@@ -244,3 +256,31 @@ def test_the_cli_refuses_free_text_then_drops_it_and_logs_every_choice_to_mlflow
     report = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/feature_report.json")
     # prices 0..8 four times each, 9..16 three times: a bucket per 12 of the 60 sorted prices
     assert report["features"][2]["bucket_starts"] == [0.0, 3.0, 6.0, 9.0, 13.0]
+
+
+def test_a_tuning_search_run_carries_the_feature_typing(data_dir):
+    from ml.rec_evaluation import time_split
+    from ml.rec_tuning import tune
+    from ml.recommender import RecommenderParams
+
+    items = pl.DataFrame({"product_id": ["p0", "p1", "p2"], "genres": [["a", "b"], ["a"], ["c"]]})
+    inter = _interactions(["p0", "p1", "p2"])
+    data, choices = typed_tables(inter, item_features=items)
+    uri = _tracking_uri(data_dir)
+    (data_dir / "mlflow").mkdir(exist_ok=True)
+    tune(
+        data,
+        time_split(data, holdout_days=1),
+        RecommenderParams(no_components=2, epochs=1, k=2),
+        {"loss": ["warp"]},
+        uri,
+        "tune-features",
+        data_dir / "mlflow" / "artifacts",
+        search_params=report_params(choices),
+        search_dicts={"feature_report.json": {"features": [c.as_dict() for c in choices]}},
+    )
+    mlflow.set_tracking_uri(uri)
+    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["tune-features"], output_format="list")}
+    assert runs["search"].data.params == {"feature.items.genres": "list: 3 values, up to 2 per row"}
+    report = mlflow.artifacts.load_dict(f"{runs['search'].info.artifact_uri}/feature_report.json")
+    assert report["features"][0]["features"] == 3
