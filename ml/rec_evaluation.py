@@ -391,8 +391,9 @@ def typed_tables(
         )
         if not frame[key].is_in(keys.implode()).any():
             raise ValueError(
-                f"{source}: none of its {len(frame):,} {key} values is in the interactions (e.g. {frame[key][0]!r} "
-                f"there, {keys[0]!r} in the interactions): are the keys written the same way (123 vs 123.0)?"
+                f"{source}: none of its {len(frame):,} {key} values is in the interactions (e.g. "
+                f"{frame[key].head(1).to_list()} there, {keys.head(1).to_list()} in the interactions): are the keys "
+                "written the same way (123 vs 123.0)?"
             )
         typed = type_features(frame, key, table, typing, source=source)
         choices.extend(typed.choices)

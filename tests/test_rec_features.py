@@ -177,7 +177,9 @@ def test_a_column_of_an_unsupported_type_or_keys_unlike_the_interactions_are_ref
         typed_tables(_interactions(["p0"]), item_features=dated)
     # product ids read as floats in one file and integers in the other match no interaction
     floats = pd.DataFrame({"product_id": [1.0, 2.0], "brand": ["x", "y"]})
-    with pytest.raises(ValueError, match=r"none of its 2 product_id values is in the interactions \(e.g. '1.0'"):
+    with pytest.raises(
+        ValueError, match=r"none of its 2 product_id values is in the interactions \(e.g. \['1.0'\] there, \['1'\]"
+    ):
         typed_tables(_interactions(["1", "2"]), item_features=floats)
 
 
