@@ -37,8 +37,12 @@ def tune(
     tracking_uri: str,
     experiment: str,
     artifact_root: Path | None = None,
+    search_params: dict[str, str] | None = None,
+    search_dicts: dict[str, dict] | None = None,
 ) -> list[dict]:
-    """Run every trial; returns [{params..., metric: value...}] best first by warm NDCG@k."""
+    """Run every trial; returns [{params..., metric: value...}] best first by warm NDCG@k. The
+    parent 'search' run carries `search_params` and `search_dicts` (JSON artifacts by file name):
+    what every trial shares, such as the typing of the feature columns."""
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
@@ -49,6 +53,10 @@ def tune(
     results = []
     parent = client.create_run(experiment_id, run_name="search", tags={"split": str(split.describe())})
     try:
+        for key, value in (search_params or {}).items():
+            client.log_param(parent.info.run_id, key, value)
+        for name, content in (search_dicts or {}).items():
+            client.log_dict(parent.info.run_id, content, name)
         for n, trial in enumerate(trials(space)):
             params = replace(base, **trial)
             metrics = evaluate_split(data, split, params, models=["lightfm_hybrid"])["lightfm_hybrid"]

@@ -197,6 +197,27 @@ def log_recommender_run(
         return LoggedRun.of(run, experiment_id, info.model_uri, children)
 
 
+def log_evaluation_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    params: dict,
+    metrics: dict[str, float],
+    feature_report: dict,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """One run of `tessera recommend evaluate`: its params (the model's, the split's and each
+    feature column's typing), every model's metrics (ml.rec_evaluation.flatten_metrics) and the
+    feature report as feature_report.json. Returns the run id."""
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+    refuse_undefined(metrics, "evaluation")
+    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate", tags=tags or {}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(feature_report, "feature_report.json")
+        return run.info.run_id
+
+
 def refuse_undefined(metrics: dict[str, float], model: str) -> None:
     """A NaN or infinite metric is a bug upstream (an empty slice must log nothing, see
     ml.rec_evaluation.loggable_metrics), never something to store and compare."""
