@@ -54,8 +54,8 @@ SHARED = Path("/work/shared/data")
 DATASETS = ("online_retail", "complete_journey", "demo")
 FORMAT_SAMPLES = ("ga4_sample", "retailrocket_sample")
 K = 10
-GRID_K = (50, 100, 200, 500)
-GRID_SAMPLE = (250, 500, 1000, 2500)
+GRID_K = (50, 100, 200, 500, 1000)
+GRID_SAMPLE = (250, 500, 1000, 2500, 5000, 10000)
 GRID_IDF = (0.0, 1.0)
 SEED = 42
 

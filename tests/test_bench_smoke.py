@@ -129,3 +129,24 @@ def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tm
     assert main(["--compare", str(first), str(changed)]) == 1
     fewer = build("fewer", rows[:2], "run-a")
     assert main(["--compare", str(first), str(fewer)]) == 1
+
+
+def test_sessions_bench_evaluates_every_method_on_the_generated_clickstream_at_a_tiny_size(tmp_path):
+    out = tmp_path / "sessions.json"
+    args = ["--datasets", "demo", "--demo-customers", "300", "--no-tune", "--latency-sessions", "5", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "sessions.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    demo = json.loads(out.read_text())["demo"]
+    assert demo["generated"] is True
+    assert demo["split"]["test_sessions"] > 0
+    for protocol in ("last_item", "remaining_items"):
+        assert set(demo["results"][protocol]) == {"popularity", "item_item", "sknn", "vsknn"}
+        assert {r["cases"] for r in demo["results"][protocol].values()} == {demo["results"][protocol]["sknn"]["cases"]}
+    assert demo["single_session_latency"]["vsknn"]["requests"] == 5

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tessera.publish import outputs, snapshots
-from tessera.publish.sessions import NAME, SESSION_INDEX, build_candidate
+from tessera.publish.sessions import NAME, SESSION_INDEX, build_candidate, holdout_quality
 from tessera.session_serving import SessionServer, add_session_routes
 
 PATH = "/v1/sessions/recommendations"
@@ -199,3 +199,24 @@ def test_the_spec_declares_the_session_endpoint_and_its_response(served):
         "SessionRecommendations"
     )
     assert {"SessionRequest", "SessionRecommendations", "RecommendedItem"} <= set(spec["components"]["schemas"])
+
+
+def test_the_holdout_quality_compares_the_served_models_with_item_item_on_the_index(con):
+    # 40 sessions alternating [pA, pB] and [pC, pD], one a minute: the last 4 are held out and
+    # every model finds the other product of the pair first
+    rows = [(n + 1, ("pA", "pC")[n % 2], 1) for n in range(40)] + [(n + 1, ("pB", "pD")[n % 2], 2) for n in range(40)]
+    con.execute(
+        "create table idx (session_number bigint, product_id varchar, position integer, session_start timestamp)"
+    )
+    con.executemany(
+        "insert into idx values (?, ?, ?, timestamp '2026-01-01' + to_minutes(?))", [(*r, r[0]) for r in rows]
+    )
+    quality = holdout_quality(con, "idx")
+    assert quality["holdout_cases"] == 4
+    for method in ("item_item", "sknn", "vsknn"):
+        assert quality[f"{method}_recall_at_10"] == 1.0
+        assert quality[f"{method}_mrr_at_10"] == 1.0
+
+
+def test_the_holdout_quality_is_empty_on_too_few_sessions(con):
+    assert holdout_quality(con, build_candidate(con)) == {}

@@ -87,7 +87,7 @@ def holdout_quality(con, table: str, test_share: float = 0.1) -> dict[str, float
     """Last-item R@10 and MRR@10 of V-SKNN, SKNN and item-item (defaults) on the index's own most
     recent sessions, fitted on the earlier ones: shown beside the asset (an empty dict when there
     are too few sessions to hold any out)."""
-    frame = con.execute(f"select session_number, product_id, position, session_start from {table}").pl()
+    frame = con.sql(f"select session_number, product_id, position, session_start from {table}").pl()
     sessions = sessions_from_index(frame)
     if sessions.n_sessions < 20:
         return {}
