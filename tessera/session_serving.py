@@ -2,7 +2,7 @@
 POST /v1/sessions/recommendations with the product ids a visitor touched, most recent last.
 
 The current session_index snapshot (tessera/publish/sessions.py) is read once per version and
-a model (ml/sessions.py, V-SKNN by default) fitted on it; a request is then one sparse scoring of
+a model (ml/sessions.py; V-SKNN, tessera/publish/sessions.py SERVED_PARAMS) fitted on it; a request is then one sparse scoring of
 the session (about a millisecond, bench/sessions.py). Unknown product ids are ignored and named
 in the response; a session with no known product gets the index's most touched products
 (`source: popular_fallback`). When the session model finds fewer than `limit` products, the list
@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from ml.rec_metrics import top_k
 from ml.sessions import SessionModel, make_model
 from tessera.publish import snapshots
-from tessera.publish.sessions import NAME, sessions_from_index
+from tessera.publish.sessions import NAME, SERVED_METHOD, SERVED_PARAMS, sessions_from_index
 from tessera.serving import RecommendedItem
 
 log = logging.getLogger("tessera.serving.sessions")
@@ -37,9 +37,6 @@ log = logging.getLogger("tessera.serving.sessions")
 MAX_ITEMS = 100
 MAX_LIMIT = 100
 MAX_ID_LENGTH = 128
-# the served model: V-SKNN with the literature's defaults (bench/sessions.py compares)
-METHOD = "vsknn"
-PARAMS: dict = {}
 
 
 class SessionRequest(BaseModel):
@@ -103,11 +100,13 @@ class SessionIndex:
         }
 
 
-def load_session_index(snapshot: snapshots.Snapshot, method: str = METHOD, params: dict | None = None) -> SessionIndex:
+def load_session_index(
+    snapshot: snapshots.Snapshot, method: str = SERVED_METHOD, params: dict | None = None
+) -> SessionIndex:
     """Fit the served model on one version of the session index."""
     frame = pl.read_parquet(snapshot.parquet)
     sessions = sessions_from_index(frame)
-    model = make_model(method, **(params if params is not None else PARAMS)).fit(sessions)
+    model = make_model(method, **(params if params is not None else SERVED_PARAMS)).fit(sessions)
     products_file = snapshot.path / "exports" / "session_products.jsonl"
     names = (
         pl.read_ndjson(
@@ -131,7 +130,7 @@ def load_session_index(snapshot: snapshots.Snapshot, method: str = METHOD, param
 class SessionServer:
     """The session index behind the endpoint, replaced whole when its release pointer moves."""
 
-    def __init__(self, publish_dir: Path, method: str = METHOD, params: dict | None = None):
+    def __init__(self, publish_dir: Path, method: str = SERVED_METHOD, params: dict | None = None):
         self.publish_dir = publish_dir
         self.method, self.params = method, params
         self.index: SessionIndex | None = None

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tessera.publish import outputs, snapshots
-from tessera.publish.sessions import NAME, SESSION_INDEX, build_candidate, holdout_quality
+from tessera.publish.sessions import NAME, SERVED_PARAMS, SESSION_INDEX, build_candidate, holdout_quality
 from tessera.session_serving import SessionServer, add_session_routes
 
 PATH = "/v1/sessions/recommendations"
@@ -77,10 +77,14 @@ def publish(con, publish_dir, version: str, **knobs) -> str:
     return candidate
 
 
+# the literature's V-SKNN without IDF, so the scores below are the hand-computed ones
+PLAIN_VSKNN = {"k": 100, "sample_size": 500, "idf_weight": 0.0}
+
+
 @pytest.fixture
 def served(con, tmp_path):
     publish(con, tmp_path, "v1")
-    server = SessionServer(tmp_path)
+    server = SessionServer(tmp_path, "vsknn", PLAIN_VSKNN)
     app = FastAPI()
     add_session_routes(app, server)
     with TestClient(app) as client:
@@ -182,6 +186,12 @@ def test_the_index_is_reloaded_when_a_new_version_is_released(con, served, tmp_p
     assert [(i["product_id"], i["score"]) for i in body["items"]] == [("pC", 1.0), ("pA", None), ("pD", None)]
 
 
+def test_the_served_model_is_the_tuned_vsknn_by_default(con, tmp_path):
+    publish(con, tmp_path, "v1")
+    model = SessionServer(tmp_path).index.model
+    assert (model.name, model.params()) == ("vsknn", {**SERVED_PARAMS, "weighting": "div"})
+
+
 def test_before_any_index_is_published_the_endpoint_answers_503(tmp_path):
     app = FastAPI()
     add_session_routes(app, SessionServer(tmp_path))
@@ -213,9 +223,9 @@ def test_the_holdout_quality_compares_the_served_models_with_item_item_on_the_in
     )
     quality = holdout_quality(con, "idx")
     assert quality["holdout_cases"] == 4
-    for method in ("item_item", "sknn", "vsknn"):
-        assert quality[f"{method}_recall_at_10"] == 1.0
-        assert quality[f"{method}_mrr_at_10"] == 1.0
+    for label in ("item_item", "sknn", "served"):
+        assert quality[f"{label}_recall_at_10"] == 1.0
+        assert quality[f"{label}_mrr_at_10"] == 1.0
 
 
 def test_the_holdout_quality_is_empty_on_too_few_sessions(con):
