@@ -21,6 +21,7 @@ from orchestration.privacy import erasure_asset
 from orchestration.publish import publish_assets, release_asset
 from orchestration.quality import gx_checks
 from orchestration.resources import TesseraResource
+from orchestration.sessions import session_index
 from orchestration.sources import load_tables, source_assets
 
 defs = dg.Definitions(
@@ -37,6 +38,7 @@ defs = dg.Definitions(
         erasure_asset,
         *decisioning_assets,
         *publish_assets,
+        session_index,
         release_asset,
     ],
     asset_checks=[

@@ -23,6 +23,8 @@ MESSAGES_KEY = dg.AssetKey(["decisioning", "rendered_messages"])
 
 PUBLISH_GROUP = "publish"
 RELEASE_KEY = dg.AssetKey(["publish", "release"])
+# the recent web sessions' products, for session recommendations (orchestration/sessions.py)
+SESSION_INDEX_KEY = dg.AssetKey(["publish", "session_index"])
 
 
 def publish_key(name: str) -> dg.AssetKey:

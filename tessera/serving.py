@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import orjson
@@ -40,6 +41,9 @@ from pydantic import BaseModel, Field
 from tessera.privacy import pseudonym
 from tessera.publish import snapshots
 from tessera.settings import load_settings, preflight
+
+if TYPE_CHECKING:
+    from tessera.session_serving import SessionServer
 
 log = logging.getLogger("tessera.serving")
 
@@ -373,13 +377,24 @@ async def _watch(server: Server, reload_seconds: float) -> None:
             server.failed(exc, {n: s.version for n, s in server.index.versions.items()})
 
 
-def _lifespan(server: Server, reload_seconds: float):
+async def _watch_sessions(sessions: SessionServer, reload_seconds: float) -> None:
+    """Every reload_seconds, load the session index if its version moved (it reports its own errors)."""
+    while True:
+        await asyncio.sleep(reload_seconds)
+        await asyncio.to_thread(sessions.reload_if_moved)
+
+
+def _lifespan(server: Server, reload_seconds: float, sessions: SessionServer | None = None):
     """The app's lifespan: watches for new snapshots while it serves (not when reload_seconds <= 0)."""
 
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(_watch(server, reload_seconds)) if reload_seconds > 0 else None
+        tasks = []
+        if reload_seconds > 0:
+            tasks.append(asyncio.create_task(_watch(server, reload_seconds)))
+            if sessions is not None:
+                tasks.append(asyncio.create_task(_watch_sessions(sessions, reload_seconds)))
         yield
-        if task is not None:
+        for task in tasks:
             task.cancel()
 
     return lifespan
@@ -465,15 +480,21 @@ def create_app(
     """The app over the current snapshots. `mode` is TESSERA_MODE: anything but "demo" refuses
     snapshots not published with a deployment's salt (the default refuses, so a caller that
     forgets the mode fails closed). Raises ServingError when the snapshots cannot be served."""
+    # session recommendations for anonymous visitors: their own index (it imports this module's models)
+    from tessera.session_serving import SessionServer, add_session_routes
+
     server = Server(publish_dir, default_limit, mode)
+    sessions = SessionServer(publish_dir)
     app = FastAPI(
         title="tessera serving API",
         version="1",
         description="Read-only: the current published snapshots of recommendations, segments and scores.",
-        lifespan=_lifespan(server, reload_seconds),
+        lifespan=_lifespan(server, reload_seconds, sessions),
     )
     app.state.server = server
+    app.state.sessions = sessions
     _add_routes(app, server)
+    add_session_routes(app, sessions)
     return app
 
 

@@ -129,3 +129,21 @@ def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tm
     assert main(["--compare", str(first), str(changed)]) == 1
     fewer = build("fewer", rows[:2], "run-a")
     assert main(["--compare", str(first), str(fewer)]) == 1
+
+
+def test_sessions_bench_evaluates_every_method_on_the_generated_clickstream_at_a_tiny_size(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sessions", ROOT / "bench" / "sessions.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sessions.json"
+    args = ["--datasets", "demo", "--demo-customers", "300", "--no-tune", "--latency-sessions", "5", "--out", str(out)]
+    assert bench.main(args) == 0
+    demo = json.loads(out.read_text())["demo"]
+    assert demo["generated"] is True
+    assert demo["split"]["test_sessions"] > 0
+    for protocol in ("last_item", "remaining_items"):
+        assert set(demo["results"][protocol]) == {"popularity", "item_item", "sknn", "vsknn"}
+        assert {r["cases"] for r in demo["results"][protocol].values()} == {demo["results"][protocol]["sknn"]["cases"]}
+    assert demo["single_session_latency"]["vsknn"]["requests"] == 5

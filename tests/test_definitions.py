@@ -66,6 +66,8 @@ GROUPS = {
         "publish/campaign_uplift",
         "publish/next_best_actions",
         "publish/campaign_outbox",
+        # the recent web sessions' products, for session recommendations (orchestration/sessions.py)
+        "publish/session_index",
         "publish/release",
     },
     "decisioning": {"decisioning/bandit_state", "decisioning/decisions", "decisioning/rendered_messages"},

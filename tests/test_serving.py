@@ -70,7 +70,8 @@ def sample_keys(publish_dir) -> list[str]:
 
 
 def test_the_spec_declares_every_endpoint_with_its_response_schema(spec):
-    assert set(spec["paths"]) == {"/health", *PATHS.values()}
+    # the session recommendations' POST endpoint is tested in tests/test_session_serving.py
+    assert set(spec["paths"]) == {"/health", *PATHS.values(), "/v1/sessions/recommendations"}
     for path in PATHS.values():
         assert "200" in spec["paths"][path]["get"]["responses"]
     for name in ("Recommendations", "Segments", "Scores", "Health", "RecommendedItem"):
@@ -139,6 +140,28 @@ def test_an_unknown_customer_gets_the_popular_products_and_404_elsewhere(client,
     }
     assert client.get(PATHS[SEGMENTS].format(customer_pkey="someone-new")).status_code == 404
     assert client.get(PATHS[SCORES].format(customer_pkey="someone-new")).status_code == 404
+
+
+def test_an_anonymous_session_gets_recommendations_from_the_published_session_index(client, spec, published):
+    # the demo's latest session with at least three products, as the pipeline published it
+    [latest] = rows(
+        published.publish_dir,
+        "session_index",
+        "select list(product_id order by position) as items from t group by session_number "
+        "having count(*) >= 3 order by session_number desc limit 1",
+    )
+    items = latest["items"]
+    response = client.post("/v1/sessions/recommendations", json={"items": [*items, "no-such-product"], "limit": 5})
+    declared = spec["paths"]["/v1/sessions/recommendations"]["post"]["responses"]["200"]
+    jsonschema.validate(
+        response.json(), {**declared["content"]["application/json"]["schema"], "components": spec["components"]}
+    )
+    body = response.json()
+    assert body["source"] == "session_knn"
+    assert (body["known_items"], body["unknown_items"]) == (items, ["no-such-product"])
+    assert len(body["items"]) == 5
+    assert not {i["product_id"] for i in body["items"]} & set(items)  # nothing the visitor has seen
+    assert body["index_version"] == snapshots.current_version(published.publish_dir, "session_index")
 
 
 def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published, tmp_path):
