@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tessera.publish import snapshots
-from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, ServingError, create_app, serve
+from tessera.serving import PRODUCT_LISTS, RECOMMENDATIONS, SCORES, SEGMENTS, ServingError, create_app, serve
 
 PATHS = {
     RECOMMENDATIONS: "/v1/customers/{customer_pkey}/recommendations",
@@ -70,7 +70,8 @@ def sample_keys(publish_dir) -> list[str]:
 
 
 def test_the_spec_declares_every_endpoint_with_its_response_schema(spec):
-    assert set(spec["paths"]) == {"/health", *PATHS.values()}
+    # the lists per product: tests/test_product_serving.py
+    assert set(spec["paths"]) == {"/health", *PATHS.values(), "/v1/products/{product_id}/recommendations"}
     for path in PATHS.values():
         assert "200" in spec["paths"][path]["get"]["responses"]
     for name in ("Recommendations", "Segments", "Scores", "Health", "RecommendedItem"):
@@ -139,6 +140,27 @@ def test_an_unknown_customer_gets_the_popular_products_and_404_elsewhere(client,
     }
     assert client.get(PATHS[SEGMENTS].format(customer_pkey="someone-new")).status_code == 404
     assert client.get(PATHS[SCORES].format(customer_pkey="someone-new")).status_code == 404
+
+
+def test_the_pipeline_publishes_every_list_per_product_and_the_api_serves_them_as_published(client, published):
+    counts = rows(
+        published.publish_dir, PRODUCT_LISTS, "select list_name, count(distinct product_id) as n from t group by 1"
+    )
+    assert {r["list_name"] for r in counts} == {"bought_together", "viewed_together", "similar"}
+    (product,) = rows(
+        published.publish_dir, PRODUCT_LISTS, "select min(product_id) as p from t where list_name = 'bought_together'"
+    )
+    expected = rows(
+        published.publish_dir,
+        PRODUCT_LISTS,
+        f"select * from t where product_id = '{product['p']}' and list_name = 'bought_together' order by rank",
+    )
+    body = client.get(f"/v1/products/{product['p']}/recommendations", params={"limit": 100}).json()
+    assert (body["list_name"], body["fallback"]) == ("bought_together", False)
+    assert [(i["rank"], i["product_id"], i["support"]) for i in body["items"]] == [
+        (r["rank"], r["recommended_product_id"], r["support"]) for r in expected
+    ]
+    assert [i["score"] for i in body["items"]] == pytest.approx([r["score"] for r in expected])
 
 
 def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published, tmp_path):
