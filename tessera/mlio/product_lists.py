@@ -17,11 +17,10 @@ from ml.product_lists import (
     similar_items,
 )
 from tessera.mlio.tables import checked_columns, sql, write_ml_table
-from tessera.privacy.erasure import NOT_ERASED
 
 TABLE = "product_recommendations"
-ORDER_BASKETS_SQL = sql("order_baskets").format(not_erased=NOT_ERASED)
-VIEW_SESSIONS_SQL = sql("view_sessions").format(not_erased=NOT_ERASED)
+ORDER_BASKETS_SQL = sql("order_baskets")
+VIEW_SESSIONS_SQL = sql("view_sessions")
 CATALOGUE_SQL = sql("product_catalogue")
 ACTIVE_PRODUCTS_SQL = "select product_id from marts.dim_products where is_active"
 VIOLATIONS_SQL = sql("product_list_violations")

@@ -6,4 +6,4 @@ from marts.fct_order_items as i
 inner join marts.dim_products as p on p.product_id = i.product_id and p.product_type = 'merchandise'
 where i.line_type = 'sale'
   and i.status = 'completed'
-  and (i.customer_key is null or i.{not_erased})
+  and (i.customer_key is null or i.customer_key not in (select customer_key from marts.dim_customers where is_erasure_requested))

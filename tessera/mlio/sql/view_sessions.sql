@@ -11,7 +11,7 @@ with views as (
     from marts.fct_events as e
     inner join marts.dim_products as p on p.product_id = e.product_id and p.product_type = 'merchandise'
     where e.event_type = 'product_view'
-      and (e.customer_key is null or e.{not_erased})
+      and (e.customer_key is null or e.customer_key not in (select customer_key from marts.dim_customers where is_erasure_requested))
 ),
 unsessioned as (
     select
