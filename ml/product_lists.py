@@ -54,6 +54,8 @@ MAX_BASKET_ITEMS = 100
 TOP_N = 20
 BRAND_WEIGHT = 0.5
 PRICE_BAND_WEIGHT = 0.25
+# similar items are scored this many products at a time (memory: the block's candidate pairs)
+SIMILAR_BLOCK_ROWS = 512
 
 COLUMNS = ["product_id", "list_name", "rank", "recommended_product_id", "score", "support"]
 SCHEMA = {
@@ -182,42 +184,59 @@ def similar_items(products: pl.DataFrame, params: ListParams = DEFAULT_PARAMS) -
     has_brand = products["brand"].is_not_null().to_numpy()
     b_rows = np.flatnonzero(has_brand)
     brands = _feature_matrix(group, b_rows, products["brand"].filter(has_brand), np.ones(len(b_rows)), n)
-    # candidates: a shared name token or the same brand, in one category
-    name_dot = (names @ names.T).tocsr()
-    same_brand = (brands @ brands.T).tocsr()
-    candidates = (name_dot + same_brand).tocoo()
-    r, c = candidates.row, candidates.col
-    keep = (r != c) & products["is_active"].fill_null(False).to_numpy()[c]
-    r, c = r[keep], c[keep]
-    if len(r) == 0:
-        return empty
-    band = products["price_band"].fill_null("unknown")
-    has_band = (band != "unknown").to_numpy()
-    band_code = _codes(band)
-    same_band = has_band[r] & has_band[c] & (band_code[r] == band_code[c])
-    dot = (
-        np.asarray(name_dot[r, c]).ravel()
-        + params.brand_weight * np.asarray(same_brand[r, c]).ravel()
-        + params.price_band_weight * same_band
-    )
-    sq_norm = (norms > 0) + params.brand_weight * has_brand + params.price_band_weight * has_band
-    score = dot / np.sqrt(sq_norm[r] * sq_norm[c])
+    # one vector per product whose dot product is name cosine + brand_weight * same brand; a
+    # candidate pair shares a name token or the brand, in one category (features are per category)
+    features = sp.hstack([names, np.sqrt(params.brand_weight) * brands], format="csr")
     binary = names.copy()
     binary.data[:] = 1.0
-    support = np.rint(np.asarray((binary @ binary.T)[r, c]).ravel()).astype(np.int64)
+    band = products["price_band"].fill_null("unknown")
+    has_band = (band != "unknown").to_numpy()
+    sq_norm = (norms > 0) + params.brand_weight * has_brand + params.price_band_weight * has_band
+    active = np.flatnonzero(products["is_active"].fill_null(False).to_numpy())
+    scoring = _Scoring(features[active].T.tocsr(), binary[active].T.tocsr(), active, _codes(band), has_band, sq_norm)
     ids = products["product_id"].cast(pl.String)
-    return top_per_product(
-        pl.DataFrame(
-            {
-                "product_id": ids.gather(r),
-                "recommended_product_id": ids.gather(c),
-                "score": score,
-                "support": support,
-            }
-        ),
-        SIMILAR,
-        params.top_n,
-    )
+    # a block of products at a time: a category where every product shares a word or the brand
+    # has n² candidate pairs, and only the top_n of each are kept
+    blocks = [
+        scoring.top(features, binary, start, min(n, start + SIMILAR_BLOCK_ROWS), ids, params)
+        for start in range(0, n, SIMILAR_BLOCK_ROWS)
+    ]
+    return pl.concat([empty, *blocks])
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """What similar_items scores a block of products against: the active products' features and
+    name tokens (transposed), their rows in the catalogue, and every product's price band and
+    squared vector norm."""
+
+    features_t: sp.csr_matrix
+    tokens_t: sp.csr_matrix
+    active: np.ndarray
+    band_code: np.ndarray
+    has_band: np.ndarray
+    sq_norm: np.ndarray
+
+    def top(
+        self, features: sp.csr_matrix, binary: sp.csr_matrix, start: int, stop: int, ids: pl.Series, params: ListParams
+    ) -> pl.DataFrame:
+        block = (features[start:stop] @ self.features_t).tocoo()
+        # shared name tokens, on the candidates: their pairs are a subset of the block's
+        shared = (binary[start:stop] @ self.tokens_t).tocoo()
+        width = self.features_t.shape[1]
+        order = np.argsort(block.row.astype(np.int64) * width + block.col, kind="stable")
+        keys = (block.row.astype(np.int64) * width + block.col)[order]
+        support = np.zeros(len(keys), dtype=np.int64)
+        support[np.searchsorted(keys, shared.row.astype(np.int64) * width + shared.col)] = np.rint(shared.data)
+        r, c, dot = block.row[order] + start, self.active[block.col[order]], block.data[order]
+        keep = r != c
+        r, c, dot, support = r[keep], c[keep], dot[keep], support[keep]
+        same_band = self.has_band[r] & self.has_band[c] & (self.band_code[r] == self.band_code[c])
+        score = (dot + params.price_band_weight * same_band) / np.sqrt(self.sq_norm[r] * self.sq_norm[c])
+        pairs = pl.DataFrame(
+            {"product_id": ids.gather(r), "recommended_product_id": ids.gather(c), "score": score, "support": support}
+        )
+        return top_per_product(pairs, SIMILAR, params.top_n)
 
 
 def top_per_product(pairs: pl.DataFrame, list_name: str, top_n: int) -> pl.DataFrame:

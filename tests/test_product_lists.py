@@ -145,6 +145,14 @@ def test_similar_items_are_the_cosine_of_name_tfidf_brand_and_price_band_within_
     ]
 
 
+def test_similar_items_scored_a_few_products_at_a_time_are_the_same(monkeypatch):
+    import ml.product_lists
+
+    whole = similar_items(CATALOGUE)
+    monkeypatch.setattr(ml.product_lists, "SIMILAR_BLOCK_ROWS", 2)
+    assert similar_items(CATALOGUE).equals(whole)
+
+
 def test_similar_items_refuse_a_catalogue_with_a_duplicate_or_missing_column():
     with pytest.raises(ValueError, match="not unique"):
         similar_items(pl.concat([CATALOGUE, CATALOGUE.head(1)]))
