@@ -4,9 +4,12 @@ baskets and catalogues, the marts' baskets and sessions, and the rules' violatio
 from __future__ import annotations
 
 import math
+import re
+import shutil
 from datetime import datetime, timedelta
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 
@@ -18,6 +21,7 @@ from ml.product_lists import (
     VIEWED_TOGETHER,
     ListParams,
     co_occurrence,
+    co_occurrence_sql,
     similar_items,
 )
 from tessera.mlio.product_lists import build_product_lists, product_list_violations, write_product_lists
@@ -293,3 +297,43 @@ def test_each_check_counts_the_row_that_breaks_it(con, bad_row, broken):
     violations = product_list_violations(con)
     assert violations[broken] == 1
     assert sum(violations.values()) == 1
+
+
+@pytest.mark.spark
+def test_the_co_occurrence_sql_gives_duckdbs_lists_on_spark(con):
+    # the SQL is portable but for its parameter markers: $name on DuckDB, :name on Spark
+    # (tessera/identity/dialects.py param); about 20 s of Spark start, out of the fast tier
+    pytest.importorskip("pyspark", reason="the spark extra is not installed (pip install -e '.[spark]')")
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime on PATH: PySpark needs Java 17 or newer")
+    from pyspark.sql import SparkSession
+
+    rng = np.random.default_rng(7)
+    baskets = pl.DataFrame(
+        {
+            "basket_id": [f"o{i}" for i in rng.integers(0, 40, 300)],
+            "product_id": [f"p{i}" for i in rng.integers(0, 15, 300)],
+        }
+    )
+    targets = pl.DataFrame({"product_id": [f"p{i}" for i in range(12)]})  # p12-p14 inactive
+    con.register("b", baskets.to_arrow())
+    con.register("t", targets.to_arrow())
+    params = ListParams(top_n=5, max_basket_items=9)
+    expected = co_occurrence(con, "select * from b", "select * from t", BOUGHT_TOGETHER, params)
+    assert expected.height > 20
+
+    spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
+    try:
+        spark.createDataFrame(baskets.to_pandas()).createOrReplaceTempView("b")
+        spark.createDataFrame(targets.to_pandas()).createOrReplaceTempView("t")
+        sql = re.sub(r"\$([a-z_]+)", r":\1", co_occurrence_sql("select * from b", "select * from t"))
+        bound = {"min_support": params.min_support, "max_basket_items": params.max_basket_items, "top_n": params.top_n}
+        rows = spark.sql(sql, args=bound).collect()
+    finally:
+        spark.stop()
+    got = pl.DataFrame([r.asDict() for r in rows]).sort("product_id", "rank")
+    assert (
+        got.select("product_id", "rank", "recommended_product_id", "support").rows()
+        == expected.select("product_id", "rank", "recommended_product_id", "support").rows()
+    )
+    assert got["score"].to_list() == pytest.approx(expected["score"].to_list(), rel=1e-12)

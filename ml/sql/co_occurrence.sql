@@ -1,12 +1,13 @@
 -- "Bought together" / "viewed together" (ml/product_lists.py): for each product, the products
 -- most often in the same basket (an order, a browsing session), scored by {score} (SCORES: the
--- cosine support / sqrt(na * nb) unless the caller picks another). Portable SQL (Spark runs it too).
+-- cosine support / sqrt(na * nb) unless the caller picks another). Portable SQL: Spark gives the
+-- same lists with :name for the $name markers (tests/test_product_lists.py, marked spark).
 -- {baskets}: (basket_id, product_id) rows, duplicates allowed; {targets}: (product_id) the
 -- products a list may name (active products). $min_support: pairs seen in fewer baskets are left
 -- out; $max_basket_items: larger baskets count for their products' totals but make no pairs;
 -- $top_n: list length.
 with items as (
-    select distinct cast(basket_id as varchar) as basket_id, cast(product_id as varchar) as product_id
+    select distinct cast(basket_id as string) as basket_id, cast(product_id as string) as product_id
     from ({baskets}) as b
     where basket_id is not null and product_id is not null
 ),
@@ -21,7 +22,7 @@ totals as (
     select count(distinct basket_id) as baskets from items
 ),
 targets as (
-    select distinct cast(product_id as varchar) as product_id from ({targets}) as t
+    select distinct cast(product_id as string) as product_id from ({targets}) as t
 ),
 pairs as (
     select a.product_id, b.product_id as recommended_product_id, count(*) as support

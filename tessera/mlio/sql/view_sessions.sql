@@ -5,7 +5,7 @@
 with views as (
     select
         e.session_id,
-        coalesce(e.anonymous_id, cast(e.customer_key as varchar)) as visitor,
+        coalesce(e.anonymous_id, cast(e.customer_key as string)) as visitor,
         e.product_id,
         e.event_at
     from marts.fct_events as e
@@ -35,5 +35,5 @@ select 'session:' || session_id as basket_id, product_id
 from views
 where session_id is not null
 union all
-select 'gap:' || visitor || ':' || cast(session_number as varchar) as basket_id, product_id
+select 'gap:' || visitor || ':' || cast(session_number as string) as basket_id, product_id
 from numbered
