@@ -14,6 +14,8 @@ from orchestration.identity import (
 from orchestration.ml import (
     candidates_reference_known_customers_and_active_products,
     customer_clusters,
+    product_lists_hold_their_rules,
+    product_recommendations,
     propensity_scores,
     recommendation_candidates,
 )
@@ -35,6 +37,7 @@ defs = dg.Definitions(
         recommendation_candidates,
         propensity_scores,
         customer_clusters,
+        product_recommendations,
         erasure_asset,
         *decisioning_assets,
         *publish_assets,
@@ -46,6 +49,7 @@ defs = dg.Definitions(
         identity_cluster_size_within_limit,
         identity_merge_rate_drift_within_limit,
         candidates_reference_known_customers_and_active_products,
+        product_lists_hold_their_rules,
         *freshness_checks,
     ],
     jobs=JOBS,

@@ -12,6 +12,7 @@ ML_GROUP = "ml"
 RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
 PROPENSITY_KEY = dg.AssetKey(["ml", "propensity_scores"])
 CLUSTERS_KEY = dg.AssetKey(["ml", "customer_clusters"])
+PRODUCT_LISTS_KEY = dg.AssetKey(["ml", "product_recommendations"])
 
 PRIVACY_GROUP = "privacy"
 ERASURE_KEY = dg.AssetKey(["privacy", "erasure"])

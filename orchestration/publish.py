@@ -18,6 +18,7 @@ from orchestration.keys import (
     DECISIONS_KEY,
     ERASURE_KEY,
     MESSAGES_KEY,
+    PRODUCT_LISTS_KEY,
     PROPENSITY_KEY,
     PUBLISH_GROUP,
     RECOMMENDER_KEY,
@@ -42,6 +43,7 @@ _MODELS = {
     "customer_segments": (*_AUDIENCE, "consented_customers", "customer_rfm", "customer_rule_segments"),
     "customer_scores": ("active_customers", "dim_customers", "customer_rfm"),
     "campaign_uplift": ("fct_orders",),
+    "product_recommendations": ("dim_products",),
     "next_best_actions": _AUDIENCE,
     "campaign_outbox": (*_AUDIENCE, "consented_customers"),
 }
@@ -50,6 +52,7 @@ _ASSETS = {
     "customer_segments": (CLUSTERS_KEY,),
     "customer_scores": (PROPENSITY_KEY,),
     "campaign_uplift": (publish_key("customer_segments"),),
+    "product_recommendations": (PRODUCT_LISTS_KEY,),
     "next_best_actions": (DECISIONS_KEY,),
     "campaign_outbox": (MESSAGES_KEY, DECISIONS_KEY),
 }

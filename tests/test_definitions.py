@@ -57,13 +57,19 @@ GROUPS = {
         "quarantine/source_reconciliation",
         "quarantine/flagged_values",
     },
-    "ml": {"ml/recommendation_candidates", "ml/propensity_scores", "ml/customer_clusters"},
+    "ml": {
+        "ml/recommendation_candidates",
+        "ml/propensity_scores",
+        "ml/customer_clusters",
+        "ml/product_recommendations",
+    },
     "privacy": {"privacy/erasure"},
     "publish": {
         "publish/customer_recommendations",
         "publish/customer_segments",
         "publish/customer_scores",
         "publish/campaign_uplift",
+        "publish/product_recommendations",
         "publish/next_best_actions",
         "publish/campaign_outbox",
         # the recent web sessions' products, for session recommendations (orchestration/sessions.py)

@@ -150,7 +150,7 @@ def test_published_tables_match_their_current_snapshot(db, pipeline):
     from tessera.publish import snapshots
 
     _, settings = pipeline
-    for name in ("customer_recommendations", "customer_segments", "customer_scores"):
+    for name in ("customer_recommendations", "customer_segments", "customer_scores", "product_recommendations"):
         snap = snapshots.current_snapshot(settings.publish_dir, name)
         rows = q(db, f"select count(*) from publish.{name}")[0][0]
         assert snap.manifest["rows"] == rows > 0
@@ -162,6 +162,30 @@ def test_published_tables_match_their_current_snapshot(db, pipeline):
                 (select * from publish.{name} except all select * from read_parquet('{snap.parquet}')))""",
         )[0][0]
         assert differ == 0
+
+
+def test_every_list_per_product_passed_its_blocking_checks_and_names_active_products_only(db, pipeline):
+    result, _ = pipeline
+    checks = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "ml/product_recommendations"
+    }
+    assert checks == {
+        "product_lists_never_recommend_the_product_itself": True,
+        "product_lists_recommend_only_active_products": True,
+        "product_lists_recommend_known_products": True,
+        "product_list_ranks_run_from_one_without_gaps": True,
+    }
+    by_list = dict(q(db, "select list_name, count(distinct product_id) from ml.product_recommendations group by 1"))
+    assert set(by_list) == {"bought_together", "viewed_together", "similar"} and min(by_list.values()) > 0
+    bad = q(
+        db,
+        """select count(*) from publish.product_recommendations as r
+        left join marts.dim_products as p on p.product_id = r.recommended_product_id
+        where r.product_id = r.recommended_product_id or not coalesce(p.is_active, false) or r.rank > 20""",
+    )[0][0]
+    assert bad == 0
 
 
 def test_erased_customers_are_not_published(db):
