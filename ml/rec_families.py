@@ -58,6 +58,21 @@ def _mirror_lower(m: np.ndarray, block: int = 1024) -> None:
         diagonal_block[...] = np.tril(diagonal_block) + np.tril(diagonal_block, -1).T
 
 
+def _dense_gram(x: sp.csr_matrix, block_cells: int = 2**24) -> np.ndarray:
+    """X'X as a dense float32 n x n array, built a block of columns at a time: the sparse product
+    of a whole catalogue can hold most of the n^2 pairs (it took 3.3 GB at 20,000 items where the
+    dense result is 1.6 GB); a block's holds at most `block_cells`."""
+    n = x.shape[1]
+    xt = x.T.tocsr().astype(np.float32)
+    xc = x.tocsc().astype(np.float32)
+    gram = np.empty((n, n), dtype=np.float32)
+    step = max(1, block_cells // max(n, 1))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        gram[:, start:stop] = (xt @ xc[:, start:stop]).toarray()
+    return gram
+
+
 def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
     """B (items x items, float32, zero diagonal) of EASE on the user x item matrix x.
 
@@ -66,7 +81,7 @@ def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
     if lam <= 0:
         raise ValueError(f"EASE lambda must be positive, got {lam!r}")
     n = x.shape[1]
-    gram = (x.T @ x).astype(np.float32).toarray()
+    gram = _dense_gram(x)
     gram[np.diag_indices(n)] += np.float32(lam)
     # gram is symmetric, so its transpose is the same matrix in Fortran order: LAPACK then works
     # on this memory instead of a copy
