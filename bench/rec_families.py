@@ -176,17 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout-days", type=int, default=21)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rec_families.json")
     args = p.parse_args(argv)
-    results = {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str, result: dict) -> None:  # after each dataset: a long run keeps what it measured
+        previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+        args.out.write_text(json.dumps({**previous, name: result}, indent=2, default=str))
+        print(f"{name} written to {args.out}", flush=True)
+
     if args.interactions:
-        results[args.interactions.stem] = run(args.interactions.stem, read_table(args.interactions), args.holdout_days)
+        save(args.interactions.stem, run(args.interactions.stem, read_table(args.interactions), args.holdout_days))
     else:
         for name in args.dataset or sorted(DATASETS):
             load, days = DATASETS[name]
-            results[name] = run(name, load(), days)
-    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**previous, **results}, indent=2, default=str))
-    print(f"\nwritten to {args.out}")
+            save(name, run(name, load(), days))
     return 0
 
 

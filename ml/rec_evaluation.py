@@ -26,12 +26,14 @@ import polars as pl
 import scipy.sparse as sp
 
 from ml.rec_baselines import ItemItemCooccurrence, MostPopular, RecentlyPopular
-from ml.rec_families import ALS, EASE
+from ml.rec_families import fit_scorer
+from ml.rec_features import ColumnChoice, TypingOptions, type_features
 from ml.rec_metrics import MetricAccumulator
 from ml.recommender import (
     LightFMScorer,
     RecData,
     RecommenderParams,
+    as_polars,
     fit,
     ids_only,
     pairs_matrix,
@@ -115,6 +117,16 @@ def time_split(data: RecData, holdout_days: int) -> Split:
     train = inter[inter["occurred_at"] < split_at]
     test = inter[(inter["occurred_at"] >= split_at) & (inter["interaction_type"] == "purchase")]
     return Split(train=train, test=test, split_at=split_at)
+
+
+def validation_split(data: RecData, split: Split, days: int) -> tuple[RecData, Split] | None:
+    """The validation split carved from a split's training period: train' = all but its last
+    `days` calendar days, validation = purchases in them. Model selection runs on it, so the test
+    is never used to choose. None when the training period cannot be carved (holdout_shortfall)."""
+    inner = RecData(users=data.users, items=data.items, interactions=split.train)
+    if holdout_shortfall(split.train, days) is not None:
+        return None
+    return inner, time_split(inner, days)
 
 
 def explicit_split(data: RecData, test_keys: pd.DataFrame) -> Split:
@@ -205,18 +217,8 @@ def build_scorers(data: RecData, split: Split, params: RecommenderParams, models
             scorers[name] = RecentlyPopular(train, shape[1], window_days=params.recent_days)
         elif name == "item_item":
             scorers[name] = ItemItemCooccurrence(train, shape[0], shape[1], weights=params.weight_of())
-        elif name == "ease":
-            scorers[name] = EASE(train, *shape, lam=params.ease_lambda, max_items=params.ease_max_items)
-        elif name == "als":
-            scorers[name] = ALS(
-                train,
-                *shape,
-                factors=params.als_factors,
-                regularization=params.als_regularization,
-                alpha=params.als_alpha,
-                iterations=params.als_iterations,
-                seed=params.seed,
-            )
+        elif name in ("ease", "als"):
+            scorers[name] = fit_scorer(name, train, *shape, params)
         else:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     return scorers
@@ -328,20 +330,33 @@ def read_table(path) -> pd.DataFrame:
     raise ValueError(f"{path}: expected a .csv or .parquet file")
 
 
-def prepare_tables(
+def prepare_tables(*args, **kwargs) -> RecData:
+    """RecData from plain tables: typed_tables (same arguments) without its report of the feature
+    columns' typing."""
+    return typed_tables(*args, **kwargs)[0]
+
+
+def typed_tables(
     interactions: pd.DataFrame,
-    user_features: pd.DataFrame | None = None,
-    item_features: pd.DataFrame | None = None,
+    user_features: pd.DataFrame | pl.DataFrame | None = None,
+    item_features: pd.DataFrame | pl.DataFrame | None = None,
     extra_interactions: pd.DataFrame | None = None,
     as_of: pd.Timestamp | None = None,
-) -> RecData:
-    """RecData from plain tables: interactions need customer_key and product_id (interaction_type
-    defaults to 'purchase'; occurred_at is needed for a time split); feature tables are keyed by
-    customer_key / product_id and every other column becomes a categorical feature. Users and
-    items are the union of those seen anywhere (extra_interactions: e.g. a test file).
-    A feature table with an ``as_of_date`` column is point-in-time: its rows as of `as_of` are
-    used (features_as_of; pass evaluation_as_of(...) so the holdout cannot leak in)."""
+    typing: TypingOptions | None = None,
+    sources: tuple[str, str] = ("user features", "item features"),
+) -> tuple[RecData, list[ColumnChoice]]:
+    """RecData from plain tables, and what each feature column became. Interactions need
+    customer_key and product_id (interaction_type defaults to 'purchase'; occurred_at is needed
+    for a time split); feature tables are keyed by customer_key / product_id and every other
+    column is typed by ml.rec_features (categorical, multi-hot list, quantile buckets, or refused
+    as free text; `typing` holds the thresholds and the columns to drop), `sources` naming the two
+    tables (their files) in errors. Users and items are the union of those seen anywhere
+    (extra_interactions: e.g. a test file). A feature table with an ``as_of_date`` column is
+    point-in-time: its rows as of `as_of` are used (features_as_of; pass evaluation_as_of(...) so
+    the holdout cannot leak in)."""
     from ml.recommender import build_data
+
+    typing = typing or TypingOptions()
 
     def normalise(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         missing = {"customer_key", "product_id"} - set(frame.columns)
@@ -359,23 +374,40 @@ def prepare_tables(
 
     inter = normalise(interactions, "interactions")
     extra = normalise(extra_interactions, "test interactions") if extra_interactions is not None else inter.iloc[:0]
-    users = pd.DataFrame({"customer_key": pd.unique(pd.concat([inter["customer_key"], extra["customer_key"]]))})
-    items = pd.DataFrame({"product_id": pd.unique(pd.concat([inter["product_id"], extra["product_id"]]))})
-    user_cols: list[str] = []
-    item_cols: list[str] = []
-    if user_features is not None:
-        user_features = features_as_of(user_features, "customer_key", as_of)
-        uf = user_features.assign(customer_key=user_features["customer_key"].astype(str)).drop_duplicates(
-            "customer_key"
+    choices: list[ColumnChoice] = []
+
+    def with_features(key: str, features, table: str, source: str) -> tuple[pl.DataFrame, list[str]]:
+        keys = pl.Series(key, pd.unique(pd.concat([inter[key], extra[key]])), dtype=pl.String)
+        if features is None:
+            return keys.to_frame(), []
+        if key not in features.columns:
+            raise ValueError(f"{source} lacks its key column {key!r}")
+        if "as_of_date" in features.columns:
+            features = features_as_of(
+                features.to_pandas() if isinstance(features, pl.DataFrame) else features, key, as_of
+            )
+        frame = (
+            as_polars(features).with_columns(pl.col(key).cast(pl.String)).unique(key, keep="first", maintain_order=True)
         )
-        user_cols = [c for c in uf.columns if c != "customer_key"]
-        users = users.merge(uf, on="customer_key", how="outer")
-    if item_features is not None:
-        item_features = features_as_of(item_features, "product_id", as_of)
-        itf = item_features.assign(product_id=item_features["product_id"].astype(str)).drop_duplicates("product_id")
-        item_cols = [c for c in itf.columns if c != "product_id"]
-        items = items.merge(itf, on="product_id", how="outer")
-    return build_data(users, items, inter, user_cols, item_cols)
+        if not frame[key].is_in(keys.implode()).any():
+            raise ValueError(
+                f"{source}: none of its {len(frame):,} {key} values is in the interactions (e.g. "
+                f"{frame[key].head(1).to_list()} there, {keys.head(1).to_list()} in the interactions): are the keys "
+                "written the same way (123 vs 123.0)?"
+            )
+        typed = type_features(frame, key, table, typing, source=source)
+        choices.extend(typed.choices)
+        return keys.to_frame().join(typed.frame, on=key, how="full", coalesce=True), typed.columns
+
+    given = {c for table in (user_features, item_features) if table is not None for c in table.columns}
+    unknown = sorted((typing.drop | typing.categorical) - given)
+    if unknown:
+        raise ValueError(
+            f"no feature table has the column(s) {', '.join(unknown)} named to drop or to treat as categorical"
+        )
+    users, user_cols = with_features("customer_key", user_features, "users", sources[0])
+    items, item_cols = with_features("product_id", item_features, "items", sources[1])
+    return build_data(users, items, inter, user_cols, item_cols), choices
 
 
 def evaluation_as_of(
@@ -392,15 +424,16 @@ def evaluation_as_of(
     return None
 
 
-def flatten_metrics(evaluation: dict) -> dict[str, float]:
-    """MLflow metric names: the hybrid on the primary slice as plain names (precision_at_10, ...),
-    each baseline on it as <model>_<metric>, every other slice as <slice>_<model>_<metric>. A slice
-    no user was evaluated on logs nothing, and no undefined value is logged (loggable_metrics)."""
+def flatten_metrics(evaluation: dict, primary: str = "lightfm_hybrid") -> dict[str, float]:
+    """MLflow metric names: the `primary` model (the published family) on the primary slice as
+    plain names (precision_at_10, ...), each other model on it as <model>_<metric>, every other
+    slice as <slice>_<model>_<metric>. A slice no user was evaluated on logs nothing, and no
+    undefined value is logged (loggable_metrics)."""
     out = {}
     for model, by_slice in evaluation.items():
         for slice_name, metrics in loggable_metrics(by_slice).items():
             for metric, value in metrics.items():
-                prefix = "" if model == "lightfm_hybrid" else f"{model}_"
+                prefix = "" if model == primary else f"{model}_"
                 if slice_name != PRIMARY_SLICE:
                     prefix = f"{slice_name}_{model}_"
                 out[prefix + metric] = value

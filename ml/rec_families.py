@@ -21,6 +21,9 @@ MostPopular scaled into [-1, 0) (as ItemItemCooccurrence does), so every row is 
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import scipy.linalg
@@ -55,6 +58,21 @@ def _mirror_lower(m: np.ndarray, block: int = 1024) -> None:
         diagonal_block[...] = np.tril(diagonal_block) + np.tril(diagonal_block, -1).T
 
 
+def _dense_gram(x: sp.csr_matrix, block_cells: int = 2**24) -> np.ndarray:
+    """X'X as a dense float32 n x n array, built a block of columns at a time: the sparse product
+    of a whole catalogue can hold most of the n^2 pairs (it took 3.3 GB at 20,000 items where the
+    dense result is 1.6 GB); a block's holds at most `block_cells`."""
+    n = x.shape[1]
+    xt = x.T.tocsr().astype(np.float32)
+    xc = x.tocsc().astype(np.float32)
+    gram = np.empty((n, n), dtype=np.float32)
+    step = max(1, block_cells // max(n, 1))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        gram[:, start:stop] = (xt @ xc[:, start:stop]).toarray()
+    return gram
+
+
 def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
     """B (items x items, float32, zero diagonal) of EASE on the user x item matrix x.
 
@@ -63,7 +81,7 @@ def ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
     if lam <= 0:
         raise ValueError(f"EASE lambda must be positive, got {lam!r}")
     n = x.shape[1]
-    gram = (x.T @ x).astype(np.float32).toarray()
+    gram = _dense_gram(x)
     gram[np.diag_indices(n)] += np.float32(lam)
     # gram is symmetric, so its transpose is the same matrix in Fortran order: LAPACK then works
     # on this memory instead of a copy
@@ -134,9 +152,9 @@ class ALS:
         train: pd.DataFrame,
         n_users: int,
         n_items: int,
-        factors: int = 64,
+        factors: int = 32,
         regularization: float = 0.05,
-        alpha: float = 10.0,
+        alpha: float = 1.0,
         iterations: int = 15,
         weights: dict[str, float] | None = None,
         seed: int = 42,
@@ -158,6 +176,7 @@ class ALS:
                 calculate_training_loss=False,
             )
             model.fit(x, show_progress=False)
+        self.model = model
         self.user_factors = np.asarray(model.user_factors, dtype=np.float64)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
         self.has_history = np.diff(x.indptr) > 0
@@ -170,3 +189,111 @@ class ALS:
         if rows.any():
             scores[rows] = self.fallback[None, :]
         return scores
+
+
+# --- publishing: the families a shop's lists can come from ------------------------------------
+
+# the families the pipeline can train, register and publish lists from (RecommenderParams.family)
+PUBLISHABLE = ("lightfm_hybrid", "ease", "als")
+
+
+@dataclass
+class LinearScores:
+    """What `ml.recommender.recommend` ranks with: score(u, i) = user_emb[u] . item_emb_t[:, i] +
+    item_bias[i] + user_bias[u]. LightFM's scorer has this shape; ALS is the same with zero biases,
+    and EASE with the users' history rows (sparse) as user_emb and B as item_emb_t."""
+
+    user_emb: np.ndarray | sp.csr_matrix
+    item_emb_t: np.ndarray
+    item_bias: np.ndarray
+    user_bias: np.ndarray
+
+
+def history_matrix(inter: pd.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix:
+    """The binary user x item matrix EASE and ALS read, from interactions with u / i indices."""
+    return _user_item_matrix(inter, n_users, n_items, None).astype(np.float32)
+
+
+def ease_scores(bundle: dict, history: sp.csr_matrix) -> LinearScores:
+    """EASE's published scores for the users of `history` (rows: users, columns: the bundle's
+    items). Items EASE did not fit (above its item limit) rank after every fitted one, among
+    themselves by the bundle's popularity."""
+    fitted, n_items = bundle["fitted_items"], history.shape[1]
+    weights = bundle["weights"]
+    if len(fitted) < n_items:
+        expanded = np.zeros((len(fitted), n_items), dtype=np.float32)
+        expanded[:, fitted] = weights
+        weights = expanded
+    item_bias = np.zeros(n_items, dtype=np.float32)
+    others = np.ones(n_items, dtype=bool)
+    others[fitted] = False
+    # far below any EASE score (|X B| is at most a user's item count), ordered by popularity
+    item_bias[others] = np.float32(-1e6) + bundle["fallback"][others].astype(np.float32)
+    return LinearScores(history[:, fitted].tocsr(), weights, item_bias, np.zeros(history.shape[0], dtype=np.float32))
+
+
+def als_scores(bundle: dict, history: sp.csr_matrix) -> LinearScores:
+    """ALS's published scores: each user's factors solved from today's history against the
+    trained item factors (one least-squares step, as implicit's recalculate_user), so purchases
+    made since training count and no customer's trained factors are kept in the bundle."""
+    model = bundle["model"]
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        users = np.asarray(model.recalculate_user(np.arange(history.shape[0]), history), dtype=np.float32)
+    items = np.asarray(model.item_factors, dtype=np.float32)
+    return LinearScores(
+        users, np.ascontiguousarray(items.T), np.zeros(len(items), np.float32), np.zeros(len(users), np.float32)
+    )
+
+
+def family_bundle(family: str, model, item_ids: list[str], k: int) -> dict:
+    """The registered artifact of an EASE or ALS model: item-side state only (EASE's weights, ALS's
+    item factors), so a bundle holds no customer's key or row; lists are scored from each
+    customer's history at the time (ease_scores, als_scores)."""
+    if family == "ease":
+        return {
+            "family": "ease",
+            "item_ids": item_ids,
+            "fitted_items": model.items,
+            "weights": model.weights,
+            "fallback": model.fallback,
+            "k": k,
+        }
+    if family == "als":
+        trained = copy.copy(model.model)
+        trained.user_factors = np.zeros((0, trained.factors), dtype=np.float32)  # no customer's factors
+        return {"family": "als", "item_ids": item_ids, "model": trained, "k": k}
+    raise ValueError(f"no bundle for family {family!r}; EASE and ALS only (LightFM: ml.rec_lists.model_bundle)")
+
+
+def family_scores(bundle: dict, history: sp.csr_matrix) -> LinearScores:
+    return {"ease": ease_scores, "als": als_scores}[bundle["family"]](bundle, history)
+
+
+def fit_family(data, params):
+    """The published model of `params.family` on all of `data`'s interactions: a LightFM model
+    (data carries the feature weighting already), or an EASE / ALS scorer."""
+    from ml.recommender import fit
+
+    if params.family == "lightfm_hybrid":
+        return fit(data, data.interactions, params)
+    if params.family in ("ease", "als"):
+        return fit_scorer(params.family, data.interactions, len(data.users.ids), len(data.items.ids), params)
+    raise ValueError(f"family {params.family!r} cannot be published; publishable: {', '.join(PUBLISHABLE)}")
+
+
+def fit_scorer(family: str, inter: pd.DataFrame, n_users: int, n_items: int, params) -> EASE | ALS:
+    """EASE or ALS with `params`' settings on the interactions `inter` (u / i indices)."""
+    if family == "ease":
+        return EASE(inter, n_users, n_items, lam=params.ease_lambda, max_items=params.ease_max_items)
+    return ALS(
+        inter,
+        n_users,
+        n_items,
+        factors=params.als_factors,
+        regularization=params.als_regularization,
+        alpha=params.als_alpha,
+        iterations=params.als_iterations,
+        seed=params.seed,
+    )

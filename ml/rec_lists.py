@@ -12,6 +12,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from ml.rec_baselines import MostPopular, RecentlyPopular
+from ml.rec_families import LinearScores, family_bundle, family_scores, history_matrix
 from ml.recommender import (
     FeatureSpace,
     RecData,
@@ -72,6 +73,7 @@ def ranked_lists(
     rules: ListRules,
     zero_identity=True,
     everyone_popular=False,
+    scorer=None,
 ):
     """The rules on the published list: top `k` per customer, already-bought products left out
     (configurable), inactive products never, at most `max_per_category` per category. `cold`
@@ -82,7 +84,12 @@ def ranked_lists(
     everyone_popular=True: every customer gets the `popularity` ranking (a baseline's lists, when
     the gate publishes no model), with what they bought left out where they consented."""
     consent = profile["personalization_consent"].fill_null(True).cast(pl.Boolean).to_numpy()
-    popular = np.ones(len(consent), dtype=bool) if everyone_popular else ~consent | (cold & ~usable_features(profile))
+    if everyone_popular:
+        popular = np.ones(len(consent), dtype=bool)
+    elif scorer is not None:  # another family ranks by history only: no history, the popular list
+        popular = ~consent | cold
+    else:
+        popular = ~consent | (cold & ~usable_features(profile))
     exclude = bought if rules.exclude_bought else sp.csr_matrix(bought.shape, dtype=np.float32)
     personal = consent if everyone_popular else ~popular
     exclude = sp.diags(personal.astype(np.float32)) @ exclude  # no personal history without consent
@@ -101,6 +108,7 @@ def ranked_lists(
         item_group=codes,
         max_per_group=rules.max_per_category,
         zero_identity=zero_identity,
+        scorer=scorer,
     )
     # product_id's codes are item indices (recommend): the category by code, as a categorical too
     recs["category"] = pd.Categorical.from_codes(
@@ -119,6 +127,49 @@ def published_candidates(
     return ranked_lists(
         model, data, profile, ~has_history(data), purchased_matrix(data), popularity, as_polars(items), rules
     )
+
+
+def family_candidates(
+    bundle: dict,
+    data: RecData,
+    users: pl.DataFrame | pd.DataFrame,
+    items: pl.DataFrame | pd.DataFrame,
+    rules: ListRules,
+) -> pd.DataFrame:
+    """Every customer's list from an EASE or ALS bundle (ml.rec_families.family_bundle) under the
+    published rules, scored from each customer's history in `data` (which must index items as the
+    bundle does); customers without history, or without consent, get the popular list."""
+    if [str(i) for i in bundle["item_ids"]] != list(data.items.ids):
+        raise ValueError("the bundle's items are not the data's items in the same order")
+    n_users, n_items = len(data.users.ids), len(data.items.ids)
+    profile = in_order(as_polars(users), "customer_key", data.users.ids)
+    scorer = family_scores(bundle, history_matrix(data.interactions, n_users, n_items))
+    popularity = MostPopular(data.interactions, n_items).scores
+    return ranked_lists(
+        None,
+        data,
+        profile,
+        ~has_history(data),
+        purchased_matrix(data),
+        popularity,
+        as_polars(items),
+        rules,
+        scorer=scorer,
+    )
+
+
+def family_lists(model, data: RecData, users, items, rules: ListRules, params: RecommenderParams) -> pd.DataFrame:
+    """Every customer's list from the model just trained, whichever family it is."""
+    if params.family == "lightfm_hybrid":
+        return published_candidates(model, data, users, items, rules)
+    return family_candidates(published_bundle(model, data, params), data, users, items, rules)
+
+
+def published_bundle(model, data: RecData, params: RecommenderParams) -> dict:
+    """The registered artifact of the model just trained (model_bundle or family_bundle)."""
+    if params.family == "lightfm_hybrid":
+        return model_bundle(model, data, params.k)
+    return family_bundle(params.family, model, list(data.items.ids), params.k)
 
 
 def baseline_candidates(
@@ -145,6 +196,18 @@ def baseline_candidates(
         items,
         rules,
         everyone_popular=True,
+        scorer=_no_scores(len(data.users.ids), n_items),  # every row is the popularity ranking
+    )
+
+
+def _no_scores(n_users: int, n_items: int) -> LinearScores:
+    """Zero-dimensional scores: for lists where every customer gets the popularity ranking,
+    whichever family was trained."""
+    return LinearScores(
+        np.zeros((n_users, 0), np.float32),
+        np.zeros((0, n_items), np.float32),
+        np.zeros(n_items, np.float32),
+        np.zeros(n_users, np.float32),
     )
 
 
@@ -264,21 +327,47 @@ def champion_lists_for(
     unseen = sp.diags((~warm).astype(np.float32)) @ unseen_user_rows(names, customers, feature_weight)
     rows = (pick @ bundle["user_features"] + unseen).tocsr().astype(np.float32)
 
-    item_ids = [str(i) for i in bundle["item_ids"]]
     users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows)
-    items_space = FeatureSpace(
-        item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], bundle["item_features"]
-    )
+    data = _indexed(bundle, users_space, bundle["item_feature_names"], bundle["item_features"], interactions)
+    mine = data.interactions
+    bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], (len(keys), len(data.items.ids)))
+    popularity = MostPopular(mine, len(data.items.ids)).scores
+    # the customers are the users, in order (keys)
+    return ranked_lists(bundle["model"], data, customers, ~warm, bought, popularity, items, rules, zero_identity=False)
+
+
+def _indexed(
+    bundle: dict, users: FeatureSpace, item_feature_names, item_features, interactions: pl.DataFrame
+) -> RecData:
+    """RecData of today's customers (`users`) and the bundle's items, with the interactions of
+    those customers with those items (others dropped)."""
+    item_ids = [str(i) for i in bundle["item_ids"]]
+    items_space = FeatureSpace(item_ids, {k: n for n, k in enumerate(item_ids)}, item_feature_names, item_features)
     inter = interactions.with_columns(
-        u=pl.Series(index_of(interactions["customer_key"], users_space.id_map)),
+        u=pl.Series(index_of(interactions["customer_key"], users.id_map)),
         i=pl.Series(index_of(interactions["product_id"], items_space.id_map)),
     )
     mine = as_pandas(inter.filter((pl.col("u") >= 0) & (pl.col("i") >= 0)))
-    data = RecData(users=users_space, items=items_space, interactions=mine)
-    bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], (len(keys), len(item_ids)))
-    popularity = MostPopular(mine, len(item_ids)).scores
-    # the customers are the users, in order (keys)
-    return ranked_lists(bundle["model"], data, customers, ~warm, bought, popularity, items, rules, zero_identity=False)
+    return RecData(users=users, items=items_space, interactions=mine)
+
+
+def champion_family_lists(
+    bundle: dict,
+    customers: pl.DataFrame | pd.DataFrame,
+    items: pl.DataFrame | pd.DataFrame,
+    interactions: pl.DataFrame | pd.DataFrame,
+    rules: ListRules,
+) -> pd.DataFrame:
+    """Today's lists from a registered EASE or ALS champion: every customer scored from today's
+    history (new purchases count at once; no customer's row is kept in the bundle), under today's
+    rules. Products the champion never saw are not ranked until a retrain."""
+    customers, items, interactions = as_polars(customers), as_polars(items), as_polars(interactions)
+    keys = customers["customer_key"].cast(pl.String).to_list()
+    empty = sp.csr_matrix((len(keys), 0), dtype=np.float32)
+    users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, [], empty)
+    no_features = sp.csr_matrix((len(bundle["item_ids"]), 0), dtype=np.float32)
+    data = _indexed(bundle, users_space, [], no_features, interactions)
+    return family_candidates(bundle, data, customers, items, rules)
 
 
 def training_fingerprint(*frames: pl.DataFrame | pd.DataFrame) -> str:

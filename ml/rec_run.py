@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlflow
 import numpy as np
@@ -31,24 +31,28 @@ from ml.rec_evaluation import (
     SLICES,
     empty_slices,
     evaluate_per_user,
+    evaluate_split,
     flatten_metrics,
     holdout_shortfall,
     model_metrics,
     time_split,
+    validation_split,
 )
+from ml.rec_families import PUBLISHABLE, fit_family
 from ml.rec_lists import (
     ITEM_FEATURES,
     USER_FEATURES,
     ListRules,
     baseline_candidates,
+    champion_family_lists,
     champion_lists_for,
     constant_column,
-    model_bundle,
+    family_lists,
     popular_without_model,
-    published_candidates,
+    published_bundle,
     training_fingerprint,
 )
-from ml.recommender import RecommenderParams, TrainingFrames, build_data, fit, with_feature_weight, with_features
+from ml.recommender import RecommenderParams, TrainingFrames, build_data, with_feature_weight, with_features
 from ml.registry import PRIMARY_METRIC, GateDecision, champion, champion_params, decide, record_on_run, register
 from ml.tracking import LoggedRun, Tracking, log_recommender_run
 
@@ -110,6 +114,8 @@ def train_and_rank(
         reason = f"the evaluation sample of {len(eval_users)} customers: {skip_reason}"
         return lists_without_model(tracking, frames, rules, reason, log)
     split = time_split(eval_data, params.test_days)
+    with phase("family_selection"):
+        params, selection = choose_family(eval_data, split, params, log)
     # The evaluation (two fits and full-catalogue rankings on the sample) and the published model's
     # build, fit and scoring share nothing: the evaluation runs in a second thread meanwhile. The fit
     # runs on one LightFM thread (reproducible) and releases the GIL, as numpy's large array
@@ -128,15 +134,15 @@ def train_and_rank(
             data = build_data(users, frames.items, frames.interactions, USER_FEATURES, ITEM_FEATURES)
             data = with_feature_weight(data, params.feature_weight)
         with phase("fit"):
-            model = fit(data, data.interactions, params)
+            model = fit_family(data, params)
         with phase("score"):
-            recs = published_candidates(model, data, users, frames.items, rules)
+            recs = family_lists(model, data, users, frames.items, rules, params)
         with phase("evaluate_wait"):  # what the evaluation took beyond the published model's work
             evaluation, per_user = evaluating.result()  # raises the evaluation's error, if any
         with phase("fingerprint"):
             fingerprint = training_fingerprint(frames.interactions, users, frames.items)
     metrics, logged = _log_run(
-        tracking, params, frames, split, data, model, evaluation, fingerprint, len(eval_users), log, phase
+        tracking, params, frames, split, data, model, evaluation, fingerprint, len(eval_users), log, phase, selection
     )
     with phase("promotion_gate"):
         decision = promotion_gate(tracking, gate, logged, params, per_user, evaluation, eval_data, split, fingerprint)
@@ -152,18 +158,60 @@ def train_and_rank(
     return RecommenderRun(recs, decision.lists_from, logged, decision, metrics, plot)
 
 
+def choose_family(data, split, params: RecommenderParams, log) -> tuple[RecommenderParams, dict[str, float]]:
+    """The family to train and publish: `params.family` as given, or with "auto" the publishable
+    family (ml/rec_families.PUBLISHABLE) with the best warm NDCG@k on a validation split carved
+    from the evaluation's training period (validation_split), never on the holdout the gate then
+    judges it on. Ties go to the first listed (the LightFM hybrid). Returns the params with the
+    family set and each family's validation NDCG@k (metrics validation_<family>_ndcg_at_<k>)."""
+    if params.family != "auto":
+        if params.family not in PUBLISHABLE:
+            raise ValueError(f"family {params.family!r} cannot be published; choose auto or one of {PUBLISHABLE}")
+        return params, {}
+    days = params.validation_days or params.test_days
+    carved = validation_split(data, split, days)
+    if carved is None:
+        log.warning(f"too little training data to carve a {days}-day validation split: the LightFM hybrid is trained")
+        return replace(params, family="lightfm_hybrid"), {}
+    inner, validation = carved
+    metrics = evaluate_split(inner, validation, params, models=list(PUBLISHABLE))
+    ndcg = {f: metrics[f][PRIMARY_SLICE][f"ndcg_at_{params.k}"] for f in PUBLISHABLE}
+    defined = [f for f in PUBLISHABLE if np.isfinite(ndcg[f])]
+    chosen = max(defined, key=lambda f: (ndcg[f], -PUBLISHABLE.index(f))) if defined else "lightfm_hybrid"
+    log.info(
+        f"family chosen on a {days}-day validation split from {validation.split_at.date()}: {chosen} "
+        f"(warm NDCG@{params.k}: " + ", ".join(f"{f} {v:.4f}" for f, v in ndcg.items()) + ")"
+    )
+    return replace(params, family=chosen), {
+        f"validation_{f}_ndcg_at_{params.k}": float(v) for f, v in ndcg.items() if np.isfinite(v)
+    }
+
+
 def _log_run(
-    tracking: Tracking, params, frames, split, data, model, evaluation, fingerprint, eval_customers, log, phase
+    tracking: Tracking,
+    params,
+    frames,
+    split,
+    data,
+    model,
+    evaluation,
+    fingerprint,
+    eval_customers,
+    log,
+    phase,
+    selection,
 ):
-    """The hybrid's MLflow run, its baselines nested: every metric, every choice a param."""
-    metrics = flatten_metrics(evaluation)
+    """The published family's MLflow run, the other families and the baselines nested: every
+    metric, every choice a param."""
+    metrics = flatten_metrics(evaluation, primary=params.family)
+    metrics.update(selection)
     if empty := empty_slices(evaluation):
         log.info(f"no user to evaluate on slice(s) {', '.join(empty)}: no metric logged for them")
     metrics.update({k: float(v) for k, v in split.describe().items() if k != "split"})
     metrics["eval_customers"] = float(eval_customers)
     log.info(
         f"holdout from {split.split_at.date()}, user features as of {frames.features_at}: "
-        f"{evaluation['lightfm_hybrid'][PRIMARY_SLICE]}"
+        f"{params.family} {evaluation[params.family][PRIMARY_SLICE]}"
     )
     published_pairs = int(data.interactions[["u", "i"]].drop_duplicates().shape[0])
     evaluated_pairs = int(split.train[["u", "i"]].drop_duplicates().shape[0])
@@ -189,10 +237,11 @@ def _log_run(
                 "empty_slices": ",".join(empty) or "none",
             },
             metrics=metrics,
-            bundle=model_bundle(model, data, params.k),
+            bundle=published_bundle(model, data, params),
+            family=params.family,
             tags=tracking.tags,
             mappings={"users": data.users.ids, "items": data.items.ids},
-            baselines={m: model_metrics(evaluation, m) for m in evaluation if m != "lightfm_hybrid"},
+            baselines={m: model_metrics(evaluation, m) for m in evaluation if m != params.family},
             shared_params={
                 "split_at": str(split.split_at.date()),
                 "primary_slice": PRIMARY_SLICE,
@@ -277,7 +326,10 @@ def lists_from_champion(
     feature_weight = RecommenderParams.from_logged(champion_params(client, registered)).feature_weight
     mlflow.set_tracking_uri(tracking.tracking_uri)
     bundle = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{version}").unwrap_python_model().bundle
-    recs = champion_lists_for(bundle, feature_weight, users, items, interactions, rules)
+    if bundle.get("family", "lightfm_hybrid") == "lightfm_hybrid":
+        recs = champion_lists_for(bundle, feature_weight, users, items, interactions, rules)
+    else:
+        recs = champion_family_lists(bundle, users, items, interactions, rules)
     recs["model_run_id"] = constant_column(registered.run_id, len(recs))
     recs["model_version"] = constant_column(str(version), len(recs))
     return recs
@@ -304,7 +356,7 @@ def promotion_gate(
     name = tracking.model_name
     current = champion(client, name)
     version = register(client, name, logged.model_uri, logged.run_id)
-    hybrid = per_user["lightfm_hybrid"][PRIMARY_SLICE]
+    hybrid = per_user[params.family][PRIMARY_SLICE]
     baseline = best_baseline(evaluation, PRIMARY_SLICE, PRIMARY_METRIC)
     if current is None:
         verdict = judge_first_model(hybrid, per_user[baseline][PRIMARY_SLICE], rule, baseline)
@@ -317,8 +369,9 @@ def promotion_gate(
         elif champion_config == params:
             verdict = judge_refresh(hybrid, per_user[baseline][PRIMARY_SLICE], rule, baseline, label)
         else:
-            _, again = evaluate_per_user(data, split, champion_config, models=["lightfm_hybrid"])
-            verdict = judge_challenger(hybrid, again["lightfm_hybrid"][PRIMARY_SLICE], rule, label)
+            family = champion_config.family
+            _, again = evaluate_per_user(data, split, champion_config, models=[family])
+            verdict = judge_challenger(hybrid, again[family][PRIMARY_SLICE], rule, label)
     decision = decide(client, name, version, None if current is None else str(current.version), verdict)
     record_on_run(client, logged.run_id, decision, rule.resamples, rule.seed)
     return decision

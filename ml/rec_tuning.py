@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -45,10 +45,11 @@ from ml.rec_evaluation import (
     explicit_split,
     holdout_start,
     model_metrics,
-    prepare_tables,
     slices,
     time_split,
+    typed_tables,
 )
+from ml.rec_features import TypingOptions
 from ml.recommender import RecData, RecommenderParams
 
 # the LightFM hybrid's search space: loss, components, learning rate, epochs, feature weighting (and decay)
@@ -171,6 +172,7 @@ class TuningSplits:
     test_data: RecData
     test: Split
     validation_days: int
+    features: list = field(default_factory=list)  # ml.rec_features.ColumnChoice of each feature column
 
     def describe(self) -> dict:
         return {
@@ -212,25 +214,30 @@ def tuning_splits(
     validation_days: int | None = None,
     user_features: pd.DataFrame | None = None,
     item_features: pd.DataFrame | None = None,
+    typing: TypingOptions | None = None,
+    sources: tuple[str, str] = ("user features", "item features"),
 ) -> TuningSplits:
     """The test split (an explicit `test` file, or the last `holdout_days` of `interactions`) and
     the validation split carved from its training part (default: the holdout days, or
-    DEFAULT_VALIDATION_DAYS with an explicit test)."""
+    DEFAULT_VALIDATION_DAYS with an explicit test). Feature columns are typed by ml.rec_features
+    (`typing`; FeatureTypeError names a refused column)."""
     if (test is None) == (holdout_days is None):
         raise TuningError("give either an explicit test file or holdout days, not both or neither")
     if validation_days is None:
         validation_days = holdout_days or DEFAULT_VALIDATION_DAYS
-    test_data = prepare_tables(
+    test_data, features = typed_tables(
         interactions,
         user_features,
         item_features,
         extra_interactions=test,
         as_of=evaluation_as_of(interactions, holdout_days, test),
+        typing=typing,
+        sources=sources,
     )
     test_split = explicit_split(test_data, test) if test is not None else time_split(test_data, holdout_days)
     train = test_split.train[["customer_key", "product_id", "interaction_type", "occurred_at"]]
     start = carve_validation(train, validation_days)
-    validation_data = prepare_tables(train, user_features, item_features, as_of=start)
+    validation_data, _ = typed_tables(train, user_features, item_features, as_of=start, typing=typing, sources=sources)
     validation = time_split(validation_data, validation_days)
     params = RecommenderParams()
     warm = slices(validation_data, validation, params.eval_max_users, params.seed)[PRIMARY_SLICE]
@@ -240,7 +247,7 @@ def tuning_splits(
             f"{start.date()} include none by a customer with earlier history of a product they had not "
             "bought before: the warm slice tuning selects on would be empty. Choose more validation days."
         )
-    return TuningSplits(validation_data, validation, test_data, test_split, validation_days)
+    return TuningSplits(validation_data, validation, test_data, test_split, validation_days, features)
 
 
 @dataclass
@@ -419,10 +426,13 @@ def tune(
     time_budget: float | None = None,
     progress: TextIO | None = None,
     spaces: dict[str, dict[str, list]] = FAMILY_SPACES,
+    search_params: dict[str, str] | None = None,
+    search_dicts: dict[str, dict] | None = None,
 ) -> TuningResult:
     """Search on validation (see the module docstring), then the test once for the winner and
     every family's default and best trial; everything logged to MLflow. One line per trial to
-    `progress` (the CLI: stderr)."""
+    `progress` (the CLI: stderr). The parent run also carries `search_params` and `search_dicts`
+    (JSON artifacts by file name): what every trial shares, such as the feature columns' typing."""
     started = time.perf_counter()
     planned = plan(families, base, base.seed, max_trials, searchable(spaces, splits.validation_data))
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -444,8 +454,11 @@ def tune(
             "seed": base.seed,
             "k": base.k,
             "selection": f"warm ndcg_at_{base.k} on validation",
+            **(search_params or {}),
         },
     )
+    for name, content in (search_dicts or {}).items():
+        client.log_dict(parent, content, name)
 
     def log_trial(result: TrialResult) -> None:
         run = client.create_run(

@@ -27,6 +27,11 @@ class RecommenderParams:
     evaluation": the Online Retail and demo holdouts); the Dagster config and the CLI read them
     from here."""
 
+    # the family whose lists are published (ml/rec_families.PUBLISHABLE), or "auto": the one with
+    # the best warm NDCG@k on a validation split carved from the evaluation's training period
+    family: str = "auto"
+    # the last validation_days of the training period form that validation split (0: test_days)
+    validation_days: int = 0
     loss: str = "warp"
     no_components: int = 64
     learning_rate: float = 0.05
@@ -63,10 +68,11 @@ class RecommenderParams:
     # EASE (ml/rec_families.py): L2 weight and the most items it inverts (above: the most-used ones)
     ease_lambda: float = 500.0
     ease_max_items: int = 20_000
-    # implicit ALS (ml/rec_families.py)
-    als_factors: int = 64
+    # implicit ALS (ml/rec_families.py); the best on Online Retail's validation split of a 2x2x2
+    # grid (factors 32/128, regularization 0.05/1, alpha 1/10): bench/rec_families.py
+    als_factors: int = 32
     als_regularization: float = 0.05
-    als_alpha: float = 10.0
+    als_alpha: float = 1.0
     als_iterations: int = 15
 
     def as_dict(self) -> dict:
@@ -75,7 +81,8 @@ class RecommenderParams:
     @classmethod
     def from_logged(cls, logged: dict[str, str]) -> RecommenderParams:
         """Rebuild from MLflow params (strings); names that are not fields are ignored."""
-        values = {}
+        # a run logged before families existed trained the LightFM hybrid
+        values = {"family": "lightfm_hybrid"}
         for f in fields(cls):
             if f.name in logged:
                 kind = type(getattr(cls(), f.name))
@@ -180,22 +187,52 @@ def text_codes(values: pl.Series) -> tuple[np.ndarray, list[str]]:
     return values.cast(pl.Enum(uniques)).to_physical().cast(pl.Int64).to_numpy(), uniques
 
 
+def list_codes(values: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """A list column as (row, code, weight) triples: each distinct value of a row once, weighing
+    1 / (the row's distinct values), so the column adds 1 to every row as a one-hot column does;
+    a missing or empty list is the one value "unknown". Codes index the distinct values in text
+    order, returned as the last item."""
+    n = len(values)
+    pairs = (
+        pl.DataFrame({"row": np.arange(n, dtype=np.int64), "value": values.cast(pl.List(pl.String))})
+        .explode("value")
+        .drop_nulls("value")
+        .unique(maintain_order=True)
+    )
+    empty = np.ones(n, dtype=bool)
+    empty[pairs["row"].to_numpy()] = False
+    pairs = pl.concat([pairs, pl.DataFrame({"row": np.flatnonzero(empty), "value": "unknown"})]).sort("row")
+    uniques = pairs["value"].unique().sort().to_list()
+    rows = pairs["row"].to_numpy()
+    codes = pairs["value"].cast(pl.Enum(uniques)).to_physical().cast(pl.Int64).to_numpy()
+    weights = (1.0 / np.bincount(rows, minlength=n)[rows]).astype(np.float32)
+    return rows, codes, weights, uniques
+
+
 def feature_space(frame: pl.DataFrame, id_column: str, feature_columns: list[str]) -> FeatureSpace:
-    """One-hot "column:value" features plus an identity feature per row, rows summing to 1."""
+    """One-hot "column:value" features plus an identity feature per row, rows summing to 1. A
+    List column is multi-hot: a row's values share the weight one value of a plain column has
+    (list_codes), so every column weighs the same in a row whatever its number of values."""
     frame = frame.sort(id_column)
     ids = frame[id_column].cast(pl.String).to_list()
     n = len(ids)
     names: list[str] = [f"id:{i}" for i in ids]
     rows = [np.arange(n)]
     cols = [np.arange(n)]
+    weights = [np.ones(n, dtype=np.float32)]
     for column in feature_columns:
-        codes, uniques = text_codes(frame[column])
-        rows.append(np.arange(n))
+        if isinstance(frame[column].dtype, pl.List):
+            row, codes, weight, uniques = list_codes(frame[column])
+        else:
+            codes, uniques = text_codes(frame[column])
+            row, weight = np.arange(n), np.ones(n, dtype=np.float32)
+        rows.append(row)
         cols.append(len(names) + codes)
+        weights.append(weight)
         names.extend(f"{column}:{u}" for u in uniques)
     r = np.concatenate(rows)
     c = np.concatenate(cols)
-    m = sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(n, len(names)))
+    m = sp.csr_matrix((np.concatenate(weights), (r, c)), shape=(n, len(names)))
     row_sums = np.asarray(m.sum(axis=1)).ravel()
     m = sp.diags(1.0 / row_sums).dot(m).tocsr().astype(np.float32)
     return FeatureSpace(ids=ids, id_map={k: i for i, k in enumerate(ids)}, feature_names=names, matrix=m)
@@ -453,6 +490,7 @@ def recommend(
     max_per_group: int | None = None,
     zero_identity: bool = True,
     threads: int | None = None,
+    scorer=None,
 ) -> pd.DataFrame:
     """Top-k eligible items per user, `exclude` pairs left out, at most `max_per_group` items of
     one `item_group` (category codes per item index) per user; one row per recommendation with
@@ -470,7 +508,11 @@ def recommend(
     their chosen scores only. A chunk's scores (`chunk` users; by default about 16 MB of them)
     stay in the CPU cache while they are ranked; `threads` chunks are ranked at once (default: one
     per CPU), with the same result as one at a time. Users whose lists are equal by construction
-    (list_owners) are ranked once and share the rows."""
+    (list_owners) are ranked once and share the rows.
+
+    `scorer`: another family's scores in the same linear shape (ml.rec_families.LinearScores:
+    user_emb, item_emb_t, item_bias, user_bias; `model` is then unused); it has no feature-based
+    rows, so every customer without history must be among `popular_users`."""
     n_users = len(data.users.ids)
     if n_users == 0:
         raise ValueError("no user to recommend for")
@@ -486,7 +528,10 @@ def recommend(
     # scored in a fixed shuffled order, so that top_candidates' blocks are fair samples of the
     # catalogue; ties still go to the lower item index (tie_key)
     columns = columns[np.random.default_rng(0).permutation(len(columns))]
-    scorer = LightFMScorer(model, data, cold_users=(cold & ~popular) if zero_identity else None, dtype=np.float32)
+    if scorer is None:
+        scorer = LightFMScorer(model, data, cold_users=(cold & ~popular) if zero_identity else None, dtype=np.float32)
+    elif (cold & ~popular).any():
+        raise ValueError("a family scorer ranks customers by their history: customers without one get popular_users")
     item_emb_t = np.ascontiguousarray(scorer.item_emb_t[:, columns])
     item_bias = scorer.item_bias[columns].astype(np.float32)
     user_bias = scorer.user_bias.astype(np.float32)
@@ -556,22 +601,34 @@ def unseen_user_rows(feature_names: list[str], users: pl.DataFrame, feature_weig
     'column:value'), for users the model never saw: each of their 'column:value' features the
     vocabulary knows, at the weight it had in training once the identity is dropped
     (feature_space + with_feature_weight + without_identity: w / (1 + w * columns)). Values the
-    vocabulary does not know add nothing. `users` is one row per user, in output order."""
+    vocabulary does not know add nothing. `users` is one row per user, in output order; a List
+    column is multi-hot as in feature_space (its values share the column's weight). A column
+    whose values are still delimited text ("a|b") is not split here: type it as training did
+    (ml.rec_features) first, or its values are unknown and add nothing."""
     index = {name: j for j, name in enumerate(feature_names)}
     columns = sorted({n.split(":", 1)[0] for n in feature_names if not n.startswith("id:")})
     value = feature_weight / (1.0 + feature_weight * len(columns))
-    rows, cols = [], []
+    rows, cols, weights = [], [], []
     for column in columns:
         if column not in users.columns:
             continue
-        names = users.select(pl.format("{}:{}", pl.lit(column), pl.col(column).cast(pl.String).fill_null("unknown")))
-        j = names.to_series().replace_strict(index, default=None, return_dtype=pl.Int64)
+        if isinstance(users[column].dtype, pl.List):
+            row, codes, weight, uniques = list_codes(users[column])
+            names = pl.Series([f"{column}:{u}" for u in uniques])[codes]
+        else:
+            row = np.arange(len(users))
+            weight = np.ones(len(users), dtype=np.float32)
+            names = users.select(
+                pl.format("{}:{}", pl.lit(column), pl.col(column).cast(pl.String).fill_null("unknown"))
+            ).to_series()
+        j = names.replace_strict(index, default=None, return_dtype=pl.Int64)
         known = j.is_not_null().to_numpy()
-        rows.append(np.flatnonzero(known))
+        rows.append(row[known])
         cols.append(j.drop_nulls().to_numpy())
+        weights.append(weight[known])
     r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    data = np.full(len(r), value, dtype=np.float32)
+    data = (value * np.concatenate(weights)).astype(np.float32) if weights else np.zeros(0, dtype=np.float32)
     return sp.csr_matrix((data, (r, c)), shape=(len(users), len(feature_names)))
 
 

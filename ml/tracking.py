@@ -12,7 +12,7 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 
-MODEL_PIP_REQUIREMENTS = ["lightfm-next>=1.19,<2", "numpy", "scipy", "pandas"]
+MODEL_PIP_REQUIREMENTS = ["lightfm-next>=1.19,<2", "implicit>=0.7,<0.8", "numpy", "scipy", "pandas"]
 HGB_TRUSTED_TYPES = [
     "functools.partial",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
@@ -45,16 +45,56 @@ class LightFMRecommender(mlflow.pyfunc.PythonModel):
         ub, ue = b["model"].get_user_representations(b["user_features"])
         ib, ie = b["model"].get_item_representations(b["item_features"])
         scores = ue[idx] @ ie.T + ub[idx, None] + ib[None, :]
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        items = np.asarray(b["item_ids"])
-        return pd.DataFrame(
-            {
-                "customer_key": np.repeat(known, top.shape[1]),
-                "rank": np.tile(np.arange(1, top.shape[1] + 1), len(known)),
-                "product_id": items[top.ravel()],
-                "score": np.take_along_axis(scores, top, axis=1).ravel(),
-            }
+        return top_k_frame(known, scores, np.asarray(b["item_ids"]), k)
+
+
+def top_k_frame(keys, scores, items, k: int) -> pd.DataFrame:
+    """customer_key, rank, product_id, score: each row of `scores` (one per key) ranked, top k."""
+    import numpy as np
+
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return pd.DataFrame(
+        {
+            "customer_key": np.repeat(keys, top.shape[1]),
+            "rank": np.tile(np.arange(1, top.shape[1] + 1), len(keys)),
+            "product_id": items[top.ravel()],
+            "score": np.take_along_axis(scores, top, axis=1).ravel(),
+        }
+    )
+
+
+class FamilyRecommender(LightFMRecommender):
+    """Loads (as LightFMRecommender) an EASE or ALS bundle (ml/rec_families.family_bundle:
+    item-side state only) and
+    returns top-k product ids for customers given by their history.
+
+    Input: a DataFrame with customer_key and product_id, one row per product a customer
+    interacted with (their history: the bundle holds no customer). Output: customer_key, rank,
+    product_id, score over the whole catalogue, history items included (the published rules are
+    applied by the pipeline, not here). Products the bundle does not know are ignored."""
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        import numpy as np
+        import scipy.sparse as sp
+
+        from ml.rec_families import family_scores
+
+        b = self.bundle
+        k = int((params or {}).get("k", b["k"]))
+        items = np.asarray([str(i) for i in b["item_ids"]], dtype=object)
+        column = pd.Series(np.arange(len(items)), index=items)
+        rows = model_input.assign(i=model_input["product_id"].astype(str).map(column)).dropna(subset=["i"])
+        keys = pd.unique(rows["customer_key"].astype(str))
+        if len(keys) == 0:
+            return pd.DataFrame(columns=["customer_key", "rank", "product_id", "score"])
+        u = pd.Series(np.arange(len(keys)), index=keys)[rows["customer_key"].astype(str)].to_numpy()
+        history = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (u, rows["i"].to_numpy(np.int64))), shape=(len(keys), len(items))
         )
+        history.data[:] = 1.0  # duplicates summed: binary again
+        s = family_scores(b, history)
+        scores = np.asarray(s.user_emb @ s.item_emb_t) + s.item_bias[None, :]
+        return top_k_frame(keys, scores, items, k)
 
 
 @dataclass
@@ -121,16 +161,15 @@ def log_recommender_run(
     mappings: dict,
     baselines: dict[str, dict[str, float]] | None = None,
     shared_params: dict | None = None,
+    family: str = "lightfm_hybrid",
 ) -> LoggedRun:
-    """The hybrid's run (params, metrics, the model bundle) plus, nested under it, one run per
-    baseline evaluated on the same split, with the same metric names as the hybrid's primary and
-    slice metrics: the MLflow UI compares them as rows of one table."""
+    """The published family's run (params, metrics, the model bundle) plus, nested under it, one
+    run per other model evaluated on the same split, with the same metric names as the family's
+    primary and slice metrics: the MLflow UI compares them as rows of one table."""
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
-    refuse_undefined(metrics, "lightfm_hybrid")
+    refuse_undefined(metrics, family)
     children = {}
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name="lightfm_hybrid", tags={**tags, "model": "lightfm_hybrid"}
-    ) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=family, tags={**tags, "model": family}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.log_dict(mappings, "id_mappings.json")
@@ -151,11 +190,32 @@ def log_recommender_run(
                 pickle.dump(bundle, fh)
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=LightFMRecommender(),
+                python_model=LightFMRecommender() if family == "lightfm_hybrid" else FamilyRecommender(),
                 artifacts={"bundle": str(bundle_path)},
                 pip_requirements=MODEL_PIP_REQUIREMENTS,
             )
         return LoggedRun.of(run, experiment_id, info.model_uri, children)
+
+
+def log_evaluation_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    params: dict,
+    metrics: dict[str, float],
+    feature_report: dict,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """One run of `tessera recommend evaluate`: its params (the model's, the split's and each
+    feature column's typing), every model's metrics (ml.rec_evaluation.flatten_metrics) and the
+    feature report as feature_report.json. Returns the run id."""
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+    refuse_undefined(metrics, "evaluation")
+    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate", tags=tags or {}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict(feature_report, "feature_report.json")
+        return run.info.run_id
 
 
 def refuse_undefined(metrics: dict[str, float], model: str) -> None:

@@ -14,6 +14,8 @@ from orchestration.identity import (
 from orchestration.ml import (
     candidates_reference_known_customers_and_active_products,
     customer_clusters,
+    product_lists_hold_their_rules,
+    product_recommendations,
     propensity_scores,
     recommendation_candidates,
 )
@@ -21,6 +23,7 @@ from orchestration.privacy import erasure_asset
 from orchestration.publish import publish_assets, release_asset
 from orchestration.quality import gx_checks
 from orchestration.resources import TesseraResource
+from orchestration.sessions import session_index
 from orchestration.sources import load_tables, source_assets
 
 defs = dg.Definitions(
@@ -34,9 +37,11 @@ defs = dg.Definitions(
         recommendation_candidates,
         propensity_scores,
         customer_clusters,
+        product_recommendations,
         erasure_asset,
         *decisioning_assets,
         *publish_assets,
+        session_index,
         release_asset,
     ],
     asset_checks=[
@@ -44,6 +49,7 @@ defs = dg.Definitions(
         identity_cluster_size_within_limit,
         identity_merge_rate_drift_within_limit,
         candidates_reference_known_customers_and_active_products,
+        product_lists_hold_their_rules,
         *freshness_checks,
     ],
     jobs=JOBS,

@@ -12,6 +12,7 @@ ML_GROUP = "ml"
 RECOMMENDER_KEY = dg.AssetKey(["ml", "recommendation_candidates"])
 PROPENSITY_KEY = dg.AssetKey(["ml", "propensity_scores"])
 CLUSTERS_KEY = dg.AssetKey(["ml", "customer_clusters"])
+PRODUCT_LISTS_KEY = dg.AssetKey(["ml", "product_recommendations"])
 
 PRIVACY_GROUP = "privacy"
 ERASURE_KEY = dg.AssetKey(["privacy", "erasure"])
@@ -23,6 +24,8 @@ MESSAGES_KEY = dg.AssetKey(["decisioning", "rendered_messages"])
 
 PUBLISH_GROUP = "publish"
 RELEASE_KEY = dg.AssetKey(["publish", "release"])
+# the recent web sessions' products, for session recommendations (orchestration/sessions.py)
+SESSION_INDEX_KEY = dg.AssetKey(["publish", "session_index"])
 
 
 def publish_key(name: str) -> dg.AssetKey:

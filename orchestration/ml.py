@@ -9,6 +9,7 @@ import dagster as dg
 
 from ml.clustering import FIT_SAMPLE, K_MAX, K_MIN
 from ml.clustering_run import cluster_and_log
+from ml.product_lists import ListParams
 from ml.promotion import GateRule
 from ml.propensity import MAX_TRAIN_ROWS
 from ml.propensity_run import PropensityRun, score_propensities
@@ -16,11 +17,12 @@ from ml.rec_lists import ListRules
 from ml.rec_run import RecommenderRun, lists_without_model, primary_metrics, train_and_rank
 from ml.recommender import RecommenderParams
 from ml.tracking import Tracking
-from orchestration.keys import CLUSTERS_KEY, ML_GROUP, PROPENSITY_KEY, RECOMMENDER_KEY
+from orchestration.keys import CLUSTERS_KEY, ML_GROUP, PRODUCT_LISTS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.metadata import mlflow_run_metadata, run_metadata, table_metadata
 from orchestration.quality import gated_deps
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.memory import release_unused
+from tessera.mlio.product_lists import build_product_lists, list_sizes, product_list_violations, write_product_lists
 from tessera.mlio.recommender import candidate_rule_violations, read_training_frames, write_candidates
 from tessera.mlio.scores import read_behavioural_features, read_feature_snapshots
 from tessera.mlio.tables import write_ml_table
@@ -50,6 +52,14 @@ class RecommenderConfig(dg.Config):
     """Run-time knobs of the recommender. Every default is RecommenderParams' (the tuned ones) or,
     for the rules on the published list, ListRules'."""
 
+    # "auto" (the family best on a validation split carved from training), lightfm_hybrid, ease or als
+    family: str = RecommenderParams.family
+    validation_days: int = RecommenderParams.validation_days
+    ease_lambda: float = RecommenderParams.ease_lambda
+    ease_max_items: int = RecommenderParams.ease_max_items
+    als_factors: int = RecommenderParams.als_factors
+    als_regularization: float = RecommenderParams.als_regularization
+    als_alpha: float = RecommenderParams.als_alpha
     loss: str = RecommenderParams.loss
     feature_weight: float = RecommenderParams.feature_weight
     half_life_days: float = RecommenderParams.half_life_days
@@ -257,3 +267,82 @@ def customer_clusters(
             ),
         }
     )
+
+
+class ProductListsConfig(dg.Config):
+    """Run-time knobs of the lists per product; every default is ListParams' (ml/product_lists.py
+    says why)."""
+
+    top_n: int = ListParams.top_n
+    min_support: int = ListParams.min_support
+    max_basket_items: int = ListParams.max_basket_items
+    brand_weight: float = ListParams.brand_weight
+    price_band_weight: float = ListParams.price_band_weight
+
+    def params(self) -> ListParams:
+        return ListParams(**self.model_dump())
+
+
+@dg.asset(
+    key=PRODUCT_LISTS_KEY,
+    deps=gated_deps("dim_products", "dim_customers", "fct_order_items", "fct_events"),
+    group_name=ML_GROUP,
+    description=(
+        "Lists per product (ml/product_lists.py): bought_together (products in the same completed "
+        "order) and viewed_together (viewed in the same session), scored by cosine co-occurrence "
+        "with at least min_support baskets; similar (TF-IDF of the name, brand and price band, within "
+        "the category). Top N per product, active products only, never the product itself."
+    ),
+    kinds={"python", "duckdb"},
+    owners=["team:data-science"],
+    pool=DUCKDB_POOL,
+)
+def product_recommendations(tessera: TesseraResource, config: ProductListsConfig) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    with tessera.duckdb(read_only=True) as con:
+        lists = build_product_lists(con, config.params())
+    with tessera.duckdb() as con:
+        table = table_metadata(con, write_product_lists(con, lists))
+    sizes = {f"products_with_{name}": dg.MetadataValue.int(n) for name, n in list_sizes(lists).items()}
+    return dg.MaterializeResult(metadata={**table, **run_metadata(started, lists.height), **sizes})
+
+
+# each blocking check on ml.product_recommendations: the count of tessera/mlio/sql/product_list_violations.sql it reads
+PRODUCT_LIST_CHECKS = {
+    "product_lists_never_recommend_the_product_itself": (
+        "self_recommendations",
+        "No list names the product it belongs to.",
+    ),
+    "product_lists_recommend_only_active_products": (
+        "inactive_recommendations",
+        "Every recommended product is active in dim_products.",
+    ),
+    "product_lists_recommend_known_products": (
+        "unknown_recommended_products",
+        "Every recommended product id exists in dim_products.",
+    ),
+    "product_list_ranks_run_from_one_without_gaps": (
+        "lists_with_gaps_in_ranks",
+        "The ranks of each (product, list) are 1..n, each once.",
+    ),
+}
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(name, asset=PRODUCT_LISTS_KEY, description=description, blocking=True)
+        for name, (_, description) in PRODUCT_LIST_CHECKS.items()
+    ],
+    pool=DUCKDB_POOL,  # it reads the DuckDB file: never beside another run's writer
+)
+def product_lists_hold_their_rules(tessera: TesseraResource):
+    with tessera.duckdb(read_only=True) as con:
+        violations = product_list_violations(con)
+    for name, (column, _) in PRODUCT_LIST_CHECKS.items():
+        yield dg.AssetCheckResult(
+            check_name=name,
+            asset_key=PRODUCT_LISTS_KEY,
+            passed=violations[column] == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"violations": violations[column]},
+        )

@@ -18,10 +18,12 @@ from orchestration.keys import (
     DECISIONS_KEY,
     ERASURE_KEY,
     MESSAGES_KEY,
+    PRODUCT_LISTS_KEY,
     PROPENSITY_KEY,
     PUBLISH_GROUP,
     RECOMMENDER_KEY,
     RELEASE_KEY,
+    SESSION_INDEX_KEY,
     publish_key,
 )
 from orchestration.metadata import run_metadata, table_metadata
@@ -41,6 +43,7 @@ _MODELS = {
     "customer_segments": (*_AUDIENCE, "consented_customers", "customer_rfm", "customer_rule_segments"),
     "customer_scores": ("active_customers", "dim_customers", "customer_rfm"),
     "campaign_uplift": ("fct_orders",),
+    "product_recommendations": ("dim_products",),
     "next_best_actions": _AUDIENCE,
     "campaign_outbox": (*_AUDIENCE, "consented_customers"),
 }
@@ -49,6 +52,7 @@ _ASSETS = {
     "customer_segments": (CLUSTERS_KEY,),
     "customer_scores": (PROPENSITY_KEY,),
     "campaign_uplift": (publish_key("customer_segments"),),
+    "product_recommendations": (PRODUCT_LISTS_KEY,),
     "next_best_actions": (DECISIONS_KEY,),
     "campaign_outbox": (MESSAGES_KEY, DECISIONS_KEY),
 }
@@ -61,17 +65,17 @@ def _deps(name: str) -> list[dg.AssetKey]:
     return deps + [k for k in gated_marts_upstream(_MODELS[name]) if k not in deps]
 
 
-def _gx_name(spec: Published) -> str:
+def gx_check_name(spec: Published) -> str:
     return f"gx_publish_{spec.name}"
 
 
-def _check_specs(spec: Published) -> list[dg.AssetCheckSpec]:
+def check_specs(spec: Published) -> list[dg.AssetCheckSpec]:
     key = publish_key(spec.name)
     return [
         dg.AssetCheckSpec(v.name, asset=key, description=v.description, blocking=True) for v in spec.validations
     ] + [
         dg.AssetCheckSpec(
-            _gx_name(spec),
+            gx_check_name(spec),
             asset=key,
             description=f"Great Expectations suite expectations/publish_{spec.name}.json on the candidate table.",
             blocking=True,
@@ -79,7 +83,7 @@ def _check_specs(spec: Published) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _suite_result(gx_name: str, suite) -> dg.AssetCheckResult:
+def suite_result(gx_name: str, suite) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=gx_name,
         passed=suite.success,
@@ -89,7 +93,7 @@ def _suite_result(gx_name: str, suite) -> dg.AssetCheckResult:
     )
 
 
-def _refuse(con, spec: Published, candidate: str, results, suite, gx_result: dg.AssetCheckResult):
+def refuse(con, spec: Published, candidate: str, results, suite, gx_result: dg.AssetCheckResult):
     """The failed checks' results, then the step's failure: the candidate is dropped and the last
     good version stays."""
     failed = [v.name for v, n in results if n] + ([] if suite.success else [gx_result.check_name])
@@ -113,11 +117,11 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
         kinds={"python", "duckdb", "parquet", "great_expectations"},
         owners=["team:data-platform"],
         pool=DUCKDB_POOL,
-        check_specs=_check_specs(spec),
+        check_specs=check_specs(spec),
     )
     def _publish(context: dg.AssetExecutionContext, tessera: TesseraResource):
         started = time.perf_counter()
-        settings, run_id, gx_name = tessera.settings(), context.run.run_id, _gx_name(spec)
+        settings, run_id, gx_name = tessera.settings(), context.run.run_id, gx_check_name(spec)
         # refuses the public demo salt outside demo mode, before anything is built
         pseudonym.check_salt(settings.pseudonym_salt, settings.mode)
         with tessera.duckdb() as con:
@@ -125,9 +129,9 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
             results = outputs.run_validations(con, spec, candidate, outputs.parameters(settings))
             # recorded as the row-count baseline only once this version is published
             suite = run_suite(con, settings, gx_name, candidate, f"publish_{spec.name}", run_id, record=False)
-            gx_result = _suite_result(gx_name, suite)
+            gx_result = suite_result(gx_name, suite)
             if not suite.success or any(n for _, n in results):
-                yield from _refuse(con, spec, candidate, results, suite, gx_result)
+                yield from refuse(con, spec, candidate, results, suite, gx_result)
             release_now = not release_in_run(context)
             checks = outputs.check_records(results, gx_name, f"publish_{spec.name}", suite)
             published = outputs.publish_version(
@@ -161,7 +165,8 @@ publish_assets = [build_publish_asset(spec) for spec in PUBLISHED]
 
 @dg.asset(
     key=RELEASE_KEY,
-    deps=[a.key for a in publish_assets],
+    # the session index (orchestration/sessions.py) is staged like the tables above
+    deps=[*(a.key for a in publish_assets), SESSION_INDEX_KEY],
     group_name=PUBLISH_GROUP,
     description=(
         "Moves every table this run published from its staging directory into place and replaces "

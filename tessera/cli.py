@@ -93,40 +93,97 @@ def _cmd_recommend_evaluate(args: argparse.Namespace) -> int:
         evaluate_split,
         evaluation_as_of,
         explicit_split,
+        flatten_metrics,
         metric_table,
-        prepare_tables,
         read_table,
         time_split,
     )
+    from ml.rec_features import report_lines
 
     interactions = read_table(args.interactions)
     test = read_table(args.test) if args.test else None
-    data = prepare_tables(
-        interactions,
-        read_table(args.user_features) if args.user_features else None,
-        read_table(args.item_features) if args.item_features else None,
-        extra_interactions=test,
-        as_of=evaluation_as_of(interactions, None if test is not None else args.holdout_days, test),
+    typed = typed_feature_tables(
+        args, interactions, evaluation_as_of(interactions, None if test is not None else args.holdout_days, test), test
     )
+    if typed is None:
+        return 2
+    data, choices = typed
     params = recommender_params(args)
     split = explicit_split(data, test) if test is not None else time_split(data, args.holdout_days)
     models = args.models.split(",") if args.models else list(MODELS)
     metrics = evaluate_split(data, split, params, models)
+    if choices:
+        print("features:\n" + "\n".join(f"  {line}" for line in report_lines(choices)) + "\n")
     print(f"{split.describe()}; k = {params.k}; primary slice: {PRIMARY_SLICE}")
     for slice_name in SLICES:
         print(f"\n### {slice_name}{' (primary)' if slice_name == PRIMARY_SLICE else ''}\n")
         print(metric_table(metrics, params.k, slice_name))
+    report = [c.as_dict() for c in choices]
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"split": split.describe(), "params": params.as_dict(), "metrics": metrics}, fh, indent=2)
+            json.dump(
+                {"split": split.describe(), "params": params.as_dict(), "features": report, "metrics": metrics},
+                fh,
+                indent=2,
+            )
         print(f"\nmetrics written to {args.out}")
+    if args.experiment:
+        from ml.rec_features import report_params
+        from ml.tracking import log_evaluation_run
+        from tessera.settings import mlflow_artifact_root
+
+        settings = load_settings()
+        run_id = log_evaluation_run(
+            settings.mlflow_tracking_uri,
+            args.experiment,
+            mlflow_artifact_root(settings),
+            {**params.as_dict(), **split.describe(), "models": ",".join(models), **report_params(choices)},
+            flatten_metrics(metrics),
+            {"features": report},
+        )
+        print(f"MLflow run {run_id} in experiment '{args.experiment}' ({settings.mlflow_tracking_uri})")
     return 0
+
+
+def feature_typing(args: argparse.Namespace):
+    """The typing of the feature columns the options ask for (ml.rec_features.TypingOptions)."""
+    from ml.rec_features import TypingOptions
+
+    return TypingOptions(
+        delimiter=args.feature_delimiter,
+        drop=frozenset(args.drop_feature or ()),
+        categorical=frozenset(args.categorical_feature or ()),
+    )
+
+
+def typed_feature_tables(args: argparse.Namespace, interactions, as_of, test=None):
+    """`recommend evaluate|tune`: the RecData of the files the options name, with the feature
+    columns typed as the options ask (ml.rec_features), and the report of each column's choice;
+    None, with the reasons printed, when a feature column is refused."""
+    from ml.rec_evaluation import read_table, typed_tables
+    from ml.rec_features import FeatureTypeError
+
+    typing = feature_typing(args)
+    try:
+        return typed_tables(
+            interactions,
+            read_table(args.user_features) if args.user_features else None,
+            read_table(args.item_features) if args.item_features else None,
+            extra_interactions=test,
+            as_of=as_of,
+            typing=typing,
+            sources=(str(args.user_features), str(args.item_features)),
+        )
+    except FeatureTypeError as exc:
+        print(f"feature column(s) refused:\n{exc}", file=sys.stderr)
+        return None
 
 
 def _cmd_recommend_tune(args: argparse.Namespace) -> int:
     import json
 
     from ml.rec_evaluation import read_table
+    from ml.rec_features import FeatureTypeError, report_lines, report_params
     from ml.rec_tuning import DEFAULT_FAMILIES, TuningError, tune, tuning_splits
     from tessera.settings import load_settings, mlflow_artifact_root
 
@@ -141,10 +198,17 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
             validation_days=args.validation_days,
             user_features=read_table(args.user_features) if args.user_features else None,
             item_features=read_table(args.item_features) if args.item_features else None,
+            typing=feature_typing(args),
+            sources=(str(args.user_features), str(args.item_features)),
         )
+    except FeatureTypeError as exc:
+        print(f"feature column(s) refused:\n{exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:  # a split or carve-out without data, a file without a column
         print(f"tessera recommend tune: {exc}", file=sys.stderr)
         return 2
+    for line in report_lines(splits.features):
+        print(f"feature {line}")
     print(f"test: {splits.test.describe()}\nvalidation (carved from training): {splits.validation.describe()}")
     try:
         result = tune(
@@ -157,6 +221,8 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
             max_trials=args.max_trials,
             time_budget=args.time_budget,
             progress=sys.stderr,
+            search_params=report_params(splits.features),
+            search_dicts={"feature_report.json": {"features": [c.as_dict() for c in splits.features]}},
         )
     except TuningError as exc:
         print(f"tessera recommend tune: {exc}", file=sys.stderr)
@@ -231,6 +297,27 @@ def recommender_params(args: argparse.Namespace):
     return RecommenderParams(**{field: value for field, value in given.items() if value is not None})
 
 
+def add_feature_options(parser: argparse.ArgumentParser) -> None:
+    """The feature tables of `recommend evaluate|tune` and how their columns are typed."""
+    parser.add_argument("--user-features", help="customer_key plus feature columns (CSV or Parquet)")
+    parser.add_argument("--item-features", help="product_id plus feature columns (CSV or Parquet)")
+    parser.add_argument(
+        "--drop-feature",
+        action="append",
+        metavar="COLUMN",
+        help="leave this feature column out (free text, an identifier); repeat for more",
+    )
+    parser.add_argument(
+        "--categorical-feature",
+        action="append",
+        metavar="COLUMN",
+        help="a numeric column that is a code (a manufacturer id): one feature per value, not quantile buckets",
+    )
+    parser.add_argument(
+        "--feature-delimiter", default="|", help="text holding it is a list, one feature per value (default: |)"
+    )
+
+
 def add_recommend_parser(sub) -> None:
     """`tessera recommend evaluate|tune`: the recommender outside Dagster."""
     rec = sub.add_parser("recommend", help="the recommender outside Dagster")
@@ -239,12 +326,12 @@ def add_recommend_parser(sub) -> None:
         "evaluate",
         help="LightFM hybrid vs baselines on a time split or an explicit train/test pair",
         description="Interactions: customer_key, product_id[, interaction_type (view|cart|purchase), occurred_at]. "
-        "Feature tables: customer_key / product_id plus categorical columns; with an as_of_date column a "
-        "table is point-in-time and the rows as of the holdout start are used. CSV or Parquet.",
+        "Feature tables: customer_key / product_id plus feature columns, each typed from its data (ml/rec_features.py): "
+        "text categorical, list or delimited text multi-hot, numbers in quantile buckets, free text refused; with an "
+        "as_of_date column a table is point-in-time and the rows as of the holdout start are used. CSV or Parquet.",
     )
     ev.add_argument("--interactions", required=True, help="training interactions (all of them with --holdout-days)")
-    ev.add_argument("--user-features")
-    ev.add_argument("--item-features")
+    add_feature_options(ev)
     split = ev.add_mutually_exclusive_group(required=True)
     split.add_argument("--holdout-days", type=int, help="test on purchases in the last N days")
     split.add_argument("--test", help="explicit test file (customer_key, product_id)")
@@ -257,7 +344,10 @@ def add_recommend_parser(sub) -> None:
     ev.add_argument("--half-life-days", type=float, help=f"time decay of interaction weights (0 = off); {TUNED}")
     ev.add_argument("--feature-weight", type=float, help=f"metadata features vs the identity feature; {TUNED}")
     ev.add_argument("--seed", type=int, help=TUNED)
-    ev.add_argument("--out", help="write all metrics as JSON")
+    ev.add_argument("--out", help="write all metrics (and each feature column's typing) as JSON")
+    ev.add_argument(
+        "--experiment", help="also log the run (params, the feature typing, metrics) to this MLflow experiment"
+    )
     ev.set_defaults(func=_cmd_recommend_evaluate)
 
     tu = rec_sub.add_parser(
@@ -270,8 +360,7 @@ def add_recommend_parser(sub) -> None:
         "The defaults always run, whatever --max-trials / --time-budget say.",
     )
     tu.add_argument("--interactions", required=True, help="training interactions (all of them with --holdout-days)")
-    tu.add_argument("--user-features")
-    tu.add_argument("--item-features")
+    add_feature_options(tu)
     tu_split = tu.add_mutually_exclusive_group(required=True)
     tu_split.add_argument("--test", help="explicit test file (customer_key, product_id)")
     tu_split.add_argument("--holdout-days", type=int, help="test on purchases in the last N days")

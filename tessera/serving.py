@@ -16,6 +16,10 @@ when, and the next tick tries again. In production mode (TESSERA_MODE) a snapsho
 if its manifest says it was published with a deployment's own salt ("pseudonym_salt":
 "deployment"); a demo-salted snapshot, or one published before manifests recorded the salt, is
 refused: at start `tessera serve` exits, at a reload the last good index stays (docs/privacy.md).
+
+Lists per product (`/v1/products/{product_id}/recommendations`, the product_recommendations
+snapshot) are served once published; a publish directory from before them serves everything else
+and answers that route with 503 (see "Lists per product" below).
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import duckdb
 import orjson
@@ -41,12 +47,18 @@ from tessera.privacy import pseudonym
 from tessera.publish import snapshots
 from tessera.settings import load_settings, preflight
 
+if TYPE_CHECKING:
+    from tessera.session_serving import SessionServer
+
 log = logging.getLogger("tessera.serving")
 
 RECOMMENDATIONS = "customer_recommendations"
 SEGMENTS = "customer_segments"
 SCORES = "customer_scores"
 SERVED = (RECOMMENDATIONS, SEGMENTS, SCORES)
+# served when the release names it (a publish directory from before the lists per product lacks it)
+PRODUCT_LISTS = "product_recommendations"
+OPTIONAL = (PRODUCT_LISTS,)
 MAX_KEY_LENGTH = 128
 MAX_LIMIT = 100
 
@@ -159,6 +171,13 @@ BODY_SQL = {
         ))
         from read_parquet(?)
     """,
+    # one body per (list, product): the JSON array of its items, ranked (product_list_key)
+    PRODUCT_LISTS: """
+        select list_name || ':' || product_id, to_json(list_sort(list(struct_pack(
+            rank := rank, product_id := recommended_product_id, product_name := product_name,
+            category := category, score := score, support := support))))
+        from read_parquet(?) group by list_name, product_id
+    """,
 }
 
 
@@ -170,6 +189,8 @@ class Index:
     popular: list[dict]
     versions: dict[str, snapshots.Snapshot]
     loaded_at: str
+    # the product ids the lists per product know (their product_catalogue export); None: not published
+    catalogue: frozenset[str] | None = None
 
     @property
     def customers(self) -> int:
@@ -237,7 +258,8 @@ def _pointers(publish_dir: Path) -> dict[str, str | None]:
         release = snapshots.read_release(publish_dir)
     except Exception as exc:  # any failure: a ServingError naming the release
         raise _stage(f"the release pointer ({snapshots.RELEASE}) under {publish_dir} is unreadable", exc) from exc
-    return {name: release["current"].get(name) for name in SERVED}
+    optional = {name: release["current"][name] for name in OPTIONAL if release["current"].get(name)}
+    return {name: release["current"].get(name) for name in SERVED} | optional
 
 
 def _current(publish_dir: Path) -> dict[str, snapshots.Snapshot]:
@@ -288,6 +310,7 @@ def load_index(publish_dir: Path, mode: str = "production") -> Index:
         for p in popular
     ]
     index = Index(bodies, popular, current, datetime.now(UTC).isoformat())
+    index.catalogue = load_catalogue(current.get(PRODUCT_LISTS))
     # millions of long-lived bytes objects: take them out of the cyclic collector's scans, or a
     # full collection pauses every request for tens of milliseconds (bench/serving.py's max)
     gc.collect()
@@ -373,13 +396,24 @@ async def _watch(server: Server, reload_seconds: float) -> None:
             server.failed(exc, {n: s.version for n, s in server.index.versions.items()})
 
 
-def _lifespan(server: Server, reload_seconds: float):
+async def _watch_sessions(sessions: SessionServer, reload_seconds: float) -> None:
+    """Every reload_seconds, load the session index if its version moved (it reports its own errors)."""
+    while True:
+        await asyncio.sleep(reload_seconds)
+        await asyncio.to_thread(sessions.reload_if_moved)
+
+
+def _lifespan(server: Server, reload_seconds: float, sessions: SessionServer | None = None):
     """The app's lifespan: watches for new snapshots while it serves (not when reload_seconds <= 0)."""
 
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(_watch(server, reload_seconds)) if reload_seconds > 0 else None
+        tasks = []
+        if reload_seconds > 0:
+            tasks.append(asyncio.create_task(_watch(server, reload_seconds)))
+            if sessions is not None:
+                tasks.append(asyncio.create_task(_watch_sessions(sessions, reload_seconds)))
         yield
-        if task is not None:
+        for task in tasks:
             task.cancel()
 
     return lifespan
@@ -432,6 +466,115 @@ def _row_endpoint(server: Server, name: str, customer_pkey_param):
     return endpoint
 
 
+# --------------------------------------------------------------------------- lists per product
+# GET /v1/products/{product_id}/recommendations: the published lists of one product
+# (ml/product_lists.py). Without `list` the default is bought_together and, when the product has
+# none, the next of PRODUCT_FALLBACK that it has: what was bought with it, else what was viewed
+# with it, else what resembles it (behaviour first: it says more than the catalogue's text).
+# With `list` that list only, empty or not: the caller asked for that one. A product outside the
+# published catalogue is unknown (404); a known product without any list gets an empty one.
+
+
+class ProductList(StrEnum):
+    bought_together = "bought_together"
+    viewed_together = "viewed_together"
+    similar = "similar"
+
+
+PRODUCT_FALLBACK = (ProductList.bought_together, ProductList.viewed_together, ProductList.similar)
+
+
+class ProductItem(BaseModel):
+    rank: int = Field(ge=1)
+    product_id: str
+    product_name: str | None
+    category: str | None
+    score: float = Field(description="Cosine co-occurrence (bought/viewed together) or content similarity, in [0, 1].")
+    support: int = Field(
+        description="Baskets (orders or sessions) with both products; for similar, name words in common."
+    )
+
+
+class ProductRecommendations(BaseModel):
+    product_id: str
+    list_name: ProductList | None = Field(
+        description="The list served; null when the product has none of those asked for."
+    )
+    fallback: bool = Field(
+        description="True: no list was asked for, the product has no bought_together list, and a later list "
+        "of the fallback order (viewed_together, then similar) is served."
+    )
+    items: list[ProductItem]
+
+
+def product_list_key(list_name: str, product_id: str) -> str:
+    """The key of one list's body in Index.bodies[PRODUCT_LISTS] (BODY_SQL)."""
+    return f"{list_name}:{product_id}"
+
+
+def load_catalogue(snap: snapshots.Snapshot | None) -> frozenset[str] | None:
+    """The product ids of the snapshot's product_catalogue export; None when it is not published."""
+    if snap is None:
+        return None
+    path = snap.path / "exports" / "product_catalogue.jsonl"
+    if not path.exists():
+        raise ServingError(f"{path} missing: republish {PRODUCT_LISTS}")
+    try:
+        return frozenset(orjson.loads(line)["product_id"] for line in path.read_bytes().splitlines() if line.strip())
+    except Exception as exc:
+        raise _stage(f"{path} is unreadable", exc) from exc
+
+
+def _product_recommendations(server: Server, product_id: str, wanted: ProductList | None, limit: int) -> Response:
+    """The product's list (`wanted`, else the first of PRODUCT_FALLBACK it has), first `limit` items."""
+    index = server.index
+    if index.catalogue is None:
+        detail = f"{PRODUCT_LISTS} has never been published under {server.publish_dir}: no lists per product yet"
+        return JSONResponse({"detail": detail}, 503)
+    if product_id not in index.catalogue:
+        return JSONResponse({"detail": f"product {product_id!r} is not in the published product catalogue"}, 404)
+    bodies = index.bodies[PRODUCT_LISTS]
+    order = PRODUCT_FALLBACK if wanted is None else (wanted,)
+    served = next((name for name in order if product_list_key(name, product_id) in bodies), None)
+    items = [] if served is None else orjson.loads(bodies[product_list_key(served, product_id)])[:limit]
+    body = {
+        "product_id": product_id,
+        "list_name": served,
+        "fallback": wanted is None and served not in (None, order[0]),
+    }
+    return _json(orjson.dumps({**body, "items": items}), index.versions[PRODUCT_LISTS].version)
+
+
+def _add_product_routes(app: FastAPI, server: Server) -> None:
+    """GET /v1/products/{product_id}/recommendations."""
+    responses = {
+        404: {"model": NotFound, "description": "The product is not in the published product catalogue"},
+        503: {"model": NotFound, "description": "The lists per product have never been published"},
+    }
+
+    @app.get(
+        "/v1/products/{product_id}/recommendations",
+        response_model=ProductRecommendations,
+        responses=responses,
+        tags=["products"],
+    )
+    async def product_recommendations(
+        product_id: str = PathParam(
+            min_length=1, max_length=MAX_KEY_LENGTH, description="A product_id of dim_products"
+        ),
+        wanted: Annotated[
+            ProductList | None,
+            Query(
+                alias="list",
+                description="bought_together, viewed_together or similar. Default: bought_together, falling "
+                "back to viewed_together, then similar, when the product has no such list.",
+            ),
+        ] = None,
+        limit: int | None = Query(None, ge=1, le=MAX_LIMIT, description="At most this many items"),
+    ) -> Response:
+        return _product_recommendations(server, product_id, wanted, limit or server.default_limit)
+
+
 def _add_routes(app: FastAPI, server: Server) -> None:
     """The API: /health, and per customer their recommendations, segments and scores."""
     customer_pkey = PathParam(min_length=1, max_length=MAX_KEY_LENGTH, description="The published customer_pkey")
@@ -465,15 +608,22 @@ def create_app(
     """The app over the current snapshots. `mode` is TESSERA_MODE: anything but "demo" refuses
     snapshots not published with a deployment's salt (the default refuses, so a caller that
     forgets the mode fails closed). Raises ServingError when the snapshots cannot be served."""
+    # session recommendations for anonymous visitors: their own index (it imports this module's models)
+    from tessera.session_serving import SessionServer, add_session_routes
+
     server = Server(publish_dir, default_limit, mode)
+    sessions = SessionServer(publish_dir)
     app = FastAPI(
         title="tessera serving API",
         version="1",
         description="Read-only: the current published snapshots of recommendations, segments and scores.",
-        lifespan=_lifespan(server, reload_seconds),
+        lifespan=_lifespan(server, reload_seconds, sessions),
     )
     app.state.server = server
+    app.state.sessions = sessions
     _add_routes(app, server)
+    add_session_routes(app, sessions)
+    _add_product_routes(app, server)
     return app
 
 

@@ -46,6 +46,7 @@ def test_named_jobs_select_their_part_of_the_graph():
         "publish/customer_scores",
         "publish/customer_segments",
         "publish/campaign_uplift",
+        "publish/product_recommendations",
         "publish/next_best_actions",
         "publish/campaign_outbox",
         # every table of the run released in one step (docs/publishing.md)

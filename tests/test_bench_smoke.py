@@ -129,3 +129,61 @@ def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tm
     assert main(["--compare", str(first), str(changed)]) == 1
     fewer = build("fewer", rows[:2], "run-a")
     assert main(["--compare", str(first), str(fewer)]) == 1
+
+
+def test_sessions_bench_evaluates_every_method_on_the_generated_clickstream_at_a_tiny_size(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sessions", ROOT / "bench" / "sessions.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sessions.json"
+    args = ["--datasets", "demo", "--demo-customers", "300", "--no-tune", "--latency-sessions", "5", "--out", str(out)]
+    assert bench.main(args) == 0
+    demo = json.loads(out.read_text())["demo"]
+    assert demo["generated"] is True
+    assert demo["split"]["test_sessions"] > 0
+    for protocol in ("last_item", "remaining_items"):
+        assert set(demo["results"][protocol]) == {"popularity", "item_item", "sknn", "vsknn"}
+        assert {r["cases"] for r in demo["results"][protocol].values()} == {demo["results"][protocol]["sknn"]["cases"]}
+    assert demo["single_session_latency"]["vsknn"]["requests"] == 5
+
+
+def test_product_lists_bench_scores_bought_together_against_top_sellers_on_a_tiny_export(tmp_path):
+    import os
+    from datetime import datetime, timedelta
+
+    import polars as pl
+
+    # an Online Retail-shaped export: 60 days of two-item invoices, P1 with P2 on even days, P3 with
+    # P4 on odd ones (B and D are adjustment codes in Online Retail); a cancellation and a postage
+    # line that the bench must drop
+    day = [datetime(2011, 1, 1) + timedelta(days=n) for n in range(60)]
+    rows = [
+        (f"5{n:02d}", code, day[n], 1) for n in range(60) for code in (("P1", "P2") if n % 2 == 0 else ("P3", "P4"))
+    ]
+    rows += [("C999", "P1", day[59], -1), ("559", "POST", day[59], 1)]
+    lines = pl.DataFrame(rows, schema=["InvoiceNo", "StockCode", "InvoiceDate", "Quantity"], orient="row").with_columns(
+        Description=pl.lit("x"), UnitPrice=pl.lit(1.0), CustomerID=pl.lit(1.0), Country=pl.lit("UK")
+    )
+    (tmp_path / "online_retail").mkdir()
+    lines.write_parquet(tmp_path / "online_retail" / "online_retail.parquet")
+    out = tmp_path / "lists.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "product_lists.py"), "--dataset", "online_retail", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "TESSERA_SHARED_DATA": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())["datasets"]["online_retail"]
+    methods = result["methods"]
+    # days 29-59 are held out (the split is 30 days before the last line): 31 two-item baskets
+    assert result["test_baskets_with_2_plus_items"] == 31
+    published = methods["cosine_min_support_2 (published)"]
+    assert (published["hit_rate@10"], published["coverage"], published["distinct_products_shown"]) == (1.0, 1.0, 4)
+    # four products: the top sellers' 10 hold every partner too
+    assert methods["popularity (top sellers)"]["hit_rate@10"] == 1.0

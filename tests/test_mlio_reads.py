@@ -13,7 +13,13 @@ from tessera.mlio.recommender import candidate_rule_violations
 from tessera.mlio.scores import read_behavioural_features
 
 # what reads no customer, or reads customers through another file's filtered codes
-NOT_CUSTOMER_READS = {"items.sql", "interactions.sql", "candidate_rule_violations.sql"}
+NOT_CUSTOMER_READS = {
+    "items.sql",
+    "interactions.sql",
+    "candidate_rule_violations.sql",
+    "product_catalogue.sql",
+    "product_list_violations.sql",
+}
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in files("tessera.mlio").joinpath("sql").iterdir()))

@@ -7,6 +7,8 @@ import mlflow
 import pandas as pd
 import pytest
 
+from ml.rec_evaluation import MODELS
+from ml.rec_families import PUBLISHABLE
 from tessera.landing.contract import SOURCES
 from tests.conftest import materialized_keys, with_pkeys
 
@@ -148,7 +150,7 @@ def test_published_tables_match_their_current_snapshot(db, pipeline):
     from tessera.publish import snapshots
 
     _, settings = pipeline
-    for name in ("customer_recommendations", "customer_segments", "customer_scores"):
+    for name in ("customer_recommendations", "customer_segments", "customer_scores", "product_recommendations"):
         snap = snapshots.current_snapshot(settings.publish_dir, name)
         rows = q(db, f"select count(*) from publish.{name}")[0][0]
         assert snap.manifest["rows"] == rows > 0
@@ -160,6 +162,30 @@ def test_published_tables_match_their_current_snapshot(db, pipeline):
                 (select * from publish.{name} except all select * from read_parquet('{snap.parquet}')))""",
         )[0][0]
         assert differ == 0
+
+
+def test_every_list_per_product_passed_its_blocking_checks_and_names_active_products_only(db, pipeline):
+    result, _ = pipeline
+    checks = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == "ml/product_recommendations"
+    }
+    assert checks == {
+        "product_lists_never_recommend_the_product_itself": True,
+        "product_lists_recommend_only_active_products": True,
+        "product_lists_recommend_known_products": True,
+        "product_list_ranks_run_from_one_without_gaps": True,
+    }
+    by_list = dict(q(db, "select list_name, count(distinct product_id) from ml.product_recommendations group by 1"))
+    assert set(by_list) == {"bought_together", "viewed_together", "similar"} and min(by_list.values()) > 0
+    bad = q(
+        db,
+        """select count(*) from publish.product_recommendations as r
+        left join marts.dim_products as p on p.product_id = r.recommended_product_id
+        where r.product_id = r.recommended_product_id or not coalesce(p.is_active, false) or r.rank > 20""",
+    )[0][0]
+    assert bad == 0
 
 
 def test_erased_customers_are_not_published(db):
@@ -243,11 +269,15 @@ def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline)
     assert all(v == v for v in run.data.metrics.values())
     assert 0.5 < run.data.metrics["auc"] <= 1.0
     assert run.data.params["loss"] == "warp"
-    # each baseline is a run of its own nested under the hybrid's, with the hybrid's metric names
+    # the family chosen on the validation split is the run; every other model evaluated is a run of
+    # its own nested under it, with its metric names
+    family = run.data.params["family"]
+    assert family in PUBLISHABLE and run.info.run_name == family
+    assert f"validation_{family}_ndcg_at_10" in run.data.metrics
     client = mlflow.tracking.MlflowClient()
     children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
     by_model = {c.data.tags["model"]: c for c in children}
-    assert set(by_model) == {"lightfm_ids_only", "most_popular", "recently_popular", "item_item"}
+    assert set(by_model) == set(MODELS) - {family}
     for name, child in by_model.items():
         assert child.data.params["split_at"] == run.data.params["split_at"]
         assert child.data.metrics["ndcg_at_10"] == run.data.metrics[f"{name}_ndcg_at_10"]
@@ -263,7 +293,10 @@ def test_mlflow_run_holds_metrics_baseline_and_model_with_mappings(db, pipeline)
     # the model knows customers only by their pseudonymous key
     customer = q(db, "select min(customer_pkey) from publish.customer_recommendations")[0][0]
     assert all(u.startswith("pk_") for u in mappings["users"])
-    preds = model.predict(pd.DataFrame({"customer_key": [customer]}))
+    if family == "lightfm_hybrid":
+        preds = model.predict(pd.DataFrame({"customer_key": [customer]}))
+    else:  # EASE and ALS hold no customer: they score a history
+        preds = model.predict(pd.DataFrame({"customer_key": customer, "product_id": mappings["items"][:3]}))
     assert len(preds) == 10 and set(preds["customer_key"]) == {customer}
 
 

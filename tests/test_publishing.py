@@ -121,7 +121,8 @@ def test_the_recommendations_feed_has_one_line_per_consenting_customer_in_rank_o
 def test_one_release_names_every_table_of_the_run_and_nothing_is_left_staged(pipeline):
     _, settings = pipeline
     release = snapshots.read_release(settings.publish_dir)
-    assert sorted(release["current"]) == sorted(NAMES)
+    # and the session index (orchestration/sessions.py), published by the same run
+    assert sorted(release["current"]) == sorted([*NAMES, "session_index"])
     runs = {
         json.loads((settings.publish_dir / n / "versions" / v / "manifest.json").read_text())["dagster_run_id"]
         for n, v in release["current"].items()
@@ -206,3 +207,44 @@ def test_campaign_uplift_follows_the_recorded_assignments_into_the_orders(wareho
     assert [r[3] for r in uplift] == pytest.approx([r[3] for r in expected])
     snap = snapshots.current_snapshot(settings.publish_dir, "campaign_uplift")
     assert snap.manifest["rows"] == len(uplift)
+
+
+def test_a_product_list_naming_its_own_product_fails_the_blocking_checks_and_is_not_published(warehouse_copy):
+    import dagster as dg
+
+    from orchestration.definitions import defs
+    from orchestration.keys import PRODUCT_LISTS_KEY, publish_key
+    from orchestration.ml import PRODUCT_LIST_CHECKS
+
+    settings = warehouse_copy  # a good run published everything
+    good = snapshots.current_version(settings.publish_dir, "product_recommendations")
+    con = duckdb.connect(str(settings.duckdb_path))
+    try:
+        con.execute(
+            "update ml.product_recommendations set recommended_product_id = product_id "
+            "where rank = 1 and list_name = 'similar' "
+            "and product_id = (select min(product_id) from ml.product_recommendations where list_name = 'similar')"
+        )
+    finally:
+        con.close()
+
+    # the asset's own checks, run on the table as it is now
+    checks = {dg.AssetCheckKey(PRODUCT_LISTS_KEY, name) for name in PRODUCT_LIST_CHECKS}
+    job = defs.resolve_job_def("tessera_all").get_subset(asset_selection=set(), asset_check_selection=checks)
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    verdicts = {e.check_name: (e.passed, e.metadata["violations"].value) for e in result.get_asset_check_evaluations()}
+    assert verdicts == {
+        "product_lists_never_recommend_the_product_itself": (False, 1),
+        "product_lists_recommend_only_active_products": (True, 0),
+        "product_lists_recommend_known_products": (True, 0),
+        "product_list_ranks_run_from_one_without_gaps": (True, 0),
+    }
+    graph = defs.resolve_asset_graph()
+    assert all(graph.get_check_spec(key).blocking for key in checks)
+
+    # publishing the table as it is: refused by its own validation, the last good version stays
+    result = run_job([publish_key("product_recommendations")])
+    assert not result.success
+    refused = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert refused["product_lists_hold_their_rules"] is False
+    assert snapshots.current_version(settings.publish_dir, "product_recommendations") == good

@@ -99,3 +99,87 @@ def test_als_with_the_same_seed_and_one_thread_is_the_same_model():
     x = _binary(frame, (40, 12))
     scores = a(np.arange(38))
     assert scores[x[:38] == 1].mean() > scores[x[:38] == 0].mean()
+
+
+def _planted_today():
+    from tests.test_rec_evaluation import _planted
+
+    inter, users, items = _planted()
+    users = users.assign(personalization_consent=True)
+    items = items.assign(brand="x", price_band="low", is_active=True)
+    return inter, users, items
+
+
+@pytest.mark.parametrize("family", ["ease", "als"])
+def test_a_family_champion_lists_todays_customers_from_todays_history_under_the_rules(family):
+    import polars as pl
+
+    from ml.rec_evaluation import prepare_tables
+    from ml.rec_families import fit_family
+    from ml.rec_lists import ListRules, champion_family_lists, family_lists, published_bundle
+    from ml.recommender import RecommenderParams
+
+    inter, users, items = _planted_today()
+    params = RecommenderParams(family=family, k=3, ease_lambda=1.0, als_factors=4, als_iterations=10, seed=3)
+    data = prepare_tables(inter, users[["customer_key", "taste"]], items[["product_id", "category"]])
+    model = fit_family(data, params)
+    rules = ListRules(k=3, max_per_category=3)
+    published = family_lists(model, data, users, items, rules, params)
+    # a0 bought a_item0 and a_item1: a_item2 is the one new item of their taste, ranked first
+    a0 = published[published["customer_key"] == "a0"]
+    assert a0["product_id"].astype(str).iloc[0] == "a_item2"
+    assert not set(a0["product_id"].astype(str)) & {"a_item0", "a_item1"}  # bought: excluded
+    # u_new has no history: the popular list, as for customers without consent
+    assert set(published.loc[published["customer_key"] == "u_new", "source"]) == {"popularity"}
+
+    bundle = published_bundle(model, data, params)
+    assert bundle["family"] == family and "user_id_map" not in bundle  # no customer in the bundle
+    # today: a0 withdrew consent, a_item2 was deactivated, u_new bought b_item0, a new customer
+    today = pd.concat(
+        [users, pd.DataFrame([{"customer_key": "fresh", "taste": "a", "personalization_consent": True}])],
+        ignore_index=True,
+    )
+    today.loc[today["customer_key"] == "a0", "personalization_consent"] = False
+    items_today = items.assign(is_active=items["product_id"] != "a_item2")
+    inter_today = pd.concat(
+        [
+            inter,
+            pd.DataFrame(
+                [("u_new", "b_item0", "purchase", inter["occurred_at"].max() + pd.Timedelta(days=1))],
+                columns=inter.columns,
+            ),
+        ],
+        ignore_index=True,
+    )
+    lists = champion_family_lists(bundle, pl.from_pandas(today), pl.from_pandas(items_today), inter_today, rules)
+    lists = lists.assign(customer_key=lists["customer_key"].astype(str), product_id=lists["product_id"].astype(str))
+    assert "a_item2" not in set(lists["product_id"])
+    source = lists.groupby("customer_key")["source"].first()
+    assert source["a0"] == "popularity" and source["fresh"] == "popularity"
+    # u_new's new purchase counts at once: personalised, from the b taste, b_item0 left out
+    mine = lists[lists["customer_key"] == "u_new"]
+    assert source["u_new"] == "personalised" and "b_item0" not in set(mine["product_id"])
+    assert mine["product_id"].iloc[0] in {"b_item1", "b_item2"}
+    assert len(lists) == 3 * len(today)
+
+
+def test_the_registered_family_model_ranks_a_history_it_is_given():
+    from ml.rec_evaluation import prepare_tables
+    from ml.rec_families import fit_family
+    from ml.rec_lists import published_bundle
+    from ml.recommender import RecommenderParams
+    from ml.tracking import FamilyRecommender
+
+    inter, users, items = _planted_today()
+    params = RecommenderParams(family="ease", k=3, ease_lambda=1.0)
+    data = prepare_tables(inter, users[["customer_key", "taste"]], items[["product_id", "category"]])
+    pyfunc = FamilyRecommender()
+    pyfunc.bundle = published_bundle(fit_family(data, params), data, params)
+    history = pd.DataFrame(
+        {"customer_key": ["x", "x", "y", "z"], "product_id": ["b_item0", "b_item1", "a_item0", "unknown"]}
+    )
+    out = pyfunc.predict(None, history)
+    # z's only product is unknown: no rows; x and y get k rows each, their taste first
+    assert sorted(set(out["customer_key"])) == ["x", "y"] and len(out) == 6
+    assert out[out["customer_key"] == "x"]["product_id"].iloc[0] == "b_item2"
+    assert out[out["customer_key"] == "y"]["product_id"].iloc[0].startswith("a_")

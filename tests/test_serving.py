@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tessera.publish import snapshots
-from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, ServingError, create_app, serve
+from tessera.serving import PRODUCT_LISTS, RECOMMENDATIONS, SCORES, SEGMENTS, ServingError, create_app, serve
 
 PATHS = {
     RECOMMENDATIONS: "/v1/customers/{customer_pkey}/recommendations",
@@ -70,7 +70,14 @@ def sample_keys(publish_dir) -> list[str]:
 
 
 def test_the_spec_declares_every_endpoint_with_its_response_schema(spec):
-    assert set(spec["paths"]) == {"/health", *PATHS.values()}
+    # the session recommendations' POST endpoint: tests/test_session_serving.py; the lists per
+    # product: tests/test_product_serving.py
+    assert set(spec["paths"]) == {
+        "/health",
+        *PATHS.values(),
+        "/v1/sessions/recommendations",
+        "/v1/products/{product_id}/recommendations",
+    }
     for path in PATHS.values():
         assert "200" in spec["paths"][path]["get"]["responses"]
     for name in ("Recommendations", "Segments", "Scores", "Health", "RecommendedItem"):
@@ -139,6 +146,49 @@ def test_an_unknown_customer_gets_the_popular_products_and_404_elsewhere(client,
     }
     assert client.get(PATHS[SEGMENTS].format(customer_pkey="someone-new")).status_code == 404
     assert client.get(PATHS[SCORES].format(customer_pkey="someone-new")).status_code == 404
+
+
+def test_an_anonymous_session_gets_recommendations_from_the_published_session_index(client, spec, published):
+    # the demo's latest session with at least three products, as the pipeline published it
+    [latest] = rows(
+        published.publish_dir,
+        "session_index",
+        "select list(product_id order by position) as items from t group by session_number "
+        "having count(*) >= 3 order by session_number desc limit 1",
+    )
+    items = latest["items"]
+    response = client.post("/v1/sessions/recommendations", json={"items": [*items, "no-such-product"], "limit": 5})
+    declared = spec["paths"]["/v1/sessions/recommendations"]["post"]["responses"]["200"]
+    jsonschema.validate(
+        response.json(), {**declared["content"]["application/json"]["schema"], "components": spec["components"]}
+    )
+    body = response.json()
+    assert body["source"] == "session_knn"
+    assert (body["known_items"], body["unknown_items"]) == (items, ["no-such-product"])
+    assert len(body["items"]) == 5
+    assert not {i["product_id"] for i in body["items"]} & set(items)  # nothing the visitor has seen
+    assert body["index_version"] == snapshots.current_version(published.publish_dir, "session_index")
+
+
+def test_the_pipeline_publishes_every_list_per_product_and_the_api_serves_them_as_published(client, published):
+    counts = rows(
+        published.publish_dir, PRODUCT_LISTS, "select list_name, count(distinct product_id) as n from t group by 1"
+    )
+    assert {r["list_name"] for r in counts} == {"bought_together", "viewed_together", "similar"}
+    (product,) = rows(
+        published.publish_dir, PRODUCT_LISTS, "select min(product_id) as p from t where list_name = 'bought_together'"
+    )
+    expected = rows(
+        published.publish_dir,
+        PRODUCT_LISTS,
+        f"select * from t where product_id = '{product['p']}' and list_name = 'bought_together' order by rank",
+    )
+    body = client.get(f"/v1/products/{product['p']}/recommendations", params={"limit": 100}).json()
+    assert (body["list_name"], body["fallback"]) == ("bought_together", False)
+    assert [(i["rank"], i["product_id"], i["support"]) for i in body["items"]] == [
+        (r["rank"], r["recommended_product_id"], r["support"]) for r in expected
+    ]
+    assert [i["score"] for i in body["items"]] == pytest.approx([r["score"] for r in expected])
 
 
 def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published, tmp_path):

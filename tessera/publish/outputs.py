@@ -61,6 +61,8 @@ class Published:
     exports: tuple[Export, ...] = ()
     # when a version holds no row although customers are known: said with it (empty_reason)
     empty_when: str = ""
+    # a table of customers (empty when nobody is known); False: of products, whose emptiness is empty_when's
+    keyed_by_customer: bool = True
 
 
 # why every published table is empty on a shop that knows nobody (docs/landing_contract.md, "Partial shops")
@@ -71,10 +73,13 @@ NO_CUSTOMER = (
 
 
 def empty_reason(con, spec: Published, rows: int) -> str | None:
-    """Why a published version of `spec` holds no row (None when it holds some): nobody is known
-    to tessera (audiences.active_customers is empty), else the table's own `empty_when`."""
+    """Why a published version of `spec` holds no row (None when it holds some): for a table of
+    customers, nobody is known to tessera (audiences.active_customers is empty), else the table's
+    own `empty_when`."""
     if rows:
         return None
+    if not spec.keyed_by_customer:
+        return spec.empty_when or "its query returned no row"
     (known,) = con.execute("select count(*) from audiences.active_customers").fetchone()
     return NO_CUSTOMER if known == 0 else (spec.empty_when or "its query returned no row")
 

@@ -65,6 +65,15 @@ MESSAGE_BODIES = Export(
     pii=("body",),  # a greeting by first name; customer_pkey lets an erasure remove it (tessera/privacy/erasure.py)
 )
 
+# what the serving API knows of the catalogue: a product outside it is unknown (404), one in it
+# without a list gets an empty one (tessera/serving.py)
+PRODUCT_CATALOGUE = Export(
+    "product_catalogue",
+    "Every product id of dim_products with is_active: the products the lists per product know.",
+    load("exports/product_catalogue"),
+    "jsonl",
+)
+
 EVERY_ACTIVE_CUSTOMER = validation(
     "every_active_customer_present", "Every customer in dim_customers without an erasure request has a row."
 )
@@ -173,6 +182,26 @@ PUBLISHED = (
             "no campaign has ended inside the data: a campaign is reported once TESSERA_UPLIFT_WINDOW_DAYS "
             "after its audience was published lie before the latest order, with two customers in each group"
         ),
+    ),
+    Published(
+        "product_recommendations",
+        "Lists per product (ml/product_lists.py): bought_together, viewed_together and similar, each "
+        "the top N active products ranked 1..n with the score and its support (baskets in common, or "
+        "name tokens in common for similar), with the recommended product's name and category.",
+        load("product_recommendations"),
+        (
+            validation(
+                "product_lists_hold_their_rules",
+                "No list names its own product or an inactive or unknown product; ranks run 1..n per "
+                "product and list; list_name is bought_together, viewed_together or similar.",
+            ),
+        ),
+        exports=(PRODUCT_CATALOGUE,),
+        empty_when=(
+            "no product shares min_support baskets (orders or sessions) with another, and none has a "
+            "similar active product in its category (dim_products)"
+        ),
+        keyed_by_customer=False,
     ),
     *DECISIONING,
 )
