@@ -57,6 +57,11 @@ CONFIGS: list[tuple[str, str, dict]] = [
     ("item_item", "item_item", {}),
     *[(f"ease_l{lam:g}", "ease", {"ease_lambda": lam}) for lam in (10.0, 50.0, 200.0, 500.0, 2000.0)],
     *[
+        (f"ease_recent_h{h:g}_w{w:g}", "ease_recent", {"ease_half_life_days": h, "ease_recent_weight": w})
+        for h in (0.0, 30.0)
+        for w in (0.003, 0.01, 0.03)
+    ],
+    *[
         (f"als_f{f}_r{r:g}_a{a:g}", "als", {"als_factors": f, "als_regularization": r, "als_alpha": a})
         for f in (32, 128)
         for r in (0.05, 1.0)
@@ -148,12 +153,14 @@ def run(name: str, interactions: pd.DataFrame, holdout_days: int) -> dict:
     print(" test:", flush=True)
     on_test = score_all(data, split, base)
     champion = best(on_validation)
-    chosen = {fam: best(on_validation, fam) for fam in ("ease", "als")}
+    chosen = {fam: best(on_validation, fam) for fam in ("ease", "ease_recent", "als")}
     summary = {
         "champion_by_validation": champion,
         "champion_test": on_test[champion][PRIMARY_SLICE],
         "tuned_ease": chosen["ease"],
         "tuned_ease_test": on_test[chosen["ease"]][PRIMARY_SLICE],
+        "tuned_ease_recent": chosen["ease_recent"],
+        "tuned_ease_recent_test": on_test[chosen["ease_recent"]][PRIMARY_SLICE],
         "tuned_als": chosen["als"],
         "tuned_als_test": on_test[chosen["als"]][PRIMARY_SLICE],
         "recently_popular_test": on_test["recently_popular"][PRIMARY_SLICE],

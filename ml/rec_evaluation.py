@@ -46,7 +46,16 @@ EVAL_CELLS = 2**21
 
 PRIMARY_SLICE = "warm"
 SLICES = ("warm", "warm_all", "cold_users", "cold_items")
-MODELS = ("lightfm_hybrid", "lightfm_ids_only", "most_popular", "recently_popular", "item_item", "ease", "als")
+MODELS = (
+    "lightfm_hybrid",
+    "lightfm_ids_only",
+    "most_popular",
+    "recently_popular",
+    "item_item",
+    "ease",
+    "ease_recent",
+    "als",
+)
 
 
 @dataclass
@@ -217,7 +226,7 @@ def build_scorers(data: RecData, split: Split, params: RecommenderParams, models
             scorers[name] = RecentlyPopular(train, shape[1], window_days=params.recent_days)
         elif name == "item_item":
             scorers[name] = ItemItemCooccurrence(train, shape[0], shape[1], weights=params.weight_of())
-        elif name in ("ease", "als"):
+        elif name in ("ease", "ease_recent", "als"):
             scorers[name] = fit_scorer(name, train, *shape, params)
         else:
             raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")

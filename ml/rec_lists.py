@@ -12,7 +12,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from ml.rec_baselines import MostPopular, RecentlyPopular
-from ml.rec_families import LinearScores, family_bundle, family_scores, history_matrix
+from ml.rec_families import LinearScores, family_bundle, family_history, family_scores
 from ml.recommender import (
     FeatureSpace,
     RecData,
@@ -143,7 +143,7 @@ def family_candidates(
         raise ValueError("the bundle's items are not the data's items in the same order")
     n_users, n_items = len(data.users.ids), len(data.items.ids)
     profile = in_order(as_polars(users), "customer_key", data.users.ids)
-    scorer = family_scores(bundle, history_matrix(data.interactions, n_users, n_items))
+    scorer = family_scores(bundle, family_history(bundle, data.interactions, n_users, n_items), data.interactions)
     popularity = MostPopular(data.interactions, n_items).scores
     return ranked_lists(
         None,

@@ -68,13 +68,18 @@ FAMILY_SPACES: dict[str, dict[str, list]] = {
     "lightfm_hybrid": DEFAULT_SPACE,
     "lightfm_ids_only": {k: v for k, v in DEFAULT_SPACE.items() if k != "feature_weight"},
     "ease": {"ease_lambda": [10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0]},
+    "ease_recent": {
+        "ease_lambda": [200.0, 500.0],
+        "ease_half_life_days": [0.0, 30.0, 90.0],
+        "ease_recent_weight": [0.003, 0.01, 0.03, 0.1],
+    },
     "als": {"als_factors": [32, 64, 128], "als_regularization": [0.01, 0.1, 1.0], "als_alpha": [1.0, 10.0]},
     "item_item": {},
     "recently_popular": {},
     "most_popular": {},
 }
 # the learned families, then the two popularity baselines as reference points
-DEFAULT_FAMILIES = ("lightfm_hybrid", "ease", "als", "item_item", "recently_popular", "most_popular")
+DEFAULT_FAMILIES = ("lightfm_hybrid", "ease", "ease_recent", "als", "item_item", "recently_popular", "most_popular")
 # validation days when the test is an explicit file (a time split uses its own holdout days)
 DEFAULT_VALIDATION_DAYS = 21
 
@@ -87,6 +92,8 @@ _SHORT = {
     "als_factors": "factors",
     "als_regularization": "reg",
     "als_alpha": "alpha",
+    "ease_half_life_days": "history_half_life",
+    "ease_recent_weight": "recent_weight",
 }
 
 

@@ -68,6 +68,10 @@ class RecommenderParams:
     # EASE (ml/rec_families.py): L2 weight and the most items it inverts (above: the most-used ones)
     ease_lambda: float = 500.0
     ease_max_items: int = 20_000
+    # ease_recent (ml/rec_families.RecentEASE): history half-life and the recently-popular share's
+    # weight; best on Online Retail's validation split (bench/rec_families.py)
+    ease_half_life_days: float = 30.0
+    ease_recent_weight: float = 0.01
     # implicit ALS (ml/rec_families.py); the best on Online Retail's validation split of a 2x2x2
     # grid (factors 32/128, regularization 0.05/1, alpha 1/10): bench/rec_families.py
     als_factors: int = 32

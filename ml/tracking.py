@@ -92,6 +92,8 @@ class FamilyRecommender(LightFMRecommender):
             (np.ones(len(rows), np.float32), (u, rows["i"].to_numpy(np.int64))), shape=(len(keys), len(items))
         )
         history.data[:] = 1.0  # duplicates summed: binary again
+        if b["family"] == "ease_recent":  # no timestamps here: every item weighs the same, rows sum to 1
+            history = sp.diags(1.0 / np.asarray(history.sum(axis=1)).ravel()).astype(np.float32) @ history
         s = family_scores(b, history)
         scores = np.asarray(s.user_emb @ s.item_emb_t) + s.item_bias[None, :]
         return top_k_frame(keys, scores, items, k)

@@ -57,6 +57,8 @@ class RecommenderConfig(dg.Config):
     validation_days: int = RecommenderParams.validation_days
     ease_lambda: float = RecommenderParams.ease_lambda
     ease_max_items: int = RecommenderParams.ease_max_items
+    ease_half_life_days: float = RecommenderParams.ease_half_life_days
+    ease_recent_weight: float = RecommenderParams.ease_recent_weight
     als_factors: int = RecommenderParams.als_factors
     als_regularization: float = RecommenderParams.als_regularization
     als_alpha: float = RecommenderParams.als_alpha

@@ -110,7 +110,7 @@ def _planted_today():
     return inter, users, items
 
 
-@pytest.mark.parametrize("family", ["ease", "als"])
+@pytest.mark.parametrize("family", ["ease", "ease_recent", "als"])
 def test_a_family_champion_lists_todays_customers_from_todays_history_under_the_rules(family):
     import polars as pl
 
@@ -183,3 +183,20 @@ def test_the_registered_family_model_ranks_a_history_it_is_given():
     assert sorted(set(out["customer_key"])) == ["x", "y"] and len(out) == 6
     assert out[out["customer_key"] == "x"]["product_id"].iloc[0] == "b_item2"
     assert out[out["customer_key"] == "y"]["product_id"].iloc[0].startswith("a_")
+
+
+def test_recent_ease_blends_a_decayed_normalised_history_with_recent_popularity():
+    from ml.rec_families import RecentEASE, recency_history
+
+    frame = _frame(5)
+    model = RecentEASE(frame, 40, 12, lam=5.0, half_life_days=2.0, recent_weight=0.5, recent_days=7)
+    history = recency_history(frame, 40, 12, 2.0)
+    # each row with history sums to 1, and a pair counts at its latest interaction
+    sums = np.asarray(history.sum(axis=1)).ravel()
+    np.testing.assert_allclose(sums[:38][sums[:38] > 0], 1.0, rtol=1e-6)
+    user = int(frame["u"].iloc[0])
+    expected = history[user].toarray()[0] @ ease_weights(sp.csr_matrix(_binary(frame, (40, 12))), 5.0)
+    expected = expected + 0.5 * model.recent
+    got = model(np.array([user]))[0]
+    np.testing.assert_allclose(got - got.min(), expected - expected.min(), atol=1e-5)
+    assert model.recent.max() == pytest.approx(1.0)
