@@ -249,13 +249,17 @@ def champion_lists_for(
     the model was trained on keep their trained rows (identity and features, as in training);
     customers it never saw, or saw without history (bundle "cold_user_ids"), are ranked from
     today's features in the model's own feature space (ml.recommender.unseen_user_rows); the
-    popularity fallback, consent, purchases and active products are today's."""
+    popularity fallback, consent, purchases and active products are today's. Products added to
+    the catalogue since the model was trained are cold items: scored from their features alone
+    (category, brand, price band values the model knows), as the evaluation's cold-item slice
+    scores them, so they can be recommended before the next retrain (a product none of whose
+    feature values the model knows scores 0 from the item side)."""
     customers, items, interactions = as_polars(customers), as_polars(items), as_polars(interactions)
     keys = customers["customer_key"].cast(pl.String).to_list()
     names = bundle["user_feature_names"]
-    trained = bundle["user_id_map"]
-    cold_ids = set(bundle.get("cold_user_ids", ()))
-    row_in_model = np.array([trained.get(k, -1) if k not in cold_ids else -1 for k in keys], dtype=np.int64)
+    cold_ids = pl.Series(sorted(bundle.get("cold_user_ids", ())), dtype=pl.String)
+    trained_cold = customers["customer_key"].cast(pl.String).is_in(cold_ids).to_numpy()
+    row_in_model = np.where(trained_cold, -1, index_of(customers["customer_key"], bundle["user_id_map"]))
     warm = row_in_model >= 0
     pick = sp.csr_matrix(
         (np.ones(int(warm.sum()), dtype=np.float32), (np.flatnonzero(warm), row_in_model[warm])),
@@ -264,11 +268,9 @@ def champion_lists_for(
     unseen = sp.diags((~warm).astype(np.float32)) @ unseen_user_rows(names, customers, feature_weight)
     rows = (pick @ bundle["user_features"] + unseen).tocsr().astype(np.float32)
 
-    item_ids = [str(i) for i in bundle["item_ids"]]
     users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows)
-    items_space = FeatureSpace(
-        item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], bundle["item_features"]
-    )
+    items_space = items_with_new_products(bundle, items, feature_weight)
+    item_ids = items_space.ids
     inter = interactions.with_columns(
         u=pl.Series(index_of(interactions["customer_key"], users_space.id_map)),
         i=pl.Series(index_of(interactions["product_id"], items_space.id_map)),
@@ -279,6 +281,22 @@ def champion_lists_for(
     popularity = MostPopular(mine, len(item_ids)).scores
     # the customers are the users, in order (keys)
     return ranked_lists(bundle["model"], data, customers, ~warm, bought, popularity, items, rules, zero_identity=False)
+
+
+def items_with_new_products(bundle: dict, items: pl.DataFrame, feature_weight: float) -> FeatureSpace:
+    """The model's item feature space, and after its items a row for each product of today's
+    catalogue it was not trained on: that product's feature values the model knows, with no
+    identity (ml.recommender.unseen_user_rows, which builds such rows for any entity)."""
+    item_ids = [str(i) for i in bundle["item_ids"]]
+    known = pl.Series(item_ids, dtype=pl.String)
+    new = items.filter(~pl.col("product_id").cast(pl.String).is_in(known)).sort("product_id")
+    new_ids = new["product_id"].cast(pl.String).to_list()
+    matrix = bundle["item_features"]
+    if new_ids:
+        rows = unseen_user_rows(bundle["item_feature_names"], new, feature_weight)
+        matrix = sp.vstack([matrix, rows], format="csr").astype(np.float32)
+        item_ids = item_ids + new_ids
+    return FeatureSpace(item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], matrix)
 
 
 def training_fingerprint(*frames: pl.DataFrame | pd.DataFrame) -> str:
