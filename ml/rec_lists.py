@@ -4,6 +4,7 @@ the model just trained, from a registered champion, or from popularity alone."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,6 +245,7 @@ def champion_lists_for(
     items: pl.DataFrame | pd.DataFrame,
     interactions: pl.DataFrame | pd.DataFrame,
     rules: ListRules,
+    phase=contextlib.nullcontext,
 ) -> pd.DataFrame:
     """Today's lists from a registered model (its MLflow bundle), under today's rules: customers
     the model was trained on keep their trained rows (identity and features, as in training);
@@ -254,7 +256,31 @@ def champion_lists_for(
     (category, brand, price band values the model knows), as the evaluation's cold-item slice
     scores them, so they can be recommended before the next retrain (a product none of whose
     feature values the model knows scores 0 from the item side)."""
-    customers, items, interactions = as_polars(customers), as_polars(items), as_polars(interactions)
+    # `phase(name)` times each part (bench/scale.py reads them from the asset's seconds_by_phase)
+    with phase("champion_user_rows"):
+        users_space, warm = _customer_rows(bundle, feature_weight, as_polars(customers))
+    items, interactions = as_polars(items), as_polars(interactions)
+    with phase("champion_interactions"):
+        items_space = items_with_new_products(bundle, items, feature_weight)
+        inter = interactions.with_columns(
+            u=pl.Series(index_of(interactions["customer_key"], users_space.id_map)),
+            i=pl.Series(index_of(interactions["product_id"], items_space.id_map)),
+        )
+        mine = as_pandas(inter.filter((pl.col("u") >= 0) & (pl.col("i") >= 0)))
+        data = RecData(users=users_space, items=items_space, interactions=mine)
+        shape = (len(users_space.ids), len(items_space.ids))
+        bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], shape)
+        popularity = MostPopular(mine, shape[1]).scores
+    with phase("champion_rank"):
+        # the customers are the users, in order
+        return ranked_lists(
+            bundle["model"], data, as_polars(customers), ~warm, bought, popularity, items, rules, zero_identity=False
+        )
+
+
+def _customer_rows(bundle: dict, feature_weight: float, customers: pl.DataFrame) -> tuple[FeatureSpace, np.ndarray]:
+    """Today's customers in the model's user feature space: their trained rows, or rows from
+    today's features for those it never saw or saw without history; and which are warm."""
     keys = customers["customer_key"].cast(pl.String).to_list()
     names = bundle["user_feature_names"]
     cold_ids = pl.Series(sorted(bundle.get("cold_user_ids", ())), dtype=pl.String)
@@ -267,20 +293,7 @@ def champion_lists_for(
     )
     unseen = sp.diags((~warm).astype(np.float32)) @ unseen_user_rows(names, customers, feature_weight)
     rows = (pick @ bundle["user_features"] + unseen).tocsr().astype(np.float32)
-
-    users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows)
-    items_space = items_with_new_products(bundle, items, feature_weight)
-    item_ids = items_space.ids
-    inter = interactions.with_columns(
-        u=pl.Series(index_of(interactions["customer_key"], users_space.id_map)),
-        i=pl.Series(index_of(interactions["product_id"], items_space.id_map)),
-    )
-    mine = as_pandas(inter.filter((pl.col("u") >= 0) & (pl.col("i") >= 0)))
-    data = RecData(users=users_space, items=items_space, interactions=mine)
-    bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], (len(keys), len(item_ids)))
-    popularity = MostPopular(mine, len(item_ids)).scores
-    # the customers are the users, in order (keys)
-    return ranked_lists(bundle["model"], data, customers, ~warm, bought, popularity, items, rules, zero_identity=False)
+    return FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows), warm
 
 
 def items_with_new_products(bundle: dict, items: pl.DataFrame, feature_weight: float) -> FeatureSpace:

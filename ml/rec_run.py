@@ -216,7 +216,9 @@ def score_with_champion(
     users = frames.users_now()
     frames.customers = frames.features_now = frames.features_then = None
     with phase("champion_lists"):
-        recs = lists_from_champion(tracking, refresh.champion_version, users, frames.items, frames.interactions, rules)
+        recs = lists_from_champion(
+            tracking, refresh.champion_version, users, frames.items, frames.interactions, rules, phase
+        )
     with phase("mlflow_log"):
         run_id = log_scoring_run(
             tracking,
@@ -434,17 +436,19 @@ def lists_from_champion(
     items: pl.DataFrame,
     interactions: pl.DataFrame,
     rules: ListRules,
+    phase: Callable[[str], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> pd.DataFrame:
-    """After a rejected challenger: every customer's list from the champion (champion_lists_for)
-    with today's rules, so consent withdrawn, products deactivated, purchases made and customers
+    """After a rejected challenger, and between retrains: every customer's list from the champion
+    (champion_lists_for) with today's rules, so consent withdrawn, products deactivated, purchases made and customers
     arrived since the champion was trained are all honoured. Deterministic: a re-run writes the
     same table."""
     client = MlflowClient(tracking_uri=tracking.tracking_uri)
     registered = client.get_model_version(tracking.model_name, version)
     feature_weight = RecommenderParams.from_logged(champion_params(client, registered)).feature_weight
     mlflow.set_tracking_uri(tracking.tracking_uri)
-    bundle = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{version}").unwrap_python_model().bundle
-    recs = champion_lists_for(bundle, feature_weight, users, items, interactions, rules)
+    with phase("champion_load"):
+        bundle = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{version}").unwrap_python_model().bundle
+    recs = champion_lists_for(bundle, feature_weight, users, items, interactions, rules, phase)
     recs["model_run_id"] = constant_column(registered.run_id, len(recs))
     recs["model_version"] = constant_column(str(version), len(recs))
     return recs
