@@ -106,7 +106,7 @@ def main() -> int:
     data = build_data(
         trained_customers,
         trained_items,
-        interactions.filter(pl.col("customer_key").cast(pl.String).is_in(trained_customers["customer_key"])),
+        interactions.filter(pl.col("customer_key").cast(pl.String).is_in(trained_customers["customer_key"].implode())),
         USER_FEATURES,
         ITEM_FEATURES,
     )

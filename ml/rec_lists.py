@@ -284,7 +284,7 @@ def _customer_rows(bundle: dict, feature_weight: float, customers: pl.DataFrame)
     keys = customers["customer_key"].cast(pl.String).to_list()
     names = bundle["user_feature_names"]
     cold_ids = pl.Series(sorted(bundle.get("cold_user_ids", ())), dtype=pl.String)
-    trained_cold = customers["customer_key"].cast(pl.String).is_in(cold_ids).to_numpy()
+    trained_cold = customers["customer_key"].cast(pl.String).is_in(cold_ids.implode()).to_numpy()
     row_in_model = np.where(trained_cold, -1, index_of(customers["customer_key"], bundle["user_id_map"]))
     warm = row_in_model >= 0
     pick = sp.csr_matrix(
@@ -302,7 +302,7 @@ def items_with_new_products(bundle: dict, items: pl.DataFrame, feature_weight: f
     identity (ml.recommender.unseen_user_rows, which builds such rows for any entity)."""
     item_ids = [str(i) for i in bundle["item_ids"]]
     known = pl.Series(item_ids, dtype=pl.String)
-    new = items.filter(~pl.col("product_id").cast(pl.String).is_in(known)).sort("product_id")
+    new = items.filter(~pl.col("product_id").cast(pl.String).is_in(known.implode())).sort("product_id")
     new_ids = new["product_id"].cast(pl.String).to_list()
     matrix = bundle["item_features"]
     if new_ids:
