@@ -173,8 +173,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Weekly vs nightly retraining: {result['dataset']}",
         "",
-        f"Origins {', '.join(result['origins'])}; cadence {result['cadence']} days; published configuration; "
-        f"{result['seconds']:.0f} s.",
+        f"Origins {', '.join(result['origins'])}; cadence {result['cadence']} days; published configuration.",
         "",
         "| staleness (days) | pairs | weekly NDCG@10 | nightly NDCG@10 | difference [95 %] | weekly P@10 | nightly P@10 |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
@@ -186,6 +185,25 @@ def markdown(result: dict) -> str:
             f"{b['weekly_precision_at_10']:.4f} | {b['nightly_precision_at_10']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def combine(paths: list[Path], seed: int) -> int:
+    """One summary of several runs' rows (each origin judged once)."""
+    rows = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    if rows.duplicated(["origin", "day", "u"]).any():
+        raise SystemExit("the row files overlap: an origin is in more than one of them")
+    result = {
+        "dataset": "combined",
+        "files": [str(p) for p in paths],
+        "cadence": None,
+        "origins": sorted(rows["origin"].unique()),
+        "summary": summarise(rows, seed),
+        "seconds": 0.0,
+    }
+    (RESULTS / "rec_cadence_combined.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / "rec_cadence_combined.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
 
 
 def main() -> int:
@@ -201,7 +219,16 @@ def main() -> int:
         help="staleness days to judge (default every one, 0 .. cadence-1: a fit each); "
         "--ages 6 judges only the worst day, the last before the retrain",
     )
+    parser.add_argument("--origin", nargs="+", help="origin days YYYY-MM-DD instead of the last --origins weeks")
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        help="summarise together the per-(customer, day) rows of earlier runs (their _rows.parquet files)",
+    )
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine, args.seed)
     if args.cadence < 2 or args.origins < 1:
         raise SystemExit("--cadence must be at least 2 and --origins at least 1")
     ages = sorted(set(args.ages if args.ages else range(args.cadence)))
@@ -212,6 +239,8 @@ def main() -> int:
     last = pd.Timestamp(interactions["occurred_at"].max()).normalize()
     # the last origin leaves `cadence` whole days after it, the day the data ends included
     origins = [last - pd.Timedelta(days=args.cadence * (n + 1)) for n in reversed(range(args.origins))]
+    if args.origin:
+        origins = sorted(pd.Timestamp(o) for o in args.origin)
     params = RecommenderParams(seed=args.seed)
     print(
         f"{args.db}: {len(interactions):,} interactions up to {last.date()}; origins {[str(o.date()) for o in origins]}"
@@ -229,7 +258,8 @@ def main() -> int:
         "command": " ".join(sys.argv),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"rec_cadence_{args.db.parent.name}"
+    name = f"rec_cadence_{args.db.parent.name}_{'_'.join(result['origins'])}_ages{'-'.join(map(str, ages))}"
+    rows.to_parquet(RESULTS / f"{name}_rows.parquet", index=False)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     (RESULTS / f"{name}.md").write_text(markdown(result))
     print(markdown(result))

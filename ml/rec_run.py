@@ -192,7 +192,7 @@ def refresh_recommender(
         refresh = plan_refresh(tracking, params, data_through(frames.interactions), cadence)
     log.info(f"recommender: {refresh.reason}")
     if not refresh.retrain:
-        return score_with_champion(tracking, refresh, frames, rules, log, phase)
+        return score_with_champion(tracking, refresh, frames, rules, phase)
     tags = {**tracking.tags, "refresh": refresh.kind, "refresh_reason": refresh.reason}
     run = train_and_rank(frames, params, rules, replace(tracking, tags=tags), gate, log, phase)
     if run.decision is not None:  # a model was trained (not the thin-sample fallback)
@@ -208,7 +208,6 @@ def score_with_champion(
     refresh: Refresh,
     frames: TrainingFrames,
     rules: ListRules,
-    log,
     phase: Callable[[str], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> RecommenderRun:
     """A refresh within the cadence: no evaluation, no fit, no new model version; the champion
