@@ -187,7 +187,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def combine(paths: list[Path], seed: int) -> int:
+def combine(paths: list[Path], seed: int, cadence: int) -> int:
     """One summary of several runs' rows (each origin judged once)."""
     rows = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     if rows.duplicated(["origin", "day", "u"]).any():
@@ -195,7 +195,7 @@ def combine(paths: list[Path], seed: int) -> int:
     result = {
         "dataset": "combined",
         "files": [str(p) for p in paths],
-        "cadence": None,
+        "cadence": cadence,
         "origins": sorted(rows["origin"].unique()),
         "summary": summarise(rows, seed),
         "seconds": 0.0,
@@ -208,7 +208,7 @@ def combine(paths: list[Path], seed: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--db", type=Path, help="a finished tessera run's DuckDB file (not with --combine)")
     parser.add_argument("--origins", type=int, default=2)
     parser.add_argument("--cadence", type=int, default=7)
     parser.add_argument("--seed", type=int, default=42)
@@ -228,7 +228,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.combine:
-        return combine(args.combine, args.seed)
+        return combine(args.combine, args.seed, args.cadence)
+    if args.db is None:
+        raise SystemExit("--db is needed (or --combine)")
     if args.cadence < 2 or args.origins < 1:
         raise SystemExit("--cadence must be at least 2 and --origins at least 1")
     ages = sorted(set(args.ages if args.ages else range(args.cadence)))
