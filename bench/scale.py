@@ -27,6 +27,14 @@
    far, and the scaling exponent b of cost = a * size^b between consecutive sizes (wall and CPU time,
    whole pipeline and per step): b <= 1.1 from 100k to 1m is the target.
 
+`--next-day` measures the daily refresh instead (issue 37): the last day of clickstream (every
+shard's `events_<day>*.jsonl`) is held back, the whole graph runs on the rest (run 1, a fresh
+warehouse: the recommender trains), then the held-back files land and the graph runs again on
+the same warehouse, as the next night's schedule would (run 2: within the default retraining
+cadence the recommender scores with its champion). No plain dbt build or floor. Both runs, their
+steps and the recommender's own account (refresh kind, reason, seconds by phase) go to
+bench/results/scale_<size>_next_day.json and .md.
+
 The warehouse runs with the same settings a deployment would: TESSERA_DUCKDB_MEMORY_LIMIT,
 TESSERA_DUCKDB_THREADS and TESSERA_DUCKDB_TEMP_DIR (spill directory) are passed through.
 """
@@ -442,6 +450,132 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def held_back_day(landing: Path, held: Path) -> str:
+    """Moves the last day's clickstream files (every shard's) from the landing folder to `held`;
+    the day. Files a crashed earlier bench left in `held` go back first."""
+    restore_day(landing, held)
+    files = sorted((landing / "events").glob("events_*.jsonl"))
+    if not files:
+        raise SystemExit(f"--next-day: no events_<day>*.jsonl file in {landing / 'events'}")
+    day = max(f.name.removeprefix("events_")[:10] for f in files)
+    held.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if f.name.startswith(f"events_{day}"):
+            f.rename(held / f.name)
+    return day
+
+
+def restore_day(landing: Path, held: Path) -> None:
+    """The held-back files back in the landing folder, with a new modification time (as landing)."""
+    if held.is_dir():
+        for f in sorted(held.iterdir()):
+            f.rename(landing / "events" / f.name)
+            f = landing / "events" / f.name
+            os.utime(f)
+        held.rmdir()
+
+
+def asset_metadata(dagster_home: Path, run_id: str, key: str) -> dict:
+    """The metadata of `key`'s materialisation in a run, as plain values."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        m = entry.dagster_event.event_specific_data.materialization
+        if m.asset_key.to_user_string() == key:
+            return {k: getattr(v, "value", v) for k, v in m.metadata.items() if k not in ("plot", "preview")}
+    return {}
+
+
+RECOMMENDER_STEP = "ml__recommendation_candidates"
+REFRESH_KEYS = ("refresh", "refresh_reason", "lists_from", "lists_from_version", "seconds_by_phase", "data_through")
+
+
+def measured_run(label: str, work: Path, env: dict, settings, volume: dict) -> dict:
+    """One `tessera run` of the whole graph under the sampler: its totals, its steps, and what the
+    recommender says it did."""
+    print(f"  {label}: materialising the whole graph ...", flush=True)
+    tessera = str(Path(sys.executable).parent / "tessera")
+    run = run_measured([tessera, "run"], env, work / f"pipeline_{label}.log")
+    steps, _, run_id = step_metrics(run, work / "dagster_home")
+    fill_rows(steps, settings.duckdb_path, volume)
+    run.pop("sampler")
+    recommender = asset_metadata(work / "dagster_home", run_id, "ml/recommendation_candidates")
+    step = next((s for s in steps if s["step"] == RECOMMENDER_STEP), {})
+    out = {
+        **run,
+        "status": "success" if run["exit_code"] == 0 else "failed",
+        "run_id": run_id,
+        "recommender_step": {k: step.get(k) for k in ("wall_s", "cpu_s", "peak_rss_gb")},
+        "recommender": {k: recommender.get(k) for k in REFRESH_KEYS},
+        "steps": steps,
+    }
+    print(
+        f"  {label} {out['status']}: {run['wall_s']} s wall, {run['cpu_s']} s CPU, {run['peak_tree_rss_gb']} GB peak; "
+        f"recommender {out['recommender_step']['wall_s']} s: {out['recommender']['refresh_reason']}",
+        flush=True,
+    )
+    return out
+
+
+def next_day_markdown(result: dict) -> str:
+    lines = [
+        f"# tessera daily refresh: {result['size']} ({result['customers']:,} customers, {result['days']} days)",
+        "",
+        f"Command: `{result['command']}` on {result['machine']['cpus']} cores; load average before each run: "
+        + ", ".join(f"{r}: {result[r]['load_before']}" for r in ("first_run", "next_day")),
+        "",
+        f"Run 1: every file but the clickstream of {result['held_back_day']}, on a fresh warehouse. "
+        "Run 2: that day's files land, the graph runs again on the same warehouse.",
+        "",
+        "| measure | run 1 | run 2 (next day) |",
+        "| --- | ---: | ---: |",
+    ]
+    a, b = result["first_run"], result["next_day"]
+    rows = [
+        ("status", a["status"], b["status"]),
+        (
+            "pipeline wall s",
+            f"{a['wall_s']:.1f} ({a['wall_s'] / 60:.1f} min)",
+            f"{b['wall_s']:.1f} ({b['wall_s'] / 60:.1f} min)",
+        ),
+        ("pipeline CPU s", f"{a['cpu_s']:.1f}", f"{b['cpu_s']:.1f}"),
+        (
+            "peak RSS GB (tree / largest process)",
+            f"{a['peak_tree_rss_gb']:.2f} / {a['max_process_rss_gb']:.2f}",
+            f"{b['peak_tree_rss_gb']:.2f} / {b['max_process_rss_gb']:.2f}",
+        ),
+        ("recommender step wall s", _num(a["recommender_step"]["wall_s"]), _num(b["recommender_step"]["wall_s"])),
+        ("recommender step CPU s", _num(a["recommender_step"]["cpu_s"]), _num(b["recommender_step"]["cpu_s"])),
+        ("recommender refresh", a["recommender"]["refresh"], b["recommender"]["refresh"]),
+        (
+            "lists from (version)",
+            f"{a['recommender']['lists_from']} ({a['recommender']['lists_from_version']})",
+            f"{b['recommender']['lists_from']} ({b['recommender']['lists_from_version']})",
+        ),
+    ]
+    lines += [f"| {m} | {x} | {y} |" for m, x, y in rows]
+    lines += [
+        "",
+        f"Run 1's recommender: {a['recommender']['refresh_reason']}",
+        f"Run 2's recommender: {b['recommender']['refresh_reason']}",
+        "",
+    ]
+    for label, r in (("run 1", a), ("run 2", b)):
+        lines += [f"Recommender phases, {label}: `{json.dumps(r['recommender']['seconds_by_phase'])}`", ""]
+    lines += [
+        "Steps of run 2, slowest first:",
+        "",
+        "| step | wall s | CPU s | peak RSS GB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for s in sorted(b["steps"], key=lambda s: -s.get("wall_s", 0)):
+        lines.append(
+            f"| {s['step']} | {s.get('wall_s', 0):.1f} | {_num(s.get('cpu_s'))} | {_num(s.get('peak_rss_gb'), 2)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _num(value, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -514,6 +648,11 @@ def main() -> int:
     )
     parser.add_argument("--customers", type=int, help="another number of customers (tests); results named by it")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--next-day",
+        action="store_true",
+        help="measure the daily refresh: a run without the last day of clickstream, then one with it",
+    )
     args = parser.parse_args()
     results = args.results_dir
     results.mkdir(parents=True, exist_ok=True)
@@ -548,6 +687,8 @@ def main() -> int:
         print(f"  generated in {generation['generate_s']} s", flush=True)
     if args.generate_only:
         return 0
+    held = work / "held_back"
+    restore_day(landing, held)
     # a fresh warehouse, instance and outputs for every measured run; only the landing files stay
     for name in os.listdir(work / "data"):
         if name not in (landing.name, settings.truth_dir.name):
@@ -557,6 +698,8 @@ def main() -> int:
     (work / "dagster_home").mkdir()
     (work / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
+    if args.next_day:
+        return next_day(args, customers, work, env, settings, generation, results)
     volume = landing_volume(landing)
     print("  landing: " + ", ".join(f"{k}={v['records']:,}" for k, v in volume.items()), flush=True)
 
@@ -628,6 +771,45 @@ def main() -> int:
     print(markdown(result))
     print(summary(results))
     return 0 if status == "success" else 1
+
+
+def next_day(args, customers: int, work: Path, env: dict, settings, generation: dict, results: Path) -> int:
+    """--next-day: run 1 without the last day of clickstream, run 2 on the same warehouse with it."""
+    import psutil
+
+    landing, held = settings.landing_dir, work / "held_back"
+    day = held_back_day(landing, held)
+    print(f"  held back the clickstream of {day}", flush=True)
+    try:
+        load = os.getloadavg()
+        first = measured_run("first_run", work, env, settings, landing_volume(landing))
+        first["load_before"] = [round(x, 2) for x in load]
+    finally:
+        restore_day(landing, held)
+    load = os.getloadavg()
+    second = measured_run("next_day", work, env, settings, landing_volume(landing))
+    second["load_before"] = [round(x, 2) for x in load]
+    result = {
+        "size": args.size,
+        "customers": customers,
+        "days": args.days,
+        "seed": args.seed,
+        "command": f".venv/bin/python bench/scale.py --size {args.size} --next-day --reuse-landing",
+        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1)},
+        "settings": {
+            "duckdb_memory_limit": settings.duckdb_memory_limit,
+            "duckdb_threads": settings.duckdb_threads,
+            "recommender_retrain_every_days": settings.recommender_retrain_every_days,
+        },
+        "generation": generation,
+        "held_back_day": day,
+        "first_run": first,
+        "next_day": second,
+    }
+    (results / f"scale_{args.size}_next_day.json").write_text(json.dumps(result, indent=2, default=str))
+    (results / f"scale_{args.size}_next_day.md").write_text(next_day_markdown(result))
+    print(next_day_markdown(result))
+    return 0 if first["status"] == second["status"] == "success" else 1
 
 
 if __name__ == "__main__":

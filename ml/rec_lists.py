@@ -4,6 +4,7 @@ the model just trained, from a registered champion, or from popularity alone."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -307,18 +308,47 @@ def champion_lists_for(
     items: pl.DataFrame | pd.DataFrame,
     interactions: pl.DataFrame | pd.DataFrame,
     rules: ListRules,
+    phase=contextlib.nullcontext,
 ) -> pd.DataFrame:
     """Today's lists from a registered model (its MLflow bundle), under today's rules: customers
     the model was trained on keep their trained rows (identity and features, as in training);
     customers it never saw, or saw without history (bundle "cold_user_ids"), are ranked from
     today's features in the model's own feature space (ml.recommender.unseen_user_rows); the
-    popularity fallback, consent, purchases and active products are today's."""
-    customers, items, interactions = as_polars(customers), as_polars(items), as_polars(interactions)
+    popularity fallback, consent, purchases and active products are today's. Products added to
+    the catalogue since the model was trained are cold items: scored from their features alone
+    (category, brand, price band values the model knows), as the evaluation's cold-item slice
+    scores them, so they can be recommended before the next retrain (a product none of whose
+    feature values the model knows scores 0 from the item side)."""
+    # `phase(name)` times each part (bench/scale.py reads them from the asset's seconds_by_phase)
+    with phase("champion_user_rows"):
+        users_space, warm = _customer_rows(bundle, feature_weight, as_polars(customers))
+    items, interactions = as_polars(items), as_polars(interactions)
+    with phase("champion_interactions"):
+        items_space = items_with_new_products(bundle, items, feature_weight)
+        inter = interactions.with_columns(
+            u=pl.Series(index_of(interactions["customer_key"], users_space.id_map)),
+            i=pl.Series(index_of(interactions["product_id"], items_space.id_map)),
+        )
+        mine = as_pandas(inter.filter((pl.col("u") >= 0) & (pl.col("i") >= 0)))
+        data = RecData(users=users_space, items=items_space, interactions=mine)
+        shape = (len(users_space.ids), len(items_space.ids))
+        bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], shape)
+        popularity = MostPopular(mine, shape[1]).scores
+    with phase("champion_rank"):
+        # the customers are the users, in order
+        return ranked_lists(
+            bundle["model"], data, as_polars(customers), ~warm, bought, popularity, items, rules, zero_identity=False
+        )
+
+
+def _customer_rows(bundle: dict, feature_weight: float, customers: pl.DataFrame) -> tuple[FeatureSpace, np.ndarray]:
+    """Today's customers in the model's user feature space: their trained rows, or rows from
+    today's features for those it never saw or saw without history; and which are warm."""
     keys = customers["customer_key"].cast(pl.String).to_list()
     names = bundle["user_feature_names"]
-    trained = bundle["user_id_map"]
-    cold_ids = set(bundle.get("cold_user_ids", ()))
-    row_in_model = np.array([trained.get(k, -1) if k not in cold_ids else -1 for k in keys], dtype=np.int64)
+    cold_ids = pl.Series(sorted(bundle.get("cold_user_ids", ())), dtype=pl.String)
+    trained_cold = customers["customer_key"].cast(pl.String).is_in(cold_ids.implode()).to_numpy()
+    row_in_model = np.where(trained_cold, -1, index_of(customers["customer_key"], bundle["user_id_map"]))
     warm = row_in_model >= 0
     pick = sp.csr_matrix(
         (np.ones(int(warm.sum()), dtype=np.float32), (np.flatnonzero(warm), row_in_model[warm])),
@@ -326,14 +356,7 @@ def champion_lists_for(
     )
     unseen = sp.diags((~warm).astype(np.float32)) @ unseen_user_rows(names, customers, feature_weight)
     rows = (pick @ bundle["user_features"] + unseen).tocsr().astype(np.float32)
-
-    users_space = FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows)
-    data = _indexed(bundle, users_space, bundle["item_feature_names"], bundle["item_features"], interactions)
-    mine = data.interactions
-    bought = pairs_matrix(mine[mine["interaction_type"] == "purchase"], (len(keys), len(data.items.ids)))
-    popularity = MostPopular(mine, len(data.items.ids)).scores
-    # the customers are the users, in order (keys)
-    return ranked_lists(bundle["model"], data, customers, ~warm, bought, popularity, items, rules, zero_identity=False)
+    return FeatureSpace(keys, {k: n for n, k in enumerate(keys)}, names, rows), warm
 
 
 def _indexed(
@@ -368,6 +391,22 @@ def champion_family_lists(
     no_features = sp.csr_matrix((len(bundle["item_ids"]), 0), dtype=np.float32)
     data = _indexed(bundle, users_space, [], no_features, interactions)
     return family_candidates(bundle, data, customers, items, rules)
+
+
+def items_with_new_products(bundle: dict, items: pl.DataFrame, feature_weight: float) -> FeatureSpace:
+    """The model's item feature space, and after its items a row for each product of today's
+    catalogue it was not trained on: that product's feature values the model knows, with no
+    identity (ml.recommender.unseen_user_rows, which builds such rows for any entity)."""
+    item_ids = [str(i) for i in bundle["item_ids"]]
+    known = pl.Series(item_ids, dtype=pl.String)
+    new = items.filter(~pl.col("product_id").cast(pl.String).is_in(known.implode())).sort("product_id")
+    new_ids = new["product_id"].cast(pl.String).to_list()
+    matrix = bundle["item_features"]
+    if new_ids:
+        rows = unseen_user_rows(bundle["item_feature_names"], new, feature_weight)
+        matrix = sp.vstack([matrix, rows], format="csr").astype(np.float32)
+        item_ids = item_ids + new_ids
+    return FeatureSpace(item_ids, {k: n for n, k in enumerate(item_ids)}, bundle["item_feature_names"], matrix)
 
 
 def training_fingerprint(*frames: pl.DataFrame | pd.DataFrame) -> str:

@@ -1,14 +1,17 @@
-"""One tracked run of the recommender, frames in and lists out: evaluated on a time holdout
-(in a second thread) while the published model is built, fitted and ranked; logged to MLflow,
-registered, and judged by the promotion gate, which says where today's lists come from (this
-model, the champion, or the best baseline). And the lists when no model can be trained."""
+"""One run of the recommender, frames in and lists out (refresh_recommender). Within the
+retraining cadence (plan_refresh) the champion scores today's customers and nothing is trained.
+Otherwise a tracked training run: evaluated on a time holdout (in a second thread) while the
+published model is built, fitted and ranked; logged to MLflow, registered, and judged by the
+promotion gate, which says where today's lists come from (this model, the champion, or the best
+baseline). And the lists when no model can be trained."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import mlflow
 import numpy as np
@@ -54,7 +57,41 @@ from ml.rec_lists import (
 )
 from ml.recommender import RecommenderParams, TrainingFrames, build_data, with_feature_weight, with_features
 from ml.registry import PRIMARY_METRIC, GateDecision, champion, champion_params, decide, record_on_run, register
-from ml.tracking import LoggedRun, Tracking, log_recommender_run
+from ml.tracking import LoggedRun, Tracking, log_recommender_run, log_scoring_run
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often the recommender retrains: when the champion's training data is `every_days` days
+    older than today's (0 or 1: every run), or at once with `force`."""
+
+    every_days: int = 7
+    force: bool = False
+
+    def __post_init__(self):
+        if self.every_days < 0:
+            raise ValueError(f"retrain_every_days must not be negative, got {self.every_days}")
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """What a run does with the recommender, and why: retrain, or score with the champion."""
+
+    retrain: bool
+    reason: str  # one sentence, for the UI, MLflow and the run summary
+    data_through: dt.date  # the newest interaction's day in today's data
+    every_days: int
+    champion_version: str | None = None
+    trained_through: dt.date | None = None  # the champion's newest training interaction's day
+    next_retrain_due: dt.date | None = None  # None: the next run retrains
+
+    @property
+    def kind(self) -> str:
+        return "retrain" if self.retrain else "score_only"
+
+    @property
+    def next_retrain(self) -> str:
+        return "next run" if self.next_retrain_due is None else str(self.next_retrain_due)
 
 
 @dataclass
@@ -66,11 +103,143 @@ class RecommenderRun:
     metrics: dict[str, float] | None = None
     plot: bytes | None = None
     skipped_reason: str | None = None
+    refresh: Refresh | None = None  # None: no model could be trained (lists_without_model)
+    scoring_run_id: str | None = None  # the MLflow run of a scoring-only refresh
 
     @property
     def lists_version(self) -> str:
         """The model version (or baseline:<name>) the lists come from; "none" without a list."""
         return str(self.recs["model_version"].iloc[0]) if len(self.recs) else "none"
+
+
+def data_through(interactions: pl.DataFrame) -> dt.date:
+    """The day of the newest interaction: how far the data goes, whatever the wall clock says (a
+    backfill or a replay of old data is judged by its own dates)."""
+    newest = interactions["occurred_at"].max()
+    if newest is None:
+        raise ValueError("no interaction has an occurred_at: the data has no date to judge a refresh by")
+    return newest.date() if isinstance(newest, dt.datetime) else newest
+
+
+def config_changes(logged: dict[str, str], params: RecommenderParams) -> list[str]:
+    """The settings in which a champion's logged run differs from today's: RecommenderParams'
+    fields and the feature lists. Empty: the same configuration."""
+    then = RecommenderParams.from_logged(logged)
+    # the family compared is the one asked for: "auto" picks one at each retrain, so a champion
+    # auto chose is today's configuration whichever family it is
+    then = replace(then, family=logged.get("family_requested", then.family))
+    changed = [f.name for f in fields(RecommenderParams) if getattr(then, f.name) != getattr(params, f.name)]
+    features = {"user_features": ",".join(USER_FEATURES), "item_features": ",".join(ITEM_FEATURES)}
+    return changed + [name for name, now in features.items() if logged.get(name) != now]
+
+
+def plan_refresh(tracking: Tracking, params: RecommenderParams, through: dt.date, cadence: Cadence) -> Refresh:
+    """Retrain, or score today's customers with the champion? Scoring only when there is a
+    champion, trained with today's configuration, on data that ends fewer than
+    `cadence.every_days` days before today's (`through`). Age is measured on the data's dates,
+    not on when the champion was registered: a backfill or a replay then retrains exactly when a
+    daily run on that data would have, and data older than the champion's (a replay of the past)
+    retrains, since the champion has seen its future."""
+    plan = Refresh(True, "", through, cadence.every_days)
+    if cadence.force:
+        return replace(plan, reason="retrained: force_retrain was set")
+    if cadence.every_days <= 1:
+        return replace(plan, reason=f"retrained: retrain_every_days is {cadence.every_days} (every run)")
+    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    current = champion(client, tracking.model_name)
+    if current is None:
+        return replace(plan, reason="retrained: no champion yet")
+    version = str(current.version)
+    plan = replace(plan, champion_version=version)
+    logged = champion_params(client, current)
+    if changed := config_changes(logged, params):
+        return replace(
+            plan, reason=f"retrained: champion version {version} was trained with another {', '.join(changed)}"
+        )
+    if "trained_through" not in logged:
+        return replace(plan, reason=f"retrained: champion version {version} logged no trained_through date")
+    trained = dt.date.fromisoformat(logged["trained_through"])
+    due = trained + dt.timedelta(days=cadence.every_days)
+    plan = replace(plan, trained_through=trained, next_retrain_due=due)
+    if through < trained:
+        return replace(
+            plan,
+            reason=f"retrained: today's data ends on {through}, before champion version {version}'s "
+            f"training data ({trained}): a replay the champion has seen the future of",
+        )
+    if through >= due:
+        return replace(
+            plan,
+            reason=f"retrained: champion version {version} was trained on data up to {trained}, "
+            f"today's goes to {through}; retrain due {due} (retrain_every_days {cadence.every_days})",
+        )
+    return replace(
+        plan,
+        retrain=False,
+        reason=f"scored with champion version {version} trained on data up to {trained}; "
+        f"next retrain due {due} (retrain_every_days {cadence.every_days}; data up to {through})",
+    )
+
+
+def refresh_recommender(
+    frames: TrainingFrames,
+    params: RecommenderParams,
+    rules: ListRules,
+    tracking: Tracking,
+    gate: GateRule,
+    cadence: Cadence,
+    log,
+    phase: Callable[[str], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> RecommenderRun:
+    """Today's lists: from the champion alone within the cadence (plan_refresh), else from a
+    training run (train_and_rank); thin data trains nothing (lists_without_model)."""
+    if frames.skip_reason is not None:
+        return lists_without_model(tracking, frames, rules, frames.skip_reason, log)
+    with phase("plan_refresh"):
+        refresh = plan_refresh(tracking, params, data_through(frames.interactions), cadence)
+    log.info(f"recommender: {refresh.reason}")
+    if not refresh.retrain:
+        return score_with_champion(tracking, refresh, frames, rules, phase)
+    tags = {**tracking.tags, "refresh": refresh.kind, "refresh_reason": refresh.reason}
+    run = train_and_rank(frames, params, rules, replace(tracking, tags=tags), gate, log, phase)
+    if run.decision is not None:  # a model was trained (not the thin-sample fallback)
+        # a promoted model starts the cadence again; a kept champion leaves it due (next run)
+        promoted = run.decision.promoted and cadence.every_days > 1
+        due = refresh.data_through + dt.timedelta(days=cadence.every_days) if promoted else None
+        run.refresh = replace(refresh, next_retrain_due=due)
+    return run
+
+
+def score_with_champion(
+    tracking: Tracking,
+    refresh: Refresh,
+    frames: TrainingFrames,
+    rules: ListRules,
+    phase: Callable[[str], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> RecommenderRun:
+    """A refresh within the cadence: no evaluation, no fit, no new model version; the champion
+    scores today's customers under today's rules (lists_from_champion), and an MLflow run says so."""
+    users = frames.users_now()
+    frames.customers = frames.features_now = frames.features_then = None
+    with phase("champion_lists"):
+        recs = lists_from_champion(
+            tracking, refresh.champion_version, users, frames.items, frames.interactions, rules, phase
+        )
+    with phase("mlflow_log"):
+        run_id = log_scoring_run(
+            tracking,
+            params={
+                "champion_version": refresh.champion_version,
+                "trained_through": str(refresh.trained_through),
+                "data_through": str(refresh.data_through),
+                "next_retrain_due": refresh.next_retrain,
+                "retrain_every_days": refresh.every_days,
+                **asdict(rules),
+            },
+            metrics={"customers": float(len(users)), "list_rows": float(len(recs))},
+            tags={"refresh": refresh.kind, "refresh_reason": refresh.reason},
+        )
+    return RecommenderRun(recs, "champion", refresh=refresh, scoring_run_id=run_id)
 
 
 def evaluation_sample(n_customers: int, size: int, seed: int) -> np.ndarray:
@@ -114,6 +283,7 @@ def train_and_rank(
         reason = f"the evaluation sample of {len(eval_users)} customers: {skip_reason}"
         return lists_without_model(tracking, frames, rules, reason, log)
     split = time_split(eval_data, params.test_days)
+    requested = params.family
     with phase("family_selection"):
         params, selection = choose_family(eval_data, split, params, log)
     # The evaluation (two fits and full-catalogue rankings on the sample) and the published model's
@@ -142,7 +312,19 @@ def train_and_rank(
         with phase("fingerprint"):
             fingerprint = training_fingerprint(frames.interactions, users, frames.items)
     metrics, logged = _log_run(
-        tracking, params, frames, split, data, model, evaluation, fingerprint, len(eval_users), log, phase, selection
+        tracking,
+        params,
+        frames,
+        split,
+        data,
+        model,
+        evaluation,
+        fingerprint,
+        len(eval_users),
+        log,
+        phase,
+        selection,
+        requested,
     )
     with phase("promotion_gate"):
         decision = promotion_gate(tracking, gate, logged, params, per_user, evaluation, eval_data, split, fingerprint)
@@ -200,6 +382,7 @@ def _log_run(
     log,
     phase,
     selection,
+    requested: str,
 ):
     """The published family's MLflow run, the other families and the baselines nested: every
     metric, every choice a param."""
@@ -234,6 +417,10 @@ def _log_run(
                 "n_users": len(data.users.ids),
                 "n_items": len(data.items.ids),
                 "training_data_fingerprint": fingerprint,
+                # how old the model's data is: the retraining cadence counts from it (plan_refresh)
+                "trained_through": str(data_through(frames.interactions)),
+                # "auto" or a family: what the configuration asked for (config_changes compares it)
+                "family_requested": requested,
                 "empty_slices": ",".join(empty) or "none",
             },
             metrics=metrics,
@@ -316,20 +503,23 @@ def lists_from_champion(
     items: pl.DataFrame,
     interactions: pl.DataFrame,
     rules: ListRules,
+    phase: Callable[[str], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> pd.DataFrame:
-    """After a rejected challenger: every customer's list from the champion (champion_lists_for)
-    with today's rules, so consent withdrawn, products deactivated, purchases made and customers
+    """After a rejected challenger, and between retrains: every customer's list from the champion
+    (champion_lists_for) with today's rules, so consent withdrawn, products deactivated, purchases made and customers
     arrived since the champion was trained are all honoured. Deterministic: a re-run writes the
     same table."""
     client = MlflowClient(tracking_uri=tracking.tracking_uri)
     registered = client.get_model_version(tracking.model_name, version)
     feature_weight = RecommenderParams.from_logged(champion_params(client, registered)).feature_weight
     mlflow.set_tracking_uri(tracking.tracking_uri)
-    bundle = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{version}").unwrap_python_model().bundle
+    with phase("champion_load"):
+        bundle = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/{version}").unwrap_python_model().bundle
     if bundle.get("family", "lightfm_hybrid") == "lightfm_hybrid":
-        recs = champion_lists_for(bundle, feature_weight, users, items, interactions, rules)
+        recs = champion_lists_for(bundle, feature_weight, users, items, interactions, rules, phase)
     else:
-        recs = champion_family_lists(bundle, users, items, interactions, rules)
+        with phase("champion_rank"):
+            recs = champion_family_lists(bundle, users, items, interactions, rules)
     recs["model_run_id"] = constant_column(registered.run_id, len(recs))
     recs["model_version"] = constant_column(str(version), len(recs))
     return recs

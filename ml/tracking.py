@@ -220,6 +220,18 @@ def log_evaluation_run(
         return run.info.run_id
 
 
+def log_scoring_run(tracking: Tracking, params: dict, metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """A run that trained nothing: today's lists scored with a registered model (the recommender
+    between retrains), in `tracking`'s experiment with its tags and `tags`. Params say which
+    model and why; no model is logged. Its run id."""
+    experiment_id = ensure_experiment(tracking.tracking_uri, tracking.experiment, tracking.artifact_root)
+    tags = {**tracking.tags, **tags}
+    with mlflow.start_run(experiment_id=experiment_id, run_name="score_with_champion", tags=tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        return run.info.run_id
+
+
 def refuse_undefined(metrics: dict[str, float], model: str) -> None:
     """A NaN or infinite metric is a bug upstream (an empty slice must log nothing, see
     ml.rec_evaluation.loggable_metrics), never something to store and compare."""

@@ -96,8 +96,10 @@ refresh_customer_view = dg.define_asset_job(
 retrain_recommender = dg.define_asset_job(
     RETRAIN_JOB,
     selection=dg.AssetSelection.assets(RECOMMENDER_KEY),
-    description="Evaluate and retrain the LightFM recommender on the current customer view; the registry "
-    "gate decides whether it becomes the champion. Publishes nothing.",
+    description="Evaluate and retrain the LightFM recommender on the current customer view, whatever the "
+    "retraining cadence says (force_retrain); the registry gate decides whether it becomes the champion. "
+    "Publishes nothing.",
+    config={"ops": {RECOMMENDER_KEY.to_python_identifier(): {"config": {"force_retrain": True}}}},
 )
 publish = dg.define_asset_job(
     PUBLISH_JOB,

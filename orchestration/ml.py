@@ -14,7 +14,7 @@ from ml.promotion import GateRule
 from ml.propensity import MAX_TRAIN_ROWS
 from ml.propensity_run import PropensityRun, score_propensities
 from ml.rec_lists import ListRules
-from ml.rec_run import RecommenderRun, lists_without_model, primary_metrics, train_and_rank
+from ml.rec_run import Cadence, RecommenderRun, primary_metrics, refresh_recommender
 from ml.recommender import RecommenderParams
 from ml.tracking import Tracking
 from orchestration.keys import CLUSTERS_KEY, ML_GROUP, PRODUCT_LISTS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
@@ -76,6 +76,12 @@ class RecommenderConfig(dg.Config):
     num_threads: int = RecommenderParams.num_threads
     # at most this many (pair, epoch) updates per fit (RecommenderParams.max_updates)
     max_updates: int = RecommenderParams.max_updates
+    # retrain when the champion's training data is this many days older than today's (0 or 1:
+    # every run); unset: TESSERA_RECOMMENDER_RETRAIN_EVERY_DAYS (7). In between, the champion
+    # scores today's customers and nothing is trained (ml/rec_run.py plan_refresh).
+    retrain_every_days: int | None = None
+    # retrain on this run whatever the cadence says (the retrain_recommender job sets it)
+    force_retrain: bool = False
 
     def params(self, seed: int) -> RecommenderParams:
         names = {f.name for f in fields(RecommenderParams)}
@@ -83,6 +89,10 @@ class RecommenderConfig(dg.Config):
 
     def rules(self) -> ListRules:
         return ListRules(k=self.k, max_per_category=self.max_per_category, exclude_bought=self.exclude_bought)
+
+    def cadence(self, settings) -> Cadence:
+        every = self.retrain_every_days
+        return Cadence(settings.recommender_retrain_every_days if every is None else every, self.force_retrain)
 
 
 @dg.asset(
@@ -112,13 +122,11 @@ def recommendation_candidates(
         # the training set, and so every MLflow artifact, knows customers only by customer_pkey
         frames, internal_keys = read_training_frames(con, settings.pseudonym_salt, params.test_days)
     n_interactions = len(frames.interactions)
-    if frames.skip_reason is not None:
-        # thin data: no model is trained; the lists come from the champion or popularity, and
-        # the reason goes to the run summary (orchestration/run.py)
-        run = lists_without_model(tracking, frames, config.rules(), frames.skip_reason, context.log)
-    else:
-        gate = GateRule(min_users=settings.promotion_min_users, seed=settings.seed)
-        run = train_and_rank(frames, params, config.rules(), tracking, gate, context.log, phase)
+    # within the cadence the champion scores today's customers; thin data trains nothing (the
+    # lists come from the champion or popularity); either way the reason reaches the run summary
+    gate = GateRule(min_users=settings.promotion_min_users, seed=settings.seed)
+    cadence = config.cadence(settings)
+    run = refresh_recommender(frames, params, config.rules(), tracking, gate, cadence, context.log, phase)
     # at 1M customers the training frames are GBs: let go before the lists are written (docs/scaling.md)
     del frames
     release_unused()
@@ -133,10 +141,30 @@ def recommender_metadata(settings, run: RecommenderRun, phase: Phases) -> dict:
     """What the UI shows of a recommender run: where the lists came from and, when a model was
     trained, the gate's decision, the MLflow run and the primary slice's metrics."""
     lists = {"lists_from": run.lists_from, "lists_from_version": run.lists_version}
-    if run.decision is None:
+    if run.refresh is None:
         return {"skipped_reason": run.skipped_reason, "promoted": False, **lists}
+    refresh = {
+        "refresh": run.refresh.kind,  # retrain or score_only
+        "refresh_reason": run.refresh.reason,
+        "retrain_every_days": run.refresh.every_days,
+        "data_through": str(run.refresh.data_through),
+        "next_retrain_due": run.refresh.next_retrain,
+    }
+    if run.decision is None:  # scored with the champion: nothing trained, nothing registered
+        return {
+            **mlflow_run_metadata(settings, run.scoring_run_id),
+            **refresh,
+            "promoted": False,
+            "seconds_by_phase": dg.MetadataValue.json(phase.seconds),
+            "registered_model": settings.mlflow_model_name,
+            "champion_version": run.refresh.champion_version,
+            "champion_trained_through": str(run.refresh.trained_through),
+            **lists,
+            "mlflow_run_id": run.scoring_run_id,
+        }
     decision = run.decision
     return {
+        **refresh,
         **mlflow_run_metadata(settings, run.logged.run_id, run.plot, "ndcg_by_slice"),
         "promoted": decision.promoted,
         "seconds_by_phase": dg.MetadataValue.json(phase.seconds),

@@ -298,6 +298,8 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
         print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
     for asset, reason in skipped_models(result):
         print(f"model skipped, its asset written without it: {asset}: {reason}")
+    for asset, reason in _reasons(result, "refresh_reason"):  # retrained, or scored with the champion
+        print(f"{asset}: {reason}")
     empty: dict[str, list[str]] = {}
     for asset, reason in empty_outputs(result):
         empty.setdefault(reason, []).append(asset)

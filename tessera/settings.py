@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     gx_accepted_missing_columns: ColumnPairs = frozenset()
     # the recommender's promotion gate judges on at least this many warm users (ml/promotion.py)
     promotion_min_users: AtLeastOne = 200
+    # the recommender retrains when its champion's training data is this many days older than
+    # today's (0 or 1: every run); in between, runs score with the champion only (ml/rec_run.py
+    # plan_refresh). A changed configuration, no champion, or force_retrain retrain at once.
+    recommender_retrain_every_days: Annotated[int, checked(lambda v: v >= 0, "must not be negative")] = 7
     # a landing entry that is not loaded (another file type, a folder, a broken link...): "block"
     # stops its source's load with an error naming it, "warn" logs it and goes on; either way it is
     # in raw.load_audit with its reason (tessera/landing/loader.py, docs/landing_contract.md)
