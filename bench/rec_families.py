@@ -70,6 +70,10 @@ CONFIGS: list[tuple[str, str, dict]] = [
 ]
 
 
+# with --quick, the grid points that are the families' defaults
+QUICK = ("ease_l500", "ease_recent_h30_w0.01", "als_f32_r0.05_a1")
+
+
 def online_retail(cut: str | None) -> pd.DataFrame:
     frame = pl.read_parquet(SHARED / "online_retail" / "online_retail.parquet")
     frame = frame.filter(
@@ -114,9 +118,11 @@ def carve(data: RecData, split: Split, holdout_days: int) -> tuple[RecData, Spli
     return inner, time_split(inner, holdout_days)
 
 
-def score_all(data: RecData, split: Split, base: RecommenderParams) -> dict[str, dict]:
+def score_all(data: RecData, split: Split, base: RecommenderParams, quick: bool = False) -> dict[str, dict]:
     out = {}
-    for name, model, overrides in CONFIGS:
+    # quick: each family's default only (a 20,000-item EASE fit per grid point is minutes)
+    configs = [c for c in CONFIGS if c[2] == {} or c[0] in QUICK] if quick else CONFIGS
+    for name, model, overrides in configs:
         params = RecommenderParams(**{**base.as_dict(), **overrides})
         started = time.perf_counter()
         metrics = evaluate_split(data, split, params, models=[model])[model]
@@ -142,16 +148,16 @@ def best(results: dict[str, dict], family: str | None = None) -> str:
     return max(names, key=lambda n: (results[n][PRIMARY_SLICE][f"ndcg_at_{K}"], -names.index(n)))
 
 
-def run(name: str, interactions: pd.DataFrame, holdout_days: int) -> dict:
+def run(name: str, interactions: pd.DataFrame, holdout_days: int, quick: bool = False) -> dict:
     base = RecommenderParams(k=K)
     data = prepare_tables(interactions)
     split = time_split(data, holdout_days)
     inner, validation = carve(data, split, holdout_days)
     print(f"\n## {name}: {split.describe()}; validation {validation.describe()}", flush=True)
     print(" validation:", flush=True)
-    on_validation = score_all(inner, validation, base)
+    on_validation = score_all(inner, validation, base, quick)
     print(" test:", flush=True)
-    on_test = score_all(data, split, base)
+    on_test = score_all(data, split, base, quick)
     champion = best(on_validation)
     chosen = {fam: best(on_validation, fam) for fam in ("ease", "ease_recent", "als")}
     summary = {
@@ -181,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", choices=sorted(DATASETS), action="append")
     p.add_argument("--interactions", type=Path, help="an export instead of the shared datasets")
     p.add_argument("--holdout-days", type=int, default=21)
+    p.add_argument("--quick", action="store_true", help="each family's default configuration only")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rec_families.json")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,11 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} written to {args.out}", flush=True)
 
     if args.interactions:
-        save(args.interactions.stem, run(args.interactions.stem, read_table(args.interactions), args.holdout_days))
+        save(
+            args.interactions.stem,
+            run(args.interactions.stem, read_table(args.interactions), args.holdout_days, args.quick),
+        )
     else:
         for name in args.dataset or sorted(DATASETS):
             load, days = DATASETS[name]
-            save(name, run(name, load(), days))
+            save(name, run(name, load(), days, args.quick))
     return 0
 
 

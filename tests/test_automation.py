@@ -47,6 +47,8 @@ def test_named_jobs_select_their_part_of_the_graph():
         "publish/customer_segments",
         "publish/campaign_uplift",
         "publish/product_recommendations",
+        # the anonymous sessions' index, released with the rest (tessera/publish/sessions.py)
+        "publish/session_index",
         "publish/next_best_actions",
         "publish/campaign_outbox",
         # every table of the run released in one step (docs/publishing.md)

@@ -26,6 +26,7 @@ from tessera.landing.generate import GenerateConfig, generate
 from tessera.publish import snapshots
 from tessera.publish.outputs import NO_CUSTOMER
 from tessera.publish.published import PUBLISHED
+from tessera.publish.sessions import SESSION_INDEX
 from tessera.quality.suites import TABLE_ROWS
 from tessera.settings import EXPECTATIONS_DIR, load_settings
 from tests.conftest import run_job, use_data_dir
@@ -41,6 +42,8 @@ CUSTOMER_TABLES = [
     "publish/campaign_outbox",
 ]
 UPLIFT_EMPTY = next(p.empty_when for p in PUBLISHED if p.name == "campaign_uplift")
+# a shop without clickstream has no web session for the anonymous visitors' index
+NO_SESSIONS = SESSION_INDEX.empty_when
 
 
 def shop_with(tmp_path, monkeypatch, sources: set[str]):
@@ -153,7 +156,10 @@ def test_an_orders_only_shop_knows_its_buyers_by_the_customer_id_on_their_orders
         "ml/propensity_scores": "need 3 feature snapshots (train, evaluate, current), found 2",
     }
     assert one(settings, "select count(distinct cluster_id) from ml.customer_clusters where cluster_id >= 0") >= 2
-    assert dict(empty_outputs(result)) == {"publish/campaign_uplift": UPLIFT_EMPTY}
+    assert dict(empty_outputs(result)) == {
+        "publish/campaign_uplift": UPLIFT_EMPTY,
+        "publish/session_index": NO_SESSIONS,
+    }
 
 
 @pytest.mark.graph
@@ -247,4 +253,7 @@ def test_a_shop_without_clickstream_publishes_everything_for_its_crm_customers(t
     # the recommender trains on purchases alone; nothing else is skipped for want of clickstream
     assert "ml/recommendation_candidates" not in dict(skipped_models(result))
     assert one(settings, "select count(distinct cluster_id) from ml.customer_clusters where cluster_id >= 0") >= 2
-    assert dict(empty_outputs(result)) == {"publish/campaign_uplift": UPLIFT_EMPTY}
+    assert dict(empty_outputs(result)) == {
+        "publish/campaign_uplift": UPLIFT_EMPTY,
+        "publish/session_index": NO_SESSIONS,
+    }
