@@ -170,12 +170,12 @@ def marts(con, order_items: list[tuple], events: list[tuple]) -> None:
     con.execute("create schema marts")
     con.execute(
         "create table marts.dim_products as select * from (values "
-        "('A', 'Red Mug', 'kitchen', 'X', 'mid', 'merchandise', true), "
-        "('B', 'Blue Mug', 'kitchen', 'Y', 'mid', 'merchandise', true), "
-        "('C', 'Red Plate', 'kitchen', 'X', 'budget', 'merchandise', true), "
-        "('D', 'Old Mug', 'kitchen', 'Y', 'mid', 'merchandise', false), "
-        "('POST', 'Postage', null, null, 'budget', 'shipping', false)"
-        ") as t(product_id, product_name, category, brand, price_band, product_type, is_active)"
+        "('A', 'Red Mug', 'kitchen', 'X', 'mid', 'merchandise', true, 6.5), "
+        "('B', 'Blue Mug', 'kitchen', 'Y', 'mid', 'merchandise', true, 6.0), "
+        "('C', 'Red Plate', 'kitchen', 'X', 'budget', 'merchandise', true, 2.5), "
+        "('D', 'Old Mug', 'kitchen', 'Y', 'mid', 'merchandise', false, 6.0), "
+        "('POST', 'Postage', null, null, 'budget', 'shipping', false, 3.0)"
+        ") as t(product_id, product_name, category, brand, price_band, product_type, is_active, price_base)"
     )
     con.execute(
         "create table marts.dim_customers as select * from (values ('c1', false), ('c2', true)) as t(customer_key, is_erasure_requested)"

@@ -22,7 +22,8 @@ TABLE = "product_recommendations"
 ORDER_BASKETS_SQL = sql("order_baskets")
 VIEW_SESSIONS_SQL = sql("view_sessions")
 CATALOGUE_SQL = sql("product_catalogue")
-ACTIVE_PRODUCTS_SQL = "select product_id from marts.dim_products where is_active"
+# the products a list may recommend: for sale (active, not priced at zero; product_catalogue.sql)
+ACTIVE_PRODUCTS_SQL = "select product_id from marts.dim_products where is_active and coalesce(price_base > 0, true)"
 VIOLATIONS_SQL = sql("product_list_violations")
 
 
