@@ -386,7 +386,8 @@ def typed_tables(
     choices: list[ColumnChoice] = []
 
     def with_features(key: str, features, table: str, source: str) -> tuple[pl.DataFrame, list[str]]:
-        keys = pl.Series(key, pd.unique(pd.concat([inter[key], extra[key]])), dtype=pl.String)
+        distinct = pd.unique(pd.concat([inter[key], extra[key]]))
+        keys = pl.Series(key, np.asarray(distinct, dtype=object), dtype=pl.String)
         if features is None:
             return keys.to_frame(), []
         if key not in features.columns:
