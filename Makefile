@@ -73,6 +73,7 @@ demo: install dagster-home generate run
 # The identity matcher on Spark (marker `spark`, about 45 s) runs in `make test-spark`: with it the
 # suite passed its 10-minute budget (the dbt project on Spark, test_spark_portability, stays in)
 test: install dagster-home manifest
+	bash scripts/install_redis.sh
 	$(BIN)/python -m pytest -m "not spark"
 
 # the identity matcher on a local SparkSession gives DuckDB's people (needs Java 17+)
@@ -81,6 +82,7 @@ test-spark: install dagster-home manifest
 
 # the inner loop: leaves out every test that runs the Dagster graph or reads the session's warehouse
 test-fast: install dagster-home manifest
+	bash scripts/install_redis.sh
 	$(BIN)/python -m pytest -m "not graph and not real_data and not spark"
 
 # ruff's checks and format, and the import contracts in pyproject.toml (CI runs it before the tests)

@@ -347,3 +347,26 @@ def published_fingerprint(settings, ignore_run_ids: bool = False) -> dict[str, o
             for f in snap.manifest["files"]:
                 out[f"{name}/{f['path']}"] = f["sha256"]
     return out
+
+
+# --- real time: a Redis server of the session's own (each pytest-xdist worker its own) -----------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """redis-server on a free port of 127.0.0.1 (`make test` installs it: scripts/install_redis.sh)."""
+    from tessera.realtime.redis_server import RedisProcess
+
+    with RedisProcess(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client of the session's Redis, emptied before each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
