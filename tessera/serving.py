@@ -48,6 +48,7 @@ from tessera.publish import snapshots
 from tessera.settings import load_settings, preflight
 
 if TYPE_CHECKING:
+    from tessera.realtime.state import SessionState
     from tessera.session_serving import SessionServer
 
 log = logging.getLogger("tessera.serving")
@@ -603,11 +604,20 @@ def _add_routes(app: FastAPI, server: Server) -> None:
 
 
 def create_app(
-    publish_dir: Path, reload_seconds: float = 60.0, default_limit: int = 10, mode: str = "production"
+    publish_dir: Path,
+    reload_seconds: float = 60.0,
+    default_limit: int = 10,
+    mode: str = "production",
+    *,
+    realtime_state: SessionState | None = None,
 ) -> FastAPI:
     """The app over the current snapshots. `mode` is TESSERA_MODE: anything but "demo" refuses
     snapshots not published with a deployment's salt (the default refuses, so a caller that
-    forgets the mode fails closed). Raises ServingError when the snapshots cannot be served."""
+    forgets the mode fails closed). Raises ServingError when the snapshots cannot be served.
+
+    With `realtime_state` (the visitors' session state in Redis), the visitor recommendations
+    (GET /v1/visitors/{visitor_id}/recommendations) and the storefront snippet (/static/tessera.js)
+    are served, and in demo mode the demo shop (/demo/)."""
     # session recommendations for anonymous visitors: their own index (it imports this module's models)
     from tessera.session_serving import SessionServer, add_session_routes
 
@@ -624,6 +634,11 @@ def create_app(
     _add_routes(app, server)
     add_session_routes(app, sessions)
     _add_product_routes(app, server)
+    if realtime_state is not None:
+        from tessera.realtime.visitor_recs import add_storefront_routes, add_visitor_routes
+
+        add_visitor_routes(app, realtime_state, server, sessions)
+        add_storefront_routes(app, server, sessions, demo=mode == "demo")
     return app
 
 
