@@ -397,3 +397,13 @@ def test_without_realtime_state_the_visitor_route_is_not_served(publish_dir):
     with TestClient(create_app(publish_dir, reload_seconds=0, mode="demo")) as c:
         assert c.get(PATH.format("cookie-1")).status_code == 404
         assert PATH.format("{visitor_id}") not in c.get("/openapi.json").json()["paths"]
+
+
+def test_the_session_models_answer_is_reused_until_the_state_changes(client, state):
+    recommender = client.app.state.visitor_recommender
+    view(state, 1, "m1")
+    first, again = get(client, "cookie-1"), get(client, "cookie-1")
+    assert ids(first) == ids(again) and (recommender.cache_hits, recommender.cache_misses) == (1, 1)
+    view(state, 2, "t1")
+    get(client, "cookie-1")
+    assert (recommender.cache_hits, recommender.cache_misses) == (1, 2)

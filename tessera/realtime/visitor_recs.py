@@ -34,6 +34,8 @@ Malformed ids answer 422 naming the field and value (FastAPI's validation error)
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -72,6 +74,9 @@ ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
 PKEY_PATTERN = r"^pk_[0-9a-f]{32}$"
 # how many of the session model's products the blend considers
 POOL = 50
+# the session model's answers kept per (index version, query): the snippet asks again after each
+# event (three refreshes while the worker applies it), mostly for a state that has not changed
+KNN_CACHE = 10_000
 DEMO_PRODUCTS = 24
 
 # One round trip: the alias (anonymous ids an identify joined to a customer), then the visitor's
@@ -153,12 +158,17 @@ class VisitorRecommender:
         server: Server,
         sessions: SessionServer,
         weights: BlendWeights = DEFAULT_WEIGHTS,
+        knn_cache: int = KNN_CACHE,
     ):
         self.state = state
         self.server = server
         self.sessions = sessions
         self.weights = weights
         self._read = state.client.register_script(_READ)
+        self.knn_cache = knn_cache
+        self._cache: OrderedDict[tuple, tuple[list[dict], list[str]]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.cache_hits = self.cache_misses = 0
 
     # --- the state, in one round trip --------------------------------------------------------
     def read(self, visitor_id: str, id_type: IdType) -> VisitorState | None:
@@ -186,16 +196,31 @@ class VisitorRecommender:
         return orjson.loads(body) if body is not None else None
 
     def _session_knn(self, query: list[str], limit: int) -> tuple[list[dict], list[str]]:
-        """The session model's products for the query (oldest first), and the query's categories."""
+        """The session model's products for the query (oldest first), and the query's categories
+        (newest first); from the cache when the same index answered the same query lately."""
         index = self.sessions.index
         if index is None:
             return [], []
+        key = (index.version, id(index), tuple(query), max(POOL, 2 * limit))
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+                return hit
+            self.cache_misses += 1
         columns = [index.column[p] for p in query if p in index.column]
         categories = [index.products[c]["category"] for c in reversed(columns)]
-        if not columns:
-            return [], categories
-        top, scores = index.model.recommend(columns, max(POOL, 2 * limit))
-        return [index.products[int(c)] for c, s in zip(top, scores, strict=True) if s > 0], categories
+        knn: list[dict] = []
+        if columns:
+            top, scores = index.model.recommend(columns, key[-1])
+            knn = [index.products[int(c)] for c, s in zip(top, scores, strict=True) if s > 0]
+        if self.knn_cache:
+            with self._cache_lock:
+                self._cache[key] = (knn, categories)
+                if len(self._cache) > self.knn_cache:
+                    self._cache.popitem(last=False)
+        return knn, categories
 
     # --- the answer ----------------------------------------------------------------------------
     def recommend(self, visitor_id: str, id_type: IdType, customer_pkey: str | None, limit: int) -> dict:

@@ -213,13 +213,16 @@
     config.refreshDelaysMs.forEach(function (ms) { window.setTimeout(refresh, ms); });
   }
   function why(item) {
-    var r = item.reasons[0] || { kind: item.source };
-    if (r.kind === "cart_complement" && r.product_ids) {
-      return LABELS.cart_complement + " " + r.product_ids.map(function (p) { return names[p] || p; }).join(", ");
+    // the most specific reason first: the cart product it goes with, the customer's own list, the category
+    function find(kind) { return item.reasons.filter(function (r) { return r.kind === kind; })[0]; }
+    var complement = find("cart_complement");
+    if (complement && complement.product_ids) {
+      return LABELS.cart_complement + " " + complement.product_ids.map(function (p) { return names[p] || p; }).join(", ");
     }
-    var cat = item.reasons.filter(function (x) { return x.kind === "category"; })[0];
-    if (cat && r.kind !== "published") return LABELS.category + " " + cat.category;
-    return LABELS[r.kind] || r.kind;
+    if (find("published")) return LABELS.published;
+    var cat = find("category");
+    if (cat) return LABELS.category + " " + cat.category;
+    return LABELS[item.source] || item.source;
   }
   function render(el, body) {
     var key = body.items.map(function (i) { return i.product_id; }).join("|");
