@@ -74,7 +74,9 @@ class EventStream(Protocol):
 def _entries(raw) -> list[Entry]:
     out = []
     for entry_id, fields in raw:
-        if fields is None:  # deleted while pending (XAUTOCLAIM reports it); nothing to process
+        # deleted while pending: XREADGROUP 0 returns it without fields (redis-py: {} or None),
+        # XAUTOCLAIM in its own list; nothing to process
+        if not fields:
             continue
         out.append(Entry(entry_id.decode(), orjson.loads(fields[FIELD])))
     return out
@@ -146,7 +148,7 @@ class RedisEventStream:
             raw = raw[0][1] if raw else []
             # entries deleted while pending (an erasure's XDEL) come back without fields: nothing
             # to process, and left pending they would hold back trim_acknowledged forever
-            gone = [entry_id for entry_id, fields in raw if fields is None]
+            gone = [entry_id for entry_id, fields in raw if not fields]
             if gone:
                 self.client.xack(self.key, group, *gone)
             entries = _entries(raw)
