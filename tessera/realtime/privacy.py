@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from urllib.parse import urlsplit
 
 import orjson
 import redis
 
 from tessera.realtime.state import SessionState
 from tessera.realtime.stream import FIELD
+from tessera.settings import RealtimeSettings
 
 CONSENT_EVENT = "Segment Consent Preference Updated"
 # XRANGE page size when the stream is searched for an erased person's events
@@ -157,9 +159,14 @@ def delete_stream_events(client: redis.Redis, stream_key: str, values: set[str])
 def rewrite_append_only_file(client: redis.Redis, timeout_seconds: float = 120.0) -> bool:
     """BGREWRITEAOF and wait for it: the new file holds only the live keys, and Redis deletes the
     old ones (which still held every command, the erased ids among them). Returns False when
-    the server keeps no append-only file (nothing on disk to rewrite)."""
+    the server keeps no append-only file (nothing on disk to rewrite). A server with
+    aof-use-rdb-preamble yes is switched to no first (CONFIG SET, for good)."""
     if client.config_get("appendonly").get("appendonly") != "yes":
         return False
+    # as commands: an RDB image would copy the stream's nodes whole, XDELed entries included
+    # (the project's Redis runs so already: tessera/realtime/redis_server.py)
+    if client.config_get("aof-use-rdb-preamble").get("aof-use-rdb-preamble") != "no":
+        client.config_set("aof-use-rdb-preamble", "no")
     before = int(client.info("persistence").get("aof_rewrites", 0))
     client.bgrewriteaof()
     deadline = time.monotonic() + timeout_seconds
@@ -176,6 +183,69 @@ def rewrite_append_only_file(client: redis.Redis, timeout_seconds: float = 120.0
     raise TimeoutError(f"Redis did not finish rewriting its append-only file within {timeout_seconds:.0f} s")
 
 
+def erasure_step(settings: RealtimeSettings, salt: str) -> Callable[[list[str]], dict]:
+    """forget_people as one of the erasure's file steps (tessera/privacy/erasure_run.py): given
+    the erased values, it connects, forgets, and fails loudly when Redis does not answer (the
+    erasure's journal keeps the values, and the next run does the step again)."""
+
+    def step(values: list[str]) -> dict:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
+        try:
+            return forget_people(client, values, salt, settings.realtime_prefix, settings.realtime_stream_key)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RuntimeError(
+                f"the erasure cannot reach the online store (Redis at {redis_location(settings.redis_url)}, "
+                f"TESSERA_REDIS_URL): {type(exc).__name__}; the next run does this step again"
+            ) from None
+        finally:
+            client.close()
+
+    return step
+
+
+def sync_suppression(settings: RealtimeSettings, hashes: list[str]) -> dict:
+    """Add the batch suppression list's hashes (privacy.erased_identifiers) to the online one: it
+    then holds people erased before real time was turned on too. Returns counts, or the error
+    when Redis does not answer (reported in the erasure's metadata; the next run tries again)."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
+    try:
+        added = Suppression(client, "", settings.realtime_prefix).suppress_hashes(hashes)
+        return {"hashes": len(hashes), "newly_suppressed": added}
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return {"hashes": len(hashes), "error": f"Redis at {redis_location(settings.redis_url)}: {type(exc).__name__}"}
+    finally:
+        client.close()
+
+
+def redis_location(url: str) -> str:
+    """host:port/db of a Redis URL, without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+def joined_cookies(client: redis.Redis, prefix: str, user_ids: set[str]) -> set[str]:
+    """The anonymousIds an identify joined to one of `user_ids` (their alias keys name the user):
+    cookies only the live site saw, which the warehouse's identity graph may not know yet. One
+    SCAN over the alias keys, so an erasure costs a pass over them (a second per million or so)."""
+    found: set[str] = set()
+    pattern = f"{prefix}alias:*"
+    batch: list[bytes] = []
+
+    def check(keys: list[bytes]) -> None:
+        for key, user in zip(keys, client.mget(keys), strict=True):
+            if user is not None and user.decode() in user_ids:
+                found.add(key.decode().removeprefix(f"{prefix}alias:"))
+
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            check(batch)
+            batch = []
+    if batch:
+        check(batch)
+    return found
+
+
 def forget_people(
     client: redis.Redis,
     values: Iterable[str],
@@ -185,9 +255,10 @@ def forget_people(
     rewrite: bool = True,
 ) -> dict:
     """The erasure's step for the online store, given every erased identifier value (CRM ids,
-    cookies, emails, keys: they are tried as userIds and as anonymousIds alike). Idempotent: an
-    erasure resumed after a crash runs it again. Returns counts, never a value."""
-    values = sorted({v for v in values if v})
+    cookies, emails, keys: they are tried as userIds and as anonymousIds alike), and the cookies
+    an identify joined to one of them. Idempotent: an erasure resumed after a crash runs it again.
+    Returns counts, never a value."""
+    values = sorted({v for v in values if v} | joined_cookies(client, prefix, {v for v in values if v}))
     suppression = Suppression(client, salt, prefix)
     # first: from here on neither the collector nor the worker lets their events in
     suppressed = suppression.suppress_hashes(suppression.hashes(values))

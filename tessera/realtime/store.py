@@ -12,11 +12,10 @@ take what they need from here, so every one of them reads the same keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import redis
 
-from tessera.realtime.privacy import Suppression
+from tessera.realtime.privacy import Suppression, redis_location
 from tessera.realtime.state import SessionState
 from tessera.realtime.stream import RedisEventStream
 from tessera.settings import RealtimeSettings
@@ -33,12 +32,6 @@ class OnlineStore:
     @property
     def location(self) -> str:
         return redis_location(self.settings.redis_url)
-
-
-def redis_location(url: str) -> str:
-    """host:port/db of a Redis URL, without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}{parts.path or '/0'}"
 
 
 def connect(
