@@ -6,11 +6,13 @@ real landing loader reading the files without rejecting a line."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 import orjson
 import pytest
+import redis
 
 from tessera.landing.contract import SOURCES_BY_NAME
 from tessera.landing.loader import load_source
@@ -269,3 +271,33 @@ def test_the_landing_loader_reads_the_worker_files_without_rejecting_a_line(stor
     ).fetchone()[0]
     assert flagged == 0
     assert con.execute("select count(distinct event_id) from raw.events").fetchone()[0] == 6
+
+
+def test_a_batch_cut_by_redis_going_away_is_finished_without_waiting_for_a_reclaim(store, tmp_path, monkeypatch):
+    store.stream.append([event(1), event(2)])
+    w = worker(store, tmp_path, reclaim_idle_ms=3_600_000)
+    stop = threading.Event()
+    real = store.state.record_many
+    calls = []
+
+    def flaky(events, group="state"):
+        calls.append(len(events))
+        if len(calls) == 1:
+            real(events[:1], group)  # one update went through, then the connection broke
+            raise redis.ConnectionError("Connection reset by peer")
+        stop.set()
+        return real(events, group)
+
+    monkeypatch.setattr(store.state, "record_many", flaky)
+    stats = w.run(stop, block_ms=0, retry_seconds=0)
+    assert calls == [2, 2] and stats.reclaimed == 2 and (stats.applied, stats.redelivered) == (1, 1)
+    assert sorted(r["event_id"] for r in landed(tmp_path)) == ["m1", "m2"]
+    assert store.stream.pending("state") == 0
+
+
+def test_tessera_realtime_redis_finds_a_running_server(redis_server, monkeypatch, capsys):
+    from tessera.cli import main
+
+    monkeypatch.setenv("TESSERA_REDIS_URL", redis_server.url)
+    assert main(["realtime", "redis"]) == 0
+    assert f"Redis at 127.0.0.1:{redis_server.port}/0: running" in capsys.readouterr().out

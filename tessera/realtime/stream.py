@@ -48,9 +48,9 @@ class EventStream(Protocol):
     def read(self, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """Events never delivered to this group, at most `count`, waiting up to `block_ms` (0: not at all)."""
 
-    def read_own_pending(self, group: str, consumer: str, count: int) -> list[Entry]:
-        """Events delivered to this consumer (by name) and not acknowledged: what a restarted
-        consumer of the same name processes first (it died holding them)."""
+    def read_own_pending(self, group: str, consumer: str, count: int, after: str = "0") -> list[Entry]:
+        """Events delivered to this consumer (by name) and not acknowledged, after the id `after`:
+        what a restarted consumer of the same name processes first (it died holding them)."""
 
     def groups(self) -> list[str]:
         """The consumer groups that exist on the stream."""
@@ -142,9 +142,9 @@ class RedisEventStream:
         raw = self.client.xreadgroup(group, consumer, {self.key: ">"}, count=count, block=block)
         return _entries(raw[0][1]) if raw else []
 
-    def read_own_pending(self, group: str, consumer: str, count: int) -> list[Entry]:
+    def read_own_pending(self, group: str, consumer: str, count: int, after: str = "0") -> list[Entry]:
         while True:
-            raw = self.client.xreadgroup(group, consumer, {self.key: "0"}, count=count)
+            raw = self.client.xreadgroup(group, consumer, {self.key: after}, count=count)
             raw = raw[0][1] if raw else []
             # entries deleted while pending (an erasure's XDEL) come back without fields: nothing
             # to process, and left pending they would hold back trim_acknowledged forever
@@ -154,6 +154,7 @@ class RedisEventStream:
             entries = _entries(raw)
             if entries or not gone:
                 return entries
+            after = gone[-1].decode() if isinstance(gone[-1], bytes) else gone[-1]
 
     def groups(self) -> list[str]:
         try:

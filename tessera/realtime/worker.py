@@ -116,6 +116,7 @@ class StateWorker:
         self._oldest: float | None = None
         self._next_reclaim = 0.0
         self._started = False
+        self._recover = False  # a batch failed half-way (Redis went away): read own pending again
 
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -138,6 +139,8 @@ class StateWorker:
         if not self._started:
             self.start()
         processed = 0
+        if self._recover:
+            processed += self._recover_own_pending()
         now = self.clock()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.reclaim_idle_ms / 2000
@@ -156,6 +159,21 @@ class StateWorker:
             self.flush()
         return processed
 
+    def _recover_own_pending(self) -> int:
+        """After a batch failed half-way (Redis went away mid-update), the events this consumer
+        holds and has not buffered: processed now rather than after `reclaim_idle_ms`."""
+        processed, after = 0, "0"
+        while True:
+            page = self.stream.read_own_pending(self.group, self.consumer, self.read_count, after)
+            if not page:
+                break
+            after = page[-1].id
+            fresh = [e for e in page if e.id not in self._buffer]
+            self.stats.reclaimed += len(fresh)
+            processed += self._process(fresh)
+        self._recover = False
+        return processed
+
     def due(self) -> bool:
         return bool(self._buffer) and (
             len(self._buffer) >= self.flush_max_events
@@ -170,6 +188,7 @@ class StateWorker:
                 self.poll(block_ms)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("Redis unavailable (%s); retrying in %.1f s", type(exc).__name__, retry_seconds)
+                self._recover = True
                 stop.wait(retry_seconds)
         try:
             self.flush()
