@@ -110,8 +110,14 @@ bench-identity: install
 		|| $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/identity_benchmarks.py $(IDENTITY_ARGS)
 
-# the read-only API over the current published snapshots (docs/publishing.md); run `make demo` first
+# the API over the current published snapshots (docs/publishing.md; run `make demo` first), with
+# the event collector POST /v1/events, a local Redis and the state worker beside it (docs/realtime.md)
 serve: install
+	bash scripts/install_redis.sh
+	export TESSERA_REDIS_URL="$${TESSERA_REDIS_URL:-redis://127.0.0.1:6379/0}"; \
+	$(BIN)/tessera realtime redis || exit 1; \
+	$(BIN)/tessera realtime worker & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT; \
 	$(BIN)/tessera serve
 
 ui: install dagster-home manifest

@@ -230,14 +230,18 @@ def plan(
 
 # ------------------------------------------------------------------------------------- the server
 def serve(publish_dir: Path, redis_url: str, port: int) -> None:
-    import redis
     import uvicorn
 
-    from tessera.realtime.state import SessionState
     from tessera.serving import create_app
+    from tessera.settings import RealtimeSettings
 
-    state = SessionState(redis.Redis.from_url(redis_url, socket_timeout=1.0))
-    app = create_app(publish_dir, reload_seconds=0, mode="demo", realtime_state=state)
+    app = create_app(
+        publish_dir,
+        reload_seconds=0,
+        mode="demo",
+        realtime=RealtimeSettings(redis_url=redis_url),
+        salt="bench-salt-0123456789",
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 

@@ -36,6 +36,7 @@ from orchestration.recovery import recover_abandoned_runs
 from orchestration.sources import SOURCE_GROUP, source_asset_key
 from tessera.landing.contract import SOURCES
 from tessera.landing.loader import landing_state
+from tessera.realtime.landing_files import LANDING_FILE_PREFIX
 from tessera.settings import load_automation_settings, load_settings
 
 ALL_JOB = "tessera_all"
@@ -134,13 +135,17 @@ def changed_sources(
 ) -> tuple[list[str], dict[str, dict[str, list[int]]]]:
     """Sources whose files differ from the previous tick (added, changed or removed), and the
     cursor to keep. A source with a file modified within the settle time is left for a later tick:
-    its previous state stays in the cursor so the change is seen again."""
+    its previous state stays in the cursor so the change is seen again. The stream worker's files
+    (named LANDING_FILE_PREFIX...) appear by an atomic rename, complete, and need no settling: with
+    one every few seconds, waiting for a quiet folder would never start a run."""
     changed, cursor = [], {}
     for source, files in current.items():
         before = previous.get(source, {})
         if files == before:
             cursor[source] = files
-        elif any(now_ns - mtime < settle_ns for _, mtime in files.values()):
+        elif any(
+            now_ns - mtime < settle_ns for name, (_, mtime) in files.items() if not name.startswith(LANDING_FILE_PREFIX)
+        ):
             cursor[source] = before
         else:
             changed.append(source)

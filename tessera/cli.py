@@ -274,6 +274,77 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- real time (docs/realtime.md): the local Redis, and the state worker -------------------------
+
+
+def _cmd_realtime_redis(args: argparse.Namespace) -> int:
+    """Start a Redis daemon at TESSERA_REDIS_URL when it is local and not answering."""
+    from tessera.realtime.redis_server import RedisUnavailable, ensure_running
+    from tessera.realtime.store import redis_location
+    from tessera.settings import load_realtime_settings
+
+    settings, realtime = load_settings(), load_realtime_settings()
+    data_dir = args.data_dir or settings.data_dir / "realtime" / "redis"
+    try:
+        what = ensure_running(realtime.redis_url, data_dir, realtime.redis_appendfsync)
+    except RedisUnavailable as exc:
+        print(f"tessera realtime redis: {exc}", file=sys.stderr)
+        return 2
+    where = f"; data in {data_dir}" if what == "started" else ""
+    print(f"Redis at {redis_location(realtime.redis_url)}: {what}{where}")
+    return 0
+
+
+def _cmd_realtime_worker(args: argparse.Namespace) -> int:
+    """The state worker until SIGINT/SIGTERM; then it writes what it holds and exits."""
+    import logging
+    import signal
+    import threading
+
+    from tessera.realtime.store import connect
+    from tessera.realtime.worker import StateWorker
+    from tessera.settings import load_realtime_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings, realtime = load_settings(), load_realtime_settings()
+    store = connect(realtime, settings.pseudonym_salt, socket_timeout=None)
+    worker = StateWorker(
+        store.stream,
+        store.state,
+        store.suppression,
+        settings.landing_dir,
+        consumer=args.consumer,
+        consent_category=realtime.consent_category,
+        flush_max_events=realtime.flush_max_events,
+        flush_max_seconds=realtime.flush_max_seconds,
+        reclaim_idle_ms=realtime.reclaim_idle_ms,
+        trim_groups=realtime.realtime_trim_groups,
+        landed_ttl_seconds=realtime.dedup_ttl_seconds,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(
+        f"state worker {worker.consumer}: stream {realtime.realtime_stream_key} at {store.location} -> "
+        f"session state, landing files in {settings.landing_dir / 'events'}",
+        flush=True,
+    )
+    worker.run(stop)
+    print(f"state worker stopped: {worker.summary()}", flush=True)
+    return 0
+
+
+def add_realtime_parser(sub) -> None:
+    rt = sub.add_parser("realtime", help="the real-time side: local Redis, state worker (docs/realtime.md)")
+    rt_sub = rt.add_subparsers(dest="realtime_command", required=True)
+    rr = rt_sub.add_parser("redis", help="start a local Redis daemon at TESSERA_REDIS_URL unless one answers")
+    rr.add_argument("--data-dir", type=Path, help="default $TESSERA_DATA_DIR/realtime/redis")
+    rr.set_defaults(func=_cmd_realtime_redis)
+    rw = rt_sub.add_parser("worker", help="stream -> session state and micro-batch landing files, until stopped")
+    rw.add_argument("--consumer", help="consumer name in the group 'state' (default: state-<hostname>)")
+    rw.set_defaults(func=_cmd_realtime_worker)
+
+
 # each option of `recommend evaluate` / `tune` and the RecommenderParams field it sets; an option
 # not given keeps the field's default, the tuned one (the Dagster config reads the same)
 RECOMMEND_OPTIONS = {
@@ -461,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     from tessera.identity.cli import add_parser as add_identity_parser
 
     add_identity_parser(sub)
+
+    add_realtime_parser(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -48,8 +48,8 @@ from tessera.publish import snapshots
 from tessera.settings import load_settings, preflight
 
 if TYPE_CHECKING:
-    from tessera.realtime.state import SessionState
     from tessera.session_serving import SessionServer
+    from tessera.settings import RealtimeSettings
 
 log = logging.getLogger("tessera.serving")
 
@@ -608,16 +608,21 @@ def create_app(
     reload_seconds: float = 60.0,
     default_limit: int = 10,
     mode: str = "production",
-    *,
-    realtime_state: SessionState | None = None,
+    realtime: RealtimeSettings | None = None,
+    salt: str | None = None,
 ) -> FastAPI:
     """The app over the current snapshots. `mode` is TESSERA_MODE: anything but "demo" refuses
     snapshots not published with a deployment's salt (the default refuses, so a caller that
     forgets the mode fails closed). Raises ServingError when the snapshots cannot be served.
 
-    With `realtime_state` (the visitors' session state in Redis), the visitor recommendations
-    (GET /v1/visitors/{visitor_id}/recommendations) and the storefront snippet (/static/tessera.js)
-    are served, and in demo mode the demo shop (/demo/)."""
+    With `realtime` (settings.realtime_configured(): TESSERA_REDIS_URL set) the app also collects
+    events, `POST /v1/events` (tessera/realtime/collector.py), and `app.state.realtime` is the
+    online store (tessera/realtime/store.py) the real-time routes read; `salt` is the pseudonym
+    salt the suppression lists are hashed with (default: TESSERA_PSEUDONYM_SALT). It also serves
+    the visitors' session-aware recommendations, GET /v1/visitors/{visitor_id}/recommendations
+    (tessera/realtime/visitor_recs.py), the storefront snippet /static/tessera.js and, in demo
+    mode, the demo shop at /demo/ (docs/realtime_storefront.md). Without it the API is exactly the
+    read-only one, and nothing connects to Redis."""
     # session recommendations for anonymous visitors: their own index (it imports this module's models)
     from tessera.session_serving import SessionServer, add_session_routes
 
@@ -634,24 +639,40 @@ def create_app(
     _add_routes(app, server)
     add_session_routes(app, sessions)
     _add_product_routes(app, server)
-    if realtime_state is not None:
+    app.state.realtime = None
+    if realtime is not None:
+        from tessera.realtime.collector import add_collector_routes
+        from tessera.realtime.store import connect
         from tessera.realtime.visitor_recs import add_storefront_routes, add_visitor_routes
 
-        add_visitor_routes(app, realtime_state, server, sessions)
+        store = connect(realtime, salt if salt is not None else load_settings().pseudonym_salt)
+        app.state.realtime = store
+        add_collector_routes(app, store)
+        add_visitor_routes(app, store.state, server, sessions)
         add_storefront_routes(app, server, sessions, demo=mode == "demo")
     return app
 
 
 def serve(publish_dir: Path, host: str, port: int, reload_seconds: float, mode: str | None = None) -> None:
     """`tessera serve`. Exits with a clear error, before listening, when the configuration is
-    unusable (settings.preflight) or the current snapshots cannot be served in this mode."""
+    unusable (settings.preflight) or the current snapshots cannot be served in this mode. With
+    TESSERA_REDIS_URL set it also collects events (POST /v1/events; docs/realtime.md)."""
     import uvicorn
+
+    from tessera.settings import realtime_configured
 
     started = time.perf_counter()
     try:
         settings = load_settings()
         preflight(settings, purpose="serve", publish_dir=publish_dir)
-        app = create_app(publish_dir, reload_seconds, mode=settings.mode if mode is None else mode)
+        realtime = realtime_configured()
+        app = create_app(
+            publish_dir,
+            reload_seconds,
+            mode=settings.mode if mode is None else mode,
+            realtime=realtime,
+            salt=settings.pseudonym_salt,
+        )
     except (ServingError, ValueError) as exc:  # ValueError: settings.ConfigurationError, a refused variable
         raise SystemExit(f"tessera serve: {exc}") from None
     server: Server = app.state.server
@@ -660,4 +681,10 @@ def serve(publish_dir: Path, host: str, port: int, reload_seconds: float, mode: 
         f"serving on http://{host}:{port} (OpenAPI: /docs, /openapi.json)",
         flush=True,
     )
+    if app.state.realtime is not None:
+        print(f"collecting events: POST /v1/events into Redis at {app.state.realtime.location}", flush=True)
+        print(
+            "visitor recommendations: GET /v1/visitors/{visitor_id}/recommendations; snippet /static/tessera.js",
+            flush=True,
+        )
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")

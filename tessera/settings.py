@@ -251,6 +251,70 @@ class AutomationSettings(BaseSettings):
         return self.automation_default_status == "running"
 
 
+RedisAppendFsync = _one_of("always", "everysec", "no")
+GroupNames = Annotated[
+    tuple[str, ...],
+    NoDecode,
+    BeforeValidator(lambda v: tuple(g.strip() for g in v.split(",") if g.strip()) if isinstance(v, str) else v),
+    checked(lambda v: len(v) >= 1, "must name at least one consumer group"),
+]
+
+
+class RealtimeSettings(BaseSettings):
+    """The real-time side (tessera/realtime, docs/realtime.md): the collector, the stream, the
+    session state and the state worker. Read by `tessera serve` (the collector), `tessera realtime
+    worker|redis`, and the erasure step; the batch graph runs without any of it (`realtime_configured`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", frozen=True, extra="ignore")
+
+    # the Redis holding the stream, the session state and the suppression lists; a local one is
+    # started by `tessera realtime redis` (`make serve`). Setting TESSERA_REDIS_URL explicitly is
+    # what turns the real-time side on (collector route, erasure in Redis).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # what every key of the real-time side starts with (one Redis may serve several deployments)
+    realtime_prefix: str = "tessera:"
+    # the Redis Stream the collector appends to and the workers read
+    realtime_stream_key: str = "tessera:events"
+    # a visitor's next event after this long starts a new visit (a new session id)
+    session_gap_minutes: Annotated[float, checked(lambda v: v > 0, "must be positive")] = 30
+    # a visitor's session state expires this long after their last event
+    state_ttl_days: Annotated[float, checked(lambda v: v > 0, "must be positive")] = 30
+    # a messageId seen this long ago is forgotten: a resend within the window is a duplicate
+    # (counted, not appended), and a worker applies a redelivered event once within it
+    dedup_ttl_days: Annotated[float, checked(lambda v: v > 0, "must be positive")] = 7
+    # the state worker writes a landing file when it holds this many events, or when its oldest
+    # unwritten event is this many seconds old, whichever comes first; events are acknowledged on
+    # the stream only once their file is in place
+    flush_max_events: AtLeastOne = 2000
+    flush_max_seconds: Annotated[float, checked(lambda v: v > 0, "must be positive")] = 2.0
+    # an event delivered to a worker and not acknowledged for this long is taken over by another
+    # (the first one died); longer than a flush, with margin for a slow disk
+    reclaim_idle_ms: AtLeastOne = 60_000
+    # the consumer groups whose acknowledgement the stream waits for before it drops an event
+    # (besides every group that exists on the stream): the state worker's, and the trigger
+    # worker's where it runs (TESSERA_REALTIME_TRIM_GROUPS=state,triggers)
+    realtime_trim_groups: GroupNames = ("state",)
+    # Redis's appendfsync for the Redis `tessera realtime redis` starts: "always" (the default)
+    # writes every append to disk before the collector answers 200, so a crash of Redis loses no
+    # acknowledged event; "everysec" may lose up to a second of them for more throughput
+    redis_appendfsync: RedisAppendFsync = "always"
+    # the consent category (Segment's context.consent.categoryPreferences) without which an event
+    # is not tracked, and whose revoke forgets the visitor's session state
+    consent_category: Annotated[str, AfterValidator(str.strip), checked(bool, "must not be empty")] = "analytics"
+
+    @property
+    def session_gap_seconds(self) -> float:
+        return self.session_gap_minutes * 60
+
+    @property
+    def state_ttl_seconds(self) -> int:
+        return int(self.state_ttl_days * 86400)
+
+    @property
+    def dedup_ttl_seconds(self) -> int:
+        return int(self.dedup_ttl_days * 86400)
+
+
 def _variable(model: type[BaseSettings], field: str) -> str:
     alias = model.model_fields[field].validation_alias if field in model.model_fields else None
     return alias if isinstance(alias, str) else field if field.isupper() else f"TESSERA_{field.upper()}"
@@ -280,6 +344,16 @@ def load_settings() -> Settings:
 
 def load_automation_settings() -> AutomationSettings:
     return _load(AutomationSettings)
+
+
+def load_realtime_settings() -> RealtimeSettings:
+    return _load(RealtimeSettings)
+
+
+def realtime_configured() -> RealtimeSettings | None:
+    """The real-time settings when TESSERA_REDIS_URL is set (not empty), else None: then nothing
+    reaches for Redis (the serving API has no collector route; the erasure leaves Redis alone)."""
+    return load_realtime_settings() if os.environ.get("TESSERA_REDIS_URL", "").strip() else None
 
 
 def mlflow_artifact_root(settings: Settings) -> Path:

@@ -26,6 +26,9 @@ os.environ.setdefault("TESSERA_MODE", "demo")
 # the SMALL dataset below evaluates the recommender on 129 warm users, fewer than the gate's
 # default 200 (ml/promotion.py): at 100 the pipeline tests exercise a promoted champion
 os.environ.setdefault("TESSERA_PROMOTION_MIN_USERS", "100")
+# the batch graph's tests run without the online store (a developer's exported TESSERA_REDIS_URL
+# would make their erasure reach for Redis); real-time tests start their own (redis_server below)
+os.environ.pop("TESSERA_REDIS_URL", None)
 
 # 100 days: enough history for the 60-day-old feature snapshot the propensity models train on
 SMALL = {"customers": 300, "days": 100, "seed": 7, "end_date": date(2026, 10, 31)}

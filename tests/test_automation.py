@@ -102,6 +102,10 @@ def test_changed_sources_sees_added_changed_and_removed_files_and_waits_for_sett
     assert changed == [] and cursor["events"] == before["events"]
     # first tick: every source with files is new
     assert changed_sources({}, before, now, 30 * SECOND)[0] == ["events", "orders"]
+    # the stream worker's files appear whole (renamed into place): no settling, else a file every
+    # few seconds would keep the events folder from ever settling
+    streamed = {**before, "events": {"a.csv": [10, 1 * SECOND], "stream-20261207T100000Z-1-0-w.jsonl": [7, now]}}
+    assert changed_sources(before, streamed, now, 30 * SECOND) == (["events"], streamed)
 
 
 def _evaluate(cursor: str | None) -> dg.SensorResult:

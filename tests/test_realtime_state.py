@@ -92,3 +92,36 @@ def test_forget_removes_every_key_of_the_visitor(state, redis_client):
     assert state.get("u:c-1") is None
     leftover = [k.decode() for k in redis_client.keys("tessera:*") if b":done:" not in k]
     assert leftover == []
+
+
+def test_a_redelivered_event_gets_the_session_it_was_first_applied_to(state):
+    # a worker killed between the state update and its landing file: the event comes back after
+    # the visitor started a new visit, and must land with its first session id, not the new one
+    first = state.record(event(1, 0, name="Product Viewed", product_id="p1"))
+    later = state.record(event(2, 45, name="Product Viewed", product_id="p2"))
+    again = state.record(event(1, 0, name="Product Viewed", product_id="p1"))
+    assert first["session_id"] == "s-m1" and later["session_id"] == "s-m2"
+    assert not again["applied"] and again["session_id"] == "s-m1"
+
+
+def test_record_many_gives_what_recording_one_by_one_gives(redis_client):
+    events = [
+        event(1, 0, kind="page", anon="k1"),
+        event(2, 1, name="Product Added", product_id="p1", anon="k1"),
+        event(3, 2, name="Product Viewed", product_id="p2", category="mugs", anon="k2"),
+        event(4, 3, kind="identify", anon="k1", user="c-1"),
+        event(5, 4, name="Product Added", product_id="p3", anon="k1"),  # k1 is c-1 from here
+        event(6, 50, name="Product Viewed", product_id="p4", anon="k2"),  # k2's second visit
+        event(2, 1, name="Product Added", product_id="p1", anon="k1"),  # a redelivery
+    ]
+    one = SessionState(redis_client, prefix="one:")
+    many = SessionState(redis_client, prefix="many:")
+    singly = [one.record(e) for e in events]
+    batched = many.record_many(events)
+    assert batched == singly
+    # the redelivered cart add resolves to the customer now, and is not applied again
+    assert [r["visitor"] for r in batched] == ["a:k1", "a:k1", "a:k2", "u:c-1", "u:c-1", "a:k2", "u:c-1"]
+    assert [r["applied"] for r in batched] == [True] * 6 + [False]
+    for visitor in ("u:c-1", "a:k2"):
+        assert many.get(visitor) == one.get(visitor)
+    assert many.get("u:c-1").cart == {"p1": 1, "p3": 1}

@@ -10,20 +10,22 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from tessera.publish import snapshots
 from tessera.realtime.blend import BlendWeights, Ranked, blend, category_affinity, complement_list
 from tessera.realtime.events import normalise
+from tessera.realtime.redis_server import free_port
 from tessera.realtime.state import SessionState
 from tessera.realtime.visitor_recs import VisitorRecommendations
 from tessera.serving import PRODUCT_LISTS, RECOMMENDATIONS, SCORES, SEGMENTS, create_app
+from tessera.settings import RealtimeSettings
 
 T0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 PATH = "/v1/visitors/{}/recommendations"
 KNOWN = "pk_" + "a" * 32  # a customer in the published snapshot
 UNPUBLISHED = "pk_" + "b" * 32  # a well-formed key nobody was published under
+SALT = "test-salt-0123456789"
 
 PRODUCTS = {
     "m1": ("Blue mug", "mugs"), "m2": ("Red mug", "mugs"), "m3": ("Tall mug", "mugs"),
@@ -108,15 +110,21 @@ def publish_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def state(redis_client):
-    return SessionState(redis_client)
+def realtime(url: str) -> RealtimeSettings:
+    return RealtimeSettings(redis_url=url)
 
 
 @pytest.fixture
-def client(publish_dir, state):
-    with TestClient(create_app(publish_dir, reload_seconds=0, mode="demo", realtime_state=state)) as c:
+def client(publish_dir, redis_server, redis_client):
+    app = create_app(publish_dir, reload_seconds=0, mode="demo", realtime=realtime(redis_server.url), salt=SALT)
+    with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture
+def state(client) -> SessionState:
+    """The session state the app reads (the online store's), as the state worker writes it."""
+    return client.app.state.realtime.state
 
 
 def event(n: int, minutes: float, *, kind: str = "track", name: str | None = None, anon="cookie-1", user=None, **props):
@@ -366,8 +374,8 @@ def test_malformed_ids_and_parameters_answer_422_naming_the_field(client, path, 
 
 
 def test_with_redis_gone_the_answer_says_unavailable_and_falls_back(publish_dir, caplog):
-    gone = SessionState(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
-    with TestClient(create_app(publish_dir, reload_seconds=0, mode="demo", realtime_state=gone)) as c:
+    gone = realtime(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    with TestClient(create_app(publish_dir, reload_seconds=0, mode="demo", realtime=gone, salt=SALT)) as c:
         body = get(c, "cookie-1")
         assert (body["state"], body["source"], ids(body)) == ("unavailable", "popular_fallback", POPULAR)
         known = get(c, "cookie-1", customer_pkey=KNOWN)
@@ -376,7 +384,7 @@ def test_with_redis_gone_the_answer_says_unavailable_and_falls_back(publish_dir,
     assert "cookie-1" not in caplog.text
 
 
-def test_the_snippet_is_served_and_the_demo_shop_only_in_demo_mode(client, publish_dir, tmp_path, state):
+def test_the_snippet_is_served_and_the_demo_shop_only_in_demo_mode(client, publish_dir, tmp_path, redis_server):
     js = client.get("/static/tessera.js")
     assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
     assert "sendBeacon" in js.text and "/v1/events" in js.text
@@ -388,7 +396,8 @@ def test_the_snippet_is_served_and_the_demo_shop_only_in_demo_mode(client, publi
     assert len(shelf) == len(PRODUCTS)
     production = tmp_path / "publish"
     publish(production, salt="deployment")
-    with TestClient(create_app(production, reload_seconds=0, mode="production", realtime_state=state)) as c:
+    app = create_app(production, reload_seconds=0, mode="production", realtime=realtime(redis_server.url), salt=SALT)
+    with TestClient(app) as c:
         assert c.get("/static/tessera.js").status_code == 200
         assert c.get("/demo/").status_code == 404
 

@@ -575,6 +575,14 @@ def residue(con, publish_dir: Path, reuse_listed: bool = False) -> dict[str, int
     return found
 
 
+def listed_hashes(con) -> list[str]:
+    """Every hash of the suppression list (privacy.erased_identifiers): for the online store's."""
+    ensure_tables(con)
+    return [
+        h for (h,) in con.execute("select distinct value_hash from privacy.erased_identifiers order by 1").fetchall()
+    ]
+
+
 def requests_logged(con) -> int:
     """Erasure requests ever completed on this warehouse."""
     return con.execute("select count(distinct request_id) from privacy.erasure_log").fetchall()[0][0]

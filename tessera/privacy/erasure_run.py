@@ -16,7 +16,7 @@ from ml.forget import forget
 from tessera.decisioning.render import erase_previews
 from tessera.privacy import byte_residue, erasure, pseudonym
 from tessera.publish import snapshots
-from tessera.settings import Settings, mlflow_artifact_root
+from tessera.settings import RealtimeSettings, Settings, mlflow_artifact_root, realtime_configured
 
 Connect = Callable[..., AbstractContextManager[duckdb.DuckDBPyConnection]]
 
@@ -52,15 +52,22 @@ def run_erasure(
     exit); `in_progress(run_id)` says whether another run may still write its publish staging."""
     pseudonym.check_salt(settings.pseudonym_salt, settings.mode)
     stale = snapshots.sweep_staging(settings.publish_dir, lambda r: r != run_id and in_progress(r))
+    realtime = realtime_configured()
     with connect() as con:
         pseudonym.install(con, settings.pseudonym_salt)
-        done = erasure.apply_erasures(con, settings.publish_dir, run_id, file_steps=file_steps(settings))
+        done = erasure.apply_erasures(con, settings.publish_dir, run_id, file_steps=file_steps(settings, realtime))
         residue_started = time.perf_counter()
         # the values apply_erasures hashed before deleting: deletions add no value (erasure.residue)
         found = erasure.residue(con, settings.publish_dir, reuse_listed=True)
         done["seconds"]["residue_check"] = round(time.perf_counter() - residue_started, 2)
         requests_ever = erasure.requests_logged(con)
         owed = erasure.compaction_owed(con)
+        listed = erasure.listed_hashes(con) if realtime is not None else []
+    if realtime is not None:
+        from tessera.realtime.privacy import sync_suppression
+
+        # the online suppression list also holds those erased before real time was turned on
+        done["files"]["online_store_suppression"] = sync_suppression(realtime, listed)
     compaction = None
     if owed:  # after the connection closed: nothing else holds the file (the duckdb pool)
         compaction = byte_residue.compact(settings.duckdb_path, settings.duckdb_config())
@@ -90,13 +97,20 @@ def scan_places(settings: Settings, dagster_home: Path) -> tuple[dict[str, Path]
     return roots, excluded
 
 
-def file_steps(settings: Settings) -> dict:
+def file_steps(settings: Settings, realtime: RealtimeSettings | None = None) -> dict:
     """What else tessera wrote that may hold an erased person, each given the erased values: the
-    rendered message previews of every day, and MLflow (runs, logged models and registered
-    versions trained on the person are retired: docs/privacy.md)."""
-    return {
+    rendered message previews of every day, MLflow (runs, logged models and registered
+    versions trained on the person are retired: docs/privacy.md), and with real time configured
+    (TESSERA_REDIS_URL) the online store: session state, stream events, suppression list, and
+    Redis's append-only file rewritten (tessera/realtime/privacy.py forget_people)."""
+    steps = {
         "previews": lambda values: erase_previews(settings.data_dir / "decisioning" / "previews", values),
         "mlflow": lambda values: forget(
             values, settings.mlflow_tracking_uri, settings.mlflow_model_name, mlflow_artifact_root(settings)
         ),
     }
+    if realtime is not None:
+        from tessera.realtime.privacy import erasure_step
+
+        steps["online_store"] = erasure_step(realtime, settings.pseudonym_salt)
+    return steps

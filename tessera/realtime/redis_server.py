@@ -52,6 +52,9 @@ def _arguments(port: int, data_dir: Path, appendfsync: str) -> list[str]:
         "--appendfsync", appendfsync,
         # the append-only file is the durability; no background RDB snapshots besides it
         "--save", "",
+        # a rewritten append-only file as commands, not an RDB image: an RDB image copies a stream's
+        # nodes whole, with the entries an erasure XDELed still in them (tessera/realtime/privacy.py)
+        "--aof-use-rdb-preamble", "no",
         "--protected-mode", "yes",
         "--loglevel", "warning",
         "--logfile", str(data_dir / "redis.log"),

@@ -12,7 +12,9 @@ joined to a customer resolves to `u:<userId>` through `alias:<anonymousId>`). Fo
     {p}v:<visitor>:cart    hash: product id -> quantity
     {p}alias:<anonymousId> string: the userId an identify joined it to
     {p}idle                sorted set: visitors with a non-empty cart, scored by last cart activity
-    {p}done:<messageId>    string: the event was applied (at-least-once delivery applies it once)
+    {p}done:<group>:<messageId>  string: the event was applied, and the session id it was
+                           applied to (at-least-once delivery applies it once, and a
+                           redelivery gets the same session id back)
 
 Every key expires `ttl_seconds` (default 30 days) after the visitor's last event. A visit starts
 when more than `gap_seconds` (30 min) passed since the visitor's last event; its session id is the
@@ -35,8 +37,12 @@ local etype = ARGV[4]; local pid = ARGV[5]; local cat = ARGV[6]; local qty = ton
 local device = ARGV[8]; local hint = ARGV[9]; local maxr = tonumber(ARGV[10])
 local visitor = ARGV[11]; local user = ARGV[12]; local fallback_session = ARGV[13]
 local done_ttl = tonumber(ARGV[14]); local ordered = ARGV[15]
-if redis.call('SET', done, '1', 'NX', 'EX', done_ttl) == false then
-  return {0, redis.call('HGET', h, 'session_id') or '', tonumber(redis.call('HGET', h, 'visits') or '0')}
+if redis.call('SET', done, '', 'NX', 'EX', done_ttl) == false then
+  -- applied before: the session it was applied to (kept in `done`), so a redelivered event lands
+  -- with the same session id as its first delivery even if the visitor moved on since
+  local first = redis.call('GET', done)
+  if first == false or first == '' then first = redis.call('HGET', h, 'session_id') or '' end
+  return {0, first, tonumber(redis.call('HGET', h, 'visits') or '0')}
 end
 local last = tonumber(redis.call('HGET', h, 'last_ts') or '-1')
 local session = redis.call('HGET', h, 'session_id')
@@ -77,6 +83,7 @@ elseif etype == 'purchase' then
   redis.call('HSET', h, 'last_purchase_ts', ts, 'visits_since_purchase', 0)
 end
 for _, k in ipairs({h, views, cats, cart}) do redis.call('EXPIRE', k, ttl) end
+redis.call('SET', done, session, 'KEEPTTL')
 return {1, session, tonumber(redis.call('HGET', h, 'visits'))}
 """
 
@@ -136,6 +143,21 @@ if redis.call('EXISTS', fh) == 1 then
 end
 return 0
 """
+
+
+def _joins(event: dict) -> bool:
+    """An identify naming both ids: it joins the anonymous visitor to the customer."""
+    return event["type"] == "identify" and bool(event.get("anonymous_id")) and bool(event.get("user_id"))
+
+
+def _result(visitor: str, raw: list) -> dict:
+    applied, session, visits = raw
+    return {
+        "visitor": visitor,
+        "applied": bool(applied),
+        "session_id": session.decode() if isinstance(session, bytes) else session,
+        "visits": int(visits or 0),
+    }
 
 
 def _epoch(iso: str) -> float:
@@ -252,15 +274,53 @@ class SessionState:
     def record(self, event: dict, group: str = "state") -> dict:
         """Apply one normalised event (tessera.realtime.events); idempotent on its messageId.
 
-        Returns the visitor, the session id the event belongs to, the visit number, and whether it
-        was applied now (False: already applied, a redelivery)."""
-        if event["type"] == "identify" and event.get("anonymous_id") and event.get("user_id"):
+        Returns the visitor, the session id the event belongs to (for a redelivered event: the one
+        it was first applied to), the visit number, and whether it was applied now (False:
+        already applied, a redelivery)."""
+        if _joins(event):
             self.identify(event["anonymous_id"], event["user_id"])
         visitor = self.visitor_id(event.get("user_id"), event.get("anonymous_id"))
+        return _result(visitor, self._record(**self._call(event, visitor, group)))
+
+    def record_many(self, events: list[dict], group: str = "state") -> list[dict]:
+        """record() for each event in order, with two round trips per run of events between
+        identifies (the aliases read at once, then every update pipelined) instead of two per
+        event: what lets one worker keep up with the collector (bench/realtime.py). An identify is
+        applied on its own, so the events after it resolve to the customer."""
+        results: list[dict] = []
+        start = 0
+        while start < len(events):
+            if _joins(events[start]):
+                results.append(self.record(events[start], group))
+                start += 1
+                continue
+            end = start
+            while end < len(events) and not _joins(events[end]):
+                end += 1
+            run = events[start:end]
+            anonymous = sorted({e["anonymous_id"] for e in run if not e.get("user_id") and e.get("anonymous_id")})
+            joined = dict(zip(anonymous, self.client.mget([self.alias_key(a) for a in anonymous]), strict=True))
+            pipe = self.client.pipeline(transaction=False)
+            visitors = []
+            for event in run:
+                if event.get("user_id"):
+                    visitor = f"u:{event['user_id']}"
+                elif event.get("anonymous_id"):
+                    user = joined[event["anonymous_id"]]
+                    visitor = f"u:{user.decode()}" if user else f"a:{event['anonymous_id']}"
+                else:
+                    raise ValueError("an event needs a userId or an anonymousId")
+                visitors.append(visitor)
+                self._record(**self._call(event, visitor, group), client=pipe)
+            results += [_result(v, r) for v, r in zip(visitors, pipe.execute(), strict=True)]
+            start = end
+        return results
+
+    def _call(self, event: dict, visitor: str, group: str) -> dict:
         product = (event.get("products") or [{}])[0] if event.get("event_type") != "purchase" else {}
-        result = self._record(
-            keys=[*self.keys(visitor), self.idle_key, f"{self.prefix}done:{group}:{event['message_id']}"],
-            args=[
+        return {
+            "keys": [*self.keys(visitor), self.idle_key, f"{self.prefix}done:{group}:{event['message_id']}"],
+            "args": [
                 _epoch(event["ts"]),
                 self.gap_seconds,
                 self.ttl_seconds,
@@ -279,13 +339,6 @@ class SessionState:
                 if event.get("event_type") == "purchase"
                 else "",
             ],
-        )
-        applied, session, visits = result
-        return {
-            "visitor": visitor,
-            "applied": bool(applied),
-            "session_id": session.decode() if isinstance(session, bytes) else session,
-            "visits": int(visits or 0),
         }
 
     def identify(self, anonymous_id: str, user_id: str) -> bool:

@@ -36,11 +36,24 @@ class EventStream(Protocol):
     def append(self, events: list[dict]) -> list[str]:
         """Append events in order; returns their ids. Durable when it returns (see redis_server)."""
 
+    def append_unique(self, events: list[dict], keys: list[str], ttl_seconds: int) -> list[bool]:
+        """Append each event whose key (its messageId) was not appended within `ttl_seconds`,
+        atomically with marking the key: True for each appended, False for a duplicate. Durable
+        when it returns. What the collector uses: a retried batch appends nothing twice, and a
+        crash between marking and appending cannot turn an event into a "duplicate" never stored."""
+
     def ensure_group(self, group: str, start: str = "0") -> None:
         """Create the consumer group if missing; a new group starts at `start` ("0": every event)."""
 
     def read(self, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        """Events never delivered to this group, at most `count`, waiting up to `block_ms`."""
+        """Events never delivered to this group, at most `count`, waiting up to `block_ms` (0: not at all)."""
+
+    def read_own_pending(self, group: str, consumer: str, count: int, after: str = "0") -> list[Entry]:
+        """Events delivered to this consumer (by name) and not acknowledged, after the id `after`:
+        what a restarted consumer of the same name processes first (it died holding them)."""
+
+    def groups(self) -> list[str]:
+        """The consumer groups that exist on the stream."""
 
     def ack(self, group: str, ids: Iterable[str]) -> int:
         """Acknowledge processed events; returns how many were pending."""
@@ -61,7 +74,9 @@ class EventStream(Protocol):
 def _entries(raw) -> list[Entry]:
     out = []
     for entry_id, fields in raw:
-        if fields is None:  # deleted while pending (XAUTOCLAIM reports it); nothing to process
+        # deleted while pending: XREADGROUP 0 returns it without fields (redis-py: {} or None),
+        # XAUTOCLAIM in its own list; nothing to process
+        if not fields:
             continue
         out.append(Entry(entry_id.decode(), orjson.loads(fields[FIELD])))
     return out
@@ -72,12 +87,39 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+_APPEND_UNIQUE = """
+-- KEYS[1]: the stream; KEYS[2..]: each event's idempotency key. ARGV[1]: their TTL in seconds;
+-- ARGV[2..]: each event's JSON. One script: the mark and the append are one write in the AOF.
+local out = {}
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+
 class RedisEventStream:
     """Redis Streams: XADD, XREADGROUP, XACK, XAUTOCLAIM on one stream key."""
 
     def __init__(self, client: redis.Redis, key: str = "tessera:events"):
         self.client = client
         self.key = key
+        self._append_unique = client.register_script(_APPEND_UNIQUE)
+
+    def append_unique(self, events: list[dict], keys: list[str], ttl_seconds: int) -> list[bool]:
+        if len(events) != len(keys):
+            raise ValueError(f"append_unique needs one key per event, got {len(keys)} keys for {len(events)} events")
+        if not events:
+            return []
+        appended = self._append_unique(
+            keys=[self.key, *keys], args=[max(1, int(ttl_seconds)), *(orjson.dumps(e) for e in events)]
+        )
+        return [bool(a) for a in appended]
 
     def append(self, events: list[dict]) -> list[str]:
         if not events:
@@ -95,8 +137,32 @@ class RedisEventStream:
                 raise
 
     def read(self, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        raw = self.client.xreadgroup(group, consumer, {self.key: ">"}, count=count, block=block_ms)
+        # XREADGROUP BLOCK 0 waits forever: no BLOCK at all is what 0 means here
+        block = block_ms if block_ms > 0 else None
+        raw = self.client.xreadgroup(group, consumer, {self.key: ">"}, count=count, block=block)
         return _entries(raw[0][1]) if raw else []
+
+    def read_own_pending(self, group: str, consumer: str, count: int, after: str = "0") -> list[Entry]:
+        while True:
+            raw = self.client.xreadgroup(group, consumer, {self.key: after}, count=count)
+            raw = raw[0][1] if raw else []
+            # entries deleted while pending (an erasure's XDEL) come back without fields: nothing
+            # to process, and left pending they would hold back trim_acknowledged forever
+            gone = [entry_id for entry_id, fields in raw if not fields]
+            if gone:
+                self.client.xack(self.key, group, *gone)
+            entries = _entries(raw)
+            if entries or not gone:
+                return entries
+            after = gone[-1].decode() if isinstance(gone[-1], bytes) else gone[-1]
+
+    def groups(self) -> list[str]:
+        try:
+            return [g["name"].decode() for g in self.client.xinfo_groups(self.key)]
+        except redis.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return []
+            raise
 
     def ack(self, group: str, ids: Iterable[str]) -> int:
         ids = list(ids)
@@ -117,8 +183,14 @@ class RedisEventStream:
     def trim_acknowledged(self, groups: Iterable[str]) -> int:
         """XTRIM MINID to the oldest event some group still needs (pending, or not yet delivered)."""
         floor: tuple[int, int] | None = None
+        try:
+            infos = {g["name"].decode(): g for g in self.client.xinfo_groups(self.key)}
+        except redis.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return 0  # no stream yet: nothing to drop
+            raise
         for group in groups:
-            info = {g["name"].decode(): g for g in self.client.xinfo_groups(self.key)}.get(group)
+            info = infos.get(group)
             if info is None:  # a group that does not exist yet needs everything
                 return 0
             summary = self.client.xpending(self.key, group)
