@@ -402,7 +402,7 @@ def test_the_snippet_is_served_and_the_demo_shop_only_in_demo_mode(client, publi
         assert c.get("/demo/").status_code == 404
 
 
-def test_without_realtime_state_the_visitor_route_is_not_served(publish_dir):
+def test_without_the_realtime_side_the_visitor_route_is_not_served(publish_dir):
     with TestClient(create_app(publish_dir, reload_seconds=0, mode="demo")) as c:
         assert c.get(PATH.format("cookie-1")).status_code == 404
         assert PATH.format("{visitor_id}") not in c.get("/openapi.json").json()["paths"]
