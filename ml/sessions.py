@@ -339,6 +339,52 @@ class VSKNN(SKNN):
             scores *= 1 + self.idf_weight * self.idf
         return scores
 
+    def recommend(self, items: list[int], limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """One session, as SessionModel.recommend, without building sparse matrices: the serving
+        path (a visitor's request), about five times faster for one query. The same arithmetic in
+        the same order as score(), so the same items and the same scores (tests/test_sessions.py
+        compares them exactly)."""
+        columns = np.fromiter(dict.fromkeys(int(i) for i in items), dtype=np.int64)
+        n = len(columns)
+        if n == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        if columns.min() < 0 or columns.max() >= self.n_items:
+            raise ValueError(f"item indices must lie in [0, {self.n_items})")
+        positions = np.arange(1, n + 1, dtype=np.float64)
+        weights = positions / n if self.weighting == "div" else np.ones(n)
+        # the query's items in column order, as the sparse product adds them up
+        by_column = np.argsort(columns, kind="stable")
+        sessions, per_item = _gather(self.session_items_t, columns[by_column])
+        candidates, inverse = np.unique(sessions, return_inverse=True)
+        overlap = np.bincount(inverse, weights=np.repeat(weights[by_column], per_item), minlength=len(candidates))
+        latest = np.zeros(len(candidates))
+        np.maximum.at(latest, inverse, np.repeat(positions[by_column], per_item))
+        recency = self.recency[candidates]
+        if len(candidates) > self.sample_size:  # recency ranks are distinct: the sample is exact
+            sample = np.sort(np.argpartition(recency, self.sample_size - 1)[: self.sample_size])
+            candidates, overlap, latest, recency = candidates[sample], overlap[sample], latest[sample], recency[sample]
+        similarity = overlap / n
+        best = np.sort(np.lexsort((recency, -similarity))[: self.k])  # back in session order
+        neighbours = candidates[best]
+        weight = similarity[best] / (n - latest[best] + 1)
+        held, per_session = _gather(self.sessions, neighbours)
+        scores = np.bincount(held, weights=np.repeat(weight, per_session), minlength=self.n_items)
+        if self.idf_weight:
+            scores *= 1 + self.idf_weight * self.idf
+        scores[columns] = -np.inf
+        top = top_k(scores[None, :], limit)[0]
+        top = top[top >= 0]
+        return top, scores[top]
+
+
+def _gather(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The column indices of the given rows of a CSR matrix, concatenated in row order, and the
+    number of entries of each row."""
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    lengths = ends - starts
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return matrix.indices[offsets + np.arange(lengths.sum())], lengths
+
 
 METHODS = {"popularity": Popularity, "item_item": ItemItem, "sknn": SKNN, "vsknn": VSKNN}
 

@@ -618,8 +618,11 @@ def create_app(
     With `realtime` (settings.realtime_configured(): TESSERA_REDIS_URL set) the app also collects
     events, `POST /v1/events` (tessera/realtime/collector.py), and `app.state.realtime` is the
     online store (tessera/realtime/store.py) the real-time routes read; `salt` is the pseudonym
-    salt the suppression lists are hashed with (default: TESSERA_PSEUDONYM_SALT). Without it the
-    API is exactly the read-only one, and nothing connects to Redis."""
+    salt the suppression lists are hashed with (default: TESSERA_PSEUDONYM_SALT). It also serves
+    the visitors' session-aware recommendations, GET /v1/visitors/{visitor_id}/recommendations
+    (tessera/realtime/visitor_recs.py), the storefront snippet /static/tessera.js and, in demo
+    mode, the demo shop at /demo/ (docs/realtime_storefront.md). Without it the API is exactly the
+    read-only one, and nothing connects to Redis."""
     # session recommendations for anonymous visitors: their own index (it imports this module's models)
     from tessera.session_serving import SessionServer, add_session_routes
 
@@ -640,10 +643,13 @@ def create_app(
     if realtime is not None:
         from tessera.realtime.collector import add_collector_routes
         from tessera.realtime.store import connect
+        from tessera.realtime.visitor_recs import add_storefront_routes, add_visitor_routes
 
         store = connect(realtime, salt if salt is not None else load_settings().pseudonym_salt)
         app.state.realtime = store
         add_collector_routes(app, store)
+        add_visitor_routes(app, store.state, server, sessions)
+        add_storefront_routes(app, server, sessions, demo=mode == "demo")
     return app
 
 
@@ -677,4 +683,8 @@ def serve(publish_dir: Path, host: str, port: int, reload_seconds: float, mode: 
     )
     if app.state.realtime is not None:
         print(f"collecting events: POST /v1/events into Redis at {app.state.realtime.location}", flush=True)
+        print(
+            "visitor recommendations: GET /v1/visitors/{visitor_id}/recommendations; snippet /static/tessera.js",
+            flush=True,
+        )
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")

@@ -206,3 +206,29 @@ def test_complete_journey_baskets_become_sessions():
     assert out["time"].dtype == pl.Int64
     assert out["time"].is_sorted()
     assert not out["session"].str.contains(r"\.").any()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"k": 1000, "sample_size": 2500, "idf_weight": 1.0},  # the served parameters
+        {"k": 5, "sample_size": 20},  # fewer neighbours and a smaller sample than the candidates
+        {"k": 10, "sample_size": 30, "weighting": "same", "idf_weight": 0.5},
+    ],
+)
+def test_vsknns_one_session_path_gives_exactly_the_batch_scorers_items_and_scores(params):
+    # VSKNN.recommend (the serving path, no sparse matrices) against SessionModel.recommend (the
+    # batch scorer on a one-row query), on seeded random sessions with many ties in similarity
+    rng = np.random.default_rng(7)
+    sessions = {f"s{i:03d}": [f"i{j}" for j in rng.choice(40, rng.integers(1, 8), replace=False)] for i in range(300)}
+    train = sessions_from_events(
+        frame(sessions, {s: 10 * n for n, s in enumerate(sessions)}), "session", "item", "time"
+    )
+    model = VSKNN(**params).fit(train)
+    for _ in range(100):
+        items = rng.choice(train.n_items, rng.integers(1, 6), replace=False).tolist()
+        fast, slow = model.recommend(items, 15), super(VSKNN, model).recommend(items, 15)
+        assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    assert [a.tolist() for a in model.recommend([], 5)] == [[], []]
+    with pytest.raises(ValueError, match="item indices must lie in"):
+        model.recommend([train.n_items], 5)

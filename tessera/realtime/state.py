@@ -5,7 +5,8 @@ joined to a customer resolves to `u:<userId>` through `alias:<anonymousId>`). Fo
 
     {p}v:<visitor>         hash: first_ts, last_ts, session_id, session_start, visits,
                            visits_since_purchase, last_cart_ts, last_checkout_ts,
-                           last_purchase_ts, last_view_product, last_view_ts, device, user_id
+                           last_purchase_ts, last_order_products, last_view_product, last_view_ts,
+                           device, user_id
     {p}v:<visitor>:views   list: recently viewed product ids, newest first, at most `max_recent`
     {p}v:<visitor>:cats    list: their categories, newest first, at most `max_recent`
     {p}v:<visitor>:cart    hash: product id -> quantity
@@ -35,7 +36,7 @@ local ts = tonumber(ARGV[1]); local gap = tonumber(ARGV[2]); local ttl = tonumbe
 local etype = ARGV[4]; local pid = ARGV[5]; local cat = ARGV[6]; local qty = tonumber(ARGV[7])
 local device = ARGV[8]; local hint = ARGV[9]; local maxr = tonumber(ARGV[10])
 local visitor = ARGV[11]; local user = ARGV[12]; local fallback_session = ARGV[13]
-local done_ttl = tonumber(ARGV[14])
+local done_ttl = tonumber(ARGV[14]); local ordered = ARGV[15]
 if redis.call('SET', done, '', 'NX', 'EX', done_ttl) == false then
   -- applied before: the session it was applied to (kept in `done`), so a redelivered event lands
   -- with the same session id as its first delivery even if the visitor moved on since
@@ -74,6 +75,9 @@ elseif etype == 'checkout' then
   redis.call('HSET', h, 'last_checkout_ts', ts)
   redis.call('ZREM', idle, visitor)
 elseif etype == 'purchase' then
+  -- what was just bought (not to be recommended again): the order's products, else the cart's
+  if ordered == '' then ordered = table.concat(redis.call('HKEYS', cart), '\\n') end
+  redis.call('HSET', h, 'last_order_products', ordered)
   redis.call('DEL', cart)
   redis.call('ZREM', idle, visitor)
   redis.call('HSET', h, 'last_purchase_ts', ts, 'visits_since_purchase', 0)
@@ -108,6 +112,9 @@ if redis.call('EXISTS', fh) == 1 then
         end
       end
       if k == 'last_view_ts' and src['last_view_product'] then redis.call('HSET', th, 'last_view_product', src['last_view_product']) end
+      if k == 'last_purchase_ts' and src['last_order_products'] then
+        redis.call('HSET', th, 'last_order_products', src['last_order_products'])
+      end
     end
   end
   redis.call('HINCRBY', th, 'visits', tonumber(src['visits'] or '0'))
@@ -173,6 +180,7 @@ class VisitorState:
     last_view_product: str | None = None
     last_view_ts: float | None = None
     device: str | None = None
+    last_order_products: list[str] = field(default_factory=list)  # the last order's, just bought
     views: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     cart: dict[str, int] = field(default_factory=dict)
@@ -189,6 +197,38 @@ _FLOATS = (
 )
 _INTS = ("visits", "visits_since_purchase")
 _TEXTS = ("user_id", "session_id", "last_view_product", "device")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(raw) -> dict[str, str]:
+    """A hash as HGETALL answers it: a dict (redis-py) or a flat list (a Lua script's reply)."""
+    if isinstance(raw, dict):
+        return {_text(k): _text(v) for k, v in raw.items()}
+    return {_text(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+
+def parse_state(visitor: str, raw, view_list, cat_list, cart_map) -> VisitorState | None:
+    """A visitor's state from the replies for its four keys (hash, views, categories, cart);
+    None when the hash is empty (no state, or it expired)."""
+    values = _pairs(raw)
+    if not values:
+        return None
+    state = VisitorState(visitor=visitor)
+    for name in _FLOATS:
+        if name in values:
+            setattr(state, name, float(values[name]))
+    for name in _INTS:
+        setattr(state, name, int(values.get(name, 0)))
+    for name in _TEXTS:
+        setattr(state, name, values.get(name))
+    state.last_order_products = [p for p in values.get("last_order_products", "").split("\n") if p]
+    state.views = [_text(v) for v in view_list]
+    state.categories = [_text(c) for c in cat_list]
+    state.cart = {k: int(v) for k, v in _pairs(cart_map).items()}
+    return state
 
 
 class SessionState:
@@ -295,6 +335,9 @@ class SessionState:
                 event.get("user_id") or "",
                 f"s-{event['message_id']}"[:64],
                 self.done_ttl_seconds,
+                "\n".join(p["product_id"] for p in event.get("products") or [])
+                if event.get("event_type") == "purchase"
+                else "",
             ],
         }
 
@@ -322,22 +365,7 @@ class SessionState:
         pipe.lrange(views, 0, -1)
         pipe.lrange(cats, 0, -1)
         pipe.hgetall(cart)
-        raw, view_list, cat_list, cart_map = pipe.execute()
-        if not raw:
-            return None
-        values = {k.decode(): v.decode() for k, v in raw.items()}
-        state = VisitorState(visitor=visitor)
-        for name in _FLOATS:
-            if name in values:
-                setattr(state, name, float(values[name]))
-        for name in _INTS:
-            setattr(state, name, int(values.get(name, 0)))
-        for name in _TEXTS:
-            setattr(state, name, values.get(name))
-        state.views = [v.decode() for v in view_list]
-        state.categories = [c.decode() for c in cat_list]
-        state.cart = {k.decode(): int(v) for k, v in cart_map.items()}
-        return state
+        return parse_state(visitor, *pipe.execute())
 
     def idle_carts(self, last_activity_before: float, limit: int = 1000) -> list[tuple[str, float]]:
         """Visitors whose cart has been untouched since before the given epoch second, oldest first."""
