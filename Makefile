@@ -74,6 +74,7 @@ demo: install dagster-home generate run
 # suite passed its 10-minute budget (the dbt project on Spark, test_spark_portability, stays in)
 test: install dagster-home manifest
 	bash scripts/install_redis.sh
+	bash scripts/install_chromium.sh
 	$(BIN)/python -m pytest -m "not spark"
 
 # the identity matcher on a local SparkSession gives DuckDB's people (needs Java 17+)
@@ -83,6 +84,7 @@ test-spark: install dagster-home manifest
 # the inner loop: leaves out every test that runs the Dagster graph or reads the session's warehouse
 test-fast: install dagster-home manifest
 	bash scripts/install_redis.sh
+	bash scripts/install_chromium.sh
 	$(BIN)/python -m pytest -m "not graph and not real_data and not spark"
 
 # ruff's checks and format, and the import contracts in pyproject.toml (CI runs it before the tests)

@@ -8,8 +8,8 @@ thread. The page browses a product, adds it to the cart, and the widget must sho
 products, then the cart's complements. Screenshots go to $TESSERA_SCREENSHOTS_DIR (default: the
 test's temporary directory, printed).
 
-Needs Debian's Chromium (scripts/install_chromium.sh) and the `playwright` package; skipped,
-saying so, without them.
+Needs Debian's Chromium (scripts/install_chromium.sh) and the `playwright` package (the test
+extra); `make test` installs both, and without them the test fails saying what to install.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def widget_products(page) -> list[tuple[str, str]]:
 
 
 def test_the_widget_changes_with_the_session_as_the_shop_is_browsed(shop, screenshots):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'playwright>=1.50,<2'")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed: run scripts/install_chromium.sh")
+    from playwright import sync_api
+
+    assert Path(CHROMIUM).exists(), "Chromium is not installed: run scripts/install_chromium.sh (make test does)"
     base, landing, app = shop
     sent: list[dict] = []
     elsewhere: list[str] = []
