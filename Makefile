@@ -27,7 +27,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/macros dbt_project/se
 SEGMENT_RULES := config/segment_rules.yml
 SEGMENT_MODEL := dbt_project/models/marts/customer_rule_segments.sql
 
-.PHONY: install dagster-home manifest segments generate demo run test test-fast test-spark lint bench bench-identity serve ui ui-smoke online-retail complete-journey clean
+.PHONY: install dagster-home manifest segments generate demo realtime-redis run test test-fast test-spark lint bench bench-identity serve ui ui-smoke online-retail complete-journey clean
 
 install: $(STAMP)
 
@@ -67,7 +67,13 @@ generate: install
 run: install dagster-home manifest
 	$(BIN)/tessera run
 
-demo: install dagster-home generate run
+# the batch demo, then the online store's Redis (127.0.0.1:6379, data under data/realtime/redis)
+# so `make serve` opens the demo shop at once (docs/realtime.md)
+demo: install dagster-home generate run realtime-redis
+
+realtime-redis: install
+	bash scripts/install_redis.sh
+	TESSERA_REDIS_URL="$${TESSERA_REDIS_URL:-redis://127.0.0.1:6379/0}" $(BIN)/tessera realtime redis
 
 # the whole suite on two workers (pyproject.toml: -n 2); the graph is built once for the session.
 # The identity matcher on Spark (marker `spark`, about 45 s) runs in `make test-spark`: with it the
@@ -114,10 +120,8 @@ bench-identity: install
 
 # the API over the current published snapshots (docs/publishing.md; run `make demo` first), with
 # the event collector POST /v1/events, a local Redis and the state worker beside it (docs/realtime.md)
-serve: install
-	bash scripts/install_redis.sh
+serve: install realtime-redis
 	export TESSERA_REDIS_URL="$${TESSERA_REDIS_URL:-redis://127.0.0.1:6379/0}"; \
-	$(BIN)/tessera realtime redis || exit 1; \
 	$(BIN)/tessera realtime worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT; \
 	$(BIN)/tessera serve
