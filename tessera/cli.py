@@ -63,6 +63,8 @@ def _cmd_decisioning_validate(args: argparse.Namespace) -> int:
     print(f"{catalogue.path}: {len(catalogue.actions)} actions, every template valid")
     for a in catalogue.actions:
         kind = "explicit rule" if a.explicit else "weighted score"
+        if a.realtime:
+            kind = f"realtime {a.trigger['signal']} {a.trigger['threshold']}"
         variants = ", ".join(v.id for v in a.variants)
         print(f"  {a.id:<28} {a.channel:<10} priority {a.priority:>3}  {kind:<14} variants: {variants}")
     return 0
