@@ -16,6 +16,8 @@ from ml.forget import forget
 from tessera.decisioning.render import erase_previews
 from tessera.privacy import byte_residue, erasure, pseudonym
 from tessera.publish import snapshots
+from tessera.realtime import audience as trigger_audience
+from tessera.realtime import outbox as realtime_outbox
 from tessera.settings import Settings, mlflow_artifact_root
 
 Connect = Callable[..., AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -92,10 +94,16 @@ def scan_places(settings: Settings, dagster_home: Path) -> tuple[dict[str, Path]
 
 def file_steps(settings: Settings) -> dict:
     """What else tessera wrote that may hold an erased person, each given the erased values: the
-    rendered message previews of every day, and MLflow (runs, logged models and registered
-    versions trained on the person are retired: docs/privacy.md)."""
+    rendered message previews of every day, the realtime outbox files and the trigger audience, and
+    MLflow (runs, logged models and registered versions trained on the person are retired:
+    docs/privacy.md)."""
     return {
         "previews": lambda values: erase_previews(settings.data_dir / "decisioning" / "previews", values),
+        # the realtime outbox files and the trigger audience (tessera/realtime/outbox.py, audience.py)
+        "realtime": lambda values: {
+            **realtime_outbox.erase(settings.publish_dir, values),
+            **trigger_audience.erase(trigger_audience.default_dir(settings.data_dir), values),
+        },
         "mlflow": lambda values: forget(
             values, settings.mlflow_tracking_uri, settings.mlflow_model_name, mlflow_artifact_root(settings)
         ),
