@@ -464,6 +464,13 @@ def main(argv: list[str] | None = None) -> int:
 
     add_identity_parser(sub)
 
+    # real time (docs/realtime_triggers.md): `tessera realtime <command>`; each part adds its commands
+    rt = sub.add_parser("realtime", help="the real-time side: event stream workers and triggers")
+    rt_sub = rt.add_subparsers(dest="realtime_command", required=True)
+    from tessera.realtime.trigger_cli import add_commands as add_trigger_commands
+
+    add_trigger_commands(rt_sub)
+
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -160,7 +160,7 @@ class Shop:
         self.state = SessionState(client)
         self.now = T0
         self.n = 0
-        self.settings = {"block_ms": 0, "reclaim_idle_ms": 60_000, "refresh_seconds": 3600, **settings}
+        self.settings = {"reclaim_idle_ms": 60_000, "refresh_seconds": 3600, **settings}
         save_audience(self.audience_dir, PEOPLE, cookies={"cookie-frank": "frank"})
         self.worker = self.new_worker()
 
@@ -635,3 +635,22 @@ def test_an_erasure_removes_the_persons_lines_from_every_realtime_outbox_file(sh
     assert removed == {"lines_removed": 2, "files_rewritten": 2}
     assert [d["customer_pkey"] for d in shop.decisions()] == [PEOPLE["bob"]["customer_pkey"]]
     assert shop.messages() == []
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def test_the_command_runs_a_round_with_a_shortened_idle_time(
+    redis_server, redis_client, tmp_path, monkeypatch, capsys, caplog
+):
+    from tessera.cli import main
+
+    caplog.set_level("INFO", logger="tessera.realtime.triggers")
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TESSERA_REDIS_URL", redis_server.url)
+    assert main(["realtime", "triggers", "--once", "--idle-minutes", "0.1"]) == 0
+    out = capsys.readouterr()
+    assert "'events': 0" in out.out and "'decisions': {}" in out.out
+    assert "cart_abandonment_realtime: idle_minutes 0.1 minutes, email" in caplog.text
+    assert main(["realtime", "triggers", "--once", "--idle-minutes", "0"]) == 2
+    assert "--idle-minutes must be a number above 0, got 0.0" in capsys.readouterr().err

@@ -86,7 +86,9 @@ Positive = Annotated[float, checked(lambda v: v > 0, "must be a number above 0")
 class TriggerSettings(BaseSettings):
     """The trigger worker's environment (TESSERA_TRIGGERS_<FIELD>)."""
 
-    model_config = SettingsConfigDict(env_prefix="TESSERA_TRIGGERS_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TESSERA_TRIGGERS_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     # the Redis of the stream and the session state (TESSERA_REDIS_URL, shared with the collector)
     redis_url: str = Field(
@@ -101,7 +103,6 @@ class TriggerSettings(BaseSettings):
     # how long an event waits for the state worker to apply it before it is evaluated anyway
     state_wait_seconds: Annotated[float, checked(lambda v: v >= 0, "must not be negative")] = 5.0
     batch: Annotated[int, checked(lambda v: v >= 1, "must be at least 1")] = 500
-    block_ms: Annotated[int, checked(lambda v: v >= 0, "must not be negative")] = 200
     # events another consumer left pending this long are taken over
     reclaim_idle_ms: Annotated[int, checked(lambda v: v >= 0, "must not be negative")] = 30_000
     # the trigger audience folder (default $TESSERA_DATA_DIR/realtime/trigger_audience)
@@ -292,7 +293,7 @@ class TriggerWorker:
         while not stop():
             started = time.monotonic()
             self.tick()
-            # the stream read blocks up to block_ms; sleep what is left of the poll interval
+            # sleep what is left of the poll interval (events wait at most that long)
             time.sleep(max(0.0, self.settings.poll_seconds - (time.monotonic() - started)))
 
     def tick(self) -> dict:
@@ -355,41 +356,44 @@ class TriggerWorker:
 
     # --- events: dwell and visits -----------------------------------------------------------------
     def read_events(self, now: float) -> None:
-        if not (self.dwell_actions or self.visit_actions):
-            # nothing to evaluate per event: acknowledge as read, so the group's backlog stays empty
-            entries = self.stream.read(GROUP, self.settings.consumer, self.settings.batch, None)
-            self.stream.ack(GROUP, [e.id for e in entries])
-            return
+        """Evaluate the stream's new events in order, `batch` at a time, until none is left, the head
+        waits for the state worker, or most of the poll interval is used (the idle carts are polled
+        next: a backlog of events never holds them up longer than that)."""
+        budget = time.monotonic() + 0.8 * self.settings.poll_seconds
         fresh = self.stream.reclaim(GROUP, self.settings.consumer, self.settings.reclaim_idle_ms, self.settings.batch)
-        if len(self._pending) < self.settings.batch:
-            # block_ms 0 does not wait (Redis would read BLOCK 0 as "forever")
-            fresh += self.stream.read(
-                GROUP, self.settings.consumer, self.settings.batch, self.settings.block_ms or None
-            )
-        for entry in fresh:
-            if entry.id not in self._pending_ids:
-                self._pending.append(entry)
-                self._pending_ids.add(entry.id)
-        done = []
-        while self._pending:
-            entry = self._pending[0]
-            if not self._state_applied(entry.event, now):
-                self.stats.waited_for_state += 1
-                break  # in stream order: later events wait behind it (at most state_wait_seconds)
-            self.evaluate_event(entry.event)
-            self._pending.popleft()
-            self._pending_ids.discard(entry.id)
-            done.append(entry.id)
-        self.stream.ack(GROUP, done)
+        while True:
+            if len(self._pending) < self.settings.batch:
+                fresh += self.stream.read(GROUP, self.settings.consumer, self.settings.batch, None)
+            for entry in fresh:
+                if entry.id not in self._pending_ids:
+                    self._pending.append(entry)
+                    self._pending_ids.add(entry.id)
+            done, waiting = [], False
+            while self._pending:
+                entry = self._pending[0]
+                if not self._state_applied(entry.event, now):
+                    self.stats.waited_for_state += 1
+                    waiting = True
+                    break  # in stream order: later events wait behind it (at most state_wait_seconds)
+                self.evaluate_event(entry.event)
+                self._pending.popleft()
+                self._pending_ids.discard(entry.id)
+                done.append(entry.id)
+            self.stream.ack(GROUP, done)
+            if not fresh or waiting or time.monotonic() >= budget:
+                return
+            fresh = []
 
     def _state_applied(self, event: dict, now: float) -> bool:
+        if not (self.dwell_actions or self.visit_actions):
+            return True  # nothing is evaluated per event: no need to wait for the state
         if self.client.exists(f"{self.state.prefix}done:{STATE_GROUP}:{event['message_id']}"):
             return True
         return now - _epoch(event["received_at"]) >= self.settings.state_wait_seconds
 
     def evaluate_event(self, event: dict) -> None:
         self.stats.events += 1
-        if event["type"] == "identify":
+        if event["type"] == "identify" or not (self.dwell_actions or self.visit_actions):
             return
         visitor = self.state.visitor_id(event.get("user_id"), event.get("anonymous_id"))
         ts = _epoch(event["ts"])
