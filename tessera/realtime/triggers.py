@@ -355,10 +355,16 @@ class TriggerWorker:
         return added
 
     # --- events: dwell and visits -----------------------------------------------------------------
+    @property
+    def per_event(self) -> bool:
+        """Whether events are evaluated at all (dwell or visit triggers in the catalogue)."""
+        return bool(self.dwell_actions or self.visit_actions)
+
     def read_events(self, now: float) -> None:
         """Evaluate the stream's new events in order, `batch` at a time, until none is left, the head
         waits for the state worker, or most of the poll interval is used (the idle carts are polled
-        next: a backlog of events never holds them up longer than that)."""
+        next: a backlog of events never holds them up longer than that). Each batch costs a fixed
+        number of Redis round trips (pipelines), not a few per event."""
         budget = time.monotonic() + 0.8 * self.settings.poll_seconds
         fresh = self.stream.reclaim(GROUP, self.settings.consumer, self.settings.reclaim_idle_ms, self.settings.batch)
         while True:
@@ -368,57 +374,116 @@ class TriggerWorker:
                 if entry.id not in self._pending_ids:
                     self._pending.append(entry)
                     self._pending_ids.add(entry.id)
-            done, waiting = [], False
-            while self._pending:
-                entry = self._pending[0]
-                if not self._state_applied(entry.event, now):
-                    self.stats.waited_for_state += 1
-                    waiting = True
-                    break  # in stream order: later events wait behind it (at most state_wait_seconds)
-                self.evaluate_event(entry.event)
-                self._pending.popleft()
-                self._pending_ids.discard(entry.id)
-                done.append(entry.id)
-            self.stream.ack(GROUP, done)
+            ready = self._ready(now)
+            if ready:
+                self.evaluate_events([e.event for e in ready])
+                for entry in ready:
+                    self._pending.popleft()
+                    self._pending_ids.discard(entry.id)
+                self.stream.ack(GROUP, [e.id for e in ready])
+            waiting = len(self._pending) > 0 and len(ready) < self.settings.batch
             if not fresh or waiting or time.monotonic() >= budget:
                 return
             fresh = []
 
-    def _state_applied(self, event: dict, now: float) -> bool:
-        if not (self.dwell_actions or self.visit_actions):
-            return True  # nothing is evaluated per event: no need to wait for the state
-        if self.client.exists(f"{self.state.prefix}done:{STATE_GROUP}:{event['message_id']}"):
-            return True
-        return now - _epoch(event["received_at"]) >= self.settings.state_wait_seconds
+    def _ready(self, now: float) -> list[Entry]:
+        """The head of the pending events the state worker has applied (its done key), or that waited
+        state_wait_seconds; stops at the first that must wait, so events are evaluated in order."""
+        head = list(self._pending)[: self.settings.batch]
+        if not self.per_event:
+            return head  # nothing is evaluated per event: no need to wait for the state
+        pipe = self.client.pipeline(transaction=False)
+        for entry in head:
+            pipe.exists(f"{self.state.prefix}done:{STATE_GROUP}:{entry.event['message_id']}")
+        ready = []
+        for entry, applied in zip(head, pipe.execute(), strict=True):
+            if not applied and now - _epoch(entry.event["received_at"]) < self.settings.state_wait_seconds:
+                self.stats.waited_for_state += 1
+                break  # in stream order: later events wait behind it (at most state_wait_seconds)
+            ready.append(entry)
+        return ready
 
-    def evaluate_event(self, event: dict) -> None:
-        self.stats.events += 1
-        if event["type"] == "identify" or not (self.dwell_actions or self.visit_actions):
+    def _visitors(self, events: list[dict]) -> list[str]:
+        """SessionState.visitor_id of each event, the anonymous ids' aliases read in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for e in events:
+            if not e.get("user_id"):
+                pipe.get(self.state.alias_key(e["anonymous_id"]))
+        aliases = iter(pipe.execute())
+        out = []
+        for e in events:
+            if e.get("user_id"):
+                out.append(f"u:{e['user_id']}")
+            else:
+                user = next(aliases)
+                out.append(f"u:{user.decode()}" if user else f"a:{e['anonymous_id']}")
+        return out
+
+    def _states(self, visitors: list[str]) -> dict[str, tuple[VisitorState | None, dict]]:
+        """Each visitor's session state (as SessionState.get reads it) and last product view, in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for v in visitors:
+            h, _, _, cart = self.state.keys(v)
+            pipe.hgetall(h)
+            pipe.hgetall(cart)
+            pipe.hgetall(last_view_key(v))
+        raw = pipe.execute()
+        out = {}
+        for i, v in enumerate(visitors):
+            values, cart, last = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
+            state = None
+            if values:
+                fields = {k.decode(): x.decode() for k, x in values.items()}
+                state = VisitorState(
+                    visitor=v,
+                    session_id=fields.get("session_id"),
+                    visits_since_purchase=int(fields.get("visits_since_purchase", 0)),
+                    last_purchase_ts=float(fields["last_purchase_ts"]) if "last_purchase_ts" in fields else None,
+                    cart={k.decode(): int(x) for k, x in cart.items()},
+                )
+            view = {k.decode(): x.decode() for k, x in last.items()}
+            out[v] = (
+                state,
+                {"ts": float(view["ts"]), "product": view["product"], "session": view["session"]} if view else {},
+            )
+        return out
+
+    def evaluate_events(self, events: list[dict]) -> None:
+        """The dwell and visit triggers of a batch of events, in order; then each visitor's last
+        product view is stored (after the decisions: a redelivered batch measures the same dwell)."""
+        self.stats.events += len(events)
+        events = [e for e in events if e["type"] != "identify"]
+        if not self.per_event or not events:
             return
-        visitor = self.state.visitor_id(event.get("user_id"), event.get("anonymous_id"))
-        ts = _epoch(event["ts"])
-        state = self.state.get(visitor)
-        session = (state.session_id if state else None) or event.get("session_id") or "none"
-        product = (
-            (event.get("products") or [{}])[0].get("product_id") if event.get("event_type") != "purchase" else None
-        )
-        # dwell reported by the storefront
-        dwell = event.get("dwell_seconds")
-        if dwell is not None and product:
-            self._dwell(visitor, product, session, float(dwell), ts, "reported by the storefront")
-        # dwell measured: from the visitor's last product view to this event
-        last = self.client.hgetall(last_view_key(visitor))
-        if last:
-            seen = float(last[b"ts"])
-            if ts >= seen:
-                self._dwell(visitor, last[b"product"].decode(), last[b"session"].decode(), ts - seen, ts,
+        visitors = self._visitors(events)
+        states = self._states(sorted(set(visitors)))
+        views = {v: dict(states[v][1]) for v in states}
+        latest: dict[str, float] = {}
+        for event, visitor in zip(events, visitors, strict=True):
+            state = states[visitor][0]
+            ts = _epoch(event["ts"])
+            session = event.get("session_id") or (state.session_id if state else None) or "none"
+            product = (
+                (event.get("products") or [{}])[0].get("product_id") if event.get("event_type") != "purchase" else None
+            )
+            # dwell reported by the storefront
+            if event.get("dwell_seconds") is not None and product:
+                self._dwell(visitor, product, session, float(event["dwell_seconds"]), ts, "reported by the storefront")
+            # dwell measured: from the visitor's last product view to this event
+            last = views[visitor]
+            if last and ts < last["ts"]:
+                continue  # older than the last view (out of order): neither a dwell nor a new view
+            if last:
+                self._dwell(visitor, last["product"], last["session"], ts - last["ts"], ts,
                             "until the visitor's next event")  # fmt: skip
-        is_view = event.get("event_type") == "product_view" and product
-        self._last_view(
-            keys=[last_view_key(visitor)],
-            args=[ts, 1 if is_view else 0, product or "", session, int(self.settings.decided_ttl_days * 86400)],
-        )
-        if state is not None:
+            is_view = event.get("event_type") == "product_view" and product
+            views[visitor] = {"ts": ts, "product": product, "session": session} if is_view else {}
+            latest[visitor] = ts
+        # visits: the state already counts every event of the batch (the state worker applied them)
+        for visitor, ts in latest.items():
+            state = states[visitor][0]
+            if state is None:
+                continue
             for action in self.visit_actions:
                 n = action.trigger["threshold"]
                 if state.visits_since_purchase >= n:
@@ -431,6 +496,13 @@ class TriggerWorker:
                         action, visitor, f"visits:{state.last_purchase_ts or 'none'}",
                         f"{state.visits_since_purchase} visits {since} (threshold {n})", ts, dict(state.cart),
                     ))  # fmt: skip
+        ttl = int(self.settings.decided_ttl_days * 86400)
+        pipe = self.client.pipeline(transaction=False)
+        for visitor in latest:
+            view = views[visitor]
+            args = [view["ts"], 1, view["product"], view["session"], ttl] if view else [latest[visitor], 0, "", "", ttl]
+            self._last_view(keys=[last_view_key(visitor)], args=args, client=pipe)
+        pipe.execute()
 
     def _dwell(self, visitor: str, product: str, session: str, seconds: float, ts: float, how: str) -> None:
         for action in self.dwell_actions:
