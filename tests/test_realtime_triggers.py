@@ -654,3 +654,15 @@ def test_the_command_runs_a_round_with_a_shortened_idle_time(
     assert "cart_abandonment_realtime: idle_minutes 0.1 minutes, email" in caplog.text
     assert main(["realtime", "triggers", "--once", "--idle-minutes", "0"]) == 2
     assert "--idle-minutes must be a number above 0, got 0.0" in capsys.readouterr().err
+
+
+def test_outbox_day_files_past_the_retention_are_removed(shop):
+    shop.send(minutes(0), "Product Added", user="alice", product_id="P1")
+    shop.tick(minutes(15))
+    old = outbox.folder(shop.publish_dir, outbox.MESSAGES) / "2026-10-01.jsonl"
+    old.write_text("")
+    worker = shop.new_worker(consumer="pruner")
+    worker.retention_days = 30
+    shop.tick(minutes(16), worker)
+    assert not old.exists()
+    assert [p.name for p in outbox.folder(shop.publish_dir, outbox.MESSAGES).glob("*.jsonl")] == ["2026-12-07.jsonl"]

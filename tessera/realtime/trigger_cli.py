@@ -54,6 +54,7 @@ def cmd_triggers(args: argparse.Namespace) -> int:
         settings.publish_dir,
         holdout_share=settings.holdout_share,
         seed=settings.seed,
+        retention_days=settings.publish_retention_days,
     )
     for action in catalogue.realtime_actions:
         threshold = (

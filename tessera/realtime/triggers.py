@@ -69,6 +69,7 @@ from tessera.decisioning.render import CONTENT_TYPES, PERSONALISATION
 from tessera.publish import holdout, snapshots
 from tessera.realtime import outbox
 from tessera.realtime.audience import Audience, Customer
+from tessera.realtime.audience import current_version as current_audience
 from tessera.realtime.state import SessionState, VisitorState
 from tessera.realtime.stream import Entry, RedisEventStream
 from tessera.settings import ConfigurationError
@@ -254,6 +255,7 @@ class TriggerWorker:
         *,
         holdout_share: float,
         seed: int,
+        retention_days: float | None = None,
         clock: Callable[[], float] = time.time,
         state: SessionState | None = None,
     ):
@@ -264,6 +266,8 @@ class TriggerWorker:
         self.publish_dir = Path(publish_dir)
         self.holdout_share = holdout_share
         self.seed = seed
+        self.retention_days = retention_days  # outbox day files older than this are removed (None: kept)
+        self._pruned_on: str | None = None
         self.clock = clock
         self.state = state or SessionState(client)
         self.stream = RedisEventStream(client, settings.stream_key)
@@ -271,6 +275,7 @@ class TriggerWorker:
         self.stats = Stats()
         self.audience: Audience | None = None
         self._next_refresh = 0.0
+        self._warned = False
         self._pending: deque[Entry] = deque()
         self._pending_ids: set[str] = set()
         self._idle_seen: dict[tuple[str, str, float], float] = {}
@@ -309,18 +314,27 @@ class TriggerWorker:
         return self.stats.as_dict()
 
     def refresh(self) -> None:
-        """Load a newer trigger audience, and seed the cap counts from a newer published outbox."""
-        version = (
-            (self.audience_dir / "CURRENT").read_text().strip() if (self.audience_dir / "CURRENT").exists() else None
-        )
+        """Load a newer trigger audience, seed the cap counts from a newer published outbox, and
+        (once a day) remove outbox day files past the retention."""
+        version = current_audience(self.audience_dir)
         if version is not None and (self.audience is None or self.audience.version != version):
-            self.audience = Audience.load(self.audience_dir)
-            log.info("trigger audience %s loaded: %s", version, self.audience.manifest.get("rows"))
-        elif version is None and self.audience is None:
+            try:
+                self.audience = Audience.load(self.audience_dir)
+                log.info("trigger audience %s loaded: %s", version, self.audience.manifest.get("rows"))
+            except FileNotFoundError as exc:  # replaced while being read: the next refresh loads the new one
+                log.warning("trigger audience %s could not be read (%s); keeping the one loaded", version, exc)
+        elif version is None and self.audience is None and not self._warned:
             log.warning(
                 "no trigger audience in %s yet (tessera realtime audience): every visitor is unknown", self.audience_dir
             )
+            self._warned = True
         self.seed_batch_sends()
+        today = datetime.fromtimestamp(self.clock(), UTC).date()
+        if self.retention_days is not None and self._pruned_on != today.isoformat():
+            removed = outbox.prune(self.publish_dir, self.retention_days, today)
+            if removed:
+                log.info("removed %d realtime outbox day files older than %g days", len(removed), self.retention_days)
+            self._pruned_on = today.isoformat()
 
     def seed_batch_sends(self) -> int:
         """Add the current published campaign_outbox's sends of actions sharing a cap key with a
@@ -346,9 +360,11 @@ class TriggerWorker:
             if at <= now - WEEK:
                 continue
             key = sent_key(row["customer_pkey"], keys[row["action_id"]])
-            pipe.zadd(key, {row["message_id"]: at})
+            pipe.zadd(key, {row["message_id"]: at})  # the message id as member: seeding twice adds nothing
             pipe.expire(key, WEEK + 86400)
             added += 1
+            if added % 10_000 == 0:
+                pipe.execute()
         pipe.set(SEEDED_KEY, snap.version)
         pipe.execute()
         log.info("seeded %d batch sends of campaign_outbox %s into the cap counts", added, snap.version)
