@@ -31,7 +31,7 @@ SHARE = 0.5  # a large holdout share, so that both groups are easy to find
 
 TEMPLATES = {
     "cart.html.j2": "<p>Hi {{ customer.first_name }}</p>{% for i in cart_items %}<li>{{ i.product_name }}</li>{% endfor %}"
-    "<p>{{ offer.code }}</p>",
+    "<p>{{ offer.code }}</p>{% for i in recommendations %}<i>{{ i.product_name }}</i>{% endfor %}",
     "banner.json.j2": '{"first": "{{ recommendations[0].product_name if recommendations else \'\' }}"}',
     "visits.html.j2": "<p>Welcome back {{ customer.first_name }}</p>",
 }
@@ -224,7 +224,8 @@ def test_an_idle_cart_fires_15_minutes_after_the_last_cart_activity_and_not_befo
     assert (message["action_id"], message["channel"], message["variant_id"]) == ("cart_rt", "email", "a")
     assert message["subject"] == "Hi Alice" and message["content_type"] == "text/html"
     # the live cart, rendered by the catalogue's template, with the action's offer
-    assert message["body"] == "<p>Hi Alice</p><li>Kettle</li><li>Mug</li><p>CART10</p>"
+    # with the customer's own recommendations (alice consented to email personalisation)
+    assert message["body"] == "<p>Hi Alice</p><li>Kettle</li><li>Mug</li><p>CART10</p><i>Teapot</i>"
     assert message["decided_on"] == "2026-12-07" and message["decided_at"] == "2026-12-07T10:18:00Z"
     [decision] = shop.decisions()
     assert decision["decision"] == "send" and decision["message_id"] == message["message_id"]
@@ -271,7 +272,10 @@ def test_a_shortened_idle_time_fires_sooner_and_says_so(redis_client, catalogue,
     assert shop.decisions() == []
     shop.tick(timedelta(seconds=6))
     [decision] = shop.decisions()
-    assert "cart untouched for 0.1 minutes (shortened from 15 by TESSERA_TRIGGERS_IDLE_MINUTES)" in decision["reason"]
+    assert (
+        "cart untouched for 0.1 minutes, shortened from 15 by TESSERA_TRIGGERS_IDLE_MINUTES, (last"
+        in decision["reason"]
+    )
 
 
 # --- consent, suppression, reach, holdout, caps -----------------------------------------------------
@@ -666,3 +670,11 @@ def test_outbox_day_files_past_the_retention_are_removed(shop):
     shop.tick(minutes(16), worker)
     assert not old.exists()
     assert [p.name for p in outbox.folder(shop.publish_dir, outbox.MESSAGES).glob("*.jsonl")] == ["2026-12-07.jsonl"]
+
+
+def test_a_product_in_the_cart_is_not_recommended_again(shop):
+    # carol's own list is the teapot, which she has in the cart: the popular products instead
+    shop.send(minutes(0), "Product Added", user="carol", product_id="P9")
+    shop.tick(minutes(15))
+    [message] = shop.messages()
+    assert message["body"].endswith("<p>CART10</p><i>Mug</i>")

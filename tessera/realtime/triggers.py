@@ -548,7 +548,7 @@ class TriggerWorker:
                     continue
                 minutes = f"{threshold / 60:g} minutes"
                 if self.settings.idle_minutes is not None:
-                    minutes += f" (shortened from {action.trigger['threshold']} by TESSERA_TRIGGERS_IDLE_MINUTES)"
+                    minutes += f", shortened from {action.trigger['threshold']} by TESSERA_TRIGGERS_IDLE_MINUTES,"
                 self.consider(Candidate(
                     action, visitor, f"idle:{score!r}",
                     f"cart untouched for {minutes} (last cart activity {_iso(score)}, "
@@ -657,15 +657,23 @@ class TriggerWorker:
             )
         variant = action.variants[pick]
         # the customer's own list only with the channel's personalisation consent (as render.py)
-        own = customer.recommendations if customer.consented(PERSONALISATION[action.channel], "personalization") else []
-        recommendations = own or (self.audience.popular if self.audience else [])
+        # first of: the viewed product's bought-together list (dwell), the customer's own list (with
+        # the channel's personalisation consent, as render.py), the popular products; what is in the
+        # cart already is not recommended again
+        lists = []
         if c.product_id and self.audience is not None:
-            related = (self.audience.product(c.product_id) or {}).get("related") or []
-            recommendations = related or recommendations
+            lists.append((self.audience.product(c.product_id) or {}).get("related") or [])
+        if customer.consented(PERSONALISATION[action.channel], "personalization"):
+            lists.append(customer.recommendations)
+        lists.append(self.audience.popular if self.audience else [])
+        recommendations = next(
+            (kept for kept in ([r for r in x if r["product_id"] not in c.cart] for x in lists) if kept), []
+        )
+        recommendations = [{**r, "rank": i} for i, r in enumerate(recommendations, 1)]
         cart = self.audience.products(sorted(c.cart)) if self.audience else []
         context = {
             "customer": customer.fields,
-            "recommendations": [dict(r) for r in recommendations],
+            "recommendations": recommendations,
             "cart_items": cart,
             "action": {"id": action.id, "channel": action.channel},
             "variant": {"id": variant.id},
