@@ -678,3 +678,21 @@ def test_a_product_in_the_cart_is_not_recommended_again(shop):
     shop.tick(minutes(15))
     [message] = shop.messages()
     assert message["body"].endswith("<p>CART10</p><i>Mug</i>")
+
+
+def test_the_erasure_file_step_clears_the_outbox_files_and_the_trigger_audience(shop, tmp_path, monkeypatch):
+    from tessera.privacy.erasure_run import file_steps
+    from tessera.settings import DERIVED_LOCATION_VARS, load_settings
+
+    for name in DERIVED_LOCATION_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path))  # publish dir: tmp_path/publish, the shop's
+    save_audience(trigger_audience.default_dir(tmp_path), PEOPLE)
+    shop.send(minutes(0), "Product Added", user="alice", product_id="P1")
+    shop.tick(minutes(15))
+    alice = PEOPLE["alice"]
+    done = file_steps(load_settings())["realtime"]([alice["customer_pkey"], alice["customer_key"], "alice"])
+    assert done == {"lines_removed": 2, "files_rewritten": 2, "rows_removed": 2}
+    assert shop.decisions() == [] and shop.messages() == []
+    left = trigger_audience.Audience.load(trigger_audience.default_dir(tmp_path))
+    assert left.customer("u:alice") is None and left.customer("u:bob") is not None
