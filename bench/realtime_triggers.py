@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -226,6 +227,7 @@ def run(args, background: float) -> dict:
     for _, row in watcher.seen.values():
         decisions[row["decision"]] = decisions.get(row["decision"], 0) + 1
     messages = len(outbox.read(publish_dir, outbox.MESSAGES))
+    _clean(work)
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {
@@ -294,6 +296,7 @@ def drain(args) -> dict:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=30)
             log.close()
+    _clean(work)
     return {
         "events": args.drain,
         "seconds": round(seconds, 2),
@@ -320,6 +323,12 @@ def _start_worker(work: Path, data_dir: Path, url: str, idle_seconds: float):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     return worker, log
+
+
+def _clean(work: Path) -> None:
+    """Remove a run's Redis and data directories; its worker.log stays for a look afterwards."""
+    for name in ("redis", "data"):
+        shutil.rmtree(work / name, ignore_errors=False)
 
 
 def _groups(client) -> list[dict]:
@@ -379,6 +388,7 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--margin", type=float, default=10.0, help="seconds to wait past the last due cart")
     parser.add_argument("--drain", type=int, default=0, help="also time the worker through this many queued events")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the .json and .md go")
     args = parser.parse_args()
     if args.customers < args.carts:
         parser.error("--customers must be at least --carts (one cart per customer)")
@@ -388,8 +398,8 @@ def main() -> int:
         parser.error(f"--background must be comma-separated numbers, got {args.background!r}")
     runs = [run(args, rate) for rate in rates]
     drained = drain(args) if args.drain else None
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "realtime_triggers.json").write_text(json.dumps({"runs": runs, "drain": drained}, indent=2) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "realtime_triggers.json").write_text(json.dumps({"runs": runs, "drain": drained}, indent=2) + "\n")
     text = "\n\n".join(markdown(r) for r in runs)
     if drained:
         text += (
@@ -397,7 +407,9 @@ def main() -> int:
             f"{drained['seconds']} s, {drained['events_per_second']:,} events/s (load average "
             f"{drained['load_average_1_5_15']}).\n"
         )
-    (RESULTS / "realtime_triggers.md").write_text("# Realtime triggers: idle threshold to trigger decision\n\n" + text)
+    (args.results / "realtime_triggers.md").write_text(
+        "# Realtime triggers: idle threshold to trigger decision\n\n" + text
+    )
     print(text)
     return 0 if all(r["missing"] == 0 for r in runs) else 1
 

@@ -696,3 +696,22 @@ def test_the_erasure_file_step_clears_the_outbox_files_and_the_trigger_audience(
     assert shop.decisions() == [] and shop.messages() == []
     left = trigger_audience.Audience.load(trigger_audience.default_dir(tmp_path))
     assert left.customer("u:alice") is None and left.customer("u:bob") is not None
+
+
+def test_the_benchmark_runs_at_a_tiny_size(tmp_path):
+    """bench/realtime_triggers.py keeps working (its figures are not checked here: docs/realtime_triggers.md)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    args = ["--carts", "5", "--spread", "1", "--idle-seconds", "1", "--background", "20", "--customers", "5",
+            "--margin", "20", "--drain", "200", "--results", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / "realtime_triggers.py"), *args],
+        cwd=root, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "realtime_triggers.json").read_text())
+    [run] = result["runs"]
+    assert (run["carts"], run["decisions_seen"], run["missing"]) == (5, 5, 0)
+    assert run["stream_pending_at_end"] == 0 and result["drain"]["events"] == 200
