@@ -715,3 +715,11 @@ def test_the_benchmark_runs_at_a_tiny_size(tmp_path):
     [run] = result["runs"]
     assert (run["carts"], run["decisions_seen"], run["missing"]) == (5, 5, 0)
     assert run["stream_pending_at_end"] == 0 and result["drain"]["events"] == 200
+
+
+def test_the_python_holdout_split_is_the_batch_sql_one_for_every_key(con):
+    keys = [f"tc_{i:05x}" for i in range(2000)]
+    sql = holdout.holdout_group_sql("'nba:cart_abandonment_realtime'", "k", 0.1)
+    rows = con.execute(f"select k, {sql} from (select unnest($keys::varchar[]) as k)", {"keys": keys}).fetchall()
+    assert dict(rows) == {k: holdout.group("nba:cart_abandonment_realtime", k, 0.1) for k in keys}
+    assert 150 < sum(g == "control" for _, g in rows) < 250
