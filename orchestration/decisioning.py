@@ -15,8 +15,10 @@ from orchestration.keys import (
     DECISIONING_GROUP,
     DECISIONS_KEY,
     MESSAGES_KEY,
+    PRODUCT_LISTS_KEY,
     PROPENSITY_KEY,
     RECOMMENDER_KEY,
+    TRIGGER_AUDIENCE_KEY,
 )
 from orchestration.metadata import mlflow_run_metadata, run_metadata, table_metadata
 from orchestration.quality import gated_deps
@@ -24,6 +26,7 @@ from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera import markdown
 from tessera.decisioning.catalogue import CatalogueError, load_catalogue
 from tessera.decisioning.steps import NoBanditState, make_decisions, refresh_state, render_day
+from tessera.realtime import audience
 
 
 def catalogue_or_fail():
@@ -181,4 +184,51 @@ def rendered_messages(context: dg.AssetExecutionContext, tessera: TesseraResourc
     )
 
 
-decisioning_assets = [bandit_state, decisions, rendered_messages]
+@dg.asset(
+    key=TRIGGER_AUDIENCE_KEY,
+    deps=[
+        *gated_deps(
+            "int_identities_resolved",
+            "dim_customers",
+            "active_customers",
+            "customer_rfm",
+            "customer_features",
+            "customer_rule_segments",
+            "customer_consents",
+            "dim_products",
+            "fct_orders",
+        ),
+        RECOMMENDER_KEY,
+        CLUSTERS_KEY,
+        PRODUCT_LISTS_KEY,
+    ],
+    group_name=DECISIONING_GROUP,
+    description=(
+        "What the realtime trigger worker (`tessera realtime triggers`) knows of each customer, exported "
+        "from the warehouse into $TESSERA_DATA_DIR/realtime/trigger_audience: visitor ids (CRM ids, linked "
+        "cookies) to customers, each with its customer_pkey, reach per channel, granted consents, template "
+        "fields and top recommendations; products with their bought-together lists. Internal data (it "
+        "holds identifiers), never published; an erasure rewrites it. docs/realtime_triggers.md."
+    ),
+    kinds={"python", "duckdb", "parquet"},
+    owners=["team:data-platform"],
+    pool=DUCKDB_POOL,
+)
+def trigger_audience(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    settings = tessera.settings()
+    out_dir = audience.default_dir(settings.data_dir)
+    with tessera.duckdb(read_only=True) as con:
+        manifest = audience.export(con, out_dir, settings.pseudonym_salt)
+    return dg.MaterializeResult(
+        metadata={
+            **run_metadata(started, manifest["rows"]["customers"]),
+            "version": manifest["version"],
+            "as_of_date": manifest["as_of_date"],
+            "rows": dg.MetadataValue.json(manifest["rows"]),
+            "path": dg.MetadataValue.path(str(out_dir / manifest["version"])),
+        }
+    )
+
+
+decisioning_assets = [bandit_state, decisions, rendered_messages, trigger_audience]

@@ -21,6 +21,8 @@ DECISIONING_GROUP = "decisioning"
 BANDIT_KEY = dg.AssetKey(["decisioning", "bandit_state"])
 DECISIONS_KEY = dg.AssetKey(["decisioning", "decisions"])
 MESSAGES_KEY = dg.AssetKey(["decisioning", "rendered_messages"])
+# what the realtime trigger worker knows of each customer (tessera/realtime/audience.py)
+TRIGGER_AUDIENCE_KEY = dg.AssetKey(["decisioning", "trigger_audience"])
 
 PUBLISH_GROUP = "publish"
 RELEASE_KEY = dg.AssetKey(["publish", "release"])

@@ -63,6 +63,8 @@ def _cmd_decisioning_validate(args: argparse.Namespace) -> int:
     print(f"{catalogue.path}: {len(catalogue.actions)} actions, every template valid")
     for a in catalogue.actions:
         kind = "explicit rule" if a.explicit else "weighted score"
+        if a.realtime:
+            kind = f"realtime {a.trigger['signal']} {a.trigger['threshold']}"
         variants = ", ".join(v.id for v in a.variants)
         print(f"  {a.id:<28} {a.channel:<10} priority {a.priority:>3}  {kind:<14} variants: {variants}")
     return 0
@@ -335,7 +337,7 @@ def _cmd_realtime_worker(args: argparse.Namespace) -> int:
 
 
 def add_realtime_parser(sub) -> None:
-    rt = sub.add_parser("realtime", help="the real-time side: local Redis, state worker (docs/realtime.md)")
+    rt = sub.add_parser("realtime", help="the real-time side: local Redis, state worker, triggers (docs/realtime.md)")
     rt_sub = rt.add_subparsers(dest="realtime_command", required=True)
     rr = rt_sub.add_parser("redis", help="start a local Redis daemon at TESSERA_REDIS_URL unless one answers")
     rr.add_argument("--data-dir", type=Path, help="default $TESSERA_DATA_DIR/realtime/redis")
@@ -343,6 +345,10 @@ def add_realtime_parser(sub) -> None:
     rw = rt_sub.add_parser("worker", help="stream -> session state and micro-batch landing files, until stopped")
     rw.add_argument("--consumer", help="consumer name in the group 'state' (default: state-<hostname>)")
     rw.set_defaults(func=_cmd_realtime_worker)
+    # triggers and the trigger audience (docs/realtime_triggers.md)
+    from tessera.realtime.trigger_cli import add_commands as add_trigger_commands
+
+    add_trigger_commands(rt_sub)
 
 
 # each option of `recommend evaluate` / `tune` and the RecommenderParams field it sets; an option

@@ -57,6 +57,8 @@ def test_named_jobs_select_their_part_of_the_graph():
         "decisioning/bandit_state",
         "decisioning/decisions",
         "decisioning/rendered_messages",
+        # the realtime trigger worker's view of the customers, exported with the day's decisions
+        "decisioning/trigger_audience",
     }
     assert view | retrain | publish <= everything
     schedule = defs.resolve_schedule_def("daily_full_refresh")

@@ -76,7 +76,13 @@ GROUPS = {
         "publish/session_index",
         "publish/release",
     },
-    "decisioning": {"decisioning/bandit_state", "decisioning/decisions", "decisioning/rendered_messages"},
+    "decisioning": {
+        "decisioning/bandit_state",
+        "decisioning/decisions",
+        "decisioning/rendered_messages",
+        # what the realtime trigger worker knows of each customer (tessera/realtime/audience.py)
+        "decisioning/trigger_audience",
+    },
 }
 
 

@@ -15,6 +15,7 @@ from tessera.realtime.privacy import forget_people, identifier_hash, sync_suppre
 from tessera.realtime.redis_server import free_port
 from tessera.realtime.store import connect
 from tessera.realtime.stream import _entries as parse_entries
+from tessera.realtime.triggers import decided_key, last_view_key
 from tessera.settings import RealtimeSettings, load_settings, realtime_configured
 
 SALT = "test-salt-0123456789"
@@ -79,14 +80,21 @@ def _entries(store):
 def test_the_erasure_reaches_redis_only_when_real_time_is_configured(monkeypatch, redis_server, redis_client):
     monkeypatch.delenv("TESSERA_REDIS_URL", raising=False)
     settings = load_settings()
-    assert sorted(file_steps(settings, realtime_configured())) == ["mlflow", "previews"]
+    # the realtime outbox files and trigger audience are files: erased with or without Redis
+    assert sorted(file_steps(settings, realtime_configured())) == ["mlflow", "previews", "realtime"]
     monkeypatch.setenv("TESSERA_REDIS_URL", redis_server.url)
     steps = file_steps(settings, realtime_configured())
-    assert sorted(steps) == ["mlflow", "online_store", "previews"]
+    assert sorted(steps) == ["mlflow", "online_store", "previews", "realtime"]
     store = connect(RealtimeSettings(redis_url=redis_server.url), settings.pseudonym_salt)
     store.state.record(event(1, anon="ck-someone-1", user="c-someone-1"))
-    done = steps["online_store"](["c-someone-1"])
+    # what the trigger worker keeps of the person: a decision mark by key, a last view by visitor
+    pkey = "pk_" + "0" * 32
+    redis_client.hset(decided_key(pkey), "cart_abandonment_realtime:1", "send")
+    redis_client.set(last_view_key("u:c-someone-1"), "P1")
+    done = steps["online_store"](["c-someone-1", pkey])
     assert done["keys_deleted"] >= 1 and store.state.get("u:c-someone-1") is None
+    assert done["trigger_keys_deleted"] == 2
+    assert not redis_client.exists(decided_key(pkey), last_view_key("u:c-someone-1"))
 
 
 def test_an_unreachable_online_store_fails_the_erasure_step_by_name_and_is_reported_in_the_sync():

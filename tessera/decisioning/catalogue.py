@@ -93,6 +93,45 @@ def _score(value) -> int | float:
     return value
 
 
+# what a realtime trigger watches, and the whole numbers it accepts (tessera/realtime/triggers.py)
+REALTIME_SIGNALS = {
+    "idle_minutes": (1, 7 * 24 * 60),  # cart untouched this long, no checkout or purchase since
+    "dwell_seconds": (1, 3600),  # one product viewed at least this long
+    "visits_without_purchase": (1, 1000),  # this many visits since the last purchase (or ever, never bought)
+}
+
+
+class RealtimeSignal(ConfigModel):
+    """The body of `realtime:`, exactly one of REALTIME_SIGNALS."""
+
+    idle_minutes: whole(*REALTIME_SIGNALS["idle_minutes"]) | None = None
+    dwell_seconds: whole(*REALTIME_SIGNALS["dwell_seconds"]) | None = None
+    visits_without_purchase: whole(*REALTIME_SIGNALS["visits_without_purchase"]) | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RealtimeSignal:
+        given = [name for name in REALTIME_SIGNALS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"must hold exactly one of {', '.join(REALTIME_SIGNALS)}, got {', '.join(given) if given else 'none'}"
+            )
+        return self
+
+
+class RealtimeTrigger(Term):
+    """realtime: {idle_minutes: N} | {dwell_seconds: N} | {visits_without_purchase: N}
+
+    Decided event by event by the trigger worker (tessera/realtime/triggers.py), never by the
+    batch SQL of tessera/decisioning/decide.py."""
+
+    KIND = "realtime"
+    realtime: RealtimeSignal
+
+    def spec(self) -> dict:
+        signal = next(name for name in REALTIME_SIGNALS if getattr(self.realtime, name) is not None)
+        return {"kind": self.KIND, "signal": signal, "threshold": getattr(self.realtime, signal)}
+
+
 class ScoreTest(Term):
     """score: <ml.propensity_scores column>, op: <op>, value: 0..1"""
 
@@ -137,15 +176,29 @@ class ActionSpec(ConfigModel):
         RfmSegmentTrigger,
         ActionEventTrigger,
         FeatureTest,
-        keys=("segment", "rfm_segment", "event", "feature"),
+        RealtimeTrigger,
+        keys=("segment", "rfm_segment", "event", "feature", "realtime"),
     )
     conditions: list[one_of(FeatureTest, ScoreTest, CartTest, keys=("feature", "score", "cart"))] | None = None
     channel: Literal[tuple(CHANNELS)]
     priority: whole(1, 100)
     frequency_cap_per_week: whole(1, 50)
+    # actions of one cap group share their frequency count: a send of any of them counts against
+    # each one's cap (a realtime cart reminder and the daily one: at most one reminder a week)
+    cap_group: Name | None = None
     propensity: Literal[SCORES] = "purchase_propensity_30d"
     variants: Annotated[list[VariantSpec], checked(len, "needs at least one content variant"), unique("id")]
     offer: OfferSpec | None = None
+
+    @model_validator(mode="after")
+    def _realtime_has_no_batch_conditions(self) -> ActionSpec:
+        if isinstance(self.trigger, RealtimeTrigger) and self.conditions:
+            raise FieldProblem(
+                ("conditions",),
+                "a realtime trigger takes no conditions (they are warehouse tests the trigger worker cannot "
+                f"evaluate per event), got {len(self.conditions)}",
+            )
+        return self
 
     @model_validator(mode="after")
     def _variants_fit_the_channel(self) -> ActionSpec:
@@ -195,6 +248,13 @@ class CatalogueFile(ConfigModel):
     def _default_when_empty(cls, value, info: ValidationInfo):
         return value if value else cls.model_fields[info.field_name].default
 
+    @model_validator(mode="after")
+    def _some_action_is_decided_daily(self) -> CatalogueFile:
+        # the daily decisions (and the published next_best_actions) need at least one action to decide
+        if all(isinstance(a.trigger, RealtimeTrigger) for a in self.actions):
+            raise FieldProblem(("actions",), "needs at least one action that is not a realtime trigger")
+        return self
+
 
 # --- what decisioning reads: actions with their templates compiled -------------------------------
 
@@ -226,10 +286,21 @@ class Action:
     propensity: str  # the ml.propensity_scores column its weighted score reads
     variants: tuple[Variant, ...]
     offer: Offer | None
+    cap_group: str | None = None
 
     @property
     def consent(self) -> tuple[str, str]:
         return CHANNELS[self.channel]
+
+    @property
+    def realtime(self) -> bool:
+        """Decided by the trigger worker per event (tessera/realtime/triggers.py), not by the batch SQL."""
+        return self.trigger["kind"] == RealtimeTrigger.KIND
+
+    @property
+    def cap_key(self) -> str:
+        """What its frequency cap counts: the sends of its cap group, or its own."""
+        return self.cap_group or self.id
 
     def uses(self) -> frozenset[str]:
         """The context names any of its templates read."""
@@ -248,6 +319,20 @@ class Catalogue:
 
     def action(self, action_id: str) -> Action:
         return next(a for a in self.actions if a.id == action_id)
+
+    @property
+    def batch_actions(self) -> tuple[Action, ...]:
+        """The actions the daily decisions decide (tessera/decisioning/decide.py)."""
+        return tuple(a for a in self.actions if not a.realtime)
+
+    @property
+    def realtime_actions(self) -> tuple[Action, ...]:
+        """The actions the trigger worker decides, event by event (tessera/realtime/triggers.py)."""
+        return tuple(a for a in self.actions if a.realtime)
+
+    def cap_keys(self) -> dict[str, str]:
+        """action id -> what its frequency cap counts (Action.cap_key)."""
+        return {a.id: a.cap_key for a in self.actions}
 
 
 def _variant(action: ActionSpec, i: int, provided: set[str], templates_dir: Path, path: Path) -> Variant:
@@ -269,7 +354,7 @@ def _action(spec: ActionSpec, templates_dir: Path, path: Path) -> Action:
     variants = tuple(_variant(spec, i, provided, templates_dir, path) for i in range(len(spec.variants)))
     return Action(
         spec.id, spec.description, spec.explicit, spec.trigger.spec(), tuple(c.spec() for c in spec.conditions or []),
-        spec.channel, spec.priority, spec.frequency_cap_per_week, spec.propensity, variants, offer,
+        spec.channel, spec.priority, spec.frequency_cap_per_week, spec.propensity, variants, offer, spec.cap_group,
     )  # fmt: skip
 
 

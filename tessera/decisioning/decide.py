@@ -10,7 +10,10 @@ the customers, then one ranking), and the bandit assigns variants in NumPy. The 
    the site or app) is not eligible: no decision is made for that channel, and
    decisioning.unreachable counts, per channel, the customers left out so.
 2. Frequency cap: an action sent to the customer `frequency_cap_per_week` times in the 7 days
-   before the decision day (decisioning.sends) is skipped; the next eligible one is taken.
+   before the decision day (decisioning.sends) is skipped; the next eligible one is taken. An
+   action's count is that of its cap group (catalogue `cap_group`) when it has one, and counts the
+   realtime trigger worker's sends too (decisioning.realtime_sends, from the realtime outbox:
+   tessera/realtime/outbox.py), from 7 days before the decision day on.
 3. Choice per customer and channel: explicit rules first, highest priority first (ties: score,
    then action id); otherwise the highest weighted score. Only when every eligible action is
    capped is a capped one recorded (decision 'capped').
@@ -70,6 +73,9 @@ create table if not exists decisioning.sends (
     message_id varchar, customer_key varchar, action_id varchar, variant_id varchar, channel varchar, decided_on date
 )
 """
+# the messages the realtime trigger worker sent (tessera/realtime/outbox.py load_sends fills it
+# before each decision run); the same columns as decisioning.sends
+REALTIME_SENDS_DDL = SENDS_DDL.replace("decisioning.sends", "decisioning.realtime_sends")
 
 
 def _number(expr: str, digits: int = 3) -> str:
@@ -178,6 +184,7 @@ def eligible_sql(action: Action, catalogue: Catalogue, p: Params) -> str:
         {p.bind(action.channel, "varchar")} as channel,
         {p.bind(action.explicit, "boolean")} as explicit, {p.bind(action.priority, "integer")} as priority,
         {p.bind(action.frequency_cap_per_week, "integer")} as frequency_cap_per_week,
+        {p.bind(action.cap_key, "varchar")} as cap_key, {p.bind(action.cap_group, "varchar")} as cap_group,
         {score} as score,
         {p.bind(rule)} || ': ' || {why} || '; ' || {breakdown} || '; RFM segment ' || coalesce(b.rfm_segment, 'none') as reason
     from __nba_base as b
@@ -186,14 +193,13 @@ def eligible_sql(action: Action, catalogue: Catalogue, p: Params) -> str:
 
 def build_base(con, catalogue: Catalogue) -> None:
     """One row per customer (no erasure request) with everything a trigger, condition or score reads."""
-    features = sorted(
-        {t["feature"] for a in catalogue.actions for t in (a.trigger, *a.conditions) if t.get("kind") == "feature"}
-    )
-    events = {a.trigger["event"] for a in catalogue.actions if a.trigger["kind"] == "event"}
-    events |= {a.trigger["not_followed_by"] for a in catalogue.actions if a.trigger["kind"] == "event"} - {None}
-    hours = max([a.trigger["within_hours"] for a in catalogue.actions if a.trigger["kind"] == "event"] or [0])
-    flags = sorted({a.trigger["segment"] for a in catalogue.actions if a.trigger["kind"] == "segment"})
-    uses_cart = any(c["kind"] == "cart" for a in catalogue.actions for c in a.conditions)
+    actions = catalogue.batch_actions
+    features = sorted({t["feature"] for a in actions for t in (a.trigger, *a.conditions) if t.get("kind") == "feature"})
+    events = {a.trigger["event"] for a in actions if a.trigger["kind"] == "event"}
+    events |= {a.trigger["not_followed_by"] for a in actions if a.trigger["kind"] == "event"} - {None}
+    hours = max([a.trigger["within_hours"] for a in actions if a.trigger["kind"] == "event"] or [0])
+    flags = sorted({a.trigger["segment"] for a in actions if a.trigger["kind"] == "segment"})
+    uses_cart = any(c["kind"] == "cart" for a in actions for c in a.conditions)
     cart = cart_sql(f"cast({AS_OF} as timestamp)") if uses_cart else "select null as customer_key where false"
     con.execute(
         f"""
@@ -248,7 +254,8 @@ def build_eligible(con, catalogue: Catalogue) -> None:
     the action's channel; decisioning.unreachable: per channel the customers who cannot be, and how
     many of them an action was eligible for (no decision is made for them on that channel)."""
     p = Params()
-    eligible = "\n    union all\n".join(eligible_sql(a, catalogue, p) for a in catalogue.actions)
+    # realtime actions are the trigger worker's (tessera/realtime/triggers.py): never decided here
+    eligible = "\n    union all\n".join(eligible_sql(a, catalogue, p) for a in catalogue.batch_actions)
     reaches = " ".join(f"when {p.bind(channel)} then b.{ident('reaches_' + channel)}" for channel in REACH)
     con.execute(
         f"""
@@ -260,7 +267,14 @@ def build_eligible(con, catalogue: Catalogue) -> None:
         """,
         p,
     )
-    channels = sorted({a.channel for a in catalogue.actions})
+    channels = sorted({a.channel for a in catalogue.batch_actions})
+    # what each action's sends count against (Action.cap_key): realtime actions' sends included
+    keys = catalogue.cap_keys()
+    con.execute(
+        "create or replace temp table __nba_cap_keys as "
+        "select unnest($actions::varchar[]) as action_id, unnest($keys::varchar[]) as cap_key",
+        {"actions": list(keys), "keys": list(keys.values())},
+    )
     con.execute(UNREACHABLE_DDL)
     for channel in channels:
         con.execute(
@@ -284,20 +298,29 @@ def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
         select * exclude (reachable) from __nba_eligible where reachable
     ),
     sent as (
-        select customer_key, action_id, count(*) as sent_last_7_days
-        from decisioning.sends
-        where decided_on >= {AS_OF} - interval '7 days' and decided_on < {AS_OF}
-        group by customer_key, action_id
+        select s.customer_key, g.cap_key, count(*) as sent_last_7_days
+        from (
+            select customer_key, action_id from decisioning.sends
+            where decided_on >= {AS_OF} - interval '7 days' and decided_on < {AS_OF}
+            union all
+            -- the trigger worker sends between daily runs (and in a demo after the data's last day):
+            -- each of its sends from the window's start on counts
+            select customer_key, action_id from decisioning.realtime_sends
+            where decided_on >= {AS_OF} - interval '7 days'
+        ) as s
+        inner join __nba_cap_keys as g on g.action_id = s.action_id
+        group by s.customer_key, g.cap_key
     ),
     capped as (
         select e.*, coalesce(s.sent_last_7_days, 0) as sent_last_7_days,
             coalesce(s.sent_last_7_days, 0) >= e.frequency_cap_per_week as is_capped
         from eligible as e
-        left join sent as s on s.customer_key = e.customer_key and s.action_id = e.action_id
+        left join sent as s on s.customer_key = e.customer_key and s.cap_key = e.cap_key
     ),
     capped_list as (
         select customer_key, channel,
-            string_agg(action_id || ' (' || sent_last_7_days || ' sent in 7 days, cap ' || frequency_cap_per_week || ')',
+            string_agg(action_id || ' (' || sent_last_7_days || ' sent in 7 days'
+                       || coalesce(' in cap group ' || cap_group, '') || ', cap ' || frequency_cap_per_week || ')',
                        ', ' order by action_id) as capped_actions
         from capped
         where is_capped
@@ -360,12 +383,13 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
     returns each action's realised variant counts."""
     con.execute("create schema if not exists decisioning")
     con.execute(SENDS_DDL)
+    con.execute(REALTIME_SENDS_DDL)
     build_base(con, catalogue)
     build_eligible(con, catalogue)
     con.execute(f"create or replace temp table __nba_decisions as {decisions_sql(catalogue, holdout_share)}")
     keys, actions, variants, why = [], [], [], []
     shares: dict[str, dict[str, int]] = {}
-    for action in catalogue.actions:
+    for action in catalogue.batch_actions:
         posterior = posteriors[action.id]
         names = np.asarray([v.id for v in action.variants], dtype=object)
         # one uniform per message and variant, hashed from the message id: a message keeps its

@@ -103,7 +103,7 @@ def prepare_lists(con, catalogue: Catalogue) -> None:
     """,
         {"recommendations": RECOMMENDATIONS},
     )
-    uses_cart = any("cart_items" in a.uses() for a in catalogue.actions)
+    uses_cart = any("cart_items" in a.uses() for a in catalogue.batch_actions)
     as_of = "(select cast(max(decided_on) as timestamp) from decisioning.decisions)"
     carts = (
         cart_sql(as_of)
@@ -207,7 +207,8 @@ def render_messages(
         else None
     )
     try:
-        for action in catalogue.actions:
+        # realtime actions are rendered by the trigger worker as they fire (tessera/realtime/triggers.py)
+        for action in catalogue.batch_actions:
             for variant in action.variants:
                 static = {
                     "action": {"id": action.id, "channel": action.channel},

@@ -17,6 +17,7 @@ from tessera.decisioning import state as bandit_state
 from tessera.decisioning.catalogue import Catalogue
 from tessera.decisioning.render import Rendered, render_messages
 from tessera.privacy import pseudonym
+from tessera.realtime.outbox import load_sends as load_realtime_sends
 from tessera.settings import Settings, mlflow_artifact_root
 
 BANDIT_EXPERIMENT = "tessera-bandit"
@@ -90,6 +91,8 @@ def make_decisions(con, catalogue: Catalogue, settings: Settings) -> DecisionRun
     if version == 0:
         raise NoBanditState("no bandit state yet: materialize decisioning/bandit_state first")
     posteriors = bandit_state.posteriors_from(state, catalogue)
+    # the realtime trigger worker's sends count against the frequency caps too
+    load_realtime_sends(con, settings.publish_dir)
     shares = decide.decide(con, catalogue, posteriors, version, settings.seed, settings.holdout_share)
     realised = {}
     for action_id, counts in shares.items():

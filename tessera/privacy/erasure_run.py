@@ -16,6 +16,8 @@ from ml.forget import forget
 from tessera.decisioning.render import erase_previews
 from tessera.privacy import byte_residue, erasure, pseudonym
 from tessera.publish import snapshots
+from tessera.realtime import audience as trigger_audience
+from tessera.realtime import outbox as realtime_outbox
 from tessera.settings import RealtimeSettings, Settings, mlflow_artifact_root, realtime_configured
 
 Connect = Callable[..., AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -99,18 +101,50 @@ def scan_places(settings: Settings, dagster_home: Path) -> tuple[dict[str, Path]
 
 def file_steps(settings: Settings, realtime: RealtimeSettings | None = None) -> dict:
     """What else tessera wrote that may hold an erased person, each given the erased values: the
-    rendered message previews of every day, MLflow (runs, logged models and registered
-    versions trained on the person are retired: docs/privacy.md), and with real time configured
-    (TESSERA_REDIS_URL) the online store: session state, stream events, suppression list, and
-    Redis's append-only file rewritten (tessera/realtime/privacy.py forget_people)."""
+    rendered message previews of every day, the realtime outbox files and the trigger audience,
+    MLflow (runs, logged models and registered versions trained on the person are retired:
+    docs/privacy.md), and with real time configured (TESSERA_REDIS_URL) the online store: session
+    state, stream events, trigger keys, suppression list, and Redis's append-only file rewritten
+    (tessera/realtime/privacy.py forget_people)."""
     steps = {
         "previews": lambda values: erase_previews(settings.data_dir / "decisioning" / "previews", values),
+        # the realtime outbox files and the trigger audience (tessera/realtime/outbox.py, audience.py)
+        "realtime": lambda values: {
+            **realtime_outbox.erase(settings.publish_dir, values),
+            **trigger_audience.erase(trigger_audience.default_dir(settings.data_dir), values),
+        },
         "mlflow": lambda values: forget(
             values, settings.mlflow_tracking_uri, settings.mlflow_model_name, mlflow_artifact_root(settings)
         ),
     }
     if realtime is not None:
-        from tessera.realtime.privacy import erasure_step
-
-        steps["online_store"] = erasure_step(realtime, settings.pseudonym_salt)
+        steps["online_store"] = _online_store_step(settings, realtime)
     return steps
+
+
+def _online_store_step(settings: Settings, realtime: RealtimeSettings):
+    """The online store's erasure: session state, stream events, suppression (forget_people), then
+    what the trigger worker keeps of the person (decision marks and cap counts by customer_pkey,
+    last views by visitor id: tessera.realtime.triggers.forget)."""
+    import redis
+
+    from tessera.decisioning.catalogue import load_catalogue
+    from tessera.realtime.privacy import erasure_step
+    from tessera.realtime.triggers import forget as forget_trigger_keys
+
+    people = erasure_step(realtime, settings.pseudonym_salt)
+
+    def step(values: list[str]) -> dict:
+        counts = people(values)
+        client = redis.Redis.from_url(realtime.redis_url, socket_timeout=60, socket_connect_timeout=5)
+        try:
+            pkeys = [v for v in values if v.startswith(pseudonym.PREFIX)]
+            visitors = [f"{kind}:{v}" for v in values for kind in ("u", "a")]
+            counts["trigger_keys_deleted"] = forget_trigger_keys(
+                client, pkeys, visitors, load_catalogue(settings.actions_file)
+            )
+        finally:
+            client.close()
+        return counts
+
+    return step

@@ -14,10 +14,13 @@ share x 10,000 are control. So:
 
 `TESSERA_HOLDOUT_SHARE` (default 0.10) sets the share. Publishing calls the macro
 holdout_group(campaign, customer_key, threshold) (install) with the threshold bound as a parameter;
-holdout_group_sql writes the same expression inline.
+holdout_group_sql writes the same expression inline; `group` is the same split in Python, for the
+realtime trigger worker (DuckDB's md5_number is the digest read as a little-endian 128-bit number).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 BUCKETS = 10_000
 MACRO = "holdout_group"
@@ -50,3 +53,9 @@ def install(con) -> None:
         f"create or replace temp macro {MACRO}(campaign, customer_key, control_buckets) as "
         f"({_group('campaign', 'customer_key', 'control_buckets')})"
     )
+
+
+def group(campaign: str, customer_key: str, share: float) -> str:
+    """'control' or 'treatment': the group holdout_group_sql gives `customer_key` in `campaign`."""
+    bucket = int.from_bytes(hashlib.md5(f"{campaign}:{customer_key}".encode()).digest(), "little") % BUCKETS
+    return "control" if bucket < threshold(share) else "treatment"

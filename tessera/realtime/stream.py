@@ -136,9 +136,9 @@ class RedisEventStream:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read(self, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        # XREADGROUP BLOCK 0 waits forever: no BLOCK at all is what 0 means here
-        block = block_ms if block_ms > 0 else None
+    def read(self, group: str, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        # XREADGROUP BLOCK 0 waits forever: no BLOCK at all is what 0 (or None) means here
+        block = block_ms if block_ms is not None and block_ms > 0 else None
         raw = self.client.xreadgroup(group, consumer, {self.key: ">"}, count=count, block=block)
         return _entries(raw[0][1]) if raw else []
 
