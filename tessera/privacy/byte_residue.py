@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ahocorasick
 import duckdb
 
 from tessera.faults import crash_point
@@ -76,24 +76,33 @@ class Scan:
     hits: dict[str, int] = field(default_factory=dict)  # file (relative to its root) -> occurrences
 
 
-def _pattern(values: Iterable[str]) -> re.Pattern[bytes] | None:
-    needles = sorted({v.strip().lower().encode() for v in values if len(v.strip()) >= MIN_CHARS}, key=len, reverse=True)
+def _pattern(values: Iterable[str]) -> ahocorasick.Automaton | None:
+    """Every value (lower case, as UTF-8 bytes) in one Aho-Corasick automaton: a pass over a block
+    finds all of them at once. (A regular expression alternating the values read about 3 MB/s with
+    10,000 of them, which at a million customers made the scan last hours; bench in docs/privacy.md.)
+    The automaton holds text, so bytes go through Latin-1, which maps each byte to one character."""
+    needles = {v.strip().lower().encode() for v in values if len(v.strip()) >= MIN_CHARS}
     if not needles:
         return None
-    return re.compile(b"|".join(re.escape(n) for n in needles))
+    automaton = ahocorasick.Automaton()
+    for needle in needles:
+        automaton.add_word(needle.decode("latin-1"), len(needle))
+    automaton.make_automaton()
+    return automaton
 
 
-def _count(path: Path, pattern: re.Pattern[bytes]) -> tuple[int, int]:
-    """(occurrences, bytes read) of the file, decompressed if gzip. Blocks are searched with the
-    previous block's last 256 bytes in front, so a value across a boundary is seen; a match is
-    counted in the block where it ends."""
+def _count(path: Path, pattern: ahocorasick.Automaton) -> tuple[int, int]:
+    """(occurrences, bytes read) of the file, decompressed if gzip. Occurrences are leftmost-longest
+    and do not overlap. Blocks are searched with the previous block's last 256 bytes in front, so a
+    value across a boundary is seen; a match is counted in the block where it ends."""
     opener = gzip.open if path.suffix == ".gz" else open
     hits = size = 0
     with opener(path, "rb") as f:
         tail = b""
         while block := f.read(CHUNK):
             size += len(block)
-            hits += sum(1 for m in pattern.finditer((tail + block).lower()) if m.end() > len(tail))
+            text = (tail + block).lower().decode("latin-1")
+            hits += sum(1 for end, _ in pattern.iter_long(text) if end >= len(tail))
             tail = block[-256:]
     return hits, size
 
