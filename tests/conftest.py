@@ -108,6 +108,28 @@ def with_pkeys(con):
     return con
 
 
+_MLFLOW_TEMPLATE: list[Path] = []
+
+
+def _empty_mlflow_store(target: Path) -> None:
+    """A fresh data directory's MLflow store, copied from one migrated once per test process:
+    MLflow creates its tables with a run of schema migrations, 3-8 s on this machine, which every
+    whole-graph run on a new data directory paid. The copy is the file MLflow would have made (no
+    experiment, no run); a data directory that has a store keeps it."""
+    if target.exists():
+        return
+    if not _MLFLOW_TEMPLATE:
+        import tempfile
+
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="tessera-mlflow-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+        _MLFLOW_TEMPLATE.append(template)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_MLFLOW_TEMPLATE[0], target)
+
+
 def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path, data_docs: bool = False) -> None:
     """Point the settings at `data_dir`. Graph runs render no Great Expectations Data Docs unless
     `data_docs` (rendering them costs about a fifth of a small run); the session's warehouse and
@@ -117,6 +139,7 @@ def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path, data_docs: boo
     monkeypatch.setenv("TESSERA_DATA_DIR", str(data_dir))
     for name in DERIVED_LOCATION_VARS:
         monkeypatch.delenv(name, raising=False)
+    _empty_mlflow_store(data_dir / "mlflow" / "mlflow.db")
     if data_docs:
         monkeypatch.delenv("TESSERA_GX_DOCS_DIR", raising=False)
     else:

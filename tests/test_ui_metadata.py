@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -41,6 +42,10 @@ def test_every_table_asset_shows_schema_row_count_preview_duration_and_rows(pipe
     # publish/release moves files, not a table: its metadata is the release it made
     release = by_asset.pop("publish/release")
     assert set(release["current"].value) == {k.removeprefix("publish/") for k in by_asset if k.startswith("publish/")}
+    # the trigger audience is files for the real-time worker, not a table: its metadata is the export
+    audience = by_asset.pop("decisioning/trigger_audience")
+    assert audience["rows"].value["customers"] == audience["rows_processed"].value > 0
+    assert Path(audience["path"].value).is_dir()
     for asset, metadata in by_asset.items():
         # compared with the tables as the run left them (later tests change the data)
         rows, columns = pipeline_tables[metadata["table"].value]
