@@ -54,6 +54,7 @@ def test_serving_bench_loads_the_published_snapshots_and_answers_every_request(p
 
 
 @pytest.mark.graph
+@pytest.mark.system  # the whole graph, a plain dbt build and the floor in child processes
 def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_path):
     """`make bench` at 300 customers: the whole graph runs, every step gets wall, CPU and memory
     figures, loaders' rows in are their landing records, and the plain dbt build and the DuckDB

@@ -22,6 +22,9 @@ import pytest
 from tessera.landing.generate import GenerateConfig, generate
 from tests.conftest import copy_data_dir, published_fingerprint, use_data_dir
 
+# whole `tessera run` processes killed and rerun: the system tier (make test-system)
+pytestmark = pytest.mark.system
+
 DAGSTER_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
 # history enough for the 60-day feature snapshot the propensity models train on
 CRASH_DATA = {"customers": 150, "days": 100, "seed": 11, "end_date": date(2026, 10, 31)}

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# the whole dbt project on a local Spark session beside DuckDB: the system tier (make test-system)
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
