@@ -1,5 +1,6 @@
-"""The erasure's byte scan (tessera/privacy/byte_residue.py): every erased value found, in any case,
-across block boundaries and inside gzip members, counted per file without naming the value."""
+"""The erasure's byte scan (tessera/privacy/byte_residue.py): every erased value found (emails in any
+case, ids as stored), across block boundaries and inside gzip members, counted per file without
+naming the value."""
 
 from __future__ import annotations
 
@@ -13,21 +14,29 @@ def test_every_value_is_counted_per_file_across_blocks_case_and_gzip(tmp_path, m
     root = tmp_path / "data"
     (root / "sub").mkdir(parents=True)
     filler = b"x" * 60
-    (root / "a.bin").write_bytes(filler + b"ALICE@Example.com" + filler + b"alice@example.com,c-000123")
+    (root / "a.bin").write_bytes(filler + b"ALICE@Example.com" + filler + b"alice@example.com,C-000123")
     with gzip.open(root / "sub" / "b.jsonl.gz", "wb") as f:
-        f.write(b'{"id": "C-000123"}\n' * 3)
+        f.write(b'{"id": "C-000123"}\n' * 3 + b'{"id": "c-000123"}\n')  # another case: not this id
     (root / "clean.txt").write_bytes(b"nothing of them here; c-0001 is too different" + filler)
     (root / "landing").mkdir()
     (root / "landing" / "c.txt").write_bytes(b"alice@example.com")
 
     found = byte_residue.scan(
         {"data": root},
-        ["alice@example.com", "c-000123", "abc"],  # "abc": under MIN_CHARS, never searched
+        ["alice@example.com", "C-000123", "abc"],  # "abc": under MIN_CHARS, never searched
         exclude={"excluded for the test": root / "landing"},
     )
     assert found.hits == {"data/a.bin": 3, "data/sub/b.jsonl.gz": 3}
     assert found.files == 3 and found.skipped == ["excluded for the test: excluded"]
-    assert found.bytes == sum(p.stat().st_size for p in (root / "a.bin", root / "clean.txt")) + 19 * 3
+    assert found.bytes == sum(p.stat().st_size for p in (root / "a.bin", root / "clean.txt")) + 19 * 4
+
+
+def test_ids_are_searched_in_their_stored_case_and_emails_in_any(tmp_path):
+    # the 1M benchmark: an 8-character CRM id folded to lower case is hex, and was "found" inside
+    # live customers' hex keys
+    (tmp_path / "keys.bin").write_bytes(b"tc_0a1b2c3dc1234567e8f9" + b"tc_ffffC1234567aa" + b"BOB@EXAMPLE.ORG")
+    found = byte_residue.scan({"data": tmp_path}, ["C1234567", "bob@example.org"])
+    assert found.hits == {"data/keys.bin": 2}  # the id in its own case, the email in upper case
 
 
 def test_no_searchable_value_scans_nothing(tmp_path):
