@@ -70,9 +70,7 @@ class SessionIndex:
         columns = [self.column[p] for p in known]
         if not columns:
             return self._body("popular_fallback", None, known, unknown, self.popular[:limit], None)
-        top, scores = self.model.recommend(columns, limit)
-        positive = scores > 0
-        top, scores = top[positive], scores[positive]
+        top, scores = self.model.recommend_positive(columns, limit)
         if len(top) < limit:  # fill up with popular products the session has not seen
             seen = np.concatenate([top, np.asarray(columns, dtype=np.int64)])
             fill = self.popular[~np.isin(self.popular, seen)][: limit - len(top)]

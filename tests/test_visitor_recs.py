@@ -416,3 +416,24 @@ def test_the_session_models_answer_is_reused_until_the_state_changes(client, sta
     view(state, 2, "t1")
     get(client, "cookie-1")
     assert (recommender.cache_hits, recommender.cache_misses) == (1, 2)
+
+
+def test_the_routes_session_model_path_answers_as_the_models_reference_recommend(client, state, monkeypatch):
+    # the route asks VSKNN.recommend_positive (ml/sessions.py's fast path); with the reference
+    # (recommend(), keeping the positive scores) every answer is the same, item for item
+    from ml.sessions import SessionModel
+
+    view(state, 1, "m1")
+    view(state, 2, "x1")
+    state.record(event(3, 3, name="Product Added", product_id="l1"))
+    state.record(event(4, 4, kind="identify", user="shop-7"))
+    view(state, 5, "t2", anon="cookie-2")
+    asks = [("cookie-1", {}), ("shop-7", {"id_type": "user", "customer_pkey": KNOWN}), ("cookie-2", {"limit": 3})]
+    fast = [get(client, visitor, **params) for visitor, params in asks]
+    model = client.app.state.sessions.index.model
+    monkeypatch.setattr(
+        model, "recommend_positive", lambda items, limit: SessionModel.recommend_positive(model, items, limit)
+    )
+    client.app.state.visitor_recommender._cache.clear()
+    assert [get(client, visitor, **params) for visitor, params in asks] == fast
+    assert {i["source"] for body in fast for i in body["items"]} >= {"session_knn", "published", "cart_complement"}

@@ -213,8 +213,8 @@ class VisitorRecommender:
         categories = [index.products[c]["category"] for c in reversed(columns)]
         knn: list[dict] = []
         if columns:
-            top, scores = index.model.recommend(columns, key[-1])
-            knn = [index.products[int(c)] for c, s in zip(top, scores, strict=True) if s > 0]
+            top, _ = index.model.recommend_positive(columns, key[-1])
+            knn = [index.products[c] for c in top.tolist()]
         if self.knn_cache:
             with self._cache_lock:
                 self._cache[key] = (knn, categories)
