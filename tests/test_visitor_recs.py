@@ -351,6 +351,12 @@ def test_the_one_round_trip_read_matches_the_states_own(client, state):
     assert recommender.read("cookie-1", IdType.anonymous) == state.get("u:shop-42")
     assert recommender.read("shop-42", IdType.user) == state.get("u:shop-42")
     assert recommender.read("nobody", IdType.anonymous) is None
+    # the script answers in JSON (Redis's cjson): ids with quotes, slashes, backslashes and
+    # non-ASCII characters come back as written; an empty cart and category list as empty
+    odd = 'tasse "émaillée" 1/2 \\ ☕'
+    state.record(event(4, 4, name="Product Viewed", anon="cookie-é/2", product_id=odd))
+    read = recommender.read("cookie-é/2", IdType.anonymous)
+    assert read == state.get("a:cookie-é/2") and (read.views, read.cart, read.categories) == ([odd], {}, [])
 
 
 @pytest.mark.parametrize(
