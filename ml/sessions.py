@@ -393,16 +393,17 @@ class VSKNN(SKNN):
 
     def recommend_positive(self, items: list[int], limit: int) -> tuple[np.ndarray, np.ndarray]:
         """recommend()'s items with a positive score, the same items in the same order with the
-        same scores (tests/test_sessions.py compares them exactly), in about two thirds of its
+        same scores (tests/test_sessions.py compares them exactly), in a little over half of its
         time: the visitor route's path (tessera/realtime/visitor_recs.py), which keeps only those.
 
-        What differs is only how the same numbers are reached. The candidates are deduplicated by
-        a stable sort (the postings are sorted runs); the k best neighbours are chosen by a
+        What differs is only how the same numbers are reached. The candidates are deduplicated by a
+        stable sort (the postings are sorted runs), and a one-item session's are its item's postings
+        as they stand (a storefront's first product view); the k best neighbours are chosen by a
         partition at the k-th similarity, its ties resolved by recency (not a full sort); the
-        neighbours' rows are summed by _rows_weighted_sum, which adds each neighbour's weight in
-        the same order as recommend()'s bincount (neighbours in session order); IDF weights and
-        the top are taken over the items with a score only (a partition at the limit-th score,
-        then the few left sorted; ties by the lower item index)."""
+        neighbours' rows are summed by _rows_weighted_sum, which adds each neighbour's weight in the
+        same order as recommend()'s bincount (neighbours in session order); IDF weights and the top
+        are taken over the items with a score only (a partition at the limit-th score, then the few
+        left sorted; ties by the lower item index)."""
         columns = np.fromiter(dict.fromkeys(int(i) for i in items), dtype=np.int64)
         n = len(columns)
         if n == 0 or limit < 1:
@@ -411,24 +412,32 @@ class VSKNN(SKNN):
             raise ValueError(f"item indices must lie in [0, {self.n_items})")
         positions = np.arange(1, n + 1, dtype=np.float64)
         weights = positions / n if self.weighting == "div" else np.ones(n)
-        by_column = np.argsort(columns, kind="stable")
-        sessions, per_item = _gather(self.session_items_t, columns[by_column])
-        # np.unique(sessions, return_inverse=True), by a stable sort: the postings are sorted runs
-        order = np.argsort(sessions, kind="stable")
-        ordered = sessions[order]
-        first = np.empty(len(ordered), dtype=bool)
-        first[:1] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-        candidates = ordered[first]
-        inverse = np.empty(len(sessions), dtype=np.int64)
-        inverse[order] = np.cumsum(first) - 1
-        overlap = np.bincount(inverse, weights=np.repeat(weights[by_column], per_item), minlength=len(candidates))
-        latest = np.zeros(len(candidates))
-        np.maximum.at(latest, inverse, np.repeat(positions[by_column], per_item))
-        recency = self.recency[candidates]
+        offsets, postings = self._postings()
+        if n == 1:
+            # one item: its postings are the candidates (sorted, distinct), each sharing it at
+            # position 1; overlap and latest as the general path's sums and maxima give them
+            candidates = postings[offsets[columns[0]] : offsets[columns[0] + 1]]
+            overlap = np.full(len(candidates), 0.0 + weights[0])
+            latest = np.ones(len(candidates))
+        else:
+            by_column = np.argsort(columns, kind="stable")
+            parts = [postings[offsets[c] : offsets[c + 1]] for c in columns[by_column].tolist()]
+            sessions, per_item = np.concatenate(parts), [len(p) for p in parts]
+            # np.unique(sessions, return_inverse=True), by a stable sort: the postings are sorted runs
+            order = np.argsort(sessions, kind="stable")
+            ordered = sessions[order]
+            first = np.empty(len(ordered), dtype=bool)
+            first[:1] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+            candidates = ordered[first]
+            inverse = np.empty(len(sessions), dtype=np.int64)
+            inverse[order] = np.cumsum(first) - 1
+            overlap = np.bincount(inverse, weights=np.repeat(weights[by_column], per_item), minlength=len(candidates))
+            latest = np.zeros(len(candidates))
+            np.maximum.at(latest, inverse, np.repeat(positions[by_column], per_item))
         if len(candidates) > self.sample_size:
-            sample = np.sort(np.argpartition(recency, self.sample_size - 1)[: self.sample_size])
-            candidates, overlap, latest, recency = candidates[sample], overlap[sample], latest[sample], recency[sample]
+            sample = np.sort(np.argpartition(self.recency[candidates], self.sample_size - 1)[: self.sample_size])
+            candidates, overlap, latest = candidates[sample], overlap[sample], latest[sample]
         similarity = overlap / n
         if len(candidates) > self.k:
             # the k best by (similarity, then recency): those above the k-th similarity, and of
@@ -437,7 +446,7 @@ class VSKNN(SKNN):
             kth = np.partition(similarity, cut)[cut]
             keep = similarity > kth
             tied = np.flatnonzero(similarity == kth)
-            keep[tied[np.argsort(recency[tied])[: self.k - np.count_nonzero(keep)]]] = True
+            keep[tied[np.argsort(self.recency[candidates[tied]])[: self.k - np.count_nonzero(keep)]]] = True
             candidates, similarity, latest = candidates[keep], similarity[keep], latest[keep]
         weight = similarity / (n - latest + 1)
         scores = _rows_weighted_sum(self.sessions, candidates, weight)
@@ -452,6 +461,17 @@ class VSKNN(SKNN):
             top, values = top[above], values[above]
         order = np.lexsort((top, -values))[:limit]
         return top[order], values[order]
+
+    def _postings(self) -> tuple[list[int], np.ndarray]:
+        """Each item's training sessions for recommend_positive, kept per fit: the offsets as a
+        list (slicing with Python ints costs less than with numpy's) and the sessions, sorted."""
+        cached = self.__dict__.get("_postings_cache")
+        if cached is None or cached[0] is not self.session_items_t:
+            if not self.session_items_t.has_sorted_indices:
+                self.session_items_t.sort_indices()
+            cached = (self.session_items_t, self.session_items_t.indptr.tolist(), self.session_items_t.indices)
+            self._postings_cache = cached
+        return cached[1], cached[2]
 
 
 def _rows_weighted_sum(matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
