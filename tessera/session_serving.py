@@ -1,12 +1,13 @@
 """Session recommendations for anonymous visitors in the serving API (tessera/serving.py):
 POST /v1/sessions/recommendations with the product ids a visitor touched, most recent last.
 
-The current session_index snapshot (tessera/publish/sessions.py) is read once per version and
-a model (ml/sessions.py; V-SKNN, tessera/publish/sessions.py SERVED_PARAMS) fitted on it; a request is then one sparse scoring of
-the session (about a millisecond, bench/sessions.py). Unknown product ids are ignored and named
-in the response; a session with no known product gets the index's most touched products
-(`source: popular_fallback`). When the session model finds fewer than `limit` products, the list
-is filled up with the most touched ones the session has not seen, without a score.
+The current session_index snapshot (tessera/publish/sessions.py) is read once per version and a
+model (ml/sessions.py; V-SKNN, tessera/publish/sessions.py SERVED_PARAMS) fitted on it; a request is
+then one scoring of the session (VSKNN.recommend_positive: about 0.35 ms on Online Retail's index).
+Unknown product ids are ignored and named in the response; a session with no known product gets the
+index's most touched products (`source: popular_fallback`). When the session model finds fewer than
+`limit` products, the list is filled up with the most touched ones the session has not seen, without
+a score.
 
 A reload that fails keeps the last good index (as the customer index does); until a first
 version is published the endpoint answers 503.
