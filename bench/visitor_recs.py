@@ -19,13 +19,16 @@ a published customer_pkey). The request mix: 85 % these visitors by their anonym
 identified ones by userId with their customer_pkey, 5 % unknown visitors (the popular fallback).
 
 The server (uvicorn, one process, as `tessera serve`) runs in its own process; the load generator
-shares the machine's cores with it, so the figures are an upper bound on the server's own.
+shares the machine's cores with it, so the figures are an upper bound on the server's own. The
+server's CPU time per request (HTTP included, from /proc) and the load average are reported too:
+on a shared machine the CPU time is the steadier figure.
 Results: bench/results/visitor_recs.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -70,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # internal: run the server (in the child process)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--port", type=int, default=8767)  # bench/serving.py uses 8766
     return parser.parse_args(argv)
 
 
@@ -245,9 +248,16 @@ def serve(publish_dir: Path, redis_url: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def in_process(publish_dir: Path, redis_url: str, requests: list[tuple[str, str, bool]]) -> dict:
     """The route's own work without HTTP: VisitorRecommender.recommend() for the plan's requests,
-    one at a time (the Redis round trip included), without the session model's cache and with it."""
+    one at a time (the Redis round trip included), without the session model's cache and with it:
+    wall time, and the thread's CPU time (less affected by other work on the machine)."""
     from urllib.parse import parse_qs, unquote, urlsplit
 
     import numpy as np
@@ -263,16 +273,18 @@ def in_process(publish_dir: Path, redis_url: str, requests: list[tuple[str, str,
     out = {}
     for label, cache in (("uncached", 0), ("cached", KNN_CACHE)):
         recommender = VisitorRecommender(state, server, sessions, knn_cache=cache)
-        times = []
+        times, cpu = [], []
         for _, path, _ in requests:
             parts = urlsplit(path)
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             visitor = unquote(parts.path.split("/")[3])
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             recommender.recommend(visitor, IdType(query.get("id_type", "anonymous")), query.get("customer_pkey"), 10)
             times.append(time.perf_counter() - started)
+            cpu.append(time.thread_time() - cpu_started)
         ms = np.array(times) * 1000
         out[label] = {f"p{q}": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}
+        out[label]["cpu_mean"] = round(float(np.mean(cpu)) * 1000, 3)
         out[label]["cache_hit_share"] = round(recommender.cache_hits / max(len(requests), 1), 3)
     out["requests"] = len(requests)
     return out
@@ -322,9 +334,17 @@ def main(argv=None) -> int:
             start_seconds = time.perf_counter() - t0
             import uvloop
 
+            # the generator's own pauses count as the server's latency: what the setup left (the
+            # in-process run's indexes, the plan) is collected once and frozen, so that the
+            # generator's collections do not walk it in the middle of the load
+            gc.collect()
+            gc.freeze()
+            cpu_before, load_before = cpu_seconds(proc.pid), os.getloadavg()[0]
             latencies, statuses, unexpected, elapsed, slowest = uvloop.run(
                 load(args.port, requests, args.rate, args.connections, warmup)
             )
+            server_cpu_ms = 1000 * (cpu_seconds(proc.pid) - cpu_before) / len(requests)
+            load_after = os.getloadavg()[0]
             rss = rss_mb(proc.pid)
         finally:
             proc.terminate()
@@ -342,6 +362,8 @@ def main(argv=None) -> int:
         if args.control
         else "/v1/visitors/{id}/recommendations",
         "latency_ms": {**ms, "max": round(1000 * lat[-1], 2), "mean": round(1000 * sum(lat) / len(lat), 2)},
+        "server_cpu_ms_per_request": round(server_cpu_ms, 3),
+        "load_average_1min": [round(load_before, 2), round(load_after, 2)],
         "in_process_ms": compute,
         "repeat_share": repeat_share(requests[warmup:]),
         "statuses": statuses,
@@ -361,11 +383,12 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     headers = ["route", "customers", "visitors", "rate req/s", "achieved", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
-               "max ms", "RSS MB"]  # fmt: skip
+               "max ms", "server CPU ms/req", "RSS MB"]  # fmt: skip
     row = ("customers (control)" if args.control else "visitors", f"{args.customers:,}", f"{args.visitors:,}",
            f"{args.rate:.0f}", result["rate_achieved"], ms["p50"], ms["p90"], ms["p99"], ms["p99.9"],
-           result["latency_ms"]["max"], result["server_rss_mb"])  # fmt: skip
+           result["latency_ms"]["max"], result["server_cpu_ms_per_request"], result["server_rss_mb"])  # fmt: skip
     text = "# Visitor recommendations latency\n\n" + table([row], headers, ("left",) + ("right",) * (len(headers) - 1))
+    text += f"\n\nload average (1 min) before and after the load: {result['load_average_1min']}"
     text += (
         f"\n\nshare of measured requests repeating an earlier visitor (the cache's best case): {result['repeat_share']}"
     )

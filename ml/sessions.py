@@ -29,6 +29,7 @@ dataset).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,13 @@ import polars as pl
 import scipy.sparse as sp
 
 from ml.rec_metrics import top_k
+
+try:  # the C routines behind scipy's sparse row indexing and products (_rows_weighted_sum)
+    from scipy.sparse import _sparsetools as _SPARSETOOLS
+except ImportError:  # pragma: no cover - a scipy without it: the public path
+    _SPARSETOOLS = None
+
+log = logging.getLogger("ml.sessions")
 
 DEFAULT_K = 100
 DEFAULT_SAMPLE_SIZE = 500
@@ -191,6 +199,13 @@ class SessionModel:
         top = top_k(scores, limit)[0]
         top = top[top >= 0]
         return top, scores[0, top]
+
+    def recommend_positive(self, items: list[int], limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """recommend()'s items with a positive score: what the visitor route keeps
+        (tessera/realtime/visitor_recs.py). VSKNN has a faster path to the same answer."""
+        top, scores = self.recommend(items, limit)
+        positive = scores > 0
+        return top[positive], scores[positive]
 
 
 class Popularity(SessionModel):
@@ -375,6 +390,121 @@ class VSKNN(SKNN):
         top = top_k(scores[None, :], limit)[0]
         top = top[top >= 0]
         return top, scores[top]
+
+    def recommend_positive(self, items: list[int], limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """recommend()'s items with a positive score, the same items in the same order with the
+        same scores (tests/test_sessions.py compares them exactly), in a little over half of its
+        time: the visitor route's path (tessera/realtime/visitor_recs.py), which keeps only those.
+
+        What differs is only how the same numbers are reached. The candidates are deduplicated by a
+        stable sort (the postings are sorted runs), and a one-item session's are its item's postings
+        as they stand (a storefront's first product view); the k best neighbours are chosen by a
+        partition at the k-th similarity, its ties resolved by recency (not a full sort); the
+        neighbours' rows are summed by _rows_weighted_sum, which adds each neighbour's weight in the
+        same order as recommend()'s bincount (neighbours in session order); IDF weights and the top
+        are taken over the items with a score only (a partition at the limit-th score, then the few
+        left sorted; ties by the lower item index)."""
+        columns = np.fromiter(dict.fromkeys(int(i) for i in items), dtype=np.int64)
+        n = len(columns)
+        if n == 0 or limit < 1:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        if columns.min() < 0 or columns.max() >= self.n_items:
+            raise ValueError(f"item indices must lie in [0, {self.n_items})")
+        positions = np.arange(1, n + 1, dtype=np.float64)
+        weights = positions / n if self.weighting == "div" else np.ones(n)
+        offsets, postings = self._postings()
+        if n == 1:
+            # one item: its postings are the candidates (sorted, distinct), each sharing it at
+            # position 1; overlap and latest as the general path's sums and maxima give them
+            candidates = postings[offsets[columns[0]] : offsets[columns[0] + 1]]
+            overlap = np.full(len(candidates), 0.0 + weights[0])
+            latest = np.ones(len(candidates))
+        else:
+            by_column = np.argsort(columns, kind="stable")
+            parts = [postings[offsets[c] : offsets[c + 1]] for c in columns[by_column].tolist()]
+            sessions, per_item = np.concatenate(parts), [len(p) for p in parts]
+            # np.unique(sessions, return_inverse=True), by a stable sort: the postings are sorted runs
+            order = np.argsort(sessions, kind="stable")
+            ordered = sessions[order]
+            first = np.empty(len(ordered), dtype=bool)
+            first[:1] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+            candidates = ordered[first]
+            inverse = np.empty(len(sessions), dtype=np.int64)
+            inverse[order] = np.cumsum(first) - 1
+            overlap = np.bincount(inverse, weights=np.repeat(weights[by_column], per_item), minlength=len(candidates))
+            latest = np.zeros(len(candidates))
+            np.maximum.at(latest, inverse, np.repeat(positions[by_column], per_item))
+        if len(candidates) > self.sample_size:
+            sample = np.sort(np.argpartition(self.recency[candidates], self.sample_size - 1)[: self.sample_size])
+            candidates, overlap, latest = candidates[sample], overlap[sample], latest[sample]
+        similarity = overlap / n
+        if len(candidates) > self.k:
+            # the k best by (similarity, then recency): those above the k-th similarity, and of
+            # those at it the most recent (recency ranks are distinct, so the choice is exact)
+            cut = len(candidates) - self.k
+            kth = np.partition(similarity, cut)[cut]
+            keep = similarity > kth
+            tied = np.flatnonzero(similarity == kth)
+            keep[tied[np.argsort(self.recency[candidates[tied]])[: self.k - np.count_nonzero(keep)]]] = True
+            candidates, similarity, latest = candidates[keep], similarity[keep], latest[keep]
+        weight = similarity / (n - latest + 1)
+        scores = _rows_weighted_sum(self.sessions, candidates, weight)
+        scores[columns] = 0.0  # the query's own items: never recommended
+        top = np.flatnonzero(scores > 0)
+        values = scores[top]
+        if self.idf_weight:
+            values *= 1 + self.idf_weight * self.idf[top]
+        if len(top) > limit:
+            cut = len(top) - limit
+            above = values >= np.partition(values, cut)[cut]
+            top, values = top[above], values[above]
+        order = np.lexsort((top, -values))[:limit]
+        return top[order], values[order]
+
+    def _postings(self) -> tuple[list[int], np.ndarray]:
+        """Each item's training sessions for recommend_positive, kept per fit: the offsets as a
+        list (slicing with Python ints costs less than with numpy's) and the sessions, sorted."""
+        cached = self.__dict__.get("_postings_cache")
+        if cached is None or cached[0] is not self.session_items_t:
+            if not self.session_items_t.has_sorted_indices:
+                self.session_items_t.sort_indices()
+            cached = (self.session_items_t, self.session_items_t.indptr.tolist(), self.session_items_t.indices)
+            self._postings_cache = cached
+        return cached[1], cached[2]
+
+
+def _rows_weighted_sum(matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum over i of weights[i] * matrix[rows[i]], dense; each column's terms added in the order of
+    `rows`, as np.bincount over the rows' entries adds them (VSKNN.recommend).
+
+    It is `matrix[rows].T @ weights`, done by the two C routines scipy runs for it (csr_row_index,
+    csc_matvec) without its Python-level checks, which cost as much as the arithmetic for the
+    ~60,000 entries of a thousand neighbours (bench/visitor_recs.py). `_sparsetools` is scipy's
+    private module: if its routines are missing or refuse the arguments, the public expression is
+    used, after one warning."""
+    global _SPARSETOOLS
+    if _SPARSETOOLS is not None:
+        try:
+            return _sparsetools_rows_weighted_sum(matrix, rows, weights)
+        except (AttributeError, TypeError, ValueError) as exc:
+            log.warning("scipy.sparse._sparsetools unusable (%s): the public, slower path is used", exc)
+            _SPARSETOOLS = None
+    return np.asarray(matrix[rows].T @ weights).ravel()
+
+
+def _sparsetools_rows_weighted_sum(matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    index_type = matrix.indices.dtype
+    rows = rows.astype(index_type, copy=False)
+    lengths = matrix.indptr[rows + 1] - matrix.indptr[rows]
+    indptr = np.zeros(len(rows) + 1, dtype=index_type)
+    np.cumsum(lengths, out=indptr[1:])
+    indices, data = np.empty(int(indptr[-1]), dtype=index_type), np.empty(int(indptr[-1]), dtype=matrix.data.dtype)
+    _SPARSETOOLS.csr_row_index(len(rows), rows, matrix.indptr, matrix.indices, matrix.data, indices, data)
+    out = np.zeros(matrix.shape[1], dtype=np.result_type(matrix.data.dtype, weights.dtype))
+    # the selected rows read as the columns of a CSC matrix (columns x rows): out += that @ weights
+    _SPARSETOOLS.csc_matvec(matrix.shape[1], len(rows), indptr, indices, data, weights, out)
+    return out
 
 
 def _gather(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

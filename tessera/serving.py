@@ -416,6 +416,9 @@ def _lifespan(server: Server, reload_seconds: float, sessions: SessionServer | N
         yield
         for task in tasks:
             task.cancel()
+        recommender = getattr(app.state, "visitor_recommender", None)
+        if recommender is not None and recommender.async_client is not None:
+            await recommender.async_client.aclose()
 
     return lifespan
 
@@ -642,13 +645,13 @@ def create_app(
     app.state.realtime = None
     if realtime is not None:
         from tessera.realtime.collector import add_collector_routes
-        from tessera.realtime.store import connect
+        from tessera.realtime.store import connect, connect_async
         from tessera.realtime.visitor_recs import add_storefront_routes, add_visitor_routes
 
         store = connect(realtime, salt if salt is not None else load_settings().pseudonym_salt)
         app.state.realtime = store
         add_collector_routes(app, store)
-        add_visitor_routes(app, store.state, server, sessions)
+        add_visitor_routes(app, store.state, server, sessions, async_client=connect_async(realtime))
         add_storefront_routes(app, server, sessions, demo=mode == "demo")
     return app
 

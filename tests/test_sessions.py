@@ -232,3 +232,58 @@ def test_vsknns_one_session_path_gives_exactly_the_batch_scorers_items_and_score
     assert [a.tolist() for a in model.recommend([], 5)] == [[], []]
     with pytest.raises(ValueError, match="item indices must lie in"):
         model.recommend([train.n_items], 5)
+
+
+def random_train(seed: int, shuffled: bool = False):
+    """Seeded random sessions over few items (many ties in similarity); `shuffled`: rows not in time
+    order, so recency is not the reverse of the row order."""
+    rng = np.random.default_rng(seed)
+    sessions = {f"s{i:03d}": [f"i{j}" for j in rng.choice(40, rng.integers(1, 8), replace=False)] for i in range(300)}
+    train = sessions_from_events(
+        frame(sessions, {s: 10 * (n // 3) for n, s in enumerate(sessions)}), "session", "item", "time"
+    )  # three sessions per start: recency ties broken by the row
+    return train.subset(rng.permutation(train.n_sessions)) if shuffled else train, rng
+
+
+@pytest.mark.parametrize("use_sparsetools", [True, False], ids=["scipy_c_routines", "public_scipy"])
+@pytest.mark.parametrize("shuffled", [False, True], ids=["rows_by_time", "rows_shuffled"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"k": 1000, "sample_size": 2500, "idf_weight": 1.0},  # the served parameters
+        {"k": 5, "sample_size": 20},  # fewer neighbours and a smaller sample than the candidates
+        {"k": 10, "sample_size": 30, "weighting": "same", "idf_weight": 0.5},
+        {"k": 1, "sample_size": 1},
+    ],
+)
+def test_the_visitor_routes_path_gives_exactly_the_positive_items_and_scores_of_both_scorers(
+    params, shuffled, use_sparsetools, monkeypatch
+):
+    # VSKNN.recommend_positive (tessera/realtime/visitor_recs.py's path: a partition instead of a
+    # sort for the neighbours and the top, the neighbours' rows summed by scipy's C routines)
+    # against VSKNN.recommend and the batch scorer, keeping their positive scores: the same items
+    # in the same order with bit-equal scores
+    import ml.sessions
+
+    if not use_sparsetools:
+        monkeypatch.setattr(ml.sessions, "_SPARSETOOLS", None)
+    train, rng = random_train(11, shuffled)
+    model = VSKNN(**params).fit(train)
+    for _ in range(150):
+        items = rng.choice(train.n_items, rng.integers(1, 7), replace=False).tolist()
+        limit = int(rng.choice([1, 3, 15, 60]))
+        got = model.recommend_positive(items, limit)
+        for top, scores in (model.recommend(items, limit), super(VSKNN, model).recommend(items, limit)):
+            positive = scores > 0
+            assert np.array_equal(got[0], top[positive]) and np.array_equal(got[1], scores[positive])
+    assert [a.tolist() for a in model.recommend_positive([], 5)] == [[], []]
+    assert [a.tolist() for a in model.recommend_positive([A, A, B], 5)] == [
+        a.tolist() for a in model.recommend_positive([A, B], 5)
+    ]
+    with pytest.raises(ValueError, match="item indices must lie in"):
+        model.recommend_positive([train.n_items], 5)
+
+
+def test_other_models_give_their_positive_items_for_the_visitor_route(train):
+    top, scores = ItemItem().fit(train).recommend_positive([C, A], 10)
+    assert list(top) == [B, D, E] and (scores > 0).all()

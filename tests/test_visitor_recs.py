@@ -17,7 +17,7 @@ from tessera.realtime.blend import BlendWeights, Ranked, blend, category_affinit
 from tessera.realtime.events import normalise
 from tessera.realtime.redis_server import free_port
 from tessera.realtime.state import SessionState
-from tessera.realtime.visitor_recs import VisitorRecommendations
+from tessera.realtime.visitor_recs import IdType, VisitorRecommendations
 from tessera.serving import PRODUCT_LISTS, RECOMMENDATIONS, SCORES, SEGMENTS, create_app
 from tessera.settings import RealtimeSettings
 
@@ -346,11 +346,20 @@ def test_the_one_round_trip_read_matches_the_states_own(client, state):
     state.record(event(2, 2, name="Product Added", product_id="t1"))
     state.record(event(3, 3, kind="identify", user="shop-42"))
     recommender = client.app.state.visitor_recommender
-    from tessera.realtime.visitor_recs import IdType
 
     assert recommender.read("cookie-1", IdType.anonymous) == state.get("u:shop-42")
     assert recommender.read("shop-42", IdType.user) == state.get("u:shop-42")
     assert recommender.read("nobody", IdType.anonymous) is None
+    # the route reads with the asyncio client (in the app's event loop): the same state
+    assert recommender.async_client is not None
+    assert client.portal.call(recommender.read_async, "cookie-1", IdType.anonymous) == state.get("u:shop-42")
+    assert client.portal.call(recommender.read_async, "nobody", IdType.anonymous) is None
+    # the script answers in JSON (Redis's cjson): ids with quotes, slashes, backslashes and
+    # non-ASCII characters come back as written; an empty cart and category list as empty
+    odd = 'tasse "émaillée" 1/2 \\ ☕'
+    state.record(event(4, 4, name="Product Viewed", anon="cookie-é/2", product_id=odd))
+    read = recommender.read("cookie-é/2", IdType.anonymous)
+    assert read == state.get("a:cookie-é/2") and (read.views, read.cart, read.categories) == ([odd], {}, [])
 
 
 @pytest.mark.parametrize(
@@ -416,3 +425,29 @@ def test_the_session_models_answer_is_reused_until_the_state_changes(client, sta
     view(state, 2, "t1")
     get(client, "cookie-1")
     assert (recommender.cache_hits, recommender.cache_misses) == (1, 2)
+
+
+def test_the_routes_session_model_path_answers_as_the_models_reference_recommend(client, state, monkeypatch):
+    # the route asks VSKNN.recommend_positive (ml/sessions.py's fast path); with the reference
+    # (recommend(), keeping the positive scores) every answer is the same, item for item
+    from ml.sessions import SessionModel
+
+    view(state, 1, "m1")
+    view(state, 2, "x1")
+    state.record(event(3, 3, name="Product Added", product_id="l1"))
+    state.record(event(4, 4, kind="identify", user="shop-7"))
+    view(state, 5, "t2", anon="cookie-2")
+    asks = [("cookie-1", {}), ("shop-7", {"id_type": "user", "customer_pkey": KNOWN}), ("cookie-2", {"limit": 3})]
+    fast = [get(client, visitor, **params) for visitor, params in asks]
+    model = client.app.state.sessions.index.model
+    monkeypatch.setattr(
+        model, "recommend_positive", lambda items, limit: SessionModel.recommend_positive(model, items, limit)
+    )
+    client.app.state.visitor_recommender._cache.clear()
+    assert [get(client, visitor, **params) for visitor, params in asks] == fast
+    # and the route's asynchronous read answers as the synchronous recommend()
+    recommender = client.app.state.visitor_recommender
+    for (visitor, params), body in zip(asks, fast, strict=True):
+        kind = IdType(params.get("id_type", "anonymous"))
+        assert recommender.recommend(visitor, kind, params.get("customer_pkey"), params.get("limit", 10)) == body
+    assert {i["source"] for body in fast for i in body["items"]} >= {"session_knn", "published", "cart_complement"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio
 
 from tessera.realtime.privacy import Suppression, redis_location
 from tessera.realtime.state import SessionState
@@ -55,4 +56,14 @@ def connect(
         state=state,
         suppression=Suppression(client, salt, settings.realtime_prefix),
         settings=settings,
+    )
+
+
+def connect_async(
+    settings: RealtimeSettings, socket_timeout: float | None = 5.0, connect_timeout: float = 2.0
+) -> redis.asyncio.Redis:
+    """An asyncio client to the same Redis as connect()'s, for a route that must not hold the
+    event loop while Redis answers (the visitors' recommendations). No connection until used."""
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
     )
