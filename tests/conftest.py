@@ -111,11 +111,13 @@ def with_pkeys(con):
 _MLFLOW_TEMPLATE: list[Path] = []
 
 
-def _empty_mlflow_store(target: Path) -> None:
+def empty_mlflow_store(target: Path) -> None:
     """A fresh data directory's MLflow store, copied from one migrated once per test process:
     MLflow creates its tables with a run of schema migrations, 3-8 s on this machine, which every
     whole-graph run on a new data directory paid. The copy is the file MLflow would have made (no
-    experiment, no run); a data directory that has a store keeps it."""
+    experiment, no run); a data directory that has a store keeps it. Only where a test runs the
+    graph (run_job, the crash tests' first run): the preflight tests assert a refused run creates
+    nothing."""
     if target.exists():
         return
     if not _MLFLOW_TEMPLATE:
@@ -139,7 +141,6 @@ def use_data_dir(monkeypatch: pytest.MonkeyPatch, data_dir: Path, data_docs: boo
     monkeypatch.setenv("TESSERA_DATA_DIR", str(data_dir))
     for name in DERIVED_LOCATION_VARS:
         monkeypatch.delenv(name, raising=False)
-    _empty_mlflow_store(data_dir / "mlflow" / "mlflow.db")
     if data_docs:
         monkeypatch.delenv("TESSERA_GX_DOCS_DIR", raising=False)
     else:
@@ -150,7 +151,9 @@ def run_job(asset_selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInPro
     """Materialize the graph, or only the given assets, in-process on the current TESSERA_DATA_DIR."""
     from orchestration.automation import gates_of
     from orchestration.definitions import defs
+    from tessera.settings import load_settings
 
+    empty_mlflow_store(load_settings().data_dir / "mlflow" / "mlflow.db")
     job = defs.resolve_job_def("tessera_all")
     if asset_selection is not None:
         # an upstream selection also names raw/load_rejects and raw/load_audit, which the source

@@ -36,7 +36,11 @@ def test_recommender_speed_bench_runs_the_asset_code_at_a_tiny_size(tmp_path):
 def test_serving_bench_loads_the_published_snapshots_and_answers_every_request(pipeline, tmp_path):
     _, _settings = pipeline
     out = tmp_path / "serving.json"
-    args = ["--customers", "1500", "--rate", "200", "--seconds", "2", "--warmup", "0.5", "--port", "8766"]
+    from tessera.realtime.redis_server import free_port
+
+    # a free port: a fixed one collided with another benchmark on the machine (CI rehearsal)
+    port = str(free_port())
+    args = ["--customers", "1500", "--rate", "200", "--seconds", "2", "--warmup", "0.5", "--port", port]
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "serving.py"), *args, "--out", str(out)],
         cwd=ROOT,

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from tessera.landing.generate import GenerateConfig, generate
-from tests.conftest import copy_data_dir, published_fingerprint, use_data_dir
+from tests.conftest import copy_data_dir, empty_mlflow_store, published_fingerprint, use_data_dir
 
 # whole `tessera run` processes killed and rerun: the system tier (make test-system)
 pytestmark = pytest.mark.system
@@ -60,6 +60,7 @@ def shop_after_a_run(tmp_path_factory):
         use_data_dir(mp, data_dir)
         settings = load_settings()
         generate(GenerateConfig(**CRASH_DATA), settings.landing_dir, settings.truth_dir)
+        empty_mlflow_store(data_dir / "mlflow" / "mlflow.db")
     finally:
         mp.undo()
     first = _tessera_run(_env(data_dir, home))
