@@ -76,9 +76,9 @@ realtime-redis: install
 	TESSERA_REDIS_URL="$${TESSERA_REDIS_URL:-redis://127.0.0.1:6379/0}" $(BIN)/tessera realtime redis
 
 # the suite on two workers (pyproject.toml: -n 2); the graph is built once for the session. Whole
-# processes end to end (runs killed and recovered, the dbt project on Spark, the scale benchmark:
-# marker `system`, about 5 min) run in `make test-system`, and the identity matcher on Spark
-# (marker `spark`) in `make test-spark`; CI (.ci/run) runs all three.
+# processes end to end (runs killed and recovered, overlapping runs, dagster dev, the dbt project on
+# Spark, the scale benchmark: marker `system`, about 6 min) run in `make test-system`, and the
+# identity matcher on Spark (marker `spark`) in `make test-spark`; CI (.ci/run) runs all three.
 test: install dagster-home manifest
 	bash scripts/install_redis.sh
 	bash scripts/install_chromium.sh

@@ -32,6 +32,7 @@ def _bench():
 
 
 @pytest.mark.graph
+@pytest.mark.system  # four `tessera run` processes at once
 def test_four_overlapping_runs_never_fail_on_the_duckdb_lock(tmp_path):
     selection = ["raw/products", "raw/orders", "raw/order_items"]  # each load with its blocking gate
     result = _bench().overlapping_runs(4, "inprocess", selection, 300, tmp_path)

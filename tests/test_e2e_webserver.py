@@ -105,6 +105,7 @@ def _expected() -> tuple[set[tuple[str, ...]], set[tuple[tuple[str, ...], str]]]
 
 
 @pytest.mark.graph
+@pytest.mark.system  # `dagster dev` as a process: webserver, daemon, a run launched over GraphQL
 def test_dagster_dev_loads_everything_runs_a_job_launched_over_graphql_and_shuts_down(tmp_path):
     from tessera.landing.generate import GenerateConfig, generate
     from tessera.settings import DERIVED_LOCATION_VARS
