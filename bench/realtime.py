@@ -584,7 +584,7 @@ def markdown(r: dict) -> str:
     out = ["# Real time: collector, event → state, crash safety (bench/realtime.py)", ""]
     out.append(
         f"{r.get('cpu_count')} cores, shared by the load generator, the collector, the worker and Redis; "
-        "taken on a loaded machine (another long benchmark was running)."
+        "each run's load average before it is below its table (other work on the machine shows there)."
     )
     runs = [r[k] for k in ("throughput", "throughput_everysec") if k in r]
     if runs:

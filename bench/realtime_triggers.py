@@ -242,7 +242,7 @@ def run(args, background: float) -> dict:
         "machine": {
             "cpus": os.cpu_count(),
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-            "note": "shared 2-core machine with a long benchmark running beside: figures are pessimistic",
+            "note": "the load average above says what else ran on the machine",
         },
         "carts": len(due),
         "decisions_seen": len(watcher.seen),
