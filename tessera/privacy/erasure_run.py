@@ -86,7 +86,9 @@ def scan_places(settings: Settings, dagster_home: Path) -> tuple[dict[str, Path]
     """(roots, excluded) of the bytes proof. Excluded: the landing folder, which is what the shop
     delivered (tessera never rewrites a delivery; the suppression list erases a re-delivered
     record, and docs/privacy.md asks the shop to delete it from its exports), and the generated
-    ground truth of demo data."""
+    ground truth of demo data, and the benchmarks' workspaces under `<data dir>/bench` (other shops
+    the benchmarks generate with the same generator, hence the same ids: a demo's erasure found its
+    erased ids in them)."""
     roots = {"data": settings.data_dir, "dagster_home": dagster_home}
     if not settings.duckdb_path.resolve().is_relative_to(settings.data_dir.resolve()):
         roots["warehouse"] = settings.duckdb_path.parent
@@ -95,6 +97,7 @@ def scan_places(settings: Settings, dagster_home: Path) -> tuple[dict[str, Path]
     excluded = {
         "landing folder (the shop's delivery)": settings.landing_dir,
         "generated ground truth (demo data)": settings.truth_dir,
+        "benchmark workspaces (other generated shops)": settings.data_dir / "bench",
     }
     return roots, excluded
 
