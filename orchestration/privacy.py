@@ -109,6 +109,10 @@ def bytes_check(proof: byte_residue.Scan | None) -> dg.AssetCheckResult:
         description=(
             f"{proof.files} file(s), {proof.bytes} byte(s) under {', '.join(proof.roots)} scanned for the values "
             f"erased in this run; not scanned: {', '.join(proof.skipped) or 'nothing'}."
+            + "".join(
+                f" In {name}: " + ", ".join(f"{n} in {place}" for place, n in sorted(places.items())) + "."
+                for name, places in sorted(proof.places.items())
+            )
         ),
         metadata={
             "files_scanned": proof.files,
@@ -116,5 +120,6 @@ def bytes_check(proof: byte_residue.Scan | None) -> dg.AssetCheckResult:
             "roots": dg.MetadataValue.json(proof.roots),
             "not_scanned": dg.MetadataValue.json(proof.skipped),
             "files_with_residue": dg.MetadataValue.json(proof.hits),
+            "residue_places_in_duckdb_files": dg.MetadataValue.json(proof.places),
         },
     )

@@ -5,6 +5,9 @@ naming the value."""
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
+
+import duckdb
 
 from tessera.privacy import byte_residue
 
@@ -42,3 +45,22 @@ def test_ids_are_searched_in_their_stored_case_and_emails_in_any(tmp_path):
 def test_no_searchable_value_scans_nothing(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"abc")
     assert byte_residue.scan({"data": tmp_path}, ["abc", " "]).files == 0
+
+
+def test_a_hit_in_a_duckdb_file_names_the_table_and_column_that_hold_it(tmp_path: Path) -> None:
+    # the 1M benchmark's failed check said only "2 hits in data/tessera.duckdb": a hit in a live
+    # column is an erasure that missed a column, one in a free block a compaction that did not run
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create schema s")
+    con.execute(
+        "create table s.people as select 'row' || i::varchar as a, 'C' || (7000000 + i % 3)::varchar as crm_id from range(50000) r(i)"
+    )
+    con.execute("create table s.other as select i from range(10) r(i)")
+    con.close()
+    (tmp_path / "notes.txt").write_text("C7000001")
+    found = byte_residue.scan({"data": tmp_path}, ["C7000001"])
+    assert found.hits["data/notes.txt"] == 1
+    assert found.places == {"data/w.duckdb": {"s.people.crm_id": found.hits["data/w.duckdb"]}}
+    assert "data/notes.txt" not in found.places
+    # offsets inside the headers or past every segment are no table's data
+    assert byte_residue.locate(tmp_path / "w.duckdb", [10]) == {byte_residue.FREE_OR_METADATA: 1}

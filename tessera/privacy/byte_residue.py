@@ -32,6 +32,13 @@ COMPACT_SUFFIX = ".compact"
 # values shorter than this are not searched for: a short id is a substring of something else
 MIN_CHARS = 6
 CHUNK = 8 << 20
+# where a hit in a DuckDB file lies is looked up for at most this many hits per file
+MAX_LOCATED = 50
+# DuckDB's file layout (storage version 64+): a main header and two database headers of 4 KiB, then
+# blocks of `block_size` bytes, each starting with an 8-byte checksum
+DUCKDB_HEADERS = 3 * 4096
+DUCKDB_CHECKSUM = 8
+FREE_OR_METADATA = "no table's data: a free or metadata block"
 
 
 @dataclass
@@ -74,6 +81,10 @@ class Scan:
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)  # excluded roots, said out loud
     hits: dict[str, int] = field(default_factory=dict)  # file (relative to its root) -> occurrences
+    # DuckDB files with hits: file -> {place -> occurrences}, a place being the "schema.table.column"
+    # whose data segment holds the hit, or FREE_OR_METADATA (the erasure's check reports it: a hit in
+    # live data is an erasure that missed a column, one in a free block a compaction that did not run)
+    places: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,25 +124,61 @@ def _pattern(values: Iterable[str]) -> Patterns | None:
     )
 
 
-def _hits(automaton: ahocorasick.Automaton | None, text: str, tail: int) -> int:
-    return 0 if automaton is None else sum(1 for end, _ in automaton.iter_long(text) if end >= tail)
+def _hits(automaton: ahocorasick.Automaton | None, text: str, tail: int) -> list[int]:
+    """Start offsets in `text` of the matches that end past `tail`."""
+    if automaton is None:
+        return []
+    return [end - n + 1 for end, n in automaton.iter_long(text) if end >= tail]
 
 
-def _count(path: Path, pattern: Patterns) -> tuple[int, int]:
-    """(occurrences, bytes read) of the file, decompressed if gzip. Occurrences are leftmost-longest
-    and do not overlap, per automaton. Blocks are searched with the previous block's last 256 bytes
-    in front, so a value across a boundary is seen; a match is counted in the block where it ends."""
+def _count(path: Path, pattern: Patterns) -> tuple[list[int], int]:
+    """(file offsets of the occurrences, bytes read) of the file, decompressed if gzip. Occurrences
+    are leftmost-longest and do not overlap, per automaton. Blocks are searched with the previous
+    block's last 256 bytes in front, so a value across a boundary is seen; a match is counted in the
+    block where it ends."""
     opener = gzip.open if path.suffix == ".gz" else open
-    hits = size = 0
+    offsets: list[int] = []
+    size = 0
     with opener(path, "rb") as f:
         tail = b""
         while block := f.read(CHUNK):
+            base = size - len(tail)  # file offset of text[0]
             size += len(block)
             text = tail + block
-            hits += _hits(pattern.exact, text.decode("latin-1"), len(tail))
-            hits += _hits(pattern.folded, text.lower().decode("latin-1"), len(tail))
+            starts = _hits(pattern.exact, text.decode("latin-1"), len(tail))
+            starts += _hits(pattern.folded, text.lower().decode("latin-1"), len(tail))
+            offsets += sorted(base + s for s in starts)
             tail = block[-256:]
-    return hits, size
+    return offsets, size
+
+
+def locate(db_path: Path, offsets: Iterable[int]) -> dict[str, int]:
+    """{place: occurrences} of byte offsets in a DuckDB file that nothing holds open: the
+    "schema.table.column" whose data segment starts at or before the offset in its block
+    (pragma_storage_info), else FREE_OR_METADATA. Names tables and columns, never a value."""
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        block_size = con.execute("select block_size from pragma_database_size()").fetchall()[0][0]
+        segments: dict[int, list[tuple[int, str]]] = {}
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = current_database()"
+        ).fetchall()
+        for schema, table in tables:
+            rows = con.execute(
+                "select block_id, block_offset, column_name from pragma_storage_info(?) where block_id >= 0",
+                [f"{ident(schema)}.{ident(table)}"],
+            ).fetchall()
+            for block_id, block_offset, column in rows:
+                segments.setdefault(block_id, []).append((block_offset, f"{schema}.{table}.{column}"))
+    finally:
+        con.close()
+    places: dict[str, int] = {}
+    for offset in offsets:
+        block, within = divmod(offset - DUCKDB_HEADERS, block_size)
+        owners = [name for start, name in sorted(segments.get(block, [])) if start <= within - DUCKDB_CHECKSUM]
+        place = owners[-1] if owners and offset >= DUCKDB_HEADERS else FREE_OR_METADATA
+        places[place] = places.get(place, 0) + 1
+    return places
 
 
 def scan(roots: dict[str, Path], values: Iterable[str], exclude: dict[str, Path] | None = None) -> Scan:
@@ -154,9 +201,12 @@ def scan(roots: dict[str, Path], values: Iterable[str], exclude: dict[str, Path]
                 if path in seen or not path.is_file():
                     continue
                 seen.add(path)
-                n, size = _count(path, pattern)
+                offsets, size = _count(path, pattern)
                 result.files += 1
                 result.bytes += size
-                if n:
-                    result.hits[f"{label}/{path.relative_to(root.resolve()).as_posix()}"] = n
+                if offsets:
+                    name = f"{label}/{path.relative_to(root.resolve()).as_posix()}"
+                    result.hits[name] = len(offsets)
+                    if path.suffix == ".duckdb":
+                        result.places[name] = locate(path, offsets[:MAX_LOCATED])
     return result
