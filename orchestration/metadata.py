@@ -27,8 +27,8 @@ import dagster as dg
 import duckdb
 
 from ml.tracking import log_plot
+from tessera.column_docs import table_descriptions as column_descriptions
 from tessera.privacy.personal import is_personal
-from tessera.publish.columns import descriptions as column_descriptions
 
 PREVIEW_ROWS = 5
 PREVIEW_CELL_CHARS = 40
@@ -64,19 +64,20 @@ def table_schema(
     con: duckdb.DuckDBPyConnection, table: str, descriptions: Mapping[str, str] | None = None
 ) -> dg.TableSchema:
     """The table's columns and types as DuckDB has them, each with its description: from
-    `descriptions` (a dbt model's, from the manifest) or else tessera/publish/columns.yml."""
+    `descriptions` (a dbt model's, from the manifest) or else tessera.column_docs
+    (tessera/publish/columns.yml, the landing contract for raw tables)."""
     described = column_descriptions(table) if descriptions is None else descriptions
     rows = con.execute(f"describe {table}").fetchall()
     return dg.TableSchema(columns=[dg.TableColumn(name=r[0], type=r[1], description=described.get(r[0])) for r in rows])
 
 
 def declared_schema(relation: str) -> dg.TableSchema:
-    """A table's columns as tessera/publish/columns.yml declares them, for the asset definition's
+    """A table's columns as tessera.column_docs describes them, for the asset definition's
     `dagster/column_schema` (the UI shows them before the first materialization); types are known
     once a run has written the table ("?" until then, as dagster-dbt does)."""
     declared = column_descriptions(relation)
     if not declared:
-        raise KeyError(f"{relation} has no column descriptions in tessera/publish/columns.yml")
+        raise KeyError(f"{relation} has no column descriptions (tessera/publish/columns.yml, the landing contract)")
     return dg.TableSchema(columns=[dg.TableColumn(name=c, type="?", description=d) for c, d in declared.items()])
 
 

@@ -1,6 +1,9 @@
-"""How many columns are described: the columns declared with a description (dbt YAML for the dbt
-models and seeds, tessera/publish/columns.yml for the published and ML tables) against the
-columns the warehouse holds, per layer (DuckDB schema).
+"""What every column means, and how many columns are described.
+
+Three places describe columns, each once: the dbt YAML (dbt models and seeds, read from dbt's
+manifest), tessera/publish/columns.yml (the tables Python writes: published, ML, decisioning...)
+and the landing contract (tessera/landing/contract.py: the raw tables hold its columns as
+delivered). `table_descriptions` answers for the tables Python writes; `declared` for all.
 
 `python scripts/column_docs.py` prints the count; tests/test_column_docs.py fails when a
 materialised column of a documented layer has no description.
@@ -13,10 +16,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tessera.landing.contract import LINEAGE_COLUMNS, SOURCES
 from tessera.publish.columns import column_docs
 
-# the layers every materialised column of which must be described
-DOCUMENTED_LAYERS = ("marts", "publish", "ml")
+# the layers every materialised column of which must be described: the raw tables, every dbt
+# layer, the published and ML outputs (the count reports every layer)
+DOCUMENTED_LAYERS = ("raw", "staging", "intermediate", "marts", "audiences", "quarantine", "reference", "publish", "ml")
+
+LINEAGE_DESCRIPTIONS = {
+    "_source_file": "Lineage: the landing file the row was loaded from (relative to the source's landing folder).",
+    "_source_row": "Lineage: the record's position in its landing file (1 = the first data row).",
+}
+
+
+def raw_docs() -> dict[str, dict[str, str]]:
+    """The raw tables' columns from the landing contract: every contract column as delivered
+    (text), and the loader's lineage columns."""
+    out = {}
+    for source in SOURCES:
+        columns = {
+            c.name: f"As delivered, text (staging types it): {c.description.rstrip('.')}." for c in source.columns
+        }
+        out[source.raw_table] = {**columns, **{c: LINEAGE_DESCRIPTIONS[c] for c in LINEAGE_COLUMNS}}
+    return out
+
+
+def python_docs() -> dict[str, dict[str, str]]:
+    """Every table written outside dbt that is described: columns.yml and the landing contract."""
+    return {**raw_docs(), **column_docs()}
+
+
+def table_descriptions(relation: str) -> dict[str, str]:
+    """The column descriptions of a table written outside dbt (schema.table); empty when none."""
+    return python_docs().get(relation, {})
 
 
 def dbt_declared(manifest: dict) -> dict[str, dict[str, str]]:
@@ -34,7 +66,7 @@ def dbt_declared(manifest: dict) -> dict[str, dict[str, str]]:
 def declared(manifest: dict) -> dict[str, dict[str, str]]:
     """Every declared column of every table tessera writes and describes: the dbt models and seeds
     and the tables of tessera/publish/columns.yml."""
-    return {**dbt_declared(manifest), **column_docs()}
+    return {**dbt_declared(manifest), **python_docs()}
 
 
 def read_manifest(path: Path) -> dict:
