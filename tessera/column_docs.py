@@ -19,9 +19,24 @@ from pathlib import Path
 from tessera.landing.contract import LINEAGE_COLUMNS, SOURCES
 from tessera.publish.columns import column_docs
 
-# the layers every materialised column of which must be described: the raw tables, every dbt
-# layer, the published and ML outputs (the count reports every layer)
-DOCUMENTED_LAYERS = ("raw", "staging", "intermediate", "marts", "audiences", "quarantine", "reference", "publish", "ml")
+# the layers every materialised column of which must be described: every schema tessera writes
+# (the count reports any other too)
+DOCUMENTED_LAYERS = (
+    "raw",
+    "staging",
+    "intermediate",
+    "marts",
+    "audiences",
+    "quarantine",
+    "reference",
+    "identity",
+    "privacy",
+    "quality",
+    "ml",
+    "decisioning",
+    "campaigns",
+    "publish",
+)
 
 LINEAGE_DESCRIPTIONS = {
     "_source_file": "Lineage: the landing file the row was loaded from (relative to the source's landing folder).",

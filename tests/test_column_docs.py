@@ -1,8 +1,9 @@
-"""Every column of every mart, published table and ML output is described, and the Dagster UI
-shows it (issue 39: 3 of 86 declared columns had a description, 0 of 642 materialised ones did).
+"""Every column of every table tessera writes is described, and the Dagster UI shows it (issue 39:
+3 of 86 declared columns had a description, 0 of 642 materialised ones did).
 
 Descriptions live in the dbt YAML (dbt_project/models/**/_*.yml, shared ones as doc blocks in
-models/_column_docs.md) and, for the tables written outside dbt, in tessera/publish/columns.yml."""
+models/_column_docs.md), the landing contract (raw tables) and, for the other tables written
+outside dbt, tessera/publish/columns.yml (tessera/column_docs.py reads the three)."""
 
 from __future__ import annotations
 
@@ -199,7 +200,10 @@ def test_every_materialised_column_of_the_marts_and_published_tables_is_describe
     assert undescribed(tables, declared(dbt_manifest())) == []
     counts = {c.layer: c for c in coverage(tables, declared(dbt_manifest()))}
     for layer in DOCUMENTED_LAYERS:
-        assert counts[layer].materialised == counts[layer].materialised_described > 0, layer
+        if layer in counts:
+            assert counts[layer].materialised == counts[layer].materialised_described, layer
+    for layer in ("raw", "staging", "intermediate", "marts", "publish", "ml", "decisioning"):
+        assert counts[layer].materialised_described > 0, layer
     assert counts["marts"].materialised >= 190
 
 

@@ -63,7 +63,11 @@ def parse(document: object, source: str = "tessera/publish/columns.yml") -> dict
 @functools.cache
 def column_docs() -> dict[str, dict[str, str]]:
     """Every described table of columns.yml: {relation: {column: description}}."""
-    return parse(yaml.safe_load(COLUMNS_FILE.read_text()), str(COLUMNS_FILE.name))
+    try:
+        document = yaml.safe_load(COLUMNS_FILE.read_text())
+    except yaml.YAMLError as exc:
+        raise ColumnDocsError(f"{COLUMNS_FILE}: not valid YAML: {exc}") from exc
+    return parse(document, str(COLUMNS_FILE))
 
 
 def descriptions(relation: str) -> dict[str, str]:
