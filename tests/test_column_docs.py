@@ -59,6 +59,20 @@ def test_every_mart_declares_its_columns_with_doc_blocks_rendered():
     assert {marts[m]["columns"]["customer_key"]["description"] for m in ("customer_rfm", "customer_features")} == {key}
 
 
+def test_every_doc_block_is_used_by_a_column():
+    # a doc block no column names any more is a description nobody sees
+    manifest = dbt_manifest()
+    blocks = {key for key in manifest["docs"] if key.startswith("doc.tessera.")}
+    used = {
+        block
+        for node in manifest["nodes"].values()
+        for column in node.get("columns", {}).values()
+        for block in column.get("doc_blocks", [])
+    }
+    assert len(blocks) >= 50
+    assert blocks - used == set()
+
+
 def flag_description(rule: dict) -> str:
     kind = "exclusive" if rule["exclusive"] else "a flag only"
     return (
