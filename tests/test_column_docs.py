@@ -7,6 +7,7 @@ outside dbt, tessera/publish/columns.yml (tessera/column_docs.py reads the three
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -57,6 +58,19 @@ def test_every_mart_declares_its_columns_with_doc_blocks_rendered():
     key = marts["dim_customers"]["columns"]["customer_key"]["description"]
     assert key.startswith("Stable tessera customer id")
     assert {marts[m]["columns"]["customer_key"]["description"] for m in ("customer_rfm", "customer_features")} == {key}
+
+
+def test_no_description_holds_a_placeholder_the_markdown_renderer_would_drop():
+    # the UI renders descriptions as Markdown, which takes `crm:<customer_id>` outside inline code
+    # for an HTML tag and shows "crm:" (issue 39 met the same with <landing> in asset descriptions)
+    tag = re.compile(r"<[A-Za-z_][^<>]*>")
+    dropped = {
+        f"{relation}.{column}": tag.findall(re.sub(r"`[^`]*`", "", text))
+        for relation, columns in declared(dbt_manifest()).items()
+        for column, text in columns.items()
+        if tag.search(re.sub(r"`[^`]*`", "", text))
+    }
+    assert dropped == {}
 
 
 def test_every_doc_block_is_used_by_a_column():
