@@ -102,7 +102,10 @@ def test_the_rule_flags_are_described_by_their_rules():
     rules = load_rules()
     assert {c for c in columns if c.startswith("in_")} == {f"in_{r['name']}" for r in rules}
     for rule in rules:
-        assert columns[f"in_{rule['name']}"]["description"] == flag_description(rule), rule["name"]
+        expected = flag_description(rule)
+        assert columns[f"in_{rule['name']}"]["description"] == expected, (
+            f"dbt_project/models/marts/_marts.yml: in_{rule['name']} should read {expected!r}"
+        )
 
 
 def test_every_table_of_columns_yml_is_described():
