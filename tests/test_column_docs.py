@@ -7,6 +7,7 @@ outside dbt, tessera/publish/columns.yml (tessera/column_docs.py reads the three
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ import pytest
 
 from orchestration.dbt import dbt_column_descriptions, dbt_manifest
 from orchestration.definitions import defs
-from orchestration.metadata import table_metadata
+from orchestration.metadata import table_metadata, with_dbt_table_metadata
 from tessera.column_docs import DOCUMENTED_LAYERS, coverage, declared, materialised, undescribed
 from tessera.publish import snapshots
 from tessera.publish.columns import ColumnDocsError, column_docs, parse
@@ -187,6 +188,24 @@ def test_a_materialization_schema_keeps_types_and_adds_descriptions():
     # a dbt model's come from the manifest
     given = table_metadata(con, "publish.customer_scores", descriptions={"extra": "one more"})
     assert [c.description for c in given["dagster/column_schema"].columns] == [None, None, "one more"]
+
+
+def test_a_dbt_model_output_carries_its_manifest_descriptions():
+    con = duckdb.connect()
+    con.execute("create schema marts")
+    con.execute("create table marts.dim_products as select 'P1' as product_id, 'budget' as price_band")
+    uid = "model.tessera.dim_products"
+    output = dg.Output(None, output_name="marts_dim_products", metadata={"unique_id": uid})
+
+    @contextlib.contextmanager
+    def open_duckdb():
+        yield con
+
+    relations = {uid: ("marts.dim_products", frozenset())}
+    [event] = with_dbt_table_metadata([output], open_duckdb, relations, dbt_column_descriptions())
+    columns = {c.name: c.description for c in event.metadata["dagster/column_schema"].schema.columns}
+    assert columns["product_id"] == dbt_column_descriptions()[uid]["product_id"]
+    assert columns["price_band"].startswith("Quartile of price_base")
 
 
 def test_dbt_column_descriptions_cover_every_mart_column_declared():
