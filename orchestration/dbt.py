@@ -86,6 +86,18 @@ def dbt_relations() -> dict[str, tuple[str, frozenset[str]]]:
     return relations
 
 
+@functools.cache
+def dbt_column_descriptions() -> dict[str, dict[str, str]]:
+    """Each model's and seed's column descriptions from the dbt YAML (doc blocks rendered): the
+    column schema of its materializations carries them, as dagster-dbt's definition-time schema
+    does (DagsterDbtTranslator.get_metadata)."""
+    return {
+        uid: {name: col["description"] for name, col in node.get("columns", {}).items() if col.get("description")}
+        for uid, node in dbt_manifest()["nodes"].items()
+        if node["resource_type"] in ("model", "seed")
+    }
+
+
 translator = TesseraDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
@@ -227,7 +239,9 @@ def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDef
         tessera.wait_until_free()
         events = dbt.stream(dbt_build_args(config.full_refresh), context)
         # each model's row count, schema, preview and duration, read once dbt has let go of the file
-        yield from with_dbt_table_metadata(events, lambda: tessera.duckdb(read_only=True), dbt_relations())
+        yield from with_dbt_table_metadata(
+            events, lambda: tessera.duckdb(read_only=True), dbt_relations(), dbt_column_descriptions()
+        )
         if model_key(RECONCILIATION_MODEL) in context.selected_asset_keys:
             context.log_event(reconciliation_observation(tessera))
 

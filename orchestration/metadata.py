@@ -27,6 +27,7 @@ import dagster as dg
 import duckdb
 
 from ml.tracking import log_plot
+from tessera.column_docs import table_descriptions as column_descriptions
 from tessera.privacy.personal import is_personal
 
 PREVIEW_ROWS = 5
@@ -59,9 +60,25 @@ PERSONAL_COLUMN_NAMES = frozenset(
 )
 
 
-def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
+def table_schema(
+    con: duckdb.DuckDBPyConnection, table: str, descriptions: Mapping[str, str] | None = None
+) -> dg.TableSchema:
+    """The table's columns and types as DuckDB has them, each with its description: from
+    `descriptions` (a dbt model's, from the manifest) or else tessera.column_docs
+    (tessera/publish/columns.yml, the landing contract for raw tables)."""
+    described = column_descriptions(table) if descriptions is None else descriptions
     rows = con.execute(f"describe {table}").fetchall()
-    return dg.TableSchema(columns=[dg.TableColumn(name=r[0], type=r[1]) for r in rows])
+    return dg.TableSchema(columns=[dg.TableColumn(name=r[0], type=r[1], description=described.get(r[0])) for r in rows])
+
+
+def declared_schema(relation: str) -> dg.TableSchema:
+    """A table's columns as tessera.column_docs describes them, for the asset definition's
+    `dagster/column_schema` (the UI shows them before the first materialization); types are known
+    once a run has written the table ("?" until then, as dagster-dbt does)."""
+    declared = column_descriptions(relation)
+    if not declared:
+        raise KeyError(f"{relation} has no column descriptions (tessera/publish/columns.yml, the landing contract)")
+    return dg.TableSchema(columns=[dg.TableColumn(name=c, type="?", description=d) for c, d in declared.items()])
 
 
 def _quoted(column: str) -> str:
@@ -114,11 +131,16 @@ def preview_markdown(
     return _markdown([*header[:shown], more], [[*r[:shown], ""] for r in rows])
 
 
-def table_metadata(con: duckdb.DuckDBPyConnection, table: str, personal: Iterable[str] = ()) -> dict[str, Any]:
+def table_metadata(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    personal: Iterable[str] = (),
+    descriptions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     [(rows,)] = con.execute(f"select count(*) from {table}").fetchall()
     return {
         "dagster/row_count": int(rows),
-        "dagster/column_schema": table_schema(con, table),
+        "dagster/column_schema": table_schema(con, table, descriptions),
         "table": table,
         "preview": dg.MetadataValue.md(preview_markdown(con, table, personal=personal)),
     }
@@ -166,10 +188,12 @@ def with_dbt_table_metadata(
     events: Iterable[Any],
     open_duckdb: Callable[[], Any],
     relations: Mapping[str, tuple[str, frozenset[str]]],
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[Any]:
     """dbt's events, each model's and seed's Output carrying table metadata and its duration.
 
-    `relations` maps a dbt unique_id to its relation (schema.alias) and personal columns. The
+    `relations` maps a dbt unique_id to its relation (schema.alias) and personal columns,
+    `descriptions` to its columns' descriptions in the dbt YAML (the column schema carries them). The
     events are held until dbt has exited; if dbt failed, the Outputs it produced are still
     emitted (enriched where the table can be read) before the failure is raised."""
     held: list[Any] = []
@@ -188,7 +212,7 @@ def with_dbt_table_metadata(
                 if uid not in relations:
                     continue
                 relation, personal = relations[uid]
-                extra = table_metadata(con, relation, personal)
+                extra = table_metadata(con, relation, personal, (descriptions or {}).get(uid, {}))
                 duration = event.metadata.get("Execution Duration")
                 if duration is not None:
                     extra["duration_seconds"] = dg.MetadataValue.float(round(float(duration.value), 3))

@@ -18,7 +18,7 @@ from ml.rec_run import Cadence, RecommenderRun, primary_metrics, refresh_recomme
 from ml.recommender import RecommenderParams
 from ml.tracking import Tracking
 from orchestration.keys import CLUSTERS_KEY, ML_GROUP, PRODUCT_LISTS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
-from orchestration.metadata import mlflow_run_metadata, run_metadata, table_metadata
+from orchestration.metadata import declared_schema, mlflow_run_metadata, run_metadata, table_metadata
 from orchestration.quality import gated_deps
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.memory import release_unused
@@ -108,6 +108,7 @@ class RecommenderConfig(dg.Config):
         "to score top-k candidates."
     ),
     kinds={"python", "lightfm", "mlflow", "duckdb"},
+    metadata={"dagster/column_schema": declared_schema("ml.recommendation_candidates")},
     owners=["team:data-science"],
     pool=DUCKDB_POOL,
 )
@@ -216,6 +217,7 @@ class PropensityConfig(dg.Config):
         "snapshot and applied to the current features."
     ),
     kinds={"python", "scikitlearn", "mlflow", "duckdb"},
+    metadata={"dagster/column_schema": declared_schema("ml.propensity_scores")},
     owners=["team:data-science"],
     pool=DUCKDB_POOL,
 )
@@ -267,6 +269,7 @@ class ClusteringConfig(dg.Config):
         "Customers without an order get cluster -1. Tracked in MLflow."
     ),
     kinds={"python", "scikitlearn", "mlflow", "duckdb"},
+    metadata={"dagster/column_schema": declared_schema("ml.customer_clusters")},
     owners=["team:data-science"],
     pool=DUCKDB_POOL,
 )
@@ -324,6 +327,7 @@ class ProductListsConfig(dg.Config):
         "the category). Top N per product, active products only, never the product itself."
     ),
     kinds={"python", "duckdb"},
+    metadata={"dagster/column_schema": declared_schema("ml.product_recommendations")},
     owners=["team:data-science"],
     pool=DUCKDB_POOL,
 )

@@ -26,7 +26,7 @@ from orchestration.keys import (
     SESSION_INDEX_KEY,
     publish_key,
 )
-from orchestration.metadata import run_metadata, table_metadata
+from orchestration.metadata import declared_schema, run_metadata, table_metadata
 from orchestration.quality import gated_marts_upstream, run_suite, suite_metadata
 from orchestration.recovery import run_in_progress
 from orchestration.resources import DUCKDB_POOL, TesseraResource
@@ -115,6 +115,8 @@ def build_publish_asset(spec: Published) -> dg.AssetsDefinition:
         group_name=PUBLISH_GROUP,
         description=spec.description,
         kinds={"python", "duckdb", "parquet", "great_expectations"},
+        # what each column means (tessera/publish/columns.yml), shown before the first run too
+        metadata={"dagster/column_schema": declared_schema(f"publish.{spec.name}")},
         owners=["team:data-platform"],
         pool=DUCKDB_POOL,
         check_specs=check_specs(spec),

@@ -7,7 +7,7 @@ import time
 import dagster as dg
 
 from orchestration.keys import PUBLISH_GROUP, SESSION_INDEX_KEY
-from orchestration.metadata import run_metadata, table_metadata
+from orchestration.metadata import declared_schema, run_metadata, table_metadata
 from orchestration.publish import check_specs, gx_check_name, refuse, release_in_run, suite_result
 from orchestration.quality import gated_deps, run_suite
 from orchestration.resources import DUCKDB_POOL, TesseraResource
@@ -28,6 +28,7 @@ class SessionIndexConfig(dg.Config):
     group_name=PUBLISH_GROUP,
     description=sessions.SESSION_INDEX.description,
     kinds={"python", "duckdb", "parquet", "great_expectations"},
+    metadata={"dagster/column_schema": declared_schema(f"publish.{sessions.SESSION_INDEX.name}")},
     owners=["team:data-science"],
     pool=DUCKDB_POOL,
     check_specs=check_specs(sessions.SESSION_INDEX),

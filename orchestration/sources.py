@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from orchestration.metadata import capped, run_metadata, table_metadata
+from orchestration.metadata import capped, declared_schema, run_metadata, table_metadata
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.landing.contract import SOURCES, Source
 from tessera.landing.loader import LoadReport, load_source
@@ -30,6 +30,8 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         description=f"{source.description} Landing folder: <landing>/{source.name}/ (CSV, Parquet, JSON Lines); "
         "only new or changed files are read (config full_refresh reads them all).",
         kinds={"python", "duckdb", "great_expectations"},
+        # the landing contract's columns, as delivered (tessera.column_docs)
+        metadata={"dagster/column_schema": declared_schema(source.raw_table)},
         owners=["team:data-platform"],
         pool=DUCKDB_POOL,
     )

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tessera.publish.columns import descriptions as column_descriptions
+
 POINTER = "current"  # per-table pointer of releases before release.json (read, then removed)
 RELEASE = "release.json"
 RELEASE_FORMAT = 1
@@ -166,6 +168,7 @@ def write_snapshot(
         con.execute(f"copy {table} to '{parquet.as_posix()}' (format parquet)")
         rows = con.execute(f"select count(*) from {table}").fetchall()[0][0]
         columns = con.execute(f"describe {table}").fetchall()
+        described = column_descriptions(f"publish.{name}")
         model_columns = [c[0] for c in columns if c[0].endswith("run_id") or c[0] == "model_version"]
         models = {
             c: [
@@ -187,7 +190,8 @@ def write_snapshot(
             "published_at": published_at.astimezone(UTC).isoformat(),
             "dagster_run_id": run_id,
             "rows": rows,
-            "columns": [{"name": c[0], "type": c[1]} for c in columns],
+            # each column's meaning travels with the data (tessera/publish/columns.yml)
+            "columns": [{"name": c[0], "type": c[1], "description": described.get(c[0], "")} for c in columns],
             "models": models,
             "checks": checks,
             "files": files,
