@@ -19,6 +19,7 @@ while it runs, so dagster-dbt's own row-count fetch would meet the lock).
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -57,6 +58,35 @@ PERSONAL_COLUMN_NAMES = frozenset(
         "ip_address",
     }
 )
+
+
+# a code span, or a `<placeholder>` the UI's Markdown renderer would take for an HTML tag and drop
+_CODE_SPAN_OR_TAG = re.compile(r"(`[^`\n]*`)|(<[A-Za-z_][^<>\n]*>)")
+
+
+def markdown_safe(text: str | None) -> str | None:
+    """`text` with each `<placeholder>` outside a code span put in one: the UI renders
+    descriptions as Markdown, where `<landing>` would vanish as an unknown HTML tag."""
+    if not text:
+        return text
+    return _CODE_SPAN_OR_TAG.sub(lambda m: m.group(1) or f"`{m.group(2)}`", text)
+
+
+def markdown_safe_schema(schema: dg.TableSchema) -> dg.TableSchema:
+    """`schema` with each column's description made markdown_safe."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type,
+                description=markdown_safe(c.description),
+                constraints=c.constraints,
+                tags=c.tags,
+            )
+            for c in schema.columns
+        ],
+        constraints=schema.constraints,
+    )
 
 
 def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:

@@ -27,7 +27,7 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_asset_key(source),
         group_name=SOURCE_GROUP,
-        description=f"{source.description} Landing folder: <landing>/{source.name}/ (CSV, Parquet, JSON Lines); "
+        description=f"{source.description} Landing folder: `<landing>/{source.name}/` (CSV, Parquet, JSON Lines); "
         "only new or changed files are read (config full_refresh reads them all).",
         kinds={"python", "duckdb", "great_expectations"},
         owners=["team:data-platform"],
