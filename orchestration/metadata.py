@@ -185,6 +185,20 @@ def capped(metadata: Mapping[str, Any], max_chars: int = METADATA_ENTRY_MAX_CHAR
     return out
 
 
+def shown_row_count(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
+    """The row count the asset page shows for `key`: its latest materialization's, or else its
+    latest observation's (Dagster 1.13, ui-core AssetNodeOverview)."""
+    latest = [
+        *(r.asset_materialization for r in instance.fetch_materializations(key, limit=1).records),
+        *(r.asset_observation for r in instance.fetch_observations(key, limit=1).records),
+    ]
+    for event in latest:
+        entry = event.metadata.get("dagster/row_count") if event is not None else None
+        if entry is not None:
+            return int(entry.value)
+    return None
+
+
 def run_metadata(started: float, rows_processed: int) -> dict[str, Any]:
     return {
         "duration_seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),

@@ -18,7 +18,7 @@ import duckdb
 from orchestration.dbt import GATED_MARTS, dbt_marts_assets, dbt_relations, dbt_staging_assets, model_key
 from orchestration.identity import identity_map
 from orchestration.keys import ERASURE_KEY, PRIVACY_GROUP, PYTHON_TABLES, publish_key
-from orchestration.metadata import PERSONAL_COLUMN_NAMES, run_metadata, table_metadata
+from orchestration.metadata import PERSONAL_COLUMN_NAMES, run_metadata, shown_row_count, table_metadata
 from orchestration.recovery import run_in_progress
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import load_tables, source_assets
@@ -89,7 +89,7 @@ ERASURE_DEPS = sorted(
 )
 def erasure_asset(context: dg.AssetExecutionContext, tessera: TesseraResource):
     started = time.perf_counter()
-    changed: list[dg.AssetMaterialization] = []
+    changed: list[dg.AssetMaterialization | dg.AssetObservation] = []
     outcome = run_erasure(
         tessera.settings(),
         tessera.duckdb,
@@ -101,7 +101,7 @@ def erasure_asset(context: dg.AssetExecutionContext, tessera: TesseraResource):
         # what the asset keeps: the audit log (no identifiers in it, so its preview is safe)
         table = table_metadata(con, "privacy.erasure_log")
         if any(outcome.done["removed"].values()):
-            changed = table_changes(con, outcome.done["removed"], lambda k: recorded_rows(context.instance, k))
+            changed = table_changes(con, outcome.done["removed"], lambda k: shown_row_count(context.instance, k))
     context.log.info(outcome.summary())
     # the tables of other assets this step changed, with their true row counts (the UI shows
     # an asset's row count from its latest materialization)
@@ -175,20 +175,13 @@ def table_owners() -> dict[str, tuple[dg.AssetKey, frozenset[str]]]:
     return owners
 
 
-def recorded_rows(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
-    """The row count the latest materialization of `key` recorded, if any."""
-    event = instance.get_latest_materialization_event(key)
-    entry = event.asset_materialization.metadata.get("dagster/row_count") if event else None
-    return None if entry is None else int(entry.value)
-
-
 def table_changes(
-    con: duckdb.DuckDBPyConnection, removed: Mapping[str, int], recorded: Callable[[dg.AssetKey], int | None]
-) -> list[dg.AssetMaterialization]:
-    """A materialization of each other asset whose table the erasure changed, with its row count,
-    schema and preview as they are now: the tables it removed rows from (`removed`, rows per
-    schema.table), raw.erased_rows where it recorded their positions, and the views whose count
-    is no longer the one their latest materialization (`recorded`) shows."""
+    con: duckdb.DuckDBPyConnection, removed: Mapping[str, int], shown: Callable[[dg.AssetKey], int | None]
+) -> list[dg.AssetMaterialization | dg.AssetObservation]:
+    """A materialization (an observation, for a side table) of each other asset whose table the
+    erasure changed, with its row count, schema and preview as they are now: the tables it
+    removed rows from (`removed`, rows per schema.table), raw.erased_rows where it recorded
+    their positions, and the views whose count is no longer the one the UI shows (`shown`)."""
     owners = table_owners()
     changed = {t: n for t, n in removed.items() if n and t in owners and owners[t][0] != ERASURE_KEY}
     raw_rows = sum(n for t, n in changed.items() if t.startswith("raw."))
@@ -204,15 +197,19 @@ def table_changes(
     }
     stale_views = []
     for view in sorted(views.keys() & owners.keys() - changed.keys()):
-        before = recorded(owners[view][0])
+        before = shown(owners[view][0])
         [(now,)] = con.execute(f"select count(*) from {views[view]}").fetchall()
         if before is not None and before != now:
             stale_views.append(view)
+    side_tables = {spec.key for spec in load_tables}
     events = []
     for table in [*sorted(changed), *stale_views]:
         key, personal = owners[table]
+        # a table no step of its own builds (raw.erased_rows, raw.load_rejects) is observed: the
+        # UI shows an observation's row count while the asset has no materialization
+        event = dg.AssetObservation if key in side_tables else dg.AssetMaterialization
         events.append(
-            dg.AssetMaterialization(
+            event(
                 asset_key=key,
                 description=f"Changed by {ERASURE_STEP}: {_what_changed(table, changed)}",
                 metadata={

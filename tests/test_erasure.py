@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tessera.publish import snapshots
-from tests.conftest import run_job, use_copy_of
+from tests.conftest import run_job, shown_row_counts, use_copy_of
 
 READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
 
@@ -160,28 +160,12 @@ def table_rows(settings, latest: dict[str, tuple[str, int, str | None]]) -> dict
         con.close()
 
 
-def latest_row_counts(result) -> dict[str, tuple[str, int, str | None]]:
-    """Per asset, as the Dagster UI shows it: the table, row count and author (changed_by) of its
-    latest materialization in the run."""
-    latest = {}
-    for event in result.get_asset_materialization_events():
-        metadata = event.materialization.metadata
-        if "dagster/row_count" in metadata and "table" in metadata:
-            changed_by = metadata.get("changed_by")
-            latest[event.asset_key.to_user_string()] = (
-                metadata["table"].value,
-                metadata["dagster/row_count"].value,
-                changed_by.value if changed_by is not None else None,
-            )
-    return latest
-
-
 @pytest.mark.graph
 def test_every_row_count_the_ui_shows_after_the_erasure_run_is_the_tables(erased):
     # issue 39: after an erasure dim_customers showed the count dbt built (2,000), not the 1,991
     # rows the table held; the erasure now reports each table it changed to that table's asset
     settings, _, first, customers_before = erased
-    latest = latest_row_counts(first)
+    latest = shown_row_counts(first)
     assert {a: rows for a, (_, rows, _) in latest.items()} == table_rows(settings, latest)
     changed = {a for a, (_, _, by) in latest.items() if by == "privacy/erasure"}
     assert {"raw/customers", "raw/orders", "raw/erased_rows", "marts/dim_customers", "marts/fct_orders"} <= changed
@@ -207,7 +191,7 @@ def test_a_second_run_reconciles_and_redelivered_files_bring_nobody_back(erased)
     assert second.success
     assert residue(settings, people) == {}
     # the redelivered rows the erasure removed again: every row count shown is still the table's
-    latest = latest_row_counts(second)
+    latest = shown_row_counts(second)
     assert {a: rows for a, (_, rows, _) in latest.items()} == table_rows(settings, latest)
     assert latest["raw/orders"][2] == "privacy/erasure"
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
@@ -556,6 +540,13 @@ def test_the_erasure_reports_the_tables_and_views_it_changed_to_their_assets():
     )
     by_asset = {e.asset_key.to_user_string(): e for e in events}
     assert sorted(by_asset) == ["marts/dim_customers", "marts/fct_events", "raw/customers", "raw/erased_rows"]
+    # raw.erased_rows has no step of its own: observed, as the UI shows an observation's count then
+    assert [type(by_asset[a]).__name__ for a in sorted(by_asset)] == [
+        "AssetMaterialization",
+        "AssetMaterialization",
+        "AssetMaterialization",
+        "AssetObservation",
+    ]
     rows = {a: (e.metadata["dagster/row_count"].value, e.metadata["rows_processed"].value) for a, e in by_asset.items()}
     assert rows == {
         "marts/dim_customers": (7, 3),

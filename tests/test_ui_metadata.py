@@ -15,6 +15,7 @@ import pytest
 
 from orchestration.definitions import defs
 from orchestration.metadata import MASK, PREVIEW_CELL_CHARS, PREVIEW_MAX_CHARS, PREVIEW_ROWS, capped, table_metadata
+from tests.conftest import shown_row_counts
 
 KNOWN_KINDS = {"dbt", "duckdb", "python", "lightfm", "mlflow", "great_expectations", "scikitlearn", "parquet"}
 
@@ -135,6 +136,36 @@ def test_every_table_asset_shows_schema_row_count_preview_duration_and_rows(pipe
     dim = next(m for m in dim if m["table"].value == "marts.dim_customers")
     assert dim["rows_processed"].value == dim["dagster/row_count"].value > 0
     assert dim["duration_seconds"].value > 0
+
+
+@pytest.mark.graph
+def test_every_row_count_the_ui_shows_after_a_run_is_the_tables(pipeline, pipeline_tables):
+    # issue 39: a step that changed a table another asset owns left that asset's count stale; the
+    # loaders' side tables showed none
+    result, _ = pipeline
+    shown = shown_row_counts(result)
+    assert {"raw/load_audit", "raw/load_rejects", "raw/customers", "marts/dim_customers"} <= shown.keys()
+    assert {a: rows for a, (_, rows, _) in shown.items()} == {
+        a: pipeline_tables[table][0] for a, (table, _, _) in shown.items()
+    }
+
+
+def test_a_load_observes_the_side_tables_it_changed():
+    from orchestration.sources import side_table_observations
+
+    con = duckdb.connect()
+    con.execute("create schema raw")
+    con.execute("create table raw.load_audit as select 'orders' as source, 'o.csv' as _source_file from range(3)")
+    con.execute(
+        "create table raw.load_rejects as select 'orders' as source, 'Ada;ada@example.com' as raw_content from range(2)"
+    )
+    shown = {"raw/load_audit": 2, "raw/load_rejects": 2}
+    [audit] = side_table_observations(con, lambda key: shown[key.to_user_string()])
+    assert isinstance(audit, dg.AssetObservation) and audit.asset_key == dg.AssetKey(["raw", "load_audit"])
+    assert audit.metadata["dagster/row_count"].value == 3 and audit.metadata["table"].value == "raw.load_audit"
+    [_, rejects] = side_table_observations(con, lambda key: None)  # nothing shown yet
+    assert rejects.metadata["dagster/row_count"].value == 2
+    assert "ada@" not in rejects.metadata["preview"].value and MASK in rejects.metadata["preview"].value
 
 
 def test_previews_never_show_personal_data(pipeline):
