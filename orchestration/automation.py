@@ -192,7 +192,10 @@ def sensor_selection(sources: list[str]) -> dg.AssetSelection:
     name="landing_files_sensor",
     minimum_interval_seconds=_automation.sensor_interval_seconds,
     default_status=_sensor_status(_automation.default_running),
-    asset_selection=dg.AssetSelection.all() - recommender_and_after - _no_freshness,
+    # what its runs may select, shown in the UI as the sensor's target: a selection the UI can
+    # print (`- _no_freshness`, a set of check keys, printed as a Python repr); each run names
+    # its checks itself, without the freshness checks (gates_of)
+    asset_selection=dg.AssetSelection.all() - recommender_and_after,
     description="New, changed or removed files in a landing folder -> one run of everything downstream "
     "of those sources (not the recommender's training, which is daily).",
 )

@@ -23,7 +23,12 @@ from dagster_dbt import (
 )
 from packaging import version
 
-from orchestration.metadata import PERSONAL_COLUMN_NAMES, with_dbt_table_metadata
+from orchestration.metadata import (
+    PERSONAL_COLUMN_NAMES,
+    markdown_safe,
+    markdown_safe_schema,
+    with_dbt_table_metadata,
+)
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.segments.rules import check_model_current
 from tessera.settings import DBT_PROJECT_DIR
@@ -47,6 +52,8 @@ dbt_project.prepare_if_dev()
 # dbt models with a Great Expectations suite expectations/marts_<model>.json (orchestration/quality.py)
 GATED_MARTS = ("dim_customers", "dim_products", "fct_orders", "fct_order_items", "fct_events")
 
+COLUMN_SCHEMA = "dagster/column_schema"
+
 GROUP_BY_FOLDER = {"staging": "staging", "intermediate": "intermediate", "marts": "marts", "quarantine": "quarantine"}
 
 
@@ -63,9 +70,16 @@ class TesseraDbtTranslator(DagsterDbtTranslator):
             else GROUP_BY_FOLDER.get(fqn[1] if len(fqn) > 2 else "", "marts")
         )
         gated = props["resource_type"] == "model" and props["name"] in GATED_MARTS
-        return spec.replace_attributes(group_name=group, owners=["team:data-platform"]).merge_attributes(
-            kinds={"duckdb", "great_expectations"} if gated else {"duckdb"}
-        )
+        # the YAML's `<placeholder>`s shown as written, not dropped by the UI's Markdown renderer
+        metadata = dict(spec.metadata)
+        if isinstance(metadata.get(COLUMN_SCHEMA), dg.TableSchema):
+            metadata[COLUMN_SCHEMA] = markdown_safe_schema(metadata[COLUMN_SCHEMA])
+        return spec.replace_attributes(
+            group_name=group,
+            owners=["team:data-platform"],
+            description=markdown_safe(spec.description),
+            metadata=metadata,
+        ).merge_attributes(kinds={"duckdb", "great_expectations"} if gated else {"duckdb"})
 
 
 @functools.cache
@@ -224,9 +238,12 @@ BEFORE_IDENTITY = (
 def _dbt_half(name: str, check_rules: bool = False, **selection) -> dg.AssetsDefinition:
     """One half of the dbt project as a multi-asset; `dbt build` so tests run and gate children."""
 
+    # without `project=`: dagster-dbt would put the DbtProject object in every asset's metadata,
+    # which the UI shows as `dagster_dbt/project [DbtProject] (unserializable)`; it serves code
+    # references (not enabled here) and a selectors file for selections over 200 models (this
+    # project has about 40); the resource knows the project (dbt_resource below)
     @dbt_assets(
         manifest=dbt_project.manifest_path,
-        project=dbt_project,
         dagster_dbt_translator=translator,
         name=name,
         pool=DUCKDB_POOL,

@@ -86,7 +86,7 @@ def bandit_state(context: dg.AssetExecutionContext, tessera: TesseraResource) ->
 @dg.asset(
     key=DECISIONS_KEY,
     deps=[
-        BANDIT_KEY,
+        BANDIT_KEY,  # after the erasure step (gated_deps), so the decisions are too
         *gated_deps(
             "dim_customers",
             "active_customers",
@@ -95,6 +95,7 @@ def bandit_state(context: dg.AssetExecutionContext, tessera: TesseraResource) ->
             "customer_rule_segments",
             "customer_consents",
             "fct_events",
+            after_erasure=False,
         ),
         PROPENSITY_KEY,
         RECOMMENDER_KEY,
@@ -145,8 +146,8 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
 @dg.asset(
     key=MESSAGES_KEY,
     deps=[
-        DECISIONS_KEY,
-        *gated_deps("dim_customers", "dim_products", "customer_consents"),
+        DECISIONS_KEY,  # after the erasure step, so the messages are too
+        *gated_deps("dim_customers", "dim_products", "customer_consents", after_erasure=False),
         RECOMMENDER_KEY,
         CLUSTERS_KEY,
     ],

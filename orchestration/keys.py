@@ -33,3 +33,20 @@ SESSION_INDEX_KEY = dg.AssetKey(["publish", "session_index"])
 def publish_key(name: str) -> dg.AssetKey:
     """publish/<name>: the asset of a published table (tessera/publish/published.py)."""
     return dg.AssetKey(["publish", name])
+
+
+# The warehouse table each Python asset writes (dbt models' tables are in dbt's manifest; raw and
+# publish tables are named after their key): the erasure step changes tables other assets own
+# and reports their new row counts to those assets (orchestration/privacy.py).
+PYTHON_TABLES = {
+    IDENTITY_MAP_KEY: "identity.identity_map",
+    EVALUATION_KEY: "identity.evaluation_history",
+    RECOMMENDER_KEY: "ml.recommendation_candidates",
+    PROPENSITY_KEY: "ml.propensity_scores",
+    CLUSTERS_KEY: "ml.customer_clusters",
+    PRODUCT_LISTS_KEY: "ml.product_recommendations",
+    BANDIT_KEY: "decisioning.bandit_state_versions",
+    DECISIONS_KEY: "decisioning.decisions",
+    MESSAGES_KEY: "decisioning.messages",
+    ERASURE_KEY: "privacy.erasure_log",
+}

@@ -19,6 +19,7 @@ while it runs, so dagster-dbt's own row-count fetch would meet the lock).
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -60,6 +61,35 @@ PERSONAL_COLUMN_NAMES = frozenset(
 )
 
 
+# a code span, or a `<placeholder>` the UI's Markdown renderer would take for an HTML tag and drop
+_CODE_SPAN_OR_TAG = re.compile(r"(`[^`\n]*`)|(<[A-Za-z_][^<>\n]*>)")
+
+
+def markdown_safe(text: str | None) -> str | None:
+    """`text` with each `<placeholder>` outside a code span put in one: the UI renders
+    descriptions as Markdown, where `<landing>` would vanish as an unknown HTML tag."""
+    if not text:
+        return text
+    return _CODE_SPAN_OR_TAG.sub(lambda m: m.group(1) or f"`{m.group(2)}`", text)
+
+
+def markdown_safe_schema(schema: dg.TableSchema) -> dg.TableSchema:
+    """`schema` with each column's description made markdown_safe."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type,
+                description=markdown_safe(c.description),
+                constraints=c.constraints,
+                tags=c.tags,
+            )
+            for c in schema.columns
+        ],
+        constraints=schema.constraints,
+    )
+
+
 def table_schema(
     con: duckdb.DuckDBPyConnection, table: str, descriptions: Mapping[str, str] | None = None
 ) -> dg.TableSchema:
@@ -68,7 +98,9 @@ def table_schema(
     (tessera/publish/columns.yml, the landing contract for raw tables)."""
     described = column_descriptions(table) if descriptions is None else descriptions
     rows = con.execute(f"describe {table}").fetchall()
-    return dg.TableSchema(columns=[dg.TableColumn(name=r[0], type=r[1], description=described.get(r[0])) for r in rows])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=r[0], type=r[1], description=markdown_safe(described.get(r[0]))) for r in rows]
+    )
 
 
 def declared_schema(relation: str) -> dg.TableSchema:
@@ -175,6 +207,20 @@ def capped(metadata: Mapping[str, Any], max_chars: int = METADATA_ENTRY_MAX_CHAR
         cut = text[: max_chars - len(note)] + note
         out[label] = dg.MetadataValue.md(cut) if kind == "md" else dg.MetadataValue.text(cut)
     return out
+
+
+def shown_row_count(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | None:
+    """The row count the asset page shows for `key`: its latest materialization's, or else its
+    latest observation's (Dagster 1.13, ui-core AssetNodeOverview)."""
+    latest = [
+        *(r.asset_materialization for r in instance.fetch_materializations(key, limit=1).records),
+        *(r.asset_observation for r in instance.fetch_observations(key, limit=1).records),
+    ]
+    for event in latest:
+        entry = event.metadata.get("dagster/row_count") if event is not None else None
+        if entry is not None:
+            return int(entry.value)
+    return None
 
 
 def run_metadata(started: float, rows_processed: int) -> dict[str, Any]:

@@ -162,9 +162,13 @@ gx_checks = [build_gx_check(source_asset_key(s), f"raw_{s.name}", gx_check_name(
 ]
 
 
-def gated_deps(*models: str) -> list[dg.AssetKey]:
+def gated_deps(*models: str, after_erasure: bool = True) -> list[dg.AssetKey]:
     """The dbt models an ML asset reads, plus the gated marts upstream of them (see
-    orchestration.quality.gated_marts_upstream): a failing marts gate holds the asset back."""
+    orchestration.quality.gated_marts_upstream): a failing marts gate holds the asset back.
+
+    And the erasure step: nothing of a person who asked for it is trained on, decided for or
+    published (orchestration/privacy.py). An asset that already reads another asset after the
+    erasure passes after_erasure=False, so the lineage has no edge that says nothing new."""
     keys = [model_key(m) for m in models]
-    # after erasure: nothing of a person who asked for it is trained on (orchestration/privacy.py)
-    return keys + [k for k in gated_marts_upstream(models) if k not in keys] + [ERASURE_KEY]
+    gated = keys + [k for k in gated_marts_upstream(models) if k not in keys]
+    return [*gated, ERASURE_KEY] if after_erasure else gated

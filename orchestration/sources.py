@@ -4,10 +4,17 @@ import time
 
 import dagster as dg
 
-from orchestration.metadata import capped, declared_schema, run_metadata, table_metadata
+from orchestration.metadata import (
+    PERSONAL_COLUMN_NAMES,
+    capped,
+    declared_schema,
+    run_metadata,
+    shown_row_count,
+    table_metadata,
+)
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.landing.contract import SOURCES, Source
-from tessera.landing.loader import LoadReport, load_source
+from tessera.landing.loader import AUDIT_TABLE, REJECTS_TABLE, LoadReport, load_source
 
 SOURCE_GROUP = "sources"
 
@@ -27,7 +34,7 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_asset_key(source),
         group_name=SOURCE_GROUP,
-        description=f"{source.description} Landing folder: <landing>/{source.name}/ (CSV, Parquet, JSON Lines); "
+        description=f"{source.description} Landing folder: `<landing>/{source.name}/` (CSV, Parquet, JSON Lines); "
         "only new or changed files are read (config full_refresh reads them all).",
         kinds={"python", "duckdb", "great_expectations"},
         # the landing contract's columns, as delivered (tessera.column_docs)
@@ -48,6 +55,9 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
                 full_refresh=config.full_refresh,
             )
             table = table_metadata(con, source.raw_table)
+            side = side_table_observations(con, lambda key: shown_row_count(context.instance, key))
+        for event in side:
+            context.log_event(event)
         for warning in load_warnings(report):
             context.log.warning(warning)
         return dg.MaterializeResult(
@@ -79,6 +89,25 @@ def build_source_asset(source: Source) -> dg.AssetsDefinition:
         )
 
     return _load
+
+
+# the side tables every load writes besides raw.<source>: the audit of each file, the records it
+# could not parse
+LOAD_SIDE_TABLES = (AUDIT_TABLE, REJECTS_TABLE)
+
+
+def side_table_observations(con, shown) -> list[dg.AssetObservation]:
+    """An observation of each side table a load writes (LOAD_SIDE_TABLES) whose row count is no
+    longer the one the UI shows for its asset (`shown(key)`): row count, schema and masked
+    preview. Observed, as no step of their own materializes them."""
+    events = []
+    for name in LOAD_SIDE_TABLES:
+        key, table = dg.AssetKey(["raw", name]), f"raw.{name}"
+        [(rows,)] = con.execute(f"select count(*) from {table}").fetchall()
+        if rows != shown(key):
+            metadata = table_metadata(con, table, PERSONAL_COLUMN_NAMES)
+            events.append(dg.AssetObservation(asset_key=key, metadata={**metadata, "changed_by": "the loaders"}))
+    return events
 
 
 def load_warnings(report: LoadReport) -> list[str]:

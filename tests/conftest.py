@@ -193,6 +193,28 @@ def materialized_keys(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
     return {e.asset_key for e in result.get_asset_materialization_events()}
 
 
+def shown_row_counts(result: dg.ExecuteInProcessResult) -> dict[str, tuple[str, int, str | None]]:
+    """Per asset, what the Dagster UI shows after the run: the table, row count and author
+    (`changed_by`, None for the asset's own step) of its latest materialization that has a row
+    count, or else of its latest observation (Dagster 1.13, ui-core AssetNodeOverview)."""
+    shown: dict[str, dict[str, tuple[str, int, str | None]]] = {"materialization": {}, "observation": {}}
+    events = [("materialization", e.asset_key, e.materialization) for e in result.get_asset_materialization_events()]
+    events += [
+        ("observation", e.asset_key, e.asset_observation_data.asset_observation)
+        for e in result.get_asset_observation_events()
+    ]
+    for kind, key, event in events:
+        metadata = event.metadata
+        if "dagster/row_count" in metadata and "table" in metadata:
+            changed_by = metadata.get("changed_by")
+            shown[kind][key.to_user_string()] = (
+                metadata["table"].value,
+                metadata["dagster/row_count"].value,
+                None if changed_by is None else changed_by.value,
+            )
+    return shown["observation"] | shown["materialization"]
+
+
 def table_snapshot(duckdb_path) -> dict[str, tuple[int, list[str]]]:
     """Every table and view: its row count and column names."""
     import duckdb

@@ -6,6 +6,7 @@ import json
 
 import dagster as dg
 
+from orchestration.dbt import GATED_MARTS as GATED_MARTS_NAMES
 from orchestration.definitions import defs
 from tessera.landing.contract import LINEAGE_COLUMNS, SOURCES
 from tessera.quality.suites import TABLE_ROWS
@@ -154,3 +155,55 @@ def test_key_marts_and_published_outputs_have_blocking_suites_and_every_suite_is
     suites = {p.stem for p in EXPECTATIONS_DIR.glob("*.json")}
     expected = {f"raw_{s.name}" for s in SOURCES} | {f"marts_{m}" for m in GATED_MARTS}
     assert suites == expected | {f"publish_{k.split('/')[1]}" for k in published_tables}
+
+
+def test_erasure_comes_after_every_table_of_the_customer_view_and_before_every_model_and_output():
+    # issue 39: privacy/erasure had an edge from 43 assets and to 16, a hub in the global lineage;
+    # now it follows the ends of the customer view's lineage and precedes the assets that read it,
+    # and the order every run keeps is the same
+    from orchestration.keys import ERASURE_KEY
+
+    graph = defs.resolve_asset_graph()
+    node = graph.get(ERASURE_KEY)
+    upstream = dg.AssetSelection.keys(ERASURE_KEY).upstream().resolve(graph)
+    view = {"staging", "intermediate", "identity", "marts", "quarantine", "reference"}
+    built = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name in view} - {
+        dg.AssetKey(["identity", "identity_evaluation"])  # a report on the map: nothing to erase
+    }
+    assert built <= upstream
+    downstream = dg.AssetSelection.keys(ERASURE_KEY).downstream().resolve(graph) - {ERASURE_KEY}
+    after = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name in {"ml", "decisioning", "publish"}}
+    assert after == downstream
+    # the gated marts hold it back as they hold back everything after the customer view
+    assert {dg.AssetKey(["marts", m]) for m in GATED_MARTS_NAMES} <= node.parent_keys
+    assert len(node.parent_keys) <= 12
+    assert {k.to_user_string() for k in node.child_keys} == {
+        "ml/recommendation_candidates",
+        "ml/propensity_scores",
+        "ml/customer_clusters",
+        "ml/product_recommendations",
+        "decisioning/bandit_state",
+        "decisioning/trigger_audience",
+        "publish/session_index",
+    }
+    # one edge less than the global graph had for each it no longer needs (306 before issue 39)
+    assert sum(len(graph.get(k).parent_keys) for k in graph.get_all_asset_keys()) <= 266
+
+
+def test_a_landing_sensor_run_reaches_each_output_through_the_erasure_when_it_runs_it():
+    # the order holds in a run of a part of the graph too: every asset a sensor run selects after
+    # the erasure has its whole path from the erasure selected
+    from orchestration.automation import sensor_selection
+    from orchestration.keys import ERASURE_KEY
+
+    graph = defs.resolve_asset_graph()
+    for source in SOURCES:
+        selected = sensor_selection([source.name]).resolve(graph)
+        if ERASURE_KEY not in selected:
+            continue
+        after = dg.AssetSelection.keys(ERASURE_KEY).downstream().resolve(graph) & selected
+        for key in after - {ERASURE_KEY}:
+            paths = dg.AssetSelection.keys(ERASURE_KEY).downstream().resolve(graph) & dg.AssetSelection.keys(
+                key
+            ).upstream().resolve(graph)
+            assert paths <= selected, (source.name, key)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tessera.publish import snapshots
-from tests.conftest import run_job, use_copy_of
+from tests.conftest import run_job, shown_row_counts, use_copy_of
 
 READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
 
@@ -151,6 +151,29 @@ def test_the_audit_log_records_each_request_without_its_identifiers(erased):
     assert not any(p in "".join(map(str, log)) for p in people if len(p) >= 6)
 
 
+def table_rows(settings, latest: dict[str, tuple[str, int, str | None]]) -> dict[str, int]:
+    """count(*) of each asset's table, now."""
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        return {a: con.execute(f"select count(*) from {table}").fetchall()[0][0] for a, (table, _, _) in latest.items()}
+    finally:
+        con.close()
+
+
+@pytest.mark.graph
+def test_every_row_count_the_ui_shows_after_the_erasure_run_is_the_tables(erased):
+    # issue 39: after an erasure dim_customers showed the count dbt built (2,000), not the 1,991
+    # rows the table held; the erasure now reports each table it changed to that table's asset
+    settings, _, first, customers_before = erased
+    latest = shown_row_counts(first)
+    assert {a: rows for a, (_, rows, _) in latest.items()} == table_rows(settings, latest)
+    changed = {a for a, (_, _, by) in latest.items() if by == "privacy/erasure"}
+    assert {"raw/customers", "raw/orders", "raw/erased_rows", "marts/dim_customers", "marts/fct_orders"} <= changed
+    assert latest["marts/dim_customers"][1] == customers_before - 3
+    # the models and outputs are built after the erasure: theirs are their own
+    assert not {a for a in changed if a.startswith(("ml/", "publish/", "decisioning/"))}
+
+
 @pytest.mark.graph
 def test_a_second_run_reconciles_and_redelivered_files_bring_nobody_back(erased):
     settings, people, _, customers_before = erased
@@ -167,6 +190,10 @@ def test_a_second_run_reconciles_and_redelivered_files_bring_nobody_back(erased)
     second = run_job()
     assert second.success
     assert residue(settings, people) == {}
+    # the redelivered rows the erasure removed again: every row count shown is still the table's
+    latest = shown_row_counts(second)
+    assert {a: rows for a, (_, rows, _) in latest.items()} == table_rows(settings, latest)
+    assert latest["raw/orders"][2] == "privacy/erasure"
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     try:
         reconciliation = con.execute(
@@ -491,3 +518,45 @@ def test_a_crash_inside_the_erasure_transaction_changes_nothing_and_the_next_cal
     assert con.execute("select request_id, run_id from privacy.erasure_log").fetchall() == [("Q1", "run-2")]
     assert con.execute("select count(*) from privacy.erasure_pending").fetchall() == [(0,)]
     assert con.execute("select task from privacy.maintenance").fetchall() == [("compact",)]
+
+
+def test_the_erasure_reports_the_tables_and_views_it_changed_to_their_assets():
+    from orchestration.privacy import table_changes
+
+    con = duckdb.connect()
+    con.execute("create schema raw; create schema marts; create schema intermediate")
+    con.execute("create table raw.customers as select range::varchar as customer_id from range(5)")
+    con.execute("create table raw.erased_rows as select 'customers' as source from range(2)")
+    con.execute("create table marts.dim_customers as select range::varchar as customer_key from range(7)")
+    con.execute("create table intermediate.int_events as select range as event_id from range(4)")
+    # dbt views: one over a changed table, one whose count is what was recorded
+    con.execute("create view marts.fct_events as select * from intermediate.int_events")
+    recorded = {("marts", "fct_events"): 6}
+    events = table_changes(
+        con,
+        # rows removed per table; zero counts, files and tables no asset owns are not reported
+        {"raw.customers": 2, "marts.dim_customers": 3, "raw.orders": 0, "customer_scores/v1/a.parquet": 1, "x.y": 4},
+        lambda key: recorded.get(tuple(key.path)),
+    )
+    by_asset = {e.asset_key.to_user_string(): e for e in events}
+    assert sorted(by_asset) == ["marts/dim_customers", "marts/fct_events", "raw/customers", "raw/erased_rows"]
+    # raw.erased_rows has no step of its own: observed, as the UI shows an observation's count then
+    assert [type(by_asset[a]).__name__ for a in sorted(by_asset)] == [
+        "AssetMaterialization",
+        "AssetMaterialization",
+        "AssetMaterialization",
+        "AssetObservation",
+    ]
+    rows = {a: (e.metadata["dagster/row_count"].value, e.metadata["rows_processed"].value) for a, e in by_asset.items()}
+    assert rows == {
+        "marts/dim_customers": (7, 3),
+        "marts/fct_events": (4, 0),
+        "raw/customers": (5, 2),
+        "raw/erased_rows": (2, 2),
+    }
+    assert all(e.metadata["changed_by"].value == "privacy/erasure" for e in events)
+    assert "3 row(s)" in by_asset["marts/dim_customers"].description
+    # the preview masks personal columns as every asset's does
+    assert "***" in by_asset["raw/customers"].metadata["preview"].value
+    # nothing removed: nothing reported, not even a view
+    assert table_changes(con, {"raw.customers": 0}, lambda key: 1) == []

@@ -91,7 +91,7 @@ DECISIONING = (
             validation(
                 "sends_have_consent_and_are_in_treatment",
                 "A 'send' has the channel's consent (marts.customer_consents) and is in the treatment group of "
-                "campaign nba:<action>, both recomputed here (tessera/publish/holdout.py); only sends have a variant and "
+                "campaign `nba:<action>`, both recomputed here (tessera/publish/holdout.py); only sends have a variant and "
                 "a message id.",
                 channel_consents=CHANNEL_CONSENT_SQL,
             ),
@@ -113,7 +113,7 @@ DECISIONING = (
             validation("every_send_rendered", "Every decision to send has its message in the outbox."),
             validation(
                 "no_message_to_the_holdout",
-                "No message goes to a customer in the control group of its campaign nba:<action>, recomputed "
+                "No message goes to a customer in the control group of its campaign `nba:<action>`, recomputed "
                 "here from the customer key (tessera/publish/holdout.py).",
             ),
             validation("every_body_matches_its_ref", "Every message's stored body hashes to its body_ref."),
