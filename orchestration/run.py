@@ -272,7 +272,7 @@ class Freshness:
     instance: dg.DagsterInstance
 
     def note(self, key: dg.AssetKey) -> str:
-        """ "" for an asset of this run, else a mark saying when it was last materialized."""
+        """An empty string for an asset of this run, else a mark saying when it was last materialized."""
         if key in self.materialized:
             return ""
         event = self.instance.get_latest_materialization_event(key)

@@ -328,3 +328,32 @@ def test_tessera_run_of_a_blocked_delivery_tells_the_cause_first_and_is_a_run_of
     assert [e.step_key for e in failures] == [
         next(s for s in (e.step_key for e in failures) if "gx_raw_customers" in s)
     ]
+
+
+def test_the_summary_of_a_blocked_run_starts_with_its_cause_and_counts_what_did_not_run(
+    toy_workspace, tmp_path, monkeypatch, capsys
+):
+    from orchestration.run import print_summary
+    from tessera.settings import load_settings
+    from tests.conftest import use_data_dir
+
+    use_data_dir(monkeypatch, tmp_path / "data")
+    settings = load_settings()
+    settings.ensure_dirs()
+    with dg.instance_for_test() as instance:
+        result = _toy_run(instance, toy_workspace)
+        print_summary(settings, result, instance, tmp_path / "run.log")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "=" * 78
+    assert lines[2:6] == [
+        f"FAILED: tessera run {result.run_id}",
+        "cause: step a_a_is_good: gate a_is_good: 3 rows of f.csv failed",
+        "  second line",
+        "not run (2 steps downstream of the failure): b, c",
+    ]
+    assert lines[6].startswith(f"Dagster's log of this run: {tmp_path / 'run.log'}; ")
+    assert lines[6].endswith(f"/runs/{result.run_id}")
+    assert lines[7] == "=" * 78
+    # the failed check counts as failed; nothing the run did not reach is counted as passed
+    assert lines[8] == "checks: 0 passed, 1 failed"
+    assert any(line.endswith("[the last good versions: this run published none]") for line in lines)
