@@ -57,9 +57,9 @@ class Progress:
     """An event listener (DagsterInstance.add_event_listener): every event of the run is written to
     the log file; step starts and ends, retries, and warnings logged by a running step are printed."""
 
-    def __init__(self, log_file: TextIO, out: TextIO = sys.stdout, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, log_file: TextIO, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
         self.log_file = log_file
-        self.out = out
+        self.out = out if out is not None else sys.stdout  # the stdout of when the run starts
         self.clock = clock
         self.started = clock()
         self.running: dict[str, float] = {}
