@@ -15,7 +15,7 @@ Expectations Data Docs under TESSERA_GX_DOCS_DIR, linked from the check's metada
 check's metadata nor Data Docs hold a value of a personal column (docs/privacy.md).
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import dagster as dg
 
@@ -26,7 +26,7 @@ from orchestration.resources import DUCKDB_POOL, TesseraResource
 from orchestration.sources import source_asset_key
 from tessera.landing.contract import SOURCES
 from tessera.quality.delivery import COLUMN_DROPPED, SHARE_JUMPED
-from tessera.quality.gate import run_gate
+from tessera.quality.gate import explain_failure, run_gate
 from tessera.quality.suites import SuiteResult, suite_spec
 from tessera.settings import EXPECTATIONS_DIR, Settings
 
@@ -119,6 +119,17 @@ def expectations_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def blocked(gate: str, table: str, result: SuiteResult) -> dg.Failure:
+    """The failure a gate raises when it stops the run: its message names the gate, each failed
+    expectation, the rows that failed it and their landing files (tessera/quality/gate.py); a rerun
+    would fail the same way on the same data, so it is not retried."""
+    return dg.Failure(
+        description=explain_failure(gate, table, result),
+        metadata={"gate": gate, "table": table, "expectations_failed": len(result.failed)},
+        allow_retries=False,
+    )
+
+
 def _asset_of(table: str) -> dg.AssetKey:
     """raw.<source> is a source asset; any other schema.<name> a dbt model."""
     schema, name = table.split(".")
@@ -139,16 +150,21 @@ def build_gx_check(asset_key: dg.AssetKey, suite_name: str, name: str) -> dg.Ass
         pool=DUCKDB_POOL,  # it reads the DuckDB file: never beside another run's writer
         description=f"Great Expectations suite expectations/{suite_name}.json on {table}.",
     )
-    def _gate(context: dg.AssetCheckExecutionContext, tessera: TesseraResource) -> dg.AssetCheckResult:
+    def _gate(context: dg.AssetCheckExecutionContext, tessera: TesseraResource) -> Iterator[dg.AssetCheckResult]:
         settings = tessera.settings()
         with tessera.duckdb() as con:  # writes quality.gate_history when it passes
             result = run_suite(con, settings, name, table, suite_name, context.run.run_id)
-        return dg.AssetCheckResult(
+        yield dg.AssetCheckResult(
             passed=result.success,
             severity=dg.AssetCheckSeverity.ERROR,
             description=gate_description(result),
             metadata=suite_metadata(result),
         )
+        if not result.success:
+            # the step fails with what failed, on which rows of which file, instead of Dagster's
+            # "1 blocking asset check failed" and its stack trace (issue 39); downstream steps
+            # are not run all the same
+            raise blocked(name, table, result)
 
     return _gate
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 
+from orchestration.keys import DECISIONS_KEY, EVALUATION_KEY, IDENTITY_MAP_KEY, PROPENSITY_KEY, publish_key
+from orchestration.launch import execute_in_process, provenance_tags, workspace_job
+from orchestration.progress import KEEP_LOGS, Progress, failure_text, log_path, prune_logs
 from orchestration.recovery import recover_abandoned_runs, run_tags
 from tessera.db import connect, table_exists
 from tessera.landing.contract import SOURCES
@@ -62,6 +68,7 @@ def layer_row_counts(settings: Settings) -> dict[str, dict[str, int | None]]:
 
 
 def latest_model_run(settings: Settings) -> tuple[str | None, dict[str, float]]:
+    """The MLflow run of the published recommendations and its metrics."""
     rows = _rows_if_table(
         settings,
         "publish",
@@ -208,7 +215,7 @@ def decisioning_summary(settings: Settings) -> list[str]:
     return lines
 
 
-def _reasons(result: dg.ExecuteInProcessResult, name: str) -> list[tuple[str, str]]:
+def _reasons(result: dg.ExecutionResult, name: str) -> list[tuple[str, str]]:
     """(asset, reason) of each asset materialized this run with the metadata entry `name`."""
     out = []
     for event in result.get_asset_materialization_events():
@@ -219,13 +226,13 @@ def _reasons(result: dg.ExecuteInProcessResult, name: str) -> list[tuple[str, st
     return out
 
 
-def skipped_models(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+def skipped_models(result: dg.ExecutionResult) -> list[tuple[str, str]]:
     """(asset, reason) of each asset that materialized without its model this run (thin data:
     its `skipped_reason` metadata, orchestration/ml.py); what does not need the model still publishes."""
     return _reasons(result, "skipped_reason")
 
 
-def empty_outputs(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+def empty_outputs(result: dg.ExecutionResult) -> list[tuple[str, str]]:
     """(asset, reason) of each published table whose new version holds no row (its `empty_reason`
     metadata, orchestration/publish.py): published all the same, with why it is empty."""
     return _reasons(result, "empty_reason")
@@ -243,59 +250,136 @@ def full_refresh_config(job: dg.JobDefinition) -> dict:
     return {"ops": ops}
 
 
-def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> int:
-    # the configuration first, before loading the definitions or touching any data: every
-    # problem at once, instead of the first one at the step that needs it
-    try:
-        settings = load_settings()
-        preflight(settings)
-    except ValueError as exc:  # ConfigurationError, or an environment variable load_settings refused
-        print(f"tessera run: {exc}", file=sys.stderr)
-        return 2
-    from orchestration.definitions import defs
+# the asset each section of the summary reads: a section whose asset this run did not materialize
+# is marked as an earlier run's (after a failure, or in a job that does not build it)
+RECONCILIATION_KEY = dg.AssetKey(["quarantine", "source_reconciliation"])
+REVENUE_KEY = dg.AssetKey(["marts", "fct_orders"])
+RECOMMENDATIONS_KEY = publish_key("customer_recommendations")
+# the webserver `make ui` starts: where a run's page is
+DAGSTER_UI = "http://127.0.0.1:3000"
 
-    settings.ensure_dirs()
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    # a run killed earlier (SIGKILL, OOM) may still hold the duckdb pool slot: free it first
-    recover_abandoned_runs(instance, log=lambda message: print(message, file=sys.stderr))
-    job = defs.resolve_job_def(job_name)
-    run_id = str(uuid.uuid4())  # known before the run starts, so its tags can name it
-    result = job.execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        run_id=run_id,
-        tags=run_tags(run_id),
-        run_config={
-            "loggers": {"console": {"config": {"log_level": os.environ.get("TESSERA_LOG_LEVEL", "INFO")}}},
-            **(full_refresh_config(job) if full_refresh else {}),
-        },
-    )
+
+def number(value: float) -> str:
+    """A metric as the summary prints it: a count as an integer (1,991, not 1991.0), else 4 decimals."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.4f}"
+
+
+@dataclass
+class Freshness:
+    """Which assets this run materialized, and when the others last were (the instance's history)."""
+
+    materialized: set[dg.AssetKey]
+    instance: dg.DagsterInstance
+
+    def note(self, key: dg.AssetKey) -> str:
+        """An empty string for an asset of this run, else a mark saying when it was last materialized."""
+        if key in self.materialized:
+            return ""
+        event = self.instance.get_latest_materialization_event(key)
+        when = (
+            f"as of {datetime.fromtimestamp(event.timestamp, UTC):%Y-%m-%d %H:%M} UTC"
+            if event is not None
+            else "from an earlier run"
+        )
+        return f" [STALE: not rebuilt by this run; {when}]"
+
+    def mark(self, lines: list[str], key: dg.AssetKey) -> list[str]:
+        """`lines` with the first one marked when `key` was not materialized by this run."""
+        return [lines[0] + self.note(key), *lines[1:]] if lines else lines
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps a run was to execute, in plan order, and the assets and checks of each."""
+
+    steps: list[str]
+    assets: set[dg.AssetKey]
+    checks: dict[str, list]
+
+    @staticmethod
+    def of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Plan:
+        snapshot = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        steps = [s for s in snapshot.steps if s.key in snapshot.step_keys_to_execute]
+        properties = {s.key: [o.properties for o in s.outputs if o.properties is not None] for s in steps}
+        return Plan(
+            steps=[s.key for s in steps],
+            assets={p.asset_key for ps in properties.values() for p in ps if p.asset_key is not None},
+            checks={
+                k: [p.asset_check_key for p in ps if p.asset_check_key is not None] for k, ps in properties.items()
+            },
+        )
+
+
+def not_run_steps(result: dg.ExecutionResult, steps: list[str]) -> list[str]:
+    """The steps of the run's plan that never started (downstream of a failure), each once."""
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    return [s for s in steps if s not in started]
+
+
+def outcome_lines(result: dg.ExecutionResult, not_run: list[str]) -> list[str]:
+    """The summary's first lines: the outcome and, after a failure, its cause (each failed step's
+    own words, a gate's names the expectation, the file and the rows) and what was not run."""
+    if result.success:
+        return [f"SUCCESS: tessera run {result.run_id}"]
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    lines = [f"FAILED: tessera run {result.run_id}"]
+    for event in failures:
+        text = failure_text(event).splitlines()
+        lines.append(f"cause: step {event.step_key}: {text[0] if text else ''}")
+        lines += [f"  {line}" for line in text[1:]]
+    if not failures:
+        run_failure = next((e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"), None)
+        lines.append(f"cause: {run_failure.message if run_failure is not None else 'the run did not finish'}")
+    if not_run:
+        lines.append(f"not run ({len(not_run)} steps downstream of the failure): {', '.join(not_run)}")
+    return lines
+
+
+def print_summary(settings: Settings, result: dg.ExecutionResult, instance: dg.DagsterInstance, log_file: Path) -> None:
+    """The outcome and its cause first, then the warehouse, the checks, the models and the published
+    outputs, each section read after the run and marked when this run did not rebuild it."""
+    plan = Plan.of(instance, result.dagster_run)
+    fresh = Freshness({e.asset_key for e in result.get_asset_materialization_events()}, instance)
+    not_run = not_run_steps(result, plan.steps)
+    print()
+    print("=" * 78)
+    for line in outcome_lines(result, not_run):
+        print(line)
+    print(f"Dagster's log of this run: {log_file}; the run in the UI (`make ui`): {DAGSTER_UI}/runs/{result.run_id}")
+    print("=" * 78)
     evaluations = result.get_asset_check_evaluations()
     passed = [e for e in evaluations if e.passed]
     failed = [e for e in evaluations if not e.passed]
-    skipped = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"]
-
-    print()
-    print("=" * 78)
-    print(f"tessera run {result.run_id}: {'SUCCESS' if result.success else 'FAILED'}")
-    print("=" * 78)
-    print(f"DuckDB: {settings.duckdb_path}")
+    unevaluated = sum(len(plan.checks[step]) for step in not_run)
+    print(
+        f"checks: {len(passed)} passed, {len(failed)} failed"
+        + (f", {unevaluated} not run (downstream of the failure)" if unevaluated else "")
+    )
+    for e in failed:
+        print(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name} {e.description or ''}")
     counts = layer_row_counts(settings)
+    stale = {
+        f"{schema}.{table}"
+        for schema, tables in counts.items()
+        for table in tables
+        if dg.AssetKey([schema, table]) in plan.assets - fresh.materialized
+    }
+    print(
+        f"DuckDB: {settings.duckdb_path}"
+        + (f" (* = not rebuilt by this run: an earlier run's rows; {len(stale)} tables)" if stale else "")
+    )
     for schema, tables in counts.items():
-        print(
-            f"  {schema:<13} " + ", ".join(f"{t}={n:,}" if n is not None else f"{t} (view)" for t, n in tables.items())
-        )
+        cells = [
+            (f"{t}={n:,}" if n is not None else f"{t} (view)") + ("*" if f"{schema}.{t}" in stale else "")
+            for t, n in tables.items()
+        ]
+        print(f"  {schema:<13} " + ", ".join(cells))
     empty_sources = [s.name for s in SOURCES if counts.get("raw", {}).get(s.name) == 0]
     if empty_sources:
         print(
             f"landing sources without a row: {', '.join(empty_sources)}; what needs them is published without "
             'them (docs/landing_contract.md, "Partial shops")'
         )
-    print(f"checks: {len(passed)} passed, {len(failed)} failed")
-    for e in failed:
-        print(f"  FAILED {e.asset_key.to_user_string()} :: {e.check_name} {e.description or ''}")
-    if skipped:
-        print(f"steps skipped because a blocking check or an upstream step failed: {', '.join(skipped)}")
     for asset, reason in skipped_models(result):
         print(f"model skipped, its asset written without it: {asset}: {reason}")
     for asset, reason in _reasons(result, "refresh_reason"):  # retrained, or scored with the champion
@@ -305,17 +389,31 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
         empty.setdefault(reason, []).append(asset)
     for reason, assets in empty.items():
         print(f"published empty: {', '.join(assets)}: {reason}")
-    summaries = quarantine_summary(settings) + revenue_summary(settings) + identity_summary(settings)
-    summaries += propensity_summary(settings)
-    for line in summaries + decisioning_summary(settings):
+    identity = identity_summary(settings)
+    sections = (
+        fresh.mark(quarantine_summary(settings), RECONCILIATION_KEY)
+        + fresh.mark(revenue_summary(settings), REVENUE_KEY)
+        + fresh.mark(identity[:1], IDENTITY_MAP_KEY)
+        + fresh.mark(identity[1:], EVALUATION_KEY)
+        + fresh.mark(propensity_summary(settings), PROPENSITY_KEY)
+        + fresh.mark(decisioning_summary(settings), DECISIONS_KEY)
+    )
+    for line in sections:
         print(line)
     run_id, metrics = latest_model_run(settings)
     if run_id:
-        print(f"MLflow run {run_id} ({settings.mlflow_tracking_uri}, experiment '{settings.mlflow_experiment}')")
+        print(
+            f"MLflow run {run_id} ({settings.mlflow_tracking_uri}, experiment '{settings.mlflow_experiment}')"
+            + fresh.note(RECOMMENDATIONS_KEY)
+        )
         secondary = ("warm_all_", "cold_users_", "cold_items_")  # every slice is in MLflow
         for name in sorted(m for m in metrics if not m.startswith(secondary)):
-            print(f"  {name:<40} {metrics[name]:.4f}")
-    print(f"published outputs: DuckDB schema 'publish' and versioned snapshots in {settings.publish_dir}")
+            print(f"  {name:<40} {number(metrics[name])}")
+    published_now = {k for k in fresh.materialized if k.path[0] == "publish"}
+    print(
+        f"published outputs: DuckDB schema 'publish' and versioned snapshots in {settings.publish_dir}"
+        + ("" if published_now or result.success else " [the last good versions: this run published none]")
+    )
     from tessera.publish import snapshots
 
     # current_version, not a look for per-table pointer files: releases name every table's version
@@ -324,7 +422,52 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False) -> i
     for name in sorted(n for n in published if snapshots.current_version(settings.publish_dir, n)):
         snap = snapshots.current_snapshot(settings.publish_dir, name)
         exports = sum(1 for f in snap.manifest["files"] if f["format"] != "parquet")
-        print(f"  {name:<26} {snap.manifest['rows']:>8,} rows, {exports} export file(s): {snap.path}")
+        print(f"  {name:<26} {int(snap.manifest['rows']):>8,} rows, {exports} export file(s): {snap.path}")
     print("serving API over the current snapshots: `make serve` (http://127.0.0.1:8000/docs)")
-    print("UIs: `make ui`, then Dagster http://127.0.0.1:3000 and MLflow http://127.0.0.1:5000")
+    print(f"UIs: `make ui`, then Dagster {DAGSTER_UI} and MLflow http://127.0.0.1:5000")
+
+
+def console_log_level(verbose: bool) -> str:
+    """Dagster's console log: TESSERA_LOG_LEVEL when set, INFO with --verbose, else only what
+    Dagster logs as CRITICAL (nothing in a normal run): the progress lines stand in for it."""
+    return os.environ.get("TESSERA_LOG_LEVEL") or ("INFO" if verbose else "CRITICAL")
+
+
+def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False, verbose: bool = False) -> int:
+    # the configuration first, before loading the definitions or touching any data: every
+    # problem at once, instead of the first one at the step that needs it
+    try:
+        settings = load_settings()
+        preflight(settings)
+    except ValueError as exc:  # ConfigurationError, or an environment variable load_settings refused
+        print(f"tessera run: {exc}", file=sys.stderr)
+        return 2
+    job = workspace_job(job_name)
+    jobs = [name for name in job.job.repository.get_definition().job_names if not name.startswith("__")]
+    if job_name not in jobs:
+        print(f"tessera run: no job {job_name!r}; the jobs: {', '.join(sorted(jobs))}", file=sys.stderr)
+        return 2
+    definition = job.definition()
+    settings.ensure_dirs()
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    # a run killed earlier (SIGKILL, OOM) may still hold the duckdb pool slot: free it first
+    recover_abandoned_runs(instance, log=lambda message: print(message, file=sys.stderr))
+    run_id = str(uuid.uuid4())  # known before the run starts, so its tags can name it
+    log_file = log_path(settings.data_dir, run_id)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    prune_logs(log_file.parent, keep=KEEP_LOGS - 1)
+    print(f"tessera run {run_id}: job {job_name} on {settings.data_dir}; Dagster's log: {log_file}", flush=True)
+    with log_file.open("w", encoding="utf-8") as log:
+        instance.add_event_listener(run_id, Progress(log))
+        result = execute_in_process(
+            instance,
+            job,
+            run_id,
+            run_config={
+                "loggers": {"console": {"config": {"log_level": console_log_level(verbose)}}},
+                **(full_refresh_config(definition) if full_refresh else {}),
+            },
+            tags={**run_tags(run_id), **provenance_tags(settings)},
+        )
+    print_summary(settings, result, instance, log_file)
     return 0 if result.success else 1

@@ -260,7 +260,7 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from orchestration.run import run_pipeline
 
-    return run_pipeline(job_name=args.job, full_refresh=args.full_refresh)
+    return run_pipeline(job_name=args.job, full_refresh=args.full_refresh, verbose=args.verbose)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -532,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
         "--full-refresh",
         action="store_true",
         help="read every landing file again and rebuild dbt incremental models from scratch",
+    )
+    r.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Dagster's log (INFO) on the console too; by default it goes to <data dir>/logs/dagster-<run id>.log "
+        "and the console shows one line per step start and end (TESSERA_LOG_LEVEL sets the console's level)",
     )
     r.set_defaults(func=_cmd_run)
 

@@ -88,8 +88,10 @@ def test_a_run_killed_mid_way_leaves_nothing_partial_and_the_next_run_recovers(s
     # a second run, killed with SIGKILL while the recommender trains (mid-way through the graph)
     victim = subprocess.Popen(
         [sys.executable, "-m", "tessera.cli", "run"],
-        # retrain on every run: on the same data the default cadence would only score (issue 37)
-        env={**env, "TESSERA_RECOMMENDER_RETRAIN_EVERY_DAYS": "1"},
+        # retrain on every run: on the same data the default cadence would only score (issue 37);
+        # Dagster's INFO log on the console, where the step's "holdout from" line is awaited
+        # (by default `tessera run` prints progress lines only, issue 39)
+        env={**env, "TESSERA_RECOMMENDER_RETRAIN_EVERY_DAYS": "1", "TESSERA_LOG_LEVEL": "INFO"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

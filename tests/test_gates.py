@@ -47,6 +47,18 @@ def test_corrupted_customers_file_fails_its_gate_and_blocks_everything_downstrea
     assert len(gate) == 1 and not gate[0].passed
     failed_expectations = {f["expectation"] for f in gate[0].metadata["failed_expectations"].value}
     assert "expect_column_values_to_not_be_null" in failed_expectations
+    # issue 39: the step failed with "1 blocking asset check failed" and a stack trace naming neither
+    # the expectation nor the file; now its message says which, on how many rows, from which file
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith("quality gate gx_raw_customers stopped the run: raw.customers failed ")
+    null_ids = next(
+        line for line in message.splitlines() if "expect_column_values_to_not_be_null on customer_id" in line
+    )
+    assert (
+        "200 in customers/customers_export_broken.csv" in null_ids or "200 in customers_export_broken.csv" in null_ids
+    )
+    assert "e.g. null" in null_ids and "nan" not in message
     keys = {k.to_user_string() for k in materialized_keys(result)}
     # the sources themselves load (the bad rows are visible in raw, with their file and row) ...
     assert "raw/customers" in keys

@@ -12,6 +12,8 @@ from tessera.landing.contract import SOURCES_BY_NAME
 from tessera.landing.preflight import check_source
 from tessera.quality.delivery import check_delivery, record_delivery
 from tessera.quality.suites import (
+    BY_FILE,
+    TABLE_ROWS,
     SuiteResult,
     files_to_validate,
     gate_parameters,
@@ -135,3 +137,46 @@ def preflight_results(source, landing_dir: Path) -> list[dict]:
             "unexpected_sample": [f.file for f in blocking][:5],
         }
     ]
+
+
+def _expectation_line(failed: dict) -> str:
+    """One failed expectation: what, on which column, how many rows of how many, in which files;
+    an expectation about the whole table (row counts, the delivery's columns) says what it saw."""
+    column = failed.get("column")
+    column = ", ".join(column) if isinstance(column, list) else column
+    what = f"{failed['expectation']}" + (f" on {column}" if column and column != TABLE_ROWS else "")
+    count, rows = failed.get("unexpected_count"), failed.get("rows_checked")
+    if column == TABLE_ROWS:  # the row-count bounds judge the table's size (tessera/quality/suites.py)
+        size = (
+            failed.get("observed")
+            if failed.get("observed") is not None
+            else (failed.get("unexpected_sample") or ["?"])[0]
+        )
+        return f"{what}: the table's {size} rows are out of the bounds its last pass sets"
+    if count is None or rows is None:
+        return f"{what}: {failed.get('observed')}"
+    text = f"{what}: {int(count):,} of {int(rows):,} rows"
+    by_file = failed.get(BY_FILE)
+    if by_file:
+        text += " (" + ", ".join(f"{n:,} in {name}" for name, n in by_file.items()) + ")"
+    if failed.get("unexpected_sample"):
+        text += f", e.g. {', '.join(failed['unexpected_sample'][:3])}"
+    return text
+
+
+def explain_failure(gate: str, table: str, result: SuiteResult) -> str:
+    """What a failed gate says when it stops the run: the gate and its table, every failed
+    expectation with the rows that failed it and the landing files they came from, what was
+    validated, and where the Data Docs page is. Holds no value of a personal column (the
+    samples were redacted before, tessera/quality/suites.py)."""
+    lines = [
+        f"quality gate {gate} stopped the run: {table} failed {len(result.failed)} of {result.evaluated} "
+        f"expectation{'s' if result.evaluated != 1 else ''} (suite {result.suite}.json)"
+    ]
+    lines += [f"- {_expectation_line(f)}" for f in result.failed]
+    validated = f"validated: {result.batch}, {result.rows_validated:,} of {result.rows_in_table:,} rows"
+    lines.append(validated + (" (a seeded sample)" if result.sampled else ""))
+    lines.append(f"nothing downstream of {table} was run in this run; those tables keep their last good version")
+    if result.docs_page is not None:
+        lines.append(f"Data Docs: {result.docs_page}")
+    return "\n".join(lines)

@@ -84,6 +84,13 @@ VALUE_ENTRIES = (
     "partial_unexpected_list", "partial_unexpected_counts", "partial_unexpected_index_list", "unexpected_list",
     "unexpected_index_list", "unexpected_rows", "unexpected_index_query", "details",
 )  # fmt: skip
+# how a missing unexpected value reads in a sample
+MISSING = "null"
+# the column of a raw table naming each row's landing file: a failed expectation counts its
+# unexpected rows per file (entry BY_FILE of its result), at most SAMPLE_FILES files
+FILE_COLUMN = "_source_file"
+BY_FILE = "unexpected_rows_by_file"
+SAMPLE_FILES = 10
 # expectations whose observed value is a type name, not a value
 TYPE_EXPECTATIONS = ("expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list")
 
@@ -376,6 +383,34 @@ def _short(value) -> str:
     return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
 
 
+def _is_missing(value) -> bool:
+    """None, NaN, NaT or pandas' NA: a missing value, however the batch's frame spelt it."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value) or str(value) in ("NaT", "<NA>")  # NaN is the one value unequal to itself
+    except (TypeError, ValueError):  # an array-like value: not missing
+        return False
+
+
+def _sample_value(value) -> str:
+    """An unexpected value as a sample shows it: a missing one reads "null", never "nan" (issue 39)."""
+    return MISSING if _is_missing(value) else _short(value)
+
+
+def _by_file(result: dict) -> dict[str, int] | None:
+    """Unexpected rows per landing file, from Great Expectations' unexpected_index_list (each entry
+    names the row's FILE_COLUMN, validate_table), most first; None where the result has no such list."""
+    rows = result.get("unexpected_index_list")
+    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict) or FILE_COLUMN not in rows[0]:
+        return None
+    counts: dict[str, int] = {}
+    for row in rows:
+        name = str(row.get(FILE_COLUMN))
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def redact(validation) -> None:
     """Remove from a validation's results, in place, every value of a personal column: the
     unexpected values and the observed value (unless a number or a type name) of an expectation
@@ -385,9 +420,16 @@ def redact(validation) -> None:
         r = result.result
         if not r:
             continue
+        by_file = _by_file(r)  # file names and counts only: no value of the column
+        if by_file is not None:
+            r[BY_FILE] = dict(list(by_file.items())[:SAMPLE_FILES])
         if any(is_personal(c) for c in _columns_of(cfg.kwargs)):
+            # a missing value is nobody's: a sample of nothing but nulls stays, as "null"
+            partial = r.get("partial_unexpected_list")
             for key in VALUE_ENTRIES:
                 r.pop(key, None)
+            if partial and all(_is_missing(v) for v in partial):
+                r["partial_unexpected_list"] = [MISSING] * min(len(partial), SAMPLE_VALUES)
             observed = r.get("observed_value")
             if cfg.type not in TYPE_EXPECTATIONS and not isinstance(observed, (int, float, bool, type(None))):
                 r["observed_value"] = WITHHELD
@@ -395,14 +437,17 @@ def redact(validation) -> None:
         for key in ("unexpected_list", "unexpected_index_list", "unexpected_rows", "unexpected_index_query"):
             r.pop(key, None)
         if "partial_unexpected_list" in r:
-            r["partial_unexpected_list"] = [_short(v) for v in r["partial_unexpected_list"][:SAMPLE_VALUES]]
+            r["partial_unexpected_list"] = [_sample_value(v) for v in r["partial_unexpected_list"][:SAMPLE_VALUES]]
         if "partial_unexpected_counts" in r:
             r["partial_unexpected_counts"] = [
-                {**c, "value": _short(c["value"])} if "value" in c else c
+                {**c, "value": _sample_value(c["value"])} if "value" in c else c
                 for c in r["partial_unexpected_counts"][:SAMPLE_VALUES]
             ]
         if "partial_unexpected_index_list" in r:
-            r["partial_unexpected_index_list"] = r["partial_unexpected_index_list"][:SAMPLE_VALUES]
+            r["partial_unexpected_index_list"] = [
+                {k: _sample_value(v) for k, v in i.items()} if isinstance(i, dict) else i
+                for i in r["partial_unexpected_index_list"][:SAMPLE_VALUES]
+            ]
         if isinstance(r.get("observed_value"), str):
             r["observed_value"] = _short(r["observed_value"])
 
@@ -422,7 +467,10 @@ def _summarise(result) -> dict:
         "success": bool(result.success),
         "observed": observed,
         "unexpected_percent": r.get("unexpected_percent"),
-        "unexpected_sample": [_short(v) for v in (r.get("partial_unexpected_list") or [])[:SAMPLE_VALUES]],
+        "unexpected_sample": [_sample_value(v) for v in (r.get("partial_unexpected_list") or [])[:SAMPLE_VALUES]],
+        "unexpected_count": r.get("unexpected_count"),
+        "rows_checked": r.get("element_count"),
+        BY_FILE: r.get(BY_FILE),
     }
 
 
@@ -550,10 +598,25 @@ def _batch(context, suite: ExpectationSuite, df):
     )
 
 
+def _result_format(df) -> dict | str:
+    """Great Expectations' SUMMARY, and on a batch with a FILE_COLUMN every unexpected row's file
+    (COMPLETE with that column as the index): a failure can say which file holds its rows. The
+    values it lists are redacted before anything sees them (`redact`)."""
+    if FILE_COLUMN not in df.columns:
+        return "SUMMARY"
+    return {
+        "result_format": "COMPLETE",
+        "unexpected_index_column_names": [FILE_COLUMN],
+        "return_unexpected_index_query": False,
+    }
+
+
 def _validate(df, suite: ExpectationSuite, parameters: dict):
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
-    validation = _batch(context, suite, df).validate(suite, expectation_parameters=parameters)
+    validation = _batch(context, suite, df).validate(
+        suite, expectation_parameters=parameters, result_format=_result_format(df)
+    )
     redact(validation)
     return validation
 
@@ -604,7 +667,7 @@ def _validate_with_docs(df, suite: ExpectationSuite, parameters: dict, docs_dir:
     context = gx.get_context(mode="ephemeral", project_config=config)
     context.suites.add_or_update(suite)
     batch = _batch(context, suite, df)
-    validation = batch.validate(suite, expectation_parameters=parameters)
+    validation = batch.validate(suite, expectation_parameters=parameters, result_format=_result_format(df))
     redact(validation)  # before anything is stored or rendered
     run_id = RunIdentifier(run_name=re.sub(r"[/\\]", "_", run_name))
     validation.meta["run_id"] = run_id
