@@ -4,6 +4,7 @@ the README reports them at full size). A bench that rots silently cannot be reru
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,11 @@ def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_p
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # progress: each phase and each step of the run as it ends, with the elapsed time (issue 39)
+    said = done.stdout.splitlines()
+    for phase in ("generating ...", "materialising the whole graph ...", "step raw__events done in",
+                  "step dbt_marts done in", "pipeline success:", "plain dbt:", "floor:"):  # fmt: skip
+        assert any(re.match(r"\[ *\d+ s\] +" + re.escape(phase), line) for line in said), (phase, said[:40])
     result = json.loads((tmp_path / "results" / "scale_300.json").read_text())
     assert result["pipeline"]["status"] == "success" and result["customers"] == 300
     steps = {s["step"]: s for s in result["steps"]}
@@ -101,6 +107,43 @@ def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_p
     for name in ("customer_segments", "customer_scores", "customer_recommendations"):
         rows = steps[f"publish__{name}"]["rows_out"][f"publish/{name}"]
         assert built[f"publish.{name}"]["rows"] == rows > 0, name
+
+
+def test_scale_bench_says_each_step_of_the_run_as_it_ends(tmp_path, monkeypatch, capsys):
+    """`make bench` was silent for the whole run (154 s at 10k): the StepWatcher reads the run's
+    event log (Dagster's per-run SQLite file) and says each step that ended, and the running ones
+    when none has ended for a while."""
+    import sqlite3
+    import time
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import scale
+
+    runs = tmp_path / "history" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "index.db").write_text("")
+    con = sqlite3.connect(runs / "run-1.db")
+    con.execute("create table event_logs (id integer primary key, dagster_event_type text, step_key text)")
+    events = [("STEP_START", "raw__events"), ("STEP_START", "dbt_staging"), ("STEP_SUCCESS", "raw__events"),
+              ("STEP_OUTPUT", "dbt_staging"), ("STEP_FAILURE", "dbt_staging"), ("STEP_SKIPPED", "dbt_marts")]  # fmt: skip
+    con.executemany("insert into event_logs (dagster_event_type, step_key) values (?, ?)", events[:3])
+    con.commit()
+    watcher = scale.StepWatcher(tmp_path, since=time.time() - 60)
+    watcher.poll()
+    con.executemany("insert into event_logs (dagster_event_type, step_key) values (?, ?)", events[3:])
+    con.commit()
+    watcher.poll()
+    said = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert said == [
+        "  step raw__events done in 0 s (1 steps ended, 0 skipped)",
+        "  step dbt_staging FAILED in 0 s (2 steps ended, 0 skipped)",
+    ]
+    con.execute("insert into event_logs (dagster_event_type, step_key) values ('STEP_START', 'ml__recommender')")
+    con.commit()
+    monkeypatch.setattr(scale, "HEARTBEAT_SECONDS", 0.0)
+    watcher.poll()
+    assert capsys.readouterr().out.split("] ", 1)[1] == "  running: ml__recommender (0 s)\n"
+    assert watcher.skipped == 1
 
 
 def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tmp_path, monkeypatch):
