@@ -319,6 +319,11 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
 def pipeline_jobs() -> dict[str, str]:
     """The jobs `tessera run --job` takes, by name, with the first sentence of their description
     (orchestration/definitions.py; importing it takes seconds, so only `run` and `run --help` ask)."""
+    from tessera.settings import DBT_PROJECT_DIR
+
+    manifest = DBT_PROJECT_DIR / "target" / "manifest.json"
+    if not manifest.is_file():  # the dbt assets are built from it
+        raise UserError(f"no dbt manifest at {manifest}: run `make manifest` (dbt parse) once in this checkout")
     from orchestration.definitions import defs
 
     return {job.name: (job.description or "").split(". ")[0].rstrip(".") for job in defs.jobs}
@@ -332,7 +337,10 @@ class _RunHelp(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         parser.print_help()
-        jobs = pipeline_jobs()
+        try:
+            jobs = pipeline_jobs()
+        except UserError as exc:  # no dbt manifest yet: the help is still the help
+            parser.exit(message=f"\njobs (--job): cannot be listed: {exc}\n")
         print("\njobs (--job):\n" + "\n".join(f"  {name:<22} {text}" for name, text in jobs.items()))
         parser.exit()
 
@@ -716,7 +724,14 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except user_error_types() as exc:  # raised while parsing: `run --help` reads the jobs
+        if "--debug" in argv:
+            raise
+        print(f"tessera: {one_line(exc)}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except user_error_types() as exc:

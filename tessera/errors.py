@@ -47,11 +47,15 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 def one_line(exc: BaseException) -> str:
     """The error's message on one line: a file error names its file; a message of several lines
-    (every problem of a configuration, a YAML parser's report) is joined with '; ', without the
-    parser's caret lines."""
+    (every problem of a configuration, a YAML parser's report) is joined with '; ', without list
+    bullets and the parser's caret lines."""
     if isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.filename}: {(exc.strerror or str(exc)).lower()}"
     else:
         text = str(exc) or type(exc).__name__
-    lines = [" ".join(line.split()) for line in text.splitlines()]
-    return "; ".join(line for line in lines if line.strip("^ "))
+    joined = ""
+    for line in text.splitlines():
+        line = " ".join(line.split()).removeprefix("- ")  # a list of problems: one after the other
+        if line.strip("^ "):
+            joined += (" " if joined.endswith(":") else "; " if joined else "") + line
+    return joined
