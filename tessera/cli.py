@@ -469,7 +469,10 @@ def recommender_params(args: argparse.Namespace):
     from ml.recommender import RecommenderParams
 
     given = {field: getattr(args, option, None) for option, field in RECOMMEND_OPTIONS.items()}
-    return RecommenderParams(**{field: value for field, value in given.items() if value is not None})
+    try:
+        return RecommenderParams(**{field: value for field, value in given.items() if value is not None})
+    except ValueError as exc:  # RecommenderParams' validation names the field and the value
+        raise UserError(str(exc)) from exc
 
 
 def add_feature_options(parser: argparse.ArgumentParser) -> None:
@@ -508,16 +511,18 @@ def add_recommend_parser(sub) -> None:
     ev.add_argument("--interactions", required=True, help="training interactions (all of them with --holdout-days)")
     add_feature_options(ev)
     split = ev.add_mutually_exclusive_group(required=True)
-    split.add_argument("--holdout-days", type=int, help="test on purchases in the last N days")
+    split.add_argument("--holdout-days", type=_positive_int, help="test on purchases in the last N days")
     split.add_argument("--test", help="explicit test file (customer_key, product_id)")
-    ev.add_argument("--k", type=int, help=TUNED)
+    ev.add_argument("--k", type=_positive_int, help=TUNED)
     ev.add_argument("--models", help="comma-separated subset of the models (default: all)")
     ev.add_argument("--loss", choices=["warp", "bpr", "warp-kos", "logistic"], help=TUNED)
-    ev.add_argument("--components", type=int, help=TUNED)
-    ev.add_argument("--learning-rate", type=float, help=TUNED)
-    ev.add_argument("--epochs", type=int, help=TUNED)
+    ev.add_argument("--components", type=_positive_int, help=TUNED)
+    ev.add_argument("--learning-rate", type=_positive_float, help=TUNED)
+    ev.add_argument("--epochs", type=_positive_int, help=TUNED)
     ev.add_argument("--half-life-days", type=float, help=f"time decay of interaction weights (0 = off); {TUNED}")
-    ev.add_argument("--feature-weight", type=float, help=f"metadata features vs the identity feature; {TUNED}")
+    ev.add_argument(
+        "--feature-weight", type=_positive_float, help=f"metadata features vs the identity feature; {TUNED}"
+    )
     ev.add_argument("--seed", type=int, help=TUNED)
     ev.add_argument("--out", help="write all metrics (and each feature column's typing) as JSON")
     ev.add_argument(
@@ -538,10 +543,10 @@ def add_recommend_parser(sub) -> None:
     add_feature_options(tu)
     tu_split = tu.add_mutually_exclusive_group(required=True)
     tu_split.add_argument("--test", help="explicit test file (customer_key, product_id)")
-    tu_split.add_argument("--holdout-days", type=int, help="test on purchases in the last N days")
+    tu_split.add_argument("--holdout-days", type=_positive_int, help="test on purchases in the last N days")
     tu.add_argument(
         "--validation-days",
-        type=int,
+        type=_positive_int,
         help="validation = the last N days of the training data (default: --holdout-days, or 21 with --test)",
     )
     tu.add_argument(
@@ -550,9 +555,9 @@ def add_recommend_parser(sub) -> None:
     )
     tu.add_argument("--max-trials", type=int, help="at most N trials, the defaults included (default: the whole grid)")
     tu.add_argument(
-        "--time-budget", type=float, help="start no new search trial after SECONDS (the defaults always run)"
+        "--time-budget", type=_positive_float, help="start no new search trial after SECONDS (the defaults always run)"
     )
-    tu.add_argument("--k", type=int, help=TUNED)
+    tu.add_argument("--k", type=_positive_int, help=TUNED)
     tu.add_argument("--seed", type=int, help=f"models and the trial order; {TUNED}")
     tu.add_argument(
         "--experiment", default="tessera-recommender-tuning", help="MLflow experiment of the parent run and its trials"
@@ -590,6 +595,33 @@ def _iso_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date as YYYY-MM-DD") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be above 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 1 to 65535")
+    return value
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -673,8 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument(
         "--rates", type=_rates, default="0.05,0.05,0.08", help="comma-separated conversion rate of each variant"
     )
-    ds.add_argument("--audience", type=int, default=1000, help="messages per round")
-    ds.add_argument("--rounds", type=int, default=28, help="rounds (days) of sends")
+    ds.add_argument("--audience", type=_positive_int, default=1000, help="messages per round")
+    ds.add_argument("--rounds", type=_positive_int, default=28, help="rounds (days) of sends")
     ds.add_argument("--seed", type=int, default=42, help="seed of the simulated conversions and the bandit's draws")
     ds.set_defaults(func=_cmd_decisioning_simulate)
 
@@ -682,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="the read-only API over the current published snapshots")
     sv.add_argument("--host", help="address to listen on (default: TESSERA_SERVE_HOST or 127.0.0.1)")
-    sv.add_argument("--port", type=int, help="port to listen on (default: TESSERA_SERVE_PORT or 8000)")
+    sv.add_argument("--port", type=_port, help="port to listen on (default: TESSERA_SERVE_PORT or 8000)")
     sv.add_argument(
         "--publish-dir", type=Path, help="the published snapshots (default: TESSERA_PUBLISH_DIR or data/publish)"
     )
