@@ -354,6 +354,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--job {args.job!r}: no such job; the jobs are {', '.join(jobs)} (tessera run --help)")
     from orchestration.run import run_pipeline
 
+    # past the checks: an error out of the run itself is not the operator's, it keeps its traceback
+    args.checked = True
     return run_pipeline(job_name=args.job, full_refresh=args.full_refresh)
 
 
@@ -767,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except user_error_types() as exc:
-        if args.debug:
+        if args.debug or getattr(args, "checked", False):
             raise
         print(f"{_command(args)}: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -127,6 +127,19 @@ def test_a_bug_keeps_its_traceback_and_exit_code_1(monkeypatch):
         main(["segments", "compile"])
 
 
+def test_an_error_inside_the_pipeline_run_keeps_its_traceback(tmp_path, monkeypatch):
+    # the checks of `tessera run` passed: a missing file inside the run is a bug to see in full
+    monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("tessera.cli.pipeline_jobs", lambda: {"tessera_all": "everything"})
+
+    def run_pipeline(job_name, full_refresh):
+        raise FileNotFoundError(2, "No such file or directory", "inside/the/run")
+
+    monkeypatch.setattr("orchestration.run.run_pipeline", run_pipeline)
+    with pytest.raises(FileNotFoundError):
+        main(["run"])
+
+
 def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     from tessera.errors import UserError
 
