@@ -654,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of a user error (a bad file, option or setting)"
+        "--debug",
+        action="store_true",
+        help="show the traceback of a user error (a bad file, option or setting); taken anywhere on the line",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -758,14 +760,17 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # --debug is taken anywhere on the line, not only before the command (`tessera run --debug`)
+    debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args([a for a in argv if a != "--debug"])
     except user_error_types() as exc:  # raised while parsing: `run --help` reads the jobs
-        if "--debug" in argv:
+        if debug:
             raise
         print(f"tessera: {one_line(exc)}", file=sys.stderr)
         return 2
+    args.debug = debug
     try:
         return args.func(args)
     except user_error_types() as exc:

@@ -143,9 +143,10 @@ def test_an_error_inside_the_pipeline_run_keeps_its_traceback(tmp_path, monkeypa
 def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     from tessera.errors import UserError
 
-    with pytest.raises(UserError) as raised:
-        main(["--debug", "segments", "compile", "--rules", str(tmp_path / "nope.yml")])
-    assert f"{tmp_path / 'nope.yml'}: no such file" in str(raised.value)
+    for argv in (["--debug", "segments", "compile"], ["segments", "compile", "--debug"]):
+        with pytest.raises(UserError) as raised:
+            main([*argv, "--rules", str(tmp_path / "nope.yml")])
+        assert f"{tmp_path / 'nope.yml'}: no such file" in str(raised.value)
 
 
 def test_version_comes_from_the_package_metadata(capsys):
