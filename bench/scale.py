@@ -92,7 +92,7 @@ class StepWatcher(threading.Thread):
     def __init__(self, dagster_home: Path, since: float):
         super().__init__(daemon=True)
         self.runs, self.since = dagster_home / "history" / "runs", since
-        self._stop = threading.Event()
+        self._halt = threading.Event()  # not _stop: threading.Thread has a method of that name
         self.last_id, self.running, self.finished, self.skipped = 0, {}, 0, 0
         self.last_said = time.time()
 
@@ -139,11 +139,11 @@ class StepWatcher(threading.Thread):
             self.last_said = now
 
     def run(self) -> None:
-        while not self._stop.wait(WATCH_SECONDS):
+        while not self._halt.wait(WATCH_SECONDS):
             self.poll()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
         self.poll()  # the steps that ended since the last poll
 

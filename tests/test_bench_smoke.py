@@ -130,9 +130,11 @@ def test_scale_bench_says_each_step_of_the_run_as_it_ends(tmp_path, monkeypatch,
     con.commit()
     watcher = scale.StepWatcher(tmp_path, since=time.time() - 60)
     watcher.poll()
+    watcher.start()  # as the bench runs it: a thread, stopped (joined, a last poll) when the run ends
     con.executemany("insert into event_logs (dagster_event_type, step_key) values (?, ?)", events[3:])
     con.commit()
-    watcher.poll()
+    watcher.stop()
+    assert not watcher.is_alive()
     said = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
     assert said == [
         "  step raw__events done in 0 s (1 steps ended, 0 skipped)",
