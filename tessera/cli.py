@@ -263,9 +263,7 @@ def _cmd_recommend_tune(args: argparse.Namespace) -> int:
         )
     except FeatureTypeError as exc:
         raise UserError(f"feature column(s) refused: {exc}") from exc
-    except TuningError:
-        raise
-    except ValueError as exc:  # a split or carve-out without data
+    except ValueError as exc:  # a split or carve-out without data (TuningError among them)
         raise UserError(str(exc)) from exc
     for line in report_lines(splits.features):
         print(f"feature {line}")
