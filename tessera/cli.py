@@ -546,7 +546,7 @@ def add_recommend_parser(sub) -> None:
     tu_split.add_argument("--holdout-days", type=_positive_int, help="test on purchases in the last N days")
     tu.add_argument(
         "--validation-days",
-        type=_positive_int,
+        type=int,  # 0 or less: refused by the split with its reason
         help="validation = the last N days of the training data (default: --holdout-days, or 21 with --test)",
     )
     tu.add_argument(
