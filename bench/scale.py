@@ -51,6 +51,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -112,7 +113,8 @@ class StepWatcher(threading.Thread):
             con = sqlite3.connect(f"file:{log}?mode=ro", uri=True, timeout=1)
             try:
                 rows = con.execute(
-                    "select id, step_key, dagster_event_type from event_logs where id > ? and dagster_event_type "
+                    "select id, step_key, dagster_event_type, timestamp from event_logs where id > ? "
+                    "and dagster_event_type "
                     f"in ({', '.join('?' * len(self.STEP_EVENTS))}) order by id",
                     [self.last_id, *self.STEP_EVENTS],
                 ).fetchall()
@@ -120,16 +122,17 @@ class StepWatcher(threading.Thread):
                 con.close()
         except sqlite3.Error:  # the run is creating its tables, or holds a write lock: next poll
             return
-        for event_id, step, kind in rows:
+        for event_id, step, kind, stamp in rows:
             self.last_id = event_id
+            at = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()  # the event log's UTC time
             if kind == "STEP_START":
-                self.running[step] = time.time()
+                self.running[step] = at
             elif kind == "STEP_SKIPPED":
                 self.skipped += 1
             else:
                 self.finished += 1
                 began = self.running.pop(step, None)
-                took = f" in {time.time() - began:.0f} s" if began is not None else ""
+                took = f" in {at - began:.1f} s" if began is not None else ""
                 result = "done" if kind == "STEP_SUCCESS" else "FAILED"
                 say(f"  step {step} {result}{took} ({self.finished} steps ended, {self.skipped} skipped)")
                 self.last_said = time.time()

@@ -115,6 +115,7 @@ def test_scale_bench_says_each_step_of_the_run_as_it_ends(tmp_path, monkeypatch,
     when none has ended for a while."""
     import sqlite3
     import time
+    from datetime import UTC, datetime
 
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import scale
@@ -123,24 +124,29 @@ def test_scale_bench_says_each_step_of_the_run_as_it_ends(tmp_path, monkeypatch,
     runs.mkdir(parents=True)
     (runs / "index.db").write_text("")
     con = sqlite3.connect(runs / "run-1.db")
-    con.execute("create table event_logs (id integer primary key, dagster_event_type text, step_key text)")
-    events = [("STEP_START", "raw__events"), ("STEP_START", "dbt_staging"), ("STEP_SUCCESS", "raw__events"),
-              ("STEP_OUTPUT", "dbt_staging"), ("STEP_FAILURE", "dbt_staging"), ("STEP_SKIPPED", "dbt_marts")]  # fmt: skip
-    con.executemany("insert into event_logs (dagster_event_type, step_key) values (?, ?)", events[:3])
+    con.execute(
+        "create table event_logs (id integer primary key, dagster_event_type text, step_key text, timestamp text)"
+    )
+    events = [("STEP_START", "raw__events", "12:00:00.5"), ("STEP_START", "dbt_staging", "12:00:01"),
+              ("STEP_SUCCESS", "raw__events", "12:00:03"), ("STEP_OUTPUT", "dbt_staging", "12:00:04"),
+              ("STEP_FAILURE", "dbt_staging", "12:00:13.5"), ("STEP_SKIPPED", "dbt_marts", "12:00:14")]  # fmt: skip
+    events = [(kind, step, f"2026-12-07 {at}") for kind, step, at in events]
+    insert = "insert into event_logs (dagster_event_type, step_key, timestamp) values (?, ?, ?)"
+    con.executemany(insert, events[:3])
     con.commit()
     watcher = scale.StepWatcher(tmp_path, since=time.time() - 60)
     watcher.poll()
     watcher.start()  # as the bench runs it: a thread, stopped (joined, a last poll) when the run ends
-    con.executemany("insert into event_logs (dagster_event_type, step_key) values (?, ?)", events[3:])
+    con.executemany(insert, events[3:])
     con.commit()
     watcher.stop()
     assert not watcher.is_alive()
     said = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
     assert said == [
-        "  step raw__events done in 0 s (1 steps ended, 0 skipped)",
-        "  step dbt_staging FAILED in 0 s (2 steps ended, 0 skipped)",
+        "  step raw__events done in 2.5 s (1 steps ended, 0 skipped)",
+        "  step dbt_staging FAILED in 12.5 s (2 steps ended, 0 skipped)",
     ]
-    con.execute("insert into event_logs (dagster_event_type, step_key) values ('STEP_START', 'ml__recommender')")
+    con.execute(insert, ("STEP_START", "ml__recommender", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")))
     con.commit()
     monkeypatch.setattr(scale, "HEARTBEAT_SECONDS", 0.0)
     watcher.poll()
