@@ -51,6 +51,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -65,6 +66,89 @@ SHARD_CUSTOMERS = 100_000
 DAYS = 120
 SESSION_SCALE = 0.4
 SAMPLE_SECONDS = 0.2
+
+
+# ----------------------------------------------------------------------------------------------
+# progress: one line per phase, and per finished step of a measured run, with the elapsed time
+
+BENCH_STARTED = time.time()
+QUIET = False  # --quiet: only the results
+WATCH_SECONDS = 2.0  # how often the step watcher reads the run's event log
+HEARTBEAT_SECONDS = 30.0  # a line about the running steps when none has finished for this long
+
+
+def say(message: str) -> None:
+    """A progress line on stdout: seconds since the bench started, then the message."""
+    if not QUIET:
+        print(f"[{time.time() - BENCH_STARTED:6.0f} s] {message}", flush=True)
+
+
+class StepWatcher(threading.Thread):
+    """Reads the event log of the run a child `tessera run` writes under `dagster_home` (its
+    per-run SQLite file, read-only) and says each step as it ends, and every HEARTBEAT_SECONDS
+    which steps are still running. Only step names and times: nothing the steps read."""
+
+    STEP_EVENTS = ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED")
+
+    def __init__(self, dagster_home: Path, since: float):
+        super().__init__(daemon=True)
+        self.runs, self.since = dagster_home / "history" / "runs", since
+        self._halt = threading.Event()  # not _stop: threading.Thread has a method of that name
+        self.last_id, self.running, self.finished, self.skipped = 0, {}, 0, 0
+        self.last_said = time.time()
+
+    def _log(self) -> Path | None:
+        if not self.runs.is_dir():
+            return None
+        logs = [p for p in self.runs.glob("*.db") if p.name != "index.db" and p.stat().st_mtime >= self.since]
+        return max(logs, key=lambda p: p.stat().st_mtime, default=None)
+
+    def poll(self) -> None:
+        import sqlite3
+
+        log = self._log()
+        if log is None:
+            return
+        try:
+            con = sqlite3.connect(f"file:{log}?mode=ro", uri=True, timeout=1)
+            try:
+                rows = con.execute(
+                    "select id, step_key, dagster_event_type, timestamp from event_logs where id > ? "
+                    "and dagster_event_type "
+                    f"in ({', '.join('?' * len(self.STEP_EVENTS))}) order by id",
+                    [self.last_id, *self.STEP_EVENTS],
+                ).fetchall()
+            finally:
+                con.close()
+        except sqlite3.Error:  # the run is creating its tables, or holds a write lock: next poll
+            return
+        for event_id, step, kind, stamp in rows:
+            self.last_id = event_id
+            at = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()  # the event log's UTC time
+            if kind == "STEP_START":
+                self.running[step] = at
+            elif kind == "STEP_SKIPPED":
+                self.skipped += 1
+            else:
+                self.finished += 1
+                began = self.running.pop(step, None)
+                took = f" in {at - began:.1f} s" if began is not None else ""
+                result = "done" if kind == "STEP_SUCCESS" else "FAILED"
+                say(f"  step {step} {result}{took} ({self.finished} steps ended, {self.skipped} skipped)")
+                self.last_said = time.time()
+        if self.running and time.time() - self.last_said >= HEARTBEAT_SECONDS:
+            now = time.time()
+            say("  running: " + ", ".join(f"{s} ({now - t:.0f} s)" for s, t in self.running.items()))
+            self.last_said = now
+
+    def run(self) -> None:
+        while not self._halt.wait(WATCH_SECONDS):
+            self.poll()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        self.poll()  # the steps that ended since the last poll
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,19 +209,25 @@ class TreeSampler(threading.Thread):
         return cpu, (max(peaks) if peaks else None)
 
 
-def run_measured(cmd: list[str], env: dict, log: Path) -> dict:
-    """Run a command to the end under a TreeSampler; wall, CPU and peak RSS of the whole tree."""
+def run_measured(cmd: list[str], env: dict, log: Path, dagster_home: Path | None = None) -> dict:
+    """Run a command to the end under a TreeSampler; wall, CPU and peak RSS of the whole tree.
+    With `dagster_home` (a `tessera run`), each step is said as it ends (StepWatcher)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
+    watcher = StepWatcher(dagster_home, started) if dagster_home is not None and not QUIET else None
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         sampler = TreeSampler(proc.pid)
         sampler.start()
+        if watcher is not None:
+            watcher.start()
         code = proc.wait()
     ended = time.time()
     sampler.stop()
+    if watcher is not None:
+        watcher.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "exit_code": code,
@@ -193,7 +283,7 @@ def generate(customers: int, days: int, seed: int, env: dict, work: Path) -> dic
         )
         if out.returncode != 0:
             raise SystemExit(f"generating shard {shard} failed:\n{out.stderr[-3000:]}")
-        print(f"  shard {shard + 1}/{shards}: generated", flush=True)
+        say(f"shard {shard + 1}/{shards}: generated")
     manifest = {
         "customers": customers,
         "days": days,
@@ -494,9 +584,9 @@ REFRESH_KEYS = ("refresh", "refresh_reason", "lists_from", "lists_from_version",
 def measured_run(label: str, work: Path, env: dict, settings, volume: dict) -> dict:
     """One `tessera run` of the whole graph under the sampler: its totals, its steps, and what the
     recommender says it did."""
-    print(f"  {label}: materialising the whole graph ...", flush=True)
+    say(f"{label}: materialising the whole graph ...")
     tessera = str(Path(sys.executable).parent / "tessera")
-    run = run_measured([tessera, "run"], env, work / f"pipeline_{label}.log")
+    run = run_measured([tessera, "run"], env, work / f"pipeline_{label}.log", work / "dagster_home")
     steps, _, run_id = step_metrics(run, work / "dagster_home")
     fill_rows(steps, settings.duckdb_path, volume)
     run.pop("sampler")
@@ -510,10 +600,9 @@ def measured_run(label: str, work: Path, env: dict, settings, volume: dict) -> d
         "recommender": {k: recommender.get(k) for k in REFRESH_KEYS},
         "steps": steps,
     }
-    print(
-        f"  {label} {out['status']}: {run['wall_s']} s wall, {run['cpu_s']} s CPU, {run['peak_tree_rss_gb']} GB peak; "
-        f"recommender {out['recommender_step']['wall_s']} s: {out['recommender']['refresh_reason']}",
-        flush=True,
+    say(
+        f"{label} {out['status']}: {run['wall_s']} s wall, {run['cpu_s']} s CPU, {run['peak_tree_rss_gb']} GB peak; "
+        f"recommender {out['recommender_step']['wall_s']} s: {out['recommender']['refresh_reason']}"
     )
     return out
 
@@ -636,9 +725,11 @@ def summary(results: Path = RESULTS) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="10k")
-    parser.add_argument("--days", type=int, default=DAYS)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="10k", help="customers: 10k, 100k or 1m (default: 10k)"
+    )
+    parser.add_argument("--days", type=int, default=DAYS, help=f"days of generated activity (default: {DAYS})")
+    parser.add_argument("--seed", type=int, default=42, help="the generator's seed (default: 42)")
     parser.add_argument("--reuse-landing", action="store_true", help="keep landing files generated by an earlier run")
     parser.add_argument("--summary", action="store_true", help="only rebuild bench/results/scale.md")
     parser.add_argument(
@@ -647,13 +738,18 @@ def main() -> int:
         help="generate the landing files, measure nothing (then --reuse-landing)",
     )
     parser.add_argument("--customers", type=int, help="another number of customers (tests); results named by it")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where results go (default: bench/results)")
     parser.add_argument(
         "--next-day",
         action="store_true",
         help="measure the daily refresh: a run without the last day of clickstream, then one with it",
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress lines (each phase and step with the elapsed time)"
+    )
     args = parser.parse_args()
+    global QUIET
+    QUIET = args.quiet
     results = args.results_dir
     results.mkdir(parents=True, exist_ok=True)
     if args.summary:
@@ -678,13 +774,13 @@ def main() -> int:
     print(f"tessera scale bench {args.size}: {work}", flush=True)
     if args.reuse_landing and all(previous.get(k) == v for k, v in wanted.items()):
         generation = {**previous, "generate_s": None}
-        print("  reusing the landing files generated before", flush=True)
+        say("reusing the landing files generated before")
     else:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        print("  generating ...", flush=True)
+        say("generating ...")
         generation = generate(customers, args.days, args.seed, env, work)
-        print(f"  generated in {generation['generate_s']} s", flush=True)
+        say(f"generated in {generation['generate_s']} s")
     if args.generate_only:
         return 0
     held = work / "held_back"
@@ -701,11 +797,11 @@ def main() -> int:
     if args.next_day:
         return next_day(args, customers, work, env, settings, generation, results)
     volume = landing_volume(landing)
-    print("  landing: " + ", ".join(f"{k}={v['records']:,}" for k, v in volume.items()), flush=True)
+    say("landing: " + ", ".join(f"{k}={v['records']:,}" for k, v in volume.items()))
 
-    print("  materialising the whole graph ...", flush=True)
+    say("materialising the whole graph ...")
     tessera = str(Path(sys.executable).parent / "tessera")
-    run = run_measured([tessera, "run"], env, work / "pipeline.log")
+    run = run_measured([tessera, "run"], env, work / "pipeline.log", work / "dagster_home")
     steps, models, run_id = step_metrics(run, work / "dagster_home")
     fill_rows(steps, settings.duckdb_path, volume)
     run.pop("sampler")
@@ -719,18 +815,15 @@ def main() -> int:
 
         with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
             built = fingerprint(con)
-    print(
-        f"  pipeline {status}: {run['wall_s']} s wall, {run['cpu_s']} s CPU, {run['peak_tree_rss_gb']} GB peak",
-        flush=True,
-    )
+    say(f"pipeline {status}: {run['wall_s']} s wall, {run['cpu_s']} s CPU, {run['peak_tree_rss_gb']} GB peak")
 
     dbt_steps = [s for s in steps if s["step"].startswith("dbt_") and "wall_s" in s]
-    print("  plain dbt build of the same project ...", flush=True)
+    say("plain dbt build of the same project ...")
     plain = plain_dbt_build(env, work)
-    print(f"  plain dbt: {plain['wall_s']} s", flush=True)
-    print("  DuckDB floor ...", flush=True)
+    say(f"plain dbt: {plain['wall_s']} s")
+    say("DuckDB floor ...")
     floor = duckdb_floor(landing, settings)
-    print(f"  floor: {floor['wall_s']} s", flush=True)
+    say(f"floor: {floor['wall_s']} s")
 
     dagster_dbt = sum(s["wall_s"] for s in dbt_steps)
     result = {
@@ -779,7 +872,7 @@ def next_day(args, customers: int, work: Path, env: dict, settings, generation: 
 
     landing, held = settings.landing_dir, work / "held_back"
     day = held_back_day(landing, held)
-    print(f"  held back the clickstream of {day}", flush=True)
+    say(f"held back the clickstream of {day}")
     try:
         load = os.getloadavg()
         first = measured_run("first_run", work, env, settings, landing_volume(landing))

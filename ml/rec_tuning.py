@@ -485,10 +485,18 @@ def tune(
         roles = report_roles(found, families)
         by_number = {r.trial.number: r for r in found.results}
         on_test = {}
-        for number in roles:  # the test, once per configuration, after the choice is made
+        for n, number in enumerate(roles, 1):  # the test, once per configuration, after the choice is made
             trial = by_number[number].trial
             evaluation = evaluate_split(splits.test_data, splits.test, trial.params(base), models=[trial.family])
             on_test[number] = model_metrics(evaluation, trial.family)
+            if progress is not None:
+                score = on_test[number].get(f"ndcg_at_{base.k}", float("nan"))
+                print(
+                    f"[test {n}/{len(roles)}, {time.perf_counter() - started:.0f} s elapsed] {trial.label()} "
+                    f"({', '.join(roles[number])}): refitted on all training, test NDCG@{base.k} {score:.4f}",
+                    file=progress,
+                    flush=True,
+                )
         winner = found.winner
         params = {"winner": winner.trial.label(), "winner_family": winner.trial.family}
         params |= {f"winner_{key}": value for key, value in winner.trial.overrides.items()}

@@ -4,6 +4,7 @@ the README reports them at full size). A bench that rots silently cannot be reru
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,11 @@ def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_p
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # progress: each phase and each step of the run as it ends, with the elapsed time (issue 39)
+    said = done.stdout.splitlines()
+    for phase in ("generating ...", "materialising the whole graph ...", "step raw__events done in",
+                  "step dbt_marts done in", "pipeline success:", "plain dbt:", "floor:"):  # fmt: skip
+        assert any(re.match(r"\[ *\d+ s\] +" + re.escape(phase), line) for line in said), (phase, said[:40])
     result = json.loads((tmp_path / "results" / "scale_300.json").read_text())
     assert result["pipeline"]["status"] == "success" and result["customers"] == 300
     steps = {s["step"]: s for s in result["steps"]}
@@ -101,6 +107,51 @@ def test_scale_bench_measures_every_step_and_both_baselines_at_a_tiny_size(tmp_p
     for name in ("customer_segments", "customer_scores", "customer_recommendations"):
         rows = steps[f"publish__{name}"]["rows_out"][f"publish/{name}"]
         assert built[f"publish.{name}"]["rows"] == rows > 0, name
+
+
+def test_scale_bench_says_each_step_of_the_run_as_it_ends(tmp_path, monkeypatch, capsys):
+    """`make bench` was silent for the whole run (154 s at 10k): the StepWatcher reads the run's
+    event log (Dagster's per-run SQLite file) and says each step that ended, and the running ones
+    when none has ended for a while."""
+    import sqlite3
+    import time
+    from datetime import UTC, datetime
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import scale
+
+    runs = tmp_path / "history" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "index.db").write_text("")
+    con = sqlite3.connect(runs / "run-1.db")
+    con.execute(
+        "create table event_logs (id integer primary key, dagster_event_type text, step_key text, timestamp text)"
+    )
+    events = [("STEP_START", "raw__events", "12:00:00.5"), ("STEP_START", "dbt_staging", "12:00:01"),
+              ("STEP_SUCCESS", "raw__events", "12:00:03"), ("STEP_OUTPUT", "dbt_staging", "12:00:04"),
+              ("STEP_FAILURE", "dbt_staging", "12:00:13.5"), ("STEP_SKIPPED", "dbt_marts", "12:00:14")]  # fmt: skip
+    events = [(kind, step, f"2026-12-07 {at}") for kind, step, at in events]
+    insert = "insert into event_logs (dagster_event_type, step_key, timestamp) values (?, ?, ?)"
+    con.executemany(insert, events[:3])
+    con.commit()
+    watcher = scale.StepWatcher(tmp_path, since=time.time() - 60)
+    watcher.poll()
+    watcher.start()  # as the bench runs it: a thread, stopped (joined, a last poll) when the run ends
+    con.executemany(insert, events[3:])
+    con.commit()
+    watcher.stop()
+    assert not watcher.is_alive()
+    said = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert said == [
+        "  step raw__events done in 2.5 s (1 steps ended, 0 skipped)",
+        "  step dbt_staging FAILED in 12.5 s (2 steps ended, 0 skipped)",
+    ]
+    con.execute(insert, ("STEP_START", "ml__recommender", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")))
+    con.commit()
+    monkeypatch.setattr(scale, "HEARTBEAT_SECONDS", 0.0)
+    watcher.poll()
+    assert capsys.readouterr().out.split("] ", 1)[1] == "  running: ml__recommender (0 s)\n"
+    assert watcher.skipped == 1
 
 
 def test_fingerprint_ignores_row_order_and_run_ids_and_sees_any_changed_value(tmp_path, monkeypatch):

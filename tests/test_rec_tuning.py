@@ -234,7 +234,8 @@ def test_one_progress_line_per_trial_goes_to_stderr(cli_env, capsys):
     argv = ["recommend", "tune", "--interactions", str(cli_env), "--holdout-days", "10", "--k", "5"]
     argv += ["--experiment", "progress"]
     assert main([*argv, "--families", "ease,most_popular", "--max-trials", "3", "--time-budget", "300"]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[trial")]
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if line.startswith("[trial")]
     pattern = (
         r"\[trial (\d)/3, \d+ s elapsed, budget 300 s\] (.+): val NDCG@5 (0\.\d{4}) "
         r"\(best so far: (.+) (0\.\d{4})\)"
@@ -246,6 +247,13 @@ def test_one_progress_line_per_trial_goes_to_stderr(cli_env, capsys):
     assert matched[2].group(2).startswith("ease lambda=")
     best = max(float(m.group(3)) for m in matched)
     assert float(matched[-1].group(5)) == best
+    # then the test, once per configuration it reports, one line each (issue 39: 7 silent minutes)
+    tested = [re.fullmatch(r"\[test (\d)/(\d), \d+ s elapsed\] (.+) \((.+)\): refitted on all training, "
+                           r"test NDCG@5 (0\.\d{4})", line) for line in err if line.startswith("[test")]  # fmt: skip
+    assert all(tested) and [m.group(1) for m in tested] == [str(n) for n in range(1, len(tested) + 1)]
+    assert {m.group(2) for m in tested} == {str(len(tested))} and "winner" in tested[0].group(4)
+    assert "default most_popular" in " ".join(m.group(4) for m in tested)
+    assert err[0].endswith("splits ready; the trials start")
 
 
 def test_an_explicit_test_file_is_the_test_and_validation_is_carved_from_the_training_file(cli_env, tmp_path):
@@ -322,3 +330,10 @@ def test_tune_needs_a_test_file_or_holdout_days(cli_env, capsys):
     with pytest.raises(SystemExit):
         main(["recommend", "tune", "--interactions", str(cli_env)])
     assert "one of the arguments --test --holdout-days is required" in capsys.readouterr().err
+
+
+def test_tune_quiet_prints_no_progress(cli_env, capsys):
+    argv = ["recommend", "tune", "--interactions", str(cli_env), "--holdout-days", "10", "--k", "5"]
+    assert main([*argv, "--experiment", "quiet", "--families", "most_popular", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "winner: most_popular (default)" in captured.out

@@ -57,7 +57,8 @@ def read_input(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> None:
 
 
 def _progress(message: str, started: float) -> None:
-    print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+    """One progress line on stderr: seconds since the command started, then what is done."""
+    print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 ENGINES = ("duckdb", "spark")
@@ -111,6 +112,9 @@ def resolve_file(
         config = load_mapping(mapping_path)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    if previous is not None and not previous.is_file():  # before the work, not after it
+        raise InputError(f"--previous {previous}: file not found")
+    say = (lambda message: _progress(message, started)) if progress else None
     con = duckdb.connect()
     try:
         read_input(con, input_path, "input_records")
@@ -118,9 +122,9 @@ def resolve_file(
         missing = sorted(_needed_columns(config) - columns)
         if missing:
             raise InputError(f"{input_path}: the mapping {mapping_path} names columns the file lacks: {missing}")
-        if progress:
+        if say:
             count = con.execute("select count(*) from input_records").fetchall()[0][0]
-            _progress(f"read {count:,} records; training the model and scoring candidate pairs on {engine}", started)
+            say(f"load done: read {count:,} records; training the model and scoring candidate pairs on {engine}")
         try:
             if engine == "spark":
                 result = _resolve_on_spark(input_path, config, mapping_path)
@@ -129,11 +133,11 @@ def resolve_file(
                     earlier = MatcherState.load(state) if state is not None else None
                 except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError) as exc:
                     raise InputError(f"{state}: not a matcher state this command wrote: {exc}") from exc
-                result = resolve(con, "input_records", config, previous=earlier, retrain=retrain)
+                result = resolve(con, "input_records", config, previous=earlier, retrain=retrain, progress=say)
         except ValueError as exc:  # a duplicated or missing record id
             raise InputError(f"{input_path}: {exc}") from exc
-        if progress:
-            _progress(f"resolved: {result.stats['clusters']:,} people; assigning stable ids", started)
+        if say and engine == "spark":  # on DuckDB the matcher said each phase itself
+            say(f"resolve on spark done: {result.stats['clusters']:,} people")
         prev = pd.DataFrame(columns=["record_id", "customer_id"])
         if previous is not None:
             read_input(con, previous, "previous_map")
@@ -146,6 +150,8 @@ def resolve_file(
         con.execute(f"copy (select * from out_df order by record_id) to ? ({fmt})", [out_path.as_posix()])
         if state is not None and result.state is not None:
             result.state.save(state)
+        if say:
+            say(f"write done: {len(assignments):,} rows to {out_path}")
         stats = dict(result.stats)
         stats["id_changes"] = {k: int(v) for k, v in stable.events["event_type"].value_counts().items()}
         stats["refusal_reasons"] = _refusal_summary(result.edges)
@@ -217,30 +223,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--retrain", action="store_true", help="with --state: train again and compare every pair")
     r.add_argument("--json", action="store_true", help="print every figure as JSON instead of the summary")
+    r.add_argument("--quiet", action="store_true", help="no progress lines on stderr (one per phase by default)")
     r.add_argument(
         "--engine",
         choices=ENGINES,
         default="duckdb",
-        help="where the matcher runs: duckdb (default) or spark (a local SparkSession; needs pyspark and Java)",
+        help="where the matcher runs: duckdb, or spark (a local SparkSession; needs pyspark and Java)",
     )
     r.set_defaults(func=_cmd_resolve)
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
-    try:
-        stats = resolve_file(
-            args.input,
-            args.config,
-            args.out,
-            args.previous,
-            progress=True,
-            state=args.state,
-            retrain=args.retrain,
-            engine=args.engine,
-        )
-    except InputError as exc:
-        print(f"tessera identity resolve: {exc}", file=sys.stderr)
-        return 2
+    # an InputError is one line on stderr and exit code 2 (tessera/cli.py main, tessera/errors.py)
+    stats = resolve_file(
+        args.input,
+        args.config,
+        args.out,
+        args.previous,
+        progress=not args.quiet,
+        state=args.state,
+        retrain=args.retrain,
+        engine=args.engine,
+    )
     if args.json:
         print(json.dumps(stats, indent=2, default=str))
     else:

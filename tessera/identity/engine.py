@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -444,6 +445,7 @@ def resolve(
     identifiers: str | None = None,
     previous: MatcherState | None = None,
     retrain: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> ResolveResult:
     """Resolve the person records in `source` (a table or view in con) into clusters; `identifiers`,
     optional, holds declared identifiers of those records (record_id, id_type, id_value: a table,
@@ -457,12 +459,16 @@ def resolve(
     The result's stats say which (`training`).
 
     `con` may also be a runner (tessera.identity.dialects): tessera.identity.spark.resolve runs the
-    same steps on Spark, without `previous` (incremental matching is DuckDB-only)."""
+    same steps on Spark, without `previous` (incremental matching is DuckDB-only).
+
+    `progress`, optional, is called with one line (counts only, no record's value) as each phase
+    ends: standardise and deterministic links, blocking, the model, the pairs in linked groups,
+    clustering."""
     db = runner(con)
     if previous is not None and db.dialect != DUCKDB:
         raise ValueError("incremental matching (previous) runs on DuckDB only")
     try:
-        return _resolve(db, source, config, identifiers, previous, retrain)
+        return _resolve(db, source, config, identifiers, previous, retrain, progress)
     finally:
         db.drop_splink_tables()
 
@@ -569,6 +575,16 @@ def _pairs_in_groups(db, record_ids: pl.Series, groups: np.ndarray) -> pl.DataFr
     return pairs
 
 
+# the phases of a resolution as its progress lines name them, by their key in stats["timings"]
+PHASES = {
+    "standardise_and_deterministic": "standardise",
+    "blocking": "block",
+    "model": "score",
+    "group_pairs": "check groups",
+    "cluster": "cluster",
+}
+
+
 def _resolve(
     db,
     source: str,
@@ -576,15 +592,18 @@ def _resolve(
     identifiers: str | None,
     previous: MatcherState | None,
     retrain: bool,
+    progress: Callable[[str], None] | None = None,
 ) -> ResolveResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    def lap(step: str) -> None:
+    def lap(step: str, done: str = "") -> None:
         nonlocal started
         now = time.perf_counter()
         timings[step] = round(now - started, 3)
         started = now
+        if progress is not None:
+            progress(f"{PHASES[step]} done in {timings[step]:.1f} s{': ' + done if done else ''}")
 
     con = db.con if db.dialect == DUCKDB else None  # the incremental steps are DuckDB SQL
     attrs = standardise(db, source, config)
@@ -598,7 +617,7 @@ def _resolve(
     reason = _retrain_reason(previous, key, n, config, retrain)
     incremental = reason is None and previous is not None and con is not None
     changed = _changed_records(con, previous) if incremental else n
-    lap("standardise_and_deterministic")
+    lap("standardise_and_deterministic", f"{n:,} records, {len(det):,} deterministic pairs")
     db.register("__id_det_pairs", det[["record_l", "record_r"]])
     # key families are named as users write them in blocking_rules: the attribute, or the input column
     blocking.build_keys(db, RECORDS, [(c.column, c.kind, c.label) for c in compared], config.blocking_rules)
@@ -607,7 +626,7 @@ def _resolve(
         db, config.max_block_size, "__id_det_pairs", CHANGED if incremental else None, budget
     )
     db.unregister("__id_det_pairs")
-    lap("blocking")
+    lap("blocking", f"{block_stats['candidate_pairs']:,} candidate pairs")
     fitted = None
     notes = []
     reused_pairs = 0
@@ -624,7 +643,7 @@ def _resolve(
     elif compared and block_stats["candidate_pairs"]:
         labelled = pl.from_pandas(det[["record_l", "record_r", "evidence"]]).cast(pl.String) if len(det) else None
         fitted = model.fit_and_score(db, RECORDS, PAIRS, compared, n, config, labelled)
-    lap("model")
+    lap("model", "pairs scored" if fitted is not None else "no model: deterministic links only")
     # only the pairs that can link come into Python: most candidate pairs are far apart
     scored = (
         _scored(db, fitted.prior, config.match_probability, det) if fitted is not None else pl.DataFrame(schema=_SCORED)
@@ -643,7 +662,7 @@ def _resolve(
         if unscored:
             fitted.score("__id_group_pairs", model.SCORED, append=True)
     in_groups = _pairs_in_groups(db, record_ids, groups) if fitted is not None else pl.DataFrame(schema=_STATE_PAIRS)
-    lap("group_pairs")
+    lap("group_pairs", f"{unscored:,} more pairs inside linked groups scored")
     unchecked = int((np.bincount(groups) > config.max_group_to_check).sum()) if len(groups) else 0
     if unchecked:
         log.warning(
@@ -670,7 +689,7 @@ def _resolve(
         if against is not None
         else {}
     )
-    lap("cluster")
+    lap("cluster", f"{int(np.unique(labels).size):,} people, {int(refused.is_not_null().sum()):,} links refused")
     edges = links.with_columns(accepted=refused.is_null(), refused_reason=refused)
     assignments = (
         pl.DataFrame({"record_id": record_ids, "label": labels})

@@ -7,6 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tessera.errors import UserError
 from tessera.landing.mapping import MappingReport, run_mapping
 from tessera.landing.mapping_schema import BUILT_IN_DIR, Mapping, MappingError, load_mapping, mapping_path
 from tessera.landing.preflight import CheckReport, check_landing
@@ -74,9 +75,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         mapping = _mapping(args)
         landing = Path(args.landing) if args.landing else load_settings().landing_dir
         report = run_mapping(mapping, _inputs(args, mapping), landing)
-    except MappingError as exc:
-        print(f"cannot map: {exc}", file=sys.stderr)
-        return 2
+    except MappingError as exc:  # one line on stderr, exit code 2 (tessera/cli.py main)
+        raise UserError(f"cannot map: {exc}") from exc
     print(f"{mapping.name} mapped onto the landing contract in {landing} ({report.seconds:.1f} s)")
     print_mapping_report(report)
     return 0
@@ -98,9 +98,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             if not landing.is_dir():
                 raise MappingError(f"{landing}: no landing folder")
             checked = check_landing(landing)
-    except MappingError as exc:
-        print(f"ERROR {exc}", file=sys.stderr)
-        return 2
+    except MappingError as exc:  # one line on stderr, exit code 2 (tessera/cli.py main)
+        raise UserError(str(exc)) from exc
     print(f"landing files against the contract ({checked.landing_dir if not args.mapping else 'as mapped'}):")
     print_check_report(checked)
     return 1 if checked.errors else 0
@@ -114,12 +113,12 @@ def add_parser(sub) -> None:
     mp = src_sub.add_parser("map", help="map an export onto the landing contract (the landing folder is replaced)")
     mp.add_argument("mapping", help="a built-in mapping's name (tessera sources list) or a mapping file")
     mp.add_argument("input", nargs="+", help="the export: a file or folder, or NAME=PATH per input of the mapping")
-    mp.add_argument("--landing", help="landing folder to write (default TESSERA_LANDING_DIR or data/landing)")
+    mp.add_argument("--landing", help="landing folder to write (default: TESSERA_LANDING_DIR or data/landing)")
     mp.set_defaults(func=cmd_map)
     ck = src_sub.add_parser(
         "check", help="preflight: the landing files (or an export through its mapping) against the contract"
     )
     ck.add_argument("--mapping", help="check an export through this mapping instead of the landing folder")
     ck.add_argument("--input", nargs="+", default=[], help="the export to check with --mapping")
-    ck.add_argument("--landing", help="landing folder to check (default TESSERA_LANDING_DIR or data/landing)")
+    ck.add_argument("--landing", help="landing folder to check (default: TESSERA_LANDING_DIR or data/landing)")
     ck.set_defaults(func=cmd_check)

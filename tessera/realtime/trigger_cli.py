@@ -88,11 +88,14 @@ def cmd_triggers(args: argparse.Namespace) -> int:
 
 def cmd_audience(args: argparse.Namespace) -> int:
     from tessera.db import connect
+    from tessera.errors import UserError
     from tessera.realtime.audience import default_dir, export
     from tessera.settings import load_settings
 
     settings = load_settings()
     out_dir = args.out or default_dir(settings.data_dir)
+    if not settings.duckdb_path.is_file():
+        raise UserError(f"no warehouse at {settings.duckdb_path} (TESSERA_DUCKDB_PATH): run `tessera run` first")
     con = connect(settings.duckdb_path, read_only=True, config=settings.duckdb_config(),
                   wait_seconds=settings.duckdb_lock_wait_seconds)  # fmt: skip
     try:
@@ -114,7 +117,7 @@ def add_commands(realtime_sub) -> None:
         type=float,
         help="replace every idle_minutes trigger, e.g. 0.1 for a demo (TESSERA_TRIGGERS_IDLE_MINUTES)",
     )
-    t.add_argument("--redis-url", help="default TESSERA_REDIS_URL or redis://127.0.0.1:6379/0")
+    t.add_argument("--redis-url", help="the Redis to read (default: TESSERA_REDIS_URL or redis://127.0.0.1:6379/0)")
     t.add_argument("--once", action="store_true", help="one round (events, idle carts, outbox), print the counts")
     t.add_argument("--seconds", type=float, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
     t.add_argument("--report-seconds", type=float, default=60, help="log the counts this often")
@@ -122,5 +125,5 @@ def add_commands(realtime_sub) -> None:
     a = realtime_sub.add_parser(
         "audience", help="export what the trigger worker knows of each customer from the warehouse (after a run)"
     )
-    a.add_argument("--out", type=Path, help="default $TESSERA_DATA_DIR/realtime/trigger_audience")
+    a.add_argument("--out", type=Path, help="folder to write (default: $TESSERA_DATA_DIR/realtime/trigger_audience)")
     a.set_defaults(func=cmd_audience)
