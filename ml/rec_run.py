@@ -57,7 +57,16 @@ from ml.rec_lists import (
 )
 from ml.recommender import RecommenderParams, TrainingFrames, build_data, with_feature_weight, with_features
 from ml.registry import PRIMARY_METRIC, GateDecision, champion, champion_params, decide, record_on_run, register
-from ml.tracking import LoggedRun, Tracking, log_recommender_run, log_scoring_run
+from ml.tracking import (
+    RECOMMENDER,
+    LoggedRun,
+    Tracking,
+    interactions_dataset,
+    log_recommender_run,
+    log_scoring_run,
+    rename_run,
+    training_run,
+)
 
 
 @dataclass(frozen=True)
@@ -284,8 +293,47 @@ def train_and_rank(
         return lists_without_model(tracking, frames, rules, reason, log)
     split = time_split(eval_data, params.test_days)
     requested = params.family
+    # the MLflow run starts here, before the family is chosen and fitted, and ends after the gate:
+    # its duration is the training's (FAILED if anything in it raises)
+    with training_run(tracking, requested, RECOMMENDER) as run_id:
+        t = _train_in_run(run_id, frames, params, rules, tracking, gate, log, phase, eval_users, eval_data, split)
+    recs, decision, logged = t.recs, t.decision, t.logged
+    if decision.lists_from == "challenger":
+        log.info(decision.summary())
+        recs["model_run_id"] = constant_column(logged.run_id, len(recs))
+        recs["model_version"] = constant_column(decision.challenger_version, len(recs))
+    else:
+        recs = _lists_not_from_the_model(
+            decision, logged, tracking, t.params, rules, t.model, t.data, t.users, frames, log, phase
+        )
+    plot = ndcg_plot(t.evaluation, t.params.k, split.split_at)
+    return RecommenderRun(recs, decision.lists_from, logged, decision, t.metrics, plot)
+
+
+@dataclass
+class _Trained:
+    """What a training run leaves for the lists: the family's params, the model and its data, the
+    customers and their lists, the evaluation, the logged run and the gate's decision."""
+
+    params: RecommenderParams
+    model: object
+    data: object
+    users: pl.DataFrame
+    recs: pd.DataFrame
+    evaluation: dict
+    metrics: dict[str, float]
+    logged: LoggedRun
+    decision: GateDecision
+
+
+def _train_in_run(run_id, frames, params, rules, tracking, gate, log, phase, eval_users, eval_data, split) -> _Trained:
+    """train_and_rank's training, in its MLflow run `run_id`: choose the family, evaluate, fit
+    and rank, log, register and gate."""
+    requested = params.family
     with phase("family_selection"):
         params, selection = choose_family(eval_data, split, params, log)
+    if params.family != requested:
+        rename_run(tracking.tracking_uri, run_id, params.family)
     # The evaluation (two fits and full-catalogue rankings on the sample) and the published model's
     # build, fit and scoring share nothing: the evaluation runs in a second thread meanwhile. The fit
     # runs on one LightFM thread (reproducible) and releases the GIL, as numpy's large array
@@ -325,19 +373,11 @@ def train_and_rank(
         phase,
         selection,
         requested,
+        run_id,
     )
     with phase("promotion_gate"):
         decision = promotion_gate(tracking, gate, logged, params, per_user, evaluation, eval_data, split, fingerprint)
-    if decision.lists_from == "challenger":
-        log.info(decision.summary())
-        recs["model_run_id"] = constant_column(logged.run_id, len(recs))
-        recs["model_version"] = constant_column(decision.challenger_version, len(recs))
-    else:
-        recs = _lists_not_from_the_model(
-            decision, logged, tracking, params, rules, model, data, users, frames, log, phase
-        )
-    plot = ndcg_plot(evaluation, params.k, split.split_at)
-    return RecommenderRun(recs, decision.lists_from, logged, decision, metrics, plot)
+    return _Trained(params, model, data, users, recs, evaluation, metrics, logged, decision)
 
 
 def choose_family(data, split, params: RecommenderParams, log) -> tuple[RecommenderParams, dict[str, float]]:
@@ -383,10 +423,14 @@ def _log_run(
     phase,
     selection,
     requested: str,
+    run_id: str | None = None,
 ):
-    """The published family's MLflow run, the other families and the baselines nested: every
-    metric, every choice a param."""
-    metrics = flatten_metrics(evaluation, primary=params.family)
+    """The published family's MLflow run (`run_id`), the other families and the baselines nested:
+    every metric, every choice a param. Each slice's size is logged once, as a param
+    slice_users.<slice> (0: an empty slice, which logs no metric); of the per-model user counts
+    only `users` (the primary slice's) stays a metric, the one the gate and runs compare."""
+    sizes = slice_sizes(evaluation, params.family)
+    metrics = without_repeated_sizes(flatten_metrics(evaluation, primary=params.family), evaluation, params.family)
     metrics.update(selection)
     if empty := empty_slices(evaluation):
         log.info(f"no user to evaluate on slice(s) {', '.join(empty)}: no metric logged for them")
@@ -422,13 +466,18 @@ def _log_run(
                 # "auto" or a family: what the configuration asked for (config_changes compares it)
                 "family_requested": requested,
                 "empty_slices": ",".join(empty) or "none",
+                **{f"slice_users.{name}": n for name, n in sizes.items()},
             },
             metrics=metrics,
             bundle=published_bundle(model, data, params),
             family=params.family,
             tags=tracking.tags,
             mappings={"users": data.users.ids, "items": data.items.ids},
-            baselines={m: model_metrics(evaluation, m) for m in evaluation if m != params.family},
+            baselines={
+                m: without_repeated_sizes(model_metrics(evaluation, m), evaluation, m, nested=True)
+                for m in evaluation
+                if m != params.family
+            },
             shared_params={
                 "split_at": str(split.split_at.date()),
                 "primary_slice": PRIMARY_SLICE,
@@ -436,8 +485,24 @@ def _log_run(
                 "test_days": params.test_days,
                 "recent_days": params.recent_days,
             },
+            run_id=run_id,
+            dataset=interactions_dataset(frames.interactions, fingerprint, tracking.data_source),
         )
     return metrics, logged
+
+
+def slice_sizes(evaluation: dict, model: str) -> dict[str, int]:
+    """The users each slice evaluated `model` on (every model is scored on the same users)."""
+    return {s: int(evaluation[model][s].get("users", 0)) for s in SLICES if s in evaluation[model]}
+
+
+def without_repeated_sizes(metrics: dict[str, float], evaluation: dict, primary: str, nested: bool = False) -> dict:
+    """`metrics` (flatten_metrics of `evaluation`, or with `nested` one model's model_metrics)
+    without the user count of every model on every slice but `users`, the primary slice's: the
+    same numbers again and again (slice_sizes logs them once)."""
+    counts = {m: {s: {"users": 1.0} for s in by_slice} for m, by_slice in evaluation.items()}
+    names = set(model_metrics(counts, primary) if nested else flatten_metrics(counts, primary)) - {"users"}
+    return {k: v for k, v in metrics.items() if k not in names}
 
 
 def _lists_not_from_the_model(
