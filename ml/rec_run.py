@@ -35,8 +35,8 @@ from ml.rec_evaluation import (
     empty_slices,
     evaluate_per_user,
     evaluate_split,
-    flatten_metrics,
     holdout_shortfall,
+    loggable_metrics,
     model_metrics,
     time_split,
     validation_split,
@@ -426,11 +426,10 @@ def _log_run(
     run_id: str | None = None,
 ):
     """The published family's MLflow run (`run_id`), the other families and the baselines nested:
-    every metric, every choice a param. Each slice's size is logged once, as a param
-    slice_users.<slice> (0: an empty slice, which logs no metric); of the per-model user counts
-    only `users` (the primary slice's) stays a metric, the one the gate and runs compare."""
+    every metric (run_metrics, nested_metrics), every choice a param. Each slice's size is logged
+    once, as a param slice_users.<slice> (0: an empty slice, which logs no metric)."""
     sizes = slice_sizes(evaluation, params.family)
-    metrics = without_repeated_sizes(flatten_metrics(evaluation, primary=params.family), evaluation, params.family)
+    metrics = run_metrics(evaluation, params.family)
     metrics.update(selection)
     if empty := empty_slices(evaluation):
         log.info(f"no user to evaluate on slice(s) {', '.join(empty)}: no metric logged for them")
@@ -473,11 +472,7 @@ def _log_run(
             family=params.family,
             tags=tracking.tags,
             mappings={"users": data.users.ids, "items": data.items.ids},
-            baselines={
-                m: without_repeated_sizes(model_metrics(evaluation, m), evaluation, m, nested=True)
-                for m in evaluation
-                if m != params.family
-            },
+            baselines={m: nested_metrics(evaluation, m) for m in evaluation if m != params.family},
             shared_params={
                 "split_at": str(split.split_at.date()),
                 "primary_slice": PRIMARY_SLICE,
@@ -496,13 +491,25 @@ def slice_sizes(evaluation: dict, model: str) -> dict[str, int]:
     return {s: int(evaluation[model][s].get("users", 0)) for s in SLICES if s in evaluation[model]}
 
 
-def without_repeated_sizes(metrics: dict[str, float], evaluation: dict, primary: str, nested: bool = False) -> dict:
-    """`metrics` (flatten_metrics of `evaluation`, or with `nested` one model's model_metrics)
-    without the user count of every model on every slice but `users`, the primary slice's: the
-    same numbers again and again (slice_sizes logs them once)."""
-    counts = {m: {s: {"users": 1.0} for s in by_slice} for m, by_slice in evaluation.items()}
-    names = set(model_metrics(counts, primary) if nested else flatten_metrics(counts, primary)) - {"users"}
-    return {k: v for k, v in metrics.items() if k not in names}
+def nested_metrics(evaluation: dict, model: str) -> dict[str, float]:
+    """One model's metrics on every slice (model_metrics: the primary slice plain, the others
+    <slice>_<metric>), of the user counts only `users`, the primary slice's: every model is
+    evaluated on the same users, the slice sizes are the run's slice_users.* params."""
+    return {k: v for k, v in model_metrics(evaluation, model).items() if not k.endswith("_users")}
+
+
+def run_metrics(evaluation: dict, family: str) -> dict[str, float]:
+    """The published family's run: its metrics on every slice under the names its nested runs
+    use (nested_metrics: in the UI's compare every slice lines up, parent and children), and
+    every other model's on the primary slice as <model>_<metric>, the comparison the run
+    summary and the Dagster UI show. Each other model's other slices are in its nested run only
+    (they were once all in this run: 203 metrics, the chart view a wall of 200 charts)."""
+    out = nested_metrics(evaluation, family)
+    for model, by_slice in evaluation.items():
+        if model != family:
+            primary = loggable_metrics(by_slice).get(PRIMARY_SLICE, {})
+            out.update({f"{model}_{k}": v for k, v in primary.items() if k != "users"})
+    return out
 
 
 def _lists_not_from_the_model(

@@ -204,9 +204,10 @@ RECOMMENDER = About(
     "`<family> <date> <run id>`: the family evaluated on a time holdout (the warm slice under plain "
     "metric names, the other slices prefixed `warm_all_`, `cold_users_`, `cold_items_`; a slice with "
     "no user logs no metric, `slice_users.*` params give every slice's size), each baseline and "
-    "other family as a nested run with the same metric names, the model refitted on every "
-    "interaction and registered (aliases `champion`, `challenger`), and the promotion gate's "
-    "decision (`gate_*` tags). The training data is the run's dataset input. Runs named "
+    "other family as a nested run with the same metric names (and on the warm slice in this run as "
+    "`<model>_<metric>`), the model refitted on every interaction and registered (aliases "
+    "`champion`, `challenger`), and the promotion gate's decision (`gate_*` tags). The training "
+    "data is the run's dataset input. Runs named "
     "`score_with_champion` trained nothing: the champion scored that day's customers. Customers are "
     "known only by pseudonymous keys.",
     "recommender",

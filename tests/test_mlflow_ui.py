@@ -60,10 +60,11 @@ DAGSTER_RUN = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 NAME = re.compile(r"(?P<model>.+) (?P<day>\d{4}-\d{2}-\d{2}) (?P<short>[0-9a-f]{6})")
 
 
-def _settings(root: Path) -> SimpleNamespace:
-    """What tracking_for and mlflow_run_metadata read of the settings."""
+def _settings(root: Path, store: str | None = None) -> SimpleNamespace:
+    """What tracking_for and mlflow_run_metadata read of the settings; the tracking store a
+    SQLite file, or `store`."""
     return SimpleNamespace(
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        mlflow_tracking_uri=store or f"sqlite:///{root / 'mlflow.db'}",
         data_dir=root,
         duckdb_path=root / "tessera.duckdb",
         dagster_ui_url="http://dagster.example:3000",
@@ -111,6 +112,17 @@ def trained(tmp_path_factory):
     )
 
 
+@pytest.fixture
+def file_store(tmp_path, monkeypatch) -> str:
+    """A file tracking store in the test's folder (a new SQLite store spends seconds creating its
+    tables), MLFLOW_TRACKING_URI pointing at it and put back after."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
 def _input_example(model_uri: str) -> pd.DataFrame:
     path = mlflow.artifacts.download_artifacts(model_uri)
     return mlflow.models.Model.load(path).load_input_example(path)
@@ -155,18 +167,13 @@ def test_the_experiment_is_described_tagged_and_of_the_model_training_kind(train
     assert experiment.tags["owner"] == "team:data-science"
 
 
-def test_a_description_edited_in_the_ui_stays_and_an_older_experiment_gets_the_tags(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    keep_uri = tracking_utils._tracking_uri
-    try:
-        old = client.create_experiment("older", artifact_location=(tmp_path / "a").as_uri())
-        edited = client.create_experiment("edited", artifact_location=(tmp_path / "b").as_uri())
-        client.set_experiment_tag(edited, NOTE_TAG, "my own notes")
-        for name in ("older", "edited"):
-            ensure_experiment(uri, name, tmp_path / "artifacts", RECOMMENDER)
-    finally:
-        tracking_utils._tracking_uri = keep_uri
+def test_a_description_edited_in_the_ui_stays_and_an_older_experiment_gets_the_tags(tmp_path, file_store):
+    client = MlflowClient(tracking_uri=file_store)
+    old = client.create_experiment("older", artifact_location=(tmp_path / "a").as_uri())
+    edited = client.create_experiment("edited", artifact_location=(tmp_path / "b").as_uri())
+    client.set_experiment_tag(edited, NOTE_TAG, "my own notes")
+    for name in ("older", "edited"):
+        ensure_experiment(file_store, name, tmp_path / "artifacts", RECOMMENDER)
     assert client.get_experiment(old).tags[NOTE_TAG] == RECOMMENDER.description
     assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
     assert client.get_experiment(edited).tags[NOTE_TAG] == "my own notes"
@@ -214,28 +221,32 @@ def test_no_metric_is_undefined_and_each_slice_size_is_logged_once(trained):
     # before: a `users` metric per model per slice, 16 here; now the primary slice's only (and
     # the gate's own count)
     assert sorted(m for m in metrics if m.endswith("users")) == ["gate_users", "users"]
-    # 8 models x 2 slices x 7 metrics, the primary slice's users, the split's 2 counts,
-    # eval_customers and the gate's 4
-    assert len(metrics) == 8 * 2 * 7 + 1 + 2 + 1 + 4
+    # before: 135 metrics, every model on every slice. Now the family on both slices (7 metrics
+    # each, under its nested runs' names, and users), the 7 other models on the warm slice, the
+    # split's 2 counts, eval_customers and the gate's 4
+    assert len(metrics) == 2 * 7 + 1 + 7 * 7 + 2 + 1 + 4
+    assert metrics["warm_all_ndcg_at_10"] >= 0 and "warm_all_lightfm_hybrid_ndcg_at_10" not in metrics
     for child in _children(trained.client, run):
+        model = child.data.tags["model"]
         assert [m for m in child.data.metrics if m.endswith("users")] == ["users"]
         assert len(child.data.metrics) == 2 * 7 + 1
+        assert child.data.metrics["ndcg_at_10"] == metrics[f"{model}_ndcg_at_10"]
+        assert f"warm_all_{model}_ndcg_at_10" not in metrics  # the child's other slices: in the child only
 
 
 def test_the_run_covers_the_fit(trained):
     run = trained.logged
     fit_start, fit_end = trained.phases.spans["fit"]
     evaluation_start, _ = trained.phases.spans["evaluate"]
-    # before: the run started once everything was trained, so its duration was the logging's
-    assert run.info.start_time / 1000 <= min(fit_start, evaluation_start)
-    assert run.info.end_time / 1000 >= max(fit_end, trained.phases.spans["promotion_gate"][1])
+    # before: the run started once everything was trained, so its duration was the logging's.
+    # MLflow's times are whole milliseconds, cut down (int(time.time() * 1000))
+    assert run.info.start_time <= int(min(fit_start, evaluation_start) * 1000)
+    assert run.info.end_time >= int(max(fit_end, trained.phases.spans["promotion_gate"][1]) * 1000)
     assert run.info.status == "FINISHED"
 
 
-def test_a_training_that_fails_leaves_its_run_failed_and_named(tmp_path, monkeypatch):
-    settings = _settings(tmp_path)
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+def test_a_training_that_fails_leaves_its_run_failed_and_named(tmp_path, monkeypatch, file_store):
+    settings = _settings(tmp_path, file_store)
 
     def broken_fit(data, params):
         raise RuntimeError("the fit broke")
@@ -278,10 +289,10 @@ def _propensity_frames() -> pl.DataFrame:
     return frames.with_columns(last_cart_status=gaps)
 
 
-def test_each_propensity_run_is_named_covers_its_fit_and_logs_a_servable_model_with_its_data(tmp_path, monkeypatch):
-    settings = _settings(tmp_path)
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+def test_each_propensity_run_is_named_covers_its_fit_and_logs_a_servable_model_with_its_data(
+    tmp_path, monkeypatch, file_store
+):
+    settings = _settings(tmp_path, file_store)
     started = time.time()
     out = score_propensities(_propensity_frames(), 42, 10_000, _tracking(settings, "tessera-propensity"), Log())
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
@@ -289,7 +300,7 @@ def test_each_propensity_run_is_named_covers_its_fit_and_logs_a_servable_model_w
     for target, run_id in out.runs.items():
         run = client.get_run(run_id)
         assert NAME.fullmatch(run.info.run_name).groups() == (target, _day(run), run_id[:6])
-        assert run.info.status == "FINISHED" and started <= run.info.start_time / 1000
+        assert run.info.status == "FINISHED" and int(started * 1000) <= run.info.start_time
         assert run.data.tags["dagster_run_url"].endswith(DAGSTER_RUN)
         assert all(math.isfinite(v) for v in run.data.metrics.values())
         contexts = {
@@ -313,10 +324,8 @@ def test_each_propensity_run_is_named_covers_its_fit_and_logs_a_servable_model_w
     assert experiment.tags[NOTE_TAG].startswith("**tessera propensity models.**")
 
 
-def test_a_clustering_run_is_named_described_and_records_the_features_it_clustered(tmp_path, monkeypatch):
-    settings = _settings(tmp_path)
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+def test_a_clustering_run_is_named_described_and_records_the_features_it_clustered(tmp_path, monkeypatch, file_store):
+    settings = _settings(tmp_path, file_store)
     features = _behaviours()
     out = cluster_and_log(features, 2, 4, 10_000, 42, _tracking(settings, "tessera-segments"), Log())
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
