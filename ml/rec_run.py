@@ -230,25 +230,34 @@ def score_with_champion(
     scores today's customers under today's rules (lists_from_champion), and an MLflow run says so."""
     users = frames.users_now()
     frames.customers = frames.features_now = frames.features_then = None
-    with phase("champion_lists"):
-        recs = lists_from_champion(
-            tracking, refresh.champion_version, users, frames.items, frames.interactions, rules, phase
-        )
-    with phase("mlflow_log"):
-        run_id = log_scoring_run(
-            tracking,
-            params={
-                "champion_version": refresh.champion_version,
-                "trained_through": str(refresh.trained_through),
-                "data_through": str(refresh.data_through),
-                "next_retrain_due": refresh.next_retrain,
-                "retrain_every_days": refresh.every_days,
-                **asdict(rules),
-            },
-            metrics={"customers": float(len(users)), "list_rows": float(len(recs))},
-            tags={"refresh": refresh.kind, "refresh_reason": refresh.reason},
-        )
+    tags = {"refresh": refresh.kind, "refresh_reason": refresh.reason}
+    # the run covers the scoring (loading the champion, ranking every customer)
+    with training_run(tracking, "score_with_champion", RECOMMENDER, tags) as run_id:
+        with phase("champion_lists"):
+            recs = lists_from_champion(
+                tracking, refresh.champion_version, users, frames.items, frames.interactions, rules, phase
+            )
+        with phase("mlflow_log"):
+            _log_scoring(tracking, refresh, rules, users, recs, tags, run_id)
     return RecommenderRun(recs, "champion", refresh=refresh, scoring_run_id=run_id)
+
+
+def _log_scoring(tracking, refresh: Refresh, rules: ListRules, users, recs, tags: dict, run_id: str) -> None:
+    """What score_with_champion did, in its run: which champion and why, the rules, how many."""
+    log_scoring_run(
+        tracking,
+        params={
+            "champion_version": refresh.champion_version,
+            "trained_through": str(refresh.trained_through),
+            "data_through": str(refresh.data_through),
+            "next_retrain_due": refresh.next_retrain,
+            "retrain_every_days": refresh.every_days,
+            **asdict(rules),
+        },
+        metrics={"customers": float(len(users)), "list_rows": float(len(recs))},
+        tags=tags,
+        run_id=run_id,
+    )
 
 
 def evaluation_sample(n_customers: int, size: int, seed: int) -> np.ndarray:

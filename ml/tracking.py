@@ -484,13 +484,15 @@ def log_evaluation_run(
         return run.info.run_id
 
 
-def log_scoring_run(tracking: Tracking, params: dict, metrics: dict[str, float], tags: dict[str, str]) -> str:
+def log_scoring_run(
+    tracking: Tracking, params: dict, metrics: dict[str, float], tags: dict[str, str], run_id: str | None = None
+) -> str:
     """A run that trained nothing: today's lists scored with a registered model (the recommender
-    between retrains), in `tracking`'s experiment with its tags and `tags`. Params say which
-    model and why; no model is logged. Its run id."""
+    between retrains), in `tracking`'s experiment with its tags and `tags`, or into `run_id` (a
+    training_run around the scoring). Params say which model and why; no model is logged. Its run id."""
     experiment_id = ensure_experiment(tracking.tracking_uri, tracking.experiment, tracking.artifact_root, RECOMMENDER)
     tags = {**tracking.tags, **tags}
-    with _open(tracking.tracking_uri, experiment_id, None, "score_with_champion", tags) as run:
+    with _open(tracking.tracking_uri, experiment_id, run_id, "score_with_champion", tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         return run.info.run_id
