@@ -10,8 +10,8 @@ What a data scientist meets in the MLflow UI (docs/recommender.md, "MLflow"):
   dataset input (`mlflow.data`, context `training`): a summary or the frame's schema, its digest
   and where it was read from, never its rows;
 - links into the UI carry `workflowType=machine_learning` (run_url): MLflow 3.17's UI takes the
-  view (GenAI or model training) from that parameter or from a per-browser switch in its sidebar
-  (default GenAI), not from the experiment's tag.
+  view (GenAI or model training) from that parameter or from the "GenAI | Model training" switch
+  in its sidebar (per browser, default GenAI), not from the experiment's tag.
 """
 
 from __future__ import annotations
