@@ -9,7 +9,7 @@ import polars as pl
 
 from ml.clustering import BEHAVIOURAL_FEATURES, ClusteringResult, cluster_customers, clustering_shortfall
 from ml.plots import grouped_bar_png
-from ml.tracking import Tracking, log_clustering_run
+from ml.tracking import SEGMENTS, Tracking, frame_dataset, log_clustering_run, training_run
 
 NO_ORDER_CLUSTER = (-1, "no order yet: not clustered")
 
@@ -34,8 +34,22 @@ def cluster_and_log(
         log.warning(f"clustering skipped: {reason}")
         out = pl.concat([_unclustered(buyers, f"not clustered: {reason}"), others])
         return ClusteringRun(out.with_columns(clustering_run_id=pl.lit(None, pl.String)), skipped_reason=reason)
-    result = cluster_customers(buyers, k_range=range(k_min, k_max + 1), seed=seed, fit_sample=fit_sample)
-    run_id = log_clustering_run(
+    # the MLflow run starts before the fits: its duration is the clustering's
+    with training_run(tracking, "kmeans", SEGMENTS) as run_id:
+        result = cluster_customers(buyers, k_range=range(k_min, k_max + 1), seed=seed, fit_sample=fit_sample)
+        _log(run_id, result, buyers, k_min, k_max, fit_sample, seed, tracking)
+    out = pl.concat([result.labels, others]).with_columns(clustering_run_id=pl.lit(run_id))
+    plot = grouped_bar_png(
+        {f"k={k}": {"silhouette": v} for k, v in result.silhouette_by_k.items()},
+        f"Silhouette per number of clusters (chosen k={result.k})",
+        "silhouette",
+    )
+    return ClusteringRun(out, result=result, run_id=run_id, plot=plot)
+
+
+def _log(run_id: str, result: ClusteringResult, buyers: pl.DataFrame, k_min, k_max, fit_sample, seed, tracking) -> None:
+    """The clustering's params, metrics and artifacts in its run, the buyers' features its dataset."""
+    log_clustering_run(
         tracking_uri=tracking.tracking_uri,
         experiment=tracking.experiment,
         artifact_root=tracking.artifact_root,
@@ -56,14 +70,9 @@ def cluster_and_log(
         z_profiles=result.z_profiles.to_pandas(),
         descriptions=result.descriptions,
         tags=tracking.tags,
+        run_id=run_id,
+        dataset=frame_dataset(buyers, "behavioural_features", tracking.data_source),
     )
-    out = pl.concat([result.labels, others]).with_columns(clustering_run_id=pl.lit(run_id))
-    plot = grouped_bar_png(
-        {f"k={k}": {"silhouette": v} for k, v in result.silhouette_by_k.items()},
-        f"Silhouette per number of clusters (chosen k={result.k})",
-        "silhouette",
-    )
-    return ClusteringRun(out, result=result, run_id=run_id, plot=plot)
 
 
 def _unclustered(customers: pl.DataFrame, description: str) -> pl.DataFrame:

@@ -4,14 +4,16 @@ the next, refit and applied to the latest (ml/propensity.py); each logged to MLf
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import pandas as pd
 import polars as pl
 
 from ml.plots import grouped_bar_png
 from ml.propensity import CATEGORICAL_FEATURES, NUMERIC_FEATURES, train_propensity, training_shortfall
-from ml.tracking import Tracking, log_propensity_run
+from ml.tracking import PROPENSITY, Tracking, frame_dataset, log_propensity_run, training_run
 
 # (label column, score column of ml.propensity_scores, population: scored where it is > 0; None: everyone)
 TARGETS = (
@@ -85,14 +87,46 @@ def score_propensities(frames: pl.DataFrame, seed: int, max_train_rows: int, tra
         scored = current if population is None else current.filter(pl.col(population) > 0)
         return train_propensity(train, evaluation, scored, target, seed=seed, max_train_rows=max_train_rows)
 
-    # The two models share nothing: each trains in a thread of its own (scikit-learn's tree code
-    # releases the GIL; each fit keeps its one OpenMP thread), with the results of training them
-    # one after the other. MLflow logging stays in this thread, in order.
-    with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="propensity") as workers:
-        trained = [workers.submit(train_target, target, population) for target, _, population in targets]
-        results = [job.result() for job in trained]
+    # Each target's MLflow run starts before the fits and ends once logged: its duration is the
+    # training's (FAILED if anything raises). The two models share nothing: each trains in a thread
+    # of its own (scikit-learn's tree code releases the GIL; each fit keeps its one OpenMP thread),
+    # with the results of training them one after the other. MLflow logging stays in this thread.
+    with contextlib.ExitStack() as runs:
+        run_ids = [runs.enter_context(training_run(tracking, t, PROPENSITY, {"target": t})) for t, _, _ in targets]
+        with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="propensity") as workers:
+            trained = [workers.submit(train_target, target, population) for target, _, population in targets]
+            results = [job.result() for job in trained]
+        comparison = _log_targets(
+            run, targets, results, run_ids, (train, evaluation), snapshots, max_train_rows, tracking
+        )
+    run.plot = grouped_bar_png(
+        comparison, "Propensity models vs the recency-only baseline (evaluation snapshot)", "score"
+    )
+    return run
+
+
+def input_example(model, frame: pl.DataFrame) -> pd.DataFrame:
+    """Two made-up customers for the model's input example, never a real one: every numeric
+    feature at its median and at its 90th percentile in `frame` (the model's training rows),
+    every categorical one at its most frequent value, as a string."""
+    rows = {}
+    for column in model.feature_names_in_:
+        if column in NUMERIC_FEATURES:
+            values = frame[column].cast(pl.Float64).fill_nan(None)
+            rows[column] = [values.median(), values.quantile(0.9)]
+        else:
+            common = frame[column].cast(pl.String).drop_nulls().mode().sort()
+            rows[column] = [common[0] if len(common) else None] * 2
+    return pd.DataFrame(rows)
+
+
+def _log_targets(run, targets, results, run_ids, frames, snapshots, max_train_rows, tracking) -> dict:
+    """Each trained target's MLflow run (into `run_ids`), its scores and run id into `run`; the
+    models against the recency-only baseline, for the chart."""
+    train, evaluation = frames
     comparison = {}
-    for (target, column, population), result in zip(targets, results, strict=True):
+    for (target, column, population), result, run_id in zip(targets, results, run_ids, strict=True):
+        columns = [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES, target]
         logged = log_propensity_run(
             tracking_uri=tracking.tracking_uri,
             experiment=tracking.experiment,
@@ -111,6 +145,20 @@ def score_propensities(frames: pl.DataFrame, seed: int, max_train_rows: int, tra
             calibration=result.calibration.to_pandas(),  # ml.tracking logs pandas records
             model=result.model,
             tags=tracking.tags,
+            run_id=run_id,
+            # the logged model is refitted on the evaluation snapshot (ml/propensity.py)
+            example=input_example(result.model, evaluation),
+            datasets={
+                "training": frame_dataset(
+                    train.select(columns), f"feature_snapshot {snapshots[-3]:%Y-%m-%d}", tracking.data_source, target
+                ),
+                "evaluation": frame_dataset(
+                    evaluation.select(columns),
+                    f"feature_snapshot {snapshots[-2]:%Y-%m-%d}",
+                    tracking.data_source,
+                    target,
+                ),
+            },
         )
         scored = result.scores.rename({"score": column})
         run.scores = run.scores.join(scored, on="customer_key", how="left", maintain_order="left").with_columns(
@@ -124,7 +172,4 @@ def score_propensities(frames: pl.DataFrame, seed: int, max_train_rows: int, tra
             "model PR-AUC": result.metrics["pr_auc"],
             "recency-only PR-AUC": result.metrics["baseline_recency_pr_auc"],
         }
-    run.plot = grouped_bar_png(
-        comparison, "Propensity models vs the recency-only baseline (evaluation snapshot)", "score"
-    )
-    return run
+    return comparison

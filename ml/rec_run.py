@@ -35,8 +35,8 @@ from ml.rec_evaluation import (
     empty_slices,
     evaluate_per_user,
     evaluate_split,
-    flatten_metrics,
     holdout_shortfall,
+    loggable_metrics,
     model_metrics,
     time_split,
     validation_split,
@@ -57,7 +57,16 @@ from ml.rec_lists import (
 )
 from ml.recommender import RecommenderParams, TrainingFrames, build_data, with_feature_weight, with_features
 from ml.registry import PRIMARY_METRIC, GateDecision, champion, champion_params, decide, record_on_run, register
-from ml.tracking import LoggedRun, Tracking, log_recommender_run, log_scoring_run
+from ml.tracking import (
+    RECOMMENDER,
+    LoggedRun,
+    Tracking,
+    interactions_dataset,
+    log_recommender_run,
+    log_scoring_run,
+    rename_run,
+    training_run,
+)
 
 
 @dataclass(frozen=True)
@@ -221,25 +230,34 @@ def score_with_champion(
     scores today's customers under today's rules (lists_from_champion), and an MLflow run says so."""
     users = frames.users_now()
     frames.customers = frames.features_now = frames.features_then = None
-    with phase("champion_lists"):
-        recs = lists_from_champion(
-            tracking, refresh.champion_version, users, frames.items, frames.interactions, rules, phase
-        )
-    with phase("mlflow_log"):
-        run_id = log_scoring_run(
-            tracking,
-            params={
-                "champion_version": refresh.champion_version,
-                "trained_through": str(refresh.trained_through),
-                "data_through": str(refresh.data_through),
-                "next_retrain_due": refresh.next_retrain,
-                "retrain_every_days": refresh.every_days,
-                **asdict(rules),
-            },
-            metrics={"customers": float(len(users)), "list_rows": float(len(recs))},
-            tags={"refresh": refresh.kind, "refresh_reason": refresh.reason},
-        )
+    tags = {"refresh": refresh.kind, "refresh_reason": refresh.reason}
+    # the run covers the scoring (loading the champion, ranking every customer)
+    with training_run(tracking, "score_with_champion", RECOMMENDER, tags) as run_id:
+        with phase("champion_lists"):
+            recs = lists_from_champion(
+                tracking, refresh.champion_version, users, frames.items, frames.interactions, rules, phase
+            )
+        with phase("mlflow_log"):
+            _log_scoring(tracking, refresh, rules, users, recs, tags, run_id)
     return RecommenderRun(recs, "champion", refresh=refresh, scoring_run_id=run_id)
+
+
+def _log_scoring(tracking, refresh: Refresh, rules: ListRules, users, recs, tags: dict, run_id: str) -> None:
+    """What score_with_champion did, in its run: which champion and why, the rules, how many."""
+    log_scoring_run(
+        tracking,
+        params={
+            "champion_version": refresh.champion_version,
+            "trained_through": str(refresh.trained_through),
+            "data_through": str(refresh.data_through),
+            "next_retrain_due": refresh.next_retrain,
+            "retrain_every_days": refresh.every_days,
+            **asdict(rules),
+        },
+        metrics={"customers": float(len(users)), "list_rows": float(len(recs))},
+        tags=tags,
+        run_id=run_id,
+    )
 
 
 def evaluation_sample(n_customers: int, size: int, seed: int) -> np.ndarray:
@@ -284,8 +302,47 @@ def train_and_rank(
         return lists_without_model(tracking, frames, rules, reason, log)
     split = time_split(eval_data, params.test_days)
     requested = params.family
+    # the MLflow run starts here, before the family is chosen and fitted, and ends after the gate:
+    # its duration is the training's (FAILED if anything in it raises)
+    with training_run(tracking, requested, RECOMMENDER) as run_id:
+        t = _train_in_run(run_id, frames, params, rules, tracking, gate, log, phase, eval_users, eval_data, split)
+    recs, decision, logged = t.recs, t.decision, t.logged
+    if decision.lists_from == "challenger":
+        log.info(decision.summary())
+        recs["model_run_id"] = constant_column(logged.run_id, len(recs))
+        recs["model_version"] = constant_column(decision.challenger_version, len(recs))
+    else:
+        recs = _lists_not_from_the_model(
+            decision, logged, tracking, t.params, rules, t.model, t.data, t.users, frames, log, phase
+        )
+    plot = ndcg_plot(t.evaluation, t.params.k, split.split_at)
+    return RecommenderRun(recs, decision.lists_from, logged, decision, t.metrics, plot)
+
+
+@dataclass
+class _Trained:
+    """What a training run leaves for the lists: the family's params, the model and its data, the
+    customers and their lists, the evaluation, the logged run and the gate's decision."""
+
+    params: RecommenderParams
+    model: object
+    data: object
+    users: pl.DataFrame
+    recs: pd.DataFrame
+    evaluation: dict
+    metrics: dict[str, float]
+    logged: LoggedRun
+    decision: GateDecision
+
+
+def _train_in_run(run_id, frames, params, rules, tracking, gate, log, phase, eval_users, eval_data, split) -> _Trained:
+    """train_and_rank's training, in its MLflow run `run_id`: choose the family, evaluate, fit
+    and rank, log, register and gate."""
+    requested = params.family
     with phase("family_selection"):
         params, selection = choose_family(eval_data, split, params, log)
+    if params.family != requested:
+        rename_run(tracking.tracking_uri, run_id, params.family)
     # The evaluation (two fits and full-catalogue rankings on the sample) and the published model's
     # build, fit and scoring share nothing: the evaluation runs in a second thread meanwhile. The fit
     # runs on one LightFM thread (reproducible) and releases the GIL, as numpy's large array
@@ -325,19 +382,11 @@ def train_and_rank(
         phase,
         selection,
         requested,
+        run_id,
     )
     with phase("promotion_gate"):
         decision = promotion_gate(tracking, gate, logged, params, per_user, evaluation, eval_data, split, fingerprint)
-    if decision.lists_from == "challenger":
-        log.info(decision.summary())
-        recs["model_run_id"] = constant_column(logged.run_id, len(recs))
-        recs["model_version"] = constant_column(decision.challenger_version, len(recs))
-    else:
-        recs = _lists_not_from_the_model(
-            decision, logged, tracking, params, rules, model, data, users, frames, log, phase
-        )
-    plot = ndcg_plot(evaluation, params.k, split.split_at)
-    return RecommenderRun(recs, decision.lists_from, logged, decision, metrics, plot)
+    return _Trained(params, model, data, users, recs, evaluation, metrics, logged, decision)
 
 
 def choose_family(data, split, params: RecommenderParams, log) -> tuple[RecommenderParams, dict[str, float]]:
@@ -383,10 +432,13 @@ def _log_run(
     phase,
     selection,
     requested: str,
+    run_id: str | None = None,
 ):
-    """The published family's MLflow run, the other families and the baselines nested: every
-    metric, every choice a param."""
-    metrics = flatten_metrics(evaluation, primary=params.family)
+    """The published family's MLflow run (`run_id`), the other families and the baselines nested:
+    every metric (run_metrics, nested_metrics), every choice a param. Each slice's size is logged
+    once, as a param slice_users.<slice> (0: an empty slice, which logs no metric)."""
+    sizes = slice_sizes(evaluation, params.family)
+    metrics = run_metrics(evaluation, params.family)
     metrics.update(selection)
     if empty := empty_slices(evaluation):
         log.info(f"no user to evaluate on slice(s) {', '.join(empty)}: no metric logged for them")
@@ -422,13 +474,14 @@ def _log_run(
                 # "auto" or a family: what the configuration asked for (config_changes compares it)
                 "family_requested": requested,
                 "empty_slices": ",".join(empty) or "none",
+                **{f"slice_users.{name}": n for name, n in sizes.items()},
             },
             metrics=metrics,
             bundle=published_bundle(model, data, params),
             family=params.family,
             tags=tracking.tags,
             mappings={"users": data.users.ids, "items": data.items.ids},
-            baselines={m: model_metrics(evaluation, m) for m in evaluation if m != params.family},
+            baselines={m: nested_metrics(evaluation, m) for m in evaluation if m != params.family},
             shared_params={
                 "split_at": str(split.split_at.date()),
                 "primary_slice": PRIMARY_SLICE,
@@ -436,8 +489,36 @@ def _log_run(
                 "test_days": params.test_days,
                 "recent_days": params.recent_days,
             },
+            run_id=run_id,
+            dataset=interactions_dataset(frames.interactions, fingerprint, tracking.data_source),
         )
     return metrics, logged
+
+
+def slice_sizes(evaluation: dict, model: str) -> dict[str, int]:
+    """The users each slice evaluated `model` on (every model is scored on the same users)."""
+    return {s: int(evaluation[model][s].get("users", 0)) for s in SLICES if s in evaluation[model]}
+
+
+def nested_metrics(evaluation: dict, model: str) -> dict[str, float]:
+    """One model's metrics on every slice (model_metrics: the primary slice plain, the others
+    <slice>_<metric>), of the user counts only `users`, the primary slice's: every model is
+    evaluated on the same users, the slice sizes are the run's slice_users.* params."""
+    return {k: v for k, v in model_metrics(evaluation, model).items() if not k.endswith("_users")}
+
+
+def run_metrics(evaluation: dict, family: str) -> dict[str, float]:
+    """The published family's run: its metrics on every slice under the names its nested runs
+    use (nested_metrics: in the UI's compare every slice lines up, parent and children), and
+    every other model's on the primary slice as <model>_<metric>, the comparison the run
+    summary and the Dagster UI show. Each other model's other slices are in its nested run only
+    (they were once all in this run: 203 metrics, the chart view a wall of 200 charts)."""
+    out = nested_metrics(evaluation, family)
+    for model, by_slice in evaluation.items():
+        if model != family:
+            primary = loggable_metrics(by_slice).get(PRIMARY_SLICE, {})
+            out.update({f"{model}_{k}": v for k, v in primary.items() if k != "users"})
+    return out
 
 
 def _lists_not_from_the_model(

@@ -51,6 +51,7 @@ from ml.rec_evaluation import (
 )
 from ml.rec_features import TypingOptions
 from ml.recommender import RecData, RecommenderParams
+from ml.tracking import TUNING, experiment_for, new_run
 
 # the LightFM hybrid's search space: loss, components, learning rate, epochs, feature weighting (and decay)
 DEFAULT_SPACE = {
@@ -403,14 +404,6 @@ def report_roles(found: SearchResult, families: list[str] | tuple[str, ...]) -> 
     return roles
 
 
-def _experiment_id(client: MlflowClient, experiment: str, artifact_root: Path | None) -> str:
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    location = artifact_root.resolve().as_uri() if artifact_root else None
-    return client.create_experiment(experiment, artifact_location=location)
-
-
 def _log(client: MlflowClient, run_id: str, params: dict, metrics: dict | None = None) -> None:
     """Params and metrics in one request (a request per value took seconds on a SQLite store)."""
     now = int(time.time() * 1000)
@@ -443,13 +436,11 @@ def tune(
     started = time.perf_counter()
     planned = plan(families, base, base.seed, max_trials, searchable(spaces, splits.validation_data))
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_id = _experiment_id(client, experiment, artifact_root)
+    experiment_id = experiment_for(client, experiment, artifact_root, TUNING)
     described = splits.describe()
-    parent = client.create_run(
-        experiment_id,
-        run_name="tune",
-        tags={"split": str(described["test"]), "validation": str(described["validation"])},
-    ).info.run_id
+    parent = new_run(
+        client, experiment_id, "tune", {"split": str(described["test"]), "validation": str(described["validation"])}
+    )
     _log(
         client,
         parent,
@@ -468,11 +459,15 @@ def tune(
         client.log_dict(parent, content, name)
 
     def log_trial(result: TrialResult) -> None:
-        run = client.create_run(
+        # named `<label>, trial <n> <date> <id>`, started when its fit did: its duration is the trial's
+        run = new_run(
+            client,
             experiment_id,
-            run_name=f"trial-{result.trial.number:03d} {result.trial.label()}",
-            tags={"mlflow.parentRunId": parent, "split": str(described["validation"])},
-        ).info.run_id
+            f"{result.trial.label()}, trial {result.trial.number:03d}",
+            {"split": str(described["validation"]), "family": result.trial.family},
+            parent_run_id=parent,
+            start_time=int((time.time() - result.seconds) * 1000),
+        )
         params = {"family": result.trial.family, "default": result.trial.default, **result.trial.overrides}
         metrics = {f"val_{key}": value for key, value in result.metrics.items()}
         _log(client, run, {**params, "k": base.k, "seed": base.seed}, {**metrics, "seconds": result.seconds})

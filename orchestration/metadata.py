@@ -27,7 +27,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from ml.tracking import log_plot
+from ml.tracking import log_plot, run_url
 from tessera.column_docs import table_descriptions as column_descriptions
 from tessera.privacy.personal import is_personal
 
@@ -274,9 +274,7 @@ def mlflow_run_metadata(settings, run_id: str, plot: bytes | None = None, plot_n
     """A link to the MLflow run in its UI and, given a PNG, the chart: logged to the run under
     plots/ and shown inline in the Dagster UI."""
     experiment_id = log_plot(settings.mlflow_tracking_uri, run_id, plot, plot_name)
-    metadata = {
-        "mlflow_run": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}")
-    }
+    metadata = {"mlflow_run": dg.MetadataValue.url(run_url(settings.mlflow_ui_url, experiment_id, run_id))}
     if plot is not None:
         encoded = base64.b64encode(plot).decode()
         metadata["plot"] = dg.MetadataValue.md(f"![{plot_name}](data:image/png;base64,{encoded})")

@@ -16,7 +16,7 @@ from ml.propensity_run import PropensityRun, score_propensities
 from ml.rec_lists import ListRules
 from ml.rec_run import Cadence, RecommenderRun, primary_metrics, refresh_recommender
 from ml.recommender import RecommenderParams
-from ml.tracking import Tracking
+from ml.tracking import NOTE_TAG, Tracking
 from orchestration.keys import CLUSTERS_KEY, ML_GROUP, PRODUCT_LISTS_KEY, PROPENSITY_KEY, RECOMMENDER_KEY
 from orchestration.metadata import declared_schema, mlflow_run_metadata, run_metadata, table_metadata
 from orchestration.quality import gated_deps
@@ -37,9 +37,25 @@ SEGMENTS_EXPERIMENT = "tessera-segments"
 def tracking_for(
     context: dg.AssetExecutionContext, settings, experiment: str, model_name: str | None = None
 ) -> Tracking:
-    """Where this run's models are tracked, every MLflow run tagged with the Dagster run."""
-    tags = {"dagster_run_id": context.run_id, "source": "tessera"}
-    return Tracking(settings.mlflow_tracking_uri, experiment, mlflow_artifact_root(settings), tags, model_name)
+    """Where this run's models are tracked, every MLflow run tagged with the Dagster run: its id,
+    its address in the Dagster UI (TESSERA_DAGSTER_UI_URL) and, as the run's description, a link to
+    it; the warehouse file is the source of the runs' datasets."""
+    url = f"{settings.dagster_ui_url}/runs/{context.run_id}"
+    tags = {
+        "dagster_run_id": context.run_id,
+        "dagster_run_url": url,
+        "dagster_job": context.job_name,
+        "source": "tessera",
+        NOTE_TAG: f"Logged by Dagster run [{context.run_id[:8]}]({url}) of job `{context.job_name}`.",
+    }
+    return Tracking(
+        settings.mlflow_tracking_uri,
+        experiment,
+        mlflow_artifact_root(settings),
+        tags,
+        model_name,
+        data_source=settings.duckdb_path.as_uri(),
+    )
 
 
 def write_ml(tessera: TesseraResource, name: str, frame, order_by: str) -> dict:

@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     landing_settle_seconds: float = 30
     # where the MLflow UI is served (`make ui`): Dagster metadata links each model to its run there
     mlflow_ui_url: Annotated[str, AfterValidator(lambda url: url.rstrip("/"))] = "http://127.0.0.1:5000"
+    # where the Dagster UI is served (`make ui`): each MLflow run links to the Dagster run that logged it
+    dagster_ui_url: Annotated[str, AfterValidator(lambda url: url.rstrip("/"))] = "http://127.0.0.1:3000"
     # `tessera serve`: where it listens, and how often it looks for a newly published version
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000

@@ -280,7 +280,9 @@ def test_a_tuning_search_run_carries_the_feature_typing(data_dir):
         search_dicts={"feature_report.json": {"features": [c.as_dict() for c in splits.features]}},
     )
     mlflow.set_tracking_uri(uri)
-    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["tune-features"], output_format="list")}
+    runs = {
+        r.data.tags["model"]: r for r in mlflow.search_runs(experiment_names=["tune-features"], output_format="list")
+    }
     assert runs["tune"].data.params["feature.items.genres"] == "list: 3 values, up to 2 per row"
     report = mlflow.artifacts.load_dict(f"{runs['tune'].info.artifact_uri}/feature_report.json")
     assert report["features"][0]["features"] == 3

@@ -5,6 +5,7 @@ when forced, it retrains. Small frames, no pipeline run: one real training makes
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import sqlite3
 from dataclasses import replace
@@ -204,6 +205,9 @@ def test_within_the_cadence_the_champion_scores_todays_customers_and_nothing_is_
     assert scoring.data.params["next_retrain_due"] == "2026-10-27"
     assert scoring.data.metrics["customers"] == len(customers)
     assert client.list_artifacts(run.scoring_run_id) == []
+    # named as every run is: model, the day it started, short id (issue 39)
+    assert re.fullmatch(rf"score_with_champion \d{{4}}-\d{{2}}-\d{{2}} {run.scoring_run_id[:6]}", scoring.info.run_name)
+    assert scoring.info.status == "FINISHED"
 
 
 @pytest.mark.parametrize(
