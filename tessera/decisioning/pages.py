@@ -82,8 +82,9 @@ def body_inner(body: str) -> str:
 
 
 def preheader(body: str) -> str:
-    """What a mail client shows after the subject: the start of the body's text."""
-    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body_inner(body))).split())
+    """What a mail client shows after the subject: the start of the body's text (the footer left out)."""
+    content = re.sub(r"<(div|footer)[^>]*class=[\"']?footer.*", "", body_inner(body), flags=re.S | re.I)
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", content)).split())
     return text if len(text) <= PREHEADER_CHARS else text[: PREHEADER_CHARS - 1].rstrip() + "…"
 
 
