@@ -801,6 +801,12 @@ def test_the_pipeline_publishes_actions_and_an_outbox_within_consent_and_holdout
     }
     previews = Path(metadata["decisioning/rendered_messages"]["previews"].value)
     assert previews.is_file() and previews.parent.joinpath("cart_abandonment_email").is_dir()
+    # the campaign report (issue 39): linked from the UI, its totals those of the decisions
+    report = Path(metadata["decisioning/rendered_messages"]["campaign_report"].value)
+    facts = json.loads(report.with_suffix(".json").read_text())
+    assert report.is_file() and report.parent.joinpath("latest.html").read_text() == report.read_text()
+    assert facts["totals"] == metadata["decisioning/rendered_messages"]["sent_held_out_no_consent_capped"].value
+    assert facts["totals"]["send"] == outbox and facts["totals"]["holdout"] == held
     bandit_md = metadata["decisioning/bandit_state"]
     assert bandit_md["state_version"].value == 1 and "posterior mean" in bandit_md["posteriors"].value
     # every action with two variants has a posterior; the realtime cart reminder's stays at the
