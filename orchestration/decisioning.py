@@ -155,7 +155,8 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
     description=(
         "The messages to send, rendered: subject (plain text) and body (Jinja2, HTML-escaped) of every 'send' decision "
         "into decisioning.messages, with body_ref, the sha256 of the body. "
-        "Previews of the first messages of each variant are written as files (metadata: previews)."
+        "Previews of the first messages of each variant are written as files (metadata: previews), and the "
+        "day's campaign report, per action and variant (metadata: campaign_report; docs/decisioning.md)."
     ),
     kinds={"python", "duckdb"},
     owners=["team:data-platform"],
@@ -164,7 +165,7 @@ def decisions(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg
 def rendered_messages(context: dg.AssetExecutionContext, tessera: TesseraResource) -> dg.MaterializeResult:
     started = time.perf_counter()
     with tessera.duckdb() as con:
-        rendered, preview_dir = render_day(con, catalogue_or_fail(), tessera.settings())
+        rendered, preview_dir, report = render_day(con, catalogue_or_fail(), tessera.settings())
         # subjects and bodies greet customers by name: masked in the UI's preview
         table = table_metadata(con, "decisioning.messages", personal=("customer_key", "subject", "body"))
     seconds = time.perf_counter() - started
@@ -180,6 +181,10 @@ def rendered_messages(context: dg.AssetExecutionContext, tessera: TesseraResourc
             "messages_per_second": round(rendered.messages / seconds, 1) if seconds else 0.0,
             "messages_per_variant": dg.MetadataValue.json(rendered.per_variant),
             "previews": dg.MetadataValue.path(str(preview_dir / "index.html")),
+            # the marketer's daily page: counts per action and variant, split, uplift, reasons, previews
+            "campaign_report": dg.MetadataValue.path(str(report.path)),
+            "campaign_report_url": dg.MetadataValue.url(report.path.resolve().as_uri()),
+            "sent_held_out_no_consent_capped": dg.MetadataValue.json(report.totals),
             "preview_files": dg.MetadataValue.md(previews),
         }
     )

@@ -212,6 +212,11 @@ def decisioning_summary(settings: Settings) -> list[str]:
     index = settings.data_dir / "decisioning" / "previews" / str(day) / "index.html"
     if index.exists():
         lines.append(f"  rendered message previews: {index}")
+    from tessera.decisioning.report import summary_line
+
+    report = summary_line(settings)
+    if report:
+        lines.append(f"  {report}")
     return lines
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tessera.decisioning import bandit, decide, render, state
+from tessera.decisioning import bandit, decide, reasons, render, state
 from tessera.decisioning.catalogue import (
     DEFAULT_FILE,
     CatalogueError,
@@ -33,9 +33,12 @@ RULE_SEGMENTS = {"cart_abandoned_2h", "vip_lapsing", "category_browser_no_purcha
 
 # --- a catalogue of our own, so each rule is exactly what the test says -------------------------
 
+# what every email template ends with (tessera/decisioning/mailing.py): the link revoking the consent
+FOOTER = '<p><a href="{{ unsubscribe.url }}">Unsubscribe</a> {{ shop.address }}</p>'
+
 TEMPLATES = {
     "body.html.j2": "<p>Hi {{ customer.first_name }}</p>{% for i in cart_items %}<li>{{ i.product_name }}</li>{% endfor %}"
-    "{% for i in recommendations %}<li>{{ i.product_name }}</li>{% endfor %}",
+    "{% for i in recommendations %}<li>{{ i.product_name }}</li>{% endfor %}" + FOOTER,
     "banner.json.j2": '{"headline": "{{ recommendations[0].product_name if recommendations else customer.top_category }}"}',
 }
 
@@ -305,10 +308,10 @@ def test_what_templates_may_do_still_validates(templates_dir):
         "{% set n = recommendations|length %}{{ n }} {{ (recommendations|first).product_name if recommendations }}"
         "{% for i in cart_items %}{{ i['product_name']|upper }}{% else %}empty{% endfor %}"
         "{{ customer.first_name|default('there', true) }}{{ recommendations[0].product_id if recommendations }}"
-    )
+    ) + FOOTER
     (templates_dir / "body.html.j2").write_text(source)
     catalogue = validate_catalogue(actions_data(), templates_dir, RULE_SEGMENTS)
-    assert catalogue.action("cart").uses() == {"customer", "recommendations", "cart_items"}
+    assert catalogue.action("cart").uses() == {"customer", "recommendations", "cart_items", "unsubscribe", "shop"}
 
 
 def test_a_subject_is_validated_like_a_template(templates_dir):
@@ -325,6 +328,8 @@ def context(name: str) -> dict:
                      "top_category": name, "last_device": None},
         "recommendations": [product], "cart_items": [product], "offer": None,
         "action": {"id": "a", "channel": "email"}, "variant": {"id": "v"},
+        "shop": {"name": "S", "address": "1 Road", "sender": "S <s@shop.example>"},
+        "unsubscribe": {"url": "https://shop.example/u?token=t"},
     }  # fmt: skip
 
 
@@ -348,7 +353,9 @@ def test_a_subject_cannot_carry_a_line_break_or_a_control_character(catalogue):
 
 
 def test_rendering_fails_loudly_on_a_missing_value_instead_of_printing_nothing(templates_dir):
-    template = load_template(templates_dir / "body.html.j2", {"customer", "recommendations", "cart_items"})
+    template = load_template(
+        templates_dir / "body.html.j2", {"customer", "recommendations", "cart_items", "unsubscribe", "shop"}
+    )
     ctx = context("x")
     del ctx["customer"]["first_name"]
     with pytest.raises(Exception, match="first_name"):
@@ -428,7 +435,9 @@ def test_event_rfm_and_cart_conditions(warehouse, templates_dir):
     reason = d[("c_no_consent", "web_banner")]["reason"]
     assert "add_to_cart in the last 48 hours and no purchase since; cart holds 1 product(s)" in reason
     assert {k for (k, ch) in d if ch == "email"} == set(CUSTOMERS) - {"c_erased"}  # all Loyal
-    assert d[("c_nothing", "email")]["reason"].startswith("weighted score, action loyal: in RFM segment Loyal; ")
+    assert d[("c_nothing", "email")]["reason"].startswith(
+        "loyal (highest weighted score) chosen because: in RFM segment Loyal; "
+    )
 
 
 def test_no_decision_is_made_on_a_channel_the_customer_cannot_be_reached_on(warehouse, templates_dir):
@@ -480,11 +489,38 @@ def test_every_decision_records_a_reason_with_its_rule_segment_and_score(warehou
     d = run_decide(warehouse, catalogue)
     assert d and all(v["reason"] and len(v["reason"]) > 40 for v in d.values())
     cart = d[("c_cart_and_picks", "email")]["reason"]
-    assert cart.startswith("explicit rule cart (priority 90): in segment cart_abandoned_2h; score ")
+    assert cart.startswith(
+        "cart (explicit rule, priority 90: wins over scored actions) chosen because: in segment cart_abandoned_2h; "
+        "high propensity to buy again (0.90), priority 0.9, high recommendation affinity ("
+    )
     assert "RFM segment Loyal" in cart and "variant by Thompson sampling (bandit state v1" in cart
     picks = d[("c_scored_high", "email")]["reason"]
-    assert picks.startswith("weighted score, action picks: frequency 2 >= 1; score ")
-    assert "0.3 x priority 1 + 0.4 x purchase_propensity_30d 0.8" in picks
+    assert picks.startswith(
+        "picks (highest weighted score) chosen because: frequency 2 >= 1; high propensity to buy again (0.80), priority 1, "
+    )
+    assert "; score 0." in picks and "formula" not in picks and " x priority" not in picks
+
+
+def test_the_reason_in_sql_is_the_reason_formatter_word_for_word(warehouse, catalogue):
+    # issue 39: reasons read "score 0.594 = 0.3 x priority 0.5 + ..."; one formatter now writes them,
+    # in SQL for every decision and in Python for the campaign report
+    run_decide(warehouse, catalogue)
+    rows = warehouse.execute(
+        "select d.action_id, d.priority, d.propensity, d.recommendation_affinity, d.score, d.reason, r.rfm_segment "
+        "from decisioning.decisions as d inner join marts.customer_rfm as r using (customer_key)"
+    ).fetchall()
+    assert len(rows) >= 8
+    for action_id, priority, propensity, affinity, score, reason, rfm in rows:
+        action = catalogue.action(action_id)
+        trigger = reason.split(" chosen because: ")[1].split("; ")[0]
+        expected = reasons.chosen_because(
+            action_id, action.explicit, priority, trigger, action.propensity, propensity, affinity, score, rfm
+        )
+        assert reason.startswith(expected + ";"), (reason, expected)
+    assert reasons.chosen_because("a", False, 50, "t", "churn_risk_30d", None, 0.1, 0.15, None) == (
+        "a (highest weighted score) chosen because: t; no risk of lapsing score, priority 0.5, "
+        "low recommendation affinity (0.10); score 0.150; RFM segment none"
+    )
 
 
 def test_customers_without_consent_or_in_the_holdout_receive_nothing(warehouse, catalogue):
@@ -551,9 +587,9 @@ def test_erasing_previews_removes_every_days_files_and_index_rows_that_name_the_
     previews = rendered[days[0]].previews
     # the person's emails greet them (escaped in the HTML); a banner of theirs does not, it is
     # found by its message id in the file name
-    greeted = {m for a, v, m, _, p in previews if customer_of[m] == "c_cart_and_picks" and p.suffix == ".html"}
-    short = {m for a, v, m, _, p in previews if customer_of[m].startswith("c_two") and p.suffix == ".html"}
-    banner = next(m for a, v, m, _, p in previews if p.suffix == ".json" and customer_of[m] == "c_scored_high")
+    greeted = {m for a, v, m, _, p in previews if customer_of[m] == "c_cart_and_picks" and a != "banner"}
+    short = {m for a, v, m, _, p in previews if customer_of[m].startswith("c_two") and a != "banner"}
+    banner = next(m for a, v, m, _, p in previews if a == "banner" and customer_of[m] == "c_scored_high")
     assert greeted and short
     gone = greeted | {banner}
 
@@ -765,6 +801,12 @@ def test_the_pipeline_publishes_actions_and_an_outbox_within_consent_and_holdout
     }
     previews = Path(metadata["decisioning/rendered_messages"]["previews"].value)
     assert previews.is_file() and previews.parent.joinpath("cart_abandonment_email").is_dir()
+    # the campaign report (issue 39): linked from the UI, its totals those of the decisions
+    report = Path(metadata["decisioning/rendered_messages"]["campaign_report"].value)
+    facts = json.loads(report.with_suffix(".json").read_text())
+    assert report.is_file() and report.parent.joinpath("latest.html").read_text() == report.read_text()
+    assert facts["totals"] == metadata["decisioning/rendered_messages"]["sent_held_out_no_consent_capped"].value
+    assert facts["totals"]["send"] == outbox and facts["totals"]["holdout"] == held
     bandit_md = metadata["decisioning/bandit_state"]
     assert bandit_md["state_version"].value == 1 and "posterior mean" in bandit_md["posteriors"].value
     # every action with two variants has a posterior; the realtime cart reminder's stays at the

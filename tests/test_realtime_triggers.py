@@ -14,6 +14,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from tessera.decisioning import mailing
 from tessera.decisioning.catalogue import CatalogueError, validate_catalogue
 from tessera.privacy import pseudonym
 from tessera.publish import holdout, snapshots
@@ -25,7 +26,7 @@ from tessera.realtime.state import SessionState
 from tessera.realtime.stream import RedisEventStream
 from tessera.realtime.triggers import GROUP, TriggerSettings, TriggerWorker, decided_key, load_trigger_settings
 from tessera.settings import ConfigurationError
-from tests.test_decisioning import AS_OF, RULE_SEGMENTS, build_warehouse, run_decide
+from tests.test_decisioning import AS_OF, FOOTER, RULE_SEGMENTS, build_warehouse, run_decide
 
 T0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 SHARE = 0.5  # a large holdout share, so that both groups are easy to find
@@ -33,9 +34,9 @@ SALT = "test-salt"  # the suppression list's hashes
 
 TEMPLATES = {
     "cart.html.j2": "<p>Hi {{ customer.first_name }}</p>{% for i in cart_items %}<li>{{ i.product_name }}</li>{% endfor %}"
-    "<p>{{ offer.code }}</p>{% for i in recommendations %}<i>{{ i.product_name }}</i>{% endfor %}",
+    "<p>{{ offer.code }}</p>{% for i in recommendations %}<i>{{ i.product_name }}</i>{% endfor %}" + FOOTER,
     "banner.json.j2": '{"first": "{{ recommendations[0].product_name if recommendations else \'\' }}"}',
-    "visits.html.j2": "<p>Welcome back {{ customer.first_name }}</p>",
+    "visits.html.j2": "<p>Welcome back {{ customer.first_name }}</p>" + FOOTER,
 }
 
 
@@ -227,7 +228,11 @@ def test_an_idle_cart_fires_15_minutes_after_the_last_cart_activity_and_not_befo
     assert message["subject"] == "Hi Alice" and message["content_type"] == "text/html"
     # the live cart, rendered by the catalogue's template, with the action's offer
     # with the customer's own recommendations (alice consented to email personalisation)
-    assert message["body"] == "<p>Hi Alice</p><li>Kettle</li><li>Mug</li><p>CART10</p><i>Teapot</i>"
+    body, footer = message["body"].split("<p><a href=")
+    assert body == "<p>Hi Alice</p><li>Kettle</li><li>Mug</li><p>CART10</p><i>Teapot</i>"
+    # the unsubscribe link names alice's email marketing consent, signed with the salt (issue 39)
+    token = footer.split("?token=")[1].split('"')[0]
+    assert mailing.verify(SALT, token) == (alice["customer_pkey"], "email", "marketing")
     assert message["decided_on"] == "2026-12-07" and message["decided_at"] == "2026-12-07T10:18:00Z"
     [decision] = shop.decisions()
     assert decision["decision"] == "send" and decision["message_id"] == message["message_id"]
@@ -686,7 +691,7 @@ def test_a_product_in_the_cart_is_not_recommended_again(shop):
     shop.send(minutes(0), "Product Added", user="carol", product_id="P9")
     shop.tick(minutes(15))
     [message] = shop.messages()
-    assert message["body"].endswith("<p>CART10</p><i>Mug</i>")
+    assert "<p>CART10</p><i>Mug</i><p><a href=" in message["body"]
 
 
 def test_the_erasure_file_step_clears_the_outbox_files_and_the_trigger_audience(shop, tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from tessera.decisioning.templates import (
     Line,
     Template,
     TemplateError,
+    check_unsubscribe,
     load_line,
     load_template,
 )
@@ -340,6 +341,8 @@ def _variant(action: ActionSpec, i: int, provided: set[str], templates_dir: Path
     field = "template"
     try:
         template = load_template(templates_dir / spec.template, provided)
+        if action.channel == "email":
+            check_unsubscribe(template, action.offer.model_dump() if action.offer else None)
         field = "subject"
         subject = load_line(spec.subject, "subject", provided) if spec.subject is not None else None
     except TemplateError as e:
@@ -350,7 +353,9 @@ def _variant(action: ActionSpec, i: int, provided: set[str], templates_dir: Path
 def _action(spec: ActionSpec, templates_dir: Path, path: Path) -> Action:
     offer = Offer(spec.offer.code, spec.offer.description, float(spec.offer.discount_percent)) if spec.offer else None
     # cart_items is empty for a customer with nothing left in the cart; offer only exists on actions with one
-    provided = {"customer", "recommendations", "cart_items", "action", "variant"} | ({"offer"} if offer else set())
+    # shop (sender, name, address) everywhere; the unsubscribe link on email (tessera/decisioning/mailing.py)
+    provided = {"customer", "recommendations", "cart_items", "action", "variant", "shop"}
+    provided |= ({"offer"} if offer else set()) | ({"unsubscribe"} if spec.channel == "email" else set())
     variants = tuple(_variant(spec, i, provided, templates_dir, path) for i in range(len(spec.variants)))
     return Action(
         spec.id, spec.description, spec.explicit, spec.trigger.spec(), tuple(c.spec() for c in spec.conditions or []),

@@ -42,7 +42,7 @@ from decimal import Decimal
 import numpy as np
 import pyarrow as pa
 
-from tessera.decisioning import bandit
+from tessera.decisioning import bandit, reasons
 from tessera.decisioning.catalogue import CHANNEL_CONSENT_SQL, CHANNELS, Action, Catalogue
 from tessera.publish.holdout import holdout_group_sql
 from tessera.sql import Params, ident
@@ -76,11 +76,6 @@ create table if not exists decisioning.sends (
 # the messages the realtime trigger worker sent (tessera/realtime/outbox.py load_sends fills it
 # before each decision run); the same columns as decisioning.sends
 REALTIME_SENDS_DDL = SENDS_DDL.replace("decisioning.sends", "decisioning.realtime_sends")
-
-
-def _number(expr: str, digits: int = 3) -> str:
-    """SQL text of a number rounded for a reason string ('n/a' when NULL)."""
-    return f"coalesce(cast(round({expr}, {digits}) as varchar), 'n/a')"
 
 
 CART_DAYS = 7
@@ -159,25 +154,16 @@ def eligible_sql(action: Action, catalogue: Catalogue, p: Params) -> str:
     tests = [_test_sql(c, p) for c in action.conditions]
     where = " and ".join([trigger, *(f"coalesce({sql}, false)" for sql, _ in tests)])
     why = " || '; ' || ".join([trigger_why, *(w for _, w in tests)])
-    prop = f"coalesce(b.{ident(action.propensity)}, 0)"
+    prop = f"coalesce(b.{ident(action.propensity)}, 0)"  # a customer without a score counts 0
     score = (
         f"{p.bind(_exact_product(w['priority'], action.priority / 100), 'double')}"
         f" + {p.bind(w['propensity'], 'double')} * {prop}"
         f" + {p.bind(w['recommendation'], 'double')} * coalesce(b.recommendation_affinity, 0)"
     )
-    terms = (
-        f" = {w['priority']:g} x priority {action.priority / 100:g} + {w['propensity']:g} x {action.propensity} ",
-        f" + {w['recommendation']:g} x recommendation affinity ",
-    )
-    breakdown = (
-        f"'score ' || {_number(score)} || {p.bind(terms[0])} || {_number(prop)}"
-        f" || {p.bind(terms[1])} || {_number('coalesce(b.recommendation_affinity, 0)')}"
-    )
-    rule = (
-        f"explicit rule {action.id} (priority {action.priority})"
-        if action.explicit
-        else f"weighted score, action {action.id}"
-    )
+    reason = reasons.reason_sql(
+        action.id, action.explicit, action.priority, why, action.propensity, f"b.{ident(action.propensity)}",
+        "b.recommendation_affinity", score, "b.rfm_segment", p,
+    )  # fmt: skip
     return f"""
     select
         b.customer_key, b.as_of_date, {p.bind(action.id, "varchar")} as action_id,
@@ -185,8 +171,8 @@ def eligible_sql(action: Action, catalogue: Catalogue, p: Params) -> str:
         {p.bind(action.explicit, "boolean")} as explicit, {p.bind(action.priority, "integer")} as priority,
         {p.bind(action.frequency_cap_per_week, "integer")} as frequency_cap_per_week,
         {p.bind(action.cap_key, "varchar")} as cap_key, {p.bind(action.cap_group, "varchar")} as cap_group,
-        {score} as score,
-        {p.bind(rule)} || ': ' || {why} || '; ' || {breakdown} || '; RFM segment ' || coalesce(b.rfm_segment, 'none') as reason
+        {score} as score, b.{ident(action.propensity)} as propensity, b.recommendation_affinity,
+        {reason} as reason
     from __nba_base as b
     where {where}"""
 
@@ -359,6 +345,8 @@ def decisions_sql(catalogue: Catalogue, holdout_share: float) -> str:
         case when explicit then 'explicit_rule' else 'weighted_score' end as decided_by,
         priority,
         score,
+        propensity,
+        recommendation_affinity,
         holdout_group,
         eligible_actions,
         reason
@@ -429,7 +417,8 @@ def decide(con, catalogue: Catalogue, posteriors: dict[str, bandit.Posterior], s
             create or replace table decisioning.decisions as
             select d.customer_key, d.channel, d.action_id, v.variant_id, d.decision, d.decided_by, d.priority,
                 d.score, d.holdout_group, d.eligible_actions, d.reason || coalesce(v.variant_reason, '') as reason,
-                d.decided_on, cast($state_version as integer) as bandit_state_version, d.message_id
+                d.decided_on, cast($state_version as integer) as bandit_state_version, d.message_id,
+                d.propensity, d.recommendation_affinity
             from __nba_decisions as d
             left join __nba_variants as v on v.customer_key = d.customer_key and v.action_id = d.action_id
                 and d.decision = 'send'

@@ -35,9 +35,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from tessera import sql
+from tessera.decisioning import pages
 from tessera.decisioning.catalogue import Action, Catalogue, Variant
 from tessera.decisioning.decide import CART_PARAMS, cart_sql
+from tessera.decisioning.mailing import Mailing, mailing_for
 from tessera.decisioning.templates import CUSTOMER, Line, Template
+from tessera.privacy import pseudonym
 from tessera.publish.popular import POPULAR_PRODUCTS_SQL
 from tessera.sql import ident
 
@@ -129,6 +132,36 @@ def prepare_lists(con, catalogue: Catalogue) -> None:
     )
 
 
+def static_context(action: Action, variant: Variant, mailing: Mailing) -> dict:
+    """The part of a message's render context that is the same for every customer of one action and
+    variant: the action, the variant, its offer and the shop. The daily render and the realtime
+    trigger worker (tessera/realtime/triggers.py) both start from it."""
+    return {
+        "action": {"id": action.id, "channel": action.channel},
+        "variant": {"id": variant.id},
+        "offer": None
+        if action.offer is None
+        else {
+            "code": action.offer.code,
+            "description": action.offer.description,
+            "discount_percent": action.offer.discount_percent,
+        },
+        "shop": mailing.shop,
+    }
+
+
+def installed_salt(con) -> str:
+    """The pseudonym salt installed on `con` (tessera/privacy/pseudonym.install): the one its
+    customer_pkey() uses, so unsubscribe tokens name the keys the outbox publishes."""
+    salt = con.execute(f"select getvariable('{pseudonym.SALT_VARIABLE}')").fetchall()[0][0]
+    if not salt:
+        raise RuntimeError(
+            "no pseudonym salt on this connection (tessera/privacy/pseudonym.install): "
+            "every email's unsubscribe token is signed with it"
+        )
+    return salt
+
+
 def context_sql(action: Action, variant: Variant) -> tuple[str, dict]:
     """The render contexts of one variant's messages to send, and the values the SQL binds."""
     return sql.load(__file__, "render_context"), {
@@ -154,21 +187,25 @@ def render_batch(
     action_id: str,
     variant_id: str,
     content_type: str,
+    mailing: Mailing,
     batch: pa.RecordBatch,
 ) -> pa.RecordBatch:
     """The messages of one batch of render contexts (context_sql's columns), in its row order: a
-    pure function of its arguments, so a worker process gives the same rows as the caller would."""
+    pure function of its arguments, so a worker process gives the same rows as the caller would.
+    An email's context holds its customer's unsubscribe link (tessera/decisioning/mailing.py)."""
     subjects, refs, bodies = [], [], []
     columns = batch.to_pydict()
     customers = zip(*(columns[f] for f in CUSTOMER), strict=True)  # the customer fields templates may read
-    for values, recommendations, cart_items in zip(
-        customers, columns["recommendations"], columns["cart_items"], strict=True
+    email = channel == "email"
+    for key, values, recommendations, cart_items in zip(
+        columns["customer_key"], customers, columns["recommendations"], columns["cart_items"], strict=True
     ):
         context = {
             **static,
             "customer": dict(zip(CUSTOMER, values, strict=True)),
             "recommendations": recommendations or [],
             "cart_items": cart_items,
+            "unsubscribe": mailing.unsubscribe(channel, customer_key=key) if email else None,
         }
         body = template.render(context)
         subjects.append(subject.render(context) if subject else None)
@@ -185,10 +222,17 @@ def render_batch(
 
 
 def render_messages(
-    con, catalogue: Catalogue, preview_dir: Path | None, previews_per_variant: int = 3, workers: int = 1
+    con,
+    catalogue: Catalogue,
+    preview_dir: Path | None,
+    previews_per_variant: int = 3,
+    workers: int = 1,
+    mailing: Mailing | None = None,
 ) -> Rendered:
     """Render every message to send into decisioning.messages;
     write the first `previews_per_variant` of each variant (by message_id) as files.
+    `mailing`: the sender and the unsubscribe links' salt; by default the salt installed on `con`
+    and the environment's MailingSettings.
 
     With workers > 1, batches are rendered by that many worker processes (Jinja holds the GIL)
     while this process reads the next contexts and inserts finished batches, in batch order: the
@@ -198,6 +242,7 @@ def render_messages(
         "action_id varchar, variant_id varchar, subject varchar, body_ref varchar, content_type varchar, body varchar, "
         "decided_on date)"
     )
+    mailing = mailing or mailing_for(installed_salt(con))
     prepare_lists(con, catalogue)
     out = Rendered(per_variant={}, previews=[])
     seen: set[str] = set()
@@ -210,19 +255,9 @@ def render_messages(
         # realtime actions are rendered by the trigger worker as they fire (tessera/realtime/triggers.py)
         for action in catalogue.batch_actions:
             for variant in action.variants:
-                static = {
-                    "action": {"id": action.id, "channel": action.channel},
-                    "variant": {"id": variant.id},
-                    "offer": None
-                    if action.offer is None
-                    else {
-                        "code": action.offer.code,
-                        "description": action.offer.description,
-                        "discount_percent": action.offer.discount_percent,
-                    },
-                }
+                static = static_context(action, variant, mailing)
                 args = (variant.template, variant.subject, static, action.channel, action.id, variant.id,
-                        CONTENT_TYPES[variant.template.kind])  # fmt: skip
+                        CONTENT_TYPES[variant.template.kind], mailing)  # fmt: skip
                 count = 0
 
                 def insert(messages: pa.RecordBatch, action: Action = action, variant: Variant = variant) -> None:
@@ -233,7 +268,9 @@ def render_messages(
                         for message_id, subject, body in zip(
                             first["message_id"], first["subject"], first["body"], strict=True
                         ):
-                            out.previews.append(_write_preview(preview_dir, action, variant, message_id, subject, body))
+                            out.previews.append(
+                                _write_preview(preview_dir, action, variant, message_id, subject, body, mailing)
+                            )
                     con.register("__render_messages", messages)
                     try:
                         con.execute("insert into decisioning.messages select * from __render_messages")
@@ -265,35 +302,36 @@ def render_messages(
         con.execute(f"drop table {ident('decisioning', 'render_' + name)}")
     out.bodies = len(seen)
     if preview_dir is not None:
-        _write_index(preview_dir, out.previews)
+        _write_index(preview_dir, out.previews, catalogue)
     return out
 
 
-def _write_preview(root: Path, action: Action, variant: Variant, message_id: str, subject, body: str):
-    suffix = "html" if variant.template.kind == "html" else "json"
-    path = root / action.id / variant.id / f"{message_id}.{suffix}"
+def _write_preview(root: Path, action: Action, variant: Variant, message_id: str, subject, body: str, mailing: Mailing):
+    """One message as a page (pages.message_page): an email in its frame, a banner or push drawn."""
+    path = root / action.id / variant.id / f"{message_id}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body, encoding="utf-8")
+    title = f"{pages.title(action.id)}, variant {variant.id}"
+    path.write_text(pages.message_page(title, action.channel, subject, body, mailing.shop), encoding="utf-8")
     return (action.id, variant.id, message_id, subject, path)
 
 
-def _write_index(root: Path, previews: list) -> Path:
-    """index.html: every preview with its action, variant and subject (escaped), linked; one row
-    (INDEX_ROW) per line, which is how erase_previews finds them again."""
+def _write_index(root: Path, previews: list, catalogue: Catalogue) -> Path:
+    """index.html: every preview under its action's readable title, with variant and subject
+    (escaped), linked; one row (INDEX_ROW) per line, which is how erase_previews finds them again."""
     root.mkdir(parents=True, exist_ok=True)
-    rows = "\n".join(
-        f"{INDEX_ROW}{html.escape(a)}</td><td>{html.escape(v)}</td><td>{html.escape(s or '')}</td>"
-        f'<td><a href="{html.escape(str(p.relative_to(root)))}">{html.escape(m)}</a></td></tr>'
-        for a, v, m, s, p in previews
-    )
+    numbers: dict[tuple[str, str], int] = {}
+    rows = []
+    for a, v, m, s, p in previews:
+        n = numbers[(a, v)] = numbers.get((a, v), 0) + 1
+        action = catalogue.action(a)
+        rows.append(
+            f"{INDEX_ROW}<b>{html.escape(pages.title(a))}</b><br><small>{html.escape(action.description)}</small></td>"
+            f"<td>{html.escape(pages.CHANNEL_NAMES[action.channel])}</td><td>{html.escape(v)}</td>"
+            f"<td>{html.escape(s or '(no subject: ' + pages.CHANNEL_NAMES[action.channel].lower() + ')')}</td>"
+            f'<td><a href="{html.escape(str(p.relative_to(root)))}" data-message="{html.escape(m)}">preview {n}</a></td></tr>'
+        )
     index = root / INDEX
-    index.write_text(
-        "<html><head><meta charset='utf-8'><title>tessera message previews</title></head><body>\n"
-        "<h1>Message previews</h1>\n<p>The first messages of each action and variant, by message id.</p>\n"
-        "<table border='1'><tr><th>action</th><th>variant</th><th>subject</th><th>body</th></tr>\n"
-        f"{rows}\n</table></body></html>\n",
-        encoding="utf-8",
-    )
+    index.write_text(pages.index_page("\n".join(rows)), encoding="utf-8")
     return index
 
 

@@ -12,10 +12,11 @@ import mlflow
 import pandas as pd
 
 from ml.tracking import ensure_experiment
-from tessera.decisioning import decide
+from tessera.decisioning import decide, report
 from tessera.decisioning import state as bandit_state
 from tessera.decisioning.catalogue import Catalogue
-from tessera.decisioning.render import Rendered, render_messages
+from tessera.decisioning.mailing import mailing_for
+from tessera.decisioning.render import INDEX, Rendered, render_messages
 from tessera.privacy import pseudonym
 from tessera.realtime.outbox import load_sends as load_realtime_sends
 from tessera.settings import Settings, mlflow_artifact_root
@@ -109,11 +110,15 @@ def make_decisions(con, catalogue: Catalogue, settings: Settings) -> DecisionRun
     return DecisionRun(version, shares, realised, summary, unreachable)
 
 
-def render_day(con, catalogue: Catalogue, settings: Settings) -> tuple[Rendered, Path]:
+def render_day(con, catalogue: Catalogue, settings: Settings) -> tuple[Rendered, Path, report.Written]:
     """Render the messages of the latest decision day; its previews (rewritten, not added to) go to
-    <data>/decisioning/previews/<day>. Returns what was rendered and the preview folder."""
+    <data>/decisioning/previews/<day>, the day's campaign report to <data>/reports/campaigns
+    (tessera/decisioning/report.py). Returns what was rendered, the preview folder and the report."""
     day = con.execute("select max(decided_on) from decisioning.decisions").fetchall()[0][0]
     preview_dir = settings.data_dir / "decisioning" / "previews" / str(day)
     if preview_dir.exists():
         shutil.rmtree(preview_dir)
-    return render_messages(con, catalogue, preview_dir, workers=settings.render_workers), preview_dir
+    mailing = mailing_for(settings.pseudonym_salt)
+    rendered = render_messages(con, catalogue, preview_dir, workers=settings.render_workers, mailing=mailing)
+    written = report.write_report(con, catalogue, mailing, settings.data_dir, preview_dir / INDEX)
+    return rendered, preview_dir, written

@@ -23,6 +23,7 @@ printing an empty string.
 from __future__ import annotations
 
 import functools
+import html
 import json
 import re
 from dataclasses import dataclass
@@ -42,7 +43,12 @@ CONTEXT: dict[str, tuple[str, ...] | list[tuple[str, ...]]] = {
     "offer": ("code", "description", "discount_percent"),  # only for actions that have an offer
     "action": ("id", "channel"),
     "variant": ("id",),
+    "shop": ("name", "address", "sender"),  # the sender and the shop (tessera/decisioning/mailing.py)
+    "unsubscribe": ("url",),  # email only: the link that revokes this customer's consent (mailing.py)
 }
+# every email template prints this link in an href (catalogue validation checks it: check_unsubscribe)
+UNSUBSCRIBE_PLACEHOLDER = "{{ unsubscribe.url }}"
+SAMPLE_UNSUBSCRIBE_URL = "https://unsubscribe.invalid/?token=sample"
 # names Jinja itself provides inside templates
 BUILTINS = {"range", "true", "false", "none", "True", "False", "None"}
 
@@ -461,3 +467,38 @@ class Line:
 
 def load_line(source: str, where: str, provided: set[str]) -> Line:
     return Line(source, frozenset(_check_names(source, where, provided)))
+
+
+def sample_context(offer: dict | None = None, products: list[str] | None = None) -> dict:
+    """A made-up customer's render context (no one's data): what validation renders an email
+    with, and what the campaign report's previews show. `products`: names for the lists."""
+    names = products or ["Enamel Mug", "Linen Tea Towel", "Oak Chopping Board"]
+    items = [{"product_id": f"SAMPLE{i}", "product_name": n, "category": "Kitchen", "rank": i}
+             for i, n in enumerate(names[:3], 1)]  # fmt: skip
+    return {
+        "customer": {"first_name": "Alex", "rfm_segment": "Loyal", "rule_segment": None,
+                     "cluster_description": None, "top_category": "Kitchen", "last_device": "mobile"},
+        "recommendations": items, "cart_items": items[:2], "offer": offer,
+        "action": {"id": "sample", "channel": "email"}, "variant": {"id": "sample"},
+        "shop": {"name": "Sample Shop", "address": "1 Sample Street", "sender": "Sample Shop <news@shop.example>"},
+        "unsubscribe": {"url": SAMPLE_UNSUBSCRIBE_URL},
+    }  # fmt: skip
+
+
+def check_unsubscribe(template: Template, offer: dict | None) -> None:
+    """An email template must print the unsubscribe link as a link: rendered for a sample customer,
+    its HTML holds href="<the link>". TemplateError (naming the placeholder) otherwise."""
+    if "unsubscribe" not in template.uses:
+        raise TemplateError(
+            f"template {template.name}: an email template must carry the unsubscribe link: "
+            f'<a href="{UNSUBSCRIBE_PLACEHOLDER}">unsubscribe</a>'
+        )
+    try:
+        body = template.render(sample_context(offer))
+    except jinja2.TemplateError as e:
+        raise TemplateError(f"template {template.name}: does not render for a sample customer: {e}") from e
+    if f'href="{html.escape(SAMPLE_UNSUBSCRIBE_URL)}"' not in body:
+        raise TemplateError(
+            f"template {template.name}: reads unsubscribe.url but does not print it as a link's href: "
+            f'write <a href="{UNSUBSCRIBE_PLACEHOLDER}">unsubscribe</a>'
+        )

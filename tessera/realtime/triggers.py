@@ -66,7 +66,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tessera.config_files import checked
 from tessera.decisioning import bandit
 from tessera.decisioning.catalogue import Action, Catalogue
-from tessera.decisioning.render import CONTENT_TYPES, PERSONALISATION
+from tessera.decisioning.mailing import mailing_for
+from tessera.decisioning.render import CONTENT_TYPES, PERSONALISATION, static_context
 from tessera.publish import holdout, snapshots
 from tessera.realtime import outbox
 from tessera.realtime.audience import Audience, Customer
@@ -264,6 +265,8 @@ class TriggerWorker:
         self.client = client
         # the collector's suppression list and consent revokes (salted hashes of ids)
         self.suppression = Suppression(client, salt)
+        # the sender and the emails' unsubscribe links, signed with the pseudonym salt (mailing.py)
+        self.mailing = mailing_for(salt)
         self.catalogue = catalogue
         self.settings = settings
         self.audience_dir = Path(audience_dir)
@@ -674,18 +677,13 @@ class TriggerWorker:
         recommendations = [{**r, "rank": i} for i, r in enumerate(recommendations, 1)]
         cart = self.audience.products(sorted(c.cart)) if self.audience else []
         context = {
+            **static_context(action, variant, self.mailing),
             "customer": customer.fields,
             "recommendations": recommendations,
             "cart_items": cart,
-            "action": {"id": action.id, "channel": action.channel},
-            "variant": {"id": variant.id},
-            "offer": None
-            if action.offer is None
-            else {
-                "code": action.offer.code,
-                "description": action.offer.description,
-                "discount_percent": action.offer.discount_percent,
-            },
+            "unsubscribe": self.mailing.unsubscribe(action.channel, customer_pkey=customer.customer_pkey)
+            if action.channel == "email"
+            else None,
         }
         body = variant.template.render(context)
         message = {
