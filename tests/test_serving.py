@@ -437,3 +437,39 @@ def test_in_production_a_reload_to_a_demo_salted_version_keeps_the_last_good_ind
         health = c.get("/health").json()
         assert (health["status"], health["last_reload_error"]) == ("ok", None)
         assert c.get(PATHS[SEGMENTS].format(customer_pkey=tiny_key(0))).json()["rfm_segment"] == "v3"
+
+
+def test_the_pipelines_lookup_finds_published_customers_by_crm_id_and_cookie(client, published):
+    # issue 39: a storefront knows its own ids, not customer_pkey; the identity graph knows both
+    from tessera.privacy import pseudonym
+
+    con = duckdb.connect(str(published.duckdb_path), read_only=True)
+    try:
+        nodes = con.execute(
+            """
+            select case node_type when 'crm' then 'customer_id' when 'cookie' then 'anonymous_id'
+                       else split_part(node_key, ':', 2) end as id_type,
+                   node_value, customer_key
+            from intermediate.int_identities_resolved
+            where node_type in ('crm', 'cookie', 'declared')
+              and customer_key in (select customer_key from audiences.active_customers)
+            order by node_key
+            """
+        ).fetchall()
+    finally:
+        con.close()
+    published_keys = {r["customer_pkey"] for r in rows(published.publish_dir, SEGMENTS)}
+    by_type: dict[str, list] = {}
+    for id_type, value, customer_key in nodes:
+        by_type.setdefault(id_type, []).append((value, customer_key))
+    assert {"customer_id", "anonymous_id"} <= set(by_type)
+    for id_type, found in by_type.items():
+        for value, customer_key in found[:: max(1, len(found) // 15)]:
+            body = client.get("/v1/lookup", params={"id_type": id_type, "id": value}).json()
+            expected = pseudonym.pseudonym(published.pseudonym_salt, customer_key)
+            assert body["customer_pkey"] == expected and expected in published_keys, (id_type, value)
+            assert body["segments"]["customer_pkey"] == expected
+    # the export holds hashes and keys, never an id
+    snap = snapshots.current_snapshot(published.publish_dir, SEGMENTS)
+    text = (snap.path / "exports" / "customer_identifiers.csv").read_text()
+    assert all(value not in text for _, values in by_type.items() for value, _ in values[:50])
