@@ -505,3 +505,52 @@ def test_the_spec_declares_the_key_on_the_customer_routes_only(client):
         if p["name"] == "customer_pkey"
     )
     assert pkey["schema"]["pattern"] == "^pk_[0-9a-f]{32}$"
+
+
+def test_the_docs_page_renders_in_chromium_with_no_request_outside_the_server(publish_dir, tmp_path):
+    # issue 39: /docs was blank offline, Swagger UI came from a CDN
+    import os
+    import threading
+    import time
+    from pathlib import Path
+
+    import uvicorn
+    from playwright import sync_api
+
+    from tessera.realtime.redis_server import free_port
+    from tests.test_storefront_browser import CHROMIUM, FLAGS
+
+    assert Path(CHROMIUM).exists(), "Chromium is not installed: run scripts/install_chromium.sh (make test does)"
+    app = create_app(publish_dir, reload_seconds=0, mode="production", salt=SALT, api_keys=KEY)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{server.config.port}"
+    shots = Path(os.environ.get("TESSERA_SCREENSHOTS_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    requested: list[str] = []
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.on("request", lambda request: requested.append(request.url))
+                page.goto(f"{base}/docs")
+                # rendered from the spec: the title and every customer route's block
+                page.wait_for_selector(".swagger-ui .info .title", timeout=15_000)
+                assert "tessera serving API" in page.inner_text(".swagger-ui .info .title")
+                page.wait_for_selector("#operations-customers-lookup_v1_lookup_get", timeout=15_000)
+                blocks = page.locator(".opblock-summary-path").all_inner_texts()
+                assert {"/v1/lookup", "/v1/customers/{customer_pkey}/next-best-action"} <= {b.strip() for b in blocks}
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(shots / "api_docs.png"), full_page=False)
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert requested and all(url.startswith(base + "/") for url in requested), requested
+    assert f"{base}/docs-static/swagger-ui-bundle.js" in requested and f"{base}/openapi.json" in requested
