@@ -634,7 +634,14 @@ def _profile(server: Server, id_type: str, id_value: str, limit: int | None) -> 
         table = {}  # none published today (no cookie joined to a login yet): unknown, not malformed
     if table is None:
         published = ", ".join(sorted({*BUILT_IN_ID_TYPES, *index.identifiers}))
-        return JSONResponse({"detail": f"id_type {id_type!r} is not published; published id types: {published}"}, 422)
+        # shaped as FastAPI's own validation errors (the 422 the spec declares)
+        error = {
+            "type": "value_error",
+            "loc": ["query", "id_type"],
+            "msg": f"id_type {id_type!r} is not published; published id types: {published}",
+            "input": id_type,
+        }
+        return JSONResponse({"detail": [error]}, 422)
     value = id_value.strip()
     customer_pkey = table.get(hashlib.sha256(f"{server.salt}:{value}".encode()).digest())
     if customer_pkey is None:

@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime
 
 import duckdb
+import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
@@ -138,9 +139,20 @@ def test_an_unknown_id_is_a_404_that_does_not_echo_it(client):
 def test_an_id_type_nobody_published_is_a_422_naming_the_published_ones(client):
     response = lookup(client, "email", "jane@example.com")
     assert response.status_code == 422
-    assert response.json()["detail"] == (
-        "id_type 'email' is not published; published id types: anonymous_id, customer_id, login_id"
-    )
+    # shaped as every other 422 (FastAPI's HTTPValidationError, what the spec declares)
+    assert response.json() == {
+        "detail": [
+            {
+                "type": "value_error",
+                "loc": ["query", "id_type"],
+                "msg": "id_type 'email' is not published; published id types: anonymous_id, customer_id, login_id",
+                "input": "email",
+            }
+        ]
+    }
+    spec = client.get("/openapi.json").json()
+    declared = spec["paths"]["/v1/lookup"]["get"]["responses"]["422"]["content"]["application/json"]["schema"]
+    jsonschema.validate(response.json(), {**declared, "components": spec["components"]})
 
 
 @pytest.mark.parametrize(
