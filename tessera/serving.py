@@ -1146,6 +1146,10 @@ def serve(publish_dir: Path, host: str, port: int, reload_seconds: float, mode: 
         f"serving on http://{host}:{port} (OpenAPI: /docs, /openapi.json)",
         flush=True,
     )
+    keys: ApiKeys = app.state.api_keys
+    guard = "open to anyone (demo mode, no TESSERA_API_KEYS)" if keys.open else f"{len(keys.digests)} API key(s)"
+    lookup = "served" if server.index.lookup_error is None else f"503 ({server.index.lookup_error})"
+    print(f"customer routes: {guard}; GET /v1/lookup: {lookup}", flush=True)
     if app.state.realtime is not None:
         print(f"collecting events: POST /v1/events into Redis at {app.state.realtime.location}", flush=True)
         print(
