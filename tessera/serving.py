@@ -8,7 +8,14 @@ That keeps the per-request cost independent of the number of customers, at the p
 (about 3 GB for 1,000,000 customers, measured by bench/serving.py) and a load of about 20 s
 per million customers (the old index is served meanwhile, so a reload briefly needs twice the
 memory). An unknown customer id gets the popular products of the
-recommendations snapshot (`known: false`); segments and scores answer 404 for it.
+recommendations snapshot (`known: false`, `fallback: popular`); segments, scores and the next best
+action answer 404 for it. A customer_pkey that is not `pk_` + 32 hex digits is a 422 on every
+route, never a fallback.
+
+For storefronts (docs/publishing.md): GET /v1/lookup resolves the shop's own ids (CRM customer_id,
+cookie anonymous_id, declared ids) through the published customer_identifiers export, which holds
+only salted hashes; the customer routes need one of TESSERA_API_KEYS; every request logs one line
+with its route template, status and latency (RequestLog); /docs serves a vendored Swagger UI.
 
 A reload that fails (an unreadable pointer, manifest or Parquet, a refused snapshot) never stops
 the watcher: the last good index stays served, /health says "degraded" with the error and since
