@@ -4,19 +4,26 @@
     .venv/bin/python bench/serving.py                  # 1,000,000 customers, 500 requests/s, 30 s
     .venv/bin/python bench/serving.py --customers 100000 --rate 1000 --seconds 20
 
-1. Scales the demo's current published snapshots (recommendations, segments, scores, from
-   TESSERA_PUBLISH_DIR or data/publish) to `--customers` by copying each customer under new keys
-   (`<customer_pkey>-<copy>`). The rows keep the real published schema; the copies are not new behaviour.
-   They are written with tessera/publish/snapshots.py into a bench publish directory, as a publish would.
-2. Starts `tessera serve` on 127.0.0.1 as a separate process and times its start (the load of
-   every snapshot into memory); records its resident memory.
+1. Scales the demo's current published snapshots (recommendations, segments, scores, next best
+   actions, from TESSERA_PUBLISH_DIR or data/publish) to `--customers` by copying each customer
+   under new, well-formed keys (`pk_` + md5 of `<customer_pkey>-<copy>`). The rows keep the real
+   published schema; the copies are not new behaviour. Each scaled customer gets two ids of the
+   shop, a CRM id `B<8 digits>` and a cookie `ck-<n>`, published as customer_segments' lookup
+   export (salted hashes, as the publish step writes it). Written with tessera/publish/snapshots.py
+   into a bench publish directory, as a publish would.
+2. Starts `tessera serve` on 127.0.0.1 as a separate process, with an API key (TESSERA_API_KEYS)
+   that every request sends, and its request log (one line per request) written to a file;
+   times its start (the load of every snapshot into memory); records its resident memory.
 3. Open-loop load generator (asyncio, persistent HTTP/1.1 connections): request i is *due* at
    start + i / rate and its latency is measured from that due time, so a slow server cannot
-   hide its queue by slowing the generator down (no coordinated omission). The mix: 60 %
-   recommendations, 20 % segments, 20 % scores; 95 % known customers, 5 % unknown ones (the
-   popular fallback, or 404). `--warmup` seconds first, not counted.
-4. Reports p50 / p90 / p99 / p99.9 / max, the achieved rate, status codes and any unexpected
-   answer (a known customer must get 200, an unknown one 200 with known=false or 404).
+   hide its queue by slowing the generator down (no coordinated omission). The mix (MIX): 45 %
+   recommendations, 15 % segments, 15 % scores, 5 % next best action by customer_pkey, 20 %
+   lookups by the shop's ids (GET /v1/lookup, half CRM ids, half cookies); 95 % known customers,
+   5 % unknown ones (well formed: the popular fallback, or 404). `--warmup` seconds first, not
+   counted.
+4. Reports p50 / p90 / p99 / p99.9 / max, overall and per route, the achieved rate, status codes,
+   the request log's line count and any unexpected answer (a known customer must get 200, an
+   unknown one 200 with known=false or 404).
 
 The generator runs on the same machine (2 cores here), so it competes with the server for CPU:
 the figures are an upper bound on what the server alone would show.
@@ -42,36 +49,71 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tessera.markdown import table  # noqa: E402
+from tessera.privacy import pseudonym  # noqa: E402
 from tessera.publish import snapshots  # noqa: E402
 from tessera.publish.snapshots import Export  # noqa: E402
-from tessera.serving import RECOMMENDATIONS, SCORES, SEGMENTS, SERVED  # noqa: E402
+from tessera.serving import (  # noqa: E402
+    IDENTIFIERS_EXPORT,
+    NEXT_BEST_ACTIONS,
+    RECOMMENDATIONS,
+    SCORES,
+    SEGMENTS,
+    SERVED,
+)
 from tessera.settings import load_settings  # noqa: E402
 
+LOOKUP_CRM, LOOKUP_COOKIE = "lookup_customer_id", "lookup_anonymous_id"
 PATHS = {
     RECOMMENDATIONS: "/v1/customers/{}/recommendations",
     SEGMENTS: "/v1/customers/{}/segments",
     SCORES: "/v1/customers/{}/scores",
+    NEXT_BEST_ACTIONS: "/v1/customers/{}/next-best-action",
+    LOOKUP_CRM: "/v1/lookup?id_type=customer_id&id={}",
+    LOOKUP_COOKIE: "/v1/lookup?id_type=anonymous_id&id={}",
 }
-MIX = [(RECOMMENDATIONS, 0.6), (SEGMENTS, 0.2), (SCORES, 0.2)]
+MIX = [
+    (RECOMMENDATIONS, 0.45),
+    (SEGMENTS, 0.15),
+    (SCORES, 0.15),
+    (NEXT_BEST_ACTIONS, 0.05),
+    (LOOKUP_CRM, 0.10),
+    (LOOKUP_COOKIE, 0.10),
+]
+API_KEY = "bench-serving-key-0123456789"
+# the scaled customers' ids of the shop, published hashed in the lookup export
+IDENTIFIERS_SQL = """
+    select id_type, sha256(getvariable('tessera_pseudonym_salt') || ':' || id) as id_hash, customer_pkey
+    from (
+        select 'customer_id' as id_type, 'B' || lpad(cast(n as varchar), 8, '0') as id, customer_pkey from keys
+        union all
+        select 'anonymous_id', 'ck-' || n, customer_pkey from keys
+    )
+"""
 
 
-def scale_snapshots(source_dir: Path, target_dir: Path, customers: int) -> list[str]:
-    """Write `customers` customers' snapshots to target_dir; returns their keys."""
+def scale_snapshots(source_dir: Path, target_dir: Path, customers: int, salt: str) -> list[tuple[str, int]]:
+    """Write `customers` customers' snapshots to target_dir; returns their (key, n): n numbers
+    their ids of the shop (CRM id B<n, 8 digits>, cookie ck-<n>), hashed with `salt`."""
     import duckdb
 
-    current = {name: snapshots.current_snapshot(source_dir, name) for name in SERVED}
+    names = (*SERVED, NEXT_BEST_ACTIONS)
+    current = {name: snapshots.current_snapshot(source_dir, name) for name in names}
     shutil.rmtree(target_dir, ignore_errors=True)
     con = duckdb.connect()
     con.execute("set preserve_insertion_order = false")
+    pseudonym.install(con, salt)
     seg = current[SEGMENTS].parquet
     base = con.execute(f"select count(*) from read_parquet('{seg}')").fetchall()[0][0]
     copies = -(-customers // base)
+    # well-formed keys (the API answers 422 to anything but pk_ and 32 hex digits)
     con.execute(
         f"""
         create table keys as
-        select customer_pkey as source_key, customer_pkey || '-' || c.copy as customer_pkey
-        from read_parquet('{seg}') cross join range({copies}) as c(copy)
-        order by c.copy, customer_pkey limit {customers}
+        select source_key, customer_pkey, row_number() over (order by customer_pkey) as n from (
+            select customer_pkey as source_key, 'pk_' || md5(customer_pkey || '-' || c.copy) as customer_pkey
+            from read_parquet('{seg}') cross join range({copies}) as c(copy)
+            order by c.copy, source_key limit {customers}
+        )
         """
     )
     now = datetime.now(UTC)
@@ -87,12 +129,23 @@ def scale_snapshots(source_dir: Path, target_dir: Path, customers: int) -> list[
         exports = ()
         if name == RECOMMENDATIONS:
             exports = (Export("popular_products", "the demo's", f"select * from read_json('{popular}')", "jsonl"),)
+        if name == SEGMENTS:
+            exports = (Export(IDENTIFIERS_EXPORT.removesuffix(".csv"), "the bench ids", IDENTIFIERS_SQL, "csv"),)
         version = snapshots.new_version(now, "bench")
         snapshots.write_snapshot(
-            con, target_dir, name, "scaled", version, published_at=now, run_id="bench", checks=[], exports=exports
+            con,
+            target_dir,
+            name,
+            "scaled",
+            version,
+            published_at=now,
+            run_id="bench",
+            checks=[],
+            exports=exports,
+            salt_check=pseudonym.salt_check(salt),
         )
         snapshots.set_current(target_dir, name, version)
-    keys = [r[0] for r in con.execute("select customer_pkey from keys").fetchall()]
+    keys = [(k, n) for k, n in con.execute("select customer_pkey, n from keys").fetchall()]
     con.close()
     return keys
 
@@ -122,7 +175,7 @@ class Connection:
         self.reader, self.writer = reader, writer
 
     async def get(self, path: str) -> tuple[int, bytes]:
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
@@ -135,6 +188,7 @@ async def load(port: int, plan: list[tuple[str, str, bool]], rate: float, connec
     for _ in range(connections):
         pool.put_nowait(Connection(*await asyncio.open_connection("127.0.0.1", port)))
     latencies: list[float] = []
+    per_route: dict[str, list[float]] = {}
     slowest: list[tuple[float, float, str]] = []  # (latency, seconds into the run, path)
     statuses: dict[str, int] = {}
     unexpected: list[str] = []
@@ -149,13 +203,16 @@ async def load(port: int, plan: list[tuple[str, str, bool]], rate: float, connec
         if i < warmup:
             return
         latencies.append(done - due)
-        slowest.append((done - due, due - start, path))
+        per_route.setdefault(name, []).append(done - due)
+        slowest.append((done - due, due - start, PATHS[name]))
         if len(slowest) > 200:
             slowest.sort(reverse=True)
             del slowest[20:]
         statuses[str(status)] = statuses.get(str(status), 0) + 1
         ok = status == 200 if known else (status == 404 or (status == 200 and b'"known":false' in body))
         if known and status == 200 and name == RECOMMENDATIONS and b'"known":true' not in body:
+            ok = False
+        if known and status == 200 and name in (LOOKUP_CRM, LOOKUP_COOKIE) and b'"segments":{' not in body:
             ok = False
         if not ok and len(unexpected) < 10:
             unexpected.append(f"{status} {path}")
@@ -178,7 +235,7 @@ async def load(port: int, plan: list[tuple[str, str, bool]], rate: float, connec
     while not pool.empty():
         pool.get_nowait().writer.close()
     slowest.sort(reverse=True)
-    return latencies, statuses, unexpected, elapsed, slowest[:10]
+    return latencies, per_route, statuses, unexpected, elapsed, slowest[:10]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -200,7 +257,7 @@ def main() -> int:
     settings = load_settings()
     target = settings.data_dir / "bench" / "serving" / "publish"
     started = time.perf_counter()
-    keys = scale_snapshots(settings.publish_dir, target, args.customers)
+    keys = scale_snapshots(settings.publish_dir, target, args.customers, settings.pseudonym_salt)
     scale_seconds = time.perf_counter() - started
     print(f"{len(keys):,} customers published to {target} in {scale_seconds:.1f} s", flush=True)
 
@@ -210,11 +267,18 @@ def main() -> int:
     for _ in range(warmup + int(args.seconds * args.rate)):
         name = rng.choices([m[0] for m in MIX], weights=[m[1] for m in MIX])[0]
         known = rng.random() < 0.95
-        key = rng.choice(keys) if known else f"unknown-{rng.randrange(10**9)}"
-        plan.append((name, PATHS[name].format(key), known))
+        key, n = rng.choice(keys) if known else (f"pk_{rng.randrange(16**32):032x}", -rng.randrange(1, 10**9))
+        value = {LOOKUP_CRM: f"B{n:08d}", LOOKUP_COOKIE: f"ck-{n}"}.get(name, key)
+        plan.append((name, PATHS[name].format(value), known))
     del keys
 
-    env = {**os.environ, "TESSERA_SERVE_RELOAD_SECONDS": "0"}
+    log_file = target.parent / "requests.log"
+    env = {
+        **os.environ,
+        "TESSERA_SERVE_RELOAD_SECONDS": "0",
+        "TESSERA_API_KEYS": API_KEY,
+        "TESSERA_SERVE_LOG_LEVEL": "info",
+    }
     cmd = [
         str(Path(sys.executable).parent / "tessera"),
         "serve",
@@ -223,7 +287,8 @@ def main() -> int:
         "--port",
         str(args.port),
     ]
-    proc = subprocess.Popen(cmd, env=env)
+    log_handle = log_file.open("w")
+    proc = subprocess.Popen(cmd, env=env, stderr=log_handle)
     try:
         t0 = time.perf_counter()
         health = wait_healthy(f"http://127.0.0.1:{args.port}", proc, timeout=600)
@@ -231,13 +296,17 @@ def main() -> int:
         rss_before = rss_mb(proc.pid)
         import uvloop
 
-        latencies, statuses, unexpected, elapsed, slowest = uvloop.run(
+        latencies, per_route, statuses, unexpected, elapsed, slowest = uvloop.run(
             load(args.port, plan, args.rate, args.connections, warmup)
         )
         rss_after = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log_handle.close()
+    # the request log: one line per request, the route's template and never a key or an id
+    access = [line for line in log_file.read_text().splitlines() if "tessera.serving.access" in line]
+    leaked = sum(1 for line in access if "pk_" in line or "id=" in line)
 
     lat = sorted(latencies)
     ms = {f"p{q}": round(1000 * percentile(lat, q / 100), 2) for q in (50, 90, 99, 99.9)}
@@ -249,6 +318,16 @@ def main() -> int:
         "seconds_measured": args.seconds,
         "connections": args.connections,
         "latency_ms": {**ms, "max": round(1000 * lat[-1], 2), "mean": round(1000 * sum(lat) / len(lat), 2)},
+        "latency_ms_per_route": {
+            name: {
+                "requests": len(values),
+                **{f"p{q}": round(1000 * percentile(sorted(values), q / 100), 2) for q in (50, 99)},
+                "max": round(1000 * max(values), 2),
+            }
+            for name, values in sorted(per_route.items())
+        },
+        "request_log": {"lines": len(access), "lines_with_a_key_or_id": leaked, "file": str(log_file)},
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "statuses": statuses,
         "slowest": [{"ms": round(1000 * ms, 2), "at_second": round(at, 2), "path": p} for ms, at, p in slowest],
         "unexpected_answers": unexpected,
@@ -279,8 +358,15 @@ def main() -> int:
         result["latency_ms"]["max"], result["server_start_seconds"], round(rss_after),
     )  # fmt: skip
     print("\n" + table([row], headers, ("right",) * len(headers)))
-    print(f"statuses {statuses}; unexpected {unexpected or 'none'}; written to {out}")
-    return 1 if unexpected else 0
+    per_route_rows = [
+        (name, v["requests"], v["p50"], v["p99"], v["max"]) for name, v in result["latency_ms_per_route"].items()
+    ]
+    print("\n" + table(per_route_rows, ["route", "requests", "p50 ms", "p99 ms", "max ms"], ("left",) + ("right",) * 4))
+    print(
+        f"statuses {statuses}; unexpected {unexpected or 'none'}; request log {len(access):,} lines "
+        f"({leaked} with a key or id); load average {os.getloadavg()[0]:.2f}; written to {out}"
+    )
+    return 1 if unexpected or leaked else 0
 
 
 if __name__ == "__main__":

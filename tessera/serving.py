@@ -8,7 +8,14 @@ That keeps the per-request cost independent of the number of customers, at the p
 (about 3 GB for 1,000,000 customers, measured by bench/serving.py) and a load of about 20 s
 per million customers (the old index is served meanwhile, so a reload briefly needs twice the
 memory). An unknown customer id gets the popular products of the
-recommendations snapshot (`known: false`); segments and scores answer 404 for it.
+recommendations snapshot (`known: false`, `fallback: popular`); segments, scores and the next best
+action answer 404 for it. A customer_pkey that is not `pk_` + 32 hex digits is a 422 on every
+route, never a fallback.
+
+For storefronts (docs/publishing.md): GET /v1/lookup resolves the shop's own ids (CRM customer_id,
+cookie anonymous_id, declared ids) through the published customer_identifiers export, which holds
+only salted hashes; the customer routes need one of TESSERA_API_KEYS; every request logs one line
+with its route template, status and latency (RequestLog); /docs serves a vendored Swagger UI.
 
 A reload that fails (an unreadable pointer, manifest or Parquet, a refused snapshot) never stops
 the watcher: the last good index stays served, /health says "degraded" with the error and since
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -38,9 +47,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import duckdb
 import orjson
-from fastapi import FastAPI, Query, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Response, Security
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from tessera.privacy import pseudonym
@@ -52,6 +64,8 @@ if TYPE_CHECKING:
     from tessera.settings import RealtimeSettings
 
 log = logging.getLogger("tessera.serving")
+# one line per request: method, route template (never the path with its ids), status, latency
+access_log = logging.getLogger("tessera.serving.access")
 
 RECOMMENDATIONS = "customer_recommendations"
 SEGMENTS = "customer_segments"
@@ -59,9 +73,30 @@ SCORES = "customer_scores"
 SERVED = (RECOMMENDATIONS, SEGMENTS, SCORES)
 # served when the release names it (a publish directory from before the lists per product lacks it)
 PRODUCT_LISTS = "product_recommendations"
-OPTIONAL = (PRODUCT_LISTS,)
+NEXT_BEST_ACTIONS = "next_best_actions"
+OPTIONAL = (PRODUCT_LISTS, NEXT_BEST_ACTIONS)
+# the lookup by a shop's own ids: an export of customer_segments (tessera/publish/published.py)
+IDENTIFIERS_EXPORT = "customer_identifiers.csv"
 MAX_KEY_LENGTH = 128
 MAX_LIMIT = 100
+# a published customer_pkey (tessera/privacy/pseudonym.py); anything else is a 422, never a fallback
+PKEY_PATTERN = rf"^{pseudonym.PREFIX}[0-9a-f]{{{pseudonym.DIGITS}}}$"
+ID_TYPE_PATTERN = r"^[a-z][a-z0-9_]*$"
+# the id types of every shop (the CRM id, the cookie); declared ones (login_id...) are the shop's own
+BUILT_IN_ID_TYPES = ("customer_id", "anonymous_id")
+# Swagger UI's files, vendored from the npm package swagger-ui-dist (its LICENSE beside them), so
+# /docs renders with no network
+SWAGGER_DIR = Path(__file__).resolve().parent / "static" / "swagger"
+SWAGGER_URL = "/docs-static"
+MIN_API_KEY_CHARS = 16
+
+SCORE_DESCRIPTION = (
+    "The item's score in [0, 1]: the percentile of its raw score among every item the published snapshot "
+    "recommends from the same model version and source, i.e. the share of those items whose raw score is at "
+    "most this one (cume_dist, rounded to 4 places; the highest published raw score is 1). Monotone in "
+    "raw_score, so the list's order is kept and items of two customers compare; not a probability. "
+    "Null in the popular fallback."
+)
 
 
 # The response shapes: they document the API (OpenAPI) and the contract tests validate every
@@ -75,12 +110,28 @@ class RecommendedItem(BaseModel):
     score: float | None = Field(description="The model's score; null in the popular fallback.")
 
 
+class CustomerItem(BaseModel):
+    rank: int = Field(ge=1)
+    product_id: str
+    product_name: str | None
+    category: str | None
+    score: float | None = Field(ge=0, le=1, description=SCORE_DESCRIPTION)
+    raw_score: float | None = Field(
+        description="The model's own score (LightFM: an unbounded dot product such as -6.9; a baseline: its "
+        "own scale). Only its order within one model means something. Null in the popular fallback."
+    )
+
+
 class Recommendations(BaseModel):
     customer_pkey: str
     known: bool = Field(description="False: the id is not in the published snapshot; items are the popular fallback.")
+    fallback: str | None = Field(
+        description="popular: the customer_pkey is well formed but not published, the items are the popular "
+        "products; null for a published customer."
+    )
     source: str = Field(description="personalised, cold_start_features, popularity or popular_fallback")
     model_version: str | None
-    items: list[RecommendedItem]
+    items: list[CustomerItem]
 
 
 class Segments(BaseModel):
@@ -135,19 +186,63 @@ class NotFound(BaseModel):
     detail: str
 
 
+class NextBestAction(BaseModel):
+    channel: str
+    action_id: str
+    variant_id: str | None = Field(description="The message variant; only a decision to send has one.")
+    decision: str = Field(
+        description="send: show or send the action; holdout: the customer is in the control group of the "
+        "action's campaign, show nothing for it (uplift is measured against them); no_consent: no consent for "
+        "the channel; capped: the customer had enough messages. Act on send only."
+    )
+    decided_by: str = Field(description="explicit_rule or weighted_score (docs/decisioning.md)")
+    priority: int | None
+    score: float | None = Field(description="The decision's weighted score (docs/decisioning.md).")
+    holdout_group: str | None = Field(description="control or treatment in the campaign nba:<action_id>")
+    eligible_actions: int | None = Field(description="How many actions of the catalogue the customer was eligible for")
+    reason: str = Field(description="Why this action, in words")
+    message_id: str | None = Field(description="The message in the campaign outbox, for a decision to send")
+    decided_on: str
+
+
+class NextBestActions(BaseModel):
+    customer_pkey: str
+    actions: list[NextBestAction] = Field(
+        description="One per channel with an eligible action, by channel; empty when none is eligible today."
+    )
+
+
+class Profile(BaseModel):
+    customer_pkey: str = Field(description="The published key the id resolved to: use it on the other routes.")
+    id_type: str
+    segments: Segments | None
+    scores: Scores | None
+    recommendations: Recommendations
+    next_best_actions: list[NextBestAction] | None = Field(
+        description="As GET /v1/customers/{customer_pkey}/next-best-action; null until next_best_actions is published."
+    )
+
+
 BODY_SQL = {
+    # score: the raw score's percentile within its model version and source (SCORE_DESCRIPTION)
     RECOMMENDATIONS: """
+        with scored as (
+            select *, case when score is not null then round(cume_dist() over (
+                partition by model_version, source, score is null order by score), 4) end as score_01
+            from read_parquet(?)
+        )
         select customer_pkey, to_json(struct_pack(
             customer_pkey := customer_pkey,
             known := true,
+            fallback := null,
             source := any_value(source),
             model_version := any_value(model_version),
             -- ordered by rank, the first field (as the recommendation feed, tessera/publish/published.py)
             items := list_sort(list(struct_pack(
                 rank := rank, product_id := product_id, product_name := product_name,
-                category := category, score := score)))
+                category := category, score := score_01, raw_score := score)))
         ))
-        from read_parquet(?) group by customer_pkey
+        from scored group by customer_pkey
     """,
     SEGMENTS: """
         select customer_pkey, to_json(struct_pack(
@@ -172,6 +267,15 @@ BODY_SQL = {
         ))
         from read_parquet(?)
     """,
+    # one body per customer: the JSON array of their decisions, one per channel
+    NEXT_BEST_ACTIONS: """
+        select customer_pkey, to_json(list(struct_pack(
+            channel := channel, action_id := action_id, variant_id := variant_id, decision := decision,
+            decided_by := decided_by, priority := priority, score := score, holdout_group := holdout_group,
+            eligible_actions := eligible_actions, reason := reason, message_id := message_id,
+            decided_on := cast(decided_on as varchar)) order by channel))
+        from read_parquet(?) group by customer_pkey
+    """,
     # one body per (list, product): the JSON array of its items, ranked (product_list_key)
     PRODUCT_LISTS: """
         select list_name || ':' || product_id, to_json(list_sort(list(struct_pack(
@@ -192,6 +296,9 @@ class Index:
     loaded_at: str
     # the product ids the lists per product know (their product_catalogue export); None: not published
     catalogue: frozenset[str] | None = None
+    # the lookup: id_type -> sha256(salt:id) digest -> customer_pkey; None: not servable (lookup_error says why)
+    identifiers: dict[str, dict[bytes, str]] | None = None
+    lookup_error: str | None = None
 
     @property
     def customers(self) -> int:
@@ -277,9 +384,53 @@ def _current(publish_dir: Path) -> dict[str, snapshots.Snapshot]:
     return current
 
 
-def load_index(publish_dir: Path, mode: str = "production") -> Index:
+def load_identifiers(
+    snap: snapshots.Snapshot, salt: str | None, customers: dict[str, bytes] | None = None
+) -> tuple[dict[str, dict[bytes, str]] | None, str | None]:
+    """The lookup of the customer_segments snapshot's customer_identifiers export, or None and why
+    it cannot be served: not published (a publish from before it), no salt, or a salt other than
+    the one it was hashed with (the manifest's salt_check). Raises ServingError if it is unreadable."""
+    path = snap.path / "exports" / IDENTIFIERS_EXPORT
+    if not path.exists():
+        return (
+            None,
+            f"{SEGMENTS} version {snap.version} has no exports/{IDENTIFIERS_EXPORT}: republish to serve lookups",
+        )
+    if salt is None:
+        return None, "no pseudonym salt was given to the server"
+    expected = snap.manifest.get("salt_check")
+    if expected is None or expected != pseudonym.salt_check(salt):
+        return None, (
+            f"TESSERA_PSEUDONYM_SALT is not the salt {SEGMENTS} version {snap.version} was published with "
+            "(its manifest's salt_check differs): set the deployment's salt to serve lookups"
+        )
+    # each customer_pkey as the one string object the customer's bodies are keyed by (`customers`):
+    # at 1M customers with two ids each, 2M separate copies would hold about 170 MB more
+    same = {key: key for key in customers} if customers is not None else {}
+    identifiers: dict[str, dict[bytes, str]] = {}
+    con = duckdb.connect()
+    try:
+        cursor = con.execute(
+            "select id_type, unhex(id_hash), customer_pkey from read_csv(?, header = true, "
+            "columns = {'id_type': 'VARCHAR', 'id_hash': 'VARCHAR', 'customer_pkey': 'VARCHAR'})",
+            [str(path)],
+        )
+        # in batches: 2M rows at once as Python tuples would raise the peak by an estimated 0.4 GB
+        while rows := cursor.fetchmany(100_000):
+            for id_type, digest, customer_pkey in rows:
+                identifiers.setdefault(id_type, {})[digest] = same.get(customer_pkey, customer_pkey)
+    except Exception as exc:
+        raise _stage(f"{path} is unreadable", exc) from exc
+    finally:
+        con.close()
+    del same
+    return identifiers, None
+
+
+def load_index(publish_dir: Path, mode: str = "production", salt: str | None = None) -> Index:
     """Read the current snapshot of each served table. Raises ServingError if one was never
-    published, cannot be read, or may not be served in `mode` (checked before the Parquet is read)."""
+    published, cannot be read, or may not be served in `mode` (checked before the Parquet is read).
+    `salt` (the pseudonym salt) is what the lookup by a shop's own ids hashes them with."""
     current = _current(publish_dir)
     check_servable(current, mode)
     con = duckdb.connect()
@@ -307,11 +458,13 @@ def load_index(publish_dir: Path, mode: str = "production") -> Index:
             "product_name": p["product_name"],
             "category": p["category"],
             "score": None,
+            "raw_score": None,
         }
         for p in popular
     ]
     index = Index(bodies, popular, current, datetime.now(UTC).isoformat())
     index.catalogue = load_catalogue(current.get(PRODUCT_LISTS))
+    index.identifiers, index.lookup_error = load_identifiers(current[SEGMENTS], salt, bodies[SEGMENTS])
     # millions of long-lived bytes objects: take them out of the cyclic collector's scans, or a
     # full collection pauses every request for tens of milliseconds (bench/serving.py's max)
     gc.collect()
@@ -322,14 +475,22 @@ def load_index(publish_dir: Path, mode: str = "production") -> Index:
 class Server:
     """The index behind the app, swapped whole when a pointer moves (readers never see a mix)."""
 
-    def __init__(self, publish_dir: Path, default_limit: int = 10, mode: str = "production"):
+    def __init__(self, publish_dir: Path, default_limit: int = 10, mode: str = "production", salt: str | None = None):
         self.publish_dir = publish_dir
         self.default_limit = default_limit
         self.mode = mode
-        self.index = load_index(publish_dir, mode)
+        # the pseudonym salt, held only to hash the ids a lookup names (docs/privacy.md)
+        self.salt = salt
+        self.index = load_index(publish_dir, mode, salt)
         self.last_reload_error: str | None = None
         self.degraded_since: str | None = None
         self._lock = threading.Lock()
+        self._report_lookup(None)
+
+    def _report_lookup(self, before: str | None) -> None:
+        """Log, once per change, why lookups by a shop's own ids cannot be served."""
+        if self.index.lookup_error is not None and self.index.lookup_error != before:
+            log.warning("GET /v1/lookup answers 503: %s", self.index.lookup_error)
 
     def reload_if_moved(self) -> bool:
         """Load the new versions if any pointer moved. Never raises: on any failure the old index
@@ -342,11 +503,12 @@ class Server:
                     self._recovered()
                     return False
                 started = time.perf_counter()
-                index = load_index(self.publish_dir, self.mode)
+                index = load_index(self.publish_dir, self.mode, self.salt)
             except Exception as exc:  # reported on /health; the previous versions stay served
                 self.failed(exc, seen)
                 return False
-            self.index = index
+            before, self.index = self.index.lookup_error, index
+            self._report_lookup(before)
             self._recovered()
             log.info(
                 "loaded snapshots %s in %.1f s",
@@ -374,6 +536,7 @@ class Server:
             {
                 "customer_pkey": customer_pkey,
                 "known": False,
+                "fallback": "popular",
                 "source": "popular_fallback",
                 "model_version": None,
                 "items": self.index.popular[:limit],
@@ -438,19 +601,82 @@ def _health(server: Server) -> Health:
     )
 
 
-def _recommendations(server: Server, customer_pkey: str, limit: int | None) -> Response:
+def _recommendation_body(server: Server, index: Index, customer_pkey: str, limit: int | None) -> bytes:
     """The customer's published recommendations (the first `limit`), or the popular fallback."""
-    index = server.index
-    version = index.versions[RECOMMENDATIONS].version
     body = index.bodies[RECOMMENDATIONS].get(customer_pkey)
     if body is None:
-        return _json(server.fallback(customer_pkey, limit or server.default_limit), version)
+        return server.fallback(customer_pkey, limit or server.default_limit)
     if limit is not None:
         parsed = orjson.loads(body)
         if len(parsed["items"]) > limit:
             parsed["items"] = parsed["items"][:limit]
             body = orjson.dumps(parsed)
-    return _json(body, version)
+    return body
+
+
+def _recommendations(server: Server, customer_pkey: str, limit: int | None) -> Response:
+    index = server.index
+    return _json(_recommendation_body(server, index, customer_pkey, limit), index.versions[RECOMMENDATIONS].version)
+
+
+def _next_best_actions(server: Server, customer_pkey: str) -> Response:
+    """The customer's published decisions, one per channel; 404 for a customer not published, 503
+    until next_best_actions is."""
+    index = server.index
+    if NEXT_BEST_ACTIONS not in index.versions:
+        detail = f"{NEXT_BEST_ACTIONS} has never been published under {server.publish_dir}"
+        return JSONResponse({"detail": detail}, 503)
+    actions = index.bodies[NEXT_BEST_ACTIONS].get(customer_pkey)
+    if actions is None and customer_pkey not in index.bodies[SEGMENTS]:
+        return JSONResponse({"detail": f"customer {customer_pkey!r} is not in the published {SEGMENTS}"}, 404)
+    body = b'{"customer_pkey":' + orjson.dumps(customer_pkey) + b',"actions":' + (actions or b"[]") + b"}"
+    return _json(body, index.versions[NEXT_BEST_ACTIONS].version)
+
+
+def _profile(server: Server, id_type: str, id_value: str, limit: int | None) -> Response:
+    """Everything published about the customer a shop's own id names (GET /v1/lookup)."""
+    index = server.index
+    if index.identifiers is None:
+        return JSONResponse({"detail": f"lookups are not served: {index.lookup_error}"}, 503)
+    table = index.identifiers.get(id_type)
+    if table is None and id_type in BUILT_IN_ID_TYPES:
+        table = {}  # none published today (no cookie joined to a login yet): unknown, not malformed
+    if table is None:
+        published = ", ".join(sorted({*BUILT_IN_ID_TYPES, *index.identifiers}))
+        # shaped as FastAPI's own validation errors (the 422 the spec declares)
+        error = {
+            "type": "value_error",
+            "loc": ["query", "id_type"],
+            "msg": f"id_type {id_type!r} is not published; published id types: {published}",
+            "input": id_type,
+        }
+        return JSONResponse({"detail": [error]}, 422)
+    value = id_value.strip()
+    customer_pkey = table.get(hashlib.sha256(f"{server.salt}:{value}".encode()).digest())
+    if customer_pkey is None:
+        # the id is not echoed: it is the shop's, personal, and may end up in a client's logs
+        return JSONResponse({"detail": f"no published customer has this {id_type}"}, 404)
+    nba = None
+    if NEXT_BEST_ACTIONS in index.versions:
+        nba = index.bodies[NEXT_BEST_ACTIONS].get(customer_pkey) or b"[]"
+    body = b"".join(
+        (
+            b'{"customer_pkey":',
+            orjson.dumps(customer_pkey),
+            b',"id_type":',
+            orjson.dumps(id_type),
+            b',"segments":',
+            index.bodies[SEGMENTS].get(customer_pkey) or b"null",
+            b',"scores":',
+            index.bodies[SCORES].get(customer_pkey) or b"null",
+            b',"recommendations":',
+            _recommendation_body(server, index, customer_pkey, limit),
+            b',"next_best_actions":',
+            nba or b"null",
+            b"}",
+        )
+    )
+    return _json(body, index.versions[SEGMENTS].version)
 
 
 def _lookup(server: Server, name: str, customer_pkey: str) -> Response:
@@ -579,20 +805,187 @@ def _add_product_routes(app: FastAPI, server: Server) -> None:
         return _product_recommendations(server, product_id, wanted, limit or server.default_limit)
 
 
-def _add_routes(app: FastAPI, server: Server) -> None:
-    """The API: /health, and per customer their recommendations, segments and scores."""
-    customer_pkey = PathParam(min_length=1, max_length=MAX_KEY_LENGTH, description="The published customer_pkey")
+# --------------------------------------------------------------------------- API keys
+# The customer routes (/v1/customers/..., /v1/lookup) answer only a caller that sends one of the
+# configured keys (TESSERA_API_KEYS) in X-API-Key or Authorization: Bearer. The server keeps only
+# their sha256 digests. With none configured, production mode refuses to start and demo mode
+# serves them to anyone, with a warning at start. /health, /docs, the product and session routes
+# and the storefront's browser routes carry nobody's data and stay open.
+
+
+class ApiKeys:
+    """The configured keys, as sha256 digests; `open`: none configured (demo mode only)."""
+
+    def __init__(self, configured: str, mode: str):
+        self.digests: list[bytes] = []
+        for position, entry in enumerate((e.strip() for e in configured.split(",")), start=1):
+            if not entry:
+                continue
+            if entry.startswith("sha256:"):
+                digest = entry.removeprefix("sha256:").lower()
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    raise ServingError(f"TESSERA_API_KEYS entry {position}: sha256: must be followed by 64 hex digits")
+                self.digests.append(bytes.fromhex(digest))
+            elif len(entry) < MIN_API_KEY_CHARS:
+                raise ServingError(
+                    f"TESSERA_API_KEYS entry {position} is shorter than {MIN_API_KEY_CHARS} characters: "
+                    "use a long random key (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
+            else:
+                self.digests.append(hashlib.sha256(entry.encode()).digest())
+        self.open = not self.digests
+        if self.open and mode != "demo":
+            raise ServingError(
+                f"TESSERA_MODE={mode} serves the customer routes only behind API keys: set TESSERA_API_KEYS "
+                "(comma separated keys, or sha256:<hex digest> of each), or TESSERA_MODE=demo for demo data"
+            )
+
+    def allows(self, presented: str | None) -> bool:
+        if self.open:
+            return True
+        if not presented:
+            return False
+        digest = hashlib.sha256(presented.encode()).digest()
+        # every key compared, in constant time each: the answer's time says nothing of which matched
+        return sum(hmac.compare_digest(digest, d) for d in self.digests) > 0
+
+
+# the two ways a caller sends its key (stateless: shared by every app)
+_KEY_HEADER = Security(APIKeyHeader(name="X-API-Key", auto_error=False, description="One of TESSERA_API_KEYS"))
+_KEY_BEARER = Security(HTTPBearer(auto_error=False, description="One of TESSERA_API_KEYS, as a bearer token"))
+
+
+def _key_dependency(keys: ApiKeys):
+    """A FastAPI dependency refusing (401) a request without a configured key."""
+
+    async def require_key(
+        x_api_key: str | None = _KEY_HEADER,
+        authorization: HTTPAuthorizationCredentials | None = _KEY_BEARER,
+    ) -> None:
+        presented = x_api_key or (authorization.credentials if authorization is not None else None)
+        if not keys.allows(presented):
+            detail = (
+                "a valid API key is required: X-API-Key or Authorization: Bearer"
+                if presented is None
+                else ("the API key is not valid")
+            )
+            raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+    return require_key
+
+
+# --------------------------------------------------------------------------- request log
+
+
+class RequestLog:
+    """ASGI middleware: one line per request on tessera.serving.access at INFO: method, the route's
+    template (/v1/customers/{customer_pkey}/scores, never the path with its ids, nor the query),
+    status and latency in ms, from the request's arrival to its last byte handed to the server."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception before any answer: the server answers 500
+
+        async def noting_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:
+            access_log.info(
+                "%s %s %d %.2f ms",
+                scope["method"],
+                route_template(scope),
+                status,
+                1000 * (time.perf_counter() - started),
+            )
+
+
+def route_template(scope) -> str:
+    """The template of the route that answered (set in the scope by the router), the mount's path
+    for static files, or "(unmatched)" for a 404 no route matched (one word: log lines split on blanks)."""
+    route = scope.get("route")
+    if route is not None and getattr(route, "path", None):
+        return route.path
+    if "app_root_path" in scope:  # a Mount (static files): its path, not the file asked for
+        return scope.get("root_path", "") + "/{path}"
+    return "(unmatched)"
+
+
+def configure_logging(level: str) -> None:
+    """tessera.serving's loggers to stderr at `level` (TESSERA_SERVE_LOG_LEVEL): info logs every
+    request; warning only reload failures and warnings."""
+    logger = logging.getLogger("tessera.serving")
+    if not any(getattr(h, "_tessera_serving", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._tessera_serving = True
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper())
+
+
+# --------------------------------------------------------------------------- API docs, offline
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs from the vendored Swagger UI files (no CDN): the page works with no network. ReDoc,
+    which has no vendored copy, is not served."""
+    app.mount(SWAGGER_URL, StaticFiles(directory=SWAGGER_DIR), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{SWAGGER_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_URL}/favicon-32x32.png",
+            # no validator badge: it would send the spec to validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+
+def _add_routes(app: FastAPI, server: Server, keys: ApiKeys) -> None:
+    """The API: /health, and per customer (behind the API keys) their recommendations, segments,
+    scores and next best actions, and the lookup by a shop's own ids."""
+    customer_pkey = PathParam(
+        pattern=PKEY_PATTERN,
+        max_length=MAX_KEY_LENGTH,
+        description="The published customer_pkey: pk_ and 32 lower-case hex digits. Anything else is a 422 "
+        "(a CRM id: resolve it with GET /v1/lookup first).",
+        examples=["pk_0123456789abcdef0123456789abcdef"],
+    )
     not_found = {404: {"model": NotFound, "description": "The customer is not in the published snapshot"}}
+    guarded = {401: {"model": NotFound, "description": "No API key, or not a configured one"}}
+    key = [Depends(_key_dependency(keys))]
 
     @app.get("/health", response_model=Health, tags=["operations"])
     async def health() -> Health:
         return _health(server)
 
-    @app.get("/v1/customers/{customer_pkey}/recommendations", response_model=Recommendations, tags=["customers"])
+    @app.get(
+        "/v1/customers/{customer_pkey}/recommendations",
+        response_model=Recommendations,
+        responses=guarded,
+        dependencies=key,
+        tags=["customers"],
+    )
     async def recommendations(
         customer_pkey: str = customer_pkey,
         limit: int | None = Query(None, ge=1, le=MAX_LIMIT, description="At most this many items"),
     ) -> Response:
+        """The customer's published list. A well-formed customer_pkey that is not published gets the popular
+        products (`known: false`, `fallback: popular`)."""
         return _recommendations(server, customer_pkey, limit)
 
     for name, model in ((SEGMENTS, Segments), (SCORES, Scores)):
@@ -601,9 +994,63 @@ def _add_routes(app: FastAPI, server: Server) -> None:
             _row_endpoint(server, name, customer_pkey),
             methods=["GET"],
             response_model=model,
-            responses=not_found,
+            responses={**not_found, **guarded},
+            dependencies=key,
             tags=["customers"],
         )
+
+    @app.get(
+        "/v1/customers/{customer_pkey}/next-best-action",
+        response_model=NextBestActions,
+        responses={
+            **not_found,
+            **guarded,
+            503: {"model": NotFound, "description": "next_best_actions has never been published"},
+        },
+        dependencies=key,
+        tags=["customers"],
+    )
+    async def next_best_action(customer_pkey: str = customer_pkey) -> Response:
+        """The customer's published decision per channel (docs/decisioning.md). Show or send only those with
+        `decision: send`."""
+        return _next_best_actions(server, customer_pkey)
+
+    @app.get(
+        "/v1/lookup",
+        response_model=Profile,
+        responses={
+            404: {"model": NotFound, "description": "No published customer has this id"},
+            **guarded,
+            503: {"model": NotFound, "description": "Lookups are not served (detail says why)"},
+        },
+        dependencies=key,
+        tags=["customers"],
+    )
+    async def lookup(
+        id_type: Annotated[
+            str,
+            Query(
+                pattern=ID_TYPE_PATTERN,
+                max_length=64,
+                description="customer_id (the shop's CRM id), anonymous_id (a cookie whose logins are one "
+                "customer's) or a declared identifier's type (login_id, ...; landing source identifiers).",
+            ),
+        ],
+        id: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=MAX_KEY_LENGTH,
+                pattern=r"\S",
+                description="The id as the shop delivered it (surrounding blanks ignored).",
+            ),
+        ],
+        limit: int | None = Query(None, ge=1, le=MAX_LIMIT, description="At most this many recommended items"),
+    ) -> Response:
+        """Everything published about the customer one of the shop's own ids names: the id is hashed with the
+        deployment's salt and looked up in the published customer_identifiers export; the id itself is
+        neither stored nor logged."""
+        return _profile(server, id_type, id, limit)
 
 
 def create_app(
@@ -613,15 +1060,21 @@ def create_app(
     mode: str = "production",
     realtime: RealtimeSettings | None = None,
     salt: str | None = None,
+    api_keys: str | None = None,
 ) -> FastAPI:
     """The app over the current snapshots. `mode` is TESSERA_MODE: anything but "demo" refuses
     snapshots not published with a deployment's salt (the default refuses, so a caller that
-    forgets the mode fails closed). Raises ServingError when the snapshots cannot be served.
+    forgets the mode fails closed), and refuses to serve without API keys. Raises ServingError
+    when the snapshots cannot be served or the keys are unusable.
+
+    `api_keys` (default TESSERA_API_KEYS): comma separated keys or sha256:<hex digest>; the
+    customer routes answer only callers sending one. `salt` is the pseudonym salt (default:
+    TESSERA_PSEUDONYM_SALT): the lookup by a shop's own ids hashes them with it, and the real-time
+    suppression lists are hashed with it.
 
     With `realtime` (settings.realtime_configured(): TESSERA_REDIS_URL set) the app also collects
     events, `POST /v1/events` (tessera/realtime/collector.py), and `app.state.realtime` is the
-    online store (tessera/realtime/store.py) the real-time routes read; `salt` is the pseudonym
-    salt the suppression lists are hashed with (default: TESSERA_PSEUDONYM_SALT). It also serves
+    online store (tessera/realtime/store.py) the real-time routes read. It also serves
     the visitors' session-aware recommendations, GET /v1/visitors/{visitor_id}/recommendations
     (tessera/realtime/visitor_recs.py), the storefront snippet /static/tessera.js and, in demo
     mode, the demo shop at /demo/ (docs/realtime_storefront.md). Without it the API is exactly the
@@ -629,17 +1082,33 @@ def create_app(
     # session recommendations for anonymous visitors: their own index (it imports this module's models)
     from tessera.session_serving import SessionServer, add_session_routes
 
-    server = Server(publish_dir, default_limit, mode)
+    if salt is None or api_keys is None:
+        settings = load_settings()
+        salt = settings.pseudonym_salt if salt is None else salt
+        api_keys = settings.api_keys if api_keys is None else api_keys
+    keys = ApiKeys(api_keys, mode)  # checked before the snapshots are loaded (seconds per million customers)
+    if keys.open:
+        log.warning(
+            "no TESSERA_API_KEYS: the customer routes answer anyone (TESSERA_MODE=demo); production mode refuses this"
+        )
+    server = Server(publish_dir, default_limit, mode, salt)
     sessions = SessionServer(publish_dir)
     app = FastAPI(
         title="tessera serving API",
         version="1",
-        description="Read-only: the current published snapshots of recommendations, segments and scores.",
+        description="Read-only: the current published snapshots of recommendations, segments, scores and next "
+        "best actions, by customer_pkey or by the shop's own ids (GET /v1/lookup). The customer routes need an "
+        "API key (X-API-Key or Authorization: Bearer).",
         lifespan=_lifespan(server, reload_seconds, sessions),
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(RequestLog)
     app.state.server = server
     app.state.sessions = sessions
-    _add_routes(app, server)
+    app.state.api_keys = keys
+    _add_docs(app)
+    _add_routes(app, server, keys)
     add_session_routes(app, sessions)
     _add_product_routes(app, server)
     app.state.realtime = None
@@ -648,7 +1117,7 @@ def create_app(
         from tessera.realtime.store import connect, connect_async
         from tessera.realtime.visitor_recs import add_storefront_routes, add_visitor_routes
 
-        store = connect(realtime, salt if salt is not None else load_settings().pseudonym_salt)
+        store = connect(realtime, salt)
         app.state.realtime = store
         add_collector_routes(app, store)
         add_visitor_routes(app, store.state, server, sessions, async_client=connect_async(realtime))
@@ -668,6 +1137,7 @@ def serve(publish_dir: Path, host: str, port: int, reload_seconds: float, mode: 
     try:
         settings = load_settings()
         preflight(settings, purpose="serve", publish_dir=publish_dir)
+        configure_logging(settings.serve_log_level)
         realtime = realtime_configured()
         app = create_app(
             publish_dir,
@@ -675,6 +1145,7 @@ def serve(publish_dir: Path, host: str, port: int, reload_seconds: float, mode: 
             mode=settings.mode if mode is None else mode,
             realtime=realtime,
             salt=settings.pseudonym_salt,
+            api_keys=settings.api_keys,
         )
     except (ServingError, ValueError) as exc:  # ValueError: settings.ConfigurationError, a refused variable
         raise SystemExit(f"tessera serve: {exc}") from None
@@ -684,6 +1155,10 @@ def serve(publish_dir: Path, host: str, port: int, reload_seconds: float, mode: 
         f"serving on http://{host}:{port} (OpenAPI: /docs, /openapi.json)",
         flush=True,
     )
+    keys: ApiKeys = app.state.api_keys
+    guard = "open to anyone (demo mode, no TESSERA_API_KEYS)" if keys.open else f"{len(keys.digests)} API key(s)"
+    lookup = "served" if server.index.lookup_error is None else f"503 ({server.index.lookup_error})"
+    print(f"customer routes: {guard}; GET /v1/lookup: {lookup}", flush=True)
     if app.state.realtime is not None:
         print(f"collecting events: POST /v1/events into Redis at {app.state.realtime.location}", flush=True)
         print(

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
     serve_reload_seconds: NonNegative = 60
+    # the keys a caller of the customer routes sends (X-API-Key or Authorization: Bearer), comma
+    # separated, each the key itself or "sha256:<hex digest of the key>"; none: refused outside demo
+    # mode, open with a warning in demo mode (tessera/serving.py, docs/publishing.md)
+    api_keys: str = ""
+    # the level of the API's request log, one line per request (tessera.serving.access)
+    serve_log_level: _one_of("debug", "info", "warning", "error") = "info"
     # published keys are salted hashes (tessera/privacy/pseudonym.py); the built-in salt (also when
     # the variable is empty) is refused outside demo mode. `make` targets run in demo mode; a
     # deployment sets both.

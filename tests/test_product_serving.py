@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from tessera.publish import snapshots
 from tessera.serving import PRODUCT_LISTS, create_app
-from tests.test_serving import publish_tiny
+from tests.test_serving import publish_tiny, tiny_key
 
 PATH = "/v1/products/{product_id}/recommendations"
 
@@ -159,7 +159,7 @@ def test_before_the_lists_are_published_the_route_answers_503_and_the_rest_is_se
         response = get(c, "p1")
         assert response.status_code == 503
         assert "product_recommendations has never been published" in response.json()["detail"]
-        assert c.get("/v1/customers/pk_0/segments").status_code == 200
+        assert c.get(f"/v1/customers/{tiny_key(0)}/segments").status_code == 200
         assert set(c.get("/health").json()["snapshots"]) == {
             "customer_recommendations",
             "customer_segments",

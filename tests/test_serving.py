@@ -3,6 +3,7 @@
 Contract tests: every response body is validated against the schema the OpenAPI spec declares for
 its path and status code, and its content against the published Parquet."""
 
+import hashlib
 import json
 import shutil
 import time
@@ -14,13 +15,26 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tessera.publish import snapshots
-from tessera.serving import PRODUCT_LISTS, RECOMMENDATIONS, SCORES, SEGMENTS, ServingError, create_app, serve
+from tessera.serving import (
+    NEXT_BEST_ACTIONS,
+    PRODUCT_LISTS,
+    RECOMMENDATIONS,
+    SCORES,
+    SEGMENTS,
+    ServingError,
+    create_app,
+    serve,
+)
 
 PATHS = {
     RECOMMENDATIONS: "/v1/customers/{customer_pkey}/recommendations",
     SEGMENTS: "/v1/customers/{customer_pkey}/segments",
     SCORES: "/v1/customers/{customer_pkey}/scores",
+    NEXT_BEST_ACTIONS: "/v1/customers/{customer_pkey}/next-best-action",
 }
+API_KEY = "test-key-0123456789abcdef"
+# well formed (pk_ and 32 hex digits) and published by nobody: the documented fallback, not a 422
+UNKNOWN_KEY = "pk_" + "0" * 32
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +91,26 @@ def test_the_spec_declares_every_endpoint_with_its_response_schema(spec):
         *PATHS.values(),
         "/v1/sessions/recommendations",
         "/v1/products/{product_id}/recommendations",
+        "/v1/lookup",
     }
     for path in PATHS.values():
-        assert "200" in spec["paths"][path]["get"]["responses"]
-    for name in ("Recommendations", "Segments", "Scores", "Health", "RecommendedItem"):
+        assert {"200", "401", "422"} <= set(spec["paths"][path]["get"]["responses"])
+    for name in ("Recommendations", "Segments", "Scores", "Health", "CustomerItem", "NextBestActions", "Profile"):
         assert name in spec["components"]["schemas"]
+    # the normalised score is documented where an integrator reads it
+    item = spec["components"]["schemas"]["CustomerItem"]["properties"]
+    assert "percentile" in item["score"]["description"] and "raw_score" in item
 
 
 def test_every_response_conforms_to_the_spec(client, spec, published):
     keys = sample_keys(published.publish_dir)
     assert len(keys) >= 4
-    for key in [*keys, "no-such-customer"]:
+    for key in [*keys, UNKNOWN_KEY, "no-such-customer", "C0000123", "hello world", "tc_0123456789abcdef"]:
         for path in PATHS.values():
             response = client.get(path.format(customer_pkey=key))
             conforms(spec, path, response)
+            # a malformed key is a 422 on every route, never the fallback (issue 39)
+            assert (response.status_code == 422) == (not key.startswith("pk_")), (path, key)
     conforms(spec, "/health", client.get("/health"))
     # a limit out of range is refused with the declared validation error
     bad = client.get(PATHS[RECOMMENDATIONS].format(customer_pkey=keys[0]), params={"limit": 0})
@@ -106,7 +126,10 @@ def test_a_known_customer_gets_the_published_rows(client, published):
     body = client.get(PATHS[RECOMMENDATIONS].format(customer_pkey=key)).json()
     assert body["known"] is True and body["source"] == expected[0]["source"]
     assert [i["product_id"] for i in body["items"]] == [r["product_id"] for r in expected]
-    assert [i["score"] for i in body["items"]] == pytest.approx([r["score"] for r in expected])
+    assert [i["raw_score"] for i in body["items"]] == pytest.approx([r["score"] for r in expected])
+    # the normalised score: in [0, 1] and in the list's order (docs/publishing.md, "Scores")
+    normalised = [i["score"] for i in body["items"]]
+    assert all(0 <= v <= 1 for v in normalised) and normalised == sorted(normalised, reverse=True)
     assert body["model_version"] == expected[0]["model_version"]
     assert len(client.get(PATHS[RECOMMENDATIONS].format(customer_pkey=key), params={"limit": 2}).json()["items"]) == 2
 
@@ -127,10 +150,11 @@ def test_a_known_customer_gets_the_published_rows(client, published):
 def test_an_unknown_customer_gets_the_popular_products_and_404_elsewhere(client, published):
     snap = snapshots.current_snapshot(published.publish_dir, RECOMMENDATIONS)
     popular = [json.loads(line) for line in (snap.path / "exports" / "popular_products.jsonl").read_text().splitlines()]
-    body = client.get(PATHS[RECOMMENDATIONS].format(customer_pkey="someone-new"), params={"limit": 5}).json()
+    body = client.get(PATHS[RECOMMENDATIONS].format(customer_pkey=UNKNOWN_KEY), params={"limit": 5}).json()
     assert body == {
-        "customer_pkey": "someone-new",
+        "customer_pkey": UNKNOWN_KEY,
         "known": False,
+        "fallback": "popular",
         "source": "popular_fallback",
         "model_version": None,
         "items": [
@@ -140,12 +164,13 @@ def test_an_unknown_customer_gets_the_popular_products_and_404_elsewhere(client,
                 "product_name": p["product_name"],
                 "category": p["category"],
                 "score": None,
+                "raw_score": None,
             }
             for p in popular[:5]
         ],
     }
-    assert client.get(PATHS[SEGMENTS].format(customer_pkey="someone-new")).status_code == 404
-    assert client.get(PATHS[SCORES].format(customer_pkey="someone-new")).status_code == 404
+    for name in (SEGMENTS, SCORES, NEXT_BEST_ACTIONS):
+        assert client.get(PATHS[name].format(customer_pkey=UNKNOWN_KEY)).status_code == 404
 
 
 def test_an_anonymous_session_gets_recommendations_from_the_published_session_index(client, spec, published):
@@ -236,25 +261,30 @@ def test_a_new_published_version_is_picked_up_and_a_broken_one_is_not(published,
 
 TINY_TABLES = {
     RECOMMENDATIONS: """
-        select 'pk_' || i as customer_pkey, r as rank, 'p' || r as product_id, 'Product ' || r as product_name,
+        select 'pk_' || md5('tiny' || i) as customer_pkey, r as rank, 'p' || r as product_id, 'Product ' || r as product_name,
             'cat' as category, 1.0 / r as score, 'personalised' as source, '{version}' as model_version
         from range(3) t(i), range(1, 4) u(r)
     """,
     SEGMENTS: """
-        select 'pk_' || i as customer_pkey, '{version}' as rfm_segment, 3 as r_score, 2 as f_score,
+        select 'pk_' || md5('tiny' || i) as customer_pkey, '{version}' as rfm_segment, 3 as r_score, 2 as f_score,
             1 as m_score, 0 as cluster_id, 'c' as cluster_description, null::varchar as rule_segment,
             null::integer as rule_segment_priority, 'treatment' as rfm_holdout_group,
             null::varchar as rule_holdout_group, date '2026-10-31' as as_of_date
         from range(3) t(i)
     """,
     SCORES: """
-        select 'pk_' || i as customer_pkey, 5 as recency_days, 2 as frequency, {monetary} as monetary,
+        select 'pk_' || md5('tiny' || i) as customer_pkey, 5 as recency_days, 2 as frequency, {monetary} as monetary,
             10.0 as average_order_value, 100 as tenure_days, 321 as rfm_score,
             0.5 as purchase_propensity_30d, 0.5 as purchase_propensity_percentile,
             0.1 as churn_risk_30d, 0.2 as churn_risk_percentile, date '2026-10-31' as as_of_date
         from range(3) t(i)
     """,
 }
+
+
+def tiny_key(i: int) -> str:
+    """The customer_pkey of the i-th customer of TINY_TABLES."""
+    return "pk_" + hashlib.md5(f"tiny{i}".encode()).hexdigest()
 
 
 def publish_tiny(publish_dir, version: str, salt_label: str | None, names=None, monetary="20.0"):
@@ -314,7 +344,7 @@ def test_the_watcher_outlives_an_unreadable_pointer_and_health_says_degraded_unt
         since = health["degraded_since"]
         assert since is not None
         # the last good index is still served, and several failed ticks later the state holds
-        assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_1")).json()["rfm_segment"] == "v1"
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey=tiny_key(1))).json()["rfm_segment"] == "v1"
         time.sleep(0.3)
         health = c.get("/health").json()
         assert health["status"] == "degraded" and health["degraded_since"] == since
@@ -327,7 +357,7 @@ def test_the_watcher_outlives_an_unreadable_pointer_and_health_says_degraded_unt
         assert health["status"] == "ok"
         assert health["last_reload_error"] is None and health["degraded_since"] is None
         assert {s["version"] for s in health["snapshots"].values()} == {"v2"}
-        assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_1")).json()["rfm_segment"] == "v2"
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey=tiny_key(1))).json()["rfm_segment"] == "v2"
     assert "jane.doe@example.com" not in caplog.text
     assert any("reload failed" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
 
@@ -362,11 +392,12 @@ def test_production_mode_serves_only_snapshots_published_with_a_deployment_salt(
     publish_dir = tmp_path / "publish"
     publish_tiny(publish_dir, "v1", label)
     if refused is None:
-        with TestClient(create_app(publish_dir, reload_seconds=0, mode=mode)) as c:
-            assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_0")).json()["rfm_segment"] == "v1"
+        with TestClient(create_app(publish_dir, reload_seconds=0, mode=mode, api_keys=API_KEY)) as c:
+            got = c.get(PATHS[SEGMENTS].format(customer_pkey=tiny_key(0)), headers={"X-API-Key": API_KEY})
+            assert got.json()["rfm_segment"] == "v1"
         return
     with pytest.raises(ServingError) as err:
-        create_app(publish_dir, reload_seconds=0, mode=mode)
+        create_app(publish_dir, reload_seconds=0, mode=mode, api_keys=API_KEY)
     assert refused in str(err.value)
     assert all(f"{name} version v1" in str(err.value) for name in (RECOMMENDATIONS, SEGMENTS, SCORES))
 
@@ -375,6 +406,7 @@ def test_tessera_serve_exits_with_a_clear_error_on_demo_salted_snapshots_in_prod
     publish_dir = tmp_path / "publish"
     publish_tiny(publish_dir, "v1", "demo")
     monkeypatch.setenv("TESSERA_MODE", "production")
+    monkeypatch.setenv("TESSERA_API_KEYS", API_KEY)
     monkeypatch.delenv("TESSERA_PSEUDONYM_SALT", raising=False)  # serving never needs the salt
     with pytest.raises(SystemExit) as exit_:
         serve(publish_dir, "127.0.0.1", 0, 0)
@@ -390,18 +422,54 @@ def test_tessera_serve_exits_with_a_clear_error_on_demo_salted_snapshots_in_prod
 def test_in_production_a_reload_to_a_demo_salted_version_keeps_the_last_good_index(tmp_path):
     publish_dir = tmp_path / "publish"
     publish_tiny(publish_dir, "v1", "deployment")
-    app = create_app(publish_dir, reload_seconds=0, mode="production")
+    app = create_app(publish_dir, reload_seconds=0, mode="production", api_keys=API_KEY)
     server = app.state.server
-    with TestClient(app) as c:
+    with TestClient(app, headers={"X-API-Key": API_KEY}) as c:
         publish_tiny(publish_dir, "v2", "demo", names=[SEGMENTS])
         assert server.reload_if_moved() is False
         health = c.get("/health").json()
         assert health["status"] == "degraded"
         assert f"{SEGMENTS} version v2: pseudonym_salt 'demo' (the public demo salt)" in health["last_reload_error"]
-        assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_0")).json()["rfm_segment"] == "v1"
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey=tiny_key(0))).json()["rfm_segment"] == "v1"
 
         publish_tiny(publish_dir, "v3", "deployment", names=[SEGMENTS])
         assert server.reload_if_moved() is True
         health = c.get("/health").json()
         assert (health["status"], health["last_reload_error"]) == ("ok", None)
-        assert c.get(PATHS[SEGMENTS].format(customer_pkey="pk_0")).json()["rfm_segment"] == "v3"
+        assert c.get(PATHS[SEGMENTS].format(customer_pkey=tiny_key(0))).json()["rfm_segment"] == "v3"
+
+
+def test_the_pipelines_lookup_finds_published_customers_by_crm_id_and_cookie(client, published):
+    # issue 39: a storefront knows its own ids, not customer_pkey; the identity graph knows both
+    from tessera.privacy import pseudonym
+
+    con = duckdb.connect(str(published.duckdb_path), read_only=True)
+    try:
+        nodes = con.execute(
+            """
+            select case node_type when 'crm' then 'customer_id' when 'cookie' then 'anonymous_id'
+                       else split_part(node_key, ':', 2) end as id_type,
+                   node_value, customer_key
+            from intermediate.int_identities_resolved
+            where node_type in ('crm', 'cookie', 'declared')
+              and customer_key in (select customer_key from audiences.active_customers)
+            order by node_key
+            """
+        ).fetchall()
+    finally:
+        con.close()
+    published_keys = {r["customer_pkey"] for r in rows(published.publish_dir, SEGMENTS)}
+    by_type: dict[str, list] = {}
+    for id_type, value, customer_key in nodes:
+        by_type.setdefault(id_type, []).append((value, customer_key))
+    assert {"customer_id", "anonymous_id"} <= set(by_type)
+    for id_type, found in by_type.items():
+        for value, customer_key in found[:: max(1, len(found) // 15)]:
+            body = client.get("/v1/lookup", params={"id_type": id_type, "id": value}).json()
+            expected = pseudonym.pseudonym(published.pseudonym_salt, customer_key)
+            assert body["customer_pkey"] == expected and expected in published_keys, (id_type, value)
+            assert body["segments"]["customer_pkey"] == expected
+    # the export holds hashes and keys, never an id
+    snap = snapshots.current_snapshot(published.publish_dir, SEGMENTS)
+    text = (snap.path / "exports" / "customer_identifiers.csv").read_text()
+    assert all(value not in text for _, values in by_type.items() for value, _ in values[:50])

@@ -405,7 +405,14 @@ def test_the_snippet_is_served_and_the_demo_shop_only_in_demo_mode(client, publi
     assert len(shelf) == len(PRODUCTS)
     production = tmp_path / "publish"
     publish(production, salt="deployment")
-    app = create_app(production, reload_seconds=0, mode="production", realtime=realtime(redis_server.url), salt=SALT)
+    app = create_app(
+        production,
+        reload_seconds=0,
+        mode="production",
+        realtime=realtime(redis_server.url),
+        salt=SALT,
+        api_keys="test-key-0123456789abcdef",  # production refuses to serve without keys
+    )
     with TestClient(app) as c:
         assert c.get("/static/tessera.js").status_code == 200
         assert c.get("/demo/").status_code == 404

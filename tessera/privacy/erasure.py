@@ -565,13 +565,37 @@ def residue(con, publish_dir: Path, reuse_listed: bool = False) -> dict[str, int
     listed then, and the count below reads the places as they are now."""
     if not reuse_listed:
         list_values(con, publish_dir)
-    found: dict[str, int] = {}
+    found: dict[str, int] = hashed_id_residue(con, publish_dir)
     if not con.execute("select count(*) from __listed").fetchall()[0][0]:
         return found
     for relation, column, label, _ in _places(con, publish_dir):
         sql = f"select count(*) from {relation} where {column} in (select value from __listed)"
         if n := con.execute(sql).fetchall()[0][0]:
             found[label] = n
+    return found
+
+
+# a published column of hashed ids (exports/customer_identifiers: the serving API's lookup), hashed
+# as the suppression list is: an erased id is found there by equality, not by hashing again
+HASHED_ID_COLUMN = "id_hash"
+
+
+def hashed_id_residue(con, publish_dir: Path) -> dict[str, int]:
+    """Rows of every retained published file whose id_hash is on the suppression list, per file.
+    The erasure's rewrite removes them by customer_pkey; this proves no id of an erased person is
+    left in the lookup under another key (one its identity graph attached to someone else since)."""
+    found: dict[str, int] = {}
+    for i, (name, version, path, _, f) in enumerate(_snapshot_files(publish_dir)):
+        reader = file_view(con, f["format"], path / f["path"], f"__hashed_ids_{i}")
+        columns = [r[0] for r in con.execute(f"describe select * from {reader}").fetchall()]
+        if HASHED_ID_COLUMN not in columns:
+            continue
+        sql = (
+            f"select count(*) from {reader} "
+            f"where {HASHED_ID_COLUMN} in (select value_hash from privacy.erased_identifiers)"
+        )
+        if n := con.execute(sql).fetchall()[0][0]:
+            found[f"{name}/{version}/{f['path']}:{HASHED_ID_COLUMN}"] = n
     return found
 
 

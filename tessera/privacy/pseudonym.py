@@ -62,3 +62,17 @@ def install(con, salt: str) -> None:
         f"create or replace temp macro {MACRO}(k) as "
         f"('{PREFIX}' || substr(sha256(getvariable('{SALT_VARIABLE}') || ':' || k), 1, {DIGITS}))"
     )
+
+
+def id_hash(salt: str, value: str) -> str:
+    """The published lookup's hash of a shop's own id (a CRM customer id, a cookie, a declared id):
+    sha256(salt + ":" + value) in hex, the same digest as the erasure's suppression list
+    (privacy.erased_identifiers), so an erased id's hash is found in the lookup by equality."""
+    return hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()
+
+
+def salt_check(salt: str) -> str:
+    """What a snapshot manifest records so a reader holding a salt can tell it is the one the keys
+    and id hashes were made with, without the manifest holding the salt: 16 hex digits of
+    sha256(salt + ":tessera-salt-check")."""
+    return hashlib.sha256(f"{salt}:tessera-salt-check".encode()).hexdigest()[:16]

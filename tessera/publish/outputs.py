@@ -189,6 +189,7 @@ def publish_version(
         checks=checks,
         exports=spec.exports,
         pseudonym_salt=pseudonym.salt_label(settings.pseudonym_salt),
+        salt_check=pseudonym.salt_check(settings.pseudonym_salt),
     )
     try:
         rows = swap_in(con, spec.name, candidate, spec.after_swap)

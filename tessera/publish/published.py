@@ -74,6 +74,17 @@ PRODUCT_CATALOGUE = Export(
     "jsonl",
 )
 
+# the serving API's lookup by the ids a shop knows (GET /v1/lookup, tessera/serving.py): salted hashes
+# of CRM ids, cookies and declared ids to customer_pkey; an erasure rewrites it as every file keyed
+# by customer_pkey, and its residue check compares id_hash with the suppression list
+CUSTOMER_IDENTIFIERS = Export(
+    "customer_identifiers",
+    "One row per id a storefront knows of each published customer (CRM customer_id, anonymous_id, declared "
+    "ids by their type): id_type, id_hash = sha256(salt:id), customer_pkey. No id itself.",
+    load("exports/customer_identifiers"),
+    "csv",
+)
+
 EVERY_ACTIVE_CUSTOMER = validation(
     "every_active_customer_present", "Every customer in dim_customers without an erasure request has a row."
 )
@@ -151,7 +162,7 @@ PUBLISHED = (
             ),
         ),
         after_swap=SEGMENT_HISTORY + CAMPAIGN_ASSIGNMENTS,
-        exports=tuple(email_audience(kind) for kind in SEGMENT_KINDS),
+        exports=(*(email_audience(kind) for kind in SEGMENT_KINDS), CUSTOMER_IDENTIFIERS),
     ),
     Published(
         "customer_scores",

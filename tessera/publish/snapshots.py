@@ -150,6 +150,7 @@ def write_snapshot(
     checks: list[dict],
     exports: tuple[Export, ...] = (),
     pseudonym_salt: str | None = None,
+    salt_check: str | None = None,
 ) -> Snapshot:
     """Write `table` (a DuckDB relation) as version `version` of `name`, complete or not at all.
 
@@ -198,6 +199,8 @@ def write_snapshot(
         }
         if pseudonym_salt is not None:  # "demo" or "deployment": serving refuses "demo" in production
             manifest["pseudonym_salt"] = pseudonym_salt
+        if salt_check is not None:  # pseudonym.salt_check: the serving API's lookup verifies its salt by it
+            manifest["salt_check"] = salt_check
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         os.replace(tmp, final)
     except BaseException:
