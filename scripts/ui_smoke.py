@@ -188,9 +188,11 @@ def dagster_pages(base: str) -> list[Page]:
         # the job's page lists its runs: the newest one's short id
         pages.append(Page("dagster_job_runs", job_url, [run["jobName"], run["runId"][:8]]))
         pages.append(Page("dagster_run", f"{base}/runs/{run['runId']}", [run["jobName"], run["runId"][:8]]))
+        # the Overview timeline shows each job with runs in the last day
+        pages.append(Page("dagster_overview_timeline", f"{base}/overview/activity/timeline", [run["jobName"]]))
     else:
         why = "no Dagster run in this DAGSTER_HOME: run `tessera run` (make demo) first"
-        pages += [Page("dagster_job_runs", None, skipped=why), Page("dagster_run", None, skipped=why)]
+        pages += [Page(n, None, skipped=why) for n in ("dagster_job_runs", "dagster_run", "dagster_overview_timeline")]
 
     with_columns = [k for k in keys if "dagster/column_schema" in (graph.get(k).metadata or {})]
     asset = next((k for k in with_columns if k.path[-1] == "dim_customers"), with_columns[0] if with_columns else None)
@@ -315,6 +317,7 @@ def check(browser, page_spec: Page, screenshot: Path) -> list[str]:
 
     page.route("**/*", route)
     page.on("requestfailed", lambda r: local_failed.append(r.url) if r.url.startswith("file:") else None)
+    page.on("websocket", lambda ws: remote.append(ws.url) if is_remote(ws.url) else None)  # not routed
     problems: list[str] = []
     try:
         page.goto(page_spec.url, wait_until="load", timeout=PAGE_TIMEOUT_S * 1000)
@@ -341,8 +344,9 @@ def check(browser, page_spec: Page, screenshot: Path) -> list[str]:
             problems.append(f"false in the page: {page_spec.script}")
         png = page.screenshot()
         save_png(png, screenshot)
-        if colours(png) < MIN_COLOURS:
-            problems.append(f"the screenshot has {colours(png)} colours (a blank page?)")
+        found = colours(png)
+        if found < MIN_COLOURS:
+            problems.append(f"the screenshot has {found} colours (a blank page?)")
     except Exception as exc:  # a page that does not load is one failed page, not the end of the check
         problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
     finally:

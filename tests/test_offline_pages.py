@@ -12,6 +12,8 @@ import base64
 import hashlib
 import json
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import duckdb
@@ -138,3 +140,51 @@ def test_remote_references_are_what_a_browser_would_fetch_from_another_host(html
 def test_vendor_folder_sits_under_the_sites_static_folder(site):
     assert (site / VENDOR_DIR / "fontawesome-free-6.6.0" / "webfonts" / "fa-solid-900.woff2").is_file()
     assert (site / VENDOR_DIR / "jquery-3.7.1" / "LICENSE.txt").is_file()
+
+
+def _ui_smoke():
+    """scripts/ui_smoke.py as a module (scripts/ is no package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "ui_smoke.py"
+    spec = importlib.util.spec_from_file_location("ui_smoke", path)
+    if "ui_smoke" not in sys.modules:  # its dataclass looks its module up there
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["ui_smoke"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["ui_smoke"]
+
+
+def test_data_docs_render_in_chromium_with_every_remote_request_aborted(site, tmp_path, monkeypatch):
+    # the check `make ui-smoke` runs, on the small site: the tables are drawn (bootstrap-table's
+    # "Showing 1 to"), the status icons' font loaded, and nothing was asked of another host
+    from playwright.sync_api import sync_playwright
+
+    smoke = _ui_smoke()
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).exists(), "Chromium is not installed: run scripts/install_chromium.sh (make test does)"
+    validation = next(p for p in _pages(site) if "run-1" in p.parts)
+    control = tmp_path / "control.html"
+    control.write_text(
+        "<html><body><script src='https://cdn.example.com/x.js'></script>" + "<p>some text</p>" * 20 + "</body></html>"
+    )
+    pages = [
+        smoke.Page("index", (site / "index.html").as_uri(), ["test_orders", "run-2", "Showing 1 to"]),
+        smoke.Page(
+            "validation",
+            validation.as_uri(),
+            ["Expectation Validation Result", "Data asset: shop.orders"],
+            script=smoke.FONT_AWESOME_LOADED,
+        ),
+        smoke.Page("control", control.as_uri(), ["some text"]),
+    ]
+    monkeypatch.setattr(smoke, "PAGE_TIMEOUT_S", 10)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=smoke.CHROMIUM_FLAGS[1:])
+        try:
+            problems = {p.name: smoke.check(browser, p, tmp_path / f"{p.name}.png") for p in pages}
+        finally:
+            browser.close()
+    assert problems["index"] == [] and problems["validation"] == []
+    # a page asking a CDN fails, naming the URL; a page of 20 short lines on white is not blank
+    assert problems["control"] == ["1 requests to other hosts (aborted): ['https://cdn.example.com/x.js']"]
