@@ -188,3 +188,24 @@ def test_data_docs_render_in_chromium_with_every_remote_request_aborted(site, tm
     assert problems["index"] == [] and problems["validation"] == []
     # a page asking a CDN fails, naming the URL; a page of 20 short lines on white is not blank
     assert problems["control"] == ["1 requests to other hosts (aborted): ['https://cdn.example.com/x.js']"]
+
+
+def test_a_site_built_before_is_rewritten_whole_once_then_only_its_new_pages(tmp_path):
+    import os
+    import time
+
+    old = '<html><head><script src="https://code.jquery.com/jquery-3.7.1.min.js"></script></head></html>'
+    site = tmp_path / "docs"
+    (site / "validations" / "s").mkdir(parents=True)
+    for page in (site / "index.html", site / "validations" / "s" / "a.html"):
+        page.write_text(old)
+        os.utime(page, (time.time() - 3600, time.time() - 3600))
+    # no static/vendor yet: a site from before, every page is rewritten whatever `since` says
+    assert len(make_offline(site, since=time.time())) == 2
+    assert 'src="../../static/vendor/jquery-3.7.1/jquery.min.js"' in (site / "validations" / "s" / "a.html").read_text()
+    stale = site / "validations" / "s" / "b.html"
+    stale.write_text(old)
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fresh = site / "validations" / "s" / "c.html"
+    fresh.write_text(old)
+    assert make_offline(site, since=time.time() - 1) == [fresh.resolve()]

@@ -127,13 +127,18 @@ def pages(site_dir: Path) -> list[Path]:
     return sorted(p for p in site_dir.rglob("*.html") if GX_STATE_DIR not in p.relative_to(site_dir).parts)
 
 
-def make_offline(site_dir: Path) -> list[Path]:
+def make_offline(site_dir: Path, since: float | None = None) -> list[Path]:
     """Make the Data Docs site at site_dir render with no network (see the module's docstring);
-    the pages it rewrote. Pages rewritten before are left alone, so it is cheap after each build."""
+    the pages it rewrote. With `since` (a time.time()), only the pages written since then (a
+    build writes the index and the pages of what it rendered), unless the site had no vendored
+    files yet: then every page, so a site built before this existed is rewritten whole once."""
     site_dir = site_dir.resolve()
+    first = not (site_dir / VENDOR_DIR).is_dir()
     copy_assets(site_dir)
     rewritten = []
     for page in pages(site_dir):
+        if since is not None and not first and page.stat().st_mtime < since - 1:  # coarse file clocks
+            continue
         html = page.read_text(encoding="utf-8")
         new = offline_html(html, site_dir, page)
         if new != html:

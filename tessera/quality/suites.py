@@ -52,6 +52,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -626,8 +627,9 @@ def _validate_with_docs(
     )
     _prune_results(docs_dir / "_gx_state" / "validations" / suite.name, keep=DOCS_KEEP_PER_SUITE - 1)
     context.validation_results_store.set(result_id, validation)
+    built = time.time()
     context.build_data_docs(site_names=["local_site"], resource_identifiers=[result_id, suite_id])
-    make_offline(docs_dir)  # CDN files and GX's remote logo -> copies inside the site
+    make_offline(docs_dir, since=built)  # CDN files and GX's remote logo -> copies inside the site
     url = context.get_docs_sites_urls(resource_identifier=result_id, site_name="local_site")[0]["site_url"]
     index = docs_dir / "index.html"
     if not url or not index.is_file():  # Great Expectations logs rendering errors instead of raising
