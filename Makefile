@@ -138,14 +138,15 @@ ui: install dagster-home manifest
 	trap "kill $$mlflow_pid" EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-# Headless-browser smoke check of both UIs: Debian's Chromium (installed by the project's script)
-# opens the Dagster asset graph and the MLflow experiment page and saves screenshots. Runs the demo
-# first on a machine that has no results yet. Not part of `make test` (it installs a browser).
+# Headless-browser smoke check of every page a user opens (Dagster, MLflow, Data Docs, the API's
+# /docs, the campaign report and previews) in Debian's Chromium, with screenshots in
+# docs/screenshots/ui/; fails on a blank page or a request to another host. ONLY=data_docs,api
+# checks some. Runs the demo first on a machine that has no results yet. Not part of `make test`.
 ui-smoke: install dagster-home manifest
 	bash scripts/install_chromium.sh
 	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install --quiet 'playwright>=1.50,<2'
 	test -f $(TESSERA_DATA_DIR)/mlflow/mlflow.db || $(MAKE) demo
-	$(BIN)/python scripts/ui_smoke.py
+	$(BIN)/python scripts/ui_smoke.py $(if $(ONLY),--only $(ONLY))
 
 # The real UCI Online Retail export through the same pipeline, in its own data directory.
 online-retail: install dagster-home manifest

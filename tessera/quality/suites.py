@@ -52,6 +52,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,7 @@ from great_expectations.core import ExpectationSuite
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 from tessera.privacy.personal import is_personal
+from tessera.quality.data_docs import make_offline
 from tessera.settings import PROJECT_ROOT
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -520,7 +522,13 @@ def validate_table(
     if docs_dir is None:
         validation, index, page = _validate(df, suite, parameters), None, None
     else:
-        validation, index, page = _validate_with_docs(df, suite, parameters, Path(docs_dir), run_name)
+        # what the page's header names as the data asset (without it: "Data asset: None")
+        batch = table
+        if row_filter:
+            batch = f"{table}: the rows of new files, {len(df):,} of {total:,}"
+        elif sampled:
+            batch = f"{table}: a seeded sample of {len(df):,} of {total:,} rows"
+        validation, index, page = _validate_with_docs(df, suite, parameters, Path(docs_dir), run_name, batch)
     results = [_summarise(r) for r in validation.results]
     success = bool(validation.success)
     if len(df) == 0:
@@ -621,8 +629,11 @@ def _validate(df, suite: ExpectationSuite, parameters: dict):
     return validation
 
 
-def _validate_with_docs(df, suite: ExpectationSuite, parameters: dict, docs_dir: Path, run_name: str):
-    """Validate, and render this validation and the suite as Data Docs under docs_dir.
+def _validate_with_docs(
+    df, suite: ExpectationSuite, parameters: dict, docs_dir: Path, run_name: str, batch_label: str = ""
+):
+    """Validate, and render this validation and the suite as Data Docs under docs_dir; the page
+    names `batch_label` (the table, and how its rows were chosen) as its data asset.
 
     The context is ephemeral (no gx/ project); its expectation and validation-result stores are
     files under docs_dir/_gx_state, because Data Docs rebuild the index from them and delete
@@ -671,13 +682,17 @@ def _validate_with_docs(df, suite: ExpectationSuite, parameters: dict, docs_dir:
     redact(validation)  # before anything is stored or rendered
     run_id = RunIdentifier(run_name=re.sub(r"[/\\]", "_", run_name))
     validation.meta["run_id"] = run_id
+    if batch_label:
+        validation.meta.setdefault("batch_spec", {})["data_asset_name"] = batch_label
     suite_id = ExpectationSuiteIdentifier(name=suite.name)
     result_id = ValidationResultIdentifier(
         expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier=batch.id
     )
     _prune_results(docs_dir / "_gx_state" / "validations" / suite.name, keep=DOCS_KEEP_PER_SUITE - 1)
     context.validation_results_store.set(result_id, validation)
+    built = time.time()
     context.build_data_docs(site_names=["local_site"], resource_identifiers=[result_id, suite_id])
+    make_offline(docs_dir, since=built)  # CDN files and GX's remote logo -> copies inside the site
     url = context.get_docs_sites_urls(resource_identifier=result_id, site_name="local_site")[0]["site_url"]
     index = docs_dir / "index.html"
     if not url or not index.is_file():  # Great Expectations logs rendering errors instead of raising
