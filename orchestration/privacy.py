@@ -152,6 +152,14 @@ def bytes_check(proof: byte_residue.Scan | None) -> dg.AssetCheckResult:
                 f" In {name}: " + ", ".join(f"{n} in {place}" for place, n in sorted(places.items())) + "."
                 for name, places in sorted(proof.places.items())
             )
+            + "".join(
+                f" Not residue, in {name}: "
+                + ", ".join(
+                    f"{n} in {place}'s compressed bytes, whose values hold none" for place, n in sorted(c.items())
+                )
+                + "."
+                for name, c in sorted(proof.coincidences.items())
+            )
         ),
         metadata={
             "files_scanned": proof.files,
@@ -160,6 +168,7 @@ def bytes_check(proof: byte_residue.Scan | None) -> dg.AssetCheckResult:
             "not_scanned": dg.MetadataValue.json(proof.skipped),
             "files_with_residue": dg.MetadataValue.json(proof.hits),
             "residue_places_in_duckdb_files": dg.MetadataValue.json(proof.places),
+            "coincidences_in_compressed_columns": dg.MetadataValue.json(proof.coincidences),
         },
     )
 

@@ -64,3 +64,25 @@ def test_a_hit_in_a_duckdb_file_names_the_table_and_column_that_hold_it(tmp_path
     assert "data/notes.txt" not in found.places
     # offsets inside the headers or past every segment are no table's data
     assert byte_residue.locate(tmp_path / "w.duckdb", [10]) == {byte_residue.FREE_OR_METADATA: 1}
+
+
+def test_bytes_of_a_live_column_that_only_spell_a_value_are_a_coincidence_not_a_hit(tmp_path: Path) -> None:
+    # a BIGINT stored uncompressed whose 8 little-endian bytes spell an erased id: the file holds
+    # the bytes, the column's values (numbers) do not hold the id. The 1M benchmark met the same in
+    # FSST-compressed order ids and failed its erasure for it.
+    spelled = int.from_bytes(b"ZQ774109", "little")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("pragma force_compression='uncompressed'")
+    # one row spells it; the others (and so the segment's min and max) differ in the first byte
+    con.execute("create table t as select i as n, ? + i - 1500 as code from range(3000) r(i)", [spelled])
+    con.execute("create table people as select 'P' || i::varchar as person_id from range(2000) r(i)")
+    con.execute("insert into people values ('ZQ774109x')")  # a real copy of the id, in a live table
+    con.close()
+    only_spelled = byte_residue.scan({"data": tmp_path}, ["ZQ774109"])
+    assert only_spelled.coincidences == {"data/w.duckdb": {"main.t.code": 1}}
+    # the real copy in people.person_id stays a hit, with its place (and its copies in the
+    # segment's min/max statistics, which live in metadata blocks)
+    places = only_spelled.places["data/w.duckdb"]
+    assert places["main.people.person_id"] == 1
+    assert set(places) <= {"main.people.person_id", byte_residue.FREE_OR_METADATA}
+    assert only_spelled.hits == {"data/w.duckdb": sum(places.values())}
