@@ -25,6 +25,10 @@ PEOPLE, PEOPLE_MAPPING = FIXTURES / "people_small.csv", FIXTURES / "people_small
 def files(tmp_path, monkeypatch):
     """A data directory of its own, and the bad files the cases name."""
     monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
+    # the dbt resource exports the warehouse's locations into os.environ for dbt's profile
+    # (orchestration/resources.py): a graph test earlier in this worker leaves them behind
+    for name in ("TESSERA_DUCKDB_PATH", "TESSERA_LANDING_DIR", "TESSERA_PUBLISH_DIR", "TESSERA_DUCKDB_TEMP_DIR"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "wrong_cols.csv").write_text("a,b\n1,2\n")
     (tmp_path / "bad.yml").write_text("rules: [unclosed\n  - x: :\n")
@@ -132,7 +136,7 @@ def test_an_error_inside_the_pipeline_run_keeps_its_traceback(tmp_path, monkeypa
     monkeypatch.setenv("TESSERA_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr("tessera.cli.pipeline_jobs", lambda: {"tessera_all": "everything"})
 
-    def run_pipeline(job_name, full_refresh):
+    def run_pipeline(job_name, full_refresh, verbose=False):
         raise FileNotFoundError(2, "No such file or directory", "inside/the/run")
 
     monkeypatch.setattr("orchestration.run.run_pipeline", run_pipeline)

@@ -217,6 +217,20 @@ def _personal_values(settings) -> dict[str, set[str]]:
     return values
 
 
+def _without_column_docs(value):
+    """The serialised event without its columns' descriptions: text written in the repository
+    (dbt YAML, tessera/publish/columns.yml), not data, and "Thompson sampling" there is a method,
+    not the demo customer named Thompson. Everything else of the event is scanned."""
+    if isinstance(value, dict):
+        return {
+            k: (None if k == "description" and value.get("__class__") == "TableColumn" else _without_column_docs(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_column_docs(v) for v in value]
+    return value
+
+
 def test_no_event_of_a_run_holds_a_personal_value_or_exceeds_the_size_cap(pipeline):
     # issue 33: previews showed name keys, CRM ids and quarantined customer lines, and check
     # metadata malformed emails; the event log is never rewritten by an erasure
@@ -224,7 +238,10 @@ def test_no_event_of_a_run_holds_a_personal_value_or_exceeds_the_size_cap(pipeli
     values = _personal_values(settings)
     columns = {c for kinds in values.values() for c in kinds}
     assert {f"{t}.{c}" for t, cs in PERSONAL_VALUES.items() for c in cs} == columns
-    events = [(e, json.dumps(json.loads(dg.serialize_value(e)), ensure_ascii=False)) for e in result.all_events]
+    events = [
+        (e, json.dumps(_without_column_docs(json.loads(dg.serialize_value(e))), ensure_ascii=False))
+        for e in result.all_events
+    ]
     scanned = [t for e, t in events if e.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION")]
     assert len(scanned) > 60 and any("preview" in t for t in scanned)
     leaks = {}
@@ -298,7 +315,7 @@ def test_ml_assets_link_their_mlflow_run_and_show_a_chart_logged_there(pipeline)
         for label in labels:
             url = metadata[label].value
             assert url.startswith(f"{settings.mlflow_ui_url}/#/experiments/"), url
-            run_id = url.rsplit("/", 1)[1]
+            run_id = url.split("?")[0].rsplit("/", 1)[1]
             run = client.get_run(run_id)
             assert url.split("/")[-3] == run.info.experiment_id
             plots = [a.path for a in client.list_artifacts(run_id, "plots")]
