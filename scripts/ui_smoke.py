@@ -183,8 +183,12 @@ def dagster_pages(base: str) -> list[Page]:
     if runs:
         run = runs[0]
         origin = run["repositoryOrigin"] or {}
-        location = f"{origin.get('repositoryName', '__repository__')}@{origin.get('repositoryLocationName', 'tessera')}"
-        job_url = f"{base}/locations/{urllib.parse.quote(location)}/jobs/{run['jobName']}/runs"
+        name = origin.get("repositoryName") or "__repository__"
+        location = origin.get("repositoryLocationName") or "tessera"
+        # the UI's own address of a code location: the location alone for its single unnamed
+        # repository, else name@location (an escaped '@' is taken as part of the name)
+        address = location if name == "__repository__" else f"{name}@{location}"
+        job_url = f"{base}/locations/{urllib.parse.quote(address, safe='@')}/jobs/{run['jobName']}/runs"
         # the job's page lists its runs: the newest one's short id
         pages.append(Page("dagster_job_runs", job_url, [run["jobName"], run["runId"][:8]]))
         pages.append(Page("dagster_run", f"{base}/runs/{run['runId']}", [run["jobName"], run["runId"][:8]]))
