@@ -101,6 +101,10 @@ class ListParams:
 DEFAULT_PARAMS = ListParams()
 
 
+# co_occurrence() copies the caller's baskets here (a temporary table of its connection)
+BASKETS_TABLE = "co_occurrence_baskets"
+
+
 def co_occurrence_sql(baskets: str, targets: str, score: str = "cosine") -> str:
     """ml/sql/co_occurrence.sql over the relations `baskets` (basket_id, product_id) and `targets`
     (product_id): SQL text of the caller's (a table name or a query), never a value; `score` names
@@ -121,10 +125,20 @@ def co_occurrence(
     score: str = "cosine",
 ) -> pl.DataFrame:
     """The list `list_name` for every product of `baskets` with a partner seen in min_support
-    baskets, computed by DuckDB on `con` (see co_occurrence_sql)."""
-    sql = co_occurrence_sql(baskets, targets, score)
+    baskets, computed by DuckDB on `con` (see co_occurrence_sql).
+
+    The baskets are materialised first, in a temporary table: the query reads them five times,
+    and DuckDB inlines a subquery at each use, so a windowed basket query (view_sessions.sql)
+    would run five times at once. At 1M customers (17M views) that ran out of a 4 GB memory
+    limit; from the table it takes 20 s.
+    """
+    sql = co_occurrence_sql(f"select * from {BASKETS_TABLE}", targets, score)
     bound = {"min_support": params.min_support, "max_basket_items": params.max_basket_items, "top_n": params.top_n}
-    frame = con.sql(sql, params=bound).pl()
+    con.execute(f"create or replace temporary table {BASKETS_TABLE} as select * from ({baskets}) as b")
+    try:
+        frame = con.sql(sql, params=bound).pl()
+    finally:
+        con.execute(f"drop table if exists {BASKETS_TABLE}")
     return (
         frame.sort("product_id", "rank")
         .with_columns(pl.lit(list_name).alias("list_name"))

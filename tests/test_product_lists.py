@@ -337,3 +337,15 @@ def test_the_co_occurrence_sql_gives_duckdbs_lists_on_spark(con):
         == expected.select("product_id", "rank", "recommended_product_id", "support").rows()
     )
     assert got["score"].to_list() == pytest.approx(expected["score"].to_list(), rel=1e-12)
+
+
+def test_co_occurrence_leaves_no_table_of_baskets_behind(con):
+    # the baskets are copied to a temporary table for the query (memory, see co_occurrence) and
+    # dropped after it, also when the query fails
+    first = lists_of(con, {"o1": ["a", "b"], "o2": ["a", "b"]}, ["a", "b"])
+    assert first == [("a", 1, "b", 1.0, 2), ("b", 1, "a", 1.0, 2)]
+    tables = "select count(*) from duckdb_tables() where table_name = 'co_occurrence_baskets'"
+    assert con.execute(tables).fetchone() == (0,)
+    with pytest.raises(duckdb.Error):
+        co_occurrence(con, "select * from b", "select no_such_column from t", BOUGHT_TOGETHER)
+    assert con.execute(tables).fetchone() == (0,)
