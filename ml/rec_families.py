@@ -128,7 +128,9 @@ class EASE:
             keep = np.arange(n_items)
         self.items = keep
         self.fitted_items = len(keep)
-        self.user_items = x[:, keep].tocsr()
+        # float32 as the weights: a float64 sparse operand makes scipy copy the dense weights to
+        # float64 on every product (3.2 GB at 20,000 items), which made scoring 50x slower
+        self.user_items = x[:, keep].tocsr().astype(np.float32)
         self.weights = ease_weights(self.user_items, lam)
         self.has_history = np.diff(x.indptr) > 0
         self.fallback = _popularity_fallback(train, n_items)

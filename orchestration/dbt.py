@@ -1,5 +1,6 @@
 """The dbt project as Dagster assets. dbt tests surface as asset checks; dbt folders become groups."""
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -29,6 +30,7 @@ from orchestration.metadata import (
     markdown_safe_schema,
     with_dbt_table_metadata,
 )
+from orchestration.progress import DBT_LOG_ENV
 from orchestration.resources import DUCKDB_POOL, TesseraResource
 from tessera.segments.rules import check_model_current
 from tessera.settings import DBT_PROJECT_DIR
@@ -133,6 +135,18 @@ PROFILE_ENV_VARS = (
 KEPT_PARSE_STATES = 16
 
 
+@contextlib.contextmanager
+def _dbt_console(path: str | None):
+    """dagster-dbt echoes each dbt line with sys.stdout.write: to the file `path` (DBT_LOG_ENV;
+    appended: a run's dbt steps share it) when set, else to stdout."""
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as out, contextlib.redirect_stdout(out):
+        yield
+
+
 class TesseraDbtCli(DbtCliResource):
     """dagster-dbt's resource without the fixed costs it adds to every run, which dominated a
     small incremental run (bench/incremental.py):
@@ -187,7 +201,8 @@ class TesseraDbtCli(DbtCliResource):
     def stream(self, args: list[str], context: dg.AssetExecutionContext):
         """`dbt <args>` for the assets `context` selects, as dagster-dbt's stream of events."""
         invocation = self.cli(args, context=context)
-        yield from invocation.stream()
+        with _dbt_console(os.environ.get(DBT_LOG_ENV)):
+            yield from invocation.stream()
         produced = invocation.target_path / PARTIAL_PARSE
         if produced.exists():
             own = self._profile_state()

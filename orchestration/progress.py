@@ -22,16 +22,30 @@ STEP_EVENTS = ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "STEP_UP_FOR_RETRY"
 KEEP_LOGS = 30
 
 
+# where a run's dbt steps write dbt's console lines (orchestration/dbt.py): unset (Dagster's UI
+# and daemon), stdout, which Dagster keeps as the step's compute log; `tessera run` sets
+# dbt_log_path, so dbt's hundreds of lines do not come between its progress lines
+DBT_LOG_ENV = "TESSERA_DBT_LOG"
+
+
 def log_path(data_dir: Path, run_id: str) -> Path:
     return data_dir / LOG_DIR / f"dagster-{run_id}.log"
 
 
+def dbt_log_path(data_dir: Path, run_id: str) -> Path:
+    return data_dir / LOG_DIR / f"dbt-{run_id}.log"
+
+
 def prune_logs(directory: Path, keep: int = KEEP_LOGS) -> list[Path]:
-    """Remove the oldest run logs of `directory` beyond the newest `keep`; returns those removed."""
-    logs = sorted(directory.glob("dagster-*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in logs[keep:]:
-        old.unlink()
-    return logs[keep:]
+    """Remove the oldest run logs (Dagster's, dbt's) of `directory` beyond the newest `keep` of
+    each; returns those removed."""
+    removed = []
+    for pattern in ("dagster-*.log", "dbt-*.log"):
+        logs = sorted(directory.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in logs[keep:]:
+            old.unlink()
+        removed += logs[keep:]
+    return removed
 
 
 def first_line(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -13,7 +14,7 @@ import dagster as dg
 
 from orchestration.keys import DECISIONS_KEY, EVALUATION_KEY, IDENTITY_MAP_KEY, PROPENSITY_KEY, publish_key
 from orchestration.launch import execute_in_process, provenance_tags, workspace_job
-from orchestration.progress import KEEP_LOGS, Progress, failure_text, log_path, prune_logs
+from orchestration.progress import DBT_LOG_ENV, KEEP_LOGS, Progress, dbt_log_path, failure_text, log_path, prune_logs
 from orchestration.recovery import recover_abandoned_runs, run_tags
 from tessera.db import connect, table_exists
 from tessera.landing.contract import SOURCES
@@ -432,6 +433,20 @@ def print_summary(settings: Settings, result: dg.ExecutionResult, instance: dg.D
     print(f"UIs: `make ui`, then Dagster {DAGSTER_UI} and MLflow http://127.0.0.1:5000")
 
 
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    """os.environ[name] = value for the block (the run's step processes inherit it), as before after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def console_log_level(verbose: bool) -> str:
     """Dagster's console log: TESSERA_LOG_LEVEL when set, INFO with --verbose, else only what
     Dagster logs as CRITICAL (nothing in a normal run): the progress lines stand in for it."""
@@ -461,8 +476,12 @@ def run_pipeline(job_name: str = "tessera_all", full_refresh: bool = False, verb
     log_file = log_path(settings.data_dir, run_id)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     prune_logs(log_file.parent, keep=KEEP_LOGS - 1)
-    print(f"tessera run {run_id}: job {job_name} on {settings.data_dir}; Dagster's log: {log_file}", flush=True)
-    with log_file.open("w", encoding="utf-8") as log:
+    dbt_log = dbt_log_path(settings.data_dir, run_id)
+    print(
+        f"tessera run {run_id}: job {job_name} on {settings.data_dir}; Dagster's log: {log_file}, dbt's: {dbt_log}",
+        flush=True,
+    )
+    with log_file.open("w", encoding="utf-8") as log, _environ(DBT_LOG_ENV, str(dbt_log)):
         instance.add_event_listener(run_id, Progress(log))
         result = execute_in_process(
             instance,

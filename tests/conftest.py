@@ -108,6 +108,14 @@ def with_pkeys(con):
     return con
 
 
+def write_templates(directory: Path, templates: dict[str, str]) -> Path:
+    """A directory of email/banner templates (name -> text) for a catalogue under test."""
+    directory.mkdir(parents=True)
+    for name, text in templates.items():
+        (directory / name).write_text(text)
+    return directory
+
+
 _MLFLOW_TEMPLATE: list[Path] = []
 
 

@@ -17,6 +17,7 @@ import yaml
 from tessera.decisioning import mailing, reasons, render, report
 from tessera.decisioning.catalogue import DEFAULT_FILE, CatalogueError, validate_catalogue
 from tessera.privacy import pseudonym
+from tests.conftest import write_templates
 from tests.test_decisioning import FOOTER, RULE_SEGMENTS, TEMPLATES, actions_data, build_warehouse, run_decide
 
 UNSUBSCRIBE = "https://unsubscribe.shop.example/u"
@@ -24,11 +25,7 @@ UNSUBSCRIBE = "https://unsubscribe.shop.example/u"
 
 @pytest.fixture
 def templates_dir(tmp_path) -> Path:
-    d = tmp_path / "templates"
-    d.mkdir()
-    for name, text in TEMPLATES.items():
-        (d / name).write_text(text)
-    return d
+    return write_templates(tmp_path / "templates", TEMPLATES)
 
 
 @pytest.fixture

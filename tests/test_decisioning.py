@@ -25,6 +25,7 @@ from tessera.decisioning.catalogue import (
 from tessera.decisioning.templates import TemplateError, load_template
 from tessera.privacy import pseudonym
 from tessera.settings import DBT_PROJECT_DIR
+from tests.conftest import write_templates
 
 HOSTILE = "<script>alert('x')</script> \"Deluxe\" \\ Mug"
 AS_OF = date(2026, 11, 1)
@@ -70,11 +71,7 @@ def actions_data() -> dict:
 
 @pytest.fixture
 def templates_dir(tmp_path) -> Path:
-    d = tmp_path / "templates"
-    d.mkdir()
-    for name, text in TEMPLATES.items():
-        (d / name).write_text(text)
-    return d
+    return write_templates(tmp_path / "templates", TEMPLATES)
 
 
 @pytest.fixture

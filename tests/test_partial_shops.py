@@ -12,6 +12,7 @@ orders), which blocks every shape alike and says nothing about partial shops."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import date, timedelta
 
@@ -175,6 +176,10 @@ def test_a_clickstream_only_shop_publishes_popular_products_then_its_logged_in_b
     assert run_pipeline() == 0
     summary = capsys.readouterr().out
     assert "checks: " in summary and " 0 failed" in summary
+    # dbt's console lines went to the run's dbt log, not between the progress lines
+    (dbt_log,) = (settings.data_dir / "logs").glob("dbt-*.log")
+    assert dbt_log.name.removeprefix("dbt-").removesuffix(".log") in summary.splitlines()[0]
+    assert re.search(r"OK created sql \w+ model marts\.dim_customers", dbt_log.read_text())
     empty = ", ".join(sorted(ALL_SOURCES - {"products", "events"}, key=list(SOURCES_BY_NAME).index))
     assert f"landing sources without a row: {empty};" in summary
     assert f"published empty: {', '.join(CUSTOMER_TABLES)}: {NO_CUSTOMER}" in summary

@@ -26,6 +26,7 @@ from tessera.realtime.state import SessionState
 from tessera.realtime.stream import RedisEventStream
 from tessera.realtime.triggers import GROUP, TriggerSettings, TriggerWorker, decided_key, load_trigger_settings
 from tessera.settings import ConfigurationError
+from tests.conftest import write_templates
 from tests.test_decisioning import AS_OF, FOOTER, RULE_SEGMENTS, build_warehouse, run_decide
 
 T0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
@@ -66,11 +67,7 @@ def catalogue_data() -> dict:
 
 @pytest.fixture
 def templates_dir(tmp_path) -> Path:
-    d = tmp_path / "templates"
-    d.mkdir()
-    for name, text in TEMPLATES.items():
-        (d / name).write_text(text)
-    return d
+    return write_templates(tmp_path / "templates", TEMPLATES)
 
 
 @pytest.fixture

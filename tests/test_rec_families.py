@@ -200,3 +200,17 @@ def test_recent_ease_blends_a_decayed_normalised_history_with_recent_popularity(
     got = model(np.array([user]))[0]
     np.testing.assert_allclose(got - got.min(), expected - expected.min(), atol=1e-5)
     assert model.recent.max() == pytest.approx(1.0)
+
+
+def test_ease_scores_with_float32_operands_so_the_weights_are_never_copied():
+    # a float64 history made scipy copy the float32 weights to float64 on every scoring chunk
+    # (3.2 GB at 20,000 items, 50x slower at 1M customers); scores equal the float64 product's
+    train = pd.DataFrame({"u": [0, 0, 1, 1, 2, 2, 3], "i": [0, 1, 1, 2, 0, 2, 3], "interaction_type": "purchase"})
+    model = EASE(train, n_users=4, n_items=4, lam=1.0)
+    assert model.user_items.dtype == np.float32 and model.weights.dtype == np.float32
+    x = model.user_items.astype(np.float64).toarray()
+    expected = x[[0, 2]] @ model.weights.astype(np.float64)
+    got = model(np.array([0, 2]))
+    np.testing.assert_allclose(
+        got - got.min(axis=1, keepdims=True), expected - expected.min(axis=1, keepdims=True), rtol=1e-6
+    )

@@ -195,12 +195,39 @@ def test_old_run_logs_are_pruned_to_the_newest(tmp_path):
     import os
 
     for i in range(5):
-        path = tmp_path / f"dagster-{i}.log"
-        path.write_text("x")
-        os.utime(path, (1_000 + i, 1_000 + i))
+        for kind in ("dagster", "dbt"):
+            path = tmp_path / f"{kind}-{i}.log"
+            path.write_text("x")
+            os.utime(path, (1_000 + i, 1_000 + i))
+    (tmp_path / "other.log").write_text("x")
     removed = prune_logs(tmp_path, keep=2)
-    assert sorted(p.name for p in removed) == ["dagster-0.log", "dagster-1.log", "dagster-2.log"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dagster-3.log", "dagster-4.log"]
+    assert sorted(p.name for p in removed) == [f"{k}-{i}.log" for k in ("dagster", "dbt") for i in range(3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dagster-3.log",
+        "dagster-4.log",
+        "dbt-3.log",
+        "dbt-4.log",
+        "other.log",
+    ]
+
+
+def test_dbt_console_lines_go_to_the_runs_dbt_log_when_one_is_set(tmp_path, capsys):
+    import sys
+
+    from orchestration.dbt import _dbt_console
+
+    log = tmp_path / "logs" / "dbt-run.log"
+    with _dbt_console(str(log)):
+        sys.stdout.write("1 of 2 OK created sql table model staging.a\n")
+    with _dbt_console(str(log)):  # a second dbt step of the run appends
+        sys.stdout.write("2 of 2 OK created sql table model staging.b\n")
+    with _dbt_console(None):  # Dagster's UI and daemon: stdout, the step's compute log
+        sys.stdout.write("3 of 3 OK\n")
+    assert log.read_text().splitlines() == [
+        "1 of 2 OK created sql table model staging.a",
+        "2 of 2 OK created sql table model staging.b",
+    ]
+    assert capsys.readouterr().out == "3 of 3 OK\n"
 
 
 def test_a_failed_gate_names_each_expectation_its_rows_and_their_files_and_shows_nulls_as_null(tmp_path):
