@@ -322,7 +322,10 @@ def step_metrics(run: dict, dagster_home: Path) -> tuple[list[dict], list[dict],
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
-    record = instance.get_runs(limit=1)[0]
+    runs = instance.get_runs(limit=1)
+    if not runs:  # tessera run refused before starting one (configuration, no manifest)
+        raise SystemExit(f"bench: `tessera run` started no Dagster run; its output: {run['log']}")
+    record = runs[0]
     sampler: TreeSampler = run["sampler"]
     started, steps, models = {}, {}, []
     for entry in instance.all_logs(record.run_id):

@@ -240,15 +240,17 @@ def evaluate_split(
     models=MODELS,
     chunk: int | None = None,
     scorers: dict | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """metrics[model][slice] -> {precision_at_k, recall_at_k, ndcg_at_k, map_at_k, auc,
-    coverage_at_k, novelty_at_k, users} for every model on every slice, same split, same k.
+    coverage_at_k, novelty_at_k, users} for every model on every slice (or the slices `only`
+    names), same split, same k.
 
     Users are scored `chunk` at a time; by default as many as make EVAL_CELLS scores, so the
     dense (users x items) blocks and the metrics' copies of them stay in the tens of MB whatever
     the catalogue (the metrics do not depend on the chunking). A slice without users has
     users = 0 and NaN means (see loggable_metrics)."""
-    return evaluate_per_user(data, split, params, models, chunk, scorers)[0]
+    return evaluate_per_user(data, split, params, models, chunk, scorers, only)[0]
 
 
 def evaluate_per_user(
@@ -258,6 +260,7 @@ def evaluate_per_user(
     models=MODELS,
     chunk: int | None = None,
     scorers: dict | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, pd.Series]]]:
     """evaluate_split's metrics, and per_user[model][slice]: each evaluated user's NDCG@k (a
     Series indexed by user index, ascending). Every model is scored on the same users of a
@@ -267,6 +270,10 @@ def evaluate_per_user(
     popularity = item_popularity(split.train, n_items)
     n_train_users = max(split.train["u"].nunique(), 1)
     specs = slices(data, split, params.eval_max_users, params.seed)
+    if only is not None:
+        if unknown := sorted(set(only) - set(specs)):
+            raise ValueError(f"no evaluation slice {unknown}; the slices: {list(specs)}")
+        specs = {name: spec for name, spec in specs.items() if name in only}
     _, warm_items = seen(split.train, (len(data.users.ids), n_items))
     scorers = scorers or build_scorers(data, split, params, models)
     out: dict[str, dict[str, dict[str, float]]] = {}

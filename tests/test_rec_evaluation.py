@@ -140,6 +140,11 @@ def test_every_model_is_scored_on_every_slice():
     # the hybrid finds a0's missing 'a' item and the cold 'a' customer's item within the top 3
     assert metrics["lightfm_hybrid"]["warm"]["recall_at_3"] == 1.0
     assert metrics["lightfm_hybrid"]["cold_users"]["recall_at_3"] == 1.0
+    # family selection reads the warm slice only, and evaluates only it: the same figures
+    warm_only = evaluate_split(data, time_split(data, holdout_days=5), PARAMS, models=["ease"], only=("warm",))
+    assert list(warm_only["ease"]) == ["warm"] and warm_only["ease"]["warm"] == metrics["ease"]["warm"]
+    with pytest.raises(ValueError, match=r"no evaluation slice \['hot'\]"):
+        evaluate_split(data, time_split(data, holdout_days=5), PARAMS, models=["ease"], only=("hot",))
 
 
 def test_time_decay_halves_a_weight_per_half_life():
