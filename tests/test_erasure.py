@@ -560,3 +560,67 @@ def test_the_erasure_reports_the_tables_and_views_it_changed_to_their_assets():
     assert "***" in by_asset["raw/customers"].metadata["preview"].value
     # nothing removed: nothing reported, not even a view
     assert table_changes(con, {"raw.customers": 0}, lambda key: 1) == []
+
+
+def test_a_receipt_with_one_line_holding_the_persons_email_goes_whole_from_raw_and_built_tables():
+    """A store receipt the identity graph did not give the person, matched in raw only by the email
+    on one of its lines: every line of it leaves raw, its id joins the identifiers and the
+    suppression list, and the order lines built from it go too (at 1M customers such lines stayed
+    in int_order_lines, which then no longer matched what the landing files derive)."""
+    from tessera.privacy import erasure, pseudonym
+
+    con = duckdb.connect()
+    pseudonym.install(con, pseudonym.DEMO_SALT)
+    erasure.ensure_tables(con)
+    con.execute("create schema raw; create schema staging; create schema intermediate")
+    con.execute(
+        "create table raw.erased_rows (source varchar, _source_file varchar, _source_row bigint, stage varchar, "
+        "request_id varchar)"
+    )
+    con.execute(
+        "create table raw.load_rejects (source varchar, _source_file varchar, _source_row bigint, raw_content varchar)"
+    )
+    pos = (
+        "('R1', 'ann@example.com', 'p.csv', 1), ('R1', null, 'p.csv', 2), "  # the second line names nobody
+        "('R2', 'bob@example.com', 'p.csv', 3)"
+    )
+    for source, (view, columns) in erasure.RAW_MATCHES.items():
+        cols = ", ".join(f"cast(null as varchar) as {c}" for c in columns)
+        if source == "pos_transactions":
+            con.execute(
+                f"create table raw.{source} as select * from (values {pos}) as t(receipt_id, email, _source_file, "
+                "_source_row)"
+            )
+            con.execute(
+                f"create view staging.{view} as select receipt_id, email, null::varchar as loyalty_card, "
+                f"null::varchar as phone_e164, _source_file, _source_row from raw.{source}"
+            )
+        else:
+            con.execute(
+                f"create table raw.{source} as select {cols}, 'f.csv' as _source_file, 1::bigint as _source_row "
+                "where false"
+            )
+            con.execute(f"create view staging.{view} as select * from raw.{source}")
+    con.execute(
+        "create table intermediate.int_order_lines as select * from (values ('R1', 'a'), ('R1', 'b'), ('R2', 'c')) "
+        "as t(order_id, product_id)"
+    )
+    hashed = "sha256(getvariable('tessera_pseudonym_salt') || ':' || ?)"
+    con.execute(f"insert into privacy.erased_identifiers values ('Q1', 'email', {hashed})", ["ann@example.com"])
+    con.execute("create temp table __listed as select 'ann@example.com' as value, true as exact, false as in_built")
+    con.execute("create temp table __erase as select 'Q1' as request_id, 'email' as kind, 'ann@example.com' as value")
+
+    removed = erasure.erase_raw(con)
+    assert removed["raw.pos_transactions"] == 2
+    assert con.execute("select receipt_id, _source_row from raw.pos_transactions").fetchall() == [("R2", 3)]
+    assert sorted(con.execute("select _source_row, request_id from raw.erased_rows").fetchall()) == [
+        (1, "Q1"),
+        (2, "Q1"),
+    ]
+    assert con.execute("select kind, value from __erase where kind = 'pos'").fetchall() == [("pos", "R1")]
+    listed = con.execute(
+        f"select request_id, kind from privacy.erased_identifiers where value_hash = {hashed}", ["R1"]
+    ).fetchall()
+    assert listed == [("Q1", "pos")]
+    assert erasure.erase_built(con) == {"intermediate.int_order_lines": 2}
+    assert con.execute("select order_id from intermediate.int_order_lines").fetchall() == [("R2",)]
