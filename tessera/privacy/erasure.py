@@ -140,19 +140,25 @@ def collect_identifiers(con) -> int:
                 """
             )
     con.execute("create or replace temp table __erase as select distinct * from __erase where value is not null")
-    con.execute(
-        f"""
-        insert into privacy.erased_identifiers
-        select distinct e.request_id, e.kind, {_hashed("e.value")}
-        from __erase as e
-        where not exists (select 1 from privacy.erased_identifiers as h where h.value_hash = {_hashed("e.value")})
-        """
-    )
+    _add_to_suppression_list(con, "__erase")
     return con.execute("select count(*) from __requests").fetchall()[0][0]
 
 
 def _hashed(column: str) -> str:
     return f"sha256(getvariable('{SALT_VARIABLE}') || ':' || {column})"
+
+
+def _add_to_suppression_list(con, identifiers: str) -> None:
+    """The hashes of the temp table `identifiers` (request_id, kind, value) the suppression list
+    lacks, added to it."""
+    con.execute(
+        f"""
+        insert into privacy.erased_identifiers
+        select distinct e.request_id, e.kind, {_hashed("e.value")}
+        from {identifiers} as e
+        where not exists (select 1 from privacy.erased_identifiers as h where h.value_hash = {_hashed("e.value")})
+        """
+    )
 
 
 def erase_raw(con) -> dict[str, int]:
@@ -259,14 +265,7 @@ def add_whole_orders(con) -> int:
     if not added:
         return 0
     con.execute("insert into __erase select * from __order_ids")
-    con.execute(
-        f"""
-        insert into privacy.erased_identifiers
-        select distinct o.request_id, o.kind, {_hashed("o.value")}
-        from __order_ids as o
-        where not exists (select 1 from privacy.erased_identifiers as h where h.value_hash = {_hashed("o.value")})
-        """
-    )
+    _add_to_suppression_list(con, "__order_ids")
     for source, view, column, kind in sources:
         con.execute(
             f"""
