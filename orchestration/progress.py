@@ -6,6 +6,7 @@ a run"."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -64,7 +65,30 @@ def failure_text(event: dg.DagsterEvent) -> str:
     if error is None:
         return "no error recorded"
     message = error.message.strip()
+    if (dbt := dbt_failure_text(message)) is not None:
+        return dbt
     return message if message.startswith(error.cls_name) else f"{error.cls_name}: {message}"
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+DBT_ERRORS_HEADING = "Errors parsed from dbt logs:"
+
+
+def dbt_failure_text(message: str) -> str | None:
+    """A failed dbt invocation's own errors, from dagster-dbt's message (which opens with the whole
+    dbt command line and a pointer to compute logs a `tessera run` does not keep): the lines dbt
+    printed for the failed models and tests, without colour codes, first the summary line. None
+    for another error."""
+    if DBT_ERRORS_HEADING not in message:
+        return None
+    errors = [ANSI_ESCAPE.sub("", line).strip() for line in message.split(DBT_ERRORS_HEADING, 1)[1].splitlines()]
+    errors = [line for line in errors if line]
+    if not errors:
+        return None
+    failed = [
+        line for line in errors if line.startswith(("Failure in ", "Database Error in ", "Compilation Error in "))
+    ]
+    return "\n".join([f"dbt: {failed[0] if failed else errors[0]}", *errors])
 
 
 class Progress:

@@ -351,7 +351,11 @@ def print_summary(settings: Settings, result: dg.ExecutionResult, instance: dg.D
     print("=" * 78)
     for line in outcome_lines(result, not_run):
         print(line)
-    print(f"Dagster's log of this run: {log_file}; the run in the UI (`make ui`): {DAGSTER_UI}/runs/{result.run_id}")
+    dbt_log = dbt_log_path(settings.data_dir, result.run_id)
+    dbt = f"dbt's: {dbt_log}; " if dbt_log.exists() else ""
+    print(
+        f"Dagster's log of this run: {log_file}; {dbt}the run in the UI (`make ui`): {DAGSTER_UI}/runs/{result.run_id}"
+    )
     print("=" * 78)
     evaluations = result.get_asset_check_evaluations()
     passed = [e for e in evaluations if e.passed]

@@ -384,3 +384,23 @@ def test_the_summary_of_a_blocked_run_starts_with_its_cause_and_counts_what_did_
     # the failed check counts as failed; nothing the run did not reach is counted as passed
     assert lines[8] == "checks: 0 passed, 1 failed"
     assert any(line.endswith("[the last good versions: this run published none]") for line in lines)
+
+
+def test_a_failed_dbt_step_is_told_by_dbts_own_errors_not_the_command_line():
+    from orchestration.progress import dbt_failure_text
+
+    message = (
+        "The dbt CLI process with command\n\n`/x/.venv/bin/dbt --no-write-json build --select staging`\n\n"
+        "failed with exit code `1`. Check the stdout in the Dagster compute logs for the full information about "
+        "the error, or view the dbt debug log: /x/dbt.log.\n\nErrors parsed from dbt logs:\n\n"
+        "53 of 57 FAIL 27 assert_order_lines_match_current .... [\x1b[31mFAIL 27\x1b[0m in 17.47s]\n\n"
+        "\x1b[31mFailure in test assert_order_lines_match_current (tests/assert_order_lines_match_current.sql)\x1b[0m\n\n"
+        "  Got 27 results, configured to fail if != 0\n"
+    )
+    assert dbt_failure_text(message).splitlines() == [
+        "dbt: Failure in test assert_order_lines_match_current (tests/assert_order_lines_match_current.sql)",
+        "53 of 57 FAIL 27 assert_order_lines_match_current .... [FAIL 27 in 17.47s]",
+        "Failure in test assert_order_lines_match_current (tests/assert_order_lines_match_current.sql)",
+        "Got 27 results, configured to fail if != 0",
+    ]
+    assert dbt_failure_text("ValueError: something else") is None
