@@ -275,6 +275,8 @@ def main() -> int:
     log_file = target.parent / "requests.log"
     env = {
         **os.environ,
+        # the scaled snapshots are the demo's, published with the demo salt: production mode refuses them
+        "TESSERA_MODE": os.environ.get("TESSERA_MODE", "demo"),
         "TESSERA_SERVE_RELOAD_SECONDS": "0",
         "TESSERA_API_KEYS": API_KEY,
         "TESSERA_SERVE_LOG_LEVEL": "info",
